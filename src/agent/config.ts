@@ -1,0 +1,205 @@
+import { readFileSync } from 'node:fs'
+import { hostname, homedir } from 'node:os'
+import { join, resolve } from 'node:path'
+import { multiaddr } from '@multiformats/multiaddr'
+import YAML from 'yaml'
+import { z } from 'zod'
+
+const multiaddrString = z.string().refine(
+  (s) => {
+    try {
+      multiaddr(s)
+      return true
+    } catch {
+      return false
+    }
+  },
+  { message: 'expected a multiaddr such as /ip4/0.0.0.0/tcp/4701' },
+)
+
+/** The agent's configuration. Every key has a default, so an empty file is valid. */
+export const ConfigSchema = z
+  .object({
+    name: z
+      .string()
+      .regex(/^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/, 'expected a DNS label: a-z, 0-9 and -, at most 63 characters')
+      .default(defaultName()),
+    listen: z.array(multiaddrString).default(['/ip4/0.0.0.0/tcp/4701']),
+    announce: z.array(multiaddrString).default([]),
+    bootstrap: z.array(multiaddrString).default([]),
+    logLevel: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent']).default('info'),
+    dialTimeoutMs: z.number().int().min(100).max(120_000).default(5_000),
+    authTimeoutMs: z.number().int().min(100).max(60_000).default(5_000),
+    relay: z
+      .object({
+        server: z.boolean().default(true),
+        reservations: z.number().int().min(0).max(32).default(2),
+      })
+      .strict()
+      .default({ server: true, reservations: 2 }),
+    webrtc: z
+      .object({
+        enabled: z.boolean().default(true),
+        iceServers: z.array(z.string().regex(/^(stun|turn|turns):/, 'expected stun:HOST:PORT')).default([]),
+      })
+      .strict()
+      .default({ enabled: true, iceServers: [] }),
+    dht: z.object({ enabled: z.boolean().default(true) }).strict().default({ enabled: true }),
+    metrics: z
+      .object({
+        listen: z
+          .string()
+          .regex(/^(127\.\d+\.\d+\.\d+|localhost|\[::1\]):\d+$/, 'expected a loopback HOST:PORT such as 127.0.0.1:9464')
+          .optional(),
+      })
+      .strict()
+      .default({}),
+  })
+  .strict()
+
+export type Config = z.infer<typeof ConfigSchema>
+
+function defaultName(): string {
+  const h = hostname()
+    .toLowerCase()
+    .split('.')[0]
+    .replace(/[^a-z0-9-]/g, '-')
+    .replace(/^-+|-+$/g, '')
+  return h.length > 0 ? h.slice(0, 63) : 'node'
+}
+
+export function defaultDataDir(env: NodeJS.ProcessEnv = process.env): string {
+  return resolve(env.MESH_DATA_DIR ?? join(homedir(), '.mesh'))
+}
+
+export class ConfigError extends Error {
+  override name = 'ConfigError'
+}
+
+type Source = { kind: 'file' | 'env' | 'flag' | 'default'; where: string }
+
+/** Keys of the schema, so `MESH_LOG_LEVEL` maps to `logLevel` and `MESH_RELAY__SERVER` to `relay.server`. */
+function envKeyToPath(key: string): string[] {
+  return key
+    .slice('MESH_'.length)
+    .split('__')
+    .map((part) => part.toLowerCase().replace(/_([a-z0-9])/g, (_, c: string) => c.toUpperCase()))
+}
+
+const NON_CONFIG_ENV = new Set(['MESH_DATA_DIR', 'MESH_CONFIG', 'MESH_REQUIRE_SYSTEM', 'MESH_JOIN'])
+
+function setPath(obj: Record<string, unknown>, path: string[], value: unknown): void {
+  let cur = obj
+  for (const p of path.slice(0, -1)) {
+    if (typeof cur[p] !== 'object' || cur[p] === null) cur[p] = {}
+    cur = cur[p] as Record<string, unknown>
+  }
+  cur[path[path.length - 1]] = value
+}
+
+function parseScalar(raw: string, isList: boolean): unknown {
+  if (isList) {
+    return raw
+      .split(',')
+      .map((s) => s.trim())
+      .filter((s) => s.length > 0)
+  }
+  try {
+    return YAML.parse(raw)
+  } catch {
+    return raw
+  }
+}
+
+const LIST_KEYS = new Set(['listen', 'announce', 'bootstrap', 'webrtc.iceServers'])
+
+export interface LoadOptions {
+  dataDir: string
+  /** an explicit file; when absent `<dataDir>/config.yaml` is read if it exists */
+  configFile?: string
+  env?: NodeJS.ProcessEnv
+  /** values from command-line flags, already as config keys */
+  flags?: Record<string, unknown>
+}
+
+/**
+ * Config from the YAML file, then MESH_* environment variables, then flags; the
+ * later wins. An invalid value fails with where it came from, the key and what is allowed.
+ */
+export function loadConfig(opts: LoadOptions): Config {
+  const env = opts.env ?? process.env
+  const file = opts.configFile ?? env.MESH_CONFIG ?? join(opts.dataDir, 'config.yaml')
+  const merged: Record<string, unknown> = {}
+  const sources = new Map<string, Source>()
+
+  let text: string | undefined
+  try {
+    text = readFileSync(file, 'utf8')
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code
+    if (code !== 'ENOENT' || opts.configFile !== undefined || env.MESH_CONFIG !== undefined) {
+      throw new ConfigError(`cannot read config file ${file}: ${(err as Error).message}`)
+    }
+  }
+  if (text !== undefined) {
+    let doc: unknown
+    try {
+      doc = YAML.parse(text) ?? {}
+    } catch (err) {
+      throw new ConfigError(`config file ${file} is not valid YAML: ${(err as Error).message}`)
+    }
+    if (typeof doc !== 'object' || doc === null || Array.isArray(doc)) {
+      throw new ConfigError(`config file ${file} must be a YAML mapping of keys to values`)
+    }
+    for (const [k, v] of Object.entries(doc)) {
+      merged[k] = v
+      sources.set(k, { kind: 'file', where: file })
+    }
+  }
+
+  for (const [k, raw] of Object.entries(env)) {
+    if (!k.startsWith('MESH_') || NON_CONFIG_ENV.has(k) || raw === undefined) continue
+    const path = envKeyToPath(k)
+    setPath(merged, path, parseScalar(raw, LIST_KEYS.has(path.join('.'))))
+    sources.set(path.join('.'), { kind: 'env', where: k })
+  }
+
+  for (const [k, v] of Object.entries(opts.flags ?? {})) {
+    if (v === undefined) continue
+    setPath(merged, k.split('.'), v)
+    sources.set(k, { kind: 'flag', where: `--${k.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}` })
+  }
+
+  const result = ConfigSchema.safeParse(merged)
+  if (!result.success) {
+    const lines = result.error.issues.map((issue) => {
+      const key = issue.path.join('.')
+      const top = String(issue.path[0] ?? '')
+      const src = sources.get(key) ?? sources.get(issue.path.slice(0, 2).join('.')) ?? sources.get(top)
+      const from = src === undefined ? '' : src.kind === 'file' ? `${src.where}: ` : `${src.where}: `
+      if (issue.code === 'unrecognized_keys') {
+        const allowed = allowedKeys(issue.path.map(String))
+        return `${from}unknown key ${issue.keys.map((k) => `'${[...issue.path, k].join('.')}'`).join(', ')}; allowed keys: ${allowed.join(', ')}`
+      }
+      return `${from}key '${key}': ${issue.message}`
+    })
+    throw new ConfigError(`invalid configuration:\n  ${lines.join('\n  ')}`)
+  }
+  return result.data
+}
+
+function allowedKeys(path: string[]): string[] {
+  let shape: z.ZodTypeAny = ConfigSchema
+  for (const p of path) {
+    const inner = unwrap(shape)
+    if (inner instanceof z.ZodObject) shape = inner.shape[p] as z.ZodTypeAny
+  }
+  const obj = unwrap(shape)
+  return obj instanceof z.ZodObject ? Object.keys(obj.shape) : []
+}
+
+function unwrap(t: z.ZodTypeAny): z.ZodTypeAny {
+  let cur: any = t
+  while (cur instanceof z.ZodDefault || cur instanceof z.ZodOptional) cur = cur.unwrap()
+  return cur
+}

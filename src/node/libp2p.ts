@@ -1,0 +1,94 @@
+import { noise } from '@chainsafe/libp2p-noise'
+import { yamux } from '@chainsafe/libp2p-yamux'
+import { autoNAT } from '@libp2p/autonat'
+import { circuitRelayServer, circuitRelayTransport } from '@libp2p/circuit-relay-v2'
+import { dcutr } from '@libp2p/dcutr'
+import { gossipsub } from '@libp2p/gossipsub'
+import { identify, identifyPush } from '@libp2p/identify'
+import type { PrivateKey } from '@libp2p/interface'
+import { kadDHT, passthroughMapper } from '@libp2p/kad-dht'
+import { ping } from '@libp2p/ping'
+import { preSharedKey } from '@libp2p/pnet'
+import { tcp } from '@libp2p/tcp'
+import { webRTC } from '@libp2p/webrtc'
+import { LevelDatastore } from 'datastore-level'
+import { createLibp2p } from 'libp2p'
+import type { Config } from '../agent/config.js'
+import type { ComponentReporter } from '../reporter/reporter.js'
+import { admission } from './admission.js'
+import { type Cluster, deriveKey, pnetSwarmKey, protocolPrefix } from './cluster.js'
+
+export interface NodeOptions {
+  config: Config
+  cluster: Cluster
+  privateKey: PrivateKey
+  datastorePath: string
+  reporter: ComponentReporter
+}
+
+export type MeshLibp2p = Awaited<ReturnType<typeof createMeshNode>>
+
+/**
+ * The libp2p node: TCP, circuit relay v2 and WebRTC transports behind pnet, Noise
+ * (with a cluster-bound prologue) and member admission on every connection; identify,
+ * ping, kad-dht and AutoNAT on cluster-private protocol ids; gossipsub; a relay server
+ * without the public-network limits (it serves admitted members only).
+ */
+export async function createMeshNode(opts: NodeOptions) {
+  const { config, cluster } = opts
+  const prefix = protocolPrefix(cluster)
+  const datastore = new LevelDatastore(opts.datastorePath)
+  await datastore.open()
+
+  const admit = admission({ cluster, timeoutMs: config.authTimeoutMs, reporter: opts.reporter })
+  // The gater needs the admission service, which exists only once libp2p builds it.
+  let gater: ReturnType<ReturnType<typeof admit>['gater']> | undefined
+
+  const listen = [...config.listen]
+  for (let i = 0; i < config.relay.reservations; i++) listen.push('/p2p-circuit')
+  if (config.webrtc.enabled) listen.push('/webrtc')
+
+  const node = await createLibp2p({
+    privateKey: opts.privateKey,
+    datastore,
+    addresses: { listen, announce: config.announce },
+    transports: [
+      tcp(),
+      circuitRelayTransport({ reservationCompletionTimeout: config.dialTimeoutMs }),
+      ...(config.webrtc.enabled
+        ? [webRTC({ rtcConfiguration: { iceServers: config.webrtc.iceServers.map((urls) => ({ urls })) } })]
+        : []),
+    ],
+    connectionEncrypters: [noise({ prologueBytes: deriveKey(cluster, 'noise prologue') })],
+    streamMuxers: [yamux()],
+    connectionProtector: preSharedKey({ psk: pnetSwarmKey(cluster) }),
+    connectionGater: {
+      denyInboundRelayReservation: (p) => gater?.denyInboundRelayReservation?.(p) ?? true,
+      denyOutboundRelayedConnection: (s, d) => gater?.denyOutboundRelayedConnection?.(s, d) ?? true,
+      denyInboundRelayedConnection: (r, p) => gater?.denyInboundRelayedConnection?.(r, p) ?? true,
+    },
+    connectionManager: { dialTimeout: config.dialTimeoutMs, addressDialTimeout: Math.min(1500, config.dialTimeoutMs) },
+    services: {
+      admission: admit,
+      identify: identify({ protocolPrefix: prefix.slice(1), runOnLimitedConnection: true }),
+      identifyPush: identifyPush({ protocolPrefix: prefix.slice(1), runOnLimitedConnection: true }),
+      ping: ping({ protocolPrefix: prefix.slice(1), runOnLimitedConnection: true }),
+      autonat: autoNAT({ protocolPrefix: prefix.slice(1) }),
+      dcutr: dcutr(),
+      ...(config.relay.server
+        ? {
+            relay: circuitRelayServer({
+              // members only (the gater), so the public-network data/time limits are off
+              reservations: { applyDefaultLimit: false, maxReservations: 128 },
+            }),
+          }
+        : {}),
+      ...(config.dht.enabled
+        ? { dht: kadDHT({ protocol: `${prefix}/kad/1.0.0`, clientMode: false, peerInfoMapper: passthroughMapper }) }
+        : {}),
+      pubsub: gossipsub({ allowPublishToZeroTopicPeers: true, emitSelf: false }),
+    },
+  })
+  gater = node.services.admission.gater()
+  return node
+}
