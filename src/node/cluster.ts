@@ -10,12 +10,15 @@ export interface Cluster {
   id: string
   /** 32 random bytes: the shared secret behind pnet, the noise prologue and member auth */
   key: Uint8Array
+  /** addresses of members to dial at start (from the join token), besides every member met before */
+  seeds?: string[]
 }
 
 const ClusterFile = z.object({
   name: z.string().min(1),
   id: z.string().regex(/^[0-9a-f]{32}$/),
   key: z.string().regex(/^[0-9a-f]{64}$/),
+  seeds: z.array(z.string()).optional(),
 })
 
 export const CLUSTER_NAME_RE = /^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/
@@ -28,7 +31,7 @@ export function newCluster(name: string): Cluster {
 }
 
 export function saveCluster(dir: string, c: Cluster): void {
-  const body = { name: c.name, id: c.id, key: Buffer.from(c.key).toString('hex') }
+  const body = { name: c.name, id: c.id, key: Buffer.from(c.key).toString('hex'), seeds: c.seeds ?? [] }
   writePrivateFile(dataPaths(dir).cluster, `${JSON.stringify(body, null, 2)}\n`)
 }
 
@@ -47,7 +50,7 @@ export function loadCluster(dir: string): Cluster | undefined {
   } catch (err) {
     throw new DataDirError(`${path} is damaged (${(err as Error).message.split('\n')[0]}); restore it from a backup or another member`)
   }
-  return { name: parsed.name, id: parsed.id, key: new Uint8Array(Buffer.from(parsed.key, 'hex')) }
+  return { name: parsed.name, id: parsed.id, key: new Uint8Array(Buffer.from(parsed.key, 'hex')), seeds: parsed.seeds ?? [] }
 }
 
 /** Independent keys for each use of the cluster secret, so no two layers share key material. */

@@ -6,11 +6,12 @@ import { dcutr } from '@libp2p/dcutr'
 import { gossipsub } from '@libp2p/gossipsub'
 import { identify, identifyPush } from '@libp2p/identify'
 import type { PrivateKey } from '@libp2p/interface'
+import type { AddressManager } from '@libp2p/interface-internal'
 import { kadDHT, passthroughMapper } from '@libp2p/kad-dht'
 import { ping } from '@libp2p/ping'
 import { preSharedKey } from '@libp2p/pnet'
 import { tcp } from '@libp2p/tcp'
-import { webRTC } from '@libp2p/webrtc'
+import { webRTC, webRTCDirect } from '@libp2p/webrtc'
 import { LevelDatastore } from 'datastore-level'
 import { createLibp2p } from 'libp2p'
 import type { Config } from '../agent/config.js'
@@ -49,6 +50,7 @@ export async function createMeshNode(opts: NodeOptions) {
   if (config.webrtc.enabled) listen.push('/webrtc')
 
   const node = await createLibp2p({
+    start: false, // the node component starts it, after wiring its event listeners
     privateKey: opts.privateKey,
     datastore,
     addresses: { listen, announce: config.announce },
@@ -56,7 +58,11 @@ export async function createMeshNode(opts: NodeOptions) {
       tcp(),
       circuitRelayTransport({ reservationCompletionTimeout: config.dialTimeoutMs }),
       ...(config.webrtc.enabled
-        ? [webRTC({ rtcConfiguration: { iceServers: config.webrtc.iceServers.map((urls) => ({ urls })) } })]
+        ? [
+            webRTC({ rtcConfiguration: { iceServers: config.webrtc.iceServers.map((urls) => ({ urls })) } }),
+            // dials webrtc-direct; listens only where a listen address asks for it
+            webRTCDirect(),
+          ]
         : []),
     ],
     connectionEncrypters: [noise({ prologueBytes: deriveKey(cluster, 'noise prologue') })],
@@ -70,6 +76,8 @@ export async function createMeshNode(opts: NodeOptions) {
     connectionManager: { dialTimeout: config.dialTimeoutMs, addressDialTimeout: Math.min(1500, config.dialTimeoutMs) },
     services: {
       admission: admit,
+      // a window on libp2p's own address manager, for `mesh status` (observed addresses)
+      addresses: (components: { addressManager: AddressManager }) => components.addressManager,
       identify: identify({ protocolPrefix: prefix.slice(1), runOnLimitedConnection: true }),
       identifyPush: identifyPush({ protocolPrefix: prefix.slice(1), runOnLimitedConnection: true }),
       ping: ping({ protocolPrefix: prefix.slice(1), runOnLimitedConnection: true }),

@@ -46,6 +46,7 @@ export function parseToken(token: string, now = Date.now()): Invite {
   } catch {
     throw new TokenError('the join token is damaged (it does not decode): copy it again in full')
   }
+  if (msg.version === 0) throw new TokenError('the join token is damaged (no version): copy it again in full')
   if (msg.version !== 1) throw new TokenError(`join token version ${msg.version} is not supported by this mesh; upgrade mesh`)
   if (msg.clusterId.length !== 16 || msg.clusterKey.length !== 32 || msg.inviteId.length !== 16) {
     throw new TokenError('the join token is damaged (wrong field sizes): copy it again in full')

@@ -1,0 +1,67 @@
+import { EventBus } from '../api/events.js'
+import { ApiComponent } from '../api/server.js'
+import { coreRoutes } from '../api/routes-core.js'
+import { dataPaths, ensureDataDir, lockDataDir } from '../node/datadir.js'
+import { NodeComponent } from '../node/node-component.js'
+import { Reporter } from '../reporter/reporter.js'
+import type { Component } from './component.js'
+import { loadConfig } from './config.js'
+import { Daemon } from './daemon.js'
+import { prepareDataDir } from './setup.js'
+
+export interface AgentOptions {
+  dataDir: string
+  configFile?: string
+  flags?: Record<string, unknown>
+  join?: string
+  init?: string
+}
+
+export interface RunningAgent {
+  daemon: Daemon
+  node: NodeComponent
+  reporter: Reporter
+}
+
+/**
+ * Assemble the agent: lock the data dir, read config, prepare the cluster, and start
+ * the components in dependency order (node, then the control API).
+ */
+export async function startAgent(opts: AgentOptions): Promise<RunningAgent> {
+  const paths = dataPaths(opts.dataDir)
+  // config first: a bad config must fail before anything in the data dir is touched
+  const config = loadConfig({ dataDir: opts.dataDir, configFile: opts.configFile, flags: opts.flags })
+  ensureDataDir(opts.dataDir)
+  const unlock = lockDataDir(opts.dataDir)
+  try {
+    const setup = await prepareDataDir(opts.dataDir, { join: opts.join, init: opts.init })
+    const reporter = new Reporter({ level: config.logLevel })
+    const log = reporter.root.child({ component: 'agent' })
+    if (setup.created) log.info({ cluster: setup.cluster.name, dataDir: opts.dataDir }, 'initialised a new cluster')
+    if (setup.joined) log.info({ cluster: setup.cluster.name }, 'joining cluster with token')
+    const events = new EventBus()
+    const startedAt = Date.now()
+    const node = new NodeComponent({
+      config,
+      cluster: setup.cluster,
+      dataDir: opts.dataDir,
+      seeds: setup.cluster.seeds ?? [],
+      reporter: reporter.forComponent('node'),
+    })
+    const api = new ApiComponent({
+      socketPath: paths.socket,
+      reporter: reporter.forComponent('api'),
+      root: reporter,
+      events,
+      routes: [coreRoutes({ node, cluster: setup.cluster, config, dataDir: opts.dataDir, startedAt, events })],
+    })
+    const components: Component[] = [node, api]
+    const daemon = new Daemon(components, log)
+    void daemon.stopped.then(unlock)
+    await daemon.start()
+    return { daemon, node, reporter }
+  } catch (err) {
+    unlock()
+    throw err
+  }
+}

@@ -1,0 +1,66 @@
+import type { FastifyInstance } from 'fastify'
+import { z } from 'zod'
+import type { Config } from '../agent/config.js'
+import { overlayAddress } from '../membership/overlay.js'
+import type { Cluster } from '../node/cluster.js'
+import type { NodeComponent } from '../node/node-component.js'
+import { makeToken } from '../node/token.js'
+import { VERSION } from '../version.js'
+import type { EventBus } from './events.js'
+import { ApiError } from './server.js'
+
+const InviteBody = z.object({ ttlMs: z.number().int().min(1000).max(30 * 24 * 3600_000).default(3600_000) }).strict()
+
+/** /v1/status, /v1/peers, /v1/invite: what the foundation CLI commands call. */
+export function coreRoutes(deps: {
+  node: NodeComponent
+  cluster: Cluster
+  config: Config
+  dataDir: string
+  startedAt: number
+  events: EventBus
+}) {
+  return (app: FastifyInstance) => {
+    const { node, cluster } = deps
+    node.node.addEventListener('peer:connect', (e) => deps.events.publish('peer:connect', { peerId: e.detail.toString() }))
+    node.node.addEventListener('peer:disconnect', (e) =>
+      deps.events.publish('peer:disconnect', { peerId: e.detail.toString() }),
+    )
+
+    app.get('/v1/status', async () => {
+      const n = node.node
+      await node.refreshRtt(1000)
+      return {
+        peerId: n.peerId.toString(),
+        name: deps.config.name,
+        overlay: overlayAddress(cluster.id, n.peerId.toString()),
+        cluster: { name: cluster.name, id: cluster.id },
+        listen: n.getMultiaddrs().map(String),
+        observed: n.services.addresses.getObservedAddrs().map(String),
+        connections: node.connections(),
+        uptimeMs: Date.now() - deps.startedAt,
+        version: VERSION,
+        dataDir: deps.dataDir,
+        pid: process.pid,
+      }
+    })
+
+    app.get('/v1/peers', async () => {
+      await node.refreshRtt(1000)
+      return { connections: node.connections() }
+    })
+
+    app.post('/v1/invite', async (req) => {
+      const parsed = InviteBody.safeParse(req.body ?? {})
+      if (!parsed.success) throw new ApiError(400, `bad invite request: ${parsed.error.issues[0]?.message}`)
+      const addrs = node.reachableAddrs()
+      if (addrs.length === 0) {
+        throw new ApiError(409, 'this agent has no reachable address to put in a token; set listen or announce addresses')
+      }
+      const { token, invite } = makeToken(cluster, addrs, parsed.data.ttlMs)
+      return { token, expires: invite.expires, addrs }
+    })
+
+    app.post('/v1/rejoin', async () => node.reconnect())
+  }
+}

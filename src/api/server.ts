@@ -1,0 +1,84 @@
+import { chmodSync, unlinkSync } from 'node:fs'
+import Fastify, { type FastifyInstance } from 'fastify'
+import type { Component } from '../agent/component.js'
+import type { ComponentReporter, Reporter } from '../reporter/reporter.js'
+import type { EventBus } from './events.js'
+
+/** A user-facing error: the API answers with its status and message, the CLI prints it. */
+export class ApiError extends Error {
+  constructor(
+    readonly status: number,
+    message: string,
+  ) {
+    super(message)
+  }
+}
+
+export type RouteRegistrar = (app: FastifyInstance) => void
+
+/**
+ * The control API: HTTP+JSON on a unix socket (mode 0600, in the 0700 data dir), so
+ * only the local admin can reach it and nothing on the overlay can. Also serves
+ * /metrics, /health and the SSE event stream.
+ */
+export class ApiComponent implements Component {
+  readonly name = 'api'
+  private app: FastifyInstance | undefined
+
+  constructor(
+    private readonly deps: {
+      socketPath: string
+      reporter: ComponentReporter
+      root: Reporter
+      events: EventBus
+      routes: RouteRegistrar[]
+    },
+  ) {}
+
+  async start(): Promise<void> {
+    const app = Fastify({ logger: false, bodyLimit: 1 << 20 })
+    const requests = this.deps.reporter.counter('requests_total', 'control API requests', ['route', 'status'])
+    app.addHook('onResponse', async (req, reply) => {
+      requests.inc({ route: req.routeOptions.url ?? 'unknown', status: String(reply.statusCode) })
+    })
+    app.setErrorHandler((err, _req, reply) => {
+      const e = err as Error & { status?: number; statusCode?: number }
+      const status = e instanceof ApiError ? e.status : (e.statusCode ?? 500)
+      if (status >= 500) this.deps.reporter.log.error({ err: e.message }, 'control API error')
+      void reply.status(status).send({ error: e.message })
+    })
+    app.get('/health', async (_req, reply) => {
+      const h = await this.deps.root.health()
+      return reply.status(h.ok ? 200 : 503).send(h)
+    })
+    app.get('/metrics', async (_req, reply) =>
+      reply.type('text/plain; version=0.0.4').send(await this.deps.root.metrics()),
+    )
+    app.get('/v1/events', (req, reply) => {
+      reply.hijack()
+      const res = reply.raw
+      res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache', connection: 'keep-alive' })
+      res.write(': connected\n\n')
+      const off = this.deps.events.subscribe((e) => res.write(`event: ${e.type}\ndata: ${JSON.stringify(e)}\n\n`))
+      const keepalive = setInterval(() => res.write(': keepalive\n\n'), 15_000)
+      req.raw.on('close', () => {
+        off()
+        clearInterval(keepalive)
+      })
+    })
+    for (const r of this.deps.routes) r(app)
+    try {
+      unlinkSync(this.deps.socketPath) // left by a killed agent; the data dir lock says it is ours
+    } catch {}
+    await app.listen({ path: this.deps.socketPath })
+    chmodSync(this.deps.socketPath, 0o600)
+    this.app = app
+  }
+
+  async stop(): Promise<void> {
+    await this.app?.close()
+    try {
+      unlinkSync(this.deps.socketPath)
+    } catch {}
+  }
+}

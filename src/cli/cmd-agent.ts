@@ -1,0 +1,56 @@
+import type { Command } from 'commander'
+import { startAgent } from '../agent/agent.js'
+import { action, dataDirOf, type GlobalOpts } from './common.js'
+
+const collect = (v: string, prev: string[] = []) => [...prev, v]
+
+export function agentCommand(program: Command): void {
+  program
+    .command('agent')
+    .description('run the agent in the foreground (systemd units and the docker image run the same)')
+    .option('--join <token>', 'join the cluster a member invited this machine to (mesh invite)')
+    .option('--init [cluster]', 'start a new cluster if the data dir holds none')
+    .option('--config <file>', 'YAML config file (default: <data dir>/config.yaml)')
+    .option('--listen <multiaddr>', 'listen address, repeatable (default /ip4/0.0.0.0/tcp/4701)', collect)
+    .option('--announce <multiaddr>', 'address to announce instead of the listen addresses, repeatable', collect)
+    .option('--name <name>', 'this member\'s name (default: the hostname)')
+    .option('--log-level <level>', 'trace, debug, info, warn, error')
+    .action(
+      action(
+        async (opts: {
+          join?: string
+          init?: string | boolean
+          config?: string
+          listen?: string[]
+          announce?: string[]
+          name?: string
+          logLevel?: string
+        }) => {
+          const dir = dataDirOf(program.opts<GlobalOpts>())
+          const agent = await startAgent({
+            dataDir: dir,
+            configFile: opts.config,
+            join: opts.join ?? process.env.MESH_JOIN,
+            init: typeof opts.init === 'string' ? opts.init : opts.init === true ? 'mesh' : undefined,
+            flags: { listen: opts.listen, announce: opts.announce, name: opts.name, logLevel: opts.logLevel },
+          })
+          const n = agent.node.node
+          process.stdout.write(
+            `mesh agent ${n.peerId} running (data dir ${dir})\n` +
+              `listening on ${n.getMultiaddrs().map(String).join(' ') || '(no address yet)'}\n`,
+          )
+          let signals = 0
+          const onSignal = (sig: string) => {
+            if (++signals > 1) process.exit(130) // a second ^C: do not wait
+            agent.reporter.root.info({ signal: sig }, 'stopping')
+            void agent.daemon.stop()
+          }
+          process.on('SIGINT', () => onSignal('SIGINT'))
+          process.on('SIGTERM', () => onSignal('SIGTERM'))
+          const err = await agent.daemon.stopped
+          agent.reporter.root.flush()
+          process.exit(err === undefined ? 0 : 1)
+        },
+      ),
+    )
+}

@@ -1,0 +1,28 @@
+import type { Command } from 'commander'
+import { initDataDir } from '../agent/setup.js'
+import { loadIdentity } from '../node/identity.js'
+import { peerIdFromPrivateKey } from '@libp2p/peer-id'
+import { overlayAddress } from '../membership/overlay.js'
+import { action, dataDirOf, type GlobalOpts, printJson } from './common.js'
+
+export function initCommand(program: Command): void {
+  program
+    .command('init')
+    .description('start a new cluster: a cluster key, cluster id and this node\'s identity, in the data dir')
+    .option('--cluster <name>', 'cluster name (a-z, 0-9, -)', 'mesh')
+    .action(
+      action(async (opts: { cluster: string }) => {
+        const g = program.opts<GlobalOpts>()
+        const dir = dataDirOf(g)
+        const { cluster } = await initDataDir(dir, opts.cluster)
+        const peerId = peerIdFromPrivateKey(await loadIdentity(dir, { create: false })).toString()
+        const out = { dataDir: dir, cluster: { name: cluster.name, id: cluster.id }, peerId, overlay: overlayAddress(cluster.id, peerId) }
+        if (g.json) return printJson(out)
+        process.stdout.write(
+          `initialised cluster '${cluster.name}' (${cluster.id}) in ${dir}\n` +
+            `this node: ${peerId}  ${out.overlay}\n` +
+            "next: 'mesh agent' to run it, then 'mesh invite' for a token other machines join with\n",
+        )
+      }),
+    )
+}

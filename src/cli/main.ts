@@ -1,0 +1,36 @@
+#!/usr/bin/env node
+import '../shim.js'
+import { Command } from 'commander'
+import { VERSION } from '../version.js'
+import { agentCommand } from './cmd-agent.js'
+import { initCommand } from './cmd-init.js'
+import { inviteCommand } from './cmd-invite.js'
+import { statusCommand } from './cmd-status.js'
+import { EXIT } from './common.js'
+
+const program = new Command('mesh')
+  .description('a peer-to-peer mesh agent: encrypted overlay, membership, blocks by CID and plugins')
+  .version(VERSION)
+  .option('--data-dir <dir>', 'the agent\'s data dir (default $MESH_DATA_DIR or ~/.mesh)')
+  .option('--json', 'machine-readable output')
+  .showHelpAfterError()
+  .exitOverride((err) => {
+    // commander's own errors are usage errors; --help and --version are not errors
+    if (err.code === 'commander.helpDisplayed' || err.code === 'commander.version' || err.code === 'commander.help') {
+      process.exit(EXIT.ok)
+    }
+    process.exit(EXIT.usage)
+  })
+
+initCommand(program)
+agentCommand(program)
+inviteCommand(program)
+statusCommand(program)
+
+// libp2p internals sometimes reject promises nobody awaits (aborted dials, closed
+// streams); log them instead of crashing the agent.
+process.on('unhandledRejection', (reason) => {
+  process.stderr.write(`mesh: unhandled rejection: ${(reason as Error)?.stack ?? String(reason)}\n`)
+})
+
+await program.parseAsync(process.argv)

@@ -1,0 +1,186 @@
+import type { Connection, PeerId } from '@libp2p/interface'
+import { multiaddr } from '@multiformats/multiaddr'
+import type { Config } from '../agent/config.js'
+import type { Component } from '../agent/component.js'
+import type { ComponentReporter } from '../reporter/reporter.js'
+import type { Cluster } from './cluster.js'
+import { loadIdentity } from './identity.js'
+import { createMeshNode, type MeshLibp2p } from './libp2p.js'
+import { type PathKind, pathKind } from './paths.js'
+import { dataPaths } from './datadir.js'
+import { Circuit } from '@multiformats/multiaddr-matcher'
+
+const MEMBER_TAG = 'mesh-member'
+const RECONNECT_EVERY_MS = 10_000
+const RECONNECT_BATCH = 8
+
+export interface ConnectionInfo {
+  peerId: string
+  remoteAddr: string
+  direction: 'inbound' | 'outbound'
+  path: PathKind
+  admitted: boolean
+  openedAt: number
+  rttMs?: number
+}
+
+/**
+ * Owns the libp2p node: builds it on start, dials the cluster (seeds and every member
+ * it has met before, from the persistent peer store), keeps reconnecting to known
+ * members, and stops it on stop.
+ */
+export class NodeComponent implements Component {
+  readonly name = 'node'
+  private libp2p: MeshLibp2p | undefined
+  private timer: NodeJS.Timeout | undefined
+  private readonly rtt = new Map<string, number>()
+  private readonly metrics
+
+  constructor(
+    private readonly deps: {
+      config: Config
+      cluster: Cluster
+      dataDir: string
+      seeds: string[]
+      reporter: ComponentReporter
+    },
+  ) {
+    const r = deps.reporter
+    this.metrics = {
+      connections: r.gauge('connections', 'open connections by path kind', ['path'], () => {
+        const g = this.metrics.connections
+        g.reset()
+        for (const c of this.libp2p?.getConnections() ?? []) g.inc({ path: pathKind(c.remoteAddr) })
+      }),
+      dials: r.counter('dials_total', 'dials to known members by result', ['result']),
+    }
+    r.health(() => ({ ok: this.libp2p?.status === 'started', detail: this.libp2p?.status ?? 'not created' }))
+  }
+
+  get node(): MeshLibp2p {
+    if (this.libp2p === undefined) throw new Error('the libp2p node is not started')
+    return this.libp2p
+  }
+
+  async start(): Promise<void> {
+    const { config, cluster, dataDir, reporter } = this.deps
+    const privateKey = await loadIdentity(dataDir, { create: false })
+    this.libp2p = await createMeshNode({
+      config,
+      cluster,
+      privateKey,
+      datastorePath: dataPaths(dataDir).datastore,
+      reporter,
+    })
+    const node = this.libp2p
+    node.addEventListener('connection:open', (evt) => void this.onConnection(evt.detail))
+    node.addEventListener('connection:close', (evt) => {
+      if (node.getConnections(evt.detail.remotePeer).length === 0) this.rtt.delete(evt.detail.remotePeer.toString())
+    })
+    try {
+      await node.start()
+    } catch (err) {
+      await Promise.resolve(node.stop()).catch(() => {})
+      throw explainListenError(err as Error, config.listen)
+    }
+    reporter.log.info({ peerId: node.peerId.toString(), addrs: node.getMultiaddrs().map(String) }, 'listening')
+    void this.reconnect()
+    this.timer = setInterval(() => void this.reconnect(), RECONNECT_EVERY_MS)
+    this.timer.unref()
+  }
+
+  async stop(): Promise<void> {
+    clearInterval(this.timer)
+    await this.libp2p?.stop()
+  }
+
+  /** Remember admitted peers in the persistent peer store, so a restart can find them again. */
+  private async onConnection(conn: Connection): Promise<void> {
+    const node = this.libp2p
+    if (node === undefined) return
+    if (!(await node.services.admission.admitted(conn))) return
+    try {
+      await node.peerStore.merge(conn.remotePeer, { tags: { [MEMBER_TAG]: { value: 50 } } })
+      const rtt = await node.services.ping.ping(conn.remotePeer, { signal: AbortSignal.timeout(2000) })
+      this.rtt.set(conn.remotePeer.toString(), rtt)
+    } catch {}
+  }
+
+  /** Dial seeds and known members we are not connected to; bounded per round. */
+  async reconnect(): Promise<{ tried: number; connected: number }> {
+    const node = this.libp2p
+    if (node === undefined || node.status !== 'started') return { tried: 0, connected: 0 }
+    const targets: Array<PeerId | ReturnType<typeof multiaddr>> = []
+    const connected = new Set(node.getConnections().map((c) => c.remotePeer.toString()))
+    for (const s of this.deps.seeds) {
+      const ma = multiaddr(s)
+      const pid = ma.getComponents().findLast((c) => c.name === 'p2p')?.value
+      if (pid === node.peerId.toString()) continue
+      if (pid === undefined || !connected.has(pid)) targets.push(ma)
+    }
+    const known = await node.peerStore.all({ filters: [(p) => p.tags.has(MEMBER_TAG)] })
+    for (const p of known) {
+      if (!connected.has(p.id.toString()) && !p.id.equals(node.peerId)) targets.push(p.id)
+    }
+    const batch = targets.slice(0, RECONNECT_BATCH)
+    const results = await Promise.allSettled(
+      batch.map((t) => node.dial(t as never, { signal: AbortSignal.timeout(this.deps.config.dialTimeoutMs) })),
+    )
+    let ok = 0
+    for (const r of results) {
+      this.metrics.dials.inc({ result: r.status === 'fulfilled' ? 'ok' : 'error' })
+      if (r.status === 'fulfilled') ok++
+    }
+    return { tried: batch.length, connected: ok }
+  }
+
+  connections(): ConnectionInfo[] {
+    const node = this.libp2p
+    if (node === undefined) return []
+    return node.getConnections().map((c) => ({
+      peerId: c.remotePeer.toString(),
+      remoteAddr: c.remoteAddr.toString(),
+      direction: c.direction,
+      path: pathKind(c.remoteAddr),
+      admitted: node.services.admission.isAdmitted(c.remotePeer),
+      openedAt: c.timeline.open,
+      rttMs: this.rtt.get(c.remotePeer.toString()),
+    }))
+  }
+
+  /** Measure RTT to every connected peer now (bounded by a short timeout). */
+  async refreshRtt(timeoutMs = 1500): Promise<void> {
+    const node = this.libp2p
+    if (node === undefined) return
+    const peers = [...new Set(node.getConnections().map((c) => c.remotePeer.toString()))]
+    await Promise.allSettled(
+      node.getPeers().filter((p) => peers.includes(p.toString())).map(async (p) => {
+        const rtt = await node.services.ping.ping(p, { signal: AbortSignal.timeout(timeoutMs) })
+        this.rtt.set(p.toString(), rtt)
+      }),
+    )
+  }
+
+  /** Addresses a joiner can reach us at: listen/announce addresses that are not relay circuits. */
+  reachableAddrs(): string[] {
+    return this.node
+      .getMultiaddrs()
+      .filter((ma) => !Circuit.matches(ma))
+      .map(String)
+  }
+}
+
+/** libp2p reports a busy port deep in its stack; say which address and what to do. */
+function explainListenError(err: Error, listen: string[]): Error {
+  const text = `${err.message} ${(err as { cause?: Error }).cause?.message ?? ''}`
+  if (/EADDRINUSE|address already in use/i.test(text)) {
+    return new Error(
+      `cannot listen on ${listen.join(', ')}: the address is already in use (another mesh agent or program ` +
+        'holds the port). Stop it, or choose another address with --listen or the listen key in config.yaml.',
+    )
+  }
+  if (/EADDRNOTAVAIL|EACCES/i.test(text)) {
+    return new Error(`cannot listen on ${listen.join(', ')}: ${err.message}. Check the address belongs to this machine.`)
+  }
+  return err
+}

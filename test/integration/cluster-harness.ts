@@ -1,0 +1,140 @@
+import { type ChildProcess, spawn } from 'node:child_process'
+import { mkdtempSync, rmSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join, resolve } from 'node:path'
+
+/** The built CLI, as users run it. */
+export const CLI = resolve(import.meta.dirname, '../../src/cli/main.js')
+
+export interface RunResult {
+  code: number
+  stdout: string
+  stderr: string
+}
+
+/** Run `mesh ARGS` to completion (bounded by timeoutMs). */
+export function mesh(args: string[], opts: { env?: NodeJS.ProcessEnv; timeoutMs?: number } = {}): Promise<RunResult> {
+  return new Promise((resolvePromise, reject) => {
+    const child = spawn(process.execPath, [CLI, ...args], {
+      env: { ...process.env, ...opts.env },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    })
+    let stdout = ''
+    let stderr = ''
+    child.stdout.on('data', (d) => (stdout += d))
+    child.stderr.on('data', (d) => (stderr += d))
+    const timer = setTimeout(() => child.kill('SIGKILL'), opts.timeoutMs ?? 30_000)
+    child.on('error', reject)
+    child.on('close', (code, signal) => {
+      clearTimeout(timer)
+      resolvePromise({ code: code ?? (signal === null ? -1 : 128), stdout, stderr })
+    })
+  })
+}
+
+/** `mesh --json ARGS`, parsed; throws with stderr when it fails. */
+export async function meshJson<T = any>(dataDir: string, args: string[]): Promise<T> {
+  const r = await mesh(['--data-dir', dataDir, '--json', ...args])
+  if (r.code !== 0) throw new Error(`mesh ${args.join(' ')} exited ${r.code}: ${r.stderr}`)
+  return JSON.parse(r.stdout) as T
+}
+
+/** Poll `fn` until it returns a truthy value; bounded by time, so a test can never hang. */
+export async function waitFor<T>(what: string, fn: () => Promise<T | undefined | false>, timeoutMs = 20_000, everyMs = 200): Promise<T> {
+  const deadline = Date.now() + timeoutMs
+  let last: unknown
+  while (Date.now() < deadline) {
+    try {
+      const v = await fn()
+      if (v) return v
+    } catch (err) {
+      last = err
+    }
+    await new Promise((r) => setTimeout(r, everyMs))
+  }
+  throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}${last ? `: ${(last as Error).message}` : ''}`)
+}
+
+export class AgentProcess {
+  child: ChildProcess | undefined
+  stderr = ''
+  stdout = ''
+  exitCode: number | null = null
+  private exited: Promise<void> = Promise.resolve()
+
+  constructor(
+    readonly dataDir: string,
+    readonly args: string[] = [],
+  ) {}
+
+  start(extra: string[] = [], env: NodeJS.ProcessEnv = {}): this {
+    this.stderr = ''
+    this.stdout = ''
+    this.exitCode = null
+    const child = spawn(
+      process.execPath,
+      [CLI, '--data-dir', this.dataDir, 'agent', '--listen', '/ip4/127.0.0.1/tcp/0', ...this.args, ...extra],
+      { env: { ...process.env, MESH_LOG_LEVEL: process.env.MESH_LOG_LEVEL ?? 'info', ...env }, stdio: ['ignore', 'pipe', 'pipe'] },
+    )
+    child.stdout?.on('data', (d) => (this.stdout += d))
+    child.stderr?.on('data', (d) => (this.stderr += d))
+    this.exited = new Promise((r) =>
+      child.on('exit', (code, signal) => {
+        this.exitCode = code ?? (signal === null ? -1 : 128)
+        r()
+      }),
+    )
+    this.child = child
+    return this
+  }
+
+  /** Wait until the control API answers. */
+  async ready(timeoutMs = 20_000): Promise<any> {
+    return waitFor(
+      `agent in ${this.dataDir} to answer (stderr: ${this.stderr.slice(-500)})`,
+      async () => {
+        if (this.exitCode !== null) throw new Error(`agent exited with ${this.exitCode}: ${this.stderr.slice(-2000)}`)
+        return meshJson(this.dataDir, ['status'])
+      },
+      timeoutMs,
+    )
+  }
+
+  async status(): Promise<any> {
+    return meshJson(this.dataDir, ['status'])
+  }
+
+  async kill(signal: NodeJS.Signals = 'SIGKILL'): Promise<void> {
+    if (this.child !== undefined && this.exitCode === null) {
+      this.child.kill(signal)
+      await this.exited
+    }
+  }
+
+  waitExit(): Promise<void> {
+    return this.exited
+  }
+}
+
+/** Temp dirs and agents of one test file, all removed in `after` even when a test fails. */
+export class Fixture {
+  private readonly dirs: string[] = []
+  readonly agents: AgentProcess[] = []
+
+  tempDir(prefix = 'mesh-it-'): string {
+    const d = mkdtempSync(join(tmpdir(), prefix))
+    this.dirs.push(d)
+    return d
+  }
+
+  agent(dataDir: string, args: string[] = []): AgentProcess {
+    const a = new AgentProcess(dataDir, args)
+    this.agents.push(a)
+    return a
+  }
+
+  async cleanup(): Promise<void> {
+    await Promise.all(this.agents.map((a) => a.kill('SIGKILL')))
+    for (const d of this.dirs) rmSync(d, { recursive: true, force: true })
+  }
+}
