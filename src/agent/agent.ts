@@ -1,11 +1,13 @@
 import { EventBus } from '../api/events.js'
 import { ApiComponent } from '../api/server.js'
 import { coreRoutes } from '../api/routes-core.js'
+import { memberRoutes } from '../api/routes-members.js'
+import { MembershipComponent } from '../membership/service.js'
 import { dataPaths, ensureDataDir, lockDataDir } from '../node/datadir.js'
 import { NodeComponent } from '../node/node-component.js'
 import { Reporter } from '../reporter/reporter.js'
 import type { Component } from './component.js'
-import { loadConfig } from './config.js'
+import { type Config, loadConfig } from './config.js'
 import { Daemon } from './daemon.js'
 import { prepareDataDir } from './setup.js'
 
@@ -20,7 +22,9 @@ export interface AgentOptions {
 export interface RunningAgent {
   daemon: Daemon
   node: NodeComponent
+  membership: MembershipComponent
   reporter: Reporter
+  config: Config
 }
 
 /**
@@ -48,18 +52,30 @@ export async function startAgent(opts: AgentOptions): Promise<RunningAgent> {
       seeds: setup.cluster.seeds ?? [],
       reporter: reporter.forComponent('node'),
     })
+    const membership = new MembershipComponent({
+      node,
+      cluster: setup.cluster,
+      config,
+      dataDir: opts.dataDir,
+      events,
+      reporter: reporter.forComponent('membership'),
+    })
+    let daemon: Daemon | undefined
     const api = new ApiComponent({
       socketPath: paths.socket,
       reporter: reporter.forComponent('api'),
       root: reporter,
       events,
-      routes: [coreRoutes({ node, cluster: setup.cluster, config, dataDir: opts.dataDir, startedAt, events })],
+      routes: [
+        coreRoutes({ node, cluster: setup.cluster, config, dataDir: opts.dataDir, startedAt, events }),
+        memberRoutes({ node, membership, clusterId: setup.cluster.id, onLeave: () => void daemon?.stop() }),
+      ],
     })
-    const components: Component[] = [node, api]
-    const daemon = new Daemon(components, log)
+    const components: Component[] = [node, membership, api]
+    daemon = new Daemon(components, log)
     void daemon.stopped.then(unlock)
     await daemon.start()
-    return { daemon, node, reporter }
+    return { daemon, node, membership, reporter, config }
   } catch (err) {
     unlock()
     throw err

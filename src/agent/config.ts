@@ -44,6 +44,29 @@ export const ConfigSchema = z
       })
       .strict()
       .default({ enabled: true, iceServers: [] }),
+    tags: z
+      .record(z.string().regex(/^[A-Za-z0-9][A-Za-z0-9._/-]{0,63}$/, 'expected a tag key such as role or dc'), z.string().max(256))
+      .default({}),
+    membership: z
+      .object({
+        probeIntervalMs: z.number().int().min(100).max(60_000).default(1000),
+        probeTimeoutMs: z.number().int().min(50).max(30_000).default(500),
+        indirectProbes: z.number().int().min(0).max(16).default(3),
+        suspicionMult: z.number().int().min(1).max(100).default(4),
+        syncIntervalMs: z.number().int().min(1000).max(3_600_000).default(30_000),
+        tombstoneHours: z.number().min(0.001).max(24 * 365).default(24),
+        leaveOnTerm: z.boolean().default(true),
+      })
+      .strict()
+      .default({
+        probeIntervalMs: 1000,
+        probeTimeoutMs: 500,
+        indirectProbes: 3,
+        suspicionMult: 4,
+        syncIntervalMs: 30_000,
+        tombstoneHours: 24,
+        leaveOnTerm: true,
+      }),
     dht: z.object({ enabled: z.boolean().default(true) }).strict().default({ enabled: true }),
     metrics: z
       .object({

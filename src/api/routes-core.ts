@@ -61,6 +61,5 @@ export function coreRoutes(deps: {
       return { token, expires: invite.expires, addrs }
     })
 
-    app.post('/v1/rejoin', async () => node.reconnect())
   }
 }

@@ -43,7 +43,11 @@ export function agentCommand(program: Command): void {
           const onSignal = (sig: string) => {
             if (++signals > 1) process.exit(130) // a second ^C: do not wait
             agent.reporter.root.info({ signal: sig }, 'stopping')
-            void agent.daemon.stop()
+            // a graceful stop tells the cluster first, so nobody has to detect a failure
+            const leave = agent.config.membership.leaveOnTerm
+              ? Promise.race([agent.membership.leave(), new Promise((r) => setTimeout(r, 3000))])
+              : Promise.resolve()
+            void leave.catch(() => {}).then(() => agent.daemon.stop())
           }
           process.on('SIGINT', () => onSignal('SIGINT'))
           process.on('SIGTERM', () => onSignal('SIGTERM'))

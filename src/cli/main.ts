@@ -5,6 +5,7 @@ import { VERSION } from '../version.js'
 import { agentCommand } from './cmd-agent.js'
 import { initCommand } from './cmd-init.js'
 import { inviteCommand } from './cmd-invite.js'
+import { membersCommand } from './cmd-members.js'
 import { statusCommand } from './cmd-status.js'
 import { EXIT } from './common.js'
 
@@ -26,6 +27,7 @@ initCommand(program)
 agentCommand(program)
 inviteCommand(program)
 statusCommand(program)
+membersCommand(program)
 
 // libp2p internals sometimes reject promises nobody awaits (aborted dials, closed
 // streams); log them instead of crashing the agent.

@@ -1,4 +1,4 @@
-import type { Connection, PeerId } from '@libp2p/interface'
+import type { Connection, PeerId, PrivateKey } from '@libp2p/interface'
 import { multiaddr } from '@multiformats/multiaddr'
 import type { Config } from '../agent/config.js'
 import type { Component } from '../agent/component.js'
@@ -32,6 +32,7 @@ export interface ConnectionInfo {
 export class NodeComponent implements Component {
   readonly name = 'node'
   private libp2p: MeshLibp2p | undefined
+  private key: PrivateKey | undefined
   private timer: NodeJS.Timeout | undefined
   private readonly rtt = new Map<string, number>()
   private readonly metrics
@@ -57,6 +58,11 @@ export class NodeComponent implements Component {
     r.health(() => ({ ok: this.libp2p?.status === 'started', detail: this.libp2p?.status ?? 'not created' }))
   }
 
+  get privateKey(): PrivateKey {
+    if (this.key === undefined) throw new Error('the node identity is not loaded')
+    return this.key
+  }
+
   get node(): MeshLibp2p {
     if (this.libp2p === undefined) throw new Error('the libp2p node is not started')
     return this.libp2p
@@ -65,6 +71,7 @@ export class NodeComponent implements Component {
   async start(): Promise<void> {
     const { config, cluster, dataDir, reporter } = this.deps
     const privateKey = await loadIdentity(dataDir, { create: false })
+    this.key = privateKey
     this.libp2p = await createMeshNode({
       config,
       cluster,

@@ -1,0 +1,85 @@
+import type { FastifyInstance } from 'fastify'
+import { displayNames, resolveMember, ResolveError } from '../membership/names.js'
+import type { MembershipComponent } from '../membership/service.js'
+import type { NodeComponent } from '../node/node-component.js'
+import { ApiError } from './server.js'
+
+export interface MemberView {
+  name: string
+  peerId: string
+  overlay: string
+  status: string
+  path: string
+  rttMs?: number
+  version: string
+  tags: Record<string, string>
+  addrs: string[]
+  incarnation: number
+  maintenance: boolean
+  computeTypes: string[]
+  resources: { cpus: number; memoryBytes: number; diskFreeBytes: number }
+  self: boolean
+  since: number
+}
+
+/** /v1/members, /v1/members/resolve, /v1/leave, /v1/rejoin. */
+export function memberRoutes(deps: {
+  node: NodeComponent
+  membership: MembershipComponent
+  clusterId: string
+  onLeave: () => void
+}) {
+  return (app: FastifyInstance) => {
+    const view = (): MemberView[] => {
+      const rows = deps.membership.rows()
+      const names = displayNames(rows.map((r) => r.entry.signed.info))
+      const conns = new Map<string, { path: string; rttMs?: number }>()
+      for (const c of deps.node.connections()) {
+        const prev = conns.get(c.peerId)
+        // a direct path wins over a relayed one when both are open
+        if (prev === undefined || prev.path === 'relayed') conns.set(c.peerId, { path: c.path, rttMs: c.rttMs })
+      }
+      const self = deps.membership.selfPeerId
+      return rows
+        .map((r) => {
+          const i = r.entry.signed.info
+          const c = conns.get(r.peerId)
+          return {
+            name: names.get(r.peerId) ?? i.name,
+            peerId: r.peerId,
+            overlay: i.overlay,
+            status: r.status,
+            path: r.peerId === self ? 'self' : (c?.path ?? '-'),
+            rttMs: r.peerId === self ? undefined : (deps.membership.rttOf(r.peerId) ?? c?.rttMs),
+            version: i.version,
+            tags: i.tags,
+            addrs: [...i.addrs],
+            incarnation: i.incarnation,
+            maintenance: i.maintenance,
+            computeTypes: [...i.computeTypes],
+            resources: i.resources,
+            self: r.peerId === self,
+            since: r.since,
+          }
+        })
+        .sort((a, b) => a.name.localeCompare(b.name))
+    }
+
+    app.get('/v1/members', async () => ({ members: view() }))
+
+    app.get<{ Querystring: { q?: string } }>('/v1/members/resolve', async (req) => {
+      const infos = deps.membership.rows().map((r) => r.entry.signed.info)
+      const r = resolveMember(req.query.q ?? '', infos, deps.clusterId)
+      if (r instanceof ResolveError) throw new ApiError(404, r.message)
+      return view().find((m) => m.peerId === r.peerId)
+    })
+
+    app.post('/v1/rejoin', async () => deps.membership.rejoin())
+
+    app.post('/v1/leave', async () => {
+      await deps.membership.leave()
+      setImmediate(deps.onLeave)
+      return { left: true }
+    })
+  }
+}

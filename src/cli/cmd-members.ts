@@ -1,0 +1,65 @@
+import type { Command } from 'commander'
+import type { MemberView } from '../api/routes-members.js'
+import { action, client, fmtMs, type GlobalOpts, printJson, table, UsageError } from './common.js'
+
+const STATUSES = ['alive', 'suspect', 'dead', 'left']
+
+export function membersCommand(program: Command): void {
+  program
+    .command('members')
+    .description('the cluster as this member sees it: name, overlay address, status, path, RTT, version, tags')
+    .option('--status <status>', `only members with this status (${STATUSES.join(', ')})`)
+    .option('--tag <key=value>', 'only members with this tag, repeatable', (v: string, p: string[] = []) => [...p, v])
+    .option('--rejoin', 're-dial every known member and sync with it first')
+    .action(
+      action(async (opts: { status?: string; tag?: string[]; rejoin?: boolean }) => {
+        const g = program.opts<GlobalOpts>()
+        if (opts.status !== undefined && !STATUSES.includes(opts.status)) {
+          throw new UsageError(`unknown status '${opts.status}': use one of ${STATUSES.join(', ')}`)
+        }
+        const tags = (opts.tag ?? []).map((t) => {
+          const i = t.indexOf('=')
+          if (i <= 0) throw new UsageError(`invalid tag filter '${t}': use key=value`)
+          return [t.slice(0, i), t.slice(i + 1)] as const
+        })
+        const api = client(g)
+        if (opts.rejoin === true) {
+          const r = await api.call<{ tried: number; connected: number }>('POST', '/v1/rejoin')
+          if (!g.json) process.stderr.write(`rejoin: dialled ${r.tried} members, ${r.connected} connected\n`)
+        }
+        const { members } = await api.call<{ members: MemberView[] }>('GET', '/v1/members')
+        const shown = members.filter(
+          (m) => (opts.status === undefined || m.status === opts.status) && tags.every(([k, v]) => m.tags[k] === v),
+        )
+        if (g.json) return printJson(shown)
+        process.stdout.write(
+          table(
+            ['NAME', 'OVERLAY', 'STATUS', 'PATH', 'RTT', 'VERSION', 'TAGS'],
+            shown.map((m) => [
+              m.self ? `${m.name}*` : m.name,
+              m.overlay,
+              m.maintenance ? `${m.status} (maint)` : m.status,
+              m.path,
+              fmtMs(m.rttMs),
+              m.version,
+              Object.entries(m.tags)
+                .map(([k, v]) => `${k}=${v}`)
+                .join(','),
+            ]),
+          ),
+        )
+      }),
+    )
+
+  program
+    .command('leave')
+    .description('leave the cluster gracefully: every member marks this one left at once, then the agent stops')
+    .action(
+      action(async () => {
+        const g = program.opts<GlobalOpts>()
+        await client(g).call('POST', '/v1/leave')
+        if (g.json) return printJson({ left: true })
+        process.stdout.write('left the cluster; the agent is stopping\n')
+      }),
+    )
+}

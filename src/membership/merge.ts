@@ -1,0 +1,451 @@
+/**
+ * The membership CRDT. One entry per peer: the newest self-signed record plus the strongest
+ * claim about it that is not outdated. merge() is the join of two such entries; MemberTable is
+ * a map of them with verification, change reporting, anti-entropy digests and tombstones.
+ *
+ * Order on self-signed records: incarnation, then 'left' over 'alive', then canonical bytes,
+ * then signature bytes. Order on claims: incarnation, then dead over suspect, then claimant
+ * peer ID, then signature bytes. Both are total, so the join is a max and the result is the
+ * same in any order; a claim below the kept record's incarnation was refuted and is dropped.
+ */
+import { overlayAddress } from './overlay.js'
+import {
+  type Claim,
+  checkClaim,
+  checkSignedInfo,
+  checkSize,
+  encodeInfo,
+  fnv1a32,
+  fnv1a32String,
+  type SignedInfo,
+  type Status,
+  type Verifier,
+  verifyClaim,
+  verifyInfo,
+} from './record.js'
+
+export interface Entry {
+  signed: SignedInfo
+  claim?: Claim
+}
+
+/** What apply() changed. `before === after` when only the record changed (new tags, say). */
+export interface Change {
+  peerId: string
+  /** undefined when the peer was not in the table (or only as a reaped tombstone) */
+  before: Status | undefined
+  after: Status
+  entry: Entry
+}
+
+export type Outcome =
+  | 'changed'
+  /** byte-identical to what we hold: the common case for gossip */
+  | 'duplicate'
+  /** valid, but we already hold something newer */
+  | 'stale'
+  /** a claim about a peer we hold no record of: held back until its record arrives */
+  | 'unknown-peer'
+  /** refused by the table's `refuse` hook (revoked or not admitted) */
+  | 'refused'
+  /** malformed or oversized */
+  | 'invalid'
+  | 'bad-signature'
+
+export interface ApplyResult {
+  outcome: Outcome
+  change?: Change
+  /** why, for 'invalid' */
+  reason?: string
+}
+
+/** One row of a push-pull digest: enough to tell which side holds the newer entry. */
+export interface DigestItem {
+  peerId: string
+  incarnation: number
+  left: boolean
+  /** -1 when there is no claim */
+  claimIncarnation: number
+  /** 0 none, 1 suspect, 2 dead */
+  claimRank: number
+  /** fingerprints that break ties between different records with equal keys */
+  infoFp: number
+  claimFp: number
+}
+
+export const DAY_MS = 24 * 60 * 60 * 1000
+
+const MAX_PENDING = 1024
+
+export const STATUSES: readonly Status[] = ['alive', 'suspect', 'dead', 'left']
+
+// ---- the join ------------------------------------------------------------------------------
+
+export function compareBytes(a: Uint8Array, b: Uint8Array): number {
+  const n = Math.min(a.length, b.length)
+  for (let i = 0; i < n; i++) if (a[i] !== b[i]) return a[i] - b[i]
+  return a.length - b.length
+}
+
+const bytesEqual = (a: Uint8Array, b: Uint8Array): boolean => a.length === b.length && compareBytes(a, b) === 0
+
+const claimRank = (c: Claim | undefined): number => (c === undefined ? 0 : c.status === 'dead' ? 2 : 1)
+
+export function compareInfo(a: SignedInfo, b: SignedInfo): number {
+  if (a === b) return 0
+  const ai = a.info
+  const bi = b.info
+  if (ai.incarnation !== bi.incarnation) return ai.incarnation - bi.incarnation
+  if (ai.status !== bi.status) return ai.status === 'left' ? 1 : -1
+  return compareBytes(encodeInfo(ai), encodeInfo(bi)) || compareBytes(a.sig, b.sig)
+}
+
+export function compareClaim(a: Claim, b: Claim): number {
+  if (a === b) return 0
+  if (a.incarnation !== b.incarnation) return a.incarnation - b.incarnation
+  const r = claimRank(a) - claimRank(b)
+  if (r !== 0) return r
+  if (a.by !== b.by) return a.by < b.by ? -1 : 1
+  return compareBytes(a.sig, b.sig)
+}
+
+function make(signed: SignedInfo, claim: Claim | undefined): Entry {
+  return claim === undefined ? { signed } : { signed, claim }
+}
+
+/** An entry with an outdated claim removed (returns `e` itself when there is none). */
+export function normalize(e: Entry): Entry {
+  return e.claim !== undefined && e.claim.incarnation < e.signed.info.incarnation ? { signed: e.signed } : e
+}
+
+/**
+ * Join two entries for the same peer. Returns one of the inputs when it already is the join,
+ * so callers can detect "nothing new" by identity.
+ */
+export function merge(a: Entry, b: Entry): Entry {
+  if (a === b) return a
+  const signed = compareInfo(a.signed, b.signed) >= 0 ? a.signed : b.signed
+  let claim: Claim | undefined
+  if (a.claim === undefined) claim = b.claim
+  else if (b.claim === undefined) claim = a.claim
+  else claim = compareClaim(a.claim, b.claim) >= 0 ? a.claim : b.claim
+  if (claim !== undefined && claim.incarnation < signed.info.incarnation) claim = undefined
+  if (signed === a.signed && claim === a.claim) return a
+  if (signed === b.signed && claim === b.claim) return b
+  return make(signed, claim)
+}
+
+export function effectiveStatus(e: Entry): Status {
+  if (e.signed.info.status === 'left') return 'left'
+  if (e.claim !== undefined && e.claim.incarnation >= e.signed.info.incarnation) return e.claim.status
+  return 'alive'
+}
+
+// ---- the table -----------------------------------------------------------------------------
+
+/** A table row. Read-only outside this module; the objects are reused across updates. */
+export interface Row {
+  readonly peerId: string
+  readonly entry: Entry
+  readonly status: Status
+  /** `now` of the apply that gave the row its current status */
+  readonly since: number
+}
+
+interface Rec {
+  readonly peerId: string
+  entry: Entry
+  status: Status
+  since: number
+  infoFp: number
+  claimFp: number
+}
+
+export interface MemberTableOptions {
+  /** when set, a record must carry the overlay address derived from this cluster id */
+  clusterId?: string
+  /** refuse anything about (or claimed by) these peers, e.g. revoked ones */
+  refuse?: (peerId: string) => boolean
+}
+
+/**
+ * The local view of the cluster. apply() takes an entry, a signed record or a claim from
+ * anywhere (gossip, push-pull, our own failure detector), checks and verifies it, joins it in,
+ * and says what changed. Dead and left rows are tombstones: listed until reap() hides them after
+ * `tombstoneMs`, then remembered, hidden, for another `tombstoneMs` so that late copies from
+ * members who have not reaped yet cannot bring them back.
+ */
+export class MemberTable {
+  private readonly map = new Map<string, Rec>()
+  private readonly tombstones = new Set<string>()
+  private readonly hidden = new Map<string, { rec: Rec; at: number }>()
+  private readonly byStatus: Record<Status, number> = { alive: 0, suspect: 0, dead: 0, left: 0 }
+  private readonly overlays = new Map<string, string>()
+  /** verified claims about peers not (yet) in the table, joined in when their record comes */
+  private readonly pending = new Map<string, Claim>()
+  /** how many inputs ended each way: for metrics */
+  readonly outcomes: Record<Outcome, number> = {
+    changed: 0,
+    duplicate: 0,
+    stale: 0,
+    'unknown-peer': 0,
+    refused: 0,
+    invalid: 0,
+    'bad-signature': 0,
+  }
+
+  constructor(private readonly opts: MemberTableOptions = {}) {}
+
+  get size(): number {
+    return this.map.size
+  }
+
+  has(peerId: string): boolean {
+    return this.map.has(peerId)
+  }
+
+  get(peerId: string): Entry | undefined {
+    return this.map.get(peerId)?.entry
+  }
+
+  row(peerId: string): Row | undefined {
+    return this.map.get(peerId)
+  }
+
+  status(peerId: string): Status | undefined {
+    return this.map.get(peerId)?.status
+  }
+
+  /** Row counts by effective status, kept up to date incrementally. */
+  counts(): Readonly<Record<Status, number>> {
+    return this.byStatus
+  }
+
+  /** The listed rows, tombstones included. No copying: do not apply or reap while iterating. */
+  rows(): IterableIterator<Row> {
+    return this.map.values()
+  }
+
+  *entries(status?: Status): IterableIterator<Entry> {
+    for (const r of this.map.values()) if (status === undefined || r.status === status) yield r.entry
+  }
+
+  /** apply() without the detail: the change, or undefined when nothing changed or it was dropped. */
+  apply(item: Entry | SignedInfo | Claim, verifier: Verifier, now: number): Change | undefined {
+    return this.ingest(item, verifier, now).change
+  }
+
+  /** Check, verify and join one input; says how it ended and what changed. Never throws. */
+  ingest(item: Entry | SignedInfo | Claim, verifier: Verifier, now: number): ApplyResult {
+    const r = this.ingestInner(item, verifier, now)
+    this.outcomes[r.outcome]++
+    return r
+  }
+
+  private ingestInner(item: Entry | SignedInfo | Claim, verifier: Verifier, now: number): ApplyResult {
+    if (typeof item !== 'object' || item === null) return { outcome: 'invalid', reason: 'not an object' }
+    let signed: SignedInfo | undefined
+    let claim: Claim | undefined
+    if ('signed' in item) {
+      signed = item.signed
+      claim = item.claim
+    } else if ('info' in item) signed = item
+    else claim = item as Claim
+
+    const bad = (signed !== undefined ? checkSignedInfo(signed) : undefined) ?? (claim !== undefined ? checkClaim(claim) : undefined)
+    if (bad !== undefined) return { outcome: 'invalid', reason: bad }
+    if (signed === undefined && claim === undefined) return { outcome: 'invalid', reason: 'empty entry' }
+    const peerId = signed !== undefined ? signed.info.peerId : claim!.peerId
+    if (claim !== undefined && claim.peerId !== peerId) return { outcome: 'invalid', reason: 'claim is about another peer' }
+    if (this.opts.refuse !== undefined && (this.opts.refuse(peerId) || (claim !== undefined && this.opts.refuse(claim.by)))) {
+      return { outcome: 'refused' }
+    }
+
+    const live = this.map.get(peerId)
+    const ghost = live === undefined ? this.hidden.get(peerId) : undefined
+    const rec = live ?? ghost?.rec
+    // byte-identical copies skip verification: they cannot change anything
+    const infoNew = signed !== undefined && !(rec !== undefined && sameSigned(rec.entry.signed, signed))
+    const claimNew = claim !== undefined && !(rec?.entry.claim !== undefined && sameClaim(rec.entry.claim, claim))
+    if (!infoNew && !claimNew) return { outcome: 'duplicate' }
+
+    if (infoNew) {
+      const size = checkSize(signed!.info)
+      if (size !== undefined) return { outcome: 'invalid', reason: size }
+      if (this.opts.clusterId !== undefined && signed!.info.overlay !== this.overlayOf(peerId)) {
+        return { outcome: 'invalid', reason: 'overlay address does not belong to the peer' }
+      }
+      if (!verifyInfo(signed!, verifier)) return { outcome: 'bad-signature' }
+    }
+    if (claimNew && !verifyClaim(claim!, verifier)) return { outcome: 'bad-signature' }
+
+    if (rec === undefined) {
+      if (signed === undefined) {
+        this.hold(claim!)
+        return { outcome: 'unknown-peer' }
+      }
+      const held = this.pending.get(peerId)
+      this.pending.delete(peerId)
+      const entry = normalize(held === undefined ? make(signed, claim) : merge(make(signed, claim), make(signed, held)))
+      const status = effectiveStatus(entry)
+      const fresh: Rec = { peerId, entry, status, since: now, infoFp: 0, claimFp: 0 }
+      fingerprint(fresh)
+      this.map.set(peerId, fresh)
+      this.count(status, 1)
+      if (status === 'dead' || status === 'left') this.tombstones.add(peerId)
+      return { outcome: 'changed', change: { peerId, before: undefined, after: status, entry } }
+    }
+
+    const incoming = make(signed ?? rec.entry.signed, claim)
+    const merged = merge(rec.entry, incoming)
+    if (merged === rec.entry) return { outcome: 'stale' }
+    const before = live === undefined ? undefined : rec.status
+    const status = effectiveStatus(merged)
+    rec.entry = merged
+    fingerprint(rec)
+    if (live === undefined) {
+      // a reaped tombstone came back with something newer: list it again
+      this.hidden.delete(peerId)
+      this.map.set(peerId, rec)
+      rec.status = status
+      rec.since = now
+      this.count(status, 1)
+    } else if (status !== rec.status) {
+      this.count(rec.status, -1)
+      this.count(status, 1)
+      rec.status = status
+      rec.since = now
+    }
+    if (status === 'dead' || status === 'left') this.tombstones.add(peerId)
+    else this.tombstones.delete(peerId)
+    return { outcome: 'changed', change: { peerId, before, after: status, entry: merged } }
+  }
+
+  /**
+   * Hide tombstones older than `tombstoneMs` and forget hidden ones older than that again.
+   * Returns the peers hidden now.
+   */
+  reap(now: number, tombstoneMs = DAY_MS): string[] {
+    const out: string[] = []
+    for (const [peerId, h] of this.hidden) if (now - h.at >= tombstoneMs) this.hidden.delete(peerId)
+    for (const peerId of this.tombstones) {
+      const rec = this.map.get(peerId)!
+      if (now - rec.since < tombstoneMs) continue
+      this.tombstones.delete(peerId)
+      this.map.delete(peerId)
+      this.count(rec.status, -1)
+      this.hidden.set(peerId, { rec, at: now })
+      out.push(peerId)
+    }
+    return out
+  }
+
+  /** Drop a peer outright, with no tombstone (a revoked member). Pair with `refuse`. */
+  forget(peerId: string): boolean {
+    this.hidden.delete(peerId)
+    this.pending.delete(peerId)
+    const rec = this.map.get(peerId)
+    if (rec === undefined) return false
+    this.map.delete(peerId)
+    this.tombstones.delete(peerId)
+    this.count(rec.status, -1)
+    return true
+  }
+
+  /** A compact summary of every listed row, for push-pull. */
+  digest(): DigestItem[] {
+    const out: DigestItem[] = []
+    for (const [peerId, r] of this.map) {
+      const { info } = r.entry.signed
+      const c = r.entry.claim
+      out.push({
+        peerId,
+        incarnation: info.incarnation,
+        left: info.status === 'left',
+        claimIncarnation: c === undefined ? -1 : c.incarnation,
+        claimRank: claimRank(c),
+        infoFp: r.infoFp,
+        claimFp: r.claimFp,
+      })
+    }
+    return out
+  }
+
+  /**
+   * The entries the holder of `remote` lacks or holds older versions of. Both sides sending
+   * diff(other's digest) leaves both with the same rows. Tombstones the remote never heard of
+   * are sent too, so tables converge exactly.
+   */
+  diff(remote: readonly DigestItem[]): Entry[] {
+    const theirs = new Map<string, DigestItem>()
+    for (const d of remote) theirs.set(d.peerId, d)
+    const out: Entry[] = []
+    for (const [peerId, r] of this.map) {
+      const d = theirs.get(peerId)
+      if (d === undefined || newerThan(r, d)) out.push(r.entry)
+    }
+    return out
+  }
+
+  /** Keep a verified claim about a peer we have no record of yet: gossip can overtake. */
+  private hold(c: Claim): void {
+    const prev = this.pending.get(c.peerId)
+    if (prev !== undefined && compareClaim(prev, c) >= 0) return
+    if (prev === undefined && this.pending.size >= MAX_PENDING) this.pending.delete(this.pending.keys().next().value as string)
+    this.pending.set(c.peerId, c)
+  }
+
+  private count(s: Status, d: number): void {
+    this.byStatus[s] += d
+  }
+
+  private overlayOf(peerId: string): string {
+    let o = this.overlays.get(peerId)
+    if (o === undefined) {
+      if (this.overlays.size >= 65536) this.overlays.clear()
+      o = overlayAddress(this.opts.clusterId!, peerId)
+      this.overlays.set(peerId, o)
+    }
+    return o
+  }
+}
+
+function sameSigned(a: SignedInfo, b: SignedInfo): boolean {
+  if (a === b) return true
+  return (
+    a.info.incarnation === b.info.incarnation &&
+    a.info.status === b.info.status &&
+    bytesEqual(a.sig, b.sig) &&
+    bytesEqual(encodeInfo(a.info), encodeInfo(b.info))
+  )
+}
+
+function sameClaim(a: Claim, b: Claim): boolean {
+  if (a === b) return true
+  return a.incarnation === b.incarnation && a.status === b.status && a.by === b.by && bytesEqual(a.sig, b.sig)
+}
+
+function fingerprint(r: Rec): void {
+  r.infoFp = fnv1a32(r.entry.signed.sig)
+  const c = r.entry.claim
+  r.claimFp = c === undefined ? 0 : fnv1a32(c.sig, fnv1a32String(c.by))
+}
+
+/** Would sending our row change the state of a peer whose row is summarised by `d`? */
+function newerThan(r: Rec, d: DigestItem): boolean {
+  const { info } = r.entry.signed
+  const left = info.status === 'left'
+  if (info.incarnation !== d.incarnation) {
+    if (info.incarnation > d.incarnation) return true
+  } else if (left !== d.left) {
+    if (left) return true
+  } else if (r.infoFp !== d.infoFp) return true
+  const c = r.entry.claim
+  if (c === undefined) return false
+  // our claim only matters if it survives against their record too
+  if (c.incarnation < d.incarnation) return false
+  if (c.incarnation !== d.claimIncarnation) return c.incarnation > d.claimIncarnation
+  const rank = claimRank(c)
+  if (rank !== d.claimRank) return rank > d.claimRank
+  return r.claimFp !== d.claimFp
+}

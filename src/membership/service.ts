@@ -1,0 +1,506 @@
+import { statfsSync } from 'node:fs'
+import { cpus, totalmem } from 'node:os'
+import type { Message } from '@libp2p/gossipsub'
+import type { Connection, PeerId, Stream } from '@libp2p/interface'
+import { peerIdFromString } from '@libp2p/peer-id'
+import { lpStream, pbStream } from '@libp2p/utils'
+import { Circuit } from '@multiformats/multiaddr-matcher'
+import { MemberSet, Probe, ProbeReply } from '../../protocols/membership.js'
+import type { Component } from '../agent/component.js'
+import type { Config } from '../agent/config.js'
+import type { EventBus } from '../api/events.js'
+import { type Cluster, protocolPrefix } from '../node/cluster.js'
+import type { NodeComponent } from '../node/node-component.js'
+import type { ComponentReporter } from '../reporter/reporter.js'
+import { VERSION } from '../version.js'
+import { type Change, type Entry, effectiveStatus, MemberTable, type Row } from './merge.js'
+import { overlayAddress } from './overlay.js'
+import { type Claim, ed25519Signer, ed25519Verifier, type MemberInfo, type Signer, signClaim, signInfo } from './record.js'
+import { type Action, Swim } from './swim.js'
+import { fromWireClaim, fromWireInfo, toWireClaim, toWireInfo, WireError } from './wire.js'
+
+const MAX_SYNC = 8 << 20
+const MAX_GOSSIP = 256 << 10
+const MAX_PROBE = 512
+const TICK_MS = 100
+const CONNECT_EVERY_MS = 5_000
+const CONNECT_BATCH = 8
+const SYNC_ON_CONNECT_MIN_GAP_MS = 5_000
+
+/**
+ * The membership adapter: binds the sans-IO table and failure detector to libp2p. Gossip on a
+ * gossipsub topic, push-pull sync streams, probe streams; keeps our own signed record current,
+ * keeps connections to alive members, and raises `cluster_change` for every change.
+ */
+export class MembershipComponent implements Component {
+  readonly name = 'membership'
+  readonly table: MemberTable
+  private swim!: Swim
+  private signer!: Signer
+  private readonly verifier = ed25519Verifier()
+  private self!: MemberInfo
+  private selfId = ''
+  private readonly topic: string
+  private readonly syncProto: string
+  private readonly probeProto: string
+  private readonly timers: NodeJS.Timeout[] = []
+  private readonly relayWaiters = new Map<string, (ack: boolean) => void>()
+  private readonly probeWaits = new Map<number, AbortController>()
+  private readonly lastSync = new Map<string, number>()
+  private left = false
+  private readonly metrics
+
+  constructor(
+    private readonly deps: {
+      node: NodeComponent
+      cluster: Cluster
+      config: Config
+      dataDir: string
+      events: EventBus
+      reporter: ComponentReporter
+    },
+  ) {
+    const prefix = protocolPrefix(deps.cluster)
+    this.topic = `${prefix}/members/1`
+    this.syncProto = `${prefix}/members/sync/1.0.0`
+    this.probeProto = `${prefix}/members/probe/1.0.0`
+    this.table = new MemberTable({ clusterId: deps.cluster.id })
+    const r = deps.reporter
+    this.metrics = {
+      members: r.gauge('members', 'members by status', ['status'], () => {
+        const g = this.metrics.members
+        for (const [k, v] of Object.entries(this.table.counts())) g.set({ status: k }, v)
+      }),
+      inputs: r.gauge('inputs', 'records and claims received, by outcome', ['outcome'], () => {
+        for (const [k, v] of Object.entries(this.table.outcomes)) this.metrics.inputs.set({ outcome: k }, v)
+      }),
+      dropped: r.counter('dropped_total', 'membership messages dropped before the table', ['reason']),
+      bytes: r.counter('bytes_total', 'membership bytes sent and received', ['direction', 'channel']),
+      probes: r.counter('probes_total', 'probes sent, by kind and result', ['kind', 'result']),
+      syncs: r.counter('syncs_total', 'push-pull syncs, by role and result', ['role', 'result']),
+      changes: r.counter('changes_total', 'status changes seen', ['to']),
+    }
+    r.health(() => ({ ok: this.swim?.health === 0 || this.swim === undefined, detail: `awareness ${this.swim?.health ?? 0}` }))
+  }
+
+  private get libp2p() {
+    return this.deps.node.node
+  }
+
+  async start(): Promise<void> {
+    const { config } = this.deps
+    const m = config.membership
+    this.signer = ed25519Signer(this.deps.node.privateKey)
+    this.selfId = this.signer.peerId
+    // incarnations start at the wall clock, so a restarted member always outranks its old record
+    const incarnation = Date.now()
+    this.swim = new Swim({
+      self: this.selfId,
+      rng: Math.random,
+      incarnation,
+      probeIntervalMs: m.probeIntervalMs,
+      probeTimeoutMs: m.probeTimeoutMs,
+      indirectK: m.indirectProbes,
+      suspicionMult: m.suspicionMult,
+    })
+    this.self = this.buildSelf(incarnation, 'alive')
+    this.applyLocal(signInfo(this.self, this.signer))
+
+    const node = this.libp2p
+    await node.handle(this.syncProto, (s, c) => this.onSyncStream(s, c), { maxInboundStreams: 8, runOnLimitedConnection: true })
+    await node.handle(this.probeProto, (s, c) => this.onProbeStream(s, c), { maxInboundStreams: 64, runOnLimitedConnection: true })
+    node.services.pubsub.subscribe(this.topic)
+    node.services.pubsub.addEventListener('message', this.onGossip)
+    node.addEventListener('connection:open', this.onConnection)
+    node.addEventListener('self:peer:update', this.onSelfUpdate)
+
+    this.every(TICK_MS, () => this.tick())
+    this.every(m.syncIntervalMs, () => void this.syncRandom())
+    this.every(CONNECT_EVERY_MS, () => void this.connectMembers())
+    this.every(60_000, () => this.table.reap(Date.now(), m.tombstoneHours * 3_600_000))
+  }
+
+  async stop(): Promise<void> {
+    for (const t of this.timers) clearInterval(t)
+    const node = this.libp2p
+    node.removeEventListener('connection:open', this.onConnection)
+    node.removeEventListener('self:peer:update', this.onSelfUpdate)
+    node.services.pubsub.removeEventListener('message', this.onGossip)
+    await node.unhandle([this.syncProto, this.probeProto]).catch(() => {})
+  }
+
+  /** Announce that we leave (status `left`, everywhere at once), before the node stops. */
+  async leave(): Promise<void> {
+    if (this.left) return
+    this.left = true
+    this.self = this.buildSelf(this.swim.bumpIncarnation(), 'left')
+    const signed = signInfo(this.self, this.signer)
+    this.table.apply(signed, this.verifier, Date.now())
+    const msg = MemberSet.encode({ records: [toWireInfo(signed)], claims: [] })
+    // gossip, and push it straight to every connected member so nobody waits for a suspicion
+    await this.publish(msg)
+    const peers = this.libp2p.getPeers().filter((p) => this.isMember(p.toString()))
+    await Promise.allSettled(peers.map((p) => this.sync(p, 'leave')))
+  }
+
+  get selfPeerId(): string {
+    return this.selfId
+  }
+
+  rows(): Row[] {
+    return [...this.table.rows()]
+  }
+
+  rttOf(peer: string): number | undefined {
+    return this.swim.rttOf(peer)
+  }
+
+  // ---- our own record -----------------------------------------------------------------------
+
+  private buildSelf(incarnation: number, status: 'alive' | 'left'): MemberInfo {
+    const { config, cluster, dataDir } = this.deps
+    let diskFree = 0
+    try {
+      const st = statfsSync(dataDir)
+      diskFree = st.bavail * st.bsize
+    } catch {}
+    // direct addresses first: a relay circuit is the fallback
+    const addrs = this.libp2p
+      .getMultiaddrs()
+      .sort((a, b) => Number(Circuit.matches(a)) - Number(Circuit.matches(b)))
+      .map(String)
+      .slice(0, 32)
+    return {
+      peerId: this.selfId,
+      name: config.name,
+      overlay: overlayAddress(cluster.id, this.selfId),
+      addrs,
+      incarnation,
+      status,
+      version: VERSION,
+      tags: { ...config.tags },
+      computeTypes: [],
+      resources: { cpus: cpus().length, memoryBytes: totalmem(), diskFreeBytes: diskFree },
+      maintenance: false,
+    }
+  }
+
+  /** Re-sign our record with a higher incarnation (new addresses, a refutation) and spread it. */
+  private refresh(incarnation = this.swim.bumpIncarnation()): void {
+    if (this.left) return
+    this.self = this.buildSelf(incarnation, 'alive')
+    const signed = signInfo(this.self, this.signer)
+    this.applyLocal(signed)
+    void this.publish(MemberSet.encode({ records: [toWireInfo(signed)], claims: [] }))
+  }
+
+  private readonly onSelfUpdate = (): void => {
+    try {
+      const addrs = this.libp2p.getMultiaddrs().map(String)
+      if (addrs.length !== this.self.addrs.length || addrs.some((a) => !this.self.addrs.includes(a))) this.refresh()
+    } catch (err) {
+      this.deps.reporter.log.warn({ err: (err as Error).message }, 'could not refresh our record')
+    }
+  }
+
+  // ---- the table ----------------------------------------------------------------------------
+
+  private applyLocal(item: Parameters<MemberTable['apply']>[0]): Change | undefined {
+    const change = this.table.apply(item, this.verifier, Date.now())
+    if (change !== undefined) this.onChange(change)
+    return change
+  }
+
+  private ingest(records: MemberSet['records'], claims: MemberSet['claims']): number {
+    let changed = 0
+    for (const r of records) {
+      try {
+        if (this.applyLocal(fromWireInfo(r)) !== undefined) changed++
+      } catch (err) {
+        this.metrics.dropped.inc({ reason: err instanceof WireError ? 'malformed_record' : 'error' })
+      }
+    }
+    for (const c of claims) {
+      try {
+        const claim = fromWireClaim(c)
+        // a claim counts only from a member we know (its signature is checked by the table)
+        if (!this.isMember(claim.by) && claim.by !== this.selfId) {
+          this.metrics.dropped.inc({ reason: 'unknown_claimant' })
+          continue
+        }
+        if (this.applyLocal(claim) !== undefined) changed++
+        if (claim.status === 'suspect') this.swim.onSuspect(claim.peerId, claim.incarnation, claim.by, Date.now())
+      } catch (err) {
+        this.metrics.dropped.inc({ reason: err instanceof WireError ? 'malformed_claim' : 'error' })
+      }
+    }
+    return changed
+  }
+
+  private isMember(peer: string): boolean {
+    const s = this.table.status(peer)
+    return s === 'alive' || s === 'suspect'
+  }
+
+  private onChange(change: Change): void {
+    const { peerId, before, after, entry } = change
+    const info = entry.signed.info
+    if (peerId === this.selfId) {
+      // someone says we are suspect or dead at our current incarnation: refute
+      if (after !== 'alive' && after !== 'left' && !this.left && entry.claim !== undefined) {
+        this.refresh(this.swim.selfSuspected(entry.claim.incarnation))
+      }
+    } else if (after === 'alive' || after === 'suspect') {
+      if (!this.swim.has(peerId)) this.swim.addMember(peerId, info.incarnation)
+      else this.swim.onRefute(peerId, info.incarnation)
+      void this.learnAddrs(info)
+    } else {
+      this.swim.removeMember(peerId)
+    }
+    if (before !== after) {
+      this.metrics.changes.inc({ to: after })
+      this.deps.reporter.log.info({ peer: peerId, name: info.name, before, after }, 'member status changed')
+    }
+    this.deps.events.publish('cluster_change', {
+      peerId,
+      name: info.name,
+      overlay: info.overlay,
+      before: before ?? null,
+      after,
+      incarnation: info.incarnation,
+    })
+  }
+
+  private async learnAddrs(info: MemberInfo): Promise<void> {
+    try {
+      const { multiaddr } = await import('@multiformats/multiaddr')
+      await this.libp2p.peerStore.merge(peerIdFromString(info.peerId), {
+        multiaddrs: info.addrs.map((a) => multiaddr(a)),
+        tags: { 'mesh-member': { value: 50 } },
+      })
+    } catch {}
+  }
+
+  // ---- gossip -------------------------------------------------------------------------------
+
+  private async publish(bytes: Uint8Array): Promise<void> {
+    this.metrics.bytes.inc({ direction: 'out', channel: 'gossip' }, bytes.length)
+    try {
+      await this.libp2p.services.pubsub.publish(this.topic, bytes)
+    } catch (err) {
+      this.deps.reporter.log.debug({ err: (err as Error).message }, 'gossip publish failed')
+    }
+  }
+
+  private readonly onGossip = (evt: CustomEvent<Message>): void => {
+    const msg = evt.detail
+    if (msg.topic !== this.topic) return
+    this.metrics.bytes.inc({ direction: 'in', channel: 'gossip' }, msg.data.length)
+    if (msg.data.length > MAX_GOSSIP) {
+      this.metrics.dropped.inc({ reason: 'oversized' })
+      return
+    }
+    let set: MemberSet
+    try {
+      set = MemberSet.decode(msg.data, { limits: { records: 1024, claims: 1024 } })
+    } catch {
+      this.metrics.dropped.inc({ reason: 'undecodable' })
+      return
+    }
+    this.ingest(set.records, set.claims)
+  }
+
+  // ---- push-pull sync -----------------------------------------------------------------------
+
+  private fullSet(): Uint8Array {
+    const records = []
+    const claims = []
+    for (const row of this.table.rows()) {
+      records.push(toWireInfo(row.entry.signed))
+      if (row.entry.claim !== undefined) claims.push(toWireClaim(row.entry.claim))
+    }
+    return MemberSet.encode({ records, claims })
+  }
+
+  private readonly onConnection = (evt: CustomEvent<Connection>): void => {
+    const conn = evt.detail
+    void (async () => {
+      if (!(await this.libp2p.services.admission.admitted(conn))) return
+      const peer = conn.remotePeer.toString()
+      const last = this.lastSync.get(peer) ?? 0
+      if (Date.now() - last < SYNC_ON_CONNECT_MIN_GAP_MS) return
+      // both ends would sync on the same connection; the dialer does it
+      if (conn.direction === 'outbound' || !this.table.has(peer)) await this.sync(conn.remotePeer, 'connect')
+    })()
+  }
+
+  private async syncRandom(): Promise<void> {
+    const peers = [...this.table.rows()].filter((r) => r.peerId !== this.selfId && (r.status === 'alive' || r.status === 'suspect'))
+    if (peers.length === 0) return
+    const pick = peers[Math.floor(Math.random() * peers.length)]
+    await this.sync(peerIdFromString(pick.peerId), 'periodic')
+  }
+
+  /** Push our table, pull theirs, merge. */
+  async sync(peer: PeerId, why: string): Promise<void> {
+    this.lastSync.set(peer.toString(), Date.now())
+    const signal = AbortSignal.timeout(10_000)
+    try {
+      const stream = await this.libp2p.dialProtocol(peer, this.syncProto, { signal, runOnLimitedConnection: true })
+      const lp = lpStream(stream, { maxDataLength: MAX_SYNC })
+      const mine = this.fullSet()
+      this.metrics.bytes.inc({ direction: 'out', channel: 'sync' }, mine.length)
+      await lp.write(mine, { signal })
+      const raw = await lp.read({ signal })
+      this.metrics.bytes.inc({ direction: 'in', channel: 'sync' }, raw.byteLength)
+      const theirs = MemberSet.decode(raw)
+      await stream.close({ signal }).catch(() => {})
+      this.ingest(theirs.records, theirs.claims)
+      this.metrics.syncs.inc({ role: why, result: 'ok' })
+    } catch (err) {
+      this.metrics.syncs.inc({ role: why, result: 'error' })
+      this.deps.reporter.log.debug({ peer: peer.toString(), err: (err as Error).message }, 'sync failed')
+    }
+  }
+
+  private async onSyncStream(stream: Stream, _conn: Connection): Promise<void> {
+    const signal = AbortSignal.timeout(10_000)
+    try {
+      const lp = lpStream(stream, { maxDataLength: MAX_SYNC })
+      const raw = await lp.read({ signal })
+      this.metrics.bytes.inc({ direction: 'in', channel: 'sync' }, raw.byteLength)
+      const theirs = MemberSet.decode(raw)
+      this.ingest(theirs.records, theirs.claims)
+      const mine = this.fullSet()
+      this.metrics.bytes.inc({ direction: 'out', channel: 'sync' }, mine.length)
+      await lp.write(mine, { signal })
+      await stream.close({ signal }).catch(() => {})
+      this.metrics.syncs.inc({ role: 'responder', result: 'ok' })
+    } catch (err) {
+      this.metrics.dropped.inc({ reason: 'bad_sync' })
+      this.metrics.syncs.inc({ role: 'responder', result: 'error' })
+      stream.abort(err as Error)
+    }
+  }
+
+  // ---- failure detection --------------------------------------------------------------------
+
+  private tick(): void {
+    if (this.left) return
+    this.run(this.swim.tick(Date.now()))
+  }
+
+  private run(actions: readonly Action[]): void {
+    for (const a of actions) {
+      switch (a.type) {
+        case 'probe':
+          void this.probe(a.to, a.seq)
+          break
+        case 'probe-req':
+          void this.probeReq(a.via, a.target, a.seq)
+          break
+        case 'ack':
+        case 'nack':
+          this.relayWaiters.get(`${a.to}/${a.seq}`)?.(a.type === 'ack')
+          this.relayWaiters.delete(`${a.to}/${a.seq}`)
+          break
+        case 'suspect':
+        case 'dead': {
+          const claim: Claim = signClaim({ peerId: a.peer, incarnation: a.incarnation, status: a.type }, this.signer)
+          this.applyLocal(claim)
+          void this.publish(MemberSet.encode({ records: [], claims: [toWireClaim(claim)] }))
+          break
+        }
+      }
+    }
+  }
+
+  /** One request/reply on the probe protocol; resolves with the reply or undefined. */
+  private async ask(peer: string, probe: Probe, timeoutMs: number): Promise<ProbeReply | undefined> {
+    const signal = AbortSignal.timeout(timeoutMs)
+    try {
+      const stream = await this.libp2p.dialProtocol(peerIdFromString(peer), this.probeProto, {
+        signal,
+        runOnLimitedConnection: true,
+      })
+      const pb = pbStream(stream, { maxDataLength: MAX_PROBE })
+      await pb.write(probe, Probe, { signal })
+      const reply = await pb.read(ProbeReply, { signal })
+      await stream.close({ signal }).catch(() => {})
+      this.metrics.bytes.inc({ direction: 'out', channel: 'probe' }, 8 + probe.target.length)
+      return reply
+    } catch {
+      return undefined
+    }
+  }
+
+  private async probe(peer: string, seq: number): Promise<void> {
+    const reply = await this.ask(peer, { seq, target: '' }, this.deps.config.membership.probeTimeoutMs * 2)
+    this.metrics.probes.inc({ kind: 'direct', result: reply?.ack === true ? 'ack' : 'timeout' })
+    if (reply?.ack === true) this.run(this.swim.onAck(peer, seq, Date.now()))
+  }
+
+  private async probeReq(via: string, target: string, seq: number): Promise<void> {
+    const reply = await this.ask(via, { seq, target }, this.deps.config.membership.probeIntervalMs * 2)
+    this.metrics.probes.inc({ kind: 'indirect', result: reply === undefined ? 'timeout' : reply.ack ? 'ack' : 'nack' })
+    if (reply === undefined) return
+    if (reply.ack) this.run(this.swim.onAck(via, seq, Date.now()))
+    else this.swim.onNack(via, seq)
+  }
+
+  private async onProbeStream(stream: Stream, conn: Connection): Promise<void> {
+    const signal = AbortSignal.timeout(this.deps.config.membership.probeIntervalMs * 3)
+    const origin = conn.remotePeer.toString()
+    try {
+      const pb = pbStream(stream, { maxDataLength: MAX_PROBE })
+      const req = await pb.read(Probe, { signal })
+      let ack = true
+      if (req.target !== '' && req.target !== this.selfId) {
+        // an indirect probe: ask the target ourselves, answer when the detector decides
+        const verdict = new Promise<boolean>((resolve) => this.relayWaiters.set(`${origin}/${req.seq}`, resolve))
+        this.run(this.swim.onProbeReq(origin, req.target, req.seq, Date.now()))
+        ack = await Promise.race([verdict, new Promise<boolean>((r) => signal.addEventListener('abort', () => r(false)))])
+        this.relayWaiters.delete(`${origin}/${req.seq}`)
+      }
+      await pb.write({ seq: req.seq, ack }, ProbeReply, { signal })
+      await stream.close({ signal }).catch(() => {})
+    } catch (err) {
+      this.metrics.dropped.inc({ reason: 'bad_probe' })
+      stream.abort(err as Error)
+    }
+  }
+
+  // ---- connectivity -------------------------------------------------------------------------
+
+  /** Keep connections to alive members (bounded per round): the overlay is a mesh of members. */
+  private async connectMembers(): Promise<void> {
+    const node = this.libp2p
+    const connected = new Set(node.getConnections().map((c) => c.remotePeer.toString()))
+    const todo = [...this.table.rows()]
+      .filter((r) => r.peerId !== this.selfId && r.status === 'alive' && !connected.has(r.peerId))
+      .slice(0, CONNECT_BATCH)
+    await Promise.allSettled(
+      todo.map((r) => node.dial(peerIdFromString(r.peerId), { signal: AbortSignal.timeout(this.deps.config.dialTimeoutMs) })),
+    )
+  }
+
+  /** `mesh members --rejoin`: dial every known member now. */
+  async rejoin(): Promise<{ tried: number; connected: number }> {
+    const node = this.libp2p
+    const rows = [...this.table.rows()].filter((r) => r.peerId !== this.selfId && r.status !== 'left')
+    const res = await Promise.allSettled(
+      rows.map((r) => node.dial(peerIdFromString(r.peerId), { signal: AbortSignal.timeout(this.deps.config.dialTimeoutMs) })),
+    )
+    const ok = res.filter((r) => r.status === 'fulfilled').length
+    for (const r of rows) void this.sync(peerIdFromString(r.peerId), 'rejoin')
+    return { tried: rows.length, connected: ok }
+  }
+
+  private every(ms: number, fn: () => void): void {
+    const t = setInterval(fn, ms)
+    t.unref()
+    this.timers.push(t)
+  }
+}
+
+export { effectiveStatus, type Entry }

@@ -1,0 +1,564 @@
+/**
+ * SWIM failure detection as a sans-IO state machine, with memberlist's LAN defaults and the two
+ * Lifeguard refinements memberlist ships (local health scaling of probe timing, and suspicion
+ * timeouts that start long and shrink as other members independently confirm).
+ *
+ * One probe per interval, round-robin over a shuffled member list (every member is probed once
+ * per round). A probe is a direct ping; if no ack within the probe timeout, k random alive
+ * members are asked to ping the target for us; if still no ack by the end of the interval the
+ * target becomes suspect. A suspicion times out into 'dead' unless the suspect refutes it by
+ * announcing a higher incarnation.
+ *
+ * The driver (the libp2p adapter or the simulator) calls tick(now) at nextWakeup(), feeds in
+ * acks, nacks, probe requests and gossip, and carries out the returned actions. Every input can
+ * move nextWakeup() earlier, so re-arm the timer after each call. Timing is measured from when
+ * things were actually done, so a late tick (a busy event loop) delays a verdict instead of
+ * skipping the indirect probe.
+ */
+
+export type Action =
+  /** send a ping carrying `seq` to `to`; report its ack with onAck(to, seq, now) */
+  | { type: 'probe'; to: string; seq: number }
+  /** ask `via` to ping `target` for us; `via` answers with ack or nack carrying `seq` */
+  | { type: 'probe-req'; via: string; target: string; seq: number }
+  /** as a relay: tell `to` its target answered (forward an ack) */
+  | { type: 'ack'; to: string; seq: number }
+  /** as a relay: tell `to` its target did not answer us in time (we, at least, are alive) */
+  | { type: 'nack'; to: string; seq: number }
+  /** sign and spread a suspicion claim about `peer` at `incarnation` */
+  | { type: 'suspect'; peer: string; incarnation: number }
+  /** the suspicion timed out: sign and spread a death claim. The peer is no longer probed. */
+  | { type: 'dead'; peer: string; incarnation: number }
+
+export interface SwimOptions {
+  /** our peer ID; never probed, ignored in member lists */
+  self: string
+  /** uniform in [0, 1); the only source of randomness, so a seeded one makes runs repeatable */
+  rng: () => number
+  /** our current incarnation (default 0) */
+  incarnation?: number
+  probeIntervalMs?: number
+  probeTimeoutMs?: number
+  indirectK?: number
+  suspicionMult?: number
+  /** Lifeguard: the first suspicion lasts this many times the minimum until confirmed (memberlist: 6) */
+  suspicionMaxMult?: number
+  /** override the computed minimum suspicion timeout */
+  suspicionMinMs?: number
+  /** override the computed maximum suspicion timeout */
+  suspicionMaxMs?: number
+  /** Lifeguard local health and suspicion confirmations (default on) */
+  lifeguard?: boolean
+  /** Lifeguard: probe timing stretches up to this factor while we look unhealthy (memberlist: 8) */
+  awarenessMax?: number
+  /** at most this many probe requests relayed for others at once */
+  maxRelays?: number
+}
+
+/** Minimum suspicion timeout for a cluster of n members: mult * max(1, log10 n) * interval. */
+export function suspicionTimeoutMs(mult: number, n: number, probeIntervalMs: number): number {
+  return Math.round(mult * Math.max(1, Math.log10(Math.max(1, n))) * probeIntervalMs)
+}
+
+/** A small seeded PRNG (mulberry32) for tests and the simulator. */
+export function mulberry32(seed: number): () => number {
+  let a = seed >>> 0
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0
+    let t = a
+    t = Math.imul(t ^ (t >>> 15), t | 1)
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
+  }
+}
+
+const NONE: readonly Action[] = Object.freeze([])
+const NO_PEERS: readonly string[] = Object.freeze([])
+
+interface Suspicion {
+  incarnation: number
+  /** who raised it first; not counted as a confirmation */
+  from: string
+  start: number
+  deadline: number
+  k: number
+  min: number
+  max: number
+  confirmers: Set<string> | undefined
+}
+
+interface Member {
+  peer: string
+  incarnation: number
+  /** position in Swim.list */
+  idx: number
+  suspicion: Suspicion | undefined
+  rtt: number | undefined
+}
+
+interface Relay {
+  origin: string
+  target: string
+  seq: number
+  nackAt: number
+  expireAt: number
+  nacked: boolean
+}
+
+/** seq < 0: a suspicion deadline for `peer`; otherwise a relayed probe */
+interface Timer {
+  at: number
+  peer: string
+  seq: number
+}
+
+/** Binary min-heap on `at`. Entries are never removed early: stale ones are skipped on pop. */
+class TimerHeap {
+  private readonly a: Timer[] = []
+
+  get size(): number {
+    return this.a.length
+  }
+
+  peek(): Timer | undefined {
+    return this.a[0]
+  }
+
+  push(t: Timer): void {
+    const a = this.a
+    let i = a.length
+    a.push(t)
+    while (i > 0) {
+      const p = (i - 1) >> 1
+      if (a[p].at <= t.at) break
+      a[i] = a[p]
+      i = p
+    }
+    a[i] = t
+  }
+
+  pop(): Timer | undefined {
+    const a = this.a
+    const top = a[0]
+    const last = a.pop()
+    if (a.length > 0 && last !== undefined) {
+      let i = 0
+      const n = a.length
+      for (;;) {
+        let c = 2 * i + 1
+        if (c >= n) break
+        if (c + 1 < n && a[c + 1].at < a[c].at) c++
+        if (a[c].at >= last.at) break
+        a[i] = a[c]
+        i = c
+      }
+      a[i] = last
+    }
+    return top
+  }
+}
+
+export class Swim {
+  readonly self: string
+  private readonly rng: () => number
+  private readonly interval: number
+  private readonly timeout: number
+  private readonly k: number
+  private readonly mult: number
+  private readonly maxMult: number
+  private readonly minOverride: number | undefined
+  private readonly maxOverride: number | undefined
+  private readonly lifeguard: boolean
+  private readonly awarenessMax: number
+  private readonly maxRelays: number
+  private inc: number
+
+  private readonly members = new Map<string, Member>()
+  /** the members in a dense array, for O(1) random picks */
+  private readonly list: string[] = []
+  /** this round's probe order; may hold removed or repeated peers, skipped lazily */
+  private order: string[] = []
+  private orderIdx = 0
+  private readonly timers = new TimerHeap()
+  private readonly relays = new Map<number, Relay>()
+  private seq = 0
+  private started = false
+  private nextProbeAt = 0
+  private score = 0
+  private out: Action[] | undefined
+
+  // the probe in flight; phase 0 none, 1 direct, 2 indirect
+  private phase: 0 | 1 | 2 = 0
+  private pTarget = ''
+  private pSeq = -1
+  private pSent = 0
+  private pDeadline = 0
+  private pRelays: readonly string[] = NO_PEERS
+  private pNacks = 0
+
+  constructor(o: SwimOptions) {
+    this.self = o.self
+    this.rng = o.rng
+    this.inc = o.incarnation ?? 0
+    this.interval = o.probeIntervalMs ?? 1000
+    this.timeout = o.probeTimeoutMs ?? 500
+    this.k = o.indirectK ?? 3
+    this.mult = o.suspicionMult ?? 4
+    this.maxMult = o.suspicionMaxMult ?? 6
+    this.minOverride = o.suspicionMinMs
+    this.maxOverride = o.suspicionMaxMs
+    this.lifeguard = o.lifeguard ?? true
+    this.awarenessMax = o.awarenessMax ?? 8
+    this.maxRelays = o.maxRelays ?? 256
+    if (!(this.timeout > 0 && this.timeout < this.interval)) throw new Error('probe timeout must be positive and below the probe interval')
+  }
+
+  // ---- state --------------------------------------------------------------------------------
+
+  get incarnation(): number {
+    return this.inc
+  }
+
+  /** Members we probe (alive or suspect), not counting ourselves. */
+  get memberCount(): number {
+    return this.list.length
+  }
+
+  /** Lifeguard local health: 0 is healthy; probe timing is stretched by (health + 1). */
+  get health(): number {
+    return this.score
+  }
+
+  has(peer: string): boolean {
+    return this.members.has(peer)
+  }
+
+  isSuspect(peer: string): boolean {
+    return this.members.get(peer)?.suspicion !== undefined
+  }
+
+  /** When the current suspicion of `peer` will turn into 'dead', if it is suspect. */
+  suspicionDeadline(peer: string): number | undefined {
+    return this.members.get(peer)?.suspicion?.deadline
+  }
+
+  /** Round trip of the last direct probe the peer answered. */
+  rttOf(peer: string): number | undefined {
+    return this.members.get(peer)?.rtt
+  }
+
+  /** Suspicion timeouts for a cluster of `n` members (default: the current size, self included). */
+  suspicionBounds(n = this.list.length + 1): { minMs: number; maxMs: number; k: number } {
+    const minMs = this.minOverride ?? suspicionTimeoutMs(this.mult, n, this.interval)
+    const maxMs = this.maxOverride ?? (this.lifeguard ? this.maxMult * minMs : minMs)
+    // expected confirmations: none when there are too few others to give them (as memberlist)
+    let k = this.lifeguard ? this.mult - 2 : 0
+    if (n - 2 < k) k = 0
+    return { minMs, maxMs: Math.max(minMs, maxMs), k }
+  }
+
+  // ---- membership ---------------------------------------------------------------------------
+
+  /** Replace the member set: drop the ones not listed, add or update the rest. */
+  setMembers(members: Iterable<{ peerId: string; incarnation: number }>): void {
+    const keep = new Set<string>()
+    for (const m of members) keep.add(m.peerId)
+    for (const p of [...this.list]) if (!keep.has(p)) this.removeMember(p)
+    for (const m of members) this.addMember(m.peerId, m.incarnation)
+  }
+
+  /** Start probing a member (alive or suspect), or update its incarnation (which may refute). */
+  addMember(peer: string, incarnation: number): void {
+    if (peer === this.self) return
+    if (this.members.has(peer)) {
+      this.onRefute(peer, incarnation)
+      return
+    }
+    this.members.set(peer, { peer, incarnation, idx: this.list.length, suspicion: undefined, rtt: undefined })
+    this.list.push(peer)
+    // a random slot in the rest of this round, as memberlist does: probed soon, not predictably
+    const n = this.order.length
+    const j = this.orderIdx + Math.floor(this.rng() * (n - this.orderIdx + 1))
+    if (j >= n) this.order.push(peer)
+    else {
+      this.order.push(this.order[j])
+      this.order[j] = peer
+    }
+  }
+
+  /** Stop probing a member (dead, left, revoked). Its suspicion, if any, is dropped. */
+  removeMember(peer: string): boolean {
+    const m = this.members.get(peer)
+    if (m === undefined) return false
+    this.members.delete(peer)
+    const last = this.list.pop()!
+    if (last !== peer) {
+      this.list[m.idx] = last
+      this.members.get(last)!.idx = m.idx
+    }
+    if (this.phase !== 0 && this.pTarget === peer) this.phase = 0
+    return true
+  }
+
+  // ---- inputs -------------------------------------------------------------------------------
+
+  /** An ack for `seq` arrived from `from` (the target itself, or a relay forwarding it). */
+  onAck(from: string, seq: number, now: number): readonly Action[] {
+    const r = this.relays.get(seq)
+    if (r !== undefined) {
+      if (from !== r.target) return NONE
+      this.relays.delete(seq)
+      return [{ type: 'ack', to: r.origin, seq: r.seq }]
+    }
+    if (this.phase === 0 || seq !== this.pSeq) return NONE
+    if (from !== this.pTarget && !this.pRelays.includes(from)) return NONE
+    if (from === this.pTarget) {
+      const m = this.members.get(from)
+      if (m !== undefined) m.rtt = now - this.pSent
+    }
+    this.phase = 0
+    this.adjust(-1)
+    return NONE
+  }
+
+  /** A relay reports our target did not answer it: evidence that we ourselves are healthy. */
+  onNack(from: string, seq: number): void {
+    if (this.phase === 2 && seq === this.pSeq && this.pRelays.includes(from) && this.pNacks < this.pRelays.length) {
+      this.pNacks++
+    }
+  }
+
+  /** `origin` asks us to ping `target`: returns the probe to send; the ack or nack follows. */
+  onProbeReq(origin: string, target: string, seq: number, now: number): readonly Action[] {
+    if (target === this.self) return [{ type: 'ack', to: origin, seq }]
+    if (this.relays.size >= this.maxRelays) return NONE
+    const local = ++this.seq
+    // nack a little before the origin gives up, so the nack still counts there
+    const nackAt = now + Math.floor(this.timeout * 0.8)
+    this.relays.set(local, { origin, target, seq, nackAt, expireAt: now + this.timeout, nacked: false })
+    this.timers.push({ at: nackAt, peer: target, seq: local })
+    return [{ type: 'probe', to: target, seq: local }]
+  }
+
+  /**
+   * Someone (`by`) claims `peer` is suspect at `incarnation`: start our own suspicion timer or,
+   * with Lifeguard, count an independent confirmation that shortens it.
+   */
+  onSuspect(peer: string, incarnation: number, by: string, now: number): void {
+    if (peer === this.self) return
+    const m = this.members.get(peer)
+    if (m === undefined || incarnation < m.incarnation) return
+    if (incarnation > m.incarnation) {
+      m.incarnation = incarnation
+      m.suspicion = undefined
+    }
+    if (m.suspicion === undefined) this.startSuspicion(m, by, now)
+    else this.confirm(m, by)
+  }
+
+  /** `peer` announced `incarnation`; a higher one than suspected clears the suspicion. */
+  onRefute(peer: string, incarnation: number): boolean {
+    const m = this.members.get(peer)
+    if (m === undefined || incarnation <= m.incarnation) return false
+    m.incarnation = incarnation
+    if (m.suspicion !== undefined && m.suspicion.incarnation < incarnation) {
+      m.suspicion = undefined
+      return true
+    }
+    return false
+  }
+
+  /**
+   * Someone claims we are suspect or dead at `claimIncarnation`. Returns the incarnation to
+   * announce: higher than the claim when it is current (a refutation), unchanged when stale.
+   */
+  selfSuspected(claimIncarnation: number): number {
+    if (claimIncarnation < this.inc) return this.inc
+    this.inc = claimIncarnation + 1
+    // being suspected hints that we are the slow one (Lifeguard)
+    this.adjust(1)
+    return this.inc
+  }
+
+  /** Raise our incarnation for a change to our own record. */
+  bumpIncarnation(): number {
+    return ++this.inc
+  }
+
+  // ---- time ---------------------------------------------------------------------------------
+
+  /** When tick() must next run. A value at or before now means: now. */
+  nextWakeup(): number {
+    if (!this.started) return 0
+    let t = this.phase === 0 ? this.nextProbeAt : this.pDeadline
+    const top = this.timers.peek()
+    if (top !== undefined && top.at < t) t = top.at
+    return t
+  }
+
+  tick(now: number): readonly Action[] {
+    this.out = undefined
+    if (!this.started) {
+      this.started = true
+      // stagger, so members started together do not probe in lockstep
+      this.nextProbeAt = now + Math.floor(this.rng() * this.interval)
+    }
+    this.runTimers(now)
+    if (this.phase === 1 && now >= this.pDeadline) this.goIndirect(now)
+    else if (this.phase === 2 && now >= this.pDeadline) this.probeFailed(now)
+    if (this.phase === 0 && now >= this.nextProbeAt) this.startProbe(now)
+    const out = this.out
+    this.out = undefined
+    return out ?? NONE
+  }
+
+  // ---- internals ----------------------------------------------------------------------------
+
+  private emit(a: Action): void {
+    if (this.out === undefined) this.out = [a]
+    else this.out.push(a)
+  }
+
+  private scale(): number {
+    return this.lifeguard ? this.score + 1 : 1
+  }
+
+  private adjust(delta: number): void {
+    if (!this.lifeguard) return
+    this.score = Math.min(this.awarenessMax - 1, Math.max(0, this.score + delta))
+  }
+
+  private runTimers(now: number): void {
+    for (let t = this.timers.peek(); t !== undefined && t.at <= now; t = this.timers.peek()) {
+      this.timers.pop()
+      if (t.seq < 0) {
+        const m = this.members.get(t.peer)
+        const s = m?.suspicion
+        if (s === undefined || s.deadline > now) continue
+        this.emit({ type: 'dead', peer: t.peer, incarnation: s.incarnation })
+        this.removeMember(t.peer)
+        continue
+      }
+      const r = this.relays.get(t.seq)
+      if (r === undefined) continue
+      if (!r.nacked && now >= r.nackAt) {
+        r.nacked = true
+        this.emit({ type: 'nack', to: r.origin, seq: r.seq })
+        // keep forwarding a late ack until the origin gives up anyway
+        this.timers.push({ at: r.expireAt, peer: r.target, seq: t.seq })
+      } else if (r.nacked && now >= r.expireAt) this.relays.delete(t.seq)
+    }
+  }
+
+  private startProbe(now: number): void {
+    const target = this.nextTarget()
+    if (target === undefined) {
+      this.nextProbeAt = now + this.interval
+      return
+    }
+    const scale = this.scale()
+    this.phase = 1
+    this.pTarget = target
+    this.pSeq = ++this.seq
+    this.pSent = now
+    this.pDeadline = now + this.timeout * scale
+    this.pRelays = NO_PEERS
+    this.pNacks = 0
+    this.nextProbeAt = now + this.interval * scale
+    this.emit({ type: 'probe', to: target, seq: this.pSeq })
+  }
+
+  private nextTarget(): string | undefined {
+    for (let round = 0; round < 2; round++) {
+      while (this.orderIdx < this.order.length) {
+        const p = this.order[this.orderIdx++]
+        if (this.members.has(p)) return p
+      }
+      if (this.list.length === 0) return undefined
+      // a new round: a fresh shuffle of the current members
+      this.order = this.list.slice()
+      shuffle(this.order, this.order.length, this.rng)
+      this.orderIdx = 0
+    }
+    return undefined
+  }
+
+  private goIndirect(now: number): void {
+    const relays = this.pickRelays(this.pTarget)
+    for (const via of relays) this.emit({ type: 'probe-req', via, target: this.pTarget, seq: this.pSeq })
+    this.pRelays = relays
+    this.pNacks = 0
+    this.phase = 2
+    // the direct ack still counts until the end of the (scaled) interval
+    this.pDeadline = now + (this.interval - this.timeout) * this.scale()
+  }
+
+  private probeFailed(now: number): void {
+    this.phase = 0
+    // no ack at all: the target is down or we are. Missing nacks point at us (Lifeguard).
+    const expected = this.pRelays.length
+    this.adjust(expected > 0 ? expected - this.pNacks : 1)
+    const m = this.members.get(this.pTarget)
+    if (m === undefined) return
+    if (m.suspicion === undefined) {
+      this.startSuspicion(m, this.self, now)
+      this.emit({ type: 'suspect', peer: m.peer, incarnation: m.incarnation })
+    } else if (this.confirm(m, this.self)) {
+      // spread our independent confirmation so others' timers shrink too
+      this.emit({ type: 'suspect', peer: m.peer, incarnation: m.incarnation })
+    }
+  }
+
+  private pickRelays(target: string): readonly string[] {
+    const k = this.k
+    const n = this.list.length
+    if (k <= 0 || n === 0) return NO_PEERS
+    const ok = (p: string): boolean => p !== target && this.members.get(p)!.suspicion === undefined
+    if (n <= 4 * k + 2) {
+      // few members: take a random k of all eligible ones
+      const c = this.list.filter(ok)
+      const take = Math.min(k, c.length)
+      shuffle(c, take, this.rng)
+      c.length = take
+      return c
+    }
+    const out: string[] = []
+    for (let tries = 0; out.length < k && tries < 8 * k; tries++) {
+      const p = this.list[Math.floor(this.rng() * n)]
+      if (ok(p) && !out.includes(p)) out.push(p)
+    }
+    return out
+  }
+
+  private startSuspicion(m: Member, from: string, now: number): void {
+    const { minMs, maxMs, k } = this.suspicionBounds()
+    const deadline = now + (k > 0 ? maxMs : minMs)
+    m.suspicion = { incarnation: m.incarnation, from, start: now, deadline, k, min: minMs, max: maxMs, confirmers: undefined }
+    this.timers.push({ at: deadline, peer: m.peer, seq: -1 })
+  }
+
+  /** Count an independent confirmation; true when it was new and shortened the timeout. */
+  private confirm(m: Member, by: string): boolean {
+    const s = m.suspicion
+    if (s === undefined || s.k <= 0 || by === s.from) return false
+    if (s.confirmers === undefined) s.confirmers = new Set()
+    if (s.confirmers.size >= s.k || s.confirmers.has(by)) return false
+    s.confirmers.add(by)
+    // Lifeguard: from max down to min, logarithmically in the number of confirmations
+    const frac = Math.log(s.confirmers.size + 1) / Math.log(s.k + 1)
+    const timeout = Math.max(s.min, Math.floor(s.max - frac * (s.max - s.min)))
+    s.deadline = s.start + timeout
+    this.timers.push({ at: s.deadline, peer: m.peer, seq: -1 })
+    return true
+  }
+}
+
+/** Fisher-Yates for the first `count` slots of `a`. */
+function shuffle<T>(a: T[], count: number, rng: () => number): void {
+  for (let i = 0; i < count && i < a.length - 1; i++) {
+    const j = i + Math.floor(rng() * (a.length - i))
+    const t = a[i]
+    a[i] = a[j]
+    a[j] = t
+  }
+}

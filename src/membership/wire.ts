@@ -1,0 +1,51 @@
+import { Signed } from '../../protocols/membership.js'
+import {
+  CLAIM_DOMAIN,
+  type Claim,
+  checkClaim,
+  checkSignedInfo,
+  encodeClaim,
+  encodeInfo,
+  INFO_DOMAIN,
+  LIMITS,
+  type MemberInfo,
+  type SignedInfo,
+} from './record.js'
+
+const dec = new TextDecoder()
+const INFO_PREFIX = `${INFO_DOMAIN}\n`
+const CLAIM_PREFIX = `${CLAIM_DOMAIN}\n`
+
+export class WireError extends Error {
+  override name = 'WireError'
+}
+
+export const toWireInfo = (s: SignedInfo): Signed => ({ body: encodeInfo(s.info) as Uint8Array<ArrayBuffer>, sig: s.sig as Uint8Array<ArrayBuffer> })
+export const toWireClaim = (c: Claim): Signed => ({ body: encodeClaim(c) as Uint8Array<ArrayBuffer>, sig: c.sig as Uint8Array<ArrayBuffer> })
+
+function body(bytes: Uint8Array, prefix: string): unknown {
+  if (bytes.length > LIMITS.infoBytes) throw new WireError('oversized')
+  const text = dec.decode(bytes)
+  if (!text.startsWith(prefix)) throw new WireError('wrong domain')
+  try {
+    return JSON.parse(text.slice(prefix.length))
+  } catch {
+    throw new WireError('truncated or not JSON')
+  }
+}
+
+/** A record off the wire: parsed and shape-checked (the table verifies the signature). */
+export function fromWireInfo(s: Signed): SignedInfo {
+  const candidate = { info: body(s.body, INFO_PREFIX) as MemberInfo, sig: s.sig }
+  const why = checkSignedInfo(candidate)
+  if (why !== undefined) throw new WireError(why)
+  return candidate
+}
+
+export function fromWireClaim(s: Signed): Claim {
+  const b = body(s.body, CLAIM_PREFIX) as Omit<Claim, 'sig'>
+  const candidate = { ...b, sig: s.sig } as Claim
+  const why = checkClaim(candidate)
+  if (why !== undefined) throw new WireError(why)
+  return candidate
+}
