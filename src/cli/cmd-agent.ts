@@ -1,5 +1,4 @@
 import type { Command } from 'commander'
-import { startAgent } from '../agent/agent.js'
 import { action, dataDirOf, type GlobalOpts } from './common.js'
 
 const collect = (v: string, prev: string[] = []) => [...prev, v]
@@ -27,6 +26,8 @@ export function agentCommand(program: Command): void {
           logLevel?: string
         }) => {
           const dir = dataDirOf(program.opts<GlobalOpts>())
+          // loaded here, not at the top: every other command stays fast to start
+          const { startAgent } = await import('../agent/agent.js')
           const agent = await startAgent({
             dataDir: dir,
             configFile: opts.config,

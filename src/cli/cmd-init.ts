@@ -1,7 +1,4 @@
 import type { Command } from 'commander'
-import { initDataDir } from '../agent/setup.js'
-import { loadIdentity } from '../node/identity.js'
-import { peerIdFromPrivateKey } from '@libp2p/peer-id'
 import { overlayAddress } from '../membership/overlay.js'
 import { action, dataDirOf, type GlobalOpts, printJson } from './common.js'
 
@@ -14,6 +11,9 @@ export function initCommand(program: Command): void {
       action(async (opts: { cluster: string }) => {
         const g = program.opts<GlobalOpts>()
         const dir = dataDirOf(g)
+        const { initDataDir } = await import('../agent/setup.js')
+        const { loadIdentity } = await import('../node/identity.js')
+        const { peerIdFromPrivateKey } = await import('@libp2p/peer-id')
         const { cluster } = await initDataDir(dir, opts.cluster)
         const peerId = peerIdFromPrivateKey(await loadIdentity(dir, { create: false })).toString()
         const out = { dataDir: dir, cluster: { name: cluster.name, id: cluster.id }, peerId, overlay: overlayAddress(cluster.id, peerId) }

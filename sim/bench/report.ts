@@ -1,0 +1,266 @@
+// Shared by the benchmarks: statistics, markdown tables, machine details, the JSON report
+// under sim/out/, and bounded child processes (every benchmark step has a time limit).
+import { type ChildProcess, type SpawnOptions, spawn } from 'node:child_process'
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs'
+import { cpus, loadavg, type as osType, release, totalmem } from 'node:os'
+import { join } from 'node:path'
+import { fileURLToPath } from 'node:url'
+
+/** The project root, from dist/sim/bench/report.js (three levels up). */
+export const ROOT = fileURLToPath(new URL('../../../', import.meta.url))
+
+// ---------------------------------------------------------------------------------------
+// statistics
+
+export interface Stats {
+  median: number
+  min: number
+  max: number
+  samples: number[]
+}
+
+export function median(xs: number[]): number {
+  if (xs.length === 0) return Number.NaN
+  const s = [...xs].sort((a, b) => a - b)
+  const mid = Math.floor(s.length / 2)
+  return s.length % 2 === 1 ? s[mid] : (s[mid - 1] + s[mid]) / 2
+}
+
+export function stats(xs: number[]): Stats {
+  return {
+    median: median(xs),
+    min: xs.length === 0 ? Number.NaN : Math.min(...xs),
+    max: xs.length === 0 ? Number.NaN : Math.max(...xs),
+    samples: xs,
+  }
+}
+
+/** A number for a table: fixed digits, thousands kept plain, '-' for missing. */
+export function fmt(n: number | undefined, digits = 1): string {
+  if (n === undefined || !Number.isFinite(n)) return '-'
+  return n.toFixed(digits)
+}
+
+/** 'median (min-max)' for a table cell. */
+export function fmtStats(s: Stats | undefined, digits = 1): string {
+  if (s === undefined || s.samples.length === 0) return '-'
+  if (s.samples.length === 1) return fmt(s.median, digits)
+  return `${fmt(s.median, digits)} (${fmt(s.min, digits)}-${fmt(s.max, digits)})`
+}
+
+// ---------------------------------------------------------------------------------------
+// markdown
+
+/** A GitHub markdown table; `align` per column: 'l' (default) or 'r' for numbers. */
+export function markdownTable(headers: string[], rows: string[][], align: ('l' | 'r')[] = []): string {
+  const esc = (s: string) => s.replace(/\|/g, '\\|').replace(/\n/g, ' ')
+  const cells = [headers, ...rows].map((r) => headers.map((_, i) => esc(r[i] ?? '')))
+  const widths = headers.map((_, i) => Math.max(3, ...cells.map((r) => r[i].length)))
+  const line = (r: string[]) =>
+    `| ${r.map((c, i) => (align[i] === 'r' ? c.padStart(widths[i]) : c.padEnd(widths[i]))).join(' | ')} |`
+  const rule = `| ${widths.map((w, i) => (align[i] === 'r' ? `${'-'.repeat(w - 1)}:` : '-'.repeat(w))).join(' | ')} |`
+  return [line(cells[0]), rule, ...cells.slice(1).map(line)].join('\n')
+}
+
+// ---------------------------------------------------------------------------------------
+// machine and report
+
+export interface Machine {
+  cpu: string
+  cores: number
+  ramGiB: number
+  node: string
+  kernel: string
+  os: string
+  packages: Record<string, string>
+  /** 1, 5 and 15 minute load averages when the run started: a busy machine skews every number */
+  loadAvg: number[]
+}
+
+/** What a reader needs to compare runs: hardware, runtime and the versions of the stack. */
+export function machineInfo(packages: string[] = DEFAULT_PACKAGES): Machine {
+  const c = cpus()
+  const versions: Record<string, string> = {}
+  for (const p of packages) {
+    try {
+      versions[p] = JSON.parse(readFileSync(join(ROOT, 'node_modules', p, 'package.json'), 'utf8')).version
+    } catch {
+      versions[p] = 'missing'
+    }
+  }
+  return {
+    cpu: c[0]?.model.trim() ?? 'unknown',
+    cores: c.length,
+    ramGiB: Math.round((totalmem() / 2 ** 30) * 10) / 10,
+    node: process.version,
+    kernel: release(),
+    os: `${osType()} ${osRelease()}`.trim(),
+    packages: versions,
+    loadAvg: loadavg().map((l) => Math.round(l * 100) / 100),
+  }
+}
+
+const DEFAULT_PACKAGES = [
+  'libp2p',
+  '@libp2p/tcp',
+  '@chainsafe/libp2p-noise',
+  '@chainsafe/libp2p-yamux',
+  '@libp2p/pnet',
+]
+
+function osRelease(): string {
+  try {
+    const m = /^PRETTY_NAME="?([^"\n]*)"?/m.exec(readFileSync('/etc/os-release', 'utf8'))
+    return m?.[1] ?? ''
+  } catch {
+    return ''
+  }
+}
+
+export function machineMarkdown(m: Machine): string {
+  const pk = Object.entries(m.packages)
+    .map(([k, v]) => `${k} ${v}`)
+    .join(', ')
+  return `${m.cpu}, ${m.cores} cores, ${m.ramGiB} GiB RAM; Node ${m.node}; Linux ${m.kernel} (${m.os}); ${pk}; load average at start ${m.loadAvg.join(' / ')}`
+}
+
+/**
+ * Writes `sim/out/<name>-<timestamp>.json` and `sim/out/<name>-latest.json`; returns the first path.
+ * sim/out/ is gitignored: results go to the README by hand, with the machine line.
+ */
+export function writeReport(name: string, data: Record<string, unknown>): string {
+  const dir = join(ROOT, 'sim', 'out')
+  mkdirSync(dir, { recursive: true })
+  const stamp = new Date().toISOString().replace(/[:.]/g, '-')
+  const body = `${JSON.stringify({ benchmark: name, date: new Date().toISOString(), ...data }, null, 2)}\n`
+  const path = join(dir, `${name}-${stamp}.json`)
+  writeFileSync(path, body)
+  writeFileSync(join(dir, `${name}-latest.json`), body)
+  return path
+}
+
+// ---------------------------------------------------------------------------------------
+// bounded child processes
+
+export interface RunResult {
+  code: number | null
+  signal: NodeJS.Signals | null
+  stdout: string
+  stderr: string
+  ms: number
+  timedOut: boolean
+}
+
+/** Runs a command to its end, killed after `timeoutMs`; never rejects for a non-zero exit. */
+export function runBounded(
+  cmd: string,
+  args: string[],
+  opts: SpawnOptions & { timeoutMs: number },
+): Promise<RunResult> {
+  return new Promise((resolve, reject) => {
+    const t0 = performance.now()
+    const child = spawn(cmd, args, { ...opts, stdio: ['ignore', 'pipe', 'pipe'] })
+    let stdout = ''
+    let stderr = ''
+    let timedOut = false
+    child.stdout!.setEncoding('utf8').on('data', (d: string) => {
+      stdout += d
+    })
+    child.stderr!.setEncoding('utf8').on('data', (d: string) => {
+      stderr += d
+    })
+    const timer = setTimeout(() => {
+      timedOut = true
+      child.kill('SIGKILL')
+    }, opts.timeoutMs)
+    child.on('error', (err) => {
+      clearTimeout(timer)
+      reject(err)
+    })
+    child.on('close', (code, signal) => {
+      clearTimeout(timer)
+      resolve({ code, signal, stdout, stderr, ms: performance.now() - t0, timedOut })
+    })
+  })
+}
+
+/**
+ * Resolves with the first stdout line of `child` that `match` accepts, or rejects when the
+ * child exits first or `timeoutMs` passes. Lines are kept in `lines` for error messages.
+ */
+export function waitForLine<T>(
+  child: ChildProcess,
+  match: (line: string) => T | undefined,
+  timeoutMs: number,
+  what: string,
+): Promise<T> {
+  return new Promise((resolve, reject) => {
+    let buf = ''
+    let err = ''
+    const onErr = (d: Buffer) => {
+      err = (err + d.toString()).slice(-4000)
+    }
+    const done = (fn: () => void) => {
+      clearTimeout(timer)
+      child.stdout!.off('data', onData)
+      child.stderr?.off('data', onErr)
+      child.off('exit', onExit)
+      fn()
+    }
+    const onData = (d: Buffer) => {
+      buf += d.toString()
+      let i = buf.indexOf('\n')
+      while (i >= 0) {
+        const line = buf.slice(0, i)
+        buf = buf.slice(i + 1)
+        const v = match(line)
+        if (v !== undefined) {
+          done(() => resolve(v))
+          return
+        }
+        i = buf.indexOf('\n')
+      }
+    }
+    const onExit = (code: number | null, signal: string | null) =>
+      done(() => reject(new Error(`${what}: exited (${code ?? signal}) before it was ready: ${err.trim()}`)))
+    const timer = setTimeout(
+      () => done(() => reject(new Error(`${what}: not ready after ${timeoutMs} ms: ${err.trim()}`))),
+      timeoutMs,
+    )
+    child.stdout!.on('data', onData)
+    child.stderr?.on('data', onErr)
+    child.on('exit', onExit)
+  })
+}
+
+/** SIGTERM, then SIGKILL after `graceMs`; resolves with how long the process took to exit. */
+export async function stopProcess(
+  child: ChildProcess,
+  graceMs = 10_000,
+): Promise<{ ms: number; killed: boolean }> {
+  const t0 = performance.now()
+  if (child.exitCode !== null || child.signalCode !== null) return { ms: 0, killed: false }
+  const exited = new Promise<void>((r) => child.once('exit', () => r()))
+  child.kill('SIGTERM')
+  let killed = false
+  const timer = setTimeout(() => {
+    killed = true
+    child.kill('SIGKILL')
+  }, graceMs)
+  await exited
+  clearTimeout(timer)
+  return { ms: performance.now() - t0, killed }
+}
+
+/** Resident memory of a live process, in MiB, from /proc (VmRSS; VmHWM is the peak). */
+export function rssMiB(pid: number): { rss: number; peak: number } | undefined {
+  try {
+    const s = readFileSync(`/proc/${pid}/status`, 'utf8')
+    const kb = (k: string) => Number(new RegExp(`^${k}:\\s+(\\d+) kB`, 'm').exec(s)?.[1] ?? Number.NaN)
+    return { rss: kb('VmRSS') / 1024, peak: kb('VmHWM') / 1024 }
+  } catch {
+    return undefined
+  }
+}
+
+export const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms))
