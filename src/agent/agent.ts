@@ -2,6 +2,7 @@ import { EventBus } from '../api/events.js'
 import { ApiComponent } from '../api/server.js'
 import { coreRoutes } from '../api/routes-core.js'
 import { memberRoutes } from '../api/routes-members.js'
+import { trustRoutes } from '../api/routes-trust.js'
 import { MembershipComponent } from '../membership/service.js'
 import { dataPaths, ensureDataDir, lockDataDir } from '../node/datadir.js'
 import { NodeComponent } from '../node/node-component.js'
@@ -69,6 +70,7 @@ export async function startAgent(opts: AgentOptions): Promise<RunningAgent> {
       routes: [
         coreRoutes({ node, cluster: setup.cluster, config, dataDir: opts.dataDir, startedAt, events }),
         memberRoutes({ node, membership, clusterId: setup.cluster.id, onLeave: () => void daemon?.stop() }),
+        trustRoutes({ node, membership, clusterId: setup.cluster.id }),
       ],
     })
     const components: Component[] = [node, membership, api]

@@ -17,6 +17,17 @@ const multiaddrString = z.string().refine(
   { message: 'expected a multiaddr such as /ip4/0.0.0.0/tcp/4701' },
 )
 
+// tunnel.allowPorts: a YAML list, one number, or '22,2222' (MESH_TUNNEL__ALLOW_PORTS)
+const portList = z.preprocess(
+  (v) => {
+    if (typeof v === 'number') return [v]
+    if (typeof v === 'string') return v.split(',').filter((s) => s.trim() !== '').map((s) => Number(s.trim()))
+    if (Array.isArray(v)) return v.map((x) => (typeof x === 'string' && x.trim() !== '' ? Number(x) : x))
+    return v
+  },
+  z.array(z.number().int().min(1, 'expected TCP ports 1-65535').max(65535, 'expected TCP ports 1-65535')),
+)
+
 /** The agent's configuration. Every key has a default, so an empty file is valid. */
 export const ConfigSchema = z
   .object({
@@ -68,6 +79,26 @@ export const ConfigSchema = z
         leaveOnTerm: true,
       }),
     dht: z.object({ enabled: z.boolean().default(true) }).strict().default({ enabled: true }),
+    tunnel: z
+      .object({
+        // ports on this member's 127.0.0.1 that other members may tunnel to
+        allowPorts: portList.default([22]),
+        connectTimeoutMs: z.number().int().min(100).max(60_000).default(5_000),
+        streamTimeoutMs: z.number().int().min(500).max(60_000).default(5_000),
+        directDialTimeoutMs: z.number().int().min(200).max(60_000).default(3_000),
+        // 0 turns the relayed -> direct path upgrade off
+        pathUpgradeMs: z.number().int().min(0).max(3_600_000).default(10_000),
+        maxTunnels: z.number().int().min(1).max(65_536).default(1024),
+      })
+      .strict()
+      .default({
+        allowPorts: [22],
+        connectTimeoutMs: 5_000,
+        streamTimeoutMs: 5_000,
+        directDialTimeoutMs: 3_000,
+        pathUpgradeMs: 10_000,
+        maxTunnels: 1024,
+      }),
     metrics: z
       .object({
         listen: z

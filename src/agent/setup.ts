@@ -2,6 +2,8 @@ import { type Cluster, loadCluster, newCluster, saveCluster } from '../node/clus
 import { DataDirError, ensureDataDir } from '../node/datadir.js'
 import { loadIdentity } from '../node/identity.js'
 import { parseToken } from '../node/token.js'
+import { TrustStore } from '../node/trust.js'
+import { peerIdFromPrivateKey } from '@libp2p/peer-id'
 
 export interface SetupResult {
   cluster: Cluster
@@ -19,8 +21,12 @@ export async function initDataDir(dir: string, clusterName: string): Promise<Set
         'To start another cluster, use another --data-dir.',
     )
   }
-  await loadIdentity(dir, { create: true })
-  const cluster = newCluster(clusterName)
+  const key = await loadIdentity(dir, { create: true })
+  const self = peerIdFromPrivateKey(key).toString()
+  // the founder is the first admin and certifies itself
+  const cluster = { ...newCluster(clusterName), admins: [self] }
+  const trust = new TrustStore(dir, cluster.id, [self])
+  trust.setCertificate(trust.issue(key, self), self)
   saveCluster(dir, cluster)
   return { cluster, created: true, joined: false }
 }
@@ -42,7 +48,13 @@ export async function prepareDataDir(dir: string, opts: { join?: string; init?: 
     }
     await loadIdentity(dir, { create: true })
     const seeds = [...new Set([...(existing?.seeds ?? []), ...invite.addrs])]
-    const cluster = { ...(existing ?? invite.cluster), seeds }
+    const certified = TrustStore.load(dir, invite.cluster.id, invite.cluster.admins).certificate !== undefined
+    // the invite is redeemed for a certificate once the agent reaches the inviter
+    const cluster = {
+      ...(existing ?? invite.cluster),
+      seeds,
+      invite: certified ? undefined : Buffer.from(invite.inviteId).toString('hex'),
+    }
     saveCluster(dir, cluster)
     return { cluster, created: false, joined: existing === undefined }
   }

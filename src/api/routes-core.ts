@@ -53,11 +53,18 @@ export function coreRoutes(deps: {
     app.post('/v1/invite', async (req) => {
       const parsed = InviteBody.safeParse(req.body ?? {})
       if (!parsed.success) throw new ApiError(400, `bad invite request: ${parsed.error.issues[0]?.message}`)
+      if (!node.trust.isAdmin(node.node.peerId.toString())) {
+        throw new ApiError(
+          403,
+          'only an admin can invite: run mesh invite on an admin, or have an admin run mesh admin grant <this member>',
+        )
+      }
       const addrs = node.reachableAddrs()
       if (addrs.length === 0) {
         throw new ApiError(409, 'this agent has no reachable address to put in a token; set listen or announce addresses')
       }
-      const { token, invite } = makeToken(cluster, addrs, parsed.data.ttlMs)
+      const { token, invite } = makeToken({ ...cluster, admins: node.trust.genesisAdmins }, addrs, parsed.data.ttlMs)
+      node.invites.add(invite.inviteId, invite.expires)
       return { token, expires: invite.expires, addrs }
     })
 

@@ -48,7 +48,7 @@ export function memberRoutes(deps: {
             name: names.get(r.peerId) ?? i.name,
             peerId: r.peerId,
             overlay: i.overlay,
-            status: r.status,
+            status: deps.node.trust.isRevoked(r.peerId) ? 'revoked' : r.status,
             path: r.peerId === self ? 'self' : (c?.path ?? '-'),
             rttMs: r.peerId === self ? undefined : (deps.membership.rttOf(r.peerId) ?? c?.rttMs),
             version: i.version,

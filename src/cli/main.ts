@@ -7,6 +7,7 @@ import { initCommand } from './cmd-init.js'
 import { inviteCommand } from './cmd-invite.js'
 import { membersCommand } from './cmd-members.js'
 import { statusCommand } from './cmd-status.js'
+import { trustCommands } from './cmd-trust.js'
 import { EXIT } from './common.js'
 
 const program = new Command('mesh')
@@ -28,6 +29,7 @@ agentCommand(program)
 inviteCommand(program)
 statusCommand(program)
 membersCommand(program)
+trustCommands(program)
 
 // libp2p internals sometimes reject promises nobody awaits (aborted dials, closed
 // streams); log them instead of crashing the agent.

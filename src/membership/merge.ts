@@ -372,17 +372,24 @@ export class MemberTable {
   }
 
   /**
-   * The entries the holder of `remote` lacks or holds older versions of. Both sides sending
-   * diff(other's digest) leaves both with the same rows. Tombstones the remote never heard of
-   * are sent too, so tables converge exactly.
+   * The entries the holder of `remote` lacks or holds older versions of. Tombstones the remote
+   * never heard of are sent too, so tables converge exactly. Push-pull in three messages:
+   * A sends its digest; B answers diff(A's digest) and its own digest; A applies that, then
+   * sends diff(B's digest). Both then hold the same rows (applying before diffing also passes
+   * on claims A held back for peers it had no record of).
    */
-  diff(remote: readonly DigestItem[]): Entry[] {
+  diff(remote: readonly DigestItem[]): Array<Entry | Claim> {
     const theirs = new Map<string, DigestItem>()
     for (const d of remote) theirs.set(d.peerId, d)
-    const out: Entry[] = []
+    const out: Array<Entry | Claim> = []
     for (const [peerId, r] of this.map) {
       const d = theirs.get(peerId)
       if (d === undefined || newerThan(r, d)) out.push(r.entry)
+    }
+    // claims we hold back for want of a record, about peers the remote has a record of
+    for (const [peerId, c] of this.pending) {
+      const d = theirs.get(peerId)
+      if (d !== undefined && claimNewer(c, d)) out.push(c)
     }
     return out
   }
@@ -428,8 +435,10 @@ function sameClaim(a: Claim, b: Claim): boolean {
 function fingerprint(r: Rec): void {
   r.infoFp = fnv1a32(r.entry.signed.sig)
   const c = r.entry.claim
-  r.claimFp = c === undefined ? 0 : fnv1a32(c.sig, fnv1a32String(c.by))
+  r.claimFp = c === undefined ? 0 : claimFingerprint(c)
 }
+
+const claimFingerprint = (c: Claim): number => fnv1a32(c.sig, fnv1a32String(c.by))
 
 /** Would sending our row change the state of a peer whose row is summarised by `d`? */
 function newerThan(r: Rec, d: DigestItem): boolean {
@@ -441,11 +450,14 @@ function newerThan(r: Rec, d: DigestItem): boolean {
     if (left) return true
   } else if (r.infoFp !== d.infoFp) return true
   const c = r.entry.claim
-  if (c === undefined) return false
-  // our claim only matters if it survives against their record too
+  return c !== undefined && claimNewer(c, d, r.claimFp)
+}
+
+/** Would our claim survive and win on a peer whose row is summarised by `d`? */
+function claimNewer(c: Claim, d: DigestItem, fp = claimFingerprint(c)): boolean {
   if (c.incarnation < d.incarnation) return false
   if (c.incarnation !== d.claimIncarnation) return c.incarnation > d.claimIncarnation
   const rank = claimRank(c)
   if (rank !== d.claimRank) return rank > d.claimRank
-  return r.claimFp !== d.claimFp
+  return fp !== d.claimFp
 }

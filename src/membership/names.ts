@@ -97,32 +97,40 @@ export function resolveMember<T extends Named>(query: string, members: readonly 
   return new ResolveError('not-found', q, suggest(name, q, members, shown))
 }
 
-/** Display names within edit distance 2 or starting with the query, and peer IDs it is a part of. */
+/** Display names a typo or two away or starting with the query, and peer IDs containing it. */
 function suggest(name: string, raw: string, members: readonly Named[], shown: Map<string, string>): string[] {
+  // short names tolerate one edit, longer ones two
+  const max = name.length <= 3 ? 1 : 2
   const scored: Array<[number, string]> = []
   for (const m of members) {
     const d = shown.get(m.peerId)!
-    const dist = d.startsWith(name) ? 1 : editDistance(name, d, 2)
-    if (dist <= 2) scored.push([dist, d])
+    const dist = d.startsWith(name) ? 1 : editDistance(name, d, max)
+    if (dist <= max) scored.push([dist, d])
     else if (raw.length >= 4 && m.peerId.includes(raw)) scored.push([3, m.peerId])
   }
   scored.sort((a, b) => a[0] - b[0] || cmp(a[1], b[1]))
   return scored.slice(0, 5).map((s) => s[1])
 }
 
-/** Levenshtein distance, giving up (returning max + 1) once it must exceed `max`. */
+/**
+ * Edit distance counting a swap of neighbours as one edit (optimal string alignment), giving
+ * up (returning max + 1) once it must exceed `max`.
+ */
 export function editDistance(a: string, b: string, max: number): number {
   if (Math.abs(a.length - b.length) > max) return max + 1
+  let prev2: number[] = []
   let prev = Array.from({ length: b.length + 1 }, (_, j) => j)
   for (let i = 1; i <= a.length; i++) {
     const cur = [i]
     let best = i
     for (let j = 1; j <= b.length; j++) {
-      const v = Math.min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (a[i - 1] === b[j - 1] ? 0 : 1))
+      let v = Math.min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (a[i - 1] === b[j - 1] ? 0 : 1))
+      if (i > 1 && j > 1 && a[i - 1] === b[j - 2] && a[i - 2] === b[j - 1]) v = Math.min(v, prev2[j - 2] + 1)
       cur.push(v)
       if (v < best) best = v
     }
     if (best > max) return max + 1
+    prev2 = prev
     prev = cur
   }
   return Math.min(prev[b.length], max + 1)

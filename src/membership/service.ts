@@ -6,6 +6,7 @@ import { peerIdFromString } from '@libp2p/peer-id'
 import { lpStream, pbStream } from '@libp2p/utils'
 import { Circuit } from '@multiformats/multiaddr-matcher'
 import { MemberSet, Probe, ProbeReply } from '../../protocols/membership.js'
+import { Statement } from '../../protocols/trust.js'
 import type { Component } from '../agent/component.js'
 import type { Config } from '../agent/config.js'
 import type { EventBus } from '../api/events.js'
@@ -64,7 +65,8 @@ export class MembershipComponent implements Component {
     this.topic = `${prefix}/members/1`
     this.syncProto = `${prefix}/members/sync/1.0.0`
     this.probeProto = `${prefix}/members/probe/1.0.0`
-    this.table = new MemberTable({ clusterId: deps.cluster.id })
+    // nothing about a revoked member, or claimed by one, enters the table
+    this.table = new MemberTable({ clusterId: deps.cluster.id, refuse: (p) => deps.node.trust?.isRevoked(p) ?? false })
     const r = deps.reporter
     this.metrics = {
       members: r.gauge('members', 'members by status', ['status'], () => {
@@ -113,6 +115,9 @@ export class MembershipComponent implements Component {
     node.services.pubsub.addEventListener('message', this.onGossip)
     node.addEventListener('connection:open', this.onConnection)
     node.addEventListener('self:peer:update', this.onSelfUpdate)
+    this.deps.node.trust.onStatement((st) => {
+      if (st.kind === Statement.Kind.REVOKE) this.swim.removeMember(st.peerId)
+    })
 
     this.every(TICK_MS, () => this.tick())
     this.every(m.syncIntervalMs, () => void this.syncRandom())
@@ -136,7 +141,7 @@ export class MembershipComponent implements Component {
     this.self = this.buildSelf(this.swim.bumpIncarnation(), 'left')
     const signed = signInfo(this.self, this.signer)
     this.table.apply(signed, this.verifier, Date.now())
-    const msg = MemberSet.encode({ records: [toWireInfo(signed)], claims: [] })
+    const msg = MemberSet.encode({ records: [toWireInfo(signed)], claims: [], statements: [] })
     // gossip, and push it straight to every connected member so nobody waits for a suspicion
     await this.publish(msg)
     const peers = this.libp2p.getPeers().filter((p) => this.isMember(p.toString()))
@@ -191,7 +196,7 @@ export class MembershipComponent implements Component {
     this.self = this.buildSelf(incarnation, 'alive')
     const signed = signInfo(this.self, this.signer)
     this.applyLocal(signed)
-    void this.publish(MemberSet.encode({ records: [toWireInfo(signed)], claims: [] }))
+    void this.publish(MemberSet.encode({ records: [toWireInfo(signed)], claims: [], statements: [] }))
   }
 
   private readonly onSelfUpdate = (): void => {
@@ -211,8 +216,15 @@ export class MembershipComponent implements Component {
     return change
   }
 
-  private ingest(records: MemberSet['records'], claims: MemberSet['claims']): number {
+  private ingest(records: MemberSet['records'], claims: MemberSet['claims'], statements: Uint8Array[] = []): number {
     let changed = 0
+    for (const raw of statements) {
+      try {
+        if (this.deps.node.trust.add(Statement.decode(raw))) changed++
+      } catch {
+        this.metrics.dropped.inc({ reason: 'malformed_statement' })
+      }
+    }
     for (const r of records) {
       try {
         if (this.applyLocal(fromWireInfo(r)) !== undefined) changed++
@@ -307,7 +319,7 @@ export class MembershipComponent implements Component {
       this.metrics.dropped.inc({ reason: 'undecodable' })
       return
     }
-    this.ingest(set.records, set.claims)
+    this.ingest(set.records, set.claims, set.statements)
   }
 
   // ---- push-pull sync -----------------------------------------------------------------------
@@ -319,7 +331,14 @@ export class MembershipComponent implements Component {
       records.push(toWireInfo(row.entry.signed))
       if (row.entry.claim !== undefined) claims.push(toWireClaim(row.entry.claim))
     }
-    return MemberSet.encode({ records, claims })
+    const statements = this.deps.node.trust.allStatements().map((st) => Statement.encode(st))
+    return MemberSet.encode({ records, claims, statements })
+  }
+
+  /** Spread a grant or revocation we just made. */
+  async spreadStatement(st: Statement): Promise<void> {
+    await this.publish(MemberSet.encode({ records: [], claims: [], statements: [Statement.encode(st)] }))
+    if (st.kind === Statement.Kind.REVOKE) this.swim.removeMember(st.peerId)
   }
 
   private readonly onConnection = (evt: CustomEvent<Connection>): void => {
@@ -355,7 +374,7 @@ export class MembershipComponent implements Component {
       this.metrics.bytes.inc({ direction: 'in', channel: 'sync' }, raw.byteLength)
       const theirs = MemberSet.decode(raw)
       await stream.close({ signal }).catch(() => {})
-      this.ingest(theirs.records, theirs.claims)
+      this.ingest(theirs.records, theirs.claims, theirs.statements)
       this.metrics.syncs.inc({ role: why, result: 'ok' })
     } catch (err) {
       this.metrics.syncs.inc({ role: why, result: 'error' })
@@ -370,7 +389,7 @@ export class MembershipComponent implements Component {
       const raw = await lp.read({ signal })
       this.metrics.bytes.inc({ direction: 'in', channel: 'sync' }, raw.byteLength)
       const theirs = MemberSet.decode(raw)
-      this.ingest(theirs.records, theirs.claims)
+      this.ingest(theirs.records, theirs.claims, theirs.statements)
       const mine = this.fullSet()
       this.metrics.bytes.inc({ direction: 'out', channel: 'sync' }, mine.length)
       await lp.write(mine, { signal })
@@ -408,7 +427,7 @@ export class MembershipComponent implements Component {
         case 'dead': {
           const claim: Claim = signClaim({ peerId: a.peer, incarnation: a.incarnation, status: a.type }, this.signer)
           this.applyLocal(claim)
-          void this.publish(MemberSet.encode({ records: [], claims: [toWireClaim(claim)] }))
+          void this.publish(MemberSet.encode({ records: [], claims: [toWireClaim(claim)], statements: [] }))
           break
         }
       }

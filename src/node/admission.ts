@@ -13,6 +13,7 @@ import type { Registrar } from '@libp2p/interface-internal'
 import { pbStream } from '@libp2p/utils'
 import { AuthMessage } from '../../protocols/auth.js'
 import type { ComponentReporter } from '../reporter/reporter.js'
+import type { Standing } from './trust.js'
 import { type Cluster, deriveKey, hmac, protocolPrefix } from './cluster.js'
 
 const MAX_MESSAGE = 1024
@@ -22,8 +23,11 @@ export interface AdmissionInit {
   cluster: Cluster
   timeoutMs: number
   reporter: ComponentReporter
-  /** extra check for a peer that proved the cluster key (revocation lands here later) */
-  refuse?: (peer: PeerId) => string | undefined
+  /** certificates: ours to show, and the verdict on a peer's (see trust.ts) */
+  trust: {
+    ours(): Uint8Array<ArrayBuffer>
+    standing(peerId: string, certificate: Uint8Array): Standing
+  }
 }
 
 export interface AdmissionComponents {
@@ -43,8 +47,10 @@ export class AdmissionRefusedError extends Error {
 export class Admission implements Startable {
   readonly protocol: string
   private readonly key: Uint8Array
-  private readonly state = new WeakMap<Connection, PromiseWithResolvers<boolean>>()
+  private readonly state = new WeakMap<Connection, PromiseWithResolvers<Standing>>()
   private readonly admittedPeers = new Map<string, number>() // peer -> open admitted connections
+  /** protocols a joiner (key, no certificate yet) may use: redeeming its invite */
+  readonly joinProtocols = new Set<string>()
   private readonly metrics
   private origGetMiddleware: Registrar['getMiddleware'] | undefined
 
@@ -95,9 +101,21 @@ export class Admission implements Startable {
     return (this.admittedPeers.get(peer.toString()) ?? 0) > 0
   }
 
-  /** Resolves with whether the connection was admitted (waits for the handshake). */
-  admitted(connection: Connection): Promise<boolean> {
+  /** Resolves with whether the connection is to an admitted member (waits for the handshake). */
+  async admitted(connection: Connection): Promise<boolean> {
+    return (await this.stateOf(connection).promise).kind === 'member'
+  }
+
+  /** member, joiner (proved the key, has no certificate yet: may only redeem its invite), or refused. */
+  standing(connection: Connection): Promise<Standing> {
     return this.stateOf(connection).promise
+  }
+
+  /** Close every connection to a peer (revoked, say) at once. */
+  async cutOff(peer: string, connections: Connection[]): Promise<void> {
+    await Promise.allSettled(
+      connections.filter((c) => c.remotePeer.toString() === peer).map((c) => c.abort(new AdmissionRefusedError('revoked'))),
+    )
   }
 
   /** A connection gater that refuses relay service to peers that are not admitted members. */
@@ -109,10 +127,10 @@ export class Admission implements Startable {
     }
   }
 
-  private stateOf(connection: Connection): PromiseWithResolvers<boolean> {
+  private stateOf(connection: Connection): PromiseWithResolvers<Standing> {
     let s = this.state.get(connection)
     if (s === undefined) {
-      s = Promise.withResolvers<boolean>()
+      s = Promise.withResolvers<Standing>()
       this.state.set(connection, s)
     }
     return s
@@ -123,7 +141,8 @@ export class Admission implements Startable {
     connection: Connection,
     next: (s: Stream, c: Connection) => void,
   ): Promise<void> {
-    if (await this.admitted(connection)) {
+    const standing = await this.standing(connection)
+    if (standing.kind === 'member' || (standing.kind === 'joiner' && this.joinProtocols.has(stream.protocol ?? ''))) {
       next(stream, connection)
       return
     }
@@ -134,11 +153,11 @@ export class Admission implements Startable {
   private onOpen(evt: CustomEvent<Connection>): void {
     const connection = evt.detail
     const state = this.stateOf(connection)
-    const timer = setTimeout(() => this.settle(connection, false, 'timeout'), this.init.timeoutMs)
+    const timer = setTimeout(() => this.settle(connection, REFUSED('timeout'), 'timeout'), this.init.timeoutMs)
     timer.unref()
     void state.promise.then(() => clearTimeout(timer))
     if (connection.direction === 'outbound') {
-      void this.initiate(connection).catch((err) => this.settle(connection, false, 'error'))
+      void this.initiate(connection).catch(() => this.settle(connection, REFUSED('error'), 'error'))
     }
   }
 
@@ -147,26 +166,29 @@ export class Admission implements Startable {
     const s = this.state.get(connection)
     if (s === undefined) return
     // an admitted connection going away lowers the peer's count; an unsettled one fails
-    void s.promise.then((ok) => {
-      if (!ok) return
+    void s.promise.then((st) => {
+      if (st.kind !== 'member') return
       const key = connection.remotePeer.toString()
       const n = (this.admittedPeers.get(key) ?? 1) - 1
       if (n <= 0) this.admittedPeers.delete(key)
       else this.admittedPeers.set(key, n)
     })
-    this.settle(connection, false, 'closed')
+    this.settle(connection, REFUSED('closed'), 'closed')
   }
 
-  private settle(connection: Connection, ok: boolean, result: string): void {
+  private settle(connection: Connection, standing: Standing, result: string): void {
     // only the first outcome counts: a late handshake cannot undo a timeout
     if (this.settled.has(connection)) return
     this.settled.add(connection)
-    this.stateOf(connection).resolve(ok)
+    this.stateOf(connection).resolve(standing)
     this.metrics.result.inc({ result })
-    if (ok) {
+    if (result === 'refused_by_peer' && standing.kind === 'refused') {
+      this.init.reporter.log.warn({ peer: connection.remotePeer.toString(), why: standing.why }, 'a member refused us')
+    }
+    if (standing.kind === 'member') {
       const key = connection.remotePeer.toString()
       this.admittedPeers.set(key, (this.admittedPeers.get(key) ?? 0) + 1)
-    } else if (connection.status === 'open') {
+    } else if (standing.kind === 'refused' && connection.status === 'open') {
       void connection.close().catch(() => connection.abort(new AdmissionRefusedError(result)))
     }
   }
@@ -181,10 +203,6 @@ export class Admission implements Startable {
     return got.length === expected.length && timingSafeEqual(expected, got)
   }
 
-  private refusal(peer: PeerId): string | undefined {
-    return this.init.refuse?.(peer)
-  }
-
   /** Dialer side. */
   private async initiate(connection: Connection): Promise<void> {
     const signal = AbortSignal.timeout(this.init.timeoutMs)
@@ -193,27 +211,28 @@ export class Admission implements Startable {
     const me = this.components.peerId
     const them = connection.remotePeer
     const nD = new Uint8Array(randomBytes(32))
-    await pb.write({ nonce: nD, proof: new Uint8Array(), error: '' }, { signal })
+    await pb.write(msg({ nonce: nD }), { signal })
     const reply = await pb.read({ signal })
     if (reply.error !== '') {
-      this.settle(connection, false, 'refused_by_peer')
+      this.settle(connection, REFUSED(reply.error), 'refused_by_peer')
       return
     }
     if (reply.nonce.length !== 32 || !this.check(this.proof('L', me, them, nD, reply.nonce), reply.proof)) {
-      await pb.write({ nonce: new Uint8Array(), proof: new Uint8Array(), error: 'wrong cluster key' }, { signal }).catch(() => {})
-      this.settle(connection, false, 'bad_proof')
+      await pb.write(msg({ error: 'wrong cluster key' }), { signal }).catch(() => {})
+      this.settle(connection, REFUSED('wrong cluster key'), 'bad_proof')
       return
     }
-    const why = this.refusal(them)
-    if (why !== undefined) {
-      await pb.write({ nonce: new Uint8Array(), proof: new Uint8Array(), error: why }, { signal }).catch(() => {})
-      this.settle(connection, false, 'refused')
+    const theirs = this.init.trust.standing(them.toString(), reply.certificate)
+    if (theirs.kind === 'refused') {
+      await pb.write(msg({ error: theirs.why }), { signal }).catch(() => {})
+      this.settle(connection, theirs, 'refused')
       return
     }
-    await pb.write({ nonce: new Uint8Array(), proof: this.proof('D', me, them, nD, reply.nonce), error: '' }, { signal })
+    await pb.write(msg({ proof: this.proof('D', me, them, nD, reply.nonce), certificate: this.init.trust.ours() }), { signal })
     const done = await pb.read({ signal })
     await stream.close({ signal }).catch(() => {})
-    this.settle(connection, done.error === '', done.error === '' ? 'ok' : 'refused_by_peer')
+    if (done.error !== '') this.settle(connection, REFUSED(done.error), 'refused_by_peer')
+    else this.settle(connection, theirs, theirs.kind === 'member' ? 'ok' : 'joiner')
   }
 
   /** Listener side. */
@@ -226,26 +245,32 @@ export class Admission implements Startable {
       const hello = await pb.read({ signal })
       if (hello.nonce.length !== 32) throw new AdmissionRefusedError('malformed hello')
       const nL = new Uint8Array(randomBytes(32))
-      await pb.write({ nonce: nL, proof: this.proof('L', them, me, hello.nonce, nL), error: '' }, { signal })
+      await pb.write(msg({ nonce: nL, proof: this.proof('L', them, me, hello.nonce, nL), certificate: this.init.trust.ours() }), { signal })
       const final = await pb.read({ signal })
       if (final.error !== '') {
-        this.settle(connection, false, 'refused_by_peer')
+        this.settle(connection, REFUSED(final.error), 'refused_by_peer')
         return
       }
       if (!this.check(this.proof('D', them, me, hello.nonce, nL), final.proof)) {
-        await pb.write({ nonce: new Uint8Array(), proof: new Uint8Array(), error: 'wrong cluster key' }, { signal })
-        this.settle(connection, false, 'bad_proof')
+        await pb.write(msg({ error: 'wrong cluster key' }), { signal })
+        this.settle(connection, REFUSED('wrong cluster key'), 'bad_proof')
         return
       }
-      const why = this.refusal(them)
-      await pb.write({ nonce: new Uint8Array(), proof: new Uint8Array(), error: why ?? '' }, { signal })
+      const theirs = this.init.trust.standing(them.toString(), final.certificate)
+      await pb.write(msg({ error: theirs.kind === 'refused' ? theirs.why : '' }), { signal })
       await stream.close({ signal }).catch(() => {})
-      this.settle(connection, why === undefined, why === undefined ? 'ok' : 'refused')
+      this.settle(connection, theirs, theirs.kind === 'member' ? 'ok' : theirs.kind === 'joiner' ? 'joiner' : 'refused')
     } catch (err) {
       stream.abort(err as Error)
-      this.settle(connection, false, 'error')
+      this.settle(connection, REFUSED('error'), 'error')
     }
   }
+}
+
+const REFUSED = (why: string): Standing => ({ kind: 'refused', why })
+
+function msg(m: Partial<AuthMessage>): AuthMessage {
+  return { nonce: new Uint8Array(), proof: new Uint8Array(), error: '', certificate: new Uint8Array(), ...m }
 }
 
 export function admission(init: AdmissionInit): (components: AdmissionComponents) => Admission {

@@ -12,6 +12,10 @@ export interface Cluster {
   key: Uint8Array
   /** addresses of members to dial at start (from the join token), besides every member met before */
   seeds?: string[]
+  /** the founding admins' peer IDs (trust.json grows the set with signed grants) */
+  admins?: string[]
+  /** the invite this node joined with, until it has been redeemed for a certificate (hex) */
+  invite?: string
 }
 
 const ClusterFile = z.object({
@@ -19,6 +23,8 @@ const ClusterFile = z.object({
   id: z.string().regex(/^[0-9a-f]{32}$/),
   key: z.string().regex(/^[0-9a-f]{64}$/),
   seeds: z.array(z.string()).optional(),
+  admins: z.array(z.string()).optional(),
+  invite: z.string().regex(/^[0-9a-f]{32}$/).optional(),
 })
 
 export const CLUSTER_NAME_RE = /^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/
@@ -31,7 +37,14 @@ export function newCluster(name: string): Cluster {
 }
 
 export function saveCluster(dir: string, c: Cluster): void {
-  const body = { name: c.name, id: c.id, key: Buffer.from(c.key).toString('hex'), seeds: c.seeds ?? [] }
+  const body = {
+    name: c.name,
+    id: c.id,
+    key: Buffer.from(c.key).toString('hex'),
+    seeds: c.seeds ?? [],
+    admins: c.admins ?? [],
+    invite: c.invite,
+  }
   writePrivateFile(dataPaths(dir).cluster, `${JSON.stringify(body, null, 2)}\n`)
 }
 
@@ -50,7 +63,14 @@ export function loadCluster(dir: string): Cluster | undefined {
   } catch (err) {
     throw new DataDirError(`${path} is damaged (${(err as Error).message.split('\n')[0]}); restore it from a backup or another member`)
   }
-  return { name: parsed.name, id: parsed.id, key: new Uint8Array(Buffer.from(parsed.key, 'hex')), seeds: parsed.seeds ?? [] }
+  return {
+    name: parsed.name,
+    id: parsed.id,
+    key: new Uint8Array(Buffer.from(parsed.key, 'hex')),
+    seeds: parsed.seeds ?? [],
+    admins: parsed.admins ?? [],
+    invite: parsed.invite,
+  }
 }
 
 /** Independent keys for each use of the cluster secret, so no two layers share key material. */

@@ -10,6 +10,8 @@ export const dataPaths = (dir: string) => ({
   datastore: join(dir, 'datastore'),
   lock: join(dir, 'agent.lock'),
   socket: join(dir, 'mesh.sock'),
+  trust: join(dir, 'trust.json'),
+  invites: join(dir, 'invites.json'),
 })
 
 export class DataDirError extends Error {

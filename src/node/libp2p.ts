@@ -16,7 +16,7 @@ import { LevelDatastore } from 'datastore-level'
 import { createLibp2p } from 'libp2p'
 import type { Config } from '../agent/config.js'
 import type { ComponentReporter } from '../reporter/reporter.js'
-import { admission } from './admission.js'
+import { type AdmissionInit, admission } from './admission.js'
 import { type Cluster, deriveKey, pnetSwarmKey, protocolPrefix } from './cluster.js'
 
 export interface NodeOptions {
@@ -25,6 +25,7 @@ export interface NodeOptions {
   privateKey: PrivateKey
   datastorePath: string
   reporter: ComponentReporter
+  trust: AdmissionInit['trust'] & { isRevoked(peerId: string): boolean }
 }
 
 export type MeshLibp2p = Awaited<ReturnType<typeof createMeshNode>>
@@ -41,7 +42,7 @@ export async function createMeshNode(opts: NodeOptions) {
   const datastore = new LevelDatastore(opts.datastorePath)
   await datastore.open()
 
-  const admit = admission({ cluster, timeoutMs: config.authTimeoutMs, reporter: opts.reporter })
+  const admit = admission({ cluster, timeoutMs: config.authTimeoutMs, reporter: opts.reporter, trust: opts.trust })
   // The gater needs the admission service, which exists only once libp2p builds it.
   let gater: ReturnType<ReturnType<typeof admit>['gater']> | undefined
 
@@ -69,6 +70,10 @@ export async function createMeshNode(opts: NodeOptions) {
     streamMuxers: [yamux()],
     connectionProtector: preSharedKey({ psk: pnetSwarmKey(cluster) }),
     connectionGater: {
+      // never dial a revoked member; one that dials us is refused by admission, which
+      // tells it why (so its operator sees 'revoked', not a mysterious dial failure)
+      denyDialPeer: (p) => opts.trust.isRevoked(p.toString()),
+      denyOutboundEncryptedConnection: (p) => opts.trust.isRevoked(p.toString()),
       denyInboundRelayReservation: (p) => gater?.denyInboundRelayReservation?.(p) ?? true,
       denyOutboundRelayedConnection: (s, d) => gater?.denyOutboundRelayedConnection?.(s, d) ?? true,
       denyInboundRelayedConnection: (r, p) => gater?.denyInboundRelayedConnection?.(r, p) ?? true,

@@ -8,6 +8,10 @@ import { loadIdentity } from './identity.js'
 import { createMeshNode, type MeshLibp2p } from './libp2p.js'
 import { type PathKind, pathKind } from './paths.js'
 import { dataPaths } from './datadir.js'
+import { InviteStore } from './invites.js'
+import { Joiner } from './join.js'
+import { TrustStore } from './trust.js'
+import { Certificate, Statement } from '../../protocols/trust.js'
 import { Circuit } from '@multiformats/multiaddr-matcher'
 
 const MEMBER_TAG = 'mesh-member'
@@ -32,6 +36,9 @@ export interface ConnectionInfo {
 export class NodeComponent implements Component {
   readonly name = 'node'
   private libp2p: MeshLibp2p | undefined
+  private joiner: Joiner | undefined
+  trust!: TrustStore
+  invites!: InviteStore
   private key: PrivateKey | undefined
   private timer: NodeJS.Timeout | undefined
   private readonly rtt = new Map<string, number>()
@@ -72,14 +79,29 @@ export class NodeComponent implements Component {
     const { config, cluster, dataDir, reporter } = this.deps
     const privateKey = await loadIdentity(dataDir, { create: false })
     this.key = privateKey
+    const trust = TrustStore.load(dataDir, cluster.id, cluster.admins ?? [])
+    this.trust = trust
+    this.invites = new InviteStore(dataDir)
+    const empty = new Uint8Array(0)
     this.libp2p = await createMeshNode({
       config,
       cluster,
       privateKey,
       datastorePath: dataPaths(dataDir).datastore,
       reporter,
+      trust: {
+        ours: () => (trust.certificate === undefined ? empty : Certificate.encode(trust.certificate)),
+        standing: (peer, cert) => trust.standing(peer, cert),
+        isRevoked: (peer) => trust.isRevoked(peer),
+      },
     })
     const node = this.libp2p
+    this.joiner = new Joiner({ node, cluster, dataDir, key: privateKey, trust, invites: this.invites, reporter })
+    await this.joiner.handle()
+    // a revoked member is cut off everywhere at once
+    trust.onStatement((st) => {
+      if (st.kind === Statement.Kind.REVOKE) void node.services.admission.cutOff(st.peerId, node.getConnections())
+    })
     node.addEventListener('connection:open', (evt) => void this.onConnection(evt.detail))
     node.addEventListener('connection:close', (evt) => {
       if (node.getConnections(evt.detail.remotePeer).length === 0) this.rtt.delete(evt.detail.remotePeer.toString())
@@ -91,6 +113,17 @@ export class NodeComponent implements Component {
       throw explainListenError(err as Error, config.listen)
     }
     reporter.log.info({ peerId: node.peerId.toString(), addrs: node.getMultiaddrs().map(String) }, 'listening')
+    if (trust.certificate === undefined) {
+      if (cluster.invite === undefined) {
+        throw new Error(
+          `this node has no member certificate and no invite to redeem; join with 'mesh agent --join TOKEN' ` +
+            "using a fresh token from 'mesh invite' on an admin",
+        )
+      }
+      reporter.log.info('redeeming the join token with the inviter')
+      await this.joiner.redeem(cluster.invite, this.deps.seeds, config.name, config.dialTimeoutMs * 2)
+      reporter.log.info('joined: this node holds a member certificate')
+    }
     void this.reconnect()
     this.timer = setInterval(() => void this.reconnect(), RECONNECT_EVERY_MS)
     this.timer.unref()

@@ -10,6 +10,7 @@ export class TokenError extends Error {
 }
 
 export interface Invite {
+  /** the cluster, with the founding admins in `admins` */
   cluster: Cluster
   addrs: string[]
   expires: number
@@ -26,6 +27,7 @@ export function makeToken(cluster: Cluster, addrs: string[], ttlMs: number, now 
     addrs,
     expires: BigInt(invite.expires),
     inviteId: new Uint8Array(invite.inviteId),
+    admins: cluster.admins ?? [],
   })
   return { token: TOKEN_PREFIX + Buffer.from(bytes).toString('base64url'), invite }
 }
@@ -51,6 +53,7 @@ export function parseToken(token: string, now = Date.now()): Invite {
   if (msg.clusterId.length !== 16 || msg.clusterKey.length !== 32 || msg.inviteId.length !== 16) {
     throw new TokenError('the join token is damaged (wrong field sizes): copy it again in full')
   }
+  if (msg.admins.length === 0) throw new TokenError('the join token names no admin: it was made by an older mesh; ask for a new one')
   if (msg.addrs.length === 0) throw new TokenError('the join token names no address to reach the cluster at')
   for (const a of msg.addrs) {
     try {
@@ -64,7 +67,12 @@ export function parseToken(token: string, now = Date.now()): Invite {
     throw new TokenError(`the join token expired at ${new Date(expires).toISOString()}; ask a member for a new one with 'mesh invite'`)
   }
   return {
-    cluster: { name: msg.clusterName, id: Buffer.from(msg.clusterId).toString('hex'), key: msg.clusterKey },
+    cluster: {
+      name: msg.clusterName,
+      id: Buffer.from(msg.clusterId).toString('hex'),
+      key: msg.clusterKey,
+      admins: msg.admins,
+    },
     addrs: msg.addrs,
     expires,
     inviteId: msg.inviteId,

@@ -78,6 +78,8 @@ describe('admission: strangers get no stream on any transport', function () {
       privateKey: await generateKeyPair('Ed25519'),
       datastorePath: join(fx.tempDir(), 'ds'),
       reporter: reporter.forComponent('other'),
+      // a full member of its own cluster: it accepts everyone of that cluster
+      trust: { ours: () => new Uint8Array(), standing: () => ({ kind: 'member' }), isRevoked: () => false },
     })
     await other.start()
     strangers.push(other)

@@ -1,0 +1,110 @@
+import type { Connection, PeerId, PrivateKey, Stream } from '@libp2p/interface'
+import { peerIdFromPrivateKey } from '@libp2p/peer-id'
+import { pbStream } from '@libp2p/utils'
+import { multiaddr } from '@multiformats/multiaddr'
+import { JoinReply, JoinRequest } from '../../protocols/trust.js'
+import type { ComponentReporter } from '../reporter/reporter.js'
+import { type Cluster, protocolPrefix, saveCluster } from './cluster.js'
+import { InviteError, type InviteStore } from './invites.js'
+import type { MeshLibp2p } from './libp2p.js'
+import type { TrustStore } from './trust.js'
+
+const MAX = 256 << 10
+
+export class JoinRefusedError extends Error {
+  override name = 'JoinRefusedError'
+}
+
+export const joinProtocol = (c: Cluster) => `${protocolPrefix(c)}/join/1.0.0`
+
+/**
+ * Invite redemption (protocols/trust.md): a joiner that proved the cluster key but has no
+ * certificate asks the member that invited it; the inviter checks the invite is known,
+ * unused and unexpired, marks it used and answers with a certificate it signs as an admin.
+ */
+export class Joiner {
+  constructor(
+    private readonly deps: {
+      node: MeshLibp2p
+      cluster: Cluster
+      dataDir: string
+      key: PrivateKey
+      trust: TrustStore
+      invites: InviteStore
+      reporter: ComponentReporter
+    },
+  ) {}
+
+  /** Serve redemptions (every member does; only admins can issue, others answer why not). */
+  async handle(): Promise<void> {
+    this.deps.node.services.admission.joinProtocols.add(joinProtocol(this.deps.cluster))
+    await this.deps.node.handle(joinProtocol(this.deps.cluster), (s, c) => this.serve(s, c), {
+      runOnLimitedConnection: true,
+      maxInboundStreams: 4,
+    })
+  }
+
+  private async serve(stream: Stream, conn: Connection): Promise<void> {
+    const signal = AbortSignal.timeout(10_000)
+    const pb = pbStream(stream, { maxDataLength: MAX })
+    const peer = conn.remotePeer.toString()
+    try {
+      const req = await pb.read(JoinRequest, { signal })
+      let reply: JoinReply
+      try {
+        this.deps.invites.redeem(req.inviteId, peer)
+        const certificate = this.deps.trust.issue(this.deps.key, peer)
+        reply = { certificate, statements: this.deps.trust.allStatements(), error: '' }
+        this.deps.reporter.log.info({ peer, name: req.name }, 'invite redeemed: issued a member certificate')
+      } catch (err) {
+        reply = { statements: [], error: (err as Error).message }
+        this.deps.reporter.log.warn({ peer, err: (err as Error).message }, 'refused an invite')
+      }
+      await pb.write(reply, JoinReply, { signal })
+      await stream.close({ signal }).catch(() => {})
+      // the joiner reconnects with its certificate; this connection only ever served the join
+      setTimeout(() => void conn.close().catch(() => {}), 500).unref()
+    } catch (err) {
+      stream.abort(err as Error)
+    }
+  }
+
+  /**
+   * Redeem our invite with the seeds (the inviter's addresses). Resolves once we hold a
+   * certificate; throws JoinRefusedError when an inviter says no (used, expired, unknown).
+   */
+  async redeem(inviteHex: string, seeds: string[], name: string, timeoutMs: number): Promise<void> {
+    const { node, trust, cluster } = this.deps
+    const self = peerIdFromPrivateKey(this.deps.key).toString()
+    let lastErr: Error | undefined
+    for (const seed of seeds) {
+      const signal = AbortSignal.timeout(timeoutMs)
+      try {
+        const conn = await node.dial(multiaddr(seed), { signal })
+        const stream = await conn.newStream(joinProtocol(cluster), { signal, runOnLimitedConnection: true })
+        const pb = pbStream(stream, { maxDataLength: MAX })
+        await pb.write({ inviteId: Buffer.from(inviteHex, 'hex'), name }, JoinRequest, { signal })
+        const reply = await pb.read(JoinReply, { signal })
+        await stream.close({ signal }).catch(() => {})
+        if (reply.error !== '') throw new JoinRefusedError(`the cluster refused this join token: ${reply.error}`)
+        if (reply.certificate === undefined) throw new JoinRefusedError('the inviter answered without a certificate')
+        for (const s of reply.statements) trust.add(s)
+        trust.setCertificate(reply.certificate, self)
+        saveCluster(this.deps.dataDir, { ...cluster, invite: undefined })
+        // reconnect as a member: the joining connection served only the invite
+        await Promise.allSettled(node.getConnections(conn.remotePeer).map((c) => c.close()))
+        return
+      } catch (err) {
+        if (err instanceof JoinRefusedError || err instanceof InviteError) throw err
+        lastErr = err as Error
+        this.deps.reporter.log.warn({ seed, err: (err as Error).message }, 'could not reach the inviter')
+      }
+    }
+    throw new Error(
+      `could not reach any member named in the join token (${lastErr?.message ?? 'no address'}); ` +
+        'check the network between the machines and that the inviting agent runs',
+    )
+  }
+}
+
+export type { PeerId }
