@@ -188,7 +188,7 @@ function listens(stdout: string): boolean {
 // ---------------------------------------------------------------------------------------
 // (c) stream throughput, mesh vs raw TCP
 
-type Kind = 'mesh' | 'tcp'
+type Kind = 'mesh' | 'bare' | 'tcp'
 
 interface StreamSample {
   kind: Kind
@@ -201,9 +201,11 @@ interface StreamSample {
 }
 
 async function streamRun(kind: Kind, o: Options, clusterEnv: string): Promise<StreamSample> {
-  const env = { ...process.env, MESH_BENCH_CLUSTER: clusterEnv }
+  const env = { ...process.env, MESH_BENCH_CLUSTER: clusterEnv, MESH_BENCH_STACK: kind }
+  // the bare libp2p reference runs the same peer code with another stack
+  const mode = kind === 'bare' ? 'mesh' : kind
   // stdin is a pipe so that the sink also ends if this process dies
-  const sink = spawn(NODE, [PEER, `${kind}-sink`], { stdio: ['pipe', 'pipe', 'pipe'], env })
+  const sink = spawn(NODE, [PEER, `${mode}-sink`], { stdio: ['pipe', 'pipe', 'pipe'], env })
   const sinkOut = tail(sink)
   try {
     const ready = await waitForLine(
@@ -212,7 +214,7 @@ async function streamRun(kind: Kind, o: Options, clusterEnv: string): Promise<St
       30_000,
       `${kind} sink`,
     )
-    const target = kind === 'mesh' ? ready.addrs?.[0] : String(ready.port)
+    const target = mode === 'mesh' ? ready.addrs?.[0] : String(ready.port)
     if (target === undefined) throw new Error(`${kind} sink has no address: ${sinkOut()}`)
     const received = waitForLine(
       sink,
@@ -221,7 +223,7 @@ async function streamRun(kind: Kind, o: Options, clusterEnv: string): Promise<St
       `${kind} sink`,
     )
     received.catch(() => {})
-    const src = await runBounded(NODE, [PEER, `${kind}-source`, target, String(o.bytes), String(o.chunk)], {
+    const src = await runBounded(NODE, [PEER, `${mode}-source`, target, String(o.bytes), String(o.chunk)], {
       env,
       timeoutMs: 180_000,
     })
@@ -338,7 +340,7 @@ async function main(): Promise<void> {
     const errors: string[] = []
     for (let i = 0; i < o.repeats; i++) {
       // alternate which goes first, so neither always gets the quieter moment
-      const order: Kind[] = i % 2 === 0 ? ['mesh', 'tcp'] : ['tcp', 'mesh']
+      const order: Kind[] = i % 2 === 0 ? ['mesh', 'bare', 'tcp'] : ['tcp', 'bare', 'mesh']
       for (const kind of order) {
         console.error(`stream run ${i + 1}/${o.repeats}: ${kind}, ${o.bytes} bytes`)
         try {
@@ -358,9 +360,11 @@ async function main(): Promise<void> {
       setupMs: pick(by(k), (x) => x.setupMs),
     })
     const mesh = row('mesh')
+    const bare = row('bare')
     const tcp = row('tcp')
     const ratio = mesh.mbps.median / tcp.mbps.median
-    report.stream = { samples, errors, stats: { mesh, tcp, ratioMeshToTcp: ratio } }
+    const ratioBare = mesh.mbps.median / bare.mbps.median
+    report.stream = { samples, errors, stats: { mesh, bare, tcp, ratioMeshToTcp: ratio, ratioMeshToBare: ratioBare } }
     if (errors.length > 0) failed = true
     const MiB = o.bytes / 2 ** 20
     out.push(
@@ -377,6 +381,13 @@ async function main(): Promise<void> {
             fmtStats(mesh.setupMs, 0),
           ],
           [
+            'bare libp2p: TCP + Noise + yamux',
+            fmtStats(bare.mbps, 0),
+            fmtStats(bare.senderCpuSPerGB, 2),
+            fmtStats(bare.receiverCpuSPerGB, 2),
+            fmtStats(bare.setupMs, 0),
+          ],
+          [
             'raw TCP (node:net)',
             fmtStats(tcp.mbps, 0),
             fmtStats(tcp.senderCpuSPerGB, 2),
@@ -384,6 +395,7 @@ async function main(): Promise<void> {
             fmtStats(tcp.setupMs, 1),
           ],
           ['mesh / raw TCP', fmt(ratio, 3), '', '', ''],
+          ['mesh / bare libp2p', fmt(ratioBare, 3), '', '', ''],
         ],
         ['l', 'r', 'r', 'r', 'r'],
       ),

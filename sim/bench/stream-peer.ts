@@ -19,6 +19,10 @@ import { join } from 'node:path'
 import { generateKeyPair } from '@libp2p/crypto/keys'
 import type { Stream } from '@libp2p/interface'
 import { multiaddr } from '@multiformats/multiaddr'
+import { noise } from '@chainsafe/libp2p-noise'
+import { yamux } from '@chainsafe/libp2p-yamux'
+import { tcp } from '@libp2p/tcp'
+import { createLibp2p } from 'libp2p'
 import { ConfigSchema } from '../../src/agent/config.js'
 import type { Cluster } from '../../src/node/cluster.js'
 import { createMeshNode } from '../../src/node/libp2p.js'
@@ -66,13 +70,25 @@ async function meshNode() {
     webrtc: { enabled: false },
     relay: { server: false, reservations: 0 },
   })
-  const node = await createMeshNode({
-    config,
-    cluster: clusterFromEnv(),
-    privateKey: await generateKeyPair('Ed25519'),
-    datastorePath: join(dir, 'datastore'),
-    reporter: new Reporter({ level: 'warn' }).forComponent('bench'),
-  })
+  // 'bare' is the reference: plain libp2p TCP + Noise + yamux, no pnet and no admission
+  const node =
+    process.env.MESH_BENCH_STACK === 'bare'
+      ? await createLibp2p({
+          start: false,
+          addresses: { listen: ['/ip4/127.0.0.1/tcp/0'] },
+          transports: [tcp()],
+          connectionEncrypters: [noise()],
+          streamMuxers: [yamux()],
+        })
+      : await createMeshNode({
+          config,
+          cluster: clusterFromEnv(),
+          privateKey: await generateKeyPair('Ed25519'),
+          datastorePath: join(dir, 'datastore'),
+          reporter: new Reporter({ level: 'warn' }).forComponent('bench'),
+          // both ends hold the cluster key; certificates are not what this measures
+          trust: { ours: () => new Uint8Array(), standing: () => ({ kind: 'member' }), isRevoked: () => false },
+        })
   // createMeshNode may leave starting to its caller (the agent wires listeners first)
   await node.start()
   const stop = async () => {

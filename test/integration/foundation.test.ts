@@ -214,6 +214,30 @@ describe('foundation: bad input gets a clear error and loses nothing', function 
     assert.equal(readFileSync(join(dir, 'cluster.json'), 'utf8'), before)
   })
 
+  it('metrics.listen serves /metrics and /health on loopback TCP; a non-loopback address is refused', async () => {
+    const { createServer } = await import('node:net')
+    const port = await new Promise<number>((res) => {
+      const srv = createServer().listen(0, '127.0.0.1', () => {
+        const p = (srv.address() as { port: number }).port
+        srv.close(() => res(p))
+      })
+    })
+    const dir = fx.tempDir()
+    assert.equal((await mesh(['--data-dir', dir, 'init'])).code, 0)
+    const a = fx.agent(dir).start([], { MESH_METRICS__LISTEN: `127.0.0.1:${port}` })
+    await a.ready()
+    const metrics = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text()
+    assert.match(metrics, /mesh_node_connections/)
+    assert.match(metrics, /mesh_membership_members\{status="alive"\} 1/)
+    const health = await fetch(`http://127.0.0.1:${port}/health`)
+    assert.equal(health.status, 200)
+    assert.equal((await health.json()).ok, true)
+    await a.kill('SIGTERM')
+    const r = await mesh(['--data-dir', dir, 'agent'], { env: { MESH_METRICS__LISTEN: '0.0.0.0:9464' } })
+    assert.equal(r.code, 2)
+    assert.match(r.stderr, /MESH_METRICS__LISTEN: key 'metrics.listen': expected a loopback HOST:PORT/)
+  })
+
   it('an agent on an empty data dir says how to start or join', async () => {
     const r = await mesh(['--data-dir', fx.tempDir(), 'agent'])
     assert.equal(r.code, 1)
