@@ -85,6 +85,10 @@ interface Suspicion {
   min: number
   max: number
   confirmers: Set<string> | undefined
+  /** Lifeguard: the timeout as confirmations have shrunk it */
+  timeout: number
+  /** extra wait while we only heard of the failure and did not see it ourselves */
+  backup: number
 }
 
 interface Member {
@@ -210,7 +214,8 @@ export class Swim {
     this.lifeguard = o.lifeguard ?? true
     this.awarenessMax = o.awarenessMax ?? 8
     this.maxRelays = o.maxRelays ?? 256
-    if (!(this.timeout > 0 && this.timeout < this.interval)) throw new Error('probe timeout must be positive and below the probe interval')
+    if (!(this.timeout > 0 && this.timeout < this.interval))
+      throw new Error('probe timeout must be positive and below the probe interval')
   }
 
   // ---- state --------------------------------------------------------------------------------
@@ -323,7 +328,12 @@ export class Swim {
 
   /** A relay reports our target did not answer it: evidence that we ourselves are healthy. */
   onNack(from: string, seq: number): void {
-    if (this.phase === 2 && seq === this.pSeq && this.pRelays.includes(from) && this.pNacks < this.pRelays.length) {
+    if (
+      this.phase === 2 &&
+      seq === this.pSeq &&
+      this.pRelays.includes(from) &&
+      this.pNacks < this.pRelays.length
+    ) {
       this.pNacks++
     }
   }
@@ -532,24 +542,51 @@ export class Swim {
 
   private startSuspicion(m: Member, from: string, now: number): void {
     const { minMs, maxMs, k } = this.suspicionBounds()
-    const deadline = now + (k > 0 ? maxMs : minMs)
-    m.suspicion = { incarnation: m.incarnation, from, start: now, deadline, k, min: minMs, max: maxMs, confirmers: undefined }
-    this.timers.push({ at: deadline, peer: m.peer, seq: -1 })
+    const timeout = k > 0 ? maxMs : minMs
+    // Members that only heard of the failure wait a little longer, so that in a big cluster
+    // the few that saw it declare the death and the rest learn it from them instead of all
+    // publishing the same verdict at once. They still declare it if nobody else does.
+    const backup = from === this.self ? 0 : Math.floor(this.interval * (1 + 2 * this.rng()))
+    m.suspicion = {
+      incarnation: m.incarnation,
+      from,
+      start: now,
+      deadline: now + timeout + backup,
+      k,
+      min: minMs,
+      max: maxMs,
+      confirmers: undefined,
+      timeout,
+      backup,
+    }
+    this.timers.push({ at: m.suspicion.deadline, peer: m.peer, seq: -1 })
   }
 
-  /** Count an independent confirmation; true when it was new and shortened the timeout. */
+  /**
+   * Count a confirmation. Returns true when it was a new, counted one (worth spreading when
+   * it is ours). Our own failed probe also ends any backup wait.
+   */
   private confirm(m: Member, by: string): boolean {
     const s = m.suspicion
-    if (s === undefined || s.k <= 0 || by === s.from) return false
-    if (s.confirmers === undefined) s.confirmers = new Set()
-    if (s.confirmers.size >= s.k || s.confirmers.has(by)) return false
-    s.confirmers.add(by)
-    // Lifeguard: from max down to min, logarithmically in the number of confirmations
-    const frac = Math.log(s.confirmers.size + 1) / Math.log(s.k + 1)
-    const timeout = Math.max(s.min, Math.floor(s.max - frac * (s.max - s.min)))
-    s.deadline = s.start + timeout
-    this.timers.push({ at: s.deadline, peer: m.peer, seq: -1 })
-    return true
+    if (s === undefined) return false
+    let counted = false
+    if (s.k > 0 && by !== s.from) {
+      if (s.confirmers === undefined) s.confirmers = new Set()
+      if (s.confirmers.size < s.k && !s.confirmers.has(by)) {
+        s.confirmers.add(by)
+        // Lifeguard: from max down to min, logarithmically in the number of confirmations
+        const frac = Math.log(s.confirmers.size + 1) / Math.log(s.k + 1)
+        s.timeout = Math.max(s.min, Math.floor(s.max - frac * (s.max - s.min)))
+        counted = true
+      }
+    }
+    if (by === this.self) s.backup = 0
+    const deadline = s.start + s.timeout + s.backup
+    if (deadline !== s.deadline) {
+      s.deadline = deadline
+      this.timers.push({ at: deadline, peer: m.peer, seq: -1 })
+    }
+    return counted
   }
 }
 

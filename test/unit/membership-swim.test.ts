@@ -1,0 +1,337 @@
+import assert from 'node:assert/strict'
+import {
+  type Action,
+  mulberry32,
+  Swim,
+  type SwimOptions,
+  suspicionTimeoutMs,
+} from '../../src/membership/index.js'
+
+/**
+ * A tiny network in virtual time: every node runs a Swim, messages take 2-7 ms, suspect / dead /
+ * alive travel as gossip to every running node. Probe traffic (ping, ack, probe-req, nack) can
+ * be blocked per direction; crashed nodes neither send nor receive.
+ */
+class Net {
+  now = 0
+  readonly nodes = new Map<string, Swim>()
+  readonly crashed = new Set<string>()
+  readonly blocked = new Set<string>()
+  readonly log: string[] = []
+  private readonly q: Array<{ at: number; n: number; fn: () => void }> = []
+  private n = 0
+  private readonly rng: () => number
+
+  constructor(
+    readonly ids: string[],
+    seed: number,
+    opts: Partial<SwimOptions> = {},
+  ) {
+    this.rng = mulberry32(seed)
+    ids.forEach((id, i) => {
+      const s = new Swim({ self: id, rng: mulberry32(seed * 1000 + i), ...opts })
+      s.setMembers(ids.filter((p) => p !== id).map((peerId) => ({ peerId, incarnation: 0 })))
+      this.nodes.set(id, s)
+    })
+  }
+
+  block(a: string, b: string): void {
+    this.blocked.add(`${a}>${b}`)
+  }
+
+  unblock(a: string, b: string): void {
+    this.blocked.delete(`${a}>${b}`)
+  }
+
+  run(until: number): void {
+    for (;;) {
+      let t = Number.POSITIVE_INFINITY
+      for (const m of this.q) if (m.at < t) t = m.at
+      let wake = Number.POSITIVE_INFINITY
+      for (const [id, s] of this.nodes)
+        if (!this.crashed.has(id)) wake = Math.min(wake, Math.max(this.now, s.nextWakeup()))
+      if (Math.min(t, wake) > until) break
+      if (t <= wake) {
+        // earliest message, first sent first
+        let best = 0
+        for (let i = 1; i < this.q.length; i++) {
+          const a = this.q[i]
+          const b = this.q[best]
+          if (a.at < b.at || (a.at === b.at && a.n < b.n)) best = i
+        }
+        const [m] = this.q.splice(best, 1)
+        this.now = Math.max(this.now, m.at)
+        m.fn()
+      } else {
+        this.now = wake
+        for (const [id, s] of this.nodes) {
+          if (!this.crashed.has(id) && s.nextWakeup() <= this.now) this.handle(id, s.tick(this.now))
+        }
+      }
+    }
+    this.now = until
+  }
+
+  private send(from: string, to: string, probeTraffic: boolean, fn: (s: Swim) => void): void {
+    if (this.crashed.has(from)) return
+    const at = this.now + 2 + Math.floor(this.rng() * 6)
+    this.q.push({
+      at,
+      n: this.n++,
+      fn: () => {
+        if (this.crashed.has(to) || (probeTraffic && this.blocked.has(`${from}>${to}`))) return
+        fn(this.nodes.get(to)!)
+      },
+    })
+  }
+
+  private gossip(from: string, fn: (id: string, s: Swim) => void): void {
+    for (const id of this.ids) if (id !== from) this.send(from, id, false, (s) => fn(id, s))
+  }
+
+  handle(from: string, actions: readonly Action[]): void {
+    for (const a of actions) {
+      switch (a.type) {
+        case 'probe':
+          // the target's adapter answers a ping with an ack, no Swim involved
+          this.send(from, a.to, true, () =>
+            this.send(a.to, from, true, (s) => this.handle(from, s.onAck(a.to, a.seq, this.now))),
+          )
+          break
+        case 'probe-req':
+          this.send(from, a.via, true, (s) =>
+            this.handle(a.via, s.onProbeReq(from, a.target, a.seq, this.now)),
+          )
+          break
+        case 'ack':
+          this.send(from, a.to, true, (s) => this.handle(a.to, s.onAck(from, a.seq, this.now)))
+          break
+        case 'nack':
+          this.send(from, a.to, true, (s) => s.onNack(from, a.seq))
+          break
+        case 'suspect':
+        case 'dead':
+          this.log.push(`${this.now} ${from} ${a.type} ${a.peer}@${a.incarnation}`)
+          if (a.type === 'dead') this.onDead(from, a.peer, a.incarnation)
+          this.gossip(from, (id, s) => {
+            if (id === a.peer) this.refute(id, s.selfSuspected(a.incarnation))
+            else if (a.type === 'suspect') s.onSuspect(a.peer, a.incarnation, from, this.now)
+            else if (s.removeMember(a.peer)) this.onDead(id, a.peer, a.incarnation)
+          })
+          break
+      }
+    }
+  }
+
+  /** first time each node learned that a peer is dead */
+  readonly deadAt = new Map<string, number>()
+  private onDead(at: string, peer: string, _inc: number): void {
+    const k = `${at}:${peer}`
+    if (!this.deadAt.has(k)) this.deadAt.set(k, this.now)
+  }
+
+  private refute(id: string, inc: number): void {
+    this.log.push(`${this.now} ${id} alive ${id}@${inc}`)
+    this.gossip(id, (_, s) => s.addMember(id, inc))
+  }
+}
+
+const ids = (n: number): string[] => Array.from({ length: n }, (_, i) => `node${String.fromCharCode(65 + i)}`)
+
+describe('membership: SWIM failure detector', () => {
+  it('suspicion timeout grows with log N (memberlist LAN: 4 s up to 10 members)', () => {
+    assert.equal(suspicionTimeoutMs(4, 1, 1000), 4000)
+    assert.equal(suspicionTimeoutMs(4, 5, 1000), 4000)
+    assert.equal(suspicionTimeoutMs(4, 10, 1000), 4000)
+    assert.equal(suspicionTimeoutMs(4, 100, 1000), 8000)
+    assert.equal(suspicionTimeoutMs(4, 1000, 1000), 12000)
+    assert.equal(suspicionTimeoutMs(4, 10000, 1000), 16000)
+    const s = new Swim({ self: 'me', rng: mulberry32(1) })
+    for (let i = 0; i < 999; i++) s.addMember(`p${i}`, 0)
+    assert.deepEqual(s.suspicionBounds(), { minMs: 12000, maxMs: 72000, k: 2 })
+    assert.deepEqual(s.suspicionBounds(3), { minMs: 4000, maxMs: 24000, k: 0 })
+    const plain = new Swim({ self: 'me', rng: mulberry32(1), lifeguard: false })
+    assert.deepEqual(plain.suspicionBounds(1000), { minMs: 12000, maxMs: 12000, k: 0 })
+  })
+
+  it('probes every member once per round, in a shuffled order', () => {
+    const s = new Swim({ self: 'me', rng: mulberry32(7) })
+    const peers = ids(10)
+    s.setMembers(peers.map((peerId) => ({ peerId, incarnation: 0 })))
+    let now = 0
+    const rounds: string[][] = [[], []]
+    for (let i = 0; i < 20; ) {
+      now = Math.max(now, s.nextWakeup())
+      const [a] = s.tick(now)
+      // the first tick only picks a random start within the interval
+      if (a === undefined) continue
+      assert.equal(a.type, 'probe')
+      if (a.type !== 'probe') return
+      rounds[Math.floor(i++ / 10)].push(a.to)
+      assert.deepEqual(s.onAck(a.to, a.seq, now + 3), [])
+      now += 3
+    }
+    for (const r of rounds) assert.deepEqual([...r].sort(), peers)
+    assert.notDeepEqual(rounds[0], peers)
+    assert.notDeepEqual(rounds[0], rounds[1])
+    assert.equal(s.rttOf(rounds[1][9]), 3)
+  })
+
+  it('declares a crashed member dead after probe interval + suspicion timeout (Lifeguard off)', () => {
+    const net = new Net(ids(3), 11, { lifeguard: false })
+    const [, , c] = net.ids
+    net.run(5000)
+    net.crashed.add(c)
+    net.run(30000)
+    const suspects = net.log.filter((l) => l.includes(`suspect ${c}`))
+    const deads = net.log.filter((l) => l.includes(`dead ${c}`))
+    assert.ok(suspects.length >= 1)
+    // others may time out their own copy of the suspicion before the first verdict reaches them
+    assert.ok(deads.length >= 1, net.log.join('\n'))
+    const tSuspect = Number(suspects[0].split(' ')[0])
+    const tDead = Number(deads[0].split(' ')[0])
+    // suspected at the end of a failed probe round: within 2 rounds of probes plus one interval
+    assert.ok(tSuspect >= 5000 + 1000 && tSuspect <= 5000 + 3 * 1000, `suspected at ${tSuspect}`)
+    assert.equal(tDead - tSuspect, 4000)
+    for (const id of net.ids.slice(0, 2)) assert.ok(net.deadAt.has(`${id}:${c}`))
+    assert.ok(!net.log.some((l) => !l.includes(c)), 'only the crashed member is ever suspected')
+  })
+
+  it('with Lifeguard, a crashed member of 5 is dead everywhere within 1 round + 24 s, never a healthy one', () => {
+    const net = new Net(ids(5), 5)
+    const victim = net.ids[4]
+    net.run(10000)
+    net.crashed.add(victim)
+    net.run(60000)
+    for (const id of net.ids.slice(0, 4)) {
+      const t = net.deadAt.get(`${id}:${victim}`)
+      assert.ok(t !== undefined, `${id} never learned`)
+      assert.ok(t - 10000 <= 5000 + 24000, `${id} learned after ${t - 10000} ms`)
+      assert.ok(t - 10000 >= 1000 + 4000)
+    }
+    assert.ok(!net.log.some((l) => l.includes('suspect') && !l.includes(victim)), net.log.join('\n'))
+  })
+
+  it('never suspects a member that answers only through indirect probes', () => {
+    const net = new Net(ids(5), 3)
+    const [a, b] = net.ids
+    net.block(a, b)
+    net.block(b, a)
+    net.run(300000)
+    assert.deepEqual(net.log, [])
+    assert.ok(net.nodes.get(a)!.has(b) && net.nodes.get(b)!.has(a))
+  })
+
+  it('a refutation (higher incarnation) cancels the suspicion', () => {
+    // unit level: one prober, one silent member
+    const s = new Swim({ self: 'me', rng: mulberry32(2), lifeguard: false })
+    s.addMember('x', 0)
+    let now = 0
+    const seen: Action[] = []
+    while (!s.isSuspect('x')) {
+      now = Math.max(now, s.nextWakeup())
+      seen.push(...s.tick(now))
+    }
+    assert.deepEqual(
+      seen.filter((a) => a.type !== 'probe'),
+      [{ type: 'suspect', peer: 'x', incarnation: 0 }],
+    )
+    assert.equal(s.suspicionDeadline('x'), now + 4000)
+    assert.equal(s.onRefute('x', 0), false, 'the same incarnation is no refutation')
+    assert.equal(s.onRefute('x', 1), true)
+    assert.equal(s.isSuspect('x'), false)
+    // the old deadline passes quietly; x is suspected afresh only at its new incarnation
+    const later: Action[] = []
+    while (now < 4500 + seen.length) {
+      now = Math.max(now + 1, s.nextWakeup())
+      later.push(...s.tick(now))
+    }
+    assert.ok(!later.some((a) => a.type === 'dead'))
+    assert.ok(later.every((a) => a.type !== 'suspect' || a.incarnation === 1))
+
+    // the suspect's side
+    const x = new Swim({ self: 'x', rng: mulberry32(3), incarnation: 4 })
+    assert.equal(x.selfSuspected(2), 4, 'a stale claim needs no refutation')
+    assert.equal(x.selfSuspected(4), 5)
+    assert.equal(x.incarnation, 5)
+  })
+
+  it('a member that is briefly unreachable refutes and is never declared dead', () => {
+    const net = new Net(ids(5), 9)
+    const x = net.ids[2]
+    net.run(5000)
+    for (const id of net.ids) if (id !== x) net.block(id, x)
+    net.run(15000)
+    for (const id of net.ids) if (id !== x) net.unblock(id, x)
+    net.run(120000)
+    assert.ok(
+      net.log.some((l) => l.includes(`suspect ${x}`)),
+      'x was suspected',
+    )
+    assert.ok(
+      net.log.some((l) => l.includes(`alive ${x}`)),
+      'x refuted',
+    )
+    assert.ok(!net.log.some((l) => l.includes('dead')), net.log.join('\n'))
+    for (const [id, s] of net.nodes) if (id !== x) assert.ok(s.has(x) && !s.isSuspect(x))
+    assert.ok(net.nodes.get(x)!.incarnation >= 1)
+  })
+
+  it('is deterministic for a seeded rng', () => {
+    const trace = (seed: number): string => {
+      const net = new Net(ids(6), seed)
+      net.run(3000)
+      net.crashed.add(net.ids[1])
+      net.block(net.ids[2], net.ids[3])
+      net.run(40000)
+      return net.log.join('\n') + [...net.deadAt].join()
+    }
+    assert.equal(trace(42), trace(42))
+    assert.notEqual(trace(42), trace(43))
+  })
+
+  it('relays probe requests: forwards the ack, or nacks in time', () => {
+    const r = new Swim({ self: 'relay', rng: mulberry32(4) })
+    const [probe] = r.onProbeReq('origin', 'target', 77, 1000)
+    assert.equal(probe.type, 'probe')
+    if (probe.type !== 'probe') return
+    assert.equal(probe.to, 'target')
+    assert.deepEqual(r.onAck('someone-else', probe.seq, 1010), [])
+    assert.deepEqual(r.onAck('target', probe.seq, 1010), [{ type: 'ack', to: 'origin', seq: 77 }])
+
+    const [p2] = r.onProbeReq('origin', 'target', 78, 2000)
+    if (p2.type !== 'probe') return
+    r.tick(2000)
+    assert.deepEqual(
+      r.tick(2400).filter((a) => a.type === 'nack'),
+      [{ type: 'nack', to: 'origin', seq: 78 }],
+    )
+    // a late ack is still passed on until the origin gives up
+    assert.deepEqual(r.onAck('target', p2.seq, 2450), [{ type: 'ack', to: 'origin', seq: 78 }])
+    assert.deepEqual(r.onProbeReq('origin', 'relay', 79, 3000), [{ type: 'ack', to: 'origin', seq: 79 }])
+  })
+
+  it('Lifeguard: failed probes without nacks stretch our own probe timing', () => {
+    const s = new Swim({ self: 'me', rng: mulberry32(5), indirectK: 0 })
+    for (const p of ids(20)) s.addMember(p, 0)
+    let now = 0
+    for (let i = 0; i < 5; i++) {
+      now = Math.max(now, s.nextWakeup())
+      s.tick(now)
+    }
+    assert.ok(s.health > 0)
+    // a probe now waits (health + 1) times longer for its ack
+    for (let i = 0; i < 100; i++) {
+      now = Math.max(now, s.nextWakeup())
+      const a = s.tick(now).find((x) => x.type === 'probe')
+      if (a?.type === 'probe') {
+        const h = s.health
+        assert.equal(s.nextWakeup() - now, 500 * (h + 1))
+        s.onAck(a.to, a.seq, now + 1)
+        assert.equal(s.health, h - 1)
+        return
+      }
+    }
+    assert.fail('no probe')
+  })
+})
