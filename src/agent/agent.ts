@@ -3,10 +3,15 @@ import { ApiComponent } from '../api/server.js'
 import { coreRoutes } from '../api/routes-core.js'
 import { memberRoutes } from '../api/routes-members.js'
 import { trustRoutes } from '../api/routes-trust.js'
+import { tunnelRoutes } from '../api/routes-tunnel.js'
+import { blockRoutes } from '../api/routes-blocks.js'
+import { BlocksComponent } from '../blocks/component.js'
 import { MembershipComponent } from '../membership/service.js'
 import { dataPaths, ensureDataDir, lockDataDir } from '../node/datadir.js'
 import { NodeComponent } from '../node/node-component.js'
+import { MetricsServer } from '../reporter/metrics-server.js'
 import { Reporter } from '../reporter/reporter.js'
+import { TunnelComponent } from '../tunnel/component.js'
 import type { Component } from './component.js'
 import { type Config, loadConfig } from './config.js'
 import { Daemon } from './daemon.js'
@@ -24,6 +29,7 @@ export interface RunningAgent {
   daemon: Daemon
   node: NodeComponent
   membership: MembershipComponent
+  blocks: BlocksComponent
   reporter: Reporter
   config: Config
 }
@@ -61,6 +67,22 @@ export async function startAgent(opts: AgentOptions): Promise<RunningAgent> {
       events,
       reporter: reporter.forComponent('membership'),
     })
+    const blocks = new BlocksComponent({
+      node,
+      membership,
+      cluster: setup.cluster,
+      config,
+      dataDir: opts.dataDir,
+      events,
+      reporter: reporter.forComponent('blocks'),
+    })
+    const tunnel = new TunnelComponent({
+      node,
+      membership,
+      cluster: setup.cluster,
+      config,
+      reporter: reporter.forComponent('tunnel'),
+    })
     let daemon: Daemon | undefined
     const api = new ApiComponent({
       socketPath: paths.socket,
@@ -70,14 +92,19 @@ export async function startAgent(opts: AgentOptions): Promise<RunningAgent> {
       routes: [
         coreRoutes({ node, cluster: setup.cluster, config, dataDir: opts.dataDir, startedAt, events }),
         memberRoutes({ node, membership, clusterId: setup.cluster.id, onLeave: () => void daemon?.stop() }),
+        tunnelRoutes({ tunnel }),
+        blockRoutes({ blocks }),
         trustRoutes({ node, membership, clusterId: setup.cluster.id }),
       ],
     })
-    const components: Component[] = [node, membership, api]
+    const components: Component[] = [node, membership, blocks, tunnel, api]
+    if (config.metrics.listen !== undefined) {
+      components.push(new MetricsServer({ listen: config.metrics.listen, reporter }))
+    }
     daemon = new Daemon(components, log)
     void daemon.stopped.then(unlock)
     await daemon.start()
-    return { daemon, node, membership, reporter, config }
+    return { daemon, node, membership, blocks, reporter, config }
   } catch (err) {
     unlock()
     throw err

@@ -28,6 +28,18 @@ const portList = z.preprocess(
   z.array(z.number().int().min(1, 'expected TCP ports 1-65535').max(65535, 'expected TCP ports 1-65535')),
 )
 
+// blocks sizes: a number of bytes, or '512MiB', '10GiB', '1.5G' (MESH_BLOCKS__CACHE_BYTES=20GiB)
+const byteSize = z.preprocess(
+  (v) => {
+    if (typeof v !== 'string') return v
+    const m = /^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(i?b?)\s*$/i.exec(v)
+    if (m === null) return v
+    const mult = { '': 1, k: 2 ** 10, m: 2 ** 20, g: 2 ** 30, t: 2 ** 40 }[m[2].toLowerCase() as '' | 'k' | 'm' | 'g' | 't']
+    return Math.round(Number(m[1]) * mult)
+  },
+  z.number({ message: "expected a size in bytes such as 1073741824 or '1GiB'" }).int().min(0),
+)
+
 /** The agent's configuration. Every key has a default, so an empty file is valid. */
 export const ConfigSchema = z
   .object({
@@ -98,6 +110,36 @@ export const ConfigSchema = z
         directDialTimeoutMs: 3_000,
         pathUpgradeMs: 10_000,
         maxTunnels: 1024,
+      }),
+    blocks: z
+      .object({
+        // unpinned cached blocks are evicted (least recently used first) above this many bytes
+        cacheBytes: byteSize.default(10 * 2 ** 30),
+        // outstanding wants per provider: bytes and count
+        windowBytes: byteSize.default(8 * 2 ** 20),
+        maxWants: z.number().int().min(1).max(1024).default(32),
+        // 0: unlimited; otherwise what this member serves to others, in bytes per second
+        serveBytesPerSec: byteSize.default(0),
+        // a provider that answers no want for this long is dropped from a transfer
+        providerTimeoutMs: z.number().int().min(500).max(600_000).default(20_000),
+        // a transfer that gets no block from anyone for this long fails
+        stallTimeoutMs: z.number().int().min(1000).max(3_600_000).default(60_000),
+        // a target must confirm a verified, pinned copy within this
+        replicateTimeoutMs: z.number().int().min(1000).max(86_400_000).default(600_000),
+        repairIntervalMs: z.number().int().min(500).max(86_400_000).default(30_000),
+        tagSyncIntervalMs: z.number().int().min(500).max(86_400_000).default(30_000),
+      })
+      .strict()
+      .default({
+        cacheBytes: 10 * 2 ** 30,
+        windowBytes: 8 * 2 ** 20,
+        maxWants: 32,
+        serveBytesPerSec: 0,
+        providerTimeoutMs: 20_000,
+        stallTimeoutMs: 60_000,
+        replicateTimeoutMs: 600_000,
+        repairIntervalMs: 30_000,
+        tagSyncIntervalMs: 30_000,
       }),
     metrics: z
       .object({

@@ -3,11 +3,13 @@ import '../shim.js'
 import { Command } from 'commander'
 import { VERSION } from '../version.js'
 import { agentCommand } from './cmd-agent.js'
+import { blockCommands } from './cmd-blocks.js'
 import { initCommand } from './cmd-init.js'
 import { inviteCommand } from './cmd-invite.js'
 import { membersCommand } from './cmd-members.js'
 import { statusCommand } from './cmd-status.js'
 import { trustCommands } from './cmd-trust.js'
+import { tunnelCommands } from './cmd-tunnel.js'
 import { EXIT } from './common.js'
 
 const program = new Command('mesh')
@@ -29,7 +31,9 @@ agentCommand(program)
 inviteCommand(program)
 statusCommand(program)
 membersCommand(program)
+tunnelCommands(program)
 trustCommands(program)
+blockCommands(program)
 
 // libp2p internals sometimes reject promises nobody awaits (aborted dials, closed
 // streams); log them instead of crashing the agent.

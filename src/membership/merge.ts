@@ -87,7 +87,8 @@ export function compareBytes(a: Uint8Array, b: Uint8Array): number {
   return a.length - b.length
 }
 
-const bytesEqual = (a: Uint8Array, b: Uint8Array): boolean => a.length === b.length && compareBytes(a, b) === 0
+const bytesEqual = (a: Uint8Array, b: Uint8Array): boolean =>
+  a.length === b.length && compareBytes(a, b) === 0
 
 const claimRank = (c: Claim | undefined): number => (c === undefined ? 0 : c.status === 'dead' ? 2 : 1)
 
@@ -252,12 +253,18 @@ export class MemberTable {
     } else if ('info' in item) signed = item
     else claim = item as Claim
 
-    const bad = (signed !== undefined ? checkSignedInfo(signed) : undefined) ?? (claim !== undefined ? checkClaim(claim) : undefined)
+    const bad =
+      (signed !== undefined ? checkSignedInfo(signed) : undefined) ??
+      (claim !== undefined ? checkClaim(claim) : undefined)
     if (bad !== undefined) return { outcome: 'invalid', reason: bad }
     if (signed === undefined && claim === undefined) return { outcome: 'invalid', reason: 'empty entry' }
     const peerId = signed !== undefined ? signed.info.peerId : claim!.peerId
-    if (claim !== undefined && claim.peerId !== peerId) return { outcome: 'invalid', reason: 'claim is about another peer' }
-    if (this.opts.refuse !== undefined && (this.opts.refuse(peerId) || (claim !== undefined && this.opts.refuse(claim.by)))) {
+    if (claim !== undefined && claim.peerId !== peerId)
+      return { outcome: 'invalid', reason: 'claim is about another peer' }
+    if (
+      this.opts.refuse !== undefined &&
+      (this.opts.refuse(peerId) || (claim !== undefined && this.opts.refuse(claim.by)))
+    ) {
       return { outcome: 'refused' }
     }
 
@@ -266,7 +273,8 @@ export class MemberTable {
     const rec = live ?? ghost?.rec
     // byte-identical copies skip verification: they cannot change anything
     const infoNew = signed !== undefined && !(rec !== undefined && sameSigned(rec.entry.signed, signed))
-    const claimNew = claim !== undefined && !(rec?.entry.claim !== undefined && sameClaim(rec.entry.claim, claim))
+    const claimNew =
+      claim !== undefined && !(rec?.entry.claim !== undefined && sameClaim(rec.entry.claim, claim))
     if (!infoNew && !claimNew) return { outcome: 'duplicate' }
 
     if (infoNew) {
@@ -286,7 +294,9 @@ export class MemberTable {
       }
       const held = this.pending.get(peerId)
       this.pending.delete(peerId)
-      const entry = normalize(held === undefined ? make(signed, claim) : merge(make(signed, claim), make(signed, held)))
+      const entry = normalize(
+        held === undefined ? make(signed, claim) : merge(make(signed, claim), make(signed, held)),
+      )
       const status = effectiveStatus(entry)
       const fresh: Rec = { peerId, entry, status, since: now, infoFp: 0, claimFp: 0 }
       fingerprint(fresh)
@@ -398,7 +408,8 @@ export class MemberTable {
   private hold(c: Claim): void {
     const prev = this.pending.get(c.peerId)
     if (prev !== undefined && compareClaim(prev, c) >= 0) return
-    if (prev === undefined && this.pending.size >= MAX_PENDING) this.pending.delete(this.pending.keys().next().value as string)
+    if (prev === undefined && this.pending.size >= MAX_PENDING)
+      this.pending.delete(this.pending.keys().next().value as string)
     this.pending.set(c.peerId, c)
   }
 

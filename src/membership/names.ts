@@ -25,7 +25,7 @@ export class ResolveError extends Error {
     super(
       code === 'empty'
         ? 'no member given'
-        : `no member '${query}'` + (suggestions.length > 0 ? `; did you mean ${suggestions.join(', ')}?` : ''),
+        : `no member '${query}'${suggestions.length > 0 ? `; did you mean ${suggestions.join(', ')}?` : ''}`,
     )
   }
 }
@@ -79,7 +79,11 @@ function bareName(q: string): string {
  * The member `query` names, or a ResolveError with close matches. `members` should be the
  * whole table (tombstones too), so that clash suffixes are the same as `mesh members` shows.
  */
-export function resolveMember<T extends Named>(query: string, members: readonly T[], clusterIdHex: string): T | ResolveError {
+export function resolveMember<T extends Named>(
+  query: string,
+  members: readonly T[],
+  clusterIdHex: string,
+): T | ResolveError {
   const q = query.trim()
   if (q === '') return new ResolveError('empty', query, [])
   for (const m of members) if (m.peerId === q) return m

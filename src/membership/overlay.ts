@@ -78,7 +78,10 @@ export function parseIPv6(text: string): Uint8Array | undefined {
   // an embedded dotted IPv4 tail becomes two groups
   const dot = t.lastIndexOf(':')
   if (t.includes('.', dot)) {
-    const v4 = t.slice(dot + 1).split('.').map(Number)
+    const v4 = t
+      .slice(dot + 1)
+      .split('.')
+      .map(Number)
     const hi = ((v4[0] << 8) | v4[1]).toString(16)
     const lo = ((v4[2] << 8) | v4[3]).toString(16)
     t = `${t.slice(0, dot + 1)}${hi}:${lo}`
@@ -86,7 +89,8 @@ export function parseIPv6(text: string): Uint8Array | undefined {
   const [head, tail] = t.includes('::') ? t.split('::') : [t, undefined]
   const hs = head === '' ? [] : head.split(':')
   const ts = tail === undefined || tail === '' ? [] : tail.split(':')
-  const groups = tail === undefined ? hs : [...hs, ...new Array<string>(8 - hs.length - ts.length).fill('0'), ...ts]
+  const groups =
+    tail === undefined ? hs : [...hs, ...new Array<string>(8 - hs.length - ts.length).fill('0'), ...ts]
   if (groups.length !== 8) return undefined
   for (let i = 0; i < 8; i++) {
     const v = Number.parseInt(groups[i], 16)

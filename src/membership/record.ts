@@ -83,11 +83,19 @@ const OVERLAY_RE = /^[0-9a-f:]{2,39}$/
 const VERSION_RE = /^[\x21-\x7e]{0,64}$/
 // a leading letter or digit keeps out __proto__ and friends
 const TAG_KEY_RE = /^[A-Za-z0-9][A-Za-z0-9._/-]{0,63}$/
-const NO_CONTROL_RE = /^[^\x00-\x1f\x7f]*$/
 const COMPUTE_TYPE_RE = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/
 const INFO_KEYS = 11
 
 const enc = new TextEncoder()
+
+/** No C0 controls or DEL: values end up on terminals in `mesh members`. */
+function printable(s: string): boolean {
+  for (let i = 0; i < s.length; i++) {
+    const c = s.charCodeAt(i)
+    if (c < 0x20 || c === 0x7f) return false
+  }
+  return true
+}
 
 // ---- canonical encoding -------------------------------------------------------------------
 
@@ -139,7 +147,8 @@ function freezeInfo(i: MemberInfo): MemberInfo {
 
 /** Sign our own record. The info is frozen: its encoding is cached and must not go stale. */
 export function signInfo(info: MemberInfo, signer: Signer): SignedInfo {
-  if (signer.peerId !== info.peerId) throw new Error(`cannot sign a record of ${info.peerId} as ${signer.peerId}`)
+  if (signer.peerId !== info.peerId)
+    throw new Error(`cannot sign a record of ${info.peerId} as ${signer.peerId}`)
   const reason = checkInfo(info) ?? checkSize(info)
   if (reason !== undefined) throw new Error(`invalid member record: ${reason}`)
   const frozen = freezeInfo(info)
@@ -157,7 +166,8 @@ export function signClaim(c: Omit<Claim, 'sig' | 'by'>, signer: Signer): Claim {
 
 // ---- shape and size checks ----------------------------------------------------------------
 
-const isObj = (x: unknown): x is Record<string, unknown> => typeof x === 'object' && x !== null && !Array.isArray(x)
+const isObj = (x: unknown): x is Record<string, unknown> =>
+  typeof x === 'object' && x !== null && !Array.isArray(x)
 const isCount = (x: unknown): x is number => Number.isSafeInteger(x) && (x as number) >= 0
 
 function checkStrings(x: unknown, max: number, each: number, re: RegExp, what: string): string | undefined {
@@ -185,7 +195,13 @@ export function checkInfo(x: unknown): string | undefined {
   if (typeof x.maintenance !== 'boolean') return 'bad maintenance flag'
   const addrs = checkStrings(x.addrs, LIMITS.addrs, LIMITS.addr, /^\/[\x21-\x7e]*$/, 'addrs')
   if (addrs !== undefined) return addrs
-  const types = checkStrings(x.computeTypes, LIMITS.computeTypes, LIMITS.computeType, COMPUTE_TYPE_RE, 'computeTypes')
+  const types = checkStrings(
+    x.computeTypes,
+    LIMITS.computeTypes,
+    LIMITS.computeType,
+    COMPUTE_TYPE_RE,
+    'computeTypes',
+  )
   if (types !== undefined) return types
   if (!isObj(x.tags)) return 'tags is not an object'
   let n = 0
@@ -194,7 +210,7 @@ export function checkInfo(x: unknown): string | undefined {
     if (++n > LIMITS.tags) return `too many tags (> ${LIMITS.tags})`
     const v = x.tags[k]
     if (!TAG_KEY_RE.test(k)) return `bad tag key ${JSON.stringify(k.slice(0, 80))}`
-    if (typeof v !== 'string' || v.length > LIMITS.tagValue || !NO_CONTROL_RE.test(v)) return `bad tag value for ${k}`
+    if (typeof v !== 'string' || v.length > LIMITS.tagValue || !printable(v)) return `bad tag value for ${k}`
   }
   const r = x.resources
   if (!isObj(r) || Object.keys(r).length !== 3) return 'bad resources'
@@ -211,7 +227,8 @@ export function checkSize(info: MemberInfo): string | undefined {
 
 export function checkSignedInfo(x: unknown): string | undefined {
   if (!isObj(x)) return 'not an object'
-  if (!(x.sig instanceof Uint8Array) || x.sig.length === 0 || x.sig.length > LIMITS.sig) return 'bad signature field'
+  if (!(x.sig instanceof Uint8Array) || x.sig.length === 0 || x.sig.length > LIMITS.sig)
+    return 'bad signature field'
   return checkInfo(x.info)
 }
 
@@ -221,7 +238,8 @@ export function checkClaim(x: unknown): string | undefined {
   if (typeof x.by !== 'string' || !PEER_ID_RE.test(x.by)) return 'bad claimant'
   if (!isCount(x.incarnation)) return 'bad incarnation'
   if (x.status !== 'suspect' && x.status !== 'dead') return 'bad status'
-  if (!(x.sig instanceof Uint8Array) || x.sig.length === 0 || x.sig.length > LIMITS.sig) return 'bad signature field'
+  if (!(x.sig instanceof Uint8Array) || x.sig.length === 0 || x.sig.length > LIMITS.sig)
+    return 'bad signature field'
   return undefined
 }
 
@@ -312,7 +330,12 @@ export const nullCrypto: { signer(peerId: string): Signer; verifier: Verifier } 
       if (sig.length !== 4 + peerId.length) return false
       for (let i = 0; i < peerId.length; i++) if (sig[4 + i] !== peerId.charCodeAt(i)) return false
       const h = fnv1a32(bytes)
-      return sig[0] === h >>> 24 && sig[1] === ((h >>> 16) & 0xff) && sig[2] === ((h >>> 8) & 0xff) && sig[3] === (h & 0xff)
+      return (
+        sig[0] === h >>> 24 &&
+        sig[1] === ((h >>> 16) & 0xff) &&
+        sig[2] === ((h >>> 8) & 0xff) &&
+        sig[3] === (h & 0xff)
+      )
     },
   },
 }

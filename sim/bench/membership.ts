@@ -1,0 +1,656 @@
+// Membership benchmark (not a test): real agent processes on 127.0.0.1, at 5 and 20 agents.
+//
+//   npm run bench:membership            (build, then node dist/sim/bench/membership.js)
+//   node dist/sim/bench/membership.js --sizes 5,20 --repeats 3 --idle-s 60
+//
+// Per cluster size it measures
+// - convergence after a join: from spawning a joiner until every member (the joiner too) lists
+//   every member alive; the last `repeats` joins, median. The existing members' side comes from
+//   the time stamps of their cluster_change events (SSE), the joiner's from polling its table;
+//   also given from the moment the joiner's control API first answered (without process start).
+// - idle traffic per node over `idle-s` seconds, two ways:
+//   (1) membership bytes: the agents' own mesh_membership_bytes_total counters (gossip, sync and
+//       probe payloads, before libp2p framing and encryption);
+//   (2) all TCP bytes of each agent process: bytes_sent / bytes_received of its TCP sockets from
+//       the kernel (ss -tin), i.e. everything libp2p puts on the wire (membership, gossipsub
+//       heartbeats, identify, ping, DHT, relay reservations, yamux, Noise), headers excluded.
+//   Suspicions raised while idle are counted (false positives).
+// - detection after kill -9: from the kill until every other member has raised a cluster_change
+//   'dead' event for the victim; `repeats` victims, median; each is restarted afterwards and the
+//   time until it is alive everywhere again (with a higher incarnation) is recorded too.
+//
+// Prints a markdown table and writes sim/out/membership-<time>.json. Every wait is bounded and
+// every process started here is stopped, also on failure.
+import '../../src/shim.js'
+import { type ChildProcess, execFileSync, spawn } from 'node:child_process'
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs'
+import { loadavg, tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { ApiClient } from '../../src/api/client.js'
+import type { MeshEvent } from '../../src/api/events.js'
+import type { MemberView } from '../../src/api/routes-members.js'
+import {
+  fmt,
+  fmtStats,
+  machineInfo,
+  machineMarkdown,
+  markdownTable,
+  ROOT,
+  runBounded,
+  type Stats,
+  sleep,
+  stats,
+  stopProcess,
+  writeReport,
+} from './report.js'
+
+const CLI = join(ROOT, 'dist', 'src', 'cli', 'main.js')
+const NODE = process.execPath
+
+interface Options {
+  sizes: number[]
+  repeats: number
+  idleS: number
+  settleS: number
+}
+
+function parseArgs(argv: string[]): Options {
+  const o: Options = { sizes: [5, 20], repeats: 3, idleS: 60, settleS: 10 }
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i]
+    const num = () => {
+      const n = Number(argv[++i])
+      if (!Number.isFinite(n) || n <= 0) throw new Error(`${a} needs a positive number`)
+      return n
+    }
+    if (a === '--sizes') {
+      o.sizes = String(argv[++i])
+        .split(',')
+        .map(Number)
+        .filter((n) => Number.isInteger(n) && n >= 3 && n <= 64)
+      if (o.sizes.length === 0) throw new Error('--sizes needs cluster sizes between 3 and 64, e.g. 5,20')
+    } else if (a === '--repeats') o.repeats = Math.min(10, Math.floor(num()))
+    else if (a === '--idle-s') o.idleS = Math.min(600, num())
+    else if (a === '--settle-s') o.settleS = Math.min(120, num())
+    else throw new Error(`unknown argument ${a}`)
+  }
+  return o
+}
+
+// ---------------------------------------------------------------------------------------
+// agents
+
+class Agent {
+  child: ChildProcess | undefined
+  peerId = ''
+  private out = ''
+  private events: EventStream | undefined
+
+  constructor(
+    readonly name: string,
+    readonly dir: string,
+  ) {}
+
+  get api(): ApiClient {
+    return new ApiClient(join(this.dir, 'mesh.sock'), this.dir)
+  }
+
+  get running(): boolean {
+    return this.child !== undefined && this.child.exitCode === null && this.child.signalCode === null
+  }
+
+  start(extra: string[] = []): void {
+    this.out = ''
+    const child = spawn(
+      NODE,
+      [
+        CLI,
+        '--data-dir',
+        this.dir,
+        'agent',
+        '--listen',
+        '/ip4/127.0.0.1/tcp/0',
+        '--name',
+        this.name,
+        ...extra,
+      ],
+      { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, MESH_LOG_LEVEL: 'warn' } },
+    )
+    const keep = (d: Buffer) => {
+      this.out = (this.out + d.toString()).slice(-4000)
+    }
+    child.stdout?.on('data', keep)
+    child.stderr?.on('data', keep)
+    this.child = child
+  }
+
+  /** Resolves once the control API answers; ms since `t0`. */
+  async ready(t0: number, timeoutMs = 60_000): Promise<number> {
+    const deadline = Date.now() + timeoutMs
+    while (Date.now() < deadline) {
+      if (!this.running) throw new Error(`agent ${this.name} exited: ${this.out.trim()}`)
+      try {
+        const s = await this.api.call<{ peerId: string }>('GET', '/v1/status', undefined, 5_000)
+        this.peerId = s.peerId
+        return Date.now() - t0
+      } catch {
+        await sleep(50)
+      }
+    }
+    throw new Error(`agent ${this.name} did not answer within ${timeoutMs} ms: ${this.out.trim()}`)
+  }
+
+  async members(): Promise<MemberView[]> {
+    return (await this.api.call<{ members: MemberView[] }>('GET', '/v1/members', undefined, 10_000)).members
+  }
+
+  async metrics(): Promise<string> {
+    const { request } = await import('node:http')
+    return new Promise((resolve, reject) => {
+      const req = request(
+        { socketPath: join(this.dir, 'mesh.sock'), path: '/metrics', timeout: 10_000 },
+        (res) => {
+          let body = ''
+          res.setEncoding('utf8')
+          res.on('data', (d: string) => (body += d))
+          res.on('end', () => resolve(body))
+        },
+      )
+      req.on('timeout', () => req.destroy(new Error('/metrics timed out')))
+      req.on('error', reject)
+      req.end()
+    })
+  }
+
+  subscribe(): EventStream {
+    this.events?.close()
+    this.events = new EventStream(this.api)
+    return this.events
+  }
+
+  get stream(): EventStream {
+    if (this.events === undefined) throw new Error(`no event stream for ${this.name}`)
+    return this.events
+  }
+
+  /** Close the event stream first: an open SSE client keeps the agent from stopping. */
+  async stop(): Promise<void> {
+    this.events?.close()
+    this.events = undefined
+    if (this.child !== undefined) await stopProcess(this.child, 5_000)
+  }
+
+  kill9(): Promise<void> {
+    this.events?.close()
+    this.events = undefined
+    const c = this.child
+    if (c === undefined || !this.running) return Promise.resolve()
+    const exited = new Promise<void>((r) => c.once('exit', () => r()))
+    c.kill('SIGKILL')
+    return exited
+  }
+
+  tail(): string {
+    return this.out.trim()
+  }
+}
+
+interface Change {
+  time: number
+  peerId: string
+  before: string | null
+  after: string
+  incarnation: number
+}
+
+class EventStream {
+  readonly changes: Change[] = []
+  private readonly ctl = new AbortController()
+
+  constructor(api: ApiClient) {
+    void api
+      .events((e) => {
+        const ev = e as MeshEvent
+        if (ev.type === 'cluster_change')
+          this.changes.push({ time: ev.time, ...(ev.data as Omit<Change, 'time'>) })
+      }, this.ctl.signal)
+      .catch(() => {})
+  }
+
+  first(peerId: string, after: string, since: number, minIncarnation = -1): Change | undefined {
+    return this.changes.find(
+      (c) => c.peerId === peerId && c.after === after && c.time >= since && c.incarnation >= minIncarnation,
+    )
+  }
+
+  close(): void {
+    this.ctl.abort()
+  }
+}
+
+/** Poll `fn` until truthy; bounded. */
+async function until<T>(
+  what: string,
+  fn: () => Promise<T | undefined | false>,
+  timeoutMs: number,
+  everyMs = 200,
+): Promise<T> {
+  const deadline = Date.now() + timeoutMs
+  let last: unknown
+  while (Date.now() < deadline) {
+    try {
+      const v = await fn()
+      if (v) return v
+    } catch (err) {
+      last = err
+    }
+    await sleep(everyMs)
+  }
+  throw new Error(
+    `timed out after ${timeoutMs} ms waiting for ${what}${last ? `: ${(last as Error).message}` : ''}`,
+  )
+}
+
+// ---------------------------------------------------------------------------------------
+// measurements
+
+/** Sum of a metric's samples whose labels include `labels`. */
+function metric(text: string, name: string, labels: Record<string, string> = {}): number {
+  let sum = 0
+  for (const line of text.split('\n')) {
+    const m = /^([A-Za-z_:][\w:]*)(?:\{([^}]*)\})?\s+(\S+)/.exec(line)
+    if (m === null || m[1] !== name) continue
+    const got = Object.fromEntries([...(m[2] ?? '').matchAll(/(\w+)="([^"]*)"/g)].map((x) => [x[1], x[2]]))
+    if (Object.entries(labels).every(([k, v]) => got[k] === v)) sum += Number(m[3])
+  }
+  return sum
+}
+
+/** TCP bytes sent and received per pid, summed over the pid's sockets (kernel tcp_info via ss). */
+function tcpBytesByPid(pids: Set<number>): Map<number, { sent: number; received: number; sockets: number }> {
+  const out = new Map<number, { sent: number; received: number; sockets: number }>()
+  let text = ''
+  try {
+    text = execFileSync('ss', ['-tinpH'], { encoding: 'utf8', timeout: 10_000, maxBuffer: 64 << 20 })
+  } catch {
+    return out
+  }
+  // one socket: a line with addresses and users:(("node",pid=N,fd=M)), then an indented info line
+  const lines = text.split('\n')
+  for (let i = 0; i < lines.length; i++) {
+    const pm = /pid=(\d+)/.exec(lines[i])
+    if (pm === null || lines[i].startsWith('\t') || lines[i].startsWith(' ')) continue
+    const pid = Number(pm[1])
+    const info = lines[i + 1] ?? ''
+    if (!pids.has(pid)) continue
+    const sent = Number(/bytes_sent:(\d+)/.exec(info)?.[1] ?? 0)
+    const received = Number(/bytes_received:(\d+)/.exec(info)?.[1] ?? 0)
+    const cur = out.get(pid) ?? { sent: 0, received: 0, sockets: 0 }
+    cur.sent += sent
+    cur.received += received
+    cur.sockets++
+    out.set(pid, cur)
+  }
+  return out
+}
+
+interface SizeResult {
+  agents: number
+  convergenceMs: Stats
+  convergenceFromReadyMs: Stats
+  detectionMs: Stats
+  /** per repeat: the times at which each other member saw the victim dead */
+  detectionSpreadMs: number[][]
+  rejoinMs: Stats
+  idle: {
+    seconds: number
+    membershipSentBps: Stats
+    membershipTotalBps: Stats
+    membershipByChannelBps: Record<string, number>
+    tcpSentBps?: Stats
+    tcpTotalBps?: Stats
+    tcpSocketsPerNode?: Stats
+    falseSuspicions: number
+    falseDeaths: number
+    /** CPU use of one agent process while idle, % of one core */
+    cpuPercentPerNode: Stats
+    /** 1-minute load average at the start and end of the idle window */
+    loadAvg1: number[]
+  }
+  /** joins that timed out and were retried with a new token */
+  failedJoins: number
+  errors: string[]
+}
+
+/** '18 alive, 1 suspect (m07)' */
+function describeView(v: MemberView[]): string {
+  const by = new Map<string, string[]>()
+  for (const r of v) by.set(r.status, [...(by.get(r.status) ?? []), r.name])
+  return [...by]
+    .map(([st, names]) => `${names.length} ${st}${st === 'alive' ? '' : ` (${names.join(', ')})`}`)
+    .join(', ')
+}
+
+async function allAgree(agents: Agent[], n: number): Promise<boolean> {
+  const views = await Promise.all(agents.map((a) => a.members()))
+  const ok = views.every((v) => v.length === n && v.every((r) => r.status === 'alive'))
+  if (!ok) {
+    // kept for the error message when the wait runs out
+    lastDisagreement = agents
+      .map((a, i) => [a.name, views[i]] as const)
+      .filter(([, v]) => v.length !== n || v.some((r) => r.status !== 'alive'))
+      .map(([name, v]) => `${name} sees ${describeView(v)}`)
+      .join('; ')
+  }
+  return ok
+}
+
+let lastDisagreement = ''
+
+async function untilAllAgree(agents: Agent[], n: number, timeoutMs: number): Promise<void> {
+  lastDisagreement = ''
+  await until(`all ${n} agents to list ${n} alive members`, () => allAgree(agents, n), timeoutMs, 1000).catch(
+    (err) => {
+      throw new Error(`${(err as Error).message} (${lastDisagreement})`)
+    },
+  )
+}
+
+/** CPU time (user + system) of a process in ms, from /proc. */
+function cpuMs(pid: number): number | undefined {
+  try {
+    const f = readFileSync(`/proc/${pid}/stat`, 'utf8')
+    const rest = f.slice(f.lastIndexOf(')') + 2).split(' ')
+    // fields 14 and 15 (utime, stime), counted from after the command name (field 3 is rest[0])
+    return ((Number(rest[11]) + Number(rest[12])) * 1000) / 100
+  } catch {
+    return undefined
+  }
+}
+
+async function runSize(n: number, o: Options): Promise<SizeResult> {
+  const base = mkdtempSync(join(tmpdir(), `mesh-bench-members-${n}-`))
+  const agents: Agent[] = []
+  const errors: string[] = []
+  const conv: number[] = []
+  const convReady: number[] = []
+  let failedJoins = 0
+  try {
+    const first = new Agent('m01', join(base, 'm01'))
+    const init = await runBounded(NODE, [CLI, '--data-dir', first.dir, 'init', '--cluster', 'bench'], {
+      timeoutMs: 30_000,
+    })
+    if (init.code !== 0) throw new Error(`mesh init failed: ${init.stderr || init.stdout}`)
+    first.start()
+    agents.push(first)
+    await first.ready(Date.now())
+    first.subscribe()
+
+    // joins, one after the other; the last `repeats` are timed
+    for (let i = 2; i <= n; i++) {
+      const a = new Agent(`m${String(i).padStart(2, '0')}`, join(base, `m${String(i).padStart(2, '0')}`))
+      const timed = i > n - o.repeats
+      agents.push(a)
+      // a join can time out on a busy machine (the agent then exits): count it and try again
+      let t0 = 0
+      let readyMs = 0
+      for (let attempt = 1; ; attempt++) {
+        const { token } = await first.api.call<{ token: string }>('POST', '/v1/invite', { ttlMs: 3_600_000 })
+        t0 = Date.now()
+        a.start(['--join', token])
+        try {
+          readyMs = await a.ready(t0)
+          break
+        } catch (err) {
+          if (attempt >= 3) throw err
+          failedJoins++
+          errors.push(`join of ${a.name} failed (attempt ${attempt}): ${a.tail().split('\n').pop()}`)
+          if (a.running) await a.kill9()
+        }
+      }
+      if (timed) {
+        // the joiner's side: its own table lists all i members alive
+        let lastView = ''
+        const joinerDone = await until(
+          `${a.name} to list ${i} alive members`,
+          async () => {
+            const v = await a.members()
+            lastView = describeView(v)
+            return v.length === i && v.every((r) => r.status === 'alive') ? Date.now() : undefined
+          },
+          60_000,
+          100,
+        ).catch((err) => {
+          throw new Error(`${(err as Error).message} (last view: ${lastView})`)
+        })
+        // the others' side: the first 'alive' event each raised for the joiner
+        const seen = await until(
+          `every member to raise cluster_change alive for ${a.name}`,
+          async () => {
+            const ts = agents.slice(0, -1).map((x) => x.stream.first(a.peerId, 'alive', t0)?.time)
+            return ts.every((t) => t !== undefined) ? (ts as number[]) : undefined
+          },
+          60_000,
+          100,
+        )
+        const done = Math.max(joinerDone, ...seen)
+        conv.push(done - t0)
+        convReady.push(done - t0 - readyMs)
+        process.stderr.write(
+          `  ${n} agents: join of ${a.name} converged in ${done - t0} ms (${readyMs} ms to API ready)\n`,
+        )
+      }
+      a.subscribe()
+    }
+    await untilAllAgree(agents, n, 120_000)
+
+    // idle traffic
+    await sleep(o.settleS * 1000)
+    const pids = new Set(agents.map((a) => a.child!.pid!))
+    const before = await Promise.all(agents.map((a) => a.metrics()))
+    const tcp0 = tcpBytesByPid(pids)
+    const cpu0 = [...pids].map((p) => cpuMs(p))
+    const load0 = loadavg()[0]
+    const tIdle = Date.now()
+    await sleep(o.idleS * 1000)
+    const after = await Promise.all(agents.map((a) => a.metrics()))
+    const tcp1 = tcpBytesByPid(pids)
+    const secs = (Date.now() - tIdle) / 1000
+    const cpuPct = [...pids]
+      .map((p, i) => {
+        const a0 = cpu0[i]
+        const a1 = cpuMs(p)
+        return a0 === undefined || a1 === undefined ? undefined : ((a1 - a0) / (secs * 1000)) * 100
+      })
+      .filter((x): x is number => x !== undefined)
+    const load1 = loadavg()[0]
+    const sent: number[] = []
+    const total: number[] = []
+    const byChannel: Record<string, number> = {}
+    for (let i = 0; i < agents.length; i++) {
+      const d = (labels: Record<string, string>) =>
+        metric(after[i], 'mesh_membership_bytes_total', labels) -
+        metric(before[i], 'mesh_membership_bytes_total', labels)
+      sent.push(d({ direction: 'out' }) / secs)
+      total.push(d({}) / secs)
+      for (const ch of ['gossip', 'sync', 'probe'])
+        byChannel[ch] = (byChannel[ch] ?? 0) + d({ channel: ch }) / secs / agents.length
+    }
+    let tcpSent: number[] | undefined
+    let tcpTotal: number[] | undefined
+    let sockets: number[] | undefined
+    if (tcp0.size > 0 && tcp1.size > 0) {
+      tcpSent = []
+      tcpTotal = []
+      sockets = []
+      for (const pid of pids) {
+        const x0 = tcp0.get(pid)
+        const x1 = tcp1.get(pid)
+        if (x0 === undefined || x1 === undefined) continue
+        // a socket that closed in the window takes its count with it: floor at 0
+        tcpSent.push(Math.max(0, x1.sent - x0.sent) / secs)
+        tcpTotal.push(Math.max(0, x1.sent + x1.received - x0.sent - x0.received) / secs)
+        sockets.push(x1.sockets)
+      }
+    } else errors.push('ss gave no per-process TCP counters; TCP bytes not measured')
+    const idleChanges = agents.flatMap((a) => a.stream.changes.filter((c) => c.time >= tIdle))
+    const falseSuspicions = idleChanges.filter((c) => c.after === 'suspect').length
+    const falseDeaths = idleChanges.filter((c) => c.after === 'dead').length
+    process.stderr.write(
+      `  ${n} agents idle: membership ${fmt(stats(sent).median, 0)} B/s sent per node; TCP ${fmt(tcpSent ? stats(tcpSent).median : undefined, 0)} B/s sent per node; ` +
+        `CPU ${fmt(stats(cpuPct).median, 1)} % per node; load ${fmt(load0, 1)} -> ${fmt(load1, 1)}\n`,
+    )
+
+    // detection after kill -9, then restart
+    const detection: number[] = []
+    const spread: number[][] = []
+    const rejoin: number[] = []
+    for (let r = 0; r < o.repeats; r++) {
+      const victim = agents[1 + ((r * 7) % (agents.length - 1))]
+      const others = agents.filter((a) => a !== victim)
+      const inc = (await others[0].members()).find((m) => m.peerId === victim.peerId)?.incarnation ?? 0
+      const tKill = Date.now()
+      await victim.kill9()
+      const seen = await until(
+        `every other member to mark ${victim.name} dead`,
+        async () => {
+          const ts = others.map((x) => x.stream.first(victim.peerId, 'dead', tKill)?.time)
+          return ts.every((t) => t !== undefined) ? (ts as number[]) : undefined
+        },
+        120_000,
+        200,
+      )
+      const rel = seen.map((t) => t - tKill).sort((a, b) => a - b)
+      spread.push(rel)
+      detection.push(rel[rel.length - 1])
+      process.stderr.write(
+        `  ${n} agents: kill -9 of ${victim.name} detected everywhere after ${rel[rel.length - 1]} ms (first ${rel[0]} ms)\n`,
+      )
+
+      const tStart = Date.now()
+      victim.start()
+      await victim.ready(tStart)
+      await until(
+        `${victim.name} alive again everywhere`,
+        async () => {
+          const ts = others.map((x) => x.stream.first(victim.peerId, 'alive', tStart, inc + 1)?.time)
+          return ts.every((t) => t !== undefined) ? (ts as number[]) : undefined
+        },
+        120_000,
+        200,
+      ).then((ts) => rejoin.push(Math.max(...ts) - tStart))
+      victim.subscribe()
+      await untilAllAgree(agents, n, 120_000)
+      await sleep(3_000)
+    }
+
+    return {
+      agents: n,
+      convergenceMs: stats(conv),
+      convergenceFromReadyMs: stats(convReady),
+      detectionMs: stats(detection),
+      detectionSpreadMs: spread,
+      rejoinMs: stats(rejoin),
+      idle: {
+        seconds: secs,
+        membershipSentBps: stats(sent),
+        membershipTotalBps: stats(total),
+        membershipByChannelBps: byChannel,
+        tcpSentBps: tcpSent && stats(tcpSent),
+        tcpTotalBps: tcpTotal && stats(tcpTotal),
+        tcpSocketsPerNode: sockets && stats(sockets),
+        falseSuspicions,
+        falseDeaths,
+        cpuPercentPerNode: stats(cpuPct),
+        loadAvg1: [load0, load1],
+      },
+      failedJoins,
+      errors,
+    }
+  } catch (err) {
+    const crashed = agents
+      .filter((a) => !a.running && a.child !== undefined)
+      .map((a) => `${a.name}: ${a.tail().slice(-1500)}`)
+    throw new Error(
+      `${(err as Error).message}${crashed.length > 0 ? `\nexited agents:\n${crashed.join('\n')}` : ''}`,
+    )
+  } finally {
+    await Promise.all(agents.map((a) => a.stop().catch(() => {})))
+    for (const a of agents) if (a.running) a.child!.kill('SIGKILL')
+    rmSync(base, { recursive: true, force: true })
+  }
+}
+
+// ---------------------------------------------------------------------------------------
+
+async function main(): Promise<void> {
+  const o = parseArgs(process.argv.slice(2))
+  const machine = machineInfo()
+  process.stderr.write(
+    `membership benchmark: sizes ${o.sizes.join(', ')}, ${o.repeats} repeats, ${o.idleS} s idle\n`,
+  )
+  const results: SizeResult[] = []
+  for (const n of o.sizes) results.push(await runSize(n, o))
+
+  const s = (x: Stats | undefined, div = 1, digits = 1) =>
+    x === undefined
+      ? '-'
+      : fmtStats({ ...x, median: x.median / div, min: x.min / div, max: x.max / div }, digits)
+  const table = markdownTable(
+    [
+      'agents',
+      'detection after kill -9, s',
+      'convergence after a join, s (from API ready)',
+      'restart: alive everywhere, s',
+      'membership B/s per node, sent (sent+recv)',
+      'all TCP B/s per node, sent (sent+recv)',
+      'idle CPU per node, %',
+      'idle suspicions / deaths',
+    ],
+    results.map((r) => [
+      String(r.agents),
+      s(r.detectionMs, 1000),
+      `${s(r.convergenceMs, 1000)} (${s(r.convergenceFromReadyMs, 1000)})`,
+      s(r.rejoinMs, 1000),
+      `${fmt(r.idle.membershipSentBps.median, 0)} (${fmt(r.idle.membershipTotalBps.median, 0)})`,
+      `${fmt(r.idle.tcpSentBps?.median, 0)} (${fmt(r.idle.tcpTotalBps?.median, 0)})`,
+      fmtStats(r.idle.cpuPercentPerNode, 1),
+      `${r.idle.falseSuspicions} / ${r.idle.falseDeaths}`,
+    ]),
+    ['r', 'r', 'r', 'r', 'r', 'r', 'r', 'r'],
+  )
+  const out = [
+    '## Membership',
+    '',
+    table,
+    '',
+    `Median (min-max) of ${o.repeats}. Detection: kill -9 until every other member raised a 'dead' event. ` +
+      'Convergence: joiner spawned until every member, the joiner included, lists everyone alive. ' +
+      `Idle traffic over ${o.idleS} s after a ${o.settleS} s settle, median over nodes: membership payload bytes from ` +
+      'mesh_membership_bytes_total; all TCP bytes of each agent process from the kernel (ss -tin bytes_sent/bytes_received), ' +
+      'which includes gossipsub heartbeats, identify, ping, DHT and relay traffic and libp2p framing. Target: membership under 2 KB/s per node at 20 agents.',
+    '',
+    `Membership bytes by channel (B/s per node, sent+recv): ${results
+      .map(
+        (r) =>
+          `${r.agents} agents: ${Object.entries(r.idle.membershipByChannelBps)
+            .map(([k, v]) => `${k} ${fmt(v, 0)}`)
+            .join(', ')}`,
+      )
+      .join('; ')}`,
+    '',
+    `Machine: ${machineMarkdown(machine)}`,
+    ...results.flatMap((r) => r.errors.map((e) => `- note (${r.agents} agents): ${e}`)),
+  ].join('\n')
+  process.stdout.write(`${out}\n`)
+  const path = writeReport('membership', { options: o, machine, results })
+  process.stderr.write(`wrote ${path}\n`)
+}
+
+main().then(
+  () => process.exit(0),
+  (err) => {
+    process.stderr.write(`membership benchmark failed: ${(err as Error).stack ?? err}\n`)
+    process.exit(1)
+  },
+)

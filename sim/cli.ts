@@ -1,0 +1,205 @@
+// mesh simulator: the membership core at scale, in virtual time.
+//
+//   node dist/sim/cli.js --nodes 1000 --scenario churn --duration 600 --seed 1 [--loss 0.01] [--json out.json] [--svg dir]
+//   node dist/sim/cli.js --scenario crash --sweep 10,100,1000 --svg sim/out
+//   node dist/sim/cli.js --scenario all --nodes 100
+//
+// Prints a table (and details) to stdout; --json writes every summary; --svg writes charts.
+import { mkdirSync, writeFileSync } from 'node:fs'
+import { join } from 'node:path'
+import type { LatencyName } from './network.js'
+import { details, runScenario, type Summary, table } from './report.js'
+import { PARAM_DEFAULTS, SCENARIOS } from './scenarios.js'
+import type { SimOptions } from './sim.js'
+import { writeCharts } from './svg.js'
+
+const HELP = `usage: node dist/sim/cli.js [options]
+
+  --scenario NAME     ${Object.values(SCENARIOS)
+    .map((s) => s.name + (s.available ? '' : ' (not yet)'))
+    .join(', ')}, or all (default crash)
+  --nodes N           members (default 100)
+  --sweep N,N,...     run each size in turn (charts against N)
+  --duration S        simulated seconds (default 600)
+  --seed N            (default 1)
+  --latency NAME      loopback, lan or wan (default wan: four regions)
+  --loss P            packet loss probability (default 0)
+  --loss-mode M       tcp (loss delays; default) or datagram (loss drops)
+  --bandwidth MBPS    per-node uplink (default 100)
+  --nat F             fraction of NAT-only members (reached through relays; default 0)
+  --slow F            fraction of slow members (default 0)
+  --slow-ms MS        their mean extra delay per thing they handle (default 250)
+  --sync MODE         full (the agent: whole tables) or digest (digest/diff only)
+  --announce          publish a member's record on start (the agent does not, today)
+  --observers K       full nodes when N > --full-max (default 500)
+  --full-max N        above this many members, light nodes are used (default 2000)
+  --start S           first disruption (default 30)
+  --crash-frac F      crash: fraction killed (default 0.1)
+  --partition-s S     partition: how long (default 60)
+  --churn F           churn: events per minute as a fraction of N (default 0.02)
+  --storm-s S         join storm: arrival window (default 30)
+  --json FILE         write the summaries as JSON
+  --svg DIR           write SVG charts
+  --quiet             only the table
+`
+
+interface Cli {
+  scenarios: string[]
+  sizes: number[]
+  durationMs: number
+  seed: number
+  sim: Partial<SimOptions>
+  params: Partial<typeof PARAM_DEFAULTS>
+  json?: string
+  svg?: string
+  quiet: boolean
+}
+
+function parse(argv: string[]): Cli {
+  const c: Cli = { scenarios: ['crash'], sizes: [100], durationMs: 600_000, seed: 1, sim: { network: {} }, params: {}, quiet: false }
+  const net = c.sim.network!
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i]
+    const val = (): string => {
+      const v = argv[++i]
+      if (v === undefined) throw new Error(`${a} needs a value`)
+      return v
+    }
+    const num = (min = 0): number => {
+      const n = Number(val())
+      if (!Number.isFinite(n) || n < min) throw new Error(`${a} needs a number >= ${min}`)
+      return n
+    }
+    switch (a) {
+      case '--scenario': {
+        const s = val()
+        c.scenarios = s === 'all' ? Object.values(SCENARIOS).filter((x) => x.available).map((x) => x.name) : s.split(',')
+        break
+      }
+      case '--nodes':
+        c.sizes = [num(2)]
+        break
+      case '--sweep':
+        c.sizes = val()
+          .split(',')
+          .map((x) => Number(x))
+        if (c.sizes.some((n) => !Number.isInteger(n) || n < 2)) throw new Error('--sweep takes sizes like 10,100,1000')
+        break
+      case '--duration':
+        c.durationMs = num(1) * 1000
+        break
+      case '--seed':
+        c.seed = num()
+        break
+      case '--latency':
+        net.latency = val() as LatencyName
+        break
+      case '--loss':
+        net.loss = num()
+        break
+      case '--loss-mode': {
+        const m = val()
+        if (m !== 'tcp' && m !== 'datagram') throw new Error('--loss-mode is tcp or datagram')
+        net.lossMode = m
+        break
+      }
+      case '--bandwidth':
+        net.bandwidthMbps = num(0.001)
+        break
+      case '--nat':
+        net.nat = num()
+        break
+      case '--slow':
+        c.sim.slowFraction = num()
+        break
+      case '--slow-ms':
+        c.sim.slowMs = num()
+        break
+      case '--sync': {
+        const m = val()
+        if (m !== 'full' && m !== 'digest') throw new Error('--sync is full or digest')
+        c.sim.sync = m
+        break
+      }
+      case '--announce':
+        c.sim.announceOnStart = true
+        break
+      case '--observers':
+        c.sim.observers = num(1)
+        break
+      case '--full-max':
+        c.sim.fullMax = num(2)
+        break
+      case '--start':
+        c.params.startMs = num() * 1000
+        break
+      case '--crash-frac':
+        c.params.crashFraction = num()
+        break
+      case '--partition-s':
+        c.params.partitionMs = num() * 1000
+        break
+      case '--churn':
+        c.params.churnPerMin = num()
+        break
+      case '--storm-s':
+        c.params.stormMs = num() * 1000
+        break
+      case '--json':
+        c.json = val()
+        break
+      case '--svg':
+        c.svg = val()
+        break
+      case '--quiet':
+        c.quiet = true
+        break
+      case '-h':
+      case '--help':
+        process.stdout.write(HELP)
+        process.exit(0)
+        break
+      default:
+        throw new Error(`unknown option ${a}\n\n${HELP}`)
+    }
+  }
+  for (const s of c.scenarios) {
+    const sc = SCENARIOS[s]
+    if (sc === undefined) throw new Error(`unknown scenario '${s}'`)
+    if (!sc.available) throw new Error(`scenario '${s}' is not available yet: ${sc.why}`)
+  }
+  return c
+}
+
+function main(): void {
+  let c: Cli
+  try {
+    c = parse(process.argv.slice(2))
+  } catch (err) {
+    process.stderr.write(`${(err as Error).message}\n`)
+    process.exit(2)
+  }
+  const results: Summary[] = []
+  for (const scenario of c.scenarios) {
+    for (const nodes of c.sizes) {
+      if (!c.quiet) process.stderr.write(`running ${scenario} with ${nodes} members for ${c.durationMs / 1000} s (seed ${c.seed})...\n`)
+      const { summary } = runScenario({ scenario, params: { ...c.params, nodes, durationMs: c.durationMs, seed: c.seed }, sim: c.sim })
+      results.push(summary)
+      if (!c.quiet) process.stderr.write(`  done in ${summary.wallS} s of wall time\n`)
+    }
+  }
+  process.stdout.write(`${table(results)}\n`)
+  if (!c.quiet) process.stdout.write(`\n${results.map(details).join('\n\n')}\n`)
+  if (c.json !== undefined) {
+    writeFileSync(c.json, `${JSON.stringify({ generated: new Date().toISOString(), argv: process.argv.slice(2), results }, null, 2)}\n`)
+    process.stderr.write(`wrote ${c.json}\n`)
+  }
+  if (c.svg !== undefined) {
+    mkdirSync(c.svg, { recursive: true })
+    for (const f of writeCharts(results, c.svg)) process.stderr.write(`wrote ${join(f)}\n`)
+  }
+  const bad = results.reduce((n, s) => n + s.violations.length, 0)
+  process.exitCode = bad > 0 ? 1 : 0
+}
+
+main()

@@ -1,0 +1,84 @@
+// What membership traffic costs on the wire, in bytes of libp2p connection payload (after
+// Noise, before TCP/IP headers). Records and claims are counted exactly as the agent encodes
+// them (the canonical body from encodeInfo / encodeClaim inside protobuf `Signed` inside a
+// `MemberSet`), with 64-byte Ed25519 signatures even though the simulator signs with nullCrypto.
+// Everything around them is a fixed overhead stated here.
+import type { Entry } from '../src/membership/merge.js'
+import { type Claim, encodeClaim, encodeInfo, type SignedInfo } from '../src/membership/record.js'
+
+export const SIG_BYTES = 64
+
+export const COST = {
+  /** per application message: yamux header (12) + Noise length prefix (2) and tag (16) */
+  frame: 30,
+  /** per request/response stream: yamux SYN/ACK/FIN frames, multistream-select header and protocol id both ways */
+  stream: 230,
+  /** around one gossipsub message: RPC framing, from (38), seqno (8), topic (~45), signature (64) */
+  gossipEnvelope: 170,
+  /** one message id (key + seqno, 44 bytes) in an IHAVE, with its share of the control framing */
+  ihaveId: 60,
+  /** gossipsub advertises a message id in this many heartbeats (GossipsubHistoryGossip) */
+  ihaveRounds: 3,
+  /** one row of a push-pull digest, if sync were digest-based: peer id, incarnation, flags, fingerprints */
+  digestItem: 80,
+  /** Probe{seq} for a direct probe, Probe{seq, target} for an indirect one, ProbeReply{seq, ack} */
+  probe: 7,
+  probeReq: 61,
+  reply: 8,
+  /** a new connection: TCP + Noise XX + multistream + the admission proof, both ways */
+  dial: 1200,
+} as const
+
+export function varintLen(n: number): number {
+  let l = 1
+  while (n >= 128) {
+    n = Math.floor(n / 128)
+    l++
+  }
+  return l
+}
+
+/** A length-delimited protobuf field of `len` bytes. */
+export const field = (len: number): number => 1 + varintLen(len) + len
+
+const signedField = (bodyLen: number): number => field(field(bodyLen) + field(SIG_BYTES))
+
+const sizes = new WeakMap<object, number>()
+
+/** One record as a `records` entry of a MemberSet. */
+export function recordWire(s: SignedInfo): number {
+  let n = sizes.get(s)
+  if (n === undefined) {
+    n = signedField(encodeInfo(s.info).length)
+    sizes.set(s, n)
+  }
+  return n
+}
+
+/** One claim as a `claims` entry of a MemberSet. */
+export function claimWire(c: Claim): number {
+  let n = sizes.get(c)
+  if (n === undefined) {
+    n = signedField(encodeClaim(c).length)
+    sizes.set(c, n)
+  }
+  return n
+}
+
+export const entryWire = (e: Entry): number => recordWire(e.signed) + (e.claim === undefined ? 0 : claimWire(e.claim))
+
+export function memberSetBytes(records: readonly SignedInfo[], claims: readonly Claim[]): number {
+  let n = 0
+  for (const r of records) n += recordWire(r)
+  for (const c of claims) n += claimWire(c)
+  return n
+}
+
+/**
+ * Peers a gossipsub node sends IHAVE to per heartbeat: GossipsubGossipFactor (0.25) of its
+ * non-mesh peers, at least Dlazy (6), at most all of them.
+ */
+export function ihaveTargets(connected: number, meshDegree: number): number {
+  const nonMesh = Math.max(0, connected - meshDegree)
+  return Math.min(nonMesh, Math.max(6, Math.floor(0.25 * nonMesh)))
+}

@@ -1,0 +1,112 @@
+// One simulated member: the real MemberTable and Swim, its own signed record, and the little
+// state the agent's adapter keeps around them (connections, sync times, relay waiters).
+import type { MemberTable } from '../src/membership/merge.js'
+import type { MemberInfo, SignedInfo, Signer } from '../src/membership/record.js'
+import type { Swim } from '../src/membership/swim.js'
+
+/**
+ * 'full' nodes hold the whole table and probe everyone, exactly as the agent does; at sizes
+ * where N full tables do not fit in memory, 'light' nodes run the same Swim over a sample of the
+ * members and keep only those rows (see MODEL.md). Figures are measured on full nodes.
+ */
+export type NodeKind = 'full' | 'light'
+
+/** A message in flight between two nodes (one shape for all kinds, for speed). */
+export interface Msg {
+  t: number
+  from: number
+  /** sender's epoch and when the message started leaving its uplink: a crash stops what had not */
+  fe: number
+  tx: number
+  seq: number
+  target: number
+  ack: boolean
+  sentAt: number
+  why: SyncWhy
+  body: unknown
+}
+
+export type SyncWhy = 'periodic' | 'connect' | 'leave'
+
+export const MSG = {
+  probe: 0,
+  probeReq: 1,
+  reply: 2,
+  replyIndirect: 3,
+  syncReq: 4,
+  syncResp: 5,
+  syncFin: 6,
+  dial: 7,
+  ext: 8,
+} as const
+
+export class SimNode {
+  kind: NodeKind
+  /** running (not crashed, not stopped after leaving) */
+  up = false
+  /** bumped at every (re)start: messages and timers of an older epoch are void */
+  epoch = -1
+  /** when each epoch ended */
+  readonly downAt: number[] = []
+  /** announced 'left'; stops at stopAt */
+  left = false
+  stopAt = Number.POSITIVE_INFINITY
+  table!: MemberTable
+  swim!: Swim
+  self!: MemberInfo
+  signed!: SignedInfo
+  /** the agent polls tick() every 100 ms from this phase */
+  tickPhase = 0
+  /** nominal time of the pending wake-up, +Infinity when none */
+  wakeAt = Number.POSITIVE_INFINITY
+  /** mean extra delay before this node handles anything (a busy event loop); 0 for most */
+  slowMs = 0
+  /** anti-entropy fingerprint per bucket (two 32-bit lanes) and the full-set size in bytes */
+  hash!: Int32Array
+  tableBytes = 0
+  readonly lastSync = new Map<number, number>()
+  // connections: explicit ones, or implicit among the members present at t = 0
+  baseLinked = false
+  readonly conn = new Set<number>()
+  readonly cut = new Set<number>()
+  connCount = 0
+  /** members it knows (its peer store) but holds no connection to: what its dial loops try */
+  readonly unlinked = new Set<number>()
+  /** the unlinked ones it holds alive: what connectMembers dials */
+  readonly dialable = new Set<number>()
+  /** gossipsub mesh peers */
+  mesh: number[] = []
+  meshDirty = false
+  /** relayed probe requests waiting for the detector's verdict, by `${origin}/${seq}` */
+  readonly waiters = new Map<string, Msg>()
+  /** light nodes: the members it follows (itself included) */
+  interest: number[] | undefined
+  interestSet: Set<number> | undefined
+  /** bytes this node sent, and how long it ran */
+  sent = 0
+  aliveMs = 0
+  upSince = 0
+
+  constructor(
+    readonly idx: number,
+    readonly peerId: string,
+    readonly signer: Signer,
+    readonly overlay: string,
+    readonly addrs: readonly string[],
+    kind: NodeKind,
+  ) {
+    this.kind = kind
+  }
+
+  get full(): boolean {
+    return this.kind === 'full'
+  }
+
+  follows(j: number): boolean {
+    return this.interestSet === undefined || this.interestSet.has(j)
+  }
+
+  downAtOf(epoch: number): number {
+    return this.downAt[epoch] ?? Number.POSITIVE_INFINITY
+  }
+}

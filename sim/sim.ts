@@ -1,0 +1,1427 @@
+// The discrete-event simulator: virtual time, a priority queue of events, no timers and no
+// libp2p. Every node runs the agent's own membership core (MemberTable, Swim, signed records)
+// and this file plays the part of src/membership/service.ts around it: gossip, push-pull
+// sync, probes, connections. Where the adapter does something, the simulator does the same
+// thing at the same moment; where it had to approximate, MODEL.md says how.
+import type { Change, Entry } from '../src/membership/merge.js'
+import { MemberTable } from '../src/membership/merge.js'
+import { overlayAddress } from '../src/membership/overlay.js'
+import {
+  type Claim,
+  type MemberInfo,
+  nullCrypto,
+  type SignedInfo,
+  type Status,
+  signClaim,
+  signInfo,
+  type Verifier,
+} from '../src/membership/record.js'
+import { type Action, Swim, suspicionTimeoutMs } from '../src/membership/swim.js'
+import { COST, entryWire, ihaveTargets, memberSetBytes } from './cost.js'
+import { EventHeap } from './heap.js'
+import { Tracker } from './metrics.js'
+import { Network, type NetworkOptions } from './network.js'
+import { MSG, type Msg, SimNode, type SyncWhy } from './node.js'
+import { exponential, mix32, mulberry32, type Rng, randInt } from './rng.js'
+
+/** The agent's membership settings (src/agent/config.ts defaults). */
+export interface MembershipTiming {
+  probeIntervalMs: number
+  probeTimeoutMs: number
+  indirectProbes: number
+  suspicionMult: number
+  syncIntervalMs: number
+}
+
+export const AGENT_TIMING: MembershipTiming = {
+  probeIntervalMs: 1000,
+  probeTimeoutMs: 500,
+  indirectProbes: 3,
+  suspicionMult: 4,
+  syncIntervalMs: 30_000,
+}
+
+/** Constants of the adapter (src/membership/service.ts, src/node/node-component.ts, cmd-agent). */
+export const AGENT = {
+  tickMs: 100,
+  connectEveryMs: 5_000,
+  connectBatch: 8,
+  reconnectEveryMs: 10_000,
+  reconnectBatch: 8,
+  syncOnConnectGapMs: 5_000,
+  syncTimeoutMs: 10_000,
+  maxSyncBytes: 8 << 20,
+  leaveGraceMs: 3_000,
+} as const
+
+/** gossipsub's mesh degree: target, low and high water marks */
+export const GOSSIP_MESH = { D: 6, Dlo: 4, Dhi: 12, heartbeatMs: 1000 } as const
+
+export interface SimOptions {
+  seed: number
+  network: Partial<NetworkOptions>
+  membership: MembershipTiming
+  /** fraction of nodes with a busy event loop, and the mean extra delay of everything they do */
+  slowFraction: number
+  slowMs: number
+  /** 'full': the agent's push-pull (both whole tables); 'digest': digest() / diff() only */
+  sync: 'full' | 'digest'
+  /** above this many nodes, only `observers` nodes are full (see MODEL.md) */
+  fullMax: number
+  observers: number | undefined
+  /** members a light node probes and follows */
+  sample: number
+  /** publish our record once on start (the agent does only when its addresses change) */
+  announceOnStart: boolean
+  /** TCP gives up on a connection that is cut for this long (Linux tcp_retries2 = 15) */
+  linkTimeoutMs: number
+  /** virtual wall clock at t = 0: incarnations start at the wall clock */
+  wallStartMs: number
+  /** for sizing: the most nodes this run will hold */
+  expectedNodes: number
+  clusterId: string
+}
+
+export const SIM_DEFAULTS: SimOptions = {
+  seed: 1,
+  network: {},
+  membership: AGENT_TIMING,
+  slowFraction: 0,
+  slowMs: 250,
+  sync: 'full',
+  fullMax: 2000,
+  observers: undefined,
+  sample: 300,
+  announceOnStart: false,
+  linkTimeoutMs: 924_000,
+  wallStartMs: 1_767_225_600_000,
+  expectedNodes: 0,
+  clusterId: '5eed0c1a55e7c0de',
+}
+
+export type Channel = 'probe' | 'gossip' | 'ihave' | 'sync' | 'dial' | 'ext'
+export const CHANNELS: readonly Channel[] = ['probe', 'gossip', 'ihave', 'sync', 'dial', 'ext']
+
+/** A component riding on the simulator, such as an election core (see scenarios.ts). */
+export interface Extension {
+  readonly name: string
+  attach?(sim: Sim): void
+  onStart?(node: SimNode): void
+  onStop?(node: SimNode): void
+  onChange?(node: SimNode, change: Change): void
+  /** a direct message or a gossip message for this extension */
+  onMessage?(node: SimNode, from: SimNode, body: unknown): void
+  report?(): Record<string, unknown>
+}
+
+const K_WAKE = 0
+const K_MSG = 1
+const K_CURSOR = 2
+const K_FN = 3
+const K_SYNC = 4
+const K_CONNECT = 5
+const K_RECONNECT = 6
+
+interface Ev {
+  at: number
+  seq: number
+  k: number
+  /** node and its epoch when scheduled */
+  n: number
+  e: number
+  /** nominal time of a wake-up */
+  x: number
+  m: Msg | undefined
+  b: Broadcast | undefined
+  f: (() => void) | undefined
+}
+
+/** One gossip message on its way to everyone, delivered in order of arrival. */
+interface Broadcast {
+  from: number
+  records: SignedInfo[]
+  claims: Claim[]
+  ext: string | undefined
+  body: unknown
+  order: number[]
+  times: number[]
+  epochs: number[]
+  i: number
+}
+
+interface Held {
+  b: Broadcast
+  nodes: number[]
+}
+
+interface PartitionSpan {
+  start: number
+  end: number
+  side: number[]
+}
+
+/** Verification is a pure function of (peer, bytes, sig): remember the ones that passed. */
+function cachingVerifier(inner: Verifier): Verifier {
+  const passed = new WeakMap<Uint8Array, Uint8Array>()
+  return {
+    verify(peerId, bytes, sig) {
+      if (passed.get(sig) === bytes) return true
+      const ok = inner.verify(peerId, bytes, sig)
+      if (ok) passed.set(sig, bytes)
+      return ok
+    },
+  }
+}
+
+const B58 = '123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz'
+
+export class Sim {
+  now = 0
+  readonly opts: SimOptions
+  readonly nodes: SimNode[] = []
+  readonly net: Network
+  readonly tracker: Tracker
+  readonly rng: Rng
+  readonly bytes: Record<Channel, number> = { probe: 0, gossip: 0, ihave: 0, sync: 0, dial: 0, ext: 0 }
+  readonly syncs = { periodic: 0, connect: 0, leave: 0, failed: 0, unsent: 0, tooLarge: 0, rowsMoved: 0 }
+  readonly counters = { events: 0, broadcasts: 0, deliveries: 0, refutations: 0, dials: 0, heldDelivered: 0, meshRepairs: 0 }
+  readonly extensions: Extension[] = []
+  readonly partitions: PartitionSpan[] = []
+  private readonly q = new EventHeap<Ev>()
+  private readonly byId = new Map<string, number>()
+  private readonly verifier = cachingVerifier(nullCrypto.verifier)
+  private readonly buckets: number
+  private readonly objIds = new WeakMap<object, number>()
+  private nextObjId = 1
+  private held: Held[] = []
+  private liveCount = 0
+  private lastLiveAt = 0
+  nodeMs = 0
+  private readonly lightSuspicion: { min: number; max: number } | undefined
+  private lightFrac = 1
+  private readonly observerTarget: number
+  private observerCount = 0
+  private readonly swimRngSeed: number
+  // reusable scratch for broadcasts
+  private dist = new Float64Array(0)
+  private stamp = new Int32Array(0)
+  private pred = new Int32Array(0)
+  private curStamp = 0
+
+  constructor(opts: Partial<SimOptions> = {}) {
+    this.opts = { ...SIM_DEFAULTS, ...opts, membership: { ...AGENT_TIMING, ...opts.membership } }
+    const o = this.opts
+    this.rng = mulberry32(mix32(o.seed, 0x51a))
+    this.swimRngSeed = mix32(o.seed, 0x5e1f)
+    this.net = new Network(o.network, mulberry32(mix32(o.seed, 0x7e7)))
+    this.net.up = (i) => this.nodes[i]?.up === true
+    this.tracker = new Tracker(
+      (ob, m) => this.nodes[ob].table.status(this.nodes[m].peerId),
+      () => this.now,
+    )
+    const expected = Math.max(o.expectedNodes, 1)
+    this.observerTarget = expected <= o.fullMax ? Number.POSITIVE_INFINITY : (o.observers ?? Math.min(expected, 500))
+    if (o.observers !== undefined) this.observerTarget = o.observers
+    // ~8 members per anti-entropy bucket, a power of two
+    this.buckets = Math.min(4096, Math.max(16, 2 ** Math.ceil(Math.log2(expected / 8))))
+    if (this.observerTarget < expected) {
+      this.lightFrac = Math.min(1, o.sample / expected)
+      const m = this.opts.membership
+      const min = suspicionTimeoutMs(m.suspicionMult, expected, m.probeIntervalMs)
+      this.lightSuspicion = { min, max: 6 * min }
+    }
+  }
+
+  get size(): number {
+    return this.nodes.length
+  }
+
+  get live(): number {
+    return this.liveCount
+  }
+
+  idxOf(peerId: string): number {
+    return this.byId.get(peerId) ?? -1
+  }
+
+  // ---- the event loop -------------------------------------------------------------------------
+
+  private push(at: number, k: number, n: number, e: number): Ev {
+    const ev: Ev = { at, seq: 0, k, n, e, x: 0, m: undefined, b: undefined, f: undefined }
+    this.q.push(ev)
+    return ev
+  }
+
+  /** Run `fn` at virtual time `t` (ms). */
+  at(t: number, fn: () => void): void {
+    this.push(Math.max(t, this.now), K_FN, -1, 0).f = fn
+  }
+
+  /** Run `fn` every `everyMs` from `start` until the run ends. */
+  every(everyMs: number, fn: () => void, start = this.now + everyMs): void {
+    const tick = (): void => {
+      fn()
+      this.at(this.now + everyMs, tick)
+    }
+    this.at(start, tick)
+  }
+
+  run(untilMs: number): void {
+    const q = this.q
+    for (let ev = q.peek(); ev !== undefined && ev.at <= untilMs; ev = q.peek()) {
+      q.pop()
+      this.now = ev.at
+      this.counters.events++
+      switch (ev.k) {
+        case K_WAKE:
+          this.onWake(ev)
+          break
+        case K_MSG:
+          this.onMsg(ev)
+          break
+        case K_CURSOR:
+          this.onCursor(ev.b!)
+          break
+        case K_FN:
+          ev.f!()
+          break
+        case K_SYNC:
+        case K_CONNECT:
+        case K_RECONNECT:
+          this.onPeriodic(ev)
+          break
+      }
+    }
+    this.now = Math.max(this.now, untilMs)
+    this.accountLive()
+  }
+
+  // ---- nodes ----------------------------------------------------------------------------------
+
+  private makePeerId(): string {
+    let s = '12D3KooW'
+    for (let i = 0; i < 44; i++) s += B58[randInt(this.rng, 58)]
+    return s
+  }
+
+  /** Create a node (not started). Full unless the run is above fullMax and observers are taken. */
+  addNode(opts: { nat?: boolean; kind?: 'full' | 'light' } = {}): SimNode {
+    const idx = this.nodes.length
+    const peerId = this.makePeerId()
+    this.net.addNode(idx, opts.nat)
+    const nat = this.net.nat[idx]
+    const ip = `10.${(idx >> 16) & 255}.${(idx >> 8) & 255}.${idx & 255}`
+    const addrs = nat
+      ? [`/ip4/198.51.100.7/tcp/4001/p2p/12D3KooWRelayRelayRelayRelayRelayRelayRelayRelay/p2p-circuit/p2p/${peerId}`, `/ip4/192.168.1.20/tcp/4001/p2p/${peerId}`]
+      : [`/ip4/${ip}/tcp/4001/p2p/${peerId}`, `/ip6/fd00::${idx.toString(16)}/tcp/4001/p2p/${peerId}`]
+    const kind = opts.kind ?? (this.observerCount < this.observerTarget ? 'full' : 'light')
+    if (kind === 'full') this.observerCount++
+    const node = new SimNode(idx, peerId, nullCrypto.signer(peerId), overlayAddress(this.opts.clusterId, peerId), addrs, kind)
+    if (this.opts.slowFraction > 0 && this.rng() < this.opts.slowFraction) node.slowMs = this.opts.slowMs
+    this.nodes.push(node)
+    this.byId.set(peerId, idx)
+    if (this.dist.length < this.nodes.length) this.grow()
+    // light nodes follow a hash-chosen sample, so that joiners land in samples too
+    if (kind === 'light') {
+      node.interest = [idx]
+      node.interestSet = new Set([idx])
+      for (let j = 0; j < idx; j++) this.maybeFollow(node, j)
+    }
+    for (let j = 0; j < idx; j++) {
+      const other = this.nodes[j]
+      if (other.interest !== undefined) this.maybeFollow(other, idx)
+    }
+    return node
+  }
+
+  private maybeFollow(node: SimNode, j: number): void {
+    const [a, b] = node.idx < j ? [node.idx, j] : [j, node.idx]
+    if (mix32(this.opts.seed, a, b) / 4294967296 < this.lightFrac) {
+      node.interest!.push(j)
+      node.interestSet!.add(j)
+    }
+  }
+
+  private grow(): void {
+    const n = Math.max(16, this.nodes.length * 2)
+    const d = new Float64Array(n)
+    d.set(this.dist)
+    this.dist = d
+    const s = new Int32Array(n)
+    s.set(this.stamp)
+    this.stamp = s
+    this.pred = new Int32Array(n)
+  }
+
+  private buildInfo(node: SimNode, incarnation: number, status: 'alive' | 'left'): MemberInfo {
+    return {
+      peerId: node.peerId,
+      name: `node-${node.idx}`,
+      overlay: node.overlay,
+      addrs: node.addrs as string[],
+      incarnation,
+      status,
+      version: '0.1.0',
+      tags: {},
+      computeTypes: [],
+      resources: { cpus: 4, memoryBytes: 8 * 2 ** 30, diskFreeBytes: 100 * 2 ** 30 },
+      maintenance: false,
+    }
+  }
+
+  /** Bring a node up with a fresh table and detector, as the agent's start() does. */
+  private boot(node: SimNode): void {
+    node.epoch++
+    node.up = true
+    node.left = false
+    node.stopAt = Number.POSITIVE_INFINITY
+    node.upSince = this.now
+    this.accountLive()
+    this.liveCount++
+    node.table = new MemberTable()
+    node.hash = new Int32Array(2 * this.buckets)
+    node.tableBytes = 0
+    node.lastSync.clear()
+    node.waiters.clear()
+    node.wakeAt = Number.POSITIVE_INFINITY
+    // incarnations start at the wall clock, so a restarted member outranks its old record
+    const incarnation = Math.floor(this.opts.wallStartMs + this.now)
+    const m = this.opts.membership
+    const light = node.kind === 'light' ? this.lightSuspicion : undefined
+    node.swim = new Swim({
+      self: node.peerId,
+      rng: mulberry32(mix32(this.swimRngSeed, node.idx, node.epoch)),
+      incarnation,
+      probeIntervalMs: m.probeIntervalMs,
+      probeTimeoutMs: m.probeTimeoutMs,
+      indirectK: m.indirectProbes,
+      suspicionMult: m.suspicionMult,
+      ...(light !== undefined ? { suspicionMinMs: light.min, suspicionMaxMs: light.max } : {}),
+    })
+    node.self = this.buildInfo(node, incarnation, 'alive')
+    node.signed = signInfo(node.self, node.signer)
+    this.applyLocal(node, node.signed)
+    node.tickPhase = this.rng() * AGENT.tickMs
+    node.meshDirty = true
+  }
+
+  /** Start the timers of a running node; `formed` nodes have run for a while (random phases). */
+  private startTimers(node: SimNode, formed: boolean): void {
+    const m = this.opts.membership
+    const phase = (every: number) => (formed ? this.rng() * every : every)
+    this.push(this.now + phase(m.syncIntervalMs), K_SYNC, node.idx, node.epoch)
+    this.push(this.now + phase(AGENT.connectEveryMs), K_CONNECT, node.idx, node.epoch)
+    // the node component dials seeds and known members at once on start, then every 10 s
+    this.push(this.now + (formed ? this.rng() * AGENT.reconnectEveryMs : 0), K_RECONNECT, node.idx, node.epoch)
+    this.arm(node)
+    for (const x of this.extensions) x.onStart?.(node)
+  }
+
+  /**
+   * A formed cluster of `n` members at t = 0: every table holds every record, every member is
+   * connected to every other, detectors are running with random phases.
+   */
+  form(n: number): SimNode[] {
+    const made: SimNode[] = []
+    for (let i = 0; i < n; i++) made.push(this.addNode())
+    for (const node of made) {
+      this.boot(node)
+      node.baseLinked = true
+    }
+    for (const node of made) {
+      for (const other of made) {
+        if (other !== node && node.follows(other.idx)) this.applyLocal(node, other.signed)
+      }
+      node.connCount = made.length - 1
+    }
+    this.buildMesh(made)
+    for (const node of made) this.tracker.addMember(node.idx)
+    for (const node of made) if (node.full) this.tracker.observerUp(node.idx)
+    for (const node of made) this.startTimers(node, true)
+    this.startGlobalTimers()
+    return made
+  }
+
+  private globalTimers = false
+
+  private startGlobalTimers(): void {
+    if (this.globalTimers) return
+    this.globalTimers = true
+    this.every(GOSSIP_MESH.heartbeatMs, () => this.meshHeartbeat(), this.now + GOSSIP_MESH.heartbeatMs)
+    this.every(1000, () => this.tracker.sample(), this.now)
+  }
+
+  /** A new member joins through `seed` (a running member): it dials it and syncs. */
+  join(seed: number, opts: { nat?: boolean } = {}): SimNode {
+    const node = this.addNode({ ...opts, kind: this.observerCount < this.observerTarget ? 'full' : 'light' })
+    this.boot(node)
+    this.tracker.addMember(node.idx)
+    if (node.full) this.tracker.observerUp(node.idx)
+    this.tracker.expect(node.idx, 'join')
+    node.unlinked.add(seed)
+    this.startTimers(node, false)
+    if (this.opts.announceOnStart) this.announce(node)
+    this.startGlobalTimers()
+    return node
+  }
+
+  /** kill -9: no goodbye. */
+  crash(i: number): void {
+    const node = this.nodes[i]
+    if (!node.up) return
+    this.stop(node)
+    this.tracker.crashed(i)
+  }
+
+  /** Start a stopped member again on its data dir: same peer ID, new incarnation, empty table. */
+  restart(i: number): void {
+    const node = this.nodes[i]
+    if (node.up) return
+    // its peer store remembers the members it had met: what it dials first
+    const known: number[] = []
+    for (const r of node.table.rows()) {
+      const j = this.idxOf(r.peerId)
+      if (j !== i && (r.status === 'alive' || r.status === 'suspect')) known.push(j)
+    }
+    this.boot(node)
+    node.baseLinked = false
+    for (const j of known) node.unlinked.add(j)
+    node.dialable.clear()
+    this.tracker.setTruth(i, true)
+    if (node.full) this.tracker.observerUp(i)
+    this.tracker.expect(i, 'restart')
+    this.startTimers(node, false)
+    if (this.opts.announceOnStart) this.announce(node)
+  }
+
+  /** `mesh leave`: announce 'left' on gossip, push to every connected member, stop after 3 s. */
+  leave(i: number): void {
+    const node = this.nodes[i]
+    if (!node.up || node.left) return
+    if (node.full) this.tracker.observerDown(i)
+    this.tracker.setTruth(i, false)
+    this.tracker.expect(i, 'leave')
+    node.left = true
+    node.stopAt = this.now + AGENT.leaveGraceMs
+    node.self = this.buildInfo(node, node.swim.bumpIncarnation(), 'left')
+    node.signed = signInfo(node.self, node.signer)
+    // the agent applies this without onChange
+    this.applyQuiet(node, node.signed)
+    this.publish(node, [node.signed], [])
+    for (let j = 0; j < this.nodes.length; j++) {
+      if (j !== i && this.connected(i, j) && this.isMember(node, j)) this.sync(node, j, 'leave')
+    }
+    const epoch = node.epoch
+    this.at(node.stopAt, () => {
+      if (node.epoch === epoch && node.up) this.stop(node)
+    })
+  }
+
+  private stop(node: SimNode): void {
+    const i = node.idx
+    if (node.full && !node.left) this.tracker.observerDown(i)
+    if (!node.left) this.tracker.setTruth(i, false)
+    for (const x of this.extensions) x.onStop?.(node)
+    this.accountLive()
+    this.liveCount--
+    node.aliveMs += this.now - node.upSince
+    node.up = false
+    node.downAt[node.epoch] = this.now
+    // what it had queued but not sent never leaves (only big syncs queue for long)
+    const unsent = this.net.flush(i, this.now)
+    this.bytes.sync = Math.max(0, this.bytes.sync - unsent)
+    node.sent = Math.max(0, node.sent - unsent)
+    // its connections close: the others notice at once (RST from the kernel) and will redial
+    for (let j = 0; j < this.nodes.length; j++) {
+      if (j === i || !this.connected(i, j)) continue
+      const other = this.nodes[j]
+      other.conn.delete(i)
+      other.connCount--
+      if (other.up && this.knows(other, i)) this.markUnlinked(other, i)
+      if (other.mesh.includes(i)) other.meshDirty = true
+    }
+    node.conn.clear()
+    node.cut.clear()
+    node.baseLinked = false
+    node.connCount = 0
+    node.unlinked.clear()
+    node.dialable.clear()
+    node.mesh = []
+  }
+
+  /** Running members that have not left. */
+  liveNodes(): number[] {
+    const out: number[] = []
+    for (const n of this.nodes) if (n.up && !n.left) out.push(n.idx)
+    return out
+  }
+
+  /** Mark a node slow from now on (mean extra delay per thing it handles). */
+  setSlow(i: number, meanMs: number): void {
+    this.nodes[i].slowMs = meanMs
+  }
+
+  private procDelay(node: SimNode): number {
+    return node.slowMs > 0 ? exponential(this.rng, node.slowMs) : 0
+  }
+
+  private accountLive(): void {
+    this.nodeMs += this.liveCount * (this.now - this.lastLiveAt)
+    this.lastLiveAt = this.now
+  }
+
+  /** The node knows `j` but holds no connection to it: its dial loops will try. */
+  private markUnlinked(node: SimNode, j: number): void {
+    node.unlinked.add(j)
+    if (node.table.status(this.nodes[j].peerId) === 'alive') node.dialable.add(j)
+  }
+
+  /** Peers in the node's peer store: what it has seen alive. */
+  private knows(node: SimNode, j: number): boolean {
+    if (!node.follows(j)) return false
+    const s = node.table.status(this.nodes[j].peerId)
+    return s !== undefined
+  }
+
+  private isMember(node: SimNode, j: number): boolean {
+    const s = node.table.status(this.nodes[j].peerId)
+    return s === 'alive' || s === 'suspect'
+  }
+
+  // ---- partitions -----------------------------------------------------------------------------
+
+  /** Cut the network: members on different sides cannot talk until heal(). */
+  partition(sideOf: (i: number) => number): void {
+    const side: number[] = []
+    for (let i = 0; i < this.nodes.length; i++) side.push(sideOf(i))
+    this.net.setPartition((i) => side[i])
+    this.partitions.push({ start: this.now, end: Number.POSITIVE_INFINITY, side })
+    // TCP gives up on connections across the cut after linkTimeoutMs
+    const span = this.partitions[this.partitions.length - 1]
+    this.at(this.now + this.opts.linkTimeoutMs, () => {
+      if (span.end !== Number.POSITIVE_INFINITY) return
+      for (let i = 0; i < this.nodes.length; i++) {
+        for (let j = i + 1; j < this.nodes.length; j++) if (side[i] !== side[j] && this.connected(i, j)) this.unlink(i, j)
+      }
+      this.held = []
+    })
+  }
+
+  /** Join the sides again; gossip held in surviving TCP connections arrives at the next retransmission. */
+  heal(): void {
+    const span = this.partitions[this.partitions.length - 1]
+    if (span === undefined || span.end !== Number.POSITIVE_INFINITY) return
+    span.end = this.now
+    this.net.heal()
+    const held = this.held
+    this.held = []
+    if (this.now - span.start >= this.opts.linkTimeoutMs) return
+    for (const h of held) {
+      const order: number[] = []
+      const times: number[] = []
+      for (const j of h.nodes) {
+        const node = this.nodes[j]
+        if (!node.up) continue
+        // RTO doubling from the first unacknowledged segment, shortly after the cut
+        let t = span.start + this.rng() * 1000
+        let rto = 200 + 2 * this.net.baseMs(h.b.from, j)
+        while (t < this.now) {
+          t += rto
+          rto = Math.min(rto * 2, 120_000)
+        }
+        order.push(j)
+        times.push(t + this.net.oneWay(h.b.from, j) + this.procDelay(node))
+      }
+      this.counters.heldDelivered += order.length
+      this.schedule(h.b, order, times)
+    }
+  }
+
+  /** Were a and b on different sides of a cut at some time in [t - windowMs, t]? */
+  acrossPartition(a: number, b: number, t: number, windowMs: number): boolean {
+    for (let k = this.partitions.length - 1; k >= 0; k--) {
+      const p = this.partitions[k]
+      if (p.end < t - windowMs) break
+      if (p.start <= t && (p.side[a] ?? 0) !== (p.side[b] ?? 0)) return true
+    }
+    return false
+  }
+
+  // ---- the table, as the adapter feeds it ----------------------------------------------------
+
+  private objId(o: object | undefined): number {
+    if (o === undefined) return 0
+    let id = this.objIds.get(o)
+    if (id === undefined) {
+      id = this.nextObjId++
+      this.objIds.set(o, id)
+    }
+    return id
+  }
+
+  private rowHash(node: SimNode, j: number, e: Entry): void {
+    const s = this.objId(e.signed)
+    const c = this.objId(e.claim)
+    const b = j & (this.buckets - 1)
+    node.hash[2 * b] ^= mix32(j, s, c)
+    node.hash[2 * b + 1] ^= mix32(c, s, j, 7)
+  }
+
+  private peerOf(item: Entry | SignedInfo | Claim): string {
+    if ('signed' in item) return item.signed.info.peerId
+    if ('info' in item) return item.info.peerId
+    return item.peerId
+  }
+
+  /** table.apply() plus the bookkeeping the simulator needs (fingerprints, sizes, metrics). */
+  private applyQuiet(node: SimNode, item: Entry | SignedInfo | Claim): Change | undefined {
+    const peerId = this.peerOf(item)
+    const old = node.table.get(peerId)
+    const change = node.table.apply(item, this.verifier, this.now)
+    if (change === undefined) return undefined
+    const j = this.idxOf(peerId)
+    if (j >= 0) {
+      if (old !== undefined) this.rowHash(node, j, old)
+      this.rowHash(node, j, change.entry)
+      this.tracker.row(node.idx, j, change.before, change.after)
+    }
+    node.tableBytes += entryWire(change.entry) - (old === undefined ? 0 : entryWire(old))
+    return change
+  }
+
+  /** service.ts applyLocal + onChange. */
+  private applyLocal(node: SimNode, item: Entry | SignedInfo | Claim): Change | undefined {
+    const change = this.applyQuiet(node, item)
+    if (change !== undefined) this.onChange(node, change)
+    return change
+  }
+
+  private onChange(node: SimNode, change: Change): void {
+    const { peerId, before, after, entry } = change
+    const info = entry.signed.info
+    if (peerId === node.peerId) {
+      // someone says we are suspect or dead at our current incarnation: refute
+      if (after !== 'alive' && after !== 'left' && !node.left && entry.claim !== undefined) {
+        this.counters.refutations++
+        this.refresh(node, node.swim.selfSuspected(entry.claim.incarnation))
+      }
+    } else if (after === 'alive' || after === 'suspect') {
+      if (!node.swim.has(peerId)) node.swim.addMember(peerId, info.incarnation)
+      else node.swim.onRefute(peerId, info.incarnation)
+      // learnAddrs: the peer store now knows it, and the dial loops will connect
+      const j = this.idxOf(peerId)
+      if (j >= 0 && node.up && !this.connected(node.idx, j)) {
+        node.unlinked.add(j)
+        if (after === 'alive') node.dialable.add(j)
+        else node.dialable.delete(j)
+      }
+    } else {
+      node.swim.removeMember(peerId)
+      node.dialable.delete(this.idxOf(peerId))
+    }
+    for (const x of this.extensions) x.onChange?.(node, change)
+  }
+
+  /** Re-sign our record with a higher incarnation and spread it. */
+  private refresh(node: SimNode, incarnation: number): void {
+    if (node.left) return
+    node.self = this.buildInfo(node, incarnation, 'alive')
+    node.signed = signInfo(node.self, node.signer)
+    this.applyLocal(node, node.signed)
+    this.publish(node, [node.signed], [])
+  }
+
+  /** What the agent does when its addresses change; optional on start. */
+  announce(node: SimNode): void {
+    this.refresh(node, node.swim.bumpIncarnation())
+    this.arm(node)
+  }
+
+  /** service.ts ingest(): records, then claims (a claim counts only from a known member). */
+  private ingest(node: SimNode, records: readonly SignedInfo[], claims: readonly Claim[]): void {
+    for (const r of records) if (node.follows(this.idxOf(r.info.peerId))) this.applyLocal(node, r)
+    for (const c of claims) this.ingestClaim(node, c)
+    this.arm(node)
+  }
+
+  private ingestClaim(node: SimNode, c: Claim): void {
+    const subject = this.idxOf(c.peerId)
+    if (!node.follows(subject)) return
+    if (c.by !== node.peerId) {
+      const by = this.idxOf(c.by)
+      // a light node cannot tell about members outside its sample: it takes the claim
+      if (node.follows(by) && !this.isMember(node, by)) return
+    }
+    this.applyLocal(node, c)
+    if (c.status === 'suspect') node.swim.onSuspect(c.peerId, c.incarnation, c.by, this.now)
+  }
+
+  // ---- the failure detector -------------------------------------------------------------------
+
+  /** Re-arm the node's wake-up: nextWakeup() rounded up to the agent's 100 ms tick grid. */
+  private arm(node: SimNode): void {
+    // a member that left no longer ticks its detector
+    if (!node.up || node.left) return
+    const w = Math.max(node.swim.nextWakeup(), this.now)
+    const tick = AGENT.tickMs
+    const t = node.tickPhase + Math.ceil((w - node.tickPhase) / tick) * tick
+    if (t >= node.wakeAt) return
+    node.wakeAt = t
+    const ev = this.push(t + this.procDelay(node), K_WAKE, node.idx, node.epoch)
+    ev.x = t
+  }
+
+  private onWake(ev: Ev): void {
+    const node = this.nodes[ev.n]
+    if (!node.up || node.epoch !== ev.e || ev.x !== node.wakeAt) return
+    node.wakeAt = Number.POSITIVE_INFINITY
+    if (!node.left) this.runActions(node, node.swim.tick(this.now))
+    this.arm(node)
+  }
+
+  /** service.ts run(): carry out the detector's actions. */
+  private runActions(node: SimNode, actions: readonly Action[]): void {
+    for (const a of actions) {
+      switch (a.type) {
+        case 'probe':
+          this.ask(node, this.idxOf(a.to), MSG.probe, a.seq, -1)
+          break
+        case 'probe-req':
+          this.ask(node, this.idxOf(a.via), MSG.probeReq, a.seq, this.idxOf(a.target))
+          break
+        case 'ack':
+        case 'nack': {
+          const key = `${a.to}/${a.seq}`
+          const req = node.waiters.get(key)
+          if (req === undefined) break
+          node.waiters.delete(key)
+          this.reply(node, req, MSG.replyIndirect, a.type === 'ack')
+          break
+        }
+        case 'suspect':
+        case 'dead': {
+          const subject = this.idxOf(a.peer)
+          // a claim across a cut that lasted into the suspicion window is the partition's doing
+          const window = node.swim.suspicionBounds().maxMs + 2 * this.opts.membership.probeIntervalMs
+          const stale = a.incarnation < this.nodes[subject].swim.incarnation
+          this.tracker.claim(a.type, subject, this.acrossPartition(node.idx, subject, this.now, window), stale)
+          const claim = signClaim({ peerId: a.peer, incarnation: a.incarnation, status: a.type }, node.signer)
+          this.applyLocal(node, claim)
+          this.publish(node, [], [claim])
+          break
+        }
+      }
+    }
+  }
+
+  private newMsg(t: number, from: SimNode): Msg {
+    return { t, from: from.idx, fe: from.epoch, tx: 0, seq: 0, target: -1, ack: false, sentAt: this.now, why: 'periodic', body: undefined }
+  }
+
+  /** A probe or probe request on a new stream (dialling first when not connected). */
+  private ask(node: SimNode, to: number, t: number, seq: number, target: number): void {
+    if (to < 0) return
+    const m = this.newMsg(t, node)
+    m.seq = seq
+    m.target = target
+    this.send(node, to, m, (t === MSG.probe ? COST.probe : COST.probeReq) + COST.frame + COST.stream / 2, 'probe')
+  }
+
+  private reply(node: SimNode, req: Msg, t: number, ack: boolean): void {
+    const m = this.newMsg(t, node)
+    m.seq = req.seq
+    m.ack = ack
+    m.sentAt = req.sentAt
+    this.send(node, req.from, m, COST.reply + COST.frame + COST.stream / 2, 'probe')
+  }
+
+  private onProbe(node: SimNode, m: Msg): void {
+    const from = this.nodes[m.from]
+    if (m.t === MSG.probe || m.target === node.idx) {
+      this.reply(node, m, m.t === MSG.probe ? MSG.reply : MSG.replyIndirect, true)
+      return
+    }
+    // an indirect probe: ask the target ourselves, answer when the detector decides
+    node.waiters.set(`${from.peerId}/${m.seq}`, m)
+    this.runActions(node, node.swim.onProbeReq(from.peerId, this.nodes[m.target].peerId, m.seq, this.now))
+    this.arm(node)
+  }
+
+  private onReply(node: SimNode, m: Msg): void {
+    const from = this.nodes[m.from]
+    const m2 = this.opts.membership
+    if (m.t === MSG.reply) {
+      // the agent's ask() gives a direct probe twice the probe timeout
+      if (this.now - m.sentAt > 2 * m2.probeTimeoutMs || !m.ack) return
+      this.runActions(node, node.swim.onAck(from.peerId, m.seq, this.now))
+    } else {
+      if (this.now - m.sentAt > 2 * m2.probeIntervalMs) return
+      if (m.ack) this.runActions(node, node.swim.onAck(from.peerId, m.seq, this.now))
+      else node.swim.onNack(from.peerId, m.seq)
+    }
+    this.arm(node)
+  }
+
+  // ---- messages -------------------------------------------------------------------------------
+
+  private count(node: SimNode, channel: Channel, bytes: number): void {
+    this.bytes[channel] += bytes
+    node.sent += bytes
+  }
+
+  /**
+   * Send one message on a stream to `to`, opening a connection first when there is none (as
+   * dialProtocol does). False when it cannot arrive.
+   */
+  private send(from: SimNode, to: number, m: Msg, bytes: number, channel: Channel): boolean {
+    if (!from.up) return false
+    let extra = 0
+    if (!this.connected(from.idx, to)) {
+      extra = this.dial(from, to)
+      if (extra < 0) return false
+    }
+    const at = this.net.send(from.idx, to, bytes, this.now)
+    m.tx = this.net.lastTxStart
+    if (m.tx > from.stopAt) {
+      this.syncs.unsent += m.t === MSG.syncReq ? 1 : 0
+      return false
+    }
+    this.count(from, channel, bytes)
+    if (at < 0) return false
+    const dest = this.nodes[to]
+    const ev = this.push(at + extra + this.procDelay(dest), K_MSG, to, dest.epoch)
+    ev.m = m
+    return true
+  }
+
+  private onMsg(ev: Ev): void {
+    const node = this.nodes[ev.n]
+    if (!node.up || node.epoch !== ev.e) return
+    const m = ev.m!
+    const src = this.nodes[m.from]
+    // a crash stops what had not left the sender yet
+    if (src.epoch !== m.fe || !src.up) {
+      if (m.tx > src.downAtOf(m.fe)) return
+    }
+    switch (m.t) {
+      case MSG.probe:
+      case MSG.probeReq:
+        this.onProbe(node, m)
+        break
+      case MSG.reply:
+      case MSG.replyIndirect:
+        if (src.epoch === m.fe) this.onReply(node, m)
+        break
+      case MSG.syncReq:
+      case MSG.syncResp:
+      case MSG.syncFin:
+        this.onSync(node, src, m)
+        break
+      case MSG.dial:
+        this.onDial(node, src, m)
+        break
+      case MSG.ext:
+        for (const x of this.extensions) if (x.name === (m.body as { ext: string }).ext) x.onMessage?.(node, src, (m.body as { body: unknown }).body)
+        break
+    }
+  }
+
+  /** Send an extension's message directly to one node. */
+  sendExt(from: SimNode, to: number, ext: string, body: unknown, bytes: number): boolean {
+    const m = this.newMsg(MSG.ext, from)
+    m.body = { ext, body }
+    return this.send(from, to, m, bytes + COST.frame + COST.stream / 2, 'ext')
+  }
+
+  // ---- connections ----------------------------------------------------------------------------
+
+  connected(i: number, j: number): boolean {
+    const a = this.nodes[i]
+    if (a.conn.has(j)) return true
+    return a.baseLinked && this.nodes[j].baseLinked && !a.cut.has(j)
+  }
+
+  private link(i: number, j: number): void {
+    if (this.connected(i, j)) return
+    const a = this.nodes[i]
+    const b = this.nodes[j]
+    a.conn.add(j)
+    b.conn.add(i)
+    a.unlinked.delete(j)
+    b.unlinked.delete(i)
+    a.dialable.delete(j)
+    b.dialable.delete(i)
+    a.connCount++
+    b.connCount++
+    if (a.mesh.length < GOSSIP_MESH.Dlo) a.meshDirty = true
+    if (b.mesh.length < GOSSIP_MESH.Dlo) b.meshDirty = true
+  }
+
+  private unlink(i: number, j: number): void {
+    if (!this.connected(i, j)) return
+    const a = this.nodes[i]
+    const b = this.nodes[j]
+    a.conn.delete(j)
+    b.conn.delete(i)
+    if (a.baseLinked && b.baseLinked) {
+      a.cut.add(j)
+      b.cut.add(i)
+    }
+    a.connCount--
+    b.connCount--
+    if (a.up && this.knows(a, j)) this.markUnlinked(a, j)
+    if (b.up && this.knows(b, i)) this.markUnlinked(b, i)
+    a.mesh = a.mesh.filter((x) => x !== j)
+    b.mesh = b.mesh.filter((x) => x !== i)
+    a.meshDirty = true
+    b.meshDirty = true
+  }
+
+  /**
+   * Open a connection from `from` to `to` (TCP + Noise + admission: about three one-way trips).
+   * Returns that delay, or -1 when `to` cannot be reached. The connection fires the adapter's
+   * connection:open handler on both ends (sync by the dialer; by the other end if it does not
+   * know the dialer yet).
+   */
+  private dial(from: SimNode, to: number): number {
+    if (!this.net.reachable(from.idx, to)) return -1
+    const d = 3 * this.net.oneWay(from.idx, to)
+    this.counters.dials++
+    this.count(from, 'dial', COST.dial / 2)
+    this.count(this.nodes[to], 'dial', COST.dial / 2)
+    this.link(from.idx, to)
+    const m = this.newMsg(MSG.dial, from)
+    const dest = this.nodes[to]
+    const ev = this.push(this.now + d, K_MSG, to, dest.epoch)
+    m.tx = this.now
+    ev.m = m
+    return d
+  }
+
+  private onDial(node: SimNode, src: SimNode, m: Msg): void {
+    if (src.epoch !== m.fe || !src.up) return
+    // the dialer syncs; the other end too when the dialer is new to it
+    this.syncOnConnect(src, node.idx)
+    if (!node.table.has(src.peerId)) this.syncOnConnect(node, src.idx)
+  }
+
+  private syncOnConnect(node: SimNode, peer: number): void {
+    if (!node.up) return
+    const last = node.lastSync.get(peer)
+    if (last !== undefined && this.now - last < AGENT.syncOnConnectGapMs) return
+    this.sync(node, peer, 'connect')
+  }
+
+  private onPeriodic(ev: Ev): void {
+    const node = this.nodes[ev.n]
+    if (!node.up || node.epoch !== ev.e) return
+    switch (ev.k) {
+      case K_SYNC:
+        this.push(this.now + this.opts.membership.syncIntervalMs, K_SYNC, node.idx, node.epoch)
+        if (!node.left) this.syncRandom(node)
+        break
+      case K_CONNECT:
+        this.push(this.now + AGENT.connectEveryMs, K_CONNECT, node.idx, node.epoch)
+        this.connectMembers(node)
+        break
+      case K_RECONNECT:
+        this.push(this.now + AGENT.reconnectEveryMs, K_RECONNECT, node.idx, node.epoch)
+        this.reconnect(node)
+        break
+    }
+  }
+
+  /** service.ts connectMembers(): the first 8 alive members it holds no connection to. */
+  private connectMembers(node: SimNode): void {
+    if (node.dialable.size === 0) return
+    const todo: number[] = []
+    for (const j of node.dialable) {
+      if (todo.length >= AGENT.connectBatch) break
+      todo.push(j)
+    }
+    for (const j of todo) if (!this.connected(node.idx, j)) this.dial(node, j)
+  }
+
+  /** node-component reconnect(): 8 known members it is not connected to, in peer-store order. */
+  private reconnect(node: SimNode): void {
+    if (node.unlinked.size === 0) return
+    // peer-store order is by peer ID: the 8 lowest, here by index (as random)
+    const todo: number[] = []
+    for (const j of node.unlinked) {
+      if (todo.length < AGENT.reconnectBatch) {
+        todo.push(j)
+        if (todo.length === AGENT.reconnectBatch) todo.sort((a, b) => a - b)
+      } else if (j < todo[todo.length - 1]) {
+        todo[todo.length - 1] = j
+        todo.sort((a, b) => a - b)
+      }
+    }
+    for (const j of todo) if (!this.connected(node.idx, j)) this.dial(node, j)
+  }
+
+  // ---- push-pull ------------------------------------------------------------------------------
+
+  private syncRandom(node: SimNode): void {
+    // uniform over the alive and suspect members it holds, itself excluded
+    const pool = node.interest
+    const n = pool === undefined ? this.nodes.length : pool.length
+    for (let tries = 0; tries < 64; tries++) {
+      const j = pool === undefined ? randInt(this.rng, n) : pool[randInt(this.rng, n)]
+      if (j !== node.idx && this.isMember(node, j)) {
+        this.sync(node, j, 'periodic')
+        return
+      }
+    }
+    const all: number[] = []
+    for (const j of pool ?? this.nodes.map((x) => x.idx)) if (j !== node.idx && this.isMember(node, j)) all.push(j)
+    if (all.length > 0) this.sync(node, all[randInt(this.rng, all.length)], 'periodic')
+  }
+
+  /** Bytes of a node's whole table as a MemberSet (a light node stands in for a full one). */
+  private fullSetBytes(node: SimNode): number {
+    if (node.full) return node.tableBytes
+    for (const o of this.nodes) if (o.full && o.up) return o.tableBytes
+    return node.tableBytes
+  }
+
+  private tableRows(node: SimNode): number {
+    if (node.full) return node.table.size
+    for (const o of this.nodes) if (o.full && o.up) return o.table.size
+    return node.table.size
+  }
+
+  /** service.ts sync(): push our table, pull theirs, merge. */
+  sync(node: SimNode, peer: number, why: SyncWhy): void {
+    node.lastSync.set(peer, this.now)
+    this.syncs[why]++
+    let bytes: number
+    if (this.opts.sync === 'full') {
+      bytes = this.fullSetBytes(node)
+      if (bytes > AGENT.maxSyncBytes) {
+        // the other end's length-prefixed read refuses it
+        this.syncs.tooLarge++
+        return
+      }
+    } else bytes = this.tableRows(node) * COST.digestItem
+    const m = this.newMsg(MSG.syncReq, node)
+    m.why = why
+    const before = this.syncs.unsent
+    if (!this.send(node, peer, m, bytes + COST.frame + COST.stream / 2, 'sync') && this.syncs.unsent === before) this.syncs.failed++
+  }
+
+  private onSync(node: SimNode, src: SimNode, m: Msg): void {
+    if (this.now - m.sentAt > AGENT.syncTimeoutMs) {
+      this.syncs.failed++
+      return
+    }
+    if (m.t === MSG.syncReq) {
+      let bytes: number
+      if (this.opts.sync === 'full') {
+        this.ingestFrom(node, src)
+        bytes = this.fullSetBytes(node)
+        if (bytes > AGENT.maxSyncBytes) {
+          this.syncs.tooLarge++
+          return
+        }
+      } else {
+        // digest mode: answer diff(their digest) and our digest; they apply, then send diff(ours)
+        bytes = this.diffBytes(node, src) + this.tableRows(node) * COST.digestItem
+      }
+      const r = this.newMsg(MSG.syncResp, node)
+      r.why = m.why
+      r.sentAt = m.sentAt
+      this.send(node, src.idx, r, bytes + COST.frame, 'sync')
+    } else if (m.t === MSG.syncResp) {
+      if (src.epoch !== m.fe) return
+      this.ingestFrom(node, src)
+      if (this.opts.sync === 'digest') {
+        const f = this.newMsg(MSG.syncFin, node)
+        f.why = m.why
+        f.sentAt = m.sentAt
+        this.send(node, src.idx, f, this.diffBytes(node, src) + COST.frame, 'sync')
+      }
+    } else this.ingestFrom(node, src)
+  }
+
+  /** Entries of `src` that differ from what `dst` holds (by object identity: all copies share objects). */
+  private differing(dst: SimNode, src: SimNode): Entry[] {
+    const out: Entry[] = []
+    const consider = (j: number): void => {
+      const pid = this.nodes[j].peerId
+      const e = src.table.get(pid)
+      if (e === undefined || !dst.follows(j)) return
+      const d = dst.table.get(pid)
+      if (d !== undefined && d.signed === e.signed && d.claim === e.claim) return
+      out.push(e)
+    }
+    if (dst.full && src.full) {
+      const B = this.buckets
+      const n = this.nodes.length
+      for (let b = 0; b < B; b++) {
+        if (dst.hash[2 * b] === src.hash[2 * b] && dst.hash[2 * b + 1] === src.hash[2 * b + 1]) continue
+        for (let j = b; j < n; j += B) consider(j)
+      }
+    } else {
+      for (const j of (dst.full ? src.interest : dst.interest)!) consider(j)
+    }
+    return out
+  }
+
+  private diffBytes(dst: SimNode, src: SimNode): number {
+    let n = 0
+    for (const e of this.differing(src, dst)) n += entryWire(e)
+    return n
+  }
+
+  /** `dst` ingests `src`'s table: records first, then claims, as ingest() does with a MemberSet. */
+  private ingestFrom(dst: SimNode, src: SimNode): void {
+    const rows = this.differing(dst, src)
+    if (rows.length === 0) return
+    this.syncs.rowsMoved += rows.length
+    for (const e of rows) {
+      const d = dst.table.get(e.signed.info.peerId)
+      if (d === undefined || d.signed !== e.signed) this.applyLocal(dst, e.signed)
+    }
+    for (const e of rows) if (e.claim !== undefined) this.ingestClaim(dst, e.claim)
+    this.arm(dst)
+  }
+
+  // ---- gossip ---------------------------------------------------------------------------------
+
+  /** Publish a MemberSet on the membership topic. */
+  publish(origin: SimNode, records: SignedInfo[], claims: Claim[]): void {
+    this.broadcast(origin, records, claims, undefined, undefined, memberSetBytes(records, claims))
+  }
+
+  /** Publish an extension's message on gossip. */
+  publishExt(origin: SimNode, ext: string, body: unknown, bytes: number): void {
+    this.broadcast(origin, [], [], ext, body, bytes)
+  }
+
+  /**
+   * gossipsub, as configured in src/node/libp2p.ts: flood publish (the origin sends to every
+   * connected subscriber), then each node forwards on first receipt to its mesh peers (D = 6);
+   * a node that missed it (a lost or late path) fetches it after an IHAVE within a heartbeat.
+   * Arrival times come from a shortest-path pass over those edges with sampled latencies.
+   */
+  private broadcast(origin: SimNode, records: SignedInfo[], claims: Claim[], ext: string | undefined, body: unknown, payload: number): void {
+    if (!origin.up || this.now > origin.stopAt) return
+    this.counters.broadcasts++
+    const bytes = payload + COST.gossipEnvelope + COST.frame
+    const channel: Channel = ext === undefined ? 'gossip' : 'ext'
+    const N = this.nodes.length
+    const o = origin.idx
+    const stamp = ++this.curStamp
+    const dist = this.dist
+    const mark = this.stamp
+    const pred = this.pred
+    // a binary heap of (time, node) with lazy deletion
+    const hk: number[] = []
+    const hv: number[] = []
+    const hpush = (t: number, v: number): void => {
+      let i = hk.length
+      hk.push(t)
+      hv.push(v)
+      while (i > 0) {
+        const p = (i - 1) >> 1
+        if (hk[p] <= t) break
+        hk[i] = hk[p]
+        hv[i] = hv[p]
+        i = p
+      }
+      hk[i] = t
+      hv[i] = v
+    }
+    const hpop = (): number => {
+      const v = hv[0]
+      const lk = hk.pop()!
+      const lv = hv.pop()!
+      const n = hk.length
+      if (n > 0) {
+        let i = 0
+        for (;;) {
+          let c = 2 * i + 1
+          if (c >= n) break
+          if (c + 1 < n && hk[c + 1] < hk[c]) c++
+          if (hk[c] >= lk) break
+          hk[i] = hk[c]
+          hv[i] = hv[c]
+          i = c
+        }
+        hk[i] = lk
+        hv[i] = lv
+      }
+      return v
+    }
+    const relax = (from: number, j: number, at: number): void => {
+      if (at < 0) return
+      const t = at + this.procDelay(this.nodes[j])
+      if (mark[j] === stamp && dist[j] <= t) return
+      mark[j] = stamp
+      dist[j] = t
+      pred[j] = from
+      hpush(t, j)
+    }
+    mark[o] = stamp
+    dist[o] = -1
+    // flood publish over every connection
+    let copies = 0
+    const perCopy = bytes / this.net.bytesPerMs
+    for (let j = 0; j < N; j++) {
+      if (j === o || !this.nodes[j].up || !this.connected(o, j)) continue
+      copies++
+      relax(o, j, this.net.send(o, j, bytes, this.now, copies * perCopy))
+    }
+    this.bytes[channel] += copies * bytes
+    origin.sent += copies * bytes
+    this.chargeIhave(origin)
+    const order: number[] = []
+    const times: number[] = []
+    while (hk.length > 0) {
+      const j = hpop()
+      if (dist[j] < 0) continue
+      const t = dist[j]
+      if (mark[j] !== stamp) continue
+      // settled: negative marks it so later pops skip it
+      order.push(j)
+      times.push(t)
+      dist[j] = -1 - t
+      const node = this.nodes[j]
+      let fwd = 0
+      for (const k of node.mesh) {
+        if (k === o || k === pred[j] || !this.nodes[k].up || !this.connected(j, k)) continue
+        fwd++
+        if (mark[k] === stamp && dist[k] < 0) continue
+        relax(j, k, this.net.send(j, k, bytes, t, fwd * perCopy))
+      }
+      this.bytes[channel] += fwd * bytes
+      node.sent += fwd * bytes
+      this.chargeIhave(node)
+    }
+    // nodes no path reached: a later IHAVE brings it (same side), or a surviving TCP connection does after the cut
+    let held: number[] | undefined
+    for (let j = 0; j < N; j++) {
+      const node = this.nodes[j]
+      if (j === o || !node.up || (mark[j] === stamp && dist[j] < 0)) continue
+      if (!this.net.canTalk(o, j)) {
+        if (this.net.opts.lossMode === 'tcp' && node.connCount > 0) (held ??= []).push(j)
+        continue
+      }
+      if (node.connCount === 0) continue
+      order.push(j)
+      times.push(this.now + GOSSIP_MESH.heartbeatMs * (1 + this.rng()) + 3 * this.net.oneWay(o, j))
+    }
+    const b: Broadcast = { from: o, records, claims, ext, body, order: [], times: [], epochs: [], i: 0 }
+    if (held !== undefined) this.held.push({ b, nodes: held })
+    this.schedule(b, order, times)
+  }
+
+  private chargeIhave(node: SimNode): void {
+    const targets = ihaveTargets(node.connCount, node.mesh.length)
+    if (targets === 0) return
+    const n = targets * COST.ihaveRounds * COST.ihaveId
+    this.bytes.ihave += n
+    node.sent += n
+  }
+
+  private schedule(b: Broadcast, order: number[], times: number[]): void {
+    if (order.length === 0) return
+    const idx = order.map((_, i) => i)
+    idx.sort((x, y) => times[x] - times[y] || order[x] - order[y])
+    const nb: Broadcast = { ...b, order: idx.map((i) => order[i]), times: idx.map((i) => times[i]), epochs: [], i: 0 }
+    nb.epochs = nb.order.map((j) => this.nodes[j].epoch)
+    const ev = this.push(Math.max(this.now, nb.times[0]), K_CURSOR, -1, 0)
+    ev.b = nb
+  }
+
+  private onCursor(b: Broadcast): void {
+    const j = b.order[b.i]
+    const node = this.nodes[j]
+    if (node.up && node.epoch === b.epochs[b.i]) {
+      this.counters.deliveries++
+      if (b.ext === undefined) this.ingest(node, b.records, b.claims)
+      else for (const x of this.extensions) if (x.name === b.ext) x.onMessage?.(node, this.nodes[b.from], b.body)
+    }
+    b.i++
+    if (b.i < b.order.length) {
+      const ev = this.push(Math.max(this.now, b.times[b.i]), K_CURSOR, -1, 0)
+      ev.b = b
+    }
+  }
+
+  // ---- the gossipsub mesh ---------------------------------------------------------------------
+
+  private buildMesh(nodes: SimNode[]): void {
+    const n = nodes.length
+    if (n < 2) return
+    const D = Math.min(GOSSIP_MESH.D, n - 1)
+    for (const a of nodes) {
+      for (let tries = 0; a.mesh.length < D && tries < 20 * D; tries++) {
+        const b = nodes[randInt(this.rng, n)]
+        if (b === a || a.mesh.includes(b.idx) || b.mesh.length >= GOSSIP_MESH.Dhi) continue
+        a.mesh.push(b.idx)
+        b.mesh.push(a.idx)
+      }
+      a.meshDirty = false
+    }
+  }
+
+  /** gossipsub heartbeat: drop mesh peers that are gone, graft up to D when below Dlo, prune above Dhi. */
+  private meshHeartbeat(): void {
+    for (const a of this.nodes) {
+      if (!a.meshDirty) continue
+      a.meshDirty = false
+      if (!a.up) continue
+      const before = a.mesh.length
+      a.mesh = a.mesh.filter((k) => this.nodes[k].up && this.connected(a.idx, k))
+      if (a.mesh.length !== before) this.counters.meshRepairs++
+      if (a.mesh.length < GOSSIP_MESH.Dlo) this.graft(a)
+      else if (a.mesh.length > GOSSIP_MESH.Dhi) {
+        while (a.mesh.length > GOSSIP_MESH.D) {
+          const k = a.mesh.splice(randInt(this.rng, a.mesh.length), 1)[0]
+          const b = this.nodes[k]
+          b.mesh = b.mesh.filter((x) => x !== a.idx)
+          if (b.mesh.length < GOSSIP_MESH.Dlo) b.meshDirty = true
+        }
+      }
+    }
+  }
+
+  private graft(a: SimNode): void {
+    const want = GOSSIP_MESH.D
+    // candidates: its explicit connections (all a joiner has), and any member when it is in the formed mesh
+    const cands = [...a.conn]
+    for (let tries = 0; a.mesh.length < want && tries < 8 * want; tries++) {
+      const fromConn = cands.length > 0 && (!a.baseLinked || tries % 2 === 0)
+      if (!fromConn && !a.baseLinked) break
+      const k = fromConn ? cands[randInt(this.rng, cands.length)] : randInt(this.rng, this.nodes.length)
+      if (k === a.idx || a.mesh.includes(k) || !this.nodes[k].up || !this.connected(a.idx, k)) continue
+      const b = this.nodes[k]
+      a.mesh.push(k)
+      b.mesh.push(a.idx)
+      if (b.mesh.length > GOSSIP_MESH.Dhi) b.meshDirty = true
+    }
+  }
+
+  // ---- reporting helpers ----------------------------------------------------------------------
+
+  /** Bytes each running-or-ran node sent per second of its own uptime. */
+  perNodeRates(): number[] {
+    const out: number[] = []
+    for (const n of this.nodes) {
+      const ms = n.aliveMs + (n.up ? this.now - n.upSince : 0)
+      if (ms > 10_000) out.push((n.sent * 1000) / ms)
+    }
+    return out
+  }
+
+  statusOf(observer: number, member: number): Status | undefined {
+    return this.nodes[observer].table.status(this.nodes[member].peerId)
+  }
+
+  /** Add an extension (call before the run starts). */
+  use(x: Extension): void {
+    this.extensions.push(x)
+    x.attach?.(this)
+  }
+}

@@ -1,0 +1,159 @@
+import { open } from 'node:fs/promises'
+import { isAbsolute } from 'node:path'
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
+import { MAX_BLOCK } from '../blocks/blockstore.js'
+import { parseCid } from '../blocks/cid.js'
+import type { BlocksComponent } from '../blocks/component.js'
+import { BlocksError } from '../blocks/errors.js'
+import { ApiError } from './server.js'
+
+const PROGRESS_EVERY_MS = 250
+
+function absolute(p: unknown, what: string): string {
+  if (typeof p !== 'string' || p === '') throw new ApiError(400, `no ${what} given`)
+  if (!isAbsolute(p)) throw new ApiError(400, `${what} must be an absolute path (the CLI resolves it): '${p}'`)
+  return p
+}
+
+/**
+ * A long operation as NDJSON: `{"type":"progress",...}` lines (at most 4 a second), then one
+ * `{"type":"done","result":...}` or `{"type":"error","error":...,"status":...}`. The client
+ * going away aborts the operation (a get resumes when run again).
+ */
+async function ndjson<T>(
+  req: FastifyRequest,
+  reply: FastifyReply,
+  run: (signal: AbortSignal, progress: (p: Record<string, unknown>) => void) => Promise<T>,
+): Promise<void> {
+  const ac = new AbortController()
+  reply.hijack()
+  const res = reply.raw
+  res.on('close', () => {
+    if (!res.writableFinished) ac.abort(new Error('the client went away'))
+  })
+  res.writeHead(200, { 'content-type': 'application/x-ndjson', 'cache-control': 'no-cache' })
+  let last = 0
+  const progress = (p: Record<string, unknown>) => {
+    const now = performance.now()
+    if (now - last < PROGRESS_EVERY_MS) return
+    last = now
+    res.write(`${JSON.stringify({ type: 'progress', ...p })}\n`)
+  }
+  try {
+    const result = await run(ac.signal, progress)
+    res.end(`${JSON.stringify({ type: 'done', result })}\n`)
+  } catch (err) {
+    const e = err as Error & { statusCode?: number }
+    const status = e instanceof ApiError ? e.status : (e.statusCode ?? 500)
+    res.end(`${JSON.stringify({ type: 'error', error: e.message, status })}\n`)
+  }
+  void req
+}
+
+/**
+ * Blocks and datasets: /v1/blocks (put, get, stat), /v1/put, /v1/get (NDJSON progress),
+ * /v1/cat, /v1/ls, /v1/datasets, /v1/pin, /v1/unpin, /v1/pins, /v1/replicate.
+ */
+export function blockRoutes(deps: { blocks: BlocksComponent }) {
+  const b = deps.blocks
+  return (app: FastifyInstance) => {
+    app.post<{ Body: { path?: string } }>('/v1/blocks', async (req) => {
+      const path = absolute(req.body?.path, 'file path')
+      let fh
+      try {
+        fh = await open(path, 'r')
+      } catch (err) {
+        throw new ApiError(400, `cannot read ${path}: ${(err as Error).message}`)
+      }
+      try {
+        const st = await fh.stat()
+        if (!st.isFile()) throw new ApiError(400, `${path} is not a regular file`)
+        if (st.size > MAX_BLOCK) {
+          throw new ApiError(400, `${path} is ${st.size} bytes; a block is at most ${MAX_BLOCK} (2 MiB): use 'mesh put' for files of any size`)
+        }
+        return await b.blockPut(new Uint8Array(await fh.readFile()))
+      } finally {
+        await fh.close()
+      }
+    })
+
+    app.get<{ Params: { cid: string } }>('/v1/blocks/:cid', async (req, reply) => {
+      const cid = parseCid(req.params.cid)
+      const ac = new AbortController()
+      reply.raw.on('close', () => ac.abort())
+      const { bytes } = await b.blockGet(cid, ac.signal)
+      return reply.type('application/octet-stream').header('x-mesh-cid', cid.toString()).send(Buffer.from(bytes))
+    })
+
+    app.get<{ Params: { cid: string } }>('/v1/blocks/:cid/stat', async (req) => b.blockStat(parseCid(req.params.cid)))
+
+    app.post<{ Body: { path?: string; tag?: string; replicas?: number } }>('/v1/put', async (req, reply) => {
+      const path = absolute(req.body?.path, 'path to put')
+      const { tag, replicas } = req.body
+      if (replicas !== undefined && (!Number.isInteger(replicas) || replicas < 1 || replicas > 64)) {
+        throw new ApiError(400, `--replicas must be a whole number from 1 to 64, not ${replicas}`)
+      }
+      await ndjson(req, reply, (signal, progress) => b.put(path, { tag, replicas, signal, onProgress: progress }))
+    })
+
+    app.post<{ Body: { ref?: string; dest?: string; cwd?: string } }>('/v1/get', async (req, reply) => {
+      const { ref, dest, cwd } = req.body ?? {}
+      if (typeof ref !== 'string' || ref === '') throw new ApiError(400, 'no CID or DATASET:TAG given')
+      if (dest !== undefined) absolute(dest, 'destination')
+      if (cwd !== undefined) absolute(cwd, 'working directory')
+      await ndjson(req, reply, (signal, progress) =>
+        b.get(ref, dest, { signal, cwd, onProgress: (p) => progress(p as unknown as Record<string, unknown>) }),
+      )
+    })
+
+    app.get<{ Querystring: { ref?: string } }>('/v1/cat', async (req, reply) => {
+      const ref = req.query.ref ?? ''
+      const ac = new AbortController()
+      reply.raw.on('close', () => {
+        if (!reply.raw.writableFinished) ac.abort()
+      })
+      const it = b.cat(ref, ac.signal)[Symbol.asyncIterator]()
+      // errors before the first byte are ordinary API errors
+      const first = await it.next()
+      reply.hijack()
+      const res = reply.raw
+      res.writeHead(200, { 'content-type': 'application/octet-stream' })
+      try {
+        if (first.done !== true) {
+          if (!res.write(first.value)) await new Promise((r) => res.once('drain', r))
+          for (;;) {
+            const n = await it.next()
+            if (n.done === true) break
+            if (!res.write(n.value)) await new Promise((r) => res.once('drain', r))
+          }
+        }
+        res.end()
+      } catch (err) {
+        // the status is sent already: cut the body so the client sees a short read
+        res.destroy(err as Error)
+      }
+    })
+
+    app.get<{ Querystring: { ref?: string } }>('/v1/ls', async (req) => b.ls(req.query.ref ?? ''))
+
+    app.get('/v1/datasets', async () => ({ datasets: b.datasets() }))
+
+    app.post<{ Body: { ref?: string } }>('/v1/pin', async (req, reply) => {
+      const ref = req.body?.ref ?? ''
+      await ndjson(req, reply, (signal) => b.pin(ref, signal))
+    })
+
+    app.post<{ Body: { ref?: string } }>('/v1/unpin', async (req) => b.unpin(req.body?.ref ?? ''))
+
+    app.get('/v1/pins', async () => ({ pins: b.pinList() }))
+
+    app.post('/v1/blocks/repair', async () => ({ placed: await b.repair() }))
+
+    app.post('/v1/blocks/gc', async () => {
+      await b.gc()
+      return { blocks: b.store.count, bytes: b.store.totalBytes }
+    })
+  }
+}
+
+export { BlocksError }

@@ -1,0 +1,389 @@
+/**
+ * Datasets on disk: `put` walks a path, chunks its files into the blockstore and writes the
+ * manifest and root blocks; `write` lays a dataset out under a destination from blocks in the
+ * store, never outside it. The network side (fetching missing blocks) is transfer.ts.
+ */
+import { randomBytes } from 'node:crypto'
+import { type FileHandle, lstat, mkdir, open, readlink, readdir, rename, stat, symlink, unlink, utimes, lutimes, chmod } from 'node:fs/promises'
+import { basename, dirname, join, resolve } from 'node:path'
+import type { Blockstore } from './blockstore.js'
+import { Chunker } from './chunker.js'
+import { type CID, parseCid } from './cid.js'
+import { BlocksError, explainFsError } from './errors.js'
+import {
+  type ChunkRef,
+  comparePaths,
+  decodeManifest,
+  decodeRoot,
+  type Entry,
+  encodeManifest,
+  encodeRoot,
+  type FileEntry,
+  MODE_MASK,
+  type Root,
+} from './manifest.js'
+
+export interface PutProgress {
+  files: number
+  bytes: number
+  totalFiles: number
+  totalBytes: number
+}
+
+export interface PutResult {
+  root: CID
+  info: Root
+  /** blocks written (new to this store) and bytes in them */
+  newBlocks: number
+  newBytes: number
+  blocks: number
+}
+
+interface Scanned {
+  entries: Entry[]
+  files: Array<{ abs: string; entry: FileEntry }>
+  type: 'dir' | 'file'
+  name: string
+  mode: number
+  mtime: number
+}
+
+function kindOf(st: { isFIFO(): boolean; isSocket(): boolean; isBlockDevice(): boolean; isCharacterDevice(): boolean }): string {
+  if (st.isFIFO()) return 'a FIFO (named pipe)'
+  if (st.isSocket()) return 'a socket'
+  if (st.isBlockDevice()) return 'a block device'
+  if (st.isCharacterDevice()) return 'a character device'
+  return 'a special file'
+}
+
+/**
+ * Walk `path` (a file or a directory; a symlink given on the command line is followed, those
+ * inside are stored as symlinks). Special files are refused, all of them named in one error.
+ */
+export async function scanPath(path: string, maxEntries = 10_000_000): Promise<Scanned> {
+  const abs = resolve(path)
+  let top: Awaited<ReturnType<typeof stat>>
+  try {
+    top = await stat(abs)
+  } catch (err) {
+    const e = err as NodeJS.ErrnoException
+    throw new BlocksError(e.code === 'ENOENT' ? 'not-found' : 'bad-request', `cannot read ${abs}: ${e.message}`)
+  }
+  const name = basename(abs) || 'root'
+  if (top.isFile()) {
+    const entry: FileEntry = { path: name, type: 'file', mode: top.mode & 0o7777, mtime: top.mtimeMs, size: top.size, chunks: [] }
+    return { entries: [entry], files: [{ abs, entry }], type: 'file', name, mode: entry.mode, mtime: top.mtimeMs }
+  }
+  if (!top.isDirectory()) {
+    throw new BlocksError('refused', `cannot put ${abs}: it is ${kindOf(top)}; mesh stores regular files, directories and symlinks`)
+  }
+  const entries: Entry[] = []
+  const files: Scanned['files'] = []
+  const special: string[] = []
+  const stack: string[] = ['']
+  while (stack.length > 0) {
+    const rel = stack.pop()!
+    const dir = rel === '' ? abs : join(abs, rel)
+    let names: string[]
+    try {
+      names = await readdir(dir)
+    } catch (err) {
+      throw new BlocksError('refused', `cannot read directory ${dir}: ${(err as Error).message}`)
+    }
+    names.sort(comparePaths)
+    for (const n of names) {
+      const childRel = rel === '' ? n : `${rel}/${n}`
+      const childAbs = join(abs, childRel)
+      const st = await lstat(childAbs)
+      if (entries.length >= maxEntries) throw new BlocksError('refused', `${abs} holds more than ${maxEntries} entries`)
+      if (st.isFile()) {
+        const entry: FileEntry = { path: childRel, type: 'file', mode: st.mode & 0o7777, mtime: st.mtimeMs, size: st.size, chunks: [] }
+        entries.push(entry)
+        files.push({ abs: childAbs, entry })
+      } else if (st.isDirectory()) {
+        entries.push({ path: childRel, type: 'dir', mode: st.mode & 0o7777, mtime: st.mtimeMs })
+        stack.push(childRel)
+      } else if (st.isSymbolicLink()) {
+        entries.push({ path: childRel, type: 'symlink', target: await readlink(childAbs), mtime: st.mtimeMs })
+      } else {
+        special.push(`${childAbs} (${kindOf(st)})`)
+      }
+    }
+  }
+  if (special.length > 0) {
+    const shown = special.slice(0, 5).join(', ')
+    throw new BlocksError(
+      'refused',
+      `cannot put ${abs}: it holds ${special.length} special file${special.length > 1 ? 's' : ''} that mesh does not store: ` +
+        `${shown}${special.length > 5 ? ', …' : ''}. Remove them or put a directory without them`,
+    )
+  }
+  files.sort((a, b) => comparePaths(a.entry.path, b.entry.path))
+  return { entries, files, type: 'dir', name, mode: top.mode & 0o7777, mtime: top.mtimeMs }
+}
+
+/** Store every chunk of one file; the file must not change while it is read. */
+async function putFile(
+  store: Blockstore,
+  abs: string,
+  entry: FileEntry,
+  counters: { newBlocks: number; newBytes: number; blocks: number },
+  onBytes: (n: number) => void,
+  signal?: AbortSignal,
+): Promise<void> {
+  let fh: FileHandle
+  try {
+    fh = await open(abs, 'r')
+  } catch (err) {
+    throw new BlocksError('refused', `cannot read ${abs}: ${(err as Error).message}`)
+  }
+  try {
+    const before = await fh.stat()
+    const chunker = new Chunker()
+    const chunks: ChunkRef[] = []
+    let read = 0
+    const store1 = async (c: Uint8Array) => {
+      const { cid, added } = await store.add(c)
+      counters.blocks++
+      if (added) {
+        counters.newBlocks++
+        counters.newBytes += c.byteLength
+      }
+      chunks.push([cid.toString(), c.byteLength])
+      onBytes(c.byteLength)
+    }
+    for (;;) {
+      signal?.throwIfAborted()
+      const space = chunker.space()
+      const { bytesRead } = await fh.read(space, 0, space.length, read)
+      if (bytesRead === 0) break
+      read += bytesRead
+      for (const c of chunker.commit(bytesRead)) await store1(c)
+    }
+    for (const c of chunker.end()) await store1(c)
+    const after = await fh.stat()
+    if (read !== before.size || after.size !== before.size || after.mtimeMs !== before.mtimeMs) {
+      throw new BlocksError('refused', `${abs} changed while it was being read; put it again once it is stable`)
+    }
+    entry.size = read
+    entry.mtime = before.mtimeMs
+    entry.mode = before.mode & 0o7777
+    entry.chunks = chunks
+  } finally {
+    await fh.close()
+  }
+}
+
+/** Chunk a byte string into the store (manifests). */
+async function putBytesChunked(store: Blockstore, bytes: Uint8Array): Promise<ChunkRef[]> {
+  const chunker = new Chunker()
+  const refs: ChunkRef[] = []
+  for (const c of [...chunker.push(bytes), ...chunker.end()]) {
+    const cid = await store.putBytes(c)
+    refs.push([cid.toString(), c.byteLength])
+  }
+  return refs
+}
+
+/** `mesh put`: the dataset's root CID once every block is in the store. */
+export async function putPath(
+  store: Blockstore,
+  path: string,
+  opts: { onProgress?: (p: PutProgress) => void; signal?: AbortSignal } = {},
+): Promise<PutResult> {
+  const scanned = await scanPath(path)
+  const totalBytes = scanned.files.reduce((s, f) => s + f.entry.size, 0)
+  const progress: PutProgress = { files: 0, bytes: 0, totalFiles: scanned.files.length, totalBytes }
+  const counters = { newBlocks: 0, newBytes: 0, blocks: 0 }
+  for (const f of scanned.files) {
+    await putFile(store, f.abs, f.entry, counters, (n) => {
+      progress.bytes += n
+      opts.onProgress?.(progress)
+    }, opts.signal)
+    progress.files++
+    opts.onProgress?.(progress)
+  }
+  const manifest = await putBytesChunked(store, encodeManifest(scanned.entries))
+  const info: Root = {
+    mesh: 'dataset/1',
+    name: scanned.name,
+    type: scanned.type,
+    mode: scanned.mode,
+    mtime: scanned.mtime,
+    files: scanned.files.length,
+    dirs: scanned.entries.filter((e) => e.type === 'dir').length,
+    symlinks: scanned.entries.filter((e) => e.type === 'symlink').length,
+    bytes: scanned.files.reduce((s, f) => s + f.entry.size, 0),
+    manifest,
+  }
+  const root = await store.putBytes(encodeRoot(info))
+  return { root, info, ...counters }
+}
+
+/** Read and check a dataset's manifest from blocks that are in the store. */
+export async function readManifest(store: Blockstore, root: CID): Promise<{ info: Root; entries: Entry[] }> {
+  const rootBytes = await store.get(root)
+  if (rootBytes === undefined) throw new BlocksError('not-found', `block ${root} is not in the local store`)
+  const info = decodeRoot(rootBytes, root)
+  const parts: Uint8Array[] = []
+  for (const [c] of info.manifest) {
+    const b = await store.get(parseCid(c))
+    if (b === undefined) throw new BlocksError('not-found', `manifest block ${c} is not in the local store`)
+    parts.push(b)
+  }
+  return { info, entries: decodeManifest(Buffer.concat(parts), info) }
+}
+
+// ---- writing a dataset out ----------------------------------------------------------------
+
+/** Where a dataset goes: a dir dataset fills DEST; a file dataset is DEST (or DEST/name if DEST is a dir). */
+export async function destinationOf(info: Root, dest: string): Promise<{ base: string; file?: string }> {
+  const abs = resolve(dest)
+  if (info.type === 'dir') return { base: abs }
+  const st = await stat(abs).catch(() => undefined)
+  if (st?.isDirectory()) return { base: abs, file: join(abs, info.name) }
+  return { base: dirname(abs), file: abs }
+}
+
+const modeOf = (m: number) => m & MODE_MASK
+
+/** True when DEST already holds this file as the manifest says (size, mtime to the ms, mode): resume skips it. */
+export async function upToDate(abs: string, e: FileEntry): Promise<boolean> {
+  const st = await lstat(abs).catch(() => undefined)
+  return (
+    st !== undefined &&
+    st.isFile() &&
+    st.size === e.size &&
+    Math.abs(st.mtimeMs - e.mtime) < 1 &&
+    (st.mode & 0o7777) === modeOf(e.mode)
+  )
+}
+
+/**
+ * Writes a dataset under `base`. Every directory on the way is checked with lstat: a symlink
+ * or a file where the manifest needs a directory is refused, so nothing is written through a
+ * link to outside `base`. Files are written to a temporary name and renamed into place.
+ */
+export class DatasetWriter {
+  private readonly dirsOk = new Set<string>()
+
+  constructor(
+    readonly base: string,
+    private readonly store: Blockstore,
+  ) {}
+
+  /** Absolute path for a manifest path (already checked by decodeManifest). */
+  abs(rel: string): string {
+    return join(this.base, ...rel.split('/'))
+  }
+
+  async prepareBase(): Promise<void> {
+    try {
+      await mkdir(this.base, { recursive: true, mode: 0o755 })
+    } catch (err) {
+      throw explainFsError(err, `creating ${this.base}`)
+    }
+    const st = await stat(this.base)
+    if (!st.isDirectory()) throw new BlocksError('refused', `${this.base} exists and is not a directory`)
+    this.dirsOk.add('')
+  }
+
+  /** Make sure every directory of `rel` exists under base, without following symlinks. */
+  async ensureDir(rel: string): Promise<void> {
+    if (this.dirsOk.has(rel)) return
+    const parts = rel.split('/')
+    let cur = ''
+    for (const p of parts) {
+      cur = cur === '' ? p : `${cur}/${p}`
+      if (this.dirsOk.has(cur)) continue
+      const abs = this.abs(cur)
+      const st = await lstat(abs).catch(() => undefined)
+      if (st === undefined) {
+        try {
+          await mkdir(abs, { mode: 0o700 })
+        } catch (err) {
+          if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw explainFsError(err, `creating ${abs}`)
+          const again = await lstat(abs)
+          if (!again.isDirectory()) throw this.notDir(abs, again)
+        }
+      } else if (!st.isDirectory()) {
+        throw this.notDir(abs, st)
+      } else if ((st.mode & 0o700) !== 0o700) {
+        // a read-only directory from an earlier run: writable until its final mode is set again
+        await chmod(abs, (st.mode & 0o7777) | 0o700)
+      }
+      this.dirsOk.add(cur)
+    }
+  }
+
+  private notDir(abs: string, st: { isSymbolicLink(): boolean }): BlocksError {
+    return new BlocksError(
+      'refused',
+      `${abs} is ${st.isSymbolicLink() ? 'a symlink' : 'not a directory'} but the dataset needs a directory there; ` +
+        'refusing to write through it (move it away or choose another destination)',
+    )
+  }
+
+  /** Write one file from its chunks (each must be in the store, or `chunk` must supply it). */
+  async writeFile(e: FileEntry, target: string, chunk: (cid: CID) => Promise<Uint8Array>): Promise<void> {
+    const dir = dirname(target)
+    const tmp = join(dir, `.${basename(target).slice(0, 100)}.mesh-${randomBytes(4).toString('hex')}`)
+    let fh: FileHandle | undefined
+    try {
+      fh = await open(tmp, 'wx', 0o600)
+      let pos = 0
+      for (const [c] of e.chunks) {
+        const bytes = await chunk(parseCid(c))
+        await fh.write(bytes, 0, bytes.length, pos)
+        pos += bytes.length
+      }
+      if (pos !== e.size) throw new BlocksError('bad-manifest', `${e.path}: wrote ${pos} bytes, the manifest says ${e.size}`)
+      await fh.chmod(modeOf(e.mode))
+      await fh.utimes(e.mtime / 1000, e.mtime / 1000)
+      await fh.close()
+      fh = undefined
+      const st = await lstat(target).catch(() => undefined)
+      if (st?.isDirectory()) {
+        throw new BlocksError('refused', `${target} is a directory but the dataset has a file there; move it away first`)
+      }
+      await rename(tmp, target)
+    } catch (err) {
+      await fh?.close().catch(() => {})
+      await unlink(tmp).catch(() => {})
+      throw explainFsError(err, `holding ${this.base} (writing ${target})`)
+    }
+  }
+
+  /** Symlinks after files (nothing is ever written through one), then directory modes and mtimes, deepest first. */
+  async finish(entries: readonly Entry[], root?: { mode: number; mtime: number }): Promise<void> {
+    for (const e of entries) {
+      if (e.type !== 'symlink') continue
+      const abs = this.abs(e.path)
+      const slash = e.path.lastIndexOf('/')
+      if (slash > 0) await this.ensureDir(e.path.slice(0, slash))
+      const st = await lstat(abs).catch(() => undefined)
+      if (st?.isSymbolicLink() && (await readlink(abs)) === e.target) {
+        // already there (resume)
+      } else {
+        if (st?.isDirectory()) throw new BlocksError('refused', `${abs} is a directory but the dataset has a symlink there`)
+        if (st !== undefined) await unlink(abs)
+        await symlink(e.target, abs)
+      }
+      await lutimes(abs, e.mtime / 1000, e.mtime / 1000).catch(() => {})
+    }
+    const dirs = entries.filter((e) => e.type === 'dir').sort((a, b) => depth(b.path) - depth(a.path))
+    for (const d of dirs) {
+      if (d.type !== 'dir') continue
+      await this.ensureDir(d.path)
+      const abs = this.abs(d.path)
+      await chmod(abs, modeOf(d.mode))
+      await utimes(abs, d.mtime / 1000, d.mtime / 1000)
+    }
+    if (root !== undefined) {
+      await chmod(this.base, modeOf(root.mode))
+      await utimes(this.base, root.mtime / 1000, root.mtime / 1000)
+    }
+  }
+}
+
+const depth = (p: string) => p.split('/').length

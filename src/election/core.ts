@@ -1,0 +1,1035 @@
+/**
+ * The election state machine of one member, for every request it knows of. Sans-IO: feed it
+ * what arrives (requests, votes, reports, cancellations from gossip; death claims from the
+ * membership table), call tick(now) at nextWakeup(), and carry out the effects it returns.
+ *
+ * The state of a request is a pure function of the set of valid messages held, so members that
+ * hold the same messages agree, whatever order they came in:
+ *
+ * - Round 0's participants are the request's voters; round r+1's are round r's minus its winner.
+ * - A round is complete when every participant has voted in it or is dead (a signed death claim
+ *   at or above the incarnation the request lists for it).
+ * - The winner of a complete round is the best yes vote of its participants (rule.ts:
+ *   highest score, then highest tiebreak, then smallest peer ID). None: "no member can run this".
+ * - The round ends, and round r+1 starts without the winner, when the winner reports ERROR or is
+ *   dead. A DEALLOCATED report from the winner finishes the request (even if it dies later).
+ * - A cancellation by the requester finishes it too.
+ *
+ * Never two allocations: a member acts only while the state above names it the winner of the
+ * current round, and stops ('stand-down', then an ERROR report that releases the round) the
+ * moment it does not. A member votes in round r+1 only once its own state has round r ended, so
+ * by then it has stopped acting for round r; and round r+1 cannot complete without the votes of
+ * all its live participants. Other members never time a live winner out: only the winner gives
+ * up (ERROR after roundTimeoutMs without ALLOCATED), because only it knows whether it started.
+ * What this rests on: a member declared dead has really stopped. A member falsely declared dead
+ * (a partition) stands down when it learns of it, but may overlap with its successor until then.
+ */
+import {
+  type Claim,
+  checkClaim,
+  fnv1a32,
+  fnv1a32String,
+  type Signer,
+  type Verifier,
+  verifyClaim,
+} from '../membership/record.js'
+import {
+  type Cancel,
+  checkMessage,
+  compareBytes,
+  LIMITS,
+  type Message,
+  type Report,
+  type ReportState,
+  type Request,
+  type RequestSpec,
+  requestId,
+  sameMessage,
+  signCancel,
+  signReport,
+  signRequest,
+  signVote,
+  type Vote,
+  type VoteReason,
+  verifyMessage,
+} from './messages.js'
+import { type Assessment, isFinal, pickWinner, preferReport, preferVote } from './rule.js'
+
+export type Status = 'voting' | 'elected' | 'allocated' | 'deallocated' | 'no-candidate' | 'cancelled'
+
+export const TERMINAL: ReadonlySet<Status> = new Set<Status>(['deallocated', 'no-candidate', 'cancelled'])
+
+/** A winner left behind: round `round` ended because it reported an error or died. */
+export interface Exclusion {
+  peer: string
+  round: number
+  why: 'error' | 'dead'
+}
+
+export type RefusalReason = VoteReason | 'dead' | 'failed'
+
+/** Why a voter is not running the request. */
+export interface Refusal {
+  reasons: RefusalReason[]
+  note: string
+}
+
+export type StandDownReason = 'cancelled' | 'superseded' | 'declared-dead' | 'timeout'
+
+export type Effect =
+  /** broadcast one of our own signed messages (or send it again) */
+  | { type: 'send'; msg: Message }
+  /** judge the request (rule.ts assess, plus the compute type's `available`), then call vote() */
+  | { type: 'vote-needed'; requestId: string; round: number; request: Request }
+  /** the round has a winner (announced once per round and winner) */
+  | { type: 'decided'; requestId: string; round: number; winner: string; vote: Vote }
+  /** we are the winner: allocate, then report ALLOCATED (or ERROR). `resumed`: we had already begun, before a restart */
+  | { type: 'act'; requestId: string; round: number; request: Request; resumed: boolean }
+  /** stop and undo whatever `act` started; for 'cancelled', report DEALLOCATED when done */
+  | { type: 'stand-down'; requestId: string; round: number; reason: StandDownReason }
+  /** round `round` starts without `excluded` */
+  | { type: 'new-round'; requestId: string; round: number; excluded: string; why: 'error' | 'dead' }
+  /** nobody can run it: every voter's reasons */
+  | { type: 'no-candidate'; requestId: string; round: number; reasons: Record<string, Refusal> }
+  | { type: 'status'; requestId: string; status: Status; round: number; winner?: string }
+  /** no progress for a while: these voters have not voted, or this winner has not reported */
+  | { type: 'stalled'; requestId: string; round: number; waitingFor: string[] }
+  /** a member signed two different votes for one round; the smaller encoding is kept */
+  | { type: 'misbehaviour'; requestId: string; round: number; peer: string; what: 'equivocation' }
+
+export type Outcome =
+  | 'accepted'
+  /** byte-identical to what we hold */
+  | 'duplicate'
+  /** a copy of a vote for a round that has already ended here */
+  | 'replayed'
+  /** for a request we do not know yet: kept for pendingMs (counted again when applied) */
+  | 'held'
+  /** malformed, oversized, or a request whose id is not its hash */
+  | 'invalid'
+  | 'bad-signature'
+  /** a vote or report by a member that is not a voter of the request */
+  | 'not-voter'
+  /** a cancellation by someone other than the requester */
+  | 'not-requester'
+  /** a report by a member that voted no in that round */
+  | 'not-winner'
+  /** a vote or report for a round too far ahead of ours (sent again later) */
+  | 'future-round'
+  /** a second, different vote by one voter for one round */
+  | 'equivocation'
+  /** a report older than the one we hold, or a death claim below the listed incarnation */
+  | 'stale'
+  /** a request created longer than maxAgeMs ago (or too far in the future) */
+  | 'expired'
+  /** for a request finished and forgotten here */
+  | 'finished'
+  /** held for a request that never came */
+  | 'unknown-request'
+  /** a suspect claim, or a death claim about nobody we elect with */
+  | 'ignored'
+  /** too many requests or held messages */
+  | 'full'
+
+export const OUTCOMES: readonly Outcome[] = [
+  'accepted',
+  'duplicate',
+  'replayed',
+  'held',
+  'invalid',
+  'bad-signature',
+  'not-voter',
+  'not-requester',
+  'not-winner',
+  'future-round',
+  'equivocation',
+  'stale',
+  'expired',
+  'finished',
+  'unknown-request',
+  'ignored',
+  'full',
+]
+
+export interface Received {
+  outcome: Outcome
+  reason?: string
+  effects: Effect[]
+}
+
+export interface ElectionOptions {
+  signer: Signer
+  verifier: Verifier
+  /** uniform in [0, 1): tiebreaks and nonces */
+  rng: () => number
+  /** the winner gives up (ERROR) when not ALLOCATED this long after it began (Aquarium Fish: 30 s) */
+  roundTimeoutMs?: number
+  /** 'stalled' after this long without a decision (winners: roundTimeoutMs later) */
+  stallMs?: number
+  /** send our own messages again after this, doubling up to maxResendMs; 0: never */
+  resendMs?: number
+  maxResendMs?: number
+  /** how long to hold votes, reports and cancellations for a request not seen yet */
+  pendingMs?: number
+  maxPending?: number
+  maxRequests?: number
+  /** keep a finished request this long (for `mesh requests`), then forget it */
+  keepMs?: number
+  /** refuse requests created longer ago than this, so a forgotten one cannot come back */
+  maxAgeMs?: number
+  /** refuse requests created this far in the future */
+  maxSkewMs?: number
+  /** accept votes and reports at most this many rounds ahead of ours */
+  maxRoundsAhead?: number
+}
+
+export interface RoundView {
+  round: number
+  votes: Vote[]
+  reports: Report[]
+}
+
+/** Everything `mesh request show` needs. */
+export interface ElectionView {
+  request: Request
+  status: Status
+  round: number
+  winner?: string
+  /** from the winner's ALLOCATED report */
+  instance?: string
+  report?: Report
+  excluded: Exclusion[]
+  /** voters the current round waits for, or the winner that has not reported */
+  waitingFor: string[]
+  dead: string[]
+  /** when no member can run it */
+  reasons?: Record<string, Refusal>
+  rounds: RoundView[]
+  /** we are the winner and allocating / running it */
+  acting: boolean
+  cancelled: boolean
+}
+
+interface RoundState {
+  votes: Map<string, Vote>
+  reports: Map<string, Report>
+  /** bumped on every vote change, for the winner cache */
+  version: number
+  key: string
+  best: Vote | undefined
+}
+
+interface Derived {
+  /** with the cancellation applied */
+  status: Status
+  base: Status
+  round: number
+  winner?: string
+  vote?: Vote
+  report?: Report
+  excluded: Exclusion[]
+}
+
+interface Acting {
+  round: number
+  deadline: number
+  allocated: boolean
+}
+
+class Election {
+  readonly id: string
+  /** voter -> incarnation listed in the request */
+  readonly voters = new Map<string, number>()
+  readonly rounds: Array<RoundState | undefined> = []
+  readonly dead = new Map<string, Claim>()
+  cancel: Cancel | undefined
+  d: Derived = { status: 'voting', base: 'voting', round: 0, excluded: [] }
+  acting: Acting | undefined
+  /** the round we stood down from on cancellation: DEALLOCATED / ERROR still to report */
+  winding: number | undefined
+  readonly acted = new Set<number>()
+  readonly asked = new Set<number>()
+  readonly announced = new Set<string>()
+  readonly flagged = new Set<string>()
+  decided = ''
+  noCandidate = -1
+  lastStatus = ''
+  stallAt: number | undefined
+  resendAt: number | undefined
+  resendGap = 0
+  finishedAt: number | undefined
+  /** sum of hashOf() over everything held: see fingerprint() */
+  fp: number
+
+  constructor(readonly request: Request) {
+    this.id = request.id
+    for (const v of request.voters) this.voters.set(v.peerId, v.incarnation)
+    this.fp = hashOf(request)
+  }
+
+  setVote(v: Vote): void {
+    const rd = this.round(v.round)
+    const prev = rd.votes.get(v.voter)
+    if (prev !== undefined) this.fp -= hashOf(prev)
+    rd.votes.set(v.voter, v)
+    rd.version++
+    this.fp = (this.fp + hashOf(v)) >>> 0
+  }
+
+  setReport(r: Report): void {
+    const rd = this.round(r.round)
+    const prev = rd.reports.get(r.member)
+    if (prev !== undefined) this.fp -= hashOf(prev)
+    rd.reports.set(r.member, r)
+    this.fp = (this.fp + hashOf(r)) >>> 0
+  }
+
+  setCancel(c: Cancel): void {
+    this.cancel = c
+    this.fp = (this.fp + hashOf(c)) >>> 0
+  }
+
+  setDead(c: Claim): void {
+    this.dead.set(c.peerId, c)
+    this.fp = (this.fp + hashOf(c)) >>> 0
+  }
+
+  get size(): number {
+    return this.voters.size
+  }
+
+  round(r: number): RoundState {
+    let rd = this.rounds[r]
+    if (rd === undefined) {
+      rd = { votes: new Map(), reports: new Map(), version: 0, key: '', best: undefined }
+      this.rounds[r] = rd
+    }
+    return rd
+  }
+}
+
+const NO_EFFECTS: Effect[] = []
+const UINT32 = 4294967296
+
+const isClaim = (x: unknown): x is Claim => typeof x === 'object' && x !== null && !('kind' in x)
+
+/** Notes come from commands and humans: keep them printable and short. */
+function clean(s: string): string {
+  // biome-ignore lint/suspicious/noControlCharactersInRegex: stripping them is the point
+  return s.replace(/[\x00-\x1f\x7f]+/g, ' ').slice(0, LIMITS.note)
+}
+
+export class ElectionCore {
+  readonly self: string
+  /** how many inputs ended each way: for metrics */
+  readonly counters: Record<Outcome, number> = {
+    accepted: 0,
+    duplicate: 0,
+    replayed: 0,
+    held: 0,
+    invalid: 0,
+    'bad-signature': 0,
+    'not-voter': 0,
+    'not-requester': 0,
+    'not-winner': 0,
+    'future-round': 0,
+    equivocation: 0,
+    stale: 0,
+    expired: 0,
+    finished: 0,
+    'unknown-request': 0,
+    ignored: 0,
+    full: 0,
+  }
+
+  private readonly signer: Signer
+  private readonly verifier: Verifier
+  private readonly rng: () => number
+  private readonly roundTimeoutMs: number
+  private readonly stallMs: number
+  private readonly resendMs: number
+  private readonly maxResendMs: number
+  private readonly pendingMs: number
+  private readonly maxPending: number
+  private readonly maxRequests: number
+  private readonly keepMs: number
+  private readonly maxAgeMs: number
+  private readonly maxSkewMs: number
+  private readonly maxAhead: number
+
+  private readonly elections = new Map<string, Election>()
+  private readonly pending = new Map<string, { until: number; msgs: Array<Vote | Report | Cancel> }>()
+  private pendingCount = 0
+  /** forgotten request id -> when to stop refusing it (by then it is too old anyway) */
+  private readonly finished = new Map<string, number>()
+  /** recent death claims, for requests that arrive after them */
+  private readonly deaths = new Map<string, Claim>()
+  /** the very objects taken in already: copies within one process skip the checks */
+  private readonly seen = new WeakSet<object>()
+  /** inside ingestAll: elections to settle at the end */
+  private batch: Set<Election> | undefined
+
+  constructor(o: ElectionOptions) {
+    this.signer = o.signer
+    this.self = o.signer.peerId
+    this.verifier = o.verifier
+    this.rng = o.rng
+    this.roundTimeoutMs = o.roundTimeoutMs ?? 30_000
+    this.stallMs = o.stallMs ?? 10_000
+    this.resendMs = o.resendMs ?? 2_000
+    this.maxResendMs = o.maxResendMs ?? 30_000
+    this.pendingMs = o.pendingMs ?? 10_000
+    this.maxPending = o.maxPending ?? 4096
+    this.maxRequests = o.maxRequests ?? 10_000
+    this.keepMs = o.keepMs ?? 10 * 60_000
+    this.maxAgeMs = o.maxAgeMs ?? 24 * 60 * 60_000
+    this.maxSkewMs = o.maxSkewMs ?? 5 * 60_000
+    this.maxAhead = o.maxRoundsAhead ?? 8
+  }
+
+  // ---- reading ------------------------------------------------------------------------------
+
+  get size(): number {
+    return this.elections.size
+  }
+
+  has(requestId: string): boolean {
+    return this.elections.has(requestId)
+  }
+
+  ids(): string[] {
+    return [...this.elections.keys()]
+  }
+
+  status(requestId: string): Status | undefined {
+    return this.elections.get(requestId)?.d.status
+  }
+
+  view(requestId: string): ElectionView | undefined {
+    const e = this.elections.get(requestId)
+    if (e === undefined) return undefined
+    const d = e.d
+    const rounds: RoundView[] = []
+    e.rounds.forEach((rd, round) => {
+      if (rd !== undefined)
+        rounds.push({ round, votes: [...rd.votes.values()], reports: [...rd.reports.values()] })
+    })
+    const v: ElectionView = {
+      request: e.request,
+      status: d.status,
+      round: d.round,
+      excluded: [...d.excluded],
+      waitingFor: this.waitingFor(e),
+      dead: [...e.dead.keys()].sort(),
+      rounds,
+      acting: e.acting !== undefined,
+      cancelled: e.cancel !== undefined,
+    }
+    if (d.winner !== undefined) v.winner = d.winner
+    if (d.report !== undefined) v.report = d.report
+    if (d.report?.state === 'ALLOCATED' || d.report?.state === 'DEALLOCATED') v.instance = d.report.instance
+    if (d.base === 'no-candidate') v.reasons = this.refusals(e)
+    return v
+  }
+
+  /**
+   * Every message we hold for the request, death claims included: for anti-entropy with a peer
+   * and for persisting it (feed them back through ingestAll() after a restart).
+   */
+  messages(requestId: string): Array<Message | Claim> {
+    const e = this.elections.get(requestId)
+    if (e === undefined) return []
+    const out: Array<Message | Claim> = [e.request]
+    for (const rd of e.rounds) {
+      if (rd === undefined) continue
+      for (const v of rd.votes.values()) out.push(v)
+      for (const r of rd.reports.values()) out.push(r)
+    }
+    if (e.cancel !== undefined) out.push(e.cancel)
+    for (const c of e.dead.values()) out.push(c)
+    return out
+  }
+
+  /**
+   * An order-free fingerprint of the messages held for the request: equal on two members
+   * (almost certainly) means they hold the same ones, so anti-entropy can skip it.
+   */
+  fingerprint(requestId: string): number | undefined {
+    return this.elections.get(requestId)?.fp
+  }
+
+  // ---- inputs -------------------------------------------------------------------------------
+
+  /** A message from anywhere (decoded to plain objects), or a death claim from the membership table. */
+  ingest(x: Message | Claim, now: number): Effect[] {
+    return this.receive(x, now).effects
+  }
+
+  /** ingest() with the outcome. */
+  receive(x: Message | Claim, now: number): Received {
+    const effects: Effect[] = []
+    let r: { outcome: Outcome; reason?: string }
+    if (this.seen.has(x)) r = { outcome: 'duplicate' }
+    else {
+      r = isClaim(x) ? this.onClaim(x, now, effects) : this.onMessage(x, now, effects)
+      if (r.outcome === 'accepted' || r.outcome === 'held') this.seen.add(x)
+    }
+    this.counters[r.outcome]++
+    return r.reason === undefined
+      ? { outcome: r.outcome, effects }
+      : { outcome: r.outcome, reason: r.reason, effects }
+  }
+
+  /**
+   * Many at once (a restart from persisted messages, an anti-entropy sync): the state is
+   * derived as they come, but we react (vote, act) only once all are in, so a restarted member
+   * sees its own earlier vote before it could be asked for another.
+   */
+  ingestAll(items: Iterable<Message | Claim>, now: number): Effect[] {
+    const out: Effect[] = []
+    const batch = new Set<Election>()
+    this.batch = batch
+    try {
+      for (const x of items) for (const e of this.receive(x, now).effects) out.push(e)
+    } finally {
+      this.batch = undefined
+    }
+    for (const e of batch) if (this.elections.get(e.id) === e) this.settle(e, now, out)
+    return out
+  }
+
+  /** Make a request as the requester (us) and start its election. */
+  create(spec: Omit<RequestSpec, 'created' | 'nonce'>, now: number): { request: Request; effects: Effect[] } {
+    const request = signRequest(
+      { ...spec, created: now, nonce: Math.floor(this.rng() * UINT32) },
+      this.signer,
+    )
+    const r = this.receive(request, now)
+    if (r.outcome !== 'accepted') throw new Error(`cannot start the election: ${r.outcome} ${r.reason ?? ''}`)
+    return { request, effects: [{ type: 'send', msg: request }, ...r.effects] }
+  }
+
+  /**
+   * Our answer to 'vote-needed'. Returns no effects when the round has moved on meanwhile (a
+   * new 'vote-needed' comes with the next round) or we have voted already.
+   */
+  vote(requestId: string, round: number, a: Assessment, now: number): Effect[] {
+    const e = this.elections.get(requestId)
+    if (e === undefined || !this.mayVote(e) || e.d.round !== round) return NO_EFFECTS
+    const v = signVote(
+      {
+        request: requestId,
+        round,
+        yes: a.yes,
+        reasons: a.yes ? [] : a.reasons,
+        score: a.yes ? a.score : 0,
+        tiebreak: Math.floor(this.rng() * UINT32) >>> 0,
+        note: clean(a.note ?? ''),
+      },
+      this.signer,
+    )
+    this.storeVote(e, v)
+    const out: Effect[] = [{ type: 'send', msg: v }]
+    this.settle(e, now, out)
+    return out
+  }
+
+  /**
+   * As the winner: ALLOCATED once the instance runs, DEALLOCATED once it is gone, ERROR when it
+   * failed (the round ends and another member gets a chance). Returns no effects when refused:
+   * we are not the acting winner (any more), or the state does not follow.
+   */
+  report(
+    requestId: string,
+    state: Exclude<ReportState, 'ELECTED'>,
+    detail: { instance?: string; note?: string },
+    now: number,
+  ): Effect[] {
+    const e = this.elections.get(requestId)
+    if (e === undefined) return NO_EFFECTS
+    const a = e.acting
+    let round: number
+    if (state === 'ALLOCATED') {
+      if (a === undefined || a.allocated || !detail.instance) return NO_EFFECTS
+      a.allocated = true
+      round = a.round
+    } else if (a !== undefined) {
+      // DEALLOCATED is the end of a run; a failed start is an ERROR
+      if (state === 'DEALLOCATED' && !a.allocated) return NO_EFFECTS
+      round = a.round
+      e.acting = undefined
+    } else if (e.winding !== undefined) {
+      round = e.winding
+      e.winding = undefined
+    } else return NO_EFFECTS
+    if (this.ownFinal(e, round)) return NO_EFFECTS
+    const out: Effect[] = []
+    this.sendReport(e, round, state, clean(detail.instance ?? ''), clean(detail.note ?? ''), out)
+    this.settle(e, now, out)
+    return out
+  }
+
+  /** As the requester: call it off. The winner stands down and reports DEALLOCATED. */
+  cancel(requestId: string, now: number): Effect[] {
+    const e = this.elections.get(requestId)
+    if (e === undefined || e.request.requester !== this.self || e.cancel !== undefined) return NO_EFFECTS
+    const c = signCancel(requestId, this.signer)
+    e.setCancel(c)
+    const out: Effect[] = [{ type: 'send', msg: c }]
+    this.settle(e, now, out)
+    return out
+  }
+
+  // ---- time ---------------------------------------------------------------------------------
+
+  /** When tick() must next run (+Infinity: nothing pending). */
+  nextWakeup(): number {
+    let t = Number.POSITIVE_INFINITY
+    for (const e of this.elections.values()) {
+      if (e.acting !== undefined && !e.acting.allocated) t = Math.min(t, e.acting.deadline)
+      if (e.stallAt !== undefined) t = Math.min(t, e.stallAt)
+      if (e.resendAt !== undefined) t = Math.min(t, e.resendAt)
+      if (e.finishedAt !== undefined) t = Math.min(t, e.finishedAt + this.keepMs)
+    }
+    for (const p of this.pending.values()) t = Math.min(t, p.until)
+    return t
+  }
+
+  tick(now: number): Effect[] {
+    const out: Effect[] = []
+    for (const e of [...this.elections.values()]) {
+      const a = e.acting
+      if (a !== undefined && !a.allocated && now >= a.deadline) {
+        // only the winner knows whether it started, so only it can time itself out
+        e.acting = undefined
+        out.push({ type: 'stand-down', requestId: e.id, round: a.round, reason: 'timeout' })
+        if (!this.ownFinal(e, a.round))
+          this.sendReport(e, a.round, 'ERROR', '', `not allocated within ${this.roundTimeoutMs} ms`, out)
+        this.settle(e, now, out)
+      }
+      if (e.stallAt !== undefined && now >= e.stallAt) {
+        e.stallAt = undefined
+        const waitingFor = this.waitingFor(e)
+        if (waitingFor.length > 0)
+          out.push({ type: 'stalled', requestId: e.id, round: e.d.round, waitingFor })
+      }
+      if (e.resendAt !== undefined && now >= e.resendAt) {
+        for (const msg of this.ownMessages(e)) out.push({ type: 'send', msg })
+        e.resendGap *= 2
+        e.resendAt = e.resendGap <= this.maxResendMs ? now + e.resendGap : undefined
+      }
+      if (e.finishedAt !== undefined && now >= e.finishedAt + this.keepMs && e.acting === undefined) {
+        // forgotten: copies of its messages must meet 'finished' / 'expired' from now on
+        for (const m of this.messages(e.id)) this.seen.delete(m)
+        this.elections.delete(e.id)
+        this.finished.set(e.id, Math.max(now, e.request.created + this.maxAgeMs + this.maxSkewMs))
+      }
+    }
+    for (const [id, p] of this.pending) {
+      if (now < p.until) continue
+      this.pending.delete(id)
+      this.pendingCount -= p.msgs.length
+      this.counters['unknown-request'] += p.msgs.length
+      // dropped: a later copy must be able to be held again
+      for (const m of p.msgs) this.seen.delete(m)
+    }
+    for (const [id, until] of this.finished) if (now >= until) this.finished.delete(id)
+    return out
+  }
+
+  // ---- ingest -------------------------------------------------------------------------------
+
+  private onMessage(x: unknown, now: number, out: Effect[]): { outcome: Outcome; reason?: string } {
+    const bad = checkMessage(x)
+    if (bad !== undefined) return { outcome: 'invalid', reason: bad }
+    const m = x as Message
+    if (m.kind === 'request') return this.onRequest(m, now, out)
+    const e = this.elections.get(m.request)
+    if (e !== undefined) return this.apply(e, m, now, out, false)
+    if (this.finished.has(m.request)) return { outcome: 'finished' }
+    // gossip can overtake the request: hold verified messages a little while
+    if (!verifyMessage(m, this.verifier)) return { outcome: 'bad-signature' }
+    let p = this.pending.get(m.request)
+    if (p?.msgs.some((h) => sameMessage(h, m))) return { outcome: 'duplicate' }
+    if (this.pendingCount >= this.maxPending) return { outcome: 'full' }
+    if (p === undefined) {
+      p = { until: now + this.pendingMs, msgs: [] }
+      this.pending.set(m.request, p)
+    }
+    p.msgs.push(m)
+    this.pendingCount++
+    return { outcome: 'held' }
+  }
+
+  private onRequest(m: Request, now: number, out: Effect[]): { outcome: Outcome; reason?: string } {
+    const known = this.elections.get(m.id)
+    if (known !== undefined && known.request === m) return { outcome: 'duplicate' }
+    if (requestId(m) !== m.id) return { outcome: 'invalid', reason: 'id is not the hash of the request' }
+    if (known !== undefined) return { outcome: 'duplicate' }
+    if (m.created + this.maxAgeMs < now) return { outcome: 'expired', reason: 'created too long ago' }
+    if (m.created > now + this.maxSkewMs) return { outcome: 'expired', reason: 'created in the future' }
+    if (this.finished.has(m.id)) return { outcome: 'finished' }
+    if (this.elections.size >= this.maxRequests) return { outcome: 'full' }
+    if (!verifyMessage(m, this.verifier)) return { outcome: 'bad-signature' }
+    const e = new Election(m)
+    this.elections.set(m.id, e)
+    for (const [peer, inc] of e.voters) {
+      const c = this.deaths.get(peer)
+      if (c !== undefined && c.incarnation >= inc) e.setDead(c)
+    }
+    const held = this.pending.get(m.id)
+    if (held !== undefined) {
+      this.pending.delete(m.id)
+      this.pendingCount -= held.msgs.length
+      for (const h of held.msgs) this.counters[this.apply(e, h, now, out, true).outcome]++
+    }
+    this.settle(e, now, out)
+    return { outcome: 'accepted' }
+  }
+
+  private apply(
+    e: Election,
+    m: Vote | Report | Cancel,
+    now: number,
+    out: Effect[],
+    verified: boolean,
+  ): { outcome: Outcome; reason?: string } {
+    if (m.kind === 'cancel') {
+      if (m.requester !== e.request.requester) return { outcome: 'not-requester' }
+      // one requester, one body: any second copy changes nothing
+      if (e.cancel !== undefined) return { outcome: 'duplicate' }
+      if (!verified && !verifyMessage(m, this.verifier)) return { outcome: 'bad-signature' }
+      e.setCancel(m)
+      this.settle(e, now, out)
+      return { outcome: 'accepted' }
+    }
+    const peer = m.kind === 'vote' ? m.voter : m.member
+    if (!e.voters.has(peer)) return { outcome: 'not-voter' }
+    if (m.round >= e.size || m.round > e.d.round + this.maxAhead) return { outcome: 'future-round' }
+    const rd = e.rounds[m.round]
+    if (m.kind === 'vote') {
+      const prev = rd?.votes.get(peer)
+      if (prev !== undefined && sameMessage(prev, m))
+        return { outcome: m.round < e.d.round ? 'replayed' : 'duplicate' }
+      if (!verified && !verifyMessage(m, this.verifier)) return { outcome: 'bad-signature' }
+      if (prev !== undefined) {
+        const key = `${m.round}:${peer}`
+        if (!e.flagged.has(key)) {
+          e.flagged.add(key)
+          out.push({ type: 'misbehaviour', requestId: e.id, round: m.round, peer, what: 'equivocation' })
+        }
+        if (preferVote(prev, m) === prev) return { outcome: 'equivocation' }
+        this.storeVote(e, m)
+        this.settle(e, now, out)
+        return { outcome: 'equivocation' }
+      }
+      this.storeVote(e, m)
+      this.settle(e, now, out)
+      return { outcome: 'accepted' }
+    }
+    const v = rd?.votes.get(peer)
+    if (v !== undefined && !v.yes) return { outcome: 'not-winner' }
+    const prev = rd?.reports.get(peer)
+    if (prev !== undefined && sameMessage(prev, m)) return { outcome: 'duplicate' }
+    if (!verified && !verifyMessage(m, this.verifier)) return { outcome: 'bad-signature' }
+    if (prev !== undefined && preferReport(prev, m) === prev) return { outcome: 'stale' }
+    // kept even from a member that is not the winner here: it may be the winner once we hold
+    // what others hold; until then it changes nothing
+    e.setReport(m)
+    this.settle(e, now, out)
+    return { outcome: 'accepted' }
+  }
+
+  private onClaim(c: Claim, now: number, out: Effect[]): { outcome: Outcome; reason?: string } {
+    const bad = checkClaim(c)
+    if (bad !== undefined) return { outcome: 'invalid', reason: bad }
+    if (c.status !== 'dead') return { outcome: 'ignored' }
+    // the same claim comes from many members: verify it once
+    const known = this.deaths.get(c.peerId)
+    const same = known !== undefined && sameClaim(known, c)
+    if (!same) {
+      if (!verifyClaim(c, this.verifier)) return { outcome: 'bad-signature' }
+      if (known === undefined || c.incarnation > known.incarnation) {
+        if (known === undefined && this.deaths.size >= this.maxPending)
+          this.deaths.delete(this.deaths.keys().next().value as string)
+        this.deaths.set(c.peerId, c)
+      }
+    }
+    let outcome: Outcome = same ? 'duplicate' : 'ignored'
+    for (const e of this.elections.values()) {
+      const inc = e.voters.get(c.peerId)
+      if (inc === undefined) continue
+      if (e.dead.has(c.peerId)) {
+        if (outcome === 'ignored') outcome = 'duplicate'
+        continue
+      }
+      // a claim from before the request was made was refuted since: the member was alive then
+      if (c.incarnation < inc) {
+        if (outcome !== 'accepted') outcome = 'stale'
+        continue
+      }
+      e.setDead(c)
+      outcome = 'accepted'
+      this.settle(e, now, out)
+    }
+    return { outcome }
+  }
+
+  private storeVote(e: Election, v: Vote): void {
+    e.setVote(v)
+  }
+
+  private sendReport(
+    e: Election,
+    round: number,
+    state: ReportState,
+    instance: string,
+    note: string,
+    out: Effect[],
+  ): void {
+    const r = signReport({ request: e.id, round, state, instance, note }, this.signer)
+    const prev = e.rounds[round]?.reports.get(this.self)
+    e.setReport(prev === undefined ? r : preferReport(prev, r))
+    out.push({ type: 'send', msg: r })
+  }
+
+  private ownFinal(e: Election, round: number): boolean {
+    const r = e.rounds[round]?.reports.get(this.self)
+    return r !== undefined && isFinal(r.state)
+  }
+
+  // ---- the state ----------------------------------------------------------------------------
+
+  /** The state as a function of the messages held; see the top of this file. */
+  private evaluate(e: Election): Derived {
+    const excluded: Exclusion[] = []
+    const out = new Set<string>()
+    const done = (base: Status, round: number, w?: Vote, report?: Report): Derived => {
+      const d: Derived = { status: e.cancel !== undefined ? 'cancelled' : base, base, round, excluded }
+      if (w !== undefined) {
+        d.winner = w.voter
+        d.vote = w
+      }
+      if (report !== undefined) d.report = report
+      return d
+    }
+    // every pass either returns or leaves one more voter out, so this ends
+    for (let r = 0; ; r++) {
+      const rd = e.rounds[r]
+      let have = 0
+      if (rd !== undefined) {
+        have = rd.votes.size
+        for (const x of out) if (rd.votes.has(x)) have--
+      }
+      for (const p of e.dead.keys()) if (!out.has(p) && rd?.votes.has(p) !== true) have++
+      if (have < e.size - out.size) return done('voting', r)
+      const w = rd === undefined ? undefined : winnerOf(rd, out)
+      if (w === undefined) return done('no-candidate', r)
+      const rep = rd!.reports.get(w.voter)
+      if (rep?.state === 'DEALLOCATED') return done('deallocated', r, w, rep)
+      if (rep?.state !== 'ERROR' && !e.dead.has(w.voter))
+        return done(rep?.state === 'ALLOCATED' ? 'allocated' : 'elected', r, w, rep)
+      excluded.push({ peer: w.voter, round: r, why: rep?.state === 'ERROR' ? 'error' : 'dead' })
+      out.add(w.voter)
+    }
+  }
+
+  private winning(e: Election): boolean {
+    const d = e.d
+    return (
+      (d.status === 'elected' || d.status === 'allocated') && d.winner === this.self && !e.dead.has(this.self)
+    )
+  }
+
+  private mayVote(e: Election): boolean {
+    const d = e.d
+    return (
+      d.status === 'voting' &&
+      e.voters.has(this.self) &&
+      !e.dead.has(this.self) &&
+      !d.excluded.some((x) => x.peer === this.self) &&
+      e.rounds[d.round]?.votes.has(this.self) !== true
+    )
+  }
+
+  /** Re-derive the state and do what it asks of us: stand down, act, vote. */
+  private settle(e: Election, now: number, out: Effect[]): void {
+    if (this.batch !== undefined) {
+      this.batch.add(e)
+      e.d = this.evaluate(e)
+      return
+    }
+    for (;;) {
+      e.d = this.evaluate(e)
+      const a = e.acting
+      if (a === undefined || (this.winning(e) && e.d.round === a.round)) break
+      e.acting = undefined
+      const reason: StandDownReason =
+        e.cancel !== undefined ? 'cancelled' : e.dead.has(this.self) ? 'declared-dead' : 'superseded'
+      out.push({ type: 'stand-down', requestId: e.id, round: a.round, reason })
+      if (reason === 'cancelled') {
+        e.winding = a.round
+        break
+      }
+      // release the round, in case others (or we, later) see us as its winner
+      if (this.ownFinal(e, a.round)) break
+      this.sendReport(e, a.round, 'ERROR', '', `stood down: ${reason}`, out)
+    }
+    this.announce(e, now, out)
+    const d = e.d
+    if (e.acting === undefined && this.winning(e)) {
+      const mine = e.rounds[d.round]?.reports.get(this.self)
+      if (e.acted.has(d.round)) {
+        // we began in this round and stopped without a final report: release it, never restart
+        if (mine === undefined || !isFinal(mine.state)) {
+          this.sendReport(e, d.round, 'ERROR', '', 'stood down', out)
+          this.settle(e, now, out)
+        }
+        return
+      }
+      e.acted.add(d.round)
+      e.acting = {
+        round: d.round,
+        deadline: now + this.roundTimeoutMs,
+        allocated: mine?.state === 'ALLOCATED',
+      }
+      if (mine === undefined) {
+        this.sendReport(e, d.round, 'ELECTED', '', '', out)
+        e.d = this.evaluate(e)
+      }
+      out.push({
+        type: 'act',
+        requestId: e.id,
+        round: d.round,
+        request: e.request,
+        resumed: mine !== undefined,
+      })
+    }
+    if (this.mayVote(e) && !e.asked.has(e.d.round)) {
+      e.asked.add(e.d.round)
+      out.push({ type: 'vote-needed', requestId: e.id, round: e.d.round, request: e.request })
+    }
+  }
+
+  /** Effects for what changed since we last looked, and the timers that go with it. */
+  private announce(e: Election, now: number, out: Effect[]): void {
+    const d = e.d
+    for (const x of d.excluded) {
+      const k = `${x.round}:${x.peer}`
+      if (e.announced.has(k)) continue
+      e.announced.add(k)
+      out.push({ type: 'new-round', requestId: e.id, round: x.round + 1, excluded: x.peer, why: x.why })
+    }
+    if (d.winner !== undefined && d.vote !== undefined && e.decided !== `${d.round}:${d.winner}`) {
+      e.decided = `${d.round}:${d.winner}`
+      out.push({ type: 'decided', requestId: e.id, round: d.round, winner: d.winner, vote: d.vote })
+    }
+    if (d.status === 'no-candidate' && e.noCandidate !== d.round) {
+      e.noCandidate = d.round
+      out.push({ type: 'no-candidate', requestId: e.id, round: d.round, reasons: this.refusals(e) })
+    }
+    const s = `${d.status}/${d.round}/${d.winner ?? ''}`
+    if (s === e.lastStatus) return
+    e.lastStatus = s
+    const st: Effect = { type: 'status', requestId: e.id, status: d.status, round: d.round }
+    if (d.winner !== undefined) st.winner = d.winner
+    out.push(st)
+    e.stallAt =
+      d.status === 'voting'
+        ? now + this.stallMs
+        : d.status === 'elected' && d.winner !== this.self
+          ? now + this.roundTimeoutMs + this.stallMs
+          : undefined
+    e.resendGap = this.resendMs
+    e.resendAt = this.resendMs > 0 ? now + this.resendMs : undefined
+    e.finishedAt = TERMINAL.has(d.status) ? now : undefined
+  }
+
+  private waitingFor(e: Election): string[] {
+    const d = e.d
+    if (d.status === 'elected') return [d.winner!]
+    if (d.status !== 'voting') return []
+    const rd = e.rounds[d.round]
+    const out = new Set(d.excluded.map((x) => x.peer))
+    return [...e.voters.keys()].filter((p) => !out.has(p) && !e.dead.has(p) && rd?.votes.has(p) !== true)
+  }
+
+  /** Each voter's reasons, for "no member can run this". */
+  private refusals(e: Election): Record<string, Refusal> {
+    const d = e.d
+    const res: Record<string, Refusal> = {}
+    const out = new Set<string>()
+    for (const x of d.excluded) {
+      out.add(x.peer)
+      const rep = e.rounds[x.round]?.reports.get(x.peer)
+      const note =
+        x.why === 'dead'
+          ? `won round ${x.round}, then died`
+          : `won round ${x.round}, then failed${rep?.note ? `: ${rep.note}` : ''}`
+      res[x.peer] = { reasons: ['failed'], note }
+    }
+    const rd = e.rounds[d.round]
+    for (const p of e.voters.keys()) {
+      if (out.has(p)) continue
+      const v = rd?.votes.get(p)
+      res[p] =
+        v !== undefined
+          ? { reasons: [...v.reasons], note: v.note }
+          : { reasons: ['dead'], note: 'died before voting' }
+    }
+    return res
+  }
+
+  /** Ours, still worth sending again: the request, our cancellation, current vote, reports. */
+  private ownMessages(e: Election): Message[] {
+    const out: Message[] = []
+    if (e.request.requester === this.self) out.push(e.request)
+    if (e.cancel !== undefined && e.cancel.requester === this.self) out.push(e.cancel)
+    const v = e.rounds[e.d.round]?.votes.get(this.self)
+    if (v !== undefined) out.push(v)
+    for (const rd of e.rounds) {
+      const r = rd?.reports.get(this.self)
+      if (r !== undefined) out.push(r)
+    }
+    return out
+  }
+}
+
+/** A message's share of the fingerprint. */
+function hashOf(m: Message | Claim): number {
+  return fnv1a32(m.sig, fnv1a32String('kind' in m ? m.kind : `claim ${m.peerId}`))
+}
+
+function sameClaim(a: Claim, b: Claim): boolean {
+  return (
+    a === b ||
+    (a.peerId === b.peerId &&
+      a.incarnation === b.incarnation &&
+      a.status === b.status &&
+      a.by === b.by &&
+      compareBytes(a.sig, b.sig) === 0)
+  )
+}
+
+function winnerOf(rd: RoundState, out: ReadonlySet<string>): Vote | undefined {
+  const key = `${rd.version}|${[...out].join(',')}`
+  if (rd.key !== key) {
+    rd.best = pickWinner(rd.votes.values(), (p) => !out.has(p))
+    rd.key = key
+  }
+  return rd.best
+}
+
+/** One line for humans: "no member can run this" with each voter's reasons. */
+export function explainRefusals(
+  reasons: Record<string, Refusal>,
+  name: (peer: string) => string = (p) => p,
+): string {
+  const parts = Object.keys(reasons)
+    .sort()
+    .map((p) => {
+      const r = reasons[p]
+      return `${name(p)}: ${r.reasons.join(', ')}${r.note ? ` (${r.note})` : ''}`
+    })
+  return `no member can run this: ${parts.join('; ')}`
+}

@@ -1,0 +1,99 @@
+import { peerIdFromString } from '@libp2p/peer-id'
+import type { Logger } from 'pino'
+import type { MeshLibp2p } from '../node/libp2p.js'
+import { pathKind } from '../node/paths.js'
+import { splitAddrs } from './dialer.js'
+
+const PER_ROUND = 4
+
+export interface UpgradeCandidate {
+  peerId: string
+  addrs: readonly string[]
+}
+
+/**
+ * Relayed -> direct. libp2p keeps using a relayed connection after the direct path comes back
+ * (a firewall lifted, a NAT that changed), and DCUtR ignores the lab's and many WANs' private
+ * ranges. So every `intervalMs`, for members reached only through a relay, try their direct
+ * addresses; with a direct connection open, libp2p picks it for new streams (it prefers direct
+ * connections) and `mesh members` shows the path as direct. Streams already on the relayed
+ * connection stay there until they end: closing it would cut an ssh session, and gossipsub
+ * does not move its stream to another connection of the same peer.
+ */
+export class PathUpgrader {
+  private timer: NodeJS.Timeout | undefined
+  private running = false
+
+  constructor(
+    private readonly deps: {
+      node: () => MeshLibp2p
+      /** alive members other than us, with their record addresses */
+      candidates: () => UpgradeCandidate[]
+      intervalMs: number
+      timeoutMs: number
+      log: Logger
+      onResult: (result: 'upgraded' | 'failed') => void
+      onUpgraded?: (peer: string) => void
+    },
+  ) {}
+
+  start(): void {
+    if (this.deps.intervalMs <= 0) return
+    this.timer = setInterval(() => void this.round(), this.deps.intervalMs)
+    this.timer.unref()
+  }
+
+  stop(): void {
+    clearInterval(this.timer)
+    this.timer = undefined
+  }
+
+  /** One pass; returns the peers it upgraded. Bounded: at most PER_ROUND dials, each with a timeout. */
+  async round(): Promise<string[]> {
+    if (this.running) return []
+    this.running = true
+    try {
+      const node = this.deps.node()
+      if (node.status !== 'started') return []
+      const self = node.peerId.toString()
+      const todo: Array<{ peer: string; addrs: ReturnType<typeof splitAddrs>['direct'] }> = []
+      for (const c of this.deps.candidates()) {
+        if (c.peerId === self) continue
+        const conns = node.getConnections(peerIdFromString(c.peerId)).filter((x) => x.status === 'open')
+        if (conns.length === 0 || conns.some((x) => pathKind(x.remoteAddr) !== 'relayed')) continue
+        const { direct } = splitAddrs(c.peerId, c.addrs, self)
+        if (direct.length > 0) todo.push({ peer: c.peerId, addrs: direct })
+      }
+      // a different few each round when many members are relayed
+      todo.sort(() => Math.random() - 0.5)
+      const batch = todo.slice(0, PER_ROUND)
+      const results = await Promise.allSettled(
+        batch.map(async ({ peer, addrs }) => {
+          const conn = await node.dial(addrs, { signal: AbortSignal.timeout(this.deps.timeoutMs) })
+          if (pathKind(conn.remoteAddr) !== 'direct') throw new Error('not direct')
+          return peer
+        }),
+      )
+      const upgraded: string[] = []
+      results.forEach((r, i) => {
+        this.deps.onResult(r.status === 'fulfilled' ? 'upgraded' : 'failed')
+        if (r.status === 'fulfilled') {
+          upgraded.push(r.value)
+          this.deps.log.info({ peer: r.value }, 'path upgraded: relayed -> direct')
+          this.deps.onUpgraded?.(r.value)
+        } else {
+          this.deps.log.debug(
+            { peer: batch[i].peer, err: (r.reason as Error)?.message },
+            'direct dial still fails',
+          )
+        }
+      })
+      return upgraded
+    } catch (err) {
+      this.deps.log.debug({ err: (err as Error).message }, 'path upgrade round failed')
+      return []
+    } finally {
+      this.running = false
+    }
+  }
+}
