@@ -7,6 +7,8 @@
  * hold the same messages agree, whatever order they came in:
  *
  * - Round 0's participants are the request's voters; round r+1's are round r's minus its winner.
+ *   Votes and reports name the round by number and history (messages.ts nextHistory: the winners
+ *   left behind before it), and count only in that very round.
  * - A round is complete when every participant has voted in it or is dead (a signed death claim
  *   at or above the incarnation the request lists for it).
  * - The winner of a complete round is the best yes vote of its participants (rule.ts:
@@ -15,14 +17,24 @@
  *   dead. A DEALLOCATED report from the winner finishes the request (even if it dies later).
  * - A cancellation by the requester finishes it too.
  *
- * Never two allocations: a member acts only while the state above names it the winner of the
- * current round, and stops ('stand-down', then an ERROR report that releases the round) the
- * moment it does not. A member votes in round r+1 only once its own state has round r ended, so
- * by then it has stopped acting for round r; and round r+1 cannot complete without the votes of
- * all its live participants. Other members never time a live winner out: only the winner gives
- * up (ERROR after roundTimeoutMs without ALLOCATED), because only it knows whether it started.
- * What this rests on: a member declared dead has really stopped. A member falsely declared dead
- * (a partition) stands down when it learns of it, but may overlap with its successor until then.
+ * Never two allocations. A member acts only while the state above names it the winner of the
+ * current round and stops ('stand-down') the moment it does not; it reports ERROR only once it
+ * has stopped. It votes in a round only while its state is in that round, so after it stopped
+ * acting in any other. A member's state only moves forward: for a given round and history the
+ * winner can only get better as votes arrive, so the list of winners grows in lexicographic
+ * order and never comes back to one it left. Say a and b, both alive, act at once in different
+ * states. If one list of winners extends the other, the shorter one's winner was left behind in
+ * the longer: it reported ERROR, so it had stopped, or it is dead. Otherwise take a's list to be
+ * the later one where they first differ: b is not left behind in a's list before a's round (it
+ * would have reported ERROR in a's branch, or be dead), so a's round needed b's vote for that
+ * very round and history, cast while b's state was in a's branch, and b cannot have gone back
+ * to its own earlier one. In one round of one history, two states name the same winner unless
+ * one holds the vote of a member the other holds as dead. Other members never time a live
+ * winner out: only the winner gives up (ERROR after roundTimeoutMs without ALLOCATED), because
+ * only it knows whether it started. What this rests on: a member declared dead has really
+ * stopped, and voters do not sign two different votes for one round. A member falsely declared
+ * dead (a partition) stands down when it learns of it, but may overlap with its successor until
+ * then.
  */
 import {
   type Claim,
@@ -39,6 +51,7 @@ import {
   compareBytes,
   LIMITS,
   type Message,
+  nextHistory,
   type Report,
   type ReportState,
   type Request,
@@ -126,6 +139,8 @@ export type Outcome =
   | 'finished'
   /** held for a request that never came */
   | 'unknown-request'
+  /** one member voting or reporting under too many histories for one round */
+  | 'too-many'
   /** a suspect claim, or a death claim about nobody we elect with */
   | 'ignored'
   /** too many requests or held messages */
@@ -147,6 +162,7 @@ export const OUTCOMES: readonly Outcome[] = [
   'expired',
   'finished',
   'unknown-request',
+  'too-many',
   'ignored',
   'full',
 ]
@@ -211,6 +227,8 @@ export interface ElectionView {
 }
 
 interface RoundState {
+  round: number
+  history: string
   votes: Map<string, Vote>
   reports: Map<string, Report>
   /** bumped on every vote change, for the winner cache */
@@ -224,6 +242,9 @@ interface Derived {
   status: Status
   base: Status
   round: number
+  /** the history of `round`; path[r] is round r's */
+  history: string
+  path: string[]
   winner?: string
   vote?: Vote
   report?: Report
@@ -232,27 +253,39 @@ interface Derived {
 
 interface Acting {
   round: number
+  history: string
   deadline: number
   allocated: boolean
 }
+
+/** A honest member votes under more than one history for a round only after a late vote. */
+const MAX_BRANCHES = 4
+
+const idOf = (round: number, history: string): string => `${round}/${history}`
 
 class Election {
   readonly id: string
   /** voter -> incarnation listed in the request */
   readonly voters = new Map<string, number>()
-  readonly rounds: Array<RoundState | undefined> = []
+  /** by idOf(round, history) */
+  readonly rounds = new Map<string, RoundState>()
+  /** `${peer}/${round}` -> the histories it voted or reported under */
+  readonly branches = new Map<string, Set<string>>()
+  /** `${history}/${winner}` -> nextHistory() */
+  readonly histories = new Map<string, string>()
   readonly dead = new Map<string, Claim>()
   cancel: Cancel | undefined
-  d: Derived = { status: 'voting', base: 'voting', round: 0, excluded: [] }
+  d: Derived = { status: 'voting', base: 'voting', round: 0, history: '', path: [''], excluded: [] }
   acting: Acting | undefined
   /** the round we stood down from on cancellation: DEALLOCATED / ERROR still to report */
-  winding: number | undefined
-  readonly acted = new Set<number>()
-  readonly asked = new Set<number>()
+  winding: { round: number; history: string } | undefined
+  /** rounds (idOf) we acted in, or were asked to vote in */
+  readonly acted = new Set<string>()
+  readonly asked = new Set<string>()
   readonly announced = new Set<string>()
   readonly flagged = new Set<string>()
   decided = ''
-  noCandidate = -1
+  noCandidate = ''
   lastStatus = ''
   stallAt: number | undefined
   resendAt: number | undefined
@@ -268,7 +301,7 @@ class Election {
   }
 
   setVote(v: Vote): void {
-    const rd = this.round(v.round)
+    const rd = this.round(v.round, v.history)
     const prev = rd.votes.get(v.voter)
     if (prev !== undefined) this.fp -= hashOf(prev)
     rd.votes.set(v.voter, v)
@@ -277,7 +310,7 @@ class Election {
   }
 
   setReport(r: Report): void {
-    const rd = this.round(r.round)
+    const rd = this.round(r.round, r.history)
     const prev = rd.reports.get(r.member)
     if (prev !== undefined) this.fp -= hashOf(prev)
     rd.reports.set(r.member, r)
@@ -298,13 +331,42 @@ class Election {
     return this.voters.size
   }
 
-  round(r: number): RoundState {
-    let rd = this.rounds[r]
+  at(round: number, history: string): RoundState | undefined {
+    return this.rounds.get(idOf(round, history))
+  }
+
+  round(round: number, history: string): RoundState {
+    const id = idOf(round, history)
+    let rd = this.rounds.get(id)
     if (rd === undefined) {
-      rd = { votes: new Map(), reports: new Map(), version: 0, key: '', best: undefined }
-      this.rounds[r] = rd
+      rd = { round, history, votes: new Map(), reports: new Map(), version: 0, key: '', best: undefined }
+      this.rounds.set(id, rd)
     }
     return rd
+  }
+
+  /** May `peer` speak in this round under this history (a new one counts towards a cap)? */
+  branch(peer: string, round: number, history: string): boolean {
+    const k = `${peer}/${round}`
+    let b = this.branches.get(k)
+    if (b === undefined) {
+      b = new Set()
+      this.branches.set(k, b)
+    }
+    if (b.has(history)) return true
+    if (b.size >= MAX_BRANCHES) return false
+    b.add(history)
+    return true
+  }
+
+  next(history: string, winner: string): string {
+    const k = `${history}/${winner}`
+    let h = this.histories.get(k)
+    if (h === undefined) {
+      h = nextHistory(history, winner)
+      this.histories.set(k, h)
+    }
+    return h
   }
 }
 
@@ -338,6 +400,7 @@ export class ElectionCore {
     expired: 0,
     finished: 0,
     'unknown-request': 0,
+    'too-many': 0,
     ignored: 0,
     full: 0,
   }
@@ -409,10 +472,10 @@ export class ElectionCore {
     const e = this.elections.get(requestId)
     if (e === undefined) return undefined
     const d = e.d
-    const rounds: RoundView[] = []
-    e.rounds.forEach((rd, round) => {
-      if (rd !== undefined)
-        rounds.push({ round, votes: [...rd.votes.values()], reports: [...rd.reports.values()] })
+    // the rounds of the history we are in (votes under other histories count nowhere now)
+    const rounds: RoundView[] = d.path.map((h, round) => {
+      const rd = e.at(round, h)
+      return { round, votes: [...(rd?.votes.values() ?? [])], reports: [...(rd?.reports.values() ?? [])] }
     })
     const v: ElectionView = {
       request: e.request,
@@ -440,8 +503,7 @@ export class ElectionCore {
     const e = this.elections.get(requestId)
     if (e === undefined) return []
     const out: Array<Message | Claim> = [e.request]
-    for (const rd of e.rounds) {
-      if (rd === undefined) continue
+    for (const rd of e.rounds.values()) {
       for (const v of rd.votes.values()) out.push(v)
       for (const r of rd.reports.values()) out.push(r)
     }
@@ -520,6 +582,7 @@ export class ElectionCore {
       {
         request: requestId,
         round,
+        history: e.d.history,
         yes: a.yes,
         reasons: a.yes ? [] : a.reasons,
         score: a.yes ? a.score : 0,
@@ -548,23 +611,23 @@ export class ElectionCore {
     const e = this.elections.get(requestId)
     if (e === undefined) return NO_EFFECTS
     const a = e.acting
-    let round: number
+    let at: { round: number; history: string }
     if (state === 'ALLOCATED') {
       if (a === undefined || a.allocated || !detail.instance) return NO_EFFECTS
       a.allocated = true
-      round = a.round
+      at = a
     } else if (a !== undefined) {
       // DEALLOCATED is the end of a run; a failed start is an ERROR
       if (state === 'DEALLOCATED' && !a.allocated) return NO_EFFECTS
-      round = a.round
+      at = a
       e.acting = undefined
     } else if (e.winding !== undefined) {
-      round = e.winding
+      at = e.winding
       e.winding = undefined
     } else return NO_EFFECTS
-    if (this.ownFinal(e, round)) return NO_EFFECTS
+    if (this.ownFinal(e, at.round, at.history)) return NO_EFFECTS
     const out: Effect[] = []
-    this.sendReport(e, round, state, clean(detail.instance ?? ''), clean(detail.note ?? ''), out)
+    this.sendReport(e, at, state, clean(detail.instance ?? ''), clean(detail.note ?? ''), out)
     this.settle(e, now, out)
     return out
   }
@@ -603,8 +666,8 @@ export class ElectionCore {
         // only the winner knows whether it started, so only it can time itself out
         e.acting = undefined
         out.push({ type: 'stand-down', requestId: e.id, round: a.round, reason: 'timeout' })
-        if (!this.ownFinal(e, a.round))
-          this.sendReport(e, a.round, 'ERROR', '', `not allocated within ${this.roundTimeoutMs} ms`, out)
+        if (!this.ownFinal(e, a.round, a.history))
+          this.sendReport(e, a, 'ERROR', '', `not allocated within ${this.roundTimeoutMs} ms`, out)
         this.settle(e, now, out)
       }
       if (e.stallAt !== undefined && now >= e.stallAt) {
@@ -706,14 +769,15 @@ export class ElectionCore {
     const peer = m.kind === 'vote' ? m.voter : m.member
     if (!e.voters.has(peer)) return { outcome: 'not-voter' }
     if (m.round >= e.size || m.round > e.d.round + this.maxAhead) return { outcome: 'future-round' }
-    const rd = e.rounds[m.round]
+    const rd = e.at(m.round, m.history)
     if (m.kind === 'vote') {
       const prev = rd?.votes.get(peer)
       if (prev !== undefined && sameMessage(prev, m))
         return { outcome: m.round < e.d.round ? 'replayed' : 'duplicate' }
       if (!verified && !verifyMessage(m, this.verifier)) return { outcome: 'bad-signature' }
+      if (!e.branch(peer, m.round, m.history)) return { outcome: 'too-many' }
       if (prev !== undefined) {
-        const key = `${m.round}:${peer}`
+        const key = idOf(m.round, `${m.history}/${peer}`)
         if (!e.flagged.has(key)) {
           e.flagged.add(key)
           out.push({ type: 'misbehaviour', requestId: e.id, round: m.round, peer, what: 'equivocation' })
@@ -733,6 +797,7 @@ export class ElectionCore {
     if (prev !== undefined && sameMessage(prev, m)) return { outcome: 'duplicate' }
     if (!verified && !verifyMessage(m, this.verifier)) return { outcome: 'bad-signature' }
     if (prev !== undefined && preferReport(prev, m) === prev) return { outcome: 'stale' }
+    if (!e.branch(peer, m.round, m.history)) return { outcome: 'too-many' }
     // kept even from a member that is not the winner here: it may be the winner once we hold
     // what others hold; until then it changes nothing
     e.setReport(m)
@@ -776,25 +841,28 @@ export class ElectionCore {
   }
 
   private storeVote(e: Election, v: Vote): void {
+    e.branch(v.voter, v.round, v.history)
     e.setVote(v)
   }
 
   private sendReport(
     e: Election,
-    round: number,
+    at: { round: number; history: string },
     state: ReportState,
     instance: string,
     note: string,
     out: Effect[],
   ): void {
-    const r = signReport({ request: e.id, round, state, instance, note }, this.signer)
-    const prev = e.rounds[round]?.reports.get(this.self)
+    const { round, history } = at
+    const r = signReport({ request: e.id, round, history, state, instance, note }, this.signer)
+    const prev = e.at(round, history)?.reports.get(this.self)
+    e.branch(this.self, round, history)
     e.setReport(prev === undefined ? r : preferReport(prev, r))
     out.push({ type: 'send', msg: r })
   }
 
-  private ownFinal(e: Election, round: number): boolean {
-    const r = e.rounds[round]?.reports.get(this.self)
+  private ownFinal(e: Election, round: number, history: string): boolean {
+    const r = e.at(round, history)?.reports.get(this.self)
     return r !== undefined && isFinal(r.state)
   }
 
@@ -804,8 +872,11 @@ export class ElectionCore {
   private evaluate(e: Election): Derived {
     const excluded: Exclusion[] = []
     const out = new Set<string>()
+    const path: string[] = []
+    let h = ''
     const done = (base: Status, round: number, w?: Vote, report?: Report): Derived => {
-      const d: Derived = { status: e.cancel !== undefined ? 'cancelled' : base, base, round, excluded }
+      const status = e.cancel !== undefined ? 'cancelled' : base
+      const d: Derived = { status, base, round, history: h, path, excluded }
       if (w !== undefined) {
         d.winner = w.voter
         d.vote = w
@@ -815,7 +886,8 @@ export class ElectionCore {
     }
     // every pass either returns or leaves one more voter out, so this ends
     for (let r = 0; ; r++) {
-      const rd = e.rounds[r]
+      path.push(h)
+      const rd = e.at(r, h)
       let have = 0
       if (rd !== undefined) {
         have = rd.votes.size
@@ -831,6 +903,7 @@ export class ElectionCore {
         return done(rep?.state === 'ALLOCATED' ? 'allocated' : 'elected', r, w, rep)
       excluded.push({ peer: w.voter, round: r, why: rep?.state === 'ERROR' ? 'error' : 'dead' })
       out.add(w.voter)
+      h = e.next(h, w.voter)
     }
   }
 
@@ -848,53 +921,42 @@ export class ElectionCore {
       e.voters.has(this.self) &&
       !e.dead.has(this.self) &&
       !d.excluded.some((x) => x.peer === this.self) &&
-      e.rounds[d.round]?.votes.has(this.self) !== true
+      e.at(d.round, d.history)?.votes.has(this.self) !== true
     )
   }
 
   /** Re-derive the state and do what it asks of us: stand down, act, vote. */
   private settle(e: Election, now: number, out: Effect[]): void {
+    e.d = this.evaluate(e)
     if (this.batch !== undefined) {
       this.batch.add(e)
-      e.d = this.evaluate(e)
       return
     }
-    for (;;) {
-      e.d = this.evaluate(e)
-      const a = e.acting
-      if (a === undefined || (this.winning(e) && e.d.round === a.round)) break
+    const a = e.acting
+    if (a !== undefined && !(this.winning(e) && e.d.round === a.round && e.d.history === a.history)) {
+      // no report: whoever still sees us as the winner gets what moved us on, and moves on too
       e.acting = undefined
       const reason: StandDownReason =
         e.cancel !== undefined ? 'cancelled' : e.dead.has(this.self) ? 'declared-dead' : 'superseded'
+      if (reason === 'cancelled') e.winding = { round: a.round, history: a.history }
       out.push({ type: 'stand-down', requestId: e.id, round: a.round, reason })
-      if (reason === 'cancelled') {
-        e.winding = a.round
-        break
-      }
-      // release the round, in case others (or we, later) see us as its winner
-      if (this.ownFinal(e, a.round)) break
-      this.sendReport(e, a.round, 'ERROR', '', `stood down: ${reason}`, out)
     }
     this.announce(e, now, out)
     const d = e.d
     if (e.acting === undefined && this.winning(e)) {
-      const mine = e.rounds[d.round]?.reports.get(this.self)
-      if (e.acted.has(d.round)) {
-        // we began in this round and stopped without a final report: release it, never restart
-        if (mine === undefined || !isFinal(mine.state)) {
-          this.sendReport(e, d.round, 'ERROR', '', 'stood down', out)
-          this.settle(e, now, out)
-        }
-        return
-      }
-      e.acted.add(d.round)
+      const id = idOf(d.round, d.history)
+      const mine = e.at(d.round, d.history)?.reports.get(this.self)
+      // again: superseded, then the winner once more (only a voter signing two votes does that)
+      const again = e.acted.has(id)
+      e.acted.add(id)
       e.acting = {
         round: d.round,
+        history: d.history,
         deadline: now + this.roundTimeoutMs,
-        allocated: mine?.state === 'ALLOCATED',
+        allocated: !again && mine?.state === 'ALLOCATED',
       }
       if (mine === undefined) {
-        this.sendReport(e, d.round, 'ELECTED', '', '', out)
+        this.sendReport(e, d, 'ELECTED', '', '', out)
         e.d = this.evaluate(e)
       }
       out.push({
@@ -902,11 +964,11 @@ export class ElectionCore {
         requestId: e.id,
         round: d.round,
         request: e.request,
-        resumed: mine !== undefined,
+        resumed: mine !== undefined && !again,
       })
     }
-    if (this.mayVote(e) && !e.asked.has(e.d.round)) {
-      e.asked.add(e.d.round)
+    if (this.mayVote(e) && !e.asked.has(idOf(e.d.round, e.d.history))) {
+      e.asked.add(idOf(e.d.round, e.d.history))
       out.push({ type: 'vote-needed', requestId: e.id, round: e.d.round, request: e.request })
     }
   }
@@ -915,20 +977,21 @@ export class ElectionCore {
   private announce(e: Election, now: number, out: Effect[]): void {
     const d = e.d
     for (const x of d.excluded) {
-      const k = `${x.round}:${x.peer}`
+      const k = `${idOf(x.round, d.path[x.round])}:${x.peer}`
       if (e.announced.has(k)) continue
       e.announced.add(k)
       out.push({ type: 'new-round', requestId: e.id, round: x.round + 1, excluded: x.peer, why: x.why })
     }
-    if (d.winner !== undefined && d.vote !== undefined && e.decided !== `${d.round}:${d.winner}`) {
-      e.decided = `${d.round}:${d.winner}`
+    const here = idOf(d.round, d.history)
+    if (d.winner !== undefined && d.vote !== undefined && e.decided !== `${here}:${d.winner}`) {
+      e.decided = `${here}:${d.winner}`
       out.push({ type: 'decided', requestId: e.id, round: d.round, winner: d.winner, vote: d.vote })
     }
-    if (d.status === 'no-candidate' && e.noCandidate !== d.round) {
-      e.noCandidate = d.round
+    if (d.status === 'no-candidate' && e.noCandidate !== here) {
+      e.noCandidate = here
       out.push({ type: 'no-candidate', requestId: e.id, round: d.round, reasons: this.refusals(e) })
     }
-    const s = `${d.status}/${d.round}/${d.winner ?? ''}`
+    const s = `${d.status}/${here}/${d.winner ?? ''}`
     if (s === e.lastStatus) return
     e.lastStatus = s
     const st: Effect = { type: 'status', requestId: e.id, status: d.status, round: d.round }
@@ -949,7 +1012,7 @@ export class ElectionCore {
     const d = e.d
     if (d.status === 'elected') return [d.winner!]
     if (d.status !== 'voting') return []
-    const rd = e.rounds[d.round]
+    const rd = e.at(d.round, d.history)
     const out = new Set(d.excluded.map((x) => x.peer))
     return [...e.voters.keys()].filter((p) => !out.has(p) && !e.dead.has(p) && rd?.votes.has(p) !== true)
   }
@@ -961,14 +1024,14 @@ export class ElectionCore {
     const out = new Set<string>()
     for (const x of d.excluded) {
       out.add(x.peer)
-      const rep = e.rounds[x.round]?.reports.get(x.peer)
+      const rep = e.at(x.round, d.path[x.round])?.reports.get(x.peer)
       const note =
         x.why === 'dead'
           ? `won round ${x.round}, then died`
           : `won round ${x.round}, then failed${rep?.note ? `: ${rep.note}` : ''}`
       res[x.peer] = { reasons: ['failed'], note }
     }
-    const rd = e.rounds[d.round]
+    const rd = e.at(d.round, d.history)
     for (const p of e.voters.keys()) {
       if (out.has(p)) continue
       const v = rd?.votes.get(p)
@@ -985,10 +1048,10 @@ export class ElectionCore {
     const out: Message[] = []
     if (e.request.requester === this.self) out.push(e.request)
     if (e.cancel !== undefined && e.cancel.requester === this.self) out.push(e.cancel)
-    const v = e.rounds[e.d.round]?.votes.get(this.self)
+    const v = e.at(e.d.round, e.d.history)?.votes.get(this.self)
     if (v !== undefined) out.push(v)
-    for (const rd of e.rounds) {
-      const r = rd?.reports.get(this.self)
+    for (const rd of e.rounds.values()) {
+      const r = rd.reports.get(this.self)
       if (r !== undefined) out.push(r)
     }
     return out

@@ -12,6 +12,7 @@ export const REQUEST_DOMAIN = 'mesh-election-request-v1'
 export const VOTE_DOMAIN = 'mesh-election-vote-v1'
 export const REPORT_DOMAIN = 'mesh-election-report-v1'
 export const CANCEL_DOMAIN = 'mesh-election-cancel-v1'
+export const HISTORY_DOMAIN = 'mesh-election-history-v1'
 
 /** Why a voter says no, in canonical order (a vote lists them sorted this way). */
 export const VOTE_REASONS = [
@@ -90,6 +91,8 @@ export interface Vote {
   kind: 'vote'
   request: string
   round: number
+  /** which round `round` is: nextHistory() over the winners left behind before it ('' for round 0) */
+  history: string
   voter: string
   yes: boolean
   /** empty for yes; sorted in VOTE_REASONS order and non-empty for no */
@@ -107,6 +110,7 @@ export interface Report {
   kind: 'report'
   request: string
   round: number
+  history: string
   /** the member reporting (the winner of `round`), also the signer */
   member: string
   state: ReportState
@@ -127,6 +131,7 @@ export type Message = Request | Vote | Report | Cancel
 
 const PEER_ID_RE = /^[A-Za-z0-9]{8,128}$/
 const ID_RE = /^[0-9a-f]{32}$/
+const HISTORY_RE = /^([0-9a-f]{32})?$/
 // a leading letter or digit keeps out __proto__ and friends
 const TAG_KEY_RE = /^[A-Za-z0-9][A-Za-z0-9._/-]{0,63}$/
 const TYPE_RE = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/
@@ -183,7 +188,8 @@ export function encodeVote(v: Omit<Vote, 'kind' | 'sig'>): Uint8Array {
   return cached(
     v,
     () =>
-      `${VOTE_DOMAIN}\n{"note":${str(v.note)},"reasons":${strArr(v.reasons)},"request":${str(v.request)},` +
+      `${VOTE_DOMAIN}\n{"history":${str(v.history)},"note":${str(v.note)},"reasons":${strArr(v.reasons)},` +
+      `"request":${str(v.request)},` +
       `"round":${v.round},"score":${v.score},"tiebreak":${v.tiebreak},"voter":${str(v.voter)},"yes":${v.yes}}`,
   )
 }
@@ -192,7 +198,8 @@ export function encodeReport(r: Omit<Report, 'kind' | 'sig'>): Uint8Array {
   return cached(
     r,
     () =>
-      `${REPORT_DOMAIN}\n{"instance":${str(r.instance)},"member":${str(r.member)},"note":${str(r.note)},` +
+      `${REPORT_DOMAIN}\n{"history":${str(r.history)},"instance":${str(r.instance)},"member":${str(r.member)},` +
+      `"note":${str(r.note)},` +
       `"request":${str(r.request)},"round":${r.round},"state":${str(r.state)}}`,
   )
 }
@@ -231,6 +238,15 @@ export function signerOf(m: Message): string {
 
 export function requestId(body: RequestBody): string {
   return createHash('sha256').update(encodeRequest(body)).digest('hex').slice(0, 32)
+}
+
+/**
+ * The history of round r+1, from round r's and the winner left behind in round r. Votes and
+ * reports name it, so that members who disagree for a while about an earlier round (one holds
+ * the late vote of a member that died, the other not) never count them in the wrong round.
+ */
+export function nextHistory(history: string, winner: string): string {
+  return createHash('sha256').update(`${HISTORY_DOMAIN}\n${history}\n${winner}`).digest('hex').slice(0, 32)
 }
 
 export function compareBytes(a: Uint8Array, b: Uint8Array): number {
@@ -318,6 +334,7 @@ export function signVote(v: Omit<Vote, 'kind' | 'sig' | 'voter'>, signer: Signer
       kind: 'vote',
       request: v.request,
       round: v.round,
+      history: v.history,
       voter: signer.peerId,
       yes: v.yes,
       reasons: Object.freeze([...v.reasons]) as VoteReason[],
@@ -336,6 +353,7 @@ export function signReport(r: Omit<Report, 'kind' | 'sig' | 'member'>, signer: S
       kind: 'report',
       request: r.request,
       round: r.round,
+      history: r.history,
       member: signer.peerId,
       state: r.state,
       instance: r.instance,
@@ -364,6 +382,8 @@ const isPeer = (x: unknown): x is string => typeof x === 'string' && PEER_ID_RE.
 const isText = (x: unknown, max: number): x is string =>
   typeof x === 'string' && x.length <= max && printable(x)
 const isRound = (x: unknown): x is number => isCount(x) && x < LIMITS.voters
+const isHistory = (round: unknown, h: unknown): boolean =>
+  typeof h === 'string' && HISTORY_RE.test(h) && (h === '') === (round === 0)
 
 function checkSig(x: unknown): string | undefined {
   return x instanceof Uint8Array && x.length > 0 && x.length <= LIMITS.sig ? undefined : 'bad signature field'
@@ -426,9 +446,10 @@ export function checkRequestSize(r: RequestBody): string | undefined {
 
 export function checkVote(x: unknown): string | undefined {
   if (!isObj(x)) return 'not an object'
-  if (x.kind !== 'vote' || !keys(x, 10)) return 'unexpected fields'
+  if (x.kind !== 'vote' || !keys(x, 11)) return 'unexpected fields'
   if (typeof x.request !== 'string' || !ID_RE.test(x.request)) return 'bad request id'
   if (!isRound(x.round)) return 'bad round'
+  if (!isHistory(x.round, x.history)) return 'bad history'
   if (!isPeer(x.voter)) return 'bad voter'
   if (typeof x.yes !== 'boolean') return 'bad yes'
   if (!Array.isArray(x.reasons) || x.reasons.length > VOTE_REASONS.length) return 'bad reasons'
@@ -448,9 +469,10 @@ export function checkVote(x: unknown): string | undefined {
 
 export function checkReport(x: unknown): string | undefined {
   if (!isObj(x)) return 'not an object'
-  if (x.kind !== 'report' || !keys(x, 8)) return 'unexpected fields'
+  if (x.kind !== 'report' || !keys(x, 9)) return 'unexpected fields'
   if (typeof x.request !== 'string' || !ID_RE.test(x.request)) return 'bad request id'
   if (!isRound(x.round)) return 'bad round'
+  if (!isHistory(x.round, x.history)) return 'bad history'
   if (!isPeer(x.member)) return 'bad member'
   if (!REPORT_STATES.includes(x.state as ReportState)) return 'bad state'
   if (!isText(x.instance, LIMITS.instance)) return 'bad instance'

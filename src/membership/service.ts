@@ -338,6 +338,12 @@ export class MembershipComponent implements Component {
   /** Spread a grant or revocation we just made. */
   async spreadStatement(st: Statement): Promise<void> {
     await this.publish(MemberSet.encode({ records: [], claims: [], statements: [Statement.encode(st)] }))
+    // and straight to every connected member, so a revocation does not wait on gossip rounds
+    const peers = this.libp2p.getPeers().filter((p) => this.isMember(p.toString()) && p.toString() !== st.peerId)
+    await Promise.race([
+      Promise.allSettled(peers.map((p) => this.sync(p, 'statement'))),
+      new Promise((r) => setTimeout(r, 3000)),
+    ])
     if (st.kind === Statement.Kind.REVOKE) this.swim.removeMember(st.peerId)
   }
 

@@ -7,6 +7,7 @@ import {
   type ElectionOptions,
   explainRefusals,
   type Message,
+  nextHistory,
   pickWinner,
   preferVote,
   type Request,
@@ -63,6 +64,9 @@ class Bus {
   /** messages not delivered to these members (a slow link) */
   readonly muted = new Set<string>()
   private readonly queue: Array<{ to: string; x: Message | Claim }> = []
+  /** who acts now, per request; a second live one is recorded in `overlaps` */
+  readonly acting = new Map<string, Set<string>>()
+  readonly overlaps: string[] = []
   policy: (p: string, r: Request, round: number) => Assessment | undefined = () => yes(1)
 
   constructor(ids: string[], opts: Partial<ElectionOptions> = {}) {
@@ -76,6 +80,13 @@ class Bus {
   handle(p: string, effects: Effect[]): void {
     for (const e of effects) {
       this.log.push({ at: p, e })
+      if (e.type === 'act') {
+        const set = this.acting.get(e.requestId) ?? new Set<string>()
+        this.acting.set(e.requestId, set)
+        for (const q of set) if (q !== p && !this.down.has(q)) this.overlaps.push(`${p} acts while ${q} does`)
+        set.add(p)
+      }
+      if (e.type === 'stand-down') this.acting.get(e.requestId)?.delete(p)
       if (e.type === 'send')
         for (const q of this.cores.keys()) if (q !== p) this.queue.push({ to: q, x: e.msg })
       if (e.type === 'vote-needed') {
@@ -90,6 +101,15 @@ class Bus {
       if (this.down.has(m.to) || this.muted.has(m.to)) continue
       this.handle(m.to, this.get(m.to).ingest(m.x, this.now))
     }
+  }
+
+  /** The driver of `p` reports; a final report ends its acting. */
+  report(p: string, id: string, state: 'ALLOCATED' | 'DEALLOCATED' | 'ERROR', detail = {}): Effect[] {
+    const out = this.get(p).report(id, state, detail, this.now)
+    if (out.length > 0 && state !== 'ALLOCATED') this.acting.get(id)?.delete(p)
+    this.handle(p, out)
+    this.flush()
+    return out
   }
 
   request(by: string, voters = [...this.cores.keys()], computeType = 'docker'): Request {
@@ -385,6 +405,37 @@ describe('election: core', () => {
     assert.deepEqual(bus.actors(), [B, B])
   })
 
+  it('a vote counts only in the round and history it was cast in: members that briefly disagree never both act', () => {
+    // U votes best and dies; its vote reaches only W. V, W, X then hold different round 0
+    // winners: U (dead) for W, V for V and X. V fails, and each side goes on to its own round 1
+    const [U, V, W, X] = ['U', 'V', 'W', 'X'].map(peer)
+    const bus = new Bus([U, V, W, X])
+    Object.assign(scores, { [U]: 9, [V]: 5, [X]: 3, [W]: 1 })
+    bus.policy = (p) => (p === U ? undefined : byScore(p))
+    const r = bus.request(V)
+    const sent = bus.get(U).vote(r.id, 0, yes(9), bus.now)
+    const uVote = (sent.find((e) => e.type === 'send') as { msg: Message }).msg
+    bus.handle(W, bus.get(W).ingest(uVote, bus.now))
+    bus.kill(U)
+    assert.deepEqual(bus.actors(), [V])
+    assert.equal(bus.get(W).view(r.id)!.round, 1, 'W: U won round 0 and died')
+    bus.report(V, r.id, 'ERROR', { note: 'no image' })
+    // X: round 1 after V; W: round 1 after U. W's round 1 vote does not count for X, nor X's for W
+    assert.equal(bus.get(X).view(r.id)!.status, 'voting')
+    assert.deepEqual(bus.get(X).view(r.id)!.waitingFor, [W])
+    assert.deepEqual(bus.get(W).view(r.id)!.waitingFor.sort(), [V, X].sort())
+    // V hears of U's vote: it is in W's round 1 now, and votes there; still nobody acts
+    bus.handle(V, bus.get(V).ingest(uVote, bus.now))
+    bus.flush()
+    assert.deepEqual(bus.actors(), [V])
+    // and X too: W's round 1 is complete, V (5) wins it
+    bus.handle(X, bus.get(X).ingest(uVote, bus.now))
+    bus.flush()
+    for (const v of bus.views(r.id)) assert.deepEqual(v, { status: 'elected', round: 1, winner: V })
+    assert.deepEqual(bus.actors(), [V, V])
+    assert.deepEqual(bus.overlaps, [])
+  })
+
   it('drops and counts bad input', () => {
     const c = core(A, 1)
     const r = signRequest(
@@ -398,7 +449,17 @@ describe('election: core', () => {
     )
     const v = (by: string, over: Partial<Omit<Vote, 'kind' | 'sig' | 'voter'>> = {}) =>
       signVote(
-        { request: r.id, round: 0, yes: true, reasons: [], score: 1, tiebreak: 1, note: '', ...over },
+        {
+          request: r.id,
+          round: 0,
+          history: '',
+          yes: true,
+          reasons: [],
+          score: 1,
+          tiebreak: 1,
+          note: '',
+          ...over,
+        },
         sig(by),
       )
     const out = (x: unknown) => c.receive(x as Message, T0).outcome
@@ -417,14 +478,19 @@ describe('election: core', () => {
     assert.equal(out({ ...v(C), sig: v(B).sig }), 'bad-signature')
     assert.equal(out({ ...v(C), score: -1 }), 'invalid')
     assert.equal(out({ ...v(C), note: 'x'.repeat(1000) }), 'invalid', 'malformed size')
-    assert.equal(out(v(C, { round: 3 })), 'future-round', 'round past the number of voters')
-    assert.equal(out(v(C, { round: 1 })), 'accepted', 'next round: kept')
+    const afterB = nextHistory('', B)
+    assert.equal(out(v(C, { round: 3, history: afterB })), 'future-round', 'round past the number of voters')
+    assert.equal(out(v(C, { round: 1, history: afterB })), 'accepted', 'next round: kept')
+    // a voter speaking under ever more histories for one round (an honest one: after late votes)
+    for (const x of ['1', '2', '3'])
+      assert.equal(out(v(C, { round: 1, history: nextHistory('', x) })), 'accepted')
+    assert.equal(out(v(C, { round: 1, history: nextHistory('', '4') })), 'too-many')
     assert.equal(out(signCancel(r.id, sig(B))), 'not-requester')
     // a report from a member that voted no is dropped; from a yes voter that is not the winner, it changes nothing
     assert.equal(out(v(C, { yes: false, reasons: ['capacity'], score: 0 })), 'accepted')
     const rep = (by: string, state: 'ALLOCATED' | 'ERROR') =>
       signReport(
-        { request: r.id, round: 0, state, instance: state === 'ALLOCATED' ? 'x' : '', note: '' },
+        { request: r.id, round: 0, history: '', state, instance: state === 'ALLOCATED' ? 'x' : '', note: '' },
         sig(by),
       )
     assert.equal(out(rep(C, 'ALLOCATED')), 'not-winner')
@@ -486,7 +552,10 @@ describe('election: core', () => {
       sig(REQUESTER),
     )
     const mk = (by: string, score: number) =>
-      signVote({ request: r.id, round: 0, yes: true, reasons: [], score, tiebreak: 1, note: '' }, sig(by))
+      signVote(
+        { request: r.id, round: 0, history: '', yes: true, reasons: [], score, tiebreak: 1, note: '' },
+        sig(by),
+      )
     const [b1, b2, c1] = [mk(B, 1), mk(B, 9), mk(C, 5)]
     const x = core(OBSERVER, 1)
     const y = core(OBSERVER, 2)
@@ -678,6 +747,8 @@ function build(s: { n: number; rounds: RoundSpec[]; cancel: boolean }): Built {
   const dead = new Set<string>()
   const excluded: string[] = []
   let participants = voters
+  // the history of the round being built
+  let history = ''
   const vote = (
     p: string,
     round: number,
@@ -690,6 +761,7 @@ function build(s: { n: number; rounds: RoundSpec[]; cancel: boolean }): Built {
       {
         request: request.id,
         round,
+        history,
         yes: yesNo,
         reasons: yesNo ? [] : [reason],
         score: yesNo ? score : 0,
@@ -703,6 +775,7 @@ function build(s: { n: number; rounds: RoundSpec[]; cancel: boolean }): Built {
       {
         request: request.id,
         round,
+        history,
         state,
         instance: state === 'ALLOCATED' || state === 'DEALLOCATED' ? 'i' : '',
         note: '',
@@ -770,6 +843,7 @@ function build(s: { n: number; rounds: RoundSpec[]; cancel: boolean }): Built {
     const next = () => {
       excluded.push(w.voter)
       participants = participants.filter((p) => p !== w.voter)
+      history = nextHistory(history, w.voter)
     }
     if (dead.has(w.voter)) {
       next()

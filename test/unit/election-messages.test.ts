@@ -18,6 +18,7 @@ import {
   LIMITS,
   type LocalState,
   matchesFilter,
+  nextHistory,
   pickWinner,
   preferReport,
   preferVote,
@@ -35,6 +36,7 @@ const A = '12D3KooWPeerAAAA'
 const B = '12D3KooWPeerBBBB'
 const C = '12D3KooWPeerCCCC'
 const sig = nullCrypto.signer
+const H1 = nextHistory('', A)
 
 function request(over: Partial<Parameters<typeof signRequest>[0]> = {}, by = A) {
   return signRequest(
@@ -58,7 +60,17 @@ function request(over: Partial<Parameters<typeof signRequest>[0]> = {}, by = A) 
 
 function vote(over: Partial<Omit<Vote, 'kind' | 'sig' | 'voter'>> = {}, by = B): Vote {
   return signVote(
-    { request: 'a'.repeat(32), round: 0, yes: true, reasons: [], score: 5, tiebreak: 9, note: '', ...over },
+    {
+      request: 'a'.repeat(32),
+      round: 0,
+      history: '',
+      yes: true,
+      reasons: [],
+      score: 5,
+      tiebreak: 9,
+      note: '',
+      ...over,
+    },
     sig(by),
   )
 }
@@ -82,16 +94,17 @@ describe('election: messages', () => {
     assert.notEqual(request({ nonce: 8 }).id, r.id)
     assert.equal(
       new TextDecoder().decode(encodeVote(vote({ reasons: ['capacity', 'filter'], yes: false, score: 0 }))),
-      `mesh-election-vote-v1\n{"note":"","reasons":["capacity","filter"],"request":"${'a'.repeat(32)}",` +
+      `mesh-election-vote-v1\n{"history":"","note":"","reasons":["capacity","filter"],"request":"${'a'.repeat(32)}",` +
         `"round":0,"score":0,"tiebreak":9,"voter":"${B}","yes":false}`,
     )
     const rep = signReport(
-      { request: r.id, round: 1, state: 'ALLOCATED', instance: 'web-1', note: '' },
+      { request: r.id, round: 1, history: H1, state: 'ALLOCATED', instance: 'web-1', note: '' },
       sig(B),
     )
     assert.equal(
       new TextDecoder().decode(encodeReport(rep)),
-      `mesh-election-report-v1\n{"instance":"web-1","member":"${B}","note":"","request":"${r.id}","round":1,"state":"ALLOCATED"}`,
+      `mesh-election-report-v1\n{"history":"${H1}","instance":"web-1","member":"${B}","note":"",` +
+        `"request":"${r.id}","round":1,"state":"ALLOCATED"}`,
     )
     assert.equal(
       new TextDecoder().decode(encodeCancel(signCancel(r.id, sig(A)))),
@@ -122,13 +135,16 @@ describe('election: messages', () => {
     assert.ok(verifyMessage(r, ver))
     assert.equal(verifyMessage({ ...r, nonce: 2 }, ver), false)
     const v = signVote(
-      { request: r.id, round: 0, yes: true, reasons: [], score: 1, tiebreak: 2, note: '' },
+      { request: r.id, round: 0, history: '', yes: true, reasons: [], score: 1, tiebreak: 2, note: '' },
       sb,
     )
     assert.ok(verifyMessage(v, ver))
     assert.equal(verifyMessage({ ...v, score: 2 }, ver), false)
     assert.equal(verifyMessage({ ...v, voter: sa.peerId }, ver), false)
-    const rep = signReport({ request: r.id, round: 0, state: 'ELECTED', instance: '', note: '' }, sb)
+    const rep = signReport(
+      { request: r.id, round: 0, history: '', state: 'ELECTED', instance: '', note: '' },
+      sb,
+    )
     assert.ok(verifyMessage(rep, ver))
     assert.equal(verifyMessage({ ...rep, state: 'ERROR' }, ver), false)
     const c = signCancel(r.id, sa)
@@ -139,7 +155,10 @@ describe('election: messages', () => {
   it('shape checks reject malformed messages', () => {
     const r = request()
     const v = vote()
-    const rep = signReport({ request: r.id, round: 0, state: 'ELECTED', instance: '', note: '' }, sig(B))
+    const rep = signReport(
+      { request: r.id, round: 0, history: '', state: 'ELECTED', instance: '', note: '' },
+      sig(B),
+    )
     const c = signCancel(r.id, sig(A))
     assert.equal(checkMessage(r), undefined)
     assert.equal(checkMessage(v), undefined)
@@ -171,6 +190,10 @@ describe('election: messages', () => {
       [{ ...r, sig: 'abc' }, checkRequest],
       [{ ...v, round: -1 }, checkVote],
       [{ ...v, round: LIMITS.voters }, checkVote],
+      [{ ...v, round: 1 }, checkVote],
+      [{ ...v, history: H1 }, checkVote],
+      [{ ...v, round: 1, history: 'X'.repeat(32) }, checkVote],
+      [{ ...rep, round: 2 }, checkReport],
       [{ ...v, yes: 'yes' }, checkVote],
       [{ ...v, reasons: ['capacity'] }, checkVote],
       [{ ...v, yes: false, reasons: [], score: 0 }, checkVote],
@@ -218,7 +241,10 @@ describe('election: messages', () => {
   it('signing refuses bad content', () => {
     assert.throws(() => vote({ yes: true, reasons: ['capacity'] }), /invalid vote/)
     assert.throws(() =>
-      signReport({ request: 'a'.repeat(32), round: 0, state: 'ALLOCATED', instance: '', note: '' }, sig(A)),
+      signReport(
+        { request: 'a'.repeat(32), round: 0, history: '', state: 'ALLOCATED', instance: '', note: '' },
+        sig(A),
+      ),
     )
     assert.throws(() => request({ computeType: 'no spaces' }))
   })
@@ -283,7 +309,14 @@ describe('election: rules', () => {
     assert.equal(preferVote(v1, v2), preferVote(v2, v1))
     const mk = (state: 'ELECTED' | 'ALLOCATED' | 'DEALLOCATED' | 'ERROR', note = '') =>
       signReport(
-        { request: 'a'.repeat(32), round: 0, state, instance: state === 'ALLOCATED' ? 'i' : '', note },
+        {
+          request: 'a'.repeat(32),
+          round: 0,
+          history: '',
+          state,
+          instance: state === 'ALLOCATED' ? 'i' : '',
+          note,
+        },
         sig(B),
       )
     assert.equal(preferReport(mk('ELECTED'), mk('ALLOCATED')).state, 'ALLOCATED')
@@ -348,7 +381,7 @@ describe('election: rules', () => {
     assert.equal(no.score, 0)
     assert.match(no.note ?? '', /docker not available.*not enough cpus/)
     // signable as is
-    signVote({ request: r.id, round: 0, tiebreak: 0, ...no, note: no.note ?? '' }, sig(B))
+    signVote({ request: r.id, round: 0, history: '', tiebreak: 0, ...no, note: no.note ?? '' }, sig(B))
   })
 
   it('encodings are cached per object and stable', () => {

@@ -187,7 +187,12 @@ class Sim {
 
   handle(r: Replica, effects: Effect[]): void {
     for (const e of effects) {
-      if (TRACE && (e.type === 'send' ? (e.msg.kind === 'request' ? e.msg.id : e.msg.request) : e.requestId).startsWith(TRACE))
+      if (
+        TRACE &&
+        (e.type === 'send' ? (e.msg.kind === 'request' ? e.msg.id : e.msg.request) : e.requestId).startsWith(
+          TRACE,
+        )
+      )
         this.trace(r, e)
       switch (e.type) {
         case 'send':
@@ -449,8 +454,8 @@ function simulate(batches: number, perBatch: number, seed0 = 1): SimStats {
 
 describe('election: simulation', () => {
   it('never two members acting for one request; all agree once healed (thousands of elections)', function () {
-    this.timeout(120_000)
     const batches = Number(process.env.ELECTION_SIM_BATCHES ?? 250)
+    this.timeout(Math.max(120_000, batches * 200))
     const stats = simulate(batches, 10, Number(process.env.ELECTION_SIM_SEED ?? 1))
     assert.ok(stats.elections >= 2000 || batches < 250, `only ${stats.elections} elections`)
     // the run covered what it claims to
