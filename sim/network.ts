@@ -200,6 +200,21 @@ export class Network {
     return at
   }
 
+  /**
+   * A cheap send for gossip forwarding: base latency only (the caller adds one jitter sample per
+   * receiver), unless loss or a relay needs the full path.
+   */
+  quickSend(a: number, b: number, bytes: number, now: number, after: number): number {
+    if (this.opts.loss > 0 || (this.nat[a] && this.nat[b])) return this.send(a, b, bytes, now, after) - this.model.jitterMedianMs
+    if (!this.canTalk(a, b)) return HELD
+    return now + after + bytes / this.bytesPerMs + this.baseMs(a, b)
+  }
+
+  /** One jitter sample. */
+  jitter(): number {
+    return lognormal(this.rng, this.model.jitterMedianMs, this.model.jitterSigma)
+  }
+
   /** Latency of one hop including loss, or DROPPED (datagram loss). */
   private hop(a: number, b: number, bytes: number): number {
     const lat = this.oneWay(a, b)

@@ -73,6 +73,8 @@ export interface SimOptions {
   sample: number
   /** publish our record once on start (the agent does only when its addresses change) */
   announceOnStart: boolean
+  /** libp2p's connection manager limit: gossip fan-out (flood publish, IHAVE) reaches at most this many peers */
+  maxConnections: number
   /** TCP gives up on a connection that is cut for this long (Linux tcp_retries2 = 15) */
   linkTimeoutMs: number
   /** virtual wall clock at t = 0: incarnations start at the wall clock */
@@ -93,6 +95,7 @@ export const SIM_DEFAULTS: SimOptions = {
   observers: undefined,
   sample: 300,
   announceOnStart: false,
+  maxConnections: 300,
   linkTimeoutMs: 924_000,
   wallStartMs: 1_767_225_600_000,
   expectedNodes: 0,
@@ -206,6 +209,8 @@ export class Sim {
   private dist = new Float64Array(0)
   private stamp = new Int32Array(0)
   private pred = new Int32Array(0)
+  private jit = new Float64Array(0)
+  private seen = new Int32Array(0)
   private curStamp = 0
 
   constructor(opts: Partial<SimOptions> = {}) {
@@ -351,6 +356,10 @@ export class Sim {
     s.set(this.stamp)
     this.stamp = s
     this.pred = new Int32Array(n)
+    this.jit = new Float64Array(n)
+    const seen = new Int32Array(n)
+    seen.set(this.seen)
+    this.seen = seen
   }
 
   private buildInfo(node: SimNode, incarnation: number, status: 'alive' | 'left'): MemberInfo {
@@ -1253,9 +1262,12 @@ export class Sim {
       }
       return v
     }
+    const jit = this.jit
     const relax = (from: number, j: number, at: number): void => {
       if (at < 0) return
-      const t = at + this.procDelay(this.nodes[j])
+      // one jitter and processing delay per receiver and message
+      if (mark[j] !== stamp) jit[j] = this.net.jitter() + this.procDelay(this.nodes[j])
+      const t = at + jit[j]
       if (mark[j] === stamp && dist[j] <= t) return
       mark[j] = stamp
       dist[j] = t
@@ -1267,10 +1279,9 @@ export class Sim {
     // flood publish over every connection
     let copies = 0
     const perCopy = bytes / this.net.bytesPerMs
-    for (let j = 0; j < N; j++) {
-      if (j === o || !this.nodes[j].up || !this.connected(o, j)) continue
+    for (const j of this.floodTargets(origin)) {
       copies++
-      relax(o, j, this.net.send(o, j, bytes, this.now, copies * perCopy))
+      relax(o, j, this.net.quickSend(o, j, bytes, this.now, copies * perCopy))
     }
     this.bytes[channel] += copies * bytes
     origin.sent += copies * bytes
@@ -1292,7 +1303,7 @@ export class Sim {
         if (k === o || k === pred[j] || !this.nodes[k].up || !this.connected(j, k)) continue
         fwd++
         if (mark[k] === stamp && dist[k] < 0) continue
-        relax(j, k, this.net.send(j, k, bytes, t, fwd * perCopy))
+        relax(j, k, this.net.quickSend(j, k, bytes, t, fwd * perCopy))
       }
       this.bytes[channel] += fwd * bytes
       node.sent += fwd * bytes
@@ -1316,8 +1327,37 @@ export class Sim {
     this.schedule(b, order, times)
   }
 
+  /** The running peers a flood publish goes to: every connection, at most maxConnections. */
+  private floodTargets(origin: SimNode): number[] {
+    const cap = this.opts.maxConnections
+    const o = origin.idx
+    const out: number[] = []
+    const N = this.nodes.length
+    if (!origin.baseLinked || origin.connCount <= cap || N <= 2 * cap) {
+      if (origin.baseLinked) {
+        for (let j = 0; j < N && out.length < cap; j++) if (j !== o && this.nodes[j].up && this.connected(o, j)) out.push(j)
+      } else {
+        for (const j of origin.conn) {
+          if (out.length >= cap) break
+          if (this.nodes[j].up) out.push(j)
+        }
+      }
+      return out
+    }
+    // a large formed cluster: `cap` random connected peers
+    const seen = this.seen
+    const s = ++this.curStamp
+    for (let tries = 0; out.length < cap && tries < 4 * cap; tries++) {
+      const j = randInt(this.rng, N)
+      if (j === o || seen[j] === s || !this.nodes[j].up || !this.connected(o, j)) continue
+      seen[j] = s
+      out.push(j)
+    }
+    return out
+  }
+
   private chargeIhave(node: SimNode): void {
-    const targets = ihaveTargets(node.connCount, node.mesh.length)
+    const targets = ihaveTargets(Math.min(node.connCount, this.opts.maxConnections), node.mesh.length)
     if (targets === 0) return
     const n = targets * COST.ihaveRounds * COST.ihaveId
     this.bytes.ihave += n

@@ -100,6 +100,7 @@ class Agent {
   }
 
   start(extra: string[] = []): void {
+    live.agents.add(this)
     this.out = ''
     const child = spawn(
       NODE,
@@ -350,10 +351,32 @@ let lastDisagreement = ''
 async function untilAllAgree(agents: Agent[], n: number, timeoutMs: number): Promise<void> {
   lastDisagreement = ''
   await until(`all ${n} agents to list ${n} alive members`, () => allAgree(agents, n), timeoutMs, 1000).catch(
-    (err) => {
+    async (err) => {
+      await dumpDisagreement(agents).catch(() => {})
       throw new Error(`${(err as Error).message} (${lastDisagreement})`)
     },
   )
+}
+
+/** For a failed wait: every agent's row of each disputed member, and its sync and drop counters. */
+async function dumpDisagreement(agents: Agent[]): Promise<void> {
+  const views = await Promise.all(agents.map((a) => a.members()))
+  const disputed = new Set(views.flatMap((v) => v.filter((r) => r.status !== 'alive').map((r) => r.peerId)))
+  for (const [i, a] of agents.entries()) {
+    const m = await a.metrics()
+    const rows = views[i]
+      .filter((r) => disputed.has(r.peerId))
+      .map(
+        (r) =>
+          `${r.name}=${r.status}@${r.incarnation} since ${new Date(r.since).toISOString().slice(11, 23)}`,
+      )
+    const counters = m
+      .split('\n')
+      .filter((l) => /^mesh_membership_(syncs_total|dropped_total|inputs|changes_total|probes_total)/.test(l))
+      .map((l) => l.replace('mesh_membership_', ''))
+      .join(' ')
+    process.stderr.write(`  [dump] ${a.name}: ${rows.join(', ')} | ${counters}\n`)
+  }
 }
 
 /** CPU time (user + system) of a process in ms, from /proc. */
@@ -370,6 +393,7 @@ function cpuMs(pid: number): number | undefined {
 
 async function runSize(n: number, o: Options): Promise<SizeResult> {
   const base = mkdtempSync(join(tmpdir(), `mesh-bench-members-${n}-`))
+  live.dirs.add(base)
   const agents: Agent[] = []
   const errors: string[] = []
   const conv: number[] = []
@@ -578,10 +602,24 @@ async function runSize(n: number, o: Options): Promise<SizeResult> {
     await Promise.all(agents.map((a) => a.stop().catch(() => {})))
     for (const a of agents) if (a.running) a.child!.kill('SIGKILL')
     rmSync(base, { recursive: true, force: true })
+    live.dirs.delete(base)
+    for (const a of agents) live.agents.delete(a)
   }
 }
 
 // ---------------------------------------------------------------------------------------
+
+/** Agents and data dirs of the run, so that an interrupted benchmark leaves nothing behind. */
+const live = { agents: new Set<Agent>(), dirs: new Set<string>() }
+
+for (const sig of ['SIGINT', 'SIGTERM'] as const) {
+  process.once(sig, () => {
+    for (const a of live.agents) if (a.running) a.child!.kill('SIGKILL')
+    for (const d of live.dirs) rmSync(d, { recursive: true, force: true })
+    process.stderr.write(`membership benchmark: ${sig}, stopped every agent\n`)
+    process.exit(130)
+  })
+}
 
 async function main(): Promise<void> {
   const o = parseArgs(process.argv.slice(2))

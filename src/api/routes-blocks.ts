@@ -33,10 +33,13 @@ async function ndjson<T>(
   })
   res.writeHead(200, { 'content-type': 'application/x-ndjson', 'cache-control': 'no-cache' })
   let last = 0
+  let phase: unknown
   const progress = (p: Record<string, unknown>) => {
     const now = performance.now()
-    if (now - last < PROGRESS_EVERY_MS) return
+    // a new phase is always reported; within one, at most 4 lines a second
+    if (now - last < PROGRESS_EVERY_MS && p.phase === phase) return
     last = now
+    phase = p.phase
     res.write(`${JSON.stringify({ type: 'progress', ...p })}\n`)
   }
   try {

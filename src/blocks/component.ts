@@ -1,4 +1,4 @@
-import { join } from 'node:path'
+import { basename, dirname, join } from 'node:path'
 import type { Message } from '@libp2p/gossipsub'
 import type { Connection, PeerId, Stream } from '@libp2p/interface'
 import { peerIdFromString } from '@libp2p/peer-id'
@@ -610,6 +610,15 @@ export class BlocksComponent implements Component {
       t.blockListeners.push((cid) => waiter.arrived(cid.toString()))
       const writing = (async () => {
         await writer.prepareBase()
+        // leftovers of an interrupted run, next to the files this run writes
+        const byDir = new Map<string, Set<string>>()
+        for (const { target } of todo) {
+          const d = dirname(target)
+          const set = byDir.get(d) ?? new Set<string>()
+          set.add(basename(target).slice(0, 100))
+          byDir.set(d, set)
+        }
+        for (const [d, names] of byDir) await writer.removeStale(d, names)
         for (const e of entries) if (e.type === 'dir') await writer.ensureDir(e.path)
         for (const { e, target } of todo) {
           if (where.file === undefined) {

@@ -324,6 +324,29 @@ export class DatasetWriter {
     )
   }
 
+  /**
+   * Remove temporary files an interrupted get left next to the files it was writing
+   * (`.NAME.mesh-XXXXXXXX`, only for NAMEs this dataset writes in that directory).
+   */
+  async removeStale(dir: string, names: ReadonlySet<string>): Promise<number> {
+    let list: string[]
+    try {
+      list = await readdir(dir)
+    } catch {
+      return 0
+    }
+    let n = 0
+    for (const f of list) {
+      const m = /^\.(.+)\.mesh-[0-9a-f]{8}$/.exec(f)
+      if (m === null || !names.has(m[1])) continue
+      const st = await lstat(join(dir, f)).catch(() => undefined)
+      if (st?.isFile() !== true) continue
+      await unlink(join(dir, f)).catch(() => {})
+      n++
+    }
+    return n
+  }
+
   /** Write one file from its chunks (each must be in the store, or `chunk` must supply it). */
   async writeFile(e: FileEntry, target: string, chunk: (cid: CID) => Promise<Uint8Array>): Promise<void> {
     const dir = dirname(target)

@@ -174,6 +174,8 @@ export class Session {
   private failure: Error | undefined
   /** bytes received in blocks */
   received = 0
+  /** called once when the stream fails (not on close()) */
+  onFailure: ((err: Error) => void) | undefined
 
   constructor(
     readonly peer: PeerId,
@@ -309,6 +311,7 @@ export class Session {
     for (const p of this.pending.values()) p.reject(err)
     this.pending.clear()
     if (this.stream.status === 'open') this.stream.abort(err)
+    this.onFailure?.(err)
   }
 
   /** Done with this provider: close our write end (the provider then ends too). */

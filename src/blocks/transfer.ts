@@ -312,6 +312,10 @@ export class Transfer {
       }
       p.state = 'active'
       this.everActive = true
+      // a provider that dies while idle is noticed too, not only through its wants
+      session.onFailure = (err) => {
+        if (p.session === session && p.state === 'active') this.drop(p, 'gone', err.message)
+      }
       this.deps.log?.debug({ peer: p.key }, 'provider found')
       this.pump(p)
     } catch (err) {

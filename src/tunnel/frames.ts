@@ -20,11 +20,9 @@ function header(type: number, length: number): Buffer {
 /** Write one data frame; returns what socket.write returned for the payload (backpressure). */
 export function writeData(socket: Socket, data: Uint8Array): boolean {
   if (data.byteLength === 0) return true
-  socket.cork()
+  // two writes, no cork: an upgraded http socket may hold corks of its own
   socket.write(header(FRAME.data, data.byteLength))
-  const ok = socket.write(data)
-  socket.uncork()
-  return ok
+  return socket.write(data)
 }
 
 /** The clean end of the agent -> CLI direction. */

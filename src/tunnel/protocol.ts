@@ -71,8 +71,8 @@ export interface ServeOptions {
 
 /**
  * The target's side of the handshake: read TunnelOpen, check the allow-list, connect to
- * 127.0.0.1:port, answer. Resolves with the raw stream and the socket, or undefined after a
- * refusal (the stream is then closed).
+ * 127.0.0.1:port, answer. Resolves with the raw stream and the socket, or with the refusal
+ * code after a refusal (the stream is then closed).
  */
 export async function acceptTunnel(
   stream: Stream,

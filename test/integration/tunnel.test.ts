@@ -181,7 +181,8 @@ describe('tunnel: proxy, forward, socks, ssh-config (3 agents on 127.0.0.1)', fu
       pump()
     })
     // sends a little, then resets the connection
-    resetter = createServer((sock) => {
+    // (half-open, so that the client's FIN does not end it cleanly first)
+    resetter = createServer({ allowHalfOpen: true }, (sock) => {
       sock.on('error', () => {})
       sock.write(Buffer.alloc(100_000, 1))
       setTimeout(() => sock.resetAndDestroy(), 300)
