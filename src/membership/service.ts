@@ -48,6 +48,7 @@ export class MembershipComponent implements Component {
   private readonly relayWaiters = new Map<string, (ack: boolean) => void>()
   private readonly probeWaits = new Map<number, AbortController>()
   private readonly lastSync = new Map<string, number>()
+  private readonly knownAddrs = new Map<string, string>()
   private left = false
   private readonly metrics
 
@@ -284,6 +285,10 @@ export class MembershipComponent implements Component {
   }
 
   private async learnAddrs(info: MemberInfo): Promise<void> {
+    // peer store writes hit LevelDB: only when a member's addresses really changed
+    const key = info.addrs.join(' ')
+    if (this.knownAddrs.get(info.peerId) === key) return
+    this.knownAddrs.set(info.peerId, key)
     try {
       const { multiaddr } = await import('@multiformats/multiaddr')
       await this.libp2p.peerStore.merge(peerIdFromString(info.peerId), {

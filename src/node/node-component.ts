@@ -140,7 +140,10 @@ export class NodeComponent implements Component {
     if (node === undefined) return
     if (!(await node.services.admission.admitted(conn))) return
     try {
-      await node.peerStore.merge(conn.remotePeer, { tags: { [MEMBER_TAG]: { value: 50 } } })
+      const known = await node.peerStore.get(conn.remotePeer).catch(() => undefined)
+      if (known?.tags.has(MEMBER_TAG) !== true) {
+        await node.peerStore.merge(conn.remotePeer, { tags: { [MEMBER_TAG]: { value: 50 } } })
+      }
       const rtt = await node.services.ping.ping(conn.remotePeer, { signal: AbortSignal.timeout(2000) })
       this.rtt.set(conn.remotePeer.toString(), rtt)
     } catch {}
