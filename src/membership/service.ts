@@ -385,7 +385,8 @@ export class MembershipComponent implements Component {
       this.metrics.bytes.inc({ direction: 'in', channel: 'sync' }, raw.byteLength)
       const theirs = MemberSet.decode(raw)
       await stream.close({ signal }).catch(() => {})
-      this.ingest(theirs.records, theirs.claims, theirs.statements)
+      // a sync that taught us of members we are not connected to: dial them now, not at the next round
+      if (this.ingest(theirs.records, theirs.claims, theirs.statements) > 0) void this.connectMembers()
       this.metrics.syncs.inc({ role: why, result: 'ok' })
     } catch (err) {
       this.metrics.syncs.inc({ role: why, result: 'error' })

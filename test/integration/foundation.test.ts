@@ -80,11 +80,16 @@ describe('foundation: init, invite, join, restart (3 agents on 127.0.0.1)', func
     b.start()
     const s = await b.ready()
     assert.equal(s.peerId, ids.b)
-    await waitFor('b to be back with a and c', async () => {
-      const peers = await admittedPeers(b)
-      return peers.has(ids.a) && peers.has(ids.c)
-    })
-    await waitFor('a to see b again', async () => (await admittedPeers(a)).has(ids.b))
+    // liveness, not speed: generous, because CI runs this on two busy cores
+    await waitFor(
+      'b to be back with a and c',
+      async () => {
+        const peers = await admittedPeers(b)
+        return peers.has(ids.a) && peers.has(ids.c)
+      },
+      45_000,
+    )
+    await waitFor('a to see b again', async () => (await admittedPeers(a)).has(ids.b), 45_000)
   })
 
   it('SIGTERM stops the agent cleanly: exit 0, socket and lock removed', async () => {
