@@ -4,6 +4,7 @@ import type { Message } from '@libp2p/gossipsub'
 import type { Connection, PeerId, Stream } from '@libp2p/interface'
 import { peerIdFromString } from '@libp2p/peer-id'
 import { lpStream, pbStream } from '@libp2p/utils'
+import type { Multiaddr } from '@multiformats/multiaddr'
 import { Circuit } from '@multiformats/multiaddr-matcher'
 import { MemberSet, Probe, ProbeReply } from '../../protocols/membership.js'
 import { Statement } from '../../protocols/trust.js'
@@ -173,6 +174,7 @@ export class MembershipComponent implements Component {
     // direct addresses first: a relay circuit is the fallback
     const addrs = this.libp2p
       .getMultiaddrs()
+      .filter(dialable)
       .sort((a, b) => Number(Circuit.matches(a)) - Number(Circuit.matches(b)))
       .map(String)
       .slice(0, 32)
@@ -202,7 +204,7 @@ export class MembershipComponent implements Component {
 
   private readonly onSelfUpdate = (): void => {
     try {
-      const addrs = this.libp2p.getMultiaddrs().map(String)
+      const addrs = this.libp2p.getMultiaddrs().filter(dialable).map(String)
       if (addrs.length !== this.self.addrs.length || addrs.some((a) => !this.self.addrs.includes(a))) this.refresh()
     } catch (err) {
       this.deps.reporter.log.warn({ err: (err as Error).message }, 'could not refresh our record')
@@ -292,7 +294,7 @@ export class MembershipComponent implements Component {
     try {
       const { multiaddr } = await import('@multiformats/multiaddr')
       await this.libp2p.peerStore.merge(peerIdFromString(info.peerId), {
-        multiaddrs: info.addrs.map((a) => multiaddr(a)),
+        multiaddrs: info.addrs.map((a) => multiaddr(a)).filter(dialable),
         tags: { 'mesh-member': { value: 50 } },
       })
     } catch {}
@@ -532,6 +534,16 @@ export class MembershipComponent implements Component {
     t.unref()
     this.timers.push(t)
   }
+}
+
+/**
+ * Only addresses that start at a network address: libp2p also lists bare `/webrtc/p2p/..`
+ * listen addresses, and a peer store entry like that crashes the circuit-relay listener
+ * (libp2p 3.3.11 throws from an event handler in AddressManager.confirmObservedAddr).
+ */
+export function dialable(ma: Multiaddr): boolean {
+  const first = ma.getComponents()[0]?.name
+  return first === 'ip4' || first === 'ip6' || first === 'dns' || first === 'dns4' || first === 'dns6' || first === 'dnsaddr'
 }
 
 export { effectiveStatus, type Entry }

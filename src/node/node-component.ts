@@ -208,7 +208,7 @@ export class NodeComponent implements Component {
   reachableAddrs(): string[] {
     return this.node
       .getMultiaddrs()
-      .filter((ma) => !Circuit.matches(ma))
+      .filter((ma) => !Circuit.matches(ma) && ['ip4', 'ip6', 'dns', 'dns4', 'dns6'].includes(ma.getComponents()[0]?.name ?? ''))
       .map(String)
   }
 }
