@@ -11,8 +11,27 @@ const PROGRESS_EVERY_MS = 250
 
 function absolute(p: unknown, what: string): string {
   if (typeof p !== 'string' || p === '') throw new ApiError(400, `no ${what} given`)
-  if (!isAbsolute(p)) throw new ApiError(400, `${what} must be an absolute path (the CLI resolves it): '${p}'`)
+  if (!isAbsolute(p))
+    throw new ApiError(400, `${what} must be an absolute path (the CLI resolves it): '${p}'`)
   return p
+}
+
+/** Write with backpressure; rejects if the client goes away meanwhile. */
+function send(res: FastifyReply['raw'], chunk: Uint8Array, signal: AbortSignal): Promise<void> {
+  if (res.write(chunk)) return Promise.resolve()
+  return new Promise((resolve, reject) => {
+    const done = (err?: Error) => {
+      res.off('drain', onDrain)
+      signal.removeEventListener('abort', onAbort)
+      if (err === undefined) resolve()
+      else reject(err)
+    }
+    const onDrain = () => done()
+    const onAbort = () => done(new Error('the client went away'))
+    if (signal.aborted) return onAbort()
+    res.once('drain', onDrain)
+    signal.addEventListener('abort', onAbort, { once: true })
+  })
 }
 
 /**
@@ -62,7 +81,7 @@ export function blockRoutes(deps: { blocks: BlocksComponent }) {
   return (app: FastifyInstance) => {
     app.post<{ Body: { path?: string } }>('/v1/blocks', async (req) => {
       const path = absolute(req.body?.path, 'file path')
-      let fh
+      let fh: Awaited<ReturnType<typeof open>>
       try {
         fh = await open(path, 'r')
       } catch (err) {
@@ -72,7 +91,10 @@ export function blockRoutes(deps: { blocks: BlocksComponent }) {
         const st = await fh.stat()
         if (!st.isFile()) throw new ApiError(400, `${path} is not a regular file`)
         if (st.size > MAX_BLOCK) {
-          throw new ApiError(400, `${path} is ${st.size} bytes; a block is at most ${MAX_BLOCK} (2 MiB): use 'mesh put' for files of any size`)
+          throw new ApiError(
+            400,
+            `${path} is ${st.size} bytes; a block is at most ${MAX_BLOCK} (2 MiB): use 'mesh put' for files of any size`,
+          )
         }
         return await b.blockPut(new Uint8Array(await fh.readFile()))
       } finally {
@@ -85,10 +107,15 @@ export function blockRoutes(deps: { blocks: BlocksComponent }) {
       const ac = new AbortController()
       reply.raw.on('close', () => ac.abort())
       const { bytes } = await b.blockGet(cid, ac.signal)
-      return reply.type('application/octet-stream').header('x-mesh-cid', cid.toString()).send(Buffer.from(bytes))
+      return reply
+        .type('application/octet-stream')
+        .header('x-mesh-cid', cid.toString())
+        .send(Buffer.from(bytes))
     })
 
-    app.get<{ Params: { cid: string } }>('/v1/blocks/:cid/stat', async (req) => b.blockStat(parseCid(req.params.cid)))
+    app.get<{ Params: { cid: string } }>('/v1/blocks/:cid/stat', async (req) =>
+      b.blockStat(parseCid(req.params.cid)),
+    )
 
     app.post<{ Body: { path?: string; tag?: string; replicas?: number } }>('/v1/put', async (req, reply) => {
       const path = absolute(req.body?.path, 'path to put')
@@ -96,7 +123,9 @@ export function blockRoutes(deps: { blocks: BlocksComponent }) {
       if (replicas !== undefined && (!Number.isInteger(replicas) || replicas < 1 || replicas > 64)) {
         throw new ApiError(400, `--replicas must be a whole number from 1 to 64, not ${replicas}`)
       }
-      await ndjson(req, reply, (signal, progress) => b.put(path, { tag, replicas, signal, onProgress: progress }))
+      await ndjson(req, reply, (signal, progress) =>
+        b.put(path, { tag, replicas, signal, onProgress: progress }),
+      )
     })
 
     app.post<{ Body: { ref?: string; dest?: string; cwd?: string } }>('/v1/get', async (req, reply) => {
@@ -105,35 +134,37 @@ export function blockRoutes(deps: { blocks: BlocksComponent }) {
       if (dest !== undefined) absolute(dest, 'destination')
       if (cwd !== undefined) absolute(cwd, 'working directory')
       await ndjson(req, reply, (signal, progress) =>
-        b.get(ref, dest, { signal, cwd, onProgress: (p) => progress(p as unknown as Record<string, unknown>) }),
+        b.get(ref, dest, {
+          signal,
+          cwd,
+          onProgress: (p) => progress(p as unknown as Record<string, unknown>),
+        }),
       )
     })
 
     app.get<{ Querystring: { ref?: string } }>('/v1/cat', async (req, reply) => {
       const ref = req.query.ref ?? ''
       const ac = new AbortController()
-      reply.raw.on('close', () => {
-        if (!reply.raw.writableFinished) ac.abort()
+      const res = reply.raw
+      res.on('close', () => {
+        if (!res.writableFinished) ac.abort()
       })
       const it = b.cat(ref, ac.signal)[Symbol.asyncIterator]()
       // errors before the first byte are ordinary API errors
       const first = await it.next()
       reply.hijack()
-      const res = reply.raw
       res.writeHead(200, { 'content-type': 'application/octet-stream' })
       try {
-        if (first.done !== true) {
-          if (!res.write(first.value)) await new Promise((r) => res.once('drain', r))
-          for (;;) {
-            const n = await it.next()
-            if (n.done === true) break
-            if (!res.write(n.value)) await new Promise((r) => res.once('drain', r))
-          }
+        let n = first
+        while (n.done !== true) {
+          await send(res, n.value, ac.signal)
+          n = await it.next()
         }
         res.end()
       } catch (err) {
         // the status is sent already: cut the body so the client sees a short read
         res.destroy(err as Error)
+        await it.return?.(undefined).catch(() => {})
       }
     })
 

@@ -142,7 +142,10 @@ export class Blockstore {
   /** Store bytes: their CID, and whether the block is new to this store. */
   async add(bytes: Uint8Array): Promise<{ cid: CID; added: boolean }> {
     if (bytes.byteLength > MAX_BLOCK) {
-      throw new BlocksError('refused', `a block is at most ${MAX_BLOCK} bytes (2 MiB); this is ${bytes.byteLength}`)
+      throw new BlocksError(
+        'refused',
+        `a block is at most ${MAX_BLOCK} bytes (2 MiB); this is ${bytes.byteLength}`,
+      )
     }
     const cid = cidOf(bytes)
     return { cid, added: await this.write(cid.toString(), bytes) }

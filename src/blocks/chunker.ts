@@ -30,7 +30,8 @@ export const DEFAULT_SIZES: ChunkerSizes = { min: MIN_CHUNK, avg: AVG_CHUNK, max
 /** gear[b] = first 4 bytes (big-endian) of SHA-256('mesh-gear-v1 ' + b). */
 export const GEAR: Uint32Array = (() => {
   const g = new Uint32Array(256)
-  for (let i = 0; i < 256; i++) g[i] = createHash('sha256').update(`mesh-gear-v1 ${i}`).digest().readUInt32BE(0)
+  for (let i = 0; i < 256; i++)
+    g[i] = createHash('sha256').update(`mesh-gear-v1 ${i}`).digest().readUInt32BE(0)
   return g
 })()
 
@@ -46,14 +47,20 @@ function masks(avg: number): Masks {
 }
 
 function checkSizes(s: ChunkerSizes): void {
-  if (!(s.min >= 64 && s.min < s.avg && s.avg < s.max)) throw new Error(`bad chunk sizes ${JSON.stringify(s)}`)
+  if (!(s.min >= 64 && s.min < s.avg && s.avg < s.max))
+    throw new Error(`bad chunk sizes ${JSON.stringify(s)}`)
 }
 
 /**
  * Where the chunk starting at `start` ends (exclusive), given that `buf[start, end)` is all the
  * data there is (or at least `max` bytes of it).
  */
-export function cutPoint(buf: Uint8Array, start: number, end: number, sizes: ChunkerSizes = DEFAULT_SIZES): number {
+export function cutPoint(
+  buf: Uint8Array,
+  start: number,
+  end: number,
+  sizes: ChunkerSizes = DEFAULT_SIZES,
+): number {
   const m = sizes === DEFAULT_SIZES ? DEFAULT_MASKS : masks(sizes.avg)
   let n = end - start
   if (n <= sizes.min) return end

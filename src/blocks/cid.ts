@@ -28,7 +28,10 @@ export function parseCid(text: string): CID {
   try {
     cid = CID.parse(t)
   } catch (err) {
-    throw new BlocksError('bad-request', `'${text}' is not a CID (${(err as Error).message}); expected a CIDv1 such as bafkrei…`)
+    throw new BlocksError(
+      'bad-request',
+      `'${text}' is not a CID (${(err as Error).message}); expected a CIDv1 such as bafkrei…`,
+    )
   }
   return checkCid(cid, text)
 }
@@ -45,7 +48,12 @@ export function decodeCid(bytes: Uint8Array): CID {
 }
 
 function checkCid(cid: CID, text: string): CID {
-  if (cid.version !== 1 || cid.code !== RAW || cid.multihash.code !== SHA2_256 || cid.multihash.digest.length !== 32) {
+  if (
+    cid.version !== 1 ||
+    cid.code !== RAW ||
+    cid.multihash.code !== SHA2_256 ||
+    cid.multihash.digest.length !== 32
+  ) {
     throw new BlocksError(
       'bad-request',
       `unsupported CID '${text}': mesh blocks are CIDv1, raw codec (0x55), sha2-256 (bafkrei…)`,

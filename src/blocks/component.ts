@@ -13,6 +13,8 @@ import { type Cluster, protocolPrefix } from '../node/cluster.js'
 import type { NodeComponent } from '../node/node-component.js'
 import type { ComponentReporter } from '../reporter/reporter.js'
 import { Blockstore, MAX_BLOCK } from './blockstore.js'
+// side effect: keeps pnet's cipher from exhausting its memory under heavy traffic
+import './xsalsa20-fix.js'
 import { type CID, parseCid } from './cid.js'
 import { DatasetWriter, destinationOf, putPath, readManifest, upToDate } from './dataset.js'
 import { BlocksError, explainFsError } from './errors.js'
@@ -141,13 +143,20 @@ export class BlocksComponent implements Component {
       bytes: r.gauge('store_bytes', 'bytes in the local store', [], () => {
         this.metrics.bytes.set(this.store.totalBytes)
       }),
-      corrupt: r.counter('corrupt_blocks_total', 'blocks dropped because they did not hash to their CID, by where', ['source']),
+      corrupt: r.counter(
+        'corrupt_blocks_total',
+        'blocks dropped because they did not hash to their CID, by where',
+        ['source'],
+      ),
       received: r.counter('received_bytes_total', 'block bytes fetched from other members'),
       receivedBlocks: r.counter('received_blocks_total', 'blocks fetched from other members'),
       served: r.counter('served_bytes_total', 'block bytes served to other members'),
       servedBlocks: r.counter('served_blocks_total', 'blocks served to other members'),
       wants: r.counter('wants_received_total', 'exchange messages received, by kind', ['kind']),
-      transfers: r.counter('transfers_total', 'gets, puts and replications, by kind and result', ['kind', 'result']),
+      transfers: r.counter('transfers_total', 'gets, puts and replications, by kind and result', [
+        'kind',
+        'result',
+      ]),
       tags: r.counter('tags_total', 'tag records received, by outcome', ['outcome']),
       evicted: r.counter('evicted_bytes_total', 'cached block bytes evicted under the size budget'),
       repairs: r.counter('repairs_total', 'replica repairs started, by result', ['result']),
@@ -156,10 +165,17 @@ export class BlocksComponent implements Component {
     this.store = new Blockstore(join(deps.dataDir, 'blocks'), {
       onCorrupt: () => this.metrics.corrupt.inc({ source: 'disk' }),
     })
-    this.tags = new TagStore(deps.cluster.id, join(deps.dataDir, 'blocks', 'tags.json'), (p) => deps.node.trust?.isRevoked(p) ?? false)
+    this.tags = new TagStore(
+      deps.cluster.id,
+      join(deps.dataDir, 'blocks', 'tags.json'),
+      (p) => deps.node.trust?.isRevoked(p) ?? false,
+    )
     this.pins = new PinStore(join(deps.dataDir, 'blocks', 'pins.json'))
     this.limiter = new RateLimiter(deps.config.blocks.serveBytesPerSec)
-    r.health(() => ({ ok: this.started, detail: `${this.store.count} blocks, ${this.store.totalBytes} bytes` }))
+    r.health(() => ({
+      ok: this.started,
+      detail: `${this.store.count} blocks, ${this.store.totalBytes} bytes`,
+    }))
   }
 
   private get node() {
@@ -247,11 +263,16 @@ export class BlocksComponent implements Component {
     if (ref.kind === 'cid') return ref.cid
     const t = this.tags.get(ref.dataset, ref.tag)
     if (t === undefined) {
-      const known = this.tags.all().filter((x) => x.dataset === ref.dataset).map((x) => `${x.dataset}:${x.tag}`)
+      const known = this.tags
+        .all()
+        .filter((x) => x.dataset === ref.dataset)
+        .map((x) => `${x.dataset}:${x.tag}`)
       throw new BlocksError(
         'not-found',
         `unknown tag ${ref.dataset}:${ref.tag}` +
-          (known.length > 0 ? `; dataset ${ref.dataset} has ${known.slice(0, 8).join(', ')}` : "; 'mesh datasets' lists the tags"),
+          (known.length > 0
+            ? `; dataset ${ref.dataset} has ${known.slice(0, 8).join(', ')}`
+            : "; 'mesh datasets' lists the tags"),
       )
     }
     return parseCid(t.root)
@@ -286,7 +307,8 @@ export class BlocksComponent implements Component {
       for await (const prov of this.node.contentRouting.findProviders(key, { signal: ac.signal })) {
         const p = prov.id.toString()
         if (!emit(p)) continue
-        if (prov.multiaddrs.length > 0) await this.node.peerStore.merge(prov.id, { multiaddrs: prov.multiaddrs }).catch(() => {})
+        if (prov.multiaddrs.length > 0)
+          await this.node.peerStore.merge(prov.id, { multiaddrs: prov.multiaddrs }).catch(() => {})
         yield prov.id
       }
     } catch (err) {
@@ -298,7 +320,10 @@ export class BlocksComponent implements Component {
   }
 
   private async openSession(peer: PeerId, signal: AbortSignal): Promise<Session> {
-    const stream = await this.node.dialProtocol(peer, this.exchangeProtocol, { signal, runOnLimitedConnection: true })
+    const stream = await this.node.dialProtocol(peer, this.exchangeProtocol, {
+      signal,
+      runOnLimitedConnection: true,
+    })
     const b = this.deps.config.blocks
     return new Session(peer, stream, {
       maxBufferBytes: b.windowBytes + 4 * MAX_BLOCK,
@@ -319,9 +344,13 @@ export class BlocksComponent implements Component {
         maxWants: b.maxWants,
         providerTimeoutMs: b.providerTimeoutMs,
         stallTimeoutMs: b.stallTimeoutMs,
+        nameOf: (peer) => this.nameOf(peer),
         onCorrupt: (peer) => {
           this.metrics.corrupt.inc({ source: 'network' })
-          this.log.warn({ peer }, 'a provider sent a block that does not match its CID: dropped, provider not asked again')
+          this.log.warn(
+            { peer },
+            'a provider sent a block that does not match its CID: dropped, provider not asked again',
+          )
         },
         onBlock: (_cid, size) => {
           this.metrics.received.inc(size)
@@ -384,11 +413,16 @@ export class BlocksComponent implements Component {
   }
 
   /** The first fetch of a transfer: nobody having the key is a clear 404. */
-  private async fetchOrNotFound(t: Transfer, needs: Need[], key: CID, onProgress?: (p: TransferProgress) => void): Promise<void> {
+  private async fetchOrNotFound(
+    t: Transfer,
+    needs: Need[],
+    key: CID,
+    onProgress?: (p: TransferProgress) => void,
+  ): Promise<void> {
     try {
       await t.fetch(needs, onProgress)
     } catch (err) {
-      if (err instanceof BlocksError && err.code === 'unavailable' && t.providerViews().length === 0) {
+      if (err instanceof BlocksError && err.code === 'unavailable' && !t.everActive) {
         throw new BlocksError(
           'not-found',
           `no member has ${key}: it is not in the local store and no connected member or DHT provider record has it`,
@@ -411,12 +445,22 @@ export class BlocksComponent implements Component {
     if (bytes !== undefined && isRoot(bytes)) {
       try {
         const r = decodeRoot(bytes, cid)
-        dataset = { name: r.name, type: r.type, files: r.files, dirs: r.dirs, symlinks: r.symlinks, bytes: r.bytes }
+        dataset = {
+          name: r.name,
+          type: r.type,
+          files: r.files,
+          dirs: r.dirs,
+          symlinks: r.symlinks,
+          bytes: r.bytes,
+        }
       } catch {}
     }
     const providers = await this.whoHas(cid)
     if (bytes === undefined && providers.length === 0) {
-      throw new BlocksError('not-found', `no member has ${cid}: it is not in the local store and no member or DHT provider record has it`)
+      throw new BlocksError(
+        'not-found',
+        `no member has ${cid}: it is not in the local store and no member or DHT provider record has it`,
+      )
     }
     return {
       cid: cid.toString(),
@@ -471,7 +515,8 @@ export class BlocksComponent implements Component {
     const own = t === undefined
     const tr = t ?? this.transfer(root, [])
     try {
-      if (!this.store.has(root)) await this.fetchOrNotFound(tr, [{ cid: root, size: 0 }], root, (p) => onProgress?.(p, 'root'))
+      if (!this.store.has(root))
+        await this.fetchOrNotFound(tr, [{ cid: root, size: 0 }], root, (p) => onProgress?.(p, 'root'))
       const bytes = await this.store.get(root)
       if (bytes === undefined) throw new BlocksError('unavailable', `block ${root} vanished from the store`)
       const info = decodeRoot(bytes, root)
@@ -492,20 +537,30 @@ export class BlocksComponent implements Component {
       tag?: string
       replicas?: number
       signal?: AbortSignal
-      onProgress?: (p: { phase: string; bytes: number; totalBytes: number; files: number; totalFiles: number }) => void
+      onProgress?: (p: {
+        phase: string
+        bytes: number
+        totalBytes: number
+        files: number
+        totalFiles: number
+      }) => void
     } = {},
   ): Promise<PutResult> {
     const t0 = performance.now()
     let tag: { dataset: string; tag: string } | undefined
     if (opts.tag !== undefined) {
       const colon = opts.tag.indexOf(':')
-      if (colon < 0) throw new BlocksError('bad-request', `--tag '${opts.tag}' must be DATASET:TAG, e.g. maps:v2`)
+      if (colon < 0)
+        throw new BlocksError('bad-request', `--tag '${opts.tag}' must be DATASET:TAG, e.g. maps:v2`)
       tag = { dataset: opts.tag.slice(0, colon), tag: opts.tag.slice(colon + 1) }
       checkTagName(tag.dataset, tag.tag)
     }
     const replicas = opts.replicas ?? 0
     if (!Number.isInteger(replicas) || replicas < 0 || replicas > 64) {
-      throw new BlocksError('bad-request', `--replicas must be a whole number from 1 to 64, not ${opts.replicas}`)
+      throw new BlocksError(
+        'bad-request',
+        `--replicas must be a whole number from 1 to 64, not ${opts.replicas}`,
+      )
     }
     const keep = new Set<string>()
     this.protect.add(keep)
@@ -520,7 +575,13 @@ export class BlocksComponent implements Component {
       void this.provide(r.root)
       let replication: ReplicaReport | undefined
       if (replicas > 0) {
-        opts.onProgress?.({ phase: 'replicating', bytes: r.info.bytes, totalBytes: r.info.bytes, files: r.info.files, totalFiles: r.info.files })
+        opts.onProgress?.({
+          phase: 'replicating',
+          bytes: r.info.bytes,
+          totalBytes: r.info.bytes,
+          files: r.info.files,
+          totalFiles: r.info.files,
+        })
         replication = await this.replicate(r.root, replicas, opts.signal)
       }
       let published: PutResult['tag']
@@ -560,7 +621,12 @@ export class BlocksComponent implements Component {
   async get(
     refText: string,
     dest: string | undefined,
-    opts: { signal?: AbortSignal; onProgress?: (p: GetProgress) => void; hints?: string[]; cwd?: string } = {},
+    opts: {
+      signal?: AbortSignal
+      onProgress?: (p: GetProgress) => void
+      hints?: string[]
+      cwd?: string
+    } = {},
   ): Promise<GetResult> {
     const t0 = performance.now()
     const root = this.resolve(parseRef(refText))
@@ -581,7 +647,7 @@ export class BlocksComponent implements Component {
       for (const [c] of info.manifest) keep.add(c)
       // no DEST: ./NAME, in the caller's directory
       const where = await destinationOf(info, dest ?? join(opts.cwd ?? process.cwd(), info.name))
-      const writer = new DatasetWriter(where.base, this.store)
+      const writer = new DatasetWriter(where.base)
       const fileEntries = entries.filter((e): e is FileEntry => e.type === 'file')
       totalFiles = fileEntries.length
       const todo: Array<{ e: FileEntry; target: string }> = []
@@ -607,7 +673,7 @@ export class BlocksComponent implements Component {
           throw err
         },
       )
-      t.blockListeners.push((cid) => waiter.arrived(cid.toString()))
+      t.blockListeners.push((cid, bytes) => waiter.arrived(cid.toString(), bytes))
       const writing = (async () => {
         await writer.prepareBase()
         // leftovers of an interrupted run, next to the files this run writes
@@ -629,10 +695,13 @@ export class BlocksComponent implements Component {
           files++
         }
       })()
-      const [f, w] = await Promise.allSettled([fetching, writing.catch((err) => {
-        ac.abort(err)
-        throw err
-      })])
+      const [f, w] = await Promise.allSettled([
+        fetching,
+        writing.catch((err) => {
+          ac.abort(err)
+          throw err
+        }),
+      ])
       if (w.status === 'rejected') throw w.reason
       if (f.status === 'rejected') throw f.reason
       phase = 'finishing'
@@ -660,7 +729,8 @@ export class BlocksComponent implements Component {
       }
     } catch (err) {
       this.metrics.transfers.inc({ kind: 'get', result: 'error' })
-      if (opts.signal?.aborted) throw new BlocksError('interrupted', 'the get was interrupted; run it again to resume')
+      if (opts.signal?.aborted)
+        throw new BlocksError('interrupted', 'the get was interrupted; run it again to resume')
       throw err
     } finally {
       this.protect.delete(keep)
@@ -670,7 +740,11 @@ export class BlocksComponent implements Component {
   }
 
   /** Every block of a dataset into the store (pin, replicate): no files are written. */
-  async fetchAll(root: CID, hints: readonly string[], signal?: AbortSignal): Promise<{ bytes: number; fetched: number }> {
+  async fetchAll(
+    root: CID,
+    hints: readonly string[],
+    signal?: AbortSignal,
+  ): Promise<{ bytes: number; fetched: number }> {
     const t = this.transfer(root, hints, signal)
     const keep = new Set<string>([root.toString()])
     this.protect.add(keep)
@@ -704,18 +778,27 @@ export class BlocksComponent implements Component {
       if (!this.store.has(root)) await this.fetchOrNotFound(t, [{ cid: root, size: 0 }], root)
       const rootBytes = (await this.store.get(root))!
       if (!isRoot(rootBytes)) {
-        if (ref.path !== undefined) throw new BlocksError('not-a-dataset', `${root} is a plain block: it has no paths`)
+        if (ref.path !== undefined)
+          throw new BlocksError('not-a-dataset', `${root} is a plain block: it has no paths`)
         yield rootBytes
         return
       }
       const { info, entries } = await this.manifest(root, t)
       const path = ref.path ?? (info.type === 'file' ? info.name : undefined)
       if (path === undefined) {
-        throw new BlocksError('bad-request', `${refText} is a directory dataset: name a file, e.g. ${refText}/${entries.find((e) => e.type === 'file')?.path ?? 'PATH'}`)
+        throw new BlocksError(
+          'bad-request',
+          `${refText} is a directory dataset: name a file, e.g. ${refText}/${entries.find((e) => e.type === 'file')?.path ?? 'PATH'}`,
+        )
       }
       const e = entries.find((x) => x.path === path)
-      if (e === undefined) throw new BlocksError('not-found', `dataset ${root} (${refText.split('/')[0]}) has no ${path}; 'mesh ls' lists its files`)
-      if (e.type !== 'file') throw new BlocksError('bad-request', `${path} in ${refText} is a ${e.type}, not a file`)
+      if (e === undefined)
+        throw new BlocksError(
+          'not-found',
+          `dataset ${root} (${refText.split('/')[0]}) has no ${path}; 'mesh ls' lists its files`,
+        )
+      if (e.type !== 'file')
+        throw new BlocksError('bad-request', `${path} in ${refText} is a ${e.type}, not a file`)
       // fetch ahead in batches so a large file streams
       const batch = 32
       for (let i = 0; i < e.chunks.length; i += batch) {
@@ -724,7 +807,8 @@ export class BlocksComponent implements Component {
         await t.fetch(part)
         for (const n of part) {
           const bytes = await this.store.get(n.cid)
-          if (bytes === undefined) throw new BlocksError('unavailable', `block ${n.cid} vanished from the store`)
+          if (bytes === undefined)
+            throw new BlocksError('unavailable', `block ${n.cid} vanished from the store`)
           yield bytes
         }
       }
@@ -758,12 +842,20 @@ export class BlocksComponent implements Component {
 
   // ---- pins and eviction ------------------------------------------------------------------
 
-  async pin(refText: string, signal?: AbortSignal): Promise<{ root: string; bytes: number; fetched: number }> {
+  async pin(
+    refText: string,
+    signal?: AbortSignal,
+  ): Promise<{ root: string; bytes: number; fetched: number }> {
     const root = this.resolve(parseRef(refText))
     const key = root.toString()
     const { bytes, fetched } = await this.fetchAll(root, [], signal)
     const prev = this.pins.get(key)
-    await this.pins.set(key, { kind: 'dataset', replicas: prev?.replicas ?? 0, complete: true, since: prev?.since ?? Date.now() })
+    await this.pins.set(key, {
+      kind: 'dataset',
+      replicas: prev?.replicas ?? 0,
+      complete: true,
+      since: prev?.since ?? Date.now(),
+    })
     this.closure.delete(key)
     void this.provide(root)
     return { root: key, bytes, fetched }
@@ -809,7 +901,8 @@ export class BlocksComponent implements Component {
         const budget = this.deps.config.blocks.cacheBytes
         if (this.store.totalBytes <= budget) return
         const pinned = new Set<string>()
-        for (const [root, pin] of this.pins.entries()) for (const c of await this.pinnedClosure(root, pin)) pinned.add(c)
+        for (const [root, pin] of this.pins.entries())
+          for (const c of await this.pinnedClosure(root, pin)) pinned.add(c)
         const keep = (c: string) => pinned.has(c) || [...this.protect].some((s) => s.has(c))
         const r = await this.store.evict(budget, keep)
         if (r.blocks > 0) {
@@ -839,7 +932,13 @@ export class BlocksComponent implements Component {
       replicas,
     })
     this.tags.apply(rec)
-    this.deps.events?.publish('dataset_tag', { dataset, tag, root, seq: rec.seq.toString(), publisher: rec.publisher })
+    this.deps.events?.publish('dataset_tag', {
+      dataset,
+      tag,
+      root,
+      seq: rec.seq.toString(),
+      publisher: rec.publisher,
+    })
     try {
       await this.node.services.pubsub.publish(this.topic, TagSet.encode({ tags: [rec] }))
     } catch (err) {
@@ -857,7 +956,13 @@ export class BlocksComponent implements Component {
       this.metrics.tags.inc({ outcome })
       if (outcome === 'new') {
         n++
-        this.deps.events?.publish('dataset_tag', { dataset: t.dataset, tag: t.tag, root: t.root, seq: t.seq.toString(), publisher: t.publisher })
+        this.deps.events?.publish('dataset_tag', {
+          dataset: t.dataset,
+          tag: t.tag,
+          root: t.root,
+          seq: t.seq.toString(),
+          publisher: t.publisher,
+        })
       }
     }
     return n
@@ -904,9 +1009,16 @@ export class BlocksComponent implements Component {
 
   // ---- control protocol -----------------------------------------------------------------------
 
-  private async control(peer: PeerId, req: DatasetRequest, timeoutMs = CONTROL_TIMEOUT_MS): Promise<DatasetReply> {
+  private async control(
+    peer: PeerId,
+    req: DatasetRequest,
+    timeoutMs = CONTROL_TIMEOUT_MS,
+  ): Promise<DatasetReply> {
     const signal = AbortSignal.timeout(timeoutMs)
-    const stream = await this.node.dialProtocol(peer, this.controlProtocol, { signal, runOnLimitedConnection: true })
+    const stream = await this.node.dialProtocol(peer, this.controlProtocol, {
+      signal,
+      runOnLimitedConnection: true,
+    })
     // a replication may keep the stream quiet for a long time
     stream.inactivityTimeout = timeoutMs + 5_000
     try {
@@ -927,7 +1039,10 @@ export class BlocksComponent implements Component {
     stream.inactivityTimeout = b.replicateTimeoutMs + 5_000
     try {
       const pb = pbStream(stream, { maxDataLength: MAX_CONTROL })
-      const req = await pb.read(DatasetRequest, { signal: AbortSignal.timeout(CONTROL_TIMEOUT_MS), limits: { holds: 1024 } } as never)
+      const req = await pb.read(DatasetRequest, {
+        signal: AbortSignal.timeout(CONTROL_TIMEOUT_MS),
+        limits: { holds: 1024 },
+      } as never)
       const reply: DatasetReply = { ok: false, held: [], error: '' }
       if (req.tagSync !== undefined) {
         this.ingestTags(req.tagSync.tags)
@@ -1003,13 +1118,28 @@ export class BlocksComponent implements Component {
     const timeout = this.deps.config.blocks.replicateTimeoutMs
     const results = await Promise.all(
       plan.targets.map(async (peerId) => {
-        if (peerId === this.self) return { peerId, name: this.nameOf(peerId, names), ok: this.pins.get(key)?.complete === true }
+        if (peerId === this.self)
+          return { peerId, name: this.nameOf(peerId, names), ok: this.pins.get(key)?.complete === true }
         try {
           signal?.throwIfAborted()
-          const reply = await this.control(peerIdFromString(peerId), { replicate: { root: key, replicas: n }, holds: [] }, timeout)
-          return { peerId, name: this.nameOf(peerId, names), ok: reply.ok, error: reply.ok ? undefined : reply.error }
+          const reply = await this.control(
+            peerIdFromString(peerId),
+            { replicate: { root: key, replicas: n }, holds: [] },
+            timeout,
+          )
+          return {
+            peerId,
+            name: this.nameOf(peerId, names),
+            ok: reply.ok,
+            error: reply.ok ? undefined : reply.error,
+          }
         } catch (err) {
-          return { peerId, name: this.nameOf(peerId, names), ok: false, error: `no answer: ${(err as Error).message}` }
+          return {
+            peerId,
+            name: this.nameOf(peerId, names),
+            ok: false,
+            error: `no answer: ${(err as Error).message}`,
+          }
         }
       }),
     )
@@ -1020,7 +1150,10 @@ export class BlocksComponent implements Component {
         ...results.filter((r) => !r.ok).map((r) => `${r.name} (${r.error ?? 'failed'})`),
         ...plan.missing.map((m) => `${this.nameOf(m.peerId, names)} (${m.status})`),
       ]
-      if (plan.targets.length + plan.missing.length < n) missing.push(`${n - plan.targets.length - plan.missing.length} more member(s): the cluster has too few`)
+      if (plan.targets.length + plan.missing.length < n)
+        missing.push(
+          `${n - plan.targets.length - plan.missing.length} more member(s): the cluster has too few`,
+        )
       this.metrics.transfers.inc({ kind: 'replicate', result: 'quorum-failed' })
       throw new BlocksError(
         'quorum',
@@ -1061,17 +1194,27 @@ export class BlocksComponent implements Component {
           }
         }
         if (someoneAbove) continue
-        const targets = rank(root, [...alive, this.self]).slice(0, pin.replicas).filter((p) => p !== this.self)
+        const targets = rank(root, [...alive, this.self])
+          .slice(0, pin.replicas)
+          .filter((p) => p !== this.self)
         for (const p of targets) {
           const held = await this.holds(p, [root]).catch(() => undefined)
           if (held === undefined || held[0] === true) continue
           try {
-            const reply = await this.control(peerIdFromString(p), { replicate: { root, replicas: pin.replicas }, holds: [] }, this.deps.config.blocks.replicateTimeoutMs)
+            const reply = await this.control(
+              peerIdFromString(p),
+              { replicate: { root, replicas: pin.replicas }, holds: [] },
+              this.deps.config.blocks.replicateTimeoutMs,
+            )
             this.metrics.repairs.inc({ result: reply.ok ? 'ok' : 'error' })
             if (reply.ok) {
               placed++
               this.log.info({ root, to: this.nameOf(p) }, 'repair: placed a missing replica')
-            } else this.log.warn({ root, to: this.nameOf(p), err: reply.error }, 'repair: target could not take a replica')
+            } else
+              this.log.warn(
+                { root, to: this.nameOf(p), err: reply.error },
+                'repair: target could not take a replica',
+              )
           } catch (err) {
             this.metrics.repairs.inc({ result: 'error' })
             this.log.debug({ root, to: p, err: (err as Error).message }, 'repair: target unreachable')
@@ -1085,16 +1228,34 @@ export class BlocksComponent implements Component {
   }
 }
 
-/** Lets the file writer wait for chunks the transfer is still fetching. */
+/**
+ * Lets the file writer wait for chunks the transfer is still fetching. Blocks that just arrived
+ * (verified) are handed over in memory, up to a bound, so the writer does not read and hash
+ * them back from the store; the rest are read from the store (and hashed again there).
+ */
 class ChunkWaiter {
   private readonly waiting = new Map<string, Array<{ resolve: () => void; reject: (e: Error) => void }>>()
+  private readonly fresh = new Map<string, Uint8Array>()
+  private freshBytes = 0
   private failure: Error | undefined
   private ended = false
 
-  constructor(private readonly store: Blockstore) {}
+  constructor(
+    private readonly store: Blockstore,
+    private readonly maxFreshBytes = 64 << 20,
+  ) {}
 
-  arrived(cid: string): void {
+  arrived(cid: string, bytes?: Uint8Array): void {
     const w = this.waiting.get(cid)
+    if (
+      bytes !== undefined &&
+      (w !== undefined || this.freshBytes + bytes.byteLength <= this.maxFreshBytes)
+    ) {
+      if (!this.fresh.has(cid)) {
+        this.fresh.set(cid, bytes)
+        this.freshBytes += bytes.byteLength
+      }
+    }
     if (w === undefined) return
     this.waiting.delete(cid)
     for (const x of w) x.resolve()
@@ -1113,15 +1274,25 @@ class ChunkWaiter {
     this.failure = undefined
   }
 
+  private take(key: string): Uint8Array | undefined {
+    const b = this.fresh.get(key)
+    if (b === undefined) return undefined
+    this.fresh.delete(key)
+    this.freshBytes -= b.byteLength
+    return b
+  }
+
   async get(cid: CID): Promise<Uint8Array> {
+    const key = cid.toString()
     for (let attempt = 0; attempt < 3; attempt++) {
+      const mem = this.take(key)
+      if (mem !== undefined) return mem
       if (this.store.has(cid)) {
         const b = await this.store.get(cid)
         if (b !== undefined) return b
       }
       if (this.failure !== undefined) throw this.failure
       if (this.ended) break
-      const key = cid.toString()
       await new Promise<void>((resolve, reject) => {
         const list = this.waiting.get(key) ?? []
         list.push({ resolve, reject })

@@ -4,7 +4,21 @@
  * store, never outside it. The network side (fetching missing blocks) is transfer.ts.
  */
 import { randomBytes } from 'node:crypto'
-import { type FileHandle, lstat, mkdir, open, readlink, readdir, rename, stat, symlink, unlink, utimes, lutimes, chmod } from 'node:fs/promises'
+import {
+  chmod,
+  type FileHandle,
+  lstat,
+  lutimes,
+  mkdir,
+  open,
+  readdir,
+  readlink,
+  rename,
+  stat,
+  symlink,
+  unlink,
+  utimes,
+} from 'node:fs/promises'
 import { basename, dirname, join, resolve } from 'node:path'
 import type { Blockstore } from './blockstore.js'
 import { Chunker } from './chunker.js'
@@ -48,7 +62,12 @@ interface Scanned {
   mtime: number
 }
 
-function kindOf(st: { isFIFO(): boolean; isSocket(): boolean; isBlockDevice(): boolean; isCharacterDevice(): boolean }): string {
+function kindOf(st: {
+  isFIFO(): boolean
+  isSocket(): boolean
+  isBlockDevice(): boolean
+  isCharacterDevice(): boolean
+}): string {
   if (st.isFIFO()) return 'a FIFO (named pipe)'
   if (st.isSocket()) return 'a socket'
   if (st.isBlockDevice()) return 'a block device'
@@ -67,15 +86,35 @@ export async function scanPath(path: string, maxEntries = 10_000_000): Promise<S
     top = await stat(abs)
   } catch (err) {
     const e = err as NodeJS.ErrnoException
-    throw new BlocksError(e.code === 'ENOENT' ? 'not-found' : 'bad-request', `cannot read ${abs}: ${e.message}`)
+    throw new BlocksError(
+      e.code === 'ENOENT' ? 'not-found' : 'bad-request',
+      `cannot read ${abs}: ${e.message}`,
+    )
   }
   const name = basename(abs) || 'root'
   if (top.isFile()) {
-    const entry: FileEntry = { path: name, type: 'file', mode: top.mode & 0o7777, mtime: top.mtimeMs, size: top.size, chunks: [] }
-    return { entries: [entry], files: [{ abs, entry }], type: 'file', name, mode: entry.mode, mtime: top.mtimeMs }
+    const entry: FileEntry = {
+      path: name,
+      type: 'file',
+      mode: top.mode & 0o7777,
+      mtime: top.mtimeMs,
+      size: top.size,
+      chunks: [],
+    }
+    return {
+      entries: [entry],
+      files: [{ abs, entry }],
+      type: 'file',
+      name,
+      mode: entry.mode,
+      mtime: top.mtimeMs,
+    }
   }
   if (!top.isDirectory()) {
-    throw new BlocksError('refused', `cannot put ${abs}: it is ${kindOf(top)}; mesh stores regular files, directories and symlinks`)
+    throw new BlocksError(
+      'refused',
+      `cannot put ${abs}: it is ${kindOf(top)}; mesh stores regular files, directories and symlinks`,
+    )
   }
   const entries: Entry[] = []
   const files: Scanned['files'] = []
@@ -95,9 +134,17 @@ export async function scanPath(path: string, maxEntries = 10_000_000): Promise<S
       const childRel = rel === '' ? n : `${rel}/${n}`
       const childAbs = join(abs, childRel)
       const st = await lstat(childAbs)
-      if (entries.length >= maxEntries) throw new BlocksError('refused', `${abs} holds more than ${maxEntries} entries`)
+      if (entries.length >= maxEntries)
+        throw new BlocksError('refused', `${abs} holds more than ${maxEntries} entries`)
       if (st.isFile()) {
-        const entry: FileEntry = { path: childRel, type: 'file', mode: st.mode & 0o7777, mtime: st.mtimeMs, size: st.size, chunks: [] }
+        const entry: FileEntry = {
+          path: childRel,
+          type: 'file',
+          mode: st.mode & 0o7777,
+          mtime: st.mtimeMs,
+          size: st.size,
+          chunks: [],
+        }
         entries.push(entry)
         files.push({ abs: childAbs, entry })
       } else if (st.isDirectory()) {
@@ -163,7 +210,10 @@ async function putFile(
     for (const c of chunker.end()) await store1(c)
     const after = await fh.stat()
     if (read !== before.size || after.size !== before.size || after.mtimeMs !== before.mtimeMs) {
-      throw new BlocksError('refused', `${abs} changed while it was being read; put it again once it is stable`)
+      throw new BlocksError(
+        'refused',
+        `${abs} changed while it was being read; put it again once it is stable`,
+      )
     }
     entry.size = read
     entry.mtime = before.mtimeMs
@@ -196,10 +246,17 @@ export async function putPath(
   const progress: PutProgress = { files: 0, bytes: 0, totalFiles: scanned.files.length, totalBytes }
   const counters = { newBlocks: 0, newBytes: 0, blocks: 0 }
   for (const f of scanned.files) {
-    await putFile(store, f.abs, f.entry, counters, (n) => {
-      progress.bytes += n
-      opts.onProgress?.(progress)
-    }, opts.signal)
+    await putFile(
+      store,
+      f.abs,
+      f.entry,
+      counters,
+      (n) => {
+        progress.bytes += n
+        opts.onProgress?.(progress)
+      },
+      opts.signal,
+    )
     progress.files++
     opts.onProgress?.(progress)
   }
@@ -251,8 +308,7 @@ const modeOf = (m: number) => m & MODE_MASK
 export async function upToDate(abs: string, e: FileEntry): Promise<boolean> {
   const st = await lstat(abs).catch(() => undefined)
   return (
-    st !== undefined &&
-    st.isFile() &&
+    st?.isFile() === true &&
     st.size === e.size &&
     Math.abs(st.mtimeMs - e.mtime) < 1 &&
     (st.mode & 0o7777) === modeOf(e.mode)
@@ -267,10 +323,7 @@ export async function upToDate(abs: string, e: FileEntry): Promise<boolean> {
 export class DatasetWriter {
   private readonly dirsOk = new Set<string>()
 
-  constructor(
-    readonly base: string,
-    private readonly store: Blockstore,
-  ) {}
+  constructor(readonly base: string) {}
 
   /** Absolute path for a manifest path (already checked by decodeManifest). */
   abs(rel: string): string {
@@ -278,6 +331,17 @@ export class DatasetWriter {
   }
 
   async prepareBase(): Promise<void> {
+    const before = await lstat(this.base).catch(() => undefined)
+    if (
+      before !== undefined &&
+      !before.isDirectory() &&
+      !(before.isSymbolicLink() && (await stat(this.base).catch(() => undefined))?.isDirectory())
+    ) {
+      throw new BlocksError(
+        'refused',
+        `${this.base} exists and is not a directory; choose another destination`,
+      )
+    }
     try {
       await mkdir(this.base, { recursive: true, mode: 0o755 })
     } catch (err) {
@@ -360,14 +424,18 @@ export class DatasetWriter {
         await fh.write(bytes, 0, bytes.length, pos)
         pos += bytes.length
       }
-      if (pos !== e.size) throw new BlocksError('bad-manifest', `${e.path}: wrote ${pos} bytes, the manifest says ${e.size}`)
+      if (pos !== e.size)
+        throw new BlocksError('bad-manifest', `${e.path}: wrote ${pos} bytes, the manifest says ${e.size}`)
       await fh.chmod(modeOf(e.mode))
       await fh.utimes(e.mtime / 1000, e.mtime / 1000)
       await fh.close()
       fh = undefined
       const st = await lstat(target).catch(() => undefined)
       if (st?.isDirectory()) {
-        throw new BlocksError('refused', `${target} is a directory but the dataset has a file there; move it away first`)
+        throw new BlocksError(
+          'refused',
+          `${target} is a directory but the dataset has a file there; move it away first`,
+        )
       }
       await rename(tmp, target)
     } catch (err) {
@@ -388,7 +456,8 @@ export class DatasetWriter {
       if (st?.isSymbolicLink() && (await readlink(abs)) === e.target) {
         // already there (resume)
       } else {
-        if (st?.isDirectory()) throw new BlocksError('refused', `${abs} is a directory but the dataset has a symlink there`)
+        if (st?.isDirectory())
+          throw new BlocksError('refused', `${abs} is a directory but the dataset has a symlink there`)
         if (st !== undefined) await unlink(abs)
         await symlink(e.target, abs)
       }

@@ -90,7 +90,9 @@ export async function serveExchange(
     try {
       for (;;) {
         const raw = await lp.read()
-        const msg = Exchange.decode(raw, { limits: { wants: MAX_WANTS_PER_MESSAGE, cancels: MAX_WANTS_PER_MESSAGE, blocks: 0, presences: 0 } })
+        const msg = Exchange.decode(raw, {
+          limits: { wants: MAX_WANTS_PER_MESSAGE, cancels: MAX_WANTS_PER_MESSAGE, blocks: 0, presences: 0 },
+        })
         for (const c of msg.cancels) cancelled.add(decodeCid(c).toString())
         if (msg.cancels.length > 0) stats.onMessage('cancel', msg.cancels.length)
         for (const w of msg.wants) {
@@ -105,7 +107,8 @@ export async function serveExchange(
       }
     } catch (err) {
       // the requester closing its write end is the normal end
-      if (stream.remoteWriteStatus !== 'writable' && stream.status !== 'reset' && stream.status !== 'aborted') return
+      if (stream.remoteWriteStatus !== 'writable' && stream.status !== 'reset' && stream.status !== 'aborted')
+        return
       stats.onMessage('bad')
       throw err
     } finally {
@@ -135,12 +138,33 @@ export async function serveExchange(
       const data = await bytes
       if (cancelled.delete(q.key)) continue
       if (q.kind === Want.Kind.HAVE) {
-        await lp.write(Exchange.encode({ wants: [], presences: [{ cid: q.cid.bytes as Bytes, have: store.has(q.cid) }], blocks: [], cancels: [] }))
+        await lp.write(
+          Exchange.encode({
+            wants: [],
+            presences: [{ cid: q.cid.bytes as Bytes, have: store.has(q.cid) }],
+            blocks: [],
+            cancels: [],
+          }),
+        )
       } else if (data === undefined) {
-        await lp.write(Exchange.encode({ wants: [], presences: [{ cid: q.cid.bytes as Bytes, have: false }], blocks: [], cancels: [] }))
+        await lp.write(
+          Exchange.encode({
+            wants: [],
+            presences: [{ cid: q.cid.bytes as Bytes, have: false }],
+            blocks: [],
+            cancels: [],
+          }),
+        )
       } else {
         await limiter.take(data.byteLength)
-        await lp.write(Exchange.encode({ wants: [], presences: [], blocks: [{ cid: q.cid.bytes as Bytes, data: data as Bytes }], cancels: [] }))
+        await lp.write(
+          Exchange.encode({
+            wants: [],
+            presences: [],
+            blocks: [{ cid: q.cid.bytes as Bytes, data: data as Bytes }],
+            cancels: [],
+          }),
+        )
         stats.onServed(data.byteLength, peer)
       }
     }
@@ -270,7 +294,9 @@ export class Session {
     try {
       for (;;) {
         const raw = await this.lp.read()
-        const msg = Exchange.decode(raw, { limits: { wants: 0, cancels: 0, presences: MAX_WANTS_PER_MESSAGE, blocks: 16 } })
+        const msg = Exchange.decode(raw, {
+          limits: { wants: 0, cancels: 0, presences: MAX_WANTS_PER_MESSAGE, blocks: 16 },
+        })
         for (const b of msg.blocks) {
           const cid = decodeCid(b.cid)
           const key = `${Want.Kind.BLOCK}:${cid}`
@@ -282,7 +308,8 @@ export class Session {
           this.pending.delete(key)
           this.received += b.data.byteLength
           // hashed here, before anyone can store or pass it on
-          if (!matches(cid, b.data)) p.reject(new CorruptBlockError(`${this.peer} sent a block that does not hash to ${cid}`))
+          if (!matches(cid, b.data))
+            p.reject(new CorruptBlockError(`${this.peer} sent a block that does not hash to ${cid}`))
           else p.resolve(b.data)
         }
         for (const pr of msg.presences) {
@@ -320,7 +347,9 @@ export class Session {
     this.failure = new ProviderGoneError('session closed')
     for (const p of this.pending.values()) p.reject(this.failure)
     this.pending.clear()
-    await this.stream.close({ signal: AbortSignal.timeout(2000) }).catch(() => this.stream.abort(new Error('close timed out')))
+    await this.stream
+      .close({ signal: AbortSignal.timeout(2000) })
+      .catch(() => this.stream.abort(new Error('close timed out')))
   }
 
   /** Abort now (a corrupt or stalled provider). */

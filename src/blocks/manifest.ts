@@ -127,7 +127,13 @@ export function decodeRoot(bytes: Uint8Array, cid?: CID | string): Root {
   } catch (err) {
     throw bad(`dataset root ${cid ?? ''} is not valid JSON: ${(err as Error).message}`)
   }
-  if (typeof r.name !== 'string' || r.name.length === 0 || r.name.includes('/') || r.name === '.' || r.name === '..') {
+  if (
+    typeof r.name !== 'string' ||
+    r.name.length === 0 ||
+    r.name.includes('/') ||
+    r.name === '.' ||
+    r.name === '..'
+  ) {
     throw bad(`dataset root ${cid ?? ''} has an invalid name ${JSON.stringify(r.name)}`)
   }
   if (r.type !== 'dir' && r.type !== 'file') throw bad(`dataset root ${cid ?? ''} has an invalid type`)
@@ -168,7 +174,8 @@ export function decodeManifest(bytes: Uint8Array, root?: Root): Entry[] {
 }
 
 function checkMode(m: unknown, what: string): void {
-  if (!Number.isInteger(m) || (m as number) < 0 || (m as number) > 0o7777) throw bad(`${what} has an invalid mode`)
+  if (!Number.isInteger(m) || (m as number) < 0 || (m as number) > 0o7777)
+    throw bad(`${what} has an invalid mode`)
 }
 
 function checkMtime(m: unknown, what: string): void {
@@ -179,7 +186,8 @@ function checkChunk(c: unknown, what: string): void {
   if (!Array.isArray(c) || c.length !== 2 || typeof c[0] !== 'string' || !Number.isInteger(c[1])) {
     throw bad(`${what} has a malformed chunk reference ${JSON.stringify(c)}`)
   }
-  if (c[1] < 0 || c[1] > MAX_BLOCK) throw bad(`${what} names a chunk of ${c[1]} bytes (the limit is ${MAX_BLOCK})`)
+  if (c[1] < 0 || c[1] > MAX_BLOCK)
+    throw bad(`${what} names a chunk of ${c[1]} bytes (the limit is ${MAX_BLOCK})`)
   try {
     parseCid(c[0])
   } catch (err) {
@@ -209,7 +217,12 @@ function checkEntry(e: any, line: number): Entry {
       checkMode(e.mode, where)
       return { path: e.path, type: 'dir', mode: e.mode, mtime: e.mtime }
     case 'symlink':
-      if (typeof e.target !== 'string' || e.target.length === 0 || e.target.length > MAX_PATH || e.target.includes('\0')) {
+      if (
+        typeof e.target !== 'string' ||
+        e.target.length === 0 ||
+        e.target.length > MAX_PATH ||
+        e.target.includes('\0')
+      ) {
         throw bad(`${where} has an invalid symlink target`)
       }
       return { path: e.path, type: 'symlink', target: e.target, mtime: e.mtime }
@@ -229,7 +242,8 @@ export function checkPath(p: unknown, line?: number): asserts p is string {
   if (p.startsWith('/')) throw bad(`manifest path ${JSON.stringify(p)} is absolute: refused${at}`)
   if (p.includes('\0')) throw bad(`manifest path ${JSON.stringify(p)} contains NUL: refused${at}`)
   for (const c of p.split('/')) {
-    if (c === '..') throw bad(`manifest path ${JSON.stringify(p)} escapes the destination ('..'): refused${at}`)
+    if (c === '..')
+      throw bad(`manifest path ${JSON.stringify(p)} escapes the destination ('..'): refused${at}`)
     if (c === '' || c === '.') throw bad(`manifest path ${JSON.stringify(p)} is not normalized: refused${at}`)
   }
 }
@@ -250,7 +264,9 @@ export function validateEntries(entries: readonly Entry[], root?: Root): void {
       const parent = e.path.slice(0, i)
       const t = types.get(parent)
       if (t !== undefined && t !== 'dir') {
-        throw bad(`manifest path ${JSON.stringify(e.path)} lies under the ${t} ${JSON.stringify(parent)}: refused`)
+        throw bad(
+          `manifest path ${JSON.stringify(e.path)} lies under the ${t} ${JSON.stringify(parent)}: refused`,
+        )
       }
       i = e.path.indexOf('/', i + 1)
     }

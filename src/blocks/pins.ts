@@ -25,7 +25,9 @@ export class PinStore {
       for (const [k, v] of Object.entries(doc.pins ?? {})) this.pins.set(k, v)
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== 'ENOENT') {
-        throw new Error(`${this.file} is damaged (${(err as Error).message}); fix or remove it (pins would be lost)`)
+        throw new Error(
+          `${this.file} is damaged (${(err as Error).message}); fix or remove it (pins would be lost)`,
+        )
       }
     }
   }
@@ -56,11 +58,16 @@ export class PinStore {
   private save(): Promise<void> {
     if (this.file === undefined) return Promise.resolve()
     const file = this.file
-    this.chain = this.chain.then(async () => {
-      const tmp = `${file}.tmp-${process.pid}`
-      await writeFile(tmp, `${JSON.stringify({ pins: Object.fromEntries(this.pins) }, null, 1)}\n`, { mode: 0o600 })
-      await rename(tmp, file)
-    })
+    // a failed save must not stop the next ones
+    this.chain = this.chain
+      .catch(() => {})
+      .then(async () => {
+        const tmp = `${file}.tmp-${process.pid}`
+        await writeFile(tmp, `${JSON.stringify({ pins: Object.fromEntries(this.pins) }, null, 1)}\n`, {
+          mode: 0o600,
+        })
+        await rename(tmp, file)
+      })
     return this.chain
   }
 }

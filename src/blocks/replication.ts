@@ -20,7 +20,9 @@ export function weight(root: string, peerId: string): Buffer {
 /** Peer IDs by decreasing weight for `root` (ties, impossible in practice, by peer ID). */
 export function rank(root: string, peers: readonly string[]): string[] {
   const w = new Map(peers.map((p) => [p, weight(root, p)]))
-  return [...new Set(peers)].sort((a, b) => Buffer.compare(w.get(b)!, w.get(a)!) || (a < b ? -1 : a > b ? 1 : 0))
+  return [...new Set(peers)].sort(
+    (a, b) => Buffer.compare(w.get(b)!, w.get(a)!) || (a < b ? -1 : a > b ? 1 : 0),
+  )
 }
 
 export const quorum = (n: number): number => Math.floor(n / 2) + 1
@@ -41,7 +43,9 @@ export function placement(root: string, n: number, members: readonly Candidate[]
   const status = new Map(members.map((m) => [m.peerId, m.status]))
   const known = members.filter((m) => m.status !== 'left').map((m) => m.peerId)
   const ideal = rank(root, known).slice(0, n)
-  const missing = ideal.filter((p) => status.get(p) !== 'alive').map((p) => ({ peerId: p, status: status.get(p)! }))
+  const missing = ideal
+    .filter((p) => status.get(p) !== 'alive')
+    .map((p) => ({ peerId: p, status: status.get(p)! }))
   return { targets, missing }
 }
 

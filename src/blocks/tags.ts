@@ -32,7 +32,8 @@ export function parseRef(text: string, allowPath = false): Ref {
   let path: string | undefined
   const slash = t.indexOf('/')
   if (slash >= 0) {
-    if (!allowPath) throw new BlocksError('bad-request', `'${text}' is not a CID or DATASET:TAG (no /PATH here)`)
+    if (!allowPath)
+      throw new BlocksError('bad-request', `'${text}' is not a CID or DATASET:TAG (no /PATH here)`)
     head = t.slice(0, slash)
     path = t.slice(slash + 1).replace(/\/+$/, '')
     if (path === '') path = undefined
@@ -47,10 +48,16 @@ export function parseRef(text: string, allowPath = false): Ref {
 
 export function checkTagName(dataset: string, tag: string): void {
   if (!DATASET_RE.test(dataset)) {
-    throw new BlocksError('bad-request', `invalid dataset name '${dataset}': use a-z, 0-9, '.', '_' and '-', at most 64 characters`)
+    throw new BlocksError(
+      'bad-request',
+      `invalid dataset name '${dataset}': use a-z, 0-9, '.', '_' and '-', at most 64 characters`,
+    )
   }
   if (!TAG_RE.test(tag)) {
-    throw new BlocksError('bad-request', `invalid tag '${tag}' for dataset ${dataset}: use letters, digits, '.', '_' and '-', at most 64 characters`)
+    throw new BlocksError(
+      'bad-request',
+      `invalid tag '${tag}' for dataset ${dataset}: use letters, digits, '.', '_' and '-', at most 64 characters`,
+    )
   }
 }
 
@@ -118,10 +125,15 @@ export class TagStore {
       doc = JSON.parse(readFileSync(this.file, 'utf8')) as TagFile
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code === 'ENOENT') return
-      throw new Error(`${this.file} is damaged (${(err as Error).message}); remove it and the tags come back from other members`)
+      throw new Error(
+        `${this.file} is damaged (${(err as Error).message}); remove it and the tags come back from other members`,
+      )
     }
     for (const t of doc.tags ?? []) {
-      this.apply({ ...t, seq: BigInt(t.seq), time: BigInt(t.time), sig: new Uint8Array(Buffer.from(t.sig, 'base64')) }, false)
+      this.apply(
+        { ...t, seq: BigInt(t.seq), time: BigInt(t.time), sig: new Uint8Array(Buffer.from(t.sig, 'base64')) },
+        false,
+      )
     }
   }
 
@@ -162,7 +174,12 @@ export class TagStore {
       while (this.dirty) {
         this.dirty = false
         const doc: TagFile = {
-          tags: this.all().map((t) => ({ ...t, seq: t.seq.toString(), time: t.time.toString(), sig: Buffer.from(t.sig).toString('base64') })),
+          tags: this.all().map((t) => ({
+            ...t,
+            seq: t.seq.toString(),
+            time: t.time.toString(),
+            sig: Buffer.from(t.sig).toString('base64'),
+          })),
         }
         const tmp = `${this.file}.tmp-${process.pid}`
         try {

@@ -58,6 +58,8 @@ export interface TransferDeps {
   providerTimeoutMs: number
   stallTimeoutMs: number
   onCorrupt?(peer: string): void
+  /** how to name a peer in errors (default: the end of its ID) */
+  nameOf?(peer: string): string
   onBlock?(cid: CID, size: number, peer: string): void
   log?: Logger
 }
@@ -76,6 +78,8 @@ interface Prov {
   corrupt: number
   error?: string
   checkedAt: number
+  /** it said have at some point (so it belongs in the report even once gone) */
+  wasActive: boolean
 }
 
 const TICK_MS = 250
@@ -87,7 +91,7 @@ export class Transfer {
   private discovering: Promise<void> | undefined
   private lastDiscovery = 0
   private discoveryRounds = 0
-  private everActive = false
+  private found = false
   private changed: (() => void) | undefined
   private fatal: Error | undefined
   // the current fetch
@@ -108,7 +112,7 @@ export class Transfer {
   }
   private readonly samples: Array<[number, number]> = []
   /** called for every block stored by this transfer (after the store has it) */
-  readonly blockListeners: Array<(cid: CID, size: number, peer: string) => void> = []
+  readonly blockListeners: Array<(cid: CID, bytes: Uint8Array, peer: string) => void> = []
 
   constructor(
     readonly key: CID,
@@ -118,9 +122,14 @@ export class Transfer {
     signal?.addEventListener('abort', () => this.wake(), { once: true })
   }
 
+  /** some provider had the key block at some point */
+  get everActive(): boolean {
+    return this.found
+  }
+
   providerViews(): ProviderView[] {
     return [...this.providers.values()]
-      .filter((p) => p.blocks > 0 || p.state === 'active' || p.corrupt > 0 || p.state === 'banned')
+      .filter((p) => p.wasActive || p.blocks > 0 || p.state === 'banned')
       .map((p) => ({
         peerId: p.key,
         state: p.state,
@@ -162,7 +171,8 @@ export class Transfer {
     this.discover()
     for (const p of this.providers.values()) this.pump(p)
     let lastReport = 0
-    for (let guard = 0; this.remaining > 0; guard++) {
+    // ends: every pass either makes progress or counts towards stallTimeoutMs
+    while (this.remaining > 0) {
       if (this.signal?.aborted) throw new BlocksError('interrupted', 'the transfer was interrupted')
       if (this.fatal !== undefined) throw this.fatal
       await new Promise<void>((r) => {
@@ -177,7 +187,8 @@ export class Transfer {
       this.checkStalls(now)
       if (this.remaining > 0 && this.stuck()) {
         // everyone asked and nobody has the key block: no point waiting
-        if (!this.everActive && this.discoveryRounds >= 1 && this.discovering === undefined) throw this.unavailable()
+        if (!this.found && this.discoveryRounds >= 1 && this.discovering === undefined)
+          throw this.unavailable()
         if (now - this.lastDiscovery > REDISCOVER_MS) {
           // partial holders may have fetched more since they said dont-have
           for (const p of this.providers.values()) p.dontHave.clear()
@@ -197,7 +208,8 @@ export class Transfer {
   }
 
   private unavailable(): BlocksError {
-    const asked = [...this.providers.values()].map((p) => `${p.key.slice(-8)} (${p.state})`)
+    const name = this.deps.nameOf ?? ((p: string) => p.slice(-8))
+    const asked = [...this.providers.values()].map((p) => `${name(p.key)} (${p.state})`)
     return new BlocksError(
       'unavailable',
       `could not fetch ${this.remaining} block${this.remaining === 1 ? '' : 's'} of ${this.key}: no reachable member ` +
@@ -247,13 +259,25 @@ export class Transfer {
     const signal = this.abort.signal
     this.discovering = (async () => {
       const tries: Promise<void>[] = []
+      // providers we lost are tried again first, whether or not discovery names them now
+      // (membership may call a busy member suspect; the DHT may not know it)
+      if (again) {
+        for (const p of this.providers.values()) {
+          if (p.wasActive && p.state === 'gone') tries.push(this.connect(p.id, p))
+        }
+      }
       try {
         for await (const id of this.deps.candidates(this.key, signal)) {
           if (signal.aborted) break
           const key = id.toString()
           if (key === this.deps.self) continue
           const known = this.providers.get(key)
-          if (known !== undefined && (known.state === 'active' || known.state === 'connecting' || known.state === 'banned')) continue
+          if (
+            known !== undefined &&
+            (known.state === 'active' || known.state === 'connecting' || known.state === 'banned')
+          ) {
+            continue
+          }
           if (known !== undefined && !again) continue
           tries.push(this.connect(id, known))
           if (tries.length >= 64) break
@@ -282,6 +306,7 @@ export class Transfer {
       dontHaveCount: 0,
       corrupt: 0,
       checkedAt: 0,
+      wasActive: false,
     }
     p.state = 'connecting'
     p.error = undefined
@@ -298,7 +323,9 @@ export class Transfer {
       p.session = session
       const have = await Promise.race([
         session.wantHave(this.key),
-        new Promise<never>((_, reject) => signal.addEventListener('abort', () => reject(new Error('timed out')), { once: true })),
+        new Promise<never>((_, reject) =>
+          signal.addEventListener('abort', () => reject(new Error('timed out')), { once: true }),
+        ),
       ])
       if (this.abort.signal.aborted) {
         await session.close()
@@ -311,7 +338,8 @@ export class Transfer {
         return
       }
       p.state = 'active'
-      this.everActive = true
+      p.wasActive = true
+      this.found = true
       // a provider that dies while idle is noticed too, not only through its wants
       session.onFailure = (err) => {
         if (p.session === session && p.state === 'active') this.drop(p, 'gone', err.message)
@@ -424,7 +452,7 @@ export class Transfer {
             this.progress.blocks++
             this.lastProgress = performance.now()
             this.deps.onBlock?.(n.cid, bytes.byteLength, p.key)
-            for (const l of this.blockListeners) l(n.cid, bytes.byteLength, p.key)
+            for (const l of this.blockListeners) l(n.cid, bytes, p.key)
           }
         }
         this.pump(p)

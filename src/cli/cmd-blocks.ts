@@ -6,7 +6,16 @@ import { basename, dirname, join, resolve } from 'node:path'
 import type { Command } from 'commander'
 import { AgentNotRunningError, ApiCallError } from '../api/client.js'
 import { dataPaths } from '../node/datadir.js'
-import { action, client, dataDirOf, type GlobalOpts, printJson, shortId, table, UsageError } from './common.js'
+import {
+  action,
+  client,
+  dataDirOf,
+  type GlobalOpts,
+  printJson,
+  shortId,
+  table,
+  UsageError,
+} from './common.js'
 
 // ---- talking to the agent: streams ---------------------------------------------------------------
 
@@ -106,17 +115,28 @@ function binaryCall(g: GlobalOpts, path: string, sink: NodeJS.WritableStream): P
         }
       })
       res.on('end', () => {
-        if (!res.complete) reject(new Error('the transfer was cut short (the agent reported an error or stopped)'))
+        if (!res.complete)
+          reject(new Error('the transfer was cut short (the agent reported an error or stopped)'))
         else resolvePromise(n)
       })
       res.on('error', reject)
-      res.on('aborted', () => reject(new Error('the transfer was cut short (the agent reported an error or stopped)')))
+      res.on('aborted', () =>
+        reject(new Error('the transfer was cut short (the agent reported an error or stopped)')),
+      )
     })
     req.on('error', (err: NodeJS.ErrnoException) => {
       if (err.code === 'ENOENT' || err.code === 'ECONNREFUSED') reject(notRunning(dir))
       else reject(err)
     })
     req.end()
+  })
+}
+
+/** `mesh cat x | head`: a closed stdout ends the command quietly, as for cat(1). */
+function quietEpipe(): void {
+  process.stdout.on('error', (err: NodeJS.ErrnoException) => {
+    if (err.code === 'EPIPE') process.exit(0)
+    throw err
   })
 }
 
@@ -171,7 +191,8 @@ const fmtTime = (ms: number) => new Date(ms).toISOString().replace('T', ' ').sli
 
 function parseReplicas(v: string | undefined): number | undefined {
   if (v === undefined) return undefined
-  if (!/^\d+$/.test(v) || Number(v) < 1 || Number(v) > 64) throw new UsageError(`--replicas must be a whole number from 1 to 64, not '${v}'`)
+  if (!/^\d+$/.test(v) || Number(v) < 1 || Number(v) > 64)
+    throw new UsageError(`--replicas must be a whole number from 1 to 64, not '${v}'`)
   return Number(v)
 }
 
@@ -187,7 +208,11 @@ export function blockCommands(program: Command): void {
     .argument('<file>', 'a file of at most 2 MiB')
     .action(
       action(async (file: string) => {
-        const r = await client(g()).call<{ cid: string; size: number; added: boolean }>('POST', '/v1/blocks', { path: resolve(file) })
+        const r = await client(g()).call<{ cid: string; size: number; added: boolean }>(
+          'POST',
+          '/v1/blocks',
+          { path: resolve(file) },
+        )
         if (g().json) printJson(r)
         else process.stdout.write(`${r.cid}\n`)
       }),
@@ -203,6 +228,7 @@ export function blockCommands(program: Command): void {
         if (cid.includes('/') || cid.includes('?')) throw new UsageError(`'${cid}' is not a CID`)
         const path = `/v1/blocks/${encodeURIComponent(cid)}`
         if (opts.output === undefined) {
+          quietEpipe()
           await binaryCall(g(), path, process.stdout)
           return
         }
@@ -224,12 +250,19 @@ export function blockCommands(program: Command): void {
 
   block
     .command('stat')
-    .description('what is known of a block: size, whether it is local and pinned, who has it, and if it is a dataset root')
+    .description(
+      'what is known of a block: size, whether it is local and pinned, who has it, and if it is a dataset root',
+    )
     .argument('<cid>', 'the block CID')
     .action(
       action(async (cid: string) => {
         if (cid.includes('/') || cid.includes('?')) throw new UsageError(`'${cid}' is not a CID`)
-        const s = await client(g()).call<any>('GET', `/v1/blocks/${encodeURIComponent(cid)}/stat`, undefined, 60_000)
+        const s = await client(g()).call<any>(
+          'GET',
+          `/v1/blocks/${encodeURIComponent(cid)}/stat`,
+          undefined,
+          60_000,
+        )
         if (g().json) return printJson(s)
         const lines = [
           `cid:       ${s.cid}`,
@@ -252,11 +285,15 @@ export function blockCommands(program: Command): void {
     .description('store a file or directory as a dataset (content-defined chunks); prints the root CID')
     .argument('<path>', 'a file or a directory')
     .option('--tag <dataset:tag>', 'publish the root as DATASET:TAG (moving the tag publishes a new version)')
-    .option('--replicas <n>', 'place copies on N members (rendezvous hashing); succeed only once N/2+1 confirm')
+    .option(
+      '--replicas <n>',
+      'place copies on N members (rendezvous hashing); succeed only once N/2+1 confirm',
+    )
     .action(
       action(async (path: string, opts: { tag?: string; replicas?: string }) => {
         const replicas = parseReplicas(opts.replicas)
-        if (opts.tag !== undefined && !opts.tag.includes(':')) throw new UsageError(`--tag '${opts.tag}' must be DATASET:TAG, e.g. maps:v2`)
+        if (opts.tag !== undefined && !opts.tag.includes(':'))
+          throw new UsageError(`--tag '${opts.tag}' must be DATASET:TAG, e.g. maps:v2`)
         const bar = new Bar(!g().json)
         let r: any
         try {
@@ -275,7 +312,9 @@ export function blockCommands(program: Command): void {
         if (r.replication !== undefined) {
           const ok = r.replication.targets.filter((t: any) => t.ok).map((t: any) => t.name)
           const bad = r.replication.targets.filter((t: any) => !t.ok).map((t: any) => `${t.name}: ${t.error}`)
-          notes.push(`replicas: ${r.replication.confirmed} of ${r.replication.replicas} confirmed (${ok.join(', ')})${bad.length > 0 ? `; not yet: ${bad.join('; ')}` : ''}`)
+          notes.push(
+            `replicas: ${r.replication.confirmed} of ${r.replication.replicas} confirmed (${ok.join(', ')})${bad.length > 0 ? `; not yet: ${bad.join('; ')}` : ''}`,
+          )
         }
         if (r.tag !== undefined) notes.push(`tagged ${r.tag.dataset}:${r.tag.tag} (seq ${r.tag.seq})`)
         if (process.stderr.isTTY) process.stderr.write(`${notes.join('\n')}\n`)
@@ -284,7 +323,9 @@ export function blockCommands(program: Command): void {
 
   program
     .command('get')
-    .description('fetch a dataset from every member that has it, verified block by block, into DEST (resumes)')
+    .description(
+      'fetch a dataset from every member that has it, verified block by block, into DEST (resumes)',
+    )
     .argument('<ref>', 'a root CID or DATASET:TAG')
     .argument('[dest]', 'where to write (default ./NAME)')
     .action(
@@ -296,13 +337,21 @@ export function blockCommands(program: Command): void {
             g(),
             '/v1/get',
             { ref, dest: dest === undefined ? undefined : resolve(dest), cwd: process.cwd() },
-            (p) => bar.draw(p.phase === 'files' ? 'get' : p.phase, p.bytes + p.localBytes, p.totalBytes, getExtra(p)),
+            (p) =>
+              bar.draw(
+                p.phase === 'files' ? 'get' : p.phase,
+                p.bytes + p.localBytes,
+                p.totalBytes,
+                getExtra(p),
+              ),
           )
         } finally {
           bar.clear()
         }
         if (g().json) return printJson(r)
-        const from = r.providers.filter((p: any) => p.bytes > 0).map((p: any) => `${p.name} ${fmtBytes(p.bytes)}`)
+        const from = r.providers
+          .filter((p: any) => p.bytes > 0)
+          .map((p: any) => `${p.name} ${fmtBytes(p.bytes)}`)
         process.stdout.write(
           `${r.dest}: ${r.files} files, ${fmtBytes(r.bytes)}; fetched ${fmtBytes(r.fetchedBytes)} in ${(r.ms / 1000).toFixed(1)} s` +
             `${from.length > 0 ? ` from ${from.join(', ')}` : ''}` +
@@ -319,6 +368,7 @@ export function blockCommands(program: Command): void {
     .argument('<ref>', 'CID or DATASET:TAG, then /PATH for a file inside a directory dataset')
     .action(
       action(async (ref: string) => {
+        quietEpipe()
         await binaryCall(g(), `/v1/cat?ref=${encodeURIComponent(ref)}`, process.stdout)
       }),
     )
@@ -329,10 +379,17 @@ export function blockCommands(program: Command): void {
     .argument('<ref>', 'a root CID or DATASET:TAG')
     .action(
       action(async (ref: string) => {
-        const r = await client(g()).call<any>('GET', `/v1/ls?ref=${encodeURIComponent(ref)}`, undefined, 120_000)
+        const r = await client(g()).call<any>(
+          'GET',
+          `/v1/ls?ref=${encodeURIComponent(ref)}`,
+          undefined,
+          120_000,
+        )
         if (g().json) return printJson(r)
         const { modeString } = await import('../blocks/manifest.js')
-        process.stdout.write(`# ${r.root}: ${r.info.name} (${r.info.type}), ${r.info.files} files, ${fmtBytes(r.info.bytes)}\n`)
+        process.stdout.write(
+          `# ${r.root}: ${r.info.name} (${r.info.type}), ${r.info.files} files, ${fmtBytes(r.info.bytes)}\n`,
+        )
         process.stdout.write(
           table(
             ['MODE', 'SIZE', 'MTIME', 'PATH'],
@@ -405,7 +462,13 @@ export function blockCommands(program: Command): void {
         process.stdout.write(
           table(
             ['ROOT', 'KIND', 'REPLICAS', 'COMPLETE', 'SINCE'],
-            r.pins.map((p) => [p.root, p.kind, p.replicas > 0 ? p.replicas : '', p.complete ? 'yes' : 'no', fmtTime(p.since)]),
+            r.pins.map((p) => [
+              p.root,
+              p.kind,
+              p.replicas > 0 ? p.replicas : '',
+              p.complete ? 'yes' : 'no',
+              fmtTime(p.since),
+            ]),
           ),
         )
       }),

@@ -57,7 +57,12 @@ async function runJson<T = any>(a: AgentProcess, args: string[], timeoutMs = 120
 function apiStream(a: AgentProcess, path: string, body: unknown, onProgress: (p: any) => void): Promise<any> {
   return new Promise((resolve, reject) => {
     const req = request(
-      { socketPath: join(a.dataDir, 'mesh.sock'), method: 'POST', path, headers: { 'content-type': 'application/json' } },
+      {
+        socketPath: join(a.dataDir, 'mesh.sock'),
+        method: 'POST',
+        path,
+        headers: { 'content-type': 'application/json' },
+      },
       (res) => {
         let buf = ''
         res.setEncoding('utf8')
@@ -82,12 +87,15 @@ function apiStream(a: AgentProcess, path: string, body: unknown, onProgress: (p:
 
 async function metricsText(a: AgentProcess): Promise<string> {
   return new Promise((resolve, reject) => {
-    const req = request({ socketPath: join(a.dataDir, 'mesh.sock'), path: '/metrics', timeout: 10_000 }, (res) => {
-      let body = ''
-      res.setEncoding('utf8')
-      res.on('data', (d: string) => (body += d))
-      res.on('end', () => resolve(body))
-    })
+    const req = request(
+      { socketPath: join(a.dataDir, 'mesh.sock'), path: '/metrics', timeout: 10_000 },
+      (res) => {
+        let body = ''
+        res.setEncoding('utf8')
+        res.on('data', (d: string) => (body += d))
+        res.on('end', () => resolve(body))
+      },
+    )
     req.on('error', reject)
     req.end()
   })
@@ -104,20 +112,46 @@ function metric(text: string, name: string, labels: Record<string, string> = {})
   return sum
 }
 
+/**
+ * A new member joining with a fresh invite; one at a time (concurrent joins to one inviter
+ * were seen to fail with 'Remote closed connection during opening' on a loaded machine), and
+ * retried once with a new token and data dir if the join itself fails.
+ */
+async function joinMember(
+  fx: Fixture,
+  inviter: AgentProcess,
+  name: string,
+  env: NodeJS.ProcessEnv,
+): Promise<AgentProcess> {
+  let last: Error | undefined
+  for (let attempt = 0; attempt < 2; attempt++) {
+    const token = (await meshJson<{ token: string }>(inviter.dataDir, ['invite'])).token
+    const a = fx.agent(fx.tempDir(), ['--name', name]).start(['--join', token], env)
+    try {
+      await a.ready(45_000)
+      return a
+    } catch (err) {
+      last = err as Error
+      await a.kill('SIGKILL')
+      if (!/could not reach any member named in the join token/.test(a.stderr)) break
+    }
+  }
+  throw last
+}
+
 /** Start `names.length` agents: the first founds the cluster, the rest join; all see each other alive. */
-async function cluster(fx: Fixture, names: string[], env: (name: string) => NodeJS.ProcessEnv = () => ({})): Promise<AgentProcess[]> {
+async function cluster(
+  fx: Fixture,
+  names: string[],
+  env: (name: string) => NodeJS.ProcessEnv = () => ({}),
+): Promise<AgentProcess[]> {
   const dirA = fx.tempDir()
   assert.equal((await mesh(['--data-dir', dirA, 'init', '--cluster', 'lab'])).code, 0)
   const agents: AgentProcess[] = []
   const first = fx.agent(dirA, ['--name', names[0]]).start([], { ...ENV, ...env(names[0]) })
   await first.ready(30_000)
   agents.push(first)
-  for (const name of names.slice(1)) {
-    const token = (await meshJson<{ token: string }>(dirA, ['invite'])).token
-    const a = fx.agent(fx.tempDir(), ['--name', name]).start(['--join', token], { ...ENV, ...env(name) })
-    agents.push(a)
-  }
-  await Promise.all(agents.slice(1).map((a) => a.ready(45_000)))
+  for (const name of names.slice(1)) agents.push(await joinMember(fx, first, name, { ...ENV, ...env(name) }))
   await waitFor(
     `${names.join(', ')} to see each other alive`,
     async () => {
@@ -157,7 +191,11 @@ function mixedTree(root: string): void {
   mkdirSync(join(root, 'locked'))
   writeFileSync(join(root, 'empty.txt'), '')
   writeFileSync(join(root, 'random.bin'), randomBytes(3 * 1024 * 1024 + 12345))
-  for (let i = 0; i < 150; i++) writeFileSync(join(root, 'small', `f${String(i).padStart(3, '0')}.txt`), `small file ${i}\n`.repeat(i % 7))
+  for (let i = 0; i < 150; i++)
+    writeFileSync(
+      join(root, 'small', `f${String(i).padStart(3, '0')}.txt`),
+      `small file ${i}\n`.repeat(i % 7),
+    )
   writeFileSync(join(root, 'nested/deeper/deepest/leaf.txt'), 'leaf\n')
   writeFileSync(join(root, 'nested/run.sh'), '#!/bin/sh\necho run\n')
   writeFileSync(join(root, 'nested/secret'), 'secret\n')
@@ -237,7 +275,7 @@ describe('blocks: datasets between real agents', function () {
   let B: AgentProcess
   let C: AgentProcess
   let D: AgentProcess
-  let ids: Record<string, string> = {}
+  const ids: Record<string, string> = {}
   let mixed: string
   let mixedRoot: string
   let big: string
@@ -273,11 +311,18 @@ describe('blocks: datasets between real agents', function () {
     assert.equal(r.code, 0, r.stderr)
     mixedRoot = r.stdout.trim()
     assert.match(mixedRoot, /^bafkrei[a-z2-7]{52}$/)
+    // announced on the cluster's DHT as well
+    await waitFor('a DHT provider record', async () => metric(await metricsText(A), 'mesh_blocks_dht_provides_total', { result: 'ok' }) >= 1, 60_000, 1000)
     for (const x of [A, B, C, D]) {
-      await waitFor(`mixed:v1 on ${x.dataDir}`, async () => {
-        const ds = await runJson<any[]>(x, ['datasets'])
-        return ds.some((d) => d.dataset === 'mixed' && d.tag === 'v1' && d.root === mixedRoot)
-      }, 30_000, 500)
+      await waitFor(
+        `mixed:v1 on ${x.dataDir}`,
+        async () => {
+          const ds = await runJson<any[]>(x, ['datasets'])
+          return ds.some((d) => d.dataset === 'mixed' && d.tag === 'v1' && d.root === mixedRoot)
+        },
+        30_000,
+        500,
+      )
     }
   })
 
@@ -299,13 +344,19 @@ describe('blocks: datasets between real agents', function () {
     const ls = await runJson(D, ['ls', 'mixed:v1'])
     assert.equal(ls.root, mixedRoot)
     assert.ok(ls.entries.some((e: any) => e.path === 'empty-dir' && e.type === 'dir'))
-    assert.ok(ls.entries.some((e: any) => e.path === 'link-to-run' && e.type === 'symlink' && e.target === 'nested/run.sh'))
+    assert.ok(
+      ls.entries.some(
+        (e: any) => e.path === 'link-to-run' && e.type === 'symlink' && e.target === 'nested/run.sh',
+      ),
+    )
     const human = await run(D, ['ls', mixedRoot])
     assert.match(human.stdout, /-rwxr-xr-x\s+\d+\s+\S+ \S+\s+nested\/run\.sh/)
     const cat = await run(D, ['cat', 'mixed:v1/nested/deeper/deepest/leaf.txt'])
     assert.equal(cat.code, 0, cat.stderr)
     assert.equal(cat.stdout, 'leaf\n')
-    const catBig = await mesh(['--data-dir', D.dataDir, 'cat', `${mixedRoot}/random.bin`], { timeoutMs: 60_000 })
+    const catBig = await mesh(['--data-dir', D.dataDir, 'cat', `${mixedRoot}/random.bin`], {
+      timeoutMs: 60_000,
+    })
     assert.equal(catBig.code, 0)
     const stat = await runJson(D, ['block', 'stat', mixedRoot])
     assert.equal(stat.dataset.files, 157)
@@ -344,7 +395,9 @@ describe('blocks: datasets between real agents', function () {
     const r = await runJson(D, ['get', bigRoot, dest])
     assert.deepEqual(readFileSync(join(dest, 'data.bin')), readFileSync(join(big, 'data.bin')))
     const used = r.providers.filter((p: any) => p.bytes > 0)
-    console.log(`      providers: ${r.providers.map((p: any) => `${p.name} ${(p.bytes / 2 ** 20).toFixed(1)} MiB`).join(', ')}; ${r.ms} ms`)
+    console.log(
+      `      providers: ${r.providers.map((p: any) => `${p.name} ${(p.bytes / 2 ** 20).toFixed(1)} MiB`).join(', ')}; ${r.ms} ms`,
+    )
     assert.equal(used.length, 3, `all three providers served: ${JSON.stringify(r.providers)}`)
     assert.deepEqual(used.map((p: any) => p.name).sort(), ['alpha', 'bravo', 'charlie'])
     assert.equal(r.fetchedBytes >= 24 << 20, true)
@@ -355,7 +408,10 @@ describe('blocks: datasets between real agents', function () {
     mkdirSync(v2)
     const data = readFileSync(join(big, 'data.bin'))
     const mid = data.length >> 1
-    writeFileSync(join(v2, 'data.bin'), Buffer.concat([data.subarray(0, mid), Buffer.from('an insertion in version 2'), data.subarray(mid)]))
+    writeFileSync(
+      join(v2, 'data.bin'),
+      Buffer.concat([data.subarray(0, mid), Buffer.from('an insertion in version 2'), data.subarray(mid)]),
+    )
     writeFileSync(join(v2, 'notes.txt'), 'version 1\n')
     const put = await runJson(A, ['put', v2, '--tag', 'big:v2'])
     assert.ok(put.newBytes < 4 << 20, `put stored ${put.newBytes} new bytes`)
@@ -368,12 +424,13 @@ describe('blocks: datasets between real agents', function () {
   })
 
   it('a provider killed (kill -9) mid-transfer: the get completes from the others', async () => {
-    const E = fx.agent(fx.tempDir(), ['--name', 'echo']).start(['--join', (await meshJson(A.dataDir, ['invite'])).token], {
-      ...ENV,
-      ...slow,
-    })
-    await E.ready(45_000)
-    await waitFor('echo to see bravo', async () => (await runJson<any[]>(E, ['members'])).filter((m) => m.status === 'alive').length === 5, 30_000, 500)
+    const E = await joinMember(fx, A, 'echo', { ...ENV, ...slow })
+    await waitFor(
+      'echo to see bravo',
+      async () => (await runJson<any[]>(E, ['members'])).filter((m) => m.status === 'alive').length === 5,
+      30_000,
+      500,
+    )
     const dest = join(fx.tempDir(), 'big')
     let killed: Promise<void> | undefined
     let killAt = 0
@@ -385,10 +442,15 @@ describe('blocks: datasets between real agents', function () {
     })
     assert.ok(killed !== undefined, 'bravo was killed during the transfer')
     await killed
-    assert.ok(killAt < result.fetchedBytes - (4 << 20), `killed early enough (${killAt} of ${result.fetchedBytes})`)
+    assert.ok(
+      killAt < result.fetchedBytes - (4 << 20),
+      `killed early enough (${killAt} of ${result.fetchedBytes})`,
+    )
     assert.deepEqual(readFileSync(join(dest, 'data.bin')), readFileSync(join(big, 'data.bin')))
     const bravo = result.providers.find((p: any) => p.peerId === ids.B)
-    console.log(`      killed bravo at ${(killAt / 2 ** 20).toFixed(1)} MiB; providers: ${JSON.stringify(result.providers.map((p: any) => [p.name, p.state, p.bytes]))}`)
+    console.log(
+      `      killed bravo at ${(killAt / 2 ** 20).toFixed(1)} MiB; providers: ${JSON.stringify(result.providers.map((p: any) => [p.name, p.state, p.bytes]))}`,
+    )
     assert.ok(bravo !== undefined, 'bravo was a provider')
     assert.equal(bravo.state, 'gone', 'bravo was dropped from the transfer')
     const others = result.providers.filter((p: any) => p.peerId !== ids.B && p.bytes > 0)
@@ -397,8 +459,7 @@ describe('blocks: datasets between real agents', function () {
   })
 
   it('a fetcher restarted mid-get resumes without fetching again what it has', async () => {
-    const F = fx.agent(fx.tempDir(), ['--name', 'foxtrot']).start(['--join', (await meshJson(A.dataDir, ['invite'])).token], { ...ENV, ...slow })
-    await F.ready(45_000)
+    const F = await joinMember(fx, A, 'foxtrot', { ...ENV, ...slow })
     const dest = join(fx.tempDir(), 'big')
     let killedAt = 0
     let killed: Promise<void> | undefined
@@ -416,10 +477,17 @@ describe('blocks: datasets between real agents', function () {
     assert.equal(existsSync(join(dest, 'data.bin')), false, 'no half-written file under its final name')
     F.start([], { ...ENV, ...slow })
     await F.ready(45_000)
-    await waitFor('foxtrot to reconnect', async () => (await runJson<any[]>(F, ['members'])).filter((m) => m.status === 'alive').length >= 3, 30_000, 500)
+    await waitFor(
+      'foxtrot to reconnect',
+      async () => (await runJson<any[]>(F, ['members'])).filter((m) => m.status === 'alive').length >= 3,
+      30_000,
+      500,
+    )
     const r = await runJson(F, ['get', 'big:v1', dest])
     assert.deepEqual(readFileSync(join(dest, 'data.bin')), readFileSync(join(big, 'data.bin')))
-    console.log(`      killed at ${(killedAt / 2 ** 20).toFixed(1)} MiB; after restart: ${(r.localBytes / 2 ** 20).toFixed(1)} MiB local, ${(r.fetchedBytes / 2 ** 20).toFixed(1)} MiB fetched`)
+    console.log(
+      `      killed at ${(killedAt / 2 ** 20).toFixed(1)} MiB; after restart: ${(r.localBytes / 2 ** 20).toFixed(1)} MiB local, ${(r.fetchedBytes / 2 ** 20).toFixed(1)} MiB fetched`,
+    )
     assert.ok(r.localBytes >= killedAt - (1 << 20), `kept what it had: ${r.localBytes} local`)
     assert.ok(r.fetchedBytes <= r.bytes - killedAt + (2 << 20), `fetched only the rest: ${r.fetchedBytes}`)
     assert.deepEqual(readdirSync(dest).sort(), ['data.bin', 'notes.txt'], 'no temporary file left behind')
@@ -462,24 +530,35 @@ describe('blocks: datasets between real agents', function () {
       return c
     }
     const proto = `${protocolPrefix(setup.cluster)}/blocks/1.0.0`
-    await mallory.node.handle(proto, (s, c) => void serveExchange(s, c, evil, new RateLimiter(0), { onServed() {}, onMessage() {} }), {
-      runOnLimitedConnection: true,
-    })
-    const G = fx.agent(fx.tempDir(), ['--name', 'golf']).start(['--join', (await meshJson(A.dataDir, ['invite'])).token], {
-      ...ENV,
-      MESH_BLOCKS__WINDOW_BYTES: '2MiB',
-    })
-    await G.ready(45_000)
+    await mallory.node.handle(
+      proto,
+      (s, c) => void serveExchange(s, c, evil, new RateLimiter(0), { onServed() {}, onMessage() {} }),
+      {
+        runOnLimitedConnection: true,
+      },
+    )
+    const G = await joinMember(fx, A, 'golf', { ...ENV, MESH_BLOCKS__WINDOW_BYTES: '2MiB' })
     const gAddr = (await G.status()).listen[0]
-    await waitFor('mallory to be admitted by golf', async () => {
-      await mallory!.node.dial(multiaddr(gAddr), { signal: AbortSignal.timeout(5000) })
-      return mallory!.node.services.admission.isAdmitted(peerIdFromString((await G.status()).peerId))
-    }, 30_000, 500)
+    await waitFor(
+      'mallory to be admitted by golf',
+      async () => {
+        await mallory!.node.dial(multiaddr(gAddr), { signal: AbortSignal.timeout(5000) })
+        return mallory!.node.services.admission.isAdmitted(peerIdFromString((await G.status()).peerId))
+      },
+      30_000,
+      500,
+    )
     const dest = join(fx.tempDir(), 'big')
     const r = await runJson(G, ['get', 'big:v1', dest])
-    assert.deepEqual(readFileSync(join(dest, 'data.bin')), readFileSync(join(big, 'data.bin')), 'byte-exact despite mallory')
+    assert.deepEqual(
+      readFileSync(join(dest, 'data.bin')),
+      readFileSync(join(big, 'data.bin')),
+      'byte-exact despite mallory',
+    )
     const m = r.providers.find((p: any) => p.peerId === mallory!.node.peerId.toString())
-    console.log(`      providers: ${JSON.stringify(r.providers.map((p: any) => [p.name, p.state, p.bytes, p.corrupt]))}`)
+    console.log(
+      `      providers: ${JSON.stringify(r.providers.map((p: any) => [p.name, p.state, p.bytes, p.corrupt]))}`,
+    )
     assert.ok(m !== undefined, 'mallory was asked')
     assert.equal(m.state, 'banned')
     assert.equal(m.corrupt, 1, 'one corrupt block, then never asked again')
@@ -495,27 +574,46 @@ describe('blocks: datasets between real agents', function () {
     const one = join(fx.tempDir('mesh-src-'), 'one')
     const two = join(fx.tempDir('mesh-src-'), 'two')
     const three = join(fx.tempDir('mesh-src-'), 'three')
-    for (const [d, text] of [[one, '1'], [two, '2'], [three, '3']]) {
+    for (const [d, text] of [
+      [one, '1'],
+      [two, '2'],
+      [three, '3'],
+    ]) {
       mkdirSync(d)
       writeFileSync(join(d, 'f'), text)
     }
-    const [ra, rc] = await Promise.all([runJson(A, ['put', one, '--tag', 'race:latest']), runJson(C, ['put', two, '--tag', 'race:latest'])])
+    const [ra, rc] = await Promise.all([
+      runJson(A, ['put', one, '--tag', 'race:latest']),
+      runJson(C, ['put', two, '--tag', 'race:latest']),
+    ])
     // whoever saw the other's record first published seq 2; if neither did, both are seq 1 and
     // the larger root wins: either way every member ends up with the same newest record
-    const newest = [ra, rc].sort((x, y) => Number(x.tag.seq) - Number(y.tag.seq) || (x.root < y.root ? -1 : 1))[1]
+    const newest = [ra, rc].sort(
+      (x, y) => Number(x.tag.seq) - Number(y.tag.seq) || (x.root < y.root ? -1 : 1),
+    )[1]
     for (const x of [A, C, D]) {
-      await waitFor(`race:latest -> ${newest.root} on ${x.dataDir}`, async () => {
-        const ds = await runJson<any[]>(x, ['datasets'])
-        return ds.find((d) => d.dataset === 'race')?.root === newest.root
-      }, 30_000, 500)
+      await waitFor(
+        `race:latest -> ${newest.root} on ${x.dataDir}`,
+        async () => {
+          const ds = await runJson<any[]>(x, ['datasets'])
+          return ds.find((d) => d.dataset === 'race')?.root === newest.root
+        },
+        30_000,
+        500,
+      )
     }
     const rd = await runJson(D, ['put', three, '--tag', 'race:latest'])
     assert.equal(rd.tag.seq, String(Number(newest.tag.seq) + 1))
     for (const x of [A, C, D]) {
-      await waitFor(`race:latest moved on ${x.dataDir}`, async () => {
-        const ds = await runJson<any[]>(x, ['datasets'])
-        return ds.find((d) => d.dataset === 'race')?.root === rd.root
-      }, 30_000, 500)
+      await waitFor(
+        `race:latest moved on ${x.dataDir}`,
+        async () => {
+          const ds = await runJson<any[]>(x, ['datasets'])
+          return ds.find((d) => d.dataset === 'race')?.root === rd.root
+        },
+        30_000,
+        500,
+      )
     }
     // persisted: a restart keeps it (the file is written soon after the change)
     await new Promise((r) => setTimeout(r, 500))
@@ -528,7 +626,11 @@ describe('blocks: datasets between real agents', function () {
   })
 
   it('bad input: unknown CID, malformed CID, unknown tag, special files: clear errors, non-zero exits', async () => {
-    const unknown = await run(C, ['get', 'bafkreigh2akiscaildcqabsyg3dfr6chu3fgpregiymsck7e7aqa4s52zy', join(fx.tempDir(), 'x')], 60_000)
+    const unknown = await run(
+      C,
+      ['get', 'bafkreigh2akiscaildcqabsyg3dfr6chu3fgpregiymsck7e7aqa4s52zy', join(fx.tempDir(), 'x')],
+      60_000,
+    )
     assert.notEqual(unknown.code, 0)
     assert.match(unknown.stderr, /no member has bafkreigh2aki/)
     const malformed = await run(C, ['get', 'not-a-cid'])
@@ -557,8 +659,16 @@ describe('blocks: datasets between real agents', function () {
   it('a manifest with paths escaping DEST is refused before anything is written', async () => {
     const work = fx.tempDir()
     const cases: Array<[string, string, RegExp]> = [
-      ['dotdot', `${JSON.stringify({ path: '../evil', type: 'file', mode: 420, mtime: 1, size: 0, chunks: [] })}\n`, /escapes the destination/],
-      ['absolute', `${JSON.stringify({ path: '/tmp/evil', type: 'dir', mode: 493, mtime: 1 })}\n`, /is absolute: refused/],
+      [
+        'dotdot',
+        `${JSON.stringify({ path: '../evil', type: 'file', mode: 420, mtime: 1, size: 0, chunks: [] })}\n`,
+        /escapes the destination/,
+      ],
+      [
+        'absolute',
+        `${JSON.stringify({ path: '/tmp/evil', type: 'dir', mode: 493, mtime: 1 })}\n`,
+        /is absolute: refused/,
+      ],
       [
         'through-symlink',
         `${JSON.stringify({ path: 'l', type: 'symlink', target: '..', mtime: 1 })}\n${JSON.stringify({ path: 'l/evil', type: 'file', mode: 420, mtime: 1, size: 0, chunks: [] })}\n`,
@@ -570,7 +680,15 @@ describe('blocks: datasets between real agents', function () {
       writeFileSync(mf, manifest)
       const mcid = (await run(A, ['block', 'put', mf])).stdout.trim()
       const root = {
-        mesh: 'dataset/1', name, type: 'dir', mode: 0o755, mtime: 1, files: 1, dirs: 0, symlinks: 0, bytes: 0,
+        mesh: 'dataset/1',
+        name,
+        type: 'dir',
+        mode: 0o755,
+        mtime: 1,
+        files: 1,
+        dirs: 0,
+        symlinks: 0,
+        bytes: 0,
         manifest: [[mcid, Buffer.byteLength(manifest)]],
       }
       const rf = join(work, `${name}.root`)
@@ -585,12 +703,42 @@ describe('blocks: datasets between real agents', function () {
     assert.equal(existsSync(join(work, '..', 'evil')), false)
   })
 
+  it('unpinned cached blocks are evicted under blocks.cacheBytes; pinned ones are kept', async () => {
+    const H = await joinMember(fx, A, 'hotel', { ...ENV, MESH_BLOCKS__CACHE_BYTES: '2MiB' })
+    const storeBytes = async () => metric(await metricsText(H), 'mesh_blocks_store_bytes')
+    const dest = join(fx.tempDir(), 'mixed')
+    unlockDirs.push(dest)
+    await runJson(H, ['get', 'mixed:v1', dest])
+    assertSameTree(mixed, dest)
+    // the get fetched ~3 MiB; what it does not pin is cache, trimmed to the budget
+    await waitFor('eviction down to 2 MiB', async () => (await storeBytes()) <= 2 << 20, 20_000, 500)
+    const pin = await runJson(H, ['pin', 'mixed:v1'])
+    assert.equal(pin.root, mixedRoot)
+    assert.ok(pin.fetched > 0, 'pin fetched what eviction had removed')
+    await run(H, ['get', 'big:v2', join(fx.tempDir(), 'v2')], 120_000)
+    await waitFor('the big cache evicted', async () => (await storeBytes()) < 8 << 20, 30_000, 500)
+    assert.ok((await storeBytes()) >= 3 << 20, 'the pinned dataset stays whole')
+    const again = await runJson(H, ['get', 'mixed:v1', join(fx.tempDir(), 'again')])
+    assert.equal(again.fetchedBytes, 0, 'a pinned dataset is all local')
+    unlockDirs.push(join(again.dest))
+    const pins = await runJson<any[]>(H, ['pins'])
+    assert.ok(pins.some((p) => p.root === mixedRoot && p.complete))
+    await runJson(H, ['unpin', 'mixed:v1'])
+    await waitFor('unpinned blocks evicted', async () => (await storeBytes()) <= 2 << 20, 20_000, 500)
+    const unpinAgain = await run(H, ['unpin', 'mixed:v1'])
+    assert.notEqual(unpinAgain.code, 0)
+    assert.match(unpinAgain.stderr, /is not pinned here/)
+    await H.kill('SIGKILL')
+  })
+
   it('a destination that fills up: a clear error, no partial file, nothing outside DEST', async function () {
     const mnt = fx.tempDir()
     try {
       execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=6m', 'tmpfs', mnt], { stdio: 'pipe' })
     } catch (err) {
-      console.log(`      skipped: cannot mount a small tmpfs (${(err as Error).message.split('\n')[0]}); needs root`)
+      console.log(
+        `      skipped: cannot mount a small tmpfs (${(err as Error).message.split('\n')[0]}); needs root`,
+      )
       this.skip()
     }
     try {
@@ -599,7 +747,10 @@ describe('blocks: datasets between real agents', function () {
       assert.match(r.stderr, /no space left on the device holding .*dest/)
       assert.deepEqual(readdirSync(mnt), ['dest'])
       const left = readdirSync(join(mnt, 'dest'))
-      assert.ok(left.every((f) => !f.includes('.mesh-')), `no temporary file left: ${left.join(', ')}`)
+      assert.ok(
+        left.every((f) => !f.includes('.mesh-')),
+        `no temporary file left: ${left.join(', ')}`,
+      )
       assert.equal(existsSync(join(mnt, 'dest', 'data.bin')), false)
     } finally {
       execFileSync('umount', ['-l', mnt], { stdio: 'ignore' })
@@ -620,16 +771,26 @@ describe('blocks: quorum replication and repair', function () {
     mkdirSync(src)
     writeFileSync(join(src, 'a.bin'), randomBytes(1 << 20))
     await q3.kill('SIGKILL')
+    let t0 = Date.now()
     const ok = await runJson(q1, ['put', src, '--replicas', '3', '--tag', 'q:one-down'])
+    console.log(`      one down: ${Date.now() - t0} ms, ${ok.replication.confirmed} of 3 confirmed`)
     assert.equal(ok.replication.quorum, 2)
     assert.ok(ok.replication.confirmed >= 2, JSON.stringify(ok.replication))
     const pins2 = await runJson<any[]>(q2, ['pins'])
-    assert.ok(pins2.some((p) => p.root === ok.root && p.complete && p.replicas === 3), 'q2 holds a pinned, complete copy')
+    assert.ok(
+      pins2.some((p) => p.root === ok.root && p.complete && p.replicas === 3),
+      'q2 holds a pinned, complete copy',
+    )
     await q2.kill('SIGKILL')
     writeFileSync(join(src, 'b.bin'), randomBytes(1 << 20))
+    t0 = Date.now()
     const bad = await run(q1, ['put', src, '--replicas', '3', '--tag', 'q:two-down'], 180_000)
+    console.log(`      two down: ${Date.now() - t0} ms: ${bad.stderr.trim()}`)
     assert.notEqual(bad.code, 0)
-    assert.match(bad.stderr, /replication of bafkrei\S+ failed: 1 of 3 replicas confirmed a verified copy, a write needs 2/)
+    assert.match(
+      bad.stderr,
+      /replication of bafkrei\S+ failed: 1 of 3 replicas confirmed a verified copy, a write needs 2/,
+    )
     assert.match(bad.stderr, /q2 \(/)
     assert.match(bad.stderr, /q3 \(/)
     assert.match(bad.stderr, /No tag was published/)
@@ -658,12 +819,18 @@ describe('blocks: quorum replication and repair', function () {
     assert.equal(r.root, root)
     assert.deepEqual(r.replication.targets.map((t: any) => t.peerId).sort(), [ranked[0], ranked[1]].sort())
     const third = peer.get(ranked[2])!
-    assert.ok(!(await runJson<any[]>(third, ['pins'])).some((p) => p.root === root), 'the third has no copy yet')
+    assert.ok(
+      !(await runJson<any[]>(third, ['pins'])).some((p) => p.root === root),
+      'the third has no copy yet',
+    )
     await peer.get(ranked[0])!.kill('SIGKILL')
     const t0 = Date.now()
     await waitFor(
       'the third-ranked member to hold a repaired replica',
-      async () => (await runJson<any[]>(third, ['pins'])).some((p) => p.root === root && p.complete && p.replicas === 2),
+      async () =>
+        (await runJson<any[]>(third, ['pins'])).some(
+          (p) => p.root === root && p.complete && p.replicas === 2,
+        ),
       90_000,
       1000,
     )

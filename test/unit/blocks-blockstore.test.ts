@@ -1,9 +1,21 @@
 import assert from 'node:assert/strict'
+import { execFileSync } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
-import { chmodSync, existsSync, lstatSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs'
+import {
+  chmodSync,
+  existsSync,
+  lstatSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  readlinkSync,
+  rmSync,
+  statSync,
+  symlinkSync,
+  writeFileSync,
+} from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { execFileSync } from 'node:child_process'
 import { Blockstore, MAX_BLOCK } from '../../src/blocks/blockstore.js'
 import { cidOf, parseCid } from '../../src/blocks/cid.js'
 import { DatasetWriter, putPath, readManifest, scanPath } from '../../src/blocks/dataset.js'
@@ -142,7 +154,7 @@ describe('blocks: datasets on disk', () => {
     assert.equal(again.newBlocks, 0)
     const { info, entries } = await readManifest(s, r.root)
     const dest = join(temp(), 'out')
-    const w = new DatasetWriter(dest, s)
+    const w = new DatasetWriter(dest)
     await w.prepareBase()
     for (const e of entries) {
       if (e.type === 'dir') await w.ensureDir(e.path)
@@ -179,7 +191,7 @@ describe('blocks: datasets on disk', () => {
     symlinkSync(outside, join(dest, 'a'))
     const s = new Blockstore(join(temp(), 'blocks'))
     await s.open()
-    const w = new DatasetWriter(dest, s)
+    const w = new DatasetWriter(dest)
     await w.prepareBase()
     await assert.rejects(w.ensureDir('a/b'), /is a symlink .* refusing to write through it/)
     assert.deepEqual(readdirSync(outside), [])

@@ -38,17 +38,24 @@ function chunkSet(data: Uint8Array, sizes = DEFAULT_SIZES): Set<string> {
 // smaller sizes keep the property runs fast; the same code runs with the defaults below
 const SMALL = { min: 2 << 10, avg: 8 << 10, max: 32 << 10 }
 
-describe('blocks: chunker (FastCDC)', () => {
+describe('blocks: chunker (FastCDC)', function () {
+  this.timeout(60_000)
   it('the gear table is fixed (changing it changes every CID)', () => {
     assert.equal(GEAR.length, 256)
-    assert.deepEqual(Array.from(GEAR.slice(0, 4)).map((v) => v.toString(16)), ['10e1fb5a', 'd1da53fd', '37928bf4', '59db60bd'])
+    assert.deepEqual(
+      Array.from(GEAR.slice(0, 4)).map((v) => v.toString(16)),
+      ['10e1fb5a', 'd1da53fd', '37928bf4', '59db60bd'],
+    )
     assert.equal(new Set(GEAR).size, 256)
   })
 
   it('chunks cover the input exactly, within min/max (defaults: 64 KiB / 256 KiB / 1 MiB)', () => {
     const data = bytes(24 << 20, 7)
     const lens = chunkLengths(data)
-    assert.equal(lens.reduce((a, b) => a + b, 0), data.length)
+    assert.equal(
+      lens.reduce((a, b) => a + b, 0),
+      data.length,
+    )
     for (const l of lens.slice(0, -1)) {
       assert.ok(l >= MIN_CHUNK && l <= MAX_CHUNK, `chunk of ${l} bytes`)
     }
@@ -128,7 +135,10 @@ describe('blocks: chunker (FastCDC)', () => {
           let k = 0
           while (k < Math.min(a.length, b.length) && a[a.length - 1 - k] === b[b.length - 1 - k]) k++
           const tailA = a.slice(a.length - k).reduce((x, y) => x + y, 0)
-          assert.ok(tailA > (n - pos) / 2, `the chunker did not fall back into step (${k} equal chunks at the end)`)
+          assert.ok(
+            tailA > (n - pos) / 2,
+            `the chunker did not fall back into step (${k} equal chunks at the end)`,
+          )
           const before = chunkSet(data, SMALL)
           let shared = 0
           const after = chunkSet(edited, SMALL)

@@ -19,7 +19,17 @@ const cidA = cidOf(enc.encode('a')).toString()
 const cidB = cidOf(enc.encode('bb')).toString()
 
 const sample: Entry[] = [
-  { path: 'z.txt', type: 'file', mode: 0o644, mtime: 1_700_000_000_123.5, size: 3, chunks: [[cidA, 1], [cidB, 2]] },
+  {
+    path: 'z.txt',
+    type: 'file',
+    mode: 0o644,
+    mtime: 1_700_000_000_123.5,
+    size: 3,
+    chunks: [
+      [cidA, 1],
+      [cidB, 2],
+    ],
+  },
   { path: 'empty', type: 'file', mode: 0o600, mtime: 1, size: 0, chunks: [] },
   { path: 'd', type: 'dir', mode: 0o755, mtime: 2 },
   { path: 'd/e', type: 'dir', mode: 0o700, mtime: 3 },
@@ -35,7 +45,10 @@ describe('blocks: manifest', () => {
   it('round-trips entries, sorted by path, parents first', () => {
     const bytes = encodeManifest(sample)
     const back = decodeManifest(bytes)
-    assert.deepEqual(back.map((e) => e.path), ['d', 'd/e', 'd/e/link', 'd/x', 'empty', 'z.txt'])
+    assert.deepEqual(
+      back.map((e) => e.path),
+      ['d', 'd/e', 'd/e/link', 'd/x', 'empty', 'z.txt'],
+    )
     assert.deepEqual(
       back.sort((a, b) => a.path.localeCompare(b.path)),
       [...sample].sort((a, b) => a.path.localeCompare(b.path)),
@@ -46,7 +59,15 @@ describe('blocks: manifest', () => {
 
   it('round-trips the root; a plain block is not a dataset', () => {
     const root: Root = {
-      mesh: 'dataset/1', name: 'data', type: 'dir', mode: 0o755, mtime: 9, files: 3, dirs: 2, symlinks: 1, bytes: 4,
+      mesh: 'dataset/1',
+      name: 'data',
+      type: 'dir',
+      mode: 0o755,
+      mtime: 9,
+      files: 3,
+      dirs: 2,
+      symlinks: 1,
+      bytes: 4,
       manifest: [[cidA, 1]],
     }
     assert.deepEqual(decodeRoot(encodeRoot(root)), root)
@@ -59,7 +80,9 @@ describe('blocks: manifest', () => {
       assert.throws(() => checkPath(p), BlocksError, JSON.stringify(p))
     }
     for (const p of ['a', 'a/b', '.hidden', 'a..b', '...', 'ü/ß']) checkPath(p)
-    const evil = enc.encode(`${JSON.stringify({ path: '../evil', type: 'file', mode: 420, mtime: 1, size: 0, chunks: [] })}\n`)
+    const evil = enc.encode(
+      `${JSON.stringify({ path: '../evil', type: 'file', mode: 420, mtime: 1, size: 0, chunks: [] })}\n`,
+    )
     rejects(() => decodeManifest(evil), /escapes the destination/)
     const abs = enc.encode(`${JSON.stringify({ path: '/tmp/evil', type: 'dir', mode: 420, mtime: 1 })}\n`)
     rejects(() => decodeManifest(abs), /absolute/)
@@ -67,11 +90,19 @@ describe('blocks: manifest', () => {
 
   it('refuses entries under a symlink or a file, duplicates, and bad sizes', () => {
     rejects(
-      () => validateEntries([{ path: 'l', type: 'symlink', target: '/etc', mtime: 1 }, { path: 'l/passwd', type: 'dir', mode: 0o755, mtime: 1 }]),
+      () =>
+        validateEntries([
+          { path: 'l', type: 'symlink', target: '/etc', mtime: 1 },
+          { path: 'l/passwd', type: 'dir', mode: 0o755, mtime: 1 },
+        ]),
       /lies under the symlink/,
     )
     rejects(
-      () => validateEntries([{ path: 'f', type: 'file', mode: 0o644, mtime: 1, size: 0, chunks: [] }, { path: 'f/g', type: 'dir', mode: 0o755, mtime: 1 }]),
+      () =>
+        validateEntries([
+          { path: 'f', type: 'file', mode: 0o644, mtime: 1, size: 0, chunks: [] },
+          { path: 'f/g', type: 'dir', mode: 0o755, mtime: 1 },
+        ]),
       /lies under the file/,
     )
     rejects(() => validateEntries([sample[2], sample[2]]), /appears twice/)
@@ -86,13 +117,26 @@ describe('blocks: manifest', () => {
   it('property: any manifest of valid entries round-trips', () => {
     const seg = fc.stringMatching(/^[a-z0-9._-]{1,8}$/).filter((s) => s !== '.' && s !== '..')
     fc.assert(
-      fc.property(fc.uniqueArray(fc.array(seg, { minLength: 1, maxLength: 3 }).map((a) => a.join('/')), { maxLength: 30 }), (paths) => {
-        // files at the leaves only: drop any path that is a prefix directory of another
-        const leaves = paths.filter((p) => !paths.some((q) => q.startsWith(`${p}/`)))
-        const entries: Entry[] = leaves.map((p, i) => ({ path: p, type: 'file', mode: 0o644, mtime: i, size: 1, chunks: [[cidA, 1]] }))
-        const back = decodeManifest(encodeManifest(entries))
-        assert.equal(back.length, entries.length)
-      }),
+      fc.property(
+        fc.uniqueArray(
+          fc.array(seg, { minLength: 1, maxLength: 3 }).map((a) => a.join('/')),
+          { maxLength: 30 },
+        ),
+        (paths) => {
+          // files at the leaves only: drop any path that is a prefix directory of another
+          const leaves = paths.filter((p) => !paths.some((q) => q.startsWith(`${p}/`)))
+          const entries: Entry[] = leaves.map((p, i) => ({
+            path: p,
+            type: 'file',
+            mode: 0o644,
+            mtime: i,
+            size: 1,
+            chunks: [[cidA, 1]],
+          }))
+          const back = decodeManifest(encodeManifest(entries))
+          assert.equal(back.length, entries.length)
+        },
+      ),
       { numRuns: 100 },
     )
   })

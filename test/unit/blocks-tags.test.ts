@@ -17,7 +17,14 @@ describe('blocks: tags', () => {
   })
 
   const rec = (k: number, root: number, seq: number, tag = 'v1'): Tag =>
-    signTag(keys[k], CLUSTER, { dataset: 'maps', tag, root: roots[root], seq: BigInt(seq), time: BigInt(1000 + k), replicas: 0 })
+    signTag(keys[k], CLUSTER, {
+      dataset: 'maps',
+      tag,
+      root: roots[root],
+      seq: BigInt(seq),
+      time: BigInt(1000 + k),
+      replicas: 0,
+    })
 
   it('signs and verifies; any change breaks the signature; another cluster does not accept it', () => {
     const t = rec(0, 0, 1)
@@ -41,18 +48,30 @@ describe('blocks: tags', () => {
   })
 
   it('property: every delivery order gives every member the same record', () => {
-    const all = [rec(0, 0, 1), rec(1, 1, 1), rec(2, 2, 1), rec(0, 3, 2), rec(1, 2, 2), rec(2, 0, 1, 'v2'), rec(1, 1, 3, 'v2')]
+    const all = [
+      rec(0, 0, 1),
+      rec(1, 1, 1),
+      rec(2, 2, 1),
+      rec(0, 3, 2),
+      rec(1, 2, 2),
+      rec(2, 0, 1, 'v2'),
+      rec(1, 1, 3, 'v2'),
+    ]
     const expected = (() => {
       const s = new TagStore(CLUSTER)
       for (const t of all) s.apply(t)
       return s.all()
     })()
     fc.assert(
-      fc.property(fc.shuffledSubarray(all, { minLength: all.length, maxLength: all.length }), fc.array(fc.nat(all.length - 1)), (order, dups) => {
-        const s = new TagStore(CLUSTER)
-        for (const t of [...order, ...dups.map((i) => all[i])]) s.apply(t)
-        assert.deepEqual(s.all(), expected)
-      }),
+      fc.property(
+        fc.shuffledSubarray(all, { minLength: all.length, maxLength: all.length }),
+        fc.array(fc.nat(all.length - 1)),
+        (order, dups) => {
+          const s = new TagStore(CLUSTER)
+          for (const t of [...order, ...dups.map((i) => all[i])]) s.apply(t)
+          assert.deepEqual(s.all(), expected)
+        },
+      ),
     )
     assert.equal(expected.find((t) => t.tag === 'v1')?.seq, 2n)
     // equal seq: compareTags is antisymmetric
@@ -86,9 +105,12 @@ describe('blocks: replica placement', () => {
 
   it('rank is the same for any input order', () => {
     fc.assert(
-      fc.property(fc.shuffledSubarray(peers, { minLength: peers.length, maxLength: peers.length }), (order) => {
-        assert.deepEqual(rank(roots[0], order), rank(roots[0], peers))
-      }),
+      fc.property(
+        fc.shuffledSubarray(peers, { minLength: peers.length, maxLength: peers.length }),
+        (order) => {
+          assert.deepEqual(rank(roots[0], order), rank(roots[0], peers))
+        },
+      ),
     )
   })
 
@@ -106,18 +128,34 @@ describe('blocks: replica placement', () => {
 
   it('property: a member leaving moves only its own copy (minimal disruption)', () => {
     fc.assert(
-      fc.property(fc.integer({ min: 0, max: 3 }), fc.integer({ min: 1, max: 5 }), fc.integer({ min: 0, max: 11 }), (ri, n, gone) => {
-        const before = rank(roots[ri], peers).slice(0, n)
-        const after = rank(roots[ri], peers.filter((_, i) => i !== gone)).slice(0, n)
-        const moved = after.filter((p) => !before.includes(p))
-        assert.ok(moved.length <= (before.includes(peers[gone]) ? 1 : 0))
-      }),
+      fc.property(
+        fc.integer({ min: 0, max: 3 }),
+        fc.integer({ min: 1, max: 5 }),
+        fc.integer({ min: 0, max: 11 }),
+        (ri, n, gone) => {
+          const before = rank(roots[ri], peers).slice(0, n)
+          const after = rank(
+            roots[ri],
+            peers.filter((_, i) => i !== gone),
+          ).slice(0, n)
+          const moved = after.filter((p) => !before.includes(p))
+          assert.ok(moved.length <= (before.includes(peers[gone]) ? 1 : 0))
+        },
+      ),
     )
   })
 
   it('rankedAbove lists who must be asked before repairing', () => {
     const r = rank(roots[2], peers)
-    assert.deepEqual(rankedAbove(roots[2], r[3], peers.filter((p) => p !== r[3]), 10), r.slice(0, 3))
+    assert.deepEqual(
+      rankedAbove(
+        roots[2],
+        r[3],
+        peers.filter((p) => p !== r[3]),
+        10,
+      ),
+      r.slice(0, 3),
+    )
     assert.deepEqual(rankedAbove(roots[2], r[0], peers, 10), [])
   })
 })
