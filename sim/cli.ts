@@ -9,7 +9,7 @@ import { mkdirSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import type { LatencyName } from './network.js'
 import { details, runScenario, type Summary, table } from './report.js'
-import { PARAM_DEFAULTS, SCENARIOS } from './scenarios.js'
+import { type PARAM_DEFAULTS, SCENARIOS } from './scenarios.js'
 import type { SimOptions } from './sim.js'
 import { writeCharts } from './svg.js'
 
@@ -31,6 +31,7 @@ const HELP = `usage: node dist/sim/cli.js [options]
   --slow-ms MS        their mean extra delay per thing they handle (default 250)
   --sync MODE         full (the agent: whole tables) or digest (digest/diff only)
   --announce          publish a member's record on start (the agent does not, today)
+  --max-conns N       connections a member keeps for gossip fan-out (libp2p default 300)
   --observers K       full nodes when N > --full-max (default 500)
   --full-max N        above this many members, light nodes are used (default 2000)
   --start S           first disruption (default 30)
@@ -41,6 +42,9 @@ const HELP = `usage: node dist/sim/cli.js [options]
   --json FILE         write the summaries as JSON
   --svg DIR           write SVG charts
   --quiet             only the table
+
+Exits 1 when a safety violation was seen (a member whose views never converged).
+See sim/MODEL.md for what is modelled and how.
 `
 
 interface Cli {
@@ -56,7 +60,15 @@ interface Cli {
 }
 
 function parse(argv: string[]): Cli {
-  const c: Cli = { scenarios: ['crash'], sizes: [100], durationMs: 600_000, seed: 1, sim: { network: {} }, params: {}, quiet: false }
+  const c: Cli = {
+    scenarios: ['crash'],
+    sizes: [100],
+    durationMs: 600_000,
+    seed: 1,
+    sim: { network: {} },
+    params: {},
+    quiet: false,
+  }
   const net = c.sim.network!
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i]
@@ -73,7 +85,12 @@ function parse(argv: string[]): Cli {
     switch (a) {
       case '--scenario': {
         const s = val()
-        c.scenarios = s === 'all' ? Object.values(SCENARIOS).filter((x) => x.available).map((x) => x.name) : s.split(',')
+        c.scenarios =
+          s === 'all'
+            ? Object.values(SCENARIOS)
+                .filter((x) => x.available)
+                .map((x) => x.name)
+            : s.split(',')
         break
       }
       case '--nodes':
@@ -83,7 +100,8 @@ function parse(argv: string[]): Cli {
         c.sizes = val()
           .split(',')
           .map((x) => Number(x))
-        if (c.sizes.some((n) => !Number.isInteger(n) || n < 2)) throw new Error('--sweep takes sizes like 10,100,1000')
+        if (c.sizes.some((n) => !Number.isInteger(n) || n < 2))
+          throw new Error('--sweep takes sizes like 10,100,1000')
         break
       case '--duration':
         c.durationMs = num(1) * 1000
@@ -123,6 +141,9 @@ function parse(argv: string[]): Cli {
       }
       case '--announce':
         c.sim.announceOnStart = true
+        break
+      case '--max-conns':
+        c.sim.maxConnections = num(1)
         break
       case '--observers':
         c.sim.observers = num(1)
@@ -182,8 +203,15 @@ function main(): void {
   const results: Summary[] = []
   for (const scenario of c.scenarios) {
     for (const nodes of c.sizes) {
-      if (!c.quiet) process.stderr.write(`running ${scenario} with ${nodes} members for ${c.durationMs / 1000} s (seed ${c.seed})...\n`)
-      const { summary } = runScenario({ scenario, params: { ...c.params, nodes, durationMs: c.durationMs, seed: c.seed }, sim: c.sim })
+      if (!c.quiet)
+        process.stderr.write(
+          `running ${scenario} with ${nodes} members for ${c.durationMs / 1000} s (seed ${c.seed})...\n`,
+        )
+      const { summary } = runScenario({
+        scenario,
+        params: { ...c.params, nodes, durationMs: c.durationMs, seed: c.seed },
+        sim: c.sim,
+      })
       results.push(summary)
       if (!c.quiet) process.stderr.write(`  done in ${summary.wallS} s of wall time\n`)
     }
@@ -191,7 +219,10 @@ function main(): void {
   process.stdout.write(`${table(results)}\n`)
   if (!c.quiet) process.stdout.write(`\n${results.map(details).join('\n\n')}\n`)
   if (c.json !== undefined) {
-    writeFileSync(c.json, `${JSON.stringify({ generated: new Date().toISOString(), argv: process.argv.slice(2), results }, null, 2)}\n`)
+    writeFileSync(
+      c.json,
+      `${JSON.stringify({ generated: new Date().toISOString(), argv: process.argv.slice(2), results }, null, 2)}\n`,
+    )
     process.stderr.write(`wrote ${c.json}\n`)
   }
   if (c.svg !== undefined) {

@@ -65,7 +65,8 @@ export function claimWire(c: Claim): number {
   return n
 }
 
-export const entryWire = (e: Entry): number => recordWire(e.signed) + (e.claim === undefined ? 0 : claimWire(e.claim))
+export const entryWire = (e: Entry): number =>
+  recordWire(e.signed) + (e.claim === undefined ? 0 : claimWire(e.claim))
 
 export function memberSetBytes(records: readonly SignedInfo[], claims: readonly Claim[]): number {
   let n = 0

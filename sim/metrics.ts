@@ -16,13 +16,16 @@ export interface FalsePositives {
   /** the same, across a partition (expected: the other side looks dead) */
   partitionDeadClaims: number
   partitionDeadMembers: number
+  /** suspicions of a running member (outside a partition) */
   suspectClaims: number
   suspectMembers: number
+  partitionSuspectClaims: number
   /** dead claims about a member's previous incarnation after it restarted (the old process did die) */
   staleDeadClaims: number
 }
 
-const ok = (s: Status | undefined, up: boolean): boolean => (up ? s === 'alive' : s !== 'alive' && s !== 'suspect')
+const ok = (s: Status | undefined, up: boolean): boolean =>
+  up ? s === 'alive' : s !== 'alive' && s !== 'suspect'
 
 export class Tracker {
   readonly truthUp: boolean[] = []
@@ -52,6 +55,7 @@ export class Tracker {
     partitionDeadMembers: 0,
     suspectClaims: 0,
     suspectMembers: 0,
+    partitionSuspectClaims: 0,
     staleDeadClaims: 0,
   }
   /** last time anything about `m` was disturbed: for "never converged" */
@@ -139,6 +143,8 @@ export class Tracker {
     if (!this.truthUp[subject]) return
     if (stale) {
       if (type === 'dead') this.fp.staleDeadClaims++
+    } else if (type === 'suspect' && acrossPartition) {
+      this.fp.partitionSuspectClaims++
     } else if (type === 'suspect') {
       this.fp.suspectClaims++
       this.fpSuspect.add(subject)

@@ -98,7 +98,8 @@ export class Network {
   ) {
     this.opts = { ...NETWORK_DEFAULTS, ...opts }
     this.model = LATENCY[this.opts.latency]
-    if (this.model === undefined) throw new Error(`unknown latency model '${this.opts.latency}' (loopback, lan, wan)`)
+    if (this.model === undefined)
+      throw new Error(`unknown latency model '${this.opts.latency}' (loopback, lan, wan)`)
     this.bytesPerMs = (this.opts.bandwidthMbps * 1e6) / 8 / 1000
   }
 
@@ -205,7 +206,8 @@ export class Network {
    * receiver), unless loss or a relay needs the full path.
    */
   quickSend(a: number, b: number, bytes: number, now: number, after: number): number {
-    if (this.opts.loss > 0 || (this.nat[a] && this.nat[b])) return this.send(a, b, bytes, now, after) - this.model.jitterMedianMs
+    if (this.opts.loss > 0 || (this.nat[a] && this.nat[b]))
+      return this.send(a, b, bytes, now, after) - this.model.jitterMedianMs
     if (!this.canTalk(a, b)) return HELD
     return now + after + bytes / this.bytesPerMs + this.baseMs(a, b)
   }

@@ -38,7 +38,7 @@ export interface Summary {
   /** from a crash until every observer holds the member dead or left */
   detection: Dist & { undetected: number; pending: number }
   convergence: { join: Dist; restart: Dist; leave: Dist }
-  /** from the last disruption until every observer holds the right view of every member; null: never */
+  /** from the last disruption until every observer first holds the right view of every member; null: never */
   settleS: number | null
   lastDisruptionS: number | null
   /** share of the run during which every view was right */
@@ -66,20 +66,35 @@ export interface RunOptions {
 
 export function runScenario(o: RunOptions): { summary: Summary; sim: Sim } {
   const sc = SCENARIOS[o.scenario]
-  if (sc === undefined) throw new Error(`unknown scenario '${o.scenario}' (${Object.keys(SCENARIOS).join(', ')})`)
+  if (sc === undefined)
+    throw new Error(`unknown scenario '${o.scenario}' (${Object.keys(SCENARIOS).join(', ')})`)
   if (!sc.available) throw new Error(`scenario '${o.scenario}' is not available: ${sc.why}`)
   const p: ScenarioParams = { ...PARAM_DEFAULTS, ...o.params }
   const t0 = performance.now()
-  const sim = new Sim({ ...o.sim, seed: p.seed, expectedNodes: Math.max(sc.expected(p), o.sim?.expectedNodes ?? 0) })
+  const sim = new Sim({
+    ...o.sim,
+    seed: p.seed,
+    expectedNodes: Math.max(sc.expected(p), o.sim?.expectedNodes ?? 0),
+  })
   for (const x of sc.extensions?.(p) ?? []) sim.use(x)
   sim.form(sc.initial(p))
   const last = sc.plan(sim, p, scenarioRng(p.seed))
   sim.run(p.durationMs)
   const wallS = (performance.now() - t0) / 1000
-  return { summary: summarize(sim, o.scenario, p, last, wallS, o.graceMs ?? Math.min(120_000, p.durationMs / 4)), sim }
+  return {
+    summary: summarize(sim, o.scenario, p, last, wallS, o.graceMs ?? Math.min(120_000, p.durationMs / 4)),
+    sim,
+  }
 }
 
-function summarize(sim: Sim, scenario: string, p: ScenarioParams, last: number | undefined, wallS: number, graceMs: number): Summary {
+function summarize(
+  sim: Sim,
+  scenario: string,
+  p: ScenarioParams,
+  last: number | undefined,
+  wallS: number,
+  graceMs: number,
+): Summary {
   const tr = sim.tracker
   const end = sim.now
   const nodeS = sim.nodeMs / 1000
@@ -105,16 +120,26 @@ function summarize(sim: Sim, scenario: string, p: ScenarioParams, last: number |
     }
   }
   if (wrongSince !== undefined) wrongMs += end - wrongSince
+  // the first moment after the last disruption at which every view was right
   let settleS: number | null = null
-  if (tr.total === 0) {
-    const lastBack = [...tr.transitions].reverse().find(([, up]) => !up)
-    const from = last ?? 0
-    settleS = lastBack === undefined || lastBack[0] < from ? 0 : Math.round(lastBack[0] - from) / 1000
+  const from = last ?? 0
+  let wrongAtFrom = false
+  for (const [t, up] of tr.transitions) if (t <= from) wrongAtFrom = up
+  if (!wrongAtFrom) settleS = 0
+  else {
+    const back = tr.transitions.find(([t, up]) => !up && t > from)
+    if (back !== undefined) settleS = Math.round(back[0] - from) / 1000
   }
   const violations: Violation[] = tr
     .unsettled()
     .filter((u) => u.since < end - graceMs)
-    .map((u) => ({ member: u.member, kind: 'never-converged', wrongViews: u.wrong, sinceS: Math.round(u.since) / 1000, running: u.up }))
+    .map((u) => ({
+      member: u.member,
+      kind: 'never-converged',
+      wrongViews: u.wrong,
+      sinceS: Math.round(u.since) / 1000,
+      running: u.up,
+    }))
   const ext: Record<string, unknown> = {}
   for (const x of sim.extensions) if (x.report !== undefined) ext[x.name] = x.report()
   const net = sim.net.opts
@@ -140,14 +165,22 @@ function summarize(sim: Sim, scenario: string, p: ScenarioParams, last: number |
       announceOnStart: sim.opts.announceOnStart,
     },
     detection: { ...dist(tr.detections), undetected: tr.undetected, pending: tr.pendingDetections() },
-    convergence: { join: dist(tr.convergence.join), restart: dist(tr.convergence.restart), leave: dist(tr.convergence.leave) },
+    convergence: {
+      join: dist(tr.convergence.join),
+      restart: dist(tr.convergence.restart),
+      leave: dist(tr.convergence.leave),
+    },
     settleS,
     lastDisruptionS: last === undefined ? null : Math.round(last) / 1000,
     convergedFraction: end > 0 ? Math.round((1 - wrongMs / end) * 1000) / 1000 : 1,
     falsePositives: { ...tr.fp },
     refutations: sim.counters.refutations,
     bytesPerNodePerS: bytes,
-    perNodeBytesPerS: { p50: r(quantile(rates, 0.5)), p99: r(quantile(rates, 0.99)), max: r(quantile(rates, 1)) },
+    perNodeBytesPerS: {
+      p50: r(quantile(rates, 0.5)),
+      p99: r(quantile(rates, 0.99)),
+      max: r(quantile(rates, 1)),
+    },
     syncs: { ...sim.syncs },
     counters: { ...sim.counters },
     violations,
@@ -158,7 +191,8 @@ function summarize(sim: Sim, scenario: string, p: ScenarioParams, last: number |
 
 // ---- text output ---------------------------------------------------------------------------
 
-const f = (v: number | null | undefined, digits = 1): string => (v === undefined || v === null ? '-' : v.toFixed(digits))
+const f = (v: number | null | undefined, digits = 1): string =>
+  v === undefined || v === null ? '-' : v.toFixed(digits)
 
 export function humanBytes(n: number): string {
   if (n >= 1e6) return `${(n / 1e6).toFixed(2)} MB`
@@ -185,7 +219,9 @@ export function table(rows: Summary[]): string {
     'violations',
   ]
   const lines = rows.map((s) => {
-    const conv = [...[s.convergence.join, s.convergence.restart, s.convergence.leave]].filter((d) => d.count > 0)
+    const conv = [...[s.convergence.join, s.convergence.restart, s.convergence.leave]].filter(
+      (d) => d.count > 0,
+    )
     const cp50 = conv.length === 0 ? undefined : Math.max(...conv.map((d) => d.p50 ?? 0))
     const cp99 = conv.length === 0 ? undefined : Math.max(...conv.map((d) => d.p99 ?? 0))
     const b = s.bytesPerNodePerS
@@ -219,12 +255,18 @@ export function details(s: Summary): string {
     `${s.scenario} N=${s.nodes} seed=${s.seed}: ${s.observers} observers, ${s.liveAtEnd} running at the end, ${s.membersEver} members in all, ${s.events} events in ${s.wallS} s`,
   )
   const d = s.detection
-  if (d.count > 0 || d.pending > 0) out.push(`  detection: ${d.count} crashes seen dead by all, p50 ${f(d.p50)} s, p99 ${f(d.p99)} s, max ${f(d.max)} s; ${d.pending} still pending, ${d.undetected} restarted first`)
+  if (d.count > 0 || d.pending > 0)
+    out.push(
+      `  detection: ${d.count} crashes seen dead by all, p50 ${f(d.p50)} s, p99 ${f(d.p99)} s, max ${f(d.max)} s; ${d.pending} still pending, ${d.undetected} restarted first`,
+    )
   for (const k of ['join', 'restart', 'leave'] as const) {
     const c = s.convergence[k]
-    if (c.count > 0) out.push(`  ${k}: ${c.count} converged, p50 ${f(c.p50)} s, p99 ${f(c.p99)} s, max ${f(c.max)} s`)
+    if (c.count > 0)
+      out.push(`  ${k}: ${c.count} converged, p50 ${f(c.p50)} s, p99 ${f(c.p99)} s, max ${f(c.max)} s`)
   }
-  out.push(`  converged ${(s.convergedFraction * 100).toFixed(1)}% of the time; settle after the last disruption: ${s.settleS === null ? 'never' : `${s.settleS} s`}`)
+  out.push(
+    `  converged ${(s.convergedFraction * 100).toFixed(1)}% of the time; settle after the last disruption: ${s.settleS === null ? 'never' : `${s.settleS} s`}`,
+  )
   const fp = s.falsePositives
   out.push(
     `  false positives: ${fp.deadClaims} dead claims about ${fp.deadMembers} running members; across a cut ${fp.partitionDeadClaims} about ${fp.partitionDeadMembers}; suspicions ${fp.suspectClaims} about ${fp.suspectMembers}; refutations ${s.refutations}`,
@@ -238,8 +280,15 @@ export function details(s: Summary): string {
     `  syncs: ${y.periodic} periodic, ${y.connect} on connect, ${y.leave} on leave (${y.unsent} never sent before the agent stopped), ${y.failed} failed, ${y.tooLarge} over 8 MiB; ${y.rowsMoved} rows moved`,
   )
   if (s.violations.length > 0) {
-    const v = s.violations.slice(0, 5).map((x) => `#${x.member} (${x.running ? 'running' : 'gone'}, ${x.wrongViews} wrong views since ${x.sinceS} s)`)
-    out.push(`  VIOLATIONS: ${s.violations.length} members never converged: ${v.join(', ')}${s.violations.length > 5 ? ', ...' : ''}`)
+    const v = s.violations
+      .slice(0, 5)
+      .map(
+        (x) =>
+          `#${x.member} (${x.running ? 'running' : 'gone'}, ${x.wrongViews} wrong views since ${x.sinceS} s)`,
+      )
+    out.push(
+      `  VIOLATIONS: ${s.violations.length} members never converged: ${v.join(', ')}${s.violations.length > 5 ? ', ...' : ''}`,
+    )
   }
   return out.join('\n')
 }

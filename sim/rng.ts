@@ -30,7 +30,8 @@ export function normal(rng: Rng): number {
   return Math.sqrt(-2 * Math.log(u)) * Math.cos(2 * Math.PI * rng())
 }
 
-export const lognormal = (rng: Rng, median: number, sigma: number): number => median * Math.exp(sigma * normal(rng))
+export const lognormal = (rng: Rng, median: number, sigma: number): number =>
+  median * Math.exp(sigma * normal(rng))
 
 export const exponential = (rng: Rng, mean: number): number => -mean * Math.log(1 - rng())
 

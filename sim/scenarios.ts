@@ -46,7 +46,8 @@ export interface Scenario {
   extensions?(p: ScenarioParams): Extension[]
 }
 
-const liveExcept = (sim: Sim, rng: Rng, count: number): number[] => shuffle(sim.liveNodes(), rng).slice(0, count)
+const liveExcept = (sim: Sim, rng: Rng, count: number): number[] =>
+  shuffle(sim.liveNodes(), rng).slice(0, count)
 
 export const steady: Scenario = {
   name: 'steady',
@@ -116,7 +117,8 @@ export const partition: Scenario = {
 
 export const churn: Scenario = {
   name: 'churn',
-  summary: 'continuous joins, graceful leaves, crashes and restarts (churnPerMin of N per minute), then a quiet tail',
+  summary:
+    'continuous joins, graceful leaves, crashes and restarts (churnPerMin of N per minute), then a quiet tail',
   available: true,
   initial: (p) => p.nodes,
   expected: (p) => p.nodes + Math.ceil(((p.nodes * p.churnPerMin * p.durationMs) / 60_000) * 0.4) + 8,

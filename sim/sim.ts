@@ -187,7 +187,15 @@ export class Sim {
   readonly rng: Rng
   readonly bytes: Record<Channel, number> = { probe: 0, gossip: 0, ihave: 0, sync: 0, dial: 0, ext: 0 }
   readonly syncs = { periodic: 0, connect: 0, leave: 0, failed: 0, unsent: 0, tooLarge: 0, rowsMoved: 0 }
-  readonly counters = { events: 0, broadcasts: 0, deliveries: 0, refutations: 0, dials: 0, heldDelivered: 0, meshRepairs: 0 }
+  readonly counters = {
+    events: 0,
+    broadcasts: 0,
+    deliveries: 0,
+    refutations: 0,
+    dials: 0,
+    heldDelivered: 0,
+    meshRepairs: 0,
+  }
   readonly extensions: Extension[] = []
   readonly partitions: PartitionSpan[] = []
   private readonly q = new EventHeap<Ev>()
@@ -225,7 +233,8 @@ export class Sim {
       () => this.now,
     )
     const expected = Math.max(o.expectedNodes, 1)
-    this.observerTarget = expected <= o.fullMax ? Number.POSITIVE_INFINITY : (o.observers ?? Math.min(expected, 500))
+    this.observerTarget =
+      expected <= o.fullMax ? Number.POSITIVE_INFINITY : (o.observers ?? Math.min(expected, 500))
     if (o.observers !== undefined) this.observerTarget = o.observers
     // ~8 members per anti-entropy bucket, a power of two
     this.buckets = Math.min(4096, Math.max(16, 2 ** Math.ceil(Math.log2(expected / 8))))
@@ -271,7 +280,10 @@ export class Sim {
     this.at(start, tick)
   }
 
+  private runUntil = 0
+
   run(untilMs: number): void {
+    this.runUntil = untilMs
     const q = this.q
     for (let ev = q.peek(); ev !== undefined && ev.at <= untilMs; ev = q.peek()) {
       q.pop()
@@ -285,7 +297,7 @@ export class Sim {
           this.onMsg(ev)
           break
         case K_CURSOR:
-          this.onCursor(ev.b!)
+          this.onCursor(ev)
           break
         case K_FN:
           ev.f!()
@@ -317,11 +329,21 @@ export class Sim {
     const nat = this.net.nat[idx]
     const ip = `10.${(idx >> 16) & 255}.${(idx >> 8) & 255}.${idx & 255}`
     const addrs = nat
-      ? [`/ip4/198.51.100.7/tcp/4001/p2p/12D3KooWRelayRelayRelayRelayRelayRelayRelayRelay/p2p-circuit/p2p/${peerId}`, `/ip4/192.168.1.20/tcp/4001/p2p/${peerId}`]
+      ? [
+          `/ip4/198.51.100.7/tcp/4001/p2p/12D3KooWRelayRelayRelayRelayRelayRelayRelayRelay/p2p-circuit/p2p/${peerId}`,
+          `/ip4/192.168.1.20/tcp/4001/p2p/${peerId}`,
+        ]
       : [`/ip4/${ip}/tcp/4001/p2p/${peerId}`, `/ip6/fd00::${idx.toString(16)}/tcp/4001/p2p/${peerId}`]
     const kind = opts.kind ?? (this.observerCount < this.observerTarget ? 'full' : 'light')
     if (kind === 'full') this.observerCount++
-    const node = new SimNode(idx, peerId, nullCrypto.signer(peerId), overlayAddress(this.opts.clusterId, peerId), addrs, kind)
+    const node = new SimNode(
+      idx,
+      peerId,
+      nullCrypto.signer(peerId),
+      overlayAddress(this.opts.clusterId, peerId),
+      addrs,
+      kind,
+    )
     if (this.opts.slowFraction > 0 && this.rng() < this.opts.slowFraction) node.slowMs = this.opts.slowMs
     this.nodes.push(node)
     this.byId.set(peerId, idx)
@@ -421,7 +443,12 @@ export class Sim {
     this.push(this.now + phase(m.syncIntervalMs), K_SYNC, node.idx, node.epoch)
     this.push(this.now + phase(AGENT.connectEveryMs), K_CONNECT, node.idx, node.epoch)
     // the node component dials seeds and known members at once on start, then every 10 s
-    this.push(this.now + (formed ? this.rng() * AGENT.reconnectEveryMs : 0), K_RECONNECT, node.idx, node.epoch)
+    this.push(
+      this.now + (formed ? this.rng() * AGENT.reconnectEveryMs : 0),
+      K_RECONNECT,
+      node.idx,
+      node.epoch,
+    )
     this.arm(node)
     for (const x of this.extensions) x.onStart?.(node)
   }
@@ -610,7 +637,8 @@ export class Sim {
     this.at(this.now + this.opts.linkTimeoutMs, () => {
       if (span.end !== Number.POSITIVE_INFINITY) return
       for (let i = 0; i < this.nodes.length; i++) {
-        for (let j = i + 1; j < this.nodes.length; j++) if (side[i] !== side[j] && this.connected(i, j)) this.unlink(i, j)
+        for (let j = i + 1; j < this.nodes.length; j++)
+          if (side[i] !== side[j] && this.connected(i, j)) this.unlink(i, j)
       }
       this.held = []
     })
@@ -706,7 +734,7 @@ export class Sim {
   }
 
   private onChange(node: SimNode, change: Change): void {
-    const { peerId, before, after, entry } = change
+    const { peerId, after, entry } = change
     const info = entry.signed.info
     if (peerId === node.peerId) {
       // someone says we are suspect or dead at our current incarnation: refute
@@ -813,7 +841,12 @@ export class Sim {
           // a claim across a cut that lasted into the suspicion window is the partition's doing
           const window = node.swim.suspicionBounds().maxMs + 2 * this.opts.membership.probeIntervalMs
           const stale = a.incarnation < this.nodes[subject].swim.incarnation
-          this.tracker.claim(a.type, subject, this.acrossPartition(node.idx, subject, this.now, window), stale)
+          this.tracker.claim(
+            a.type,
+            subject,
+            this.acrossPartition(node.idx, subject, this.now, window),
+            stale,
+          )
           const claim = signClaim({ peerId: a.peer, incarnation: a.incarnation, status: a.type }, node.signer)
           this.applyLocal(node, claim)
           this.publish(node, [], [claim])
@@ -824,7 +857,18 @@ export class Sim {
   }
 
   private newMsg(t: number, from: SimNode): Msg {
-    return { t, from: from.idx, fe: from.epoch, tx: 0, seq: 0, target: -1, ack: false, sentAt: this.now, why: 'periodic', body: undefined }
+    return {
+      t,
+      from: from.idx,
+      fe: from.epoch,
+      tx: 0,
+      seq: 0,
+      target: -1,
+      ack: false,
+      sentAt: this.now,
+      why: 'periodic',
+      body: undefined,
+    }
   }
 
   /** A probe or probe request on a new stream (dialling first when not connected). */
@@ -833,7 +877,13 @@ export class Sim {
     const m = this.newMsg(t, node)
     m.seq = seq
     m.target = target
-    this.send(node, to, m, (t === MSG.probe ? COST.probe : COST.probeReq) + COST.frame + COST.stream / 2, 'probe')
+    this.send(
+      node,
+      to,
+      m,
+      (t === MSG.probe ? COST.probe : COST.probeReq) + COST.frame + COST.stream / 2,
+      'probe',
+    )
   }
 
   private reply(node: SimNode, req: Msg, t: number, ack: boolean): void {
@@ -930,7 +980,9 @@ export class Sim {
         this.onDial(node, src, m)
         break
       case MSG.ext:
-        for (const x of this.extensions) if (x.name === (m.body as { ext: string }).ext) x.onMessage?.(node, src, (m.body as { body: unknown }).body)
+        for (const x of this.extensions)
+          if (x.name === (m.body as { ext: string }).ext)
+            x.onMessage?.(node, src, (m.body as { body: unknown }).body)
         break
     }
   }
@@ -1082,7 +1134,8 @@ export class Sim {
       }
     }
     const all: number[] = []
-    for (const j of pool ?? this.nodes.map((x) => x.idx)) if (j !== node.idx && this.isMember(node, j)) all.push(j)
+    for (const j of pool ?? this.nodes.map((x) => x.idx))
+      if (j !== node.idx && this.isMember(node, j)) all.push(j)
     if (all.length > 0) this.sync(node, all[randInt(this.rng, all.length)], 'periodic')
   }
 
@@ -1115,7 +1168,11 @@ export class Sim {
     const m = this.newMsg(MSG.syncReq, node)
     m.why = why
     const before = this.syncs.unsent
-    if (!this.send(node, peer, m, bytes + COST.frame + COST.stream / 2, 'sync') && this.syncs.unsent === before) this.syncs.failed++
+    if (
+      !this.send(node, peer, m, bytes + COST.frame + COST.stream / 2, 'sync') &&
+      this.syncs.unsent === before
+    )
+      this.syncs.failed++
   }
 
   private onSync(node: SimNode, src: SimNode, m: Msg): void {
@@ -1213,7 +1270,14 @@ export class Sim {
    * a node that missed it (a lost or late path) fetches it after an IHAVE within a heartbeat.
    * Arrival times come from a shortest-path pass over those edges with sampled latencies.
    */
-  private broadcast(origin: SimNode, records: SignedInfo[], claims: Claim[], ext: string | undefined, body: unknown, payload: number): void {
+  private broadcast(
+    origin: SimNode,
+    records: SignedInfo[],
+    claims: Claim[],
+    ext: string | undefined,
+    body: unknown,
+    payload: number,
+  ): void {
     if (!origin.up || this.now > origin.stopAt) return
     this.counters.broadcasts++
     const bytes = payload + COST.gossipEnvelope + COST.frame
@@ -1315,7 +1379,10 @@ export class Sim {
       const node = this.nodes[j]
       if (j === o || !node.up || (mark[j] === stamp && dist[j] < 0)) continue
       if (!this.net.canTalk(o, j)) {
-        if (this.net.opts.lossMode === 'tcp' && node.connCount > 0) (held ??= []).push(j)
+        if (this.net.opts.lossMode === 'tcp' && node.connCount > 0) {
+          held ??= []
+          held.push(j)
+        }
         continue
       }
       if (node.connCount === 0) continue
@@ -1335,7 +1402,8 @@ export class Sim {
     const N = this.nodes.length
     if (!origin.baseLinked || origin.connCount <= cap || N <= 2 * cap) {
       if (origin.baseLinked) {
-        for (let j = 0; j < N && out.length < cap; j++) if (j !== o && this.nodes[j].up && this.connected(o, j)) out.push(j)
+        for (let j = 0; j < N && out.length < cap; j++)
+          if (j !== o && this.nodes[j].up && this.connected(o, j)) out.push(j)
       } else {
         for (const j of origin.conn) {
           if (out.length >= cap) break
@@ -1365,29 +1433,68 @@ export class Sim {
   }
 
   private schedule(b: Broadcast, order: number[], times: number[]): void {
+    // a light member ignores records and claims outside its sample: skip delivering those
+    if (b.ext === undefined && this.lightFrac < 1) {
+      const subjects = new Set<number>()
+      for (const r of b.records) subjects.add(this.idxOf(r.info.peerId))
+      for (const c of b.claims) subjects.add(this.idxOf(c.peerId))
+      const keep = (j: number): boolean => {
+        const n = this.nodes[j]
+        if (n.full) return true
+        for (const x of subjects) if (n.follows(x)) return true
+        return false
+      }
+      const o2: number[] = []
+      const t2: number[] = []
+      for (let k = 0; k < order.length; k++) {
+        if (keep(order[k])) {
+          o2.push(order[k])
+          t2.push(times[k])
+        }
+      }
+      order = o2
+      times = t2
+    }
     if (order.length === 0) return
     const idx = order.map((_, i) => i)
     idx.sort((x, y) => times[x] - times[y] || order[x] - order[y])
-    const nb: Broadcast = { ...b, order: idx.map((i) => order[i]), times: idx.map((i) => times[i]), epochs: [], i: 0 }
+    const nb: Broadcast = {
+      ...b,
+      order: idx.map((i) => order[i]),
+      times: idx.map((i) => times[i]),
+      epochs: [],
+      i: 0,
+    }
     nb.epochs = nb.order.map((j) => this.nodes[j].epoch)
     const ev = this.push(Math.max(this.now, nb.times[0]), K_CURSOR, -1, 0)
     ev.b = nb
   }
 
-  private onCursor(b: Broadcast): void {
-    const j = b.order[b.i]
-    const node = this.nodes[j]
-    if (node.up && node.epoch === b.epochs[b.i]) {
-      this.counters.deliveries++
-      if (b.ext === undefined) this.ingest(node, b.records, b.claims)
-      else for (const x of this.extensions) if (x.name === b.ext) x.onMessage?.(node, this.nodes[b.from], b.body)
-    }
-    b.i++
-    if (b.i < b.order.length) {
-      const ev = this.push(Math.max(this.now, b.times[b.i]), K_CURSOR, -1, 0)
-      ev.b = b
+  private onCursor(ev: Ev): void {
+    const b = ev.b!
+    for (;;) {
+      const j = b.order[b.i]
+      const node = this.nodes[j]
+      if (node.up && node.epoch === b.epochs[b.i]) {
+        this.counters.deliveries++
+        if (b.ext === undefined) this.ingest(node, b.records, b.claims)
+        else
+          for (const x of this.extensions) if (x.name === b.ext) x.onMessage?.(node, this.nodes[b.from], b.body)
+      }
+      b.i++
+      if (b.i >= b.order.length) return
+      // deliver straight on while nothing else is due first (the same order as via the queue)
+      const t = Math.max(this.now, b.times[b.i])
+      const top = this.q.peek()
+      if (t > this.runUntil || (top !== undefined && top.at <= t)) {
+        ev.at = t
+        this.q.push(ev)
+        return
+      }
+      this.now = t
     }
   }
+
 
   // ---- the gossipsub mesh ---------------------------------------------------------------------
 

@@ -42,7 +42,7 @@ function ticks(min: number, max: number, log: boolean): number[] {
   }
   const step = niceStep(max - min, 5)
   const out: number[] = []
-  for (let v = Math.floor(min / step) * step; v <= max + step / 2; v += step) out.push(Math.round(v * 1e9) / 1e9)
+  for (let v = Math.floor(min / step) * step; v < max + step; v += step) out.push(Math.round(v * 1e9) / 1e9)
   return out
 }
 
@@ -59,7 +59,9 @@ export function lineChart(o: ChartOptions): string {
   const W = o.width ?? 640
   const H = o.height ?? 360
   const m = { l: 64, r: 16, t: 36, b: 64 }
-  const pts = o.series.flatMap((s) => s.points).filter(([x, y]) => Number.isFinite(x) && Number.isFinite(y) && (!o.logX || x > 0) && (!o.logY || y > 0))
+  const pts = o.series
+    .flatMap((s) => s.points)
+    .filter(([x, y]) => Number.isFinite(x) && Number.isFinite(y) && (!o.logX || x > 0) && (!o.logY || y > 0))
   let x0 = Math.min(...pts.map((p) => p[0]))
   let x1 = Math.max(...pts.map((p) => p[0]))
   let y0 = Math.min(...pts.map((p) => p[1]))
@@ -82,17 +84,25 @@ export function lineChart(o: ChartOptions): string {
   y0 = Math.min(y0, yt[0])
   y1 = Math.max(y1, yt[yt.length - 1])
   const fx = (x: number) => {
-    const u = o.logX ? (Math.log10(x) - Math.log10(x0)) / (Math.log10(x1) - Math.log10(x0)) : (x - x0) / (x1 - x0)
+    const u = o.logX
+      ? (Math.log10(x) - Math.log10(x0)) / (Math.log10(x1) - Math.log10(x0))
+      : (x - x0) / (x1 - x0)
     return m.l + u * (W - m.l - m.r)
   }
   const fy = (y: number) => {
-    const u = o.logY ? (Math.log10(y) - Math.log10(y0)) / (Math.log10(y1) - Math.log10(y0)) : (y - y0) / (y1 - y0)
+    const u = o.logY
+      ? (Math.log10(y) - Math.log10(y0)) / (Math.log10(y1) - Math.log10(y0))
+      : (y - y0) / (y1 - y0)
     return H - m.b - u * (H - m.t - m.b)
   }
   const out: string[] = []
-  out.push(`<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}" viewBox="0 0 ${W} ${H}" font-family="sans-serif" font-size="12">`)
+  out.push(
+    `<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}" viewBox="0 0 ${W} ${H}" font-family="sans-serif" font-size="12">`,
+  )
   out.push(`<rect width="${W}" height="${H}" fill="#fff"/>`)
-  out.push(`<text x="${W / 2}" y="20" text-anchor="middle" font-size="14" font-weight="bold">${esc(o.title)}</text>`)
+  out.push(
+    `<text x="${W / 2}" y="20" text-anchor="middle" font-size="14" font-weight="bold">${esc(o.title)}</text>`,
+  )
   for (const t of xt) {
     if (t < x0 || t > x1) continue
     const x = fx(t).toFixed(1)
@@ -107,19 +117,31 @@ export function lineChart(o: ChartOptions): string {
   }
   out.push(`<line x1="${m.l}" y1="${H - m.b}" x2="${W - m.r}" y2="${H - m.b}" stroke="#333"/>`)
   out.push(`<line x1="${m.l}" y1="${m.t}" x2="${m.l}" y2="${H - m.b}" stroke="#333"/>`)
-  out.push(`<text x="${(m.l + W - m.r) / 2}" y="${H - m.b + 34}" text-anchor="middle">${esc(o.xLabel)}</text>`)
-  out.push(`<text transform="translate(16 ${(m.t + H - m.b) / 2}) rotate(-90)" text-anchor="middle">${esc(o.yLabel)}</text>`)
+  out.push(
+    `<text x="${(m.l + W - m.r) / 2}" y="${H - m.b + 34}" text-anchor="middle">${esc(o.xLabel)}</text>`,
+  )
+  out.push(
+    `<text transform="translate(16 ${(m.t + H - m.b) / 2}) rotate(-90)" text-anchor="middle">${esc(o.yLabel)}</text>`,
+  )
   o.series.forEach((s, i) => {
     const c = COLORS[i % COLORS.length]
-    const ps = s.points.filter(([x, y]) => Number.isFinite(x) && Number.isFinite(y) && (!o.logX || x > 0) && (!o.logY || y > 0))
+    const ps = s.points.filter(
+      ([x, y]) => Number.isFinite(x) && Number.isFinite(y) && (!o.logX || x > 0) && (!o.logY || y > 0),
+    )
     if (ps.length === 0) return
     const d = ps.map(([x, y], k) => `${k === 0 ? 'M' : 'L'}${fx(x).toFixed(1)},${fy(y).toFixed(1)}`).join(' ')
-    out.push(`<path d="${d}" fill="none" stroke="${c}" stroke-width="2"${s.dash ? ' stroke-dasharray="6 4"' : ''}/>`)
-    if (ps.length <= 12) for (const [x, y] of ps) out.push(`<circle cx="${fx(x).toFixed(1)}" cy="${fy(y).toFixed(1)}" r="3" fill="${c}"/>`)
+    out.push(
+      `<path d="${d}" fill="none" stroke="${c}" stroke-width="2"${s.dash ? ' stroke-dasharray="6 4"' : ''}/>`,
+    )
+    if (ps.length <= 12)
+      for (const [x, y] of ps)
+        out.push(`<circle cx="${fx(x).toFixed(1)}" cy="${fy(y).toFixed(1)}" r="3" fill="${c}"/>`)
     // legend along the bottom
     const lx = m.l + i * ((W - m.l - m.r) / Math.max(1, o.series.length))
     const ly = H - 12
-    out.push(`<line x1="${lx}" y1="${ly}" x2="${lx + 18}" y2="${ly}" stroke="${c}" stroke-width="2"${s.dash ? ' stroke-dasharray="6 4"' : ''}/>`)
+    out.push(
+      `<line x1="${lx}" y1="${ly}" x2="${lx + 18}" y2="${ly}" stroke="${c}" stroke-width="2"${s.dash ? ' stroke-dasharray="6 4"' : ''}/>`,
+    )
     out.push(`<text x="${lx + 22}" y="${ly}" dominant-baseline="middle">${esc(s.name)}</text>`)
   })
   out.push('</svg>')
@@ -140,7 +162,9 @@ export function writeCharts(results: Summary[], dir: string): string[] {
     const sorted = [...runs].sort((a, b) => a.nodes - b.nodes)
     if (sorted.length >= 2) {
       const pt = (f: (s: Summary) => number | null | undefined): Array<[number, number]> =>
-        sorted.map((s) => [s.nodes, f(s) ?? Number.NaN] as [number, number]).filter(([, y]) => Number.isFinite(y))
+        sorted
+          .map((s) => [s.nodes, f(s) ?? Number.NaN] as [number, number])
+          .filter(([, y]) => Number.isFinite(y))
       const time: Series[] = []
       if (sorted.some((s) => s.detection.count > 0)) {
         time.push({ name: 'detection p50', points: pt((s) => s.detection.p50) })
@@ -152,26 +176,51 @@ export function writeCharts(results: Summary[], dir: string): string[] {
           time.push({ name: `${k} p99`, points: pt((s) => s.convergence[k].p99), dash: true })
         }
       }
-      if (sorted.some((s) => s.settleS !== null && s.lastDisruptionS !== null)) time.push({ name: 'all views right', points: pt((s) => (s.lastDisruptionS === null ? null : s.settleS)) })
+      if (sorted.some((s) => s.settleS !== null && s.lastDisruptionS !== null))
+        time.push({
+          name: 'all views right',
+          points: pt((s) => (s.lastDisruptionS === null ? null : s.settleS)),
+        })
       if (time.length > 0) {
         put(
           `${name}-time-vs-n.svg`,
-          lineChart({ title: `${name}: detection and convergence against cluster size`, xLabel: 'members (N)', yLabel: 'seconds', series: time, logX: true, zeroY: true }),
+          lineChart({
+            title: `${name}: detection and convergence against cluster size`,
+            xLabel: 'members (N)',
+            yLabel: 'seconds',
+            series: time,
+            logX: true,
+            zeroY: true,
+          }),
         )
       }
       const bytes: Series[] = [
         { name: 'total', points: pt((s) => s.bytesPerNodePerS.total) },
         { name: 'probe', points: pt((s) => s.bytesPerNodePerS.probe), dash: true },
-        { name: 'gossip+ihave', points: pt((s) => s.bytesPerNodePerS.gossip + s.bytesPerNodePerS.ihave), dash: true },
+        {
+          name: 'gossip+ihave',
+          points: pt((s) => s.bytesPerNodePerS.gossip + s.bytesPerNodePerS.ihave),
+          dash: true,
+        },
         { name: 'sync', points: pt((s) => s.bytesPerNodePerS.sync), dash: true },
       ]
       put(
         `${name}-bytes-vs-n.svg`,
-        lineChart({ title: `${name}: bytes sent per member per second`, xLabel: 'members (N)', yLabel: 'bytes/s per member', series: bytes, logX: true, logY: true }),
+        lineChart({
+          title: `${name}: bytes sent per member per second`,
+          xLabel: 'members (N)',
+          yLabel: 'bytes/s per member',
+          series: bytes,
+          logX: true,
+          logY: true,
+        }),
       )
     }
     for (const s of sorted) {
-      const pts: Array<[number, number]> = s.series.map(([t, w, o]) => [t, o > 0 ? (100 * w) / (o * Math.max(1, s.liveAtEnd)) : 0])
+      const pts: Array<[number, number]> = s.series.map(([t, w, o]) => [
+        t,
+        o > 0 ? (100 * w) / (o * Math.max(1, s.liveAtEnd)) : 0,
+      ])
       put(
         `${name}-${s.nodes}-timeline.svg`,
         lineChart({

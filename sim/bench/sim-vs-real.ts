@@ -1,0 +1,432 @@
+// The simulator against reality (not a test): the same scenario, a steady cluster and then
+// kill -9 of one member, at 5 and 20 members, once with real agent processes on 127.0.0.1 and
+// once in the simulator (loopback latency, the agent's default timing), side by side.
+//
+//   node dist/sim/bench/sim-vs-real.js [--sizes 5,20] [--repeats 3] [--seeds 20] [--settle-s 15]
+//
+// Figures, per size (median over rounds for the agents, over seeds for the simulator):
+// - first detection: from the kill until the first member marks the victim dead;
+// - detection (= convergence on the victim): until every other member has marked it dead;
+// - rejoin: from the restarted victim's control API answering (process start-up is not
+//   simulated) until every other member holds it alive again.
+// Real times come from the agents' own cluster_change events (SSE, time-stamped by the agent).
+// Tolerance: a simulated median agrees when it is within max(2 s, 30%) of the real one.
+// Prints a markdown table and writes sim/out/sim-vs-real-<time>.json. Every wait is bounded
+// and every process started here is killed, also on failure or ^C.
+import '../../src/shim.js'
+import { type ChildProcess, spawn } from 'node:child_process'
+import { mkdtempSync, rmSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { ApiClient } from '../../src/api/client.js'
+import type { MeshEvent } from '../../src/api/events.js'
+import type { MemberView } from '../../src/api/routes-members.js'
+import type { Change } from '../../src/membership/merge.js'
+import { mix32, mulberry32, randInt } from '../rng.js'
+import { Sim } from '../sim.js'
+import {
+  machineInfo,
+  machineMarkdown,
+  markdownTable,
+  median,
+  ROOT,
+  runBounded,
+  sleep,
+  writeReport,
+} from './report.js'
+
+const CLI = join(ROOT, 'dist', 'src', 'cli', 'main.js')
+const TOLERANCE = { absMs: 2000, rel: 0.3 }
+
+interface Options {
+  sizes: number[]
+  repeats: number
+  seeds: number
+  settleS: number
+}
+
+function parseArgs(argv: string[]): Options {
+  const o: Options = { sizes: [5, 20], repeats: 3, seeds: 20, settleS: 15 }
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i]
+    const num = () => {
+      const n = Number(argv[++i])
+      if (!Number.isFinite(n) || n <= 0) throw new Error(`${a} needs a positive number`)
+      return n
+    }
+    if (a === '--sizes') o.sizes = String(argv[++i]).split(',').map(Number)
+    else if (a === '--repeats') o.repeats = Math.min(10, Math.floor(num()))
+    else if (a === '--seeds') o.seeds = Math.min(200, Math.floor(num()))
+    else if (a === '--settle-s') o.settleS = Math.min(120, num())
+    else throw new Error(`unknown argument ${a}`)
+  }
+  if (o.sizes.some((n) => !Number.isInteger(n) || n < 3 || n > 40))
+    throw new Error('--sizes takes sizes between 3 and 40, e.g. 5,20')
+  return o
+}
+
+interface Round {
+  firstMs: number
+  allMs: number
+  rejoinMs: number | undefined
+  /** real agents: how many of the others received membership gossip between the kill and full detection */
+  gossipReceivers?: number
+}
+
+// ---- the simulator --------------------------------------------------------------------------
+
+function simRound(n: number, seed: number, settleMs: number): Round {
+  const sim = new Sim({ seed, expectedNodes: n, network: { latency: 'loopback', bandwidthMbps: 10_000 } })
+  let victimId = ''
+  const dead = new Set<string>()
+  let first: number | undefined
+  sim.use({
+    name: 'recorder',
+    onChange(node, change: Change) {
+      if (change.peerId === victimId && change.after === 'dead' && !dead.has(node.peerId)) {
+        dead.add(node.peerId)
+        first ??= sim.now
+      }
+    },
+  })
+  sim.form(n)
+  sim.run(settleMs)
+  const victim = 1 + randInt(mulberry32(mix32(seed, 99)), n - 1)
+  victimId = sim.nodes[victim].peerId
+  const t0 = sim.now
+  sim.crash(victim)
+  while (sim.tracker.detections.length === 0 && sim.now < t0 + 120_000) sim.run(sim.now + 100)
+  const allMs = sim.tracker.detections[0] ?? Number.NaN
+  sim.run(sim.now + 3_000)
+  const t1 = sim.now
+  sim.restart(victim)
+  while (sim.tracker.convergence.restart.length === 0 && sim.now < t1 + 120_000) sim.run(sim.now + 100)
+  return { firstMs: (first ?? Number.NaN) - t0, allMs, rejoinMs: sim.tracker.convergence.restart[0] }
+}
+
+// ---- real agents ----------------------------------------------------------------------------
+
+const children = new Set<ChildProcess>()
+
+class Agent {
+  child: ChildProcess | undefined
+  peerId = ''
+  out = ''
+  readonly changes: Array<{ time: number; peerId: string; after: string; incarnation: number }> = []
+  private ctl: AbortController | undefined
+
+  constructor(
+    readonly name: string,
+    readonly dir: string,
+  ) {}
+
+  get api(): ApiClient {
+    return new ApiClient(join(this.dir, 'mesh.sock'), this.dir)
+  }
+
+  get running(): boolean {
+    return this.child !== undefined && this.child.exitCode === null && this.child.signalCode === null
+  }
+
+  start(extra: string[] = []): void {
+    const child = spawn(
+      process.execPath,
+      [
+        CLI,
+        '--data-dir',
+        this.dir,
+        'agent',
+        '--listen',
+        '/ip4/127.0.0.1/tcp/0',
+        '--name',
+        this.name,
+        ...extra,
+      ],
+      {
+        stdio: ['ignore', 'pipe', 'pipe'],
+        env: { ...process.env, MESH_LOG_LEVEL: 'warn' },
+      },
+    )
+    const keep = (d: Buffer) => {
+      this.out = (this.out + d.toString()).slice(-3000)
+    }
+    child.stdout?.on('data', keep)
+    child.stderr?.on('data', keep)
+    children.add(child)
+    child.once('exit', () => children.delete(child))
+    this.child = child
+  }
+
+  async ready(timeoutMs = 60_000): Promise<void> {
+    const deadline = Date.now() + timeoutMs
+    while (Date.now() < deadline) {
+      if (!this.running) throw new Error(`agent ${this.name} exited: ${this.out.trim()}`)
+      try {
+        this.peerId = (await this.api.call<{ peerId: string }>('GET', '/v1/status', undefined, 5_000)).peerId
+        return
+      } catch {
+        await sleep(100)
+      }
+    }
+    throw new Error(`agent ${this.name} did not answer within ${timeoutMs} ms: ${this.out.trim()}`)
+  }
+
+  async members(): Promise<MemberView[]> {
+    return (await this.api.call<{ members: MemberView[] }>('GET', '/v1/members', undefined, 10_000)).members
+  }
+
+  /** Membership gossip bytes received so far (the agent's own counter). */
+  async gossipIn(): Promise<number> {
+    const { request } = await import('node:http')
+    const text = await new Promise<string>((resolve, reject) => {
+      const req = request({ socketPath: join(this.dir, 'mesh.sock'), path: '/metrics', timeout: 10_000 }, (res) => {
+        let body = ''
+        res.setEncoding('utf8')
+        res.on('data', (d: string) => (body += d))
+        res.on('end', () => resolve(body))
+      })
+      req.on('timeout', () => req.destroy(new Error('/metrics timed out')))
+      req.on('error', reject)
+      req.end()
+    })
+    let sum = 0
+    for (const line of text.split('\n')) {
+      if (!line.startsWith('mesh_membership_bytes_total{')) continue
+      if (line.includes('channel="gossip"') && line.includes('direction="in"')) sum += Number(line.slice(line.lastIndexOf(' ') + 1))
+    }
+    return sum
+  }
+
+  /** Record cluster_change events (the agent stamps them with its clock, the same machine's). */
+  listen(): void {
+    this.ctl?.abort()
+    this.ctl = new AbortController()
+    void this.api
+      .events((e) => {
+        const ev = e as MeshEvent
+        if (ev.type === 'cluster_change') {
+          const d = ev.data as { peerId: string; after: string; incarnation: number }
+          this.changes.push({ time: ev.time, peerId: d.peerId, after: d.after, incarnation: d.incarnation })
+        }
+      }, this.ctl.signal)
+      .catch(() => {})
+  }
+
+  first(peerId: string, after: string, since: number, minInc = -1): number | undefined {
+    return this.changes.find(
+      (c) => c.peerId === peerId && c.after === after && c.time >= since && c.incarnation >= minInc,
+    )?.time
+  }
+
+  async kill9(): Promise<void> {
+    this.ctl?.abort()
+    const c = this.child
+    if (c === undefined || !this.running) return
+    const exited = new Promise<void>((r) => c.once('exit', () => r()))
+    c.kill('SIGKILL')
+    await exited
+  }
+}
+
+async function until<T>(
+  what: string,
+  fn: () => Promise<T | undefined | false>,
+  timeoutMs: number,
+  everyMs = 200,
+): Promise<T> {
+  const deadline = Date.now() + timeoutMs
+  let last: unknown
+  while (Date.now() < deadline) {
+    try {
+      const v = await fn()
+      if (v) return v
+    } catch (err) {
+      last = err
+    }
+    await sleep(everyMs)
+  }
+  throw new Error(
+    `timed out after ${timeoutMs} ms waiting for ${what}${last ? `: ${(last as Error).message}` : ''}`,
+  )
+}
+
+async function allAlive(agents: Agent[], n: number): Promise<boolean> {
+  const views = await Promise.all(agents.map((a) => a.members()))
+  return views.every((v) => v.filter((m) => m.status === 'alive').length === n)
+}
+
+async function realSize(n: number, o: Options): Promise<{ rounds: Round[]; errors: string[] }> {
+  const base = mkdtempSync(join(tmpdir(), `mesh-simvsreal-${n}-`))
+  const agents: Agent[] = []
+  const rounds: Round[] = []
+  const errors: string[] = []
+  try {
+    const first = new Agent('r01', join(base, 'r01'))
+    const init = await runBounded(
+      process.execPath,
+      [CLI, '--data-dir', first.dir, 'init', '--cluster', 'simcheck'],
+      { timeoutMs: 30_000 },
+    )
+    if (init.code !== 0) throw new Error(`mesh init failed: ${init.stderr || init.stdout}`)
+    first.start()
+    agents.push(first)
+    await first.ready()
+    for (let i = 2; i <= n; i++) {
+      const a = new Agent(`r${String(i).padStart(2, '0')}`, join(base, `r${String(i).padStart(2, '0')}`))
+      agents.push(a)
+      for (let attempt = 1; ; attempt++) {
+        const { token } = await first.api.call<{ token: string }>('POST', '/v1/invite', { ttlMs: 3_600_000 })
+        a.start(['--join', token])
+        try {
+          await a.ready()
+          break
+        } catch (err) {
+          if (attempt >= 3) throw err
+          errors.push(`join of ${a.name} failed (attempt ${attempt})`)
+          await a.kill9()
+        }
+      }
+    }
+    process.stderr.write(`  ${n} agents started; waiting until every one lists ${n} alive\n`)
+    await until(`all ${n} agents to list ${n} alive members`, () => allAlive(agents, n), 180_000, 1000)
+    for (const a of agents) a.listen()
+    await sleep(o.settleS * 1000)
+    for (let r = 0; r < o.repeats; r++) {
+      const victim = agents[1 + ((r * 7) % (n - 1))]
+      const others = agents.filter((a) => a !== victim)
+      const inc = (await others[0].members()).find((m) => m.peerId === victim.peerId)?.incarnation ?? 0
+      const gossipBefore = await Promise.all(others.map((x) => x.gossipIn().catch(() => Number.NaN)))
+      const tKill = Date.now()
+      await victim.kill9()
+      const seen = await until(
+        `every other member to mark ${victim.name} dead`,
+        async () => {
+          const ts = others.map((x) => x.first(victim.peerId, 'dead', tKill))
+          return ts.every((t) => t !== undefined) ? (ts as number[]) : undefined
+        },
+        120_000,
+      )
+      const gossipAfter = await Promise.all(others.map((x) => x.gossipIn().catch(() => Number.NaN)))
+      const gossipReceivers = gossipAfter.filter((b, k) => b > gossipBefore[k]).length
+      await sleep(3_000)
+      victim.start()
+      let rejoinMs: number | undefined
+      try {
+        await victim.ready()
+        // from the moment its control API answers: process start-up is not in the simulator
+        const tStart = Date.now()
+        const back = await until(
+          `${victim.name} alive again everywhere`,
+          async () => {
+            const ts = others.map((x) => x.first(victim.peerId, 'alive', 0, inc + 1))
+            return ts.every((t) => t !== undefined) ? (ts as number[]) : undefined
+          },
+          120_000,
+        )
+        rejoinMs = Math.max(0, Math.max(...back) - tStart)
+        victim.listen()
+        await until(`all ${n} alive again`, () => allAlive(agents, n), 120_000, 1000)
+      } catch (err) {
+        errors.push(`round ${r + 1}: ${(err as Error).message.slice(0, 200)}`)
+      }
+      const rel = seen.map((t) => t - tKill)
+      rounds.push({ firstMs: Math.min(...rel), allMs: Math.max(...rel), rejoinMs })
+      process.stderr.write(
+        `  ${n} agents, round ${r + 1}: first ${Math.min(...rel)} ms, all ${Math.max(...rel)} ms, rejoin ${rejoinMs ?? '-'} ms\n`,
+      )
+      await sleep(3_000)
+    }
+    return { rounds, errors }
+  } finally {
+    await Promise.all(agents.map((a) => a.kill9()))
+    rmSync(base, { recursive: true, force: true })
+  }
+}
+
+// ---- the comparison -------------------------------------------------------------------------
+
+const within = (sim: number, real: number) =>
+  Math.abs(sim - real) <= Math.max(TOLERANCE.absMs, TOLERANCE.rel * real)
+const s = (ms: number | undefined) =>
+  ms === undefined || !Number.isFinite(ms) ? '-' : (ms / 1000).toFixed(1)
+const med = (xs: Array<number | undefined>) => {
+  const v = xs.filter((x): x is number => x !== undefined && Number.isFinite(x))
+  return v.length === 0 ? undefined : median(v)
+}
+
+async function main(): Promise<void> {
+  const o = parseArgs(process.argv.slice(2))
+  const machine = machineInfo()
+  const rows: string[][] = []
+  const notes: string[] = []
+  const results: unknown[] = []
+  let agree = true
+  for (const n of o.sizes) {
+    process.stderr.write(`simulator: ${n} members, ${o.seeds} seeds\n`)
+    const simRounds = Array.from({ length: o.seeds }, (_, k) => simRound(n, k + 1, o.settleS * 1000))
+    process.stderr.write(`real agents: ${n} members, ${o.repeats} rounds\n`)
+    const real = await realSize(n, o)
+    const fig = (name: string, pick: (r: Round) => number | undefined) => {
+      const a = med(simRounds.map(pick))
+      const b = med(real.rounds.map(pick))
+      const ok = a !== undefined && b !== undefined && within(a, b)
+      if (!ok) agree = false
+      rows.push([
+        String(n),
+        name,
+        s(a),
+        s(b),
+        a !== undefined && b !== undefined ? `${(((a - b) / b) * 100).toFixed(0)}%` : '-',
+        ok ? 'yes' : 'NO',
+      ])
+      return { figure: name, simMs: a, realMs: b, agrees: ok }
+    }
+    notes.push(
+      `${n} members: agents' rounds ${real.rounds.map((r) => `first ${s(r.firstMs)} s / all ${s(r.allMs)} s, gossip received by ${r.gossipReceivers ?? '-'} of ${n - 1}`).join('; ')}` +
+        `; simulator spread first-to-all median ${s(med(simRounds.map((r) => r.allMs - r.firstMs)))} s`,
+    )
+    results.push({
+      members: n,
+      figures: [
+        fig('first detection', (r) => r.firstMs),
+        fig('detection by all (convergence)', (r) => r.allMs),
+        fig('restart: alive everywhere', (r) => r.rejoinMs),
+      ],
+      sim: simRounds,
+      real: real.rounds,
+      errors: real.errors,
+    })
+  }
+  const table = markdownTable(
+    [
+      'members',
+      'figure',
+      'simulator s',
+      'agents s',
+      'diff',
+      `within max(${TOLERANCE.absMs / 1000} s, ${TOLERANCE.rel * 100}%)`,
+    ],
+    rows,
+    ['r', 'l', 'r', 'r', 'r', 'l'],
+  )
+  process.stdout.write(
+    `\n${table}\n\nMedians: simulator over ${o.seeds} seeds, agents over ${o.repeats} kill -9 rounds on 127.0.0.1. ${machineMarkdown(machine)}\n`,
+  )
+  const path = writeReport('sim-vs-real', { machine, options: o, tolerance: TOLERANCE, agree, results })
+  process.stderr.write(`wrote ${path}\n`)
+  process.exitCode = agree ? 0 : 1
+}
+
+for (const sig of ['SIGINT', 'SIGTERM'] as const) {
+  process.once(sig, () => {
+    for (const c of children) c.kill('SIGKILL')
+    process.stderr.write(`sim-vs-real: ${sig}, killed every agent\n`)
+    process.exit(130)
+  })
+}
+
+main().catch((err) => {
+  for (const c of children) c.kill('SIGKILL')
+  process.stderr.write(`sim-vs-real failed: ${(err as Error).stack ?? err}\n`)
+  process.exit(1)
+})

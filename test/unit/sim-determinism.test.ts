@@ -1,0 +1,91 @@
+import assert from 'node:assert/strict'
+import { EventHeap } from '../../sim/heap.js'
+import { runScenario, type Summary } from '../../sim/report.js'
+import { Sim } from '../../sim/sim.js'
+
+const strip = (s: Summary) => ({ ...s, wallS: 0 })
+
+describe('sim determinism and basics', () => {
+  it('the event queue runs events in time order, ties in the order they were scheduled', () => {
+    const h = new EventHeap<{ at: number; seq: number; name: string }>()
+    const names = ['c', 'a1', 'b', 'a2', 'a3', 'd']
+    const at = [3, 1, 2, 1, 1, 4]
+    names.forEach((name, i) => {
+      h.push({ at: at[i], seq: 0, name })
+    })
+    const out: string[] = []
+    for (let e = h.pop(); e !== undefined; e = h.pop()) out.push(e.name)
+    assert.deepEqual(out, ['a1', 'a2', 'a3', 'b', 'c', 'd'])
+  })
+
+  it('the same seed gives identical results', function () {
+    this.timeout(60_000)
+    const run = () =>
+      strip(
+        runScenario({
+          scenario: 'churn',
+          params: { nodes: 40, durationMs: 120_000, seed: 7, startMs: 10_000, churnPerMin: 0.2 },
+          sim: { network: { loss: 0.01 } },
+        }).summary,
+      )
+    assert.deepEqual(run(), run())
+  })
+
+  it('a different seed gives different results', function () {
+    this.timeout(60_000)
+    const run = (seed: number) =>
+      strip(runScenario({ scenario: 'crash', params: { nodes: 40, durationMs: 90_000, seed } }).summary)
+    const a = run(1)
+    const b = run(2)
+    assert.notDeepEqual(a, b)
+    assert.notDeepEqual(a.detection, b.detection)
+  })
+
+  it('a formed cluster holds every member alive in every view, and stays so with no loss', () => {
+    const sim = new Sim({ seed: 3, expectedNodes: 20, network: { latency: 'lan' } })
+    sim.form(20)
+    assert.equal(sim.tracker.total, 0)
+    for (let o = 0; o < 20; o++) for (let m = 0; m < 20; m++) assert.equal(sim.statusOf(o, m), 'alive')
+    sim.run(60_000)
+    assert.equal(sim.tracker.total, 0)
+    assert.equal(sim.tracker.fp.suspectClaims, 0)
+    assert.ok(sim.bytes.probe > 0, 'it probed')
+  })
+
+  it('a crashed member is suspected, then dead in every view; a restart brings it back alive', () => {
+    const sim = new Sim({ seed: 4, expectedNodes: 20, network: { latency: 'lan' } })
+    sim.form(20)
+    sim.run(5_000)
+    sim.crash(7)
+    sim.run(60_000)
+    for (const o of sim.liveNodes()) assert.equal(sim.statusOf(o, 7), 'dead', `view of ${o}`)
+    assert.equal(sim.tracker.detections.length, 1)
+    sim.restart(7)
+    sim.run(120_000)
+    for (const o of sim.liveNodes()) assert.equal(sim.statusOf(o, 7), 'alive', `view of ${o}`)
+    assert.equal(sim.tracker.total, 0)
+    assert.equal(sim.tracker.convergence.restart.length, 1)
+  })
+
+  it('a joiner ends up in every table, and every table in the joiner', () => {
+    const sim = new Sim({ seed: 5, expectedNodes: 11, network: { latency: 'lan' }, announceOnStart: false })
+    sim.form(10)
+    sim.run(2_000)
+    const j = sim.join(3)
+    sim.run(90_000)
+    for (const o of sim.liveNodes()) assert.equal(sim.statusOf(o, j.idx), 'alive')
+    assert.equal(j.table.size, 11)
+    assert.equal(sim.tracker.total, 0)
+  })
+
+  it('a graceful leave shows as left everywhere at once', () => {
+    const sim = new Sim({ seed: 6, expectedNodes: 10, network: { latency: 'lan' } })
+    sim.form(10)
+    sim.run(2_000)
+    sim.leave(2)
+    sim.run(3_000)
+    for (const o of sim.liveNodes()) assert.equal(sim.statusOf(o, 2), 'left')
+    sim.run(10_000)
+    assert.equal(sim.nodes[2].up, false)
+  })
+})
