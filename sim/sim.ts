@@ -1479,7 +1479,8 @@ export class Sim {
         this.counters.deliveries++
         if (b.ext === undefined) this.ingest(node, b.records, b.claims)
         else
-          for (const x of this.extensions) if (x.name === b.ext) x.onMessage?.(node, this.nodes[b.from], b.body)
+          for (const x of this.extensions)
+            if (x.name === b.ext) x.onMessage?.(node, this.nodes[b.from], b.body)
       }
       b.i++
       if (b.i >= b.order.length) return
@@ -1494,7 +1495,6 @@ export class Sim {
       this.now = t
     }
   }
-
 
   // ---- the gossipsub mesh ---------------------------------------------------------------------
 

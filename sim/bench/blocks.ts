@@ -160,7 +160,8 @@ class Agent {
   }
 
   async stop(): Promise<void> {
-    if (this.child !== undefined && this.child.exitCode !== null) this.out += `\nexited with ${this.child.exitCode}`
+    if (this.child !== undefined && this.child.exitCode !== null)
+      this.out += `\nexited with ${this.child.exitCode}`
     if (this.child !== undefined) await stopProcess(this.child, 10_000)
     this.child = undefined
   }
@@ -538,7 +539,8 @@ async function main(): Promise<void> {
         .split('\n')
         .filter((l) => /"level":(40|50|60)|rror|unhandled|exited|FATAL/i.test(l))
         .slice(-8)
-      if (bad.length > 0) console.error(`--- ${a.name} (${a.child?.exitCode ?? 'running'}):\n${bad.join('\n')}`)
+      if (bad.length > 0)
+        console.error(`--- ${a.name} (${a.child?.exitCode ?? 'running'}):\n${bad.join('\n')}`)
     }
     out.push(`Failed: ${(err as Error).message}`, '')
   } finally {

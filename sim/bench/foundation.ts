@@ -364,7 +364,11 @@ async function main(): Promise<void> {
     const tcp = row('tcp')
     const ratio = mesh.mbps.median / tcp.mbps.median
     const ratioBare = mesh.mbps.median / bare.mbps.median
-    report.stream = { samples, errors, stats: { mesh, bare, tcp, ratioMeshToTcp: ratio, ratioMeshToBare: ratioBare } }
+    report.stream = {
+      samples,
+      errors,
+      stats: { mesh, bare, tcp, ratioMeshToTcp: ratio, ratioMeshToBare: ratioBare },
+    }
     if (errors.length > 0) failed = true
     const MiB = o.bytes / 2 ** 20
     out.push(

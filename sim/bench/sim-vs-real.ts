@@ -179,12 +179,15 @@ class Agent {
   async gossipIn(): Promise<number> {
     const { request } = await import('node:http')
     const text = await new Promise<string>((resolve, reject) => {
-      const req = request({ socketPath: join(this.dir, 'mesh.sock'), path: '/metrics', timeout: 10_000 }, (res) => {
-        let body = ''
-        res.setEncoding('utf8')
-        res.on('data', (d: string) => (body += d))
-        res.on('end', () => resolve(body))
-      })
+      const req = request(
+        { socketPath: join(this.dir, 'mesh.sock'), path: '/metrics', timeout: 10_000 },
+        (res) => {
+          let body = ''
+          res.setEncoding('utf8')
+          res.on('data', (d: string) => (body += d))
+          res.on('end', () => resolve(body))
+        },
+      )
       req.on('timeout', () => req.destroy(new Error('/metrics timed out')))
       req.on('error', reject)
       req.end()
@@ -192,7 +195,8 @@ class Agent {
     let sum = 0
     for (const line of text.split('\n')) {
       if (!line.startsWith('mesh_membership_bytes_total{')) continue
-      if (line.includes('channel="gossip"') && line.includes('direction="in"')) sum += Number(line.slice(line.lastIndexOf(' ') + 1))
+      if (line.includes('channel="gossip"') && line.includes('direction="in"'))
+        sum += Number(line.slice(line.lastIndexOf(' ') + 1))
     }
     return sum
   }
@@ -308,6 +312,7 @@ async function realSize(n: number, o: Options): Promise<{ rounds: Round[]; error
       )
       const gossipAfter = await Promise.all(others.map((x) => x.gossipIn().catch(() => Number.NaN)))
       const gossipReceivers = gossipAfter.filter((b, k) => b > gossipBefore[k]).length
+      void gossipReceivers
       await sleep(3_000)
       victim.start()
       let rejoinMs: number | undefined

@@ -16,12 +16,12 @@ import { mkdtempSync, rmSync } from 'node:fs'
 import { connect, createServer, type Socket } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { generateKeyPair } from '@libp2p/crypto/keys'
-import type { Stream } from '@libp2p/interface'
-import { multiaddr } from '@multiformats/multiaddr'
 import { noise } from '@chainsafe/libp2p-noise'
 import { yamux } from '@chainsafe/libp2p-yamux'
+import { generateKeyPair } from '@libp2p/crypto/keys'
+import type { Stream } from '@libp2p/interface'
 import { tcp } from '@libp2p/tcp'
+import { multiaddr } from '@multiformats/multiaddr'
 import { createLibp2p } from 'libp2p'
 import { ConfigSchema } from '../../src/agent/config.js'
 import type { Cluster } from '../../src/node/cluster.js'
@@ -87,7 +87,11 @@ async function meshNode() {
           datastorePath: join(dir, 'datastore'),
           reporter: new Reporter({ level: 'warn' }).forComponent('bench'),
           // both ends hold the cluster key; certificates are not what this measures
-          trust: { ours: () => new Uint8Array(), standing: () => ({ kind: 'member' }), isRevoked: () => false },
+          trust: {
+            ours: () => new Uint8Array(),
+            standing: () => ({ kind: 'member' }),
+            isRevoked: () => false,
+          },
         })
   // createMeshNode may leave starting to its caller (the agent wires listeners first)
   await node.start()

@@ -1,10 +1,10 @@
 import { EventBus } from '../api/events.js'
-import { ApiComponent } from '../api/server.js'
+import { blockRoutes } from '../api/routes-blocks.js'
 import { coreRoutes } from '../api/routes-core.js'
 import { memberRoutes } from '../api/routes-members.js'
 import { trustRoutes } from '../api/routes-trust.js'
 import { tunnelRoutes } from '../api/routes-tunnel.js'
-import { blockRoutes } from '../api/routes-blocks.js'
+import { ApiComponent } from '../api/server.js'
 import { BlocksComponent } from '../blocks/component.js'
 import { MembershipComponent } from '../membership/service.js'
 import { dataPaths, ensureDataDir, lockDataDir } from '../node/datadir.js'
@@ -48,7 +48,8 @@ export async function startAgent(opts: AgentOptions): Promise<RunningAgent> {
     const setup = await prepareDataDir(opts.dataDir, { join: opts.join, init: opts.init })
     const reporter = new Reporter({ level: config.logLevel })
     const log = reporter.root.child({ component: 'agent' })
-    if (setup.created) log.info({ cluster: setup.cluster.name, dataDir: opts.dataDir }, 'initialised a new cluster')
+    if (setup.created)
+      log.info({ cluster: setup.cluster.name, dataDir: opts.dataDir }, 'initialised a new cluster')
     if (setup.joined) log.info({ cluster: setup.cluster.name }, 'joining cluster with token')
     const events = new EventBus()
     const startedAt = Date.now()

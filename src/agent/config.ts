@@ -1,5 +1,5 @@
 import { readFileSync } from 'node:fs'
-import { hostname, homedir } from 'node:os'
+import { homedir, hostname } from 'node:os'
 import { join, resolve } from 'node:path'
 import { multiaddr } from '@multiformats/multiaddr'
 import YAML from 'yaml'
@@ -21,7 +21,11 @@ const multiaddrString = z.string().refine(
 const portList = z.preprocess(
   (v) => {
     if (typeof v === 'number') return [v]
-    if (typeof v === 'string') return v.split(',').filter((s) => s.trim() !== '').map((s) => Number(s.trim()))
+    if (typeof v === 'string')
+      return v
+        .split(',')
+        .filter((s) => s.trim() !== '')
+        .map((s) => Number(s.trim()))
     if (Array.isArray(v)) return v.map((x) => (typeof x === 'string' && x.trim() !== '' ? Number(x) : x))
     return v
   },
@@ -34,7 +38,9 @@ const byteSize = z.preprocess(
     if (typeof v !== 'string') return v
     const m = /^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(i?b?)\s*$/i.exec(v)
     if (m === null) return v
-    const mult = { '': 1, k: 2 ** 10, m: 2 ** 20, g: 2 ** 30, t: 2 ** 40 }[m[2].toLowerCase() as '' | 'k' | 'm' | 'g' | 't']
+    const mult = { '': 1, k: 2 ** 10, m: 2 ** 20, g: 2 ** 30, t: 2 ** 40 }[
+      m[2].toLowerCase() as '' | 'k' | 'm' | 'g' | 't'
+    ]
     return Math.round(Number(m[1]) * mult)
   },
   z.number({ message: "expected a size in bytes such as 1073741824 or '1GiB'" }).int().min(0),
@@ -45,7 +51,10 @@ export const ConfigSchema = z
   .object({
     name: z
       .string()
-      .regex(/^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/, 'expected a DNS label: a-z, 0-9 and -, at most 63 characters')
+      .regex(
+        /^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/,
+        'expected a DNS label: a-z, 0-9 and -, at most 63 characters',
+      )
       .default(defaultName()),
     listen: z.array(multiaddrString).default(['/ip4/0.0.0.0/tcp/4701']),
     announce: z.array(multiaddrString).default([]),
@@ -68,7 +77,10 @@ export const ConfigSchema = z
       .strict()
       .default({ enabled: true, iceServers: [] }),
     tags: z
-      .record(z.string().regex(/^[A-Za-z0-9][A-Za-z0-9._/-]{0,63}$/, 'expected a tag key such as role or dc'), z.string().max(256))
+      .record(
+        z.string().regex(/^[A-Za-z0-9][A-Za-z0-9._/-]{0,63}$/, 'expected a tag key such as role or dc'),
+        z.string().max(256),
+      )
       .default({}),
     membership: z
       .object({
@@ -77,7 +89,11 @@ export const ConfigSchema = z
         indirectProbes: z.number().int().min(0).max(16).default(3),
         suspicionMult: z.number().int().min(1).max(100).default(4),
         syncIntervalMs: z.number().int().min(1000).max(3_600_000).default(30_000),
-        tombstoneHours: z.number().min(0.001).max(24 * 365).default(24),
+        tombstoneHours: z
+          .number()
+          .min(0.001)
+          .max(24 * 365)
+          .default(24),
         leaveOnTerm: z.boolean().default(true),
       })
       .strict()
@@ -90,7 +106,10 @@ export const ConfigSchema = z
         tombstoneHours: 24,
         leaveOnTerm: true,
       }),
-    dht: z.object({ enabled: z.boolean().default(true) }).strict().default({ enabled: true }),
+    dht: z
+      .object({ enabled: z.boolean().default(true) })
+      .strict()
+      .default({ enabled: true }),
     tunnel: z
       .object({
         // ports on this member's 127.0.0.1 that other members may tunnel to
@@ -145,7 +164,10 @@ export const ConfigSchema = z
       .object({
         listen: z
           .string()
-          .regex(/^(127\.\d+\.\d+\.\d+|localhost|\[::1\]):\d+$/, 'expected a loopback HOST:PORT such as 127.0.0.1:9464')
+          .regex(
+            /^(127\.\d+\.\d+\.\d+|localhost|\[::1\]):\d+$/,
+            'expected a loopback HOST:PORT such as 127.0.0.1:9464',
+          )
           .optional(),
       })
       .strict()

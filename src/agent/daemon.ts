@@ -38,7 +38,10 @@ export class Daemon {
         try {
           await c.stop?.()
         } catch (err) {
-          this.log.warn({ component: c.name, err: (err as Error).message }, 'component failed to stop cleanly')
+          this.log.warn(
+            { component: c.name, err: (err as Error).message },
+            'component failed to stop cleanly',
+          )
         }
       }
       this.started.length = 0

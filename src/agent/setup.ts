@@ -1,9 +1,9 @@
+import { peerIdFromPrivateKey } from '@libp2p/peer-id'
 import { type Cluster, loadCluster, newCluster, saveCluster } from '../node/cluster.js'
 import { DataDirError, ensureDataDir } from '../node/datadir.js'
 import { loadIdentity } from '../node/identity.js'
 import { parseToken } from '../node/token.js'
 import { TrustStore } from '../node/trust.js'
-import { peerIdFromPrivateKey } from '@libp2p/peer-id'
 
 export interface SetupResult {
   cluster: Cluster
@@ -35,7 +35,10 @@ export async function initDataDir(dir: string, clusterName: string): Promise<Set
  * What `mesh agent` needs before it starts: the cluster this data dir belongs to,
  * from the data dir, from a join token (first join), or new (`--init`).
  */
-export async function prepareDataDir(dir: string, opts: { join?: string; init?: string }): Promise<SetupResult> {
+export async function prepareDataDir(
+  dir: string,
+  opts: { join?: string; init?: string },
+): Promise<SetupResult> {
   ensureDataDir(dir)
   const existing = loadCluster(dir)
   if (opts.join !== undefined) {

@@ -20,7 +20,12 @@ export class ApiClient {
     private readonly dataDir: string,
   ) {}
 
-  async call<T = unknown>(method: 'GET' | 'POST' | 'DELETE', path: string, body?: unknown, timeoutMs = 30_000): Promise<T> {
+  async call<T = unknown>(
+    method: 'GET' | 'POST' | 'DELETE',
+    path: string,
+    body?: unknown,
+    timeoutMs = 30_000,
+  ): Promise<T> {
     const payload = body === undefined ? undefined : JSON.stringify(body)
     return new Promise<T>((resolve, reject) => {
       const req = request(
@@ -42,7 +47,8 @@ export class ApiClient {
             } catch {
               json = { error: text }
             }
-            if ((res.statusCode ?? 500) >= 400) reject(new ApiCallError(res.statusCode ?? 500, json.error ?? text))
+            if ((res.statusCode ?? 500) >= 400)
+              reject(new ApiCallError(res.statusCode ?? 500, json.error ?? text))
             else resolve(json as T)
           })
         },
@@ -66,29 +72,33 @@ export class ApiClient {
   /** Server-sent events from /v1/events, until the signal aborts. */
   async events(onEvent: (e: { type: string; data: unknown }) => void, signal: AbortSignal): Promise<void> {
     return new Promise((resolve, reject) => {
-      const req = request({ socketPath: this.socketPath, path: '/v1/events', method: 'GET', signal }, (res) => {
-        let buf = ''
-        res.setEncoding('utf8')
-        res.on('data', (chunk: string) => {
-          buf += chunk
-          let i = buf.indexOf('\n\n')
-          while (i >= 0) {
-            const block = buf.slice(0, i)
-            buf = buf.slice(i + 2)
-            const data = block
-              .split('\n')
-              .filter((l) => l.startsWith('data: '))
-              .map((l) => l.slice(6))
-              .join('\n')
-            if (data.length > 0) onEvent(JSON.parse(data))
-            i = buf.indexOf('\n\n')
-          }
-        })
-        res.on('end', () => resolve())
-      })
+      const req = request(
+        { socketPath: this.socketPath, path: '/v1/events', method: 'GET', signal },
+        (res) => {
+          let buf = ''
+          res.setEncoding('utf8')
+          res.on('data', (chunk: string) => {
+            buf += chunk
+            let i = buf.indexOf('\n\n')
+            while (i >= 0) {
+              const block = buf.slice(0, i)
+              buf = buf.slice(i + 2)
+              const data = block
+                .split('\n')
+                .filter((l) => l.startsWith('data: '))
+                .map((l) => l.slice(6))
+                .join('\n')
+              if (data.length > 0) onEvent(JSON.parse(data))
+              i = buf.indexOf('\n\n')
+            }
+          })
+          res.on('end', () => resolve())
+        },
+      )
       req.on('error', (err: NodeJS.ErrnoException) => {
         if (err.name === 'AbortError') resolve()
-        else if (err.code === 'ENOENT' || err.code === 'ECONNREFUSED') reject(new AgentNotRunningError(`no mesh agent is running on data dir ${this.dataDir}`))
+        else if (err.code === 'ENOENT' || err.code === 'ECONNREFUSED')
+          reject(new AgentNotRunningError(`no mesh agent is running on data dir ${this.dataDir}`))
         else reject(err)
       })
       req.end()

@@ -9,7 +9,16 @@ import { VERSION } from '../version.js'
 import type { EventBus } from './events.js'
 import { ApiError } from './server.js'
 
-const InviteBody = z.object({ ttlMs: z.number().int().min(1000).max(30 * 24 * 3600_000).default(3600_000) }).strict()
+const InviteBody = z
+  .object({
+    ttlMs: z
+      .number()
+      .int()
+      .min(1000)
+      .max(30 * 24 * 3600_000)
+      .default(3600_000),
+  })
+  .strict()
 
 /** /v1/status, /v1/peers, /v1/invite: what the foundation CLI commands call. */
 export function coreRoutes(deps: {
@@ -22,7 +31,9 @@ export function coreRoutes(deps: {
 }) {
   return (app: FastifyInstance) => {
     const { node, cluster } = deps
-    node.node.addEventListener('peer:connect', (e) => deps.events.publish('peer:connect', { peerId: e.detail.toString() }))
+    node.node.addEventListener('peer:connect', (e) =>
+      deps.events.publish('peer:connect', { peerId: e.detail.toString() }),
+    )
     node.node.addEventListener('peer:disconnect', (e) =>
       deps.events.publish('peer:disconnect', { peerId: e.detail.toString() }),
     )
@@ -61,12 +72,18 @@ export function coreRoutes(deps: {
       }
       const addrs = node.reachableAddrs()
       if (addrs.length === 0) {
-        throw new ApiError(409, 'this agent has no reachable address to put in a token; set listen or announce addresses')
+        throw new ApiError(
+          409,
+          'this agent has no reachable address to put in a token; set listen or announce addresses',
+        )
       }
-      const { token, invite } = makeToken({ ...cluster, admins: node.trust.genesisAdmins }, addrs, parsed.data.ttlMs)
+      const { token, invite } = makeToken(
+        { ...cluster, admins: node.trust.genesisAdmins },
+        addrs,
+        parsed.data.ttlMs,
+      )
       node.invites.add(invite.inviteId, invite.expires)
       return { token, expires: invite.expires, addrs }
     })
-
   }
 }

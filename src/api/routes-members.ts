@@ -1,5 +1,5 @@
 import type { FastifyInstance } from 'fastify'
-import { displayNames, resolveMember, ResolveError } from '../membership/names.js'
+import { displayNames, ResolveError, resolveMember } from '../membership/names.js'
 import type { MembershipComponent } from '../membership/service.js'
 import type { NodeComponent } from '../node/node-component.js'
 import { ApiError } from './server.js'
@@ -37,7 +37,8 @@ export function memberRoutes(deps: {
       for (const c of deps.node.connections()) {
         const prev = conns.get(c.peerId)
         // a direct path wins over a relayed one when both are open
-        if (prev === undefined || prev.path === 'relayed') conns.set(c.peerId, { path: c.path, rttMs: c.rttMs })
+        if (prev === undefined || prev.path === 'relayed')
+          conns.set(c.peerId, { path: c.path, rttMs: c.rttMs })
       }
       const self = deps.membership.selfPeerId
       return rows

@@ -9,10 +9,15 @@ import { ApiError } from './server.js'
 const Body = z.object({ member: z.string().min(1) }).strict()
 
 /** /v1/revoke, /v1/admin/grant, /v1/admin: admin statements, signed here and gossiped. */
-export function trustRoutes(deps: { node: NodeComponent; membership: MembershipComponent; clusterId: string }) {
+export function trustRoutes(deps: {
+  node: NodeComponent
+  membership: MembershipComponent
+  clusterId: string
+}) {
   const target = (body: unknown): string => {
     const parsed = Body.safeParse(body)
-    if (!parsed.success) throw new ApiError(400, 'name the member: NAME, NAME.mesh, overlay address or peer ID')
+    if (!parsed.success)
+      throw new ApiError(400, 'name the member: NAME, NAME.mesh, overlay address or peer ID')
     const q = parsed.data.member
     const infos = deps.membership.rows().map((r) => r.entry.signed.info)
     const m = resolveMember(q, infos, deps.clusterId)

@@ -57,9 +57,15 @@ export class ApiComponent implements Component {
     app.get('/v1/events', (req, reply) => {
       reply.hijack()
       const res = reply.raw
-      res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache', connection: 'keep-alive' })
+      res.writeHead(200, {
+        'content-type': 'text/event-stream',
+        'cache-control': 'no-cache',
+        connection: 'keep-alive',
+      })
       res.write(': connected\n\n')
-      const off = this.deps.events.subscribe((e) => res.write(`event: ${e.type}\ndata: ${JSON.stringify(e)}\n\n`))
+      const off = this.deps.events.subscribe((e) =>
+        res.write(`event: ${e.type}\ndata: ${JSON.stringify(e)}\n\n`),
+      )
       const keepalive = setInterval(() => res.write(': keepalive\n\n'), 15_000)
       req.raw.on('close', () => {
         off()

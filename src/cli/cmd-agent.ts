@@ -11,8 +11,12 @@ export function agentCommand(program: Command): void {
     .option('--init [cluster]', 'start a new cluster if the data dir holds none')
     .option('--config <file>', 'YAML config file (default: <data dir>/config.yaml)')
     .option('--listen <multiaddr>', 'listen address, repeatable (default /ip4/0.0.0.0/tcp/4701)', collect)
-    .option('--announce <multiaddr>', 'address to announce instead of the listen addresses, repeatable', collect)
-    .option('--name <name>', 'this member\'s name (default: the hostname)')
+    .option(
+      '--announce <multiaddr>',
+      'address to announce instead of the listen addresses, repeatable',
+      collect,
+    )
+    .option('--name <name>', "this member's name (default: the hostname)")
     .option('--log-level <level>', 'trace, debug, info, warn, error')
     .action(
       action(

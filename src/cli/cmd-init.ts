@@ -5,7 +5,7 @@ import { action, dataDirOf, type GlobalOpts, printJson } from './common.js'
 export function initCommand(program: Command): void {
   program
     .command('init')
-    .description('start a new cluster: a cluster key, cluster id and this node\'s identity, in the data dir')
+    .description("start a new cluster: a cluster key, cluster id and this node's identity, in the data dir")
     .option('--cluster <name>', 'cluster name (a-z, 0-9, -)', 'mesh')
     .action(
       action(async (opts: { cluster: string }) => {
@@ -16,7 +16,12 @@ export function initCommand(program: Command): void {
         const { peerIdFromPrivateKey } = await import('@libp2p/peer-id')
         const { cluster } = await initDataDir(dir, opts.cluster)
         const peerId = peerIdFromPrivateKey(await loadIdentity(dir, { create: false })).toString()
-        const out = { dataDir: dir, cluster: { name: cluster.name, id: cluster.id }, peerId, overlay: overlayAddress(cluster.id, peerId) }
+        const out = {
+          dataDir: dir,
+          cluster: { name: cluster.name, id: cluster.id },
+          peerId,
+          overlay: overlayAddress(cluster.id, peerId),
+        }
         if (g.json) return printJson(out)
         process.stdout.write(
           `initialised cluster '${cluster.name}' (${cluster.id}) in ${dir}\n` +

@@ -10,7 +10,11 @@ export function inviteCommand(program: Command): void {
       action(async (opts: { ttl: string }) => {
         const g = program.opts<GlobalOpts>()
         const ttlMs = parseDuration(opts.ttl)
-        const res = await client(g).call<{ token: string; expires: number; addrs: string[] }>('POST', '/v1/invite', { ttlMs })
+        const res = await client(g).call<{ token: string; expires: number; addrs: string[] }>(
+          'POST',
+          '/v1/invite',
+          { ttlMs },
+        )
         if (g.json) return printJson(res)
         process.stdout.write(`${res.token}\n`)
         process.stderr.write(
@@ -23,7 +27,8 @@ export function inviteCommand(program: Command): void {
 
 export function parseDuration(text: string): number {
   const m = /^(\d+)(ms|s|m|h|d)?$/.exec(text.trim())
-  if (m === null) throw new UsageError(`invalid duration '${text}': use a number with s, m, h or d, such as 30m or 2h`)
+  if (m === null)
+    throw new UsageError(`invalid duration '${text}': use a number with s, m, h or d, such as 30m or 2h`)
   const unit = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 }[(m[2] ?? 's') as 'ms']
   return Number(m[1]) * unit
 }

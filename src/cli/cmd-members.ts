@@ -7,9 +7,14 @@ const STATUSES = ['alive', 'suspect', 'dead', 'left']
 export function membersCommand(program: Command): void {
   program
     .command('members')
-    .description('the cluster as this member sees it: name, overlay address, status, path, RTT, version, tags')
+    .description(
+      'the cluster as this member sees it: name, overlay address, status, path, RTT, version, tags',
+    )
     .option('--status <status>', `only members with this status (${STATUSES.join(', ')})`)
-    .option('--tag <key=value>', 'only members with this tag, repeatable', (v: string, p: string[] = []) => [...p, v])
+    .option('--tag <key=value>', 'only members with this tag, repeatable', (v: string, p: string[] = []) => [
+      ...p,
+      v,
+    ])
     .option('--rejoin', 're-dial every known member and sync with it first')
     .action(
       action(async (opts: { status?: string; tag?: string[]; rejoin?: boolean }) => {
@@ -29,7 +34,9 @@ export function membersCommand(program: Command): void {
         }
         const { members } = await api.call<{ members: MemberView[] }>('GET', '/v1/members')
         const shown = members.filter(
-          (m) => (opts.status === undefined || m.status === opts.status) && tags.every(([k, v]) => m.tags[k] === v),
+          (m) =>
+            (opts.status === undefined || m.status === opts.status) &&
+            tags.every(([k, v]) => m.tags[k] === v),
         )
         if (g.json) return printJson(shown)
         process.stdout.write(
@@ -53,7 +60,9 @@ export function membersCommand(program: Command): void {
 
   program
     .command('leave')
-    .description('leave the cluster gracefully: every member marks this one left at once, then the agent stops')
+    .description(
+      'leave the cluster gracefully: every member marks this one left at once, then the agent stops',
+    )
     .action(
       action(async () => {
         const g = program.opts<GlobalOpts>()

@@ -18,7 +18,14 @@ interface Status {
 function connectionTable(conns: ConnectionInfo[]): string {
   return table(
     ['PEER', 'PATH', 'RTT', 'DIR', 'ADMITTED', 'ADDRESS'],
-    conns.map((c) => [shortId(c.peerId), c.path, fmtMs(c.rttMs), c.direction, c.admitted ? 'yes' : 'no', c.remoteAddr]),
+    conns.map((c) => [
+      shortId(c.peerId),
+      c.path,
+      fmtMs(c.rttMs),
+      c.direction,
+      c.admitted ? 'yes' : 'no',
+      c.remoteAddr,
+    ]),
   )
 }
 

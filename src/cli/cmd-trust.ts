@@ -4,13 +4,21 @@ import { action, client, type GlobalOpts, printJson, table } from './common.js'
 export function trustCommands(program: Command): void {
   program
     .command('revoke <member>')
-    .description('revoke a member (NAME, NAME.mesh, overlay address or peer ID): every member cuts it off and refuses it from now on (admins only)')
+    .description(
+      'revoke a member (NAME, NAME.mesh, overlay address or peer ID): every member cuts it off and refuses it from now on (admins only)',
+    )
     .action(
       action(async (member: string) => {
         const g = program.opts<GlobalOpts>()
-        const r = await client(g).call<{ peerId: string; already?: boolean }>('POST', '/v1/revoke', { member })
+        const r = await client(g).call<{ peerId: string; already?: boolean }>('POST', '/v1/revoke', {
+          member,
+        })
         if (g.json) return printJson(r)
-        process.stdout.write(r.already === true ? `${r.peerId} was already revoked\n` : `revoked ${r.peerId}; the cluster is cutting it off\n`)
+        process.stdout.write(
+          r.already === true
+            ? `${r.peerId} was already revoked\n`
+            : `revoked ${r.peerId}; the cluster is cutting it off\n`,
+        )
       }),
     )
 
@@ -21,9 +29,13 @@ export function trustCommands(program: Command): void {
     .action(
       action(async (member: string) => {
         const g = program.opts<GlobalOpts>()
-        const r = await client(g).call<{ peerId: string; already?: boolean }>('POST', '/v1/admin/grant', { member })
+        const r = await client(g).call<{ peerId: string; already?: boolean }>('POST', '/v1/admin/grant', {
+          member,
+        })
         if (g.json) return printJson(r)
-        process.stdout.write(r.already === true ? `${r.peerId} is already an admin\n` : `${r.peerId} is now an admin\n`)
+        process.stdout.write(
+          r.already === true ? `${r.peerId} is already an admin\n` : `${r.peerId} is now an admin\n`,
+        )
       }),
     )
   admin
@@ -32,10 +44,11 @@ export function trustCommands(program: Command): void {
     .action(
       action(async () => {
         const g = program.opts<GlobalOpts>()
-        const r = await client(g).call<{ admins: string[]; revoked: Array<{ peerId: string; issuer: string; issued: number }>; self: string }>(
-          'GET',
-          '/v1/admin',
-        )
+        const r = await client(g).call<{
+          admins: string[]
+          revoked: Array<{ peerId: string; issuer: string; issued: number }>
+          self: string
+        }>('GET', '/v1/admin')
         if (g.json) return printJson(r)
         process.stdout.write(
           table(

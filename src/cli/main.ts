@@ -15,12 +15,16 @@ import { EXIT } from './common.js'
 const program = new Command('mesh')
   .description('a peer-to-peer mesh agent: encrypted overlay, membership, blocks by CID and plugins')
   .version(VERSION)
-  .option('--data-dir <dir>', 'the agent\'s data dir (default $MESH_DATA_DIR or ~/.mesh)')
+  .option('--data-dir <dir>', "the agent's data dir (default $MESH_DATA_DIR or ~/.mesh)")
   .option('--json', 'machine-readable output')
   .showHelpAfterError()
   .exitOverride((err) => {
     // commander's own errors are usage errors; --help and --version are not errors
-    if (err.code === 'commander.helpDisplayed' || err.code === 'commander.version' || err.code === 'commander.help') {
+    if (
+      err.code === 'commander.helpDisplayed' ||
+      err.code === 'commander.version' ||
+      err.code === 'commander.help'
+    ) {
       process.exit(EXIT.ok)
     }
     process.exit(EXIT.usage)

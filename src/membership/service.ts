@@ -17,7 +17,15 @@ import type { ComponentReporter } from '../reporter/reporter.js'
 import { VERSION } from '../version.js'
 import { type Change, type Entry, effectiveStatus, MemberTable, type Row } from './merge.js'
 import { overlayAddress } from './overlay.js'
-import { type Claim, ed25519Signer, ed25519Verifier, type MemberInfo, type Signer, signClaim, signInfo } from './record.js'
+import {
+  type Claim,
+  ed25519Signer,
+  ed25519Verifier,
+  type MemberInfo,
+  type Signer,
+  signClaim,
+  signInfo,
+} from './record.js'
 import { type Action, Swim } from './swim.js'
 import { fromWireClaim, fromWireInfo, toWireClaim, toWireInfo, WireError } from './wire.js'
 
@@ -47,7 +55,6 @@ export class MembershipComponent implements Component {
   private readonly probeProto: string
   private readonly timers: NodeJS.Timeout[] = []
   private readonly relayWaiters = new Map<string, (ack: boolean) => void>()
-  private readonly probeWaits = new Map<number, AbortController>()
   private readonly lastSync = new Map<string, number>()
   private readonly knownAddrs = new Map<string, string>()
   private left = false
@@ -68,7 +75,10 @@ export class MembershipComponent implements Component {
     this.syncProto = `${prefix}/members/sync/1.0.0`
     this.probeProto = `${prefix}/members/probe/1.0.0`
     // nothing about a revoked member, or claimed by one, enters the table
-    this.table = new MemberTable({ clusterId: deps.cluster.id, refuse: (p) => deps.node.trust?.isRevoked(p) ?? false })
+    this.table = new MemberTable({
+      clusterId: deps.cluster.id,
+      refuse: (p) => deps.node.trust?.isRevoked(p) ?? false,
+    })
     const r = deps.reporter
     this.metrics = {
       members: r.gauge('members', 'members by status', ['status'], () => {
@@ -84,7 +94,10 @@ export class MembershipComponent implements Component {
       syncs: r.counter('syncs_total', 'push-pull syncs, by role and result', ['role', 'result']),
       changes: r.counter('changes_total', 'status changes seen', ['to']),
     }
-    r.health(() => ({ ok: this.swim?.health === 0 || this.swim === undefined, detail: `awareness ${this.swim?.health ?? 0}` }))
+    r.health(() => ({
+      ok: this.swim?.health === 0 || this.swim === undefined,
+      detail: `awareness ${this.swim?.health ?? 0}`,
+    }))
   }
 
   private get libp2p() {
@@ -111,8 +124,14 @@ export class MembershipComponent implements Component {
     this.applyLocal(signInfo(this.self, this.signer))
 
     const node = this.libp2p
-    await node.handle(this.syncProto, (s, c) => this.onSyncStream(s, c), { maxInboundStreams: 8, runOnLimitedConnection: true })
-    await node.handle(this.probeProto, (s, c) => this.onProbeStream(s, c), { maxInboundStreams: 64, runOnLimitedConnection: true })
+    await node.handle(this.syncProto, (s, c) => this.onSyncStream(s, c), {
+      maxInboundStreams: 8,
+      runOnLimitedConnection: true,
+    })
+    await node.handle(this.probeProto, (s, c) => this.onProbeStream(s, c), {
+      maxInboundStreams: 64,
+      runOnLimitedConnection: true,
+    })
     node.services.pubsub.subscribe(this.topic)
     node.services.pubsub.addEventListener('message', this.onGossip)
     node.addEventListener('connection:open', this.onConnection)
@@ -205,7 +224,8 @@ export class MembershipComponent implements Component {
   private readonly onSelfUpdate = (): void => {
     try {
       const addrs = this.libp2p.getMultiaddrs().filter(dialable).map(String)
-      if (addrs.length !== this.self.addrs.length || addrs.some((a) => !this.self.addrs.includes(a))) this.refresh()
+      if (addrs.length !== this.self.addrs.length || addrs.some((a) => !this.self.addrs.includes(a)))
+        this.refresh()
     } catch (err) {
       this.deps.reporter.log.warn({ err: (err as Error).message }, 'could not refresh our record')
     }
@@ -219,7 +239,11 @@ export class MembershipComponent implements Component {
     return change
   }
 
-  private ingest(records: MemberSet['records'], claims: MemberSet['claims'], statements: Uint8Array[] = []): number {
+  private ingest(
+    records: MemberSet['records'],
+    claims: MemberSet['claims'],
+    statements: Uint8Array[] = [],
+  ): number {
     let changed = 0
     for (const raw of statements) {
       try {
@@ -244,7 +268,8 @@ export class MembershipComponent implements Component {
           continue
         }
         if (this.applyLocal(claim) !== undefined) changed++
-        if (claim.status === 'suspect') this.swim.onSuspect(claim.peerId, claim.incarnation, claim.by, Date.now())
+        if (claim.status === 'suspect')
+          this.swim.onSuspect(claim.peerId, claim.incarnation, claim.by, Date.now())
       } catch (err) {
         this.metrics.dropped.inc({ reason: err instanceof WireError ? 'malformed_claim' : 'error' })
       }
@@ -346,7 +371,9 @@ export class MembershipComponent implements Component {
   async spreadStatement(st: Statement): Promise<void> {
     await this.publish(MemberSet.encode({ records: [], claims: [], statements: [Statement.encode(st)] }))
     // and straight to every connected member, so a revocation does not wait on gossip rounds
-    const peers = this.libp2p.getPeers().filter((p) => this.isMember(p.toString()) && p.toString() !== st.peerId)
+    const peers = this.libp2p
+      .getPeers()
+      .filter((p) => this.isMember(p.toString()) && p.toString() !== st.peerId)
     await Promise.race([
       Promise.allSettled(peers.map((p) => this.sync(p, 'statement'))),
       new Promise((r) => setTimeout(r, 3000)),
@@ -367,7 +394,9 @@ export class MembershipComponent implements Component {
   }
 
   private async syncRandom(): Promise<void> {
-    const peers = [...this.table.rows()].filter((r) => r.peerId !== this.selfId && (r.status === 'alive' || r.status === 'suspect'))
+    const peers = [...this.table.rows()].filter(
+      (r) => r.peerId !== this.selfId && (r.status === 'alive' || r.status === 'suspect'),
+    )
     if (peers.length === 0) return
     const pick = peers[Math.floor(Math.random() * peers.length)]
     await this.sync(peerIdFromString(pick.peerId), 'periodic')
@@ -378,7 +407,10 @@ export class MembershipComponent implements Component {
     this.lastSync.set(peer.toString(), Date.now())
     const signal = AbortSignal.timeout(10_000)
     try {
-      const stream = await this.libp2p.dialProtocol(peer, this.syncProto, { signal, runOnLimitedConnection: true })
+      const stream = await this.libp2p.dialProtocol(peer, this.syncProto, {
+        signal,
+        runOnLimitedConnection: true,
+      })
       const lp = lpStream(stream, { maxDataLength: MAX_SYNC })
       const mine = this.fullSet()
       this.metrics.bytes.inc({ direction: 'out', channel: 'sync' }, mine.length)
@@ -439,7 +471,10 @@ export class MembershipComponent implements Component {
           break
         case 'suspect':
         case 'dead': {
-          const claim: Claim = signClaim({ peerId: a.peer, incarnation: a.incarnation, status: a.type }, this.signer)
+          const claim: Claim = signClaim(
+            { peerId: a.peer, incarnation: a.incarnation, status: a.type },
+            this.signer,
+          )
           this.applyLocal(claim)
           void this.publish(MemberSet.encode({ records: [], claims: [toWireClaim(claim)], statements: [] }))
           break
@@ -475,7 +510,10 @@ export class MembershipComponent implements Component {
 
   private async probeReq(via: string, target: string, seq: number): Promise<void> {
     const reply = await this.ask(via, { seq, target }, this.deps.config.membership.probeIntervalMs * 2)
-    this.metrics.probes.inc({ kind: 'indirect', result: reply === undefined ? 'timeout' : reply.ack ? 'ack' : 'nack' })
+    this.metrics.probes.inc({
+      kind: 'indirect',
+      result: reply === undefined ? 'timeout' : reply.ack ? 'ack' : 'nack',
+    })
     if (reply === undefined) return
     if (reply.ack) this.run(this.swim.onAck(via, seq, Date.now()))
     else this.swim.onNack(via, seq)
@@ -490,9 +528,14 @@ export class MembershipComponent implements Component {
       let ack = true
       if (req.target !== '' && req.target !== this.selfId) {
         // an indirect probe: ask the target ourselves, answer when the detector decides
-        const verdict = new Promise<boolean>((resolve) => this.relayWaiters.set(`${origin}/${req.seq}`, resolve))
+        const verdict = new Promise<boolean>((resolve) =>
+          this.relayWaiters.set(`${origin}/${req.seq}`, resolve),
+        )
         this.run(this.swim.onProbeReq(origin, req.target, req.seq, Date.now()))
-        ack = await Promise.race([verdict, new Promise<boolean>((r) => signal.addEventListener('abort', () => r(false)))])
+        ack = await Promise.race([
+          verdict,
+          new Promise<boolean>((r) => signal.addEventListener('abort', () => r(false))),
+        ])
         this.relayWaiters.delete(`${origin}/${req.seq}`)
       }
       await pb.write({ seq: req.seq, ack }, ProbeReply, { signal })
@@ -513,7 +556,11 @@ export class MembershipComponent implements Component {
       .filter((r) => r.peerId !== this.selfId && r.status === 'alive' && !connected.has(r.peerId))
       .slice(0, CONNECT_BATCH)
     await Promise.allSettled(
-      todo.map((r) => node.dial(peerIdFromString(r.peerId), { signal: AbortSignal.timeout(this.deps.config.dialTimeoutMs) })),
+      todo.map((r) =>
+        node.dial(peerIdFromString(r.peerId), {
+          signal: AbortSignal.timeout(this.deps.config.dialTimeoutMs),
+        }),
+      ),
     )
   }
 
@@ -522,7 +569,11 @@ export class MembershipComponent implements Component {
     const node = this.libp2p
     const rows = [...this.table.rows()].filter((r) => r.peerId !== this.selfId && r.status !== 'left')
     const res = await Promise.allSettled(
-      rows.map((r) => node.dial(peerIdFromString(r.peerId), { signal: AbortSignal.timeout(this.deps.config.dialTimeoutMs) })),
+      rows.map((r) =>
+        node.dial(peerIdFromString(r.peerId), {
+          signal: AbortSignal.timeout(this.deps.config.dialTimeoutMs),
+        }),
+      ),
     )
     const ok = res.filter((r) => r.status === 'fulfilled').length
     for (const r of rows) void this.sync(peerIdFromString(r.peerId), 'rejoin')
@@ -543,7 +594,14 @@ export class MembershipComponent implements Component {
  */
 export function dialable(ma: Multiaddr): boolean {
   const first = ma.getComponents()[0]?.name
-  return first === 'ip4' || first === 'ip6' || first === 'dns' || first === 'dns4' || first === 'dns6' || first === 'dnsaddr'
+  return (
+    first === 'ip4' ||
+    first === 'ip6' ||
+    first === 'dns' ||
+    first === 'dns4' ||
+    first === 'dns6' ||
+    first === 'dnsaddr'
+  )
 }
 
-export { effectiveStatus, type Entry }
+export { type Entry, effectiveStatus }

@@ -1,4 +1,4 @@
-import { Signed } from '../../protocols/membership.js'
+import type { Signed } from '../../protocols/membership.js'
 import {
   CLAIM_DOMAIN,
   type Claim,
@@ -20,8 +20,14 @@ export class WireError extends Error {
   override name = 'WireError'
 }
 
-export const toWireInfo = (s: SignedInfo): Signed => ({ body: encodeInfo(s.info) as Uint8Array<ArrayBuffer>, sig: s.sig as Uint8Array<ArrayBuffer> })
-export const toWireClaim = (c: Claim): Signed => ({ body: encodeClaim(c) as Uint8Array<ArrayBuffer>, sig: c.sig as Uint8Array<ArrayBuffer> })
+export const toWireInfo = (s: SignedInfo): Signed => ({
+  body: encodeInfo(s.info) as Uint8Array<ArrayBuffer>,
+  sig: s.sig as Uint8Array<ArrayBuffer>,
+})
+export const toWireClaim = (c: Claim): Signed => ({
+  body: encodeClaim(c) as Uint8Array<ArrayBuffer>,
+  sig: c.sig as Uint8Array<ArrayBuffer>,
+})
 
 function body(bytes: Uint8Array, prefix: string): unknown {
   if (bytes.length > LIMITS.infoBytes) throw new WireError('oversized')

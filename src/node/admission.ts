@@ -13,8 +13,8 @@ import type { Registrar } from '@libp2p/interface-internal'
 import { pbStream } from '@libp2p/utils'
 import { AuthMessage } from '../../protocols/auth.js'
 import type { ComponentReporter } from '../reporter/reporter.js'
-import type { Standing } from './trust.js'
 import { type Cluster, deriveKey, hmac, protocolPrefix } from './cluster.js'
+import type { Standing } from './trust.js'
 
 const MAX_MESSAGE = 1024
 const enc = new TextEncoder()
@@ -62,7 +62,9 @@ export class Admission implements Startable {
     this.key = deriveKey(init.cluster, 'auth')
     this.metrics = {
       result: init.reporter.counter('auth_total', 'member authentications by result', ['result']),
-      refusedStreams: init.reporter.counter('refused_streams_total', 'streams refused to unadmitted peers', ['protocol']),
+      refusedStreams: init.reporter.counter('refused_streams_total', 'streams refused to unadmitted peers', [
+        'protocol',
+      ]),
     }
     this.onOpen = this.onOpen.bind(this)
     this.onClose = this.onClose.bind(this)
@@ -114,7 +116,9 @@ export class Admission implements Startable {
   /** Close every connection to a peer (revoked, say) at once. */
   async cutOff(peer: string, connections: Connection[]): Promise<void> {
     await Promise.allSettled(
-      connections.filter((c) => c.remotePeer.toString() === peer).map((c) => c.abort(new AdmissionRefusedError('revoked'))),
+      connections
+        .filter((c) => c.remotePeer.toString() === peer)
+        .map((c) => c.abort(new AdmissionRefusedError('revoked'))),
     )
   }
 
@@ -122,7 +126,8 @@ export class Admission implements Startable {
   gater(): Partial<ConnectionGater> {
     return {
       denyInboundRelayReservation: (source) => !this.isAdmitted(source),
-      denyOutboundRelayedConnection: (source, destination) => !this.isAdmitted(source) || !this.isAdmitted(destination),
+      denyOutboundRelayedConnection: (source, destination) =>
+        !this.isAdmitted(source) || !this.isAdmitted(destination),
       denyInboundRelayedConnection: (relay) => !this.isAdmitted(relay),
     }
   }
@@ -142,7 +147,10 @@ export class Admission implements Startable {
     next: (s: Stream, c: Connection) => void,
   ): Promise<void> {
     const standing = await this.standing(connection)
-    if (standing.kind === 'member' || (standing.kind === 'joiner' && this.joinProtocols.has(stream.protocol ?? ''))) {
+    if (
+      standing.kind === 'member' ||
+      (standing.kind === 'joiner' && this.joinProtocols.has(stream.protocol ?? ''))
+    ) {
       next(stream, connection)
       return
     }
@@ -153,7 +161,10 @@ export class Admission implements Startable {
   private onOpen(evt: CustomEvent<Connection>): void {
     const connection = evt.detail
     const state = this.stateOf(connection)
-    const timer = setTimeout(() => this.settle(connection, REFUSED('timeout'), 'timeout'), this.init.timeoutMs)
+    const timer = setTimeout(
+      () => this.settle(connection, REFUSED('timeout'), 'timeout'),
+      this.init.timeoutMs,
+    )
     timer.unref()
     void state.promise.then(() => clearTimeout(timer))
     if (connection.direction === 'outbound') {
@@ -183,7 +194,10 @@ export class Admission implements Startable {
     this.stateOf(connection).resolve(standing)
     this.metrics.result.inc({ result })
     if (result === 'refused_by_peer' && standing.kind === 'refused') {
-      this.init.reporter.log.warn({ peer: connection.remotePeer.toString(), why: standing.why }, 'a member refused us')
+      this.init.reporter.log.warn(
+        { peer: connection.remotePeer.toString(), why: standing.why },
+        'a member refused us',
+      )
     }
     if (standing.kind === 'member') {
       const key = connection.remotePeer.toString()
@@ -195,7 +209,13 @@ export class Admission implements Startable {
 
   private readonly settled = new WeakSet<Connection>()
 
-  private proof(role: 'D' | 'L', dialer: PeerId, listener: PeerId, nD: Uint8Array, nL: Uint8Array): Uint8Array<ArrayBuffer> {
+  private proof(
+    role: 'D' | 'L',
+    dialer: PeerId,
+    listener: PeerId,
+    nD: Uint8Array,
+    nL: Uint8Array,
+  ): Uint8Array<ArrayBuffer> {
     return hmac(this.key, enc.encode(role), dialer.toMultihash().bytes, listener.toMultihash().bytes, nD, nL)
   }
 
@@ -228,7 +248,10 @@ export class Admission implements Startable {
       this.settle(connection, theirs, 'refused')
       return
     }
-    await pb.write(msg({ proof: this.proof('D', me, them, nD, reply.nonce), certificate: this.init.trust.ours() }), { signal })
+    await pb.write(
+      msg({ proof: this.proof('D', me, them, nD, reply.nonce), certificate: this.init.trust.ours() }),
+      { signal },
+    )
     const done = await pb.read({ signal })
     await stream.close({ signal }).catch(() => {})
     if (done.error !== '') this.settle(connection, REFUSED(done.error), 'refused_by_peer')
@@ -245,7 +268,14 @@ export class Admission implements Startable {
       const hello = await pb.read({ signal })
       if (hello.nonce.length !== 32) throw new AdmissionRefusedError('malformed hello')
       const nL = new Uint8Array(randomBytes(32))
-      await pb.write(msg({ nonce: nL, proof: this.proof('L', them, me, hello.nonce, nL), certificate: this.init.trust.ours() }), { signal })
+      await pb.write(
+        msg({
+          nonce: nL,
+          proof: this.proof('L', them, me, hello.nonce, nL),
+          certificate: this.init.trust.ours(),
+        }),
+        { signal },
+      )
       const final = await pb.read({ signal })
       if (final.error !== '') {
         this.settle(connection, REFUSED(final.error), 'refused_by_peer')
@@ -259,7 +289,11 @@ export class Admission implements Startable {
       const theirs = this.init.trust.standing(them.toString(), final.certificate)
       await pb.write(msg({ error: theirs.kind === 'refused' ? theirs.why : '' }), { signal })
       await stream.close({ signal }).catch(() => {})
-      this.settle(connection, theirs, theirs.kind === 'member' ? 'ok' : theirs.kind === 'joiner' ? 'joiner' : 'refused')
+      this.settle(
+        connection,
+        theirs,
+        theirs.kind === 'member' ? 'ok' : theirs.kind === 'joiner' ? 'joiner' : 'refused',
+      )
     } catch (err) {
       stream.abort(err as Error)
       this.settle(connection, REFUSED('error'), 'error')

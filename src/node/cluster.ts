@@ -24,7 +24,10 @@ const ClusterFile = z.object({
   key: z.string().regex(/^[0-9a-f]{64}$/),
   seeds: z.array(z.string()).optional(),
   admins: z.array(z.string()).optional(),
-  invite: z.string().regex(/^[0-9a-f]{32}$/).optional(),
+  invite: z
+    .string()
+    .regex(/^[0-9a-f]{32}$/)
+    .optional(),
 })
 
 export const CLUSTER_NAME_RE = /^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/
@@ -61,7 +64,9 @@ export function loadCluster(dir: string): Cluster | undefined {
   try {
     parsed = ClusterFile.parse(JSON.parse(text))
   } catch (err) {
-    throw new DataDirError(`${path} is damaged (${(err as Error).message.split('\n')[0]}); restore it from a backup or another member`)
+    throw new DataDirError(
+      `${path} is damaged (${(err as Error).message.split('\n')[0]}); restore it from a backup or another member`,
+    )
   }
   return {
     name: parsed.name,

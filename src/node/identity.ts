@@ -17,11 +17,13 @@ export async function loadIdentity(dir: string, opts: { create: boolean }): Prom
       return key
     }
     if (code === 'ENOENT') {
-      throw new DataDirError(`no node identity in ${dir}. Run 'mesh init' or 'mesh agent --join TOKEN' first.`)
+      throw new DataDirError(
+        `no node identity in ${dir}. Run 'mesh init' or 'mesh agent --join TOKEN' first.`,
+      )
     }
     throw new DataDirError(
       `cannot read the node identity ${path}: ${(err as Error).message}. ` +
-        'Fix its permissions (it should be owned by you, mode 0600); do not delete it, it is this node\'s name.',
+        "Fix its permissions (it should be owned by you, mode 0600); do not delete it, it is this node's name.",
     )
   }
   try {

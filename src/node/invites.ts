@@ -21,13 +21,19 @@ export class InviteStore {
 
   constructor(private readonly dataDir: string) {
     try {
-      const file = JSON.parse(readFileSync(dataPaths(dataDir).invites, 'utf8')) as Record<string, InviteRecord>
+      const file = JSON.parse(readFileSync(dataPaths(dataDir).invites, 'utf8')) as Record<
+        string,
+        InviteRecord
+      >
       for (const [k, v] of Object.entries(file)) this.invites.set(k, v)
     } catch {}
   }
 
   private save(): void {
-    writePrivateFile(dataPaths(this.dataDir).invites, `${JSON.stringify(Object.fromEntries(this.invites), null, 2)}\n`)
+    writePrivateFile(
+      dataPaths(this.dataDir).invites,
+      `${JSON.stringify(Object.fromEntries(this.invites), null, 2)}\n`,
+    )
   }
 
   add(id: Uint8Array, expires: number, now = Date.now()): void {
@@ -40,11 +46,19 @@ export class InviteStore {
   redeem(id: Uint8Array, peerId: string, now = Date.now()): void {
     const key = Buffer.from(id).toString('hex')
     const inv = this.invites.get(key)
-    if (inv === undefined) throw new InviteError('this invite is unknown to the member that was asked (it was not issued there, or was cancelled); ask for a new token with mesh invite')
+    if (inv === undefined)
+      throw new InviteError(
+        'this invite is unknown to the member that was asked (it was not issued there, or was cancelled); ask for a new token with mesh invite',
+      )
     if (inv.usedBy !== undefined && inv.usedBy !== peerId) {
-      throw new InviteError(`this invite was already used (by ${inv.usedBy} at ${new Date(inv.usedAt ?? 0).toISOString()}); a token works once: ask for a new one with mesh invite`)
+      throw new InviteError(
+        `this invite was already used (by ${inv.usedBy} at ${new Date(inv.usedAt ?? 0).toISOString()}); a token works once: ask for a new one with mesh invite`,
+      )
     }
-    if (inv.expires <= now) throw new InviteError(`this invite expired at ${new Date(inv.expires).toISOString()}; ask for a new one with mesh invite`)
+    if (inv.expires <= now)
+      throw new InviteError(
+        `this invite expired at ${new Date(inv.expires).toISOString()}; ask for a new one with mesh invite`,
+      )
     inv.usedBy = peerId
     inv.usedAt = now
     this.save()

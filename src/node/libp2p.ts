@@ -42,7 +42,12 @@ export async function createMeshNode(opts: NodeOptions) {
   const datastore = new LevelDatastore(opts.datastorePath)
   await datastore.open()
 
-  const admit = admission({ cluster, timeoutMs: config.authTimeoutMs, reporter: opts.reporter, trust: opts.trust })
+  const admit = admission({
+    cluster,
+    timeoutMs: config.authTimeoutMs,
+    reporter: opts.reporter,
+    trust: opts.trust,
+  })
   // The gater needs the admission service, which exists only once libp2p builds it.
   let gater: ReturnType<ReturnType<typeof admit>['gater']> | undefined
 
@@ -78,7 +83,10 @@ export async function createMeshNode(opts: NodeOptions) {
       denyOutboundRelayedConnection: (s, d) => gater?.denyOutboundRelayedConnection?.(s, d) ?? true,
       denyInboundRelayedConnection: (r, p) => gater?.denyInboundRelayedConnection?.(r, p) ?? true,
     },
-    connectionManager: { dialTimeout: config.dialTimeoutMs, addressDialTimeout: Math.min(1500, config.dialTimeoutMs) },
+    connectionManager: {
+      dialTimeout: config.dialTimeoutMs,
+      addressDialTimeout: Math.min(1500, config.dialTimeoutMs),
+    },
     services: {
       admission: admit,
       // a window on libp2p's own address manager, for `mesh status` (observed addresses)
@@ -97,7 +105,13 @@ export async function createMeshNode(opts: NodeOptions) {
           }
         : {}),
       ...(config.dht.enabled
-        ? { dht: kadDHT({ protocol: `${prefix}/kad/1.0.0`, clientMode: false, peerInfoMapper: passthroughMapper }) }
+        ? {
+            dht: kadDHT({
+              protocol: `${prefix}/kad/1.0.0`,
+              clientMode: false,
+              peerInfoMapper: passthroughMapper,
+            }),
+          }
         : {}),
       pubsub: gossipsub({ allowPublishToZeroTopicPeers: true, emitSelf: false }),
     },

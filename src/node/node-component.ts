@@ -1,18 +1,18 @@
 import type { Connection, PeerId, PrivateKey } from '@libp2p/interface'
 import { multiaddr } from '@multiformats/multiaddr'
-import type { Config } from '../agent/config.js'
+import { Circuit } from '@multiformats/multiaddr-matcher'
+import { Certificate, Statement } from '../../protocols/trust.js'
 import type { Component } from '../agent/component.js'
+import type { Config } from '../agent/config.js'
 import type { ComponentReporter } from '../reporter/reporter.js'
 import type { Cluster } from './cluster.js'
-import { loadIdentity } from './identity.js'
-import { createMeshNode, type MeshLibp2p } from './libp2p.js'
-import { type PathKind, pathKind } from './paths.js'
 import { dataPaths } from './datadir.js'
+import { loadIdentity } from './identity.js'
 import { InviteStore } from './invites.js'
 import { Joiner } from './join.js'
+import { createMeshNode, type MeshLibp2p } from './libp2p.js'
+import { type PathKind, pathKind } from './paths.js'
 import { TrustStore } from './trust.js'
-import { Certificate, Statement } from '../../protocols/trust.js'
-import { Circuit } from '@multiformats/multiaddr-matcher'
 
 const MEMBER_TAG = 'mesh-member'
 const RECONNECT_EVERY_MS = 10_000
@@ -96,15 +96,25 @@ export class NodeComponent implements Component {
       },
     })
     const node = this.libp2p
-    this.joiner = new Joiner({ node, cluster, dataDir, key: privateKey, trust, invites: this.invites, reporter })
+    this.joiner = new Joiner({
+      node,
+      cluster,
+      dataDir,
+      key: privateKey,
+      trust,
+      invites: this.invites,
+      reporter,
+    })
     await this.joiner.handle()
     // a revoked member is cut off everywhere at once
     trust.onStatement((st) => {
-      if (st.kind === Statement.Kind.REVOKE) void node.services.admission.cutOff(st.peerId, node.getConnections())
+      if (st.kind === Statement.Kind.REVOKE)
+        void node.services.admission.cutOff(st.peerId, node.getConnections())
     })
     node.addEventListener('connection:open', (evt) => void this.onConnection(evt.detail))
     node.addEventListener('connection:close', (evt) => {
-      if (node.getConnections(evt.detail.remotePeer).length === 0) this.rtt.delete(evt.detail.remotePeer.toString())
+      if (node.getConnections(evt.detail.remotePeer).length === 0)
+        this.rtt.delete(evt.detail.remotePeer.toString())
     })
     try {
       await node.start()
@@ -112,7 +122,10 @@ export class NodeComponent implements Component {
       await Promise.resolve(node.stop()).catch(() => {})
       throw explainListenError(err as Error, config.listen)
     }
-    reporter.log.info({ peerId: node.peerId.toString(), addrs: node.getMultiaddrs().map(String) }, 'listening')
+    reporter.log.info(
+      { peerId: node.peerId.toString(), addrs: node.getMultiaddrs().map(String) },
+      'listening',
+    )
     if (trust.certificate === undefined) {
       if (cluster.invite === undefined) {
         throw new Error(
@@ -167,7 +180,9 @@ export class NodeComponent implements Component {
     }
     const batch = targets.slice(0, RECONNECT_BATCH)
     const results = await Promise.allSettled(
-      batch.map((t) => node.dial(t as never, { signal: AbortSignal.timeout(this.deps.config.dialTimeoutMs) })),
+      batch.map((t) =>
+        node.dial(t as never, { signal: AbortSignal.timeout(this.deps.config.dialTimeoutMs) }),
+      ),
     )
     let ok = 0
     for (const r of results) {
@@ -197,10 +212,13 @@ export class NodeComponent implements Component {
     if (node === undefined) return
     const peers = [...new Set(node.getConnections().map((c) => c.remotePeer.toString()))]
     await Promise.allSettled(
-      node.getPeers().filter((p) => peers.includes(p.toString())).map(async (p) => {
-        const rtt = await node.services.ping.ping(p, { signal: AbortSignal.timeout(timeoutMs) })
-        this.rtt.set(p.toString(), rtt)
-      }),
+      node
+        .getPeers()
+        .filter((p) => peers.includes(p.toString()))
+        .map(async (p) => {
+          const rtt = await node.services.ping.ping(p, { signal: AbortSignal.timeout(timeoutMs) })
+          this.rtt.set(p.toString(), rtt)
+        }),
     )
   }
 
@@ -208,7 +226,11 @@ export class NodeComponent implements Component {
   reachableAddrs(): string[] {
     return this.node
       .getMultiaddrs()
-      .filter((ma) => !Circuit.matches(ma) && ['ip4', 'ip6', 'dns', 'dns4', 'dns6'].includes(ma.getComponents()[0]?.name ?? ''))
+      .filter(
+        (ma) =>
+          !Circuit.matches(ma) &&
+          ['ip4', 'ip6', 'dns', 'dns4', 'dns6'].includes(ma.getComponents()[0]?.name ?? ''),
+      )
       .map(String)
   }
 }
@@ -223,7 +245,9 @@ function explainListenError(err: Error, listen: string[]): Error {
     )
   }
   if (/EADDRNOTAVAIL|EACCES/i.test(text)) {
-    return new Error(`cannot listen on ${listen.join(', ')}: ${err.message}. Check the address belongs to this machine.`)
+    return new Error(
+      `cannot listen on ${listen.join(', ')}: ${err.message}. Check the address belongs to this machine.`,
+    )
   }
   return err
 }

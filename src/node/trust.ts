@@ -66,19 +66,24 @@ export class TrustStore {
     try {
       file = JSON.parse(readFileSync(dataPaths(dataDir).trust, 'utf8')) as TrustFile
     } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw new Error(`${dataPaths(dataDir).trust} is damaged: ${(err as Error).message}`)
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT')
+        throw new Error(`${dataPaths(dataDir).trust} is damaged: ${(err as Error).message}`)
     }
     const store = new TrustStore(dataDir, clusterId, file?.admins ?? fallbackAdmins)
     for (const s of file?.statements ?? []) store.add(Statement.decode(Buffer.from(s, 'base64')), false)
-    if (file?.certificate !== undefined) store.cert = Certificate.decode(Buffer.from(file.certificate, 'base64'))
+    if (file?.certificate !== undefined)
+      store.cert = Certificate.decode(Buffer.from(file.certificate, 'base64'))
     return store
   }
 
   save(): void {
     const file: TrustFile = {
       admins: [...this.genesis],
-      statements: [...this.statements.values()].map((s) => Buffer.from(Statement.encode(s)).toString('base64')),
-      certificate: this.cert === undefined ? undefined : Buffer.from(Certificate.encode(this.cert)).toString('base64'),
+      statements: [...this.statements.values()].map((s) =>
+        Buffer.from(Statement.encode(s)).toString('base64'),
+      ),
+      certificate:
+        this.cert === undefined ? undefined : Buffer.from(Certificate.encode(this.cert)).toString('base64'),
     }
     writePrivateFile(dataPaths(this.dataDir).trust, `${JSON.stringify(file, null, 2)}\n`)
   }
@@ -111,7 +116,11 @@ export class TrustStore {
   }
 
   revokedList(): Array<{ peerId: string; issuer: string; issued: number }> {
-    return [...this.revoked.values()].map((s) => ({ peerId: s.peerId, issuer: s.issuer, issued: Number(s.issued) }))
+    return [...this.revoked.values()].map((s) => ({
+      peerId: s.peerId,
+      issuer: s.issuer,
+      issued: Number(s.issued),
+    }))
   }
 
   allStatements(): Statement[] {
@@ -174,7 +183,8 @@ export class TrustStore {
   /** Make and take a statement (grant or revoke), as an admin. */
   state(key: PrivateKey, kind: Statement.Kind, peerId: string, now = Date.now()): Statement {
     const issuer = peerIdFromPrivateKey(key).toString()
-    if (!this.isAdmin(issuer)) throw new Error('only an admin can do this; an admin can make this member one with mesh admin grant')
+    if (!this.isAdmin(issuer))
+      throw new Error('only an admin can do this; an admin can make this member one with mesh admin grant')
     const body = { kind, clusterId: this.clusterId, peerId, issuer, issued: BigInt(now) }
     const s = { ...body, sig: signWith(key, statementBytes(body)) }
     this.add(s)

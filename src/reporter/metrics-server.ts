@@ -7,9 +7,7 @@ export class MetricsServer implements Component {
   readonly name = 'metrics'
   private server: Server | undefined
 
-  constructor(
-    private readonly deps: { listen: string; reporter: Reporter },
-  ) {}
+  constructor(private readonly deps: { listen: string; reporter: Reporter }) {}
 
   async start(): Promise<void> {
     const i = this.deps.listen.lastIndexOf(':')
@@ -30,7 +28,9 @@ export class MetricsServer implements Component {
       })().catch(() => res.writeHead(500).end())
     })
     await new Promise<void>((resolve, reject) => {
-      server.once('error', (err) => reject(new Error(`cannot serve metrics on ${this.deps.listen}: ${err.message}`)))
+      server.once('error', (err) =>
+        reject(new Error(`cannot serve metrics on ${this.deps.listen}: ${err.message}`)),
+      )
       server.listen(port, host, () => resolve())
     })
     this.server = server

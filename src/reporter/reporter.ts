@@ -1,5 +1,5 @@
-import { pino, type Logger, type DestinationStream } from 'pino'
-import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client'
+import { type DestinationStream, type Logger, pino } from 'pino'
+import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client'
 
 export type HealthCheck = () => { ok: boolean; detail?: string } | Promise<{ ok: boolean; detail?: string }>
 
@@ -14,7 +14,10 @@ export class Reporter {
   private readonly checks = new Map<string, HealthCheck>()
 
   constructor(opts: { level?: string; destination?: DestinationStream } = {}) {
-    this.root = pino({ level: opts.level ?? 'info', base: undefined }, opts.destination ?? pino.destination(2))
+    this.root = pino(
+      { level: opts.level ?? 'info', base: undefined },
+      opts.destination ?? pino.destination(2),
+    )
     collectDefaultMetrics({ register: this.registry, prefix: 'mesh_process_' })
   }
 
@@ -45,7 +48,8 @@ export class Reporter {
   }
 }
 
-const metricName = (component: string, name: string) => `mesh_${component.replace(/[^a-zA-Z0-9_]/g, '_')}_${name}`
+const metricName = (component: string, name: string) =>
+  `mesh_${component.replace(/[^a-zA-Z0-9_]/g, '_')}_${name}`
 
 export class ComponentReporter {
   readonly log: Logger
@@ -57,7 +61,12 @@ export class ComponentReporter {
   }
 
   counter<L extends string = string>(name: string, help: string, labelNames: L[] = []): Counter<L> {
-    return new Counter({ name: metricName(this.component, name), help, labelNames, registers: [this.reporter.registry] })
+    return new Counter({
+      name: metricName(this.component, name),
+      help,
+      labelNames,
+      registers: [this.reporter.registry],
+    })
   }
 
   gauge<L extends string = string>(
@@ -75,7 +84,12 @@ export class ComponentReporter {
     })
   }
 
-  histogram<L extends string = string>(name: string, help: string, buckets: number[], labelNames: L[] = []): Histogram<L> {
+  histogram<L extends string = string>(
+    name: string,
+    help: string,
+    buckets: number[],
+    labelNames: L[] = [],
+  ): Histogram<L> {
     return new Histogram({
       name: metricName(this.component, name),
       help,

@@ -59,14 +59,22 @@ export class FrameDecoder extends Transform {
       const payload = this.buf.subarray(HEADER, HEADER + len)
       this.buf = this.buf.subarray(HEADER + len)
       if (type === FRAME.data) this.push(payload)
-      else if (type === FRAME.error) return done(new TunnelResetError(payload.toString('utf8')))
-      else return done(new TunnelResetError(`bad frame type ${type} from the agent`))
+      else if (type === FRAME.error) {
+        done(new TunnelResetError(payload.toString('utf8')))
+        return
+      } else {
+        done(new TunnelResetError(`bad frame type ${type} from the agent`))
+        return
+      }
     }
     done()
   }
 
   override _flush(done: TransformCallback): void {
-    if (!this.ended) return done(new TunnelResetError('the agent closed the tunnel without finishing it'))
+    if (!this.ended) {
+      done(new TunnelResetError('the agent closed the tunnel without finishing it'))
+      return
+    }
     done()
   }
 }

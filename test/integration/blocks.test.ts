@@ -312,7 +312,12 @@ describe('blocks: datasets between real agents', function () {
     mixedRoot = r.stdout.trim()
     assert.match(mixedRoot, /^bafkrei[a-z2-7]{52}$/)
     // announced on the cluster's DHT as well
-    await waitFor('a DHT provider record', async () => metric(await metricsText(A), 'mesh_blocks_dht_provides_total', { result: 'ok' }) >= 1, 60_000, 1000)
+    await waitFor(
+      'a DHT provider record',
+      async () => metric(await metricsText(A), 'mesh_blocks_dht_provides_total', { result: 'ok' }) >= 1,
+      60_000,
+      1000,
+    )
     for (const x of [A, B, C, D]) {
       await waitFor(
         `mixed:v1 on ${x.dataDir}`,

@@ -13,7 +13,10 @@ export interface RunResult {
 }
 
 /** Run `mesh ARGS` to completion (bounded by timeoutMs). */
-export function mesh(args: string[], opts: { env?: NodeJS.ProcessEnv; timeoutMs?: number } = {}): Promise<RunResult> {
+export function mesh(
+  args: string[],
+  opts: { env?: NodeJS.ProcessEnv; timeoutMs?: number } = {},
+): Promise<RunResult> {
   return new Promise((resolvePromise, reject) => {
     const child = spawn(process.execPath, [CLI, ...args], {
       env: { ...process.env, ...opts.env },
@@ -40,7 +43,12 @@ export async function meshJson<T = any>(dataDir: string, args: string[]): Promis
 }
 
 /** Poll `fn` until it returns a truthy value; bounded by time, so a test can never hang. */
-export async function waitFor<T>(what: string, fn: () => Promise<T | undefined | false>, timeoutMs = 20_000, everyMs = 200): Promise<T> {
+export async function waitFor<T>(
+  what: string,
+  fn: () => Promise<T | undefined | false>,
+  timeoutMs = 20_000,
+  everyMs = 200,
+): Promise<T> {
   const deadline = Date.now() + timeoutMs
   let last: unknown
   while (Date.now() < deadline) {
@@ -52,7 +60,9 @@ export async function waitFor<T>(what: string, fn: () => Promise<T | undefined |
     }
     await new Promise((r) => setTimeout(r, everyMs))
   }
-  throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}${last ? `: ${(last as Error).message}` : ''}`)
+  throw new Error(
+    `timed out after ${timeoutMs} ms waiting for ${what}${last ? `: ${(last as Error).message}` : ''}`,
+  )
 }
 
 export class AgentProcess {
@@ -74,7 +84,10 @@ export class AgentProcess {
     const child = spawn(
       process.execPath,
       [CLI, '--data-dir', this.dataDir, 'agent', '--listen', '/ip4/127.0.0.1/tcp/0', ...this.args, ...extra],
-      { env: { ...process.env, MESH_LOG_LEVEL: process.env.MESH_LOG_LEVEL ?? 'info', ...env }, stdio: ['ignore', 'pipe', 'pipe'] },
+      {
+        env: { ...process.env, MESH_LOG_LEVEL: process.env.MESH_LOG_LEVEL ?? 'info', ...env },
+        stdio: ['ignore', 'pipe', 'pipe'],
+      },
     )
     child.stdout?.on('data', (d) => (this.stdout += d))
     child.stderr?.on('data', (d) => (this.stderr += d))
@@ -93,7 +106,8 @@ export class AgentProcess {
     return waitFor(
       `agent in ${this.dataDir} to answer (stderr: ${this.stderr.slice(-500)})`,
       async () => {
-        if (this.exitCode !== null) throw new Error(`agent exited with ${this.exitCode}: ${this.stderr.slice(-2000)}`)
+        if (this.exitCode !== null)
+          throw new Error(`agent exited with ${this.exitCode}: ${this.stderr.slice(-2000)}`)
         return meshJson(this.dataDir, ['status'])
       },
       timeoutMs,

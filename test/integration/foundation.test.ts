@@ -36,8 +36,14 @@ describe('foundation: init, invite, join, restart (3 agents on 127.0.0.1)', func
   after(() => fx.cleanup())
 
   it('forms a cluster in which each agent sees the other two', async () => {
-    for (const [self, agent] of [['a', a], ['b', b], ['c', c]] as const) {
-      const others = Object.entries(ids).filter(([k]) => k !== self).map(([, v]) => v)
+    for (const [self, agent] of [
+      ['a', a],
+      ['b', b],
+      ['c', c],
+    ] as const) {
+      const others = Object.entries(ids)
+        .filter(([k]) => k !== self)
+        .map(([, v]) => v)
       await waitFor(`${self} to be connected to the other two`, async () => {
         const peers = await admittedPeers(agent)
         return others.every((o) => peers.has(o))
@@ -52,7 +58,9 @@ describe('foundation: init, invite, join, restart (3 agents on 127.0.0.1)', func
     assert.equal(s.cluster.name, 'lab')
     assert.ok(s.listen.some((l: string) => l.startsWith('/ip4/127.0.0.1/tcp/')))
     assert.ok(s.connections.length >= 2)
-    assert.ok(s.connections.every((c: any) => ['direct', 'relayed', 'webrtc', 'webrtc-direct'].includes(c.path)))
+    assert.ok(
+      s.connections.every((c: any) => ['direct', 'relayed', 'webrtc', 'webrtc-direct'].includes(c.path)),
+    )
     assert.ok(s.uptimeMs > 0)
     const human = await mesh(['--data-dir', a.dataDir, 'status'])
     assert.equal(human.code, 0)

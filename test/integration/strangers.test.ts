@@ -5,6 +5,7 @@ import { join } from 'node:path'
 import { noise } from '@chainsafe/libp2p-noise'
 import { yamux } from '@chainsafe/libp2p-yamux'
 import { circuitRelayTransport } from '@libp2p/circuit-relay-v2'
+import { generateKeyPair } from '@libp2p/crypto/keys'
 import { gossipsub } from '@libp2p/gossipsub'
 import { identify } from '@libp2p/identify'
 import type { Libp2p } from '@libp2p/interface'
@@ -17,7 +18,6 @@ import { ConfigSchema } from '../../src/agent/config.js'
 import { newCluster } from '../../src/node/cluster.js'
 import { createMeshNode } from '../../src/node/libp2p.js'
 import { Reporter } from '../../src/reporter/reporter.js'
-import { generateKeyPair } from '@libp2p/crypto/keys'
 import { type AgentProcess, Fixture, mesh, meshJson, waitFor } from './cluster-harness.js'
 
 /** A libp2p node with no cluster key at all: what anyone on the internet could run. */
@@ -28,7 +28,11 @@ async function plainStranger(): Promise<Libp2p<any>> {
     connectionEncrypters: [noise()],
     streamMuxers: [yamux()],
     connectionGater: { denyDialMultiaddr: () => false },
-    services: { identify: identify(), ping: ping(), pubsub: gossipsub({ allowPublishToZeroTopicPeers: true }) },
+    services: {
+      identify: identify(),
+      ping: ping(),
+      pubsub: gossipsub({ allowPublishToZeroTopicPeers: true }),
+    },
   })
 }
 
@@ -94,7 +98,13 @@ describe('admission: strangers get no stream on any transport', function () {
     assert.ok(wd, `A listens on webrtc-direct: ${aAddrs.join(' ')}`)
     const conn = await s.dial(multiaddr(wd), { signal: AbortSignal.timeout(10_000) })
     // every protocol A speaks is refused: ping, identify, the DHT, gossip
-    for (const proto of [`${prefix}/ping/1.0.0`, `${prefix}/id/1.0.0`, `${prefix}/kad/1.0.0`, '/meshsub/1.1.0', '/meshsub/1.2.0']) {
+    for (const proto of [
+      `${prefix}/ping/1.0.0`,
+      `${prefix}/id/1.0.0`,
+      `${prefix}/kad/1.0.0`,
+      '/meshsub/1.1.0',
+      '/meshsub/1.2.0',
+    ]) {
       await assert.rejects(
         conn.newStream(proto, { signal: AbortSignal.timeout(8_000) }).then(async (st) => {
           // a refused stream may negotiate and then be aborted: a read must fail or end empty
@@ -106,7 +116,11 @@ describe('admission: strangers get no stream on any transport', function () {
         `stream on ${proto} must be refused`,
       )
     }
-    await waitFor('A to close the unauthenticated connection', async () => s.getConnections().length === 0, 15_000)
+    await waitFor(
+      'A to close the unauthenticated connection',
+      async () => s.getConnections().length === 0,
+      15_000,
+    )
     assert.equal(s.services.pubsub.getPeers().length, 0, 'no gossip stream from A ever reached the stranger')
     const peers = await meshJson(a.dataDir, ['peers'])
     assert.ok(peers.every((c: any) => c.peerId !== s.peerId.toString()))
@@ -117,7 +131,9 @@ describe('admission: strangers get no stream on any transport', function () {
   it('relayed and WebRTC through a member relay: refused (the relay will not serve a stranger)', async () => {
     const s = await plainStranger()
     strangers.push(s)
-    const bAddr = (await b.status()).listen.find((x: string) => x.includes('/tcp/') && !x.includes('p2p-circuit'))
+    const bAddr = (await b.status()).listen.find(
+      (x: string) => x.includes('/tcp/') && !x.includes('p2p-circuit'),
+    )
     const aId = (await a.status()).peerId
     for (const target of [`${bAddr}/p2p-circuit/p2p/${aId}`, `${bAddr}/p2p-circuit/webrtc/p2p/${aId}`]) {
       await assert.rejects(s.dial(multiaddr(target), { signal: AbortSignal.timeout(10_000) }), target)

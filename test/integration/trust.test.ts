@@ -4,7 +4,7 @@ import { join } from 'node:path'
 import { type AgentProcess, Fixture, mesh, meshJson, waitFor } from './cluster-harness.js'
 
 const statusOf = async (a: AgentProcess, peerId: string) =>
-  ((await meshJson<any[]>(a.dataDir, ['members'])).find((m) => m.peerId === peerId) ?? {}).status
+  (await meshJson<any[]>(a.dataDir, ['members'])).find((m) => m.peerId === peerId)?.status
 
 describe('trust: single-use invites, certificates, revocation, admins', function () {
   this.timeout(180_000)
@@ -23,7 +23,9 @@ describe('trust: single-use invites, certificates, revocation, admins', function
     tokenB = (await meshJson(dirA, ['invite'])).token
     b = fx.agent(fx.tempDir(), ['--name', 'bravo']).start(['--join', tokenB])
     bId = (await b.ready()).peerId
-    c = fx.agent(fx.tempDir(), ['--name', 'charlie']).start(['--join', (await meshJson(dirA, ['invite'])).token])
+    c = fx
+      .agent(fx.tempDir(), ['--name', 'charlie'])
+      .start(['--join', (await meshJson(dirA, ['invite'])).token])
     await c.ready()
     await waitFor('bravo alive on charlie', async () => (await statusOf(c, bId)) === 'alive')
   })
@@ -37,9 +39,12 @@ describe('trust: single-use invites, certificates, revocation, admins', function
   })
 
   it('a used token is refused with a clear message, even to a new identity', async () => {
-    const r = await mesh(['--data-dir', fx.tempDir(), 'agent', '--listen', '/ip4/127.0.0.1/tcp/0', '--join', tokenB], {
-      timeoutMs: 60_000,
-    })
+    const r = await mesh(
+      ['--data-dir', fx.tempDir(), 'agent', '--listen', '/ip4/127.0.0.1/tcp/0', '--join', tokenB],
+      {
+        timeoutMs: 60_000,
+      },
+    )
     assert.notEqual(r.code, 0)
     assert.match(r.stderr, /already used .*ask for a new one with mesh invite/)
   })
@@ -50,7 +55,10 @@ describe('trust: single-use invites, certificates, revocation, admins', function
     assert.match(r.stderr, /only an admin can invite/)
     r = await mesh(['--data-dir', a.dataDir, 'admin', 'grant', 'charlie'])
     assert.equal(r.code, 0, r.stderr)
-    await waitFor('charlie to learn it is an admin', async () => (await mesh(['--data-dir', c.dataDir, 'invite'])).code === 0)
+    await waitFor(
+      'charlie to learn it is an admin',
+      async () => (await mesh(['--data-dir', c.dataDir, 'invite'])).code === 0,
+    )
   })
 
   it('revoke: every member cuts the peer off within 10 s and refuses it after a restart', async () => {

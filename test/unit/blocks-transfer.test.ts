@@ -106,7 +106,9 @@ describe('blocks: transfer scheduling over many providers (no network)', functio
       open: async (peer) => {
         // a provider that died stays dead: it cannot be dialed again
         if (dead.has(peer.toString())) throw new Error('connection refused')
-        const s = new FakeSession(peer, blocks, behaviours[IDS.indexOf(peer.toString())], () => dead.add(peer.toString()))
+        const s = new FakeSession(peer, blocks, behaviours[IDS.indexOf(peer.toString())], () =>
+          dead.add(peer.toString()),
+        )
         sessions.set(peer.toString(), s)
         return s as unknown as Session
       },
@@ -129,8 +131,14 @@ describe('blocks: transfer scheduling over many providers (no network)', functio
     await t.close()
     for (const n of s.needs) assert.ok(s.store.has(n.cid))
     const served = [...s.sessions.values()].map((x) => x.served)
-    assert.equal(served.reduce((a, b) => a + b, 0), 40)
-    assert.ok(served.every((x) => x > 0), `every provider served: ${served}`)
+    assert.equal(
+      served.reduce((a, b) => a + b, 0),
+      40,
+    )
+    assert.ok(
+      served.every((x) => x > 0),
+      `every provider served: ${served}`,
+    )
   })
 
   it('a corrupt provider is banned after one block and never asked again; others fill in', async () => {
@@ -182,7 +190,10 @@ describe('blocks: transfer scheduling over many providers (no network)', functio
     const s = await setup(['none', 'none'])
     const t = new Transfer(s.key, s.deps)
     const t0 = performance.now()
-    await assert.rejects(t.fetch(s.needs), (err: unknown) => err instanceof BlocksError && err.code === 'unavailable')
+    await assert.rejects(
+      t.fetch(s.needs),
+      (err: unknown) => err instanceof BlocksError && err.code === 'unavailable',
+    )
     assert.ok(performance.now() - t0 < 2_500)
     await t.close()
   })
@@ -190,7 +201,10 @@ describe('blocks: transfer scheduling over many providers (no network)', functio
   it('providers that lose the blocks: the transfer fails after stallTimeoutMs, naming whom it asked', async () => {
     const s = await setup(['dies-after-3'])
     const t = new Transfer(s.key, s.deps)
-    await assert.rejects(t.fetch(s.needs), /could not fetch 37 blocks of \S+: no reachable member has them \(asked L3ohsFbf \(gone\)\)/)
+    await assert.rejects(
+      t.fetch(s.needs),
+      /could not fetch 37 blocks of \S+: no reachable member has them \(asked L3ohsFbf \(gone\)\)/,
+    )
     await t.close()
   })
 })
