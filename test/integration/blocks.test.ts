@@ -465,9 +465,17 @@ describe('blocks: datasets between real agents', function () {
 
   it('a fetcher restarted mid-get resumes without fetching again what it has', async () => {
     const F = await joinMember(fx, A, 'foxtrot', { ...ENV, ...slow })
+    // a new member learns the tags at its first sync: wait for it rather than race it
+    await waitFor(
+      'foxtrot to know big:v1',
+      async () => (await runJson<any[]>(F, ['datasets'])).some((d) => d.dataset === 'big' && d.tag === 'v1'),
+      30_000,
+      500,
+    )
     const dest = join(fx.tempDir(), 'big')
     let killedAt = 0
     let killed: Promise<void> | undefined
+    let failure: unknown
     await apiStream(F, '/v1/get', { ref: 'big:v1', dest }, (p) => {
       if (killed === undefined && p.phase === 'files' && p.bytes > 6 << 20) {
         killedAt = p.bytes
@@ -475,9 +483,11 @@ describe('blocks: datasets between real agents', function () {
       }
     }).then(
       () => assert.fail('the get finished before the agent was killed'),
-      () => {},
+      (err) => {
+        failure = err
+      },
     )
-    assert.ok(killed !== undefined)
+    assert.ok(killed !== undefined, `the get failed before it was killed: ${String(failure)}`)
     await killed
     assert.equal(existsSync(join(dest, 'data.bin')), false, 'no half-written file under its final name')
     F.start([], { ...ENV, ...slow })
