@@ -1,4 +1,5 @@
 import { chmodSync, unlinkSync } from 'node:fs'
+import type { ServerResponse } from 'node:http'
 import Fastify, { type FastifyInstance } from 'fastify'
 import type { Component } from '../agent/component.js'
 import type { ComponentReporter, Reporter } from '../reporter/reporter.js'
@@ -24,6 +25,7 @@ export type RouteRegistrar = (app: FastifyInstance) => void
 export class ApiComponent implements Component {
   readonly name = 'api'
   private app: FastifyInstance | undefined
+  private readonly streams = new Set<ServerResponse>()
 
   constructor(
     private readonly deps: {
@@ -36,7 +38,8 @@ export class ApiComponent implements Component {
   ) {}
 
   async start(): Promise<void> {
-    const app = Fastify({ logger: false, bodyLimit: 1 << 20 })
+    // forceCloseConnections: a stop does not wait for idle keep-alive clients
+    const app = Fastify({ logger: false, bodyLimit: 1 << 20, forceCloseConnections: true })
     const requests = this.deps.reporter.counter('requests_total', 'control API requests', ['route', 'status'])
     app.addHook('onResponse', async (req, reply) => {
       requests.inc({ route: req.routeOptions.url ?? 'unknown', status: String(reply.statusCode) })
@@ -67,9 +70,11 @@ export class ApiComponent implements Component {
         res.write(`event: ${e.type}\ndata: ${JSON.stringify(e)}\n\n`),
       )
       const keepalive = setInterval(() => res.write(': keepalive\n\n'), 15_000)
+      this.streams.add(res)
       req.raw.on('close', () => {
         off()
         clearInterval(keepalive)
+        this.streams.delete(res)
       })
     })
     for (const r of this.deps.routes) r(app)
@@ -82,6 +87,9 @@ export class ApiComponent implements Component {
   }
 
   async stop(): Promise<void> {
+    // event streams never end by themselves: end them, or close() would wait for the watchers
+    for (const res of this.streams) res.end()
+    this.streams.clear()
     await this.app?.close()
     try {
       unlinkSync(this.deps.socketPath)

@@ -6,7 +6,7 @@ import { peerIdFromString } from '@libp2p/peer-id'
 import { lpStream, pbStream } from '@libp2p/utils'
 import type { Multiaddr } from '@multiformats/multiaddr'
 import { Circuit } from '@multiformats/multiaddr-matcher'
-import { MemberSet, Probe, ProbeReply } from '../../protocols/membership.js'
+import { MemberSet, Probe, ProbeReply, SyncDigest, SyncReply } from '../../protocols/membership.js'
 import { Statement } from '../../protocols/trust.js'
 import type { Component } from '../agent/component.js'
 import type { Config } from '../agent/config.js'
@@ -15,6 +15,7 @@ import { type Cluster, protocolPrefix } from '../node/cluster.js'
 import type { NodeComponent } from '../node/node-component.js'
 import type { ComponentReporter } from '../reporter/reporter.js'
 import { VERSION } from '../version.js'
+import { Digest } from './digest.js'
 import { type Change, type Entry, effectiveStatus, MemberTable, type Row } from './merge.js'
 import { overlayAddress } from './overlay.js'
 import {
@@ -51,7 +52,10 @@ export class MembershipComponent implements Component {
   private self!: MemberInfo
   private selfId = ''
   private readonly topic: string
+  /** digest sync: only what the other side lacks */
   private readonly syncProto: string
+  /** whole-table sync, still answered and used with agents that predate sync/2.0.0 */
+  private readonly syncProtoV1: string
   private readonly probeProto: string
   private readonly timers: NodeJS.Timeout[] = []
   private readonly relayWaiters = new Map<string, (ack: boolean) => void>()
@@ -72,7 +76,8 @@ export class MembershipComponent implements Component {
   ) {
     const prefix = protocolPrefix(deps.cluster)
     this.topic = `${prefix}/members/1`
-    this.syncProto = `${prefix}/members/sync/1.0.0`
+    this.syncProto = `${prefix}/members/sync/2.0.0`
+    this.syncProtoV1 = `${prefix}/members/sync/1.0.0`
     this.probeProto = `${prefix}/members/probe/1.0.0`
     // nothing about a revoked member, or claimed by one, enters the table
     this.table = new MemberTable({
@@ -124,7 +129,11 @@ export class MembershipComponent implements Component {
     this.applyLocal(signInfo(this.self, this.signer))
 
     const node = this.libp2p
-    await node.handle(this.syncProto, (s, c) => this.onSyncStream(s, c), {
+    await node.handle(this.syncProto, (s, c) => this.onDigestSyncStream(s, c), {
+      maxInboundStreams: 8,
+      runOnLimitedConnection: true,
+    })
+    await node.handle(this.syncProtoV1, (s, c) => this.onSyncStream(s, c), {
       maxInboundStreams: 8,
       runOnLimitedConnection: true,
     })
@@ -152,7 +161,7 @@ export class MembershipComponent implements Component {
     node.removeEventListener('connection:open', this.onConnection)
     node.removeEventListener('self:peer:update', this.onSelfUpdate)
     node.services.pubsub.removeEventListener('message', this.onGossip)
-    await node.unhandle([this.syncProto, this.probeProto]).catch(() => {})
+    await node.unhandle([this.syncProto, this.syncProtoV1, this.probeProto]).catch(() => {})
   }
 
   /** Announce that we leave (status `left`, everywhere at once), before the node stops. */
@@ -402,29 +411,88 @@ export class MembershipComponent implements Component {
     await this.sync(peerIdFromString(pick.peerId), 'periodic')
   }
 
-  /** Push our table, pull theirs, merge. */
+  /** Our table and statements as a sync digest. */
+  private digest(): Digest {
+    return new Digest(
+      this.table.entries(),
+      this.deps.node.trust.allStatements().map((st) => Statement.encode(st)),
+    )
+  }
+
+  /**
+   * Anti-entropy with one peer: exchange digests, then only what each side lacks (sync/2.0.0);
+   * with an agent that only speaks sync/1.0.0, push our whole table and pull theirs.
+   */
   async sync(peer: PeerId, why: string): Promise<void> {
     this.lastSync.set(peer.toString(), Date.now())
     const signal = AbortSignal.timeout(10_000)
+    const count = (direction: 'in' | 'out', n: number) =>
+      this.metrics.bytes.inc({ direction, channel: 'sync' }, n)
     try {
-      const stream = await this.libp2p.dialProtocol(peer, this.syncProto, {
+      const stream = await this.libp2p.dialProtocol(peer, [this.syncProto, this.syncProtoV1], {
         signal,
         runOnLimitedConnection: true,
       })
       const lp = lpStream(stream, { maxDataLength: MAX_SYNC })
-      const mine = this.fullSet()
-      this.metrics.bytes.inc({ direction: 'out', channel: 'sync' }, mine.length)
-      await lp.write(mine, { signal })
-      const raw = await lp.read({ signal })
-      this.metrics.bytes.inc({ direction: 'in', channel: 'sync' }, raw.byteLength)
-      const theirs = MemberSet.decode(raw)
+      let learnt: number
+      if (stream.protocol === this.syncProtoV1) {
+        const mine = this.fullSet()
+        count('out', mine.length)
+        await lp.write(mine, { signal })
+        const raw = await lp.read({ signal })
+        count('in', raw.byteLength)
+        const theirs = MemberSet.decode(raw)
+        learnt = this.ingest(theirs.records, theirs.claims, theirs.statements)
+      } else {
+        const ask = SyncDigest.encode({ fingerprints: this.digest().bytes })
+        count('out', ask.length)
+        await lp.write(ask, { signal })
+        const raw = await lp.read({ signal })
+        count('in', raw.byteLength)
+        const reply = SyncReply.decode(raw)
+        const got = reply.missing ?? { records: [], claims: [], statements: [] }
+        learnt = this.ingest(got.records, got.claims, got.statements)
+        // after the merge: what we hold that they lack (rows where ours won, rows they never had)
+        const back = MemberSet.encode(this.digest().missingFrom(reply.fingerprints))
+        count('out', back.length)
+        await lp.write(back, { signal })
+      }
       await stream.close({ signal }).catch(() => {})
       // a sync that taught us of members we are not connected to: dial them now, not at the next round
-      if (this.ingest(theirs.records, theirs.claims, theirs.statements) > 0) void this.connectMembers()
+      if (learnt > 0) void this.connectMembers()
       this.metrics.syncs.inc({ role: why, result: 'ok' })
     } catch (err) {
       this.metrics.syncs.inc({ role: why, result: 'error' })
       this.deps.reporter.log.debug({ peer: peer.toString(), err: (err as Error).message }, 'sync failed')
+    }
+  }
+
+  private async onDigestSyncStream(stream: Stream, _conn: Connection): Promise<void> {
+    const signal = AbortSignal.timeout(10_000)
+    const count = (direction: 'in' | 'out', n: number) =>
+      this.metrics.bytes.inc({ direction, channel: 'sync' }, n)
+    try {
+      const lp = lpStream(stream, { maxDataLength: MAX_SYNC })
+      const raw = await lp.read({ signal })
+      count('in', raw.byteLength)
+      const theirs = SyncDigest.decode(raw)
+      const mine = this.digest()
+      const reply = SyncReply.encode({
+        missing: mine.missingFrom(theirs.fingerprints),
+        fingerprints: mine.bytes,
+      })
+      count('out', reply.length)
+      await lp.write(reply, { signal })
+      const back = await lp.read({ signal })
+      count('in', back.byteLength)
+      const got = MemberSet.decode(back)
+      this.ingest(got.records, got.claims, got.statements)
+      await stream.close({ signal }).catch(() => {})
+      this.metrics.syncs.inc({ role: 'responder', result: 'ok' })
+    } catch (err) {
+      this.metrics.dropped.inc({ reason: 'bad_sync' })
+      this.metrics.syncs.inc({ role: 'responder', result: 'error' })
+      stream.abort(err as Error)
     }
   }
 
