@@ -4,7 +4,6 @@ import type { Message } from '@libp2p/gossipsub'
 import type { Connection, PeerId, Stream } from '@libp2p/interface'
 import { peerIdFromString } from '@libp2p/peer-id'
 import { lpStream, pbStream } from '@libp2p/utils'
-import type { Multiaddr } from '@multiformats/multiaddr'
 import { Circuit } from '@multiformats/multiaddr-matcher'
 import { MemberSet, Probe, ProbeReply, SyncDigest, SyncReply } from '../../protocols/membership.js'
 import { Statement } from '../../protocols/trust.js'
@@ -12,6 +11,7 @@ import type { Component } from '../agent/component.js'
 import type { Config } from '../agent/config.js'
 import type { EventBus } from '../api/events.js'
 import { type Cluster, protocolPrefix } from '../node/cluster.js'
+import { dialable } from '../node/dialable.js'
 import type { NodeComponent } from '../node/node-component.js'
 import type { ComponentReporter } from '../reporter/reporter.js'
 import { VERSION } from '../version.js'
@@ -655,21 +655,4 @@ export class MembershipComponent implements Component {
   }
 }
 
-/**
- * Only addresses that start at a network address: libp2p also lists bare `/webrtc/p2p/..`
- * listen addresses, and a peer store entry like that crashes the circuit-relay listener
- * (libp2p 3.3.11 throws from an event handler in AddressManager.confirmObservedAddr).
- */
-export function dialable(ma: Multiaddr): boolean {
-  const first = ma.getComponents()[0]?.name
-  return (
-    first === 'ip4' ||
-    first === 'ip6' ||
-    first === 'dns' ||
-    first === 'dns4' ||
-    first === 'dns6' ||
-    first === 'dnsaddr'
-  )
-}
-
-export { type Entry, effectiveStatus }
+export { dialable, type Entry, effectiveStatus }

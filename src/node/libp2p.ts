@@ -18,6 +18,7 @@ import type { Config } from '../agent/config.js'
 import type { ComponentReporter } from '../reporter/reporter.js'
 import { type AdmissionInit, admission } from './admission.js'
 import { type Cluster, deriveKey, pnetSwarmKey, protocolPrefix } from './cluster.js'
+import { dialable } from './dialable.js'
 
 export interface NodeOptions {
   config: Config
@@ -59,7 +60,12 @@ export async function createMeshNode(opts: NodeOptions) {
     start: false, // the node component starts it, after wiring its event listeners
     privateKey: opts.privateKey,
     datastore,
-    addresses: { listen, announce: config.announce },
+    addresses: {
+      listen,
+      announce: config.announce,
+      // never hand out a bare '/webrtc/p2p/..' (see dialable.ts): a relay that did crashed its clients
+      announceFilter: (addrs) => addrs.filter(dialable),
+    },
     transports: [
       tcp(),
       circuitRelayTransport({ reservationCompletionTimeout: config.dialTimeoutMs }),

@@ -2,6 +2,10 @@ import { type ChildProcess, spawn } from 'node:child_process'
 import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
+import { ConfigSchema } from '../../src/agent/config.js'
+import { prepareDataDir } from '../../src/agent/setup.js'
+import { NodeComponent } from '../../src/node/node-component.js'
+import { Reporter } from '../../src/reporter/reporter.js'
 
 /** The built CLI, as users run it. */
 export const CLI = resolve(import.meta.dirname, '../../src/cli/main.js')
@@ -151,4 +155,27 @@ export class Fixture {
     await Promise.all(this.agents.map((a) => a.kill('SIGKILL')))
     for (const d of this.dirs) rmSync(d, { recursive: true, force: true })
   }
+}
+
+/**
+ * A member inside the test process: it joins with an invite like any machine (a certificate
+ * from `inviterDir`'s agent) but runs only the libp2p node, so a test can put anything on the
+ * wire or look inside gossipsub. Not started; the caller stops it.
+ */
+export async function inProcessMember(dir: string, inviterDir: string, name: string): Promise<NodeComponent> {
+  const token = (await meshJson<{ token: string }>(inviterDir, ['invite'])).token
+  const setup = await prepareDataDir(dir, { join: token })
+  return new NodeComponent({
+    config: ConfigSchema.parse({
+      name,
+      listen: ['/ip4/127.0.0.1/tcp/0'],
+      logLevel: 'silent',
+      relay: { server: false, reservations: 0 },
+      webrtc: { enabled: false, iceServers: [] },
+    }),
+    cluster: setup.cluster,
+    dataDir: dir,
+    seeds: setup.cluster.seeds ?? [],
+    reporter: new Reporter({ level: 'silent' }).forComponent('node'),
+  })
 }

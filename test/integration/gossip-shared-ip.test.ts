@@ -1,11 +1,8 @@
 import '../../src/shim.js'
 import assert from 'node:assert/strict'
 import { multiaddr } from '@multiformats/multiaddr'
-import { ConfigSchema } from '../../src/agent/config.js'
-import { prepareDataDir } from '../../src/agent/setup.js'
-import { NodeComponent } from '../../src/node/node-component.js'
-import { Reporter } from '../../src/reporter/reporter.js'
-import { type AgentProcess, Fixture, mesh, meshJson, waitFor } from './cluster-harness.js'
+import type { NodeComponent } from '../../src/node/node-component.js'
+import { type AgentProcess, Fixture, inProcessMember, mesh, waitFor } from './cluster-harness.js'
 
 // Many members behind one address (one host, an office NAT, one relay) must still hear each
 // other's gossip. gossipsub's default peer score punishes more than 10 peers per IP and
@@ -31,22 +28,7 @@ describe('gossip between 16 members on one IP address', function () {
     await founder.ready(30_000)
     const founderAddr = multiaddr((await founder.status()).listen[0])
     for (let i = 0; i < 15; i++) {
-      const d = fx.tempDir()
-      const token = (await meshJson<{ token: string }>(dir, ['invite'])).token
-      const setup = await prepareDataDir(d, { join: token })
-      const n = new NodeComponent({
-        config: ConfigSchema.parse({
-          name: `m${i}`,
-          listen: ['/ip4/127.0.0.1/tcp/0'],
-          logLevel: 'silent',
-          relay: { server: false, reservations: 0 },
-          webrtc: { enabled: false, iceServers: [] },
-        }),
-        cluster: setup.cluster,
-        dataDir: d,
-        seeds: setup.cluster.seeds ?? [],
-        reporter: new Reporter({ level: 'silent' }).forComponent('node'),
-      })
+      const n = await inProcessMember(fx.tempDir(), dir, `m${i}`)
       await n.start()
       nodes.push(n)
     }

@@ -13,16 +13,13 @@ import { join } from 'node:path'
 import { peerIdFromString } from '@libp2p/peer-id'
 import { byteStream, lpStream } from '@libp2p/utils'
 import { MemberSet, type Signed, SyncDigest } from '../../protocols/membership.js'
-import { ConfigSchema } from '../../src/agent/config.js'
-import { prepareDataDir } from '../../src/agent/setup.js'
 import { ApiClient } from '../../src/api/client.js'
 import type { MeshEvent } from '../../src/api/events.js'
 import type { MemberView } from '../../src/api/routes-members.js'
 import { CLAIM_DOMAIN, encodeClaim, encodeInfo, type MemberInfo } from '../../src/membership/record.js'
 import { fromWireInfo } from '../../src/membership/wire.js'
-import { NodeComponent } from '../../src/node/node-component.js'
-import { Reporter } from '../../src/reporter/reporter.js'
-import { type AgentProcess, Fixture, mesh, meshJson, waitFor } from './cluster-harness.js'
+import type { NodeComponent } from '../../src/node/node-component.js'
+import { type AgentProcess, Fixture, inProcessMember, mesh, meshJson, waitFor } from './cluster-harness.js'
 
 // ---- helpers ---------------------------------------------------------------------------------
 
@@ -637,21 +634,7 @@ describe('membership: bad messages on the wire from a cluster member are dropped
 
     // an in-process member: it joins with an invite like any machine, but runs no membership
     // service, so it can put anything on the wire
-    const dir = fx.tempDir()
-    const setup = await prepareDataDir(dir, { join: await invite(a) })
-    member = new NodeComponent({
-      config: ConfigSchema.parse({
-        name: 'mallory',
-        listen: ['/ip4/127.0.0.1/tcp/0'],
-        logLevel: 'silent',
-        relay: { server: false, reservations: 0 },
-        webrtc: { enabled: false, iceServers: [] },
-      }),
-      cluster: setup.cluster,
-      dataDir: dir,
-      seeds: setup.cluster.seeds ?? [],
-      reporter: new Reporter({ level: 'silent' }).forComponent('node'),
-    })
+    member = await inProcessMember(fx.tempDir(), a.dataDir, 'mallory')
     await member.start()
     await waitFor(
       'the in-process member to be admitted by alpha',
