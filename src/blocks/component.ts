@@ -100,6 +100,9 @@ export interface DatasetView {
  * members and used by transfers), the datasets control protocol (tag sync, replicate, holds),
  * tag gossip, pins with replica repair, and eviction of cached blocks under a size budget.
  */
+const PROVIDE_ATTEMPTS = 5
+const PROVIDE_TIMEOUT_MS = 20_000
+
 export class BlocksComponent implements Component {
   readonly name = 'blocks'
   readonly store: Blockstore
@@ -368,14 +371,23 @@ export class BlocksComponent implements Component {
   }
 
   /** Announce on the DHT that we hold `cid` (background; the DHT is private to the cluster). */
+  /**
+   * Announce `cid` on the cluster's DHT. A young or shrinking cluster may have no DHT peers to
+   * take the record yet: retry a few times, a little later each time, while the agent runs
+   * (members also find providers by asking each other, so this is a second way, not the only one).
+   */
   async provide(cid: CID): Promise<void> {
     if (!this.deps.config.dht.enabled) return
-    try {
-      await this.node.contentRouting.provide(cid, { signal: AbortSignal.timeout(60_000) })
-      this.metrics.provides.inc({ result: 'ok' })
-    } catch (err) {
-      this.metrics.provides.inc({ result: 'error' })
-      this.log.debug({ cid: cid.toString(), err: (err as Error).message }, 'DHT provide failed')
+    for (let attempt = 1; attempt <= PROVIDE_ATTEMPTS && this.started; attempt++) {
+      try {
+        await this.node.contentRouting.provide(cid, { signal: AbortSignal.timeout(PROVIDE_TIMEOUT_MS) })
+        this.metrics.provides.inc({ result: 'ok' })
+        return
+      } catch (err) {
+        this.metrics.provides.inc({ result: 'error' })
+        this.log.debug({ cid: cid.toString(), attempt, err: (err as Error).message }, 'DHT provide failed')
+      }
+      await new Promise((r) => setTimeout(r, attempt * 5_000).unref())
     }
   }
 

@@ -315,7 +315,7 @@ describe('blocks: datasets between real agents', function () {
     await waitFor(
       'a DHT provider record',
       async () => metric(await metricsText(A), 'mesh_blocks_dht_provides_total', { result: 'ok' }) >= 1,
-      60_000,
+      120_000,
       1000,
     )
     for (const x of [A, B, C, D]) {
@@ -497,7 +497,12 @@ describe('blocks: datasets between real agents', function () {
       async () => (await runJson<any[]>(F, ['members'])).filter((m) => m.status === 'alive').length >= 3,
       30_000,
       500,
-    )
+    ).catch(async (err) => {
+      const table = await runJson<any[]>(F, ['members']).catch((e) => String(e))
+      throw new Error(
+        `${(err as Error).message}\nits table: ${JSON.stringify(table)}\nexit: ${F.exitCode}\nlog: ${F.stdout.slice(-3000)}${F.stderr.slice(-2000)}`,
+      )
+    })
     const r = await runJson(F, ['get', 'big:v1', dest])
     assert.deepEqual(readFileSync(join(dest, 'data.bin')), readFileSync(join(big, 'data.bin')))
     console.log(
