@@ -131,5 +131,23 @@ export async function createMeshNode(opts: NodeOptions) {
     },
   })
   gater = node.services.admission.gater()
+  guardObservedAddrs(node.services.addresses)
   return node
+}
+
+/**
+ * A relay reservation made over a WebRTC connection lists that connection's remote address, a
+ * bare `/webrtc/p2p/<relay>`, among the relay's addresses, and libp2p 3.3.11 then throws from
+ * an event handler in confirmObservedAddr (the process exits). Addresses that do not start at
+ * a network address are not dialable by anyone: skip them here.
+ */
+function guardObservedAddrs(am: AddressManager): void {
+  const confirm = am.confirmObservedAddr.bind(am)
+  am.confirmObservedAddr = (addr, options) => {
+    if (dialable(addr)) confirm(addr, options)
+  }
+  const remove = am.removeObservedAddr.bind(am)
+  am.removeObservedAddr = (addr) => {
+    if (dialable(addr)) remove(addr)
+  }
 }
