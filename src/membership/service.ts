@@ -411,6 +411,10 @@ export class MembershipComponent implements Component {
     await this.sync(peerIdFromString(pick.peerId), 'periodic')
   }
 
+  private countSync(direction: 'in' | 'out', bytes: number): void {
+    this.metrics.bytes.inc({ direction, channel: 'sync' }, bytes)
+  }
+
   /** Our table and statements as a sync digest. */
   private digest(): Digest {
     return new Digest(
@@ -426,8 +430,6 @@ export class MembershipComponent implements Component {
   async sync(peer: PeerId, why: string): Promise<void> {
     this.lastSync.set(peer.toString(), Date.now())
     const signal = AbortSignal.timeout(10_000)
-    const count = (direction: 'in' | 'out', n: number) =>
-      this.metrics.bytes.inc({ direction, channel: 'sync' }, n)
     try {
       const stream = await this.libp2p.dialProtocol(peer, [this.syncProto, this.syncProtoV1], {
         signal,
@@ -437,24 +439,24 @@ export class MembershipComponent implements Component {
       let learnt: number
       if (stream.protocol === this.syncProtoV1) {
         const mine = this.fullSet()
-        count('out', mine.length)
+        this.countSync('out', mine.length)
         await lp.write(mine, { signal })
         const raw = await lp.read({ signal })
-        count('in', raw.byteLength)
+        this.countSync('in', raw.byteLength)
         const theirs = MemberSet.decode(raw)
         learnt = this.ingest(theirs.records, theirs.claims, theirs.statements)
       } else {
         const ask = SyncDigest.encode({ fingerprints: this.digest().bytes })
-        count('out', ask.length)
+        this.countSync('out', ask.length)
         await lp.write(ask, { signal })
         const raw = await lp.read({ signal })
-        count('in', raw.byteLength)
+        this.countSync('in', raw.byteLength)
         const reply = SyncReply.decode(raw)
         const got = reply.missing ?? { records: [], claims: [], statements: [] }
         learnt = this.ingest(got.records, got.claims, got.statements)
         // after the merge: what we hold that they lack (rows where ours won, rows they never had)
         const back = MemberSet.encode(this.digest().missingFrom(reply.fingerprints))
-        count('out', back.length)
+        this.countSync('out', back.length)
         await lp.write(back, { signal })
       }
       await stream.close({ signal }).catch(() => {})
@@ -469,22 +471,20 @@ export class MembershipComponent implements Component {
 
   private async onDigestSyncStream(stream: Stream, _conn: Connection): Promise<void> {
     const signal = AbortSignal.timeout(10_000)
-    const count = (direction: 'in' | 'out', n: number) =>
-      this.metrics.bytes.inc({ direction, channel: 'sync' }, n)
     try {
       const lp = lpStream(stream, { maxDataLength: MAX_SYNC })
       const raw = await lp.read({ signal })
-      count('in', raw.byteLength)
+      this.countSync('in', raw.byteLength)
       const theirs = SyncDigest.decode(raw)
       const mine = this.digest()
       const reply = SyncReply.encode({
         missing: mine.missingFrom(theirs.fingerprints),
         fingerprints: mine.bytes,
       })
-      count('out', reply.length)
+      this.countSync('out', reply.length)
       await lp.write(reply, { signal })
       const back = await lp.read({ signal })
-      count('in', back.byteLength)
+      this.countSync('in', back.byteLength)
       const got = MemberSet.decode(back)
       this.ingest(got.records, got.claims, got.statements)
       await stream.close({ signal }).catch(() => {})
