@@ -2,6 +2,7 @@ import { EventBus } from '../api/events.js'
 import { blockRoutes } from '../api/routes-blocks.js'
 import { coreRoutes } from '../api/routes-core.js'
 import { memberRoutes } from '../api/routes-members.js'
+import { pluginRoutes } from '../api/routes-plugins.js'
 import { trustRoutes } from '../api/routes-trust.js'
 import { tunnelRoutes } from '../api/routes-tunnel.js'
 import { ApiComponent } from '../api/server.js'
@@ -9,6 +10,8 @@ import { BlocksComponent } from '../blocks/component.js'
 import { MembershipComponent } from '../membership/service.js'
 import { dataPaths, ensureDataDir, lockDataDir } from '../node/datadir.js'
 import { NodeComponent } from '../node/node-component.js'
+import { makeToken } from '../node/token.js'
+import { PluginsComponent } from '../plugins/component.js'
 import { MetricsServer } from '../reporter/metrics-server.js'
 import { Reporter } from '../reporter/reporter.js'
 import { TunnelComponent } from '../tunnel/component.js'
@@ -30,6 +33,7 @@ export interface RunningAgent {
   node: NodeComponent
   membership: MembershipComponent
   blocks: BlocksComponent
+  plugins: PluginsComponent
   reporter: Reporter
   config: Config
 }
@@ -84,6 +88,32 @@ export async function startAgent(opts: AgentOptions): Promise<RunningAgent> {
       config,
       reporter: reporter.forComponent('tunnel'),
     })
+    const plugins = new PluginsComponent({
+      dataDir: opts.dataDir,
+      membership,
+      events,
+      clusterName: setup.cluster.name,
+      reporter: reporter.forComponent('plugins'),
+      // a spawned instance joins with a fresh single-use token, as from `mesh invite`
+      makeInvite: (ttlMs) => {
+        if (!node.trust.isAdmin(node.node.peerId.toString()))
+          throw new Error(
+            'only an admin can invite a new instance: spawn from an admin, or have an admin run mesh admin grant <this member>',
+          )
+        const addrs = node.reachableAddrs()
+        if (addrs.length === 0)
+          throw new Error(
+            'this agent has no reachable address to put in a join token; set listen or announce addresses',
+          )
+        const { token, invite } = makeToken(
+          { ...setup.cluster, admins: node.trust.genesisAdmins },
+          addrs,
+          ttlMs,
+        )
+        node.invites.add(invite.inviteId, invite.expires)
+        return token
+      },
+    })
     let daemon: Daemon | undefined
     const api = new ApiComponent({
       socketPath: paths.socket,
@@ -96,16 +126,17 @@ export async function startAgent(opts: AgentOptions): Promise<RunningAgent> {
         tunnelRoutes({ tunnel }),
         blockRoutes({ blocks }),
         trustRoutes({ node, membership, clusterId: setup.cluster.id }),
+        pluginRoutes({ plugins }),
       ],
     })
-    const components: Component[] = [node, membership, blocks, tunnel, api]
+    const components: Component[] = [node, membership, blocks, tunnel, plugins, api]
     if (config.metrics.listen !== undefined) {
       components.push(new MetricsServer({ listen: config.metrics.listen, reporter }))
     }
     daemon = new Daemon(components, log)
     void daemon.stopped.then(unlock)
     await daemon.start()
-    return { daemon, node, membership, blocks, reporter, config }
+    return { daemon, node, membership, blocks, plugins, reporter, config }
   } catch (err) {
     unlock()
     throw err

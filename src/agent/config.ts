@@ -204,7 +204,35 @@ function envKeyToPath(key: string): string[] {
     .map((part) => part.toLowerCase().replace(/_([a-z0-9])/g, (_, c: string) => c.toUpperCase()))
 }
 
-const NON_CONFIG_ENV = new Set(['MESH_DATA_DIR', 'MESH_CONFIG', 'MESH_REQUIRE_SYSTEM', 'MESH_JOIN'])
+const NON_CONFIG_ENV = new Set([
+  'MESH_DATA_DIR',
+  'MESH_CONFIG',
+  'MESH_REQUIRE_SYSTEM',
+  'MESH_JOIN',
+  // set for plugin commands (src/plugins/component.ts); a command that starts an agent passes them on
+  'MESH_JOIN_TOKEN',
+  'MESH_INSTANCE_ID',
+  'MESH_INSTANCE_HOST',
+  'MESH_INSTANCE_PORT',
+  'MESH_INSTANCE_DIR',
+  'MESH_PLUGIN_DIR',
+  'MESH_PLUGIN_NAME',
+  'MESH_COMPUTE_TYPE',
+  'MESH_SERVER_TYPE',
+  'MESH_SERVER_SOURCE',
+  'MESH_MEMBERS',
+  'MESH_EVENT',
+  'MESH_EVENT_DATA',
+  'MESH_CLI',
+  'MESH_NODE',
+  'MESH_CLUSTER',
+  'MESH_SELF',
+  'MESH_SSH_PUBKEY',
+  'MESH_SLAVE_HOST',
+  'MESH_SLAVE_PORT',
+  'MESH_SLAVE_USER',
+  'MESH_DOCKER_IMAGE',
+])
 
 function setPath(obj: Record<string, unknown>, path: string[], value: unknown): void {
   let cur = obj

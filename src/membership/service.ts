@@ -62,6 +62,7 @@ export class MembershipComponent implements Component {
   private readonly lastSync = new Map<string, number>()
   private readonly knownAddrs = new Map<string, string>()
   private left = false
+  private computeTypes: string[] = []
   private readonly metrics
 
   constructor(
@@ -178,6 +179,14 @@ export class MembershipComponent implements Component {
     await Promise.allSettled(peers.map((p) => this.sync(p, 'leave')))
   }
 
+  /** The compute types this member offers (the plugins component sets them): re-signed and spread. */
+  setComputeTypes(types: string[]): void {
+    const next = [...new Set(types)].sort().slice(0, 32)
+    if (next.join(' ') === this.computeTypes.join(' ')) return
+    this.computeTypes = next
+    if (this.swim !== undefined) this.refresh()
+  }
+
   get selfPeerId(): string {
     return this.selfId
   }
@@ -215,7 +224,7 @@ export class MembershipComponent implements Component {
       status,
       version: VERSION,
       tags: { ...config.tags },
-      computeTypes: [],
+      computeTypes: [...this.computeTypes],
       resources: { cpus: cpus().length, memoryBytes: totalmem(), diskFreeBytes: diskFree },
       maintenance: false,
     }
