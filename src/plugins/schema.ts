@@ -95,6 +95,7 @@ export function parseManifest(text: string, file: string): Manifest {
     if (i.code === 'unrecognized_keys')
       return `unknown key ${i.keys.map((k) => `'${[...i.path, k].join('.')}'`).join(', ')}`
     if (i.code === 'invalid_type' && i.input === undefined) return `key '${key}': missing (required)`
+    if (i.code === 'invalid_key') return `key '${key}': bad name: ${i.issues[0]?.message ?? i.message}`
     return `key '${key || '(top level)'}': ${i.message}`
   })
   throw new PluginError(`${file} is not a valid plugin manifest:\n  ${lines.join('\n  ')}`)
