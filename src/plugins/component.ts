@@ -250,6 +250,7 @@ export class PluginsComponent implements Component {
       MESH_SELF: this.deps.membership.selfPeerId,
       MESH_MEMBERS: JSON.stringify(this.members()),
       MESH_SSH_PUBKEY: sshPublicKey() ?? '',
+      MESH_SSH_IDENTITY: sshIdentity() ?? '',
     }
   }
 
@@ -486,6 +487,11 @@ export class PluginsComponent implements Component {
       }
       this.saveInstance(rec)
       if (opts.afterHooks !== false) await this.fireHooks('after_start_instance', this.instanceEnv(rec))
+      // the instance joins by itself; provisioning waits for that (sshd is up by then too)
+      const member = await this.waitAlive(rec.name, opts.joinTimeoutMs ?? 180_000)
+      rec.peerId = member.peerId
+      rec.overlay = member.overlay
+      this.saveInstance(rec)
       if (server !== undefined && opts.provision !== false) {
         const env = this.instanceEnv(
           rec,
@@ -499,7 +505,7 @@ export class PluginsComponent implements Component {
             .join('\n')
           await this.must(
             'bootstrap',
-            `exec ssh -o BatchMode=yes -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o ConnectTimeout=15 -p "$MESH_INSTANCE_PORT" "\${MESH_SLAVE_USER:-root}@$MESH_INSTANCE_HOST" sh -s`,
+            `exec ssh \${MESH_SSH_IDENTITY:+-i "$MESH_SSH_IDENTITY"} -o BatchMode=yes -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o ConnectTimeout=15 -p "$MESH_INSTANCE_PORT" "\${MESH_SLAVE_USER:-root}@$MESH_INSTANCE_HOST" sh -s`,
             server.plugin,
             env,
             server.timeoutMs,
@@ -509,11 +515,6 @@ export class PluginsComponent implements Component {
           await this.must('bootstrap', server.bootstrap, server.plugin, env, server.timeoutMs)
         }
       }
-      const member = await this.waitAlive(rec.name, opts.joinTimeoutMs ?? 180_000)
-      rec.peerId = member.peerId
-      rec.overlay = member.overlay
-      rec.status = 'running'
-      this.saveInstance(rec)
       if (opts.afterHooks !== false) {
         const env = this.instanceEnv(rec, {
           MESH_INSTANCE_PEER_ID: member.peerId,
@@ -675,6 +676,13 @@ function shellQuote(s: string): string {
 }
 
 /** The user's public key, as raptiformica does: the ssh agent first, then ~/.ssh/*.pub. */
+/** The user's private key file, for the SSH commands mesh runs itself (ssh reads the passwd home, not $HOME). */
+export function sshIdentity(): string | undefined {
+  return ['id_ed25519', 'id_ecdsa', 'id_rsa']
+    .map((f) => join(homedir(), '.ssh', f))
+    .find((p) => existsSync(p))
+}
+
 let keyCache: { at: number; key: string | undefined } | undefined
 export function sshPublicKey(): string | undefined {
   if (keyCache !== undefined && Date.now() - keyCache.at < 60_000) return keyCache.key
