@@ -515,6 +515,8 @@ export class PluginsComponent implements Component {
           await this.must('bootstrap', server.bootstrap, server.plugin, env, server.timeoutMs)
         }
       }
+      rec.status = 'running'
+      this.saveInstance(rec)
       if (opts.afterHooks !== false) {
         const env = this.instanceEnv(rec, {
           MESH_INSTANCE_PEER_ID: member.peerId,
