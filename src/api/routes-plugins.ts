@@ -75,8 +75,9 @@ export function pluginRoutes(deps: { plugins: PluginsComponent }) {
     app.get('/v1/instances', async () => ({ instances: p.instanceViews() }))
     app.post('/v1/spawn', async (req) => wrap(() => p.spawn(body(Spawn, req.body, 'spawn'))))
     app.post('/v1/slave', async (req) => wrap(() => p.slave(body(Slave, req.body, 'slave'))))
-    app.delete<{ Params: { name: string } }>('/v1/instances/:name', async (req) =>
-      wrap(() => p.destroy(req.params.name)),
+    app.delete<{ Params: { name: string }; Querystring: { force?: string } }>(
+      '/v1/instances/:name',
+      async (req) => wrap(() => p.destroy(req.params.name, { force: req.query.force === '1' })),
     )
     app.post('/v1/prune', async () => wrap(() => p.prune()))
   }

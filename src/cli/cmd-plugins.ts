@@ -230,16 +230,19 @@ export function pluginCommands(program: Command): void {
     .command('destroy')
     .description('remove a spawned instance (its compute type cleans it up; it leaves the cluster)')
     .argument('<name>', "the instance, as 'mesh instances' shows it")
+    .option('--force', 'forget the instance even when its clean-up fails (it may still run)')
     .action(
-      action(async (name: string) => {
+      action(async (name: string, opts: { force?: boolean }) => {
         const g = program.opts<GlobalOpts>()
-        const res = await client(g).call(
+        const res = await client(g).call<{ cleanUp?: string }>(
           'DELETE',
-          `/v1/instances/${encodeURIComponent(name)}`,
+          `/v1/instances/${encodeURIComponent(name)}${opts.force === true ? '?force=1' : ''}`,
           undefined,
           LONG_MS,
         )
         if (g.json) return printJson(res)
+        if (res.cleanUp !== undefined)
+          process.stderr.write(`clean-up failed, forgotten anyway (--force): ${res.cleanUp}\n`)
         process.stdout.write(`destroyed ${name}\n`)
       }),
     )

@@ -557,7 +557,7 @@ export class PluginsComponent implements Component {
       const cleaned =
         c.code === 0 && !c.timedOut
           ? 'what it had started was cleaned up'
-          : `cleaning up failed too (kept as failed in 'mesh instances'; retry with 'mesh destroy ${rec.name}')`
+          : `cleaning up failed too (kept as failed in 'mesh instances'; retry with 'mesh destroy ${rec.name}', or --force to forget it)`
       throw new ApiError(
         e instanceof ApiError ? e.status : 502,
         `spawning ${rec.name} failed: ${e.message}\n  ${cleaned}`,
@@ -605,7 +605,11 @@ export class PluginsComponent implements Component {
     })
   }
 
-  async destroy(name: string): Promise<{ name: string; removed: boolean }> {
+  /** Clean up an instance and forget it; `force` forgets it even when the clean-up fails. */
+  async destroy(
+    name: string,
+    opts: { force?: boolean } = {},
+  ): Promise<{ name: string; removed: boolean; cleanUp?: string }> {
     const rec = this.instances().find((i) => i.name === name)
     if (rec === undefined) {
       const all = this.instances().map((i) => i.name)
@@ -615,16 +619,25 @@ export class PluginsComponent implements Component {
       )
     }
     const { def, plugin } = this.findComputeType(rec.computeType)
-    await this.must(
-      'clean_up_instance',
-      def.clean_up_instance,
-      plugin,
-      this.instanceEnv(rec),
-      (def.timeout_s ?? DEFAULT_TIMEOUT_S) * 1000,
-    )
+    let cleanUp: string | undefined
+    try {
+      await this.must(
+        'clean_up_instance',
+        def.clean_up_instance,
+        plugin,
+        this.instanceEnv(rec),
+        (def.timeout_s ?? DEFAULT_TIMEOUT_S) * 1000,
+      )
+    } catch (err) {
+      if (opts.force !== true)
+        throw new PluginError(
+          `${(err as Error).message}\n  the instance is kept; retry, or 'mesh destroy --force ${name}' to forget it anyway`,
+        )
+      cleanUp = (err as Error).message
+    }
     this.saveInstance({ name, remove: true })
-    this.deps.reporter.log.info({ instance: name }, 'instance destroyed')
-    return { name, removed: true }
+    this.deps.reporter.log.info({ instance: name, forced: cleanUp !== undefined }, 'instance destroyed')
+    return { name, removed: true, cleanUp }
   }
 
   /** Ask every instance's compute type whether it is stale; clean up those that are. */
