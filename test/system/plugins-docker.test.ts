@@ -126,9 +126,24 @@ describe('plugins: docker compute type (system)', function () {
   })
 
   it('mesh ssh into a container runs hostname there', async () => {
+    // ssh reads ~/.ssh from the passwd entry, not $HOME: a wrapper hands it the test user's files
+    const wrapper = join(home, 'ssh')
+    writeFileSync(wrapper, `#!/bin/sh\nexec ssh -F ${home}/.ssh/config -i ${home}/.ssh/id_ed25519 "$@"\n`, {
+      mode: 0o755,
+    })
     const r = await run(
       process.execPath,
-      [join(ROOT, 'dist/src/cli/main.js'), '--data-dir', a, 'ssh', `root@${names[0]}`, '--', 'hostname'],
+      [
+        join(ROOT, 'dist/src/cli/main.js'),
+        '--data-dir',
+        a,
+        'ssh',
+        '--ssh',
+        wrapper,
+        `root@${names[0]}`,
+        '--',
+        'hostname',
+      ],
       60_000,
       env,
     )
