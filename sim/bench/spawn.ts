@@ -30,12 +30,14 @@ import {
 const CLI = join(ROOT, 'dist', 'src', 'cli', 'main.js')
 
 function parseArgs(argv: string[]) {
-  const o = { runs: 5, image: undefined as string | undefined, skipDocker: false }
+  const o = { runs: 5, image: undefined as string | undefined, skipDocker: false, skipProcess: false }
   for (let i = 0; i < argv.length; i++) {
     if (argv[i] === '--runs') o.runs = Math.max(1, Math.min(50, Number(argv[++i])))
     else if (argv[i] === '--image') o.image = argv[++i]
     else if (argv[i] === '--skip-docker') o.skipDocker = true
-    else throw new Error(`unknown argument ${argv[i]}: use --runs N, --image TAG, --skip-docker`)
+    else if (argv[i] === '--skip-process') o.skipProcess = true
+    else
+      throw new Error(`unknown argument ${argv[i]}: use --runs N, --image TAG, --skip-docker, --skip-process`)
   }
   return o
 }
@@ -149,10 +151,11 @@ async function main(): Promise<void> {
       { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] },
     )
     await waitForLine(agent, (l) => (l.startsWith('mesh agent') ? true : undefined), 30_000, 'agent')
-    results.process = await bench('process', o.runs, dataDir, env, (w) => async (target) => {
-      const ms = await meshJson(join(dataDir, 'instances', w, 'data'), ['members'], {}, 10_000)
-      return ms.some((m: any) => m.name === target && m.status === 'alive')
-    })
+    if (!o.skipProcess)
+      results.process = await bench('process', o.runs, dataDir, env, (w) => async (target) => {
+        const ms = await meshJson(join(dataDir, 'instances', w, 'data'), ['members'], {}, 10_000)
+        return ms.some((m: any) => m.name === target && m.status === 'alive')
+      })
     if (docker) {
       results.docker = await bench('docker', o.runs, dataDir, env, (w) => async (target) => {
         const r = await runBounded(

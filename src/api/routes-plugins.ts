@@ -60,7 +60,10 @@ async function wrap<T>(fn: () => Promise<T>): Promise<T> {
 export function pluginRoutes(deps: { plugins: PluginsComponent }) {
   return (app: FastifyInstance) => {
     const p = deps.plugins
-    app.get('/v1/plugins', async () => p.list())
+    app.get('/v1/plugins', async () => {
+      await p.ready()
+      return p.list()
+    })
     app.post('/v1/plugins/install', async (req) => {
       const b = body(Install, req.body, 'install')
       return wrap(() => p.install(b.source, b.ref, b.name))

@@ -95,6 +95,7 @@ export class PluginsComponent implements Component {
   readonly registry: Registry
   private plugins: Plugin[] = []
   private loadErrors: string[] = []
+  private checking: Promise<unknown> = Promise.resolve()
   private readonly avail = new Map<string, { ok: boolean; reason?: string }>()
   private readonly instancesFile: string
   private unsubscribe: (() => void) | undefined
@@ -127,7 +128,11 @@ export class PluginsComponent implements Component {
   async start(): Promise<void> {
     this.reload()
     for (const e of this.loadErrors) this.deps.reporter.log.warn({ err: e }, 'plugin not loaded')
-    await this.checkAvailable()
+    // checked in the background: a slow `available` (docker info on a busy host) must not delay
+    // the agent; `mesh plugins` and spawn wait for it (bounded by the check's own timeout)
+    this.checking = this.checkAvailable().catch((err) =>
+      this.deps.reporter.log.warn({ err: (err as Error).message }, 'checking compute types failed'),
+    )
     this.unsubscribe = this.deps.events.subscribe((e) => {
       if (e.type !== 'cluster_change' || !this.hasHooks('cluster_change')) return
       if (this.hookQueue.length >= HOOK_QUEUE_MAX) this.hookQueue.shift()
@@ -186,6 +191,11 @@ export class PluginsComponent implements Component {
           return `server type '${t}' is already provided by plugin '${p.name}'; rename it in the plugin's mesh.json`
     }
     return undefined
+  }
+
+  /** Resolves once the compute types' `available` checks that are under way have finished. */
+  async ready(): Promise<void> {
+    await this.checking
   }
 
   list(): { plugins: PluginView[]; errors: string[] } {
@@ -404,6 +414,7 @@ export class PluginsComponent implements Component {
   }
 
   async spawn(opts: SpawnOptions): Promise<{ instances: SpawnedInstance[] }> {
+    await this.ready()
     const count = opts.count ?? 1
     if (!Number.isInteger(count) || count < 1 || count > 64)
       throw new ApiError(400, 'count must be a whole number from 1 to 64')
