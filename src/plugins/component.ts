@@ -84,6 +84,8 @@ export interface PluginView {
  * Internal API (the elections engine calls these; everything else goes through the local
  * control API, so a plugin is only ever installed or run on the local admin's command):
  *   availableComputeTypes(): string[]            compute types whose `available` succeeded here
+ *                                                (empty until the first check ends: await ready())
+ *   ready(): Promise<void>                       the `available` checks under way have finished
  *   spawn(opts: SpawnOptions): Promise<{ instances: SpawnedInstance[] }>
  *                                                start, provision, hooks, wait until alive; throws
  *                                                ApiError/PluginError with what went wrong, after
