@@ -1,11 +1,14 @@
 import { EventBus } from '../api/events.js'
 import { blockRoutes } from '../api/routes-blocks.js'
 import { coreRoutes } from '../api/routes-core.js'
+import { electionRoutes } from '../api/routes-elections.js'
 import { memberRoutes } from '../api/routes-members.js'
 import { trustRoutes } from '../api/routes-trust.js'
 import { tunnelRoutes } from '../api/routes-tunnel.js'
 import { ApiComponent } from '../api/server.js'
 import { BlocksComponent } from '../blocks/component.js'
+import { ElectionsComponent } from '../election/component.js'
+import { CommandExecutor } from '../election/executor.js'
 import { MembershipComponent } from '../membership/service.js'
 import { dataPaths, ensureDataDir, lockDataDir } from '../node/datadir.js'
 import { NodeComponent } from '../node/node-component.js'
@@ -84,6 +87,17 @@ export async function startAgent(opts: AgentOptions): Promise<RunningAgent> {
       config,
       reporter: reporter.forComponent('tunnel'),
     })
+    const executor = new CommandExecutor(config.elections.commands)
+    const elections = new ElectionsComponent({
+      node,
+      membership,
+      cluster: setup.cluster,
+      config,
+      dataDir: opts.dataDir,
+      events,
+      executor,
+      reporter: reporter.forComponent('elections'),
+    })
     let daemon: Daemon | undefined
     const api = new ApiComponent({
       socketPath: paths.socket,
@@ -96,9 +110,10 @@ export async function startAgent(opts: AgentOptions): Promise<RunningAgent> {
         tunnelRoutes({ tunnel }),
         blockRoutes({ blocks }),
         trustRoutes({ node, membership, clusterId: setup.cluster.id }),
+        electionRoutes({ elections }),
       ],
     })
-    const components: Component[] = [node, membership, blocks, tunnel, api]
+    const components: Component[] = [node, membership, blocks, tunnel, elections, api]
     if (config.metrics.listen !== undefined) {
       components.push(new MetricsServer({ listen: config.metrics.listen, reporter }))
     }

@@ -7,6 +7,7 @@ import { blockCommands } from './cmd-blocks.js'
 import { initCommand } from './cmd-init.js'
 import { inviteCommand } from './cmd-invite.js'
 import { membersCommand } from './cmd-members.js'
+import { requestCommands } from './cmd-requests.js'
 import { statusCommand } from './cmd-status.js'
 import { trustCommands } from './cmd-trust.js'
 import { tunnelCommands } from './cmd-tunnel.js'
@@ -38,6 +39,7 @@ membersCommand(program)
 tunnelCommands(program)
 trustCommands(program)
 blockCommands(program)
+requestCommands(program)
 
 // libp2p internals sometimes reject promises nobody awaits (aborted dials, closed
 // streams); log them instead of crashing the agent.
