@@ -1,0 +1,220 @@
+// Elections with five real agent processes on 127.0.0.1, driven through the CLI and the control
+// API. Only bravo and charlie can run compute type `sleeper` (a real shell command from config
+// that appends "start <instance>" to a file and "stop <instance>" when it is terminated).
+import '../../src/shim.js'
+import assert from 'node:assert/strict'
+import { existsSync, readFileSync, writeFileSync } from 'node:fs'
+import { join } from 'node:path'
+import { ApiClient } from '../../src/api/client.js'
+import type { RequestSummary } from '../../src/election/component.js'
+import { type AgentProcess, Fixture, mesh, meshJson, waitFor } from './cluster-harness.js'
+
+const api = (a: AgentProcess) => new ApiClient(join(a.dataDir, 'mesh.sock'), a.dataDir)
+
+async function list(a: AgentProcess): Promise<RequestSummary[]> {
+  return (await api(a).call<{ requests: RequestSummary[] }>('GET', '/v1/requests', undefined, 10_000))
+    .requests
+}
+
+const lines = (f: string): string[] =>
+  existsSync(f)
+    ? readFileSync(f, 'utf8')
+        .split('\n')
+        .filter((l) => l !== '')
+    : []
+
+describe('elections: five agents on loopback', function () {
+  this.timeout(180_000)
+  const fx = new Fixture()
+  const names = ['alpha', 'bravo', 'charlie', 'delta', 'echo']
+  const agents: Record<string, AgentProcess> = {}
+  const logs: Record<string, string> = {}
+  const peerIds: Record<string, string> = {}
+  const capable = ['bravo', 'charlie']
+
+  before(async () => {
+    const dirs = names.map(() => fx.tempDir('mesh-el-'))
+    for (const [i, n] of names.entries()) {
+      logs[n] = join(dirs[i], 'instances.log')
+      const cmd = `trap 'echo stop $MESH_INSTANCE >> ${logs[n]}; exit 0' TERM; echo $$ >> ${logs[n]}.pids; echo start $MESH_INSTANCE >> ${logs[n]}; sleep 300 & wait`
+      const yaml = capable.includes(n)
+        ? `elections:\n  roundTimeoutMs: 10000\n  commands:\n    sleeper: ${JSON.stringify(cmd)}\n`
+        : 'elections:\n  roundTimeoutMs: 10000\n'
+      writeFileSync(join(dirs[i], 'config.yaml'), yaml)
+    }
+    const init = await mesh(['--data-dir', dirs[0], 'init', '--cluster', 'lab'])
+    assert.equal(init.code, 0, init.stderr)
+    agents.alpha = fx.agent(dirs[0], ['--name', 'alpha']).start()
+    await agents.alpha.ready()
+    for (const [i, n] of names.entries()) {
+      if (i === 0) continue
+      const { token } = await meshJson<{ token: string }>(dirs[0], ['invite'])
+      agents[n] = fx.agent(dirs[i], ['--name', n]).start(['--join', token])
+    }
+    for (const n of names) peerIds[n] = (await agents[n].ready()).peerId
+    await waitFor(
+      'all five members alive everywhere',
+      async () => {
+        for (const n of names) {
+          const { members } = await meshJson<{ members: Array<{ status: string }> }>(agents[n].dataDir, [
+            'members',
+          ]).then((m) => ({ members: m as unknown as Array<{ status: string }> }))
+          if (members.filter((m) => m.status === 'alive').length !== 5) return false
+        }
+        return true
+      },
+      60_000,
+    )
+  })
+
+  after(async () => {
+    await fx.cleanup()
+    // instances started by killed agents outlive them (detached process groups): stop those too
+    for (const n of names)
+      for (const pid of lines(`${logs[n]}.pids`)) {
+        try {
+          process.kill(-Number(pid), 'SIGKILL')
+        } catch {}
+      }
+  })
+
+  const winnerName = (peer: string | undefined) => names.find((n) => peerIds[n] === peer)
+
+  it('a request from a member without the compute type is decided the same everywhere; the winner (bravo or charlie) allocates once', async () => {
+    const t0 = Date.now()
+    const r = await mesh([
+      '--data-dir',
+      agents.alpha.dataDir,
+      'request',
+      'create',
+      '--compute-type',
+      'sleeper',
+      '--wait',
+      '--timeout',
+      '30000',
+    ])
+    const took = Date.now() - t0
+    assert.equal(r.code, 0, r.stderr)
+    assert.match(r.stdout, /^decided: (bravo|charlie) won round 0 after \d+/m)
+    assert.match(r.stdout, /^allocated: sleeper-[0-9a-f]{8} on (bravo|charlie) after \d+/m)
+    console.log(
+      `      request create --wait: ${took} ms (CLI process included)\n${r.stdout.replace(/^/gm, '      ')}`,
+    )
+    const id = r.stdout.trim().split('\n').at(-1) as string
+    const winners = new Set<string>()
+    await waitFor(
+      'every member to show the request allocated',
+      async () => {
+        for (const n of names) {
+          const s = (await list(agents[n])).find((x) => x.id === id)
+          if (s?.status !== 'allocated') return false
+          winners.add(s.winner as string)
+        }
+        return true
+      },
+      30_000,
+    )
+    assert.equal(winners.size, 1, 'every member names the same winner')
+    const w = winnerName([...winners][0]) as string
+    assert.ok(capable.includes(w), `winner ${w} can run sleeper`)
+    await waitFor('the instance to start', async () => lines(logs[w]).length > 0, 10_000)
+    const starts = capable.flatMap((n) => lines(logs[n]).filter((l) => l.startsWith('start')))
+    assert.deepEqual(starts, [`start sleeper-${id.slice(0, 8)}`], 'exactly one allocation')
+    // `mesh requests` on a member that took no part in running it
+    const table = await mesh(['--data-dir', agents.echo.dataDir, 'requests'])
+    assert.match(table.stdout, new RegExp(`${id.slice(0, 12)}\\s+allocated\\s+sleeper`))
+    // show: votes per round with reasons
+    const show = await mesh(['--data-dir', agents.delta.dataDir, 'request', 'show', id.slice(0, 10)])
+    assert.equal(show.code, 0, show.stderr)
+    assert.match(show.stdout, /alpha\s+no\s+compute-type \(compute type sleeper not available\)/)
+    assert.match(show.stdout, /bravo\s+yes/)
+    assert.match(show.stdout, /charlie\s+yes/)
+
+    // cancel from the requester: the winner stops the process and reports DEALLOCATED
+    const c = await mesh(['--data-dir', agents.alpha.dataDir, 'request', 'cancel', id])
+    assert.equal(c.code, 0, c.stderr)
+    await waitFor(
+      'the instance to stop',
+      async () => lines(logs[w]).includes(`stop sleeper-${id.slice(0, 8)}`),
+      15_000,
+    )
+    await waitFor(
+      'DEALLOCATED reported and seen everywhere',
+      async () => {
+        for (const n of names) {
+          const s = await meshJson<{ status: string; rounds: Array<{ reports: Array<{ state: string }> }> }>(
+            agents[n].dataDir,
+            ['request', 'show', id],
+          )
+          if (!s.rounds.some((rd) => rd.reports.some((x) => x.state === 'DEALLOCATED'))) return false
+        }
+        return true
+      },
+      20_000,
+    )
+  })
+
+  it('no member can run it: a clear message with each member’s reason, exit code 1', async () => {
+    const r = await mesh([
+      '--data-dir',
+      agents.delta.dataDir,
+      'request',
+      'create',
+      '--compute-type',
+      'gpu',
+      '--wait',
+      '--timeout',
+      '30000',
+    ])
+    assert.equal(r.code, 1, r.stdout)
+    assert.match(r.stderr, /no member can run this: /)
+    for (const n of names)
+      assert.match(r.stderr, new RegExp(`${n}: compute-type \\(compute type gpu not available\\)`))
+  })
+
+  it('the winner killed (kill -9) after it allocated: a new round elects the other capable member, which allocates', async () => {
+    const r = await mesh([
+      '--data-dir',
+      agents.echo.dataDir,
+      'request',
+      'create',
+      '--compute-type',
+      'sleeper',
+      '--wait',
+      '--timeout',
+      '30000',
+    ])
+    assert.equal(r.code, 0, r.stderr)
+    const id = r.stdout.trim().split('\n').at(-1) as string
+    const first = (await list(agents.echo)).find((x) => x.id === id)
+    const w = winnerName(first?.winner) as string
+    const other = capable.find((n) => n !== w) as string
+    const before = lines(logs[other]).length
+    const t0 = Date.now()
+    await agents[w].kill('SIGKILL')
+    const after = await waitFor(
+      `the request to move to ${other}`,
+      async () => {
+        const s = (await list(agents.echo)).find((x) => x.id === id)
+        return s?.status === 'allocated' && s.winner === peerIds[other] ? s : undefined
+      },
+      60_000,
+    )
+    console.log(
+      `      winner ${w} killed -> ${other} allocated in ${Date.now() - t0} ms (round ${after.round})`,
+    )
+    assert.equal(after.round, 1)
+    const starts = lines(logs[other])
+      .slice(before)
+      .filter((l) => l.startsWith('start'))
+    assert.deepEqual(starts, [`start sleeper-${id.slice(0, 8)}`], 'one new allocation, on the survivor')
+    for (const n of names.filter((x) => x !== w)) {
+      await waitFor(
+        `${n} to agree`,
+        async () => (await list(agents[n])).find((x) => x.id === id)?.winner === peerIds[other],
+        30_000,
+      )
+    }
+    await mesh(['--data-dir', agents.echo.dataDir, 'request', 'cancel', id])
+  })
+})
