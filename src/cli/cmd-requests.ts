@@ -166,12 +166,13 @@ export function requestCommands(program: Command): void {
         if (g.json) return printJson(requests)
         process.stdout.write(
           table(
-            ['ID', 'STATE', 'COMPUTE', 'WINNER', 'INSTANCE', 'AGE'],
+            ['ID', 'STATE', 'REPORT', 'COMPUTE', 'WINNER', 'INSTANCE', 'AGE'],
             requests.map((r) => [
               r.id.slice(0, 12),
               r.status,
+              r.report,
               r.computeType,
-              r.winner?.slice(-8),
+              r.winnerName,
               r.instance,
               fmtDuration(r.ageMs),
             ]),

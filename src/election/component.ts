@@ -36,10 +36,13 @@ export interface RequestSummary {
   computeType: string
   requester: string
   winner?: string
+  winnerName?: string
   instance?: string
   created: number
   ageMs: number
   voters: number
+  /** the winner's last report: ELECTED, ALLOCATED, DEALLOCATED, ERROR */
+  report?: string
   note?: string
 }
 
@@ -206,8 +209,12 @@ export class ElectionsComponent implements Component {
       ageMs: Math.max(0, now - v.request.created),
       voters: v.request.voters.length,
     }
-    if (v.winner !== undefined) s.winner = v.winner
+    if (v.winner !== undefined) {
+      s.winner = v.winner
+      s.winnerName = this.nameOf(v.winner)
+    }
     if (v.instance !== undefined) s.instance = v.instance
+    if (v.report !== undefined) s.report = v.report.state
     if (v.reasons !== undefined) s.note = explainRefusals(v.reasons, (p) => this.nameOf(p))
     else if (v.report?.state === 'ERROR' && v.report.note) s.note = v.report.note
     return s

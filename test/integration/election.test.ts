@@ -68,14 +68,14 @@ describe('elections: five agents on loopback', function () {
   })
 
   after(async () => {
-    await fx.cleanup()
     // instances started by killed agents outlive them (detached process groups): stop those too
-    for (const n of names)
-      for (const pid of lines(`${logs[n]}.pids`)) {
-        try {
-          process.kill(-Number(pid), 'SIGKILL')
-        } catch {}
-      }
+    const pids = names.flatMap((n) => lines(`${logs[n]}.pids`))
+    await fx.cleanup()
+    for (const pid of pids) {
+      try {
+        process.kill(-Number(pid), 'SIGKILL')
+      } catch {}
+    }
   })
 
   const winnerName = (peer: string | undefined) => names.find((n) => peerIds[n] === peer)
@@ -122,7 +122,7 @@ describe('elections: five agents on loopback', function () {
     assert.deepEqual(starts, [`start sleeper-${id.slice(0, 8)}`], 'exactly one allocation')
     // `mesh requests` on a member that took no part in running it
     const table = await mesh(['--data-dir', agents.echo.dataDir, 'requests'])
-    assert.match(table.stdout, new RegExp(`${id.slice(0, 12)}\\s+allocated\\s+sleeper`))
+    assert.match(table.stdout, new RegExp(`${id.slice(0, 12)}\\s+allocated\\s+ALLOCATED\\s+sleeper\\s+${w}`))
     // show: votes per round with reasons
     const show = await mesh(['--data-dir', agents.delta.dataDir, 'request', 'show', id.slice(0, 10)])
     assert.equal(show.code, 0, show.stderr)
