@@ -63,8 +63,10 @@ export async function startAgent(opts: AgentOptions): Promise<RunningAgent> {
       seeds: setup.cluster.seeds ?? [],
       reporter: reporter.forComponent('node'),
     })
+    const executor = new CommandExecutor(config.elections.commands)
     const membership = new MembershipComponent({
       node,
+      computeTypes: () => executor.computeTypes(),
       cluster: setup.cluster,
       config,
       dataDir: opts.dataDir,
@@ -87,7 +89,6 @@ export async function startAgent(opts: AgentOptions): Promise<RunningAgent> {
       config,
       reporter: reporter.forComponent('tunnel'),
     })
-    const executor = new CommandExecutor(config.elections.commands)
     const elections = new ElectionsComponent({
       node,
       membership,

@@ -72,6 +72,8 @@ export class MembershipComponent implements Component {
       dataDir: string
       events: EventBus
       reporter: ComponentReporter
+      /** what this member can run (the elections executor), for its record; none when absent */
+      computeTypes?: () => string[]
     },
   ) {
     const prefix = protocolPrefix(deps.cluster)
@@ -215,9 +217,9 @@ export class MembershipComponent implements Component {
       status,
       version: VERSION,
       tags: { ...config.tags },
-      computeTypes: [],
+      computeTypes: (this.deps.computeTypes?.() ?? []).slice(0, 32),
       resources: { cpus: cpus().length, memoryBytes: totalmem(), diskFreeBytes: diskFree },
-      maintenance: false,
+      maintenance: config.elections.maintenance,
     }
   }
 

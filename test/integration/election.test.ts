@@ -80,6 +80,13 @@ describe('elections: five agents on loopback', function () {
 
   const winnerName = (peer: string | undefined) => names.find((n) => peerIds[n] === peer)
 
+  it('members advertise the compute types they can run (mesh members)', async () => {
+    const ms = await meshJson<Array<{ name: string; computeTypes: string[] }>>(agents.delta.dataDir, [
+      'members',
+    ])
+    for (const m of ms) assert.deepEqual(m.computeTypes, capable.includes(m.name) ? ['sleeper'] : [], m.name)
+  })
+
   it('a request from a member without the compute type is decided the same everywhere; the winner (bravo or charlie) allocates once', async () => {
     const t0 = Date.now()
     const r = await mesh([
