@@ -4,16 +4,53 @@
 import '../../src/shim.js'
 import assert from 'node:assert/strict'
 import { existsSync, readFileSync, writeFileSync } from 'node:fs'
+import { request as httpRequest } from 'node:http'
 import { join } from 'node:path'
+import { peerIdFromString } from '@libp2p/peer-id'
+import { lpStream } from '@libp2p/utils'
+import { ElectionSet } from '../../protocols/election.js'
 import { ApiClient } from '../../src/api/client.js'
 import type { RequestSummary } from '../../src/election/component.js'
-import { type AgentProcess, Fixture, mesh, meshJson, waitFor } from './cluster-harness.js'
+import { encodeVote, type Vote } from '../../src/election/messages.js'
+import { fromWire, toWire } from '../../src/election/wire.js'
+import { ed25519Signer } from '../../src/membership/record.js'
+import type { NodeComponent } from '../../src/node/node-component.js'
+import { type AgentProcess, Fixture, inProcessMember, mesh, meshJson, waitFor } from './cluster-harness.js'
 
 const api = (a: AgentProcess) => new ApiClient(join(a.dataDir, 'mesh.sock'), a.dataDir)
 
 async function list(a: AgentProcess): Promise<RequestSummary[]> {
   return (await api(a).call<{ requests: RequestSummary[] }>('GET', '/v1/requests', undefined, 10_000))
     .requests
+}
+
+async function metricsText(a: AgentProcess): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const req = httpRequest(
+      { socketPath: join(a.dataDir, 'mesh.sock'), path: '/metrics', timeout: 10_000 },
+      (res) => {
+        let body = ''
+        res.setEncoding('utf8')
+        res.on('data', (d: string) => (body += d))
+        res.on('end', () => resolve(body))
+      },
+    )
+    req.on('timeout', () => req.destroy(new Error('/metrics did not answer')))
+    req.on('error', reject)
+    req.end()
+  })
+}
+
+/** Sum of a metric's samples whose labels include `labels`. */
+function metric(text: string, name: string, labels: Record<string, string> = {}): number {
+  let sum = 0
+  for (const line of text.split('\n')) {
+    const m = /^([A-Za-z_:][\w:]*)(?:\{([^}]*)\})?\s+(\S+)/.exec(line)
+    if (m === null || m[1] !== name) continue
+    const got = Object.fromEntries([...(m[2] ?? '').matchAll(/(\w+)="([^"]*)"/g)].map((x) => [x[1], x[2]]))
+    if (Object.entries(labels).every(([k, v]) => got[k] === v)) sum += Number(m[3])
+  }
+  return sum
 }
 
 const lines = (f: string): string[] =>
@@ -223,5 +260,109 @@ describe('elections: five agents on loopback', function () {
       )
     }
     await mesh(['--data-dir', agents.echo.dataDir, 'request', 'cancel', id])
+  })
+
+  it('hostile input on the wire (gossip and sync) from an admitted member: forged, non-voter, malformed, undecodable -> dropped and counted, nothing changes', async () => {
+    let member: NodeComponent | undefined
+    try {
+      const r = await mesh([
+        '--data-dir',
+        agents.alpha.dataDir,
+        'request',
+        'create',
+        '--compute-type',
+        'sleeper',
+        '--wait',
+      ])
+      assert.equal(r.code, 0, r.stderr)
+      const id = r.stdout.trim().split('\n').at(-1) as string
+      const before = (await list(agents.alpha)).find((x) => x.id === id)
+      member = await inProcessMember(fx.tempDir('mesh-el-'), agents.alpha.dataDir, 'mallory')
+      await member.start()
+      const node = member.node
+      const alpha = peerIdFromString(peerIds.alpha)
+      await waitFor(
+        'mallory to be admitted by alpha',
+        async () => {
+          await member!.reconnect()
+          return node.services.admission.isAdmitted(alpha)
+        },
+        30_000,
+        500,
+      )
+      const clusterId = JSON.parse(readFileSync(join(agents.alpha.dataDir, 'cluster.json'), 'utf8'))
+        .id as string
+      const prefix = `/mesh/${clusterId.slice(0, 16)}`
+      // a newcomer pulls the open requests: push nothing, get everything alpha holds
+      const stream = await node.dialProtocol(alpha, `${prefix}/elections/sync/1.0.0`, {
+        signal: AbortSignal.timeout(10_000),
+      })
+      const lp = lpStream(stream)
+      await lp.write(ElectionSet.encode({ messages: [] }))
+      const held = ElectionSet.decode((await lp.read()).subarray()).messages.map(fromWire)
+      await stream.close().catch(() => {})
+      const genuine = held.find(
+        (m): m is Vote => 'kind' in m && m.kind === 'vote' && m.request === id && m.voter === peerIds.delta,
+      )
+      assert.ok(genuine !== undefined, "the pull served delta's vote")
+      const mallory = ed25519Signer(member.privateKey)
+      const forged = {
+        body: encodeVote(genuine) as Uint8Array<ArrayBuffer>,
+        sig: mallory.sign(encodeVote(genuine)) as Uint8Array<ArrayBuffer>,
+      }
+      const own = { ...genuine, voter: mallory.peerId, yes: true, reasons: [], score: 999_999 } as Vote
+      const nonVoter = {
+        body: encodeVote(own) as Uint8Array<ArrayBuffer>,
+        sig: mallory.sign(encodeVote(own)) as Uint8Array<ArrayBuffer>,
+      }
+      const malformed = {
+        body: new TextEncoder().encode('mesh-election-vote-v1\n{"round":-1}'),
+        sig: new Uint8Array(64),
+      }
+      const topic = `${prefix}/elections/1`
+      node.services.pubsub.subscribe(topic)
+      await waitFor(
+        'alpha to be a gossip peer on the elections topic',
+        async () => node.services.pubsub.getSubscribers(topic).some((p) => p.toString() === peerIds.alpha),
+        20_000,
+      )
+      const m0 = await metricsText(agents.alpha)
+      const count = (t: string, reason: string) => metric(t, 'mesh_elections_dropped_total', { reason })
+      await node.services.pubsub.publish(topic, ElectionSet.encode({ messages: [forged] }))
+      await node.services.pubsub.publish(topic, ElectionSet.encode({ messages: [nonVoter] }))
+      await node.services.pubsub.publish(topic, ElectionSet.encode({ messages: [malformed] }))
+      await node.services.pubsub.publish(topic, new Uint8Array([0xff, 0xff, 0xff, 0x01]))
+      // and the same through the sync stream
+      const s2 = await node.dialProtocol(alpha, `${prefix}/elections/sync/1.0.0`, {
+        signal: AbortSignal.timeout(10_000),
+      })
+      const lp2 = lpStream(s2)
+      await lp2.write(ElectionSet.encode({ messages: [forged, nonVoter, malformed, toWire(genuine)] }))
+      await lp2.read()
+      await s2.close().catch(() => {})
+      const m1 = await waitFor(
+        'alpha to count every bad message',
+        async () => {
+          const t = await metricsText(agents.alpha)
+          return count(t, 'bad_signature') - count(m0, 'bad_signature') >= 2 &&
+            count(t, 'not_voter') - count(m0, 'not_voter') >= 2 &&
+            count(t, 'malformed') - count(m0, 'malformed') >= 2 &&
+            count(t, 'undecodable') - count(m0, 'undecodable') >= 1
+            ? t
+            : undefined
+        },
+        15_000,
+      )
+      console.log(
+        `      dropped at alpha: bad_signature +${count(m1, 'bad_signature') - count(m0, 'bad_signature')}, not_voter +${count(m1, 'not_voter') - count(m0, 'not_voter')}, malformed +${count(m1, 'malformed') - count(m0, 'malformed')}, undecodable +${count(m1, 'undecodable') - count(m0, 'undecodable')}`,
+      )
+      const afterwards = (await list(agents.alpha)).find((x) => x.id === id)
+      assert.equal(afterwards?.winner, before?.winner)
+      assert.equal(afterwards?.status, 'allocated')
+      assert.equal(agents.alpha.exitCode, null, 'alpha still runs')
+      await mesh(['--data-dir', agents.alpha.dataDir, 'request', 'cancel', id])
+    } finally {
+      await member?.stop()
+    }
   })
 })
