@@ -1,3 +1,4 @@
+import { join } from 'node:path'
 import { EventBus } from '../api/events.js'
 import { blockRoutes } from '../api/routes-blocks.js'
 import { coreRoutes } from '../api/routes-core.js'
@@ -63,7 +64,7 @@ export async function startAgent(opts: AgentOptions): Promise<RunningAgent> {
       seeds: setup.cluster.seeds ?? [],
       reporter: reporter.forComponent('node'),
     })
-    const executor = new CommandExecutor(config.elections.commands)
+    const executor = new CommandExecutor(config.elections.commands, join(opts.dataDir, 'instances'))
     const membership = new MembershipComponent({
       node,
       computeTypes: () => executor.computeTypes(),

@@ -7,8 +7,10 @@
  * started as a detached process group on allocate and killed on deallocate. The plugins
  * component plugs in the same way (see PluginsExecutor notes in the README draft).
  */
-import { type ChildProcess, spawn } from 'node:child_process'
+import { spawn } from 'node:child_process'
+import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { cpus, totalmem } from 'node:os'
+import { join } from 'node:path'
 import type { Request } from './messages.js'
 import { type Assessment, assess } from './rule.js'
 
@@ -27,9 +29,13 @@ export interface Executor {
 }
 
 export class CommandExecutor implements Executor {
-  private readonly running = new Map<string, { instance: string; child: ChildProcess }>()
+  /** request id -> instance and process group; also in `<stateDir>/<id>.json`, so a restarted agent adopts what it started */
+  private readonly running = new Map<string, { instance: string; pid: number }>()
 
-  constructor(private readonly commands: Record<string, string>) {}
+  constructor(
+    private readonly commands: Record<string, string>,
+    private readonly stateDir?: string,
+  ) {}
 
   computeTypes(): string[] {
     return Object.keys(this.commands).sort()
@@ -47,8 +53,26 @@ export class CommandExecutor implements Executor {
     })
   }
 
+  private file(id: string): string | undefined {
+    return this.stateDir === undefined ? undefined : join(this.stateDir, `${id}.json`)
+  }
+
+  /** What we started for the request, in this process or before a restart, if it still runs. */
+  private find(id: string): { instance: string; pid: number } | undefined {
+    let r = this.running.get(id)
+    const f = this.file(id)
+    if (r === undefined && f !== undefined) {
+      try {
+        r = JSON.parse(readFileSync(f, 'utf8')) as { instance: string; pid: number }
+      } catch {}
+    }
+    if (r === undefined || !alive(r.pid)) return undefined
+    this.running.set(id, r)
+    return r
+  }
+
   async allocate(request: Request): Promise<{ instance: string }> {
-    const have = this.running.get(request.id)
+    const have = this.find(request.id)
     if (have !== undefined) return { instance: have.instance }
     const cmd = this.commands[request.computeType]
     if (cmd === undefined) throw new Error(`compute type ${request.computeType} not available here`)
@@ -63,32 +87,40 @@ export class CommandExecutor implements Executor {
       child.once('error', reject)
     })
     child.unref()
-    this.running.set(request.id, { instance, child })
+    const r = { instance, pid: child.pid as number }
+    this.running.set(request.id, r)
+    const f = this.file(request.id)
+    if (f !== undefined && this.stateDir !== undefined) {
+      mkdirSync(this.stateDir, { recursive: true })
+      writeFileSync(f, JSON.stringify(r))
+    }
     return { instance }
   }
 
   async deallocate(requestId: string): Promise<void> {
-    const r = this.running.get(requestId)
-    if (r === undefined) return
+    const r = this.find(requestId)
     this.running.delete(requestId)
-    if (r.child.exitCode !== null || r.child.pid === undefined) return
-    const gone = new Promise<void>((resolve) => r.child.once('exit', () => resolve()))
+    const f = this.file(requestId)
+    if (f !== undefined) rmSync(f, { force: true })
+    if (r === undefined) return
     try {
-      process.kill(-r.child.pid, 'SIGTERM')
+      process.kill(-r.pid, 'SIGTERM')
     } catch {
       return
     }
-    const t = setTimeout(() => {
-      try {
-        process.kill(-(r.child.pid as number), 'SIGKILL')
-      } catch {}
-    }, 3000)
-    await gone
-    clearTimeout(t)
+    // bounded: 3 s for SIGTERM, then SIGKILL
+    for (let i = 0; i < 30 && alive(r.pid); i++) await new Promise((res) => setTimeout(res, 100))
+    try {
+      if (alive(r.pid)) process.kill(-r.pid, 'SIGKILL')
+    } catch {}
   }
+}
 
-  /** stop everything (agent shutdown) */
-  async stopAll(): Promise<void> {
-    await Promise.all([...this.running.keys()].map((id) => this.deallocate(id)))
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0)
+    return true
+  } catch {
+    return false
   }
 }

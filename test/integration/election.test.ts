@@ -73,7 +73,7 @@ describe('elections: five agents on loopback', function () {
     const dirs = names.map(() => fx.tempDir('mesh-el-'))
     for (const [i, n] of names.entries()) {
       logs[n] = join(dirs[i], 'instances.log')
-      const cmd = `trap 'echo stop $MESH_INSTANCE >> ${logs[n]}; exit 0' TERM; echo $$ >> ${logs[n]}.pids; echo start $MESH_INSTANCE >> ${logs[n]}; sleep 300 & wait`
+      const cmd = `trap 'echo stop $MESH_INSTANCE >> ${logs[n]}; exit 0' TERM; echo $$ $MESH_INSTANCE >> ${logs[n]}.pids; echo start $MESH_INSTANCE >> ${logs[n]}; sleep 300 & wait`
       const yaml = capable.includes(n)
         ? `elections:\n  roundTimeoutMs: 10000\n  commands:\n    sleeper: ${JSON.stringify(cmd)}\n`
         : 'elections:\n  roundTimeoutMs: 10000\n'
@@ -106,7 +106,7 @@ describe('elections: five agents on loopback', function () {
 
   after(async () => {
     // instances started by killed agents outlive them (detached process groups): stop those too
-    const pids = names.flatMap((n) => lines(`${logs[n]}.pids`))
+    const pids = names.flatMap((n) => lines(`${logs[n]}.pids`).map((l) => l.split(' ')[0]))
     await fx.cleanup()
     for (const pid of pids) {
       try {
@@ -364,5 +364,71 @@ describe('elections: five agents on loopback', function () {
     } finally {
       await member?.stop()
     }
+  })
+
+  it('the winner restarted (kill -9, start again at once) resumes from its data dir: it adopts the running instance instead of starting a second one', async () => {
+    const r = await mesh([
+      '--data-dir',
+      agents.echo.dataDir,
+      'request',
+      'create',
+      '--compute-type',
+      'sleeper',
+      '--wait',
+    ])
+    assert.equal(r.code, 0, r.stderr)
+    const id = r.stdout.trim().split('\n').at(-1) as string
+    const w = winnerName((await list(agents.echo)).find((x) => x.id === id)?.winner) as string
+    const instance = `sleeper-${id.slice(0, 8)}`
+    const pidsOf = () =>
+      lines(`${logs[w]}.pids`)
+        .filter((l) => l.endsWith(` ${instance}`))
+        .map((l) => Number(l.split(' ')[0]))
+    await waitFor('the instance to start', async () => pidsOf().length === 1, 10_000)
+    const [pid] = pidsOf()
+    await agents[w].kill('SIGKILL')
+    agents[w].start()
+    await agents[w].ready()
+    await waitFor(
+      `${w} to list the request again (from elections.json)`,
+      async () => (await list(agents[w])).some((x) => x.id === id),
+      20_000,
+    )
+    assert.match(agents[w].stderr, /resumed elections/)
+    // Two legitimate outcomes, depending on whether the others declared w dead before it came
+    // back: it stays the winner and keeps (adopts) its instance, or the round ends without it (no
+    // one else can run sleeper now) and it stops the instance when it hears it was declared dead.
+    const settled = await waitFor(
+      'every member to agree on the request',
+      async () => {
+        const seen = new Set<string>()
+        for (const n of names.filter((x) => agents[x].exitCode === null)) {
+          const x = (await list(agents[n])).find((y) => y.id === id)
+          seen.add(`${x?.status} ${x?.winner ?? '-'}`)
+        }
+        return seen.size === 1 ? [...seen][0] : undefined
+      },
+      60_000,
+    )
+    assert.deepEqual(pidsOf(), [pid], 'no second process was started')
+    if (settled === `allocated ${peerIds[w]}`) {
+      console.log(`      ${w} stayed the winner and adopted pid ${pid}`)
+      process.kill(pid, 0) // still running: adopted, not restarted
+    } else {
+      console.log(`      ${w} was declared dead meanwhile (${settled}); it stopped its instance`)
+      assert.match(settled, /^no-candidate/)
+      await waitFor(
+        'the instance to be stopped',
+        async () => lines(logs[w]).includes(`stop ${instance}`),
+        15_000,
+      )
+    }
+    const c = await mesh(['--data-dir', agents.echo.dataDir, 'request', 'cancel', id])
+    assert.equal(c.code, 0, c.stderr)
+    await waitFor(
+      'the instance to be stopped (on cancel, or already)',
+      async () => lines(logs[w]).includes(`stop ${instance}`),
+      15_000,
+    )
   })
 })
