@@ -125,6 +125,12 @@ describe('elections: five agents on loopback', function () {
   })
 
   it('a request from a member without the compute type is decided the same everywhere; the winner (bravo or charlie) allocates once', async () => {
+    const seen: Array<{ type: string; data: Record<string, unknown> }> = []
+    const ctl = new AbortController()
+    void api(agents.alpha)
+      .events((e) => seen.push(e as never), ctl.signal)
+      .catch(() => {})
+    await new Promise((res) => setTimeout(res, 300))
     const t0 = Date.now()
     const r = await mesh([
       '--data-dir',
@@ -145,6 +151,22 @@ describe('elections: five agents on loopback', function () {
       `      request create --wait: ${took} ms (CLI process included)\n${r.stdout.replace(/^/gm, '      ')}`,
     )
     const id = r.stdout.trim().split('\n').at(-1) as string
+    // the control API's event stream told the story: decided, then allocated
+    await waitFor(
+      'request events on /v1/events',
+      async () =>
+        seen.some((e) => e.type === 'request_change' && e.data.id === id && e.data.status === 'allocated'),
+      10_000,
+    )
+    ctl.abort()
+    const story = seen
+      .filter((e) => e.data.id === id)
+      .map((e) => (e.type === 'request_change' ? `${e.type}:${e.data.status}` : e.type))
+    assert.deepEqual(story.slice(story.indexOf('request_decided')), [
+      'request_decided',
+      'request_change:elected',
+      'request_change:allocated',
+    ])
     const winners = new Set<string>()
     await waitFor(
       'every member to show the request allocated',
