@@ -64,10 +64,12 @@ export async function startAgent(opts: AgentOptions): Promise<RunningAgent> {
       seeds: setup.cluster.seeds ?? [],
       reporter: reporter.forComponent('node'),
     })
+    let elections: ElectionsComponent | undefined
     const executor = new CommandExecutor(config.elections.commands, join(opts.dataDir, 'instances'))
     const membership = new MembershipComponent({
       node,
       computeTypes: () => executor.computeTypes(),
+      maintenance: () => elections?.maintenance ?? config.elections.maintenance,
       cluster: setup.cluster,
       config,
       dataDir: opts.dataDir,
@@ -90,7 +92,7 @@ export async function startAgent(opts: AgentOptions): Promise<RunningAgent> {
       config,
       reporter: reporter.forComponent('tunnel'),
     })
-    const elections = new ElectionsComponent({
+    elections = new ElectionsComponent({
       node,
       membership,
       cluster: setup.cluster,
@@ -112,10 +114,10 @@ export async function startAgent(opts: AgentOptions): Promise<RunningAgent> {
         tunnelRoutes({ tunnel }),
         blockRoutes({ blocks }),
         trustRoutes({ node, membership, clusterId: setup.cluster.id }),
-        electionRoutes({ elections }),
+        electionRoutes({ elections: elections as ElectionsComponent }),
       ],
     })
-    const components: Component[] = [node, membership, blocks, tunnel, elections, api]
+    const components: Component[] = [node, membership, blocks, tunnel, elections as ElectionsComponent, api]
     if (config.metrics.listen !== undefined) {
       components.push(new MetricsServer({ listen: config.metrics.listen, reporter }))
     }

@@ -16,6 +16,15 @@ export function electionRoutes(deps: { elections: ElectionsComponent }) {
 
     app.get('/v1/requests', async () => ({ requests: el.list() }))
 
+    app.get('/v1/maintenance', async () => ({ on: el.maintenance }))
+    app.post<{ Body: { on?: unknown } }>('/v1/maintenance', async (req) => {
+      const on = req.body?.on
+      if (typeof on !== 'boolean')
+        throw new ApiError(400, 'expected {"on": true|false} (mesh maintenance on|off)')
+      el.setMaintenance(on)
+      return { on }
+    })
+
     app.post<{
       Body: { computeType?: string; serverType?: string; tags?: Record<string, string>; names?: string[] }
     }>('/v1/requests', async (req) => {

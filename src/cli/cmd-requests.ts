@@ -157,6 +157,27 @@ export function requestCommands(program: Command): void {
       }),
     )
   program
+    .command('maintenance [state]')
+    .description(
+      'on: this member votes no on every request (shown in mesh members); off: back to normal; none: show',
+    )
+    .action(
+      action(async (state: string | undefined) => {
+        const g = program.opts<GlobalOpts>()
+        const api = client(g)
+        if (state !== undefined && state !== 'on' && state !== 'off')
+          throw new UsageError(
+            `unknown state '${state}': use mesh maintenance on, off, or no argument to show it`,
+          )
+        const r =
+          state === undefined
+            ? await api.call<{ on: boolean }>('GET', '/v1/maintenance')
+            : await api.call<{ on: boolean }>('POST', '/v1/maintenance', { on: state === 'on' })
+        if (g.json) return printJson(r)
+        process.stdout.write(`maintenance ${r.on ? 'on: this member votes no on every request' : 'off'}\n`)
+      }),
+    )
+  program
     .command('requests')
     .description('election requests this member knows: state, winner, age')
     .action(

@@ -55,6 +55,8 @@ export class ElectionsComponent implements Component {
   private persistTimer: NodeJS.Timeout | undefined
   private unsubscribe: (() => void) | undefined
   private stopped = false
+  /** `mesh maintenance on|off`: vote no on everything while on */
+  maintenance: boolean
   private readonly file: string
   private readonly metrics: {
     inputs: ReturnType<ComponentReporter['gauge']>
@@ -80,6 +82,11 @@ export class ElectionsComponent implements Component {
     this.topic = `${prefix}/elections/1`
     this.syncProto = `${prefix}/elections/sync/1.0.0`
     this.file = join(deps.dataDir, 'elections.json')
+    this.maintenance = deps.config.elections.maintenance
+    try {
+      const m = JSON.parse(readFileSync(join(deps.dataDir, 'maintenance.json'), 'utf8')) as { on?: unknown }
+      if (typeof m.on === 'boolean') this.maintenance = m.on
+    } catch {}
     const r = deps.reporter
     this.metrics = {
       inputs: r.gauge('inputs', 'election messages received, by outcome', ['outcome'], () => {
@@ -170,6 +177,13 @@ export class ElectionsComponent implements Component {
     this.times.set(request.id, {})
     this.run(effects)
     return request
+  }
+
+  /** Turn maintenance on or off (kept in `<data dir>/maintenance.json` across restarts). */
+  setMaintenance(on: boolean): void {
+    this.maintenance = on
+    writeFileSync(join(this.deps.dataDir, 'maintenance.json'), JSON.stringify({ on }))
+    this.deps.membership.republish()
   }
 
   cancel(id: string): boolean {
@@ -305,7 +319,7 @@ export class ElectionsComponent implements Component {
             a = this.deps.executor.canRun(e.request, {
               name: c.name,
               tags: c.tags,
-              maintenance: c.elections.maintenance,
+              maintenance: this.maintenance,
             })
           } catch (err) {
             a = { yes: false, reasons: ['other'], score: 0, note: (err as Error).message }

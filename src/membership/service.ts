@@ -74,6 +74,8 @@ export class MembershipComponent implements Component {
       reporter: ComponentReporter
       /** what this member can run (the elections executor), for its record; none when absent */
       computeTypes?: () => string[]
+      /** whether this member is in maintenance (votes no everywhere); config when absent */
+      maintenance?: () => boolean
     },
   ) {
     const prefix = protocolPrefix(deps.cluster)
@@ -219,7 +221,7 @@ export class MembershipComponent implements Component {
       tags: { ...config.tags },
       computeTypes: (this.deps.computeTypes?.() ?? []).slice(0, 32),
       resources: { cpus: cpus().length, memoryBytes: totalmem(), diskFreeBytes: diskFree },
-      maintenance: config.elections.maintenance,
+      maintenance: this.deps.maintenance?.() ?? config.elections.maintenance,
     }
   }
 
@@ -635,6 +637,11 @@ export class MembershipComponent implements Component {
   }
 
   /** `mesh members --rejoin`: dial every known member now. */
+  /** Re-sign and spread our record now (the maintenance flag or compute types changed). */
+  republish(): void {
+    this.refresh()
+  }
+
   async rejoin(): Promise<{ tried: number; connected: number }> {
     const node = this.libp2p
     const rows = [...this.table.rows()].filter((r) => r.peerId !== this.selfId && r.status !== 'left')

@@ -238,6 +238,47 @@ describe('elections: five agents on loopback', function () {
       assert.match(r.stderr, new RegExp(`${n}: compute-type \\(compute type gpu not available\\)`))
   })
 
+  it('mesh maintenance on: the member votes no (reason maintenance), says so in mesh members, and the other one wins', async () => {
+    const on = await mesh(['--data-dir', agents.bravo.dataDir, 'maintenance', 'on'])
+    assert.equal(on.code, 0, on.stderr)
+    await waitFor(
+      'delta to see bravo in maintenance',
+      async () => {
+        const t = await mesh(['--data-dir', agents.delta.dataDir, 'members'])
+        return /bravo\s.*alive \(maint\)/.test(t.stdout)
+      },
+      15_000,
+    )
+    const r = await mesh([
+      '--data-dir',
+      agents.delta.dataDir,
+      'request',
+      'create',
+      '--compute-type',
+      'sleeper',
+      '--wait',
+    ])
+    assert.equal(r.code, 0, r.stderr)
+    assert.match(r.stdout, /^allocated: sleeper-[0-9a-f]{8} on charlie/m)
+    const id = r.stdout.trim().split('\n').at(-1) as string
+    const show = await mesh(['--data-dir', agents.delta.dataDir, 'request', 'show', id])
+    assert.match(show.stdout, /bravo\s+no\s+maintenance \(in maintenance\)/)
+    assert.equal((await mesh(['--data-dir', agents.delta.dataDir, 'request', 'cancel', id])).code, 0)
+    const off = await mesh(['--data-dir', agents.bravo.dataDir, 'maintenance', 'off'])
+    assert.equal(off.code, 0, off.stderr)
+    const bad = await mesh(['--data-dir', agents.bravo.dataDir, 'maintenance', 'maybe'])
+    assert.equal(bad.code, 2)
+    assert.match(bad.stderr, /use mesh maintenance on, off/)
+    await waitFor(
+      'delta to see bravo out of maintenance',
+      async () =>
+        /bravo\s.*alive(?! \(maint\))/.test(
+          (await mesh(['--data-dir', agents.delta.dataDir, 'members'])).stdout,
+        ),
+      15_000,
+    )
+  })
+
   it('the winner killed (kill -9) after it allocated: a new round elects the other capable member, which allocates', async () => {
     const r = await mesh([
       '--data-dir',
