@@ -116,7 +116,7 @@ async function main(): Promise<void> {
     const ds = stats(decided)
     const as = stats(allocated)
     const table = markdownTable(
-      ['measure (5 agents, loopback, N = ' + opts.requests + ')', 'ms'],
+      [`measure (5 agents, loopback, N = ${opts.requests})`, 'ms'],
       [
         ['request -> decided (all 5 voted, winner known on the requester)', fmtStats(ds)],
         ['request -> allocated (winner started the process, report back)', fmtStats(as)],
