@@ -1,12 +1,16 @@
+import { join } from 'node:path'
 import { EventBus } from '../api/events.js'
 import { blockRoutes } from '../api/routes-blocks.js'
 import { coreRoutes } from '../api/routes-core.js'
+import { electionRoutes } from '../api/routes-elections.js'
 import { memberRoutes } from '../api/routes-members.js'
 import { pluginRoutes } from '../api/routes-plugins.js'
 import { trustRoutes } from '../api/routes-trust.js'
 import { tunnelRoutes } from '../api/routes-tunnel.js'
 import { ApiComponent } from '../api/server.js'
 import { BlocksComponent } from '../blocks/component.js'
+import { ElectionsComponent } from '../election/component.js'
+import { CommandExecutor } from '../election/executor.js'
 import { MembershipComponent } from '../membership/service.js'
 import { dataPaths, ensureDataDir, lockDataDir } from '../node/datadir.js'
 import { NodeComponent } from '../node/node-component.js'
@@ -64,8 +68,12 @@ export async function startAgent(opts: AgentOptions): Promise<RunningAgent> {
       seeds: setup.cluster.seeds ?? [],
       reporter: reporter.forComponent('node'),
     })
+    let elections: ElectionsComponent | undefined
+    const executor = new CommandExecutor(config.elections.commands, join(opts.dataDir, 'instances'))
     const membership = new MembershipComponent({
       node,
+      computeTypes: () => executor.computeTypes(),
+      maintenance: () => elections?.maintenance ?? config.elections.maintenance,
       cluster: setup.cluster,
       config,
       dataDir: opts.dataDir,
@@ -114,6 +122,16 @@ export async function startAgent(opts: AgentOptions): Promise<RunningAgent> {
         return token
       },
     })
+    elections = new ElectionsComponent({
+      node,
+      membership,
+      cluster: setup.cluster,
+      config,
+      dataDir: opts.dataDir,
+      events,
+      executor,
+      reporter: reporter.forComponent('elections'),
+    })
     let daemon: Daemon | undefined
     const api = new ApiComponent({
       socketPath: paths.socket,
@@ -127,9 +145,18 @@ export async function startAgent(opts: AgentOptions): Promise<RunningAgent> {
         blockRoutes({ blocks }),
         trustRoutes({ node, membership, clusterId: setup.cluster.id }),
         pluginRoutes({ plugins }),
+        electionRoutes({ elections: elections as ElectionsComponent }),
       ],
     })
-    const components: Component[] = [node, membership, blocks, tunnel, plugins, api]
+    const components: Component[] = [
+      node,
+      membership,
+      blocks,
+      tunnel,
+      plugins,
+      elections as ElectionsComponent,
+      api,
+    ]
     if (config.metrics.listen !== undefined) {
       components.push(new MetricsServer({ listen: config.metrics.listen, reporter }))
     }

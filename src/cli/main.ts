@@ -8,6 +8,7 @@ import { initCommand } from './cmd-init.js'
 import { inviteCommand } from './cmd-invite.js'
 import { membersCommand } from './cmd-members.js'
 import { pluginCommands } from './cmd-plugins.js'
+import { requestCommands } from './cmd-requests.js'
 import { statusCommand } from './cmd-status.js'
 import { trustCommands } from './cmd-trust.js'
 import { tunnelCommands } from './cmd-tunnel.js'
@@ -40,6 +41,7 @@ tunnelCommands(program)
 trustCommands(program)
 blockCommands(program)
 pluginCommands(program)
+requestCommands(program)
 
 // libp2p internals sometimes reject promises nobody awaits (aborted dials, closed
 // streams); log them instead of crashing the agent.

@@ -991,7 +991,8 @@ export class ElectionCore {
       e.noCandidate = here
       out.push({ type: 'no-candidate', requestId: e.id, round: d.round, reasons: this.refusals(e) })
     }
-    const s = `${d.status}/${here}/${d.winner ?? ''}`
+    // base too: a cancelled request's winner reporting DEALLOCATED is news for the requester
+    const s = `${d.status}/${d.base}/${here}/${d.winner ?? ''}`
     if (s === e.lastStatus) return
     e.lastStatus = s
     const st: Effect = { type: 'status', requestId: e.id, status: d.status, round: d.round }

@@ -73,6 +73,10 @@ export class MembershipComponent implements Component {
       dataDir: string
       events: EventBus
       reporter: ComponentReporter
+      /** what this member can run (the elections executor), for its record; none when absent */
+      computeTypes?: () => string[]
+      /** whether this member is in maintenance (votes no everywhere); config when absent */
+      maintenance?: () => boolean
     },
   ) {
     const prefix = protocolPrefix(deps.cluster)
@@ -224,9 +228,10 @@ export class MembershipComponent implements Component {
       status,
       version: VERSION,
       tags: { ...config.tags },
-      computeTypes: [...this.computeTypes],
+      // plugin compute types available here, and those of the election executor
+      computeTypes: [...new Set([...this.computeTypes, ...(this.deps.computeTypes?.() ?? [])])].slice(0, 32),
       resources: { cpus: cpus().length, memoryBytes: totalmem(), diskFreeBytes: diskFree },
-      maintenance: false,
+      maintenance: this.deps.maintenance?.() ?? config.elections.maintenance,
     }
   }
 
@@ -642,6 +647,11 @@ export class MembershipComponent implements Component {
   }
 
   /** `mesh members --rejoin`: dial every known member now. */
+  /** Re-sign and spread our record now (the maintenance flag or compute types changed). */
+  republish(): void {
+    this.refresh()
+  }
+
   async rejoin(): Promise<{ tried: number; connected: number }> {
     const node = this.libp2p
     const rows = [...this.table.rows()].filter((r) => r.peerId !== this.selfId && r.status !== 'left')
