@@ -11,6 +11,7 @@ import { ApiComponent } from '../api/server.js'
 import { BlocksComponent } from '../blocks/component.js'
 import { ElectionsComponent } from '../election/component.js'
 import { CommandExecutor } from '../election/executor.js'
+import { PluginsExecutor } from '../election/plugins-executor.js'
 import { MembershipComponent } from '../membership/service.js'
 import { dataPaths, ensureDataDir, lockDataDir } from '../node/datadir.js'
 import { NodeComponent } from '../node/node-component.js'
@@ -122,6 +123,13 @@ export async function startAgent(opts: AgentOptions): Promise<RunningAgent> {
         return token
       },
     })
+    // elections run what they win through elections.commands, else through the plugins
+    const runner = new PluginsExecutor(
+      executor,
+      plugins,
+      join(opts.dataDir, 'elections-instances.json'),
+      () => node.trust.isAdmin(node.node.peerId.toString()),
+    )
     elections = new ElectionsComponent({
       node,
       membership,
@@ -129,7 +137,7 @@ export async function startAgent(opts: AgentOptions): Promise<RunningAgent> {
       config,
       dataDir: opts.dataDir,
       events,
-      executor,
+      executor: runner,
       reporter: reporter.forComponent('elections'),
     })
     let daemon: Daemon | undefined

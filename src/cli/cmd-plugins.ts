@@ -1,5 +1,6 @@
 import type { Command } from 'commander'
 import type { InstanceRecord, PluginView, SpawnedInstance } from '../plugins/component.js'
+import { requestAndWait } from './cmd-requests.js'
 import { action, client, fmtDuration, type GlobalOpts, printJson, table, UsageError } from './common.js'
 
 // spawning waits for the instance to join; the agent bounds every step itself
@@ -117,6 +118,12 @@ export function pluginCommands(program: Command): void {
     .option('--no-provision', "skip the server type's bootstrap")
     .option('--no-after-hooks', 'skip the after_start_instance, after_slave and after_join hooks')
     .option('--timeout <seconds>', 'how long to wait for each instance to be alive', '180')
+    .option('--anywhere', 'let the cluster elect a member that can run it (this one need not)')
+    .option(
+      '--filter <key=value>',
+      'with --anywhere: only members with this tag, repeatable',
+      (v: string, p: string[] = []) => [...p, v],
+    )
     .action(
       action(
         async (opts: {
@@ -126,8 +133,22 @@ export function pluginCommands(program: Command): void {
           provision: boolean
           afterHooks: boolean
           timeout: string
+          anywhere?: boolean
+          filter?: string[]
         }) => {
           const g = program.opts<GlobalOpts>()
+          if (opts.anywhere === true) {
+            if (opts.count !== '1')
+              throw new UsageError('--anywhere starts one instance per election: leave out --count')
+            return requestAndWait(g, {
+              computeType: opts.computeType,
+              serverType: opts.serverType,
+              filter: opts.filter,
+              wait: true,
+              timeout: String(Number(opts.timeout) * 1000),
+            })
+          }
+          if (opts.filter !== undefined) throw new UsageError('--filter goes with --anywhere')
           const count = Number(opts.count)
           if (!Number.isInteger(count) || count < 1 || count > 64)
             throw new UsageError(`invalid --count '${opts.count}': use a whole number from 1 to 64`)

@@ -63,51 +63,7 @@ export function requestCommands(program: Command): void {
           wait?: boolean
           timeout: string
         }) => {
-          const g = program.opts<GlobalOpts>()
-          const api = client(g)
-          const body = {
-            computeType: opts.computeType,
-            tags: parseFilters(opts.filter),
-            names: opts.name ?? [],
-          }
-          const { id, voters } = await api.call<{ id: string; voters: number }>('POST', '/v1/requests', body)
-          if (opts.wait !== true) {
-            if (g.json) printJson({ id, voters })
-            else process.stdout.write(`${id}  request sent to ${voters} voters\n`)
-            return
-          }
-          const limit = Number(opts.timeout)
-          if (!Number.isFinite(limit) || limit <= 0)
-            throw new UsageError('--timeout must be a positive number of ms')
-          const start = Date.now()
-          let shown: Shown | undefined
-          let printedDecision = false
-          // bounded: at most limit / 50 polls
-          for (let i = 0; i < Math.ceil(limit / 50); i++) {
-            shown = await api.call<Shown>('GET', `/v1/requests/${id}`)
-            if (!g.json && !printedDecision && shown.winner !== undefined) {
-              printedDecision = true
-              process.stdout.write(
-                `decided: ${nameOf(shown, shown.winner)} won round ${shown.round} after ${fmtMs(shown.decidedMs ?? Date.now() - start)}\n`,
-              )
-            }
-            if (TERMINAL.has(shown.status)) break
-            if (Date.now() - start > limit) break
-            await new Promise((r) => setTimeout(r, 50))
-          }
-          if (shown === undefined) return
-          if (g.json) return printJson(shown)
-          if (shown.status === 'allocated')
-            process.stdout.write(
-              `allocated: ${shown.instance} on ${nameOf(shown, shown.winner)} after ${fmtMs(shown.allocatedMs ?? Date.now() - start)}\n`,
-            )
-          else if (shown.status === 'no-candidate')
-            throw new Error(`${shown.message ?? 'no member can run this'}`)
-          else
-            process.stdout.write(
-              `${shown.status} after ${fmtMs(Date.now() - start)} (still going: mesh request show ${id.slice(0, 8)})\n`,
-            )
-          process.stdout.write(`${id}\n`)
+          await requestAndWait(program.opts<GlobalOpts>(), opts)
         },
       ),
     )
@@ -209,4 +165,64 @@ function nameOf(s: Shown, peer: string | undefined): string {
     for (const v of r.votes) if ((v as unknown as { voter: string }).voter === peer) return v.name
   }
   return peer
+}
+
+/**
+ * Make a request (an election among the alive members) and, with `wait`, print the decision
+ * and the result: `mesh request create` and `mesh spawn --anywhere`.
+ */
+export async function requestAndWait(
+  g: GlobalOpts,
+  opts: {
+    computeType: string
+    serverType?: string
+    filter?: string[]
+    name?: string[]
+    wait?: boolean
+    timeout: string
+  },
+): Promise<void> {
+  const api = client(g)
+  const body = {
+    computeType: opts.computeType,
+    ...(opts.serverType !== undefined ? { serverType: opts.serverType } : {}),
+    tags: parseFilters(opts.filter),
+    names: opts.name ?? [],
+  }
+  const { id, voters } = await api.call<{ id: string; voters: number }>('POST', '/v1/requests', body)
+  if (opts.wait !== true) {
+    if (g.json) printJson({ id, voters })
+    else process.stdout.write(`${id}  request sent to ${voters} voters\n`)
+    return
+  }
+  const limit = Number(opts.timeout)
+  if (!Number.isFinite(limit) || limit <= 0) throw new UsageError('--timeout must be a positive number of ms')
+  const start = Date.now()
+  let shown: Shown | undefined
+  let printedDecision = false
+  // bounded: at most limit / 50 polls
+  for (let i = 0; i < Math.ceil(limit / 50); i++) {
+    shown = await api.call<Shown>('GET', `/v1/requests/${id}`)
+    if (!g.json && !printedDecision && shown.winner !== undefined) {
+      printedDecision = true
+      process.stdout.write(
+        `decided: ${nameOf(shown, shown.winner)} won round ${shown.round} after ${fmtMs(shown.decidedMs ?? Date.now() - start)}\n`,
+      )
+    }
+    if (TERMINAL.has(shown.status)) break
+    if (Date.now() - start > limit) break
+    await new Promise((r) => setTimeout(r, 50))
+  }
+  if (shown === undefined) return
+  if (g.json) return printJson(shown)
+  if (shown.status === 'allocated')
+    process.stdout.write(
+      `allocated: ${shown.instance} on ${nameOf(shown, shown.winner)} after ${fmtMs(shown.allocatedMs ?? Date.now() - start)}\n`,
+    )
+  else if (shown.status === 'no-candidate') throw new Error(`${shown.message ?? 'no member can run this'}`)
+  else
+    process.stdout.write(
+      `${shown.status} after ${fmtMs(Date.now() - start)} (still going: mesh request show ${id.slice(0, 8)})\n`,
+    )
+  process.stdout.write(`${id}\n`)
 }

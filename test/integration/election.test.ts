@@ -121,7 +121,8 @@ describe('elections: five agents on loopback', function () {
     const ms = await meshJson<Array<{ name: string; computeTypes: string[] }>>(agents.delta.dataDir, [
       'members',
     ])
-    for (const m of ms) assert.deepEqual(m.computeTypes, capable.includes(m.name) ? ['sleeper'] : [], m.name)
+    // (built-in plugin types such as 'process' are advertised too)
+    for (const m of ms) assert.equal(m.computeTypes.includes('sleeper'), capable.includes(m.name), m.name)
   })
 
   it('a request from a member without the compute type is decided the same everywhere; the winner (bravo or charlie) allocates once', async () => {
@@ -236,6 +237,62 @@ describe('elections: five agents on loopback', function () {
     assert.match(r.stderr, /no member can run this: /)
     for (const n of names)
       assert.match(r.stderr, new RegExp(`${n}: compute-type \\(compute type gpu not available\\)`))
+  })
+
+  it('mesh spawn --anywhere: the cluster elects an admin with the process plugin, which spawns a member that joins; cancel destroys it', async () => {
+    const before = (await meshJson<Array<{ name: string }>>(agents.delta.dataDir, ['members'])).length
+    const r = await mesh(
+      [
+        '--data-dir',
+        agents.delta.dataDir,
+        'spawn',
+        '--compute-type',
+        'process',
+        '--anywhere',
+        '--timeout',
+        '120',
+      ],
+      { timeoutMs: 150_000 },
+    )
+    assert.equal(r.code, 0, `${r.stdout}\n${r.stderr}`)
+    // only alpha, the founder, is an admin: the others vote no (they cannot invite)
+    assert.match(r.stdout, /^decided: alpha won round 0/m)
+    const m = /^allocated: (process-\S+) on alpha/m.exec(r.stdout)
+    assert.ok(m !== null, r.stdout)
+    const instance = m[1]
+    await waitFor(
+      `${instance} alive on delta`,
+      async () =>
+        (await meshJson<Array<{ name: string; status: string }>>(agents.delta.dataDir, ['members'])).some(
+          (x) => x.name === instance && x.status === 'alive',
+        ),
+      60_000,
+      500,
+    )
+    assert.equal((await meshJson<unknown[]>(agents.delta.dataDir, ['members'])).length, before + 1)
+    const show = await mesh([
+      '--data-dir',
+      agents.delta.dataDir,
+      'request',
+      'show',
+      r.stdout.trim().split('\n').pop()!,
+    ])
+    assert.match(show.stdout, /bravo\s+no\s+other \(not an admin/)
+    const id = r.stdout.trim().split('\n').pop()!
+    const cancel = await mesh(['--data-dir', agents.delta.dataDir, 'request', 'cancel', id])
+    assert.equal(cancel.code, 0, cancel.stderr)
+    await waitFor(
+      `${instance} gone from alpha's instances and left`,
+      async () => {
+        const inst = await meshJson<Array<{ name: string }>>(agents.alpha.dataDir, ['instances'])
+        const row = (
+          await meshJson<Array<{ name: string; status: string }>>(agents.delta.dataDir, ['members'])
+        ).find((x) => x.name === instance)
+        return !inst.some((i) => i.name === instance) && row?.status === 'left'
+      },
+      60_000,
+      500,
+    )
   })
 
   it('mesh maintenance on: the member votes no (reason maintenance), says so in mesh members, and the other one wins', async () => {
