@@ -408,7 +408,7 @@ async function main(): Promise<void> {
         name,
         f(a),
         f(b),
-        a !== undefined && b !== undefined ? `${(((a - b) / b) * 100).toFixed(0)}%` : '-',
+        a !== undefined && b !== undefined && b > 0 ? `${(((a - b) / b) * 100).toFixed(0)}%` : '-',
         ok ? 'yes' : 'NO',
       ])
       return { figure: name, simMs: a, realMs: b, agrees: ok }
