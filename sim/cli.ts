@@ -6,7 +6,7 @@
 //
 // Prints a table (and details) to stdout; --json writes every summary; --svg writes charts.
 import { mkdirSync, writeFileSync } from 'node:fs'
-import { join } from 'node:path'
+import { dirname, join } from 'node:path'
 import type { LatencyName } from './network.js'
 import { details, runScenario, type Summary, table } from './report.js'
 import { type PARAM_DEFAULTS, SCENARIOS } from './scenarios.js'
@@ -219,6 +219,7 @@ function main(): void {
   process.stdout.write(`${table(results)}\n`)
   if (!c.quiet) process.stdout.write(`\n${results.map(details).join('\n\n')}\n`)
   if (c.json !== undefined) {
+    mkdirSync(dirname(c.json), { recursive: true })
     writeFileSync(
       c.json,
       `${JSON.stringify({ generated: new Date().toISOString(), argv: process.argv.slice(2), results }, null, 2)}\n`,

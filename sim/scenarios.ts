@@ -3,6 +3,7 @@
 // (crashes, joins, leaves, restarts, partitions, slow nodes). Anything else that rides on the
 // membership core, such as the election core, plugs in as an Extension (sim.ts): a scenario
 // lists the extensions it needs and their report() lands in the summary.
+import { ElectionExt } from './election.js'
 import { mix32, mulberry32, type Rng, randInt, shuffle } from './rng.js'
 import type { Extension, Sim } from './sim.js'
 
@@ -151,22 +152,31 @@ export const churn: Scenario = {
 }
 
 /**
- * Elections under churn: the churn above plus work requests, each gossiped with its voters,
- * voted on and decided by every member. The election core (src/election/) is a later issue;
- * when it exists this becomes churn.plan() plus an Extension that runs the core on every node
- * (onStart / onChange / onMessage), starts elections on a timer and reports decision times and
- * safety (two winners for one request).
+ * Elections under churn: the churn above plus work requests (one every 2 s from a random live
+ * member, to every member it holds alive), each voted on and decided by the real election core
+ * on every member (sim/election.ts). Reports decision times and safety (two members acting for
+ * one request at once).
  */
 export const electionsChurn: Scenario = {
   name: 'elections-churn',
-  summary: 'churn plus elections for work placement',
-  available: false,
-  why: 'the election core (src/election/) does not exist yet; it is a later issue',
+  summary: 'churn plus elections for work placement (the real election core on every member)',
+  available: true,
   initial: churn.initial,
   expected: churn.expected,
-  plan() {
-    throw new Error('elections-churn needs the election core, which is not built yet')
+  plan(sim, p, rng) {
+    return churn.plan.call(this, sim, p, rng)
   },
+  extensions: (p) => [
+    new ElectionExt({
+      everyMs: 2000,
+      startMs: Math.min(p.startMs, p.durationMs / 4),
+      stopMs: Math.max(p.durationMs - 60_000, p.durationMs / 2),
+      allocateMs: 3000,
+      errorFrac: 0.1,
+      roundTimeoutMs: 30_000,
+      seed: p.seed,
+    }),
+  ],
 }
 
 export const SCENARIOS: Record<string, Scenario> = {

@@ -98,6 +98,7 @@ export function lineChart(o: ChartOptions): string {
   const out: string[] = []
   out.push(
     `<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}" viewBox="0 0 ${W} ${H}" font-family="sans-serif" font-size="12">`,
+    `<title>${esc(o.title)}</title>`,
   )
   out.push(`<rect width="${W}" height="${H}" fill="#fff"/>`)
   out.push(
