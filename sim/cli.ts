@@ -29,7 +29,7 @@ const HELP = `usage: node dist/sim/cli.js [options]
   --nat F             fraction of NAT-only members (reached through relays; default 0)
   --slow F            fraction of slow members (default 0)
   --slow-ms MS        their mean extra delay per thing they handle (default 250)
-  --sync MODE         full (the agent: whole tables) or digest (digest/diff only)
+  --sync MODE         digest (the agent: sync 2.0.0, default) or full (sync 1.0.0: whole tables)
   --announce          publish a member's record on start (the agent does not, today)
   --max-conns N       connections a member keeps for gossip fan-out (libp2p default 300)
   --observers K       full nodes when N > --full-max (default 500)

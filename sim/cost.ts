@@ -19,8 +19,8 @@ export const COST = {
   ihaveId: 60,
   /** gossipsub advertises a message id in this many heartbeats (GossipsubHistoryGossip) */
   ihaveRounds: 3,
-  /** one row of a push-pull digest, if sync were digest-based: peer id, incarnation, flags, fingerprints */
-  digestItem: 80,
+  /** one row of a sync 2.0.0 digest: an 8-byte fingerprint (protocols/membership.md) */
+  digestItem: 8,
   /** Probe{seq} for a direct probe, Probe{seq, target} for an indirect one, ProbeReply{seq, ack} */
   probe: 7,
   probeReq: 61,

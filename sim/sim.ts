@@ -64,7 +64,7 @@ export interface SimOptions {
   /** fraction of nodes with a busy event loop, and the mean extra delay of everything they do */
   slowFraction: number
   slowMs: number
-  /** 'full': the agent's push-pull (both whole tables); 'digest': digest() / diff() only */
+  /** 'digest': the agent's sync 2.0.0 (8-byte fingerprints, then only what differs); 'full': sync 1.0.0 (whole tables) */
   sync: 'full' | 'digest'
   /** above this many nodes, only `observers` nodes are full (see MODEL.md) */
   fullMax: number
@@ -90,7 +90,7 @@ export const SIM_DEFAULTS: SimOptions = {
   membership: AGENT_TIMING,
   slowFraction: 0,
   slowMs: 250,
-  sync: 'full',
+  sync: 'digest',
   fullMax: 2000,
   observers: undefined,
   sample: 300,

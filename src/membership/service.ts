@@ -425,6 +425,11 @@ export class MembershipComponent implements Component {
     await this.sync(peerIdFromString(pick.peerId), 'periodic')
   }
 
+  /** probe payloads with their length prefix (stream set-up and framing are not counted) */
+  private countProbe(direction: 'in' | 'out', bytes: number): void {
+    this.metrics.bytes.inc({ direction, channel: 'probe' }, bytes + 1)
+  }
+
   private countSync(direction: 'in' | 'out', bytes: number): void {
     this.metrics.bytes.inc({ direction, channel: 'sync' }, bytes)
   }
@@ -575,9 +580,10 @@ export class MembershipComponent implements Component {
       })
       const pb = pbStream(stream, { maxDataLength: MAX_PROBE })
       await pb.write(probe, Probe, { signal })
+      this.countProbe('out', Probe.encode(probe).length)
       const reply = await pb.read(ProbeReply, { signal })
+      this.countProbe('in', ProbeReply.encode(reply).length)
       await stream.close({ signal }).catch(() => {})
-      this.metrics.bytes.inc({ direction: 'out', channel: 'probe' }, 8 + probe.target.length)
       return reply
     } catch {
       return undefined
@@ -620,7 +626,9 @@ export class MembershipComponent implements Component {
         ])
         this.relayWaiters.delete(`${origin}/${req.seq}`)
       }
+      this.countProbe('in', Probe.encode(req).length)
       await pb.write({ seq: req.seq, ack }, ProbeReply, { signal })
+      this.countProbe('out', ProbeReply.encode({ seq: req.seq, ack }).length)
       await stream.close({ signal }).catch(() => {})
     } catch (err) {
       this.metrics.dropped.inc({ reason: 'bad_probe' })
