@@ -28,6 +28,25 @@ export interface Executor {
   deallocate(requestId: string): Promise<void>
 }
 
+export interface LocalState {
+  name: string
+  tags: Record<string, string>
+  maintenance: boolean
+}
+
+/** The default vote on this machine: its compute types, its totals as free capacity (no accounting yet). */
+export function assessHere(request: Request, local: LocalState, computeTypes: string[]): Assessment {
+  const total = { cpus: cpus().length, memoryBytes: totalmem(), diskBytes: 0 }
+  return assess(request, {
+    name: local.name,
+    tags: local.tags,
+    computeTypes,
+    maintenance: local.maintenance,
+    free: { ...total, diskBytes: Number.MAX_SAFE_INTEGER },
+    total,
+  })
+}
+
 export class CommandExecutor implements Executor {
   /** request id -> instance and process group; also in `<stateDir>/<id>.json`, so a restarted agent adopts what it started */
   private readonly running = new Map<string, { instance: string; pid: number }>()
@@ -41,16 +60,8 @@ export class CommandExecutor implements Executor {
     return Object.keys(this.commands).sort()
   }
 
-  canRun(request: Request, local: { name: string; tags: Record<string, string>; maintenance: boolean }) {
-    const total = { cpus: cpus().length, memoryBytes: totalmem(), diskBytes: 0 }
-    return assess(request, {
-      name: local.name,
-      tags: local.tags,
-      computeTypes: this.computeTypes(),
-      maintenance: local.maintenance,
-      free: { ...total, diskBytes: Number.MAX_SAFE_INTEGER },
-      total,
-    })
+  canRun(request: Request, local: LocalState) {
+    return assessHere(request, local, this.computeTypes())
   }
 
   private file(id: string): string | undefined {

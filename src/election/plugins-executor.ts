@@ -7,12 +7,10 @@
  * winner that restarts finds the instance it spawned instead of spawning a second one.
  */
 import { readFileSync } from 'node:fs'
-import { cpus, totalmem } from 'node:os'
 import { writePrivateFile } from '../node/datadir.js'
 import type { PluginsComponent } from '../plugins/component.js'
-import type { CommandExecutor, Executor } from './executor.js'
+import { assessHere, type CommandExecutor, type Executor, type LocalState } from './executor.js'
 import type { Request } from './messages.js'
-import { assess } from './rule.js'
 
 export class PluginsExecutor implements Executor {
   private readonly served: Record<string, string>
@@ -35,7 +33,7 @@ export class PluginsExecutor implements Executor {
     return [...new Set([...this.commands.computeTypes(), ...this.plugins.availableComputeTypes()])].sort()
   }
 
-  canRun(request: Request, local: { name: string; tags: Record<string, string>; maintenance: boolean }) {
+  canRun(request: Request, local: LocalState) {
     if (this.commands.computeTypes().includes(request.computeType))
       return this.commands.canRun(request, local)
     if (this.computeTypes().includes(request.computeType) && !this.canInvite()) {
@@ -46,15 +44,7 @@ export class PluginsExecutor implements Executor {
         note: 'not an admin: a spawned instance joins with an invite, which only admins issue',
       }
     }
-    const total = { cpus: cpus().length, memoryBytes: totalmem(), diskBytes: 0 }
-    return assess(request, {
-      name: local.name,
-      tags: local.tags,
-      computeTypes: this.computeTypes(),
-      maintenance: local.maintenance,
-      free: { ...total, diskBytes: Number.MAX_SAFE_INTEGER },
-      total,
-    })
+    return assessHere(request, local, this.computeTypes())
   }
 
   async allocate(request: Request): Promise<{ instance: string }> {

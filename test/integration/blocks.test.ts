@@ -36,7 +36,16 @@ import { rank } from '../../src/blocks/replication.js'
 import { protocolPrefix } from '../../src/node/cluster.js'
 import { NodeComponent } from '../../src/node/node-component.js'
 import { Reporter } from '../../src/reporter/reporter.js'
-import { type AgentProcess, Fixture, mesh, meshJson, type RunResult, waitFor } from './cluster-harness.js'
+import {
+  type AgentProcess,
+  Fixture,
+  mesh,
+  meshJson,
+  metric,
+  metricsText,
+  type RunResult,
+  waitFor,
+} from './cluster-harness.js'
 
 // WebRTC off: it plays no part here, and restarts are cheaper without it
 const ENV = { MESH_WEBRTC__ENABLED: 'false', MESH_LOG_LEVEL: process.env.MESH_LOG_LEVEL ?? 'warn' }
@@ -83,33 +92,6 @@ function apiStream(a: AgentProcess, path: string, body: unknown, onProgress: (p:
     req.on('error', reject)
     req.end(JSON.stringify(body))
   })
-}
-
-async function metricsText(a: AgentProcess): Promise<string> {
-  return new Promise((resolve, reject) => {
-    const req = request(
-      { socketPath: join(a.dataDir, 'mesh.sock'), path: '/metrics', timeout: 10_000 },
-      (res) => {
-        let body = ''
-        res.setEncoding('utf8')
-        res.on('data', (d: string) => (body += d))
-        res.on('end', () => resolve(body))
-      },
-    )
-    req.on('error', reject)
-    req.end()
-  })
-}
-
-function metric(text: string, name: string, labels: Record<string, string> = {}): number {
-  let sum = 0
-  for (const line of text.split('\n')) {
-    const m = /^([A-Za-z_:][\w:]*)(?:\{([^}]*)\})?\s+(\S+)/.exec(line)
-    if (m === null || m[1] !== name) continue
-    const got = Object.fromEntries([...(m[2] ?? '').matchAll(/(\w+)="([^"]*)"/g)].map((x) => [x[1], x[2]]))
-    if (Object.entries(labels).every(([k, v]) => got[k] === v)) sum += Number(m[3])
-  }
-  return sum
 }
 
 /**

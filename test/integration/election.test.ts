@@ -4,7 +4,6 @@
 import '../../src/shim.js'
 import assert from 'node:assert/strict'
 import { existsSync, readFileSync, writeFileSync } from 'node:fs'
-import { request as httpRequest } from 'node:http'
 import { join } from 'node:path'
 import { peerIdFromString } from '@libp2p/peer-id'
 import { lpStream } from '@libp2p/utils'
@@ -15,42 +14,22 @@ import { encodeVote, type Vote } from '../../src/election/messages.js'
 import { fromWire, toWire } from '../../src/election/wire.js'
 import { ed25519Signer } from '../../src/membership/record.js'
 import type { NodeComponent } from '../../src/node/node-component.js'
-import { type AgentProcess, Fixture, inProcessMember, mesh, meshJson, waitFor } from './cluster-harness.js'
+import {
+  type AgentProcess,
+  Fixture,
+  inProcessMember,
+  mesh,
+  meshJson,
+  metric,
+  metricsText,
+  waitFor,
+} from './cluster-harness.js'
 
 const api = (a: AgentProcess) => new ApiClient(join(a.dataDir, 'mesh.sock'), a.dataDir)
 
 async function list(a: AgentProcess): Promise<RequestSummary[]> {
   return (await api(a).call<{ requests: RequestSummary[] }>('GET', '/v1/requests', undefined, 10_000))
     .requests
-}
-
-async function metricsText(a: AgentProcess): Promise<string> {
-  return new Promise((resolve, reject) => {
-    const req = httpRequest(
-      { socketPath: join(a.dataDir, 'mesh.sock'), path: '/metrics', timeout: 10_000 },
-      (res) => {
-        let body = ''
-        res.setEncoding('utf8')
-        res.on('data', (d: string) => (body += d))
-        res.on('end', () => resolve(body))
-      },
-    )
-    req.on('timeout', () => req.destroy(new Error('/metrics did not answer')))
-    req.on('error', reject)
-    req.end()
-  })
-}
-
-/** Sum of a metric's samples whose labels include `labels`. */
-function metric(text: string, name: string, labels: Record<string, string> = {}): number {
-  let sum = 0
-  for (const line of text.split('\n')) {
-    const m = /^([A-Za-z_:][\w:]*)(?:\{([^}]*)\})?\s+(\S+)/.exec(line)
-    if (m === null || m[1] !== name) continue
-    const got = Object.fromEntries([...(m[2] ?? '').matchAll(/(\w+)="([^"]*)"/g)].map((x) => [x[1], x[2]]))
-    if (Object.entries(labels).every(([k, v]) => got[k] === v)) sum += Number(m[3])
-  }
-  return sum
 }
 
 const lines = (f: string): string[] =>

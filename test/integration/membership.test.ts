@@ -8,7 +8,6 @@
 import '../../src/shim.js'
 import assert from 'node:assert/strict'
 import { readFileSync, writeFileSync } from 'node:fs'
-import { request } from 'node:http'
 import { join } from 'node:path'
 import { peerIdFromString } from '@libp2p/peer-id'
 import { byteStream, lpStream } from '@libp2p/utils'
@@ -19,7 +18,16 @@ import type { MemberView } from '../../src/api/routes-members.js'
 import { CLAIM_DOMAIN, encodeClaim, encodeInfo, type MemberInfo } from '../../src/membership/record.js'
 import { fromWireInfo } from '../../src/membership/wire.js'
 import type { NodeComponent } from '../../src/node/node-component.js'
-import { type AgentProcess, Fixture, inProcessMember, mesh, meshJson, waitFor } from './cluster-harness.js'
+import {
+  type AgentProcess,
+  Fixture,
+  inProcessMember,
+  mesh,
+  meshJson,
+  metric,
+  metricsText,
+  waitFor,
+} from './cluster-harness.js'
 
 // ---- helpers ---------------------------------------------------------------------------------
 
@@ -41,35 +49,6 @@ const visible = (rows: MemberView[]) => rows.map((r) => `${r.peerId} ${r.status}
 
 async function invite(a: AgentProcess): Promise<string> {
   return (await meshJson<{ token: string }>(a.dataDir, ['invite'])).token
-}
-
-async function metricsText(a: AgentProcess): Promise<string> {
-  return new Promise((resolve, reject) => {
-    const req = request(
-      { socketPath: join(a.dataDir, 'mesh.sock'), path: '/metrics', timeout: 10_000 },
-      (res) => {
-        let body = ''
-        res.setEncoding('utf8')
-        res.on('data', (d: string) => (body += d))
-        res.on('end', () => resolve(body))
-      },
-    )
-    req.on('timeout', () => req.destroy(new Error('/metrics did not answer')))
-    req.on('error', reject)
-    req.end()
-  })
-}
-
-/** Sum of a metric's samples whose labels include `labels`. */
-function metric(text: string, name: string, labels: Record<string, string> = {}): number {
-  let sum = 0
-  for (const line of text.split('\n')) {
-    const m = /^([A-Za-z_:][\w:]*)(?:\{([^}]*)\})?\s+(\S+)/.exec(line)
-    if (m === null || m[1] !== name) continue
-    const got = Object.fromEntries([...(m[2] ?? '').matchAll(/(\w+)="([^"]*)"/g)].map((x) => [x[1], x[2]]))
-    if (Object.entries(labels).every(([k, v]) => got[k] === v)) sum += Number(m[3])
-  }
-  return sum
 }
 
 /** cluster_change events from one agent's SSE stream (GET /v1/events), from construction on. */
