@@ -13,6 +13,7 @@ import { ElectionsComponent } from '../election/component.js'
 import { CommandExecutor } from '../election/executor.js'
 import { PluginsExecutor } from '../election/plugins-executor.js'
 import { MembershipComponent } from '../membership/service.js'
+import { NatComponent } from '../nat/component.js'
 import { dataPaths, ensureDataDir, lockDataDir } from '../node/datadir.js'
 import { NodeComponent } from '../node/node-component.js'
 import { makeToken } from '../node/token.js'
@@ -62,12 +63,14 @@ export async function startAgent(opts: AgentOptions): Promise<RunningAgent> {
     if (setup.joined) log.info({ cluster: setup.cluster.name }, 'joining cluster with token')
     const events = new EventBus()
     const startedAt = Date.now()
+    let nat: NatComponent | undefined
     const node = new NodeComponent({
       config,
       cluster: setup.cluster,
       dataDir: opts.dataDir,
       seeds: setup.cluster.seeds ?? [],
       reporter: reporter.forComponent('node'),
+      iceServers: () => nat?.iceServers() ?? [],
     })
     let elections: ElectionsComponent | undefined
     const executor = new CommandExecutor(config.elections.commands, join(opts.dataDir, 'instances'))
@@ -75,11 +78,18 @@ export async function startAgent(opts: AgentOptions): Promise<RunningAgent> {
       node,
       computeTypes: () => executor.computeTypes(),
       maintenance: () => elections?.maintenance ?? config.elections.maintenance,
+      agentTags: () => nat?.tags() ?? {},
       cluster: setup.cluster,
       config,
       dataDir: opts.dataDir,
       events,
       reporter: reporter.forComponent('membership'),
+    })
+    nat = new NatComponent({
+      node,
+      membership: () => membership,
+      config,
+      reporter: reporter.forComponent('nat'),
     })
     const blocks = new BlocksComponent({
       node,
@@ -92,6 +102,7 @@ export async function startAgent(opts: AgentOptions): Promise<RunningAgent> {
     })
     const tunnel = new TunnelComponent({
       node,
+      nat,
       membership,
       cluster: setup.cluster,
       config,
@@ -147,7 +158,7 @@ export async function startAgent(opts: AgentOptions): Promise<RunningAgent> {
       root: reporter,
       events,
       routes: [
-        coreRoutes({ node, cluster: setup.cluster, config, dataDir: opts.dataDir, startedAt, events }),
+        coreRoutes({ node, nat, cluster: setup.cluster, config, dataDir: opts.dataDir, startedAt, events }),
         memberRoutes({ node, membership, clusterId: setup.cluster.id, onLeave: () => void daemon?.stop() }),
         tunnelRoutes({ tunnel }),
         blockRoutes({ blocks }),
@@ -158,6 +169,8 @@ export async function startAgent(opts: AgentOptions): Promise<RunningAgent> {
     })
     const components: Component[] = [
       node,
+      // before membership, so the first record already says whether this member answers STUN
+      nat,
       membership,
       blocks,
       tunnel,

@@ -4,6 +4,7 @@ import { join, resolve } from 'node:path'
 import { multiaddr } from '@multiformats/multiaddr'
 import YAML from 'yaml'
 import { z } from 'zod'
+import { parseCidr } from '../nat/reachability.js'
 
 const multiaddrString = z.string().refine(
   (s) => {
@@ -46,6 +47,18 @@ const byteSize = z.preprocess(
   z.number({ message: "expected a size in bytes such as 1073741824 or '1GiB'" }).int().min(0),
 )
 
+const cidrString = z.string().refine(
+  (s) => {
+    try {
+      parseCidr(s)
+      return true
+    } catch {
+      return false
+    }
+  },
+  { message: 'expected a network such as 198.18.0.0/15 or 2001:db8::/32' },
+)
+
 /** The agent's configuration. Every key has a default, so an empty file is valid. */
 export const ConfigSchema = z
   .object({
@@ -76,9 +89,28 @@ export const ConfigSchema = z
       })
       .strict()
       .default({ enabled: true, iceServers: [] }),
+    nat: z
+      .object({
+        // answer STUN binding requests from members: 'auto' when this member has a reachable address
+        stun: z.enum(['auto', 'on', 'off']).default('auto'),
+        // UDP port for STUN; 0: the same number as the first TCP listen port
+        stunPort: z.number().int().min(0).max(65_535).default(0),
+        // networks that count as reachable besides public addresses (a lab, a corporate WAN)
+        reachableNetworks: z.array(cidrString).default([]),
+        // after a relayed connection opens, try a direct WebRTC connection through it
+        webrtcUpgrade: z.boolean().default(true),
+      })
+      .strict()
+      .default({ stun: 'auto', stunPort: 0, reachableNetworks: [], webrtcUpgrade: true }),
     tags: z
       .record(
-        z.string().regex(/^[A-Za-z0-9][A-Za-z0-9._/-]{0,63}$/, 'expected a tag key such as role or dc'),
+        z
+          .string()
+          .regex(/^[A-Za-z0-9][A-Za-z0-9._/-]{0,63}$/, 'expected a tag key such as role or dc')
+          .refine(
+            (k) => !k.startsWith('mesh.'),
+            "tag keys starting with 'mesh.' are set by the agent itself",
+          ),
         z.string().max(256),
       )
       .default({}),
@@ -116,7 +148,7 @@ export const ConfigSchema = z
         allowPorts: portList.default([22]),
         connectTimeoutMs: z.number().int().min(100).max(60_000).default(5_000),
         streamTimeoutMs: z.number().int().min(500).max(60_000).default(5_000),
-        directDialTimeoutMs: z.number().int().min(200).max(60_000).default(3_000),
+        directDialTimeoutMs: z.number().int().min(200).max(60_000).default(1_500),
         // 0 turns the relayed -> direct path upgrade off
         pathUpgradeMs: z.number().int().min(0).max(3_600_000).default(10_000),
         maxTunnels: z.number().int().min(1).max(65_536).default(1024),
@@ -126,7 +158,7 @@ export const ConfigSchema = z
         allowPorts: [22],
         connectTimeoutMs: 5_000,
         streamTimeoutMs: 5_000,
-        directDialTimeoutMs: 3_000,
+        directDialTimeoutMs: 1_500,
         pathUpgradeMs: 10_000,
         maxTunnels: 1024,
       }),
@@ -277,7 +309,7 @@ function parseScalar(raw: string, isList: boolean): unknown {
   }
 }
 
-const LIST_KEYS = new Set(['listen', 'announce', 'bootstrap', 'webrtc.iceServers'])
+const LIST_KEYS = new Set(['listen', 'announce', 'bootstrap', 'webrtc.iceServers', 'nat.reachableNetworks'])
 
 export interface LoadOptions {
   dataDir: string

@@ -2,6 +2,7 @@ import type { FastifyInstance } from 'fastify'
 import { z } from 'zod'
 import type { Config } from '../agent/config.js'
 import { overlayAddress } from '../membership/overlay.js'
+import type { NatComponent } from '../nat/component.js'
 import type { Cluster } from '../node/cluster.js'
 import type { NodeComponent } from '../node/node-component.js'
 import { makeToken } from '../node/token.js'
@@ -23,6 +24,7 @@ const InviteBody = z
 /** /v1/status, /v1/peers, /v1/invite: what the foundation CLI commands call. */
 export function coreRoutes(deps: {
   node: NodeComponent
+  nat?: NatComponent
   cluster: Cluster
   config: Config
   dataDir: string
@@ -49,6 +51,7 @@ export function coreRoutes(deps: {
         listen: n.getMultiaddrs().map(String),
         observed: n.services.addresses.getObservedAddrs().map(String),
         connections: node.connections(),
+        nat: deps.nat?.status(),
         uptimeMs: Date.now() - deps.startedAt,
         version: VERSION,
         dataDir: deps.dataDir,

@@ -16,6 +16,11 @@ export function agentCommand(program: Command): void {
       'address to announce instead of the listen addresses, repeatable',
       collect,
     )
+    .option(
+      '--reachable <cidr>',
+      'a network other members can reach although it is private (a lab, a WAN), repeatable',
+      collect,
+    )
     .option('--name <name>', "this member's name (default: the hostname)")
     .option('--log-level <level>', 'trace, debug, info, warn, error')
     .action(
@@ -26,6 +31,7 @@ export function agentCommand(program: Command): void {
           config?: string
           listen?: string[]
           announce?: string[]
+          reachable?: string[]
           name?: string
           logLevel?: string
         }) => {
@@ -37,7 +43,13 @@ export function agentCommand(program: Command): void {
             configFile: opts.config,
             join: opts.join ?? process.env.MESH_JOIN,
             init: typeof opts.init === 'string' ? opts.init : opts.init === true ? 'mesh' : undefined,
-            flags: { listen: opts.listen, announce: opts.announce, name: opts.name, logLevel: opts.logLevel },
+            flags: {
+              listen: opts.listen,
+              announce: opts.announce,
+              'nat.reachableNetworks': opts.reachable,
+              name: opts.name,
+              logLevel: opts.logLevel,
+            },
           })
           const n = agent.node.node
           process.stdout.write(

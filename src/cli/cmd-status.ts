@@ -1,4 +1,5 @@
 import type { Command } from 'commander'
+import type { NatStatus } from '../nat/component.js'
 import type { ConnectionInfo } from '../node/node-component.js'
 import { action, client, fmtDuration, fmtMs, type GlobalOpts, printJson, shortId, table } from './common.js'
 
@@ -10,6 +11,7 @@ interface Status {
   listen: string[]
   observed: string[]
   connections: ConnectionInfo[]
+  nat?: NatStatus
   uptimeMs: number
   version: string
   dataDir: string
@@ -27,6 +29,16 @@ function connectionTable(conns: ConnectionInfo[]): string {
       c.remoteAddr,
     ]),
   )
+}
+
+function natLines(n: NatStatus): string[] {
+  return [
+    `reachable: ${n.reachable ? 'yes' : 'no (behind NAT or on a private network)'}${
+      n.reachableNetworks.length > 0 ? ` (also counted reachable: ${n.reachableNetworks.join(', ')})` : ''
+    }`,
+    `stun:      ${n.stunPort !== undefined ? `answering members on udp/${n.stunPort}` : 'not answering'}`,
+    `ice:       ${n.iceServers.length > 0 ? n.iceServers.join(' ') : '- (no member answers STUN: WebRTC uses host addresses only)'}`,
+  ]
 }
 
 export function statusCommand(program: Command): void {
@@ -50,6 +62,7 @@ export function statusCommand(program: Command): void {
           ...s.listen.map((a) => `  ${a}`),
           `observed:  ${s.observed.length === 0 ? '-' : ''}`,
           ...s.observed.map((a) => `  ${a}`),
+          ...(s.nat === undefined ? [] : natLines(s.nat)),
           `connections: ${s.connections.length}`,
         ]
         process.stdout.write(`${lines.join('\n')}\n`)

@@ -77,6 +77,8 @@ export class MembershipComponent implements Component {
       computeTypes?: () => string[]
       /** whether this member is in maintenance (votes no everywhere); config when absent */
       maintenance?: () => boolean
+      /** tags the agent sets itself ('mesh.*', e.g. the STUN port), merged over config.tags */
+      agentTags?: () => Record<string, string>
     },
   ) {
     const prefix = protocolPrefix(deps.cluster)
@@ -227,7 +229,7 @@ export class MembershipComponent implements Component {
       incarnation,
       status,
       version: VERSION,
-      tags: { ...config.tags },
+      tags: { ...config.tags, ...(this.deps.agentTags?.() ?? {}) },
       // plugin compute types available here, and those of the election executor
       computeTypes: [...new Set([...this.computeTypes, ...(this.deps.computeTypes?.() ?? [])])].slice(0, 32),
       resources: { cpus: cpus().length, memoryBytes: totalmem(), diskFreeBytes: diskFree },

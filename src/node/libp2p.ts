@@ -27,6 +27,8 @@ export interface NodeOptions {
   datastorePath: string
   reporter: ComponentReporter
   trust: AdmissionInit['trust'] & { isRevoked(peerId: string): boolean }
+  /** ICE servers for each new WebRTC connection (the cluster's own STUN); never public ones */
+  iceServers?: () => Array<{ urls: string }>
 }
 
 export type MeshLibp2p = Awaited<ReturnType<typeof createMeshNode>>
@@ -52,6 +54,12 @@ export async function createMeshNode(opts: NodeOptions) {
   // The gater needs the admission service, which exists only once libp2p builds it.
   let gater: ReturnType<ReturnType<typeof admit>['gater']> | undefined
 
+  // asked per connection, so members that start answering STUN are used at once; an empty
+  // list (never undefined) keeps libp2p from falling back to public STUN servers
+  const rtcConfiguration = () => ({
+    iceServers: opts.iceServers?.() ?? config.webrtc.iceServers.map((urls) => ({ urls })),
+  })
+
   const listen = [...config.listen]
   for (let i = 0; i < config.relay.reservations; i++) listen.push('/p2p-circuit')
   if (config.webrtc.enabled) listen.push('/webrtc')
@@ -71,9 +79,9 @@ export async function createMeshNode(opts: NodeOptions) {
       circuitRelayTransport({ reservationCompletionTimeout: config.dialTimeoutMs }),
       ...(config.webrtc.enabled
         ? [
-            webRTC({ rtcConfiguration: { iceServers: config.webrtc.iceServers.map((urls) => ({ urls })) } }),
+            webRTC({ rtcConfiguration }),
             // dials webrtc-direct; listens only where a listen address asks for it
-            webRTCDirect(),
+            webRTCDirect({ rtcConfiguration }),
           ]
         : []),
     ],

@@ -51,6 +51,8 @@ export class NodeComponent implements Component {
       dataDir: string
       seeds: string[]
       reporter: ComponentReporter
+      /** ICE servers for WebRTC (the NAT component's choice) */
+      iceServers?: () => Array<{ urls: string }>
     },
   ) {
     const r = deps.reporter
@@ -89,6 +91,7 @@ export class NodeComponent implements Component {
       privateKey,
       datastorePath: dataPaths(dataDir).datastore,
       reporter,
+      iceServers: this.deps.iceServers,
       trust: {
         ours: () => (trust.certificate === undefined ? empty : Certificate.encode(trust.certificate)),
         standing: (peer, cert) => trust.standing(peer, cert),

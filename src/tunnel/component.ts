@@ -5,6 +5,7 @@ import type { Component } from '../agent/component.js'
 import type { Config } from '../agent/config.js'
 import { displayNames, ResolveError, resolveMember } from '../membership/names.js'
 import type { MembershipComponent } from '../membership/service.js'
+import type { NatComponent } from '../nat/component.js'
 import type { Cluster } from '../node/cluster.js'
 import type { NodeComponent } from '../node/node-component.js'
 import { type PathKind, pathKind } from '../node/paths.js'
@@ -72,6 +73,8 @@ export class TunnelComponent implements Component {
   constructor(
     private readonly deps: {
       node: NodeComponent
+      /** WebRTC upgrades of relayed connections; a fresh relayed tunnel waits briefly for one */
+      nat?: NatComponent
       membership: MembershipComponent
       cluster: Cluster
       config: Config
@@ -85,6 +88,8 @@ export class TunnelComponent implements Component {
       streamTimeoutMs: t.streamTimeoutMs,
       directDialTimeoutMs: t.directDialTimeoutMs,
       dialTimeoutMs: deps.config.dialTimeoutMs,
+      rttOf: (peer) => deps.membership.rttOf(peer),
+      pendingUpgrade: deps.nat === undefined ? undefined : (peer, ms) => deps.nat!.pendingUpgrade(peer, ms),
     })
     const r = deps.reporter
     this.metrics = {
@@ -115,7 +120,8 @@ export class TunnelComponent implements Component {
           .filter((row) => row.status === 'alive' || row.status === 'suspect')
           .map((row) => ({ peerId: row.peerId, addrs: row.entry.signed.info.addrs })),
       intervalMs: t.pathUpgradeMs,
-      timeoutMs: t.directDialTimeoutMs,
+      // a background dial: it may take a slow path's whole handshake
+      timeoutMs: Math.max(t.directDialTimeoutMs, deps.config.dialTimeoutMs),
       log: r.log,
       onResult: (result) => this.metrics.upgrades.inc({ result }),
       onUpgraded: (peer) => this.dialer.noteDirect(peer, true),
@@ -201,6 +207,12 @@ export class TunnelComponent implements Component {
         throw new TunnelError('unreachable', `cannot reach member ${target.name}: ${(err as Error).message}`)
       }
       if (opened.dropped > 0) this.metrics.dropped.inc(opened.dropped)
+      const streamMs = performance.now() - t0
+      if (streamMs > 1000 || opened.errors.length > 0)
+        this.deps.reporter.log.info(
+          { peer: target.peerId, path: opened.path, ms: Math.round(streamMs), errors: opened.errors },
+          'tunnel stream took another path or was slow',
+        )
       let stream: Stream
       try {
         stream = await requestTunnel(
@@ -223,6 +235,10 @@ export class TunnelComponent implements Component {
     } catch (err) {
       const e = err instanceof TunnelError ? err : new TunnelError('unreachable', (err as Error).message)
       this.metrics.opened.inc({ direction: 'out', result: e.code })
+      this.deps.reporter.log.info(
+        { peer: target.peerId, port, code: e.code, ms: Math.round(performance.now() - t0), err: e.message },
+        'tunnel failed',
+      )
       throw explain(e, target, port)
     }
   }

@@ -16,6 +16,53 @@ export interface DialerOptions {
   directDialTimeoutMs: number
   /** the relay phase of a fresh dial */
   dialTimeoutMs: number
+  /** the member's round-trip time in ms, if measured (sizes the window of an existing connection) */
+  rttOf?: (peer: string) => number | undefined
+  /** a WebRTC upgrade under way for this peer, if any (the NAT component's) */
+  pendingUpgrade?: (peer: PeerId, waitMs: number) => Promise<Connection | undefined>
+}
+
+// how long a tunnel over a fresh relayed connection waits for its WebRTC upgrade (~0.2 s in the lab)
+const UPGRADE_WAIT_MS = 600
+// the window an open connection gets before other paths race it: 4 RTTs, at least this
+const QUICK_MIN_MS = 750
+const QUICK_DEFAULT_MS = 1_000
+
+const sleep = (ms: number) =>
+  new Promise<void>((r) => {
+    setTimeout(r, ms).unref()
+  })
+
+/**
+ * The first attempt that yields a stream; undefined when none does. A stream that arrives
+ * after another won is closed at once.
+ */
+async function firstStream(
+  attempts: Array<Promise<Omit<Opened, 'dropped' | 'errors'> | undefined>>,
+): Promise<Omit<Opened, 'dropped' | 'errors'> | undefined> {
+  let won = false
+  const wrapped = attempts.map((p) =>
+    p.then((got) => {
+      if (got === undefined) throw new Error('no stream')
+      if (won) {
+        got.stream.abort(new Error('another path was faster'))
+        throw new Error('late')
+      }
+      won = true
+      return got
+    }),
+  )
+  try {
+    return await Promise.any(wrapped)
+  } catch (err) {
+    // every attempt failed; an abort (the caller's signal) is the one to report
+    const errors = (err as AggregateError).errors ?? []
+    const telling = errors.find((e) =>
+      ['AbortError', 'UnsupportedProtocolError'].includes((e as Error)?.name),
+    )
+    if (telling !== undefined) throw telling
+    return undefined
+  }
 }
 
 export interface Opened {
@@ -24,6 +71,8 @@ export interface Opened {
   path: PathKind
   /** connections found dead (and aborted) on the way */
   dropped: number
+  /** what failed on the way, for the log */
+  errors: string[]
 }
 
 const RANK: Record<PathKind, number> = { direct: 0, 'webrtc-direct': 1, webrtc: 1, relayed: 2 }
@@ -96,30 +145,103 @@ export class TunnelDialer {
       .sort((a, b) => RANK[pathKind(a.remoteAddr)] - RANK[pathKind(b.remoteAddr)])
   }
 
+  /**
+   * A stream to `peer`. The best open connection gets a short window (a few RTTs); if it has
+   * not opened a stream by then, the path may be dead (a firewall now drops it), so the other
+   * ways (other connections, a fresh dial, relay first when a direct path looked dead) race it
+   * and the first stream wins. A connection that misses the full stream timeout is aborted.
+   */
   async open(peer: PeerId, addrs: readonly string[], signal: AbortSignal): Promise<Opened> {
-    let dropped = 0
-    const errors: string[] = []
-    for (const conn of this.connections(peer)) {
-      signal.throwIfAborted()
-      try {
-        return { ...(await this.newStream(conn, signal)), dropped }
-      } catch (err) {
-        if ((err as Error).name === 'UnsupportedProtocolError') throw err
-        if (signal.aborted) throw err
-        errors.push(`${pathKind(conn.remoteAddr)} connection: ${(err as Error).message}`)
-        if (isTimeout(err)) {
-          // cannot open a stream in time: dead for everyone, not just us
-          conn.abort(new Error('connection unresponsive (a tunnel stream could not open)'))
-          dropped++
-          if (pathKind(conn.remoteAddr) === 'direct') this.noteDirect(peer.toString(), false)
-        }
+    const state = { dropped: 0, errors: [] as string[] }
+    const [best, ...rest] = this.connections(peer)
+    if (best !== undefined) {
+      const first = this.streamOn(best, peer, signal, state)
+      const quick = await Promise.race([first, sleep(this.quickMs(peer)).then(() => 'slow' as const)])
+      if (quick !== 'slow' && quick !== undefined)
+        return { ...quick, dropped: state.dropped, errors: state.errors }
+      if (quick === 'slow') {
+        state.errors.push(
+          `${pathKind(best.remoteAddr)} connection: no stream within ${this.quickMs(peer)} ms`,
+        )
+        const slowKind = pathKind(best.remoteAddr)
+        if (slowKind === 'direct') this.noteDirect(peer.toString(), false)
+        // other connections of the same kind share its network path: a firewall drops them too
+        const other = this.openFresh(
+          peer,
+          addrs,
+          rest.filter((c) => pathKind(c.remoteAddr) !== slowKind),
+          signal,
+          state,
+        )
+        const won = await firstStream([first, other])
+        if (won !== undefined) return { ...won, dropped: state.dropped, errors: state.errors }
+        throw new Error(state.errors.join('; ') || 'no path to the member')
       }
     }
-    const conn = await this.dial(peer, addrs, signal, errors)
-    return { ...(await this.newStream(conn, signal)), dropped }
+    const opened = await this.openFresh(peer, addrs, rest, signal, state)
+    if (opened !== undefined) return { ...opened, dropped: state.dropped, errors: state.errors }
+    throw new Error(state.errors.join('; ') || 'no path to the member')
   }
 
-  private async newStream(conn: Connection, outer: AbortSignal): Promise<Omit<Opened, 'dropped'>> {
+  /** How long the best connection gets before the other ways race it: ~4 RTTs, within bounds. */
+  private quickMs(peer: PeerId): number {
+    const rtt = this.opts.rttOf?.(peer.toString())
+    const ms = rtt === undefined ? QUICK_DEFAULT_MS : 4 * rtt + QUICK_MIN_MS
+    return Math.min(this.opts.streamTimeoutMs, Math.max(QUICK_MIN_MS, ms))
+  }
+
+  /** A stream on one connection, or undefined (why is in state.errors); aborts a connection found dead. */
+  private async streamOn(
+    conn: Connection,
+    peer: PeerId,
+    signal: AbortSignal,
+    state: { dropped: number; errors: string[] },
+  ): Promise<Omit<Opened, 'dropped' | 'errors'> | undefined> {
+    try {
+      return await this.newStream(conn, signal)
+    } catch (err) {
+      if ((err as Error).name === 'UnsupportedProtocolError') throw err
+      if (signal.aborted) throw err
+      state.errors.push(`${pathKind(conn.remoteAddr)} connection: ${(err as Error).message}`)
+      if (isTimeout(err)) {
+        // cannot open a stream in time: dead for everyone, not just us
+        conn.abort(new Error('connection unresponsive (a tunnel stream could not open)'))
+        state.dropped++
+        if (pathKind(conn.remoteAddr) === 'direct') this.noteDirect(peer.toString(), false)
+      }
+      return undefined
+    }
+  }
+
+  /** The other open connections in turn, then a fresh dial (waiting briefly for a WebRTC upgrade of a relayed one). */
+  private async openFresh(
+    peer: PeerId,
+    addrs: readonly string[],
+    others: Connection[],
+    signal: AbortSignal,
+    state: { dropped: number; errors: string[] },
+  ): Promise<Omit<Opened, 'dropped' | 'errors'> | undefined> {
+    for (const conn of others) {
+      signal.throwIfAborted()
+      const got = await this.streamOn(conn, peer, signal, state)
+      if (got !== undefined) return got
+    }
+    let conn: Connection
+    try {
+      conn = await this.dial(peer, addrs, signal, state.errors)
+    } catch (err) {
+      if (signal.aborted) throw err
+      return undefined
+    }
+    if (pathKind(conn.remoteAddr) === 'relayed' && this.opts.pendingUpgrade !== undefined) {
+      const upgraded = await this.opts.pendingUpgrade(peer, UPGRADE_WAIT_MS)
+      if (upgraded !== undefined && upgraded.status === 'open' && pathKind(upgraded.remoteAddr) !== 'relayed')
+        conn = upgraded
+    }
+    return this.streamOn(conn, peer, signal, state)
+  }
+
+  private async newStream(conn: Connection, outer: AbortSignal): Promise<Omit<Opened, 'dropped' | 'errors'>> {
     const signal = AbortSignal.any([outer, AbortSignal.timeout(this.opts.streamTimeoutMs)])
     const stream = await conn.newStream(this.opts.protocol, {
       signal,
@@ -180,7 +302,8 @@ export class TunnelDialer {
       outer.throwIfAborted()
       const signal = AbortSignal.any([outer, AbortSignal.timeout(phase.timeoutMs)])
       try {
-        const conn = await node.dial(phase.addrs, { signal })
+        // force: libp2p would hand back an open connection (perhaps the dead one we are avoiding)
+        const conn = await node.dial(phase.addrs, { signal, force: true })
         if (phase.kind === 'direct' && pathKind(conn.remoteAddr) === 'direct') this.noteDirect(id, true)
         return conn
       } catch (err) {

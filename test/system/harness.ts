@@ -307,9 +307,11 @@ export class Lab {
   /**
    * A home-router-like NAT: `wan` on the given segment, `lan` on a new private segment whose
    * hosts use it as their default gateway. Outbound traffic is masqueraded; inbound NEW
-   * connections, to the router or through it, are dropped; replies pass.
+   * connections, to the router or through it, are dropped; replies pass. Linux keeps the
+   * inside source port where it can (endpoint-independent mapping, as most home routers);
+   * `symmetric` maps every destination to a random port, as some carrier NATs do.
    */
-  natRouter(name: string, wan: Segment, opts: { ip?: string } = {}): NatRouter {
+  natRouter(name: string, wan: Segment, opts: { ip?: string; symmetric?: boolean } = {}): NatRouter {
     checkName(name)
     if (this.hosts.has(name)) throw new Error(`lab: host '${name}' exists already`)
     const ns = this.addNamespace(name)
@@ -322,7 +324,18 @@ export class Lab {
     this.plug(ns, 'lan', lan, lanIp)
     this.nsRun(ns, ['sysctl', '-qw', 'net.ipv4.ip_forward=1'])
     const rules: string[][] = [
-      ['-t', 'nat', '-A', 'POSTROUTING', '-o', 'wan', '-j', 'MASQUERADE'],
+      // symmetric: a random source port per destination (--random-fully), which defeats STUN
+      [
+        '-t',
+        'nat',
+        '-A',
+        'POSTROUTING',
+        '-o',
+        'wan',
+        '-j',
+        'MASQUERADE',
+        ...(opts.symmetric ? ['--random-fully'] : []),
+      ],
       ['-A', 'FORWARD', '-i', 'wan', '-m', 'conntrack', '--ctstate', 'ESTABLISHED,RELATED', '-j', 'ACCEPT'],
       ['-A', 'FORWARD', '-i', 'wan', '-j', 'DROP'],
       ['-A', 'INPUT', '-i', 'wan', '-m', 'conntrack', '--ctstate', 'ESTABLISHED,RELATED', '-j', 'ACCEPT'],

@@ -1,0 +1,262 @@
+// A netns lab with real mesh agents and real sshds in it, shared by the system tests of
+// tunnels and NAT traversal. Everything it starts lives in 198.18.0.0/16 namespaces the lab
+// creates, and cleanup() removes all of it.
+import { strict as assert } from 'node:assert'
+import { type ChildProcess, execFileSync, spawn } from 'node:child_process'
+import { createHash } from 'node:crypto'
+import {
+  appendFileSync,
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readFileSync,
+  rmSync,
+  writeFileSync,
+} from 'node:fs'
+import { request } from 'node:http'
+import { tmpdir } from 'node:os'
+import { basename, join, resolve } from 'node:path'
+import { type ExecResult, type Host, Lab } from './harness.js'
+
+export const ROOT = resolve(import.meta.dirname, '../../..')
+export const CLI = join(ROOT, 'dist', 'src', 'cli', 'main.js')
+const SSHD = ['/usr/sbin/sshd', '/usr/local/sbin/sshd'].find((p) => existsSync(p)) ?? 'sshd'
+
+export const sha256 = (b: Uint8Array) => createHash('sha256').update(b).digest('hex')
+export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
+
+export interface Agent {
+  name: string
+  host: Host
+  dir: string
+  child: ChildProcess
+  log: string[]
+}
+
+/** One lab with agents and sshds; `cleanup` removes all of it. */
+export class World {
+  readonly lab = new Lab()
+  readonly tmp = mkdtempSync(join(tmpdir(), 'mesh-tun-'))
+  readonly agents = new Map<string, Agent>()
+  readonly key = join(this.tmp, 'user_ed25519')
+  readonly knownHosts = join(this.tmp, 'known_hosts')
+
+  constructor() {
+    this.run('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-C', 'mesh-test', '-f', this.key])
+    // sshd refuses to start without its privilege separation directory
+    mkdirSync('/run/sshd', { recursive: true, mode: 0o755 })
+  }
+
+  private run(cmd: string, args: string[]): void {
+    execFileSync(cmd, args, { stdio: 'pipe', timeout: 20_000 })
+  }
+
+  sshOpts(): string[] {
+    return [
+      '-i',
+      this.key,
+      '-o',
+      'IdentitiesOnly=yes',
+      '-o',
+      `UserKnownHostsFile=${this.knownHosts}`,
+      '-o',
+      'StrictHostKeyChecking=accept-new',
+      '-o',
+      'BatchMode=yes',
+      '-o',
+      'ConnectTimeout=30',
+      '-o',
+      'LogLevel=ERROR',
+    ]
+  }
+
+  /** A real sshd in the host's namespace on 127.0.0.1:22, with its own config, host key and authorized key. */
+  async sshd(host: Host): Promise<void> {
+    const dir = join(this.tmp, `sshd-${host.name}`)
+    mkdirSync(dir, { recursive: true })
+    this.run('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-f', join(dir, 'host_ed25519')])
+    writeFileSync(join(dir, 'authorized_keys'), readFileSync(`${this.key}.pub`))
+    writeFileSync(
+      join(dir, 'sshd_config'),
+      [
+        'Port 22',
+        'ListenAddress 127.0.0.1',
+        `HostKey ${join(dir, 'host_ed25519')}`,
+        'PidFile none',
+        `AuthorizedKeysFile ${join(dir, 'authorized_keys')}`,
+        'PermitRootLogin prohibit-password',
+        'PasswordAuthentication no',
+        'KbdInteractiveAuthentication no',
+        'UsePAM no',
+        'StrictModes no',
+        'Subsystem sftp internal-sftp',
+        '',
+      ].join('\n'),
+    )
+    const child = this.lab.spawn(host, [SSHD, '-D', '-e', '-f', join(dir, 'sshd_config')])
+    let err = ''
+    child.stderr!.setEncoding('utf8').on('data', (d: string) => {
+      err += d
+    })
+    await waitFor(
+      `sshd in ${host.name}`,
+      async () => {
+        if (child.exitCode !== null) throw new Error(`sshd exited ${child.exitCode}: ${err}`)
+        return err.includes('Server listening')
+      },
+      15_000,
+    )
+  }
+
+  /** Start `mesh agent` in the host's namespace on 0.0.0.0:4701. */
+  agent(name: string, host: Host, extra: string[] = [], env: NodeJS.ProcessEnv = {}): Agent {
+    const dir = join(this.tmp, `agent-${name}`)
+    mkdirSync(dir, { recursive: true, mode: 0o700 })
+    const child = this.lab.spawn(
+      host,
+      [
+        process.execPath,
+        CLI,
+        '--data-dir',
+        dir,
+        'agent',
+        '--listen',
+        '/ip4/0.0.0.0/tcp/4701',
+        '--name',
+        name,
+        ...extra,
+      ],
+      { env: { ...process.env, MESH_LOG_LEVEL: 'info', ...env } },
+    )
+    const log: string[] = []
+    // AGENT_LOG_DIR keeps every agent's whole log, for debugging a failed run
+    const keep = process.env.AGENT_LOG_DIR
+    const file = keep === undefined ? undefined : join(keep, `${basename(this.tmp)}-${name}.log`)
+    child.stderr!.setEncoding('utf8').on('data', (d: string) => {
+      log.push(d)
+      if (log.length > 400) log.splice(0, 100)
+      if (file !== undefined) appendFileSync(file, d)
+    })
+    child.stdout!.resume()
+    const a = { name, host, dir, child, log }
+    this.agents.set(name, a)
+    return a
+  }
+
+  /** `mesh ARGS` for an agent, from the host namespace (the CLI talks over the unix socket). */
+  async mesh(a: Agent, args: string[], timeoutMs = 30_000): Promise<ExecResult> {
+    return new Promise((resolvePromise, reject) => {
+      const child = spawn(process.execPath, [CLI, '--data-dir', a.dir, ...args], {
+        stdio: ['ignore', 'pipe', 'pipe'],
+      })
+      let stdout = ''
+      let stderr = ''
+      let timedOut = false
+      child.stdout.on('data', (d: Buffer) => (stdout += d))
+      child.stderr.on('data', (d: Buffer) => (stderr += d))
+      const timer = setTimeout(() => {
+        timedOut = true
+        child.kill('SIGKILL')
+      }, timeoutMs)
+      child.on('error', reject)
+      child.on('close', (code, signal) => {
+        clearTimeout(timer)
+        resolvePromise({ code, signal, stdout, stderr, timedOut })
+      })
+    })
+  }
+
+  async json<T = any>(a: Agent, args: string[]): Promise<T> {
+    const r = await this.mesh(a, ['--json', ...args])
+    if (r.code !== 0) throw new Error(`mesh ${args.join(' ')} on ${a.name}: ${r.stderr}`)
+    return JSON.parse(r.stdout) as T
+  }
+
+  /** `mesh ARGS` run inside the agent's namespace (what ssh and the proxy do there). */
+  meshIn(
+    a: Agent,
+    args: string[],
+    opts: { timeoutMs?: number; input?: string | Buffer } = {},
+  ): Promise<ExecResult> {
+    return this.lab.exec(a.host, [process.execPath, CLI, '--data-dir', a.dir, ...args], opts)
+  }
+
+  async ready(a: Agent): Promise<string> {
+    const s = await waitFor<any>(
+      `agent ${a.name} to answer`,
+      async () => {
+        if (a.child.exitCode !== null)
+          throw new Error(`agent ${a.name} exited ${a.child.exitCode}: ${this.tail(a)}`)
+        return this.json(a, ['status'])
+      },
+      60_000,
+    )
+    return s.peerId as string
+  }
+
+  async invite(a: Agent): Promise<string> {
+    return (await this.json<{ token: string }>(a, ['invite'])).token
+  }
+
+  async member(from: Agent, name: string): Promise<any> {
+    return (await this.json<any[]>(from, ['members'])).find((m) => m.name === name)
+  }
+
+  async metric(a: Agent, re: RegExp): Promise<number> {
+    const body: string = await new Promise((res, rej) => {
+      const req = request({ socketPath: join(a.dir, 'mesh.sock'), path: '/metrics' }, (resp: any) => {
+        let t = ''
+        resp.on('data', (d: Buffer) => (t += d))
+        resp.on('end', () => res(t))
+      })
+      req.on('error', rej)
+      req.end()
+    })
+    let sum = 0
+    for (const line of body.split('\n')) {
+      const m = re.exec(line)
+      if (m !== null) sum += Number(line.split(' ').pop())
+    }
+    return sum
+  }
+
+  tail(a: Agent): string {
+    return a.log.join('').slice(-3000)
+  }
+
+  async cleanup(): Promise<void> {
+    await this.lab.cleanup()
+    rmSync(this.tmp, { recursive: true, force: true })
+  }
+}
+
+export async function waitFor<T>(
+  what: string,
+  fn: () => Promise<T | undefined | false>,
+  timeoutMs: number,
+  everyMs = 300,
+): Promise<T> {
+  const deadline = Date.now() + timeoutMs
+  let last: unknown
+  while (Date.now() < deadline) {
+    try {
+      const v = await fn()
+      if (v) return v
+    } catch (err) {
+      last = err
+    }
+    await sleep(everyMs)
+  }
+  throw new Error(
+    `timed out after ${timeoutMs} ms waiting for ${what}${last ? `: ${(last as Error).message}` : ''}`,
+  )
+}
+
+export function ok(r: ExecResult, what: string): string {
+  assert.equal(
+    r.code,
+    0,
+    `${what} ${r.timedOut ? 'timed out' : `exited ${r.code ?? r.signal}`}: ${r.stderr.trim()}`,
+  )
+  return r.stdout
+}
