@@ -58,6 +58,15 @@ export const BENCHES: Bench[] = [
     systemLock: true,
   },
   {
+    name: 'nat',
+    what: 'WebRTC paths between NATed members through the cluster STUN: success rate, time, scp vs relay',
+    args: ['--attempts', '20', '--mib', '50'],
+    quickArgs: ['--attempts', '3', '--mib', '8'],
+    timeoutS: 900,
+    quickTimeoutS: 240,
+    systemLock: true,
+  },
+  {
     name: 'membership',
     what: 'real agents on loopback: join, detection, convergence, idle bytes',
     args: [],

@@ -34,11 +34,15 @@ export function memberRoutes(deps: {
       const rows = deps.membership.rows()
       const names = displayNames(rows.map((r) => r.entry.signed.info))
       const conns = new Map<string, { path: string; rttMs?: number }>()
+      const rank: Record<string, number> = { direct: 0, 'webrtc-direct': 1, webrtc: 1, relayed: 2 }
       for (const c of deps.node.connections()) {
+        // only admitted connections carry mesh traffic (a WebRTC attempt whose ICE never
+        // completed can sit in libp2p's list until admission gives up on it)
+        if (!c.admitted) continue
         const prev = conns.get(c.peerId)
-        // a direct path wins over a relayed one when both are open
-        if (prev === undefined || prev.path === 'relayed')
-          conns.set(c.peerId, { path: c.path, rttMs: c.rttMs })
+        // the best path shows: direct, then WebRTC, then relayed
+        if (prev === undefined || (rank[c.path] ?? 3) < (rank[prev.path] ?? 3))
+          conns.set(c.peerId, { path: c.path, rttMs: c.rttMs ?? prev?.rttMs })
       }
       const self = deps.membership.selfPeerId
       return rows

@@ -232,7 +232,9 @@ export class NatComponent implements Component {
     const now = Date.now()
     for (const [peer, f] of this.failures) {
       if (f.retryAt > now || this.inflight.has(peer)) continue
-      const conns = node.getConnections(peerIdFromString(peer)).filter((c) => c.status === 'open')
+      const conns = node
+        .getConnections(peerIdFromString(peer))
+        .filter((c) => c.status === 'open' && node.services.admission.connectionAdmitted(c))
       const relayed = conns.find((c) => pathKind(c.remoteAddr) === 'relayed')
       if (relayed === undefined || conns.some((c) => pathKind(c.remoteAddr) !== 'relayed')) {
         this.failures.delete(peer)
@@ -259,7 +261,15 @@ export class NatComponent implements Component {
     const log = this.deps.reporter.log
     if (!(await node.services.admission.admitted(relayed))) return undefined
     // a WebRTC connection already open: nothing to do (a direct TCP one may be why we are relayed: a firewall)
-    if (node.getConnections(peer).some((c) => c.status === 'open' && pathKind(c.remoteAddr) === 'webrtc'))
+    const admission = node.services.admission
+    if (
+      node
+        .getConnections(peer)
+        .some(
+          (c) =>
+            c.status === 'open' && pathKind(c.remoteAddr) === 'webrtc' && admission.connectionAdmitted(c),
+        )
+    )
       return undefined
     const target = webrtcAddrThrough(relayed.remoteAddr, id)
     if (target === undefined) return undefined
@@ -276,6 +286,11 @@ export class NatComponent implements Component {
       }
       if (conn === undefined || pathKind(conn.remoteAddr) === 'relayed')
         throw new Error('libp2p kept returning the relayed connection')
+      // connected means admitted: the member handshake ran over the new path
+      if (!(await node.services.admission.admitted(conn))) {
+        conn.abort(new Error('the WebRTC connection was not admitted'))
+        throw new Error('the WebRTC connection opened but its member handshake did not complete')
+      }
       this.failures.delete(id)
       this.metrics.upgrades.inc({ result: 'webrtc' })
       log.info(

@@ -200,14 +200,25 @@ export class Admission implements Startable {
       )
     }
     if (standing.kind === 'member') {
+      this.admittedConns.add(connection)
       const key = connection.remotePeer.toString()
       this.admittedPeers.set(key, (this.admittedPeers.get(key) ?? 0) + 1)
     } else if (standing.kind === 'refused' && connection.status === 'open') {
-      void connection.close().catch(() => connection.abort(new AdmissionRefusedError(result)))
+      // a refused connection may be one that never carried a byte (a WebRTC connection whose
+      // ICE did not complete): a graceful close would wait on it, so abort after a moment
+      const done = connection.close().catch(() => connection.abort(new AdmissionRefusedError(result)))
+      const timer = setTimeout(() => connection.abort(new AdmissionRefusedError(result)), 2_000)
+      void done.finally(() => clearTimeout(timer))
     }
   }
 
   private readonly settled = new WeakSet<Connection>()
+  private readonly admittedConns = new WeakSet<Connection>()
+
+  /** Whether this very connection completed admission (not just some connection to its peer). */
+  connectionAdmitted(connection: Connection): boolean {
+    return this.admittedConns.has(connection)
+  }
 
   private proof(
     role: 'D' | 'L',

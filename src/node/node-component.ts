@@ -203,7 +203,7 @@ export class NodeComponent implements Component {
       remoteAddr: c.remoteAddr.toString(),
       direction: c.direction,
       path: pathKind(c.remoteAddr),
-      admitted: node.services.admission.isAdmitted(c.remotePeer),
+      admitted: node.services.admission.connectionAdmitted(c),
       openedAt: c.timeline.open,
       rttMs: this.rtt.get(c.remotePeer.toString()),
     }))

@@ -139,10 +139,19 @@ export class TunnelDialer {
 
   /** Open connections to `peer`, best path first. */
   connections(peer: PeerId): Connection[] {
-    return this.node()
-      .getConnections(peer)
-      .filter((c) => c.status === 'open')
-      .sort((a, b) => RANK[pathKind(a.remoteAddr)] - RANK[pathKind(b.remoteAddr)])
+    const admission = this.node().services.admission
+    return (
+      this.node()
+        .getConnections(peer)
+        .filter((c) => c.status === 'open')
+        .map((c) => ({ c, admitted: admission.connectionAdmitted(c) ? 0 : 1 }))
+        // admitted ones first (one still in its handshake may never finish it), then by path
+        .sort(
+          (a, b) =>
+            a.admitted - b.admitted || RANK[pathKind(a.c.remoteAddr)] - RANK[pathKind(b.c.remoteAddr)],
+        )
+        .map(({ c }) => c)
+    )
   }
 
   /**

@@ -59,7 +59,9 @@ export class PathUpgrader {
       const todo: Array<{ peer: string; addrs: ReturnType<typeof splitAddrs>['direct'] }> = []
       for (const c of this.deps.candidates()) {
         if (c.peerId === self) continue
-        const conns = node.getConnections(peerIdFromString(c.peerId)).filter((x) => x.status === 'open')
+        const conns = node
+          .getConnections(peerIdFromString(c.peerId))
+          .filter((x) => x.status === 'open' && node.services.admission.connectionAdmitted(x))
         if (conns.length === 0 || conns.some((x) => pathKind(x.remoteAddr) !== 'relayed')) continue
         const { direct } = splitAddrs(c.peerId, c.addrs, self)
         if (direct.length > 0) todo.push({ peer: c.peerId, addrs: direct })

@@ -260,3 +260,55 @@ export function ok(r: ExecResult, what: string): string {
   )
   return r.stdout
 }
+
+const PUBLIC_NET = '198.18.1.0/24'
+
+/** Bytes the host's eth0 has sent and received (the hub's share of a transfer). */
+export async function ifaceBytes(lab: Lab, host: Host): Promise<number> {
+  const out = await lab.execOk(host, [
+    'sh',
+    '-c',
+    'cat /sys/class/net/eth0/statistics/rx_bytes /sys/class/net/eth0/statistics/tx_bytes',
+  ])
+  return out
+    .trim()
+    .split('\n')
+    .reduce((a, b) => a + Number(b), 0)
+}
+
+/**
+ * A public hub that answers STUN (198.18.1.0/24 declared reachable), A behind NAT router RA,
+ * B behind RB (with an sshd), all three members; `symmetric` NATs map each destination to a
+ * random port.
+ */
+export async function natLab(symmetric: boolean) {
+  const w = new World()
+  const pub = w.lab.segment('pub')
+  const hubHost = w.lab.host('hub', pub)
+  const ra = w.lab.natRouter('ra', pub, { symmetric })
+  const rb = w.lab.natRouter('rb', pub, { symmetric })
+  const aHost = w.lab.host('a', ra.lan)
+  const bHost = w.lab.host('b', rb.lan)
+  await w.sshd(bHost)
+  ok(await w.mesh({ dir: join(w.tmp, 'agent-hub') } as Agent, ['init', '--cluster', 'natlab']), 'mesh init')
+  const reach = ['--reachable', PUBLIC_NET]
+  const hub = w.agent('hub', hubHost, ['--announce', `/ip4/${hubHost.ip}/tcp/4701`, ...reach])
+  await w.ready(hub)
+  const a = w.agent('a', aHost, ['--join', await w.invite(hub), ...reach])
+  const b = w.agent('b', bHost, ['--join', await w.invite(hub), ...reach])
+  await w.ready(a)
+  await w.ready(b)
+  await waitFor(
+    'everyone alive everywhere, A and B with a circuit through the hub',
+    async () => {
+      for (const x of [hub, a, b]) {
+        const ms = await w.json<any[]>(x, ['members'])
+        if (ms.length !== 3 || !ms.every((m) => m.status === 'alive')) return false
+      }
+      const bRec = await w.member(a, 'b')
+      return bRec.addrs.some((ad: string) => ad.includes('/p2p-circuit'))
+    },
+    90_000,
+  )
+  return { w, pub, hub, a, b, hubHost, aHost, bHost }
+}
