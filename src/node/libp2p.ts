@@ -29,6 +29,9 @@ export interface NodeOptions {
   trust: AdmissionInit['trust'] & { isRevoked(peerId: string): boolean }
 }
 
+/** concurrent ping streams per connection, each way (see the ping service below) */
+const PING_STREAMS = 8
+
 export type MeshLibp2p = Awaited<ReturnType<typeof createMeshNode>>
 
 /**
@@ -99,7 +102,18 @@ export async function createMeshNode(opts: NodeOptions) {
       addresses: (components: { addressManager: AddressManager }) => components.addressManager,
       identify: identify({ protocolPrefix: prefix.slice(1), runOnLimitedConnection: true }),
       identifyPush: identifyPush({ protocolPrefix: prefix.slice(1), runOnLimitedConnection: true }),
-      ping: ping({ protocolPrefix: prefix.slice(1), runOnLimitedConnection: true }),
+      // More than one ping at a time per connection (the defaults are 1 out, 2 in): kad-dht pings
+      // every new contact before it enters the routing table, and a connection that opens is
+      // pinged at that same moment by the node component (RTT) and the other side. With one
+      // outbound ping stream allowed, the DHT's ping failed with TooManyOutboundProtocolStreams,
+      // the peer was dropped and never retried: the routing table stayed empty and every
+      // provide waited for a peer until it timed out (protocols/blocks.md, 'The DHT').
+      ping: ping({
+        protocolPrefix: prefix.slice(1),
+        runOnLimitedConnection: true,
+        maxOutboundStreams: PING_STREAMS,
+        maxInboundStreams: PING_STREAMS,
+      }),
       autonat: autoNAT({ protocolPrefix: prefix.slice(1) }),
       dcutr: dcutr(),
       ...(config.relay.server
