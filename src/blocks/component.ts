@@ -1,7 +1,6 @@
 import { basename, dirname, join } from 'node:path'
 import type { Message } from '@libp2p/gossipsub'
 import type { Connection, PeerId, Stream } from '@libp2p/interface'
-import type { KadDHT, SingleKadDHT } from '@libp2p/kad-dht'
 import { peerIdFromString } from '@libp2p/peer-id'
 import { pbStream } from '@libp2p/utils'
 import { DatasetReply, DatasetRequest, TagSet } from '../../protocols/blocks.js'
@@ -11,6 +10,7 @@ import type { EventBus } from '../api/events.js'
 import { displayNames } from '../membership/names.js'
 import type { MembershipComponent } from '../membership/service.js'
 import { type Cluster, protocolPrefix } from '../node/cluster.js'
+import { routingTableSize } from '../node/libp2p.js'
 import type { NodeComponent } from '../node/node-component.js'
 import type { ComponentReporter } from '../reporter/reporter.js'
 import { Blockstore, MAX_BLOCK } from './blockstore.js'
@@ -103,11 +103,6 @@ export interface DatasetView {
  */
 const PROVIDE_ATTEMPTS = 5
 const PROVIDE_TIMEOUT_MS = 20_000
-
-/** The routing table's size (the single DHT libp2p builds has one; the KadDHT type omits it). */
-function routingTableSize(dht: KadDHT | undefined): number {
-  return (dht as Partial<SingleKadDHT> | undefined)?.routingTable?.size ?? 0
-}
 
 export class BlocksComponent implements Component {
   readonly name = 'blocks'

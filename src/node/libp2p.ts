@@ -7,7 +7,7 @@ import { gossipsub } from '@libp2p/gossipsub'
 import { identify, identifyPush } from '@libp2p/identify'
 import type { PrivateKey } from '@libp2p/interface'
 import type { AddressManager } from '@libp2p/interface-internal'
-import { kadDHT, passthroughMapper } from '@libp2p/kad-dht'
+import { type KadDHT, kadDHT, passthroughMapper, type SingleKadDHT } from '@libp2p/kad-dht'
 import { ping } from '@libp2p/ping'
 import { preSharedKey } from '@libp2p/pnet'
 import { tcp } from '@libp2p/tcp'
@@ -31,6 +31,16 @@ export interface NodeOptions {
 
 /** concurrent ping streams per connection, each way (see the ping service below) */
 const PING_STREAMS = 8
+
+/** The cluster's private kad-dht protocol id. */
+export function dhtProtocol(cluster: Cluster): string {
+  return `${protocolPrefix(cluster)}/kad/1.0.0`
+}
+
+/** The DHT routing table's size (the single DHT built here has one; the KadDHT type omits it). */
+export function routingTableSize(dht: KadDHT | undefined): number {
+  return (dht as Partial<SingleKadDHT> | undefined)?.routingTable?.size ?? 0
+}
 
 export type MeshLibp2p = Awaited<ReturnType<typeof createMeshNode>>
 
@@ -127,7 +137,7 @@ export async function createMeshNode(opts: NodeOptions) {
       ...(config.dht.enabled
         ? {
             dht: kadDHT({
-              protocol: `${prefix}/kad/1.0.0`,
+              protocol: dhtProtocol(cluster),
               clientMode: false,
               peerInfoMapper: passthroughMapper,
             }),
