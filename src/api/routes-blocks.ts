@@ -74,7 +74,7 @@ async function ndjson<T>(
 
 /**
  * Blocks and datasets: /v1/blocks (put, get, stat), /v1/put, /v1/get (NDJSON progress),
- * /v1/cat, /v1/ls, /v1/datasets, /v1/pin, /v1/unpin, /v1/pins, /v1/replicate.
+ * /v1/cat, /v1/ls, /v1/datasets, /v1/pin, /v1/unpin, /v1/pins, /v1/replicate, /v1/dht/providers.
  */
 export function blockRoutes(deps: { blocks: BlocksComponent }) {
   const b = deps.blocks
@@ -115,6 +115,20 @@ export function blockRoutes(deps: { blocks: BlocksComponent }) {
 
     app.get<{ Params: { cid: string } }>('/v1/blocks/:cid/stat', async (req) =>
       b.blockStat(parseCid(req.params.cid)),
+    )
+
+    // providers through the DHT only (diagnostics, and the test that the DHT carries records)
+    app.get<{ Params: { cid: string }; Querystring: { timeoutMs?: string } }>(
+      '/v1/dht/providers/:cid',
+      async (req) => {
+        const t = Number(req.query.timeoutMs ?? 8000)
+        if (!Number.isInteger(t) || t < 1 || t > 60_000)
+          throw new ApiError(
+            400,
+            `timeoutMs must be a whole number from 1 to 60000, not ${req.query.timeoutMs}`,
+          )
+        return b.dhtProviders(parseCid(req.params.cid), t)
+      },
     )
 
     app.post<{ Body: { path?: string; tag?: string; replicas?: number } }>('/v1/put', async (req, reply) => {

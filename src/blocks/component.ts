@@ -10,6 +10,7 @@ import type { EventBus } from '../api/events.js'
 import { displayNames } from '../membership/names.js'
 import type { MembershipComponent } from '../membership/service.js'
 import { type Cluster, protocolPrefix } from '../node/cluster.js'
+import { routingTableSize } from '../node/libp2p.js'
 import type { NodeComponent } from '../node/node-component.js'
 import type { ComponentReporter } from '../reporter/reporter.js'
 import { Blockstore, MAX_BLOCK } from './blockstore.js'
@@ -164,6 +165,13 @@ export class BlocksComponent implements Component {
       evicted: r.counter('evicted_bytes_total', 'cached block bytes evicted under the size budget'),
       repairs: r.counter('repairs_total', 'replica repairs started, by result', ['result']),
       provides: r.counter('dht_provides_total', 'DHT provider records announced, by result', ['result']),
+      dhtPeers: r.gauge('dht_peers', "peers in the DHT's routing table", [], () => {
+        let size = 0
+        try {
+          size = routingTableSize(this.node.services.dht)
+        } catch {} // the node is not started
+        this.metrics.dhtPeers.set(size)
+      }),
     }
     this.store = new Blockstore(join(deps.dataDir, 'blocks'), {
       onCorrupt: () => this.metrics.corrupt.inc({ source: 'disk' }),
@@ -388,6 +396,46 @@ export class BlocksComponent implements Component {
         this.log.debug({ cid: cid.toString(), attempt, err: (err as Error).message }, 'DHT provide failed')
       }
       await new Promise((r) => setTimeout(r, attempt * 5_000).unref())
+    }
+  }
+
+  /**
+   * Providers of `cid` found through the DHT alone (not by asking members): for each, the peers
+   * whose DHT answered with its provider record ('via'; our own id when the record is in our own
+   * store). Bounded by `timeoutMs`; what was found by then is returned.
+   */
+  async dhtProviders(
+    cid: CID,
+    timeoutMs = DHT_BUDGET_MS,
+  ): Promise<{ routingTable: number; providers: Array<{ peerId: string; name: string; via: string[] }> }> {
+    const dht = this.deps.config.dht.enabled ? this.node.services.dht : undefined
+    if (dht === undefined) throw new BlocksError('refused', 'the DHT is off on this member (dht.enabled)')
+    const found = new Map<string, Set<string>>()
+    const ac = new AbortController()
+    const timer = setTimeout(() => ac.abort(new Error('DHT search budget spent')), timeoutMs)
+    try {
+      for await (const ev of dht.findProviders(cid, { signal: ac.signal })) {
+        if (ev.name !== 'PROVIDER' && ev.name !== 'PEER_RESPONSE') continue
+        for (const p of ev.providers) {
+          const k = p.id.toString()
+          const via = found.get(k) ?? new Set<string>()
+          via.add(ev.from.toString())
+          found.set(k, via)
+        }
+      }
+    } catch (err) {
+      this.log.debug({ err: (err as Error).message }, 'DHT provider search ended')
+    } finally {
+      clearTimeout(timer)
+    }
+    const names = this.names()
+    return {
+      routingTable: routingTableSize(dht),
+      providers: [...found].map(([peerId, via]) => ({
+        peerId,
+        name: this.nameOf(peerId, names),
+        via: [...via],
+      })),
     }
   }
 

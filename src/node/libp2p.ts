@@ -7,7 +7,7 @@ import { gossipsub } from '@libp2p/gossipsub'
 import { identify, identifyPush } from '@libp2p/identify'
 import type { PrivateKey } from '@libp2p/interface'
 import type { AddressManager } from '@libp2p/interface-internal'
-import { kadDHT, passthroughMapper } from '@libp2p/kad-dht'
+import { type KadDHT, kadDHT, passthroughMapper, type SingleKadDHT } from '@libp2p/kad-dht'
 import { ping } from '@libp2p/ping'
 import { preSharedKey } from '@libp2p/pnet'
 import { tcp } from '@libp2p/tcp'
@@ -29,6 +29,19 @@ export interface NodeOptions {
   trust: AdmissionInit['trust'] & { isRevoked(peerId: string): boolean }
   /** ICE servers for each new WebRTC connection (the cluster's own STUN); never public ones */
   iceServers?: () => Array<{ urls: string }>
+}
+
+/** concurrent ping streams per connection, each way (see the ping service below) */
+const PING_STREAMS = 8
+
+/** The cluster's private kad-dht protocol id. */
+export function dhtProtocol(cluster: Cluster): string {
+  return `${protocolPrefix(cluster)}/kad/1.0.0`
+}
+
+/** The DHT routing table's size (the single DHT built here has one; the KadDHT type omits it). */
+export function routingTableSize(dht: KadDHT | undefined): number {
+  return (dht as Partial<SingleKadDHT> | undefined)?.routingTable?.size ?? 0
 }
 
 export type MeshLibp2p = Awaited<ReturnType<typeof createMeshNode>>
@@ -107,7 +120,18 @@ export async function createMeshNode(opts: NodeOptions) {
       addresses: (components: { addressManager: AddressManager }) => components.addressManager,
       identify: identify({ protocolPrefix: prefix.slice(1), runOnLimitedConnection: true }),
       identifyPush: identifyPush({ protocolPrefix: prefix.slice(1), runOnLimitedConnection: true }),
-      ping: ping({ protocolPrefix: prefix.slice(1), runOnLimitedConnection: true }),
+      // More than one ping at a time per connection (the defaults are 1 out, 2 in): kad-dht pings
+      // every new contact before it enters the routing table, and a connection that opens is
+      // pinged at that same moment by the node component (RTT) and the other side. With one
+      // outbound ping stream allowed, the DHT's ping failed with TooManyOutboundProtocolStreams,
+      // the peer was dropped and never retried: the routing table stayed empty and every
+      // provide waited for a peer until it timed out (protocols/blocks.md, 'The DHT').
+      ping: ping({
+        protocolPrefix: prefix.slice(1),
+        runOnLimitedConnection: true,
+        maxOutboundStreams: PING_STREAMS,
+        maxInboundStreams: PING_STREAMS,
+      }),
       autonat: autoNAT({ protocolPrefix: prefix.slice(1) }),
       dcutr: dcutr(),
       ...(config.relay.server
@@ -121,7 +145,7 @@ export async function createMeshNode(opts: NodeOptions) {
       ...(config.dht.enabled
         ? {
             dht: kadDHT({
-              protocol: `${prefix}/kad/1.0.0`,
+              protocol: dhtProtocol(cluster),
               clientMode: false,
               peerInfoMapper: passthroughMapper,
             }),

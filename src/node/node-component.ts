@@ -10,7 +10,7 @@ import { dataPaths } from './datadir.js'
 import { loadIdentity } from './identity.js'
 import { InviteStore } from './invites.js'
 import { Joiner } from './join.js'
-import { createMeshNode, type MeshLibp2p } from './libp2p.js'
+import { createMeshNode, dhtProtocol, type MeshLibp2p, routingTableSize } from './libp2p.js'
 import { type PathKind, pathKind } from './paths.js'
 import { TrustStore } from './trust.js'
 
@@ -140,8 +140,12 @@ export class NodeComponent implements Component {
       await this.joiner.redeem(cluster.invite, this.deps.seeds, config.name, config.dialTimeoutMs * 2)
       reporter.log.info('joined: this node holds a member certificate')
     }
-    void this.reconnect()
-    this.timer = setInterval(() => void this.reconnect(), RECONNECT_EVERY_MS)
+    const tick = () => {
+      void this.reconnect()
+      void this.refillDht()
+    }
+    tick()
+    this.timer = setInterval(tick, RECONNECT_EVERY_MS)
     this.timer.unref()
   }
 
@@ -163,6 +167,37 @@ export class NodeComponent implements Component {
       const rtt = await node.services.ping.ping(conn.remotePeer, { signal: AbortSignal.timeout(2000) })
       this.rtt.set(conn.remotePeer.toString(), rtt)
     } catch {}
+  }
+
+  /**
+   * kad-dht takes a peer into its routing table once, when identify shows it speaks the DHT
+   * protocol, and only if a ping answers right then; a failed ping is not retried. With an empty
+   * table every DHT query (provide, findProviders) waits for a peer until it times out. So while
+   * the table is empty, identify some admitted members again: the DHT hears of them anew and
+   * retries (see protocols/blocks.md, 'The DHT'). Returns how many were identified again.
+   */
+  async refillDht(): Promise<number> {
+    const node = this.libp2p
+    const dht = node?.services.dht
+    if (node === undefined || node.status !== 'started' || dht === undefined) return 0
+    if (routingTableSize(dht) > 0) return 0
+    const kad = dhtProtocol(this.deps.cluster)
+    const byPeer = new Map<string, Connection>()
+    for (const c of node.getConnections()) {
+      if (byPeer.size >= RECONNECT_BATCH) break
+      if (c.status !== 'open' || c.limits !== undefined || !node.services.admission.isAdmitted(c.remotePeer))
+        continue
+      // members that run the DHT (identify listed its protocol; dht.enabled may be off elsewhere)
+      const peer = await node.peerStore.get(c.remotePeer).catch(() => undefined)
+      if (peer?.protocols.includes(kad) === true) byPeer.set(c.remotePeer.toString(), c)
+    }
+    const batch = [...byPeer.values()]
+    const results = await Promise.allSettled(
+      batch.map((c) =>
+        node.services.identify.identify(c, { signal: AbortSignal.timeout(this.deps.config.dialTimeoutMs) }),
+      ),
+    )
+    return results.filter((r) => r.status === 'fulfilled').length
   }
 
   /** Dial seeds and known members we are not connected to; bounded per round. */
