@@ -3,7 +3,7 @@
 // over N fresh attempts, for home-router NATs and for symmetric NATs; and what that path is
 // worth: scp of the same file A -> B over it and over the relay, in the same run.
 //
-//   npm run build && node dist/sim/bench/nat.js [--attempts 20] [--mib 50]
+//   npm run build && node dist/sim/bench/nat.js [--attempts 20] [--mib 50] [--only home|symmetric]
 //
 // Each attempt restarts B's agent (same identity: no new token); its relayed connection to A
 // comes back through the hub and is then upgraded, or not. Success: A and B hold a WebRTC
@@ -17,6 +17,7 @@ import { fmt, fmtStats, machineInfo, machineMarkdown, markdownTable, stats, writ
 interface Options {
   attempts: number
   mib: number
+  only?: 'home' | 'symmetric'
 }
 
 function parseArgs(argv: string[]): Options {
@@ -25,6 +26,7 @@ function parseArgs(argv: string[]): Options {
     const v = argv[i + 1]
     if (argv[i] === '--attempts') o.attempts = Math.max(1, Math.min(500, Number(v)))
     else if (argv[i] === '--mib') o.mib = Math.max(1, Math.min(2048, Number(v)))
+    else if (argv[i] === '--only' && (v === 'home' || v === 'symmetric')) o.only = v
     else continue
     i++
   }
@@ -118,7 +120,10 @@ async function main(): Promise<void> {
   }
   const machine = machineInfo()
   const results: KindResult[] = []
-  for (const symmetric of [false, true]) results.push(await runKind(symmetric, o))
+  for (const symmetric of [false, true]) {
+    if (o.only === undefined || o.only === (symmetric ? 'symmetric' : 'home'))
+      results.push(await runKind(symmetric, o))
+  }
   const out = [
     '## NAT traversal: direct WebRTC paths through the cluster STUN (netns lab)',
     '',
@@ -143,9 +148,9 @@ async function main(): Promise<void> {
     ),
     '',
   ]
-  const cone = results[0]
-  const sym = results[1]
-  if (cone.scpMiBs !== undefined && sym.scpMiBs !== undefined)
+  const cone = results.find((r) => r.kind === 'home-router NAT')
+  const sym = results.find((r) => r.kind === 'symmetric NAT')
+  if (cone?.scpMiBs !== undefined && sym?.scpMiBs !== undefined)
     out.push(`direct (WebRTC) / relayed scp throughput: ${fmt(cone.scpMiBs / sym.scpMiBs, 2)}`, '')
   const path = writeReport('nat', { machine, options: o, results })
   process.stdout.write(`${out.join('\n')}\nJSON: ${path}\n`)

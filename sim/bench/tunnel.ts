@@ -605,7 +605,7 @@ async function main(): Promise<void> {
   }
 
   out.push(
-    'Hole punching is not measured here: the agent does not answer STUN yet, and without a reachable STUN server WebRTC between the lab NATs connects 0 of 10 times (NAT-LAB.md); TCP DCUtR 0 of 40.',
+    'Direct paths between NATed members (WebRTC through the cluster STUN: success rate, time, throughput against the relay) are measured by `npm run bench:nat` (sim/bench/nat.ts); TCP DCUtR between these NATs: 0 of 40 (NAT-LAB.md).',
     '',
   )
   const path = writeReport('tunnel', report)

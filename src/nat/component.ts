@@ -14,8 +14,14 @@ import { StunServer } from './stun-server.js'
 /** The tag a member sets on its own record when it answers STUN: the UDP port. */
 export const STUN_TAG = 'mesh.stun'
 const UPGRADE_TIMEOUT_MS = 10_000
-const RETRY_EVERY_MS = 10_000
+// a failed upgrade is tried again after 2 s (a transient: the peer had just restarted), then
+// after 10 s, doubling up to 5 min
+const RETRY_FIRST_MS = 2_000
+const RETRY_MS = 10_000
 const BACKOFF_MAX_MS = 5 * 60_000
+const RETRY_TICK_MS = 1_000
+// a member that has just started may not know yet which member answers STUN
+const ICE_WAIT_MS = 3_000
 const ALLOW_CACHE_MS = 1_000
 
 export interface NatStatus {
@@ -112,7 +118,7 @@ export class NatComponent implements Component {
     }
     if (config.webrtc.enabled && config.nat.webrtcUpgrade) {
       node.addEventListener('connection:open', this.onOpen)
-      this.timer = setInterval(() => this.retryRound(), RETRY_EVERY_MS)
+      this.timer = setInterval(() => this.retryRound(), RETRY_TICK_MS)
       this.timer.unref()
     }
   }
@@ -274,6 +280,11 @@ export class NatComponent implements Component {
     const target = webrtcAddrThrough(relayed.remoteAddr, id)
     if (target === undefined) return undefined
     const started = Date.now()
+    // without a STUN server only host candidates are offered, which cannot cross a NAT; right
+    // after a start the member table may not say yet who answers STUN: wait a little for it
+    for (let i = 0; i < ICE_WAIT_MS / 250 && this.iceServers().length === 0; i++) {
+      await new Promise((r) => setTimeout(r, 250))
+    }
     try {
       const signal = AbortSignal.timeout(UPGRADE_TIMEOUT_MS)
       let conn: Connection | undefined
@@ -301,7 +312,9 @@ export class NatComponent implements Component {
     } catch (err) {
       const f = this.failures.get(id) ?? { count: 0, retryAt: 0 }
       f.count++
-      f.retryAt = Date.now() + Math.min(BACKOFF_MAX_MS, RETRY_EVERY_MS * 2 ** (f.count - 1))
+      f.retryAt =
+        Date.now() +
+        (f.count === 1 ? RETRY_FIRST_MS : Math.min(BACKOFF_MAX_MS, RETRY_MS * 2 ** (f.count - 2)))
       this.failures.set(id, f)
       this.metrics.upgrades.inc({ result: 'failed' })
       log.info(
