@@ -7,8 +7,8 @@
 // Figures, per size (median over rounds for the agents, over seeds for the simulator):
 // - first detection: from the kill until the first member marks the victim dead;
 // - detection (= convergence on the victim): until every other member has marked it dead;
-// - rejoin: from the restarted victim's control API answering (process start-up is not
-//   simulated) until every other member holds it alive again.
+// - restart: from spawning the restarted victim (in the simulator: sim.restart()) until every
+//   other member holds it alive again with a new incarnation.
 // Real times come from the agents' own cluster_change events (SSE, time-stamped by the agent).
 // Tolerance: a simulated median agrees when it is within max(2 s, 30%) of the real one.
 // Prints a markdown table and writes sim/out/sim-vs-real-<time>.json. Every wait is bounded
@@ -69,6 +69,8 @@ interface Round {
   firstMs: number
   allMs: number
   rejoinMs: number | undefined
+  /** real agents: from spawning the restarted victim until its agent code began (status uptime) */
+  startupMs?: number
   /** real agents: how many of the others received membership gossip between the kill and full detection */
   gossipReceivers?: number
   /** idle membership bytes sent per member per second before the kill (probe + gossip + sync payloads) */
@@ -177,6 +179,12 @@ class Agent {
       }
     }
     throw new Error(`agent ${this.name} did not answer within ${timeoutMs} ms: ${this.out.trim()}`)
+  }
+
+  /** ms from `t0` until the agent's own start time (GET /v1/status: now - uptimeMs). */
+  async startedAfter(t0: number): Promise<number> {
+    const s = await this.api.call<{ uptimeMs: number }>('GET', '/v1/status', undefined, 5_000)
+    return Date.now() - s.uptimeMs - t0
   }
 
   async members(): Promise<MemberView[]> {
@@ -336,30 +344,42 @@ async function realSize(n: number, o: Options): Promise<{ rounds: Round[]; error
       const gossipAfter = await Promise.all(others.map((x) => x.gossipIn().catch(() => Number.NaN)))
       const gossipReceivers = gossipAfter.filter((b, k) => b > gossipBefore[k]).length
       await sleep(3_000)
+      // from the moment the process is spawned, as the simulator counts from sim.restart(): the
+      // control API answers only after the node and membership components have started, by
+      // which time the others may already hold the new incarnation alive (the old reference
+      // point, taken there, read 0 s)
+      const tSpawn = Date.now()
       victim.start()
       let rejoinMs: number | undefined
+      let startupMs: number | undefined
       try {
         await victim.ready()
-        // from the moment its control API answers: process start-up is not in the simulator
-        const tStart = Date.now()
+        startupMs = await victim.startedAfter(tSpawn)
         const back = await until(
           `${victim.name} alive again everywhere`,
           async () => {
-            const ts = others.map((x) => x.first(victim.peerId, 'alive', 0, inc + 1))
+            const ts = others.map((x) => x.first(victim.peerId, 'alive', tSpawn, inc + 1))
             return ts.every((t) => t !== undefined) ? (ts as number[]) : undefined
           },
           120_000,
         )
-        rejoinMs = Math.max(0, Math.max(...back) - tStart)
+        rejoinMs = Math.max(...back) - tSpawn
         victim.listen()
         await until(`all ${n} alive again`, () => allAlive(agents, n), 120_000, 1000)
       } catch (err) {
         errors.push(`round ${r + 1}: ${(err as Error).message.slice(0, 200)}`)
       }
       const rel = seen.map((t) => t - tKill)
-      rounds.push({ firstMs: Math.min(...rel), allMs: Math.max(...rel), rejoinMs, gossipReceivers, idleBps })
+      rounds.push({
+        firstMs: Math.min(...rel),
+        allMs: Math.max(...rel),
+        rejoinMs,
+        startupMs,
+        gossipReceivers,
+        idleBps,
+      })
       process.stderr.write(
-        `  ${n} agents, round ${r + 1}: first ${Math.min(...rel)} ms, all ${Math.max(...rel)} ms, rejoin ${rejoinMs ?? '-'} ms\n`,
+        `  ${n} agents, round ${r + 1}: first ${Math.min(...rel)} ms, all ${Math.max(...rel)} ms, rejoin ${rejoinMs ?? '-'} ms (agent code started after ${startupMs ?? '-'} ms)\n`,
       )
       await sleep(3_000)
     }
