@@ -100,8 +100,8 @@ function simRound(n: number, seed: number, settleMs: number): Round {
     expectedNodes: n,
     network: { latency: 'loopback', bandwidthMbps: 10_000 },
     // a restarted agent publishes its new record within about a second of its membership
-    // service starting: at 20 agents every other member took it alive within 0.1-0.4 s of each
-    // other, 0.7-1.3 s after the start (one gossip message, not the 8 syncs of the first dial
+    // service starting: at 20 agents every other member took it alive within 0.5 s of each
+    // other, 0.3-1.3 s after the start (one gossip message, not the 8 syncs of the first dial
     // batch and the 5 s connect loop, which is all the simulator does without this: 5.0 s)
     announceOnStart: true,
   })
