@@ -17,7 +17,7 @@ import {
   type Verifier,
 } from '../src/membership/record.js'
 import { type Action, Swim, suspicionTimeoutMs } from '../src/membership/swim.js'
-import { COST, entryWire, ihaveTargets, memberSetBytes } from './cost.js'
+import { COST, entryWire, field, ihaveTargets, memberSetBytes, varintLen } from './cost.js'
 import { EventHeap } from './heap.js'
 import { Tracker } from './metrics.js'
 import { Network, type NetworkOptions } from './network.js'
@@ -178,6 +178,11 @@ function cachingVerifier(inner: Verifier): Verifier {
 
 const B58 = '123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz'
 
+/** A proto3 uint32/uint64 field: left out when 0. */
+const uintField = (v: number): number => (v === 0 ? 0 : 1 + varintLen(v))
+/** A proto3 bytes field: left out when empty. */
+const bytesField = (len: number): number => (len === 0 ? 0 : field(len))
+
 export class Sim {
   now = 0
   readonly opts: SimOptions
@@ -186,6 +191,13 @@ export class Sim {
   readonly tracker: Tracker
   readonly rng: Rng
   readonly bytes: Record<Channel, number> = { probe: 0, gossip: 0, ihave: 0, sync: 0, dial: 0, ext: 0 }
+  /**
+   * Membership payload bytes sent, counted as the agent's mesh_membership_bytes_total
+   * {direction="out"} counts them (service.ts): probe messages with their 1-byte length
+   * prefix, sync messages, and a gossip MemberSet once per publish (not per copy, not when
+   * forwarded); no framing, streams, envelopes, IHAVE or dialling. For comparing with agents.
+   */
+  readonly payload: Record<Channel, number> = { probe: 0, gossip: 0, ihave: 0, sync: 0, dial: 0, ext: 0 }
   readonly syncs = { periodic: 0, connect: 0, leave: 0, failed: 0, unsent: 0, tooLarge: 0, rowsMoved: 0 }
   readonly counters = {
     events: 0,
@@ -877,12 +889,15 @@ export class Sim {
     const m = this.newMsg(t, node)
     m.seq = seq
     m.target = target
+    // Probe{seq, target}: proto3 leaves out a zero seq and an empty target
+    const body = uintField(seq) + (t === MSG.probe ? 0 : field(this.nodes[target].peerId.length))
     this.send(
       node,
       to,
       m,
       (t === MSG.probe ? COST.probe : COST.probeReq) + COST.frame + COST.stream / 2,
       'probe',
+      1 + body,
     )
   }
 
@@ -891,7 +906,9 @@ export class Sim {
     m.seq = req.seq
     m.ack = ack
     m.sentAt = req.sentAt
-    this.send(node, req.from, m, COST.reply + COST.frame + COST.stream / 2, 'probe')
+    // ProbeReply{seq, ack}: ack = false is left out
+    const body = uintField(req.seq) + (ack ? 2 : 0)
+    this.send(node, req.from, m, COST.reply + COST.frame + COST.stream / 2, 'probe', 1 + body)
   }
 
   private onProbe(node: SimNode, m: Msg): void {
@@ -932,7 +949,7 @@ export class Sim {
    * Send one message on a stream to `to`, opening a connection first when there is none (as
    * dialProtocol does). False when it cannot arrive.
    */
-  private send(from: SimNode, to: number, m: Msg, bytes: number, channel: Channel): boolean {
+  private send(from: SimNode, to: number, m: Msg, bytes: number, channel: Channel, payload = 0): boolean {
     if (!from.up) return false
     let extra = 0
     if (!this.connected(from.idx, to)) {
@@ -946,6 +963,7 @@ export class Sim {
       return false
     }
     this.count(from, channel, bytes)
+    this.payload[channel] += payload
     if (at < 0) return false
     const dest = this.nodes[to]
     const ev = this.push(at + extra + this.procDelay(dest), K_MSG, to, dest.epoch)
@@ -1157,6 +1175,7 @@ export class Sim {
     node.lastSync.set(peer, this.now)
     this.syncs[why]++
     let bytes: number
+    let payload: number
     if (this.opts.sync === 'full') {
       bytes = this.fullSetBytes(node)
       if (bytes > AGENT.maxSyncBytes) {
@@ -1164,12 +1183,17 @@ export class Sim {
         this.syncs.tooLarge++
         return
       }
-    } else bytes = this.tableRows(node) * COST.digestItem
+      payload = bytes
+    } else {
+      bytes = this.tableRows(node) * COST.digestItem
+      // SyncDigest{fingerprints}
+      payload = bytesField(bytes)
+    }
     const m = this.newMsg(MSG.syncReq, node)
     m.why = why
     const before = this.syncs.unsent
     if (
-      !this.send(node, peer, m, bytes + COST.frame + COST.stream / 2, 'sync') &&
+      !this.send(node, peer, m, bytes + COST.frame + COST.stream / 2, 'sync', payload) &&
       this.syncs.unsent === before
     )
       this.syncs.failed++
@@ -1182,6 +1206,7 @@ export class Sim {
     }
     if (m.t === MSG.syncReq) {
       let bytes: number
+      let payload: number
       if (this.opts.sync === 'full') {
         this.ingestFrom(node, src)
         bytes = this.fullSetBytes(node)
@@ -1189,14 +1214,19 @@ export class Sim {
           this.syncs.tooLarge++
           return
         }
+        payload = bytes
       } else {
         // digest mode: answer diff(their digest) and our digest; they apply, then send diff(ours)
-        bytes = this.diffBytes(node, src) + this.tableRows(node) * COST.digestItem
+        const diff = this.diffBytes(node, src)
+        const digest = this.tableRows(node) * COST.digestItem
+        bytes = diff + digest
+        // SyncReply{missing (always set, even empty), fingerprints}
+        payload = field(diff) + bytesField(digest)
       }
       const r = this.newMsg(MSG.syncResp, node)
       r.why = m.why
       r.sentAt = m.sentAt
-      this.send(node, src.idx, r, bytes + COST.frame, 'sync')
+      this.send(node, src.idx, r, bytes + COST.frame, 'sync', payload)
     } else if (m.t === MSG.syncResp) {
       if (src.epoch !== m.fe) return
       this.ingestFrom(node, src)
@@ -1204,7 +1234,8 @@ export class Sim {
         const f = this.newMsg(MSG.syncFin, node)
         f.why = m.why
         f.sentAt = m.sentAt
-        this.send(node, src.idx, f, this.diffBytes(node, src) + COST.frame, 'sync')
+        const diff = this.diffBytes(node, src)
+        this.send(node, src.idx, f, diff + COST.frame, 'sync', diff)
       }
     } else this.ingestFrom(node, src)
   }
@@ -1349,6 +1380,8 @@ export class Sim {
     }
     this.bytes[channel] += copies * bytes
     origin.sent += copies * bytes
+    // the agent counts what it hands to publish(), once
+    if (channel === 'gossip') this.payload.gossip += payload
     this.chargeIhave(origin)
     const order: number[] = []
     const times: number[] = []

@@ -30,21 +30,23 @@ import { ApiClient } from '../../src/api/client.js'
 import type { MeshEvent } from '../../src/api/events.js'
 import type { MemberView } from '../../src/api/routes-members.js'
 import {
+  CLI,
+  fetchMetrics,
   fmt,
   fmtStats,
   machineInfo,
   machineMarkdown,
   markdownTable,
-  ROOT,
+  metric,
   runBounded,
   type Stats,
   sleep,
   stats,
   stopProcess,
+  until,
   writeReport,
 } from './report.js'
 
-const CLI = join(ROOT, 'dist', 'src', 'cli', 'main.js')
 const NODE = process.execPath
 
 interface Options {
@@ -155,22 +157,8 @@ class Agent {
     return (await this.api.call<{ members: MemberView[] }>('GET', '/v1/members', undefined, 10_000)).members
   }
 
-  async metrics(): Promise<string> {
-    const { request } = await import('node:http')
-    return new Promise((resolve, reject) => {
-      const req = request(
-        { socketPath: join(this.dir, 'mesh.sock'), path: '/metrics', timeout: 10_000 },
-        (res) => {
-          let body = ''
-          res.setEncoding('utf8')
-          res.on('data', (d: string) => (body += d))
-          res.on('end', () => resolve(body))
-        },
-      )
-      req.on('timeout', () => req.destroy(new Error('/metrics timed out')))
-      req.on('error', reject)
-      req.end()
-    })
+  metrics(): Promise<string> {
+    return fetchMetrics(join(this.dir, 'mesh.sock'))
   }
 
   subscribe(): EventStream {
@@ -245,44 +233,11 @@ class EventStream {
 
 class CrashError extends Error {}
 
-/** Poll `fn` until truthy; bounded. A CrashError ends the wait at once. */
-async function until<T>(
-  what: string,
-  fn: () => Promise<T | undefined | false>,
-  timeoutMs: number,
-  everyMs = 200,
-): Promise<T> {
-  const deadline = Date.now() + timeoutMs
-  let last: unknown
-  while (Date.now() < deadline) {
-    try {
-      const v = await fn()
-      if (v) return v
-    } catch (err) {
-      if (err instanceof CrashError) throw err
-      last = err
-    }
-    await sleep(everyMs)
-  }
-  throw new Error(
-    `timed out after ${timeoutMs} ms waiting for ${what}${last ? `: ${(last as Error).message}` : ''}`,
-  )
-}
+/** A wait on agents ends at once when one of them crashed meanwhile. */
+const onCrash = (err: unknown) => err instanceof CrashError
 
 // ---------------------------------------------------------------------------------------
 // measurements
-
-/** Sum of a metric's samples whose labels include `labels`. */
-function metric(text: string, name: string, labels: Record<string, string> = {}): number {
-  let sum = 0
-  for (const line of text.split('\n')) {
-    const m = /^([A-Za-z_:][\w:]*)(?:\{([^}]*)\})?\s+(\S+)/.exec(line)
-    if (m === null || m[1] !== name) continue
-    const got = Object.fromEntries([...(m[2] ?? '').matchAll(/(\w+)="([^"]*)"/g)].map((x) => [x[1], x[2]]))
-    if (Object.entries(labels).every(([k, v]) => got[k] === v)) sum += Number(m[3])
-  }
-  return sum
-}
 
 /** TCP bytes sent and received per pid, summed over the pid's sockets (kernel tcp_info via ss). */
 function tcpBytesByPid(pids: Set<number>): Map<number, { sent: number; received: number; sockets: number }> {
@@ -611,6 +566,7 @@ async function runSize(n: number, o: Options): Promise<SizeResult> {
           },
           120_000,
           200,
+          onCrash,
         )
         const rel = seen.map((t) => t - tKill).sort((a, b) => a - b)
         spread.push(rel)
@@ -637,6 +593,7 @@ async function runSize(n: number, o: Options): Promise<SizeResult> {
           },
           120_000,
           200,
+          onCrash,
         )
         rejoin.push(Math.max(...back) - tStart)
         victim.subscribe()

@@ -9,6 +9,9 @@ import { fileURLToPath } from 'node:url'
 /** The project root, from dist/sim/bench/report.js (three levels up). */
 export const ROOT = fileURLToPath(new URL('../../../', import.meta.url))
 
+/** The built mesh CLI. */
+export const CLI = join(ROOT, 'dist', 'src', 'cli', 'main.js')
+
 // ---------------------------------------------------------------------------------------
 // statistics
 
@@ -264,3 +267,62 @@ export function rssMiB(pid: number): { rss: number; peak: number } | undefined {
 }
 
 export const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms))
+
+/**
+ * Poll `fn` every `everyMs` until it returns something truthy; bounded by `timeoutMs`. Errors
+ * from `fn` count as "not yet", except those `fatal` accepts: they end the wait at once.
+ */
+export async function until<T>(
+  what: string,
+  fn: () => Promise<T | undefined | false>,
+  timeoutMs: number,
+  everyMs = 200,
+  fatal: (err: unknown) => boolean = () => false,
+): Promise<T> {
+  const deadline = Date.now() + timeoutMs
+  let last: unknown
+  while (Date.now() < deadline) {
+    try {
+      const v = await fn()
+      if (v) return v
+    } catch (err) {
+      if (fatal(err)) throw err
+      last = err
+    }
+    await sleep(everyMs)
+  }
+  throw new Error(
+    `timed out after ${timeoutMs} ms waiting for ${what}${last ? `: ${(last as Error).message}` : ''}`,
+  )
+}
+
+// ---------------------------------------------------------------------------------------
+// an agent's Prometheus metrics
+
+/** GET /metrics from an agent's control socket. */
+export async function fetchMetrics(socketPath: string, timeoutMs = 10_000): Promise<string> {
+  const { request } = await import('node:http')
+  return new Promise((resolve, reject) => {
+    const req = request({ socketPath, path: '/metrics', timeout: timeoutMs }, (res) => {
+      let body = ''
+      res.setEncoding('utf8')
+      res.on('data', (d: string) => (body += d))
+      res.on('end', () => resolve(body))
+    })
+    req.on('timeout', () => req.destroy(new Error('/metrics timed out')))
+    req.on('error', reject)
+    req.end()
+  })
+}
+
+/** Sum of a metric's samples whose labels include `labels`. */
+export function metric(text: string, name: string, labels: Record<string, string> = {}): number {
+  let sum = 0
+  for (const line of text.split('\n')) {
+    const m = /^([A-Za-z_:][\w:]*)(?:\{([^}]*)\})?\s+(\S+)/.exec(line)
+    if (m === null || m[1] !== name) continue
+    const got = Object.fromEntries([...(m[2] ?? '').matchAll(/(\w+)="([^"]*)"/g)].map((x) => [x[1], x[2]]))
+    if (Object.entries(labels).every(([k, v]) => got[k] === v)) sum += Number(m[3])
+  }
+  return sum
+}
