@@ -21,7 +21,7 @@ const RETRY_MS = 10_000
 const BACKOFF_MAX_MS = 5 * 60_000
 const RETRY_TICK_MS = 1_000
 // a member that has just started may not know yet which member answers STUN
-const ICE_WAIT_MS = 3_000
+const ICE_WAIT_MS = 1_000
 const ALLOW_CACHE_MS = 1_000
 
 export interface NatStatus {
@@ -69,6 +69,8 @@ export class NatComponent implements Component {
   private readonly failures = new Map<string, { count: number; retryAt: number }>()
   private timer: NodeJS.Timeout | undefined
   private allowCache: { at: number; ips: Set<string> } | undefined
+  /** a relay we reach directly, as a STUN server guess while the member table knows none yet */
+  private relayHint: string | undefined
   private readonly metrics
 
   constructor(
@@ -168,7 +170,8 @@ export class NatComponent implements Component {
         } catch {}
       }
     }
-    return viaRecord.slice(0, 1).map((urls) => ({ urls }))
+    if (viaRecord.length > 0) return [{ urls: viaRecord[0] }]
+    return this.relayHint !== undefined ? [{ urls: this.relayHint }] : []
   }
 
   status(): NatStatus {
@@ -248,6 +251,22 @@ export class NatComponent implements Component {
       }
       void this.upgrade(relayed)
     }
+    // members reached only through a relay with no attempt on record (the upgrade on open was
+    // skipped: a stale WebRTC connection was still listed, or the other side dialled): one side
+    // starts one, the one that dialled the relayed connection, or else the lower peer ID
+    const self = node.peerId.toString()
+    const byPeer = new Map<string, Connection[]>()
+    for (const c of node.getConnections()) {
+      if (c.status !== 'open' || !node.services.admission.connectionAdmitted(c)) continue
+      const id = c.remotePeer.toString()
+      byPeer.set(id, [...(byPeer.get(id) ?? []), c])
+    }
+    for (const [peer, conns] of byPeer) {
+      if (this.failures.has(peer) || this.inflight.has(peer)) continue
+      if (conns.some((c) => pathKind(c.remoteAddr) !== 'relayed')) continue
+      const mine = conns.find((c) => c.direction === 'outbound') ?? (self < peer ? conns[0] : undefined)
+      if (mine !== undefined) void this.upgrade(mine)
+    }
   }
 
   private upgrade(relayed: Connection): Promise<Connection | undefined> {
@@ -284,6 +303,14 @@ export class NatComponent implements Component {
     // after a start the member table may not say yet who answers STUN: wait a little for it
     for (let i = 0; i < ICE_WAIT_MS / 250 && this.iceServers().length === 0; i++) {
       await new Promise((r) => setTimeout(r, 250))
+    }
+    if (this.iceServers().length === 0) {
+      // still none: the relay is reachable, and a member answers STUN on its TCP port number
+      // by default, so ask it (no answer costs nothing more than having no STUN server)
+      const relay = relayed.remoteAddr
+      const ip = ipOf(relay)
+      const port = relay.getComponents().find((c) => c.name === 'tcp')?.value
+      if (ip !== undefined && port !== undefined) this.relayHint = stunUrl(ip, Number(port))
     }
     try {
       const signal = AbortSignal.timeout(UPGRADE_TIMEOUT_MS)
