@@ -1,8 +1,8 @@
 import { type ChildProcess, spawn } from 'node:child_process'
 import { mkdtempSync, rmSync } from 'node:fs'
-import { request } from 'node:http'
 import { tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
+import { fetchMetrics, metric } from '../../sim/bench/report.js'
 import { ConfigSchema } from '../../src/agent/config.js'
 import { prepareDataDir } from '../../src/agent/setup.js'
 import { NodeComponent } from '../../src/node/node-component.js'
@@ -182,31 +182,9 @@ export async function inProcessMember(dir: string, inviterDir: string, name: str
 }
 
 /** The agent's Prometheus metrics, over its control socket. */
-export async function metricsText(a: AgentProcess): Promise<string> {
-  return new Promise((resolve, reject) => {
-    const req = request(
-      { socketPath: join(a.dataDir, 'mesh.sock'), path: '/metrics', timeout: 10_000 },
-      (res) => {
-        let body = ''
-        res.setEncoding('utf8')
-        res.on('data', (d: string) => (body += d))
-        res.on('end', () => resolve(body))
-      },
-    )
-    req.on('timeout', () => req.destroy(new Error('/metrics did not answer')))
-    req.on('error', reject)
-    req.end()
-  })
+export function metricsText(a: AgentProcess): Promise<string> {
+  return fetchMetrics(join(a.dataDir, 'mesh.sock'))
 }
 
 /** Sum of a metric's samples whose labels include `labels`. */
-export function metric(text: string, name: string, labels: Record<string, string> = {}): number {
-  let sum = 0
-  for (const line of text.split('\n')) {
-    const m = /^([A-Za-z_:][\w:]*)(?:\{([^}]*)\})?\s+(\S+)/.exec(line)
-    if (m === null || m[1] !== name) continue
-    const got = Object.fromEntries([...(m[2] ?? '').matchAll(/(\w+)="([^"]*)"/g)].map((x) => [x[1], x[2]]))
-    if (Object.entries(labels).every(([k, v]) => got[k] === v)) sum += Number(m[3])
-  }
-  return sum
-}
+export { metric }

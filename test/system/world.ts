@@ -16,6 +16,7 @@ import {
 import { request } from 'node:http'
 import { tmpdir } from 'node:os'
 import { basename, join, resolve } from 'node:path'
+import { until } from '../../sim/bench/report.js'
 import { type ExecResult, type Host, Lab } from './harness.js'
 
 export const ROOT = resolve(import.meta.dirname, '../../..')
@@ -230,26 +231,14 @@ export class World {
   }
 }
 
-export async function waitFor<T>(
+/** Polls `fn` until it returns something truthy; bounded by `timeoutMs`. */
+export function waitFor<T>(
   what: string,
   fn: () => Promise<T | undefined | false>,
   timeoutMs: number,
   everyMs = 300,
 ): Promise<T> {
-  const deadline = Date.now() + timeoutMs
-  let last: unknown
-  while (Date.now() < deadline) {
-    try {
-      const v = await fn()
-      if (v) return v
-    } catch (err) {
-      last = err
-    }
-    await sleep(everyMs)
-  }
-  throw new Error(
-    `timed out after ${timeoutMs} ms waiting for ${what}${last ? `: ${(last as Error).message}` : ''}`,
-  )
+  return until(what, fn, timeoutMs, everyMs)
 }
 
 export function ok(r: ExecResult, what: string): string {
