@@ -12,7 +12,7 @@ export interface UpgradeCandidate {
 }
 
 /**
- * Relayed -> direct. libp2p keeps using a relayed connection after the direct path comes back
+ * Relayed (or WebRTC) -> direct TCP. libp2p keeps using a relayed connection after the direct path comes back
  * (a firewall lifted, a NAT that changed), and DCUtR ignores the lab's and many WANs' private
  * ranges. So every `intervalMs`, for members reached only through a relay, try their direct
  * addresses; with a direct connection open, libp2p picks it for new streams (it prefers direct
@@ -62,7 +62,8 @@ export class PathUpgrader {
         const conns = node
           .getConnections(peerIdFromString(c.peerId))
           .filter((x) => x.status === 'open' && node.services.admission.connectionAdmitted(x))
-        if (conns.length === 0 || conns.some((x) => pathKind(x.remoteAddr) !== 'relayed')) continue
+        // relayed or WebRTC (which the NAT component may have set up meanwhile): TCP is cheaper
+        if (conns.length === 0 || conns.some((x) => pathKind(x.remoteAddr) === 'direct')) continue
         const { direct } = splitAddrs(c.peerId, c.addrs, self)
         if (direct.length > 0) todo.push({ peer: c.peerId, addrs: direct })
       }
@@ -71,7 +72,10 @@ export class PathUpgrader {
       const batch = todo.slice(0, PER_ROUND)
       const results = await Promise.allSettled(
         batch.map(async ({ peer, addrs }) => {
-          const conn = await node.dial(addrs, { signal: AbortSignal.timeout(this.deps.timeoutMs) })
+          const conn = await node.dial(addrs, {
+            signal: AbortSignal.timeout(this.deps.timeoutMs),
+            force: true,
+          })
           if (pathKind(conn.remoteAddr) !== 'direct') throw new Error('not direct')
           return peer
         }),
