@@ -2,7 +2,7 @@ import { type ChildProcess, spawn } from 'node:child_process'
 import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
-import { fetchMetrics, metric } from '../../sim/bench/report.js'
+import { fetchMetrics, metric, until } from '../../sim/bench/report.js'
 import { ConfigSchema } from '../../src/agent/config.js'
 import { prepareDataDir } from '../../src/agent/setup.js'
 import { NodeComponent } from '../../src/node/node-component.js'
@@ -48,26 +48,13 @@ export async function meshJson<T = any>(dataDir: string, args: string[]): Promis
 }
 
 /** Poll `fn` until it returns a truthy value; bounded by time, so a test can never hang. */
-export async function waitFor<T>(
+export function waitFor<T>(
   what: string,
   fn: () => Promise<T | undefined | false>,
   timeoutMs = 20_000,
   everyMs = 200,
 ): Promise<T> {
-  const deadline = Date.now() + timeoutMs
-  let last: unknown
-  while (Date.now() < deadline) {
-    try {
-      const v = await fn()
-      if (v) return v
-    } catch (err) {
-      last = err
-    }
-    await new Promise((r) => setTimeout(r, everyMs))
-  }
-  throw new Error(
-    `timed out after ${timeoutMs} ms waiting for ${what}${last ? `: ${(last as Error).message}` : ''}`,
-  )
+  return until(what, fn, timeoutMs, everyMs)
 }
 
 export class AgentProcess {
