@@ -229,6 +229,9 @@ export class BlocksComponent implements Component {
     node.services.pubsub.subscribe(this.topic)
     node.services.pubsub.addEventListener('message', this.onGossip)
     node.addEventListener('connection:open', this.onConnection)
+    // connections the node component opened while it started came before this listener
+    for (const conn of node.getConnections())
+      this.onConnection(new CustomEvent('connection:open', { detail: conn }))
     const b = this.deps.config.blocks
     this.every(b.tagSyncIntervalMs, () => void this.syncTagsRandom())
     this.every(b.repairIntervalMs, () => void this.repair())

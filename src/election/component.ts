@@ -125,6 +125,9 @@ export class ElectionsComponent implements Component {
     node.services.pubsub.subscribe(this.topic)
     node.services.pubsub.addEventListener('message', this.onGossip)
     node.addEventListener('connection:open', this.onConnection)
+    // connections the node component opened while it started came before this listener
+    for (const conn of node.getConnections())
+      this.onConnection(new CustomEvent('connection:open', { detail: conn }))
     // a voter dying is what moves a stuck round on: take death claims as the table accepts them
     this.unsubscribe = this.deps.events.subscribe((e) => {
       if (e.type === 'cluster_change' && e.data.after === 'dead') this.onDeath(String(e.data.peerId))

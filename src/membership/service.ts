@@ -37,6 +37,7 @@ const TICK_MS = 100
 const CONNECT_EVERY_MS = 5_000
 const CONNECT_BATCH = 8
 const SYNC_ON_CONNECT_MIN_GAP_MS = 5_000
+const CONNECT_RETRY_MS = 2_000
 
 /**
  * The membership adapter: binds the sans-IO table and failure detector to libp2p. Gossip on a
@@ -151,6 +152,11 @@ export class MembershipComponent implements Component {
     node.services.pubsub.subscribe(this.topic)
     node.services.pubsub.addEventListener('message', this.onGossip)
     node.addEventListener('connection:open', this.onConnection)
+    // the node component dials known members while it starts, before this listener existed:
+    // those connections would otherwise never sync, and a restarted member would wait for
+    // someone else's periodic sync to learn the table
+    for (const conn of node.getConnections())
+      this.onConnection(new CustomEvent('connection:open', { detail: conn }))
     node.addEventListener('self:peer:update', this.onSelfUpdate)
     this.deps.node.trust.onStatement((st) => {
       if (st.kind === Statement.Kind.REVOKE) this.swim.removeMember(st.peerId)
@@ -414,17 +420,28 @@ export class MembershipComponent implements Component {
       const last = this.lastSync.get(peer) ?? 0
       if (Date.now() - last < SYNC_ON_CONNECT_MIN_GAP_MS) return
       // both ends would sync on the same connection; the dialer does it
-      if (conn.direction === 'outbound' || !this.table.has(peer)) await this.sync(conn.remotePeer, 'connect')
+      if (conn.direction !== 'outbound' && this.table.has(peer)) return
+      // one retry: a member that just restarted may not answer its first sync
+      if (!(await this.sync(conn.remotePeer, 'connect')) && conn.status === 'open')
+        setTimeout(() => void this.sync(conn.remotePeer, 'connect_retry'), CONNECT_RETRY_MS).unref()
     })()
   }
 
   private async syncRandom(): Promise<void> {
-    const peers = [...this.table.rows()].filter(
-      (r) => r.peerId !== this.selfId && (r.status === 'alive' || r.status === 'suspect'),
+    const peers = new Set(
+      [...this.table.rows()]
+        .filter((r) => r.peerId !== this.selfId && (r.status === 'alive' || r.status === 'suspect'))
+        .map((r) => r.peerId),
     )
-    if (peers.length === 0) return
-    const pick = peers[Math.floor(Math.random() * peers.length)]
-    await this.sync(peerIdFromString(pick.peerId), 'periodic')
+    // admitted members we are connected to but whose record we lack (or hold as dead) count
+    // too: otherwise a member whose first sync failed could wait forever for a table to pick from
+    const admission = this.libp2p.services.admission
+    for (const c of this.libp2p.getConnections())
+      if (admission.connectionAdmitted(c)) peers.add(c.remotePeer.toString())
+    if (peers.size === 0) return
+    const list = [...peers]
+    const pick = list[Math.floor(Math.random() * list.length)]
+    await this.sync(peerIdFromString(pick), 'periodic')
   }
 
   /** probe payloads with their length prefix (stream set-up and framing are not counted) */
@@ -448,7 +465,7 @@ export class MembershipComponent implements Component {
    * Anti-entropy with one peer: exchange digests, then only what each side lacks (sync/2.0.0);
    * with an agent that only speaks sync/1.0.0, push our whole table and pull theirs.
    */
-  async sync(peer: PeerId, why: string): Promise<void> {
+  async sync(peer: PeerId, why: string): Promise<boolean> {
     this.lastSync.set(peer.toString(), Date.now())
     const signal = AbortSignal.timeout(10_000)
     try {
@@ -484,9 +501,11 @@ export class MembershipComponent implements Component {
       // a sync that taught us of members we are not connected to: dial them now, not at the next round
       if (learnt > 0) void this.connectMembers()
       this.metrics.syncs.inc({ role: why, result: 'ok' })
+      return true
     } catch (err) {
       this.metrics.syncs.inc({ role: why, result: 'error' })
       this.deps.reporter.log.debug({ peer: peer.toString(), err: (err as Error).message }, 'sync failed')
+      return false
     }
   }
 
@@ -656,12 +675,12 @@ export class MembershipComponent implements Component {
     )
   }
 
-  /** `mesh members --rejoin`: dial every known member now. */
   /** Re-sign and spread our record now (the maintenance flag or compute types changed). */
   republish(): void {
     this.refresh()
   }
 
+  /** `mesh members --rejoin`: dial every known member now. */
   async rejoin(): Promise<{ tried: number; connected: number }> {
     const node = this.libp2p
     const rows = [...this.table.rows()].filter((r) => r.peerId !== this.selfId && r.status !== 'left')

@@ -450,10 +450,19 @@ describe('blocks: datasets between real agents', function () {
       30_000,
       500,
     )
-    const dest = join(fx.tempDir(), 'big')
+    // a dataset only alpha and bravo hold: at their serve limit the get takes seconds, so the
+    // kill lands mid-transfer even when progress reports reach the test late on a busy machine
+    const src = join(fx.tempDir('mesh-src-'), 'two')
+    mkdirSync(src)
+    writeFileSync(join(src, 'data.bin'), bytes(40 << 20, 7))
+    const puts = await Promise.all([A, B].map((x) => run(x, ['put', src])))
+    for (const r of puts) assert.equal(r.code, 0, r.stderr)
+    const root = puts[0].stdout.trim()
+    assert.equal(puts[1].stdout.trim(), root)
+    const dest = join(fx.tempDir(), 'two')
     let killed: Promise<void> | undefined
     let killAt = 0
-    const result = await apiStream(E, '/v1/get', { ref: bigRoot, dest }, (p) => {
+    const result = await apiStream(E, '/v1/get', { ref: root, dest }, (p) => {
       if (killed === undefined && p.phase === 'files' && p.bytes > 2 << 20) {
         killAt = p.bytes
         killed = B.kill('SIGKILL')
@@ -465,7 +474,7 @@ describe('blocks: datasets between real agents', function () {
       killAt < result.fetchedBytes - (4 << 20),
       `killed early enough (${killAt} of ${result.fetchedBytes})`,
     )
-    assert.deepEqual(readFileSync(join(dest, 'data.bin')), readFileSync(join(big, 'data.bin')))
+    assert.deepEqual(readFileSync(join(dest, 'data.bin')), readFileSync(join(src, 'data.bin')))
     const bravo = result.providers.find((p: any) => p.peerId === ids.B)
     console.log(
       `      killed bravo at ${(killAt / 2 ** 20).toFixed(1)} MiB; providers: ${JSON.stringify(result.providers.map((p: any) => [p.name, p.state, p.bytes]))}`,
