@@ -10,21 +10,11 @@
 // stopped and every namespace removed, also when a step fails.
 import { type ChildProcess, execFileSync, spawn } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
-import {
-  closeSync,
-  existsSync,
-  mkdirSync,
-  mkdtempSync,
-  openSync,
-  readFileSync,
-  rmSync,
-  writeFileSync,
-  writeSync,
-} from 'node:fs'
+import { closeSync, existsSync, mkdtempSync, openSync, readFileSync, rmSync, writeSync } from 'node:fs'
 import { createServer } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { type Host, Lab } from '../../test/system/harness.js'
+import { type Host, Lab, sshdSetup } from '../../test/system/harness.js'
 import {
   fmt,
   fmtStats,
@@ -43,7 +33,6 @@ import {
 
 const CLI = join(ROOT, 'dist', 'src', 'cli', 'main.js')
 const NODE = process.execPath
-const SSHD = ['/usr/sbin/sshd', '/usr/local/sbin/sshd'].find((p) => existsSync(p))
 
 interface Options {
   scpMiB: number
@@ -180,31 +169,9 @@ class SshSetup {
 
   /** sshd on 127.0.0.1:port. */
   async sshd(port: number): Promise<void> {
-    if (SSHD === undefined) throw new Error('no sshd (apt-get install openssh-server)')
-    mkdirSync('/run/sshd', { recursive: true, mode: 0o755 })
     const d = join(this.dir, `sshd-${port}-${this.children.length}`)
-    mkdirSync(d)
-    this.keygen(join(d, 'host'))
     if (!existsSync(this.key)) this.keygen(this.key)
-    writeFileSync(join(d, 'authorized_keys'), readFileSync(`${this.key}.pub`))
-    writeFileSync(
-      join(d, 'sshd_config'),
-      [
-        `Port ${port}`,
-        'ListenAddress 127.0.0.1',
-        `HostKey ${join(d, 'host')}`,
-        'PidFile none',
-        `AuthorizedKeysFile ${join(d, 'authorized_keys')}`,
-        'PermitRootLogin prohibit-password',
-        'PasswordAuthentication no',
-        'KbdInteractiveAuthentication no',
-        'UsePAM no',
-        'StrictModes no',
-        'Subsystem sftp internal-sftp',
-        '',
-      ].join('\n'),
-    )
-    const argv = [SSHD, '-D', '-e', '-f', join(d, 'sshd_config')]
+    const argv = sshdSetup(d, port, readFileSync(`${this.key}.pub`))
     const child = spawn(argv[0], argv.slice(1), { stdio: ['ignore', 'pipe', 'pipe'] })
     this.children.push(child)
     let err = ''

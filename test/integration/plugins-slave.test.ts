@@ -3,10 +3,10 @@
 // this build. Then destroy (the slave's agent stops and leaves) and prune.
 import assert from 'node:assert/strict'
 import { type ChildProcess, execFileSync, spawn } from 'node:child_process'
-import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs'
+import { existsSync, mkdirSync, readFileSync } from 'node:fs'
 import { createServer } from 'node:net'
 import { join } from 'node:path'
-import { requireSystem } from '../system/harness.js'
+import { requireSystem, sshdSetup } from '../system/harness.js'
 import { CLI, Fixture, mesh, meshJson, waitFor } from './cluster-harness.js'
 
 function freePort(): Promise<number> {
@@ -35,16 +35,9 @@ describe('plugins: mesh slave over SSH (integration)', function () {
     const home = join(work, 'home')
     mkdirSync(join(home, '.ssh'), { recursive: true, mode: 0o700 })
     execFileSync('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-f', join(home, '.ssh', 'id_ed25519')])
-    execFileSync('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-f', join(work, 'host_key')])
-    writeFileSync(join(work, 'authorized_keys'), readFileSync(join(home, '.ssh', 'id_ed25519.pub')))
     port = await freePort()
-    writeFileSync(
-      join(work, 'sshd_config'),
-      `Port ${port}\nListenAddress 127.0.0.1\nHostKey ${work}/host_key\nAuthorizedKeysFile ${work}/authorized_keys\n` +
-        `PidFile ${work}/sshd.pid\nStrictModes no\nUsePAM no\nPasswordAuthentication no\nPermitRootLogin prohibit-password\n`,
-    )
-    mkdirSync('/run/sshd', { recursive: true })
-    sshd = spawn('/usr/sbin/sshd', ['-D', '-e', '-f', join(work, 'sshd_config')], {
+    const argv = sshdSetup(join(work, 'sshd'), port, readFileSync(join(home, '.ssh', 'id_ed25519.pub')))
+    sshd = spawn(argv[0], argv.slice(1), {
       stdio: ['ignore', 'ignore', 'pipe'],
     })
     env = {

@@ -6,13 +6,52 @@
 // every veth, bridge, route and iptables rule the lab made.
 import { type ChildProcess, execFileSync, type SpawnOptions, spawn, spawnSync } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
-import { existsSync } from 'node:fs'
+import { existsSync, mkdirSync, writeFileSync } from 'node:fs'
+import { join } from 'node:path'
 
 export type Need = 'root' | 'netns' | 'iptables' | 'sshd' | 'docker'
 
 // root's PATH usually has /usr/sbin, but a sudo or cron PATH may not
 const IP = ['/usr/sbin/ip', '/sbin/ip', '/usr/bin/ip', '/bin/ip'].find((p) => existsSync(p)) ?? 'ip'
 const SETUP_TIMEOUT_MS = 15_000
+
+// ---------------------------------------------------------------------------------------
+// a throwaway sshd
+
+export const SSHD = ['/usr/sbin/sshd', '/usr/local/sbin/sshd'].find((p) => existsSync(p))
+
+/**
+ * Prepares a throwaway sshd in `dir` on 127.0.0.1:`port`: a fresh host key, `pubKey` as the only
+ * authorized key, no PAM, no passwords, sftp for scp. Returns the argv that runs it in the
+ * foreground (in whatever namespace the caller spawns it).
+ */
+export function sshdSetup(dir: string, port: number, pubKey: Buffer | string): string[] {
+  if (SSHD === undefined) throw new Error('no sshd here (apt-get install openssh-server)')
+  mkdirSync('/run/sshd', { recursive: true, mode: 0o755 }) // its privilege separation directory
+  mkdirSync(dir, { recursive: true })
+  execFileSync('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-f', join(dir, 'host_key')], {
+    stdio: 'ignore',
+  })
+  writeFileSync(join(dir, 'authorized_keys'), pubKey)
+  writeFileSync(
+    join(dir, 'sshd_config'),
+    [
+      `Port ${port}`,
+      'ListenAddress 127.0.0.1',
+      `HostKey ${join(dir, 'host_key')}`,
+      'PidFile none',
+      `AuthorizedKeysFile ${join(dir, 'authorized_keys')}`,
+      'PermitRootLogin prohibit-password',
+      'PasswordAuthentication no',
+      'KbdInteractiveAuthentication no',
+      'UsePAM no',
+      'StrictModes no',
+      'Subsystem sftp internal-sftp',
+      '',
+    ].join('\n'),
+  )
+  return [SSHD, '-D', '-e', '-f', join(dir, 'sshd_config')]
+}
 
 // ---------------------------------------------------------------------------------------
 // prerequisites

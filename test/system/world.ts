@@ -4,24 +4,15 @@
 import { strict as assert } from 'node:assert'
 import { type ChildProcess, execFileSync, spawn } from 'node:child_process'
 import { createHash } from 'node:crypto'
-import {
-  appendFileSync,
-  existsSync,
-  mkdirSync,
-  mkdtempSync,
-  readFileSync,
-  rmSync,
-  writeFileSync,
-} from 'node:fs'
+import { appendFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs'
 import { request } from 'node:http'
 import { tmpdir } from 'node:os'
 import { basename, join, resolve } from 'node:path'
 import { until } from '../../sim/bench/report.js'
-import { type ExecResult, type Host, Lab } from './harness.js'
+import { type ExecResult, type Host, Lab, sshdSetup } from './harness.js'
 
 export const ROOT = resolve(import.meta.dirname, '../../..')
 export const CLI = join(ROOT, 'dist', 'src', 'cli', 'main.js')
-const SSHD = ['/usr/sbin/sshd', '/usr/local/sbin/sshd'].find((p) => existsSync(p)) ?? 'sshd'
 
 export const sha256 = (b: Uint8Array) => createHash('sha256').update(b).digest('hex')
 export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
@@ -75,26 +66,7 @@ export class World {
   async sshd(host: Host): Promise<void> {
     const dir = join(this.tmp, `sshd-${host.name}`)
     mkdirSync(dir, { recursive: true })
-    this.run('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-f', join(dir, 'host_ed25519')])
-    writeFileSync(join(dir, 'authorized_keys'), readFileSync(`${this.key}.pub`))
-    writeFileSync(
-      join(dir, 'sshd_config'),
-      [
-        'Port 22',
-        'ListenAddress 127.0.0.1',
-        `HostKey ${join(dir, 'host_ed25519')}`,
-        'PidFile none',
-        `AuthorizedKeysFile ${join(dir, 'authorized_keys')}`,
-        'PermitRootLogin prohibit-password',
-        'PasswordAuthentication no',
-        'KbdInteractiveAuthentication no',
-        'UsePAM no',
-        'StrictModes no',
-        'Subsystem sftp internal-sftp',
-        '',
-      ].join('\n'),
-    )
-    const child = this.lab.spawn(host, [SSHD, '-D', '-e', '-f', join(dir, 'sshd_config')])
+    const child = this.lab.spawn(host, sshdSetup(dir, 22, readFileSync(`${this.key}.pub`)))
     let err = ''
     child.stderr!.setEncoding('utf8').on('data', (d: string) => {
       err += d
