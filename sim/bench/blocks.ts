@@ -6,6 +6,10 @@
 //
 //   npm run build && node dist/sim/bench/blocks.js [--bytes 1073741824] [--repeats 1]
 //        [--providers 4,2,1] [--serve-limit BYTES_PER_S] [--skip-ceiling] [--skip-fetch] [--skip-dedup]
+//        [--skip-helia] [--helia-dir DIR]
+//
+// The reference, @helia/bitswap, is the same fetch done by Helia 7 processes (helia.ts): one
+// `unixfs cat` from 1, 2 and 4 Helia providers holding the file as 256 KiB raw leaves.
 //
 // Prints markdown tables and writes sim/out/blocks-<time>.json. Real agent processes, started
 // through the CLI; everything listens and dials on 127.0.0.1 only; every wait is bounded and
@@ -17,6 +21,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { AVG_CHUNK, chunkLengths, fixedLengths } from '../../src/blocks/chunker.js'
 import { newCluster } from '../../src/node/cluster.js'
+import { DEFAULT_HELIA_DIR, type HeliaFetch, heliaFetch, heliaSetup } from './helia.js'
 import {
   fmt,
   fmtStats,
@@ -47,6 +52,8 @@ interface Options {
   skipDedup: boolean
   /** blocks.serveBytesPerSec on every provider (0: unlimited) */
   serveLimit: number
+  skipHelia: boolean
+  heliaDir: string
 }
 
 function parseArgs(argv: string[]): Options {
@@ -58,6 +65,8 @@ function parseArgs(argv: string[]): Options {
     skipFetch: false,
     skipDedup: false,
     serveLimit: 0,
+    skipHelia: false,
+    heliaDir: DEFAULT_HELIA_DIR,
   }
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i]
@@ -79,6 +88,8 @@ function parseArgs(argv: string[]): Options {
     else if (a === '--skip-fetch') o.skipFetch = true
     else if (a === '--skip-dedup') o.skipDedup = true
     else if (a === '--serve-limit') o.serveLimit = Math.floor(num())
+    else if (a === '--skip-helia') o.skipHelia = true
+    else if (a === '--helia-dir') o.heliaDir = String(argv[++i])
     else throw new Error(`unknown argument ${a}`)
   }
   return o
@@ -395,6 +406,31 @@ async function main(): Promise<void> {
       console.error(`writing ${fmt(o.bytes / MiB, 0)} MiB of data`)
       writeData(join(src, 'data.bin'), o.bytes, 'v1')
       const dirs = (name: string) => join(work, name)
+      // -- the reference first, while no mesh agent runs
+      const helia: Array<HeliaFetch & { providers: number }> = []
+      if (!o.skipHelia) {
+        try {
+          const h = await heliaSetup(o.heliaDir, (l) => console.error(l))
+          report.helia = { versions: h.versions }
+          for (let rep = 0; rep < o.repeats; rep++)
+            for (const k of o.providers) {
+              const hw = join(work, `helia-${rep}-${k}`)
+              mkdirSync(hw)
+              const r = await heliaFetch(h, k, join(src, 'data.bin'), hw)
+              helia.push({ ...r, providers: k })
+              console.error(
+                `helia get from ${k}: ${fmt(r.bytes / 1e6 / (r.ms / 1000), 1)} MB/s (${fmt(r.ms, 0)} ms, fetcher CPU ${fmt(r.fetcherCpuS, 1)} s, providers ${fmt(r.providerCpuS, 1)} s)`,
+              )
+              rmSync(hw, { recursive: true, force: true })
+            }
+        } catch (err) {
+          failed = true
+          console.error(`helia reference failed: ${(err as Error).message}`)
+          report.heliaError = (err as Error).message
+        }
+        report.heliaFetch = helia
+      }
+
       await found(dirs('p1'))
       const limit = o.serveLimit > 0 ? { MESH_BLOCKS__SERVE_BYTES_PER_SEC: String(o.serveLimit) } : {}
       const p1 = new Agent('p1', dirs('p1'), limit)
@@ -500,6 +536,36 @@ async function main(): Promise<void> {
           share,
         ])
       }
+      for (const k of o.providers) {
+        const xs = helia.filter((x) => x.providers === k)
+        if (xs.length === 0) continue
+        rows.push([
+          `@helia/bitswap (Helia ${String((report.helia as any)?.versions?.helia ?? '7')}, unixfs cat), ${k} provider${k > 1 ? 's' : ''}`,
+          fmtStats(stats(xs.map((x) => x.bytes / 1e6 / (x.ms / 1000))), 1),
+          fmtStats(stats(xs.map((x) => x.fetcherCpuS)), 1),
+          fmtStats(stats(xs.map((x) => x.providerCpuS)), 1),
+          '-',
+        ])
+      }
+      // mesh against the reference, per provider count (medians)
+      const ratioRows: Record<string, number> = {}
+      for (const k of o.providers) {
+        const m = stats((byK.get(k) ?? []).map((x) => x.mbps)).median
+        const hx = helia.filter((x) => x.providers === k).map((x) => x.bytes / 1e6 / (x.ms / 1000))
+        if (hx.length > 0 && Number.isFinite(m)) ratioRows[`meshVsHelia${k}`] = m / stats(hx).median
+        if (ceil.mesh !== undefined && Number.isFinite(m))
+          ratioRows[`meshVsStreamCeiling${k}`] = m / ceil.mesh.median
+      }
+      report.ratios = ratioRows
+      for (const k of o.providers)
+        if (ratioRows[`meshVsHelia${k}`] !== undefined)
+          rows.push([
+            `**mesh / @helia/bitswap, ${k} provider${k > 1 ? 's' : ''}**`,
+            `**${fmt(ratioRows[`meshVsHelia${k}`], 2)}**`,
+            '',
+            '',
+            '',
+          ])
       if (ceil.mesh !== undefined)
         rows.push([
           'ceiling: one mesh stream (TCP+pnet+Noise+yamux), 256 KiB writes',
