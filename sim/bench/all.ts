@@ -76,11 +76,12 @@ export const BENCHES: Bench[] = [
   },
   {
     name: 'blocks',
-    what: 'block transfer vs @helia/bitswap',
+    what: 'block transfer vs @helia/bitswap and the raw stream ceiling; dedup vs fixed-size chunks',
     args: [],
     quickArgs: ['--bytes', '4194304', '--repeats', '1', '--providers', '1'],
-    timeoutS: 1200,
-    quickTimeoutS: 180,
+    // the first run also installs the Helia reference (about a minute)
+    timeoutS: 1800,
+    quickTimeoutS: 300,
   },
   {
     name: 'sim-vs-real',

@@ -6,7 +6,7 @@
 //
 //   npm run build && node dist/sim/bench/blocks.js [--bytes 1073741824] [--repeats 1]
 //        [--providers 4,2,1] [--serve-limit BYTES_PER_S] [--skip-ceiling] [--skip-fetch] [--skip-dedup]
-//        [--skip-helia] [--helia-dir DIR]
+//        [--skip-helia] [--helia-dir DIR] [--profile-fetcher DIR]
 //
 // The reference, @helia/bitswap, is the same fetch done by Helia 7 processes (helia.ts): one
 // `unixfs cat` from 1, 2 and 4 Helia providers holding the file as 256 KiB raw leaves.
@@ -35,6 +35,7 @@ import {
   stats,
   stopProcess,
   waitForLine,
+  wcharBytes,
   writeReport,
 } from './report.js'
 
@@ -54,6 +55,8 @@ interface Options {
   serveLimit: number
   skipHelia: boolean
   heliaDir: string
+  /** write a V8 CPU profile of each fetcher agent here (node --cpu-prof) */
+  profileDir: string | undefined
 }
 
 function parseArgs(argv: string[]): Options {
@@ -67,6 +70,7 @@ function parseArgs(argv: string[]): Options {
     serveLimit: 0,
     skipHelia: false,
     heliaDir: DEFAULT_HELIA_DIR,
+    profileDir: undefined,
   }
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i]
@@ -90,6 +94,7 @@ function parseArgs(argv: string[]): Options {
     else if (a === '--serve-limit') o.serveLimit = Math.floor(num())
     else if (a === '--skip-helia') o.skipHelia = true
     else if (a === '--helia-dir') o.heliaDir = String(argv[++i])
+    else if (a === '--profile-fetcher') o.profileDir = String(argv[++i])
     else throw new Error(`unknown argument ${a}`)
   }
   return o
@@ -109,6 +114,8 @@ class Agent {
   child: ChildProcess | undefined
   private out = ''
   peerId = ''
+  /** flags for node itself, before the CLI */
+  nodeArgs: string[] = []
 
   constructor(
     readonly name: string,
@@ -120,6 +127,7 @@ class Agent {
     const child = spawn(
       NODE,
       [
+        ...this.nodeArgs,
         CLI,
         '--data-dir',
         this.dir,
@@ -233,6 +241,8 @@ interface FetchSample {
   mbps: number
   fetcherCpuS: number
   providerCpuS: number
+  /** what the providers wrote to their sockets during the fetch */
+  providerSentBytes: number
   perProvider: Array<{ name: string; bytes: number }>
 }
 
@@ -460,6 +470,7 @@ async function main(): Promise<void> {
           const fname = `f${++fetcherN}`
           // the fetcher logs at info: a failed run says which providers were dropped and why
           const f = new Agent(fname, dirs(fname), { MESH_LOG_LEVEL: 'info' })
+          if (o.profileDir !== undefined) f.nodeArgs = ['--cpu-prof', `--cpu-prof-dir=${o.profileDir}`]
           fetchers.push(f)
           await f.start(['--join', (await p1.cli(['invite'])).token])
           await waitAlive(f, k + 1)
@@ -467,6 +478,7 @@ async function main(): Promise<void> {
           const cpu0 = f.cpuS()
           const running = agents.filter((p) => p.child !== undefined)
           const pcpu0 = running.reduce((s, p) => s + p.cpuS(), 0)
+          const sent0 = running.reduce((s, p) => s + wcharBytes(p.child?.pid), 0)
           const r = await f.cli(['get', root, dest], 1_800_000).catch((err: Error) => {
             const dropped = f
               .logTail()
@@ -477,6 +489,7 @@ async function main(): Promise<void> {
           })
           const cpu = f.cpuS() - cpu0
           const pcpu = running.reduce((s, p) => s + p.cpuS(), 0) - pcpu0
+          const sent = running.reduce((s, p) => s + wcharBytes(p.child?.pid), 0) - sent0
           const s: FetchSample = {
             providers: k,
             bytes: r.bytes,
@@ -484,6 +497,7 @@ async function main(): Promise<void> {
             mbps: r.bytes / 1e6 / (r.ms / 1000),
             fetcherCpuS: cpu,
             providerCpuS: pcpu,
+            providerSentBytes: sent,
             perProvider: r.providers.map((p: any) => ({ name: p.name, bytes: p.bytes })),
           }
           samples.push(s)
@@ -533,6 +547,7 @@ async function main(): Promise<void> {
           fmtStats(stats(xs.map((x) => x.mbps)), 1),
           fmtStats(stats(xs.map((x) => x.fetcherCpuS)), 1),
           fmtStats(stats(xs.map((x) => x.providerCpuS)), 1),
+          fmtStats(stats(xs.map((x) => x.providerSentBytes / x.bytes)), 2),
           share,
         ])
       }
@@ -544,6 +559,7 @@ async function main(): Promise<void> {
           fmtStats(stats(xs.map((x) => x.bytes / 1e6 / (x.ms / 1000))), 1),
           fmtStats(stats(xs.map((x) => x.fetcherCpuS)), 1),
           fmtStats(stats(xs.map((x) => x.providerCpuS)), 1),
+          fmtStats(stats(xs.map((x) => x.providerSentBytes / x.bytes)), 2),
           '-',
         ])
       }
@@ -565,6 +581,7 @@ async function main(): Promise<void> {
             '',
             '',
             '',
+            '',
           ])
       if (ceil.mesh !== undefined)
         rows.push([
@@ -573,18 +590,26 @@ async function main(): Promise<void> {
           '-',
           '-',
           '-',
+          '-',
         ])
       if (ceil.tcp !== undefined)
-        rows.push(['ceiling: one raw TCP connection', fmtStats(ceil.tcp, 1), '-', '-', '-'])
-      rows.push(['mesh put (chunk, hash, store), per provider', fmtStats(putStats, 1), '-', '-', '-'])
+        rows.push(['ceiling: one raw TCP connection', fmtStats(ceil.tcp, 1), '-', '-', '-', '-'])
+      rows.push(['mesh put (chunk, hash, store), per provider', fmtStats(putStats, 1), '-', '-', '-', '-'])
       out.push(
         `### ${fmt(o.bytes / MiB, 0)} MiB dataset (one file) fetched on loopback` +
           `${o.serveLimit > 0 ? `, each provider serving at most ${fmt(o.serveLimit / 1e6, 0)} MB/s` : ''}: MB/s (10^6 bytes/s), median of ${o.repeats}`,
         '',
         markdownTable(
-          ['run', 'MB/s', 'fetcher CPU (s)', 'providers CPU (s)', 'MiB served per provider'],
+          [
+            'run',
+            'MB/s',
+            'fetcher CPU (s)',
+            'providers CPU (s)',
+            'providers sent / file size',
+            'MiB served per provider',
+          ],
           rows,
-          ['l', 'r', 'r', 'r', 'l'],
+          ['l', 'r', 'r', 'r', 'r', 'l'],
         ),
         '',
       )

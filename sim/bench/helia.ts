@@ -8,7 +8,7 @@ import { createHash } from 'node:crypto'
 import { copyFileSync, createReadStream, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs'
 import { homedir } from 'node:os'
 import { join } from 'node:path'
-import { ROOT, runBounded, stopProcess, waitForLine } from './report.js'
+import { ROOT, runBounded, stopProcess, waitForLine, wcharBytes } from './report.js'
 
 /** Exact versions: a rerun compares against the same reference. */
 const PACKAGES = [
@@ -86,6 +86,8 @@ export interface HeliaFetch {
   ms: number
   fetcherCpuS: number
   providerCpuS: number
+  /** what the providers wrote to their sockets during the fetch */
+  providerSentBytes: number
 }
 
 function cpuS(pid: number | undefined): number {
@@ -124,12 +126,14 @@ export async function heliaFetch(h: HeliaSetup, k: number, file: string, work: s
     const store = join(work, 'helia-f')
     mkdirSync(store, { recursive: true })
     const cpu0 = providers.reduce((s, p) => s + cpuS(p.pid), 0)
+    const sent0 = providers.reduce((s, p) => s + wcharBytes(p.pid), 0)
     const r = await runBounded(
       h.node,
       [peer, 'fetch', store, cid, join(work, 'helia-out.bin'), ...ready.map((x) => x.addrs[0])],
       { timeoutMs: 1_800_000 },
     )
     const providerCpuS = providers.reduce((s, p) => s + cpuS(p.pid), 0) - cpu0
+    const providerSentBytes = providers.reduce((s, p) => s + wcharBytes(p.pid), 0) - sent0
     const line = r.stdout.trim().split('\n').pop() ?? ''
     if (r.code !== 0 || !line.startsWith('{'))
       throw new Error(
@@ -138,7 +142,7 @@ export async function heliaFetch(h: HeliaSetup, k: number, file: string, work: s
     const out = JSON.parse(line) as { bytes: number; ms: number; cpuS: number }
     if ((await sha256(join(work, 'helia-out.bin'))) !== (await sha256(file)))
       throw new Error('helia fetched a file that differs from the original')
-    return { bytes: out.bytes, ms: out.ms, fetcherCpuS: out.cpuS, providerCpuS }
+    return { bytes: out.bytes, ms: out.ms, fetcherCpuS: out.cpuS, providerCpuS, providerSentBytes }
   } finally {
     for (const p of providers) p.stdin?.end()
     await Promise.allSettled(providers.map((p) => stopProcess(p, 10_000)))

@@ -255,6 +255,21 @@ export async function stopProcess(
   return { ms: performance.now() - t0, killed }
 }
 
+/**
+ * Bytes a live process has written with write(2) and friends, from /proc/PID/io (wchar): for a
+ * block provider, what it sent on its sockets (it writes nothing else while serving).
+ */
+export function wcharBytes(pid: number | undefined): number {
+  try {
+    const line = readFileSync(`/proc/${pid}/io`, 'utf8')
+      .split('\n')
+      .find((l) => l.startsWith('wchar:'))
+    return Number(line?.split(/\s+/)[1] ?? Number.NaN)
+  } catch {
+    return Number.NaN
+  }
+}
+
 /** Resident memory of a live process, in MiB, from /proc (VmRSS; VmHWM is the peak). */
 export function rssMiB(pid: number): { rss: number; peak: number } | undefined {
   try {
