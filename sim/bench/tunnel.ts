@@ -91,10 +91,10 @@ function freePort(): Promise<number> {
   })
 }
 
-function keepTail(child: ChildProcess): () => string {
+function keepTail(child: ChildProcess, keepChars = 4096): () => string {
   let out = ''
   const keep = (d: Buffer) => {
-    out = (out + d.toString()).slice(-4096)
+    out = (out + d.toString()).slice(-keepChars)
   }
   child.stdout?.on('data', keep)
   child.stderr?.on('data', keep)
@@ -369,6 +369,7 @@ async function labRun(o: Options, log: (s: string) => void): Promise<LabResult> 
   if (process.getuid?.() !== 0) throw new Error('needs root (network namespaces)')
   const lab = new Lab()
   const base = mkdtempSync(join(tmpdir(), 'mesh-bench-lab-'))
+  const tails: Array<[string, () => string]> = []
   try {
     const pub = lab.segment('pub')
     const hub = lab.host('hub', pub)
@@ -378,7 +379,11 @@ async function labRun(o: Options, log: (s: string) => void): Promise<LabResult> 
     const b = lab.host('b', rb.lan)
     const dirs = { hub: join(base, 'hub'), a: join(base, 'a'), b: join(base, 'b') }
     await meshOk(dirs.hub, ['init', '--cluster', 'benchlab'])
-    const env = { ...process.env, MESH_LOG_LEVEL: 'warn', MESH_TUNNEL__ALLOW_PORTS: '9000' }
+    const env = {
+      ...process.env,
+      MESH_LOG_LEVEL: process.env.BENCH_LOG_LEVEL ?? 'warn',
+      MESH_TUNNEL__ALLOW_PORTS: '9000',
+    }
     const start = (h: Host, dir: string, extra: string[]) => {
       const c = lab.spawn(
         h,
@@ -398,7 +403,7 @@ async function labRun(o: Options, log: (s: string) => void): Promise<LabResult> 
           env,
         },
       )
-      keepTail(c)
+      tails.push([h.name, keepTail(c, 200_000)])
       return c
     }
     for (const h of [hub, b]) {
@@ -466,6 +471,10 @@ async function labRun(o: Options, log: (s: string) => void): Promise<LabResult> 
       pathToB: members.find((m) => m.name === 'b')?.path ?? '?',
       openMs,
     }
+  } catch (err) {
+    // what the agents said last: BENCH_LOG_LEVEL=debug for more
+    for (const [name, tail] of tails) log(`--- ${name} ---\n${tail()}`)
+    throw err
   } finally {
     await lab.cleanup()
     rmSync(base, { recursive: true, force: true })

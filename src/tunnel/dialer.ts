@@ -77,6 +77,8 @@ export interface Opened {
 
 const RANK: Record<PathKind, number> = { direct: 0, 'webrtc-direct': 1, webrtc: 1, relayed: 2 }
 
+const CLOSED_WHILE_OPENING = /closed connection during opening|connection (was )?closed/i
+
 /** Addresses of a member record split into direct ones and plain relay circuits (not WebRTC). */
 export function splitAddrs(
   peer: string,
@@ -308,17 +310,23 @@ export class TunnelDialer {
     else phases.push(directPhase, relayPhase)
     for (const phase of phases) {
       if (phase.addrs.length === 0) continue
-      outer.throwIfAborted()
-      const signal = AbortSignal.any([outer, AbortSignal.timeout(phase.timeoutMs)])
-      try {
-        // force: libp2p would hand back an open connection (perhaps the dead one we are avoiding)
-        const conn = await node.dial(phase.addrs, { signal, force: true })
-        if (phase.kind === 'direct' && pathKind(conn.remoteAddr) === 'direct') this.noteDirect(id, true)
-        return conn
-      } catch (err) {
-        if (outer.aborted) throw err
-        if (phase.kind === 'direct') this.noteDirect(id, false)
-        errors.push(`${phase.kind} dial: ${(err as Error).message}`)
+      // a relayed connection closed while it opened is transient (a crossing dial through the
+      // same relay, a WebRTC upgrade closing its signalling): one more try, not a failed tunnel
+      for (let attempt = 1; attempt <= (phase.kind === 'relayed' ? 2 : 1); attempt++) {
+        outer.throwIfAborted()
+        const signal = AbortSignal.any([outer, AbortSignal.timeout(phase.timeoutMs)])
+        try {
+          // force: libp2p would hand back an open connection (perhaps the dead one we are avoiding)
+          const conn = await node.dial(phase.addrs, { signal, force: true })
+          if (phase.kind === 'direct' && pathKind(conn.remoteAddr) === 'direct') this.noteDirect(id, true)
+          return conn
+        } catch (err) {
+          if (outer.aborted) throw err
+          if (phase.kind === 'direct') this.noteDirect(id, false)
+          errors.push(`${phase.kind} dial: ${(err as Error).message}`)
+          if (!CLOSED_WHILE_OPENING.test((err as Error).message)) break
+          await new Promise((r) => setTimeout(r, 100))
+        }
       }
     }
     if (direct.length === 0 && relayed.length === 0) {
