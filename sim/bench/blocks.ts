@@ -23,6 +23,7 @@ import { AVG_CHUNK, chunkLengths, fixedLengths } from '../../src/blocks/chunker.
 import { newCluster } from '../../src/node/cluster.js'
 import { DEFAULT_HELIA_DIR, type HeliaFetch, heliaFetch, heliaSetup } from './helia.js'
 import {
+  cpuSeconds,
   fmt,
   fmtStats,
   machineInfo,
@@ -170,12 +171,7 @@ class Agent {
 
   /** user + system CPU seconds of the agent so far (from /proc). */
   cpuS(): number {
-    try {
-      const f = readFileSync(`/proc/${this.child?.pid}/stat`, 'utf8').split(') ')[1].split(' ')
-      return (Number(f[11]) + Number(f[12])) / 100
-    } catch {
-      return Number.NaN
-    }
+    return cpuSeconds(this.child?.pid)
   }
 
   async stop(): Promise<void> {

@@ -8,7 +8,7 @@ import { createHash } from 'node:crypto'
 import { copyFileSync, createReadStream, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs'
 import { homedir } from 'node:os'
 import { join } from 'node:path'
-import { ROOT, runBounded, stopProcess, waitForLine, wcharBytes } from './report.js'
+import { cpuSeconds, ROOT, runBounded, stopProcess, waitForLine, wcharBytes } from './report.js'
 
 /** Exact versions: a rerun compares against the same reference. */
 const PACKAGES = [
@@ -90,15 +90,6 @@ export interface HeliaFetch {
   providerSentBytes: number
 }
 
-function cpuS(pid: number | undefined): number {
-  try {
-    const f = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ')
-    return (Number(f[11]) + Number(f[12])) / 100
-  } catch {
-    return Number.NaN
-  }
-}
-
 /**
  * `k` Helia provider processes import `file`, a fresh Helia fetcher dials all of them and
  * `cat`s the file to disk. Every process is stopped before this returns, also on failure.
@@ -125,14 +116,14 @@ export async function heliaFetch(h: HeliaSetup, k: number, file: string, work: s
     if (ready.some((r) => r.cid !== cid)) throw new Error('helia providers imported different roots')
     const store = join(work, 'helia-f')
     mkdirSync(store, { recursive: true })
-    const cpu0 = providers.reduce((s, p) => s + cpuS(p.pid), 0)
+    const cpu0 = providers.reduce((s, p) => s + cpuSeconds(p.pid), 0)
     const sent0 = providers.reduce((s, p) => s + wcharBytes(p.pid), 0)
     const r = await runBounded(
       h.node,
       [peer, 'fetch', store, cid, join(work, 'helia-out.bin'), ...ready.map((x) => x.addrs[0])],
       { timeoutMs: 1_800_000 },
     )
-    const providerCpuS = providers.reduce((s, p) => s + cpuS(p.pid), 0) - cpu0
+    const providerCpuS = providers.reduce((s, p) => s + cpuSeconds(p.pid), 0) - cpu0
     const providerSentBytes = providers.reduce((s, p) => s + wcharBytes(p.pid), 0) - sent0
     const line = r.stdout.trim().split('\n').pop() ?? ''
     if (r.code !== 0 || !line.startsWith('{'))

@@ -23,7 +23,7 @@
 // every process started here is stopped, also on failure.
 import '../../src/shim.js'
 import { type ChildProcess, execFileSync, spawn } from 'node:child_process'
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs'
+import { mkdtempSync, rmSync } from 'node:fs'
 import { loadavg, tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { ApiClient } from '../../src/api/client.js'
@@ -31,6 +31,7 @@ import type { MeshEvent } from '../../src/api/events.js'
 import type { MemberView } from '../../src/api/routes-members.js'
 import {
   CLI,
+  cpuSeconds,
   fetchMetrics,
   fmt,
   fmtStats,
@@ -359,14 +360,8 @@ async function dumpDisagreement(agents: Agent[]): Promise<void> {
 
 /** CPU time (user + system) of a process in ms, from /proc. */
 function cpuMs(pid: number): number | undefined {
-  try {
-    const f = readFileSync(`/proc/${pid}/stat`, 'utf8')
-    const rest = f.slice(f.lastIndexOf(')') + 2).split(' ')
-    // fields 14 and 15 (utime, stime), counted from after the command name (field 3 is rest[0])
-    return ((Number(rest[11]) + Number(rest[12])) * 1000) / 100
-  } catch {
-    return undefined
-  }
+  const s = cpuSeconds(pid)
+  return Number.isNaN(s) ? undefined : s * 1000
 }
 
 /**

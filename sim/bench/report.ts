@@ -255,6 +255,18 @@ export async function stopProcess(
   return { ms: performance.now() - t0, killed }
 }
 
+/** CPU time (user + system) a live process has used, in seconds, from /proc/PID/stat. */
+export function cpuSeconds(pid: number | undefined): number {
+  try {
+    const f = readFileSync(`/proc/${pid}/stat`, 'utf8')
+    // utime and stime are fields 14 and 15; the command name (field 2) may hold spaces
+    const rest = f.slice(f.lastIndexOf(')') + 2).split(' ')
+    return (Number(rest[11]) + Number(rest[12])) / 100
+  } catch {
+    return Number.NaN
+  }
+}
+
 /**
  * Bytes a live process has written with write(2) and friends, from /proc/PID/io (wchar): for a
  * block provider, what it sent on its sockets (it writes nothing else while serving).

@@ -16,6 +16,7 @@ import type { ComponentReporter } from '../reporter/reporter.js'
 import { Blockstore, MAX_BLOCK } from './blockstore.js'
 // side effect: keeps pnet's cipher from exhausting its memory under heavy traffic
 import './xsalsa20-fix.js'
+import { onEveryConnection } from '../node/connections.js'
 import { type CID, parseCid } from './cid.js'
 import { DatasetWriter, destinationOf, putPath, readManifest, upToDate } from './dataset.js'
 import { BlocksError, explainFsError } from './errors.js'
@@ -228,10 +229,8 @@ export class BlocksComponent implements Component {
     })
     node.services.pubsub.subscribe(this.topic)
     node.services.pubsub.addEventListener('message', this.onGossip)
-    node.addEventListener('connection:open', this.onConnection)
-    // connections the node component opened while it started came before this listener
-    for (const conn of node.getConnections())
-      this.onConnection(new CustomEvent('connection:open', { detail: conn }))
+    // a restarted member syncs over the connections made while it started, too
+    this.stopConnections = onEveryConnection(node, this.onConnection)
     const b = this.deps.config.blocks
     this.every(b.tagSyncIntervalMs, () => void this.syncTagsRandom())
     this.every(b.repairIntervalMs, () => void this.repair())
@@ -250,7 +249,7 @@ export class BlocksComponent implements Component {
     this.started = false
     for (const t of this.timers) clearInterval(t)
     const node = this.node
-    node.removeEventListener('connection:open', this.onConnection)
+    this.stopConnections?.()
     node.services.pubsub.removeEventListener('message', this.onGossip)
     await node.unhandle([this.exchangeProtocol, this.controlProtocol]).catch(() => {})
     await this.tags.flush()
@@ -1041,8 +1040,9 @@ export class BlocksComponent implements Component {
     }
   }
 
-  private readonly onConnection = (evt: CustomEvent<Connection>): void => {
-    const conn = evt.detail
+  private stopConnections: (() => void) | undefined
+
+  private readonly onConnection = (conn: Connection): void => {
     void (async () => {
       if (!(await this.node.services.admission.admitted(conn))) return
       // the dialer syncs, so one connection costs one sync

@@ -18,6 +18,7 @@ import type { Claim } from '../membership/record.js'
 import { ed25519Signer, ed25519Verifier } from '../membership/record.js'
 import type { MembershipComponent } from '../membership/service.js'
 import { type Cluster, protocolPrefix } from '../node/cluster.js'
+import { onEveryConnection } from '../node/connections.js'
 import type { NodeComponent } from '../node/node-component.js'
 import type { ComponentReporter } from '../reporter/reporter.js'
 import { type Effect, ElectionCore, type ElectionView, explainRefusals, OUTCOMES } from './core.js'
@@ -124,10 +125,8 @@ export class ElectionsComponent implements Component {
     })
     node.services.pubsub.subscribe(this.topic)
     node.services.pubsub.addEventListener('message', this.onGossip)
-    node.addEventListener('connection:open', this.onConnection)
-    // connections the node component opened while it started came before this listener
-    for (const conn of node.getConnections())
-      this.onConnection(new CustomEvent('connection:open', { detail: conn }))
+    // a restarted member syncs over the connections made while it started, too
+    this.stopConnections = onEveryConnection(node, this.onConnection)
     // a voter dying is what moves a stuck round on: take death claims as the table accepts them
     this.unsubscribe = this.deps.events.subscribe((e) => {
       if (e.type === 'cluster_change' && e.data.after === 'dead') this.onDeath(String(e.data.peerId))
@@ -150,7 +149,7 @@ export class ElectionsComponent implements Component {
     }
     this.unsubscribe?.()
     const node = this.libp2p
-    node.removeEventListener('connection:open', this.onConnection)
+    this.stopConnections?.()
     node.services.pubsub.removeEventListener('message', this.onGossip)
     await node.unhandle(this.syncProto).catch(() => {})
   }
@@ -443,8 +442,9 @@ export class ElectionsComponent implements Component {
     return ElectionSet.encode({ messages })
   }
 
-  private readonly onConnection = (evt: CustomEvent<Connection>): void => {
-    const conn = evt.detail
+  private stopConnections: (() => void) | undefined
+
+  private readonly onConnection = (conn: Connection): void => {
     if (conn.direction !== 'outbound') return
     void (async () => {
       if (!(await this.libp2p.services.admission.admitted(conn))) return

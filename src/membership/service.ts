@@ -11,6 +11,7 @@ import type { Component } from '../agent/component.js'
 import type { Config } from '../agent/config.js'
 import type { EventBus } from '../api/events.js'
 import { type Cluster, protocolPrefix } from '../node/cluster.js'
+import { onEveryConnection } from '../node/connections.js'
 import { dialable } from '../node/dialable.js'
 import type { NodeComponent } from '../node/node-component.js'
 import type { ComponentReporter } from '../reporter/reporter.js'
@@ -151,12 +152,8 @@ export class MembershipComponent implements Component {
     })
     node.services.pubsub.subscribe(this.topic)
     node.services.pubsub.addEventListener('message', this.onGossip)
-    node.addEventListener('connection:open', this.onConnection)
-    // the node component dials known members while it starts, before this listener existed:
-    // those connections would otherwise never sync, and a restarted member would wait for
-    // someone else's periodic sync to learn the table
-    for (const conn of node.getConnections())
-      this.onConnection(new CustomEvent('connection:open', { detail: conn }))
+    // a restarted member syncs over the connections made while it started, too
+    this.stopConnections = onEveryConnection(node, this.onConnection)
     node.addEventListener('self:peer:update', this.onSelfUpdate)
     this.deps.node.trust.onStatement((st) => {
       if (st.kind === Statement.Kind.REVOKE) this.swim.removeMember(st.peerId)
@@ -171,7 +168,7 @@ export class MembershipComponent implements Component {
   async stop(): Promise<void> {
     for (const t of this.timers) clearInterval(t)
     const node = this.libp2p
-    node.removeEventListener('connection:open', this.onConnection)
+    this.stopConnections?.()
     node.removeEventListener('self:peer:update', this.onSelfUpdate)
     node.services.pubsub.removeEventListener('message', this.onGossip)
     await node.unhandle([this.syncProto, this.syncProtoV1, this.probeProto]).catch(() => {})
@@ -412,8 +409,9 @@ export class MembershipComponent implements Component {
     if (st.kind === Statement.Kind.REVOKE) this.swim.removeMember(st.peerId)
   }
 
-  private readonly onConnection = (evt: CustomEvent<Connection>): void => {
-    const conn = evt.detail
+  private stopConnections: (() => void) | undefined
+
+  private readonly onConnection = (conn: Connection): void => {
     void (async () => {
       if (!(await this.libp2p.services.admission.admitted(conn))) return
       const peer = conn.remotePeer.toString()

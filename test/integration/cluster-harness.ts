@@ -173,5 +173,5 @@ export function metricsText(a: AgentProcess): Promise<string> {
   return fetchMetrics(join(a.dataDir, 'mesh.sock'))
 }
 
-/** Sum of a metric's samples whose labels include `labels`. */
+// the sum of a metric's samples whose labels include the given ones (shared with the benchmarks)
 export { metric }
