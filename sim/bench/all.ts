@@ -29,6 +29,17 @@ interface Bench {
 
 export const BENCHES: Bench[] = [
   {
+    // first: every other figure depends on agents that do not spin when idle
+    name: 'idle',
+    what: 'idle agents: CPU, RSS and bytes per agent alone, in a pair, orphaned, behind NAT',
+    args: ['--idle-s', '60', '--settle-s', '15'],
+    quickArgs: ['--idle-s', '10', '--settle-s', '5'],
+    timeoutS: 900,
+    quickTimeoutS: 240,
+    withoutRoot: { args: ['--only', 'alone,pair,orphan'], why: 'the NAT shape needs root for network namespaces' },
+    systemLock: true,
+  },
+  {
     name: 'foundation',
     what: 'agent stream vs raw TCP and bare libp2p; idle cost',
     args: [],

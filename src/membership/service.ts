@@ -10,9 +10,10 @@ import { Statement } from '../../protocols/trust.js'
 import type { Component } from '../agent/component.js'
 import type { Config } from '../agent/config.js'
 import type { EventBus } from '../api/events.js'
+import { BackoffMap } from '../node/backoff.js'
 import { type Cluster, protocolPrefix } from '../node/cluster.js'
 import { onEveryConnection } from '../node/connections.js'
-import { dialable } from '../node/dialable.js'
+import { dialable, notThroughSelf } from '../node/dialable.js'
 import type { NodeComponent } from '../node/node-component.js'
 import type { ComponentReporter } from '../reporter/reporter.js'
 import { VERSION } from '../version.js'
@@ -63,6 +64,8 @@ export class MembershipComponent implements Component {
   private readonly relayWaiters = new Map<string, (ack: boolean) => void>()
   private readonly lastSync = new Map<string, number>()
   private readonly knownAddrs = new Map<string, string>()
+  /** alive members that did not answer a dial: tried again after 5 s, 10 s, ... at most every 5 min */
+  private readonly connectBackoff = new BackoffMap({ minMs: CONNECT_EVERY_MS, maxMs: 300_000 })
   private left = false
   private computeTypes: string[] = []
   private readonly metrics
@@ -347,7 +350,9 @@ export class MembershipComponent implements Component {
     try {
       const { multiaddr } = await import('@multiformats/multiaddr')
       await this.libp2p.peerStore.merge(peerIdFromString(info.peerId), {
-        multiaddrs: info.addrs.map((a) => multiaddr(a)).filter(dialable),
+        multiaddrs: info.addrs
+          .map((a) => multiaddr(a))
+          .filter((ma) => dialable(ma) && notThroughSelf(ma, this.selfId)),
         tags: { 'mesh-member': { value: 50 } },
       })
     } catch {}
@@ -658,19 +663,27 @@ export class MembershipComponent implements Component {
   // ---- connectivity -------------------------------------------------------------------------
 
   /** Keep connections to alive members (bounded per round): the overlay is a mesh of members. */
+  /** Dial alive members we hold no connection to; each one that does not answer backs off. */
   private async connectMembers(): Promise<void> {
     const node = this.libp2p
+    const now = Date.now()
     const connected = new Set(node.getConnections().map((c) => c.remotePeer.toString()))
-    const todo = [...this.table.rows()]
-      .filter((r) => r.peerId !== this.selfId && r.status === 'alive' && !connected.has(r.peerId))
-      .slice(0, CONNECT_BATCH)
-    await Promise.allSettled(
+    const wanted = [...this.table.rows()].filter(
+      (r) => r.peerId !== this.selfId && r.status === 'alive' && !connected.has(r.peerId),
+    )
+    this.connectBackoff.retain(new Set(wanted.map((r) => r.peerId)))
+    const todo = wanted.filter((r) => this.connectBackoff.ready(r.peerId, now)).slice(0, CONNECT_BATCH)
+    const results = await Promise.allSettled(
       todo.map((r) =>
         node.dial(peerIdFromString(r.peerId), {
           signal: AbortSignal.timeout(this.deps.config.dialTimeoutMs),
         }),
       ),
     )
+    results.forEach((r, i) => {
+      if (r.status === 'fulfilled') this.connectBackoff.succeeded(todo[i].peerId)
+      else this.connectBackoff.failed(todo[i].peerId, Date.now())
+    })
   }
 
   /** Re-sign and spread our record now (the maintenance flag or compute types changed). */

@@ -18,3 +18,16 @@ export function dialable(ma: Multiaddr): boolean {
     first === 'dnsaddr'
   )
 }
+
+/**
+ * Whether `ma` reaches its peer through a relay other than `self`: a member's circuit address
+ * through us is useless to us (dialling it dials ourselves), and doubled the dials we made to a
+ * member that had gone.
+ */
+export function notThroughSelf(ma: Multiaddr, self: string): boolean {
+  const comps = ma.getComponents()
+  const circuit = comps.findIndex((c) => c.name === 'p2p-circuit')
+  if (circuit < 0) return true
+  const relay = comps.slice(0, circuit).findLast((c) => c.name === 'p2p')?.value
+  return relay !== self
+}

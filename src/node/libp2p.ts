@@ -19,6 +19,8 @@ import type { ComponentReporter } from '../reporter/reporter.js'
 import { type AdmissionInit, admission } from './admission.js'
 import { type Cluster, deriveKey, pnetSwarmKey, protocolPrefix } from './cluster.js'
 import { dialable } from './dialable.js'
+import { quietPeerStore } from './quiet-peer-store.js'
+import { relayPolicy } from './relays.js'
 
 export interface NodeOptions {
   config: Config
@@ -74,6 +76,7 @@ export async function createMeshNode(opts: NodeOptions) {
   })
 
   const listen = [...config.listen]
+  // one '/p2p-circuit' listener per wanted reservation; relayPolicy (not a DHT walk) finds them
   for (let i = 0; i < config.relay.reservations; i++) listen.push('/p2p-circuit')
   if (config.webrtc.enabled) listen.push('/webrtc')
 
@@ -113,9 +116,17 @@ export async function createMeshNode(opts: NodeOptions) {
     connectionManager: {
       dialTimeout: config.dialTimeoutMs,
       addressDialTimeout: Math.min(1500, config.dialTimeoutMs),
+      // libp2p redials a lost keep-alive peer (a relay) by itself: 3 tries at 2 s, 6 s, 18 s, then
+      // the node's own per-member back-off takes over (the default, 5 tries from 1 s, doubled the
+      // dials of an agent whose relay was gone for good)
+      reconnectRetries: 3,
+      reconnectRetryInterval: 2_000,
+      reconnectBackoffFactor: 3,
     },
     services: {
       admission: admit,
+      // no LevelDB write per negotiated stream (see quiet-peer-store.ts)
+      quietPeerStore: quietPeerStore(),
       // a window on libp2p's own address manager, for `mesh status` (observed addresses)
       addresses: (components: { addressManager: AddressManager }) => components.addressManager,
       identify: identify({ protocolPrefix: prefix.slice(1), runOnLimitedConnection: true }),
@@ -134,6 +145,7 @@ export async function createMeshNode(opts: NodeOptions) {
       }),
       autonat: autoNAT({ protocolPrefix: prefix.slice(1) }),
       dcutr: dcutr(),
+      relays: relayPolicy({ reporter: opts.reporter }),
       ...(config.relay.server
         ? {
             relay: circuitRelayServer({

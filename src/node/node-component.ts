@@ -5,6 +5,7 @@ import { Certificate, Statement } from '../../protocols/trust.js'
 import type { Component } from '../agent/component.js'
 import type { Config } from '../agent/config.js'
 import type { ComponentReporter } from '../reporter/reporter.js'
+import { BackoffMap } from './backoff.js'
 import type { Cluster } from './cluster.js'
 import { dataPaths } from './datadir.js'
 import { loadIdentity } from './identity.js'
@@ -17,6 +18,8 @@ import { TrustStore } from './trust.js'
 const MEMBER_TAG = 'mesh-member'
 const RECONNECT_EVERY_MS = 10_000
 const RECONNECT_BATCH = 8
+/** a member that did not answer is tried again after 10 s, 20 s, ... at most every 5 min */
+const REDIAL_MAX_MS = 300_000
 
 export interface ConnectionInfo {
   peerId: string
@@ -42,6 +45,7 @@ export class NodeComponent implements Component {
   private key: PrivateKey | undefined
   private timer: NodeJS.Timeout | undefined
   private readonly rtt = new Map<string, number>()
+  private readonly redials = new BackoffMap({ minMs: RECONNECT_EVERY_MS, maxMs: REDIAL_MAX_MS })
   private readonly metrics
 
   constructor(
@@ -200,33 +204,43 @@ export class NodeComponent implements Component {
     return results.filter((r) => r.status === 'fulfilled').length
   }
 
-  /** Dial seeds and known members we are not connected to; bounded per round. */
+  /**
+   * Dial seeds and known members we are not connected to; bounded per round, and each target
+   * backs off on its own (10 s doubling to 5 min, with jitter), so members that are gone cost
+   * a dial every few minutes, not every tick.
+   */
   async reconnect(): Promise<{ tried: number; connected: number }> {
     const node = this.libp2p
     if (node === undefined || node.status !== 'started') return { tried: 0, connected: 0 }
-    const targets: Array<PeerId | ReturnType<typeof multiaddr>> = []
+    const now = Date.now()
+    const targets: Array<{ key: string; target: PeerId | ReturnType<typeof multiaddr> }> = []
     const connected = new Set(node.getConnections().map((c) => c.remotePeer.toString()))
     for (const s of this.deps.seeds) {
       const ma = multiaddr(s)
       const pid = ma.getComponents().findLast((c) => c.name === 'p2p')?.value
       if (pid === node.peerId.toString()) continue
-      if (pid === undefined || !connected.has(pid)) targets.push(ma)
+      if (pid === undefined || !connected.has(pid)) targets.push({ key: pid ?? s, target: ma })
     }
     const known = await node.peerStore.all({ filters: [(p) => p.tags.has(MEMBER_TAG)] })
     for (const p of known) {
-      if (!connected.has(p.id.toString()) && !p.id.equals(node.peerId)) targets.push(p.id)
+      const key = p.id.toString()
+      if (!connected.has(key) && !p.id.equals(node.peerId)) targets.push({ key, target: p.id })
     }
-    const batch = targets.slice(0, RECONNECT_BATCH)
+    this.redials.retain(new Set(targets.map((t) => t.key)))
+    const batch = targets.filter((t) => this.redials.ready(t.key, now)).slice(0, RECONNECT_BATCH)
     const results = await Promise.allSettled(
       batch.map((t) =>
-        node.dial(t as never, { signal: AbortSignal.timeout(this.deps.config.dialTimeoutMs) }),
+        node.dial(t.target as never, { signal: AbortSignal.timeout(this.deps.config.dialTimeoutMs) }),
       ),
     )
     let ok = 0
-    for (const r of results) {
+    results.forEach((r, i) => {
       this.metrics.dials.inc({ result: r.status === 'fulfilled' ? 'ok' : 'error' })
-      if (r.status === 'fulfilled') ok++
-    }
+      if (r.status === 'fulfilled') {
+        ok++
+        this.redials.succeeded(batch[i].key)
+      } else this.redials.failed(batch[i].key, Date.now())
+    })
     return { tried: batch.length, connected: ok }
   }
 

@@ -1,0 +1,263 @@
+// Idle cost benchmark (not a test): CPU, memory and bytes of agents that have nothing to do, in
+// the cluster shapes a user starts with (issue 20):
+//   alone     one agent, no other member
+//   pair      two members on 127.0.0.1
+//   orphan    two members, then the other one is killed and its data dir removed: what a member
+//             whose peers are all gone costs while it keeps looking for them
+//   nat       a public hub and two members behind home-router NATs (netns, root), each able to
+//             reserve a relay only on the hub
+// Each agent is measured over --idle-s seconds after --settle-s: CPU as % of one core (from
+// /proc/PID/stat), RSS at the start and end of the window, and bytes per second (loopback:
+// everything the process wrote, sockets and disk, from /proc/PID/io; netns: the host's
+// interface, both ways). Also each agent's relay searches, DHT lookups and dials in the window.
+//
+//   npm run build && node dist/sim/bench/idle.js [--idle-s 60] [--settle-s 15] [--only alone,pair,orphan,nat]
+import { rmSync } from 'node:fs'
+import { join } from 'node:path'
+import {
+  type AgentProcess,
+  Fixture,
+  mesh,
+  meshJson,
+  waitFor,
+} from '../../test/integration/cluster-harness.js'
+import { type Agent, ifaceBytes, natLab, type World } from '../../test/system/world.js'
+import {
+  cpuSeconds,
+  fetchMetrics,
+  fmt,
+  machineInfo,
+  machineMarkdown,
+  markdownTable,
+  metric,
+  rssMiB,
+  sleep,
+  wcharBytes,
+  writeReport,
+} from './report.js'
+
+const SHAPES = ['alone', 'pair', 'orphan', 'nat'] as const
+type Shape = (typeof SHAPES)[number]
+
+interface Options {
+  idleS: number
+  settleS: number
+  only: Shape[]
+}
+
+function parseArgs(argv: string[]): Options {
+  const o: Options = { idleS: 60, settleS: 15, only: [...SHAPES] }
+  for (let i = 0; i < argv.length; i++) {
+    const v = argv[i + 1]
+    if (argv[i] === '--idle-s') o.idleS = Math.max(5, Math.min(1800, Number(v)))
+    else if (argv[i] === '--settle-s') o.settleS = Math.max(0, Math.min(600, Number(v)))
+    else if (argv[i] === '--only')
+      o.only = v.split(',').filter((s): s is Shape => SHAPES.includes(s as Shape))
+    else continue
+    i++
+  }
+  return o
+}
+
+interface Row {
+  shape: Shape
+  agent: string
+  cpuPct: number
+  rssStart: number
+  rssEnd: number
+  bytesPerS: number
+  bytesWhat: 'written' | 'interface'
+  searches: number
+  lookups: number
+  dials: number
+}
+
+interface Probe {
+  name: string
+  pid: number | undefined
+  socket: string
+  bytes: () => Promise<number>
+  bytesWhat: Row['bytesWhat']
+}
+
+const counters = async (socket: string) => {
+  const text = await fetchMetrics(socket).catch(() => '')
+  return {
+    searches: metric(text, 'mesh_node_relay_searches_total'),
+    lookups: metric(text, 'mesh_node_dht_closest_peer_lookups_total'),
+    dials: metric(text, 'mesh_node_transport_dials_total'),
+  }
+}
+
+/** Measure every probe over the same window. */
+async function measure(shape: Shape, probes: Probe[], o: Options): Promise<Row[]> {
+  await sleep(o.settleS * 1000)
+  // counters first: answering the metrics request is work (and bytes) of its own
+  const before = []
+  for (const p of probes) {
+    const c = await counters(p.socket)
+    before.push({
+      c,
+      cpu: cpuSeconds(p.pid),
+      rss: rssMiB(p.pid ?? -1)?.rss ?? Number.NaN,
+      bytes: await p.bytes(),
+    })
+  }
+  const t0 = performance.now()
+  await sleep(o.idleS * 1000)
+  const s = (performance.now() - t0) / 1000
+  const after = []
+  for (const p of probes)
+    after.push({
+      cpu: cpuSeconds(p.pid),
+      rss: rssMiB(p.pid ?? -1)?.rss ?? Number.NaN,
+      bytes: await p.bytes(),
+    })
+  const rows: Row[] = []
+  for (const [i, p] of probes.entries()) {
+    const c = await counters(p.socket)
+    rows.push({
+      shape,
+      agent: p.name,
+      cpuPct: (100 * (after[i].cpu - before[i].cpu)) / s,
+      rssStart: before[i].rss,
+      rssEnd: after[i].rss,
+      bytesPerS: (after[i].bytes - before[i].bytes) / s,
+      bytesWhat: p.bytesWhat,
+      searches: c.searches - before[i].c.searches,
+      lookups: c.lookups - before[i].c.lookups,
+      dials: c.dials - before[i].c.dials,
+    })
+  }
+  for (const r of rows)
+    console.error(
+      `${shape}/${r.agent}: ${fmt(r.cpuPct, 2)} % CPU, RSS ${fmt(r.rssStart)} -> ${fmt(r.rssEnd)} MiB, ${fmt(r.bytesPerS, 0)} B/s`,
+    )
+  return rows
+}
+
+const loopbackProbe = (name: string, a: AgentProcess): Probe => ({
+  name,
+  pid: a.child?.pid,
+  socket: join(a.dataDir, 'mesh.sock'),
+  bytes: async () => wcharBytes(a.child?.pid),
+  bytesWhat: 'written',
+})
+
+async function founder(f: Fixture, name: string): Promise<AgentProcess> {
+  const dir = f.tempDir('mesh-idle-')
+  const init = await mesh(['--data-dir', dir, 'init', '--cluster', 'idle'])
+  if (init.code !== 0) throw new Error(`mesh init: ${init.stderr}`)
+  const a = f.agent(dir, ['--name', name]).start([], { MESH_LOG_LEVEL: 'warn' })
+  await a.ready()
+  return a
+}
+
+async function joiner(f: Fixture, inviter: AgentProcess, name: string): Promise<AgentProcess> {
+  const { token } = await meshJson<{ token: string }>(inviter.dataDir, ['invite'])
+  const b = f
+    .agent(f.tempDir('mesh-idle-'), ['--name', name])
+    .start(['--join', token], { MESH_LOG_LEVEL: 'warn' })
+  await b.ready(60_000)
+  await waitFor(
+    `${name} alive in both tables`,
+    async () => {
+      for (const x of [inviter, b]) {
+        const ms = await meshJson<Array<{ status: string }>>(x.dataDir, ['members'])
+        if (ms.length !== 2 || !ms.every((m) => m.status === 'alive')) return false
+      }
+      return true
+    },
+    60_000,
+  )
+  return b
+}
+
+async function runLoopback(shape: Exclude<Shape, 'nat'>, o: Options): Promise<Row[]> {
+  const f = new Fixture()
+  try {
+    const a = await founder(f, 'alpha')
+    if (shape === 'alone') return await measure(shape, [loopbackProbe('alpha', a)], o)
+    const b = await joiner(f, a, 'bravo')
+    if (shape === 'pair')
+      return await measure(shape, [loopbackProbe('alpha', a), loopbackProbe('bravo', b)], o)
+    // orphan: bravo is gone for good (killed, data dir removed); alpha keeps its record
+    await b.kill('SIGKILL')
+    rmSync(b.dataDir, { recursive: true, force: true })
+    return await measure(shape, [loopbackProbe('alpha', a)], o)
+  } finally {
+    await f.cleanup()
+  }
+}
+
+async function runNat(o: Options): Promise<Row[]> {
+  let w: World | undefined
+  try {
+    const L = await natLab(false)
+    w = L.w
+    const lab = L.w.lab
+    const probe = (a: Agent): Probe => ({
+      name: a.name,
+      pid: a.child.pid,
+      socket: join(a.dir, 'mesh.sock'),
+      bytes: () => ifaceBytes(lab, a.host),
+      bytesWhat: 'interface',
+    })
+    return await measure('nat', [probe(L.hub), probe(L.a), probe(L.b)], o)
+  } finally {
+    await w?.cleanup()
+  }
+}
+
+async function main(): Promise<void> {
+  const o = parseArgs(process.argv.slice(2))
+  const rows: Row[] = []
+  const skipped: string[] = []
+  for (const shape of o.only) {
+    console.error(`== ${shape}: settle ${o.settleS} s, measure ${o.idleS} s`)
+    if (shape === 'nat') {
+      if (process.getuid?.() !== 0) {
+        skipped.push('nat: needs root for network namespaces')
+        continue
+      }
+      rows.push(...(await runNat(o)))
+    } else rows.push(...(await runLoopback(shape, o)))
+  }
+  const table = markdownTable(
+    [
+      'shape',
+      'agent',
+      'CPU (% of a core)',
+      'RSS start -> end (MiB)',
+      'bytes/s',
+      'relay searches',
+      'DHT lookups',
+      'dials',
+    ],
+    rows.map((r) => [
+      r.shape,
+      r.agent,
+      fmt(r.cpuPct, 2),
+      `${fmt(r.rssStart)} -> ${fmt(r.rssEnd)}`,
+      `${fmt(r.bytesPerS, 0)} (${r.bytesWhat})`,
+      String(r.searches),
+      String(r.lookups),
+      String(r.dials),
+    ]),
+    ['l', 'l', 'r', 'r', 'r', 'r', 'r', 'r'],
+  )
+  const m = machineInfo()
+  const md = [
+    `## Idle agents (${o.idleS} s after ${o.settleS} s settling)`,
+    machineMarkdown(m),
+    table,
+    ...skipped.map((s) => `- skipped ${s}`),
+  ].join('\n\n')
+  console.log(md)
+  writeReport('idle', { options: o, machine: m, rows, skipped, markdown: md })
+}
+
+main().catch((err) => {
+  console.error(err)
+  process.exit(1)
+})
