@@ -87,6 +87,13 @@ export function resolveMember<T extends Named>(
   const q = query.trim()
   if (q === '') return new ResolveError('empty', query, [])
   for (const m of members) if (m.peerId === q) return m
+  // OpenSSH lowercases %h, so `ssh -o ProxyCommand='mesh proxy %h %p' root@<peer ID>` asks for a
+  // lowercased peer ID; base58 peer IDs that differ only in case are not a practical risk, but an
+  // ambiguous match is refused rather than guessed. Before names: a member may call itself the
+  // lowercase spelling of another's peer ID, and must not win that way.
+  const lower = q.toLowerCase()
+  const byCase = members.filter((m) => m.peerId.toLowerCase() === lower)
+  if (byCase.length === 1) return byCase[0]
 
   const ip = canonicalIPv6(q)
   if (ip !== undefined) {

@@ -72,4 +72,16 @@ describe('membership: names', () => {
     const empty = resolveMember('  ', members, CLUSTER)
     assert.ok(empty instanceof ResolveError && empty.code === 'empty')
   })
+
+  it('accepts a peer ID in any case (OpenSSH lowercases %h), before any name, never when ambiguous', () => {
+    assert.equal(ok(resolveMember(C.toLowerCase(), members, CLUSTER)).peerId, C)
+    assert.equal(ok(resolveMember(C.toUpperCase(), members, CLUSTER)).peerId, C)
+    // a member that names itself after another's lowercased peer ID does not get its traffic
+    const impostor = [...members, { peerId: B.replace('Zq2', 'Zq3'), name: C.toLowerCase() }]
+    assert.equal(ok(resolveMember(C.toLowerCase(), impostor, CLUSTER)).peerId, C)
+    // two peer IDs equal but for case: the exact spelling still works, a lowercase guess does not
+    const twin = [...members, { peerId: C.replace('Kp3mX3', 'kp3mx3'), name: 'twin' }]
+    assert.equal(ok(resolveMember(C, twin, CLUSTER)).peerId, C)
+    assert.ok(resolveMember(C.toLowerCase().replace('kp3mx3', 'KP3MX3'), twin, CLUSTER) instanceof ResolveError)
+  })
 })
