@@ -322,6 +322,10 @@ export async function upToDate(abs: string, e: FileEntry): Promise<boolean> {
  */
 export class DatasetWriter {
   private readonly dirsOk = new Set<string>()
+  /** directories this writer made (rel paths, '' for the base): only these take a manifest's mode */
+  private readonly made = new Set<string>()
+  /** modes of existing directories ensureDir made writable, to restore (never widen) at the end */
+  private readonly opened = new Map<string, number>()
 
   constructor(readonly base: string) {}
 
@@ -342,6 +346,7 @@ export class DatasetWriter {
         `${this.base} exists and is not a directory; choose another destination`,
       )
     }
+    if (before === undefined) this.made.add('')
     try {
       await mkdir(this.base, { recursive: true, mode: 0o755 })
     } catch (err) {
@@ -365,6 +370,7 @@ export class DatasetWriter {
       if (st === undefined) {
         try {
           await mkdir(abs, { mode: 0o700 })
+          this.made.add(cur)
         } catch (err) {
           if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw explainFsError(err, `creating ${abs}`)
           const again = await lstat(abs)
@@ -374,6 +380,7 @@ export class DatasetWriter {
         throw this.notDir(abs, st)
       } else if ((st.mode & 0o700) !== 0o700) {
         // a read-only directory from an earlier run: writable until its final mode is set again
+        this.opened.set(cur, st.mode & 0o7777)
         await chmod(abs, (st.mode & 0o7777) | 0o700)
       }
       this.dirsOk.add(cur)
@@ -467,14 +474,29 @@ export class DatasetWriter {
     for (const d of dirs) {
       if (d.type !== 'dir') continue
       await this.ensureDir(d.path)
-      const abs = this.abs(d.path)
-      await chmod(abs, modeOf(d.mode))
-      await utimes(abs, d.mtime / 1000, d.mtime / 1000)
+      await this.settle(d.path, d.mode, d.mtime)
     }
-    if (root !== undefined) {
-      await chmod(this.base, modeOf(root.mode))
-      await utimes(this.base, root.mtime / 1000, root.mtime / 1000)
+    if (root !== undefined) await this.settle('', root.mode, root.mtime)
+  }
+
+  /**
+   * A directory's final mode and mtime. A directory this get made takes the manifest's; one
+   * that was there before (DEST itself, or a folder the user had) is never loosened: it keeps
+   * its own mode, tightened where the manifest is stricter, and its own mtime. A publisher must
+   * not be able to turn a fetcher's 0700 directory into 1777.
+   */
+  private async settle(rel: string, mode: number, mtime: number): Promise<void> {
+    const abs = rel === '' ? this.base : this.abs(rel)
+    if (this.made.has(rel)) {
+      await chmod(abs, modeOf(mode))
+      await utimes(abs, mtime / 1000, mtime / 1000)
+      return
     }
+    const st = await stat(abs)
+    const had = st.mode & 0o7777
+    // ensureDir may have added u+rwx to write into it: the mode it had is what it keeps
+    const own = this.opened.get(rel) ?? had
+    await chmod(abs, own & (modeOf(mode) | 0o700))
   }
 }
 
