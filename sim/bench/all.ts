@@ -36,7 +36,10 @@ export const BENCHES: Bench[] = [
     quickArgs: ['--idle-s', '10', '--settle-s', '5'],
     timeoutS: 900,
     quickTimeoutS: 240,
-    withoutRoot: { args: ['--only', 'alone,pair,orphan'], why: 'the NAT shape needs root for network namespaces' },
+    withoutRoot: {
+      args: ['--only', 'alone,pair,orphan'],
+      why: 'the NAT shape needs root for network namespaces',
+    },
     systemLock: true,
   },
   {

@@ -82,6 +82,8 @@ describe('membership: names', () => {
     // two peer IDs equal but for case: the exact spelling still works, a lowercase guess does not
     const twin = [...members, { peerId: C.replace('Kp3mX3', 'kp3mx3'), name: 'twin' }]
     assert.equal(ok(resolveMember(C, twin, CLUSTER)).peerId, C)
-    assert.ok(resolveMember(C.toLowerCase().replace('kp3mx3', 'KP3MX3'), twin, CLUSTER) instanceof ResolveError)
+    assert.ok(
+      resolveMember(C.toLowerCase().replace('kp3mx3', 'KP3MX3'), twin, CLUSTER) instanceof ResolveError,
+    )
   })
 })
