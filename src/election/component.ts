@@ -11,6 +11,7 @@ import type { Message as GossipMessage } from '@libp2p/gossipsub'
 import type { Connection, PeerId, Stream } from '@libp2p/interface'
 import { lpStream } from '@libp2p/utils'
 import { ElectionSet } from '../../protocols/election.js'
+import { Statement } from '../../protocols/trust.js'
 import type { Component } from '../agent/component.js'
 import type { Config } from '../agent/config.js'
 import type { EventBus } from '../api/events.js'
@@ -137,6 +138,13 @@ export class ElectionsComponent implements Component {
     for (const row of this.deps.membership.rows())
       if (row.status === 'dead' && row.entry.claim !== undefined) claims.push(row.entry.claim)
     this.run(this.core.ingestAll([...saved, ...claims], Date.now()))
+    // a revoked member leaves every vote at once (it will never vote, report or be declared dead)
+    const trust = this.deps.node.trust
+    for (const r of trust.revokedList()) this.run(this.core.revoke(r.peerId, Date.now()))
+    trust.onStatement((st) => {
+      if (st.kind === Statement.Kind.REVOKE && !this.stopped)
+        this.run(this.core.revoke(st.peerId, Date.now()))
+    })
     if (saved.length > 0) this.deps.reporter.log.info({ requests: this.core.size }, 'resumed elections')
   }
 

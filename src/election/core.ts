@@ -431,6 +431,11 @@ export class ElectionCore {
   private readonly seen = new WeakSet<object>()
   /** inside ingestAll: elections to settle at the end */
   private batch: Set<Election> | undefined
+  /**
+   * Members an admin revoked: out of every vote at once, like the dead. A revocation is a signed
+   * statement every member holds, so every member reaches the same answer once it has it.
+   */
+  private readonly revoked = new Set<string>()
 
   constructor(o: ElectionOptions) {
     this.signer = o.signer
@@ -448,6 +453,20 @@ export class ElectionCore {
     this.maxAgeMs = o.maxAgeMs ?? 24 * 60 * 60_000
     this.maxSkewMs = o.maxSkewMs ?? 5 * 60_000
     this.maxAhead = o.maxRoundsAhead ?? 8
+  }
+
+  /** A member was revoked: it leaves every vote now (it can never vote or report again). */
+  revoke(peerId: string, now: number): Effect[] {
+    if (this.revoked.has(peerId)) return []
+    this.revoked.add(peerId)
+    const out: Effect[] = []
+    for (const e of this.elections.values()) if (e.voters.has(peerId)) this.settle(e, now, out)
+    return out
+  }
+
+  /** Dead (a signed claim) or revoked: counted as having voted, never a winner. */
+  private down(e: Election, peer: string): boolean {
+    return e.dead.has(peer) || this.revoked.has(peer)
   }
 
   // ---- reading ------------------------------------------------------------------------------
@@ -894,12 +913,14 @@ export class ElectionCore {
         for (const x of out) if (rd.votes.has(x)) have--
       }
       for (const p of e.dead.keys()) if (!out.has(p) && rd?.votes.has(p) !== true) have++
+      for (const p of this.revoked)
+        if (e.voters.has(p) && !e.dead.has(p) && !out.has(p) && rd?.votes.has(p) !== true) have++
       if (have < e.size - out.size) return done('voting', r)
       const w = rd === undefined ? undefined : winnerOf(rd, out)
       if (w === undefined) return done('no-candidate', r)
       const rep = rd!.reports.get(w.voter)
       if (rep?.state === 'DEALLOCATED') return done('deallocated', r, w, rep)
-      if (rep?.state !== 'ERROR' && !e.dead.has(w.voter))
+      if (rep?.state !== 'ERROR' && !this.down(e, w.voter))
         return done(rep?.state === 'ALLOCATED' ? 'allocated' : 'elected', r, w, rep)
       excluded.push({ peer: w.voter, round: r, why: rep?.state === 'ERROR' ? 'error' : 'dead' })
       out.add(w.voter)
@@ -1015,7 +1036,7 @@ export class ElectionCore {
     if (d.status !== 'voting') return []
     const rd = e.at(d.round, d.history)
     const out = new Set(d.excluded.map((x) => x.peer))
-    return [...e.voters.keys()].filter((p) => !out.has(p) && !e.dead.has(p) && rd?.votes.has(p) !== true)
+    return [...e.voters.keys()].filter((p) => !out.has(p) && !this.down(e, p) && rd?.votes.has(p) !== true)
   }
 
   /** Each voter's reasons, for "no member can run this". */

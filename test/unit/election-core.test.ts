@@ -239,6 +239,29 @@ describe('election: core', () => {
     assert.deepEqual(v.excluded, [{ peer: B, round: 0, why: 'dead' }])
   })
 
+  it('a revoked voter leaves every vote at once: a winner killed after a revocation does not stall the request', () => {
+    // issue 16: `mesh revoke delta`, then kill -9 of the winner: the request stayed 'voting',
+    // waiting for delta, until cancelled by hand
+    const bus = new Bus([A, B, C, D], { stallMs: 1000 })
+    Object.assign(scores, { [A]: 1, [B]: 9, [C]: 5, [D]: 3 })
+    bus.policy = (p, r, round) => (p === D && round > 0 ? undefined : byScore(p))
+    const r = bus.request(A)
+    assert.deepEqual(bus.actors(), [B])
+    // D is revoked (cut off: it votes no more); every member holds the signed statement
+    bus.down.add(D)
+    for (const p of [A, B, C]) bus.handle(p, bus.get(p).revoke(D, bus.now))
+    bus.kill(B)
+    for (const v of bus.views(r.id)) assert.deepEqual(v, { status: 'elected', round: 1, winner: C })
+    assert.deepEqual(bus.actors(), [B, C])
+    assert.deepEqual(bus.get(A).view(r.id)!.waitingFor, [C], 'waiting for the winner, not for D')
+    bus.advance(1000)
+    assert.equal(bus.effects('stalled').length, 0, 'nothing stalls')
+    // a revoked winner is replaced like a dead one
+    const r2 = bus.request(A, [A, C, D])
+    assert.equal(bus.get(A).status(r2.id), 'elected')
+    assert.notEqual(bus.get(A).view(r2.id)!.winner, D)
+  })
+
   it('a winner that does not report in time gives up: ERROR, stand-down, a new round without it', () => {
     const bus = new Bus([A, B, C], { roundTimeoutMs: 5000 })
     Object.assign(scores, { [A]: 1, [B]: 9, [C]: 5 })
