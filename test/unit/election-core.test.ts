@@ -244,7 +244,7 @@ describe('election: core', () => {
     // waiting for delta, until cancelled by hand
     const bus = new Bus([A, B, C, D], { stallMs: 1000 })
     Object.assign(scores, { [A]: 1, [B]: 9, [C]: 5, [D]: 3 })
-    bus.policy = (p, r, round) => (p === D && round > 0 ? undefined : byScore(p))
+    bus.policy = (p, _r, round) => (p === D && round > 0 ? undefined : byScore(p))
     const r = bus.request(A)
     assert.deepEqual(bus.actors(), [B])
     // D is revoked (cut off: it votes no more); every member holds the signed statement
