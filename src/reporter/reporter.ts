@@ -18,7 +18,13 @@ export class Reporter {
       { level: opts.level ?? 'info', base: undefined },
       opts.destination ?? pino.destination(2),
     )
-    collectDefaultMetrics({ register: this.registry, prefix: 'mesh_process_' })
+    // prom-client samples event-loop lag every 10 ms by default: 100 wake-ups a second, most of
+    // an idle agent's CPU (issue 20). One sample every 500 ms still measures each delay exactly.
+    collectDefaultMetrics({
+      register: this.registry,
+      prefix: 'mesh_process_',
+      eventLoopMonitoringPrecision: 500,
+    })
   }
 
   forComponent(name: string): ComponentReporter {
