@@ -20,6 +20,7 @@ import { VERSION } from '../version.js'
 import { Digest } from './digest.js'
 import { type Change, type Entry, effectiveStatus, MemberTable, type Row } from './merge.js'
 import { overlayAddress } from './overlay.js'
+import { MAX_PROBE, ProbeLinks, serveProbeLink } from './probe-links.js'
 import {
   type Claim,
   ed25519Signer,
@@ -34,7 +35,6 @@ import { fromWireClaim, fromWireInfo, toWireClaim, toWireInfo, WireError } from 
 
 const MAX_SYNC = 8 << 20
 const MAX_GOSSIP = 256 << 10
-const MAX_PROBE = 512
 const TICK_MS = 100
 const CONNECT_EVERY_MS = 5_000
 const CONNECT_BATCH = 8
@@ -60,6 +60,8 @@ export class MembershipComponent implements Component {
   /** whole-table sync, still answered and used with agents that predate sync/2.0.0 */
   private readonly syncProtoV1: string
   private readonly probeProto: string
+  private readonly probeLinkProto: string
+  private readonly links: ProbeLinks
   private readonly timers: NodeJS.Timeout[] = []
   private readonly relayWaiters = new Map<string, (ack: boolean) => void>()
   private readonly lastSync = new Map<string, number>()
@@ -91,6 +93,16 @@ export class MembershipComponent implements Component {
     this.syncProto = `${prefix}/members/sync/2.0.0`
     this.syncProtoV1 = `${prefix}/members/sync/1.0.0`
     this.probeProto = `${prefix}/members/probe/1.0.0`
+    this.probeLinkProto = `${prefix}/members/probe/2.0.0`
+    this.links = new ProbeLinks({
+      persistentProtocol: this.probeLinkProto,
+      count: (d, n) => this.countProbe(d, n),
+      open: (peer, signal) =>
+        this.libp2p.dialProtocol(peerIdFromString(peer), [this.probeLinkProto, this.probeProto], {
+          signal,
+          runOnLimitedConnection: true,
+        }),
+    })
     // nothing about a revoked member, or claimed by one, enters the table
     this.table = new MemberTable({
       clusterId: deps.cluster.id,
@@ -153,6 +165,17 @@ export class MembershipComponent implements Component {
       maxInboundStreams: 64,
       runOnLimitedConnection: true,
     })
+    await node.handle(
+      this.probeLinkProto,
+      (s, c) =>
+        serveProbeLink(
+          s,
+          (req) =>
+            this.answerProbe(c.remotePeer.toString(), req, this.deps.config.membership.probeIntervalMs * 3),
+          (d, n) => this.countProbe(d, n),
+        ),
+      { maxInboundStreams: 4, runOnLimitedConnection: true },
+    )
     node.services.pubsub.subscribe(this.topic)
     node.services.pubsub.addEventListener('message', this.onGossip)
     // a restarted member syncs over the connections made while it started, too
@@ -174,7 +197,10 @@ export class MembershipComponent implements Component {
     this.stopConnections?.()
     node.removeEventListener('self:peer:update', this.onSelfUpdate)
     node.services.pubsub.removeEventListener('message', this.onGossip)
-    await node.unhandle([this.syncProto, this.syncProtoV1, this.probeProto]).catch(() => {})
+    this.links.closeAll()
+    await node
+      .unhandle([this.syncProto, this.syncProtoV1, this.probeProto, this.probeLinkProto])
+      .catch(() => {})
   }
 
   /** Announce that we leave (status `left`, everywhere at once), before the node stops. */
@@ -563,7 +589,9 @@ export class MembershipComponent implements Component {
 
   private tick(): void {
     if (this.left) return
-    this.run(this.swim.tick(Date.now()))
+    const now = Date.now()
+    this.links.sweep(now)
+    this.run(this.swim.tick(now))
   }
 
   private run(actions: readonly Action[]): void {
@@ -595,23 +623,8 @@ export class MembershipComponent implements Component {
   }
 
   /** One request/reply on the probe protocol; resolves with the reply or undefined. */
-  private async ask(peer: string, probe: Probe, timeoutMs: number): Promise<ProbeReply | undefined> {
-    const signal = AbortSignal.timeout(timeoutMs)
-    try {
-      const stream = await this.libp2p.dialProtocol(peerIdFromString(peer), this.probeProto, {
-        signal,
-        runOnLimitedConnection: true,
-      })
-      const pb = pbStream(stream, { maxDataLength: MAX_PROBE })
-      await pb.write(probe, Probe, { signal })
-      this.countProbe('out', Probe.encode(probe).length)
-      const reply = await pb.read(ProbeReply, { signal })
-      this.countProbe('in', ProbeReply.encode(reply).length)
-      await stream.close({ signal }).catch(() => {})
-      return reply
-    } catch {
-      return undefined
-    }
+  private ask(peer: string, probe: Probe, timeoutMs: number): Promise<ProbeReply | undefined> {
+    return this.links.ask(peer, probe, timeoutMs)
   }
 
   private async probe(peer: string, seq: number): Promise<void> {
@@ -631,25 +644,33 @@ export class MembershipComponent implements Component {
     else this.swim.onNack(via, seq)
   }
 
+  /** Whether to ack a probe from `origin`: at once for us, after our own probe for a target. */
+  private async answerProbe(origin: string, req: Probe, timeoutMs: number): Promise<boolean> {
+    if (req.target === '' || req.target === this.selfId) return true
+    // an indirect probe: ask the target ourselves, answer when the detector decides
+    const key = `${origin}/${req.seq}`
+    const verdict = new Promise<boolean>((resolve) => this.relayWaiters.set(key, resolve))
+    this.run(this.swim.onProbeReq(origin, req.target, req.seq, Date.now()))
+    let timer: NodeJS.Timeout | undefined
+    const ack = await Promise.race([
+      verdict,
+      new Promise<boolean>((r) => {
+        timer = setTimeout(() => r(false), timeoutMs)
+      }),
+    ])
+    clearTimeout(timer)
+    this.relayWaiters.delete(key)
+    return ack
+  }
+
+  /** A peer on the one-probe-per-stream protocol (probe/1.0.0, before persistent links). */
   private async onProbeStream(stream: Stream, conn: Connection): Promise<void> {
-    const signal = AbortSignal.timeout(this.deps.config.membership.probeIntervalMs * 3)
-    const origin = conn.remotePeer.toString()
+    const timeoutMs = this.deps.config.membership.probeIntervalMs * 3
+    const signal = AbortSignal.timeout(timeoutMs)
     try {
       const pb = pbStream(stream, { maxDataLength: MAX_PROBE })
       const req = await pb.read(Probe, { signal })
-      let ack = true
-      if (req.target !== '' && req.target !== this.selfId) {
-        // an indirect probe: ask the target ourselves, answer when the detector decides
-        const verdict = new Promise<boolean>((resolve) =>
-          this.relayWaiters.set(`${origin}/${req.seq}`, resolve),
-        )
-        this.run(this.swim.onProbeReq(origin, req.target, req.seq, Date.now()))
-        ack = await Promise.race([
-          verdict,
-          new Promise<boolean>((r) => signal.addEventListener('abort', () => r(false))),
-        ])
-        this.relayWaiters.delete(`${origin}/${req.seq}`)
-      }
+      const ack = await this.answerProbe(conn.remotePeer.toString(), req, timeoutMs)
       this.countProbe('in', Probe.encode(req).length)
       await pb.write({ seq: req.seq, ack }, ProbeReply, { signal })
       this.countProbe('out', ProbeReply.encode({ seq: req.seq, ack }).length)

@@ -1,0 +1,164 @@
+import type { Stream } from '@libp2p/interface'
+import { pbStream } from '@libp2p/utils'
+import { Probe, ProbeReply } from '../../protocols/membership.js'
+
+/**
+ * One long-lived probe stream per member instead of a new stream per probe. A new stream costs
+ * both sides a multistream-select round, yamux frames and a logger each time: in an idle pair of
+ * agents that was most of the CPU (issue 20). Probes on a link are matched to replies by seq, so
+ * an indirect probe that waits for its verdict does not hold up the direct ones behind it.
+ */
+
+export const MAX_PROBE = 512
+/** an outbound link unused this long is closed (a large cluster probes each member rarely) */
+export const LINK_IDLE_MS = 60_000
+/** an inbound link that carries nothing this long is closed: every read has a deadline */
+export const INBOUND_IDLE_MS = 2 * LINK_IDLE_MS
+
+interface Link {
+  stream: Stream
+  pb: ReturnType<typeof pbStream>
+  waiting: Map<number, (reply: ProbeReply | undefined) => void>
+  lastUsed: number
+  /** false for a peer that only speaks the one-probe-per-stream protocol */
+  persistent: boolean
+}
+
+export interface ProbeLinksDeps {
+  /** open a probe stream to `peer`; its `protocol` says which version the peer took */
+  open(peer: string, signal: AbortSignal): Promise<Stream>
+  /** the protocol id of the persistent version */
+  persistentProtocol: string
+  count(direction: 'in' | 'out', bytes: number): void
+}
+
+export class ProbeLinks {
+  private readonly links = new Map<string, Link>()
+
+  constructor(private readonly deps: ProbeLinksDeps) {}
+
+  /** Send one probe and wait for its reply (undefined on timeout or a broken link). */
+  async ask(peer: string, probe: Probe, timeoutMs: number): Promise<ProbeReply | undefined> {
+    const signal = AbortSignal.timeout(timeoutMs)
+    try {
+      const link = await this.link(peer, signal)
+      if (!link.persistent) return await this.askOnce(link, probe, signal)
+      if (link.waiting.has(probe.seq)) return undefined // a duplicate seq in flight: let it time out
+      link.lastUsed = Date.now()
+      const reply = new Promise<ProbeReply | undefined>((resolve) => {
+        link.waiting.set(probe.seq, resolve)
+        signal.addEventListener('abort', () => resolve(undefined), { once: true })
+      })
+      await link.pb.write(probe, Probe, { signal })
+      this.deps.count('out', Probe.encode(probe).length)
+      const r = await reply
+      link.waiting.delete(probe.seq)
+      if (r === undefined && link.waiting.size === 0) this.drop(peer, link) // a silent link: start afresh
+      return r
+    } catch {
+      const link = this.links.get(peer)
+      if (link !== undefined) this.drop(peer, link)
+      return undefined
+    }
+  }
+
+  /** Close links idle for longer than LINK_IDLE_MS (call it from a periodic tick). */
+  sweep(now: number): void {
+    for (const [peer, link] of this.links)
+      if (link.waiting.size === 0 && now - link.lastUsed > LINK_IDLE_MS) this.drop(peer, link)
+  }
+
+  closeAll(): void {
+    for (const [peer, link] of this.links) this.drop(peer, link)
+  }
+
+  get size(): number {
+    return this.links.size
+  }
+
+  private async link(peer: string, signal: AbortSignal): Promise<Link> {
+    const have = this.links.get(peer)
+    if (have !== undefined && have.stream.status === 'open') return have
+    if (have !== undefined) this.drop(peer, have)
+    const stream = await this.deps.open(peer, signal)
+    const link: Link = {
+      stream,
+      pb: pbStream(stream, { maxDataLength: MAX_PROBE }),
+      waiting: new Map(),
+      lastUsed: Date.now(),
+      persistent: stream.protocol === this.deps.persistentProtocol,
+    }
+    if (!link.persistent) return link
+    // a concurrent ask may have opened one meanwhile: keep the first, close ours
+    const raced = this.links.get(peer)
+    if (raced !== undefined && raced.stream.status === 'open') {
+      void stream.close().catch(() => stream.abort(new Error('duplicate probe link')))
+      return raced
+    }
+    this.links.set(peer, link)
+    void this.readReplies(peer, link)
+    return link
+  }
+
+  private async askOnce(link: Link, probe: Probe, signal: AbortSignal): Promise<ProbeReply> {
+    await link.pb.write(probe, Probe, { signal })
+    this.deps.count('out', Probe.encode(probe).length)
+    const reply = await link.pb.read(ProbeReply, { signal })
+    this.deps.count('in', ProbeReply.encode(reply).length)
+    await link.stream.close({ signal }).catch(() => {})
+    return reply
+  }
+
+  private async readReplies(peer: string, link: Link): Promise<void> {
+    try {
+      for (;;) {
+        const reply = await link.pb.read(ProbeReply)
+        this.deps.count('in', ProbeReply.encode(reply).length)
+        link.waiting.get(reply.seq)?.(reply)
+      }
+    } catch {
+      // the stream ended or broke: the next probe opens a new one
+    } finally {
+      if (this.links.get(peer) === link) this.links.delete(peer)
+      for (const resolve of link.waiting.values()) resolve(undefined)
+    }
+  }
+
+  private drop(peer: string, link: Link): void {
+    if (this.links.get(peer) === link) this.links.delete(peer)
+    void link.stream.close().catch(() => link.stream.abort(new Error('probe link closed')))
+  }
+}
+
+/**
+ * Serve a persistent probe stream: answer each probe as soon as `answer` decides (replies may
+ * go out of order), close the stream after INBOUND_IDLE_MS without a probe.
+ */
+export async function serveProbeLink(
+  stream: Stream,
+  answer: (req: Probe) => Promise<boolean>,
+  count: (direction: 'in' | 'out', bytes: number) => void,
+  idleMs = INBOUND_IDLE_MS,
+): Promise<void> {
+  const pb = pbStream(stream, { maxDataLength: MAX_PROBE })
+  let writes = Promise.resolve()
+  for (;;) {
+    let req: Probe
+    try {
+      req = await pb.read(Probe, { signal: AbortSignal.timeout(idleMs) })
+    } catch {
+      // idle, ended or malformed: this link is done (the prober opens a new one when it needs it)
+      await stream
+        .close({ signal: AbortSignal.timeout(1_000) })
+        .catch(() => stream.abort(new Error('probe link idle')))
+      return
+    }
+    count('in', Probe.encode(req).length)
+    void answer(req).then((ack) => {
+      writes = writes
+        .then(() => pb.write({ seq: req.seq, ack }, ProbeReply, { signal: AbortSignal.timeout(idleMs) }))
+        .then(() => count('out', ProbeReply.encode({ seq: req.seq, ack }).length))
+        .catch(() => stream.abort(new Error('probe reply failed')))
+    })
+  }
+}
