@@ -70,6 +70,8 @@ interface Row {
   searches: number
   lookups: number
   dials: number
+  /** dials in the window by path and result, e.g. 'direct/error' */
+  dialsBy: Record<string, number>
 }
 
 interface Probe {
@@ -86,14 +88,26 @@ const counters = async (socket: string) => {
     searches: metric(text, 'mesh_node_relay_searches_total'),
     lookups: metric(text, 'mesh_node_dht_closest_peer_lookups_total'),
     dials: metric(text, 'mesh_node_transport_dials_total'),
+    dialsBy: dialSeries(text),
   }
+}
+
+/** mesh_node_transport_dials_total by `path/result`. */
+function dialSeries(text: string): Record<string, number> {
+  const out: Record<string, number> = {}
+  for (const m of text.matchAll(/^mesh_node_transport_dials_total\{([^}]*)\}\s+(\S+)/gm)) {
+    const l = Object.fromEntries([...m[1].matchAll(/(\w+)="([^"]*)"/g)].map((x) => [x[1], x[2]]))
+    out[`${l.path ?? '?'}/${l.result ?? '?'}`] = Number(m[2])
+  }
+  return out
 }
 
 /** Measure every probe over the same window. */
 async function measure(shape: Shape, probes: Probe[], o: Options): Promise<Row[]> {
   await sleep(o.settleS * 1000)
   // counters first: answering the metrics request is work (and bytes) of its own
-  const before = []
+  const before: Array<{ c: Awaited<ReturnType<typeof counters>>; cpu: number; rss: number; bytes: number }> =
+    []
   for (const p of probes) {
     const c = await counters(p.socket)
     before.push({
@@ -127,11 +141,16 @@ async function measure(shape: Shape, probes: Probe[], o: Options): Promise<Row[]
       searches: c.searches - before[i].c.searches,
       lookups: c.lookups - before[i].c.lookups,
       dials: c.dials - before[i].c.dials,
+      dialsBy: Object.fromEntries(
+        Object.entries(c.dialsBy)
+          .map(([k, v]) => [k, v - (before[i].c.dialsBy[k] ?? 0)] as const)
+          .filter(([, v]) => v > 0),
+      ),
     })
   }
   for (const r of rows)
     console.error(
-      `${shape}/${r.agent}: ${fmt(r.cpuPct, 2)} % CPU, RSS ${fmt(r.rssStart)} -> ${fmt(r.rssEnd)} MiB, ${fmt(r.bytesPerS, 0)} B/s`,
+      `${shape}/${r.agent}: ${fmt(r.cpuPct, 2)} % CPU, RSS ${fmt(r.rssStart)} -> ${fmt(r.rssEnd)} MiB, ${fmt(r.bytesPerS, 0)} B/s, dials ${JSON.stringify(r.dialsBy)}`,
     )
   return rows
 }

@@ -1,10 +1,13 @@
 import { peerIdFromString } from '@libp2p/peer-id'
 import type { Logger } from 'pino'
+import { BackoffMap } from '../node/backoff.js'
 import type { MeshLibp2p } from '../node/libp2p.js'
 import { pathKind } from '../node/paths.js'
 import { splitAddrs } from './dialer.js'
 
 const PER_ROUND = 4
+/** a member whose direct addresses keep failing is tried less and less often, at most every 5 min */
+const RETRY_MAX_MS = 5 * 60_000
 
 export interface UpgradeCandidate {
   peerId: string
@@ -23,6 +26,8 @@ export interface UpgradeCandidate {
 export class PathUpgrader {
   private timer: NodeJS.Timeout | undefined
   private running = false
+  /** keyed by peer and its direct addresses: new addresses are worth a try at once */
+  private backoff: BackoffMap | undefined
 
   constructor(
     private readonly deps: {
@@ -39,6 +44,7 @@ export class PathUpgrader {
 
   start(): void {
     if (this.deps.intervalMs <= 0) return
+    this.backoff = new BackoffMap({ minMs: this.deps.intervalMs, maxMs: RETRY_MAX_MS })
     this.timer = setInterval(() => void this.round(), this.deps.intervalMs)
     this.timer.unref()
   }
@@ -56,7 +62,9 @@ export class PathUpgrader {
       const node = this.deps.node()
       if (node.status !== 'started') return []
       const self = node.peerId.toString()
-      const todo: Array<{ peer: string; addrs: ReturnType<typeof splitAddrs>['direct'] }> = []
+      const now = Date.now()
+      const todo: Array<{ peer: string; key: string; addrs: ReturnType<typeof splitAddrs>['direct'] }> = []
+      const wanted = new Set<string>()
       for (const c of this.deps.candidates()) {
         if (c.peerId === self) continue
         const conns = node
@@ -65,8 +73,12 @@ export class PathUpgrader {
         // relayed or WebRTC (which the NAT component may have set up meanwhile): TCP is cheaper
         if (conns.length === 0 || conns.some((x) => pathKind(x.remoteAddr) === 'direct')) continue
         const { direct } = splitAddrs(c.peerId, c.addrs, self)
-        if (direct.length > 0) todo.push({ peer: c.peerId, addrs: direct })
+        if (direct.length === 0) continue
+        const key = `${c.peerId} ${direct.map(String).sort().join(' ')}`
+        wanted.add(key)
+        if (this.backoff?.ready(key, now) ?? true) todo.push({ peer: c.peerId, key, addrs: direct })
       }
+      this.backoff?.retain(wanted)
       // a different few each round when many members are relayed
       todo.sort(() => Math.random() - 0.5)
       const batch = todo.slice(0, PER_ROUND)
@@ -83,6 +95,8 @@ export class PathUpgrader {
       const upgraded: string[] = []
       results.forEach((r, i) => {
         this.deps.onResult(r.status === 'fulfilled' ? 'upgraded' : 'failed')
+        if (r.status === 'fulfilled') this.backoff?.succeeded(batch[i].key)
+        else this.backoff?.failed(batch[i].key, Date.now())
         if (r.status === 'fulfilled') {
           upgraded.push(r.value)
           this.deps.log.info({ peer: r.value }, 'path upgraded: relayed -> direct')
