@@ -64,6 +64,7 @@ export async function startAgent(opts: AgentOptions): Promise<RunningAgent> {
     const events = new EventBus()
     const startedAt = Date.now()
     let nat: NatComponent | undefined
+    let daemon: Daemon | undefined
     const node = new NodeComponent({
       config,
       cluster: setup.cluster,
@@ -71,6 +72,9 @@ export async function startAgent(opts: AgentOptions): Promise<RunningAgent> {
       seeds: setup.cluster.seeds ?? [],
       reporter: reporter.forComponent('node'),
       iceServers: () => nat?.iceServers() ?? [],
+      onRevoked: (err) => {
+        if (config.exitWhenRevoked) daemon?.fail('node', err)
+      },
     })
     let elections: ElectionsComponent | undefined
     const executor = new CommandExecutor(config.elections.commands, join(opts.dataDir, 'instances'))
@@ -151,7 +155,6 @@ export async function startAgent(opts: AgentOptions): Promise<RunningAgent> {
       executor: runner,
       reporter: reporter.forComponent('elections'),
     })
-    let daemon: Daemon | undefined
     const api = new ApiComponent({
       socketPath: paths.socket,
       reporter: reporter.forComponent('api'),

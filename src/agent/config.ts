@@ -75,6 +75,9 @@ export const ConfigSchema = z
     logLevel: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent']).default('info'),
     dialTimeoutMs: z.number().int().min(100).max(120_000).default(5_000),
     authTimeoutMs: z.number().int().min(100).max(60_000).default(5_000),
+    // a revoked member stops with exit code 4 (systemd: RestartPreventExitStatus=4); false keeps
+    // it running, dialing nobody, so that `mesh status` can say what happened
+    exitWhenRevoked: z.boolean().default(true),
     relay: z
       .object({
         server: z.boolean().default(true),

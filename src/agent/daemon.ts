@@ -10,13 +10,26 @@ export class Daemon {
   private readonly started: Component[] = []
   private stopping: Promise<void> | undefined
   private readonly done = Promise.withResolvers<Error | undefined>()
+  /** a fail() while components are still starting: start() stops and throws it */
+  private failure: Error | undefined
 
   constructor(
     private readonly components: Component[],
     private readonly log: Logger,
   ) {}
 
+  private starting = false
+
   async start(): Promise<void> {
+    this.starting = true
+    try {
+      await this.startAll()
+    } finally {
+      this.starting = false
+    }
+  }
+
+  private async startAll(): Promise<void> {
     for (const c of this.components) {
       const t0 = performance.now()
       try {
@@ -27,6 +40,10 @@ export class Daemon {
         throw err
       }
       this.started.push(c)
+      if (this.failure !== undefined) {
+        await this.stop(this.failure)
+        throw this.failure
+      }
       this.log.debug({ component: c.name, ms: Math.round(performance.now() - t0) }, 'component started')
     }
   }
@@ -53,7 +70,8 @@ export class Daemon {
   /** Called by a component that can no longer run: the agent stops. */
   fail(component: string, err: Error): void {
     this.log.error({ component, err: err.message }, 'component failed; stopping the agent')
-    void this.stop(err)
+    if (this.starting) this.failure ??= err
+    else void this.stop(err)
   }
 
   /** Resolves when the daemon has stopped, with the error that stopped it, if any. */

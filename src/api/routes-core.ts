@@ -4,7 +4,7 @@ import type { Config } from '../agent/config.js'
 import { overlayAddress } from '../membership/overlay.js'
 import type { NatComponent } from '../nat/component.js'
 import type { Cluster } from '../node/cluster.js'
-import type { NodeComponent } from '../node/node-component.js'
+import type { NodeComponent, RevokedError } from '../node/node-component.js'
 import { makeToken } from '../node/token.js'
 import { VERSION } from '../version.js'
 import type { EventBus } from './events.js'
@@ -56,6 +56,7 @@ export function coreRoutes(deps: {
         version: VERSION,
         dataDir: deps.dataDir,
         pid: process.pid,
+        revoked: revokedInfo(node.revoked),
       }
     })
 
@@ -89,4 +90,10 @@ export function coreRoutes(deps: {
       return { token, expires: invite.expires, addrs }
     })
   }
+}
+
+function revokedInfo(r: RevokedError | undefined): { by: string; at: string; message: string } | undefined {
+  return r === undefined
+    ? undefined
+    : { by: r.issuer, at: new Date(r.issued).toISOString(), message: r.message }
 }

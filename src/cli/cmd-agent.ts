@@ -70,7 +70,8 @@ export function agentCommand(program: Command): void {
           process.on('SIGTERM', () => onSignal('SIGTERM'))
           const err = await agent.daemon.stopped
           agent.reporter.root.flush()
-          process.exit(err === undefined ? 0 : 1)
+          if (err !== undefined) process.stderr.write(`mesh: ${err.message}\n`)
+          process.exit(err === undefined ? 0 : ((err as { exitCode?: number }).exitCode ?? 1))
         },
       ),
     )

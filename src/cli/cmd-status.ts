@@ -15,6 +15,8 @@ interface Status {
   uptimeMs: number
   version: string
   dataDir: string
+  /** set when an admin revoked this member (an agent told to stay: exitWhenRevoked false) */
+  revoked?: { by: string; at: string; message: string }
 }
 
 function connectionTable(conns: ConnectionInfo[]): string {
@@ -51,6 +53,7 @@ export function statusCommand(program: Command): void {
         const s = await client(g).call<Status>('GET', '/v1/status')
         if (g.json) return printJson(s)
         const lines = [
+          ...(s.revoked === undefined ? [] : [`REVOKED:   ${s.revoked.message}`]),
           `name:      ${s.name}`,
           `peer id:   ${s.peerId}`,
           `overlay:   ${s.overlay}`,

@@ -4,7 +4,7 @@ import { DataDirError, dataPaths } from '../node/datadir.js'
 import { TokenError } from '../node/token.js'
 
 /** Exit codes scripts can rely on (documented in the README). */
-export const EXIT = { ok: 0, error: 1, usage: 2, noAgent: 3 } as const
+export const EXIT = { ok: 0, error: 1, usage: 2, noAgent: 3, revoked: 4 } as const
 
 export interface GlobalOpts {
   dataDir?: string
@@ -28,6 +28,7 @@ export function fail(err: unknown): never {
   else if (e instanceof ConfigError || e instanceof TokenError || e instanceof UsageError) code = EXIT.usage
   else if (e instanceof ApiCallError && e.status >= 400 && e.status < 500) code = EXIT.usage
   else if (e instanceof DataDirError) code = EXIT.error
+  else if (e?.name === 'RevokedError') code = EXIT.revoked
   process.stderr.write(`mesh: ${e.message}\n`)
   process.exit(code)
 }

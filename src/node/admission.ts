@@ -27,6 +27,8 @@ export interface AdmissionInit {
   trust: {
     ours(): Uint8Array<ArrayBuffer>
     standing(peerId: string, certificate: Uint8Array): Standing
+    /** a statement a peer showed with its refusal (our own revocation): verified before use */
+    learn?(statement: Uint8Array): void
   }
 }
 
@@ -234,6 +236,11 @@ export class Admission implements Startable {
     return got.length === expected.length && timingSafeEqual(expected, got)
   }
 
+  /** A peer refused us: if it showed our revocation, the trust store checks and takes it. */
+  private refusedBy(m: AuthMessage): void {
+    if (m.revocation.length > 0) this.init.trust.learn?.(m.revocation)
+  }
+
   /** Dialer side. */
   private async initiate(connection: Connection): Promise<void> {
     const signal = AbortSignal.timeout(this.init.timeoutMs)
@@ -245,6 +252,7 @@ export class Admission implements Startable {
     await pb.write(msg({ nonce: nD }), { signal })
     const reply = await pb.read({ signal })
     if (reply.error !== '') {
+      this.refusedBy(reply)
       this.settle(connection, REFUSED(reply.error), 'refused_by_peer')
       return
     }
@@ -255,7 +263,7 @@ export class Admission implements Startable {
     }
     const theirs = this.init.trust.standing(them.toString(), reply.certificate)
     if (theirs.kind === 'refused') {
-      await pb.write(msg({ error: theirs.why }), { signal }).catch(() => {})
+      await pb.write(msg({ error: theirs.why, revocation: theirs.revocation }), { signal }).catch(() => {})
       this.settle(connection, theirs, 'refused')
       return
     }
@@ -265,8 +273,10 @@ export class Admission implements Startable {
     )
     const done = await pb.read({ signal })
     await stream.close({ signal }).catch(() => {})
-    if (done.error !== '') this.settle(connection, REFUSED(done.error), 'refused_by_peer')
-    else this.settle(connection, theirs, theirs.kind === 'member' ? 'ok' : 'joiner')
+    if (done.error !== '') {
+      this.refusedBy(done)
+      this.settle(connection, REFUSED(done.error), 'refused_by_peer')
+    } else this.settle(connection, theirs, theirs.kind === 'member' ? 'ok' : 'joiner')
   }
 
   /** Listener side. */
@@ -289,6 +299,7 @@ export class Admission implements Startable {
       )
       const final = await pb.read({ signal })
       if (final.error !== '') {
+        this.refusedBy(final)
         this.settle(connection, REFUSED(final.error), 'refused_by_peer')
         return
       }
@@ -298,7 +309,10 @@ export class Admission implements Startable {
         return
       }
       const theirs = this.init.trust.standing(them.toString(), final.certificate)
-      await pb.write(msg({ error: theirs.kind === 'refused' ? theirs.why : '' }), { signal })
+      await pb.write(
+        msg(theirs.kind === 'refused' ? { error: theirs.why, revocation: theirs.revocation } : {}),
+        { signal },
+      )
       await stream.close({ signal }).catch(() => {})
       this.settle(
         connection,
@@ -315,7 +329,15 @@ export class Admission implements Startable {
 const REFUSED = (why: string): Standing => ({ kind: 'refused', why })
 
 function msg(m: Partial<AuthMessage>): AuthMessage {
-  return { nonce: new Uint8Array(), proof: new Uint8Array(), error: '', certificate: new Uint8Array(), ...m }
+  return {
+    nonce: new Uint8Array(),
+    proof: new Uint8Array(),
+    error: '',
+    certificate: new Uint8Array(),
+    revocation: new Uint8Array(),
+    ...m,
+    ...(m.revocation === undefined ? { revocation: new Uint8Array() } : {}),
+  }
 }
 
 export function admission(init: AdmissionInit): (components: AdmissionComponents) => Admission {

@@ -8,6 +8,7 @@ import { identify, identifyPush } from '@libp2p/identify'
 import type { PrivateKey } from '@libp2p/interface'
 import type { AddressManager } from '@libp2p/interface-internal'
 import { type KadDHT, kadDHT, passthroughMapper, type SingleKadDHT } from '@libp2p/kad-dht'
+import { peerIdFromPrivateKey } from '@libp2p/peer-id'
 import { ping } from '@libp2p/ping'
 import { preSharedKey } from '@libp2p/pnet'
 import { tcp } from '@libp2p/tcp'
@@ -57,6 +58,7 @@ export type MeshLibp2p = Awaited<ReturnType<typeof createMeshNode>>
 export async function createMeshNode(opts: NodeOptions) {
   const { config, cluster } = opts
   const prefix = protocolPrefix(cluster)
+  const selfId = peerIdFromPrivateKey(opts.privateKey).toString()
   const datastore = new LevelDatastore(opts.datastorePath)
   await datastore.open()
 
@@ -106,8 +108,10 @@ export async function createMeshNode(opts: NodeOptions) {
     connectionProtector: preSharedKey({ psk: pnetSwarmKey(cluster) }),
     connectionGater: {
       // never dial a revoked member; one that dials us is refused by admission, which
-      // tells it why (so its operator sees 'revoked', not a mysterious dial failure)
-      denyDialPeer: (p) => opts.trust.isRevoked(p.toString()),
+      // tells it why (so its operator sees 'revoked', not a mysterious dial failure).
+      // Once we are revoked ourselves, dial nobody: every member would refuse us anyway.
+      denyDialPeer: (p) => opts.trust.isRevoked(p.toString()) || opts.trust.isRevoked(selfId),
+      denyDialMultiaddr: () => opts.trust.isRevoked(selfId),
       denyOutboundEncryptedConnection: (p) => opts.trust.isRevoked(p.toString()),
       denyInboundRelayReservation: (p) => gater?.denyInboundRelayReservation?.(p) ?? true,
       denyOutboundRelayedConnection: (s, d) => gater?.denyOutboundRelayedConnection?.(s, d) ?? true,

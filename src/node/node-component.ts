@@ -1,4 +1,5 @@
 import type { Connection, PeerId, PrivateKey } from '@libp2p/interface'
+import { peerIdFromPrivateKey } from '@libp2p/peer-id'
 import { multiaddr } from '@multiformats/multiaddr'
 import { Circuit } from '@multiformats/multiaddr-matcher'
 import { Certificate, Statement } from '../../protocols/trust.js'
@@ -57,6 +58,8 @@ export class NodeComponent implements Component {
       reporter: ComponentReporter
       /** ICE servers for WebRTC (the NAT component's choice) */
       iceServers?: () => Array<{ urls: string }>
+      /** called once when an admin's revocation of this member arrives (the agent exits) */
+      onRevoked?: (err: RevokedError) => void
     },
   ) {
     const r = deps.reporter
@@ -68,8 +71,32 @@ export class NodeComponent implements Component {
       }),
       dials: r.counter('dials_total', 'dials to known members by result', ['result']),
     }
-    r.health(() => ({ ok: this.libp2p?.status === 'started', detail: this.libp2p?.status ?? 'not created' }))
+    r.health(() => {
+      const revoked = this.revoked
+      if (revoked !== undefined) return { ok: false, detail: revoked.message }
+      return { ok: this.libp2p?.status === 'started', detail: this.libp2p?.status ?? 'not created' }
+    })
   }
+
+  /** Set when an admin revoked this member: it dials nobody any more (see libp2p.ts's gater). */
+  get revoked(): RevokedError | undefined {
+    const self = this.libp2p?.peerId.toString()
+    const r = self === undefined ? undefined : this.trust?.revocationOf(self)
+    return r === undefined ? undefined : new RevokedError(r.issuer, r.issued)
+  }
+
+  private onSelfRevoked(): void {
+    const err = this.revoked
+    if (err === undefined || this.revokedSeen) return
+    this.revokedSeen = true
+    this.deps.reporter.log.error({ by: err.issuer, at: new Date(err.issued).toISOString() }, err.message)
+    clearInterval(this.timer)
+    this.timer = undefined
+    for (const c of this.libp2p?.getConnections() ?? []) void c.close().catch(() => {})
+    this.deps.onRevoked?.(err)
+  }
+
+  private revokedSeen = false
 
   get privateKey(): PrivateKey {
     if (this.key === undefined) throw new Error('the node identity is not loaded')
@@ -87,6 +114,10 @@ export class NodeComponent implements Component {
     this.key = privateKey
     const trust = TrustStore.load(dataDir, cluster.id, cluster.admins ?? [])
     this.trust = trust
+    // revoked before this start (the statement is in the data dir): say so instead of dialing
+    const earlier = trust.revocationOf(peerIdFromPrivateKey(privateKey).toString())
+    if (earlier !== undefined && config.exitWhenRevoked)
+      throw new RevokedError(earlier.issuer, earlier.issued)
     this.invites = new InviteStore(dataDir)
     const empty = new Uint8Array(0)
     this.libp2p = await createMeshNode({
@@ -100,6 +131,7 @@ export class NodeComponent implements Component {
         ours: () => (trust.certificate === undefined ? empty : Certificate.encode(trust.certificate)),
         standing: (peer, cert) => trust.standing(peer, cert),
         isRevoked: (peer) => trust.isRevoked(peer),
+        learn: (statement) => void trust.learn(statement),
       },
     })
     const node = this.libp2p
@@ -114,9 +146,11 @@ export class NodeComponent implements Component {
     })
     await this.joiner.handle()
     // a revoked member is cut off everywhere at once
+    const self = node.peerId.toString()
     trust.onStatement((st) => {
-      if (st.kind === Statement.Kind.REVOKE)
-        void node.services.admission.cutOff(st.peerId, node.getConnections())
+      if (st.kind !== Statement.Kind.REVOKE) return
+      if (st.peerId === self) this.onSelfRevoked()
+      else void node.services.admission.cutOff(st.peerId, node.getConnections())
     })
     node.addEventListener('connection:open', (evt) => void this.onConnection(evt.detail))
     node.addEventListener('connection:close', (evt) => {
@@ -143,6 +177,10 @@ export class NodeComponent implements Component {
       reporter.log.info('redeeming the join token with the inviter')
       await this.joiner.redeem(cluster.invite, this.deps.seeds, config.name, config.dialTimeoutMs * 2)
       reporter.log.info('joined: this node holds a member certificate')
+    }
+    if (this.revoked !== undefined) {
+      this.onSelfRevoked()
+      return
     }
     const tick = () => {
       void this.reconnect()
@@ -302,4 +340,22 @@ function explainListenError(err: Error, listen: string[]): Error {
     )
   }
   return err
+}
+
+/** This member was revoked by an admin: it stops (exit code 4) unless told to stay. */
+export class RevokedError extends Error {
+  override name = 'RevokedError'
+  readonly exitCode = 4
+
+  constructor(
+    readonly issuer: string,
+    readonly issued: number,
+  ) {
+    super(
+      `this member was revoked by admin ${issuer} at ${new Date(issued).toISOString()}: the cluster ` +
+        'refuses it for good. To come back, ask an admin for a new invite (mesh invite) and join with ' +
+        "a fresh data dir (mesh agent --join TOKEN --data-dir NEW); set 'exitWhenRevoked: false' to " +
+        'keep a revoked agent running (it dials nobody)',
+    )
+  }
 }

@@ -31,7 +31,11 @@ function signWith(key: PrivateKey, bytes: Uint8Array): Uint8Array<ArrayBuffer> {
   return new Uint8Array(sig)
 }
 
-export type Standing = { kind: 'member' } | { kind: 'joiner' } | { kind: 'refused'; why: string }
+export type Standing =
+  | { kind: 'member' }
+  | { kind: 'joiner' }
+  /** `revocation`: the signed statement, when the peer is refused because it was revoked */
+  | { kind: 'refused'; why: string; revocation?: Uint8Array<ArrayBuffer> }
 
 interface TrustFile {
   admins: string[]
@@ -127,6 +131,21 @@ export class TrustStore {
     return [...this.statements.values()]
   }
 
+  /** The revocation of `peerId`, if an admin revoked it. */
+  revocationOf(peerId: string): { issuer: string; issued: number } | undefined {
+    const s = this.revoked.get(peerId)
+    return s === undefined ? undefined : { issuer: s.issuer, issued: Number(s.issued) }
+  }
+
+  /** A statement a peer showed us (a refusal's revocation): taken only if it verifies. */
+  learn(bytes: Uint8Array): boolean {
+    try {
+      return this.add(Statement.decode(bytes))
+    } catch {
+      return false
+    }
+  }
+
   onStatement(fn: (s: Statement) => void): void {
     this.listeners.push(fn)
   }
@@ -160,7 +179,13 @@ export class TrustStore {
 
   /** The admission answer for a peer that proved the cluster key and showed this certificate. */
   standing(peerId: string, certificate: Uint8Array): Standing {
-    if (this.revoked.has(peerId)) return { kind: 'refused', why: 'this member has been revoked' }
+    const revocation = this.revoked.get(peerId)
+    if (revocation !== undefined)
+      return {
+        kind: 'refused',
+        why: 'this member has been revoked',
+        revocation: Statement.encode(revocation),
+      }
     if (certificate.length === 0) return { kind: 'joiner' }
     let c: Certificate
     try {

@@ -1,7 +1,15 @@
 import assert from 'node:assert/strict'
 import { readFileSync } from 'node:fs'
 import { join } from 'node:path'
-import { type AgentProcess, Fixture, mesh, meshJson, waitFor } from './cluster-harness.js'
+import {
+  type AgentProcess,
+  Fixture,
+  mesh,
+  meshJson,
+  metric,
+  metricsText,
+  waitFor,
+} from './cluster-harness.js'
 
 const statusOf = async (a: AgentProcess, peerId: string) =>
   (await meshJson<any[]>(a.dataDir, ['members'])).find((m) => m.peerId === peerId)?.status
@@ -76,14 +84,32 @@ describe('trust: single-use invites, certificates, revocation, admins', function
       )
     }
     process.stdout.write(`      (revocation took effect everywhere in ${Date.now() - t0} ms)\n`)
-    // the revoked member restarts with its old certificate and its old token: refused everywhere
-    await b.kill('SIGKILL')
-    b.start(['--join', tokenB])
+    // the revoked member learns it (gossip, or the signed revocation a member shows when it
+    // refuses it) and stops by itself with exit code 4 and the reason
+    await waitFor('bravo to exit by itself', async () => b.exitCode !== null, 15_000)
+    assert.equal(b.exitCode, 4, b.stderr.slice(-2000))
+    assert.match(b.stderr, /this member was revoked by admin .* ask an admin for a new invite/)
+    // started again: it says so at once instead of redialing the cluster
+    b.start()
+    await b.waitExit()
+    assert.equal(b.exitCode, 4)
+    assert.match(b.stderr, /this member was revoked by admin/)
+  })
+
+  it('a revoked member told to stay (exitWhenRevoked: false) dials nobody and says why in mesh status', async () => {
+    b.start([], { MESH_EXIT_WHEN_REVOKED: 'false' })
     await b.ready()
-    await new Promise((res) => setTimeout(res, 4000))
+    const status = await meshJson<any>(b.dataDir, ['status'])
+    assert.equal(status.revoked?.by, (await a.status()).peerId)
+    assert.match(status.revoked?.message ?? '', /revoked by admin/)
+    const text = await mesh(['--data-dir', b.dataDir, 'status'])
+    assert.match(text.stdout, /^REVOKED: +this member was revoked/m)
+    const dials = async () => metric(await metricsText(b), 'mesh_node_transport_dials_total')
+    const before = await dials()
+    await new Promise((res) => setTimeout(res, 12_000))
+    assert.equal(await dials(), before, 'a revoked agent dials nobody')
     const peers = await meshJson<any[]>(b.dataDir, ['peers'])
     assert.equal(peers.filter((p) => p.admitted).length, 0, 'no member admits the revoked peer')
-    assert.match(b.stderr, /this member has been revoked/)
     assert.equal(await statusOf(a, bId), 'revoked')
   })
 })
