@@ -1,7 +1,7 @@
 #!/bin/sh
 # The slave path: run the agent on an existing machine over SSH. The remote needs `mesh` on
-# its PATH (npm install -g, or the docker image; MESH_SLAVE_MESH overrides the command) and
-# keeps its data in ~/.mesh-slave (MESH_SLAVE_DATA_DIR). Host keys are pinned on first use in
+# its PATH (the mesh-agent package installed with npm install -g, or the docker image;
+# MESH_SLAVE_MESH overrides the command) and keeps its data in ~/.mesh-slave (MESH_SLAVE_DATA_DIR). Host keys are pinned on first use in
 # the spawning agent's data dir (known_hosts).
 set -eu
 mesh_cmd="${MESH_SLAVE_MESH:-mesh}"
@@ -14,7 +14,7 @@ ssh_() {
 case "$1" in
 start)
   # the token goes on stdin, never on a command line another user could read
-  printf 'set -eu\nset -- %s\ncommand -v "$1" >/dev/null || { echo "mesh is not installed on %s: install it first (npm install -g mesh)" >&2; exit 3; }\nd=%s\nmkdir -p "$d"\nMESH_JOIN=%s setsid "$@" --data-dir "$d" agent --name %s --listen %s </dev/null >"$d/agent.log" 2>&1 &\necho $! >"$d/pid"\n' \
+  printf 'set -eu\nset -- %s\ncommand -v "$1" >/dev/null || { echo "$1 is not on the PATH of %s: install mesh there first (in a mesh checkout: npm pack; copy mesh-agent-*.tgz there; npm install -g ./mesh-agent-*.tgz), or set MESH_SLAVE_MESH to its path" >&2; exit 3; }\nd=%s\nmkdir -p "$d"\nMESH_JOIN=%s setsid "$@" --data-dir "$d" agent --name %s --listen %s </dev/null >"$d/agent.log" 2>&1 &\necho $! >"$d/pid"\n' \
     "$mesh_cmd" "$MESH_SLAVE_HOST" "$data" "$MESH_JOIN_TOKEN" "$MESH_INSTANCE_ID" "${MESH_SLAVE_LISTEN:-/ip4/0.0.0.0/tcp/4701}" | ssh_
   ;;
 stale)

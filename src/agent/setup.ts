@@ -15,6 +15,11 @@ export interface SetupResult {
 export async function initDataDir(dir: string, clusterName: string): Promise<SetupResult> {
   ensureDataDir(dir)
   const existing = loadCluster(dir)
+  // the same name again (the usage guide after `npm start`): nothing to do, like a second `git init`
+  if (existing !== undefined && existing.name === clusterName) {
+    await loadIdentity(dir, { create: false })
+    return { cluster: existing, created: false, joined: false }
+  }
   if (existing !== undefined) {
     throw new DataDirError(
       `${dir} already belongs to cluster '${existing.name}' (${existing.id}); nothing was changed. ` +

@@ -108,4 +108,37 @@ describe('plugins: mesh slave over SSH (integration)', function () {
     assert.match(f.stderr, /clean-up failed, forgotten anyway/)
     assert.deepEqual(await meshJson(a, ['instances']), [])
   })
+
+  it('a host without mesh on its PATH: says how to install it there, or which variable to set', async () => {
+    const script = join(import.meta.dirname, '../../../plugins/ssh/remote.sh')
+    const r = await new Promise<{ code: number | null; stderr: string }>((res) => {
+      const child = spawn('sh', [script, 'start'], {
+        env: {
+          ...process.env,
+          ...env,
+          MESH_SLAVE_MESH: 'mesh-not-installed-here',
+          MESH_DATA_DIR: a,
+          MESH_SLAVE_HOST: '127.0.0.1',
+          MESH_SLAVE_PORT: String(port),
+          MESH_SLAVE_USER: 'root',
+          MESH_JOIN_TOKEN: 'unused',
+          MESH_INSTANCE_ID: 'ssh-none',
+          MESH_SSH_IDENTITY: join(work, 'home', '.ssh', 'id_ed25519'),
+        },
+        stdio: ['ignore', 'ignore', 'pipe'],
+      })
+      let stderr = ''
+      child.stderr.on('data', (d) => (stderr += d))
+      const timer = setTimeout(() => child.kill('SIGKILL'), 60_000)
+      child.on('close', (code) => {
+        clearTimeout(timer)
+        res({ code, stderr })
+      })
+    })
+    assert.equal(r.code, 3, r.stderr)
+    assert.match(r.stderr, /mesh-not-installed-here is not on the PATH of 127\.0\.0\.1/)
+    assert.match(r.stderr, /npm install -g \.\/mesh-agent-\*\.tgz/)
+    assert.match(r.stderr, /MESH_SLAVE_MESH/)
+    assert.doesNotMatch(r.stderr, /npm install -g mesh\b/)
+  })
 })
