@@ -42,6 +42,8 @@ export interface RunningAgent {
   plugins: PluginsComponent
   reporter: Reporter
   config: Config
+  /** Stop the agent, saying why in the log and on the event stream (`mesh monitor`). */
+  shutdown(why: string): Promise<void>
 }
 
 /**
@@ -56,7 +58,10 @@ export async function startAgent(opts: AgentOptions): Promise<RunningAgent> {
   const unlock = lockDataDir(opts.dataDir)
   try {
     const setup = await prepareDataDir(opts.dataDir, { join: opts.join, init: opts.init })
-    const reporter = new Reporter({ level: config.logLevel })
+    const reporter = new Reporter({
+      level: config.logLevel,
+      pretty: config.logFormat === 'pretty' || (config.logFormat === 'auto' && process.stderr.isTTY === true),
+    })
     const log = reporter.root.child({ component: 'agent' })
     if (setup.created)
       log.info({ cluster: setup.cluster.name, dataDir: opts.dataDir }, 'initialised a new cluster')
@@ -65,6 +70,11 @@ export async function startAgent(opts: AgentOptions): Promise<RunningAgent> {
     const startedAt = Date.now()
     let nat: NatComponent | undefined
     let daemon: Daemon | undefined
+    const shutdown = (why: string): Promise<void> => {
+      log.info({ reason: why }, `stopping: ${why}`)
+      events.publish('agent_stopping', { reason: why })
+      return daemon?.stop() ?? Promise.resolve()
+    }
     const node = new NodeComponent({
       config,
       cluster: setup.cluster,
@@ -162,7 +172,12 @@ export async function startAgent(opts: AgentOptions): Promise<RunningAgent> {
       events,
       routes: [
         coreRoutes({ node, nat, cluster: setup.cluster, config, dataDir: opts.dataDir, startedAt, events }),
-        memberRoutes({ node, membership, clusterId: setup.cluster.id, onLeave: () => void daemon?.stop() }),
+        memberRoutes({
+          node,
+          membership,
+          clusterId: setup.cluster.id,
+          onLeave: () => void shutdown('this member left the cluster (mesh leave)'),
+        }),
         tunnelRoutes({ tunnel }),
         blockRoutes({ blocks }),
         trustRoutes({ node, membership, clusterId: setup.cluster.id }),
@@ -187,7 +202,7 @@ export async function startAgent(opts: AgentOptions): Promise<RunningAgent> {
     daemon = new Daemon(components, log)
     void daemon.stopped.then(unlock)
     await daemon.start()
-    return { daemon, node, membership, blocks, plugins, reporter, config }
+    return { daemon, node, membership, blocks, plugins, reporter, config, shutdown }
   } catch (err) {
     unlock()
     throw err

@@ -73,6 +73,8 @@ export const ConfigSchema = z
     announce: z.array(multiaddrString).default([]),
     bootstrap: z.array(multiaddrString).default([]),
     logLevel: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent']).default('info'),
+    // auto: readable lines when stderr is a terminal, JSON lines otherwise (journald, files, pipes)
+    logFormat: z.enum(['auto', 'pretty', 'json']).default('auto'),
     dialTimeoutMs: z.number().int().min(100).max(120_000).default(5_000),
     authTimeoutMs: z.number().int().min(100).max(60_000).default(5_000),
     // a revoked member stops with exit code 4 (systemd: RestartPreventExitStatus=4); false keeps

@@ -23,6 +23,7 @@ export function agentCommand(program: Command): void {
     )
     .option('--name <name>', "this member's name (default: the hostname)")
     .option('--log-level <level>', 'trace, debug, info, warn, error')
+    .option('--log-format <format>', 'auto (readable on a terminal, JSON lines otherwise), pretty or json')
     .action(
       action(
         async (opts: {
@@ -34,6 +35,7 @@ export function agentCommand(program: Command): void {
           reachable?: string[]
           name?: string
           logLevel?: string
+          logFormat?: string
         }) => {
           const dir = dataDirOf(program.opts<GlobalOpts>())
           // loaded here, not at the top: every other command stays fast to start
@@ -49,6 +51,7 @@ export function agentCommand(program: Command): void {
               'nat.reachableNetworks': opts.reachable,
               name: opts.name,
               logLevel: opts.logLevel,
+              logFormat: opts.logFormat,
             },
           })
           const n = agent.node.node
@@ -59,16 +62,24 @@ export function agentCommand(program: Command): void {
           let signals = 0
           const onSignal = (sig: string) => {
             if (++signals > 1) process.exit(130) // a second ^C: do not wait
-            agent.reporter.root.info({ signal: sig }, 'stopping')
+            const why = `${sig === 'SIGINT' ? 'SIGINT (Ctrl-C)' : sig} received`
             // a graceful stop tells the cluster first, so nobody has to detect a failure
-            const leave = agent.config.membership.leaveOnTerm
+            const leaves = agent.config.membership.leaveOnTerm
+            agent.reporter.root.info(
+              { signal: sig },
+              leaves
+                ? `${why}: telling the cluster this member leaves`
+                : `${why} (membership.leaveOnTerm is off)`,
+            )
+            const leave = leaves
               ? Promise.race([agent.membership.leave(), new Promise((r) => setTimeout(r, 3000))])
               : Promise.resolve()
-            void leave.catch(() => {}).then(() => agent.daemon.stop())
+            void leave.catch(() => {}).then(() => agent.shutdown(why))
           }
           process.on('SIGINT', () => onSignal('SIGINT'))
           process.on('SIGTERM', () => onSignal('SIGTERM'))
           const err = await agent.daemon.stopped
+          agent.reporter.root.info(err === undefined ? 'agent stopped' : `agent stopped: ${err.message}`)
           agent.reporter.root.flush()
           if (err !== undefined) process.stderr.write(`mesh: ${err.message}\n`)
           process.exit(err === undefined ? 0 : ((err as { exitCode?: number }).exitCode ?? 1))

@@ -1,4 +1,5 @@
 import type { Command } from 'commander'
+import { AgentNotRunningError } from '../api/client.js'
 import type { MemberView } from '../api/routes-members.js'
 import { action, client, fmtMs, type GlobalOpts, printJson, table, UsageError } from './common.js'
 
@@ -66,9 +67,24 @@ export function membersCommand(program: Command): void {
     .action(
       action(async () => {
         const g = program.opts<GlobalOpts>()
-        await client(g).call('POST', '/v1/leave')
-        if (g.json) return printJson({ left: true })
-        process.stdout.write('left the cluster; the agent is stopping\n')
+        const api = client(g)
+        await api.call('POST', '/v1/leave')
+        if (!g.json)
+          process.stdout.write('left the cluster: every member marks this one left; the agent is stopping\n')
+        // wait (bounded) until the agent is really gone, so a script can go on from here
+        const deadline = Date.now() + 15_000
+        let stopped = false
+        while (!stopped && Date.now() < deadline) {
+          await new Promise((r) => setTimeout(r, 200))
+          stopped = await api.call('GET', '/v1/status').then(
+            () => false,
+            (err) => err instanceof AgentNotRunningError,
+          )
+        }
+        if (g.json) return printJson({ left: true, stopped })
+        process.stdout.write(
+          stopped ? 'the agent stopped\n' : 'the agent is still stopping after 15 s; see its log\n',
+        )
       }),
     )
 }

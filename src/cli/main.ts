@@ -7,6 +7,7 @@ import { blockCommands } from './cmd-blocks.js'
 import { initCommand } from './cmd-init.js'
 import { inviteCommand } from './cmd-invite.js'
 import { membersCommand } from './cmd-members.js'
+import { monitorCommand } from './cmd-monitor.js'
 import { pluginCommands } from './cmd-plugins.js'
 import { requestCommands } from './cmd-requests.js'
 import { statusCommand } from './cmd-status.js'
@@ -37,6 +38,7 @@ agentCommand(program)
 inviteCommand(program)
 statusCommand(program)
 membersCommand(program)
+monitorCommand(program)
 tunnelCommands(program)
 trustCommands(program)
 blockCommands(program)

@@ -1,4 +1,5 @@
 import { type DestinationStream, type Logger, pino } from 'pino'
+import pretty from 'pino-pretty'
 import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client'
 
 export type HealthCheck = () => { ok: boolean; detail?: string } | Promise<{ ok: boolean; detail?: string }>
@@ -13,10 +14,21 @@ export class Reporter {
   readonly registry = new Registry()
   private readonly checks = new Map<string, HealthCheck>()
 
-  constructor(opts: { level?: string; destination?: DestinationStream } = {}) {
+  /** `pretty`: one coloured line per entry for a person at a terminal; JSON lines otherwise. */
+  constructor(opts: { level?: string; destination?: DestinationStream; pretty?: boolean } = {}) {
     this.root = pino(
       { level: opts.level ?? 'info', base: undefined },
-      opts.destination ?? pino.destination(2),
+      opts.destination ??
+        (opts.pretty === true
+          ? pretty({
+              destination: 2,
+              sync: true, // nothing lost when the agent exits right after a line
+              translateTime: 'SYS:HH:MM:ss.l',
+              singleLine: true,
+              ignore: 'component',
+              messageFormat: '{if component}{component}: {end}{msg}',
+            })
+          : pino.destination(2)),
     )
     // prom-client samples event-loop lag every 10 ms by default: 100 wake-ups a second, most of
     // an idle agent's CPU (issue 20). One sample every 500 ms still measures each delay exactly.
