@@ -35,7 +35,10 @@ import { fromWireClaim, fromWireInfo, toWireClaim, toWireInfo, WireError } from 
 
 const MAX_SYNC = 8 << 20
 const MAX_GOSSIP = 256 << 10
-const TICK_MS = 100
+// the SWIM core says when it next needs time (nextWakeup); sleep until then, but at most this
+// long, so idle probe links are swept and a quiet member does not wake 10 times a second
+const MAX_SLEEP_MS = 1_000
+const MIN_SLEEP_MS = 10
 const CONNECT_EVERY_MS = 5_000
 const CONNECT_BATCH = 8
 const SYNC_ON_CONNECT_MIN_GAP_MS = 5_000
@@ -63,6 +66,9 @@ export class MembershipComponent implements Component {
   private readonly probeLinkProto: string
   private readonly links: ProbeLinks
   private readonly timers: NodeJS.Timeout[] = []
+  private wakeTimer: NodeJS.Timeout | undefined
+  private wakeAt = Number.POSITIVE_INFINITY
+  private stopped = false
   private readonly relayWaiters = new Map<string, (ack: boolean) => void>()
   private readonly lastSync = new Map<string, number>()
   private readonly knownAddrs = new Map<string, string>()
@@ -182,16 +188,21 @@ export class MembershipComponent implements Component {
     this.stopConnections = onEveryConnection(node, this.onConnection)
     node.addEventListener('self:peer:update', this.onSelfUpdate)
     this.deps.node.trust.onStatement((st) => {
-      if (st.kind === Statement.Kind.REVOKE) this.swim.removeMember(st.peerId)
+      if (st.kind === Statement.Kind.REVOKE) {
+        this.swim.removeMember(st.peerId)
+        this.wake()
+      }
     })
 
-    this.every(TICK_MS, () => this.tick())
+    this.wake()
     this.every(m.syncIntervalMs, () => void this.syncRandom())
     this.every(CONNECT_EVERY_MS, () => void this.connectMembers())
     this.every(60_000, () => this.table.reap(Date.now(), m.tombstoneHours * 3_600_000))
   }
 
   async stop(): Promise<void> {
+    this.stopped = true
+    clearTimeout(this.wakeTimer)
     for (const t of this.timers) clearInterval(t)
     const node = this.libp2p
     this.stopConnections?.()
@@ -325,8 +336,10 @@ export class MembershipComponent implements Component {
           continue
         }
         if (this.applyLocal(claim) !== undefined) changed++
-        if (claim.status === 'suspect')
+        if (claim.status === 'suspect') {
           this.swim.onSuspect(claim.peerId, claim.incarnation, claim.by, Date.now())
+          this.wake()
+        }
       } catch (err) {
         this.metrics.dropped.inc({ reason: err instanceof WireError ? 'malformed_claim' : 'error' })
       }
@@ -354,6 +367,7 @@ export class MembershipComponent implements Component {
     } else {
       this.swim.removeMember(peerId)
     }
+    this.wake()
     if (before !== after) {
       this.metrics.changes.inc({ to: after })
       this.deps.reporter.log.info({ peer: peerId, name: info.name, before, after }, 'member status changed')
@@ -437,7 +451,10 @@ export class MembershipComponent implements Component {
       Promise.allSettled(peers.map((p) => this.sync(p, 'statement'))),
       new Promise((r) => setTimeout(r, 3000)),
     ])
-    if (st.kind === Statement.Kind.REVOKE) this.swim.removeMember(st.peerId)
+    if (st.kind === Statement.Kind.REVOKE) {
+      this.swim.removeMember(st.peerId)
+      this.wake()
+    }
   }
 
   private stopConnections: (() => void) | undefined
@@ -594,7 +611,23 @@ export class MembershipComponent implements Component {
     this.run(this.swim.tick(now))
   }
 
+  /** (Re)arm the one timer that drives the SWIM core; called after every input to it. */
+  private wake(): void {
+    if (this.stopped || this.left || this.swim === undefined) return
+    const now = Date.now()
+    const at = Math.max(now + MIN_SLEEP_MS, Math.min(this.swim.nextWakeup(), now + MAX_SLEEP_MS))
+    if (this.wakeTimer !== undefined && Math.abs(at - this.wakeAt) < MIN_SLEEP_MS) return
+    clearTimeout(this.wakeTimer)
+    this.wakeAt = at
+    this.wakeTimer = setTimeout(() => {
+      this.wakeTimer = undefined
+      this.tick()
+    }, at - now)
+    this.wakeTimer.unref()
+  }
+
   private run(actions: readonly Action[]): void {
+    this.wake()
     for (const a of actions) {
       switch (a.type) {
         case 'probe':
@@ -641,7 +674,10 @@ export class MembershipComponent implements Component {
     })
     if (reply === undefined) return
     if (reply.ack) this.run(this.swim.onAck(via, seq, Date.now()))
-    else this.swim.onNack(via, seq)
+    else {
+      this.swim.onNack(via, seq)
+      this.wake()
+    }
   }
 
   /** Whether to ack a probe from `origin`: at once for us, after our own probe for a target. */
