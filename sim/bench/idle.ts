@@ -6,12 +6,15 @@
 //             whose peers are all gone costs while it keeps looking for them
 //   nat       a public hub and two members behind home-router NATs (netns, root), each able to
 //             reserve a relay only on the hub
+//   libp2p    the reference: two plain js-libp2p processes (TCP + Noise + yamux, identify, ping)
+//             connected on 127.0.0.1, measured the same way in the same run (sim/bench/idle-peer.ts)
 // Each agent is measured over --idle-s seconds after --settle-s: CPU as % of one core (from
 // /proc/PID/stat), RSS at the start and end of the window, and bytes per second (loopback:
 // everything the process wrote, sockets and disk, from /proc/PID/io; netns: the host's
 // interface, both ways). Also each agent's relay searches, DHT lookups and dials in the window.
 //
-//   npm run build && node dist/sim/bench/idle.js [--idle-s 60] [--settle-s 15] [--only alone,pair,orphan,nat]
+//   npm run build && node dist/sim/bench/idle.js [--idle-s 60] [--settle-s 15] [--only alone,pair,orphan,nat,libp2p]
+import { spawn } from 'node:child_process'
 import { rmSync } from 'node:fs'
 import { join } from 'node:path'
 import {
@@ -32,11 +35,13 @@ import {
   metric,
   rssMiB,
   sleep,
+  stopProcess,
+  waitForLine,
   wcharBytes,
   writeReport,
 } from './report.js'
 
-const SHAPES = ['alone', 'pair', 'orphan', 'nat'] as const
+const SHAPES = ['alone', 'pair', 'orphan', 'nat', 'libp2p'] as const
 type Shape = (typeof SHAPES)[number]
 
 interface Options {
@@ -77,13 +82,14 @@ interface Row {
 interface Probe {
   name: string
   pid: number | undefined
-  socket: string
+  /** the agent's control socket (for its counters); none for the reference */
+  socket?: string
   bytes: () => Promise<number>
   bytesWhat: Row['bytesWhat']
 }
 
-const counters = async (socket: string) => {
-  const text = await fetchMetrics(socket).catch(() => '')
+const counters = async (socket: string | undefined) => {
+  const text = socket === undefined ? '' : await fetchMetrics(socket).catch(() => '')
   return {
     searches: metric(text, 'mesh_node_relay_searches_total'),
     lookups: metric(text, 'mesh_node_dht_closest_peer_lookups_total'),
@@ -192,7 +198,7 @@ async function joiner(f: Fixture, inviter: AgentProcess, name: string): Promise<
   return b
 }
 
-async function runLoopback(shape: Exclude<Shape, 'nat'>, o: Options): Promise<Row[]> {
+async function runLoopback(shape: Exclude<Shape, 'nat' | 'libp2p'>, o: Options): Promise<Row[]> {
   const f = new Fixture()
   try {
     const a = await founder(f, 'alpha')
@@ -206,6 +212,37 @@ async function runLoopback(shape: Exclude<Shape, 'nat'>, o: Options): Promise<Ro
     return await measure(shape, [loopbackProbe('alpha', a)], o)
   } finally {
     await f.cleanup()
+  }
+}
+
+/** The reference: two plain libp2p processes, the second dialing the first, then both idle. */
+async function runLibp2p(o: Options): Promise<Row[]> {
+  const peer = new URL('./idle-peer.js', import.meta.url).pathname
+  const life = String(o.settleS + o.idleS + 60)
+  const kids: ReturnType<typeof spawn>[] = []
+  const start = async (args: string[]) => {
+    const child = spawn(process.execPath, [peer, life, ...args], { stdio: ['pipe', 'pipe', 'pipe'] })
+    kids.push(child)
+    const ready = await waitForLine(
+      child,
+      (l) => (l.startsWith('{') ? (JSON.parse(l) as { addrs: string[] }) : undefined),
+      30_000,
+      'libp2p reference peer',
+    )
+    return { child, addrs: ready.addrs }
+  }
+  try {
+    const a = await start([])
+    const b = await start([a.addrs[0]])
+    const probe = (name: string, child: ReturnType<typeof spawn>): Probe => ({
+      name,
+      pid: child.pid,
+      bytes: async () => wcharBytes(child.pid),
+      bytesWhat: 'written',
+    })
+    return await measure('libp2p', [probe('one', a.child), probe('two', b.child)], o)
+  } finally {
+    await Promise.all(kids.map((k) => stopProcess(k, 5_000)))
   }
 }
 
@@ -230,6 +267,7 @@ async function runNat(o: Options): Promise<Row[]> {
 
 async function main(): Promise<void> {
   const o = parseArgs(process.argv.slice(2))
+  const m = machineInfo() // the load average before this run adds its own
   const rows: Row[] = []
   const skipped: string[] = []
   for (const shape of o.only) {
@@ -240,7 +278,8 @@ async function main(): Promise<void> {
         continue
       }
       rows.push(...(await runNat(o)))
-    } else rows.push(...(await runLoopback(shape, o)))
+    } else if (shape === 'libp2p') rows.push(...(await runLibp2p(o)))
+    else rows.push(...(await runLoopback(shape, o)))
   }
   const table = markdownTable(
     [
@@ -265,7 +304,6 @@ async function main(): Promise<void> {
     ]),
     ['l', 'l', 'r', 'r', 'r', 'r', 'r', 'r'],
   )
-  const m = machineInfo()
   const md = [
     `## Idle agents (${o.idleS} s after ${o.settleS} s settling)`,
     machineMarkdown(m),
