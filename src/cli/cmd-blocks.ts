@@ -3,13 +3,16 @@ import { createWriteStream } from 'node:fs'
 import { rename, unlink } from 'node:fs/promises'
 import { request } from 'node:http'
 import { basename, dirname, join, resolve } from 'node:path'
+import cliProgress from 'cli-progress'
 import type { Command } from 'commander'
 import { AgentNotRunningError, ApiCallError } from '../api/client.js'
 import { dataPaths } from '../node/datadir.js'
 import {
   action,
+  CancelledError,
   client,
   dataDirOf,
+  fmtBytes,
   type GlobalOpts,
   printJson,
   shortId,
@@ -32,12 +35,21 @@ function notRunning(dir: string): AgentNotRunningError {
 }
 
 /** POST a body and read NDJSON lines until `done` (resolves) or `error` (throws ApiCallError). */
-function ndjsonCall<T>(g: GlobalOpts, path: string, body: unknown, onProgress: (p: any) => void): Promise<T> {
+function ndjsonCall<T>(
+  g: GlobalOpts,
+  path: string,
+  body: unknown,
+  onProgress: (p: any) => void,
+  signal?: AbortSignal,
+): Promise<T> {
   const { socketPath, dir } = socketOf(g)
   const payload = JSON.stringify(body)
-  return new Promise<T>((resolvePromise, reject) => {
+  return new Promise<T>((resolvePromise, rejectPromise) => {
+    // once aborted, whatever the connection says next, the reason is the abort's
+    const reject = (err: unknown) => rejectPromise(signal?.aborted ? signal.reason : err)
     const req = request(
-      { socketPath, method: 'POST', path, headers: { 'content-type': 'application/json' } },
+      // aborting closes the connection: the agent sees the client go and stops the operation
+      { socketPath, method: 'POST', path, headers: { 'content-type': 'application/json' }, signal },
       (res) => {
         let buf = ''
         let settled = false
@@ -142,41 +154,43 @@ function quietEpipe(): void {
 
 // ---- progress ------------------------------------------------------------------------------------
 
-export function fmtBytes(n: number): string {
-  if (!Number.isFinite(n)) return '-'
-  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB']
-  let i = 0
-  let v = n
-  while (v >= 1024 && i < units.length - 1) {
-    v /= 1024
-    i++
-  }
-  return i === 0 ? `${v} B` : `${v.toFixed(1)} ${units[i]}`
-}
+const { SingleBar } = cliProgress
+type SingleBar = InstanceType<typeof cliProgress.SingleBar>
 
-/** A one-line progress bar on stderr, redrawn in place; only when stderr is a terminal. */
+/** A one-line progress bar on stderr (cli-progress), redrawn in place; only when stderr is a terminal. */
 class Bar {
-  private readonly on: boolean
-  private drawn = false
+  private readonly bar: SingleBar | undefined
+  private started = false
   constructor(enabled: boolean) {
-    this.on = enabled && process.stderr.isTTY === true
+    if (!enabled || process.stderr.isTTY !== true) return
+    this.bar = new SingleBar({
+      stream: process.stderr,
+      format: '{label} [{bar}] {percentage}%  {doneBytes} / {totalBytes}  {extra}',
+      barsize: 24,
+      hideCursor: true,
+      clearOnComplete: true,
+      linewrap: false,
+      fps: 4,
+      barCompleteChar: '=',
+      barIncompleteChar: ' ',
+    })
   }
 
   draw(label: string, done: number, total: number, extra: string): void {
-    if (!this.on) return
-    const width = 24
-    const frac = total > 0 ? Math.min(1, done / total) : 0
-    const fill = Math.round(frac * width)
-    const bar = `${'='.repeat(Math.max(0, fill - 1))}${fill > 0 ? '>' : ''}${' '.repeat(width - fill)}`
-    const line = `${label} [${bar}] ${(frac * 100).toFixed(0).padStart(3)}%  ${fmtBytes(done)} / ${fmtBytes(total)}  ${extra}`
-    const cols = process.stderr.columns ?? 120
-    process.stderr.write(`\r\x1b[K${line.slice(0, cols - 1)}`)
-    this.drawn = true
+    if (this.bar === undefined) return
+    const payload = { label, doneBytes: fmtBytes(done), totalBytes: fmtBytes(total), extra }
+    if (!this.started) {
+      this.bar.start(Math.max(total, 1), done, payload)
+      this.started = true
+      return
+    }
+    this.bar.setTotal(Math.max(total, 1))
+    this.bar.update(done, payload)
   }
 
   clear(): void {
-    if (this.drawn) process.stderr.write('\r\x1b[K')
-    this.drawn = false
+    if (this.started) this.bar?.stop()
+    this.started = false
   }
 }
 
@@ -299,7 +313,7 @@ export function blockCommands(program: Command): void {
         try {
           r = await ndjsonCall<any>(g(), '/v1/put', { path: resolve(path), tag: opts.tag, replicas }, (p) => {
             if (p.phase === 'replicating') bar.draw('replicating', p.bytes, p.totalBytes, '')
-            else bar.draw('put', p.bytes, p.totalBytes, `${p.files}/${p.totalFiles} files`)
+            else bar.draw('hashing', p.bytes, p.totalBytes, `${p.files}/${p.totalFiles} files`)
           })
         } finally {
           bar.clear()
@@ -331,6 +345,16 @@ export function blockCommands(program: Command): void {
     .action(
       action(async (ref: string, dest: string | undefined) => {
         const bar = new Bar(!g().json)
+        // Ctrl-C stops the agent's fetch too, not just this command; what arrived is kept
+        const ctl = new AbortController()
+        const cancel = () =>
+          ctl.abort(
+            new CancelledError(
+              'cancelled: the agent stopped fetching; the blocks it has are kept, run the same command again to resume',
+            ),
+          )
+        process.once('SIGINT', cancel)
+        process.once('SIGTERM', cancel)
         let r: any
         try {
           r = await ndjsonCall<any>(
@@ -344,6 +368,7 @@ export function blockCommands(program: Command): void {
                 p.totalBytes,
                 getExtra(p),
               ),
+            ctl.signal,
           )
         } finally {
           bar.clear()

@@ -1,6 +1,5 @@
 import type { Command } from 'commander'
-import type { MemberView } from '../api/routes-members.js'
-import { action, client, EXIT, type GlobalOpts, shortId } from './common.js'
+import { action, client, EXIT, type GlobalOpts, memberNames } from './common.js'
 
 interface StreamEvent {
   type: string
@@ -71,10 +70,7 @@ export function monitorCommand(program: Command): void {
       action(async (opts: { type?: string[] }) => {
         const g = program.opts<GlobalOpts>()
         const api = client(g)
-        const names = new Map<string, string>()
-        const { members } = await api.call<{ members: MemberView[] }>('GET', '/v1/members')
-        for (const m of members) names.set(m.peerId, m.name)
-        const nameOf = (p: string) => names.get(p) ?? shortId(p)
+        const { names, nameOf } = await memberNames(api)
         const ctl = new AbortController()
         process.once('SIGINT', () => ctl.abort())
         process.once('SIGTERM', () => ctl.abort())

@@ -1,7 +1,16 @@
 import type { Command } from 'commander'
 import type { NatStatus } from '../nat/component.js'
 import type { ConnectionInfo } from '../node/node-component.js'
-import { action, client, fmtDuration, fmtMs, type GlobalOpts, printJson, shortId, table } from './common.js'
+import {
+  action,
+  client,
+  fmtDuration,
+  fmtMs,
+  type GlobalOpts,
+  memberNames,
+  printJson,
+  table,
+} from './common.js'
 
 interface Status {
   peerId: string
@@ -19,16 +28,59 @@ interface Status {
   revoked?: { by: string; at: string; message: string }
 }
 
-function connectionTable(conns: ConnectionInfo[]): string {
+/** A connection's address for people: no peer IDs; a relayed one names its relay. */
+function displayAddr(addr: string, nameOf: (peerId: string) => string): string {
+  const relayed = /^(.*)\/p2p\/([^/]+)\/p2p-circuit(?:\/p2p\/[^/]+)?$/.exec(addr)
+  if (relayed !== null) return `${relayed[1]} (relayed by ${nameOf(relayed[2])})`
+  return addr.replace(/\/p2p\/[^/]+$/, '')
+}
+
+const PATH_RANK: Record<string, number> = { direct: 0, 'webrtc-direct': 1, webrtc: 1, relayed: 2 }
+
+/**
+ * One row per peer, named: its best connection (admitted, then the most direct path, then the
+ * lowest RTT), with how many it has. `verbose`: every connection, with the full peer ID.
+ */
+export function connectionTable(
+  conns: ConnectionInfo[],
+  nameOf: (peerId: string) => string,
+  verbose = false,
+): string {
+  if (verbose) {
+    return table(
+      ['NAME', 'PEER ID', 'PATH', 'RTT', 'DIR', 'ADMITTED', 'ADDRESS'],
+      conns.map((c) => [
+        nameOf(c.peerId),
+        c.peerId,
+        c.path,
+        fmtMs(c.rttMs),
+        c.direction,
+        c.admitted ? 'yes' : 'no',
+        c.remoteAddr,
+      ]),
+    )
+  }
+  const byPeer = new Map<string, ConnectionInfo[]>()
+  for (const c of conns) byPeer.set(c.peerId, [...(byPeer.get(c.peerId) ?? []), c])
+  const score = (c: ConnectionInfo) => [c.admitted ? 0 : 1, PATH_RANK[c.path] ?? 3, c.rttMs ?? Infinity]
+  const better = (a: ConnectionInfo, b: ConnectionInfo) => {
+    const [x, y] = [score(a), score(b)]
+    for (let i = 0; i < x.length; i++) if (x[i] !== y[i]) return x[i] < y[i] ? a : b
+    return a
+  }
+  const rows = [...byPeer.values()]
+    .map((cs) => ({ best: cs.reduce(better), n: cs.length }))
+    .sort((a, b) => nameOf(a.best.peerId).localeCompare(nameOf(b.best.peerId)))
   return table(
-    ['PEER', 'PATH', 'RTT', 'DIR', 'ADMITTED', 'ADDRESS'],
-    conns.map((c) => [
-      shortId(c.peerId),
+    ['NAME', 'PATH', 'RTT', 'DIR', 'ADMITTED', 'CONNS', 'ADDRESS'],
+    rows.map(({ best: c, n }) => [
+      nameOf(c.peerId),
       c.path,
       fmtMs(c.rttMs),
       c.direction,
       c.admitted ? 'yes' : 'no',
-      c.remoteAddr,
+      n,
+      displayAddr(c.remoteAddr, nameOf),
     ]),
   )
 }
@@ -47,10 +99,12 @@ export function statusCommand(program: Command): void {
   program
     .command('status')
     .description('this agent: peer ID, overlay address, cluster, addresses, connections, uptime, version')
+    .option('-v, --verbose', 'every connection, with full peer IDs')
     .action(
-      action(async () => {
+      action(async (opts: { verbose?: boolean }) => {
         const g = program.opts<GlobalOpts>()
-        const s = await client(g).call<Status>('GET', '/v1/status')
+        const api = client(g)
+        const s = await api.call<Status>('GET', '/v1/status')
         if (g.json) return printJson(s)
         const lines = [
           ...(s.revoked === undefined ? [] : [`REVOKED:   ${s.revoked.message}`]),
@@ -69,23 +123,29 @@ export function statusCommand(program: Command): void {
           `connections: ${s.connections.length}`,
         ]
         process.stdout.write(`${lines.join('\n')}\n`)
-        if (s.connections.length > 0) process.stdout.write(connectionTable(s.connections))
+        if (s.connections.length > 0)
+          process.stdout.write(connectionTable(s.connections, (await memberNames(api)).nameOf, opts.verbose))
       }),
     )
 
   program
     .command('peers')
-    .description('the open connections: peer, path kind (direct / webrtc / relayed), RTT, address')
+    .description(
+      'the connected members, one row each: name, path kind (direct / webrtc / relayed), RTT, connections, address',
+    )
+    .option('-v, --verbose', 'every connection, with full peer IDs')
     .action(
-      action(async () => {
+      action(async (opts: { verbose?: boolean }) => {
         const g = program.opts<GlobalOpts>()
-        const res = await client(g).call<{ connections: ConnectionInfo[] }>('GET', '/v1/peers')
-        if (g.json) return printJson(res.connections)
+        const api = client(g)
+        const res = await api.call<{ connections: ConnectionInfo[] }>('GET', '/v1/peers')
+        const { names, nameOf } = await memberNames(api)
+        if (g.json) return printJson(res.connections.map((c) => ({ name: names.get(c.peerId), ...c })))
         if (res.connections.length === 0) {
           process.stdout.write('no open connections\n')
           return
         }
-        process.stdout.write(connectionTable(res.connections))
+        process.stdout.write(connectionTable(res.connections, nameOf, opts.verbose))
       }),
     )
 }

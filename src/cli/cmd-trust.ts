@@ -1,5 +1,5 @@
 import type { Command } from 'commander'
-import { action, client, type GlobalOpts, printJson, table } from './common.js'
+import { action, client, type GlobalOpts, memberNames, printJson, shortId, table } from './common.js'
 
 export function trustCommands(program: Command): void {
   program
@@ -10,14 +10,14 @@ export function trustCommands(program: Command): void {
     .action(
       action(async (member: string) => {
         const g = program.opts<GlobalOpts>()
-        const r = await client(g).call<{ peerId: string; already?: boolean }>('POST', '/v1/revoke', {
-          member,
-        })
-        if (g.json) return printJson(r)
+        const api = client(g)
+        const r = await api.call<{ peerId: string; already?: boolean }>('POST', '/v1/revoke', { member })
+        const who = await named(api, r.peerId)
+        if (g.json) return printJson({ name: who.name, ...r })
         process.stdout.write(
           r.already === true
-            ? `${r.peerId} was already revoked\n`
-            : `revoked ${r.peerId}; the cluster is cutting it off\n`,
+            ? `${who.label} was already revoked\n`
+            : `revoked ${who.label}; the cluster is cutting it off\n`,
         )
       }),
     )
@@ -29,36 +29,66 @@ export function trustCommands(program: Command): void {
     .action(
       action(async (member: string) => {
         const g = program.opts<GlobalOpts>()
-        const r = await client(g).call<{ peerId: string; already?: boolean }>('POST', '/v1/admin/grant', {
-          member,
-        })
-        if (g.json) return printJson(r)
+        const api = client(g)
+        const r = await api.call<{ peerId: string; already?: boolean }>('POST', '/v1/admin/grant', { member })
+        const who = await named(api, r.peerId)
+        if (g.json) return printJson({ name: who.name, ...r })
         process.stdout.write(
-          r.already === true ? `${r.peerId} is already an admin\n` : `${r.peerId} is now an admin\n`,
+          r.already === true ? `${who.label} is already an admin\n` : `${who.label} is now an admin\n`,
         )
       }),
     )
   admin
     .command('list')
-    .description('list admins and revoked members')
+    .description('list admins and revoked members, by name')
+    .option('-v, --verbose', 'with full peer IDs')
     .action(
-      action(async () => {
+      action(async (opts: { verbose?: boolean }) => {
         const g = program.opts<GlobalOpts>()
-        const r = await client(g).call<{
+        const api = client(g)
+        const r = await api.call<{
           admins: string[]
           revoked: Array<{ peerId: string; issuer: string; issued: number }>
           self: string
         }>('GET', '/v1/admin')
-        if (g.json) return printJson(r)
+        const { names, nameOf } = await memberNames(api)
+        if (g.json)
+          return printJson({
+            ...r,
+            names: Object.fromEntries(
+              [...r.admins, ...r.revoked.map((x) => x.peerId)].flatMap((p) => {
+                const n = names.get(p)
+                return n === undefined ? [] : [[p, n]]
+              }),
+            ),
+          })
+        const rows = [
+          ...r.admins.map((a) => [a === r.self ? `${nameOf(a)} (this node)` : nameOf(a), 'admin', '-', a]),
+          ...r.revoked.map((x) => [
+            nameOf(x.peerId),
+            'revoked',
+            `${new Date(x.issued).toISOString()} by ${nameOf(x.issuer)}`,
+            x.peerId,
+          ]),
+        ]
         process.stdout.write(
-          table(
-            ['PEER', 'ROLE'],
-            [
-              ...r.admins.map((a) => [a === r.self ? `${a} (this node)` : a, 'admin']),
-              ...r.revoked.map((x) => [x.peerId, `revoked ${new Date(x.issued).toISOString()}`]),
-            ],
-          ),
+          opts.verbose === true
+            ? table(['NAME', 'ROLE', 'SINCE', 'PEER ID'], rows)
+            : table(
+                ['NAME', 'ROLE', 'SINCE'],
+                rows.map((row) => row.slice(0, 3)),
+              ),
         )
       }),
     )
+}
+
+/** A member as people read it: `node-c (12D3KooW…x7Yq)`; the bare short ID when it has no record. */
+async function named(
+  api: ReturnType<typeof client>,
+  peerId: string,
+): Promise<{ name?: string; label: string }> {
+  const { names } = await memberNames(api)
+  const name = names.get(peerId)
+  return { name, label: name === undefined ? shortId(peerId) : `${name} (${shortId(peerId)})` }
 }

@@ -1,3 +1,4 @@
+import prettyBytes from 'pretty-bytes'
 import { ConfigError, defaultDataDir } from '../agent/config.js'
 import { AgentNotRunningError, ApiCallError, ApiClient } from '../api/client.js'
 import { DataDirError, dataPaths } from '../node/datadir.js'
@@ -29,12 +30,18 @@ export function fail(err: unknown): never {
   else if (e instanceof ApiCallError && e.status >= 400 && e.status < 500) code = EXIT.usage
   else if (e instanceof DataDirError) code = EXIT.error
   else if (e?.name === 'RevokedError') code = EXIT.revoked
+  else if (e instanceof CancelledError) code = 130
   process.stderr.write(`mesh: ${e.message}\n`)
   process.exit(code)
 }
 
 export class UsageError extends Error {
   override name = 'UsageError'
+}
+
+/** Ctrl-C on a long command: the message says what was kept; exit 130 as for any SIGINT. */
+export class CancelledError extends Error {
+  override name = 'CancelledError'
 }
 
 /** Run a command body; errors become a message and an exit code. */
@@ -59,6 +66,27 @@ export function table(headers: string[], rows: Array<Array<string | number | und
 
 export function printJson(data: unknown): void {
   process.stdout.write(`${JSON.stringify(data, null, 2)}\n`)
+}
+
+/**
+ * Member names by peer ID (as `mesh members` shows them), for output that would print peer IDs;
+ * `nameOf` falls back to a short peer ID for a peer that is not (or no longer) a member.
+ */
+export async function memberNames(
+  api: ApiClient,
+): Promise<{ names: Map<string, string>; nameOf: (peerId: string) => string }> {
+  const { members } = await api.call<{ members: Array<{ peerId: string; name: string }> }>(
+    'GET',
+    '/v1/members',
+  )
+  const names = new Map(members.map((m) => [m.peerId, m.name]))
+  return { names, nameOf: (peerId) => names.get(peerId) ?? shortId(peerId) }
+}
+
+/** Sizes and rates for people: 791 B, 1.5 MiB (binary units, one decimal at most). */
+export function fmtBytes(n: number): string {
+  if (!Number.isFinite(n)) return '-'
+  return prettyBytes(n < 1024 ? Math.round(n) : n, { binary: true, maximumFractionDigits: 1 })
 }
 
 export function shortId(peerId: string): string {

@@ -200,7 +200,9 @@ export class ElectionsComponent implements Component {
     const v = this.core.view(id)
     if (v === undefined) return false
     if (v.request.requester !== this.core.self)
-      throw new Error(`only the requester (${v.request.requester}) can cancel request ${id}`)
+      throw new Error(
+        `only the member that made request ${id} (${this.nameOf(v.request.requester)}) can cancel it: run mesh request cancel there`,
+      )
     this.run(this.core.cancel(id, Date.now()))
     return true
   }

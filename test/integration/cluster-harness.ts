@@ -17,6 +17,11 @@ export interface RunResult {
   stderr: string
 }
 
+/** Words quoted for sh -c (to run a command on a pseudo-terminal through `script -c`). */
+export function shQuote(words: string[]): string {
+  return words.map((w) => `'${w.replace(/'/g, `'\\''`)}'`).join(' ')
+}
+
 /** Run `mesh ARGS` to completion (bounded by timeoutMs). */
 export function mesh(
   args: string[],

@@ -7,7 +7,7 @@ import { type ChildProcess, spawn } from 'node:child_process'
 import { readFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { stripVTControlCharacters } from 'node:util'
-import { CLI, Fixture, mesh, meshJson, waitFor } from './cluster-harness.js'
+import { CLI, Fixture, mesh, meshJson, shQuote, waitFor } from './cluster-harness.js'
 
 /** `mesh agent` on a pseudo-terminal; `out` is what the terminal shows. */
 class TerminalAgent {
@@ -28,7 +28,7 @@ class TerminalAgent {
       '/ip4/127.0.0.1/tcp/0',
       ...args,
     ]
-    const quoted = cmd.map((a) => `'${a.replace(/'/g, `'\\''`)}'`).join(' ')
+    const quoted = shQuote(cmd)
     this.child = spawn(
       'script',
       ['-qfec', `sh -c 'echo $$ >${pidFile}; exec "$@"' sh ${quoted}`, '/dev/null'],
