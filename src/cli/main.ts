@@ -10,6 +10,7 @@ import { membersCommand } from './cmd-members.js'
 import { monitorCommand } from './cmd-monitor.js'
 import { pluginCommands } from './cmd-plugins.js'
 import { requestCommands } from './cmd-requests.js'
+import { serviceCommands } from './cmd-service.js'
 import { statusCommand } from './cmd-status.js'
 import { trustCommands } from './cmd-trust.js'
 import { tunnelCommands } from './cmd-tunnel.js'
@@ -44,6 +45,7 @@ trustCommands(program)
 blockCommands(program)
 pluginCommands(program)
 requestCommands(program)
+serviceCommands(program)
 
 // libp2p internals sometimes reject promises nobody awaits (aborted dials, closed
 // streams); log them instead of crashing the agent.
