@@ -56,6 +56,7 @@ export function coreRoutes(deps: {
         version: VERSION,
         dataDir: deps.dataDir,
         pid: process.pid,
+        tunnel: { allowPorts: deps.config.tunnel.allowPorts },
         revoked: revokedInfo(node.revoked),
       }
     })

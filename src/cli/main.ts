@@ -4,6 +4,7 @@ import { Command } from 'commander'
 import { VERSION } from '../version.js'
 import { agentCommand } from './cmd-agent.js'
 import { blockCommands } from './cmd-blocks.js'
+import { doctorCommand } from './cmd-doctor.js'
 import { initCommand } from './cmd-init.js'
 import { inviteCommand } from './cmd-invite.js'
 import { membersCommand } from './cmd-members.js'
@@ -38,6 +39,7 @@ initCommand(program)
 agentCommand(program)
 inviteCommand(program)
 statusCommand(program)
+doctorCommand(program)
 membersCommand(program)
 monitorCommand(program)
 tunnelCommands(program)
