@@ -5,6 +5,7 @@ import { VERSION } from '../version.js'
 import { agentCommand } from './cmd-agent.js'
 import { blockCommands } from './cmd-blocks.js'
 import { doctorCommand } from './cmd-doctor.js'
+import { execCommand } from './cmd-exec.js'
 import { initCommand } from './cmd-init.js'
 import { inviteCommand } from './cmd-invite.js'
 import { membersCommand } from './cmd-members.js'
@@ -43,6 +44,7 @@ doctorCommand(program)
 membersCommand(program)
 monitorCommand(program)
 tunnelCommands(program)
+execCommand(program)
 trustCommands(program)
 blockCommands(program)
 pluginCommands(program)

@@ -1,5 +1,6 @@
 import { type ChildProcess, spawn } from 'node:child_process'
 import { mkdtempSync, rmSync } from 'node:fs'
+import { createServer } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
 import { fetchMetrics, metric, until } from '../../sim/bench/report.js'
@@ -15,6 +16,18 @@ export interface RunResult {
   code: number
   stdout: string
   stderr: string
+}
+
+/** A TCP port on 127.0.0.1 that was free a moment ago. */
+export function freePort(): Promise<number> {
+  return new Promise((res, rej) => {
+    const s = createServer()
+    s.listen(0, '127.0.0.1', () => {
+      const p = (s.address() as { port: number }).port
+      s.close(() => res(p))
+    })
+    s.on('error', rej)
+  })
 }
 
 /** Words quoted for sh -c (to run a command on a pseudo-terminal through `script -c`). */

@@ -4,21 +4,9 @@
 import assert from 'node:assert/strict'
 import { type ChildProcess, execFileSync, spawn } from 'node:child_process'
 import { existsSync, mkdirSync, readFileSync } from 'node:fs'
-import { createServer } from 'node:net'
 import { join } from 'node:path'
 import { requireSystem, sshdSetup } from '../system/harness.js'
-import { CLI, Fixture, mesh, meshJson, waitFor } from './cluster-harness.js'
-
-function freePort(): Promise<number> {
-  return new Promise((res, rej) => {
-    const s = createServer()
-    s.listen(0, '127.0.0.1', () => {
-      const p = (s.address() as { port: number }).port
-      s.close(() => res(p))
-    })
-    s.on('error', rej)
-  })
-}
+import { CLI, Fixture, freePort, mesh, meshJson, waitFor } from './cluster-harness.js'
 
 describe('plugins: mesh slave over SSH (integration)', function () {
   this.timeout(180_000)
