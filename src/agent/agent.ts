@@ -21,6 +21,7 @@ import { PluginsComponent } from '../plugins/component.js'
 import { MetricsServer } from '../reporter/metrics-server.js'
 import { Reporter } from '../reporter/reporter.js'
 import { TunnelComponent } from '../tunnel/component.js'
+import { hostKeyTags, writeKnownHosts } from '../tunnel/host-keys.js'
 import type { Component } from './component.js'
 import { type Config, loadConfig } from './config.js'
 import { Daemon } from './daemon.js'
@@ -92,7 +93,8 @@ export async function startAgent(opts: AgentOptions): Promise<RunningAgent> {
       node,
       computeTypes: () => executor.computeTypes(),
       maintenance: () => elections?.maintenance ?? config.elections.maintenance,
-      agentTags: () => nat?.tags() ?? {},
+      // what members need to know of us beyond the config's tags: STUN, sshd host keys
+      agentTags: () => ({ ...(nat?.tags() ?? {}), ...hostKeyTags(config.tunnel.sshHostKeys) }),
       cluster: setup.cluster,
       config,
       dataDir: opts.dataDir,
@@ -199,6 +201,29 @@ export async function startAgent(opts: AgentOptions): Promise<RunningAgent> {
     if (config.metrics.listen !== undefined) {
       components.push(new MetricsServer({ listen: config.metrics.listen, reporter }))
     }
+    // every member's published sshd host keys, for ssh (mesh ssh, exec, ssh-config): kept current
+    let knownHostsTimer: NodeJS.Timeout | undefined
+    const updateKnownHosts = () => {
+      try {
+        writeKnownHosts(
+          opts.dataDir,
+          membership
+            .rows()
+            .map((r) => r.entry.signed.info)
+            .filter((i) => i.status !== 'left'),
+        )
+      } catch (err) {
+        log.warn({ err: (err as Error).message }, 'could not write ssh_known_hosts')
+      }
+    }
+    events.subscribe((e) => {
+      if (e.type !== 'cluster_change' || knownHostsTimer !== undefined) return
+      knownHostsTimer = setTimeout(() => {
+        knownHostsTimer = undefined
+        updateKnownHosts()
+      }, 200)
+      knownHostsTimer.unref()
+    })
     daemon = new Daemon(components, log)
     void daemon.stopped.then(unlock)
     await daemon.start()

@@ -59,6 +59,8 @@ const cidrString = z.string().refine(
   { message: 'expected a network such as 198.18.0.0/15 or 2001:db8::/32' },
 )
 
+const SSH_HOST_KEYS = ['/etc/ssh/ssh_host_ed25519_key.pub', '/etc/ssh/ssh_host_ecdsa_key.pub']
+
 /** The agent's configuration. Every key has a default, so an empty file is valid. */
 export const ConfigSchema = z
   .object({
@@ -157,6 +159,11 @@ export const ConfigSchema = z
         // 0 turns the relayed -> direct path upgrade off
         pathUpgradeMs: z.number().int().min(0).max(3_600_000).default(10_000),
         maxTunnels: z.number().int().min(1).max(65_536).default(1024),
+        // sshd host public keys published in our signed record, so members pin them (mesh ssh)
+        sshHostKeys: z
+          .array(z.string().min(1))
+          .max(8)
+          .default([...SSH_HOST_KEYS]),
       })
       .strict()
       .default({
@@ -166,6 +173,7 @@ export const ConfigSchema = z
         directDialTimeoutMs: 1_500,
         pathUpgradeMs: 10_000,
         maxTunnels: 1024,
+        sshHostKeys: [...SSH_HOST_KEYS],
       }),
     blocks: z
       .object({
@@ -314,7 +322,14 @@ function parseScalar(raw: string, isList: boolean): unknown {
   }
 }
 
-const LIST_KEYS = new Set(['listen', 'announce', 'bootstrap', 'webrtc.iceServers', 'nat.reachableNetworks'])
+const LIST_KEYS = new Set([
+  'listen',
+  'announce',
+  'bootstrap',
+  'webrtc.iceServers',
+  'nat.reachableNetworks',
+  'tunnel.sshHostKeys',
+])
 
 export interface LoadOptions {
   dataDir: string

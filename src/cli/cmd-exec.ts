@@ -137,6 +137,7 @@ export function execCommand(program: Command): void {
             throw new UsageError("no member matches that selection: 'mesh members' shows names and tags")
 
           const { proxyCommand } = await import('../tunnel/ssh-config.js')
+          const { knownHostsPath } = await import('../tunnel/host-keys.js')
           const cli = [
             process.execPath,
             realpathSync(process.argv[1]),
@@ -159,8 +160,11 @@ export function execCommand(program: Command): void {
               `ProxyCommand=${proxyCommand(cli)}`,
               '-o',
               `HostKeyAlias=${m.overlay}`,
-              // no prompt can be answered here; the tunnel already authenticates the member's peer ID,
-              // so a first key is accepted and pinned, and a changed one refused
+              '-o',
+              `GlobalKnownHostsFile=${knownHostsPath(cli[3])}`,
+              // no prompt can be answered here: keys the members signed are in GlobalKnownHostsFile;
+              // for a member that published none, the tunnel already authenticated its peer ID, so
+              // its first key is accepted and pinned; a changed key is refused either way
               '-o',
               'BatchMode=yes',
               '-o',

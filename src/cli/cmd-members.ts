@@ -51,6 +51,8 @@ export function membersCommand(program: Command): void {
               fmtMs(m.rttMs),
               m.version,
               Object.entries(m.tags)
+                // host keys are long and for ssh, not people (they are in --json)
+                .filter(([k]) => !k.startsWith('mesh.ssh.'))
                 .map(([k, v]) => `${k}=${v}`)
                 .join(','),
             ]),

@@ -117,9 +117,13 @@ export function tunnelCommands(program: Command): void {
           if (query === '') throw new UsageError('no member given: mesh ssh [USER@]MEMBER')
           const m = await resolveMember(g, query)
           const { proxyCommand, shellQuote } = await import('../tunnel/ssh-config.js')
+          const { knownHostsPath } = await import('../tunnel/host-keys.js')
           const argv = [
             '-o',
             `ProxyCommand=${proxyCommand(selfArgv(g))}`,
+            // the host keys members signed (kept current by the agent): no prompt, a changed key refused
+            '-o',
+            `GlobalKnownHostsFile=${knownHostsPath(realDir(dataDirOf(g)))}`,
             '-o',
             `HostKeyAlias=${m.overlay}`,
             ...(port === 22 ? [] : ['-p', String(port)]),
@@ -175,6 +179,7 @@ export function tunnelCommands(program: Command): void {
           cli: selfArgv(g),
           clusterName: status.cluster.name,
           overlayPrefix: OVERLAY_PREFIX(status.cluster.id),
+          knownHosts: (await import('../tunnel/host-keys.js')).knownHostsPath(realDir(dataDirOf(g))),
           members: members
             .filter((m) => m.status !== 'left')
             .map((m) => ({ name: m.name, overlay: m.overlay })),

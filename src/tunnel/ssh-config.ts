@@ -14,6 +14,8 @@ export interface SshConfigInput {
   /** the cluster's overlay /48, e.g. 'fd3c:9a1:77e2::/48' */
   overlayPrefix: string
   members: SshMember[]
+  /** the agent's known_hosts written from the members' signed records (host-keys.ts) */
+  knownHosts?: string
 }
 
 const SAFE = /^[A-Za-z0-9_./:=@%+,-]+$/
@@ -58,6 +60,8 @@ export function sshConfigText(input: SshConfigInput): string {
     `    ProxyCommand ${proxyCommand(input.cli)}`,
     // the "address" is a name or overlay address the proxy resolves, not an IP ssh could check
     '    CheckHostIP no',
+    // host keys the members signed: no prompt on first contact, a changed key refused
+    ...(input.knownHosts !== undefined ? [`    GlobalKnownHostsFile ${shellQuote(input.knownHosts)}`] : []),
     '    ServerAliveInterval 30',
     '',
   )
