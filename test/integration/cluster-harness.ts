@@ -95,7 +95,14 @@ export class AgentProcess {
       process.execPath,
       [CLI, '--data-dir', this.dataDir, 'agent', '--listen', '/ip4/127.0.0.1/tcp/0', ...this.args, ...extra],
       {
-        env: { ...process.env, MESH_LOG_LEVEL: process.env.MESH_LOG_LEVEL ?? 'info', ...env },
+        env: {
+          ...process.env,
+          MESH_LOG_LEVEL: process.env.MESH_LOG_LEVEL ?? 'info',
+          // the sshds tests tunnel to have their own host keys, never this machine's: publish none
+          // unless a test says which (tags then hold only what each test sets)
+          MESH_TUNNEL__SSH_HOST_KEYS: join(this.dataDir, 'no-ssh-host-key.pub'),
+          ...env,
+        },
         stdio: ['ignore', 'pipe', 'pipe'],
       },
     )

@@ -1,7 +1,7 @@
 import { strict as assert } from 'node:assert'
 import { spawnSync } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
-import { rmSync, writeFileSync } from 'node:fs'
+import { readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { type ExecResult, type Host, type NatRouter, requireSystem } from './harness.js'
 import { type Agent, ok, ROOT, sha256, World, waitFor } from './world.js'
@@ -102,14 +102,23 @@ describe('system: tunnels and ssh through NAT and around firewalls', function ()
       const path = (await w.member(a, 'b')).path
       // WebRTC would be a hole punch; without a STUN server in the lab it is the relay
       assert.ok(['relayed', 'webrtc'].includes(path), `path from A to B: ${path}`)
-      // the host key is pinned under B's overlay address
+      // B's host key came from its signed record (A's agent wrote it under B's overlay address),
+      // so ssh found it there and had nothing to add to the user's known_hosts
       const overlay = (await w.member(a, 'b')).overlay
+      const bKey = readFileSync(join(w.tmp, `sshd-${bHost.name}`, 'host_key.pub'), 'utf8')
+        .split(' ')
+        .slice(0, 2)
+        .join(' ')
+      assert.ok(
+        readFileSync(join(a.dir, 'ssh_known_hosts'), 'utf8').split('\n').includes(`${overlay} ${bKey}`),
+        'the cluster vouches for B',
+      )
       // (Debian hashes known_hosts names: ask ssh-keygen)
       const found = spawnSync('ssh-keygen', ['-F', overlay, '-f', w.knownHosts], {
         encoding: 'utf8',
         timeout: 10_000,
       })
-      assert.equal(found.status, 0, `known_hosts has an entry for ${overlay}`)
+      assert.notEqual(found.status, 0, `no trust-on-first-use entry for ${overlay}`)
     })
 
     it('scp of 50 MB to B through `mesh ssh-config` arrives intact', async () => {

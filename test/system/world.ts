@@ -99,7 +99,15 @@ export class World {
         name,
         ...extra,
       ],
-      { env: { ...process.env, MESH_LOG_LEVEL: 'info', ...env } },
+      {
+        env: {
+          ...process.env,
+          MESH_LOG_LEVEL: 'info',
+          // the host key of the lab's sshd in this host (w.sshd), not this machine's /etc/ssh
+          MESH_TUNNEL__SSH_HOST_KEYS: join(this.tmp, `sshd-${host.name}`, 'host_key.pub'),
+          ...env,
+        },
+      },
     )
     const log: string[] = []
     // AGENT_LOG_DIR keeps every agent's whole log, for debugging a failed run
