@@ -4,6 +4,7 @@ import { join, resolve } from 'node:path'
 import { multiaddr } from '@multiformats/multiaddr'
 import YAML from 'yaml'
 import { z } from 'zod'
+import { editDistance } from '../membership/names.js'
 import { parseCidr } from '../nat/reachability.js'
 
 const multiaddrString = z.string().refine(
@@ -397,7 +398,13 @@ export function loadConfig(opts: LoadOptions): Config {
       const from = src === undefined ? '' : src.kind === 'file' ? `${src.where}: ` : `${src.where}: `
       if (issue.code === 'unrecognized_keys') {
         const allowed = allowedKeys(issue.path.map(String))
-        return `${from}unknown key ${issue.keys.map((k) => `'${[...issue.path, k].join('.')}'`).join(', ')}; allowed keys: ${allowed.join(', ')}`
+        // a typo of a real key: say which, before the whole list
+        const guesses = issue.keys.flatMap((k) => {
+          const near = allowed.find((a) => editDistance(k.toLowerCase(), a.toLowerCase(), 2) <= 2)
+          return near === undefined ? [] : [`'${[...issue.path, near].join('.')}'`]
+        })
+        const hint = guesses.length > 0 ? ` (did you mean ${guesses.join(', ')}?)` : ''
+        return `${from}unknown key ${issue.keys.map((k) => `'${[...issue.path, k].join('.')}'`).join(', ')}${hint}; allowed keys: ${allowed.join(', ')}`
       }
       return `${from}key '${key}': ${issue.message}`
     })

@@ -4,6 +4,7 @@ import { Command } from 'commander'
 import { VERSION } from '../version.js'
 import { agentCommand } from './cmd-agent.js'
 import { blockCommands } from './cmd-blocks.js'
+import { completionCommand } from './cmd-completion.js'
 import { doctorCommand } from './cmd-doctor.js'
 import { execCommand } from './cmd-exec.js'
 import { initCommand } from './cmd-init.js'
@@ -23,7 +24,8 @@ const program = new Command('mesh')
   .version(VERSION)
   .option('--data-dir <dir>', "the agent's data dir (default $MESH_DATA_DIR or ~/.mesh)")
   .option('--json', 'machine-readable output')
-  .showHelpAfterError()
+  // commander says 'Did you mean ...?' for a near miss; a pointer to the list, not all of it
+  .showHelpAfterError('(mesh --help lists every command; mesh COMMAND --help tells more)')
   .exitOverride((err) => {
     // commander's own errors are usage errors; --help and --version are not errors
     if (
@@ -50,6 +52,8 @@ blockCommands(program)
 pluginCommands(program)
 requestCommands(program)
 serviceCommands(program)
+// last: it reads every command above
+completionCommand(program)
 
 // libp2p internals sometimes reject promises nobody awaits (aborted dials, closed
 // streams); log them instead of crashing the agent.

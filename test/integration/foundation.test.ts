@@ -130,7 +130,7 @@ describe('foundation: bad input gets a clear error and loses nothing', function 
     writeFileSync(join(dir, 'config.yaml'), 'listn: []\n')
     const r = await mesh(['--data-dir', dir, 'agent'])
     assert.equal(r.code, 2)
-    assert.match(r.stderr, /unknown key 'listn'; allowed keys: name, listen/)
+    assert.match(r.stderr, /unknown key 'listn' \(did you mean 'listen'\?\); allowed keys: name, listen/)
   })
 
   it('flags beat MESH_* environment variables, which beat the file', async () => {
