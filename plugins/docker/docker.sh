@@ -4,8 +4,19 @@
 # `mesh agent --join $MESH_JOIN`. Containers carry the label mesh.instance.
 set -eu
 image="${MESH_DOCKER_IMAGE:-mesh:latest}"
-id="$MESH_INSTANCE_ID"
+id="${MESH_INSTANCE_ID:-}" # unset for `available`
 case "$1" in
+available)
+  # say why not, with the exact fix: the spawn error shows these lines
+  if ! out=$(docker info --format '{{.ServerVersion}}' 2>&1); then
+    echo "no docker engine answers ($(echo "$out" | grep . | head -n 1)): start dockerd (systemctl start docker)" >&2
+    exit 1
+  fi
+  if ! docker image inspect "$image" >/dev/null 2>&1; then
+    echo "the image $image is missing; build it in a mesh checkout: npm run build && docker build -f docker/Dockerfile -t $image ." >&2
+    exit 1
+  fi
+  ;;
 start)
   # the token travels in the environment of `docker run`, not on its command line
   MESH_JOIN="$MESH_JOIN_TOKEN" MESH_SSH_PUBKEY="${MESH_SSH_PUBKEY:-}" docker run -d \

@@ -130,6 +130,7 @@ export async function startAgent(opts: AgentOptions): Promise<RunningAgent> {
       events,
       clusterName: setup.cluster.name,
       reporter: reporter.forComponent('plugins'),
+      reachableAddrs: () => node.reachableAddrs(),
       // a spawned instance joins with a fresh single-use token, as from `mesh invite`
       makeInvite: (ttlMs) => {
         if (!node.trust.isAdmin(node.node.peerId.toString()))

@@ -61,7 +61,7 @@ export function pluginRoutes(deps: { plugins: PluginsComponent }) {
   return (app: FastifyInstance) => {
     const p = deps.plugins
     app.get('/v1/plugins', async () => {
-      await p.ready()
+      await p.recheck()
       return p.list()
     })
     app.post('/v1/plugins/install', async (req) => {

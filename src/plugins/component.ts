@@ -1,4 +1,4 @@
-import { execFileSync } from 'node:child_process'
+import { execFileSync, spawnSync } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
 import { existsSync, readFileSync } from 'node:fs'
 import { homedir } from 'node:os'
@@ -116,6 +116,8 @@ export class PluginsComponent implements Component {
       makeInvite: (ttlMs: number) => string
       clusterName: string
       builtinDir?: string
+      /** the addresses a join token carries (what a new instance dials) */
+      reachableAddrs?: () => string[]
     },
   ) {
     this.registry = new Registry(deps.dataDir, deps.builtinDir)
@@ -161,6 +163,16 @@ export class PluginsComponent implements Component {
     return [...this.avail.entries()].filter(([, v]) => v.ok).map(([k]) => k)
   }
 
+  /** Record a check's outcome; a change also changes the compute types in our member record. */
+  private setAvailable(name: string, ok: boolean, r: RunResult): void {
+    const before = this.avail.get(name)?.ok
+    this.avail.set(name, {
+      ok,
+      reason: ok ? undefined : `available ${describeResult(r, AVAILABLE_TIMEOUT_MS)}`,
+    })
+    if (before !== ok) this.deps.membership.setComputeTypes(this.availableComputeTypes())
+  }
+
   private async checkAvailable(): Promise<void> {
     this.avail.clear()
     await Promise.all(
@@ -197,6 +209,18 @@ export class PluginsComponent implements Component {
 
   /** Resolves once the compute types' `available` checks that are under way have finished. */
   async ready(): Promise<void> {
+    await this.checking
+  }
+
+  /**
+   * Run the `available` checks again (`mesh plugins`): an image built or a daemon started since
+   * the last check shows, and the member record's compute types follow.
+   */
+  async recheck(): Promise<void> {
+    await this.checking
+    this.checking = this.checkAvailable().catch((err) =>
+      this.deps.reporter.log.warn({ err: (err as Error).message }, 'checking compute types failed'),
+    )
     await this.checking
   }
 
@@ -439,13 +463,24 @@ export class PluginsComponent implements Component {
         timeoutMs: (st.timeout_s ?? DEFAULT_TIMEOUT_S) * 1000,
       }
     }
-    // availability is checked again now: the machine may have changed since the agent started
+    // a container reaches the agent over the docker bridge, never over our loopback: say so now,
+    // not after the join timeout
+    const addrs = this.deps.reachableAddrs?.()
+    if (
+      plugin.name === 'docker' &&
+      addrs !== undefined &&
+      addrs.every((a) => /^\/ip4\/127\.|^\/ip6\/::1\//.test(a))
+    )
+      throw new ApiError(
+        409,
+        `a container cannot reach this agent: it listens on loopback only (${addrs.join(' ') || 'no address'}). ` +
+          `Restart it listening where containers can reach it: --listen /ip4/0.0.0.0/tcp/4701, or the docker bridge address (${dockerBridge()}).`,
+      )
+    // availability is checked again now: the machine may have changed since the agent started,
+    // and what this check finds is what `mesh plugins` and our member record say from now on
     const av = await this.run('available', def.available, plugin, opts.env ?? {}, AVAILABLE_TIMEOUT_MS)
+    this.setAvailable(opts.computeType, av.code === 0 && !av.timedOut, av)
     if (av.code !== 0 || av.timedOut) {
-      this.avail.set(opts.computeType, {
-        ok: false,
-        reason: `available ${describeResult(av, AVAILABLE_TIMEOUT_MS)}`,
-      })
       throw new ApiError(
         409,
         `compute type '${opts.computeType}' is not available on this machine: its check (${def.available}) ${describeResult(av, AVAILABLE_TIMEOUT_MS)}${tail(av, 3)}\n  Fix that (see 'mesh plugins'), or spawn from a member that offers it.`,
@@ -735,4 +770,20 @@ function readKeys(): string | undefined {
   }
   const k = keys.map((s) => s.trim()).filter((s) => /^(ssh-|ecdsa-)/.test(s))
   return k.length > 0 ? k.join('\n') : undefined
+}
+
+/** The docker bridge's gateway address as a multiaddr, for a message (best effort). */
+function dockerBridge(): string {
+  const r = spawnSync(
+    'docker',
+    ['network', 'inspect', 'bridge', '--format', '{{range .IPAM.Config}}{{.Gateway}}{{end}}'],
+    {
+      encoding: 'utf8',
+      timeout: 5_000,
+    },
+  )
+  const ip = r.status === 0 ? r.stdout.trim() : ''
+  return /^\d+\.\d+\.\d+\.\d+$/.test(ip)
+    ? `--listen /ip4/${ip}/tcp/4701`
+    : 'docker network inspect bridge shows it'
 }

@@ -1,0 +1,104 @@
+// What stands between a user and `mesh spawn --compute-type docker`, met before any container
+// starts: an agent on loopback only is refused at once with the address to listen on; a missing
+// engine or image is named with the exact command; and `mesh plugins` (and the member record)
+// follow availability when it changes, shown here with a git plugin whose check is a file.
+import assert from 'node:assert/strict'
+import { execFileSync, spawnSync } from 'node:child_process'
+import { mkdirSync, rmSync, writeFileSync } from 'node:fs'
+import { join, resolve } from 'node:path'
+import { CLI, Fixture, mesh, meshJson } from './cluster-harness.js'
+
+const DOCKER_SH = resolve(CLI, '../../../../plugins/docker/docker.sh')
+
+function git(dir: string, ...args: string[]): void {
+  execFileSync(
+    'git',
+    ['-c', 'user.name=t', '-c', 'user.email=t@t', '-c', 'init.defaultBranch=main', ...args],
+    {
+      cwd: dir,
+      stdio: 'ignore',
+    },
+  )
+}
+
+describe('docker readiness and availability re-checks (integration)', function () {
+  this.timeout(120_000)
+  const fx = new Fixture()
+  let a: string
+
+  before(async () => {
+    a = fx.tempDir()
+    await fx.agent(a, ['--init', 'lab', '--name', 'node-a']).start().ready()
+  })
+  after(() => fx.cleanup())
+
+  it('spawn --compute-type docker from an agent on loopback only: refused at once, saying where to listen', async () => {
+    const t0 = Date.now()
+    const r = await mesh(['--data-dir', a, 'spawn', '--compute-type', 'docker'])
+    assert.equal(r.code, 2, r.stderr)
+    assert.match(
+      r.stderr,
+      /a container cannot reach this agent: it listens on loopback only \(\/ip4\/127\.0\.0\.1\/tcp\/\d+/,
+    )
+    assert.match(r.stderr, /--listen \/ip4\/0\.0\.0\.0\/tcp\/4701/)
+    assert.ok(Date.now() - t0 < 20_000, 'not after a join timeout')
+    assert.deepEqual(await meshJson(a, ['instances']), [], 'nothing was started')
+  })
+
+  it("docker's availability check says what is missing and the exact fix", () => {
+    const engine = spawnSync('docker', ['info'], { stdio: 'ignore', timeout: 15_000 }).status === 0
+    const r = spawnSync('sh', [DOCKER_SH, 'available'], {
+      encoding: 'utf8',
+      env: { ...process.env, MESH_DOCKER_IMAGE: 'mesh-test-missing:none' },
+      timeout: 30_000,
+    })
+    assert.equal(r.status, 1)
+    if (engine)
+      assert.match(
+        r.stderr,
+        /the image mesh-test-missing:none is missing; build it in a mesh checkout: npm run build && docker build -f docker\/Dockerfile -t mesh-test-missing:none \./,
+      )
+    else assert.match(r.stderr, /no docker engine answers \(.+\): start dockerd/)
+  })
+
+  it('mesh plugins re-checks availability, and the member record follows', async () => {
+    const flag = join(fx.tempDir(), 'ready')
+    const dir = fx.tempDir()
+    mkdirSync(dir, { recursive: true })
+    writeFileSync(
+      join(dir, 'mesh.json'),
+      JSON.stringify({
+        mesh_plugin_api: 1,
+        compute_types: {
+          flagged: {
+            available: `test -e ${flag}`,
+            start_instance: 'true',
+            get_hostname: 'echo 127.0.0.1',
+            get_port: 'echo 22',
+            detect_stale_instance: 'true',
+            clean_up_instance: 'true',
+          },
+        },
+      }),
+    )
+    git(dir, 'init', '-q')
+    git(dir, 'add', '-A')
+    git(dir, 'commit', '-qm', 'plugin')
+    const inst = await mesh(['--data-dir', a, 'install', dir, '--name', 'flagged'])
+    assert.equal(inst.code, 0, inst.stderr)
+    const available = async () =>
+      (await meshJson(a, ['plugins'])).plugins
+        .find((p: any) => p.name === 'flagged')
+        .computeTypes.find((t: any) => t.name === 'flagged').available
+    const inRecord = async () =>
+      (await meshJson(a, ['members'])).find((m: any) => m.self).computeTypes.includes('flagged')
+    assert.equal(await available(), false)
+    assert.equal(await inRecord(), false)
+    writeFileSync(flag, '')
+    assert.equal(await available(), true, 'seen by the next mesh plugins, no restart')
+    assert.equal(await inRecord(), true)
+    rmSync(flag)
+    assert.equal(await available(), false)
+    assert.equal(await inRecord(), false)
+  })
+})
