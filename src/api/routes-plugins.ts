@@ -75,7 +75,7 @@ export function pluginRoutes(deps: { plugins: PluginsComponent }) {
     app.delete<{ Params: { name: string } }>('/v1/plugins/:name', async (req) =>
       wrap(() => p.uninstall(req.params.name)),
     )
-    app.get('/v1/instances', async () => ({ instances: p.instanceViews() }))
+    app.get('/v1/instances', async () => ({ instances: await p.checkedInstanceViews() }))
     app.post('/v1/spawn', async (req) => wrap(() => p.spawn(body(Spawn, req.body, 'spawn'))))
     app.post('/v1/slave', async (req) => wrap(() => p.slave(body(Slave, req.body, 'slave'))))
     app.delete<{ Params: { name: string }; Querystring: { force?: string } }>(

@@ -723,6 +723,34 @@ export class PluginsComponent implements Component {
     return { checked: all.length, pruned, failed }
   }
 
+  /**
+   * `mesh instances`: the views, with each running instance's compute type asked whether it is
+   * still there (`detect_stale_instance`, in parallel, bounded): one removed behind our back
+   * shows `gone` until `mesh prune` cleans it up. The records are not changed here.
+   */
+  async checkedInstanceViews() {
+    const records = this.instances()
+    return Promise.all(
+      this.instanceViews().map(async (v, i) => {
+        let status: string = v.status
+        if (v.status === 'running') {
+          try {
+            const ct = this.findComputeType(v.computeType)
+            const s = await this.run(
+              'detect_stale_instance',
+              ct.def.detect_stale_instance,
+              ct.plugin,
+              this.instanceEnv(records[i]), // the record's own env (a view has none)
+              15_000,
+            )
+            if (!s.timedOut && s.code === 0) status = 'gone'
+          } catch {} // its plugin is gone: keep what the record says
+        }
+        return { ...v, status }
+      }),
+    )
+  }
+
   /** Members each instance currently is, for `mesh instances`. */
   instanceViews() {
     const rows = new Map(this.deps.membership.rows().map((r) => [r.peerId, r.status]))

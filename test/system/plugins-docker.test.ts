@@ -215,6 +215,10 @@ describe('plugins: docker compute type (system)', function () {
   it('mesh prune cleans the record of a container removed out of band', async () => {
     const victim = names[1]
     await run('docker', ['rm', '-f', victim])
+    // mesh instances asks the compute type, so it shows the truth before any prune
+    const listed = await meshJson(a, ['instances'])
+    assert.equal(listed.find((i: any) => i.name === victim)?.status, 'gone')
+    assert.equal(listed.find((i: any) => i.name === names[0])?.status, 'running')
     const r = await meshJson(a, ['prune'])
     assert.deepEqual(r.pruned, [victim])
     assert.deepEqual(
