@@ -588,6 +588,17 @@ export class PluginsComponent implements Component {
       }
     } catch (err) {
       this.metrics.spawns.inc({ type: rec.computeType, result: 'error' })
+      // what the instance said last, before clean-up removes it (a container's log, say)
+      let logs = ''
+      if (def.instance_logs !== undefined) {
+        const l = await this.run('instance_logs', def.instance_logs, plugin, this.instanceEnv(rec), 15_000)
+        const lines = `${l.stdout}${l.stderr}`
+          .trimEnd()
+          .split('\n')
+          .filter((x) => x !== '')
+          .slice(-20)
+        if (lines.length > 0) logs = `\n  its last log lines:\n    ${lines.join('\n    ')}`
+      }
       // nothing half-made: remove what start_instance may have created, and the record
       const c = await this.run(
         'clean_up_instance',
@@ -608,7 +619,7 @@ export class PluginsComponent implements Component {
           : `cleaning up failed too (kept as failed in 'mesh instances'; retry with 'mesh destroy ${rec.name}', or --force to forget it)`
       throw new ApiError(
         e instanceof ApiError ? e.status : 502,
-        `spawning ${rec.name} failed: ${e.message}\n  ${cleaned}`,
+        `spawning ${rec.name} failed: ${e.message}${logs}\n  ${cleaned}`,
       )
     }
   }

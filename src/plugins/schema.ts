@@ -24,6 +24,8 @@ const ComputeType = z
     detect_stale_instance: command,
     /** removes the instance; must succeed when it is already gone */
     clean_up_instance: command,
+    /** prints the instance's last log lines (optional): shown when it fails to join */
+    instance_logs: command.optional(),
     /** seconds each of these commands may run (default 300) */
     timeout_s: z.number().int().min(1).max(3600).optional(),
   })

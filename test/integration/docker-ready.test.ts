@@ -21,6 +21,33 @@ function git(dir: string, ...args: string[]): void {
   )
 }
 
+/** A git repo holding a plugin with one compute type (defaults that do nothing) and install it. */
+async function installPlugin(
+  dataDir: string,
+  dir: string,
+  name: string,
+  def: Record<string, string>,
+): Promise<void> {
+  mkdirSync(dir, { recursive: true })
+  const base = {
+    available: 'true',
+    start_instance: 'true',
+    get_hostname: 'echo 127.0.0.1',
+    get_port: 'echo 22',
+    detect_stale_instance: 'true',
+    clean_up_instance: 'true',
+  }
+  writeFileSync(
+    join(dir, 'mesh.json'),
+    JSON.stringify({ mesh_plugin_api: 1, compute_types: { [name]: { ...base, ...def } } }),
+  )
+  git(dir, 'init', '-q')
+  git(dir, 'add', '-A')
+  git(dir, 'commit', '-qm', 'plugin')
+  const r = await mesh(['--data-dir', dataDir, 'install', dir, '--name', name])
+  assert.equal(r.code, 0, r.stderr)
+}
+
 describe('docker readiness and availability re-checks (integration)', function () {
   this.timeout(120_000)
   const fx = new Fixture()
@@ -63,29 +90,7 @@ describe('docker readiness and availability re-checks (integration)', function (
 
   it('mesh plugins re-checks availability, and the member record follows', async () => {
     const flag = join(fx.tempDir(), 'ready')
-    const dir = fx.tempDir()
-    mkdirSync(dir, { recursive: true })
-    writeFileSync(
-      join(dir, 'mesh.json'),
-      JSON.stringify({
-        mesh_plugin_api: 1,
-        compute_types: {
-          flagged: {
-            available: `test -e ${flag}`,
-            start_instance: 'true',
-            get_hostname: 'echo 127.0.0.1',
-            get_port: 'echo 22',
-            detect_stale_instance: 'true',
-            clean_up_instance: 'true',
-          },
-        },
-      }),
-    )
-    git(dir, 'init', '-q')
-    git(dir, 'add', '-A')
-    git(dir, 'commit', '-qm', 'plugin')
-    const inst = await mesh(['--data-dir', a, 'install', dir, '--name', 'flagged'])
-    assert.equal(inst.code, 0, inst.stderr)
+    await installPlugin(a, fx.tempDir(), 'flagged', { available: `test -e ${flag}` })
     const available = async () =>
       (await meshJson(a, ['plugins'])).plugins
         .find((p: any) => p.name === 'flagged')
@@ -100,5 +105,22 @@ describe('docker readiness and availability re-checks (integration)', function (
     rmSync(flag)
     assert.equal(await available(), false)
     assert.equal(await inRecord(), false)
+  })
+
+  it("an instance that never joins: the error carries its last log lines (the plugin's instance_logs)", async () => {
+    const log = join(fx.tempDir(), 'instance.log')
+    await installPlugin(a, fx.tempDir(), 'mute', {
+      start_instance: `printf 'starting %s\\ncannot reach the cluster: no route\\n' "$MESH_INSTANCE_ID" > ${log}`,
+      instance_logs: `cat ${log}`,
+    })
+    const r = await mesh(['--data-dir', a, 'spawn', '--compute-type', 'mute', '--timeout', '2'], {
+      timeoutMs: 60_000,
+    })
+    assert.notEqual(r.code, 0)
+    assert.match(r.stderr, /did not join the cluster as 'mute-[0-9a-f]{6}' within 2 s/)
+    assert.match(
+      r.stderr,
+      /its last log lines:\n {4}starting mute-[0-9a-f]{6}\n {4}cannot reach the cluster: no route\n/,
+    )
   })
 })
