@@ -220,6 +220,29 @@ function dockerFindings(listen: string[] | undefined): Finding[] {
   return f
 }
 
+/**
+ * The local clock: skewed clocks make invites and certificates look expired or not yet valid.
+ * What can be asked here is whether NTP keeps this clock in sync (systemd's timedatectl); skew
+ * against other members is not measured (the wire carries no clocks yet).
+ */
+function clockFinding(): Finding {
+  const r = run('timedatectl', ['show', '-p', 'NTPSynchronized', '--value'])
+  if (!r.ok || (r.out !== 'yes' && r.out !== 'no'))
+    return {
+      check: 'clock',
+      level: 'skip',
+      message: 'cannot tell whether NTP keeps the clock in sync (no timedatectl answer)',
+    }
+  return r.out === 'yes'
+    ? { check: 'clock', level: 'ok', message: 'synchronized by NTP' }
+    : {
+        check: 'clock',
+        level: 'warn',
+        message: 'not synchronized by NTP: a skewed clock makes invites look expired',
+        fix: 'timedatectl set-ntp true (or run chrony / ntpd)',
+      }
+}
+
 export function doctorCommand(program: Command): void {
   program
     .command('doctor')
@@ -256,6 +279,7 @@ export function doctorCommand(program: Command): void {
         }
         findings.push(...(await portFindings(status?.tunnel?.allowPorts ?? [22])))
         findings.push(...dockerFindings(status?.listen))
+        findings.push(clockFinding())
         const failed = findings.some((x) => x.level === 'fail')
         if (g.json) {
           printJson(findings)
