@@ -581,7 +581,7 @@ async function main(): Promise<void> {
           ])
       if (ceil.mesh !== undefined)
         rows.push([
-          'ceiling: one mesh stream (TCP+pnet+Noise+yamux), 256 KiB writes',
+          'ceiling: one mesh stream (TCP+Noise+yamux, admitted), 256 KiB writes',
           fmtStats(ceil.mesh, 1),
           '-',
           '-',

@@ -1,5 +1,5 @@
 // Foundation benchmark (not a test): how fast one agent starts and how much memory it holds
-// idle, and what the mesh stack (TCP + pnet + Noise + yamux, with admission) carries on one
+// idle, and what the mesh stack (TCP + Noise with the cluster prologue + yamux, with admission) carries on one
 // stream between two processes against raw TCP between two processes, in the same run.
 //
 //   npm run bench                      (build, then node dist/sim/bench/foundation.js)
@@ -378,7 +378,7 @@ async function main(): Promise<void> {
         ['stack', 'MB/s', 'sender CPU s/GB', 'receiver CPU s/GB', 'dial + first stream (ms)'],
         [
           [
-            'mesh: TCP + pnet + Noise + yamux, admitted member',
+            'mesh: TCP + Noise (cluster prologue) + yamux, admitted member',
             fmtStats(mesh.mbps, 0),
             fmtStats(mesh.senderCpuSPerGB, 2),
             fmtStats(mesh.receiverCpuSPerGB, 2),

@@ -103,13 +103,7 @@ export function machineInfo(packages: string[] = DEFAULT_PACKAGES): Machine {
   }
 }
 
-const DEFAULT_PACKAGES = [
-  'libp2p',
-  '@libp2p/tcp',
-  '@chainsafe/libp2p-noise',
-  '@chainsafe/libp2p-yamux',
-  '@libp2p/pnet',
-]
+const DEFAULT_PACKAGES = ['libp2p', '@libp2p/tcp', '@chainsafe/libp2p-noise', '@chainsafe/libp2p-yamux']
 
 function osRelease(): string {
   try {

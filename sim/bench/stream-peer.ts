@@ -70,7 +70,7 @@ async function meshNode() {
     webrtc: { enabled: false },
     relay: { server: false, reservations: 0 },
   })
-  // 'bare' is the reference: plain libp2p TCP + Noise + yamux, no pnet and no admission
+  // 'bare' is the reference: plain libp2p TCP + Noise + yamux, no cluster prologue and no admission
   const node =
     process.env.MESH_BENCH_STACK === 'bare'
       ? await createLibp2p({
@@ -125,7 +125,7 @@ async function meshSource(addr: string, total: number, chunkSize: number): Promi
   try {
     const t0 = performance.now()
     const connection = await node.dial(multiaddr(addr))
-    // the stream opens only once both sides have admitted each other (admission middleware)
+    // the stream opens only once both sides have admitted each other (admission's stream guard)
     const stream = await connection.newStream(BENCH_PROTOCOL)
     const setupMs = performance.now() - t0
     const chunk = new Uint8Array(randomBytes(chunkSize))

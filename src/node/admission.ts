@@ -1,4 +1,3 @@
-import { randomBytes, timingSafeEqual } from 'node:crypto'
 import type {
   Connection,
   ConnectionGater,
@@ -6,18 +5,20 @@ import type {
   PeerId,
   Startable,
   Stream,
-  StreamMiddleware,
   TypedEventTarget,
 } from '@libp2p/interface'
 import type { Registrar } from '@libp2p/interface-internal'
 import { pbStream } from '@libp2p/utils'
 import { AuthMessage } from '../../protocols/auth.js'
 import type { ComponentReporter } from '../reporter/reporter.js'
-import { type Cluster, deriveKey, hmac, protocolPrefix } from './cluster.js'
+import { dialerHandshake, type HandshakeContext, listenerHandshake, REFUSED } from './auth-handshake.js'
+import { type Cluster, deriveKey, protocolPrefix } from './cluster.js'
+import { AdmissionRefusedError, guard, openAuthStream } from './stream-guard.js'
 import type { Standing } from './trust.js'
 
+export { AdmissionRefusedError }
+
 const MAX_MESSAGE = 1024
-const enc = new TextEncoder()
 
 export interface AdmissionInit {
   cluster: Cluster
@@ -38,29 +39,30 @@ export interface AdmissionComponents {
   peerId: PeerId
 }
 
-export class AdmissionRefusedError extends Error {
-  override name = 'AdmissionRefusedError'
-}
-
 /**
- * Per-connection member admission. See protocols/auth.md. A connection's state is a
- * promise of whether it was admitted; stream middleware waits on it for every protocol.
+ * Per-connection member admission, on every transport (see protocols/auth.md). Each new
+ * connection gets a stream guard (stream-guard.ts): until the auth handshake has admitted the
+ * peer, nothing but the auth protocol is negotiated on it in either direction, and libp2p never
+ * sees (nor records in its peer store) a stream of an unadmitted peer. A connection's state is
+ * a promise of its verdict; the guard waits on it.
  */
 export class Admission implements Startable {
   readonly protocol: string
   private readonly key: Uint8Array
   private readonly state = new WeakMap<Connection, PromiseWithResolvers<Standing>>()
+  private readonly verdict = new WeakMap<Connection, Standing>()
   private readonly admittedPeers = new Map<string, number>() // peer -> open admitted connections
   /** protocols a joiner (key, no certificate yet) may use: redeeming its invite */
   readonly joinProtocols = new Set<string>()
   private readonly metrics
-  private origGetMiddleware: Registrar['getMiddleware'] | undefined
+  private started = false
+  private guardBroken = false
 
   constructor(
     private readonly components: AdmissionComponents,
     private readonly init: AdmissionInit,
   ) {
-    this.protocol = `${protocolPrefix(init.cluster)}/auth/1.0.0`
+    this.protocol = `${protocolPrefix(init.cluster)}/auth/2.0.0`
     this.key = deriveKey(init.cluster, 'auth')
     this.metrics = {
       result: init.reporter.counter('auth_total', 'member authentications by result', ['result']),
@@ -70,34 +72,20 @@ export class Admission implements Startable {
     }
     this.onOpen = this.onOpen.bind(this)
     this.onClose = this.onClose.bind(this)
-  }
-
-  readonly [Symbol.toStringTag] = 'mesh/admission'
-
-  async start(): Promise<void> {
-    await this.components.registrar.handle(this.protocol, (s: Stream, c: Connection) => this.respond(s, c), {
-      runOnLimitedConnection: true,
-      maxInboundStreams: 2,
-    })
-    // Hold every other protocol's streams until the connection is admitted. Patching
-    // getMiddleware covers protocols registered later too, in both directions. It also
-    // returns a fresh array: libp2p 3.3 pushes the handler onto the array it gets back,
-    // which would grow a registered middleware list with every inbound stream.
-    const registrar = this.components.registrar
-    const orig = registrar.getMiddleware.bind(registrar)
-    this.origGetMiddleware = registrar.getMiddleware
-    const gate: StreamMiddleware = (stream, connection, next) => this.gateStream(stream, connection, next)
-    registrar.getMiddleware = (protocol: string) =>
-      protocol === this.protocol ? [...orig(protocol)] : [gate, ...orig(protocol)]
+    // Listen from construction, not start: services built after this one (identify) open
+    // streams from their own connection:open listeners, and the guard must be on first.
     this.components.events.addEventListener('connection:open', this.onOpen)
     this.components.events.addEventListener('connection:close', this.onClose)
   }
 
-  async stop(): Promise<void> {
-    this.components.events.removeEventListener('connection:open', this.onOpen)
-    this.components.events.removeEventListener('connection:close', this.onClose)
-    if (this.origGetMiddleware !== undefined) this.components.registrar.getMiddleware = this.origGetMiddleware
-    await this.components.registrar.unhandle(this.protocol)
+  readonly [Symbol.toStringTag] = 'mesh/admission'
+
+  start(): void {
+    this.started = true
+  }
+
+  stop(): void {
+    this.started = false
   }
 
   /** Is there an open, admitted connection to this peer? */
@@ -143,26 +131,35 @@ export class Admission implements Startable {
     return s
   }
 
-  private async gateStream(
-    stream: Stream,
-    connection: Connection,
-    next: (s: Stream, c: Connection) => void,
-  ): Promise<void> {
-    const standing = await this.standing(connection)
-    if (
-      standing.kind === 'member' ||
-      (standing.kind === 'joiner' && this.joinProtocols.has(stream.protocol ?? ''))
-    ) {
-      next(stream, connection)
-      return
-    }
-    this.metrics.refusedStreams.inc({ protocol: stream.protocol ?? 'unknown' })
-    throw new AdmissionRefusedError(`peer ${connection.remotePeer} is not an admitted cluster member`)
-  }
-
   private onOpen(evt: CustomEvent<Connection>): void {
     const connection = evt.detail
     const state = this.stateOf(connection)
+    const installed = guard(connection, {
+      authProtocol: this.protocol,
+      joinProtocols: this.joinProtocols,
+      settled: (c) => this.verdict.get(c),
+      standing: (c) => this.standing(c),
+      onAuthStream: (s, c) => void this.respond(s, c),
+      refused: (_c, protocol) => this.metrics.refusedStreams.inc({ protocol }),
+      registrar: this.components.registrar,
+      negotiationTimeoutMs: this.init.timeoutMs,
+    })
+    if (!installed) {
+      // fail closed: without the guard an unadmitted peer could negotiate every protocol
+      if (!this.guardBroken) {
+        this.guardBroken = true
+        this.init.reporter.log.error(
+          'cannot guard connections before admission (libp2p internals changed?): refusing every connection',
+        )
+      }
+      this.settle(connection, REFUSED('cannot guard this connection'), 'error')
+      connection.abort(new AdmissionRefusedError('cannot guard this connection before admission'))
+      return
+    }
+    if (!this.started) {
+      this.settle(connection, REFUSED('node stopped'), 'error')
+      return
+    }
     const timer = setTimeout(
       () => this.settle(connection, REFUSED('timeout'), 'timeout'),
       this.init.timeoutMs,
@@ -191,8 +188,8 @@ export class Admission implements Startable {
 
   private settle(connection: Connection, standing: Standing, result: string): void {
     // only the first outcome counts: a late handshake cannot undo a timeout
-    if (this.settled.has(connection)) return
-    this.settled.add(connection)
+    if (this.verdict.has(connection)) return
+    this.verdict.set(connection, standing)
     this.stateOf(connection).resolve(standing)
     this.metrics.result.inc({ result })
     if (result === 'refused_by_peer' && standing.kind === 'refused') {
@@ -202,7 +199,6 @@ export class Admission implements Startable {
       )
     }
     if (standing.kind === 'member') {
-      this.admittedConns.add(connection)
       const key = connection.remotePeer.toString()
       this.admittedPeers.set(key, (this.admittedPeers.get(key) ?? 0) + 1)
     } else if (standing.kind === 'refused' && connection.status === 'open') {
@@ -214,129 +210,50 @@ export class Admission implements Startable {
     }
   }
 
-  private readonly settled = new WeakSet<Connection>()
-  private readonly admittedConns = new WeakSet<Connection>()
-
   /** Whether this very connection completed admission (not just some connection to its peer). */
   connectionAdmitted(connection: Connection): boolean {
-    return this.admittedConns.has(connection)
+    return this.verdict.get(connection)?.kind === 'member'
   }
 
-  private proof(
-    role: 'D' | 'L',
-    dialer: PeerId,
-    listener: PeerId,
-    nD: Uint8Array,
-    nL: Uint8Array,
-  ): Uint8Array<ArrayBuffer> {
-    return hmac(this.key, enc.encode(role), dialer.toMultihash().bytes, listener.toMultihash().bytes, nD, nL)
-  }
-
-  private check(expected: Uint8Array, got: Uint8Array): boolean {
-    return got.length === expected.length && timingSafeEqual(expected, got)
-  }
-
-  /** A peer refused us: if it showed our revocation, the trust store checks and takes it. */
-  private refusedBy(m: AuthMessage): void {
-    if (m.revocation.length > 0) this.init.trust.learn?.(m.revocation)
+  private context(connection: Connection, signal: AbortSignal): HandshakeContext {
+    return {
+      key: this.key,
+      me: this.components.peerId,
+      them: connection.remotePeer,
+      ours: () => this.init.trust.ours(),
+      standing: (peer, cert) => this.init.trust.standing(peer, cert),
+      learn: this.init.trust.learn?.bind(this.init.trust),
+      signal,
+    }
   }
 
   /** Dialer side. */
   private async initiate(connection: Connection): Promise<void> {
     const signal = AbortSignal.timeout(this.init.timeoutMs)
-    const stream = await connection.newStream(this.protocol, { signal, runOnLimitedConnection: true })
-    const pb = pbStream(stream, { maxDataLength: MAX_MESSAGE }).pb(AuthMessage)
-    const me = this.components.peerId
-    const them = connection.remotePeer
-    const nD = new Uint8Array(randomBytes(32))
-    await pb.write(msg({ nonce: nD }), { signal })
-    const reply = await pb.read({ signal })
-    if (reply.error !== '') {
-      this.refusedBy(reply)
-      this.settle(connection, REFUSED(reply.error), 'refused_by_peer')
-      return
+    const stream = await openAuthStream(connection, this.protocol, signal)
+    try {
+      const pb = pbStream(stream, { maxDataLength: MAX_MESSAGE }).pb(AuthMessage)
+      const { standing, result } = await dialerHandshake(pb, this.context(connection, signal))
+      await stream.close({ signal }).catch(() => {})
+      this.settle(connection, standing, result)
+    } catch (err) {
+      stream.abort(err as Error)
+      throw err
     }
-    if (reply.nonce.length !== 32 || !this.check(this.proof('L', me, them, nD, reply.nonce), reply.proof)) {
-      await pb.write(msg({ error: 'wrong cluster key' }), { signal }).catch(() => {})
-      this.settle(connection, REFUSED('wrong cluster key'), 'bad_proof')
-      return
-    }
-    const theirs = this.init.trust.standing(them.toString(), reply.certificate)
-    if (theirs.kind === 'refused') {
-      await pb.write(msg({ error: theirs.why, revocation: theirs.revocation }), { signal }).catch(() => {})
-      this.settle(connection, theirs, 'refused')
-      return
-    }
-    await pb.write(
-      msg({ proof: this.proof('D', me, them, nD, reply.nonce), certificate: this.init.trust.ours() }),
-      { signal },
-    )
-    const done = await pb.read({ signal })
-    await stream.close({ signal }).catch(() => {})
-    if (done.error !== '') {
-      this.refusedBy(done)
-      this.settle(connection, REFUSED(done.error), 'refused_by_peer')
-    } else this.settle(connection, theirs, theirs.kind === 'member' ? 'ok' : 'joiner')
   }
 
   /** Listener side. */
   private async respond(stream: Stream, connection: Connection): Promise<void> {
     const signal = AbortSignal.timeout(this.init.timeoutMs)
-    const pb = pbStream(stream, { maxDataLength: MAX_MESSAGE }).pb(AuthMessage)
-    const me = this.components.peerId
-    const them = connection.remotePeer
     try {
-      const hello = await pb.read({ signal })
-      if (hello.nonce.length !== 32) throw new AdmissionRefusedError('malformed hello')
-      const nL = new Uint8Array(randomBytes(32))
-      await pb.write(
-        msg({
-          nonce: nL,
-          proof: this.proof('L', them, me, hello.nonce, nL),
-          certificate: this.init.trust.ours(),
-        }),
-        { signal },
-      )
-      const final = await pb.read({ signal })
-      if (final.error !== '') {
-        this.refusedBy(final)
-        this.settle(connection, REFUSED(final.error), 'refused_by_peer')
-        return
-      }
-      if (!this.check(this.proof('D', them, me, hello.nonce, nL), final.proof)) {
-        await pb.write(msg({ error: 'wrong cluster key' }), { signal })
-        this.settle(connection, REFUSED('wrong cluster key'), 'bad_proof')
-        return
-      }
-      const theirs = this.init.trust.standing(them.toString(), final.certificate)
-      await pb.write(
-        msg(theirs.kind === 'refused' ? { error: theirs.why, revocation: theirs.revocation } : {}),
-        { signal },
-      )
+      const pb = pbStream(stream, { maxDataLength: MAX_MESSAGE }).pb(AuthMessage)
+      const { standing, result } = await listenerHandshake(pb, this.context(connection, signal))
       await stream.close({ signal }).catch(() => {})
-      this.settle(
-        connection,
-        theirs,
-        theirs.kind === 'member' ? 'ok' : theirs.kind === 'joiner' ? 'joiner' : 'refused',
-      )
+      this.settle(connection, standing, result)
     } catch (err) {
       stream.abort(err as Error)
       this.settle(connection, REFUSED('error'), 'error')
     }
-  }
-}
-
-const REFUSED = (why: string): Standing => ({ kind: 'refused', why })
-
-function msg(m: Partial<AuthMessage>): AuthMessage {
-  return {
-    nonce: new Uint8Array(),
-    proof: new Uint8Array(),
-    error: '',
-    certificate: new Uint8Array(),
-    revocation: new Uint8Array(),
-    ...m,
-    ...(m.revocation === undefined ? { revocation: new Uint8Array() } : {}),
   }
 }
 

@@ -8,7 +8,7 @@ export interface Cluster {
   name: string
   /** 16 random bytes, hex */
   id: string
-  /** 32 random bytes: the shared secret behind pnet, the noise prologue and member auth */
+  /** 32 random bytes: the shared secret behind the Noise prologue and member auth */
   key: Uint8Array
   /** addresses of members to dial at start (from the join token), besides every member met before */
   seeds?: string[]
@@ -81,12 +81,6 @@ export function loadCluster(dir: string): Cluster | undefined {
 /** Independent keys for each use of the cluster secret, so no two layers share key material. */
 export function deriveKey(c: Cluster, purpose: string, length = 32): Uint8Array {
   return new Uint8Array(hkdfSync('sha256', c.key, Buffer.from(c.id, 'hex'), `mesh ${purpose}`, length))
-}
-
-/** The swarm key file format @libp2p/pnet expects. */
-export function pnetSwarmKey(c: Cluster): Uint8Array {
-  const hex = Buffer.from(deriveKey(c, 'pnet')).toString('hex')
-  return new TextEncoder().encode(`/key/swarm/psk/1.0.0/\n/base16/\n${hex}`)
 }
 
 export function hmac(key: Uint8Array, ...parts: Uint8Array[]): Uint8Array<ArrayBuffer> {

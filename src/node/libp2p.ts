@@ -10,7 +10,6 @@ import type { AddressManager } from '@libp2p/interface-internal'
 import { type KadDHT, kadDHT, passthroughMapper, type SingleKadDHT } from '@libp2p/kad-dht'
 import { peerIdFromPrivateKey } from '@libp2p/peer-id'
 import { ping } from '@libp2p/ping'
-import { preSharedKey } from '@libp2p/pnet'
 import { tcp } from '@libp2p/tcp'
 import { webRTC, webRTCDirect } from '@libp2p/webrtc'
 import { LevelDatastore } from 'datastore-level'
@@ -18,7 +17,7 @@ import { createLibp2p } from 'libp2p'
 import type { Config } from '../agent/config.js'
 import type { ComponentReporter } from '../reporter/reporter.js'
 import { type AdmissionInit, admission } from './admission.js'
-import { type Cluster, deriveKey, pnetSwarmKey, protocolPrefix } from './cluster.js'
+import { type Cluster, deriveKey, protocolPrefix } from './cluster.js'
 import { dialable } from './dialable.js'
 import { quietPeerStore } from './quiet-peer-store.js'
 import { relayPolicy } from './relays.js'
@@ -50,8 +49,9 @@ export function routingTableSize(dht: KadDHT | undefined): number {
 export type MeshLibp2p = Awaited<ReturnType<typeof createMeshNode>>
 
 /**
- * The libp2p node: TCP, circuit relay v2 and WebRTC transports behind pnet, Noise
- * (with a cluster-bound prologue) and member admission on every connection; identify,
+ * The libp2p node: TCP, circuit relay v2 and WebRTC transports; Noise with a cluster-bound
+ * prologue (a peer without the cluster key fails the handshake on TCP and relayed connections)
+ * and member admission on every connection, on every transport (see admission.ts); identify,
  * ping, kad-dht and AutoNAT on cluster-private protocol ids; gossipsub; a relay server
  * without the public-network limits (it serves admitted members only).
  */
@@ -105,7 +105,6 @@ export async function createMeshNode(opts: NodeOptions) {
     ],
     connectionEncrypters: [noise({ prologueBytes: deriveKey(cluster, 'noise prologue') })],
     streamMuxers: [yamux()],
-    connectionProtector: preSharedKey({ psk: pnetSwarmKey(cluster) }),
     connectionGater: {
       // never dial a revoked member; one that dials us is refused by admission, which
       // tells it why (so its operator sees 'revoked', not a mysterious dial failure).

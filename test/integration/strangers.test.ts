@@ -11,11 +11,14 @@ import { identify } from '@libp2p/identify'
 import type { Libp2p } from '@libp2p/interface'
 import { ping } from '@libp2p/ping'
 import { tcp } from '@libp2p/tcp'
+import { pbStream } from '@libp2p/utils'
 import { webRTC, webRTCDirect } from '@libp2p/webrtc'
 import { multiaddr } from '@multiformats/multiaddr'
+import { LevelDatastore } from 'datastore-level'
 import { createLibp2p } from 'libp2p'
+import { AuthMessage } from '../../protocols/auth.js'
 import { ConfigSchema } from '../../src/agent/config.js'
-import { newCluster } from '../../src/node/cluster.js'
+import { type Cluster, newCluster } from '../../src/node/cluster.js'
 import { createMeshNode } from '../../src/node/libp2p.js'
 import { Reporter } from '../../src/reporter/reporter.js'
 import { type AgentProcess, Fixture, mesh, meshJson, waitFor } from './cluster-harness.js'
@@ -42,6 +45,7 @@ describe('admission: strangers get no stream on any transport', function () {
   let a: AgentProcess
   let b: AgentProcess
   let prefix: string
+  let clusterId: string
   let aAddrs: string[]
   let bId: string
   const strangers: Libp2p<any>[] = []
@@ -49,9 +53,9 @@ describe('admission: strangers get no stream on any transport', function () {
   before(async () => {
     const dirA = fx.tempDir()
     assert.equal((await mesh(['--data-dir', dirA, 'init', '--cluster', 'lab'])).code, 0)
-    const id = JSON.parse(readFileSync(join(dirA, 'cluster.json'), 'utf8')).id as string
-    prefix = `/mesh/${id.slice(0, 16)}`
-    // A also listens on WebRTC-direct (UDP), which pnet does not cover
+    clusterId = JSON.parse(readFileSync(join(dirA, 'cluster.json'), 'utf8')).id as string
+    prefix = `/mesh/${clusterId.slice(0, 16)}`
+    // A also listens on WebRTC-direct (UDP), where no cluster-keyed Noise runs: admission is the gate
     a = fx.agent(dirA).start(['--listen', '/ip4/127.0.0.1/udp/0/webrtc-direct'])
     aAddrs = (await a.ready()).listen
     b = fx.agent(fx.tempDir()).start(['--join', (await meshJson(dirA, ['invite'])).token])
@@ -74,46 +78,55 @@ describe('admission: strangers get no stream on any transport', function () {
     assert.equal(s.getConnections().length, 0)
   })
 
-  it('TCP, a member of another cluster: refused', async () => {
+  /** A full member of its own cluster (it accepts everyone of that cluster), started. */
+  async function otherMember(cluster: Cluster): Promise<Libp2p<any>> {
     const reporter = new Reporter({ level: 'silent' })
     const other = await createMeshNode({
       config: ConfigSchema.parse({ listen: [], relay: { server: false, reservations: 0 } }),
-      cluster: newCluster('other'),
+      cluster,
       privateKey: await generateKeyPair('Ed25519'),
       datastorePath: join(fx.tempDir(), 'ds'),
       reporter: reporter.forComponent('other'),
-      // a full member of its own cluster: it accepts everyone of that cluster
       trust: { ours: () => new Uint8Array(), standing: () => ({ kind: 'member' }), isRevoked: () => false },
     })
     await other.start()
     strangers.push(other)
-    await assert.rejects(other.dial(multiaddr(tcpAddr()), { signal: AbortSignal.timeout(10_000) }))
+    return other
+  }
+
+  it('TCP, a member of another cluster, or of this cluster id with a wrong key: Noise fails', async () => {
+    for (const cluster of [newCluster('other'), { ...newCluster('lab'), id: clusterId }]) {
+      const other = await otherMember(cluster)
+      await assert.rejects(other.dial(multiaddr(tcpAddr()), { signal: AbortSignal.timeout(10_000) }))
+      assert.equal(other.getConnections().length, 0)
+    }
   })
 
-  it('WebRTC-direct (no pnet): the connection opens but no stream is served either way, and it is closed', async () => {
+  const webrtcDirectAddr = () => {
+    const wd = aAddrs.find((x) => x.includes('/webrtc-direct/'))
+    assert.ok(wd, `A listens on webrtc-direct: ${aAddrs.join(' ')}`)
+    return multiaddr(wd)
+  }
+
+  it('WebRTC-direct, no key: the connection opens but no protocol is even negotiated, and it is closed', async () => {
     const s = await plainStranger()
     strangers.push(s)
     s.services.pubsub.subscribe('anything')
-    const wd = aAddrs.find((x) => x.includes('/webrtc-direct/'))
-    assert.ok(wd, `A listens on webrtc-direct: ${aAddrs.join(' ')}`)
-    const conn = await s.dial(multiaddr(wd), { signal: AbortSignal.timeout(10_000) })
-    // every protocol A speaks is refused: ping, identify, the DHT, gossip
+    const conn = await s.dial(webrtcDirectAddr(), { signal: AbortSignal.timeout(10_000) })
+    // every protocol A speaks: multistream-select itself must fail (A answers 'na' or resets
+    // the stream), so the stranger never gets as far as a negotiated stream
     for (const proto of [
       `${prefix}/ping/1.0.0`,
       `${prefix}/id/1.0.0`,
       `${prefix}/kad/1.0.0`,
+      `${prefix}/blocks/1.0.0`,
       '/meshsub/1.1.0',
       '/meshsub/1.2.0',
     ]) {
+      if (conn.status !== 'open') break
       await assert.rejects(
-        conn.newStream(proto, { signal: AbortSignal.timeout(8_000) }).then(async (st) => {
-          // a refused stream may negotiate and then be aborted: a read must fail or end empty
-          const it = st[Symbol.asyncIterator]()
-          const first = await it.next()
-          if (first.done === true) throw new Error('closed without data')
-          return st
-        }),
-        `stream on ${proto} must be refused`,
+        conn.newStream(proto, { signal: AbortSignal.timeout(8_000) }),
+        `multistream-select for ${proto} must fail`,
       )
     }
     await waitFor(
@@ -128,6 +141,46 @@ describe('admission: strangers get no stream on any transport', function () {
     assert.match(metrics, /mesh_node_auth_total\{result="timeout"\} [1-9]/)
   })
 
+  it('WebRTC-direct, wrong key: A proves first but shows no certificate, refuses the wrong proof', async () => {
+    const s = await plainStranger()
+    strangers.push(s)
+    const conn = await s.dial(webrtcDirectAddr(), { signal: AbortSignal.timeout(10_000) })
+    const signal = AbortSignal.timeout(10_000)
+    // the handshake's own protocol is the one thing a stranger may negotiate
+    const stream = await conn.newStream(`${prefix}/auth/2.0.0`, { signal })
+    const pb = pbStream(stream, { maxDataLength: 4096 }).pb(AuthMessage)
+    const empty = new Uint8Array()
+    const m = (x: Partial<AuthMessage>): AuthMessage => ({
+      nonce: empty,
+      proof: empty,
+      error: '',
+      certificate: empty,
+      revocation: empty,
+      ...x,
+    })
+    await pb.write(m({ nonce: new Uint8Array(32).fill(7) }), { signal })
+    const second = await pb.read({ signal })
+    assert.equal(second.nonce.length, 32)
+    assert.equal(second.proof.length, 32, 'A proves the key first')
+    assert.equal(second.certificate.length, 0, 'A shows no certificate before the dialer proved the key')
+    // a proof made with a wrong key, and a certificate the stranger made up
+    await pb.write(m({ proof: new Uint8Array(32).fill(1), certificate: new Uint8Array(40).fill(2) }), {
+      signal,
+    })
+    const verdict = await pb.read({ signal })
+    assert.equal(verdict.error, 'wrong cluster key')
+    assert.equal(verdict.certificate.length, 0, 'A never shows its certificate to a wrong key')
+    await waitFor('A to close the connection', async () => s.getConnections().length === 0, 15_000)
+    assert.match(await fetchMetrics(a), /mesh_node_auth_total\{result="bad_proof"\} [1-9]/)
+  })
+
+  it('WebRTC-direct, a member of this cluster id with a wrong key: refused and closed', async () => {
+    const other = await otherMember({ ...newCluster('lab'), id: clusterId })
+    await other.dial(webrtcDirectAddr(), { signal: AbortSignal.timeout(10_000) }).catch(() => {})
+    await waitFor('the connection to close', async () => other.getConnections().length === 0, 15_000)
+    assert.match(await fetchMetrics(a), /mesh_node_auth_total\{result="refused_by_peer"\} [1-9]/)
+  })
+
   it('relayed and WebRTC through a member relay: refused (the relay will not serve a stranger)', async () => {
     const s = await plainStranger()
     strangers.push(s)
@@ -139,6 +192,26 @@ describe('admission: strangers get no stream on any transport', function () {
       await assert.rejects(s.dial(multiaddr(target), { signal: AbortSignal.timeout(10_000) }), target)
     }
     assert.equal(s.getConnections().length, 0)
+  })
+
+  // last: it stops A to read its peer store (LevelDB, one process at a time)
+  it('leaves no record of any stranger in the peer store (a member has one)', async () => {
+    await a.kill('SIGTERM')
+    const ds = new LevelDatastore(join(a.dataDir, 'datastore'))
+    await ds.open()
+    const keys: string[] = []
+    try {
+      for await (const k of ds.queryKeys({ prefix: '/peers/' })) keys.push(k.toString())
+    } finally {
+      await ds.close()
+    }
+    const { peerIdFromString } = await import('@libp2p/peer-id')
+    const recordOf = (id: string) => `/peers/${peerIdFromString(id).toCID().toString()}`
+    assert.ok(keys.includes(recordOf(bId)), `the member B has a record: ${keys.join(' ')}`)
+    assert.ok(strangers.length >= 6)
+    for (const s of strangers) {
+      assert.ok(!keys.includes(recordOf(s.peerId.toString())), `no record of stranger ${s.peerId}`)
+    }
   })
 })
 
