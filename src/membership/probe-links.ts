@@ -14,6 +14,8 @@ export const MAX_PROBE = 512
 export const LINK_IDLE_MS = 60_000
 /** an inbound link that carries nothing this long is closed: every read has a deadline */
 export const INBOUND_IDLE_MS = 2 * LINK_IDLE_MS
+/** replies queued on an inbound link before the prober is deemed not to read them */
+const MAX_UNSENT_REPLIES = 64
 
 interface Link {
   stream: Stream
@@ -39,7 +41,11 @@ export class ProbeLinks {
 
   /** Send one probe and wait for its reply (undefined on timeout or a broken link). */
   async ask(peer: string, probe: Probe, timeoutMs: number): Promise<ProbeReply | undefined> {
-    const signal = AbortSignal.timeout(timeoutMs)
+    // a cleared timer, not AbortSignal.timeout: that one fires (and builds an exception) after
+    // every probe, answered or not, and probes are the most frequent thing an idle agent does
+    const ac = new AbortController()
+    const timer = setTimeout(() => ac.abort(), timeoutMs)
+    const signal = ac.signal
     try {
       const link = await this.link(peer, signal)
       if (!link.persistent) return await this.askOnce(link, probe, signal)
@@ -59,6 +65,8 @@ export class ProbeLinks {
       const link = this.links.get(peer)
       if (link !== undefined) this.drop(peer, link)
       return undefined
+    } finally {
+      clearTimeout(timer)
     }
   }
 
@@ -141,24 +149,39 @@ export async function serveProbeLink(
   idleMs = INBOUND_IDLE_MS,
 ): Promise<void> {
   const pb = pbStream(stream, { maxDataLength: MAX_PROBE })
+  // one idle timer, re-armed by every probe (a timeout signal per read left one live timer and
+  // one exception per probe behind it); when it fires, closing the stream ends the pending read
+  const idle = setTimeout(() => stream.abort(new Error('probe link idle')), idleMs)
+  idle.unref()
   let writes = Promise.resolve()
-  for (;;) {
-    let req: Probe
-    try {
-      req = await pb.read(Probe, { signal: AbortSignal.timeout(idleMs) })
-    } catch {
-      // idle, ended or malformed: this link is done (the prober opens a new one when it needs it)
-      await stream
-        .close({ signal: AbortSignal.timeout(1_000) })
-        .catch(() => stream.abort(new Error('probe link idle')))
-      return
+  let unsent = 0
+  try {
+    for (;;) {
+      let req: Probe
+      try {
+        req = await pb.read(Probe)
+      } catch {
+        // idle, ended or malformed: this link is done (the prober opens a new one when it needs it)
+        await stream
+          .close({ signal: AbortSignal.timeout(1_000) })
+          .catch(() => stream.abort(new Error('probe link closed')))
+        return
+      }
+      idle.refresh()
+      count('in', Probe.encode(req).length)
+      void answer(req).then((ack) => {
+        // a prober that sends but never reads its replies is cut off, not buffered for
+        if (++unsent > MAX_UNSENT_REPLIES) return stream.abort(new Error('probe replies not read'))
+        writes = writes
+          .then(() => pb.write({ seq: req.seq, ack }, ProbeReply))
+          .then(() => {
+            unsent--
+            count('out', ProbeReply.encode({ seq: req.seq, ack }).length)
+          })
+          .catch(() => stream.abort(new Error('probe reply failed')))
+      })
     }
-    count('in', Probe.encode(req).length)
-    void answer(req).then((ack) => {
-      writes = writes
-        .then(() => pb.write({ seq: req.seq, ack }, ProbeReply, { signal: AbortSignal.timeout(idleMs) }))
-        .then(() => count('out', ProbeReply.encode({ seq: req.seq, ack }).length))
-        .catch(() => stream.abort(new Error('probe reply failed')))
-    })
+  } finally {
+    clearTimeout(idle)
   }
 }

@@ -18,9 +18,11 @@ import type { Config } from '../agent/config.js'
 import type { ComponentReporter } from '../reporter/reporter.js'
 import { type AdmissionInit, admission } from './admission.js'
 import { type Cluster, deriveKey, protocolPrefix } from './cluster.js'
+import { coalescedWrites } from './coalesced-writes.js'
 import { dialable } from './dialable.js'
 import { quietPeerStore } from './quiet-peer-store.js'
 import { relayPolicy } from './relays.js'
+import { deferYamuxWindowUpdates } from './yamux-window.js'
 
 export interface NodeOptions {
   config: Config
@@ -82,6 +84,7 @@ export async function createMeshNode(opts: NodeOptions) {
   for (let i = 0; i < config.relay.reservations; i++) listen.push('/p2p-circuit')
   if (config.webrtc.enabled) listen.push('/webrtc')
 
+  deferYamuxWindowUpdates()
   const node = await createLibp2p({
     start: false, // the node component starts it, after wiring its event listeners
     privateKey: opts.privateKey,
@@ -103,7 +106,7 @@ export async function createMeshNode(opts: NodeOptions) {
           ]
         : []),
     ],
-    connectionEncrypters: [noise({ prologueBytes: deriveKey(cluster, 'noise prologue') })],
+    connectionEncrypters: [coalescedWrites(noise({ prologueBytes: deriveKey(cluster, 'noise prologue') }))],
     streamMuxers: [yamux()],
     connectionGater: {
       // never dial a revoked member; one that dials us is refused by admission, which
@@ -116,6 +119,11 @@ export async function createMeshNode(opts: NodeOptions) {
       denyOutboundRelayedConnection: (s, d) => gater?.denyOutboundRelayedConnection?.(s, d) ?? true,
       denyInboundRelayedConnection: (r, p) => gater?.denyInboundRelayedConnection?.(r, p) ?? true,
     },
+    // libp2p checks each connection with a ping on a new stream (stream negotiation, and on
+    // WebRTC a new data channel); every 10 s that was a tenth of an idle agent's CPU while the
+    // membership probes already cross every member connection each second (issue 20). A dead
+    // connection is still found: probes fail first, and this check still closes it.
+    connectionMonitor: { pingInterval: 30_000 },
     connectionManager: {
       dialTimeout: config.dialTimeoutMs,
       addressDialTimeout: Math.min(1500, config.dialTimeoutMs),
