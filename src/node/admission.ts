@@ -13,6 +13,7 @@ import { AuthMessage } from '../../protocols/auth.js'
 import type { ComponentReporter } from '../reporter/reporter.js'
 import { dialerHandshake, type HandshakeContext, listenerHandshake, REFUSED } from './auth-handshake.js'
 import { type Cluster, deriveKey, protocolPrefix } from './cluster.js'
+import { INBOUND_LIMITS, JoinRate } from './inbound-limits.js'
 import { AdmissionRefusedError, guard, openAuthStream } from './stream-guard.js'
 import type { Standing } from './trust.js'
 
@@ -56,6 +57,7 @@ export class Admission implements Startable {
   readonly joinProtocols = new Set<string>()
   private readonly metrics
   private started = false
+  private readonly joinRate = new JoinRate()
   private guardBroken = false
 
   constructor(
@@ -69,6 +71,10 @@ export class Admission implements Startable {
       refusedStreams: init.reporter.counter('refused_streams_total', 'streams refused to unadmitted peers', [
         'protocol',
       ]),
+      joinDeadline: init.reporter.counter(
+        'join_deadline_closed_total',
+        'joiner connections closed because they did not redeem in time',
+      ),
     }
     this.onOpen = this.onOpen.bind(this)
     this.onClose = this.onClose.bind(this)
@@ -201,6 +207,14 @@ export class Admission implements Startable {
     if (standing.kind === 'member') {
       const key = connection.remotePeer.toString()
       this.admittedPeers.set(key, (this.admittedPeers.get(key) ?? 0) + 1)
+    } else if (standing.kind === 'joiner') {
+      // a joiner connection exists to redeem one invite: it does not get to stay
+      const timer = setTimeout(() => {
+        if (connection.status !== 'open') return
+        this.metrics.joinDeadline.inc()
+        connection.abort(new AdmissionRefusedError('the join was not completed in time'))
+      }, INBOUND_LIMITS.joinDeadlineMs)
+      timer.unref()
     } else if (standing.kind === 'refused' && connection.status === 'open') {
       // a refused connection may be one that never carried a byte (a WebRTC connection whose
       // ICE did not complete): a graceful close would wait on it, so abort after a moment
@@ -221,7 +235,14 @@ export class Admission implements Startable {
       me: this.components.peerId,
       them: connection.remotePeer,
       ours: () => this.init.trust.ours(),
-      standing: (peer, cert) => this.init.trust.standing(peer, cert),
+      standing: (peer, cert) => {
+        const st = this.init.trust.standing(peer, cert)
+        // anyone who ever saw a token holds the key: joiner connections are rate-limited per address
+        if (st.kind === 'joiner' && !this.joinRate.take(connection.remoteAddr)) {
+          return REFUSED('too many joins from this address: wait a minute and try again')
+        }
+        return st
+      },
       learn: this.init.trust.learn?.bind(this.init.trust),
       signal,
     }

@@ -4,12 +4,15 @@ import { pbStream } from '@libp2p/utils'
 import { multiaddr } from '@multiformats/multiaddr'
 import { JoinReply, JoinRequest } from '../../protocols/trust.js'
 import type { ComponentReporter } from '../reporter/reporter.js'
+import { Backoff } from './backoff.js'
 import { type Cluster, protocolPrefix, saveCluster } from './cluster.js'
 import { InviteError, type InviteStore } from './invites.js'
 import type { MeshLibp2p } from './libp2p.js'
 import type { TrustStore } from './trust.js'
 
 const MAX = 256 << 10
+/** how long `mesh agent --join` keeps trying the token's addresses (busy or restarting inviter) */
+const JOIN_RETRY_FOR_MS = 60_000
 
 export class JoinRefusedError extends Error {
   override name = 'JoinRefusedError'
@@ -72,40 +75,65 @@ export class Joiner {
   /**
    * Redeem our invite with the seeds (the inviter's addresses). Resolves once we hold a
    * certificate; throws JoinRefusedError when an inviter says no (used, expired, unknown).
+   * An unreachable or busy inviter is not a refusal: every address is tried again, with
+   * back-off, until `retryForMs` has passed.
    */
-  async redeem(inviteHex: string, seeds: string[], name: string, timeoutMs: number): Promise<void> {
-    const { node, trust, cluster } = this.deps
-    const self = peerIdFromPrivateKey(this.deps.key).toString()
+  async redeem(
+    inviteHex: string,
+    seeds: string[],
+    name: string,
+    timeoutMs: number,
+    retryForMs = JOIN_RETRY_FOR_MS,
+  ): Promise<void> {
+    const started = Date.now()
+    const backoff = new Backoff({ minMs: 500, maxMs: 8_000 })
     let lastErr: Error | undefined
-    for (const seed of seeds) {
-      const signal = AbortSignal.timeout(timeoutMs)
-      try {
-        const conn = await node.dial(multiaddr(seed), { signal })
-        const stream = await conn.newStream(joinProtocol(cluster), { signal, runOnLimitedConnection: true })
-        const pb = pbStream(stream, { maxDataLength: MAX })
-        await pb.write({ inviteId: Buffer.from(inviteHex, 'hex'), name }, JoinRequest, { signal })
-        const reply = await pb.read(JoinReply, { signal })
-        await stream.close({ signal }).catch(() => {})
-        if (reply.error !== '')
-          throw new JoinRefusedError(`the cluster refused this join token: ${reply.error}`)
-        if (reply.certificate === undefined)
-          throw new JoinRefusedError('the inviter answered without a certificate')
-        for (const s of reply.statements) trust.add(s)
-        trust.setCertificate(reply.certificate, self)
-        saveCluster(this.deps.dataDir, { ...cluster, invite: undefined })
-        // reconnect as a member: the joining connection served only the invite
-        await Promise.allSettled(node.getConnections(conn.remotePeer).map((c) => c.close()))
-        return
-      } catch (err) {
-        if (err instanceof JoinRefusedError || err instanceof InviteError) throw err
-        lastErr = err as Error
-        this.deps.reporter.log.warn({ seed, err: (err as Error).message }, 'could not reach the inviter')
+    let rounds = 0
+    for (;;) {
+      rounds++
+      for (const seed of seeds) {
+        try {
+          await this.redeemWith(seed, inviteHex, name, timeoutMs)
+          return
+        } catch (err) {
+          if (err instanceof JoinRefusedError || err instanceof InviteError) throw err
+          lastErr = err as Error
+          this.deps.reporter.log.warn(
+            { seed, round: rounds, err: lastErr.message },
+            'could not reach the inviter',
+          )
+        }
       }
+      backoff.failed()
+      const wait = backoff.due()
+      if (seeds.length === 0 || Date.now() - started + wait >= retryForMs) break
+      await new Promise((r) => setTimeout(r, wait))
     }
     throw new Error(
-      `could not reach any member named in the join token (${lastErr?.message ?? 'no address'}); ` +
+      `could not reach any member named in the join token (${seeds.length} addresses, ${rounds} tries each ` +
+        `over ${Math.round((Date.now() - started) / 1000)} s; last error: ${lastErr?.message ?? 'no address'}); ` +
         'check the network between the machines and that the inviting agent runs',
     )
+  }
+
+  private async redeemWith(seed: string, inviteHex: string, name: string, timeoutMs: number): Promise<void> {
+    const { node, trust, cluster } = this.deps
+    const self = peerIdFromPrivateKey(this.deps.key).toString()
+    const signal = AbortSignal.timeout(timeoutMs)
+    const conn = await node.dial(multiaddr(seed), { signal })
+    const stream = await conn.newStream(joinProtocol(cluster), { signal, runOnLimitedConnection: true })
+    const pb = pbStream(stream, { maxDataLength: MAX })
+    await pb.write({ inviteId: Buffer.from(inviteHex, 'hex'), name }, JoinRequest, { signal })
+    const reply = await pb.read(JoinReply, { signal })
+    await stream.close({ signal }).catch(() => {})
+    if (reply.error !== '') throw new JoinRefusedError(`the cluster refused this join token: ${reply.error}`)
+    if (reply.certificate === undefined)
+      throw new JoinRefusedError('the inviter answered without a certificate')
+    for (const s of reply.statements) trust.add(s)
+    trust.setCertificate(reply.certificate, self)
+    saveCluster(this.deps.dataDir, { ...cluster, invite: undefined })
+    // reconnect as a member: the joining connection served only the invite
+    await Promise.allSettled(node.getConnections(conn.remotePeer).map((c) => c.close()))
   }
 }
 

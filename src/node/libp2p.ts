@@ -20,6 +20,7 @@ import { type AdmissionInit, admission } from './admission.js'
 import { type Cluster, deriveKey, protocolPrefix } from './cluster.js'
 import { coalescedWrites } from './coalesced-writes.js'
 import { dialable } from './dialable.js'
+import { INBOUND_LIMITS, PendingInbound } from './inbound-limits.js'
 import { quietPeerStore } from './quiet-peer-store.js'
 import { relayPolicy } from './relays.js'
 import { deferYamuxWindowUpdates } from './yamux-window.js'
@@ -70,6 +71,7 @@ export async function createMeshNode(opts: NodeOptions) {
     reporter: opts.reporter,
     trust: opts.trust,
   })
+  const pending = new PendingInbound(INBOUND_LIMITS.maxPendingPerHost)
   // The gater needs the admission service, which exists only once libp2p builds it.
   let gater: ReturnType<ReturnType<typeof admit>['gater']> | undefined
 
@@ -109,6 +111,8 @@ export async function createMeshNode(opts: NodeOptions) {
     connectionEncrypters: [coalescedWrites(noise({ prologueBytes: deriveKey(cluster, 'noise prologue') }))],
     streamMuxers: [yamux()],
     connectionGater: {
+      // one address cannot hold every pending slot (see inbound-limits.ts)
+      denyInboundConnection: (maConn) => pending.deny(maConn),
       // never dial a revoked member; one that dials us is refused by admission, which
       // tells it why (so its operator sees 'revoked', not a mysterious dial failure).
       // Once we are revoked ourselves, dial nobody: every member would refuse us anyway.
@@ -125,6 +129,10 @@ export async function createMeshNode(opts: NodeOptions) {
     // connection is still found: probes fail first, and this check still closes it.
     connectionMonitor: { pingInterval: 30_000 },
     connectionManager: {
+      // deliberate limits for peers that have not finished their upgrade (inbound-limits.ts)
+      inboundUpgradeTimeout: INBOUND_LIMITS.upgradeTimeoutMs,
+      maxIncomingPendingConnections: INBOUND_LIMITS.maxPending,
+      inboundConnectionThreshold: INBOUND_LIMITS.newPerHostPerSecond,
       dialTimeout: config.dialTimeoutMs,
       addressDialTimeout: Math.min(1500, config.dialTimeoutMs),
       // libp2p redials a lost keep-alive peer (a relay) by itself: 3 tries at 2 s, 6 s, 18 s, then
@@ -186,6 +194,7 @@ export async function createMeshNode(opts: NodeOptions) {
     },
   })
   gater = node.services.admission.gater()
+  node.addEventListener('connection:open', (evt) => pending.upgraded(evt.detail))
   guardObservedAddrs(node.services.addresses)
   return node
 }

@@ -46,6 +46,15 @@ export class AdmissionRefusedError extends Error {
   override name = 'AdmissionRefusedError'
 }
 
+/**
+ * A protocol a joiner may not use. Named like multistream-select's own error on purpose: libp2p's
+ * connection monitor aborts a connection whose heartbeat ping fails with any other error, which
+ * would cut a joiner off in the middle of redeeming its invite.
+ */
+export class NotForJoinersError extends Error {
+  override name = 'UnsupportedProtocolError'
+}
+
 /** Install the guard on a new connection; false when libp2p's internals are not as expected. */
 export function guard(connection: Connection, hooks: GuardHooks): boolean {
   const internals = connection as unknown as ConnectionInternals
@@ -115,6 +124,7 @@ export function guard(connection: Connection, hooks: GuardHooks): boolean {
       (standing.kind === 'joiner' && list.every((p) => hooks.joinProtocols.has(p)))
     if (!allowed) {
       hooks.refused(connection, list[0] ?? 'unknown')
+      if (standing.kind === 'joiner') throw new NotForJoinersError(`a joiner may not use ${list.join(', ')}`)
       throw new AdmissionRefusedError(
         `peer ${connection.remotePeer} is not an admitted cluster member (${standing.kind === 'refused' ? standing.why : 'joining'})`,
       )

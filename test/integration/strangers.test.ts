@@ -1,6 +1,7 @@
 import '../../src/shim.js'
 import assert from 'node:assert/strict'
 import { readFileSync } from 'node:fs'
+import { connect, type Socket } from 'node:net'
 import { join } from 'node:path'
 import { noise } from '@chainsafe/libp2p-noise'
 import { yamux } from '@chainsafe/libp2p-yamux'
@@ -18,7 +19,7 @@ import { LevelDatastore } from 'datastore-level'
 import { createLibp2p } from 'libp2p'
 import { AuthMessage } from '../../protocols/auth.js'
 import { ConfigSchema } from '../../src/agent/config.js'
-import { type Cluster, newCluster } from '../../src/node/cluster.js'
+import { type Cluster, loadCluster, newCluster } from '../../src/node/cluster.js'
 import { createMeshNode } from '../../src/node/libp2p.js'
 import { Reporter } from '../../src/reporter/reporter.js'
 import { type AgentProcess, Fixture, mesh, meshJson, waitFor } from './cluster-harness.js'
@@ -192,6 +193,54 @@ describe('admission: strangers get no stream on any transport', function () {
       await assert.rejects(s.dial(multiaddr(target), { signal: AbortSignal.timeout(10_000) }), target)
     }
     assert.equal(s.getConnections().length, 0)
+  })
+
+  it('a keyless stranger holding idle TCP sockets from one address does not stop a join', async () => {
+    // the stranger is 127.0.0.2 (loopback, its own address); it keeps 16 silent sockets open to
+    // A for as long as the join takes, reopening each one A closes (bounded in count and time)
+    const [, , hostname, , port] = tcpAddr().split('/') // /ip4/HOST/tcp/PORT/p2p/ID
+    const sockets = new Set<Socket>()
+    let opened = 0
+    let stop = false
+    const keep = () => {
+      if (stop || opened >= 2_000) return
+      opened++
+      const sock = connect({ host: hostname, port: Number(port), localAddress: '127.0.0.2' })
+      sock.on('error', () => {})
+      sock.on('close', () => {
+        sockets.delete(sock)
+        setTimeout(keep, 50).unref()
+      })
+      sockets.add(sock)
+    }
+    for (let i = 0; i < 16; i++) keep()
+    await new Promise((r) => setTimeout(r, 3_000)) // they are all pending at A now
+    try {
+      const c = fx.agent(fx.tempDir()).start(['--join', (await meshJson(a.dataDir, ['invite'])).token])
+      const cId = (await c.ready(60_000)).peerId
+      await waitFor('C admitted by A', async () =>
+        (await meshJson(a.dataDir, ['peers'])).some((x: any) => x.peerId === cId && x.admitted),
+      )
+      // its first try got through: the stranger's sockets did not take A's pending slots (before
+      // the limits, C only got in by retrying after A's upgrade timeout dropped them)
+      assert.doesNotMatch(c.stderr, /could not reach the inviter/)
+      await c.kill('SIGTERM')
+    } finally {
+      stop = true
+      for (const sock of sockets) sock.destroy()
+    }
+    assert.ok(opened >= 16)
+  })
+
+  it('a peer that holds the key but no certificate (a token-holder) and does not redeem is closed', async () => {
+    const cluster = loadCluster(a.dataDir)
+    assert.ok(cluster)
+    // it thinks itself a member, shows no certificate: A sees a joiner
+    const holder = await otherMember({ ...cluster, seeds: [], invite: undefined })
+    const conn = await holder.dial(multiaddr(tcpAddr()), { signal: AbortSignal.timeout(10_000) })
+    await waitFor('A to close the joiner connection', async () => conn.status !== 'open', 30_000)
+    // closed by A's redeem deadline, not by anything else
+    assert.match(await fetchMetrics(a), /mesh_node_join_deadline_closed_total [1-9]/)
   })
 
   // last: it stops A to read its peer store (LevelDB, one process at a time)
