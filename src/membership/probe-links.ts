@@ -76,6 +76,22 @@ export class ProbeLinks {
       if (link.waiting.size === 0 && now - link.lastUsed > LINK_IDLE_MS) this.drop(peer, link)
   }
 
+  /**
+   * Close the links that ride a worse connection than the peer now has (a relayed one, opened
+   * before WebRTC or a direct path came up): a link lasts as long as it is used, so without this
+   * every probe kept crossing the relay, costing the relay member and both ends twice. The next
+   * probe opens a new link, on the connection libp2p prefers. Returns how many were closed.
+   */
+  rehome(worse: (peer: string, stream: Stream) => boolean): number {
+    let n = 0
+    for (const [peer, link] of this.links)
+      if (link.waiting.size === 0 && worse(peer, link.stream)) {
+        this.drop(peer, link)
+        n++
+      }
+    return n
+  }
+
   closeAll(): void {
     for (const [peer, link] of this.links) this.drop(peer, link)
   }

@@ -4,7 +4,7 @@ import type { Message } from '@libp2p/gossipsub'
 import type { Connection, PeerId, Stream } from '@libp2p/interface'
 import { peerIdFromString } from '@libp2p/peer-id'
 import { lpStream, pbStream } from '@libp2p/utils'
-import { Circuit } from '@multiformats/multiaddr-matcher'
+import { Circuit, WebRTC } from '@multiformats/multiaddr-matcher'
 import { MemberSet, Probe, ProbeReply, SyncDigest, SyncReply } from '../../protocols/membership.js'
 import { Statement } from '../../protocols/trust.js'
 import type { Component } from '../agent/component.js'
@@ -40,6 +40,8 @@ const MAX_GOSSIP = 256 << 10
 const MAX_SLEEP_MS = 1_000
 const MIN_SLEEP_MS = 10
 const CONNECT_EVERY_MS = 5_000
+/** how often probe links on a relay look for a better connection to move to */
+const REHOME_EVERY_MS = 10_000
 const CONNECT_BATCH = 8
 const SYNC_ON_CONNECT_MIN_GAP_MS = 5_000
 const CONNECT_RETRY_MS = 2_000
@@ -608,7 +610,26 @@ export class MembershipComponent implements Component {
     if (this.left) return
     const now = Date.now()
     this.links.sweep(now)
+    if (now - this.lastRehome >= REHOME_EVERY_MS) {
+      this.lastRehome = now
+      this.links.rehome((peer, stream) => this.onWorsePath(peer, stream))
+    }
     this.run(this.swim.tick(now))
+  }
+
+  private lastRehome = 0
+
+  /** true when `stream` runs over a relay while the peer also has an admitted unrelayed connection */
+  private onWorsePath(peer: string, stream: Stream): boolean {
+    const conns = this.libp2p.getConnections(peerIdFromString(peer)).filter((c) => c.status === 'open')
+    const mine = conns.find((c) => c.streams.includes(stream))
+    if (mine === undefined || !Circuit.matches(mine.remoteAddr) || WebRTC.matches(mine.remoteAddr))
+      return false
+    return conns.some(
+      (c) =>
+        (!Circuit.matches(c.remoteAddr) || WebRTC.matches(c.remoteAddr)) &&
+        this.libp2p.services.admission.connectionAdmitted(c),
+    )
   }
 
   /** (Re)arm the one timer that drives the SWIM core; called after every input to it. */
