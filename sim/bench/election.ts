@@ -11,7 +11,7 @@
 import { writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { ApiClient } from '../../src/api/client.js'
-import type { MeshEvent } from '../../src/api/events.js'
+import type { MeshEvent } from '../../src/kernel/events.js'
 import {
   type AgentProcess,
   Fixture,

@@ -27,8 +27,8 @@ import { mkdtempSync, rmSync } from 'node:fs'
 import { loadavg, tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { ApiClient } from '../../src/api/client.js'
-import type { MeshEvent } from '../../src/api/events.js'
 import type { MemberView } from '../../src/api/routes-members.js'
+import type { MeshEvent } from '../../src/kernel/events.js'
 import {
   CLI,
   cpuSeconds,

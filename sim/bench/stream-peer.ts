@@ -24,9 +24,9 @@ import { tcp } from '@libp2p/tcp'
 import { multiaddr } from '@multiformats/multiaddr'
 import { createLibp2p } from 'libp2p'
 import { ConfigSchema } from '../../src/agent/config.js'
+import { Reporter } from '../../src/kernel/reporter.js'
 import type { Cluster } from '../../src/node/cluster.js'
 import { createMeshNode } from '../../src/node/libp2p.js'
-import { Reporter } from '../../src/reporter/reporter.js'
 
 export const BENCH_PROTOCOL = '/mesh-bench/stream/1.0.0'
 /** A peer never outlives this, whatever its parent does. */

@@ -1,5 +1,3 @@
-import { join } from 'node:path'
-import { EventBus } from '../api/events.js'
 import { blockRoutes } from '../api/routes-blocks.js'
 import { coreRoutes } from '../api/routes-core.js'
 import { electionRoutes } from '../api/routes-elections.js'
@@ -12,17 +10,18 @@ import { BlocksComponent } from '../blocks/component.js'
 import { ElectionsComponent } from '../election/component.js'
 import { CommandExecutor } from '../election/executor.js'
 import { PluginsExecutor } from '../election/plugins-executor.js'
+import type { Component } from '../kernel/component.js'
+import { dataPaths, ensureDataDir, lockDataDir } from '../kernel/datadir.js'
+import { EventBus } from '../kernel/events.js'
+import { MetricsServer } from '../kernel/metrics-server.js'
+import { Reporter } from '../kernel/reporter.js'
 import { MembershipComponent } from '../membership/service.js'
 import { NatComponent } from '../nat/component.js'
-import { dataPaths, ensureDataDir, lockDataDir } from '../node/datadir.js'
 import { NodeComponent } from '../node/node-component.js'
 import { makeToken } from '../node/token.js'
 import { PluginsComponent } from '../plugins/component.js'
-import { MetricsServer } from '../reporter/metrics-server.js'
-import { Reporter } from '../reporter/reporter.js'
 import { TunnelComponent } from '../tunnel/component.js'
 import { hostKeyTags, writeKnownHosts } from '../tunnel/host-keys.js'
-import type { Component } from './component.js'
 import { type Config, loadConfig } from './config.js'
 import { Daemon } from './daemon.js'
 import { prepareDataDir } from './setup.js'
@@ -88,7 +87,7 @@ export async function startAgent(opts: AgentOptions): Promise<RunningAgent> {
       },
     })
     let elections: ElectionsComponent | undefined
-    const executor = new CommandExecutor(config.elections.commands, join(opts.dataDir, 'instances'))
+    const executor = new CommandExecutor(config.elections.commands, paths.instancesDir)
     const membership = new MembershipComponent({
       node,
       computeTypes: () => executor.computeTypes(),
@@ -152,11 +151,8 @@ export async function startAgent(opts: AgentOptions): Promise<RunningAgent> {
       },
     })
     // elections run what they win through elections.commands, else through the plugins
-    const runner = new PluginsExecutor(
-      executor,
-      plugins,
-      join(opts.dataDir, 'elections-instances.json'),
-      () => node.trust.isAdmin(node.node.peerId.toString()),
+    const runner = new PluginsExecutor(executor, plugins, paths.electionInstances, () =>
+      node.trust.isAdmin(node.node.peerId.toString()),
     )
     elections = new ElectionsComponent({
       node,

@@ -4,6 +4,7 @@ import { join, resolve } from 'node:path'
 import { multiaddr } from '@multiformats/multiaddr'
 import YAML from 'yaml'
 import { z } from 'zod'
+import { dataPaths } from '../kernel/datadir.js'
 import { editDistance } from '../membership/names.js'
 import { parseCidr } from '../nat/reachability.js'
 
@@ -347,7 +348,7 @@ export interface LoadOptions {
  */
 export function loadConfig(opts: LoadOptions): Config {
   const env = opts.env ?? process.env
-  const file = opts.configFile ?? env.MESH_CONFIG ?? join(opts.dataDir, 'config.yaml')
+  const file = opts.configFile ?? env.MESH_CONFIG ?? dataPaths(opts.dataDir).config
   const merged: Record<string, unknown> = {}
   const sources = new Map<string, Source>()
 

@@ -1,5 +1,5 @@
 import type { Logger } from 'pino'
-import type { Component } from './component.js'
+import type { Component } from '../kernel/component.js'
 
 /**
  * Starts components in order and stops the started ones in reverse. A failing
@@ -35,6 +35,7 @@ export class Daemon {
       try {
         await c.start?.()
       } catch (err) {
+        c.lifecycle?.dispose()
         this.log.error({ component: c.name, err: (err as Error).message }, 'component failed to start')
         await this.stop()
         throw err
@@ -60,6 +61,7 @@ export class Daemon {
             'component failed to stop cleanly',
           )
         }
+        c.lifecycle?.dispose()
       }
       this.started.length = 0
       this.done.resolve(reason)

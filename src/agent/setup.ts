@@ -1,6 +1,6 @@
 import { peerIdFromPrivateKey } from '@libp2p/peer-id'
+import { DataDirError, ensureDataDir } from '../kernel/datadir.js'
 import { type Cluster, loadCluster, newCluster, saveCluster } from '../node/cluster.js'
-import { DataDirError, ensureDataDir } from '../node/datadir.js'
 import { loadIdentity } from '../node/identity.js'
 import { parseToken } from '../node/token.js'
 import { TrustStore } from '../node/trust.js'

@@ -4,8 +4,7 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import { MAX_BLOCK } from '../blocks/blockstore.js'
 import { parseCid } from '../blocks/cid.js'
 import type { BlocksComponent } from '../blocks/component.js'
-import { BlocksError } from '../blocks/errors.js'
-import { ApiError } from './server.js'
+import { ApiError, httpStatus } from './errors.js'
 
 const PROGRESS_EVERY_MS = 250
 
@@ -65,9 +64,8 @@ async function ndjson<T>(
     const result = await run(ac.signal, progress)
     res.end(`${JSON.stringify({ type: 'done', result })}\n`)
   } catch (err) {
-    const e = err as Error & { statusCode?: number }
-    const status = e instanceof ApiError ? e.status : (e.statusCode ?? 500)
-    res.end(`${JSON.stringify({ type: 'error', error: e.message, status })}\n`)
+    const status = httpStatus(err)
+    res.end(`${JSON.stringify({ type: 'error', error: (err as Error).message, status })}\n`)
   }
   void req
 }
@@ -203,5 +201,3 @@ export function blockRoutes(deps: { blocks: BlocksComponent }) {
     })
   }
 }
-
-export { BlocksError }

@@ -1,14 +1,14 @@
 import type { FastifyInstance } from 'fastify'
 import { z } from 'zod'
 import type { Config } from '../agent/config.js'
+import type { EventBus } from '../kernel/events.js'
 import { overlayAddress } from '../membership/overlay.js'
 import type { NatComponent } from '../nat/component.js'
 import type { Cluster } from '../node/cluster.js'
 import type { NodeComponent, RevokedError } from '../node/node-component.js'
 import { makeToken } from '../node/token.js'
 import { VERSION } from '../version.js'
-import type { EventBus } from './events.js'
-import { ApiError } from './server.js'
+import { ApiError } from './errors.js'
 
 const InviteBody = z
   .object({

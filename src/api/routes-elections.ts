@@ -1,7 +1,7 @@
 import type { FastifyInstance } from 'fastify'
 import type { ElectionsComponent } from '../election/component.js'
 import { explainRefusals } from '../election/core.js'
-import { ApiError } from './server.js'
+import { ApiError } from './errors.js'
 
 /** /v1/requests: create, list, show, cancel election requests. */
 export function electionRoutes(deps: { elections: ElectionsComponent }) {

@@ -2,7 +2,7 @@ import type { FastifyInstance } from 'fastify'
 import { displayNames, ResolveError, resolveMember } from '../membership/names.js'
 import type { MembershipComponent } from '../membership/service.js'
 import type { NodeComponent } from '../node/node-component.js'
-import { ApiError } from './server.js'
+import { ApiError } from './errors.js'
 
 export interface MemberView {
   name: string

@@ -2,7 +2,7 @@ import type { FastifyInstance } from 'fastify'
 import { z } from 'zod'
 import type { PluginsComponent } from '../plugins/component.js'
 import { PluginError } from '../plugins/schema.js'
-import { ApiError } from './server.js'
+import { ApiError } from './errors.js'
 
 const Install = z
   .object({

@@ -4,7 +4,7 @@ import { Statement } from '../../protocols/trust.js'
 import { ResolveError, resolveMember } from '../membership/names.js'
 import type { MembershipComponent } from '../membership/service.js'
 import type { NodeComponent } from '../node/node-component.js'
-import { ApiError } from './server.js'
+import { ApiError } from './errors.js'
 
 const Body = z.object({ member: z.string().min(1) }).strict()
 

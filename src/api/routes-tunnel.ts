@@ -4,7 +4,7 @@ import type { Duplex } from 'node:stream'
 import type { FastifyInstance } from 'fastify'
 import type { TunnelComponent } from '../tunnel/component.js'
 import { TunnelError } from '../tunnel/protocol.js'
-import { ApiError } from './server.js'
+import { ApiError } from './errors.js'
 
 export const TUNNEL_UPGRADE = 'mesh-tunnel'
 const OPEN_TIMEOUT_MS = 30_000

@@ -1,19 +1,13 @@
 import { chmodSync, unlinkSync } from 'node:fs'
 import type { ServerResponse } from 'node:http'
 import Fastify, { type FastifyInstance } from 'fastify'
-import type { Component } from '../agent/component.js'
-import type { ComponentReporter, Reporter } from '../reporter/reporter.js'
-import type { EventBus } from './events.js'
+import type { Component } from '../kernel/component.js'
+import type { EventBus } from '../kernel/events.js'
+import type { ComponentReporter, Reporter } from '../kernel/reporter.js'
 
-/** A user-facing error: the API answers with its status and message, the CLI prints it. */
-export class ApiError extends Error {
-  constructor(
-    readonly status: number,
-    message: string,
-  ) {
-    super(message)
-  }
-}
+import { httpStatus } from './errors.js'
+
+export { ApiError } from './errors.js'
 
 export type RouteRegistrar = (app: FastifyInstance) => void
 
@@ -45,10 +39,10 @@ export class ApiComponent implements Component {
       requests.inc({ route: req.routeOptions.url ?? 'unknown', status: String(reply.statusCode) })
     })
     app.setErrorHandler((err, _req, reply) => {
-      const e = err as Error & { status?: number; statusCode?: number }
-      const status = e instanceof ApiError ? e.status : (e.statusCode ?? 500)
-      if (status >= 500) this.deps.reporter.log.error({ err: e.message }, 'control API error')
-      void reply.status(status).send({ error: e.message })
+      const status = httpStatus(err)
+      const message = (err as Error).message
+      if (status >= 500) this.deps.reporter.log.error({ err: message }, 'control API error')
+      void reply.status(status).send({ error: message })
     })
     app.get('/health', async (_req, reply) => {
       const h = await this.deps.root.health()

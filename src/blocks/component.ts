@@ -4,16 +4,17 @@ import type { Connection, PeerId, Stream } from '@libp2p/interface'
 import { peerIdFromString } from '@libp2p/peer-id'
 import { pbStream } from '@libp2p/utils'
 import { DatasetReply, DatasetRequest, TagSet } from '../../protocols/blocks.js'
-import type { Component } from '../agent/component.js'
 import type { Config } from '../agent/config.js'
-import type { EventBus } from '../api/events.js'
+import type { Component } from '../kernel/component.js'
+import { dataPaths } from '../kernel/datadir.js'
+import type { EventBus } from '../kernel/events.js'
+import type { ComponentReporter } from '../kernel/reporter.js'
 import { displayNames } from '../membership/names.js'
 import type { MembershipComponent } from '../membership/service.js'
 import { type Cluster, protocolPrefix } from '../node/cluster.js'
 import { onEveryConnection } from '../node/connections.js'
 import { routingTableSize } from '../node/libp2p.js'
 import type { NodeComponent } from '../node/node-component.js'
-import type { ComponentReporter } from '../reporter/reporter.js'
 import { Blockstore, MAX_BLOCK } from './blockstore.js'
 import { type CID, parseCid } from './cid.js'
 import { DatasetWriter, destinationOf, putPath, readManifest, upToDate } from './dataset.js'
@@ -172,15 +173,15 @@ export class BlocksComponent implements Component {
         this.metrics.dhtPeers.set(size)
       }),
     }
-    this.store = new Blockstore(join(deps.dataDir, 'blocks'), {
+    this.store = new Blockstore(dataPaths(deps.dataDir).blocks, {
       onCorrupt: () => this.metrics.corrupt.inc({ source: 'disk' }),
     })
     this.tags = new TagStore(
       deps.cluster.id,
-      join(deps.dataDir, 'blocks', 'tags.json'),
+      dataPaths(deps.dataDir).blockTags,
       (p) => deps.node.trust?.isRevoked(p) ?? false,
     )
-    this.pins = new PinStore(join(deps.dataDir, 'blocks', 'pins.json'))
+    this.pins = new PinStore(dataPaths(deps.dataDir).blockPins)
     this.limiter = new RateLimiter(deps.config.blocks.serveBytesPerSec)
     r.health(() => ({
       ok: this.started,

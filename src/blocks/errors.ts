@@ -1,4 +1,7 @@
-export type BlocksErrorCode =
+import { type ErrorCode, MeshError } from '../kernel/errors.js'
+
+export type BlocksErrorCode = Extract<
+  ErrorCode,
   | 'bad-request'
   | 'not-found'
   | 'not-a-dataset'
@@ -8,29 +11,16 @@ export type BlocksErrorCode =
   | 'quorum'
   | 'unavailable'
   | 'interrupted'
+>
 
-const STATUS: Record<BlocksErrorCode, number> = {
-  'bad-request': 400,
-  'not-found': 404,
-  'not-a-dataset': 400,
-  'bad-manifest': 422,
-  refused: 400,
-  'no-space': 507,
-  quorum: 503,
-  unavailable: 503,
-  interrupted: 499,
-}
-
-/** A user-facing blocks error; `statusCode` is what the control API answers (fastify reads it). */
-export class BlocksError extends Error {
+/** A user-facing blocks error; the control API maps its code to an HTTP status (api/errors.ts). */
+export class BlocksError extends MeshError {
   override name = 'BlocksError'
-  readonly statusCode: number
   constructor(
-    readonly code: BlocksErrorCode,
+    override readonly code: BlocksErrorCode,
     message: string,
   ) {
-    super(message)
-    this.statusCode = STATUS[code]
+    super(code, message)
   }
 }
 

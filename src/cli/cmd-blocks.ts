@@ -6,7 +6,7 @@ import { basename, dirname, join, resolve } from 'node:path'
 import cliProgress from 'cli-progress'
 import type { Command } from 'commander'
 import { AgentNotRunningError, ApiCallError } from '../api/client.js'
-import { dataPaths } from '../node/datadir.js'
+import { dataPaths } from '../kernel/datadir.js'
 import {
   action,
   CancelledError,

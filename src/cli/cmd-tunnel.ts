@@ -3,7 +3,7 @@ import { realpathSync } from 'node:fs'
 import { createServer, type Socket } from 'node:net'
 import type { Command } from 'commander'
 import type { MemberView } from '../api/routes-members.js'
-import { dataPaths } from '../node/datadir.js'
+import { dataPaths } from '../kernel/datadir.js'
 import {
   action,
   client,

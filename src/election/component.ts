@@ -6,22 +6,22 @@
  * open and recent requests persisted in `<dataDir>/elections.json` so a restart resumes them.
  */
 import { existsSync, readFileSync, renameSync, writeFileSync } from 'node:fs'
-import { join } from 'node:path'
 import type { Message as GossipMessage } from '@libp2p/gossipsub'
 import type { Connection, PeerId, Stream } from '@libp2p/interface'
 import { lpStream } from '@libp2p/utils'
 import { ElectionSet } from '../../protocols/election.js'
 import { Statement } from '../../protocols/trust.js'
-import type { Component } from '../agent/component.js'
 import type { Config } from '../agent/config.js'
-import type { EventBus } from '../api/events.js'
+import type { Component } from '../kernel/component.js'
+import { dataPaths } from '../kernel/datadir.js'
+import type { EventBus } from '../kernel/events.js'
+import type { ComponentReporter } from '../kernel/reporter.js'
 import type { Claim } from '../membership/record.js'
 import { ed25519Signer, ed25519Verifier } from '../membership/record.js'
 import type { MembershipComponent } from '../membership/service.js'
 import { type Cluster, protocolPrefix } from '../node/cluster.js'
 import { onEveryConnection } from '../node/connections.js'
 import type { NodeComponent } from '../node/node-component.js'
-import type { ComponentReporter } from '../reporter/reporter.js'
 import { type Effect, ElectionCore, type ElectionView, explainRefusals, OUTCOMES } from './core.js'
 import type { Executor } from './executor.js'
 import type { Message, Request } from './messages.js'
@@ -83,10 +83,10 @@ export class ElectionsComponent implements Component {
     const prefix = protocolPrefix(deps.cluster)
     this.topic = `${prefix}/elections/1`
     this.syncProto = `${prefix}/elections/sync/1.0.0`
-    this.file = join(deps.dataDir, 'elections.json')
+    this.file = dataPaths(deps.dataDir).elections
     this.maintenance = deps.config.elections.maintenance
     try {
-      const m = JSON.parse(readFileSync(join(deps.dataDir, 'maintenance.json'), 'utf8')) as { on?: unknown }
+      const m = JSON.parse(readFileSync(dataPaths(deps.dataDir).maintenance, 'utf8')) as { on?: unknown }
       if (typeof m.on === 'boolean') this.maintenance = m.on
     } catch {}
     const r = deps.reporter
@@ -192,7 +192,7 @@ export class ElectionsComponent implements Component {
   /** Turn maintenance on or off (kept in `<data dir>/maintenance.json` across restarts). */
   setMaintenance(on: boolean): void {
     this.maintenance = on
-    writeFileSync(join(this.deps.dataDir, 'maintenance.json'), JSON.stringify({ on }))
+    writeFileSync(dataPaths(this.deps.dataDir).maintenance, JSON.stringify({ on }))
     this.deps.membership.republish()
   }
 

@@ -7,7 +7,7 @@
  * winner that restarts finds the instance it spawned instead of spawning a second one.
  */
 import { readFileSync } from 'node:fs'
-import { writePrivateFile } from '../node/datadir.js'
+import { writePrivateFile } from '../kernel/datadir.js'
 import type { PluginsComponent } from '../plugins/component.js'
 import { assessHere, type CommandExecutor, type Executor, type LocalState } from './executor.js'
 import type { Request } from './messages.js'

@@ -10,7 +10,7 @@ import type {
 import type { Registrar } from '@libp2p/interface-internal'
 import { pbStream } from '@libp2p/utils'
 import { AuthMessage } from '../../protocols/auth.js'
-import type { ComponentReporter } from '../reporter/reporter.js'
+import type { ComponentReporter } from '../kernel/reporter.js'
 import { dialerHandshake, type HandshakeContext, listenerHandshake, REFUSED } from './auth-handshake.js'
 import { type Cluster, deriveKey, protocolPrefix } from './cluster.js'
 import { INBOUND_LIMITS, JoinRate } from './inbound-limits.js'

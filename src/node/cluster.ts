@@ -1,7 +1,7 @@
 import { createHmac, hkdfSync, randomBytes } from 'node:crypto'
 import { readFileSync } from 'node:fs'
 import { z } from 'zod'
-import { DataDirError, dataPaths, writePrivateFile } from './datadir.js'
+import { DataDirError, dataPaths, writePrivateFile } from '../kernel/datadir.js'
 
 /** What a node knows about the cluster it belongs to. */
 export interface Cluster {

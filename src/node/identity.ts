@@ -1,7 +1,7 @@
 import { readFileSync } from 'node:fs'
 import { generateKeyPair, privateKeyFromProtobuf, privateKeyToProtobuf } from '@libp2p/crypto/keys'
 import type { PrivateKey } from '@libp2p/interface'
-import { DataDirError, dataPaths, writePrivateFile } from './datadir.js'
+import { DataDirError, dataPaths, writePrivateFile } from '../kernel/datadir.js'
 
 /** Load the node's Ed25519 key, or create it (0600) when `create` is set and there is none. */
 export async function loadIdentity(dir: string, opts: { create: boolean }): Promise<PrivateKey> {

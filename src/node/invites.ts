@@ -1,5 +1,5 @@
 import { readFileSync } from 'node:fs'
-import { dataPaths, writePrivateFile } from './datadir.js'
+import { dataPaths, writePrivateFile } from '../kernel/datadir.js'
 
 interface InviteRecord {
   expires: number

@@ -1,6 +1,6 @@
 import type { ComponentLogger, Logger, PeerId, PeerRouting, Startable } from '@libp2p/interface'
 import type { ConnectionManager, TransportManager } from '@libp2p/interface-internal'
-import type { ComponentReporter } from '../reporter/reporter.js'
+import type { ComponentReporter } from '../kernel/reporter.js'
 import { Backoff } from './backoff.js'
 import { pathKind } from './paths.js'
 

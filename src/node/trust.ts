@@ -2,7 +2,7 @@ import { readFileSync } from 'node:fs'
 import type { PrivateKey } from '@libp2p/interface'
 import { peerIdFromPrivateKey, peerIdFromString } from '@libp2p/peer-id'
 import { Certificate, Statement } from '../../protocols/trust.js'
-import { dataPaths, writePrivateFile } from './datadir.js'
+import { dataPaths, writePrivateFile } from '../kernel/datadir.js'
 
 const enc = new TextEncoder()
 

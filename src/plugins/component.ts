@@ -4,12 +4,12 @@ import { existsSync, readFileSync } from 'node:fs'
 import { homedir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
-import type { Component } from '../agent/component.js'
-import type { EventBus, MeshEvent } from '../api/events.js'
-import { ApiError } from '../api/server.js'
+import type { Component } from '../kernel/component.js'
+import { dataPaths, writePrivateFile } from '../kernel/datadir.js'
+import { MeshError } from '../kernel/errors.js'
+import type { EventBus, MeshEvent } from '../kernel/events.js'
+import type { ComponentReporter } from '../kernel/reporter.js'
 import type { MembershipComponent } from '../membership/service.js'
-import { writePrivateFile } from '../node/datadir.js'
-import type { ComponentReporter } from '../reporter/reporter.js'
 import { type Plugin, Registry } from './registry.js'
 import { describeResult, type RunResult, runCommand, tail } from './runner.js'
 import { type ComputeTypeDef, type HookEvent, type Manifest, PluginError } from './schema.js'
@@ -88,7 +88,7 @@ export interface PluginView {
  *   ready(): Promise<void>                       the `available` checks under way have finished
  *   spawn(opts: SpawnOptions): Promise<{ instances: SpawnedInstance[] }>
  *                                                start, provision, hooks, wait until alive; throws
- *                                                ApiError/PluginError with what went wrong, after
+ *                                                MeshError/PluginError with what went wrong, after
  *                                                cleaning up what it started
  *   destroy(name: string): Promise<{ name, removed }>  clean_up_instance + forget the record
  */
@@ -121,7 +121,7 @@ export class PluginsComponent implements Component {
     },
   ) {
     this.registry = new Registry(deps.dataDir, deps.builtinDir)
-    this.instancesFile = join(deps.dataDir, 'instances.json')
+    this.instancesFile = dataPaths(deps.dataDir).pluginInstances
     const r = deps.reporter
     this.metrics = {
       commands: r.counter('commands_total', 'plugin commands run, by kind and result', ['kind', 'result']),
@@ -418,8 +418,8 @@ export class PluginsComponent implements Component {
     const ct = this.computeTypes().find((c) => c.name === type)
     if (ct === undefined) {
       const all = this.computeTypes().map((c) => c.name)
-      throw new ApiError(
-        404,
+      throw new MeshError(
+        'not-found',
         `no compute type '${type}'${all.length > 0 ? ` (known: ${all.join(', ')})` : ''}; install a plugin that provides it with 'mesh install'`,
       )
     }
@@ -432,7 +432,7 @@ export class PluginsComponent implements Component {
       ...extra,
       MESH_INSTANCE_ID: rec.name,
       MESH_COMPUTE_TYPE: rec.computeType,
-      MESH_INSTANCE_DIR: join(this.deps.dataDir, 'instances', rec.name),
+      MESH_INSTANCE_DIR: join(dataPaths(this.deps.dataDir).instancesDir, rec.name),
       ...(rec.host !== undefined ? { MESH_INSTANCE_HOST: rec.host } : {}),
       ...(rec.port !== undefined ? { MESH_INSTANCE_PORT: String(rec.port) } : {}),
       ...(rec.serverType !== undefined ? { MESH_SERVER_TYPE: rec.serverType } : {}),
@@ -443,15 +443,15 @@ export class PluginsComponent implements Component {
     await this.ready()
     const count = opts.count ?? 1
     if (!Number.isInteger(count) || count < 1 || count > 64)
-      throw new ApiError(400, 'count must be a whole number from 1 to 64')
+      throw new MeshError('bad-request', 'count must be a whole number from 1 to 64')
     const { def, plugin } = this.findComputeType(opts.computeType)
     let server: { plugin: Plugin; bootstrap: string; source?: string; timeoutMs: number } | undefined
     if (opts.serverType !== undefined) {
       const p = this.plugins.find((x) => opts.serverType! in x.manifest.server_types)
       if (p === undefined) {
         const all = this.plugins.flatMap((x) => Object.keys(x.manifest.server_types))
-        throw new ApiError(
-          404,
+        throw new MeshError(
+          'not-found',
           `no server type '${opts.serverType}'${all.length > 0 ? ` (known: ${all.join(', ')})` : ''}; install a plugin that provides it with 'mesh install'`,
         )
       }
@@ -471,8 +471,8 @@ export class PluginsComponent implements Component {
       addrs !== undefined &&
       addrs.every((a) => /^\/ip4\/127\.|^\/ip6\/::1\//.test(a))
     )
-      throw new ApiError(
-        409,
+      throw new MeshError(
+        'conflict',
         `a container cannot reach this agent: it listens on loopback only (${addrs.join(' ') || 'no address'}). ` +
           `Restart it listening where containers can reach it: --listen /ip4/0.0.0.0/tcp/4701, or the docker bridge address (${dockerBridge()}).`,
       )
@@ -481,8 +481,8 @@ export class PluginsComponent implements Component {
     const av = await this.run('available', def.available, plugin, opts.env ?? {}, AVAILABLE_TIMEOUT_MS)
     this.setAvailable(opts.computeType, av.code === 0 && !av.timedOut, av)
     if (av.code !== 0 || av.timedOut) {
-      throw new ApiError(
-        409,
+      throw new MeshError(
+        'conflict',
         `compute type '${opts.computeType}' is not available on this machine: its check (${def.available}) ${describeResult(av, AVAILABLE_TIMEOUT_MS)}${tail(av, 3)}\n  Fix that (see 'mesh plugins'), or spawn from a member that offers it.`,
       )
     }
@@ -617,8 +617,8 @@ export class PluginsComponent implements Component {
         c.code === 0 && !c.timedOut
           ? 'what it had started was cleaned up'
           : `cleaning up failed too (kept as failed in 'mesh instances'; retry with 'mesh destroy ${rec.name}', or --force to forget it)`
-      throw new ApiError(
-        e instanceof ApiError ? e.status : 502,
+      throw new MeshError(
+        e instanceof MeshError ? e.code : 'upstream',
         `spawning ${rec.name} failed: ${e.message}${logs}\n  ${cleaned}`,
       )
     }
@@ -647,9 +647,10 @@ export class PluginsComponent implements Component {
     provision?: boolean
     afterHooks?: boolean
   }) {
-    if (!/^[A-Za-z0-9._:-]+$/.test(opts.host)) throw new ApiError(400, `invalid host '${opts.host}'`)
+    if (!/^[A-Za-z0-9._:-]+$/.test(opts.host))
+      throw new MeshError('bad-request', `invalid host '${opts.host}'`)
     if (opts.user !== undefined && !/^[a-z_][a-z0-9_.-]*$/i.test(opts.user))
-      throw new ApiError(400, `invalid user '${opts.user}'`)
+      throw new MeshError('bad-request', `invalid user '${opts.user}'`)
     return this.spawn({
       computeType: 'ssh',
       serverType: opts.serverType,
@@ -672,8 +673,8 @@ export class PluginsComponent implements Component {
     const rec = this.instances().find((i) => i.name === name)
     if (rec === undefined) {
       const all = this.instances().map((i) => i.name)
-      throw new ApiError(
-        404,
+      throw new MeshError(
+        'not-found',
         `no instance named '${name}'${all.length > 0 ? ` (instances: ${all.join(', ')})` : ''}; see 'mesh instances'`,
       )
     }

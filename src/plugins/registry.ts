@@ -2,7 +2,7 @@ import { execFile } from 'node:child_process'
 import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync } from 'node:fs'
 import { isAbsolute, join, resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
-import { writePrivateFile } from '../node/datadir.js'
+import { dataPaths, writePrivateFile } from '../kernel/datadir.js'
 import { type Manifest, PluginError, parseManifest } from './schema.js'
 
 /** Built-in plugins ship in the package's top-level plugins/ (from dist/src/plugins/ three levels up). */
@@ -98,8 +98,8 @@ export class Registry {
     dataDir: string,
     private readonly builtinDir = BUILTIN_DIR,
   ) {
-    this.dir = join(dataDir, 'plugins')
-    this.file = join(this.dir, 'registry.json')
+    this.dir = dataPaths(dataDir).plugins
+    this.file = dataPaths(dataDir).pluginRegistry
   }
 
   private records(): Record<string, InstalledRecord> {

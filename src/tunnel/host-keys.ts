@@ -6,7 +6,7 @@
  * prompt, and a key that differs from the one the member signed is refused by ssh itself.
  */
 import { readFileSync, renameSync, writeFileSync } from 'node:fs'
-import { join } from 'node:path'
+import { dataPaths } from '../kernel/datadir.js'
 
 export const HOST_KEY_TAG = 'mesh.ssh.'
 /** Key types whose base64 fits a tag value (256 characters): RSA keys do not, and are left out. */
@@ -51,7 +51,7 @@ export function knownHostsText(members: Iterable<{ overlay: string; tags: Record
 }
 
 /** Where the agent keeps that file (read by ssh through GlobalKnownHostsFile). */
-export const knownHostsPath = (dataDir: string): string => join(dataDir, 'ssh_known_hosts')
+export const knownHostsPath = (dataDir: string): string => dataPaths(dataDir).knownHosts
 
 /** Write the file atomically (ssh may be reading it). */
 export function writeKnownHosts(

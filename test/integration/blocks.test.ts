@@ -33,9 +33,9 @@ import { Blockstore } from '../../src/blocks/blockstore.js'
 import { putPath } from '../../src/blocks/dataset.js'
 import { RateLimiter, serveExchange } from '../../src/blocks/exchange.js'
 import { rank } from '../../src/blocks/replication.js'
+import { Reporter } from '../../src/kernel/reporter.js'
 import { protocolPrefix } from '../../src/node/cluster.js'
 import { NodeComponent } from '../../src/node/node-component.js'
-import { Reporter } from '../../src/reporter/reporter.js'
 import {
   type AgentProcess,
   Fixture,

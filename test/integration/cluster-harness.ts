@@ -6,8 +6,8 @@ import { join, resolve } from 'node:path'
 import { fetchMetrics, metric, until } from '../../sim/bench/report.js'
 import { ConfigSchema } from '../../src/agent/config.js'
 import { prepareDataDir } from '../../src/agent/setup.js'
+import { Reporter } from '../../src/kernel/reporter.js'
 import { NodeComponent } from '../../src/node/node-component.js'
-import { Reporter } from '../../src/reporter/reporter.js'
 
 /** The built CLI, as users run it. */
 export const CLI = resolve(import.meta.dirname, '../../src/cli/main.js')

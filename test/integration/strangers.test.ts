@@ -19,9 +19,9 @@ import { LevelDatastore } from 'datastore-level'
 import { createLibp2p } from 'libp2p'
 import { AuthMessage } from '../../protocols/auth.js'
 import { ConfigSchema } from '../../src/agent/config.js'
+import { Reporter } from '../../src/kernel/reporter.js'
 import { type Cluster, loadCluster, newCluster } from '../../src/node/cluster.js'
 import { createMeshNode } from '../../src/node/libp2p.js'
-import { Reporter } from '../../src/reporter/reporter.js'
 import { type AgentProcess, Fixture, mesh, meshJson, waitFor } from './cluster-harness.js'
 
 /** A libp2p node with no cluster key at all: what anyone on the internet could run. */

@@ -10,18 +10,52 @@ import {
 } from 'node:fs'
 import { join } from 'node:path'
 
-/** Files the agent keeps in its data dir. */
+/**
+ * The whole data-dir layout: every file and folder the agent keeps, named here
+ * only. The directory is 0700 and its secrets 0600 (writePrivateFile).
+ */
 export const dataPaths = (dir: string) => ({
   dir,
+  /** this member's libp2p private key (node/identity.ts) */
   identity: join(dir, 'identity.key'),
+  /** cluster id, name, key and seeds (node/cluster.ts) */
   cluster: join(dir, 'cluster.json'),
+  /** the agent's config file, when --config and MESH_CONFIG say nothing else */
   config: join(dir, 'config.yaml'),
+  /** libp2p's datastore: peer store, DHT records */
   datastore: join(dir, 'datastore'),
+  /** pid of the agent that owns this data dir (lockDataDir) */
   lock: join(dir, 'agent.lock'),
+  /** the control API's unix socket (api/server.ts) */
   socket: join(dir, 'mesh.sock'),
+  /** admin grants and revocations (node/trust.ts) */
   trust: join(dir, 'trust.json'),
+  /** single-use invites issued here and not yet redeemed (node/invites.ts) */
   invites: join(dir, 'invites.json'),
+  /** every member's sshd host keys, for ssh's UserKnownHostsFile (tunnel/host-keys.ts) */
+  knownHosts: join(dir, 'ssh_known_hosts'),
+  /** content-addressed blocks (blocks/blockstore.ts; tmp/ holds writes in progress) */
+  blocks: join(dir, 'blocks'),
+  /** dataset tags known here (blocks/tags.ts) */
+  blockTags: join(dir, 'blocks', 'tags.json'),
+  /** pinned roots (blocks/pins.ts) */
+  blockPins: join(dir, 'blocks', 'pins.json'),
+  /** elections this member takes part in (election/component.ts) */
+  elections: join(dir, 'elections.json'),
+  /** whether this member is in maintenance (mesh maintenance on|off) */
+  maintenance: join(dir, 'maintenance.json'),
+  /** instances started for elections won here, to stop them after a restart */
+  electionInstances: join(dir, 'elections-instances.json'),
+  /** one working folder per instance (elections.commands and plugins) */
+  instancesDir: join(dir, 'instances'),
+  /** plugin instances spawned from here (plugins/component.ts) */
+  pluginInstances: join(dir, 'instances.json'),
+  /** installed plugins, one folder each, and their registry.json */
+  plugins: join(dir, 'plugins'),
+  pluginRegistry: join(dir, 'plugins', 'registry.json'),
 })
+
+export type DataPaths = ReturnType<typeof dataPaths>
 
 export class DataDirError extends Error {
   override name = 'DataDirError'

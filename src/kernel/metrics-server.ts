@@ -1,5 +1,5 @@
 import { createServer, type Server } from 'node:http'
-import type { Component } from '../agent/component.js'
+import type { Component } from './component.js'
 import type { Reporter } from './reporter.js'
 
 /** Optional Prometheus endpoint on a loopback TCP port (`metrics.listen`): /metrics and /health. */
