@@ -188,6 +188,8 @@ export const ConfigSchema = z
         serveBytesPerSec: byteSize.default(0),
         // a provider that answers no want for this long is dropped from a transfer
         providerTimeoutMs: z.number().int().min(500).max(600_000).default(20_000),
+        // a provider closes an exchange stream that asked for nothing for this long
+        idleStreamMs: z.number().int().min(1000).max(3_600_000).default(30_000),
         // a transfer that gets no block from anyone for this long fails
         stallTimeoutMs: z.number().int().min(1000).max(3_600_000).default(60_000),
         // a target must confirm a verified, pinned copy within this
@@ -202,6 +204,7 @@ export const ConfigSchema = z
         maxWants: 32,
         serveBytesPerSec: 0,
         providerTimeoutMs: 20_000,
+        idleStreamMs: 30_000,
         stallTimeoutMs: 60_000,
         replicateTimeoutMs: 600_000,
         repairIntervalMs: 30_000,

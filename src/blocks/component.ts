@@ -213,13 +213,20 @@ export class BlocksComponent implements Component {
     await node.handle(
       this.exchangeProtocol,
       (stream, conn) =>
-        void serveExchange(stream, conn, this.store, this.limiter, {
-          onServed: (n) => {
-            this.metrics.served.inc(n)
-            this.metrics.servedBlocks.inc()
+        void serveExchange(
+          stream,
+          conn,
+          this.store,
+          this.limiter,
+          {
+            onServed: (n) => {
+              this.metrics.served.inc(n)
+              this.metrics.servedBlocks.inc()
+            },
+            onMessage: (kind, n = 1) => this.metrics.wants.inc({ kind }, n),
           },
-          onMessage: (kind, n = 1) => this.metrics.wants.inc({ kind }, n),
-        }),
+          this.deps.config.blocks.idleStreamMs,
+        ),
       { runOnLimitedConnection: true, maxInboundStreams: 256, maxOutboundStreams: 256 },
     )
     await node.handle(this.controlProtocol, (s, c) => void this.onControl(s, c), {

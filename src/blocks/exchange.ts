@@ -19,6 +19,8 @@ export const MAX_MESSAGE = MAX_BLOCK + (64 << 10)
 /** Wants one message may carry, and a provider queues per stream at most. */
 const MAX_WANTS_PER_MESSAGE = 1024
 const MAX_QUEUED_WANTS = 4096
+/** A provider closes an exchange stream on which nothing was asked or sent for this long (blocks.idleStreamMs). */
+export const EXCHANGE_IDLE_MS = 30_000
 /** Reads from disk a provider keeps in flight per stream, ahead of the network. */
 const READ_AHEAD = 4
 
@@ -74,6 +76,7 @@ export async function serveExchange(
   store: Blockstore,
   limiter: RateLimiter,
   stats: ServeStats,
+  idleMs = EXCHANGE_IDLE_MS,
 ): Promise<void> {
   const peer = conn.remotePeer.toString()
   const lp = lpStream(stream, { maxDataLength: MAX_MESSAGE, maxBufferSize: 8 << 20 })
@@ -85,11 +88,21 @@ export async function serveExchange(
     wake?.()
     wake = undefined
   }
+  // every read has a deadline: a stream that asks for nothing and waits for nothing is closed
+  // (a requester opens a new one when it wants more); refreshed by every message either way
+  const idle = setTimeout(function onIdle() {
+    if (wake === undefined || queue.length > 0) return idle.refresh() // still working
+    void stream
+      .close({ signal: AbortSignal.timeout(2_000) })
+      .catch(() => stream.abort(new Error('idle exchange stream')))
+  }, idleMs)
+  idle.unref()
 
   const reader = (async () => {
     try {
       for (;;) {
         const raw = await lp.read()
+        idle.refresh()
         const msg = Exchange.decode(raw, {
           limits: { wants: MAX_WANTS_PER_MESSAGE, cancels: MAX_WANTS_PER_MESSAGE, blocks: 0, presences: 0 },
         })
@@ -136,6 +149,7 @@ export async function serveExchange(
       }
       const { q, bytes } = reads.shift()!
       const data = await bytes
+      idle.refresh()
       if (cancelled.delete(q.key)) continue
       if (q.kind === Want.Kind.HAVE) {
         await lp.write(
@@ -172,6 +186,8 @@ export async function serveExchange(
     await stream.close().catch(() => {})
   } catch (err) {
     stream.abort(err as Error)
+  } finally {
+    clearTimeout(idle)
   }
 }
 
