@@ -147,7 +147,7 @@ export async function startAgent(opts: AgentOptions): Promise<RunningAgent> {
           ttlMs,
         )
         node.invites.add(invite.inviteId, invite.expires)
-        return token
+        return { token, redeemedBy: () => node.invites.usedBy(invite.inviteId) }
       },
     })
     // elections run what they win through elections.commands, else through the plugins

@@ -64,6 +64,11 @@ export class InviteStore {
     this.save()
   }
 
+  /** The peer ID that redeemed this invite, once it has. */
+  usedBy(id: Uint8Array): string | undefined {
+    return this.invites.get(Buffer.from(id).toString('hex'))?.usedBy
+  }
+
   /** Forget invites that expired more than a day ago (used ones are kept as long, so reuse is still refused). */
   private prune(now: number): void {
     for (const [k, v] of this.invites) if (v.expires + 86_400_000 < now) this.invites.delete(k)

@@ -112,8 +112,8 @@ export class PluginsComponent implements Component {
       membership: MembershipComponent
       events: EventBus
       reporter: ComponentReporter
-      /** a fresh single-use join token (the same as `mesh invite`) */
-      makeInvite: (ttlMs: number) => string
+      /** a fresh single-use join token (the same as `mesh invite`), and who redeemed it */
+      makeInvite: (ttlMs: number) => { token: string; redeemedBy: () => string | undefined }
       clusterName: string
       builtinDir?: string
       /** the addresses a join token carries (what a new instance dials) */
@@ -512,7 +512,7 @@ export class PluginsComponent implements Component {
     const log = this.deps.reporter.log.child({ instance: rec.name })
     log.info({ computeType: rec.computeType, serverType: rec.serverType }, 'spawning an instance')
     try {
-      const token = this.deps.makeInvite(Math.max(timeoutMs, 600_000))
+      const { token, redeemedBy } = this.deps.makeInvite(Math.max(timeoutMs, 600_000))
       await this.must(
         'start_instance',
         def.start_instance,
@@ -536,7 +536,7 @@ export class PluginsComponent implements Component {
       this.saveInstance(rec)
       if (opts.afterHooks !== false) await this.fireHooks('after_start_instance', this.instanceEnv(rec))
       // the instance joins by itself; provisioning waits for that (sshd is up by then too)
-      const member = await this.waitAlive(rec.name, opts.joinTimeoutMs ?? 180_000)
+      const member = await this.waitAlive(rec.name, redeemedBy, opts.joinTimeoutMs ?? 180_000)
       rec.peerId = member.peerId
       rec.overlay = member.overlay
       this.saveInstance(rec)
@@ -624,17 +624,30 @@ export class PluginsComponent implements Component {
     }
   }
 
-  private async waitAlive(name: string, timeoutMs: number): Promise<{ peerId: string; overlay: string }> {
+  /**
+   * The instance is the member that redeemed its invite, found by peer ID: a name is only a
+   * claim, and another member could make it (issue 16.10).
+   */
+  private async waitAlive(
+    name: string,
+    redeemedBy: () => string | undefined,
+    timeoutMs: number,
+  ): Promise<{ peerId: string; overlay: string }> {
     const deadline = Date.now() + timeoutMs
     for (let i = 0; Date.now() < deadline && !this.stopping.signal.aborted; i++) {
-      const row = this.deps.membership
-        .rows()
-        .find((r) => r.entry.signed.info.name === name && r.status === 'alive')
+      const peerId = redeemedBy()
+      const row =
+        peerId === undefined
+          ? undefined
+          : this.deps.membership.rows().find((r) => r.peerId === peerId && r.status === 'alive')
       if (row !== undefined) return { peerId: row.peerId, overlay: row.entry.signed.info.overlay }
       await new Promise((r) => setTimeout(r, Math.min(100 * 2 ** Math.min(i, 3), 500)))
     }
+    const who = redeemedBy()
     throw new PluginError(
-      `the instance did not join the cluster as '${name}' within ${Math.round(timeoutMs / 1000)} s`,
+      who === undefined
+        ? `the instance '${name}' did not redeem its join token within ${Math.round(timeoutMs / 1000)} s`
+        : `the instance '${name}' redeemed its join token (as ${who}) but was not alive in the cluster within ${Math.round(timeoutMs / 1000)} s`,
     )
   }
 

@@ -117,10 +117,58 @@ describe('docker readiness and availability re-checks (integration)', function (
       timeoutMs: 60_000,
     })
     assert.notEqual(r.code, 0)
-    assert.match(r.stderr, /did not join the cluster as 'mute-[0-9a-f]{6}' within 2 s/)
+    assert.match(r.stderr, /the instance 'mute-[0-9a-f]{6}' did not redeem its join token within 2 s/)
     assert.match(
       r.stderr,
       /its last log lines:\n {4}starting mute-[0-9a-f]{6}\n {4}cannot reach the cluster: no route\n/,
     )
+  })
+})
+
+describe('a spawned instance is bound to the peer that redeemed its invite (integration)', function () {
+  this.timeout(180_000)
+  const fx = new Fixture()
+  let a: string
+  let instance: string | undefined
+
+  before(async () => {
+    a = fx.tempDir()
+    await fx.agent(a, ['--init', 'lab', '--name', 'node-a']).start().ready()
+  })
+  after(async () => {
+    if (instance !== undefined) await mesh(['--data-dir', a, 'destroy', instance], { timeoutMs: 60_000 })
+    await fx.cleanup()
+  })
+
+  it('a member that claims the instance name first is not taken for the instance', async () => {
+    // the process compute type, started 8 s late: time for another member to take its name
+    const proc = resolve(CLI, '../../../../plugins/process')
+    await installPlugin(a, fx.tempDir(), 'late', {
+      start_instance: `sleep 8 && sh ${proc}/start.sh`,
+      detect_stale_instance: `sh ${proc}/stale.sh`,
+      clean_up_instance: `sh ${proc}/clean.sh`,
+    })
+    const spawned = mesh(['--data-dir', a, 'spawn', '--compute-type', 'late'], { timeoutMs: 120_000 })
+    let name: string | undefined
+    for (let i = 0; i < 100 && name === undefined; i++) {
+      const rows = await meshJson<Array<{ name: string }>>(a, ['instances'])
+      name = rows[0]?.name
+      if (name === undefined) await new Promise((r) => setTimeout(r, 100))
+    }
+    assert.ok(name, 'the instance is listed while it starts')
+    instance = name
+    // an ordinary member (with its own invite) calls itself by the instance's name
+    const token = (await meshJson<{ token: string }>(a, ['invite'])).token
+    const rogue = fx.agent(fx.tempDir(), ['--name', name]).start(['--join', token])
+    const rogueId = (await rogue.ready(60_000)).peerId
+    const r = await spawned
+    assert.equal(r.code, 0, r.stderr)
+    const rec = (await meshJson<Array<{ name: string; peerId?: string }>>(a, ['instances'])).find(
+      (x) => x.name === name,
+    )
+    assert.ok(rec?.peerId, 'the instance has a peer ID')
+    assert.notEqual(rec.peerId, rogueId, 'bound to the member that merely took its name')
+    const members = await meshJson<Array<{ peerId: string; status: string }>>(a, ['members'])
+    assert.equal(members.find((m) => m.peerId === rec.peerId)?.status, 'alive')
   })
 })
