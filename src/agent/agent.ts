@@ -19,6 +19,7 @@ import { MembershipComponent } from '../membership/service.js'
 import { NatComponent } from '../nat/component.js'
 import { NodeComponent } from '../node/node-component.js'
 import { makeToken } from '../node/token.js'
+import { OverlayComponent } from '../overlay/component.js'
 import { PluginsComponent } from '../plugins/component.js'
 import { TunnelComponent } from '../tunnel/component.js'
 import { hostKeyTags, writeKnownHosts } from '../tunnel/host-keys.js'
@@ -123,6 +124,13 @@ export async function startAgent(opts: AgentOptions): Promise<RunningAgent> {
       config,
       reporter: reporter.forComponent('tunnel'),
     })
+    const overlay = new OverlayComponent({
+      node,
+      membership,
+      cluster: setup.cluster,
+      config: config.overlay,
+      reporter: reporter.forComponent('overlay'),
+    })
     const plugins = new PluginsComponent({
       dataDir: opts.dataDir,
       membership,
@@ -170,7 +178,16 @@ export async function startAgent(opts: AgentOptions): Promise<RunningAgent> {
       root: reporter,
       events,
       routes: [
-        coreRoutes({ node, nat, cluster: setup.cluster, config, dataDir: opts.dataDir, startedAt, events }),
+        coreRoutes({
+          node,
+          nat,
+          overlay,
+          cluster: setup.cluster,
+          config,
+          dataDir: opts.dataDir,
+          startedAt,
+          events,
+        }),
         memberRoutes({
           node,
           membership,
@@ -191,6 +208,7 @@ export async function startAgent(opts: AgentOptions): Promise<RunningAgent> {
       membership,
       blocks,
       tunnel,
+      overlay,
       plugins,
       elections as ElectionsComponent,
       api,

@@ -7,6 +7,7 @@ import { z } from 'zod'
 import { dataPaths } from '../kernel/datadir.js'
 import { editDistance } from '../membership/names.js'
 import { parseCidr } from '../nat/reachability.js'
+import { OverlayConfigSchema } from '../overlay/config.js'
 
 const multiaddrString = z.string().refine(
   (s) => {
@@ -224,6 +225,7 @@ export const ConfigSchema = z
       })
       .strict()
       .default({ roundTimeoutMs: 30_000, commands: {}, keepMs: 600_000, maintenance: false }),
+    overlay: OverlayConfigSchema,
     metrics: z
       .object({
         listen: z

@@ -7,6 +7,7 @@ import type { NatComponent } from '../nat/component.js'
 import type { Cluster } from '../node/cluster.js'
 import type { NodeComponent, RevokedError } from '../node/node-component.js'
 import { makeToken } from '../node/token.js'
+import type { OverlayComponent } from '../overlay/component.js'
 import { VERSION } from '../version.js'
 import { ApiError } from './errors.js'
 
@@ -25,6 +26,7 @@ const InviteBody = z
 export function coreRoutes(deps: {
   node: NodeComponent
   nat?: NatComponent
+  overlay?: OverlayComponent
   cluster: Cluster
   config: Config
   dataDir: string
@@ -52,6 +54,7 @@ export function coreRoutes(deps: {
         observed: n.services.addresses.getObservedAddrs().map(String),
         connections: node.connections(),
         nat: deps.nat?.status(),
+        overlayInterface: deps.overlay?.status(),
         uptimeMs: Date.now() - deps.startedAt,
         version: VERSION,
         dataDir: deps.dataDir,

@@ -1,6 +1,7 @@
 import type { Command } from 'commander'
 import type { NatStatus } from '../nat/component.js'
 import type { ConnectionInfo } from '../node/node-component.js'
+import type { OverlayStatus } from '../overlay/component.js'
 import {
   action,
   client,
@@ -13,6 +14,7 @@ import {
 } from './common.js'
 
 interface Status {
+  overlayInterface?: OverlayStatus
   peerId: string
   name: string
   overlay: string
@@ -95,6 +97,17 @@ function natLines(n: NatStatus): string[] {
   ]
 }
 
+function overlayLines(o: OverlayStatus): string[] {
+  if (o.interface === null) return [`interface: none (${o.reason ?? 'not started'})`]
+  const drops = Object.entries(o.drops).filter(([, n]) => n > 0)
+  return [
+    `interface: ${o.interface} ${o.address}/128, route ${o.prefix}, mtu ${o.mtu}`,
+    ...o.peers.map((p) => `  to ${p.name}: ${p.path ?? 'no path'}, ${p.sentPackets} packets sent`),
+    ...o.rules.map((r) => `  allow ${r.rule}: ${r.packets} packets`),
+    ...(drops.length === 0 ? [] : [`  dropped: ${drops.map(([k, n]) => `${k} ${n}`).join(', ')}`]),
+  ]
+}
+
 export function statusCommand(program: Command): void {
   program
     .command('status')
@@ -120,6 +133,7 @@ export function statusCommand(program: Command): void {
           `observed:  ${s.observed.length === 0 ? '-' : ''}`,
           ...s.observed.map((a) => `  ${a}`),
           ...(s.nat === undefined ? [] : natLines(s.nat)),
+          ...(s.overlayInterface === undefined ? [] : overlayLines(s.overlayInterface)),
           `connections: ${s.connections.length}`,
         ]
         process.stdout.write(`${lines.join('\n')}\n`)

@@ -103,6 +103,8 @@ export class World {
         env: {
           ...process.env,
           MESH_LOG_LEVEL: 'info',
+          // no mesh0 unless the test asks for it (env below), as in test/setup.ts
+          MESH_OVERLAY__INTERFACE: process.env.MESH_OVERLAY__INTERFACE ?? 'false',
           // the host key of the lab's sshd in this host (w.sshd), not this machine's /etc/ssh
           MESH_TUNNEL__SSH_HOST_KEYS: join(this.tmp, `sshd-${host.name}`, 'host_key.pub'),
           ...env,

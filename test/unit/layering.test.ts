@@ -14,6 +14,7 @@ const LAYERS = [
   'nat',
   'blocks',
   'tunnel',
+  'overlay',
   'plugins',
   'election',
   'api',

@@ -1,0 +1,303 @@
+import type { Connection, Stream } from '@libp2p/interface'
+import { peerIdFromString } from '@libp2p/peer-id'
+import type { Component } from '../kernel/component.js'
+import { Lifecycle } from '../kernel/component.js'
+import type { ComponentReporter } from '../kernel/reporter.js'
+import { displayNames } from '../membership/names.js'
+import { OVERLAY_PREFIX, overlayAddress, parseIPv6 } from '../membership/overlay.js'
+import type { MembershipComponent } from '../membership/service.js'
+import { type Cluster, protocolPrefix } from '../node/cluster.js'
+import type { NodeComponent } from '../node/node-component.js'
+import type { PathKind } from '../node/paths.js'
+import { StreamCarrier } from './carrier.js'
+import type { OverlayConfig } from './config.js'
+import { addrKey, type DropReason, dstKey, type FilterMember, PacketFilter } from './filter.js'
+import { PacketDecoder } from './frames.js'
+import { TunDevice, TunError } from './tun.js'
+
+export const overlayProtocol = (c: Cluster) => `${protocolPrefix(c)}/overlay/1.0.0`
+
+interface Peer extends FilterMember {
+  up: boolean
+}
+
+/** What `mesh status` shows of the interface. */
+export interface OverlayStatus {
+  interface: string | null
+  /** why there is no interface */
+  reason?: string
+  address: string
+  prefix: string
+  mtu: number
+  peers: Array<{ name: string; path?: PathKind; sentPackets: number }>
+  drops: Record<string, number>
+  rules: Array<{ rule: string; packets: number }>
+}
+
+// how often carriers look for a better path, and the member table is refreshed
+const FOLLOW_MS = 2_000
+const REFRESH_MS = 1_000
+
+/**
+ * The mesh0 interface (issue 15, protocols/overlay.md): a TUN device holding our overlay address
+ * and a route for the cluster's /48; packets to a member's address go on a carrier to it,
+ * packets from members pass the filter (nobody spoofs, overlay.allow) onto the device.
+ */
+export class OverlayComponent implements Component {
+  readonly name = 'overlay'
+  readonly protocol: string
+  readonly lifecycle = new Lifecycle()
+  private tun: TunDevice | undefined
+  private reason: string | undefined
+  // known once the node has started (our peer ID)
+  private address = ''
+  private readonly prefix: string
+  private filter: PacketFilter
+  private readonly carriers = new Map<string, StreamCarrier>()
+  /** overlay address key (latin1 of 16 bytes) -> member */
+  private byAddr = new Map<string, Peer>()
+  private byPeer = new Map<string, Peer>()
+  private readonly inbound = new Set<Stream>()
+  private readonly noRoute = { packets: 0 }
+  private readonly metrics
+
+  constructor(
+    private readonly deps: {
+      node: NodeComponent
+      membership: MembershipComponent
+      cluster: Cluster
+      config: OverlayConfig
+      reporter: ComponentReporter
+    },
+  ) {
+    this.protocol = overlayProtocol(deps.cluster)
+    this.prefix = OVERLAY_PREFIX(deps.cluster.id)
+    this.filter = new PacketFilter({ self: new Uint8Array(16), rules: deps.config.allow })
+    const r = deps.reporter
+    this.metrics = {
+      packets: r.counter('packets_total', 'packets through the interface, by direction', ['direction']),
+      bytes: r.counter('bytes_total', 'packet bytes through the interface, by direction', ['direction']),
+      drops: r.gauge('dropped_packets', 'packets dropped, by reason', ['reason'], () => {
+        const g = this.metrics.drops
+        for (const [reason, n] of Object.entries(this.drops())) g.set({ reason }, n)
+      }),
+      rules: r.gauge('allow_rule_packets', 'packets let in by each overlay.allow rule', ['rule'], () => {
+        const g = this.metrics.rules
+        const texts = this.filter.ruleTexts()
+        for (let i = 0; i < texts.length; i++) g.set({ rule: `${i}: ${texts[i]}` }, this.filter.ruleHits[i])
+      }),
+      up: r.gauge('interface_up', '1 when the overlay interface exists'),
+    }
+  }
+
+  private readonly carrierDrops = { congested: 0, 'no-path': 0 }
+
+  drops(): Record<string, number> {
+    return { ...this.filter.drops, ...this.carrierDrops, 'no-route': this.noRoute.packets }
+  }
+
+  async start(): Promise<void> {
+    const cfg = this.deps.config
+    this.address = overlayAddress(this.deps.cluster.id, this.deps.node.node.peerId.toString())
+    this.filter = new PacketFilter({ self: parseIPv6(this.address)!, rules: cfg.allow })
+    if (!cfg.interface) {
+      this.reason = 'disabled by overlay.interface: false'
+      return
+    }
+    this.refresh()
+    try {
+      this.tun = await TunDevice.open({
+        name: cfg.name,
+        mtu: cfg.mtu,
+        address: this.address,
+        routes: [this.prefix],
+        onPackets: (ps) => this.fromDevice(ps),
+        onError: (err) => this.deps.reporter.log.warn({ err: err.message }, 'overlay device reader failed'),
+      })
+    } catch (err) {
+      this.reason =
+        err instanceof TunError ? err.message : `could not create ${cfg.name}: ${(err as Error).message}`
+      this.deps.reporter.log.warn(
+        { reason: this.reason },
+        'no overlay interface; proxy, socks and forward still work',
+      )
+      return
+    }
+    this.metrics.up.set(1)
+    await this.deps.node.node.handle(this.protocol, (s, c) => this.onStream(s, c), {
+      runOnLimitedConnection: true,
+      maxInboundStreams: 8,
+      maxOutboundStreams: 8,
+    })
+    this.lifecycle.every(REFRESH_MS, () => this.refresh())
+    this.lifecycle.every(FOLLOW_MS, () => {
+      for (const c of this.carriers.values()) void c.followPath()
+    })
+    this.deps.reporter.log.info(
+      { interface: cfg.name, address: this.address, prefix: this.prefix, mtu: cfg.mtu },
+      'overlay interface up',
+    )
+  }
+
+  async stop(): Promise<void> {
+    if (this.tun === undefined) return
+    await this.deps.node.node.unhandle(this.protocol).catch(() => {})
+    for (const c of this.carriers.values()) c.close()
+    this.carriers.clear()
+    for (const s of this.inbound) s.abort(new Error('the agent is stopping'))
+    this.inbound.clear()
+    await this.tun.close()
+    this.tun = undefined
+    this.metrics.up.set(0)
+  }
+
+  status(): OverlayStatus {
+    const names = displayNames(this.deps.membership.rows().map((r) => r.entry.signed.info))
+    return {
+      interface: this.tun?.name ?? null,
+      reason: this.reason,
+      address: this.address,
+      prefix: this.prefix,
+      mtu: this.deps.config.mtu,
+      peers: [...this.carriers].map(([peer, c]) => ({
+        name: names.get(peer) ?? peer,
+        path: c.path,
+        sentPackets: c.sentPackets,
+      })),
+      drops: this.drops(),
+      rules: this.filter.ruleTexts().map((rule, i) => ({ rule, packets: this.filter.ruleHits[i] })),
+    }
+  }
+
+  /** Rebuild the address -> member table from membership and trust. */
+  private refresh(): void {
+    const byAddr = new Map<string, Peer>()
+    const byPeer = new Map<string, Peer>()
+    const self = this.deps.membership.selfPeerId
+    const names = displayNames(this.deps.membership.rows().map((r) => r.entry.signed.info))
+    for (const row of this.deps.membership.rows()) {
+      if (row.peerId === self) continue
+      const info = row.entry.signed.info
+      const overlay = parseIPv6(info.overlay)
+      if (overlay === undefined) continue
+      const up =
+        (row.status === 'alive' || row.status === 'suspect') && !this.deps.node.trust.isRevoked(row.peerId)
+      const p: Peer = {
+        peerId: row.peerId,
+        name: names.get(row.peerId) ?? info.name,
+        overlay,
+        tags: info.tags,
+        up,
+      }
+      byAddr.set(addrKey(overlay), p)
+      byPeer.set(row.peerId, p)
+    }
+    this.byAddr = byAddr
+    this.byPeer = byPeer
+    // carriers to members that are gone or cut off close now
+    for (const [peer, c] of this.carriers)
+      if (byPeer.get(peer)?.up !== true) {
+        c.close()
+        this.carriers.delete(peer)
+      }
+    for (const s of this.inbound) {
+      const peer = this.inboundPeer.get(s)
+      if (peer !== undefined && byPeer.get(peer)?.up !== true) s.abort(new Error('member is no longer alive'))
+    }
+  }
+
+  private readonly inboundPeer = new WeakMap<Stream, string>()
+
+  /** Is this member one we exchange packets with right now (alive, not revoked)? */
+  private live(peer: string): Peer | undefined {
+    const p = this.byPeer.get(peer)
+    // revocation is checked on every burst: a revoked member is cut off at once, not at the next refresh
+    if (p === undefined || !p.up || this.deps.node.trust.isRevoked(peer)) return undefined
+    return p
+  }
+
+  /** A burst the kernel sent into the device: group by member, hand to carriers. */
+  private fromDevice(packets: Uint8Array[]): void {
+    let group: Map<string, Uint8Array[]> | undefined
+    let bytes = 0
+    for (const p of packets) {
+      if (this.filter.outbound(p) === undefined) continue
+      const peer = this.byAddr.get(dstKey(p))
+      if (peer === undefined || this.live(peer.peerId) === undefined) {
+        this.noRoute.packets++
+        continue
+      }
+      group ??= new Map()
+      const list = group.get(peer.peerId)
+      if (list === undefined) group.set(peer.peerId, [p])
+      else list.push(p)
+      bytes += p.byteLength
+    }
+    if (group === undefined) return
+    this.metrics.packets.inc({ direction: 'out' }, packets.length)
+    this.metrics.bytes.inc({ direction: 'out' }, bytes)
+    for (const [peer, list] of group) this.carrier(peer).send(list)
+  }
+
+  private carrier(peer: string): StreamCarrier {
+    let c = this.carriers.get(peer)
+    if (c === undefined) {
+      const libp2p = this.deps.node.node
+      const id = peerIdFromString(peer)
+      c = new StreamCarrier({
+        peer,
+        protocol: this.protocol,
+        connections: () =>
+          libp2p
+            .getConnections(id)
+            .filter((x) => x.status === 'open' && libp2p.services.admission.connectionAdmitted(x)),
+        dial: (signal) => libp2p.dial(id, { signal }),
+        onDrop: (reason, n) => {
+          this.carrierDrops[reason] += n
+        },
+        onPath: (path) => this.deps.reporter.log.debug({ peer, path }, 'overlay carrier path'),
+      })
+      this.carriers.set(peer, c)
+    }
+    return c
+  }
+
+  /** A member's packets for us. */
+  private onStream(stream: Stream, connection: Connection): void {
+    const peer = connection.remotePeer.toString()
+    if (this.live(peer) === undefined) {
+      stream.abort(new Error('not a live member'))
+      return
+    }
+    stream.inactivityTimeout = 0
+    this.inbound.add(stream)
+    this.inboundPeer.set(stream, peer)
+    const decoder = new PacketDecoder()
+    const tun = this.tun
+    stream.addEventListener('message', (evt) => {
+      const member = this.live(peer)
+      const packets = decoder.push(evt.data)
+      if (member === undefined) {
+        this.countDrop('member-down', packets.length)
+        stream.abort(new Error('member is no longer alive'))
+        return
+      }
+      let n = 0
+      let bytes = 0
+      for (const p of packets) {
+        if (!this.filter.inbound(p, member).ok) continue
+        if (tun?.write(p) === true) {
+          n++
+          bytes += p.byteLength
+        }
+      }
+      this.metrics.packets.inc({ direction: 'in' }, n)
+      this.metrics.bytes.inc({ direction: 'in' }, bytes)
+    })
+    stream.addEventListener('close', () => this.inbound.delete(stream))
+  }
+
+  private countDrop(reason: DropReason, n: number): void {
+    for (let i = 0; i < n; i++) this.filter.drop(reason)
+  }
+}
