@@ -13,6 +13,7 @@ import { StreamCarrier } from './carrier.js'
 import type { OverlayConfig } from './config.js'
 import { addrKey, type DropReason, dstKey, type FilterMember, PacketFilter } from './filter.js'
 import { PacketDecoder } from './frames.js'
+import { type HostsEntry, writeHostsBlock } from './hosts.js'
 import { TunDevice, TunError } from './tun.js'
 
 export const overlayProtocol = (c: Cluster) => `${protocolPrefix(c)}/overlay/1.0.0`
@@ -124,6 +125,7 @@ export class OverlayComponent implements Component {
       return
     }
     this.metrics.up.set(1)
+    this.refresh()
     await this.deps.node.node.handle(this.protocol, (s, c) => this.onStream(s, c), {
       runOnLimitedConnection: true,
       maxInboundStreams: 8,
@@ -149,6 +151,24 @@ export class OverlayComponent implements Component {
     await this.tun.close()
     this.tun = undefined
     this.metrics.up.set(0)
+    if (this.deps.config.names) this.writeNames([])
+  }
+
+  private namesWarned = false
+
+  /** NAME.mesh lines in the hosts file, for every member that has not left (ourselves included). */
+  private writeNames(entries: HostsEntry[]): void {
+    try {
+      writeHostsBlock(this.deps.config.hostsFile, entries)
+      this.namesWarned = false
+    } catch (err) {
+      if (!this.namesWarned)
+        this.deps.reporter.log.warn(
+          { file: this.deps.config.hostsFile, err: (err as Error).message },
+          'cannot write NAME.mesh names; set overlay.names: false to stop trying',
+        )
+      this.namesWarned = true
+    }
   }
 
   status(): OverlayStatus {
@@ -194,6 +214,17 @@ export class OverlayComponent implements Component {
     }
     this.byAddr = byAddr
     this.byPeer = byPeer
+    if (this.tun !== undefined && this.deps.config.names) {
+      const entries: HostsEntry[] = []
+      for (const row of this.deps.membership.rows()) {
+        const info = row.entry.signed.info
+        if (row.status === 'left' || info.status === 'left') continue
+        const name = names.get(row.peerId) ?? info.name
+        if (/^[a-z0-9-]{1,63}$/i.test(name)) entries.push({ name, address: info.overlay })
+      }
+      entries.sort((a, b) => a.name.localeCompare(b.name))
+      this.writeNames(entries)
+    }
     // carriers to members that are gone or cut off close now
     for (const [peer, c] of this.carriers)
       if (byPeer.get(peer)?.up !== true) {

@@ -1,4 +1,5 @@
 import { strict as assert } from 'node:assert'
+import { copyFileSync, mkdirSync, rmSync } from 'node:fs'
 import { join } from 'node:path'
 import { requireSystem } from './harness.js'
 import { type Agent, ok, World, waitFor } from './world.js'
@@ -17,30 +18,42 @@ net.createServer((s) => s.pipe(s)).listen(7000, '::')
 const u = dgram.createSocket('udp6'); u.on('message', (m, r) => u.send(m, r.port, r.address)); u.bind(7000, '::')
 setTimeout(() => process.exit(0), 600000)
 `
-// one TCP round trip and one UDP round trip to process.argv[1]:7000; prints 'tcp ok udp ok'
+// one round trip to process.argv[1] (an address or a name) port 7000 over process.argv[2]
+// ('tcp' or 'udp'); prints 'tcp ok' / 'udp ok', or why not
 const ECHO_CLIENT = `
 const net = require('node:net'), dgram = require('node:dgram')
-const host = process.argv[1]
-const fail = (why) => { console.error(why); process.exit(1) }
-setTimeout(() => fail('timed out'), 8000)
-const s = net.connect(7000, host, () => s.write('hello tcp'))
-s.on('error', (e) => fail('tcp ' + e.message))
-s.once('data', (d) => {
-  if (String(d) !== 'hello tcp') fail('tcp echo was ' + d)
-  s.destroy()
+const [host, proto] = process.argv.slice(1)
+const fail = (why) => { console.log(proto + ' failed: ' + why); process.exit(1) }
+setTimeout(() => fail('timed out'), 5000)
+if (proto === 'tcp') {
+  const s = net.connect(7000, host, () => s.write('hello tcp'))
+  s.on('error', (e) => fail(e.message))
+  s.once('data', (d) => { if (String(d) !== 'hello tcp') fail('echo was ' + d); console.log('tcp ok'); process.exit(0) })
+} else {
   const u = dgram.createSocket('udp6')
-  let tries = 0
-  const send = () => { if (++tries > 10) fail('no udp echo'); u.send('hello udp', 7000, host) }
-  const t = setInterval(send, 500); send()
-  u.on('message', (m) => { if (String(m) === 'hello udp') { clearInterval(t); console.log('tcp ok udp ok'); process.exit(0) } })
-})
+  const send = () => u.send('hello udp', 7000, host, (e) => e && fail(e.message))
+  const t = setInterval(send, 400); send()
+  u.on('message', (m) => { if (String(m) === 'hello udp') { console.log('udp ok'); process.exit(0) } })
+}
 `
 
 describe('system: the mesh0 overlay interface', function () {
   this.timeout(600_000)
   let w: World
   let agents: Agent[]
+  let d: Agent
   const overlay = new Map<string, string>()
+  // `ip netns exec` bind-mounts /etc/netns/NS/hosts over /etc/hosts: each member its own file
+  const etcNetns: string[] = []
+
+  const echo = async (from: Agent, to: string, proto: 'tcp' | 'udp') =>
+    (
+      await w.lab.exec(from.host, [process.execPath, '-e', ECHO_CLIENT, to, proto], { timeoutMs: 20_000 })
+    ).stdout.trim()
+  const ping = async (from: Agent, to: string, count = 3) =>
+    w.lab.exec(from.host, ['ping', '-6', '-n', '-c', String(count), '-i', '0.2', '-W', '3', to], {
+      timeoutMs: 30_000,
+    })
 
   before(async function () {
     requireSystem.call(this, ['root', 'netns', 'iptables'])
@@ -50,6 +63,13 @@ describe('system: the mesh0 overlay interface', function () {
     const cHost = w.lab.host('c', pub)
     const ra = w.lab.natRouter('ra', pub)
     const aHost = w.lab.host('a', ra.lan)
+    const dHost = w.lab.host('d', pub)
+    for (const h of [hubHost, cHost, aHost, dHost]) {
+      const dir = `/etc/netns/${h.ns}`
+      mkdirSync(dir, { recursive: true })
+      copyFileSync('/etc/hosts', join(dir, 'hosts'))
+      etcNetns.push(dir)
+    }
     ok(await w.mesh({ dir: join(w.tmp, 'agent-hub') } as Agent, ['init', '--cluster', 'ovl']), 'mesh init')
     const reach = ['--reachable', PUBLIC_NET]
     const hub = w.agent('hub', hubHost, ['--announce', `/ip4/${hubHost.ip}/tcp/4701`, ...reach], ON)
@@ -61,14 +81,25 @@ describe('system: the mesh0 overlay interface', function () {
       ON,
     )
     const a = w.agent('a', aHost, ['--join', await w.invite(hub), ...reach], ON)
+    // d lets in TCP/7000 from a and ping from everyone, nothing else; stays up when revoked
+    d = w.agent(
+      'd',
+      dHost,
+      ['--announce', `/ip4/${dHost.ip}/tcp/4701`, '--join', await w.invite(hub), ...reach],
+      {
+        ...ON,
+        MESH_OVERLAY__ALLOW: '[{from: a, proto: tcp, ports: [7000]}, {from: "*", proto: icmp}]',
+        MESH_EXIT_WHEN_REVOKED: 'false',
+      },
+    )
     agents = [hub, a, c]
-    for (const x of agents) await w.ready(x)
+    for (const x of [...agents, d]) await w.ready(x)
     await waitFor(
       'three members alive everywhere, each with its interface up',
       async () => {
-        for (const x of agents) {
+        for (const x of [...agents, d]) {
           const ms = await w.json<any[]>(x, ['members'])
-          if (ms.length !== 3 || !ms.every((m) => m.status === 'alive')) return false
+          if (ms.length !== 4 || !ms.every((m) => m.status === 'alive')) return false
           const s = await w.json(x, ['status'])
           if (s.overlayInterface?.interface !== 'mesh0') return false
           overlay.set(x.name, s.overlay)
@@ -77,10 +108,11 @@ describe('system: the mesh0 overlay interface', function () {
       },
       120_000,
     )
-    for (const x of agents) w.lab.spawn(x.host, [process.execPath, '-e', ECHO_SERVERS])
+    for (const x of [...agents, d]) w.lab.spawn(x.host, [process.execPath, '-e', ECHO_SERVERS])
   })
   after(async () => {
     await w?.cleanup()
+    for (const dir of etcNetns) rmSync(dir, { recursive: true, force: true })
   })
   afterEach(function () {
     if (this.currentTest?.state === 'failed' && w !== undefined)
@@ -102,19 +134,90 @@ describe('system: the mesh0 overlay interface', function () {
       for (const to of agents) {
         if (from === to) continue
         const addr = overlay.get(to.name)!
-        const ping = await w.lab.exec(
-          from.host,
-          ['ping', '-6', '-n', '-c', '3', '-i', '0.2', '-W', '5', addr],
-          {
-            timeoutMs: 30_000,
-          },
-        )
-        assert.equal(ping.code, 0, `ping ${from.name} -> ${to.name}: ${ping.stdout}${ping.stderr}`)
-        const echo = await w.lab.exec(from.host, [process.execPath, '-e', ECHO_CLIENT, addr], {
-          timeoutMs: 20_000,
-        })
-        assert.equal(echo.stdout.trim(), 'tcp ok udp ok', `${from.name} -> ${to.name}: ${echo.stderr}`)
+        const p = await ping(from, addr)
+        assert.equal(p.code, 0, `ping ${from.name} -> ${to.name}: ${p.stdout}${p.stderr}`)
+        assert.equal(await echo(from, addr, 'tcp'), 'tcp ok', `${from.name} -> ${to.name}`)
+        assert.equal(await echo(from, addr, 'udp'), 'udp ok', `${from.name} -> ${to.name}`)
       }
+  })
+
+  it('NAME.mesh resolves for every program on every member, and ping6/TCP/UDP work by name', async () => {
+    for (const from of agents) {
+      const hosts = await w.lab.execOk(from.host, [
+        'getent',
+        'hosts',
+        'hub.mesh',
+        'a.mesh',
+        'c.mesh',
+        'd.mesh',
+      ])
+      for (const x of [...agents, d])
+        assert.match(
+          hosts,
+          new RegExp(`^${overlay.get(x.name)}\\s+${x.name}\\.mesh$`, 'm'),
+          `on ${from.name}: ${hosts}`,
+        )
+      for (const to of agents) {
+        if (from === to) continue
+        const name = `${to.name}.mesh`
+        assert.equal((await ping(from, name)).code, 0, `ping ${from.name} -> ${name}`)
+        assert.equal(await echo(from, name, 'tcp'), 'tcp ok', `${from.name} -> ${name}`)
+        assert.equal(await echo(from, name, 'udp'), 'udp ok', `${from.name} -> ${name}`)
+      }
+    }
+  })
+
+  it('a packet with a spoofed source is dropped by the receiver and counted', async () => {
+    const [hub, a, c] = agents
+    const spoofed = overlay.get(c.name)!
+    const before = (await w.json(hub, ['status'])).overlayInterface.drops['spoofed-source']
+    // A claims C's address on its own mesh0 and pings the hub from it
+    await w.lab.execOk(a.host, ['ip', '-6', 'addr', 'add', `${spoofed}/128`, 'dev', 'mesh0', 'nodad'])
+    try {
+      const r = await w.lab.exec(
+        a.host,
+        ['ping', '-6', '-n', '-c', '3', '-i', '0.2', '-W', '2', '-I', spoofed, overlay.get(hub.name)!],
+        { timeoutMs: 20_000 },
+      )
+      assert.notEqual(r.code, 0, 'no reply to a spoofed ping')
+    } finally {
+      await w.lab.exec(a.host, ['ip', '-6', 'addr', 'del', `${spoofed}/128`, 'dev', 'mesh0'])
+    }
+    const after = (await w.json(hub, ['status'])).overlayInterface.drops['spoofed-source']
+    assert.ok(after >= before + 3, `spoofed-source drops ${before} -> ${after}`)
+    // A's own address still works
+    assert.equal((await ping(a, overlay.get(hub.name)!)).code, 0)
+  })
+
+  it('overlay.allow lets in what its rules allow and nothing else, and counts per rule', async () => {
+    const [hub, a] = agents
+    const toD = overlay.get('d')!
+    assert.equal(await echo(a, toD, 'tcp'), 'tcp ok', 'tcp/7000 from a is allowed')
+    assert.equal(await echo(a, toD, 'udp'), 'udp failed: timed out', 'udp from a is not')
+    assert.equal(await echo(hub, toD, 'tcp'), 'tcp failed: timed out', 'tcp from the hub is not')
+    assert.equal((await ping(hub, toD)).code, 0, 'ping from everyone is')
+    // replies to d's own conversations come back whatever the rules
+    assert.equal(await echo(d, overlay.get(hub.name)!, 'tcp'), 'tcp ok')
+    assert.equal(await echo(d, overlay.get(hub.name)!, 'udp'), 'udp ok')
+    const s = (await w.json(d, ['status'])).overlayInterface
+    assert.ok(s.rules[0].packets > 0 && s.rules[1].packets > 0, JSON.stringify(s.rules))
+    assert.ok(s.drops['not-allowed'] > 0)
+  })
+
+  it('revoking a member cuts it off the interface at once', async () => {
+    const [hub, a] = agents
+    assert.equal((await ping(a, overlay.get('d')!)).code, 0)
+    ok(await w.mesh(hub, ['revoke', 'd']), 'mesh revoke d')
+    await waitFor(
+      'a and d to stop exchanging packets',
+      async () =>
+        (await ping(a, overlay.get('d')!, 1)).code !== 0 &&
+        (await ping(d, overlay.get(a.name)!, 1)).code !== 0,
+      30_000,
+    )
+    // and it stays so
+    assert.notEqual((await ping(a, overlay.get('d')!, 3)).code, 0)
+    assert.notEqual(await echo(d, overlay.get(hub.name)!, 'tcp'), 'tcp ok')
   })
 
   it('stopping an agent removes its interface and routes', async () => {
@@ -125,5 +228,8 @@ describe('system: the mesh0 overlay interface', function () {
     assert.notEqual(r.code, 0, 'mesh0 is gone')
     const routes = await w.lab.execOk(c.host, ['ip', '-6', 'route', 'show'])
     assert.ok(!routes.includes('mesh0'), routes)
+    const hosts = await w.lab.execOk(c.host, ['cat', '/etc/hosts'])
+    assert.doesNotMatch(hosts, /\.mesh|mesh agent/, 'names removed')
+    assert.match(hosts, /localhost/, 'the rest of the file kept')
   })
 })

@@ -3,6 +3,7 @@ import { parseIPv6 } from '../../src/membership/overlay.js'
 import { OverlayConfigSchema } from '../../src/overlay/config.js'
 import { type FilterMember, PacketFilter, packetInfo } from '../../src/overlay/filter.js'
 import { encodePackets, PacketDecoder } from '../../src/overlay/frames.js'
+import { withBlock } from '../../src/overlay/hosts.js'
 
 const A = parseIPv6('fd11:2233:4455::a')!
 const B = parseIPv6('fd11:2233:4455::b')!
@@ -167,5 +168,36 @@ describe('overlay frames', () => {
       )
       assert.equal(d.pendingBytes, 0)
     }
+  })
+})
+
+describe('overlay names in the hosts file', () => {
+  const HOSTS = '127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost\n# a comment the admin wrote\n'
+  const e = [{ name: 'bravo', address: 'fd11:2233:4455::b' }]
+
+  it('adds, replaces and removes only its own block, keeping every other line as it was', () => {
+    const once = withBlock(HOSTS, 100, e, () => true)
+    assert.ok(once.startsWith(HOSTS))
+    assert.match(once, /\nfd11:2233:4455::b\tbravo\.mesh\n# END mesh agent pid=100\n$/)
+    const again = withBlock(once, 100, [{ name: 'bravo', address: 'fd11:2233:4455::c' }], () => true)
+    assert.equal(again.match(/BEGIN mesh/g)?.length, 1)
+    assert.match(again, /::c\tbravo\.mesh/)
+    assert.equal(
+      withBlock(again, 100, [], () => true),
+      HOSTS,
+    )
+  })
+
+  it("keeps another live agent's block and removes the block of an agent that died", () => {
+    const two = withBlock(
+      withBlock(HOSTS, 100, e, () => true),
+      200,
+      e,
+      () => true,
+    )
+    assert.equal(two.match(/BEGIN mesh/g)?.length, 2)
+    const live = withBlock(two, 300, [], (pid) => pid === 200)
+    assert.doesNotMatch(live, /pid=100/)
+    assert.match(live, /pid=200/)
   })
 })
