@@ -72,6 +72,16 @@ export const BENCHES: Bench[] = [
     systemLock: true,
   },
   {
+    name: 'overlay',
+    what: 'TCP throughput, ping RTT and agent CPU through mesh0 vs direct, in the netns lab',
+    args: ['--mib', '256', '--pings', '100'],
+    quickArgs: ['--mib', '32', '--pings', '20'],
+    timeoutS: 600,
+    quickTimeoutS: 180,
+    withoutRoot: { args: ['--skip'], why: 'mesh0 and the netns lab need root' },
+    systemLock: true,
+  },
+  {
     name: 'nat',
     what: 'WebRTC paths between NATed members through the cluster STUN: success rate, time, scp vs relay',
     args: ['--attempts', '20', '--mib', '50'],
