@@ -11,6 +11,8 @@ export interface MemberView {
   status: string
   path: string
   rttMs?: number
+  /** its clock minus ours, ms, from probe replies (± half the round trip); absent until measured */
+  clockOffsetMs?: number
   version: string
   tags: Record<string, string>
   addrs: string[]
@@ -56,6 +58,8 @@ export function memberRoutes(deps: {
             status: deps.node.trust.isRevoked(r.peerId) ? 'revoked' : r.status,
             path: r.peerId === self ? 'self' : (c?.path ?? '-'),
             rttMs: r.peerId === self ? undefined : (deps.membership.rttOf(r.peerId) ?? c?.rttMs),
+            clockOffsetMs:
+              r.peerId === self ? undefined : roundOffset(deps.membership.clockOf(r.peerId)?.offsetMs),
             version: i.version,
             tags: i.tags,
             addrs: [...i.addrs],
@@ -88,3 +92,5 @@ export function memberRoutes(deps: {
     })
   }
 }
+
+const roundOffset = (ms: number | undefined) => (ms === undefined ? undefined : Math.round(ms))

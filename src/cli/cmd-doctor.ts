@@ -220,10 +220,47 @@ function dockerFindings(listen: string[] | undefined): Finding[] {
   return f
 }
 
+/** A member's clock this far from ours is worth a warning; this far, a failure. */
+export const SKEW_WARN_MS = 1_000
+export const SKEW_FAIL_MS = 5 * 60_000
+
+/**
+ * Our clock against the members': each probe reply carries the member's clock, so the agent
+ * knows every alive member's offset to within half a round trip (membership/clock-skew.ts).
+ */
+export function skewFinding(members: MemberView[]): Finding {
+  const measured = members.filter((m) => !m.self && m.status === 'alive' && m.clockOffsetMs !== undefined)
+  if (measured.length === 0)
+    return { check: 'clock skew', level: 'skip', message: 'no member answered a probe yet' }
+  const worst = measured.reduce((a, b) =>
+    Math.abs(b.clockOffsetMs ?? 0) > Math.abs(a.clockOffsetMs ?? 0) ? b : a,
+  )
+  const off = worst.clockOffsetMs ?? 0
+  const signed = `${off >= 0 ? '+' : '-'}${fmtMs(Math.abs(off))}`
+  if (Math.abs(off) < SKEW_WARN_MS)
+    return {
+      check: 'clock skew',
+      level: 'ok',
+      message: `within ${fmtMs(Math.abs(off))} of ${measured.length} member${measured.length === 1 ? '' : 's'} (largest: ${worst.name} ${signed})`,
+    }
+  const ahead =
+    off > 0
+      ? `${worst.name} is ${fmtMs(off)} ahead of this machine`
+      : `${worst.name} is ${fmtMs(-off)} behind this machine`
+  return {
+    check: 'clock skew',
+    level: Math.abs(off) >= SKEW_FAIL_MS ? 'fail' : 'warn',
+    message: `${ahead}: invites, certificates and logs disagree about time`,
+    fix: `run NTP on both machines (timedatectl set-ntp true, or chrony); mesh members -v shows each member's offset`,
+  }
+}
+
+const fmtMs = (ms: number) => (ms < 1000 ? `${Math.round(ms)} ms` : `${(ms / 1000).toFixed(1)} s`)
+
 /**
  * The local clock: skewed clocks make invites and certificates look expired or not yet valid.
- * What can be asked here is whether NTP keeps this clock in sync (systemd's timedatectl); skew
- * against other members is not measured (the wire carries no clocks yet).
+ * Whether NTP keeps this clock in sync (systemd's timedatectl); the skew against the members is
+ * skewFinding's.
  */
 function clockFinding(): Finding {
   const r = run('timedatectl', ['show', '-p', 'NTPSynchronized', '--value'])
@@ -268,6 +305,7 @@ export function doctorCommand(program: Command): void {
               new Set(connections.filter((c) => c.admitted).map((c) => c.peerId)),
             ),
           )
+          findings.push(skewFinding(members))
         } catch (err) {
           if (!(err instanceof AgentNotRunningError)) throw err
           findings.push({

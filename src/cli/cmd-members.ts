@@ -17,8 +17,9 @@ export function membersCommand(program: Command): void {
       v,
     ])
     .option('--rejoin', 're-dial every known member and sync with it first')
+    .option('-v, --verbose', "also each member's peer ID and its clock's offset from ours")
     .action(
-      action(async (opts: { status?: string; tag?: string[]; rejoin?: boolean }) => {
+      action(async (opts: { status?: string; tag?: string[]; rejoin?: boolean; verbose?: boolean }) => {
         const g = program.opts<GlobalOpts>()
         if (opts.status !== undefined && !STATUSES.includes(opts.status)) {
           throw new UsageError(`unknown status '${opts.status}': use one of ${STATUSES.join(', ')}`)
@@ -40,15 +41,26 @@ export function membersCommand(program: Command): void {
             tags.every(([k, v]) => m.tags[k] === v),
         )
         if (g.json) return printJson(shown)
+        const v = opts.verbose === true
         process.stdout.write(
           table(
-            ['NAME', 'OVERLAY', 'STATUS', 'PATH', 'RTT', 'VERSION', 'TAGS'],
+            [
+              'NAME',
+              'OVERLAY',
+              'STATUS',
+              'PATH',
+              'RTT',
+              ...(v ? ['CLOCK', 'PEER ID'] : []),
+              'VERSION',
+              'TAGS',
+            ],
             shown.map((m) => [
               m.self ? `${m.name}*` : m.name,
               m.overlay,
               m.maintenance ? `${m.status} (maint)` : m.status,
               m.path,
               fmtMs(m.rttMs),
+              ...(v ? [fmtOffset(m), m.peerId] : []),
               m.version,
               Object.entries(m.tags)
                 // host keys are long and for ssh, not people (they are in --json)
@@ -89,4 +101,10 @@ export function membersCommand(program: Command): void {
         )
       }),
     )
+}
+
+/** A member's clock against ours: '+12ms' ahead, '-3ms' behind, '-' for us or not measured yet. */
+function fmtOffset(m: MemberView): string {
+  if (m.self || m.clockOffsetMs === undefined) return '-'
+  return `${m.clockOffsetMs >= 0 ? '+' : ''}${m.clockOffsetMs}ms`
 }

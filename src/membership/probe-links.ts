@@ -32,6 +32,8 @@ export interface ProbeLinksDeps {
   /** the protocol id of the persistent version */
   persistentProtocol: string
   count(direction: 'in' | 'out', bytes: number): void
+  /** an answered probe: when we sent it, when the reply came, and the responder's clock */
+  clock?(peer: string, sentAt: number, receivedAt: number, remoteNow: number): void
 }
 
 export class ProbeLinks {
@@ -55,10 +57,12 @@ export class ProbeLinks {
         link.waiting.set(probe.seq, resolve)
         signal.addEventListener('abort', () => resolve(undefined), { once: true })
       })
+      const sentAt = Date.now()
       await link.pb.write(probe, Probe, { signal })
       this.deps.count('out', Probe.encode(probe).length)
       const r = await reply
       link.waiting.delete(probe.seq)
+      if (r !== undefined) this.deps.clock?.(peer, sentAt, Date.now(), r.nowMs)
       if (r === undefined && link.waiting.size === 0) this.drop(peer, link) // a silent link: start afresh
       return r
     } catch {
@@ -188,11 +192,15 @@ export async function serveProbeLink(
       void answer(req).then((ack) => {
         // a prober that sends but never reads its replies is cut off, not buffered for
         if (++unsent > MAX_UNSENT_REPLIES) return stream.abort(new Error('probe replies not read'))
+        const reply = { seq: req.seq, ack, nowMs: 0 }
         writes = writes
-          .then(() => pb.write({ seq: req.seq, ack }, ProbeReply))
+          .then(() => {
+            reply.nowMs = Date.now() // stamped when it leaves, after any wait for its turn
+            return pb.write(reply, ProbeReply)
+          })
           .then(() => {
             unsent--
-            count('out', ProbeReply.encode({ seq: req.seq, ack }).length)
+            count('out', ProbeReply.encode(reply).length)
           })
           .catch(() => stream.abort(new Error('probe reply failed')))
       })

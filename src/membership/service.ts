@@ -17,6 +17,7 @@ import { onEveryConnection } from '../node/connections.js'
 import { dialable, notThroughSelf } from '../node/dialable.js'
 import type { NodeComponent } from '../node/node-component.js'
 import { VERSION } from '../version.js'
+import { type ClockSample, ClockSkew } from './clock-skew.js'
 import { Digest } from './digest.js'
 import { type Change, type Entry, effectiveStatus, MemberTable, type Row } from './merge.js'
 import { overlayAddress } from './overlay.js'
@@ -72,6 +73,7 @@ export class MembershipComponent implements Component {
   private wakeAt = Number.POSITIVE_INFINITY
   private stopped = false
   private readonly relayWaiters = new Map<string, (ack: boolean) => void>()
+  private readonly clocks = new ClockSkew()
   private readonly lastSync = new Map<string, number>()
   private readonly knownAddrs = new Map<string, string>()
   /** alive members that did not answer a dial: tried again after 5 s, 10 s, ... at most every 5 min */
@@ -105,6 +107,7 @@ export class MembershipComponent implements Component {
     this.links = new ProbeLinks({
       persistentProtocol: this.probeLinkProto,
       count: (d, n) => this.countProbe(d, n),
+      clock: (peer, sentAt, receivedAt, remoteNow) => this.clocks.add(peer, sentAt, receivedAt, remoteNow),
       open: (peer, signal) =>
         this.libp2p.dialProtocol(peerIdFromString(peer), [this.probeLinkProto, this.probeProto], {
           signal,
@@ -248,6 +251,11 @@ export class MembershipComponent implements Component {
 
   rttOf(peer: string): number | undefined {
     return this.swim.rttOf(peer)
+  }
+
+  /** How far `peer`'s clock is from ours, from its probe replies (undefined before the first). */
+  clockOf(peer: string): ClockSample | undefined {
+    return this.clocks.of(peer)
   }
 
   // ---- our own record -----------------------------------------------------------------------
@@ -729,8 +737,9 @@ export class MembershipComponent implements Component {
       const req = await pb.read(Probe, { signal })
       const ack = await this.answerProbe(conn.remotePeer.toString(), req, timeoutMs)
       this.countProbe('in', Probe.encode(req).length)
-      await pb.write({ seq: req.seq, ack }, ProbeReply, { signal })
-      this.countProbe('out', ProbeReply.encode({ seq: req.seq, ack }).length)
+      const reply = { seq: req.seq, ack, nowMs: Date.now() }
+      await pb.write(reply, ProbeReply, { signal })
+      this.countProbe('out', ProbeReply.encode(reply).length)
       await stream.close({ signal }).catch(() => {})
     } catch (err) {
       this.metrics.dropped.inc({ reason: 'bad_probe' })

@@ -2,6 +2,7 @@
 // only on a failure. Real agents on 127.0.0.1; the tunnel ports are one the test listens on and
 // one nobody does; a member killed with -9 shows up as a warning naming it.
 import assert from 'node:assert/strict'
+import { existsSync } from 'node:fs'
 import { createServer, type Server } from 'node:net'
 import { Fixture, mesh, meshJson, waitFor } from './cluster-harness.js'
 
@@ -11,6 +12,9 @@ interface Finding {
   message: string
   fix?: string
 }
+
+// libfaketime (apt-get install faketime) shifts one agent's wall clock, not its timers
+const FAKETIME = '/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1'
 
 function listenOn(): Promise<{ server: Server; port: number }> {
   return new Promise((res) => {
@@ -113,5 +117,42 @@ describe('mesh doctor (integration)', function () {
       after.stdout,
       /^warn +members +node-b dead; 0 alive; fix: check those machines; .*mesh revoke NAME/m,
     )
+  })
+
+  it('a member whose clock runs 5 s ahead: doctor names it and says to run NTP, members -v shows the offset', async function () {
+    if (!existsSync(FAKETIME)) {
+      const why = `libfaketime is missing (${FAKETIME}; apt-get install faketime)`
+      if (process.env.MESH_REQUIRE_SYSTEM === '1') throw new Error(`MESH_REQUIRE_SYSTEM=1: ${why}`)
+      console.log(`      skipped: ${why}`)
+      this.skip()
+    }
+    const a = fx.agent(fx.tempDir(), ['--init', 'lab', '--name', 'steady']).start()
+    await a.ready()
+    const token = (await meshJson(a.dataDir, ['invite'])).token
+    const b = fx
+      .agent(fx.tempDir(), ['--join', token, '--name', 'hasty'])
+      .start([], { LD_PRELOAD: FAKETIME, FAKETIME: '+5s', DONT_FAKE_MONOTONIC: '1' })
+    await b.ready()
+    // measured from probe replies: a few seconds of probes after the join
+    const offset = await waitFor(
+      "steady to have measured hasty's clock",
+      async () =>
+        (await meshJson<any[]>(a.dataDir, ['members'])).find(
+          (m) => m.name === 'hasty' && m.status === 'alive',
+        )?.clockOffsetMs as number | undefined,
+      60_000,
+    )
+    // 5 s ahead, to within the probes' round trips on a busy machine
+    assert.ok(offset > 4_000 && offset < 6_000, `hasty measured ${offset} ms ahead`)
+    const r = await mesh(['--data-dir', a.dataDir, 'doctor'])
+    assert.match(
+      r.stdout,
+      /^warn +clock skew +hasty is \d\.\d s ahead of this machine: .*; fix: run NTP on both machines/m,
+    )
+    const v = await mesh(['--data-dir', a.dataDir, 'members', '-v'])
+    assert.match(v.stdout, /^hasty .* \+\d{4}ms /m)
+    // and the other way round: from hasty, steady is behind
+    const back = await mesh(['--data-dir', b.dataDir, 'doctor'])
+    assert.match(back.stdout, /^warn +clock skew +steady is \d\.\d s behind this machine/m)
   })
 })
