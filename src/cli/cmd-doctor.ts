@@ -1,4 +1,5 @@
 import { spawnSync } from 'node:child_process'
+import { lookup as dnsLookup } from 'node:dns/promises'
 import { connect } from 'node:net'
 import type { Command } from 'commander'
 import { AgentNotRunningError } from '../api/client.js'
@@ -24,6 +25,7 @@ interface Status {
   nat?: NatStatus
   revoked?: { message: string }
   tunnel?: { allowPorts: number[] }
+  overlayInterface?: OverlayView
 }
 
 /** Whether something accepts TCP connections on 127.0.0.1:port (bounded by timeoutMs). */
@@ -220,6 +222,93 @@ function dockerFindings(listen: string[] | undefined): Finding[] {
   return f
 }
 
+/** What `mesh status` says of the overlay interface (overlay/component.ts OverlayStatus). */
+export interface OverlayView {
+  interface: string | null
+  reason?: string
+  address: string
+  prefix: string
+}
+
+/**
+ * The mesh0 interface and NAME.mesh, checked as a program sees them: the device carries our
+ * overlay address, and every alive member's NAME.mesh resolves (getaddrinfo, as curl and ssh do)
+ * to its overlay address.
+ */
+export async function overlayFindings(
+  ov: OverlayView | undefined,
+  members: MemberView[],
+  resolve6: (host: string) => Promise<string | undefined> = lookup6,
+  addrsOf: (dev: string) => string = (dev) => run('ip', ['-6', 'addr', 'show', 'dev', dev]).out,
+): Promise<Finding[]> {
+  if (ov === undefined)
+    return [{ check: 'overlay', level: 'skip', message: 'this agent has no overlay interface component' }]
+  if (ov.interface === null) {
+    if (ov.reason?.startsWith('disabled') === true)
+      return [
+        {
+          check: 'overlay',
+          level: 'skip',
+          message: `off (${ov.reason}); mesh ssh, proxy and socks reach members`,
+        },
+      ]
+    return [
+      {
+        check: 'overlay',
+        level: 'warn',
+        message: `no interface: ${ov.reason ?? 'unknown reason'}`,
+        fix: 'run the agent as root (it needs CAP_NET_ADMIN and /dev/net/tun), or set overlay.interface: false; mesh ssh, proxy, forward and socks work without it',
+      },
+    ]
+  }
+  const f: Finding[] = []
+  const addrs = addrsOf(ov.interface)
+  f.push(
+    addrs.includes(`${ov.address}/128`)
+      ? {
+          check: 'overlay',
+          level: 'ok',
+          message: `${ov.interface} up with ${ov.address}, route for ${ov.prefix}`,
+        }
+      : {
+          check: 'overlay',
+          level: 'fail',
+          message: `the agent reports ${ov.interface}, but it does not carry ${ov.address} here`,
+          fix: `restart the agent (mesh service restart or mesh agent); ip -6 addr show dev ${ov.interface} shows what is there`,
+        },
+  )
+  const alive = members.filter((m) => !m.self && m.status === 'alive')
+  const wrong: string[] = []
+  for (const m of alive) {
+    const got = await resolve6(`${m.name}.mesh`)
+    if (got !== m.overlay)
+      wrong.push(`${m.name}.mesh ${got === undefined ? 'does not resolve' : `resolves to ${got}`}`)
+  }
+  f.push(
+    wrong.length === 0
+      ? {
+          check: 'names',
+          level: 'ok',
+          message: `${alive.length} member name${alive.length === 1 ? ' resolves' : 's resolve'} as NAME.mesh to ${alive.length === 1 ? 'its overlay address' : 'their overlay addresses'}`,
+        }
+      : {
+          check: 'names',
+          level: 'warn',
+          message: wrong.join('; '),
+          fix: 'the agent keeps a managed block in /etc/hosts (overlay.hostsFile): check that it can write it and that nsswitch.conf reads files',
+        },
+  )
+  return f
+}
+
+async function lookup6(host: string): Promise<string | undefined> {
+  try {
+    return (await dnsLookup(host, { family: 6 })).address
+  } catch {
+    return undefined
+  }
+}
+
 /** A member's clock this far from ours is worth a warning; this far, a failure. */
 export const SKEW_WARN_MS = 1_000
 export const SKEW_FAIL_MS = 5 * 60_000
@@ -306,6 +395,7 @@ export function doctorCommand(program: Command): void {
             ),
           )
           findings.push(skewFinding(members))
+          findings.push(...(await overlayFindings(status.overlayInterface, members)))
         } catch (err) {
           if (!(err instanceof AgentNotRunningError)) throw err
           findings.push({

@@ -2,7 +2,7 @@ import { strict as assert } from 'node:assert'
 import { copyFileSync, mkdirSync, rmSync } from 'node:fs'
 import { join } from 'node:path'
 import { requireSystem } from './harness.js'
-import { type Agent, ok, World, waitFor } from './world.js'
+import { type Agent, CLI, ok, World, waitFor } from './world.js'
 
 // The mesh0 interface (issue 15), as a user on each member sees it: three members in their own
 // namespaces (the hub and C public on 198.18.1.0/24, A behind a home-router NAT), each agent
@@ -164,6 +164,24 @@ describe('system: the mesh0 overlay interface', function () {
         assert.equal(await echo(from, name, 'tcp'), 'tcp ok', `${from.name} -> ${name}`)
         assert.equal(await echo(from, name, 'udp'), 'udp ok', `${from.name} -> ${name}`)
       }
+    }
+  })
+
+  it('mesh doctor, run on a member, finds mesh0 with its address and every NAME.mesh resolving', async () => {
+    for (const from of agents) {
+      const r = await w.lab.exec(from.host, [process.execPath, CLI, '--data-dir', from.dir, 'doctor'], {
+        timeoutMs: 60_000,
+      })
+      assert.match(
+        r.stdout,
+        new RegExp(`^ok +overlay +mesh0 up with ${overlay.get(from.name)}, route for `, 'm'),
+        r.stdout,
+      )
+      assert.match(
+        r.stdout,
+        /^ok +names +\d+ member names resolve as NAME\.mesh to their overlay addresses$/m,
+        r.stdout,
+      )
     }
   })
 

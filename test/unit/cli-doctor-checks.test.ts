@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict'
 import type { MemberView } from '../../src/api/routes-members.js'
-import { skewFinding } from '../../src/cli/cmd-doctor.js'
+import { overlayFindings, skewFinding } from '../../src/cli/cmd-doctor.js'
 import { ClockSkew } from '../../src/membership/clock-skew.js'
 
 describe('clock skew from probe replies', () => {
@@ -68,5 +68,55 @@ describe('mesh doctor: clock skew line', () => {
   it('skips when no alive member has been measured; dead members do not count', () => {
     assert.equal(skewFinding([member('a')]).level, 'skip')
     assert.equal(skewFinding([member('a', 9_000, { status: 'dead' })]).level, 'skip')
+  })
+})
+
+describe('mesh doctor: overlay interface and NAME.mesh lines', () => {
+  const ov = { interface: 'mesh0', address: 'fd12::1', prefix: 'fd12::/48' }
+  const m = (name: string, overlay: string, status = 'alive', self = false) =>
+    ({ name, overlay, status, self }) as unknown as MemberView
+  const members = [m('me', 'fd12::1', 'alive', true), m('bravo', 'fd12::2'), m('gone', 'fd12::3', 'dead')]
+  const hosts: Record<string, string> = { 'bravo.mesh': 'fd12::2' }
+  const resolve = async (h: string) => hosts[h]
+  const addrs = () => 'inet6 fd12::1/128 scope global'
+
+  it('ok when the device has our address and every alive member name resolves to its address', async () => {
+    const f = await overlayFindings(ov, members, resolve, addrs)
+    assert.deepEqual(
+      f.map((x) => [x.check, x.level]),
+      [
+        ['overlay', 'ok'],
+        ['names', 'ok'],
+      ],
+    )
+    assert.equal(f[1].message, '1 member name resolves as NAME.mesh to its overlay address')
+  })
+
+  it('a name that does not resolve, or resolves elsewhere, is a warning naming it', async () => {
+    const f = await overlayFindings(ov, [...members, m('charlie', 'fd12::4')], resolve, addrs)
+    assert.equal(f[1].level, 'warn')
+    assert.match(f[1].message, /charlie\.mesh does not resolve/)
+    const moved = await overlayFindings(ov, members, async () => 'fd12::9', addrs)
+    assert.match(moved[1].message, /bravo\.mesh resolves to fd12::9/)
+  })
+
+  it('no interface: why, and what still works; off by config is a skip; a device without our address fails', async () => {
+    const none = await overlayFindings(
+      { ...ov, interface: null, reason: 'no CAP_NET_ADMIN' },
+      members,
+      resolve,
+      addrs,
+    )
+    assert.equal(none[0].level, 'warn')
+    assert.match(none[0].fix ?? '', /mesh ssh, proxy, forward and socks work without it/)
+    const off = await overlayFindings(
+      { ...ov, interface: null, reason: 'disabled by overlay.interface: false' },
+      members,
+      resolve,
+      addrs,
+    )
+    assert.equal(off[0].level, 'skip')
+    const bare = await overlayFindings(ov, members, resolve, () => '')
+    assert.equal(bare[0].level, 'fail')
   })
 })
