@@ -101,6 +101,9 @@ export class AgentProcess {
           // the sshds tests tunnel to have their own host keys, never this machine's: publish none
           // unless a test says which (tags then hold only what each test sets)
           MESH_TUNNEL__SSH_HOST_KEYS: join(this.dataDir, 'no-ssh-host-key.pub'),
+          // no mesh0 and no /etc/hosts block on the machine running the tests, also when a file
+          // is run alone without .mocharc's setup (test/setup.ts); the netns tests turn it on
+          MESH_OVERLAY__INTERFACE: process.env.MESH_OVERLAY__INTERFACE ?? 'false',
           ...env,
         },
         stdio: ['ignore', 'pipe', 'pipe'],
