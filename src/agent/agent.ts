@@ -54,7 +54,13 @@ export interface RunningAgent {
 export async function startAgent(opts: AgentOptions): Promise<RunningAgent> {
   const paths = dataPaths(opts.dataDir)
   // config first: a bad config must fail before anything in the data dir is touched
-  const config = loadConfig({ dataDir: opts.dataDir, configFile: opts.configFile, flags: opts.flags })
+  const warnings: string[] = []
+  const config = loadConfig({
+    dataDir: opts.dataDir,
+    configFile: opts.configFile,
+    flags: opts.flags,
+    warn: (w) => warnings.push(w),
+  })
   ensureDataDir(opts.dataDir)
   const unlock = lockDataDir(opts.dataDir)
   try {
@@ -64,6 +70,7 @@ export async function startAgent(opts: AgentOptions): Promise<RunningAgent> {
       pretty: config.logFormat === 'pretty' || (config.logFormat === 'auto' && process.stderr.isTTY === true),
     })
     const log = reporter.root.child({ component: 'agent' })
+    for (const w of warnings) log.warn(w)
     if (setup.created)
       log.info({ cluster: setup.cluster.name, dataDir: opts.dataDir }, 'initialised a new cluster')
     if (setup.joined) log.info({ cluster: setup.cluster.name }, 'joining cluster with token')

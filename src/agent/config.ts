@@ -1,11 +1,8 @@
-import { readFileSync } from 'node:fs'
-import { homedir, hostname } from 'node:os'
-import { join, resolve } from 'node:path'
+import { hostname } from 'node:os'
 import { multiaddr } from '@multiformats/multiaddr'
-import YAML from 'yaml'
 import { z } from 'zod'
+import { loadConfig as loadFromSources } from '../kernel/config.js'
 import { dataPaths } from '../kernel/datadir.js'
-import { editDistance } from '../membership/names.js'
 import { parseCidr } from '../nat/reachability.js'
 import { OverlayConfigSchema } from '../overlay/config.js'
 
@@ -252,92 +249,6 @@ function defaultName(): string {
   return h.length > 0 ? h.slice(0, 63) : 'node'
 }
 
-export function defaultDataDir(env: NodeJS.ProcessEnv = process.env): string {
-  return resolve(env.MESH_DATA_DIR ?? join(homedir(), '.mesh'))
-}
-
-export class ConfigError extends Error {
-  override name = 'ConfigError'
-}
-
-type Source = { kind: 'file' | 'env' | 'flag' | 'default'; where: string }
-
-/** Keys of the schema, so `MESH_LOG_LEVEL` maps to `logLevel` and `MESH_RELAY__SERVER` to `relay.server`. */
-function envKeyToPath(key: string): string[] {
-  return key
-    .slice('MESH_'.length)
-    .split('__')
-    .map((part) => part.toLowerCase().replace(/_([a-z0-9])/g, (_, c: string) => c.toUpperCase()))
-}
-
-const NON_CONFIG_ENV = new Set([
-  'MESH_DATA_DIR',
-  'MESH_CONFIG',
-  'MESH_REQUIRE_SYSTEM',
-  'MESH_JOIN',
-  // set for plugin commands (src/plugins/component.ts); a command that starts an agent passes them on
-  'MESH_JOIN_TOKEN',
-  'MESH_INSTANCE_ID',
-  'MESH_INSTANCE_HOST',
-  'MESH_INSTANCE_PORT',
-  'MESH_INSTANCE_DIR',
-  'MESH_PLUGIN_DIR',
-  'MESH_PLUGIN_NAME',
-  'MESH_COMPUTE_TYPE',
-  'MESH_SERVER_TYPE',
-  'MESH_SERVER_SOURCE',
-  'MESH_MEMBERS',
-  'MESH_EVENT',
-  'MESH_EVENT_DATA',
-  'MESH_CLI',
-  'MESH_NODE',
-  'MESH_CLUSTER',
-  'MESH_SELF',
-  'MESH_SSH_PUBKEY',
-  'MESH_SSH_IDENTITY',
-  'MESH_INSTANCE_PEER_ID',
-  'MESH_INSTANCE_OVERLAY',
-  'MESH_SLAVE_HOST',
-  'MESH_SLAVE_PORT',
-  'MESH_SLAVE_USER',
-  'MESH_SLAVE_MESH',
-  'MESH_SLAVE_DATA_DIR',
-  'MESH_SLAVE_LISTEN',
-  'MESH_DOCKER_IMAGE',
-])
-
-function setPath(obj: Record<string, unknown>, path: string[], value: unknown): void {
-  let cur = obj
-  for (const p of path.slice(0, -1)) {
-    if (typeof cur[p] !== 'object' || cur[p] === null) cur[p] = {}
-    cur = cur[p] as Record<string, unknown>
-  }
-  cur[path[path.length - 1]] = value
-}
-
-function parseScalar(raw: string, isList: boolean): unknown {
-  if (isList) {
-    return raw
-      .split(',')
-      .map((s) => s.trim())
-      .filter((s) => s.length > 0)
-  }
-  try {
-    return YAML.parse(raw)
-  } catch {
-    return raw
-  }
-}
-
-const LIST_KEYS = new Set([
-  'listen',
-  'announce',
-  'bootstrap',
-  'webrtc.iceServers',
-  'nat.reachableNetworks',
-  'tunnel.sshHostKeys',
-])
-
 export interface LoadOptions {
   dataDir: string
   /** an explicit file; when absent `<dataDir>/config.yaml` is read if it exists */
@@ -345,92 +256,19 @@ export interface LoadOptions {
   env?: NodeJS.ProcessEnv
   /** values from command-line flags, already as config keys */
   flags?: Record<string, unknown>
+  /** told about MESH_* variables that look like a mistyped config variable */
+  warn?: (message: string) => void
 }
 
-/**
- * Config from the YAML file, then MESH_* environment variables, then flags; the
- * later wins. An invalid value fails with where it came from, the key and what is allowed.
- */
+/** The agent's config: the file (--config, MESH_CONFIG or <dataDir>/config.yaml), MESH_* variables, flags. */
 export function loadConfig(opts: LoadOptions): Config {
   const env = opts.env ?? process.env
-  const file = opts.configFile ?? env.MESH_CONFIG ?? dataPaths(opts.dataDir).config
-  const merged: Record<string, unknown> = {}
-  const sources = new Map<string, Source>()
-
-  let text: string | undefined
-  try {
-    text = readFileSync(file, 'utf8')
-  } catch (err) {
-    const code = (err as NodeJS.ErrnoException).code
-    if (code !== 'ENOENT' || opts.configFile !== undefined || env.MESH_CONFIG !== undefined) {
-      throw new ConfigError(`cannot read config file ${file}: ${(err as Error).message}`)
-    }
-  }
-  if (text !== undefined) {
-    let doc: unknown
-    try {
-      doc = YAML.parse(text) ?? {}
-    } catch (err) {
-      throw new ConfigError(`config file ${file} is not valid YAML: ${(err as Error).message}`)
-    }
-    if (typeof doc !== 'object' || doc === null || Array.isArray(doc)) {
-      throw new ConfigError(`config file ${file} must be a YAML mapping of keys to values`)
-    }
-    for (const [k, v] of Object.entries(doc)) {
-      merged[k] = v
-      sources.set(k, { kind: 'file', where: file })
-    }
-  }
-
-  for (const [k, raw] of Object.entries(env)) {
-    if (!k.startsWith('MESH_') || NON_CONFIG_ENV.has(k) || raw === undefined) continue
-    const path = envKeyToPath(k)
-    setPath(merged, path, parseScalar(raw, LIST_KEYS.has(path.join('.'))))
-    sources.set(path.join('.'), { kind: 'env', where: k })
-  }
-
-  for (const [k, v] of Object.entries(opts.flags ?? {})) {
-    if (v === undefined) continue
-    setPath(merged, k.split('.'), v)
-    sources.set(k, { kind: 'flag', where: `--${k.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}` })
-  }
-
-  const result = ConfigSchema.safeParse(merged)
-  if (!result.success) {
-    const lines = result.error.issues.map((issue) => {
-      const key = issue.path.join('.')
-      const top = String(issue.path[0] ?? '')
-      const src = sources.get(key) ?? sources.get(issue.path.slice(0, 2).join('.')) ?? sources.get(top)
-      const from = src === undefined ? '' : src.kind === 'file' ? `${src.where}: ` : `${src.where}: `
-      if (issue.code === 'unrecognized_keys') {
-        const allowed = allowedKeys(issue.path.map(String))
-        // a typo of a real key: say which, before the whole list
-        const guesses = issue.keys.flatMap((k) => {
-          const near = allowed.find((a) => editDistance(k.toLowerCase(), a.toLowerCase(), 2) <= 2)
-          return near === undefined ? [] : [`'${[...issue.path, near].join('.')}'`]
-        })
-        const hint = guesses.length > 0 ? ` (did you mean ${guesses.join(', ')}?)` : ''
-        return `${from}unknown key ${issue.keys.map((k) => `'${[...issue.path, k].join('.')}'`).join(', ')}${hint}; allowed keys: ${allowed.join(', ')}`
-      }
-      return `${from}key '${key}': ${issue.message}`
-    })
-    throw new ConfigError(`invalid configuration:\n  ${lines.join('\n  ')}`)
-  }
-  return result.data
-}
-
-function allowedKeys(path: string[]): string[] {
-  let shape: z.ZodTypeAny = ConfigSchema
-  for (const p of path) {
-    const inner = unwrap(shape)
-    if (inner instanceof z.ZodObject) shape = inner.shape[p] as z.ZodTypeAny
-  }
-  const obj = unwrap(shape)
-  return obj instanceof z.ZodObject ? Object.keys(obj.shape) : []
-}
-
-function unwrap(t: z.ZodTypeAny): z.ZodTypeAny {
-  let cur: any = t
-  while (cur instanceof z.ZodDefault || cur instanceof z.ZodOptional) cur = cur.unwrap()
-  return cur
+  const named = opts.configFile ?? env.MESH_CONFIG
+  return loadFromSources(ConfigSchema, {
+    file: named ?? dataPaths(opts.dataDir).config,
+    fileRequired: named !== undefined,
+    env,
+    flags: opts.flags,
+    warn: opts.warn,
+  })
 }

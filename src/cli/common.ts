@@ -1,7 +1,7 @@
 import prettyBytes from 'pretty-bytes'
-import { ConfigError, defaultDataDir } from '../agent/config.js'
 import { AgentNotRunningError, ApiCallError, ApiClient } from '../api/client.js'
-import { DataDirError, dataPaths } from '../kernel/datadir.js'
+import { ConfigError } from '../kernel/config.js'
+import { DataDirError, dataPaths, defaultDataDir } from '../kernel/datadir.js'
 import { TokenError } from '../node/token.js'
 
 /** Exit codes scripts can rely on (documented in the README). */

@@ -8,7 +8,8 @@ import {
   unlinkSync,
   writeFileSync,
 } from 'node:fs'
-import { join } from 'node:path'
+import { homedir } from 'node:os'
+import { join, resolve } from 'node:path'
 
 /**
  * The whole data-dir layout: every file and folder the agent keeps, named here
@@ -56,6 +57,11 @@ export const dataPaths = (dir: string) => ({
 })
 
 export type DataPaths = ReturnType<typeof dataPaths>
+
+/** --data-dir, else MESH_DATA_DIR, else ~/.mesh */
+export function defaultDataDir(env: NodeJS.ProcessEnv = process.env): string {
+  return resolve(env.MESH_DATA_DIR ?? join(homedir(), '.mesh'))
+}
 
 export class DataDirError extends Error {
   override name = 'DataDirError'

@@ -1,0 +1,95 @@
+import assert from 'node:assert/strict'
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { loadConfig } from '../../src/agent/config.js'
+import { ConfigError, envName } from '../../src/kernel/config.js'
+
+describe('config loader', () => {
+  let dir: string
+  beforeEach(() => {
+    dir = mkdtempSync(join(tmpdir(), 'mesh-config-'))
+  })
+  afterEach(() => rmSync(dir, { recursive: true, force: true }))
+
+  it('names a variable after its schema path', () => {
+    assert.equal(envName(['logLevel']), 'MESH_LOG_LEVEL')
+    assert.equal(envName(['membership', 'probeIntervalMs']), 'MESH_MEMBERSHIP__PROBE_INTERVAL_MS')
+  })
+
+  it('reads MESH_* variables for schema paths: scalars, lists, records', () => {
+    const c = loadConfig({
+      dataDir: dir,
+      env: {
+        MESH_LOG_LEVEL: 'debug',
+        MESH_RELAY__SERVER: 'false',
+        MESH_LISTEN: '/ip4/127.0.0.1/tcp/1, /ip4/127.0.0.1/tcp/2',
+        MESH_TUNNEL__ALLOW_PORTS: '22,2222',
+        MESH_TAGS__ROLE: 'web',
+        MESH_MEMBERSHIP__PROBE_INTERVAL_MS: '250',
+      },
+    })
+    assert.equal(c.logLevel, 'debug')
+    assert.equal(c.relay.server, false)
+    assert.deepEqual(c.listen, ['/ip4/127.0.0.1/tcp/1', '/ip4/127.0.0.1/tcp/2'])
+    assert.deepEqual(c.tunnel.allowPorts, [22, 2222])
+    assert.deepEqual(c.tags, { role: 'web' })
+    assert.equal(c.membership.probeIntervalMs, 250)
+  })
+
+  it('leaves other MESH_* variables alone (a plugin command passes its own on)', () => {
+    const warnings: string[] = []
+    const c = loadConfig({
+      dataDir: dir,
+      env: { MESH_INSTANCE_ID: 'x1', MESH_SOMETHING_ELSE: 'y', MESH_DATA_DIR: dir },
+      warn: (w) => warnings.push(w),
+    })
+    assert.equal(c.logLevel, 'info')
+    assert.deepEqual(warnings, [])
+  })
+
+  it('warns about a mistyped variable with the real name', () => {
+    const warnings: string[] = []
+    const c = loadConfig({ dataDir: dir, env: { MESH_LOG_LEVL: 'debug' }, warn: (w) => warnings.push(w) })
+    assert.equal(c.logLevel, 'info')
+    assert.deepEqual(warnings, [
+      'environment variable MESH_LOG_LEVL is not a config variable; did you mean MESH_LOG_LEVEL?',
+    ])
+  })
+
+  it('flags beat variables, which beat the file', () => {
+    writeFileSync(join(dir, 'config.yaml'), 'name: from-file\nlogLevel: warn\ndialTimeoutMs: 700\n')
+    const c = loadConfig({
+      dataDir: dir,
+      env: { MESH_NAME: 'from-env', MESH_LOG_LEVEL: 'error' },
+      flags: { name: 'from-flag' },
+    })
+    assert.deepEqual([c.name, c.logLevel, c.dialTimeoutMs], ['from-flag', 'error', 700])
+  })
+
+  it('says which source a bad value came from, and the nearest key for an unknown one', () => {
+    assert.throws(
+      () => loadConfig({ dataDir: dir, env: { MESH_MEMBERSHIP__PROBE_INTERVAL_MS: '5' } }),
+      (e: unknown) =>
+        e instanceof ConfigError &&
+        /MESH_MEMBERSHIP__PROBE_INTERVAL_MS: key 'membership.probeIntervalMs'/.test(e.message),
+    )
+    writeFileSync(join(dir, 'config.yaml'), 'membership:\n  probeIntervalMS: 500\n')
+    assert.throws(
+      () => loadConfig({ dataDir: dir, env: {} }),
+      (e: unknown) =>
+        e instanceof ConfigError &&
+        e.message.includes(
+          "unknown key 'membership.probeIntervalMS' (did you mean 'membership.probeIntervalMs'?)",
+        ),
+    )
+  })
+
+  it('a named config file must exist; the default one may be absent', () => {
+    assert.equal(loadConfig({ dataDir: dir, env: {} }).logLevel, 'info')
+    assert.throws(
+      () => loadConfig({ dataDir: dir, env: { MESH_CONFIG: join(dir, 'nope.yaml') } }),
+      /cannot read config file .*nope\.yaml/,
+    )
+  })
+})
