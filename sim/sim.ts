@@ -3,6 +3,8 @@
 // and this file plays the part of src/membership/service.ts around it: gossip, push-pull
 // sync, probes, connections. Where the adapter does something, the simulator does the same
 // thing at the same moment; where it had to approximate, MODEL.md says how.
+
+import { MEMBERSHIP_DEFAULTS } from '../src/membership/config.js'
 import type { Change, Entry } from '../src/membership/merge.js'
 import { MemberTable } from '../src/membership/merge.js'
 import { overlayAddress } from '../src/membership/overlay.js'
@@ -24,7 +26,7 @@ import { Network, type NetworkOptions } from './network.js'
 import { MSG, type Msg, SimNode, type SyncWhy } from './node.js'
 import { exponential, mix32, mulberry32, type Rng, randInt } from './rng.js'
 
-/** The agent's membership settings (src/agent/config.ts defaults). */
+/** The agent's membership settings (defaults from src/membership/config.ts). */
 export interface MembershipTiming {
   probeIntervalMs: number
   probeTimeoutMs: number
@@ -34,11 +36,11 @@ export interface MembershipTiming {
 }
 
 export const AGENT_TIMING: MembershipTiming = {
-  probeIntervalMs: 1000,
-  probeTimeoutMs: 500,
-  indirectProbes: 3,
-  suspicionMult: 4,
-  syncIntervalMs: 30_000,
+  probeIntervalMs: MEMBERSHIP_DEFAULTS.probeIntervalMs,
+  probeTimeoutMs: MEMBERSHIP_DEFAULTS.probeTimeoutMs,
+  indirectProbes: MEMBERSHIP_DEFAULTS.indirectProbes,
+  suspicionMult: MEMBERSHIP_DEFAULTS.suspicionMult,
+  syncIntervalMs: MEMBERSHIP_DEFAULTS.syncIntervalMs,
 }
 
 /** Constants of the adapter (src/membership/service.ts, src/node/node-component.ts, cmd-agent). */

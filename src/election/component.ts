@@ -100,6 +100,10 @@ export class ElectionsComponent implements Component {
         this.metrics.requests.set(this.core?.size ?? 0),
       ),
     }
+    r.health(() => ({
+      ok: this.core !== undefined && !this.stopped,
+      detail: `${this.core?.size ?? 0} requests${this.maintenance ? '; in maintenance' : ''}`,
+    }))
   }
 
   private get libp2p() {

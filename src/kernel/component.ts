@@ -24,16 +24,6 @@ export interface ComponentContext {
 
 type Disposer = () => void
 
-interface Emitterish<A extends unknown[]> {
-  on(event: string, fn: (...args: A) => void): unknown
-  off(event: string, fn: (...args: A) => void): unknown
-}
-
-interface EventTargetish<E> {
-  addEventListener(event: string, fn: (e: E) => void): void
-  removeEventListener(event: string, fn: (e: E) => void): void
-}
-
 /**
  * What a running component holds open: intervals, timeouts, listeners and
  * subscriptions, registered as they are made and all released by dispose().
@@ -62,19 +52,7 @@ export class Lifecycle {
     return t
   }
 
-  /** `emitter.on(event, fn)`, taken off again at dispose. */
-  on<A extends unknown[]>(emitter: Emitterish<A>, event: string, fn: (...args: A) => void): void {
-    emitter.on(event, fn)
-    this.add(() => emitter.off(event, fn))
-  }
-
-  /** `target.addEventListener(event, fn)`, removed again at dispose (libp2p's event targets). */
-  listen<E>(target: EventTargetish<E>, event: string, fn: (e: E) => void): void {
-    target.addEventListener(event, fn)
-    this.add(() => target.removeEventListener(event, fn))
-  }
-
-  /** Anything else to undo at dispose: an unsubscribe function, an AbortController... */
+  /** Anything else to undo at dispose: an unsubscribe function, a removeEventListener... */
   add(dispose: Disposer): Disposer {
     this.disposers.add(dispose)
     return dispose

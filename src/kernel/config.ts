@@ -22,6 +22,20 @@ export interface ConfigSources {
 
 const ENV_PREFIX = 'MESH_'
 
+/** A size: a number of bytes, or '512MiB', '10GiB', '1.5G' (MESH_BLOCKS__CACHE_BYTES=20GiB). */
+export const byteSize = z.preprocess(
+  (v) => {
+    if (typeof v !== 'string') return v
+    const m = /^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(i?b?)\s*$/i.exec(v)
+    if (m === null) return v
+    const mult = { '': 1, k: 2 ** 10, m: 2 ** 20, g: 2 ** 30, t: 2 ** 40 }[
+      m[2].toLowerCase() as '' | 'k' | 'm' | 'g' | 't'
+    ]
+    return Math.round(Number(m[1]) * mult)
+  },
+  z.number({ message: "expected a size in bytes such as 1073741824 or '1GiB'" }).int().min(0),
+)
+
 type Source = { kind: 'file' | 'env' | 'flag'; where: string }
 
 /** One place in the schema an environment variable can set. */
@@ -45,7 +59,12 @@ function envPart(part: string): string {
 
 function unwrap(t: z.ZodType): z.ZodType {
   let cur: z.ZodType = t
-  while (cur instanceof z.ZodDefault || cur instanceof z.ZodOptional || cur instanceof z.ZodNullable)
+  while (
+    cur instanceof z.ZodDefault ||
+    cur instanceof z.ZodPrefault ||
+    cur instanceof z.ZodOptional ||
+    cur instanceof z.ZodNullable
+  )
     cur = cur.unwrap() as z.ZodType
   return cur
 }

@@ -15,6 +15,7 @@
  * things were actually done, so a late tick (a busy event loop) delays a verdict instead of
  * skipping the indirect probe.
  */
+import { MEMBERSHIP_DEFAULTS } from './config.js'
 
 export type Action =
   /** send a ping carrying `seq` to `to`; report its ack with onAck(to, seq, now) */
@@ -204,10 +205,10 @@ export class Swim {
     this.self = o.self
     this.rng = o.rng
     this.inc = o.incarnation ?? 0
-    this.interval = o.probeIntervalMs ?? 1000
-    this.timeout = o.probeTimeoutMs ?? 500
-    this.k = o.indirectK ?? 3
-    this.mult = o.suspicionMult ?? 4
+    this.interval = o.probeIntervalMs ?? MEMBERSHIP_DEFAULTS.probeIntervalMs
+    this.timeout = o.probeTimeoutMs ?? MEMBERSHIP_DEFAULTS.probeTimeoutMs
+    this.k = o.indirectK ?? MEMBERSHIP_DEFAULTS.indirectProbes
+    this.mult = o.suspicionMult ?? MEMBERSHIP_DEFAULTS.suspicionMult
     this.maxMult = o.suspicionMaxMult ?? 6
     this.minOverride = o.suspicionMinMs
     this.maxOverride = o.suspicionMaxMs

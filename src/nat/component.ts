@@ -3,7 +3,7 @@ import { peerIdFromString } from '@libp2p/peer-id'
 import { type Multiaddr, multiaddr } from '@multiformats/multiaddr'
 import { Circuit } from '@multiformats/multiaddr-matcher'
 import type { Config } from '../agent/config.js'
-import type { Component } from '../kernel/component.js'
+import { type Component, Lifecycle } from '../kernel/component.js'
 import type { ComponentReporter } from '../kernel/reporter.js'
 import type { MembershipComponent } from '../membership/service.js'
 import type { NodeComponent } from '../node/node-component.js'
@@ -62,12 +62,13 @@ const stunUrl = (ip: string, port: number) =>
  */
 export class NatComponent implements Component {
   readonly name = 'nat'
+  readonly lifecycle = new Lifecycle()
+  private running = false
   readonly reachability: Reachability
   private stun: StunServer | undefined
   private reachable = false
   private readonly inflight = new Map<string, Promise<Connection | undefined>>()
   private readonly failures = new Map<string, { count: number; retryAt: number }>()
-  private timer: NodeJS.Timeout | undefined
   private allowCache: { at: number; ips: Set<string> } | undefined
   /** a relay we reach directly, as a STUN server guess while the member table knows none yet */
   private relayHint: string | undefined
@@ -89,6 +90,10 @@ export class NatComponent implements Component {
         'result',
       ]),
     }
+    r.health(() => ({
+      ok: this.running,
+      detail: `${this.reachable ? 'reachable' : 'not reachable'}; STUN ${this.stun === undefined ? 'not answered here' : `on udp/${this.stun.port}`}`,
+    }))
   }
 
   async start(): Promise<void> {
@@ -120,16 +125,14 @@ export class NatComponent implements Component {
     }
     if (config.webrtc.enabled && config.nat.webrtcUpgrade) {
       node.addEventListener('connection:open', this.onOpen)
-      this.timer = setInterval(() => this.retryRound(), RETRY_TICK_MS)
-      this.timer.unref()
+      this.lifecycle.add(() => node.removeEventListener('connection:open', this.onOpen))
+      this.lifecycle.every(RETRY_TICK_MS, () => this.retryRound())
     }
+    this.running = true
   }
 
   async stop(): Promise<void> {
-    clearInterval(this.timer)
-    try {
-      this.deps.node.node.removeEventListener('connection:open', this.onOpen)
-    } catch {}
+    this.running = false
     await this.stun?.stop()
     this.stun = undefined
   }

@@ -4,7 +4,7 @@ import { existsSync, readFileSync } from 'node:fs'
 import { homedir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
-import type { Component } from '../kernel/component.js'
+import { type Component, Lifecycle } from '../kernel/component.js'
 import { dataPaths, writePrivateFile } from '../kernel/datadir.js'
 import { MeshError } from '../kernel/errors.js'
 import type { EventBus, MeshEvent } from '../kernel/events.js'
@@ -94,13 +94,13 @@ export interface PluginView {
  */
 export class PluginsComponent implements Component {
   readonly name = 'plugins'
+  readonly lifecycle = new Lifecycle()
   readonly registry: Registry
   private plugins: Plugin[] = []
   private loadErrors: string[] = []
   private checking: Promise<unknown> = Promise.resolve()
   private readonly avail = new Map<string, { ok: boolean; reason?: string }>()
   private readonly instancesFile: string
-  private unsubscribe: (() => void) | undefined
   private hookQueue: MeshEvent[] = []
   private hookRunning = false
   private stopping = new AbortController()
@@ -127,6 +127,11 @@ export class PluginsComponent implements Component {
       commands: r.counter('commands_total', 'plugin commands run, by kind and result', ['kind', 'result']),
       spawns: r.counter('spawns_total', 'instances spawned, by compute type and result', ['type', 'result']),
     }
+    // a plugin that does not load is reported (mesh plugins) but does not make the agent unhealthy
+    r.health(() => ({
+      ok: true,
+      detail: `${this.plugins.length} plugins${this.loadErrors.length > 0 ? `, ${this.loadErrors.length} not loaded` : ''}`,
+    }))
   }
 
   async start(): Promise<void> {
@@ -137,16 +142,17 @@ export class PluginsComponent implements Component {
     this.checking = this.checkAvailable().catch((err) =>
       this.deps.reporter.log.warn({ err: (err as Error).message }, 'checking compute types failed'),
     )
-    this.unsubscribe = this.deps.events.subscribe((e) => {
-      if (e.type !== 'cluster_change' || !this.hasHooks('cluster_change')) return
-      if (this.hookQueue.length >= HOOK_QUEUE_MAX) this.hookQueue.shift()
-      this.hookQueue.push(e)
-      void this.drainHooks()
-    })
+    this.lifecycle.add(
+      this.deps.events.subscribe((e) => {
+        if (e.type !== 'cluster_change' || !this.hasHooks('cluster_change')) return
+        if (this.hookQueue.length >= HOOK_QUEUE_MAX) this.hookQueue.shift()
+        this.hookQueue.push(e)
+        void this.drainHooks()
+      }),
+    )
   }
 
   async stop(): Promise<void> {
-    this.unsubscribe?.()
     this.stopping.abort()
   }
 

@@ -66,6 +66,7 @@ export class TunnelComponent implements Component {
   readonly protocol: string
   private readonly active = new Map<number, Active>()
   private nextId = 1
+  private running = false
   private readonly dialer: TunnelDialer
   private readonly upgrader: PathUpgrader
   private readonly metrics
@@ -126,6 +127,7 @@ export class TunnelComponent implements Component {
       onResult: (result) => this.metrics.upgrades.inc({ result }),
       onUpgraded: (peer) => this.dialer.noteDirect(peer, true),
     })
+    r.health(() => ({ ok: this.running, detail: `${this.active.size} open tunnels` }))
   }
 
   async start(): Promise<void> {
@@ -135,9 +137,11 @@ export class TunnelComponent implements Component {
       maxOutboundStreams: 1024,
     })
     this.upgrader.start()
+    this.running = true
   }
 
   async stop(): Promise<void> {
+    this.running = false
     this.upgrader.stop()
     for (const a of this.active.values()) a.close(new Error('the agent is stopping'))
     this.active.clear()

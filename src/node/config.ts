@@ -1,0 +1,20 @@
+import { z } from 'zod'
+
+/** `relay:` circuit relay for other members, and the reservations this member keeps. */
+export const RelayConfigSchema = z
+  .object({
+    server: z.boolean().default(true),
+    reservations: z.number().int().min(0).max(32).default(2),
+  })
+  .strict()
+
+/** `webrtc:` the WebRTC transport; STUN servers to use instead of the cluster's own. */
+export const WebrtcConfigSchema = z
+  .object({
+    enabled: z.boolean().default(true),
+    iceServers: z.array(z.string().regex(/^(stun|turn|turns):/, 'expected stun:HOST:PORT')).default([]),
+  })
+  .strict()
+
+/** `dht:` kad-dht on the cluster-private protocol id. */
+export const DhtConfigSchema = z.object({ enabled: z.boolean().default(true) }).strict()
