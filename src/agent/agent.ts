@@ -103,7 +103,10 @@ export async function startAgent(opts: AgentOptions): Promise<RunningAgent> {
       // what members need to know of us beyond the config's tags: STUN, sshd host keys
       agentTags: () => ({ ...(nat?.tags() ?? {}), ...hostKeyTags(config.tunnel.sshHostKeys) }),
       cluster: setup.cluster,
-      config,
+      config: config.membership,
+      name: config.name,
+      tags: config.tags,
+      dialTimeoutMs: config.dialTimeoutMs,
       dataDir: opts.dataDir,
       events,
       reporter: reporter.forComponent('membership'),
@@ -111,14 +114,17 @@ export async function startAgent(opts: AgentOptions): Promise<RunningAgent> {
     nat = new NatComponent({
       node,
       membership: () => membership,
-      config,
+      config: config.nat,
+      webrtc: config.webrtc,
+      listen: config.listen,
       reporter: reporter.forComponent('nat'),
     })
     const blocks = new BlocksComponent({
       node,
       membership,
       cluster: setup.cluster,
-      config,
+      config: config.blocks,
+      dhtEnabled: config.dht.enabled,
       dataDir: opts.dataDir,
       events,
       reporter: reporter.forComponent('blocks'),
@@ -128,7 +134,8 @@ export async function startAgent(opts: AgentOptions): Promise<RunningAgent> {
       nat,
       membership,
       cluster: setup.cluster,
-      config,
+      config: config.tunnel,
+      dialTimeoutMs: config.dialTimeoutMs,
       reporter: reporter.forComponent('tunnel'),
     })
     const overlay = new OverlayComponent({
@@ -173,7 +180,9 @@ export async function startAgent(opts: AgentOptions): Promise<RunningAgent> {
       node,
       membership,
       cluster: setup.cluster,
-      config,
+      config: config.elections,
+      name: config.name,
+      tags: config.tags,
       dataDir: opts.dataDir,
       events,
       executor: runner,

@@ -4,7 +4,6 @@ import type { Connection, PeerId, Stream } from '@libp2p/interface'
 import { peerIdFromString } from '@libp2p/peer-id'
 import { pbStream } from '@libp2p/utils'
 import { DatasetReply, DatasetRequest, TagSet } from '../../protocols/blocks.js'
-import type { Config } from '../agent/config.js'
 import type { Component } from '../kernel/component.js'
 import { dataPaths } from '../kernel/datadir.js'
 import type { EventBus } from '../kernel/events.js'
@@ -17,6 +16,7 @@ import { routingTableSize } from '../node/libp2p.js'
 import type { NodeComponent } from '../node/node-component.js'
 import { Blockstore, MAX_BLOCK } from './blockstore.js'
 import { type CID, parseCid } from './cid.js'
+import type { BlocksConfig } from './config.js'
 import { DatasetWriter, destinationOf, putPath, readManifest, upToDate } from './dataset.js'
 import { BlocksError, explainFsError } from './errors.js'
 import { RateLimiter, Session, serveExchange } from './exchange.js'
@@ -129,7 +129,9 @@ export class BlocksComponent implements Component {
       node: NodeComponent
       membership: MembershipComponent
       cluster: Cluster
-      config: Config
+      config: BlocksConfig
+      /** providers are announced and found on the DHT too (dht.enabled) */
+      dhtEnabled: boolean
       dataDir: string
       reporter: ComponentReporter
       events?: EventBus
@@ -182,7 +184,7 @@ export class BlocksComponent implements Component {
       (p) => deps.node.trust?.isRevoked(p) ?? false,
     )
     this.pins = new PinStore(dataPaths(deps.dataDir).blockPins)
-    this.limiter = new RateLimiter(deps.config.blocks.serveBytesPerSec)
+    this.limiter = new RateLimiter(deps.config.serveBytesPerSec)
     r.health(() => ({
       ok: this.started,
       detail: `${this.store.count} blocks, ${this.store.totalBytes} bytes`,
@@ -225,7 +227,7 @@ export class BlocksComponent implements Component {
             },
             onMessage: (kind, n = 1) => this.metrics.wants.inc({ kind }, n),
           },
-          this.deps.config.blocks.idleStreamMs,
+          this.deps.config.idleStreamMs,
         ),
       { runOnLimitedConnection: true, maxInboundStreams: 256, maxOutboundStreams: 256 },
     )
@@ -237,7 +239,7 @@ export class BlocksComponent implements Component {
     node.services.pubsub.addEventListener('message', this.onGossip)
     // a restarted member syncs over the connections made while it started, too
     this.stopConnections = onEveryConnection(node, this.onConnection)
-    const b = this.deps.config.blocks
+    const b = this.deps.config
     this.every(b.tagSyncIntervalMs, () => void this.syncTagsRandom())
     this.every(b.repairIntervalMs, () => void this.repair())
     this.every(5 * 60_000, () => void this.gc())
@@ -316,7 +318,7 @@ export class BlocksComponent implements Component {
     for (const r of this.deps.membership.rows()) {
       if (r.status === 'alive' && emit(r.peerId)) yield peerIdFromString(r.peerId)
     }
-    if (!this.deps.config.dht.enabled || signal.aborted) return
+    if (!this.deps.dhtEnabled || signal.aborted) return
     // a timer of our own: a timeout signal inside AbortSignal.any can be collected before it fires
     const ac = new AbortController()
     const timer = setTimeout(() => ac.abort(new Error('DHT search budget spent')), DHT_BUDGET_MS)
@@ -343,7 +345,7 @@ export class BlocksComponent implements Component {
       signal,
       runOnLimitedConnection: true,
     })
-    const b = this.deps.config.blocks
+    const b = this.deps.config
     return new Session(peer, stream, {
       maxBufferBytes: b.windowBytes + 4 * MAX_BLOCK,
       onUnwanted: () => this.metrics.wants.inc({ kind: 'unwanted-block' }),
@@ -351,7 +353,7 @@ export class BlocksComponent implements Component {
   }
 
   private transfer(key: CID, hints: readonly string[], signal?: AbortSignal): Transfer {
-    const b = this.deps.config.blocks
+    const b = this.deps.config
     return new Transfer(
       key,
       {
@@ -393,7 +395,7 @@ export class BlocksComponent implements Component {
    * (members also find providers by asking each other, so this is a second way, not the only one).
    */
   async provide(cid: CID): Promise<void> {
-    if (!this.deps.config.dht.enabled) return
+    if (!this.deps.dhtEnabled) return
     for (let attempt = 1; attempt <= PROVIDE_ATTEMPTS && this.started; attempt++) {
       try {
         await this.node.contentRouting.provide(cid, { signal: AbortSignal.timeout(PROVIDE_TIMEOUT_MS) })
@@ -416,7 +418,7 @@ export class BlocksComponent implements Component {
     cid: CID,
     timeoutMs = DHT_BUDGET_MS,
   ): Promise<{ routingTable: number; providers: Array<{ peerId: string; name: string; via: string[] }> }> {
-    const dht = this.deps.config.dht.enabled ? this.node.services.dht : undefined
+    const dht = this.deps.dhtEnabled ? this.node.services.dht : undefined
     if (dht === undefined) throw new BlocksError('refused', 'the DHT is off on this member (dht.enabled)')
     const found = new Map<string, Set<string>>()
     const ac = new AbortController()
@@ -966,7 +968,7 @@ export class BlocksComponent implements Component {
   gc(): Promise<void> {
     this.gcRunning ??= (async () => {
       try {
-        const budget = this.deps.config.blocks.cacheBytes
+        const budget = this.deps.config.cacheBytes
         if (this.store.totalBytes <= budget) return
         const pinned = new Set<string>()
         for (const [root, pin] of this.pins.entries())
@@ -1104,7 +1106,7 @@ export class BlocksComponent implements Component {
 
   private async onControl(stream: Stream, conn: Connection): Promise<void> {
     const peer = conn.remotePeer.toString()
-    const b = this.deps.config.blocks
+    const b = this.deps.config
     stream.inactivityTimeout = b.replicateTimeoutMs + 5_000
     try {
       const pb = pbStream(stream, { maxDataLength: MAX_CONTROL })
@@ -1151,7 +1153,7 @@ export class BlocksComponent implements Component {
       // pinned as incomplete first: the blocks we fetch are never evicted meanwhile
       await this.pins.set(key, { kind: 'dataset', replicas, complete: false, since: Date.now() })
       try {
-        await this.fetchAll(root, [from], AbortSignal.timeout(this.deps.config.blocks.replicateTimeoutMs))
+        await this.fetchAll(root, [from], AbortSignal.timeout(this.deps.config.replicateTimeoutMs))
       } catch (err) {
         this.metrics.transfers.inc({ kind: 'replica', result: 'error' })
         throw err
@@ -1184,7 +1186,7 @@ export class BlocksComponent implements Component {
     const plan = placement(key, n, members)
     const need = quorum(n)
     const names = this.names()
-    const timeout = this.deps.config.blocks.replicateTimeoutMs
+    const timeout = this.deps.config.replicateTimeoutMs
     const results = await Promise.all(
       plan.targets.map(async (peerId) => {
         if (peerId === this.self)
@@ -1273,7 +1275,7 @@ export class BlocksComponent implements Component {
             const reply = await this.control(
               peerIdFromString(p),
               { replicate: { root, replicas: pin.replicas }, holds: [] },
-              this.deps.config.blocks.replicateTimeoutMs,
+              this.deps.config.replicateTimeoutMs,
             )
             this.metrics.repairs.inc({ result: reply.ok ? 'ok' : 'error' })
             if (reply.ok) {

@@ -23,3 +23,5 @@ export const BlocksConfigSchema = z
     tagSyncIntervalMs: z.number().int().min(500).max(86_400_000).default(30_000),
   })
   .strict()
+
+export type BlocksConfig = z.infer<typeof BlocksConfigSchema>

@@ -11,7 +11,6 @@ import type { Connection, PeerId, Stream } from '@libp2p/interface'
 import { lpStream } from '@libp2p/utils'
 import { ElectionSet } from '../../protocols/election.js'
 import { Statement } from '../../protocols/trust.js'
-import type { Config } from '../agent/config.js'
 import type { Component } from '../kernel/component.js'
 import { dataPaths } from '../kernel/datadir.js'
 import type { EventBus } from '../kernel/events.js'
@@ -22,6 +21,7 @@ import type { MembershipComponent } from '../membership/service.js'
 import { type Cluster, protocolPrefix } from '../node/cluster.js'
 import { onEveryConnection } from '../node/connections.js'
 import type { NodeComponent } from '../node/node-component.js'
+import type { ElectionsConfig } from './config.js'
 import { type Effect, ElectionCore, type ElectionView, explainRefusals, OUTCOMES } from './core.js'
 import type { Executor } from './executor.js'
 import type { Message, Request } from './messages.js'
@@ -73,7 +73,10 @@ export class ElectionsComponent implements Component {
       node: NodeComponent
       membership: MembershipComponent
       cluster: Cluster
-      config: Config
+      config: ElectionsConfig
+      /** this member's name and tags, which a vote weighs */
+      name: string
+      tags: Record<string, string>
       dataDir: string
       events: EventBus
       executor: Executor
@@ -84,7 +87,7 @@ export class ElectionsComponent implements Component {
     this.topic = `${prefix}/elections/1`
     this.syncProto = `${prefix}/elections/sync/1.0.0`
     this.file = dataPaths(deps.dataDir).elections
-    this.maintenance = deps.config.elections.maintenance
+    this.maintenance = deps.config.maintenance
     try {
       const m = JSON.parse(readFileSync(dataPaths(deps.dataDir).maintenance, 'utf8')) as { on?: unknown }
       if (typeof m.on === 'boolean') this.maintenance = m.on
@@ -115,7 +118,7 @@ export class ElectionsComponent implements Component {
   }
 
   async start(): Promise<void> {
-    const c = this.deps.config.elections
+    const c = this.deps.config
     this.core = new ElectionCore({
       signer: ed25519Signer(this.deps.node.privateKey),
       verifier: ed25519Verifier(),
@@ -329,7 +332,7 @@ export class ElectionsComponent implements Component {
           changed = true
           break
         case 'vote-needed': {
-          const c = this.deps.config
+          const c = this.deps
           let a: ReturnType<Executor['canRun']>
           try {
             a = this.deps.executor.canRun(e.request, {

@@ -12,3 +12,5 @@ export const ElectionsConfigSchema = z
     maintenance: z.boolean().default(false),
   })
   .strict()
+
+export type ElectionsConfig = z.infer<typeof ElectionsConfigSchema>

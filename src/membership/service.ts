@@ -7,7 +7,6 @@ import { lpStream, pbStream } from '@libp2p/utils'
 import { Circuit, WebRTC } from '@multiformats/multiaddr-matcher'
 import { MemberSet, Probe, ProbeReply, SyncDigest, SyncReply } from '../../protocols/membership.js'
 import { Statement } from '../../protocols/trust.js'
-import type { Config } from '../agent/config.js'
 import type { Component } from '../kernel/component.js'
 import type { EventBus } from '../kernel/events.js'
 import type { ComponentReporter } from '../kernel/reporter.js'
@@ -18,6 +17,7 @@ import { dialable, notThroughSelf } from '../node/dialable.js'
 import type { NodeComponent } from '../node/node-component.js'
 import { VERSION } from '../version.js'
 import { type ClockSample, ClockSkew } from './clock-skew.js'
+import type { MembershipConfig } from './config.js'
 import { Digest } from './digest.js'
 import { type Change, type Entry, effectiveStatus, MemberTable, type Row } from './merge.js'
 import { overlayAddress } from './overlay.js'
@@ -86,15 +86,20 @@ export class MembershipComponent implements Component {
     private readonly deps: {
       node: NodeComponent
       cluster: Cluster
-      config: Config
+      config: MembershipConfig
+      /** this member's name and tags (the agent's name and tags keys), for its record */
+      name: string
+      tags: Record<string, string>
+      /** the budget of a dial to a member (the agent's dialTimeoutMs) */
+      dialTimeoutMs: number
       dataDir: string
       events: EventBus
       reporter: ComponentReporter
       /** what this member can run (the elections executor), for its record; none when absent */
       computeTypes?: () => string[]
-      /** whether this member is in maintenance (votes no everywhere); config when absent */
-      maintenance?: () => boolean
-      /** tags the agent sets itself ('mesh.*', e.g. the STUN port), merged over config.tags */
+      /** whether this member is in maintenance (votes no everywhere) */
+      maintenance: () => boolean
+      /** tags the agent sets itself ('mesh.*', e.g. the STUN port), merged over tags */
       agentTags?: () => Record<string, string>
     },
   ) {
@@ -145,8 +150,7 @@ export class MembershipComponent implements Component {
   }
 
   async start(): Promise<void> {
-    const { config } = this.deps
-    const m = config.membership
+    const m = this.deps.config
     this.signer = ed25519Signer(this.deps.node.privateKey)
     this.selfId = this.signer.peerId
     // incarnations start at the wall clock, so a restarted member always outranks its old record
@@ -181,8 +185,7 @@ export class MembershipComponent implements Component {
       (s, c) =>
         serveProbeLink(
           s,
-          (req) =>
-            this.answerProbe(c.remotePeer.toString(), req, this.deps.config.membership.probeIntervalMs * 3),
+          (req) => this.answerProbe(c.remotePeer.toString(), req, this.deps.config.probeIntervalMs * 3),
           (d, n) => this.countProbe(d, n),
         ),
       { maxInboundStreams: 4, runOnLimitedConnection: true },
@@ -261,7 +264,7 @@ export class MembershipComponent implements Component {
   // ---- our own record -----------------------------------------------------------------------
 
   private buildSelf(incarnation: number, status: 'alive' | 'left'): MemberInfo {
-    const { config, cluster, dataDir } = this.deps
+    const { cluster, dataDir } = this.deps
     let diskFree = 0
     try {
       const st = statfsSync(dataDir)
@@ -276,17 +279,17 @@ export class MembershipComponent implements Component {
       .slice(0, 32)
     return {
       peerId: this.selfId,
-      name: config.name,
+      name: this.deps.name,
       overlay: overlayAddress(cluster.id, this.selfId),
       addrs,
       incarnation,
       status,
       version: VERSION,
-      tags: { ...config.tags, ...(this.deps.agentTags?.() ?? {}) },
+      tags: { ...this.deps.tags, ...(this.deps.agentTags?.() ?? {}) },
       // plugin compute types available here, and those of the election executor
       computeTypes: [...new Set([...this.computeTypes, ...(this.deps.computeTypes?.() ?? [])])].slice(0, 32),
       resources: { cpus: cpus().length, memoryBytes: totalmem(), diskFreeBytes: diskFree },
-      maintenance: this.deps.maintenance?.() ?? config.elections.maintenance,
+      maintenance: this.deps.maintenance(),
     }
   }
 
@@ -690,13 +693,13 @@ export class MembershipComponent implements Component {
   }
 
   private async probe(peer: string, seq: number): Promise<void> {
-    const reply = await this.ask(peer, { seq, target: '' }, this.deps.config.membership.probeTimeoutMs * 2)
+    const reply = await this.ask(peer, { seq, target: '' }, this.deps.config.probeTimeoutMs * 2)
     this.metrics.probes.inc({ kind: 'direct', result: reply?.ack === true ? 'ack' : 'timeout' })
     if (reply?.ack === true) this.run(this.swim.onAck(peer, seq, Date.now()))
   }
 
   private async probeReq(via: string, target: string, seq: number): Promise<void> {
-    const reply = await this.ask(via, { seq, target }, this.deps.config.membership.probeIntervalMs * 2)
+    const reply = await this.ask(via, { seq, target }, this.deps.config.probeIntervalMs * 2)
     this.metrics.probes.inc({
       kind: 'indirect',
       result: reply === undefined ? 'timeout' : reply.ack ? 'ack' : 'nack',
@@ -730,7 +733,7 @@ export class MembershipComponent implements Component {
 
   /** A peer on the one-probe-per-stream protocol (probe/1.0.0, before persistent links). */
   private async onProbeStream(stream: Stream, conn: Connection): Promise<void> {
-    const timeoutMs = this.deps.config.membership.probeIntervalMs * 3
+    const timeoutMs = this.deps.config.probeIntervalMs * 3
     const signal = AbortSignal.timeout(timeoutMs)
     try {
       const pb = pbStream(stream, { maxDataLength: MAX_PROBE })
@@ -763,7 +766,7 @@ export class MembershipComponent implements Component {
     const results = await Promise.allSettled(
       todo.map((r) =>
         node.dial(peerIdFromString(r.peerId), {
-          signal: AbortSignal.timeout(this.deps.config.dialTimeoutMs),
+          signal: AbortSignal.timeout(this.deps.dialTimeoutMs),
         }),
       ),
     )
@@ -785,7 +788,7 @@ export class MembershipComponent implements Component {
     const res = await Promise.allSettled(
       rows.map((r) =>
         node.dial(peerIdFromString(r.peerId), {
-          signal: AbortSignal.timeout(this.deps.config.dialTimeoutMs),
+          signal: AbortSignal.timeout(this.deps.dialTimeoutMs),
         }),
       ),
     )

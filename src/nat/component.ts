@@ -2,12 +2,13 @@ import type { Connection, PeerId } from '@libp2p/interface'
 import { peerIdFromString } from '@libp2p/peer-id'
 import { type Multiaddr, multiaddr } from '@multiformats/multiaddr'
 import { Circuit } from '@multiformats/multiaddr-matcher'
-import type { Config } from '../agent/config.js'
 import { type Component, Lifecycle } from '../kernel/component.js'
 import type { ComponentReporter } from '../kernel/reporter.js'
 import type { MembershipComponent } from '../membership/service.js'
+import type { WebrtcConfig } from '../node/config.js'
 import type { NodeComponent } from '../node/node-component.js'
 import { pathKind } from '../node/paths.js'
+import type { NatConfig } from './config.js'
 import { Reachability } from './reachability.js'
 import { StunServer } from './stun-server.js'
 
@@ -78,11 +79,14 @@ export class NatComponent implements Component {
     private readonly deps: {
       node: NodeComponent
       membership: () => MembershipComponent | undefined
-      config: Config
+      config: NatConfig
+      webrtc: WebrtcConfig
+      /** the agent's listen addresses (the STUN port defaults to the first TCP one) */
+      listen: string[]
       reporter: ComponentReporter
     },
   ) {
-    this.reachability = new Reachability(deps.config.nat.reachableNetworks)
+    this.reachability = new Reachability(deps.config.reachableNetworks)
     const r = deps.reporter
     this.metrics = {
       stun: r.counter('stun_requests_total', 'STUN binding requests, by outcome', ['outcome']),
@@ -100,9 +104,9 @@ export class NatComponent implements Component {
     const { config } = this.deps
     const node = this.deps.node.node
     this.reachable = this.deps.node.reachableAddrs().some((a) => this.reachability.addr(multiaddr(a)))
-    const serve = config.nat.stun === 'on' || (config.nat.stun === 'auto' && this.reachable)
+    const serve = config.stun === 'on' || (config.stun === 'auto' && this.reachable)
     if (serve) {
-      const port = config.nat.stunPort !== 0 ? config.nat.stunPort : this.tcpPort()
+      const port = config.stunPort !== 0 ? config.stunPort : this.tcpPort()
       const stun = new StunServer({
         port,
         allow: (ip) => this.isMemberIp(ip),
@@ -123,7 +127,7 @@ export class NatComponent implements Component {
         )
       }
     }
-    if (config.webrtc.enabled && config.nat.webrtcUpgrade) {
+    if (this.deps.webrtc.enabled && config.webrtcUpgrade) {
       node.addEventListener('connection:open', this.onOpen)
       this.lifecycle.add(() => node.removeEventListener('connection:open', this.onOpen))
       this.lifecycle.every(RETRY_TICK_MS, () => this.retryRound())
@@ -148,7 +152,7 @@ export class NatComponent implements Component {
    * we reach it proves it reachable). One, because libdatachannel uses a single STUN server.
    */
   iceServers(): Array<{ urls: string }> {
-    const configured = this.deps.config.webrtc.iceServers
+    const configured = this.deps.webrtc.iceServers
     if (configured.length > 0) return configured.map((urls) => ({ urls }))
     const membership = this.deps.membership()
     if (membership === undefined) return []
@@ -206,7 +210,7 @@ export class NatComponent implements Component {
       const tcp = ma.getComponents().find((c) => c.name === 'tcp')
       if (tcp?.value !== undefined && !Circuit.matches(ma)) return Number(tcp.value)
     }
-    const fromConfig = this.deps.config.listen.map((l) =>
+    const fromConfig = this.deps.listen.map((l) =>
       multiaddr(l)
         .getComponents()
         .find((c) => c.name === 'tcp'),

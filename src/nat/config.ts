@@ -26,3 +26,5 @@ export const NatConfigSchema = z
     webrtcUpgrade: z.boolean().default(true),
   })
   .strict()
+
+export type NatConfig = z.infer<typeof NatConfigSchema>

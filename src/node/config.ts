@@ -16,5 +16,7 @@ export const WebrtcConfigSchema = z
   })
   .strict()
 
+export type WebrtcConfig = z.infer<typeof WebrtcConfigSchema>
+
 /** `dht:` kad-dht on the cluster-private protocol id. */
 export const DhtConfigSchema = z.object({ enabled: z.boolean().default(true) }).strict()

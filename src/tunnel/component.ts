@@ -1,7 +1,6 @@
 import type { Socket } from 'node:net'
 import type { Connection, Stream } from '@libp2p/interface'
 import { peerIdFromString } from '@libp2p/peer-id'
-import type { Config } from '../agent/config.js'
 import type { Component } from '../kernel/component.js'
 import type { ComponentReporter } from '../kernel/reporter.js'
 import { displayNames, ResolveError, resolveMember } from '../membership/names.js'
@@ -11,6 +10,7 @@ import type { Cluster } from '../node/cluster.js'
 import type { NodeComponent } from '../node/node-component.js'
 import { type PathKind, pathKind } from '../node/paths.js'
 import { bridge, destroySocket } from './bridge.js'
+import type { TunnelConfig } from './config.js'
 import { TunnelDialer } from './dialer.js'
 import { writeData, writeEnd, writeError } from './frames.js'
 import { PathUpgrader } from './path-upgrade.js'
@@ -78,17 +78,19 @@ export class TunnelComponent implements Component {
       nat?: NatComponent
       membership: MembershipComponent
       cluster: Cluster
-      config: Config
+      config: TunnelConfig
+      /** the budget of a dial to a member (the agent's dialTimeoutMs) */
+      dialTimeoutMs: number
       reporter: ComponentReporter
     },
   ) {
     this.protocol = tunnelProtocol(deps.cluster)
-    const t = deps.config.tunnel
+    const t = deps.config
     this.dialer = new TunnelDialer(() => deps.node.node, {
       protocol: this.protocol,
       streamTimeoutMs: t.streamTimeoutMs,
       directDialTimeoutMs: t.directDialTimeoutMs,
-      dialTimeoutMs: deps.config.dialTimeoutMs,
+      dialTimeoutMs: deps.dialTimeoutMs,
       rttOf: (peer) => deps.membership.rttOf(peer),
       pendingUpgrade: deps.nat === undefined ? undefined : (peer, ms) => deps.nat!.pendingUpgrade(peer, ms),
     })
@@ -122,7 +124,7 @@ export class TunnelComponent implements Component {
           .map((row) => ({ peerId: row.peerId, addrs: row.entry.signed.info.addrs })),
       intervalMs: t.pathUpgradeMs,
       // a background dial: it may take a slow path's whole handshake
-      timeoutMs: Math.max(t.directDialTimeoutMs, deps.config.dialTimeoutMs),
+      timeoutMs: Math.max(t.directDialTimeoutMs, deps.dialTimeoutMs),
       log: r.log,
       onResult: (result) => this.metrics.upgrades.inc({ result }),
       onUpgraded: (peer) => this.dialer.noteDirect(peer, true),
@@ -181,13 +183,13 @@ export class TunnelComponent implements Component {
     const t0 = performance.now()
     if (!Number.isInteger(port) || port < 1 || port > 65535)
       throw new TunnelError('bad-request', `invalid port '${port}'`)
-    const allowed = this.deps.config.tunnel.allowPorts
+    const allowed = this.deps.config.allowPorts
     try {
       if (target.self) {
         if (!allowed.includes(port)) throw new TunnelError('port-not-allowed', '', [...allowed])
         let socket: Socket
         try {
-          socket = await connectLocal(port, this.deps.config.tunnel.connectTimeoutMs)
+          socket = await connectLocal(port, this.deps.config.connectTimeoutMs)
         } catch (err) {
           const e = err as NodeJS.ErrnoException
           throw new TunnelError(
@@ -362,12 +364,12 @@ export class TunnelComponent implements Component {
         stream.abort(new Error('not an admitted member'))
         return
       }
-      if (this.active.size >= this.deps.config.tunnel.maxTunnels) {
+      if (this.active.size >= this.deps.config.maxTunnels) {
         this.metrics.opened.inc({ direction: 'in', result: 'busy' })
         stream.abort(new Error('too many tunnels'))
         return
       }
-      const t = this.deps.config.tunnel
+      const t = this.deps.config
       const r = await acceptTunnel(stream, { allowPorts: t.allowPorts, connectTimeoutMs: t.connectTimeoutMs })
       if ('refused' in r) {
         this.metrics.opened.inc({ direction: 'in', result: r.refused })

@@ -35,3 +35,5 @@ export const TunnelConfigSchema = z
       .default([...SSH_HOST_KEYS]),
   })
   .strict()
+
+export type TunnelConfig = z.infer<typeof TunnelConfigSchema>

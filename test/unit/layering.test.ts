@@ -30,11 +30,6 @@ const LAYERS = [
 const KNOWN_VIOLATIONS = new Set([
   'node/node-component.ts -> agent/config.ts',
   'node/libp2p.ts -> agent/config.ts',
-  'membership/service.ts -> agent/config.ts',
-  'nat/component.ts -> agent/config.ts',
-  'blocks/component.ts -> agent/config.ts',
-  'tunnel/component.ts -> agent/config.ts',
-  'election/component.ts -> agent/config.ts',
   'api/routes-core.ts -> agent/config.ts',
   'tunnel/client.ts -> api/client.ts',
 ])
