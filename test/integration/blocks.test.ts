@@ -480,7 +480,13 @@ describe('blocks: datasets between real agents', function () {
       `      killed bravo at ${(killAt / 2 ** 20).toFixed(1)} MiB; providers: ${JSON.stringify(result.providers.map((p: any) => [p.name, p.state, p.bytes]))}`,
     )
     assert.ok(bravo !== undefined, 'bravo was a provider')
-    assert.equal(bravo.state, 'gone', 'bravo was dropped from the transfer')
+    // dropped: its wants went to alpha. When the transfer ran short of providers on a busy
+    // machine it may be redialing bravo as the get ends ('connecting': lost providers are tried
+    // again first); it never became active again, since it is dead
+    assert.ok(
+      ['gone', 'connecting'].includes(bravo.state),
+      `bravo was dropped from the transfer (${bravo.state})`,
+    )
     const others = result.providers.filter((p: any) => p.peerId !== ids.B && p.bytes > 0)
     assert.ok(others.length >= 1)
     await E.kill('SIGKILL')
