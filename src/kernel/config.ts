@@ -93,6 +93,15 @@ function setPath(obj: Record<string, unknown>, path: string[], value: unknown): 
 }
 
 function parseScalar(raw: string, isList: boolean): unknown {
+  // a list is comma-separated ('a,b'), or a YAML flow sequence when it needs structure
+  // ('[{from: a, proto: tcp}]', as overlay.allow does)
+  if (isList && raw.trim().startsWith('[')) {
+    try {
+      return YAML.parse(raw)
+    } catch {
+      return raw
+    }
+  }
   if (isList) {
     return raw
       .split(',')

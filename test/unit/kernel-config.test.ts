@@ -37,6 +37,16 @@ describe('config loader', () => {
     assert.equal(c.membership.probeIntervalMs, 250)
   })
 
+  it('reads a list of records as a YAML flow sequence (MESH_OVERLAY__ALLOW)', () => {
+    const c = loadConfig({
+      dataDir: dir,
+      env: { MESH_OVERLAY__ALLOW: '[{from: a, proto: tcp, ports: [7000]}, {from: "*", proto: icmp}]' },
+    })
+    assert.equal(c.overlay.allow.length, 2)
+    assert.deepEqual(c.overlay.allow[0].ports, [7000])
+    assert.equal(c.overlay.allow[1].proto, 'icmp')
+  })
+
   it('leaves other MESH_* variables alone (a plugin command passes its own on)', () => {
     const warnings: string[] = []
     const c = loadConfig({
