@@ -1,6 +1,5 @@
 import type { FastifyInstance } from 'fastify'
 import { z } from 'zod'
-import type { Config } from '../agent/config.js'
 import type { EventBus } from '../kernel/events.js'
 import { overlayAddress } from '../membership/overlay.js'
 import type { NatComponent } from '../nat/component.js'
@@ -8,6 +7,7 @@ import type { Cluster } from '../node/cluster.js'
 import type { NodeComponent, RevokedError } from '../node/node-component.js'
 import { makeToken } from '../node/token.js'
 import type { OverlayComponent } from '../overlay/component.js'
+import type { TunnelConfig } from '../tunnel/config.js'
 import { VERSION } from '../version.js'
 import { ApiError } from './errors.js'
 
@@ -28,7 +28,7 @@ export function coreRoutes(deps: {
   nat?: NatComponent
   overlay?: OverlayComponent
   cluster: Cluster
-  config: Config
+  config: { name: string; tunnel: Pick<TunnelConfig, 'allowPorts'> }
   dataDir: string
   startedAt: number
   events: EventBus

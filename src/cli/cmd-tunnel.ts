@@ -54,7 +54,7 @@ function realDir(dir: string): string {
 }
 
 async function tunnelTo(g: GlobalOpts, member: string, port: number) {
-  const { openTunnel } = await import('../tunnel/client.js')
+  const { openTunnel } = await import('../api/tunnel-client.js')
   const dir = dataDirOf(g)
   return openTunnel(dataPaths(dir).socket, dir, member, port)
 }
@@ -212,7 +212,7 @@ export function tunnelCommands(program: Command): void {
         const { member, port } = parseMemberPort(targetText)
         const m = await resolveMember(g, member) // fail now, not on the first connection
         const server = createServer({ allowHalfOpen: true }, (conn) => void forwardOne(conn))
-        const { splice } = await import('../tunnel/client.js')
+        const { splice } = await import('../api/tunnel-client.js')
         async function forwardOne(conn: Socket): Promise<void> {
           conn.pause()
           conn.on('error', () => {})
@@ -245,8 +245,8 @@ export function tunnelCommands(program: Command): void {
         const g = program.opts<GlobalOpts>()
         const local = opts.port === '0' ? 0 : parsePort(opts.port)
         const status = await client(g).call<{ cluster: { id: string } }>('GET', '/v1/status')
-        const { socksServer, REP } = await import('../tunnel/socks5.js')
-        const { TunnelCallError } = await import('../tunnel/client.js')
+        const { socksServer, REP } = await import('../api/socks5.js')
+        const { TunnelCallError } = await import('../api/tunnel-client.js')
         const repFor: Record<string, number> = {
           'unknown-member': REP.hostUnreachable,
           unreachable: REP.hostUnreachable,

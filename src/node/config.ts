@@ -20,3 +20,19 @@ export type WebrtcConfig = z.infer<typeof WebrtcConfigSchema>
 
 /** `dht:` kad-dht on the cluster-private protocol id. */
 export const DhtConfigSchema = z.object({ enabled: z.boolean().default(true) }).strict()
+
+/**
+ * What the node reads of the agent's config: its own sections and the agent-level keys it needs
+ * (the agent's Config has these and more; the node does not import it).
+ */
+export interface NodeConfig {
+  name: string
+  listen: string[]
+  announce: string[]
+  dialTimeoutMs: number
+  authTimeoutMs: number
+  exitWhenRevoked: boolean
+  relay: z.infer<typeof RelayConfigSchema>
+  webrtc: WebrtcConfig
+  dht: z.infer<typeof DhtConfigSchema>
+}

@@ -14,11 +14,11 @@ import { tcp } from '@libp2p/tcp'
 import { webRTC, webRTCDirect } from '@libp2p/webrtc'
 import { LevelDatastore } from 'datastore-level'
 import { createLibp2p } from 'libp2p'
-import type { Config } from '../agent/config.js'
 import type { ComponentReporter } from '../kernel/reporter.js'
 import { type AdmissionInit, admission } from './admission.js'
 import { type Cluster, deriveKey, protocolPrefix } from './cluster.js'
 import { coalescedWrites } from './coalesced-writes.js'
+import type { NodeConfig } from './config.js'
 import { dialable } from './dialable.js'
 import { INBOUND_LIMITS, PendingInbound } from './inbound-limits.js'
 import { quietPeerStore } from './quiet-peer-store.js'
@@ -26,7 +26,7 @@ import { relayPolicy } from './relays.js'
 import { deferYamuxWindowUpdates } from './yamux-window.js'
 
 export interface NodeOptions {
-  config: Config
+  config: NodeConfig
   cluster: Cluster
   privateKey: PrivateKey
   datastorePath: string

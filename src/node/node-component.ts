@@ -3,12 +3,12 @@ import { peerIdFromPrivateKey } from '@libp2p/peer-id'
 import { multiaddr } from '@multiformats/multiaddr'
 import { Circuit } from '@multiformats/multiaddr-matcher'
 import { Certificate, Statement } from '../../protocols/trust.js'
-import type { Config } from '../agent/config.js'
 import type { Component } from '../kernel/component.js'
 import { dataPaths } from '../kernel/datadir.js'
 import type { ComponentReporter } from '../kernel/reporter.js'
 import { BackoffMap } from './backoff.js'
 import type { Cluster } from './cluster.js'
+import type { NodeConfig } from './config.js'
 import { loadIdentity } from './identity.js'
 import { InviteStore } from './invites.js'
 import { Joiner } from './join.js'
@@ -51,7 +51,7 @@ export class NodeComponent implements Component {
 
   constructor(
     private readonly deps: {
-      config: Config
+      config: NodeConfig
       cluster: Cluster
       dataDir: string
       seeds: string[]

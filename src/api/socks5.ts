@@ -1,6 +1,6 @@
 import { createServer, type Server, type Socket } from 'node:net'
 import { formatIPv6, isOverlayAddress } from '../membership/overlay.js'
-import { splice, type TunnelSocket } from './client.js'
+import { splice, type TunnelSocket } from './tunnel-client.js'
 
 /** SOCKS5 reply codes (RFC 1928 section 6). */
 export const REP = {

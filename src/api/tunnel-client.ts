@@ -1,8 +1,8 @@
 import { request } from 'node:http'
 import { connect, type Socket } from 'node:net'
-import { AgentNotRunningError, ApiCallError } from '../api/client.js'
-import { destroySocket } from './bridge.js'
-import { FrameDecoder } from './frames.js'
+import { destroySocket } from '../tunnel/bridge.js'
+import { FrameDecoder } from '../tunnel/frames.js'
+import { AgentNotRunningError, ApiCallError } from './client.js'
 
 export interface TunnelSocket {
   /** write the tunnel's bytes here (end() is a FIN to the member's service) */
