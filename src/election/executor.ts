@@ -11,6 +11,7 @@ import { spawn } from 'node:child_process'
 import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { cpus, totalmem } from 'node:os'
 import { join } from 'node:path'
+import { pidAlive as alive } from '../kernel/pid.js'
 import type { Request } from './messages.js'
 import { type Assessment, assess } from './rule.js'
 
@@ -124,14 +125,5 @@ export class CommandExecutor implements Executor {
     try {
       if (alive(r.pid)) process.kill(-r.pid, 'SIGKILL')
     } catch {}
-  }
-}
-
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0)
-    return true
-  } catch {
-    return false
   }
 }

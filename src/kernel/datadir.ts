@@ -10,6 +10,7 @@ import {
 } from 'node:fs'
 import { homedir } from 'node:os'
 import { join, resolve } from 'node:path'
+import { pidAlive } from './pid.js'
 
 /**
  * The whole data-dir layout: every file and folder the agent keeps, named here
@@ -77,15 +78,6 @@ export function writePrivateFile(path: string, data: string | Uint8Array): void 
   writeFileSync(tmp, data, { mode: 0o600 })
   chmodSync(tmp, 0o600)
   renameSync(tmp, path)
-}
-
-function pidAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0)
-    return true
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM'
-  }
 }
 
 /**

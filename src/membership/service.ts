@@ -4,7 +4,7 @@ import type { Message } from '@libp2p/gossipsub'
 import type { Connection, PeerId, Stream } from '@libp2p/interface'
 import { peerIdFromString } from '@libp2p/peer-id'
 import { lpStream, pbStream } from '@libp2p/utils'
-import { Circuit, WebRTC } from '@multiformats/multiaddr-matcher'
+import { Circuit } from '@multiformats/multiaddr-matcher'
 import { MemberSet, Probe, ProbeReply, SyncDigest, SyncReply } from '../../protocols/membership.js'
 import { Statement } from '../../protocols/trust.js'
 import type { Component } from '../kernel/component.js'
@@ -15,6 +15,7 @@ import { type Cluster, protocolPrefix } from '../node/cluster.js'
 import { onEveryConnection } from '../node/connections.js'
 import { dialable, notThroughSelf } from '../node/dialable.js'
 import type { NodeComponent } from '../node/node-component.js'
+import { pathKind } from '../node/paths.js'
 import { VERSION } from '../version.js'
 import { type ClockSample, ClockSkew } from './clock-skew.js'
 import type { MembershipConfig } from './config.js'
@@ -634,12 +635,9 @@ export class MembershipComponent implements Component {
   private onWorsePath(peer: string, stream: Stream): boolean {
     const conns = this.libp2p.getConnections(peerIdFromString(peer)).filter((c) => c.status === 'open')
     const mine = conns.find((c) => c.streams.includes(stream))
-    if (mine === undefined || !Circuit.matches(mine.remoteAddr) || WebRTC.matches(mine.remoteAddr))
-      return false
+    if (mine === undefined || pathKind(mine.remoteAddr) !== 'relayed') return false
     return conns.some(
-      (c) =>
-        (!Circuit.matches(c.remoteAddr) || WebRTC.matches(c.remoteAddr)) &&
-        this.libp2p.services.admission.connectionAdmitted(c),
+      (c) => pathKind(c.remoteAddr) !== 'relayed' && this.libp2p.services.admission.connectionAdmitted(c),
     )
   }
 

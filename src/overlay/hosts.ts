@@ -8,6 +8,7 @@
  */
 import { readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs'
 import { basename, dirname, join } from 'node:path'
+import { pidAlive as alive } from '../kernel/pid.js'
 
 const BEGIN = /^# BEGIN mesh agent pid=(\d+)/
 const END = /^# END mesh agent pid=(\d+)/
@@ -15,15 +16,6 @@ const END = /^# END mesh agent pid=(\d+)/
 export interface HostsEntry {
   name: string
   address: string
-}
-
-const alive = (pid: number): boolean => {
-  try {
-    process.kill(pid, 0)
-    return true
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM'
-  }
 }
 
 /**

@@ -8,6 +8,7 @@ import { type ChildProcess, execFileSync, type SpawnOptions, spawn, spawnSync } 
 import { randomBytes } from 'node:crypto'
 import { existsSync, mkdirSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
+import { pidAlive } from '../../src/kernel/pid.js'
 
 export type Need = 'root' | 'netns' | 'iptables' | 'sshd' | 'docker'
 
@@ -227,15 +228,6 @@ function installExitHooks(): void {
       for (const lab of liveLabs) lab.cleanupSync()
       process.kill(process.pid, sig)
     })
-  }
-}
-
-function pidAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0)
-    return true
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM'
   }
 }
 
