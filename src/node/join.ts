@@ -13,6 +13,9 @@ import type { TrustStore } from './trust.js'
 const MAX = 256 << 10
 /** how long `mesh agent --join` keeps trying the token's addresses (busy or restarting inviter) */
 const JOIN_RETRY_FOR_MS = 60_000
+/** dials back to the inviter right after a join, before leaving it to the node's redial tick */
+const REDIAL_ATTEMPTS = 4
+const REDIAL_FOR_MS = 8_000
 
 export class JoinRefusedError extends Error {
   override name = 'JoinRefusedError'
@@ -134,6 +137,31 @@ export class Joiner {
     saveCluster(this.deps.dataDir, { ...cluster, invite: undefined })
     // reconnect as a member: the joining connection served only the invite
     await Promise.allSettled(node.getConnections(conn.remotePeer).map((c) => c.close()))
+    await this.redialAsMember(seed, timeoutMs)
+  }
+
+  /**
+   * Dial the inviter again now, as a member. Its per-address limit on new connections may refuse
+   * this dial right after the join's own (several members joining from behind one address);
+   * a few short retries beat waiting for the node's redial backoff (10 s, then 20 s).
+   */
+  private async redialAsMember(seed: string, timeoutMs: number): Promise<void> {
+    const backoff = new Backoff({ minMs: 500, maxMs: 2_000 })
+    // bounded as a whole: the agent's start waits for this, and the redial tick takes over
+    const signal = AbortSignal.timeout(Math.min(timeoutMs, REDIAL_FOR_MS))
+    for (let attempt = 1; attempt <= REDIAL_ATTEMPTS && !signal.aborted; attempt++) {
+      try {
+        await this.deps.node.dial(multiaddr(seed), { signal })
+        return
+      } catch (err) {
+        this.deps.reporter.log.debug(
+          { seed, attempt, err: (err as Error).message },
+          'redial after joining failed',
+        )
+      }
+      backoff.failed()
+      await new Promise((r) => setTimeout(r, backoff.due()))
+    }
   }
 }
 

@@ -5,7 +5,7 @@ import { circuitRelayServer, circuitRelayTransport } from '@libp2p/circuit-relay
 import { dcutr } from '@libp2p/dcutr'
 import { gossipsub } from '@libp2p/gossipsub'
 import { identify, identifyPush } from '@libp2p/identify'
-import type { PrivateKey } from '@libp2p/interface'
+import type { PeerId, PrivateKey } from '@libp2p/interface'
 import type { AddressManager } from '@libp2p/interface-internal'
 import { type KadDHT, kadDHT, passthroughMapper, type SingleKadDHT } from '@libp2p/kad-dht'
 import { peerIdFromPrivateKey } from '@libp2p/peer-id'
@@ -47,6 +47,19 @@ export function dhtProtocol(cluster: Cluster): string {
 /** The DHT routing table's size (the single DHT built here has one; the KadDHT type omits it). */
 export function routingTableSize(dht: KadDHT | undefined): number {
   return (dht as Partial<SingleKadDHT> | undefined)?.routingTable?.size ?? 0
+}
+
+/**
+ * Whether the DHT's routing table holds this peer. The published RoutingTable type shows only
+ * its size; the class has find(). Without find(), any non-empty table counts as holding it.
+ */
+export async function inRoutingTable(dht: KadDHT, peer: PeerId): Promise<boolean> {
+  const table = (dht as Partial<SingleKadDHT>).routingTable as
+    | { size: number; find?: (p: PeerId) => Promise<PeerId | undefined> }
+    | undefined
+  if (table === undefined) return false
+  if (typeof table.find !== 'function') return table.size > 0
+  return (await table.find(peer).catch(() => undefined)) !== undefined
 }
 
 export type MeshLibp2p = Awaited<ReturnType<typeof createMeshNode>>

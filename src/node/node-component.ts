@@ -12,7 +12,7 @@ import type { NodeConfig } from './config.js'
 import { loadIdentity } from './identity.js'
 import { InviteStore } from './invites.js'
 import { Joiner } from './join.js'
-import { createMeshNode, dhtProtocol, type MeshLibp2p, routingTableSize } from './libp2p.js'
+import { createMeshNode, dhtProtocol, inRoutingTable, type MeshLibp2p } from './libp2p.js'
 import { type PathKind, pathKind } from './paths.js'
 import { TrustStore } from './trust.js'
 
@@ -213,22 +213,24 @@ export class NodeComponent implements Component {
 
   /**
    * kad-dht takes a peer into its routing table once, when identify shows it speaks the DHT
-   * protocol, and only if a ping answers right then; a failed ping is not retried. With an empty
-   * table every DHT query (provide, findProviders) waits for a peer until it times out. So while
-   * the table is empty, identify some admitted members again: the DHT hears of them anew and
-   * retries (see protocols/blocks.md, 'The DHT'). Returns how many were identified again.
+   * protocol, and only if a ping answers right then; a failed ping is not retried. A member
+   * missing from the table is never asked, and with an empty table every DHT query (provide,
+   * findProviders) waits for a peer until it times out. So every tick, identify again the
+   * admitted DHT members the table lacks: the DHT hears of them anew and retries (see
+   * protocols/blocks.md, 'The DHT'). Returns how many were identified again.
    */
   async refillDht(): Promise<number> {
     const node = this.libp2p
     const dht = node?.services.dht
     if (node === undefined || node.status !== 'started' || dht === undefined) return 0
-    if (routingTableSize(dht) > 0) return 0
     const kad = dhtProtocol(this.deps.cluster)
     const byPeer = new Map<string, Connection>()
     for (const c of node.getConnections()) {
       if (byPeer.size >= RECONNECT_BATCH) break
       if (c.status !== 'open' || c.limits !== undefined || !node.services.admission.isAdmitted(c.remotePeer))
         continue
+      if (byPeer.has(c.remotePeer.toString())) continue
+      if (await inRoutingTable(dht, c.remotePeer)) continue
       // members that run the DHT (identify listed its protocol; dht.enabled may be off elsewhere)
       const peer = await node.peerStore.get(c.remotePeer).catch(() => undefined)
       if (peer?.protocols.includes(kad) === true) byPeer.set(c.remotePeer.toString(), c)
@@ -260,9 +262,13 @@ export class NodeComponent implements Component {
       if (pid === undefined || !connected.has(pid)) targets.push({ key: pid ?? s, target: ma })
     }
     const known = await node.peerStore.all({ filters: [(p) => p.tags.has(MEMBER_TAG)] })
+    // a seed that is also a known member is dialed once: a second dial to the same address
+    // counts against its per-address limit on new connections
+    const seen = new Set(targets.map((t) => t.key))
     for (const p of known) {
       const key = p.id.toString()
-      if (!connected.has(key) && !p.id.equals(node.peerId)) targets.push({ key, target: p.id })
+      if (!connected.has(key) && !seen.has(key) && !p.id.equals(node.peerId))
+        targets.push({ key, target: p.id })
     }
     this.redials.retain(new Set(targets.map((t) => t.key)))
     const batch = targets.filter((t) => this.redials.ready(t.key, now)).slice(0, RECONNECT_BATCH)
