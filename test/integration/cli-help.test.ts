@@ -2,7 +2,7 @@
 // mean" (not the 100-line help), and bash completes commands and options from mesh's own tree.
 import assert from 'node:assert/strict'
 import { spawnSync } from 'node:child_process'
-import { writeFileSync } from 'node:fs'
+import { mkdirSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { CLI, Fixture, mesh } from './cluster-harness.js'
 
@@ -55,11 +55,52 @@ describe('did you mean, and shell completion (integration)', function () {
     ])
   })
 
-  it('zsh gets the same through bashcompinit; another shell is a clear error', async () => {
-    const z = await mesh(['completion', 'zsh'])
-    assert.equal(z.code, 0)
-    assert.match(z.stdout, /^# mesh completion for zsh.*\nautoload -U \+X bashcompinit && bashcompinit\n/)
-    assert.match(z.stdout, /complete -o default -F _mesh mesh/)
+  it('zsh completes the same when a person presses Tab in an interactive zsh', function () {
+    if (spawnSync('zsh', ['-f', '-c', 'zmodload zsh/zpty'], { timeout: 10_000 }).status !== 0) {
+      const why = 'zsh (with zsh/zpty) is missing; apt-get install zsh'
+      if (process.env.MESH_REQUIRE_SYSTEM === '1') throw new Error(`MESH_REQUIRE_SYSTEM=1: ${why}`)
+      console.log(`      skipped: ${why}`)
+      this.skip()
+    }
+    const home = fx.tempDir()
+    mkdirSync(join(home, 'bin'))
+    writeFileSync(join(home, 'bin', 'mesh'), `#!/bin/sh\nexec "${process.execPath}" "${CLI}" "$@"\n`, {
+      mode: 0o755,
+    })
+    // a zsh on a pseudo-terminal (zpty) as a person has it: compinit, the completion sourced as
+    // the README says, then each line typed with Tab; Ctrl-A/Ctrl-E wrap the completed line in
+    // a print, so zsh itself reports what Tab made of it
+    const script = `
+      zmodload zsh/zpty
+      zpty z "env -i PATH=${home}/bin:/usr/bin:/bin HOME=${home} TERM=dumb zsh -f -i"
+      zpty -w z 'unset zle_bracketed_paste; bindkey -e; PS1="> "; autoload -U compinit && compinit -u; source <(mesh completion zsh)'
+      for line in "mesh memb" "mesh service ins" "mesh service install --us" "mesh --json adm" "mesh exec --pa"; do
+        zpty -n -w z "$line"$'\t\x01'"print -r -- 'RESULT:"$'\x05'"'"$'\n'
+      done
+      zpty -w z 'print -r -- DONE:'
+      integer deadline=$(( SECONDS + 40 ))
+      out=""
+      while (( SECONDS < deadline )); do
+        if zpty -r -t z chunk; then out+=$chunk; else sleep 0.1; fi
+        [[ $out == *$'\nDONE:'* ]] && break
+      done
+      zpty -d z
+      print -r -- "\${out//$'\r'/}" | grep -a '^RESULT:'`
+    const r = spawnSync('zsh', ['-f', '-c', script], { encoding: 'utf8', timeout: 50_000 })
+    assert.deepEqual(
+      r.stdout.split('\n').filter(Boolean),
+      [
+        'RESULT:mesh members',
+        'RESULT:mesh service install',
+        'RESULT:mesh service install --user',
+        'RESULT:mesh --json admin',
+        'RESULT:mesh exec --parallel',
+      ],
+      r.stderr,
+    )
+  })
+
+  it('another shell is a clear error', async () => {
     const f = await mesh(['completion', 'fish'])
     assert.equal(f.code, 2)
     assert.match(f.stderr, /no completion for 'fish': use bash or zsh/)
