@@ -94,7 +94,7 @@ export function blockRoutes(deps: { blocks: BlocksComponent }) {
             `${path} is ${st.size} bytes; a block is at most ${MAX_BLOCK} (2 MiB): use 'mesh put' for files of any size`,
           )
         }
-        return await b.blockPut(new Uint8Array(await fh.readFile()))
+        return await b.exchange.blockPut(new Uint8Array(await fh.readFile()))
       } finally {
         await fh.close()
       }
@@ -104,7 +104,7 @@ export function blockRoutes(deps: { blocks: BlocksComponent }) {
       const cid = parseCid(req.params.cid)
       const ac = new AbortController()
       reply.raw.on('close', () => ac.abort())
-      const { bytes } = await b.blockGet(cid, ac.signal)
+      const { bytes } = await b.exchange.blockGet(cid, ac.signal)
       return reply
         .type('application/octet-stream')
         .header('x-mesh-cid', cid.toString())
@@ -112,7 +112,7 @@ export function blockRoutes(deps: { blocks: BlocksComponent }) {
     })
 
     app.get<{ Params: { cid: string } }>('/v1/blocks/:cid/stat', async (req) =>
-      b.blockStat(parseCid(req.params.cid)),
+      b.exchange.blockStat(parseCid(req.params.cid)),
     )
 
     // providers through the DHT only (diagnostics, and the test that the DHT carries records)
@@ -125,7 +125,7 @@ export function blockRoutes(deps: { blocks: BlocksComponent }) {
             400,
             `timeoutMs must be a whole number from 1 to 60000, not ${req.query.timeoutMs}`,
           )
-        return b.dhtProviders(parseCid(req.params.cid), t)
+        return b.exchange.dhtProviders(parseCid(req.params.cid), t)
       },
     )
 
@@ -136,7 +136,7 @@ export function blockRoutes(deps: { blocks: BlocksComponent }) {
         throw new ApiError(400, `--replicas must be a whole number from 1 to 64, not ${replicas}`)
       }
       await ndjson(req, reply, (signal, progress) =>
-        b.put(path, { tag, replicas, signal, onProgress: progress }),
+        b.datasets.put(path, { tag, replicas, signal, onProgress: progress }),
       )
     })
 
@@ -146,7 +146,7 @@ export function blockRoutes(deps: { blocks: BlocksComponent }) {
       if (dest !== undefined) absolute(dest, 'destination')
       if (cwd !== undefined) absolute(cwd, 'working directory')
       await ndjson(req, reply, (signal, progress) =>
-        b.get(ref, dest, {
+        b.datasets.get(ref, dest, {
           signal,
           cwd,
           onProgress: (p) => progress(p as unknown as Record<string, unknown>),
@@ -161,7 +161,7 @@ export function blockRoutes(deps: { blocks: BlocksComponent }) {
       res.on('close', () => {
         if (!res.writableFinished) ac.abort()
       })
-      const it = b.cat(ref, ac.signal)[Symbol.asyncIterator]()
+      const it = b.datasets.cat(ref, ac.signal)[Symbol.asyncIterator]()
       // errors before the first byte are ordinary API errors
       const first = await it.next()
       reply.hijack()
@@ -180,23 +180,23 @@ export function blockRoutes(deps: { blocks: BlocksComponent }) {
       }
     })
 
-    app.get<{ Querystring: { ref?: string } }>('/v1/ls', async (req) => b.ls(req.query.ref ?? ''))
+    app.get<{ Querystring: { ref?: string } }>('/v1/ls', async (req) => b.datasets.ls(req.query.ref ?? ''))
 
-    app.get('/v1/datasets', async () => ({ datasets: b.datasets() }))
+    app.get('/v1/datasets', async () => ({ datasets: b.datasets.list() }))
 
     app.post<{ Body: { ref?: string } }>('/v1/pin', async (req, reply) => {
       const ref = req.body?.ref ?? ''
-      await ndjson(req, reply, (signal) => b.pin(ref, signal))
+      await ndjson(req, reply, (signal) => b.cache.pin(ref, signal))
     })
 
-    app.post<{ Body: { ref?: string } }>('/v1/unpin', async (req) => b.unpin(req.body?.ref ?? ''))
+    app.post<{ Body: { ref?: string } }>('/v1/unpin', async (req) => b.cache.unpin(req.body?.ref ?? ''))
 
-    app.get('/v1/pins', async () => ({ pins: b.pinList() }))
+    app.get('/v1/pins', async () => ({ pins: b.cache.pinList() }))
 
-    app.post('/v1/blocks/repair', async () => ({ placed: await b.repair() }))
+    app.post('/v1/blocks/repair', async () => ({ placed: await b.replicas.repair() }))
 
     app.post('/v1/blocks/gc', async () => {
-      await b.gc()
+      await b.cache.gc()
       return { blocks: b.store.count, bytes: b.store.totalBytes }
     })
   }
