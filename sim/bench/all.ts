@@ -72,6 +72,14 @@ export const BENCHES: Bench[] = [
     systemLock: true,
   },
   {
+    name: 'backpressure',
+    what: 'memory of both agents and the CLI while a reader pauses: mesh proxy both ways, mesh cat',
+    args: ['--mib', '1024', '--pause-s', '15'],
+    quickArgs: ['--mib', '64', '--pause-s', '3'],
+    timeoutS: 1200,
+    quickTimeoutS: 180,
+  },
+  {
     name: 'overlay',
     what: 'TCP throughput, ping RTT and agent CPU through mesh0 vs direct, in the netns lab',
     args: ['--mib', '256', '--pings', '100'],
