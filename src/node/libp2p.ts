@@ -90,8 +90,13 @@ export async function createMeshNode(opts: NodeOptions) {
 
   // asked per connection, so members that start answering STUN are used at once; an empty
   // list (never undefined) keeps libp2p from falling back to public STUN servers
+  // ICE gathers IPv4 candidates only (node-datachannel's bindAddress, passed to libjuice): with
+  // IPv6 it offered the mesh0 overlay address too, and a WebRTC connection between two members
+  // behind NAT came up *through* the overlay, which then moved its own packets onto it (a loop
+  // that collapsed every few seconds; test/system/overlay-netns.test.ts)
   const rtcConfiguration = () => ({
     iceServers: opts.iceServers?.() ?? config.webrtc.iceServers.map((urls) => ({ urls })),
+    bindAddress: '0.0.0.0',
   })
 
   const listen = [...config.listen]

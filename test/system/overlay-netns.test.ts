@@ -251,3 +251,162 @@ describe('system: the mesh0 overlay interface', function () {
     assert.match(hosts, /localhost/, 'the rest of the file kept')
   })
 })
+
+// A TCP connection through mesh0 that stays open while the member's path changes. Started with
+// process.argv[1] as the address; sends a fixed random pattern in 32 KiB writes every 40 ms
+// and checks every echoed byte; prints {sent, echoed} as JSON lines, and on 'stop' from stdin
+// waits for the last echoes and prints {done, sent, echoed} (or {error} on any failure).
+const STEADY_CLIENT = `
+const net = require('node:net'), crypto = require('node:crypto')
+const pattern = crypto.randomBytes(1 << 20)
+const say = (o) => console.log(JSON.stringify(o))
+const fail = (error) => { say({ error }); process.exit(1) }
+setTimeout(() => fail('ran for 10 minutes'), 600000).unref()
+let sent = 0, echoed = 0, stopping = false, timer
+const s = net.connect(7000, process.argv[1], () => {
+  timer = setInterval(() => {
+    if (stopping || s.writableLength > (1 << 20)) return
+    const chunk = Buffer.alloc(32 << 10)
+    for (let i = 0; i < chunk.length; i++) chunk[i] = pattern[(sent + i) % pattern.length]
+    sent += chunk.length
+    s.write(chunk)
+  }, 40)
+})
+s.on('data', (d) => {
+  for (let i = 0; i < d.length; i++)
+    if (d[i] !== pattern[(echoed + i) % pattern.length]) fail('echoed byte ' + (echoed + i) + ' differs')
+  echoed += d.length
+  if (stopping && echoed === sent) { say({ done: true, sent, echoed }); process.exit(0) }
+})
+s.on('error', (e) => fail(e.code || e.message))
+s.on('close', () => fail('connection closed after ' + echoed + ' of ' + sent + ' bytes echoed'))
+setInterval(() => say({ sent, echoed }), 250)
+process.stdin.on('data', () => {
+  stopping = true
+  clearInterval(timer)
+  if (echoed === sent) { say({ done: true, sent, echoed }); process.exit(0) }
+  setTimeout(() => fail('last echoes missing: ' + echoed + ' of ' + sent), 60000)
+})
+`
+
+describe('system: a TCP connection through mesh0 survives the path upgrade relay -> WebRTC', function () {
+  this.timeout(600_000)
+  let w: World
+
+  before(function () {
+    requireSystem.call(this, ['root', 'netns', 'iptables'])
+  })
+  after(async () => {
+    await w?.cleanup()
+  })
+  afterEach(function () {
+    if (this.currentTest?.state === 'failed' && w !== undefined)
+      for (const x of w.agents.values()) console.log(`--- ${x.name} log tail ---\n${w.tail(x)}`)
+  })
+
+  it('opened while only a relay joins A and B, it keeps every byte as the carrier moves to WebRTC', async () => {
+    // a public hub (the relay and STUN server), A behind NAT RA and B behind NAT RB; a firewall
+    // between A and B (both NATs' public addresses) keeps them relayed until the test lifts it
+    w = new World()
+    const pub = w.lab.segment('pub')
+    const hubHost = w.lab.host('hub', pub)
+    const ra = w.lab.natRouter('ra', pub)
+    const rb = w.lab.natRouter('rb', pub)
+    const aHost = w.lab.host('a', ra.lan)
+    const bHost = w.lab.host('b', rb.lan)
+    w.lab.block(aHost, bHost)
+    // no NAME.mesh here: these namespaces share the machine's /etc/hosts
+    const env = { ...ON, MESH_OVERLAY__NAMES: 'false' }
+    ok(
+      await w.mesh({ dir: join(w.tmp, 'agent-hub') } as Agent, ['init', '--cluster', 'ovlpath']),
+      'mesh init',
+    )
+    const reach = ['--reachable', PUBLIC_NET]
+    const hub = w.agent('hub', hubHost, ['--announce', `/ip4/${hubHost.ip}/tcp/4701`, ...reach], env)
+    await w.ready(hub)
+    const a = w.agent('a', aHost, ['--join', await w.invite(hub), ...reach], env)
+    const b = w.agent('b', bHost, ['--join', await w.invite(hub), ...reach], env)
+    await w.ready(a)
+    await w.ready(b)
+    let bAddr = ''
+    await waitFor(
+      'three members alive everywhere, each with mesh0 up',
+      async () => {
+        for (const x of [hub, a, b]) {
+          const ms = await w.json<any[]>(x, ['members'])
+          if (ms.length !== 3 || !ms.every((m) => m.status === 'alive')) return false
+          const s = await w.json(x, ['status'])
+          if (s.overlayInterface?.interface !== 'mesh0') return false
+          if (x === b) bAddr = s.overlay
+        }
+        return true
+      },
+      120_000,
+    )
+    w.lab.spawn(bHost, [process.execPath, '-e', ECHO_SERVERS])
+    const carrierPath = async (from: Agent, to: string) =>
+      (await w.json(from, ['status'])).overlayInterface.peers.find((p: any) => p.name === to)?.path
+    const client = w.lab.spawn(aHost, [process.execPath, '-e', STEADY_CLIENT, bAddr])
+    let last: any = {}
+    const lines: string[] = []
+    client.stdout!.setEncoding('utf8').on('data', (d: string) => {
+      for (const line of d.split('\n').filter(Boolean)) {
+        lines.push(line)
+        try {
+          last = JSON.parse(line)
+        } catch {}
+      }
+    })
+    try {
+      // the connection is up and carried by the relay, both ways
+      await waitFor(
+        'the first 256 KiB echoed over the relayed path',
+        async () => {
+          if (last.error !== undefined) throw new Error(`client: ${last.error}`)
+          return last.echoed >= 256 << 10
+        },
+        90_000,
+      )
+      assert.equal(await carrierPath(a, 'b'), 'relayed')
+      assert.equal(await carrierPath(b, 'a'), 'relayed')
+      assert.equal((await w.member(a, 'b')).path, 'relayed')
+      const beforeUpgrade = last.echoed as number
+      // lift the firewall: the next WebRTC upgrade attempt (retried with back-off) succeeds, and
+      // both carriers move their stream to it
+      w.lab.unblock(aHost, bHost)
+      await waitFor(
+        'both carriers on the WebRTC path',
+        async () => {
+          if (last.error !== undefined) throw new Error(`client: ${last.error}`)
+          return (await carrierPath(a, 'b')) === 'webrtc' && (await carrierPath(b, 'a')) === 'webrtc'
+        },
+        180_000,
+        1_000,
+      )
+      const atUpgrade = last.echoed as number
+      // and the same connection keeps going on the new path
+      await waitFor(
+        'another 1 MiB echoed after the move',
+        async () => {
+          if (last.error !== undefined) throw new Error(`client: ${last.error}`)
+          return last.echoed >= atUpgrade + (1 << 20)
+        },
+        90_000,
+      )
+      client.stdin!.write('stop\n')
+      await waitFor(
+        'the client to finish',
+        async () => last.done === true || last.error !== undefined,
+        90_000,
+      )
+      assert.equal(last.error, undefined, lines.slice(-5).join('\n'))
+      assert.equal(last.echoed, last.sent)
+      assert.ok(last.echoed > beforeUpgrade, 'bytes went through before and after the move')
+      console.log(
+        `      one TCP connection: ${(last.sent / 2 ** 20).toFixed(1)} MiB echoed intact, ${(beforeUpgrade / 2 ** 20).toFixed(1)} MiB of it before the firewall lifted`,
+      )
+    } finally {
+      if (client.exitCode === null) client.kill('SIGKILL')
+    }
+  })
+})
