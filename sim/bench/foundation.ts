@@ -28,9 +28,9 @@ import {
   waitForLine,
   writeReport,
 } from './report.js'
+import { type Kind, type StreamSample, streamRun, tail } from './stream-run.js'
 
 const CLI = join(ROOT, 'dist', 'src', 'cli', 'main.js')
-const PEER = join(ROOT, 'dist', 'sim', 'bench', 'stream-peer.js')
 const NODE = process.execPath
 
 interface Options {
@@ -70,15 +70,6 @@ function parseArgs(argv: string[]): Options {
 }
 
 /** Keeps the last few KiB of a child's output (for error messages) and keeps its pipes flowing. */
-function tail(child: ChildProcess): () => string {
-  let out = ''
-  const keep = (d: Buffer) => {
-    out = (out + d.toString()).slice(-4096)
-  }
-  child.stdout?.on('data', keep)
-  child.stderr?.on('data', keep)
-  return () => out.trim()
-}
 
 // ---------------------------------------------------------------------------------------
 // (a) cold start and (b) idle RSS
@@ -187,78 +178,6 @@ function listens(stdout: string): boolean {
 
 // ---------------------------------------------------------------------------------------
 // (c) stream throughput, mesh vs raw TCP
-
-type Kind = 'mesh' | 'bare' | 'tcp'
-
-interface StreamSample {
-  kind: Kind
-  bytes: number
-  ms: number
-  mbps: number
-  senderCpuMs: number
-  receiverCpuMs: number
-  setupMs: number
-}
-
-async function streamRun(kind: Kind, o: Options, clusterEnv: string): Promise<StreamSample> {
-  const env = { ...process.env, MESH_BENCH_CLUSTER: clusterEnv, MESH_BENCH_STACK: kind }
-  // the bare libp2p reference runs the same peer code with another stack
-  const mode = kind === 'bare' ? 'mesh' : kind
-  // stdin is a pipe so that the sink also ends if this process dies
-  const sink = spawn(NODE, [PEER, `${mode}-sink`], { stdio: ['pipe', 'pipe', 'pipe'], env })
-  const sinkOut = tail(sink)
-  try {
-    const ready = await waitForLine(
-      sink,
-      (l) => parse<{ ready?: boolean; addrs?: string[]; port?: number }>(l, 'ready'),
-      30_000,
-      `${kind} sink`,
-    )
-    const target = mode === 'mesh' ? ready.addrs?.[0] : String(ready.port)
-    if (target === undefined) throw new Error(`${kind} sink has no address: ${sinkOut()}`)
-    const received = waitForLine(
-      sink,
-      (l) => parse<{ received: number; cpuMs: number }>(l, 'received'),
-      180_000,
-      `${kind} sink`,
-    )
-    received.catch(() => {})
-    const src = await runBounded(NODE, [PEER, `${mode}-source`, target, String(o.bytes), String(o.chunk)], {
-      env,
-      timeoutMs: 180_000,
-    })
-    const line = src.stdout.trim().split('\n').pop() ?? ''
-    const r = parse<{ bytes: number; ms: number; cpuMs: number; setupMs: number }>(line, 'bytes')
-    if (src.code !== 0 || r === undefined) {
-      throw new Error(
-        `${kind} source failed (${src.timedOut ? 'timeout' : src.code}): ${src.stderr.trim() || src.stdout.trim()}`,
-      )
-    }
-    const rx = await received
-    return {
-      kind,
-      bytes: r.bytes,
-      ms: r.ms,
-      mbps: r.bytes / 1e6 / (r.ms / 1000),
-      senderCpuMs: r.cpuMs,
-      receiverCpuMs: rx.cpuMs,
-      setupMs: r.setupMs,
-    }
-  } finally {
-    sink.stdin?.end()
-    await stopProcess(sink, 5_000)
-  }
-}
-
-function parse<T>(line: string, key: string): T | undefined {
-  if (!line.startsWith('{')) return undefined
-  try {
-    const v = JSON.parse(line) as Record<string, unknown>
-    return key in v ? (v as T) : undefined
-  } catch {
-    return undefined
-  }
-}
 
 // ---------------------------------------------------------------------------------------
 

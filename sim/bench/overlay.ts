@@ -1,15 +1,22 @@
-// Overlay benchmark (not a test): TCP throughput and ping RTT between two members through
-// mesh0 against the same between their namespaces directly, side by side in one run, and the
-// agents' CPU seconds per GB through mesh0. Root only (netns lab in 198.18.0.0/16).
+// Overlay benchmark (not a test): TCP throughput, ssh bulk and ping RTT between two members
+// through mesh0 against the same between their namespaces directly, side by side in one run,
+// the bare mesh stream ceiling (one libp2p stream of the agent's stack, two processes on
+// 127.0.0.1), and the agents' CPU seconds per GB through mesh0. Root only (netns lab in
+// 198.18.0.0/16).
 //
-//   npm run bench:overlay            (node dist/sim/bench/overlay.js --mib 256 --pings 100)
+//   npm run bench:overlay            (node dist/sim/bench/overlay.js --mib 256 --ssh-mib 200 --pings 100)
+//   MESH_BENCH_PROF=DIR              agents write a CPU profile (--cpu-prof) into DIR when they stop
 //
 // Prints a markdown table and writes sim/out/overlay-<time>.json. Every process and namespace
 // it starts is removed, also when a step fails.
+import { readFileSync } from 'node:fs'
 import { loadavg } from 'node:os'
 import { join } from 'node:path'
+import { newCluster } from '../../src/node/cluster.js'
+import { sshdSetup } from '../../test/system/harness.js'
 import { type Agent, World, waitFor } from '../../test/system/world.js'
 import { cpuSeconds, fmt, machineInfo, machineMarkdown, markdownTable, writeReport } from './report.js'
+import { streamRun } from './stream-run.js'
 
 const arg = (name: string, dflt: number): number => {
   const i = process.argv.indexOf(`--${name}`)
@@ -45,13 +52,20 @@ async function main(): Promise<void> {
     return
   }
   const mib = arg('mib', 256)
+  const sshMiB = arg('ssh-mib', 200)
   const pings = arg('pings', 100)
   const w = new World()
   try {
     const pub = w.lab.segment('pub')
     const aHost = w.lab.host('a', pub)
     const bHost = w.lab.host('b', pub)
-    const on = { MESH_OVERLAY__INTERFACE: 'true', MESH_LOG_LEVEL: 'warn' }
+    const prof = process.env.MESH_BENCH_PROF
+    const on = {
+      MESH_OVERLAY__INTERFACE: 'true',
+      MESH_OVERLAY__NAMES: 'false',
+      MESH_LOG_LEVEL: 'warn',
+      ...(prof === undefined ? {} : { NODE_OPTIONS: `--cpu-prof --cpu-prof-dir=${prof}` }),
+    }
     await w.mesh({ dir: join(w.tmp, 'agent-a') } as Agent, ['init', '--cluster', 'bench'])
     const a = w.agent('a', aHost, ['--announce', `/ip4/${aHost.ip}/tcp/4701`], on)
     await w.ready(a)
@@ -74,6 +88,8 @@ async function main(): Promise<void> {
       60_000,
     )
     w.lab.spawn(bHost, [process.execPath, '-e', SINK])
+    // b's sshd on its link address and its overlay address (port 22 in b's namespace)
+    w.lab.spawn(bHost, sshdSetup(join(w.tmp, 'sshd-b'), 22, readFileSync(`${w.key}.pub`), ['0.0.0.0', '::']))
     await new Promise((r) => setTimeout(r, 500))
     const netem = await w.lab.exec(aHost, [
       'tc',
@@ -104,16 +120,44 @@ async function main(): Promise<void> {
       const m = /= [\d.]+\/([\d.]+)\//.exec(r)
       return m === null ? Number.NaN : Number(m[1])
     }
+    // sshMiB of zeros to `cat > /dev/null` on b over ssh (its own encryption, no compression)
+    const ssh = async (to: string): Promise<number> => {
+      const opts = w.sshOpts().join(' ')
+      const t0 = process.hrtime.bigint()
+      await w.lab.execOk(
+        aHost,
+        ['sh', '-c', `head -c ${sshMiB}M /dev/zero | ssh ${opts} root@${to} 'cat > /dev/null'`],
+        { timeoutMs: 600_000 },
+      )
+      return (sshMiB * 1.048576) / (Number(process.hrtime.bigint() - t0) / 1e9)
+    }
+    const drops = async (x: Agent) => (await w.json(x, ['status'])).overlayInterface.drops
     const pids = [a.child.pid, b.child.pid]
     const cpu0 = pids.map(cpuSeconds)
     const viaMesh = await send(bOverlay)
     const cpu1 = pids.map(cpuSeconds)
     const direct = await send(bHost.ip)
     const cpuPerGB = (cpu1[0] - cpu0[0] + cpu1[1] - cpu0[1]) / ((mib * 1.048576) / 1000)
+    const sshMesh = await ssh(bOverlay)
+    const sshDirect = await ssh(bHost.ip)
     const pingMesh = await rtt(bOverlay)
     const pingDirect = await rtt(bHost.ip)
+    const c = newCluster('bench')
+    const ceiling = await streamRun(
+      'mesh',
+      { bytes: mib * 2 ** 20, chunk: 64 << 10 },
+      JSON.stringify({ name: c.name, id: c.id, key: Buffer.from(c.key).toString('hex') }),
+    )
+    const dropped = { a: await drops(a), b: await drops(b) }
     const rows = [
       ['TCP throughput, one stream (MB/s)', fmt(viaMesh), fmt(direct), fmt(viaMesh / direct, 2)],
+      [
+        'bare mesh stream ceiling, one libp2p stream on 127.0.0.1 (MB/s)',
+        fmt(ceiling.mbps),
+        fmt(direct),
+        fmt(ceiling.mbps / direct, 2),
+      ],
+      [`ssh bulk, ${sshMiB} MiB to cat (MB/s)`, fmt(sshMesh), fmt(sshDirect), fmt(sshMesh / sshDirect, 2)],
       ['ping RTT (ms, mean)', fmt(pingMesh, 3), fmt(pingDirect, 3), `+${fmt(pingMesh - pingDirect, 3)} ms`],
       ['agent CPU seconds per GB through mesh0 (both ends)', fmt(cpuPerGB, 1), '-', '-'],
     ]
@@ -125,7 +169,7 @@ async function main(): Promise<void> {
     ])
     const machine = machineInfo()
     console.log(
-      `\n${table}\n${netemNote}\n\nMachine: ${machineMarkdown(machine)}; load average ${loadavg()
+      `\n${table}\n${netemNote}\ndropped packets: ${JSON.stringify(dropped)}\n\nMachine: ${machineMarkdown(machine)}; load average ${loadavg()
         .map((x) => x.toFixed(2))
         .join(' ')}`,
     )
@@ -134,6 +178,11 @@ async function main(): Promise<void> {
       pings,
       viaMesh,
       direct,
+      ceiling: ceiling.mbps,
+      sshMiB,
+      sshMesh,
+      sshDirect,
+      dropped,
       pingMesh,
       pingDirect,
       cpuPerGB,

@@ -22,11 +22,16 @@ const SETUP_TIMEOUT_MS = 15_000
 export const SSHD = ['/usr/sbin/sshd', '/usr/local/sbin/sshd'].find((p) => existsSync(p))
 
 /**
- * Prepares a throwaway sshd in `dir` on 127.0.0.1:`port`: a fresh host key, `pubKey` as the only
- * authorized key, no PAM, no passwords, sftp for scp. Returns the argv that runs it in the
- * foreground (in whatever namespace the caller spawns it).
+ * Prepares a throwaway sshd in `dir` on `listen` (127.0.0.1 unless told) port `port`: a fresh
+ * host key, `pubKey` as the only authorized key, no PAM, no passwords, sftp for scp. Returns the
+ * argv that runs it in the foreground (in whatever namespace the caller spawns it).
  */
-export function sshdSetup(dir: string, port: number, pubKey: Buffer | string): string[] {
+export function sshdSetup(
+  dir: string,
+  port: number,
+  pubKey: Buffer | string,
+  listen: string[] = ['127.0.0.1'],
+): string[] {
   if (SSHD === undefined) throw new Error('no sshd here (apt-get install openssh-server)')
   mkdirSync('/run/sshd', { recursive: true, mode: 0o755 }) // its privilege separation directory
   mkdirSync(dir, { recursive: true })
@@ -38,7 +43,7 @@ export function sshdSetup(dir: string, port: number, pubKey: Buffer | string): s
     join(dir, 'sshd_config'),
     [
       `Port ${port}`,
-      'ListenAddress 127.0.0.1',
+      ...listen.map((a) => `ListenAddress ${a}`),
       `HostKey ${join(dir, 'host_key')}`,
       'PidFile none',
       `AuthorizedKeysFile ${join(dir, 'authorized_keys')}`,
