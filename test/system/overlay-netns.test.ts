@@ -344,6 +344,11 @@ describe('system: a TCP connection through mesh0 survives the path upgrade relay
       120_000,
     )
     w.lab.spawn(bHost, [process.execPath, '-e', ECHO_SERVERS])
+    await waitFor(
+      'the echo server on B to listen',
+      async () => (await w.lab.execOk(bHost, ['ss', '-Hltn', 'sport = :7000'])).trim() !== '',
+      60_000,
+    )
     const carrierPath = async (from: Agent, to: string) =>
       (await w.json(from, ['status'])).overlayInterface.peers.find((p: any) => p.name === to)?.path
     const client = w.lab.spawn(aHost, [process.execPath, '-e', STEADY_CLIENT, bAddr])
