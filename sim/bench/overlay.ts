@@ -5,7 +5,7 @@
 // 198.18.0.0/16).
 //
 //   npm run bench:overlay            (node dist/sim/bench/overlay.js --mib 256 --ssh-mib 200 --pings 100)
-//   MESH_BENCH_PROF=DIR              agents write a CPU profile (--cpu-prof) into DIR when they stop
+//   MESH_BENCH_PROF=DIR              agents write a CPU profile into DIR when they stop (cpu-prof.ts)
 //
 // Prints a markdown table and writes sim/out/overlay-<time>.json. Every process and namespace
 // it starts is removed, also when a step fails.
@@ -64,7 +64,9 @@ async function main(): Promise<void> {
       MESH_OVERLAY__INTERFACE: 'true',
       MESH_OVERLAY__NAMES: 'false',
       MESH_LOG_LEVEL: 'warn',
-      ...(prof === undefined ? {} : { NODE_OPTIONS: `--cpu-prof --cpu-prof-dir=${prof}` }),
+      ...(prof === undefined
+        ? {}
+        : { MESH_BENCH_PROF: prof, NODE_OPTIONS: `--import ${join(import.meta.dirname, 'cpu-prof.js')}` }),
     }
     await w.mesh({ dir: join(w.tmp, 'agent-a') } as Agent, ['init', '--cluster', 'bench'])
     const a = w.agent('a', aHost, ['--announce', `/ip4/${aHost.ip}/tcp/4701`], on)
