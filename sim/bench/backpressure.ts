@@ -279,7 +279,7 @@ async function main(): Promise<void> {
       const sink = new Sink(cat.stdout!)
       phases.push(
         await measure(
-          'mesh cat on bravo of alpha\'s dataset, stdout unread',
+          "mesh cat on bravo of alpha's dataset, stdout unread",
           { alpha: a.child?.pid, bravo: b.child?.pid, 'mesh cat': cat.pid },
           src,
           sink,
