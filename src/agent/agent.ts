@@ -23,6 +23,8 @@ import { OverlayComponent } from '../overlay/component.js'
 import { PluginsComponent } from '../plugins/component.js'
 import { TunnelComponent } from '../tunnel/component.js'
 import { hostKeyTags, writeKnownHosts } from '../tunnel/host-keys.js'
+import { uiRoutes } from '../ui/routes.js'
+import { UiComponent } from '../ui/server.js'
 import { type Config, loadConfig } from './config.js'
 import { Daemon } from './daemon.js'
 import { prepareDataDir } from './setup.js'
@@ -188,6 +190,12 @@ export async function startAgent(opts: AgentOptions): Promise<RunningAgent> {
       executor: runner,
       reporter: reporter.forComponent('elections'),
     })
+    const ui = new UiComponent({
+      config: config.ui,
+      socketPath: paths.socket,
+      tokenFile: paths.uiToken,
+      reporter: reporter.forComponent('ui'),
+    })
     const api = new ApiComponent({
       socketPath: paths.socket,
       reporter: reporter.forComponent('api'),
@@ -215,6 +223,7 @@ export async function startAgent(opts: AgentOptions): Promise<RunningAgent> {
         trustRoutes({ node, membership, clusterId: setup.cluster.id }),
         pluginRoutes({ plugins }),
         electionRoutes({ elections: elections as ElectionsComponent }),
+        uiRoutes({ ui }),
       ],
     })
     const components: Component[] = [
@@ -228,6 +237,8 @@ export async function startAgent(opts: AgentOptions): Promise<RunningAgent> {
       plugins,
       elections as ElectionsComponent,
       api,
+      // after the API: the dashboard reads the cluster through the API's socket
+      ui,
     ]
     if (config.metrics.listen !== undefined) {
       components.push(new MetricsServer({ listen: config.metrics.listen, reporter }))

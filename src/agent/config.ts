@@ -11,6 +11,7 @@ import { NatConfigSchema } from '../nat/config.js'
 import { DhtConfigSchema, RelayConfigSchema, WebrtcConfigSchema } from '../node/config.js'
 import { OverlayConfigSchema } from '../overlay/config.js'
 import { TunnelConfigSchema } from '../tunnel/config.js'
+import { UiConfigSchema } from '../ui/config.js'
 
 const multiaddrString = z.string().refine(
   (s) => {
@@ -71,6 +72,7 @@ export const ConfigSchema = z
     elections: ElectionsConfigSchema.prefault({}),
     overlay: OverlayConfigSchema,
     metrics: MetricsConfigSchema.prefault({}),
+    ui: UiConfigSchema.prefault({}),
   })
   .strict()
 

@@ -17,6 +17,7 @@ import { serviceCommands } from './cmd-service.js'
 import { statusCommand } from './cmd-status.js'
 import { trustCommands } from './cmd-trust.js'
 import { tunnelCommands } from './cmd-tunnel.js'
+import { uiCommand } from './cmd-ui.js'
 import { EXIT } from './common.js'
 
 const program = new Command('mesh')
@@ -52,6 +53,7 @@ blockCommands(program)
 pluginCommands(program)
 requestCommands(program)
 serviceCommands(program)
+uiCommand(program)
 // last: it reads every command above
 completionCommand(program)
 

@@ -55,6 +55,8 @@ export const dataPaths = (dir: string) => ({
   /** installed plugins, one folder each, and their registry.json */
   plugins: join(dir, 'plugins'),
   pluginRegistry: join(dir, 'plugins', 'registry.json'),
+  /** the web dashboard's access token, 0600 (ui/server.ts; `mesh ui` prints it in the URL) */
+  uiToken: join(dir, 'ui-token'),
 })
 
 export type DataPaths = ReturnType<typeof dataPaths>

@@ -18,6 +18,7 @@ const LAYERS = [
   'plugins',
   'election',
   'api',
+  'ui',
   'agent',
   'cli',
 ] as const
