@@ -279,6 +279,12 @@ class Election {
   acting: Acting | undefined
   /** the round we stood down from on cancellation: DEALLOCATED / ERROR still to report */
   winding: { round: number; history: string } | undefined
+  /**
+   * Our own unfinished ELECTED/ALLOCATED report came from outside this process (the saved
+   * file after a restart, or a peer's sync): we may still run something for it. If the state
+   * does not make us act, we stand down at the next settle (deallocate is idempotent).
+   */
+  mayRun: { round: number; history: string } | undefined
   /** rounds (idOf) we acted in, or were asked to vote in */
   readonly acted = new Set<string>()
   readonly asked = new Set<string>()
@@ -820,6 +826,8 @@ export class ElectionCore {
     // kept even from a member that is not the winner here: it may be the winner once we hold
     // what others hold; until then it changes nothing
     e.setReport(m)
+    if (peer === this.self && !isFinal(m.state) && e.acting === undefined)
+      e.mayRun = { round: m.round, history: m.history }
     this.settle(e, now, out)
     return { outcome: 'accepted' }
   }
@@ -935,6 +943,17 @@ export class ElectionCore {
     )
   }
 
+  /** The state has moved past us: decided without us, us dead or left behind, or cancelled (not merely short of votes). */
+  private passedOver(e: Election): boolean {
+    const d = e.d
+    return (
+      d.status !== 'voting' ||
+      e.cancel !== undefined ||
+      e.dead.has(this.self) ||
+      d.excluded.some((x) => x.peer === this.self)
+    )
+  }
+
   private mayVote(e: Election): boolean {
     const d = e.d
     return (
@@ -962,9 +981,20 @@ export class ElectionCore {
       if (reason === 'cancelled') e.winding = { round: a.round, history: a.history }
       out.push({ type: 'stand-down', requestId: e.id, round: a.round, reason })
     }
+    const left = e.mayRun
+    if (left !== undefined && e.acting === undefined && !this.winning(e) && this.passedOver(e)) {
+      // a restarted winner that was declared dead, superseded or cancelled meanwhile: without
+      // this its instance would run on, since it never acted in this process
+      e.mayRun = undefined
+      const reason: StandDownReason =
+        e.cancel !== undefined ? 'cancelled' : e.dead.has(this.self) ? 'declared-dead' : 'superseded'
+      if (reason === 'cancelled' && !this.ownFinal(e, left.round, left.history)) e.winding = left
+      out.push({ type: 'stand-down', requestId: e.id, round: left.round, reason })
+    }
     this.announce(e, now, out)
     const d = e.d
     if (e.acting === undefined && this.winning(e)) {
+      e.mayRun = undefined
       const id = idOf(d.round, d.history)
       const mine = e.at(d.round, d.history)?.reports.get(this.self)
       // again: superseded, then the winner once more (only a voter signing two votes does that)

@@ -121,8 +121,11 @@ export class AgentProcess {
     return this
   }
 
-  /** Wait until the control API answers. */
-  async ready(timeoutMs = 20_000): Promise<any> {
+  /**
+   * Wait until the control API answers. Start-up is CPU-bound: at load 30 on 2 cores a restarted
+   * agent got about 1 s of CPU in 20 s, so the default bound is a minute.
+   */
+  async ready(timeoutMs = 60_000): Promise<any> {
     return waitFor(
       `agent in ${this.dataDir} to answer (stderr: ${this.stderr.slice(-500)})`,
       async () => {

@@ -630,6 +630,45 @@ describe('election: core', () => {
     assert.equal(fresh.report(r.id, 'DEALLOCATED', { instance: 'i-9' }, bus.now).length > 0, true)
   })
 
+  it('a restart that finds itself declared dead (in the same batch as its saved messages) stands down: its instance does not run on', () => {
+    const bus = new Bus([A, B])
+    Object.assign(scores, { [A]: 1, [B]: 9 })
+    bus.policy = (p) => (p === A ? no('compute-type') : byScore(p))
+    const r = bus.request(A)
+    bus.handle(B, bus.get(B).report(r.id, 'ALLOCATED', { instance: 'i-9' }, bus.now))
+    bus.flush()
+    const saved = bus.get(B).messages(r.id)
+    const fresh = core(B, 77)
+    const effects = fresh.ingestAll([...saved, deadClaim(B)], bus.now)
+    // round 1 without B (A still to vote there)
+    assert.equal(fresh.view(r.id)!.round, 1)
+    assert.deepEqual(
+      effects
+        .filter((e) => e.type === 'act' || e.type === 'stand-down')
+        .map((e) => e.type === 'stand-down' && e.reason),
+      ['declared-dead'],
+    )
+    // once only
+    assert.equal(fresh.ingest(deadClaim(B, 0, A), bus.now).filter((e) => e.type === 'stand-down').length, 0)
+  })
+
+  it('a restart that was cancelled meanwhile stands down and reports DEALLOCATED', () => {
+    const bus = new Bus([A, B])
+    Object.assign(scores, { [A]: 1, [B]: 9 })
+    bus.policy = byScore
+    const r = bus.request(A)
+    bus.handle(B, bus.get(B).report(r.id, 'ALLOCATED', { instance: 'i-9' }, bus.now))
+    bus.flush()
+    const saved = bus.get(B).messages(r.id)
+    const fresh = core(B, 77)
+    const effects = fresh.ingestAll([...saved, signCancel(r.id, sig(A))], bus.now)
+    const down = effects.filter((e) => e.type === 'stand-down')
+    assert.equal(down.length, 1)
+    assert.ok(down[0].type === 'stand-down' && down[0].reason === 'cancelled')
+    const sent = fresh.report(r.id, 'DEALLOCATED', {}, bus.now).filter((e) => e.type === 'send')
+    assert.equal(sent.length, 1)
+  })
+
   it('sends its own messages again, less and less often', () => {
     const c = core(A, 1, { resendMs: 100, maxResendMs: 800 })
     const { request } = c.create(
