@@ -99,12 +99,20 @@ export class BlockCache {
     return set
   }
 
-  /** Evict unpinned, unused blocks down to blocks.cacheBytes. */
-  gc(): Promise<void> {
+  /**
+   * After ENOSPC on the store: drop every unpinned block no transfer uses (the cache, and what
+   * the failed put or get had written), so the space comes back without the user hunting for it.
+   */
+  async freeSpace(): Promise<void> {
+    await this.gcRunning
+    await this.gc(0)
+  }
+
+  /** Evict unpinned, unused blocks down to `budget` (blocks.cacheBytes). */
+  gc(budget = this.ctx.config.cacheBytes): Promise<void> {
     const ctx = this.ctx
     this.gcRunning ??= (async () => {
       try {
-        const budget = ctx.config.cacheBytes
         if (ctx.store.totalBytes <= budget) return
         const pinned = new Set<string>()
         for (const [root, pin] of ctx.pins.entries())

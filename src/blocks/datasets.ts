@@ -1,4 +1,5 @@
 import { join } from 'node:path'
+import { peerIdFromString } from '@libp2p/peer-id'
 import type { BlockCache, InUse } from './cache.js'
 import { parseCid } from './cid.js'
 import type { BlocksContext } from './context.js'
@@ -138,6 +139,20 @@ export class Datasets {
       if (tag !== undefined) {
         const rec = await parts.tagSync.publish(tag.dataset, tag.tag, root, replicas)
         published = { dataset: rec.dataset, tag: rec.tag, seq: rec.seq.toString() }
+        // acknowledge only once the tag is on disk here and held by the replica holders: gossip
+        // alone may not have left this process when it is killed right after the answer
+        if (replication !== undefined) {
+          const holders = replication.targets
+            .filter((x) => x.ok && x.peerId !== ctx.self)
+            .map((x) => ({ peerId: peerIdFromString(x.peerId), name: x.name }))
+          const failed = await parts.tagSync.hand(rec, holders)
+          if (failed.length > 0)
+            ctx.log.warn(
+              { dataset: rec.dataset, tag: rec.tag, failed },
+              'replica holders did not take the tag yet; gossip and sync will carry it',
+            )
+        }
+        await ctx.tags.flush()
       }
       ctx.metrics.transfers.inc({ kind: 'put', result: 'ok' })
       return {
@@ -157,6 +172,10 @@ export class Datasets {
       }
     } catch (err) {
       ctx.metrics.transfers.inc({ kind: 'put', result: 'error' })
+      if (storeFull(ctx, err)) {
+        parts.inUse.release(keep)
+        await parts.cache.freeSpace()
+      }
       throw err
     } finally {
       parts.inUse.release(keep)
@@ -185,6 +204,7 @@ export class Datasets {
     const signal = opts.signal === undefined ? ac.signal : AbortSignal.any([opts.signal, ac.signal])
     const t = parts.exchange.transfer(root, opts.hints ?? [], signal)
     const keep = parts.inUse.hold(new Set<string>([root.toString()]))
+    let full = false
     let files = 0
     let totalFiles = 0
     let phase: GetProgress['phase'] = 'root'
@@ -252,11 +272,13 @@ export class Datasets {
       ctx.metrics.transfers.inc({ kind: 'get', result: 'error' })
       if (opts.signal?.aborted)
         throw new BlocksError('interrupted', 'the get was interrupted; run it again to resume')
+      full = storeFull(ctx, err)
       throw err
     } finally {
       parts.inUse.release(keep)
       await t.close()
-      void parts.cache.gc()
+      if (full) await parts.cache.freeSpace()
+      else void parts.cache.gc()
     }
   }
 
@@ -334,4 +356,9 @@ export class Datasets {
       pinned: ctx.pins.has(t.root),
     }))
   }
+}
+
+/** ENOSPC on the blockstore itself (not on a get's DEST, which has its own disk). */
+function storeFull(ctx: BlocksContext, err: unknown): boolean {
+  return err instanceof BlocksError && err.code === 'no-space' && err.message.includes(ctx.store.dir)
 }

@@ -113,6 +113,20 @@ export class TagSync {
     )
   }
 
+  /**
+   * Push one new tag to these members and wait for their answers (bounded by the control
+   * timeout); resolves with the names of those that did not take it.
+   */
+  async hand(rec: Tag, holders: Array<{ peerId: PeerId; name: string }>): Promise<string[]> {
+    const results = await Promise.allSettled(
+      holders.map(async (h) => {
+        const r = await callControl(this.ctx, h.peerId, { tagSync: { tags: [rec] }, holds: [] })
+        if (!r.ok) throw new Error(r.error || 'refused')
+      }),
+    )
+    return holders.filter((_, i) => results[i].status === 'rejected').map((h) => h.name)
+  }
+
   async sync(peer: PeerId): Promise<void> {
     try {
       const reply = await callControl(this.ctx, peer, { tagSync: { tags: this.ctx.tags.all() }, holds: [] })

@@ -1,0 +1,192 @@
+// `mesh put --replicas 2 --tag` with kill -9 at the worst moments, on real agent processes:
+// a replica holder killed mid-replication and the publisher killed mid-replication leave no tag
+// anywhere (also after the killed one is back); an acknowledged put survives the publisher
+// killed right after the answer, and then one of its two holders as well.
+//
+// The publisher serves slowly (blocks.serveBytesPerSec) so that a replication lasts long enough
+// to kill someone in the middle of it; "mid-replication" is seen on the target itself (its pin
+// of the root is there but not complete). Bounds are generous: 2 cores, other suites at once.
+import '../../src/shim.js'
+import assert from 'node:assert/strict'
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs'
+import { join } from 'node:path'
+import { ApiClient } from '../../src/api/client.js'
+import { Blockstore } from '../../src/blocks/blockstore.js'
+import { putPath } from '../../src/blocks/dataset.js'
+import { rank } from '../../src/blocks/replication.js'
+import { type AgentProcess, Fixture, mesh, meshJson, type RunResult, waitFor } from './cluster-harness.js'
+
+const ENV = {
+  MESH_WEBRTC__ENABLED: 'false',
+  MESH_LOG_LEVEL: process.env.MESH_LOG_LEVEL ?? 'warn',
+  MESH_BLOCKS__SERVE_BYTES_PER_SEC: '1MiB',
+  MESH_BLOCKS__WINDOW_BYTES: '1MiB',
+  MESH_BLOCKS__TAG_SYNC_INTERVAL_MS: '2000',
+}
+const SIZE = 12 << 20
+
+const api = (a: AgentProcess) => new ApiClient(join(a.dataDir, 'mesh.sock'), a.dataDir)
+const run = (a: AgentProcess, args: string[], timeoutMs = 180_000): Promise<RunResult> =>
+  mesh(['--data-dir', a.dataDir, ...args], { timeoutMs })
+
+/** Deterministic pseudo-random bytes (a seed per dataset, so each has its own root). */
+function bytes(n: number, seed: number): Buffer {
+  const out = Buffer.alloc(n)
+  let x = seed | 0 || 1
+  for (let i = 0; i < n; i++) {
+    x ^= x << 13
+    x ^= x >>> 17
+    x ^= x << 5
+    out[i] = x & 0xff
+  }
+  return out
+}
+
+describe('replicas: kill -9 during mesh put --replicas 2', function () {
+  this.timeout(600_000)
+  const fx = new Fixture()
+  const names = ['k1', 'k2', 'k3', 'k4']
+  const agents: AgentProcess[] = []
+  const byPeer = new Map<string, AgentProcess>()
+  const scratch = new Blockstore(join(fx.tempDir('mesh-scratch-'), 'blocks'))
+
+  before(async () => {
+    await scratch.open()
+    const dir0 = fx.tempDir('mesh-rc-')
+    assert.equal((await mesh(['--data-dir', dir0, 'init', '--cluster', 'lab'])).code, 0)
+    const first = fx.agent(dir0, ['--name', names[0]]).start([], ENV)
+    await first.ready(60_000)
+    agents.push(first)
+    for (const n of names.slice(1)) {
+      // one join at a time: concurrent joins to one inviter fail on a loaded machine
+      const { token } = await meshJson<{ token: string }>(dir0, ['invite'])
+      const a = fx.agent(fx.tempDir('mesh-rc-'), ['--name', n]).start(['--join', token], ENV)
+      await a.ready(60_000)
+      agents.push(a)
+    }
+    for (const a of agents) byPeer.set((await a.status()).peerId, a)
+    await allAlive()
+  })
+
+  after(() => fx.cleanup())
+
+  async function allAlive(): Promise<void> {
+    await waitFor(
+      'all four members alive everywhere',
+      async () => {
+        for (const a of agents) {
+          const rows = await meshJson<any[]>(a.dataDir, ['members'])
+          if (rows.filter((r) => r.status === 'alive').length !== agents.length) return false
+        }
+        return true
+      },
+      90_000,
+      500,
+    )
+  }
+
+  /** A dataset dir and its root; the publisher is the lowest-ranked member, so both targets are others. */
+  async function dataset(seed: number) {
+    const src = join(fx.tempDir('mesh-src-'), `ds${seed}`)
+    mkdirSync(src)
+    writeFileSync(join(src, 'data.bin'), bytes(SIZE, seed))
+    const root = (await putPath(scratch, src)).root.toString()
+    const ranked = rank(root, [...byPeer.keys()])
+    return {
+      src,
+      root,
+      publisher: byPeer.get(ranked[3]) as AgentProcess,
+      targets: [byPeer.get(ranked[0]), byPeer.get(ranked[1])] as AgentProcess[],
+      others: [byPeer.get(ranked[2])] as AgentProcess[],
+    }
+  }
+
+  const pinOf = async (a: AgentProcess, root: string) =>
+    (
+      await api(a).call<{ pins: Array<{ root: string; complete: boolean }> }>(
+        'GET',
+        '/v1/pins',
+        undefined,
+        10_000,
+      )
+    ).pins.find((p) => p.root === root)
+
+  const tagsOf = async (a: AgentProcess): Promise<string[]> =>
+    (await meshJson<Array<{ dataset: string; tag: string }>>(a.dataDir, ['datasets'])).map(
+      (d) => `${d.dataset}:${d.tag}`,
+    )
+
+  /** Wait until `target` is part way through its copy of `root`. */
+  const midReplication = (target: AgentProcess, root: string) =>
+    waitFor(
+      'the target to be part way through its copy',
+      async () => (await pinOf(target, root))?.complete === false,
+      90_000,
+      100,
+    )
+
+  /**
+   * After a fault: publish a marker tag and wait until every member holds it (tags have
+   * converged, the restarted member included); only then is "nobody holds `tag`" meaningful.
+   */
+  async function assertNowhere(tag: string, marker: string): Promise<void> {
+    const m = join(fx.tempDir('mesh-src-'), 'marker')
+    mkdirSync(m)
+    writeFileSync(join(m, 'x'), marker)
+    const put = await run(agents[0], ['put', m, '--tag', marker])
+    assert.equal(put.code, 0, put.stderr)
+    await waitFor(
+      `every member to hold ${marker}`,
+      async () => {
+        for (const a of agents) if (!(await tagsOf(a)).includes(marker)) return false
+        return true
+      },
+      90_000,
+      500,
+    )
+    for (const a of agents) assert.ok(!(await tagsOf(a)).includes(tag), `${a.args[1]} holds ${tag}`)
+  }
+
+  async function restart(a: AgentProcess): Promise<void> {
+    a.start([], ENV)
+    await a.ready(60_000)
+    await allAlive()
+  }
+
+  it('a replica holder killed mid-replication: the put fails naming it, and no member ever holds the tag', async () => {
+    const d = await dataset(1)
+    const put = run(d.publisher, ['put', d.src, '--replicas', '2', '--tag', 'crash:holder'])
+    await midReplication(d.targets[0], d.root)
+    await d.targets[0].kill('SIGKILL')
+    const r = await put
+    console.log(`      put: exit ${r.code}: ${r.stderr.trim().split('\n').at(-1)}`)
+    assert.notEqual(r.code, 0, 'a put that lost one of its two copies is not acknowledged')
+    assert.match(r.stderr, /replicas confirmed a verified copy, a write needs 2/)
+    assert.match(r.stderr, /No tag was published/)
+    await restart(d.targets[0])
+    await assertNowhere('crash:holder', 'marker:one')
+  })
+
+  it('the publisher killed mid-replication: the put is not acknowledged, and no member ever holds the tag', async () => {
+    const d = await dataset(2)
+    const put = run(d.publisher, ['put', d.src, '--replicas', '2', '--tag', 'crash:publisher'])
+    await midReplication(d.targets[0], d.root)
+    await d.publisher.kill('SIGKILL')
+    const r = await put
+    assert.notEqual(r.code, 0, 'the CLI saw no answer')
+    await restart(d.publisher)
+    await assertNowhere('crash:publisher', 'marker:two')
+  })
+
+  it('acknowledged: the publisher killed right after the answer, then one holder too: a member that never had it gets every byte from the last', async () => {
+    const d = await dataset(3)
+    const r = await run(d.publisher, ['--json', 'put', d.src, '--replicas', '2', '--tag', 'crash:acked'])
+    assert.equal(r.code, 0, r.stderr)
+    await d.publisher.kill('SIGKILL')
+    await d.targets[0].kill('SIGKILL')
+    const dest = join(fx.tempDir('mesh-out-'), 'out')
+    const g = await run(d.others[0], ['get', 'crash:acked', dest])
+    assert.equal(g.code, 0, g.stderr)
+    assert.ok(readFileSync(join(dest, 'data.bin')).equals(bytes(SIZE, 3)), 'every byte')
+  })
+})
