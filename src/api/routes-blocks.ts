@@ -4,6 +4,16 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import { MAX_BLOCK } from '../blocks/blockstore.js'
 import { parseCid } from '../blocks/cid.js'
 import type { BlocksComponent } from '../blocks/component.js'
+import type {
+  BlockPutReply,
+  BlockStatReply,
+  DatasetsReply,
+  GetRequest,
+  LsReply,
+  PinsReply,
+  PutRequest,
+  UnpinReply,
+} from './contract.js'
 import { ApiError, httpStatus } from './errors.js'
 
 const PROGRESS_EVERY_MS = 250
@@ -77,7 +87,7 @@ async function ndjson<T>(
 export function blockRoutes(deps: { blocks: BlocksComponent }) {
   const b = deps.blocks
   return (app: FastifyInstance) => {
-    app.post<{ Body: { path?: string } }>('/v1/blocks', async (req) => {
+    app.post<{ Body: { path?: string } }>('/v1/blocks', async (req): Promise<BlockPutReply> => {
       const path = absolute(req.body?.path, 'file path')
       let fh: Awaited<ReturnType<typeof open>>
       try {
@@ -111,8 +121,9 @@ export function blockRoutes(deps: { blocks: BlocksComponent }) {
         .send(Buffer.from(bytes))
     })
 
-    app.get<{ Params: { cid: string } }>('/v1/blocks/:cid/stat', async (req) =>
-      b.exchange.blockStat(parseCid(req.params.cid)),
+    app.get<{ Params: { cid: string } }>(
+      '/v1/blocks/:cid/stat',
+      async (req): Promise<BlockStatReply> => b.exchange.blockStat(parseCid(req.params.cid)),
     )
 
     // providers through the DHT only (diagnostics, and the test that the DHT carries records)
@@ -129,7 +140,7 @@ export function blockRoutes(deps: { blocks: BlocksComponent }) {
       },
     )
 
-    app.post<{ Body: { path?: string; tag?: string; replicas?: number } }>('/v1/put', async (req, reply) => {
+    app.post<{ Body: Partial<PutRequest> }>('/v1/put', async (req, reply) => {
       const path = absolute(req.body?.path, 'path to put')
       const { tag, replicas } = req.body
       if (replicas !== undefined && (!Number.isInteger(replicas) || replicas < 1 || replicas > 64)) {
@@ -140,7 +151,7 @@ export function blockRoutes(deps: { blocks: BlocksComponent }) {
       )
     })
 
-    app.post<{ Body: { ref?: string; dest?: string; cwd?: string } }>('/v1/get', async (req, reply) => {
+    app.post<{ Body: Partial<GetRequest> }>('/v1/get', async (req, reply) => {
       const { ref, dest, cwd } = req.body ?? {}
       if (typeof ref !== 'string' || ref === '') throw new ApiError(400, 'no CID or DATASET:TAG given')
       if (dest !== undefined) absolute(dest, 'destination')
@@ -180,18 +191,24 @@ export function blockRoutes(deps: { blocks: BlocksComponent }) {
       }
     })
 
-    app.get<{ Querystring: { ref?: string } }>('/v1/ls', async (req) => b.datasets.ls(req.query.ref ?? ''))
+    app.get<{ Querystring: { ref?: string } }>(
+      '/v1/ls',
+      async (req): Promise<LsReply> => b.datasets.ls(req.query.ref ?? ''),
+    )
 
-    app.get('/v1/datasets', async () => ({ datasets: b.datasets.list() }))
+    app.get('/v1/datasets', async (): Promise<DatasetsReply> => ({ datasets: b.datasets.list() }))
 
     app.post<{ Body: { ref?: string } }>('/v1/pin', async (req, reply) => {
       const ref = req.body?.ref ?? ''
       await ndjson(req, reply, (signal) => b.cache.pin(ref, signal))
     })
 
-    app.post<{ Body: { ref?: string } }>('/v1/unpin', async (req) => b.cache.unpin(req.body?.ref ?? ''))
+    app.post<{ Body: { ref?: string } }>(
+      '/v1/unpin',
+      async (req): Promise<UnpinReply> => b.cache.unpin(req.body?.ref ?? ''),
+    )
 
-    app.get('/v1/pins', async () => ({ pins: b.cache.pinList() }))
+    app.get('/v1/pins', async (): Promise<PinsReply> => ({ pins: b.cache.pinList() }))
 
     app.post('/v1/blocks/repair', async () => ({ placed: await b.replicas.repair() }))
 

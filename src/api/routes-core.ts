@@ -9,6 +9,7 @@ import { makeToken } from '../node/token.js'
 import type { OverlayComponent } from '../overlay/component.js'
 import type { TunnelConfig } from '../tunnel/config.js'
 import { VERSION } from '../version.js'
+import type { AgentStatus, InviteReply, PeersReply } from './contract.js'
 import { ApiError } from './errors.js'
 
 const InviteBody = z
@@ -42,7 +43,7 @@ export function coreRoutes(deps: {
       deps.events.publish('peer:disconnect', { peerId: e.detail.toString() }),
     )
 
-    app.get('/v1/status', async () => {
+    app.get('/v1/status', async (): Promise<AgentStatus> => {
       const n = node.node
       await node.refreshRtt(1000)
       return {
@@ -64,12 +65,12 @@ export function coreRoutes(deps: {
       }
     })
 
-    app.get('/v1/peers', async () => {
+    app.get('/v1/peers', async (): Promise<PeersReply> => {
       await node.refreshRtt(1000)
       return { connections: node.connections() }
     })
 
-    app.post('/v1/invite', async (req) => {
+    app.post('/v1/invite', async (req): Promise<InviteReply> => {
       const parsed = InviteBody.safeParse(req.body ?? {})
       if (!parsed.success) throw new ApiError(400, `bad invite request: ${parsed.error.issues[0]?.message}`)
       if (!node.trust.isAdmin(node.node.peerId.toString())) {

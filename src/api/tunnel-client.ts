@@ -2,7 +2,7 @@ import { request } from 'node:http'
 import { connect, type Socket } from 'node:net'
 import { destroySocket } from '../tunnel/bridge.js'
 import { FrameDecoder } from '../tunnel/frames.js'
-import { AgentNotRunningError, ApiCallError } from './client.js'
+import { ApiCallError, type ApiClient } from './client.js'
 
 export interface TunnelSocket {
   /** write the tunnel's bytes here (end() is a FIN to the member's service) */
@@ -31,12 +31,12 @@ export class TunnelCallError extends ApiCallError {
  * TunnelCallError with the agent's message otherwise, AgentNotRunningError without an agent.
  */
 export function openTunnel(
-  socketPath: string,
-  dataDir: string,
+  api: ApiClient,
   member: string,
   port: number,
   timeoutMs = 45_000,
 ): Promise<TunnelSocket> {
+  const socketPath = api.socketPath
   return new Promise((resolve, reject) => {
     const path = `/v1/tunnel?member=${encodeURIComponent(member)}&port=${encodeURIComponent(String(port))}`
     const req = request({
@@ -86,14 +86,8 @@ export function openTunnel(
     })
     req.on('error', (err: NodeJS.ErrnoException) => {
       clearTimeout(timer)
-      if (err.code === 'ENOENT' || err.code === 'ECONNREFUSED') {
-        reject(
-          new AgentNotRunningError(
-            `no mesh agent is running on data dir ${dataDir}. Start one with 'mesh agent' ` +
-              `(or point --data-dir / MESH_DATA_DIR at the agent's data dir).`,
-          ),
-        )
-      } else reject(err)
+      if (err.code === 'ENOENT' || err.code === 'ECONNREFUSED') reject(api.notRunning())
+      else reject(err)
     })
     req.end()
   })

@@ -20,6 +20,17 @@ export interface ProviderReport extends ProviderView {
   name: string
 }
 
+/** What is known of one block (mesh block stat). */
+export interface BlockStat {
+  cid: string
+  local: boolean
+  size?: number
+  pinned: boolean
+  /** set when the block is a dataset root */
+  dataset?: Partial<Root>
+  providers: Array<{ peerId: string; name: string }>
+}
+
 /**
  * The exchange service: serves our blocks to members (protocols/blocks.md) and fetches blocks
  * from them. It finds providers (hints, connected members, alive members, DHT records), runs
@@ -321,14 +332,7 @@ export class ExchangeService {
     }
   }
 
-  async blockStat(cid: CID): Promise<{
-    cid: string
-    local: boolean
-    size?: number
-    pinned: boolean
-    dataset?: Partial<Root>
-    providers: Array<{ peerId: string; name: string }>
-  }> {
+  async blockStat(cid: CID): Promise<BlockStat> {
     let dataset: Partial<Root> | undefined
     const bytes = await this.ctx.store.get(cid)
     if (bytes !== undefined && isRoot(bytes)) {

@@ -1,17 +1,28 @@
 import { randomBytes } from 'node:crypto'
 import { createWriteStream } from 'node:fs'
 import { rename, unlink } from 'node:fs/promises'
-import { request } from 'node:http'
 import { basename, dirname, join, resolve } from 'node:path'
 import cliProgress from 'cli-progress'
 import type { Command } from 'commander'
-import { AgentNotRunningError, ApiCallError } from '../api/client.js'
-import { dataPaths } from '../kernel/datadir.js'
+import type {
+  BlockPutReply,
+  BlockStatReply,
+  DatasetsReply,
+  GetProgress,
+  GetRequest,
+  GetResult,
+  LsReply,
+  PinReply,
+  PinsReply,
+  PutProgress,
+  PutRequest,
+  PutResult,
+  UnpinReply,
+} from '../api/contract.js'
 import {
   action,
   CancelledError,
   client,
-  dataDirOf,
   fmtBytes,
   type GlobalOpts,
   printJson,
@@ -19,130 +30,6 @@ import {
   table,
   UsageError,
 } from './common.js'
-
-// ---- talking to the agent: streams ---------------------------------------------------------------
-
-function socketOf(g: GlobalOpts): { socketPath: string; dir: string } {
-  const dir = dataDirOf(g)
-  return { socketPath: dataPaths(dir).socket, dir }
-}
-
-function notRunning(dir: string): AgentNotRunningError {
-  return new AgentNotRunningError(
-    `no mesh agent is running on data dir ${dir}. Start one with 'mesh agent' ` +
-      `(or point --data-dir / MESH_DATA_DIR at the agent's data dir).`,
-  )
-}
-
-/** POST a body and read NDJSON lines until `done` (resolves) or `error` (throws ApiCallError). */
-function ndjsonCall<T>(
-  g: GlobalOpts,
-  path: string,
-  body: unknown,
-  onProgress: (p: any) => void,
-  signal?: AbortSignal,
-): Promise<T> {
-  const { socketPath, dir } = socketOf(g)
-  const payload = JSON.stringify(body)
-  return new Promise<T>((resolvePromise, rejectPromise) => {
-    // once aborted, whatever the connection says next, the reason is the abort's
-    const reject = (err: unknown) => rejectPromise(signal?.aborted ? signal.reason : err)
-    const req = request(
-      // aborting closes the connection: the agent sees the client go and stops the operation
-      { socketPath, method: 'POST', path, headers: { 'content-type': 'application/json' }, signal },
-      (res) => {
-        let buf = ''
-        let settled = false
-        res.setEncoding('utf8')
-        if ((res.statusCode ?? 500) >= 400) {
-          res.on('data', (d: string) => (buf += d))
-          res.on('end', () => {
-            let msg = buf
-            try {
-              msg = JSON.parse(buf).error ?? buf
-            } catch {}
-            reject(new ApiCallError(res.statusCode ?? 500, msg))
-          })
-          return
-        }
-        res.on('data', (d: string) => {
-          buf += d
-          let i = buf.indexOf('\n')
-          while (i >= 0) {
-            const line = buf.slice(0, i)
-            buf = buf.slice(i + 1)
-            i = buf.indexOf('\n')
-            if (line.trim() === '') continue
-            const m = JSON.parse(line)
-            if (m.type === 'progress') onProgress(m)
-            else if (m.type === 'done') {
-              settled = true
-              resolvePromise(m.result as T)
-            } else if (m.type === 'error') {
-              settled = true
-              reject(new ApiCallError(m.status ?? 500, m.error))
-            }
-          }
-        })
-        res.on('end', () => {
-          if (!settled) reject(new Error('the agent closed the connection before finishing (did it stop?)'))
-        })
-        res.on('error', (err) => {
-          if (!settled) reject(err)
-        })
-      },
-    )
-    req.on('error', (err: NodeJS.ErrnoException) => {
-      if (err.code === 'ENOENT' || err.code === 'ECONNREFUSED') reject(notRunning(dir))
-      else reject(err)
-    })
-    req.end(payload)
-  })
-}
-
-/** GET a binary body into `sink` (a file or stdout); an HTTP error is an ApiCallError. */
-function binaryCall(g: GlobalOpts, path: string, sink: NodeJS.WritableStream): Promise<number> {
-  const { socketPath, dir } = socketOf(g)
-  return new Promise<number>((resolvePromise, reject) => {
-    const req = request({ socketPath, method: 'GET', path }, (res) => {
-      if ((res.statusCode ?? 500) >= 400) {
-        let buf = ''
-        res.setEncoding('utf8')
-        res.on('data', (d: string) => (buf += d))
-        res.on('end', () => {
-          let msg = buf
-          try {
-            msg = JSON.parse(buf).error ?? buf
-          } catch {}
-          reject(new ApiCallError(res.statusCode ?? 500, msg))
-        })
-        return
-      }
-      let n = 0
-      res.on('data', (d: Buffer) => {
-        n += d.length
-        if (!sink.write(d)) {
-          res.pause()
-          sink.once('drain', () => res.resume())
-        }
-      })
-      res.on('end', () => {
-        if (!res.complete)
-          reject(new Error('the transfer was cut short (the agent reported an error or stopped)'))
-        else resolvePromise(n)
-      })
-      res.on('error', reject)
-      res.on('aborted', () =>
-        reject(new Error('the transfer was cut short (the agent reported an error or stopped)')),
-      )
-    })
-    req.on('error', (err: NodeJS.ErrnoException) => {
-      if (err.code === 'ENOENT' || err.code === 'ECONNREFUSED') reject(notRunning(dir))
-      else reject(err)
-    })
-    req.end()
-  })
-}
 
 /** `mesh cat x | head`: a closed stdout ends the command quietly, as for cat(1). */
 function quietEpipe(): void {
@@ -194,7 +81,7 @@ class Bar {
   }
 }
 
-function getExtra(p: any): string {
+function getExtra(p: GetProgress): string {
   const prov = `${p.providers} provider${p.providers === 1 ? '' : 's'}`
   return `${fmtBytes(p.rate)}/s  ${prov}  ${p.files}/${p.totalFiles} files`
 }
@@ -222,11 +109,7 @@ export function blockCommands(program: Command): void {
     .argument('<file>', 'a file of at most 2 MiB')
     .action(
       action(async (file: string) => {
-        const r = await client(g()).call<{ cid: string; size: number; added: boolean }>(
-          'POST',
-          '/v1/blocks',
-          { path: resolve(file) },
-        )
+        const r = await client(g()).call<BlockPutReply>('POST', '/v1/blocks', { path: resolve(file) })
         if (g().json) printJson(r)
         else process.stdout.write(`${r.cid}\n`)
       }),
@@ -243,14 +126,14 @@ export function blockCommands(program: Command): void {
         const path = `/v1/blocks/${encodeURIComponent(cid)}`
         if (opts.output === undefined) {
           quietEpipe()
-          await binaryCall(g(), path, process.stdout)
+          await client(g()).download(path, process.stdout)
           return
         }
         const out = resolve(opts.output)
         const tmp = join(dirname(out), `.${basename(out)}.mesh-${randomBytes(4).toString('hex')}`)
         const ws = createWriteStream(tmp, { mode: 0o644 })
         try {
-          const n = await binaryCall(g(), path, ws)
+          const n = await client(g()).download(path, ws)
           await new Promise<void>((r, j) => ws.end((err?: Error | null) => (err ? j(err) : r())))
           await rename(tmp, out)
           if (g().json) printJson({ cid, size: n, output: out })
@@ -271,7 +154,7 @@ export function blockCommands(program: Command): void {
     .action(
       action(async (cid: string) => {
         if (cid.includes('/') || cid.includes('?')) throw new UsageError(`'${cid}' is not a CID`)
-        const s = await client(g()).call<any>(
+        const s = await client(g()).call<BlockStatReply>(
           'GET',
           `/v1/blocks/${encodeURIComponent(cid)}/stat`,
           undefined,
@@ -282,11 +165,11 @@ export function blockCommands(program: Command): void {
           `cid:       ${s.cid}`,
           `size:      ${s.size === undefined ? '- (not local)' : `${s.size} bytes`}`,
           `local:     ${s.local ? 'yes' : 'no'}${s.pinned ? ', pinned' : ''}`,
-          `providers: ${s.providers.length === 0 ? '-' : s.providers.map((p: any) => p.name).join(', ')}`,
+          `providers: ${s.providers.length === 0 ? '-' : s.providers.map((p) => p.name).join(', ')}`,
         ]
         if (s.dataset !== undefined) {
           lines.push(
-            `dataset:   ${s.dataset.name} (${s.dataset.type}): ${s.dataset.files} files, ${s.dataset.dirs} dirs, ${fmtBytes(s.dataset.bytes)}`,
+            `dataset:   ${s.dataset.name} (${s.dataset.type}): ${s.dataset.files} files, ${s.dataset.dirs} dirs, ${fmtBytes(s.dataset.bytes ?? 0)}`,
           )
         }
         process.stdout.write(`${lines.join('\n')}\n`)
@@ -309,9 +192,10 @@ export function blockCommands(program: Command): void {
         if (opts.tag !== undefined && !opts.tag.includes(':'))
           throw new UsageError(`--tag '${opts.tag}' must be DATASET:TAG, e.g. maps:v2`)
         const bar = new Bar(!g().json)
-        let r: any
+        let r: PutResult
         try {
-          r = await ndjsonCall<any>(g(), '/v1/put', { path: resolve(path), tag: opts.tag, replicas }, (p) => {
+          const body: PutRequest = { path: resolve(path), tag: opts.tag, replicas }
+          r = await client(g()).stream<PutResult, PutProgress>('/v1/put', body, (p) => {
             if (p.phase === 'replicating') bar.draw('replicating', p.bytes, p.totalBytes, '')
             else bar.draw('hashing', p.bytes, p.totalBytes, `${p.files}/${p.totalFiles} files`)
           })
@@ -324,8 +208,8 @@ export function blockCommands(program: Command): void {
           `${r.files} files, ${r.dirs} dirs, ${fmtBytes(r.bytes)} in ${r.blocks} blocks (${r.newBlocks} new, ${fmtBytes(r.newBytes)})`,
         ]
         if (r.replication !== undefined) {
-          const ok = r.replication.targets.filter((t: any) => t.ok).map((t: any) => t.name)
-          const bad = r.replication.targets.filter((t: any) => !t.ok).map((t: any) => `${t.name}: ${t.error}`)
+          const ok = r.replication.targets.filter((t) => t.ok).map((t) => t.name)
+          const bad = r.replication.targets.filter((t) => !t.ok).map((t) => `${t.name}: ${t.error}`)
           notes.push(
             `replicas: ${r.replication.confirmed} of ${r.replication.replicas} confirmed (${ok.join(', ')})${bad.length > 0 ? `; not yet: ${bad.join('; ')}` : ''}`,
           )
@@ -355,12 +239,16 @@ export function blockCommands(program: Command): void {
           )
         process.once('SIGINT', cancel)
         process.once('SIGTERM', cancel)
-        let r: any
+        let r: GetResult
         try {
-          r = await ndjsonCall<any>(
-            g(),
+          const body: GetRequest = {
+            ref,
+            dest: dest === undefined ? undefined : resolve(dest),
+            cwd: process.cwd(),
+          }
+          r = await client(g()).stream<GetResult, GetProgress>(
             '/v1/get',
-            { ref, dest: dest === undefined ? undefined : resolve(dest), cwd: process.cwd() },
+            body,
             (p) =>
               bar.draw(
                 p.phase === 'files' ? 'get' : p.phase,
@@ -374,9 +262,7 @@ export function blockCommands(program: Command): void {
           bar.clear()
         }
         if (g().json) return printJson(r)
-        const from = r.providers
-          .filter((p: any) => p.bytes > 0)
-          .map((p: any) => `${p.name} ${fmtBytes(p.bytes)}`)
+        const from = r.providers.filter((p) => p.bytes > 0).map((p) => `${p.name} ${fmtBytes(p.bytes)}`)
         process.stdout.write(
           `${r.dest}: ${r.files} files, ${fmtBytes(r.bytes)}; fetched ${fmtBytes(r.fetchedBytes)} in ${(r.ms / 1000).toFixed(1)} s` +
             `${from.length > 0 ? ` from ${from.join(', ')}` : ''}` +
@@ -394,7 +280,7 @@ export function blockCommands(program: Command): void {
     .action(
       action(async (ref: string) => {
         quietEpipe()
-        await binaryCall(g(), `/v1/cat?ref=${encodeURIComponent(ref)}`, process.stdout)
+        await client(g()).download(`/v1/cat?ref=${encodeURIComponent(ref)}`, process.stdout)
       }),
     )
 
@@ -404,7 +290,7 @@ export function blockCommands(program: Command): void {
     .argument('<ref>', 'a root CID or DATASET:TAG')
     .action(
       action(async (ref: string) => {
-        const r = await client(g()).call<any>(
+        const r = await client(g()).call<LsReply>(
           'GET',
           `/v1/ls?ref=${encodeURIComponent(ref)}`,
           undefined,
@@ -418,8 +304,8 @@ export function blockCommands(program: Command): void {
         process.stdout.write(
           table(
             ['MODE', 'SIZE', 'MTIME', 'PATH'],
-            r.entries.map((e: any) => [
-              modeString(e.type, e.mode ?? 0o777),
+            r.entries.map((e) => [
+              modeString(e.type, e.type === 'symlink' ? 0o777 : e.mode),
               e.type === 'file' ? e.size : '',
               fmtTime(e.mtime),
               e.type === 'symlink' ? `${e.path} -> ${e.target}` : e.type === 'dir' ? `${e.path}/` : e.path,
@@ -434,7 +320,7 @@ export function blockCommands(program: Command): void {
     .description('datasets and their tags, as every member agrees (newest record per DATASET:TAG)')
     .action(
       action(async () => {
-        const r = await client(g()).call<{ datasets: any[] }>('GET', '/v1/datasets')
+        const r = await client(g()).call<DatasetsReply>('GET', '/v1/datasets')
         if (g().json) return printJson(r.datasets)
         process.stdout.write(
           table(
@@ -459,7 +345,7 @@ export function blockCommands(program: Command): void {
     .argument('<ref>', 'a root CID or DATASET:TAG')
     .action(
       action(async (ref: string) => {
-        const r = await ndjsonCall<any>(g(), '/v1/pin', { ref }, () => {})
+        const r = await client(g()).stream<PinReply>('/v1/pin', { ref }, () => {})
         if (g().json) return printJson(r)
         process.stdout.write(`pinned ${r.root} (${fmtBytes(r.bytes)}, fetched ${fmtBytes(r.fetched)})\n`)
       }),
@@ -471,7 +357,7 @@ export function blockCommands(program: Command): void {
     .argument('<ref>', 'a root CID or DATASET:TAG')
     .action(
       action(async (ref: string) => {
-        const r = await client(g()).call<any>('POST', '/v1/unpin', { ref })
+        const r = await client(g()).call<UnpinReply>('POST', '/v1/unpin', { ref })
         if (g().json) return printJson(r)
         process.stdout.write(`unpinned ${r.root}\n`)
       }),
@@ -482,7 +368,7 @@ export function blockCommands(program: Command): void {
     .description('what this member pins')
     .action(
       action(async () => {
-        const r = await client(g()).call<{ pins: any[] }>('GET', '/v1/pins')
+        const r = await client(g()).call<PinsReply>('GET', '/v1/pins')
         if (g().json) return printJson(r.pins)
         process.stdout.write(
           table(

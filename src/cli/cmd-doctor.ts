@@ -3,8 +3,7 @@ import { lookup as dnsLookup } from 'node:dns/promises'
 import { connect } from 'node:net'
 import type { Command } from 'commander'
 import { AgentNotRunningError } from '../api/client.js'
-import type { MemberView } from '../api/routes-members.js'
-import type { NatStatus } from '../nat/component.js'
+import type { AgentStatus, MembersReply, MemberView, NatStatus, PeersReply } from '../api/contract.js'
 import { action, client, dataDirOf, EXIT, fmtDuration, type GlobalOpts, printJson } from './common.js'
 
 export type Level = 'ok' | 'warn' | 'fail' | 'skip'
@@ -382,11 +381,9 @@ export function doctorCommand(program: Command): void {
         const findings: Finding[] = []
         let status: Status | undefined
         try {
-          status = await api.call<Status>('GET', '/v1/status')
-          const { members } = await api.call<{ members: MemberView[] }>('GET', '/v1/members')
-          const { connections } = await api.call<{
-            connections: Array<{ peerId: string; admitted: boolean }>
-          }>('GET', '/v1/peers')
+          status = await api.call<AgentStatus>('GET', '/v1/status')
+          const { members } = await api.call<MembersReply>('GET', '/v1/members')
+          const { connections } = await api.call<PeersReply>('GET', '/v1/peers')
           findings.push(
             ...agentFindings(
               status,

@@ -1,7 +1,7 @@
 import { spawn } from 'node:child_process'
 import { realpathSync } from 'node:fs'
 import type { Command } from 'commander'
-import type { MemberView } from '../api/routes-members.js'
+import type { MembersReply, MemberView } from '../api/contract.js'
 import { action, client, dataDirOf, EXIT, type GlobalOpts, printJson, UsageError } from './common.js'
 
 export interface ExecResult {
@@ -131,7 +131,7 @@ export function execCommand(program: Command): void {
           if (!Number.isInteger(port) || port < 1 || port > 65535)
             throw new UsageError(`--port must be a TCP port, not '${opts.port}'`)
 
-          const { members } = await client(g).call<{ members: MemberView[] }>('GET', '/v1/members')
+          const { members } = await client(g).call<MembersReply>('GET', '/v1/members')
           const chosen = selectMembers(members, { tags, names, all: opts.all === true })
           if (chosen.length === 0)
             throw new UsageError("no member matches that selection: 'mesh members' shows names and tags")

@@ -1,4 +1,5 @@
 import type { Command } from 'commander'
+import type { InviteReply } from '../api/contract.js'
 import { action, client, type GlobalOpts, printJson, UsageError } from './common.js'
 
 export function inviteCommand(program: Command): void {
@@ -10,11 +11,7 @@ export function inviteCommand(program: Command): void {
       action(async (opts: { ttl: string }) => {
         const g = program.opts<GlobalOpts>()
         const ttlMs = parseDuration(opts.ttl)
-        const res = await client(g).call<{ token: string; expires: number; addrs: string[] }>(
-          'POST',
-          '/v1/invite',
-          { ttlMs },
-        )
+        const res = await client(g).call<InviteReply>('POST', '/v1/invite', { ttlMs })
         if (g.json) return printJson(res)
         process.stdout.write(`${res.token}\n`)
         process.stderr.write(

@@ -1,6 +1,6 @@
 import type { Command } from 'commander'
 import { AgentNotRunningError } from '../api/client.js'
-import type { MemberView } from '../api/routes-members.js'
+import type { MembersReply, MemberView, RejoinReply } from '../api/contract.js'
 import { action, client, fmtMs, type GlobalOpts, printJson, table, UsageError } from './common.js'
 
 const STATUSES = ['alive', 'suspect', 'dead', 'left']
@@ -31,10 +31,10 @@ export function membersCommand(program: Command): void {
         })
         const api = client(g)
         if (opts.rejoin === true) {
-          const r = await api.call<{ tried: number; connected: number }>('POST', '/v1/rejoin')
+          const r = await api.call<RejoinReply>('POST', '/v1/rejoin')
           if (!g.json) process.stderr.write(`rejoin: dialled ${r.tried} members, ${r.connected} connected\n`)
         }
-        const { members } = await api.call<{ members: MemberView[] }>('GET', '/v1/members')
+        const { members } = await api.call<MembersReply>('GET', '/v1/members')
         const shown = members.filter(
           (m) =>
             (opts.status === undefined || m.status === opts.status) &&

@@ -1,5 +1,13 @@
 import type { Command } from 'commander'
-import type { InstanceRecord, PluginView, SpawnedInstance } from '../plugins/component.js'
+import type {
+  DestroyReply,
+  InstancesReply,
+  PluginInstallReply,
+  PluginsReply,
+  PluginUpdateReply,
+  PruneReply,
+  SpawnReply,
+} from '../api/contract.js'
 import { requestAndWait } from './cmd-requests.js'
 import { action, client, fmtDuration, type GlobalOpts, printJson, table, UsageError } from './common.js'
 
@@ -15,7 +23,7 @@ export function pluginCommands(program: Command): void {
     .action(
       action(async () => {
         const g = program.opts<GlobalOpts>()
-        const res = await client(g).call<{ plugins: PluginView[]; errors: string[] }>('GET', '/v1/plugins')
+        const res = await client(g).call<PluginsReply>('GET', '/v1/plugins')
         if (g.json) return printJson(res)
         const rows: Array<Array<string | undefined>> = []
         for (const p of res.plugins) {
@@ -50,7 +58,7 @@ export function pluginCommands(program: Command): void {
     .action(
       action(async (source: string, opts: { ref?: string; name?: string }) => {
         const g = program.opts<GlobalOpts>()
-        const res = await client(g).call<{ plugin: PluginView; record: { name: string; commit: string } }>(
+        const res = await client(g).call<PluginInstallReply>(
           'POST',
           '/v1/plugins/install',
           { source, ref: opts.ref, name: opts.name },
@@ -83,7 +91,7 @@ export function pluginCommands(program: Command): void {
     .action(
       action(async (name: string, opts: { ref?: string }) => {
         const g = program.opts<GlobalOpts>()
-        const res = await client(g).call<{ from: string; to: string }>(
+        const res = await client(g).call<PluginUpdateReply>(
           'POST',
           `/v1/plugins/${encodeURIComponent(name)}/update`,
           { ref: opts.ref },
@@ -155,7 +163,7 @@ export function pluginCommands(program: Command): void {
           const timeout = Number(opts.timeout)
           if (!Number.isFinite(timeout) || timeout < 1 || timeout > 3600)
             throw new UsageError(`invalid --timeout '${opts.timeout}': use seconds from 1 to 3600`)
-          const res = await client(g).call<{ instances: SpawnedInstance[] }>(
+          const res = await client(g).call<SpawnReply>(
             'POST',
             '/v1/spawn',
             {
@@ -200,7 +208,7 @@ export function pluginCommands(program: Command): void {
           const port = Number(opts.port)
           if (!Number.isInteger(port) || port < 1 || port > 65535)
             throw new UsageError(`invalid --port '${opts.port}': use a TCP port 1-65535`)
-          const res = await client(g).call<{ instances: SpawnedInstance[] }>(
+          const res = await client(g).call<SpawnReply>(
             'POST',
             '/v1/slave',
             {
@@ -225,10 +233,7 @@ export function pluginCommands(program: Command): void {
     .action(
       action(async () => {
         const g = program.opts<GlobalOpts>()
-        const { instances } = await client(g).call<{ instances: Array<InstanceRecord & { member: string }> }>(
-          'GET',
-          '/v1/instances',
-        )
+        const { instances } = await client(g).call<InstancesReply>('GET', '/v1/instances')
         if (g.json) return printJson(instances)
         process.stdout.write(
           table(
@@ -255,7 +260,7 @@ export function pluginCommands(program: Command): void {
     .action(
       action(async (name: string, opts: { force?: boolean }) => {
         const g = program.opts<GlobalOpts>()
-        const res = await client(g).call<{ cleanUp?: string }>(
+        const res = await client(g).call<DestroyReply>(
           'DELETE',
           `/v1/instances/${encodeURIComponent(name)}${opts.force === true ? '?force=1' : ''}`,
           undefined,
@@ -274,11 +279,7 @@ export function pluginCommands(program: Command): void {
     .action(
       action(async () => {
         const g = program.opts<GlobalOpts>()
-        const res = await client(g).call<{
-          checked: number
-          pruned: string[]
-          failed: Array<{ name: string; error: string }>
-        }>('POST', '/v1/prune', undefined, LONG_MS)
+        const res = await client(g).call<PruneReply>('POST', '/v1/prune', undefined, LONG_MS)
         if (g.json) return printJson(res)
         process.stdout.write(
           `checked ${res.checked} instances; pruned ${res.pruned.length}${res.pruned.length > 0 ? `: ${res.pruned.join(', ')}` : ''}\n`,

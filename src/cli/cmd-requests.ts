@@ -1,5 +1,11 @@
 import type { Command } from 'commander'
-import type { RequestSummary } from '../election/component.js'
+import type {
+  MaintenanceReply,
+  RequestCreated,
+  RequestDetail,
+  RequestSummary,
+  RequestsReply,
+} from '../api/contract.js'
 import {
   action,
   client,
@@ -12,17 +18,6 @@ import {
 } from './common.js'
 
 const TERMINAL = new Set(['allocated', 'deallocated', 'no-candidate', 'cancelled'])
-
-interface Shown extends RequestSummary {
-  decidedMs?: number
-  allocatedMs?: number
-  message?: string
-  rounds: Array<{
-    round: number
-    votes: Array<{ name: string; yes: boolean; score: number; reasons: string[]; note: string }>
-    reports: Array<{ name: string; state: string; instance: string; note: string }>
-  }>
-}
 
 function parseFilters(fs: string[] | undefined): Record<string, string> {
   const tags: Record<string, string> = {}
@@ -73,7 +68,7 @@ export function requestCommands(program: Command): void {
     .action(
       action(async (id: string) => {
         const g = program.opts<GlobalOpts>()
-        const s = await client(g).call<Shown>('GET', `/v1/requests/${encodeURIComponent(id)}`)
+        const s = await client(g).call<RequestDetail>('GET', `/v1/requests/${encodeURIComponent(id)}`)
         if (g.json) return printJson(s)
         const lines = [
           `request   ${s.id}`,
@@ -127,8 +122,8 @@ export function requestCommands(program: Command): void {
           )
         const r =
           state === undefined
-            ? await api.call<{ on: boolean }>('GET', '/v1/maintenance')
-            : await api.call<{ on: boolean }>('POST', '/v1/maintenance', { on: state === 'on' })
+            ? await api.call<MaintenanceReply>('GET', '/v1/maintenance')
+            : await api.call<MaintenanceReply>('POST', '/v1/maintenance', { on: state === 'on' })
         if (g.json) return printJson(r)
         process.stdout.write(`maintenance ${r.on ? 'on: this member votes no on every request' : 'off'}\n`)
       }),
@@ -139,7 +134,7 @@ export function requestCommands(program: Command): void {
     .action(
       action(async () => {
         const g = program.opts<GlobalOpts>()
-        const { requests } = await client(g).call<{ requests: RequestSummary[] }>('GET', '/v1/requests')
+        const { requests } = await client(g).call<RequestsReply>('GET', '/v1/requests')
         if (g.json) return printJson(requests)
         process.stdout.write(
           table(
@@ -159,7 +154,7 @@ export function requestCommands(program: Command): void {
     )
 }
 
-function nameOf(s: Shown, peer: string | undefined): string {
+function nameOf(s: RequestDetail, peer: string | undefined): string {
   if (peer === undefined) return '-'
   for (const r of s.rounds) {
     for (const v of r.votes) if ((v as unknown as { voter: string }).voter === peer) return v.name
@@ -189,7 +184,7 @@ export async function requestAndWait(
     tags: parseFilters(opts.filter),
     names: opts.name ?? [],
   }
-  const { id, voters } = await api.call<{ id: string; voters: number }>('POST', '/v1/requests', body)
+  const { id, voters } = await api.call<RequestCreated>('POST', '/v1/requests', body)
   if (opts.wait !== true) {
     if (g.json) printJson({ id, voters })
     else process.stdout.write(`${id}  request sent to ${voters} voters\n`)
@@ -198,11 +193,11 @@ export async function requestAndWait(
   const limit = Number(opts.timeout)
   if (!Number.isFinite(limit) || limit <= 0) throw new UsageError('--timeout must be a positive number of ms')
   const start = Date.now()
-  let shown: Shown | undefined
+  let shown: RequestDetail | undefined
   let printedDecision = false
   // bounded: at most limit / 50 polls
   for (let i = 0; i < Math.ceil(limit / 50); i++) {
-    shown = await api.call<Shown>('GET', `/v1/requests/${id}`)
+    shown = await api.call<RequestDetail>('GET', `/v1/requests/${id}`)
     if (!g.json && !printedDecision && shown.winner !== undefined) {
       printedDecision = true
       process.stdout.write(

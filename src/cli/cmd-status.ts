@@ -1,7 +1,5 @@
 import type { Command } from 'commander'
-import type { NatStatus } from '../nat/component.js'
-import type { ConnectionInfo } from '../node/node-component.js'
-import type { OverlayStatus } from '../overlay/component.js'
+import type { AgentStatus, ConnectionInfo, NatStatus, OverlayStatus, PeersReply } from '../api/contract.js'
 import {
   action,
   client,
@@ -12,23 +10,6 @@ import {
   printJson,
   table,
 } from './common.js'
-
-interface Status {
-  overlayInterface?: OverlayStatus
-  peerId: string
-  name: string
-  overlay: string
-  cluster: { name: string; id: string }
-  listen: string[]
-  observed: string[]
-  connections: ConnectionInfo[]
-  nat?: NatStatus
-  uptimeMs: number
-  version: string
-  dataDir: string
-  /** set when an admin revoked this member (an agent told to stay: exitWhenRevoked false) */
-  revoked?: { by: string; at: string; message: string }
-}
 
 /** A connection's address for people: no peer IDs; a relayed one names its relay. */
 function displayAddr(addr: string, nameOf: (peerId: string) => string): string {
@@ -117,7 +98,7 @@ export function statusCommand(program: Command): void {
       action(async (opts: { verbose?: boolean }) => {
         const g = program.opts<GlobalOpts>()
         const api = client(g)
-        const s = await api.call<Status>('GET', '/v1/status')
+        const s = await api.call<AgentStatus>('GET', '/v1/status')
         if (g.json) return printJson(s)
         const lines = [
           ...(s.revoked === undefined ? [] : [`REVOKED:   ${s.revoked.message}`]),
@@ -152,7 +133,7 @@ export function statusCommand(program: Command): void {
       action(async (opts: { verbose?: boolean }) => {
         const g = program.opts<GlobalOpts>()
         const api = client(g)
-        const res = await api.call<{ connections: ConnectionInfo[] }>('GET', '/v1/peers')
+        const res = await api.call<PeersReply>('GET', '/v1/peers')
         const { names, nameOf } = await memberNames(api)
         if (g.json) return printJson(res.connections.map((c) => ({ name: names.get(c.peerId), ...c })))
         if (res.connections.length === 0) {

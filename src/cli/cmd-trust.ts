@@ -1,4 +1,5 @@
 import type { Command } from 'commander'
+import type { AdminReply, TrustChangeReply } from '../api/contract.js'
 import { action, client, type GlobalOpts, memberNames, printJson, shortId, table } from './common.js'
 
 export function trustCommands(program: Command): void {
@@ -11,7 +12,7 @@ export function trustCommands(program: Command): void {
       action(async (member: string) => {
         const g = program.opts<GlobalOpts>()
         const api = client(g)
-        const r = await api.call<{ peerId: string; already?: boolean }>('POST', '/v1/revoke', { member })
+        const r = await api.call<TrustChangeReply>('POST', '/v1/revoke', { member })
         const who = await named(api, r.peerId)
         if (g.json) return printJson({ name: who.name, ...r })
         process.stdout.write(
@@ -30,7 +31,7 @@ export function trustCommands(program: Command): void {
       action(async (member: string) => {
         const g = program.opts<GlobalOpts>()
         const api = client(g)
-        const r = await api.call<{ peerId: string; already?: boolean }>('POST', '/v1/admin/grant', { member })
+        const r = await api.call<TrustChangeReply>('POST', '/v1/admin/grant', { member })
         const who = await named(api, r.peerId)
         if (g.json) return printJson({ name: who.name, ...r })
         process.stdout.write(
@@ -46,11 +47,7 @@ export function trustCommands(program: Command): void {
       action(async (opts: { verbose?: boolean }) => {
         const g = program.opts<GlobalOpts>()
         const api = client(g)
-        const r = await api.call<{
-          admins: string[]
-          revoked: Array<{ peerId: string; issuer: string; issued: number }>
-          self: string
-        }>('GET', '/v1/admin')
+        const r = await api.call<AdminReply>('GET', '/v1/admin')
         const { names, nameOf } = await memberNames(api)
         if (g.json)
           return printJson({

@@ -2,8 +2,7 @@ import { spawn } from 'node:child_process'
 import { realpathSync } from 'node:fs'
 import { createServer, type Socket } from 'node:net'
 import type { Command } from 'commander'
-import type { MemberView } from '../api/routes-members.js'
-import { dataPaths } from '../kernel/datadir.js'
+import type { MembersReply, MemberView, TunnelsReply } from '../api/contract.js'
 import {
   action,
   client,
@@ -54,9 +53,7 @@ function realDir(dir: string): string {
 }
 
 async function tunnelTo(g: GlobalOpts, member: string, port: number) {
-  const { openTunnel } = await import('../api/tunnel-client.js')
-  const dir = dataDirOf(g)
-  return openTunnel(dataPaths(dir).socket, dir, member, port)
+  return client(g).tunnel(member, port)
 }
 
 async function resolveMember(g: GlobalOpts, query: string): Promise<MemberView> {
@@ -171,7 +168,7 @@ export function tunnelCommands(program: Command): void {
         const api = client(g)
         const [status, { members }] = await Promise.all([
           api.call<{ cluster: { name: string; id: string } }>('GET', '/v1/status'),
-          api.call<{ members: MemberView[] }>('GET', '/v1/members'),
+          api.call<MembersReply>('GET', '/v1/members'),
         ])
         const { sshConfigText, installSshConfig } = await import('../tunnel/ssh-config.js')
         const { OVERLAY_PREFIX } = await import('../membership/overlay.js')
@@ -283,10 +280,7 @@ export function tunnelCommands(program: Command): void {
     .action(
       action(async () => {
         const g = program.opts<GlobalOpts>()
-        const { tunnels } = await client(g).call<{ tunnels: Array<Record<string, any>> }>(
-          'GET',
-          '/v1/tunnels',
-        )
+        const { tunnels } = await client(g).call<TunnelsReply>('GET', '/v1/tunnels')
         if (g.json) return printJson(tunnels)
         if (tunnels.length === 0) return void process.stdout.write('no open tunnels\n')
         process.stdout.write(

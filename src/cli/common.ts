@@ -1,5 +1,6 @@
 import prettyBytes from 'pretty-bytes'
 import { AgentNotRunningError, ApiCallError, ApiClient } from '../api/client.js'
+import type { MembersReply } from '../api/contract.js'
 import { ConfigError } from '../kernel/config.js'
 import { DataDirError, dataPaths, defaultDataDir } from '../kernel/datadir.js'
 import { TokenError } from '../node/token.js'
@@ -75,10 +76,7 @@ export function printJson(data: unknown): void {
 export async function memberNames(
   api: ApiClient,
 ): Promise<{ names: Map<string, string>; nameOf: (peerId: string) => string }> {
-  const { members } = await api.call<{ members: Array<{ peerId: string; name: string }> }>(
-    'GET',
-    '/v1/members',
-  )
+  const { members } = await api.call<MembersReply>('GET', '/v1/members')
   const names = new Map(members.map((m) => [m.peerId, m.name]))
   return { names, nameOf: (peerId) => names.get(peerId) ?? shortId(peerId) }
 }
