@@ -78,12 +78,15 @@ export async function startAgent(opts: AgentOptions): Promise<RunningAgent> {
     if (setup.joined) log.info({ cluster: setup.cluster.name }, 'joining cluster with token')
     const events = new EventBus()
     const startedAt = Date.now()
-    let nat: NatComponent | undefined
-    let daemon: Daemon | undefined
+    // The loops between components, in one place. Each is a component built after the one that
+    // asks, and asked only once the agent runs: node <- nat (ICE servers for WebRTC), membership
+    // <- nat (the STUN tags of our record), membership <- elections (the maintenance flag),
+    // node and the API -> daemon (a revoked member, `mesh leave`: the agent stops).
+    const later: { nat?: NatComponent; elections?: ElectionsComponent; daemon?: Daemon } = {}
     const shutdown = (why: string): Promise<void> => {
       log.info({ reason: why }, `stopping: ${why}`)
       events.publish('agent_stopping', { reason: why })
-      return daemon?.stop() ?? Promise.resolve()
+      return later.daemon?.stop() ?? Promise.resolve()
     }
     const node = new NodeComponent({
       config,
@@ -91,19 +94,18 @@ export async function startAgent(opts: AgentOptions): Promise<RunningAgent> {
       dataDir: opts.dataDir,
       seeds: setup.cluster.seeds ?? [],
       reporter: reporter.forComponent('node'),
-      iceServers: () => nat?.iceServers() ?? [],
+      iceServers: () => later.nat?.iceServers() ?? [],
       onRevoked: (err) => {
-        if (config.exitWhenRevoked) daemon?.fail('node', err)
+        if (config.exitWhenRevoked) later.daemon?.fail('node', err)
       },
     })
-    let elections: ElectionsComponent | undefined
     const executor = new CommandExecutor(config.elections.commands, paths.instancesDir)
     const membership = new MembershipComponent({
       node,
       computeTypes: () => executor.computeTypes(),
-      maintenance: () => elections?.maintenance ?? config.elections.maintenance,
+      maintenance: () => later.elections?.maintenance ?? config.elections.maintenance,
       // what members need to know of us beyond the config's tags: STUN, sshd host keys
-      agentTags: () => ({ ...(nat?.tags() ?? {}), ...hostKeyTags(config.tunnel.sshHostKeys) }),
+      agentTags: () => ({ ...(later.nat?.tags() ?? {}), ...hostKeyTags(config.tunnel.sshHostKeys) }),
       cluster: setup.cluster,
       config: config.membership,
       name: config.name,
@@ -113,14 +115,15 @@ export async function startAgent(opts: AgentOptions): Promise<RunningAgent> {
       events,
       reporter: reporter.forComponent('membership'),
     })
-    nat = new NatComponent({
+    const nat = new NatComponent({
       node,
-      membership: () => membership,
+      membership,
       config: config.nat,
       webrtc: config.webrtc,
       listen: config.listen,
       reporter: reporter.forComponent('nat'),
     })
+    later.nat = nat
     const blocks = new BlocksComponent({
       node,
       membership,
@@ -178,7 +181,7 @@ export async function startAgent(opts: AgentOptions): Promise<RunningAgent> {
     const runner = new PluginsExecutor(executor, plugins, paths.electionInstances, () =>
       node.trust.isAdmin(node.node.peerId.toString()),
     )
-    elections = new ElectionsComponent({
+    const elections = new ElectionsComponent({
       node,
       membership,
       cluster: setup.cluster,
@@ -190,6 +193,7 @@ export async function startAgent(opts: AgentOptions): Promise<RunningAgent> {
       executor: runner,
       reporter: reporter.forComponent('elections'),
     })
+    later.elections = elections
     const ui = new UiComponent({
       config: config.ui,
       socketPath: paths.socket,
@@ -222,7 +226,7 @@ export async function startAgent(opts: AgentOptions): Promise<RunningAgent> {
         blockRoutes({ blocks }),
         trustRoutes({ node, membership, clusterId: setup.cluster.id }),
         pluginRoutes({ plugins }),
-        electionRoutes({ elections: elections as ElectionsComponent }),
+        electionRoutes({ elections }),
         uiRoutes({ ui }),
       ],
     })
@@ -235,7 +239,7 @@ export async function startAgent(opts: AgentOptions): Promise<RunningAgent> {
       tunnel,
       overlay,
       plugins,
-      elections as ElectionsComponent,
+      elections,
       api,
       // after the API: the dashboard reads the cluster through the API's socket
       ui,
@@ -266,7 +270,8 @@ export async function startAgent(opts: AgentOptions): Promise<RunningAgent> {
       }, 200)
       knownHostsTimer.unref()
     })
-    daemon = new Daemon(components, log)
+    const daemon = new Daemon(components, log)
+    later.daemon = daemon
     void daemon.stopped.then(unlock)
     await daemon.start()
     return { daemon, node, membership, blocks, plugins, reporter, config, shutdown }

@@ -57,8 +57,8 @@ export class ElectionsComponent implements Component {
   private persistTimer: NodeJS.Timeout | undefined
   private unsubscribe: (() => void) | undefined
   private stopped = false
-  /** `mesh maintenance on|off`: vote no on everything while on */
-  maintenance: boolean
+  /** undefined until first read: maintenance.json is read then, not in the constructor */
+  private maintenanceOn: boolean | undefined
   private readonly file: string
   private readonly metrics: {
     inputs: ReturnType<ComponentReporter['gauge']>
@@ -87,11 +87,6 @@ export class ElectionsComponent implements Component {
     this.topic = `${prefix}/elections/1`
     this.syncProto = `${prefix}/elections/sync/1.0.0`
     this.file = dataPaths(deps.dataDir).elections
-    this.maintenance = deps.config.maintenance
-    try {
-      const m = JSON.parse(readFileSync(dataPaths(deps.dataDir).maintenance, 'utf8')) as { on?: unknown }
-      if (typeof m.on === 'boolean') this.maintenance = m.on
-    } catch {}
     const r = deps.reporter
     this.metrics = {
       inputs: r.gauge('inputs', 'election messages received, by outcome', ['outcome'], () => {
@@ -196,9 +191,26 @@ export class ElectionsComponent implements Component {
     return request
   }
 
+  /**
+   * `mesh maintenance on|off`: vote no on everything while on. Kept in maintenance.json across
+   * restarts (read at the first ask: membership's first record, before this component starts).
+   */
+  get maintenance(): boolean {
+    if (this.maintenanceOn === undefined) {
+      this.maintenanceOn = this.deps.config.maintenance
+      try {
+        const m = JSON.parse(readFileSync(dataPaths(this.deps.dataDir).maintenance, 'utf8')) as {
+          on?: unknown
+        }
+        if (typeof m.on === 'boolean') this.maintenanceOn = m.on
+      } catch {}
+    }
+    return this.maintenanceOn
+  }
+
   /** Turn maintenance on or off (kept in `<data dir>/maintenance.json` across restarts). */
   setMaintenance(on: boolean): void {
-    this.maintenance = on
+    this.maintenanceOn = on
     writeFileSync(dataPaths(this.deps.dataDir).maintenance, JSON.stringify({ on }))
     this.deps.membership.republish()
   }

@@ -13,7 +13,8 @@ import { assessHere, type CommandExecutor, type Executor, type LocalState } from
 import type { Request } from './messages.js'
 
 export class PluginsExecutor implements Executor {
-  private readonly served: Record<string, string>
+  /** request id -> the instance that served it; read from stateFile at first use */
+  private servedMap: Record<string, string> | undefined
 
   constructor(
     private readonly commands: CommandExecutor,
@@ -21,12 +22,17 @@ export class PluginsExecutor implements Executor {
     private readonly stateFile: string,
     /** a spawned instance joins with an invite, and only admins issue those */
     private readonly canInvite: () => boolean,
-  ) {
-    let saved: Record<string, string> = {}
-    try {
-      saved = JSON.parse(readFileSync(stateFile, 'utf8')) as Record<string, string>
-    } catch {}
-    this.served = saved
+  ) {}
+
+  private get served(): Record<string, string> {
+    if (this.servedMap === undefined) {
+      let saved: Record<string, string> = {}
+      try {
+        saved = JSON.parse(readFileSync(this.stateFile, 'utf8')) as Record<string, string>
+      } catch {}
+      this.servedMap = saved
+    }
+    return this.servedMap
   }
 
   computeTypes(): string[] {

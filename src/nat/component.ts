@@ -78,7 +78,7 @@ export class NatComponent implements Component {
   constructor(
     private readonly deps: {
       node: NodeComponent
-      membership: () => MembershipComponent | undefined
+      membership: MembershipComponent
       config: NatConfig
       webrtc: WebrtcConfig
       /** the agent's listen addresses (the STUN port defaults to the first TCP one) */
@@ -154,8 +154,7 @@ export class NatComponent implements Component {
   iceServers(): Array<{ urls: string }> {
     const configured = this.deps.webrtc.iceServers
     if (configured.length > 0) return configured.map((urls) => ({ urls }))
-    const membership = this.deps.membership()
-    if (membership === undefined) return []
+    const membership = this.deps.membership
     const node = this.deps.node.node
     const self = node.peerId.toString()
     const viaRecord: string[] = []
