@@ -232,3 +232,8 @@ export interface AdminReply {
   revoked: Array<{ peerId: string; issuer: string; issued: number }>
   self: string
 }
+
+/** POST /v1/ui: the dashboard's address with its one-time token */
+export interface UiReply {
+  url: string
+}

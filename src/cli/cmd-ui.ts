@@ -1,4 +1,5 @@
 import type { Command } from 'commander'
+import type { UiReply } from '../api/contract.js'
 import { action, client, type GlobalOpts, printJson } from './common.js'
 
 /** `mesh ui`: have the agent serve its dashboard and print the URL to open (it holds the token). */
@@ -11,7 +12,7 @@ export function uiCommand(program: Command): void {
     .action(
       action(async () => {
         const opts = program.opts<GlobalOpts>()
-        const { url } = await client(opts).call<{ url: string }>('POST', '/v1/ui')
+        const { url } = await client(opts).call<UiReply>('POST', '/v1/ui')
         if (opts.json) printJson({ url })
         else
           process.stdout.write(
