@@ -4,7 +4,7 @@
 // 127.0.0.1), and the agents' CPU seconds per GB through mesh0. Root only (netns lab in
 // 198.18.0.0/16).
 //
-//   npm run bench:overlay            (node dist/sim/bench/overlay.js --mib 256 --ssh-mib 200 --pings 100)
+//   npm run bench:overlay            (node dist/sim/bench/overlay.js --mib 256 --repeats 3 --ssh-mib 200 --pings 100)
 //   MESH_BENCH_PROF=DIR              agents write a CPU profile into DIR when they stop (cpu-prof.ts)
 //
 // Prints a markdown table and writes sim/out/overlay-<time>.json. Every process and namespace
@@ -15,7 +15,15 @@ import { join } from 'node:path'
 import { newCluster } from '../../src/node/cluster.js'
 import { sshdSetup } from '../../test/system/harness.js'
 import { type Agent, World, waitFor } from '../../test/system/world.js'
-import { cpuSeconds, fmt, machineInfo, machineMarkdown, markdownTable, writeReport } from './report.js'
+import {
+  cpuSeconds,
+  fmt,
+  machineInfo,
+  machineMarkdown,
+  markdownTable,
+  median,
+  writeReport,
+} from './report.js'
 import { streamRun } from './stream-run.js'
 
 const arg = (name: string, dflt: number): number => {
@@ -54,6 +62,7 @@ async function main(): Promise<void> {
   const mib = arg('mib', 256)
   const sshMiB = arg('ssh-mib', 200)
   const pings = arg('pings', 100)
+  const repeats = Math.max(1, arg('repeats', 3))
   const w = new World()
   try {
     const pub = w.lab.segment('pub')
@@ -135,11 +144,20 @@ async function main(): Promise<void> {
     }
     const drops = async (x: Agent) => (await w.json(x, ['status'])).overlayInterface.drops
     const pids = [a.child.pid, b.child.pid]
-    const cpu0 = pids.map(cpuSeconds)
-    const viaMesh = await send(bOverlay)
-    const cpu1 = pids.map(cpuSeconds)
-    const direct = await send(bHost.ip)
-    const cpuPerGB = (cpu1[0] - cpu0[0] + cpu1[1] - cpu0[1]) / ((mib * 1.048576) / 1000)
+    // the TCP runs alternate mesh0 and direct, `repeats` times each; medians
+    const meshRuns: number[] = []
+    const directRuns: number[] = []
+    let cpuMesh = 0
+    for (let i = 0; i < repeats; i++) {
+      const cpu0 = pids.map(cpuSeconds)
+      meshRuns.push(await send(bOverlay))
+      const cpu1 = pids.map(cpuSeconds)
+      cpuMesh += cpu1[0] - cpu0[0] + cpu1[1] - cpu0[1]
+      directRuns.push(await send(bHost.ip))
+    }
+    const viaMesh = median(meshRuns)
+    const direct = median(directRuns)
+    const cpuPerGB = cpuMesh / ((repeats * mib * 1.048576) / 1000)
     const sshMesh = await ssh(bOverlay)
     const sshDirect = await ssh(bHost.ip)
     const pingMesh = await rtt(bOverlay)
@@ -152,7 +170,12 @@ async function main(): Promise<void> {
     )
     const dropped = { a: await drops(a), b: await drops(b) }
     const rows = [
-      ['TCP throughput, one stream (MB/s)', fmt(viaMesh), fmt(direct), fmt(viaMesh / direct, 2)],
+      [
+        `TCP throughput, one stream (MB/s, median of ${repeats})`,
+        `${fmt(viaMesh)} (${fmt(Math.min(...meshRuns))}-${fmt(Math.max(...meshRuns))})`,
+        `${fmt(direct)} (${fmt(Math.min(...directRuns))}-${fmt(Math.max(...directRuns))})`,
+        fmt(viaMesh / direct, 2),
+      ],
       [
         'bare mesh stream ceiling, one libp2p stream on 127.0.0.1 (MB/s)',
         fmt(ceiling.mbps),
@@ -180,6 +203,8 @@ async function main(): Promise<void> {
       pings,
       viaMesh,
       direct,
+      meshRuns,
+      directRuns,
       ceiling: ceiling.mbps,
       sshMiB,
       sshMesh,

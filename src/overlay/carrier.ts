@@ -16,6 +16,32 @@ export const MAX_BUFFERED = 4 << 20
 // packets held while the stream opens
 const MAX_PENDING = 512 << 10
 
+// the receive window a member grants our packets on its inbound carrier stream (see widenReceiveWindow)
+export const RECEIVE_WINDOW = 4 << 20
+
+/**
+ * Give the member credit for RECEIVE_WINDOW bytes in flight on this inbound stream at once.
+ * yamux starts every stream at 256 KiB and doubles it only once its keep-alive ping has measured
+ * an RTT (30 s into the connection) and a window is used up within 4 RTTs; until then one carrier
+ * stream moved at most 256 KiB per round trip through both agents, which capped TCP through
+ * mesh0 far below the link (protocols/overlay.md, Performance). Needs the yamux stream's fields;
+ * any other muxer is left as it is.
+ */
+export function widenReceiveWindow(stream: Stream, bytes = RECEIVE_WINDOW): boolean {
+  const y = stream as unknown as {
+    recvWindow?: unknown
+    maxStreamWindowSize?: unknown
+    sendWindowUpdate?: unknown
+  }
+  if (typeof y.recvWindow !== 'number' || typeof y.sendWindowUpdate !== 'function') return false
+  if (y.recvWindow >= bytes) return true
+  y.recvWindow = bytes
+  if (typeof y.maxStreamWindowSize === 'number' && y.maxStreamWindowSize < bytes)
+    y.maxStreamWindowSize = bytes
+  ;(y.sendWindowUpdate as () => void).call(stream)
+  return true
+}
+
 const RANK: Record<PathKind, number> = { direct: 0, 'webrtc-direct': 1, webrtc: 1, relayed: 2 }
 export const rankOf = (c: Connection): number => RANK[pathKind(c.remoteAddr)]
 

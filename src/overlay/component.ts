@@ -9,7 +9,7 @@ import type { MembershipComponent } from '../membership/service.js'
 import { type Cluster, protocolPrefix } from '../node/cluster.js'
 import type { NodeComponent } from '../node/node-component.js'
 import type { PathKind } from '../node/paths.js'
-import { StreamCarrier } from './carrier.js'
+import { StreamCarrier, widenReceiveWindow } from './carrier.js'
 import type { OverlayConfig } from './config.js'
 import { addrKey, type DropReason, dstKey, type FilterMember, PacketFilter } from './filter.js'
 import { PacketDecoder } from './frames.js'
@@ -301,6 +301,7 @@ export class OverlayComponent implements Component {
       return
     }
     stream.inactivityTimeout = 0
+    widenReceiveWindow(stream)
     this.inbound.add(stream)
     this.inboundPeer.set(stream, peer)
     const decoder = new PacketDecoder()
