@@ -52,6 +52,8 @@ export function edgeKind(path) {
   return undefined
 }
 
+const LABELS_UP_TO = 150
+
 const nodeClasses = (m) =>
   [m.self ? 'self' : '', m.status, m.maintenance ? 'maintenance' : ''].join(' ').trim()
 
@@ -73,6 +75,9 @@ export class MeshGraph {
   /** Draw `members` (Map peerId -> view): add, change and remove only what differs. */
   update(members) {
     const cy = this.cy
+    // names and RTTs on the canvas while they can be read; at hundreds of members they cost
+    // a text measurement each and show nothing (the table and member page have them)
+    const labels = members.size <= LABELS_UP_TO
     const self = [...members.values()].find((m) => m.self)
     const fresh = [] // new elements, added in one call (one style pass, one redraw)
     cy.batch(() => {
@@ -90,10 +95,15 @@ export class MeshGraph {
         this.shown.set(m.peerId, m)
         const kind = self === undefined || m.self ? undefined : edgeKind(m.path)
         const elabel =
-          kind === undefined ? '' : m.rttMs === undefined ? kind : `${kind} ${Math.round(m.rttMs)}ms`
+          kind === undefined || !labels
+            ? ''
+            : m.rttMs === undefined
+              ? kind
+              : `${kind} ${Math.round(m.rttMs)}ms`
+        const label = labels ? m.name : ''
         const edgeId = `e:${m.peerId}`
         if (prev === undefined) {
-          fresh.push({ group: 'nodes', data: { id: m.peerId, label: m.name }, classes: nodeClasses(m) })
+          fresh.push({ group: 'nodes', data: { id: m.peerId, label }, classes: nodeClasses(m) })
           if (kind !== undefined)
             edges.push({
               group: 'edges',
@@ -103,7 +113,7 @@ export class MeshGraph {
           continue
         }
         const node = cy.getElementById(m.peerId)
-        if (node.data('label') !== m.name) node.data('label', m.name)
+        if (node.data('label') !== label) node.data('label', label)
         node.classes(nodeClasses(m))
         const edge = cy.getElementById(edgeId)
         if (kind === undefined) {
@@ -127,16 +137,22 @@ export class MeshGraph {
   }
 
   layout(selfId) {
-    // concentric: this agent in the middle, the members around it; linear time, no simulation
-    this.cy
-      .layout({
-        name: 'concentric',
-        animate: false,
-        concentric: (n) => (n.id() === selfId ? 2 : 1),
-        levelWidth: () => 1,
-        minNodeSpacing: 6,
+    // a sunflower spiral: this agent in the middle, members by name around it; linear time,
+    // no simulation, the same place for a member on every redraw
+    const nodes = this.cy.nodes().sort((a, b) => (a.id() === selfId ? -1 : b.id() === selfId ? 1 : 0))
+    const golden = Math.PI * (3 - Math.sqrt(5))
+    this.cy.batch(() => {
+      nodes.forEach((n, i) => {
+        const r = (nodes.length <= LABELS_UP_TO ? 90 : 28) * Math.sqrt(i)
+        n.position({ x: r * Math.cos(i * golden), y: r * Math.sin(i * golden) })
       })
-      .run()
+    })
+    this.cy.fit(undefined, 40)
+    // a handful of members: normal size, not blown up to the whole window
+    if (this.cy.zoom() > 1.2) {
+      this.cy.zoom(1.2)
+      this.cy.center()
+    }
   }
 
   /** What the page shows, for the browser test and for people: node and edge counts by kind. */
