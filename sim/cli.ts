@@ -30,6 +30,9 @@ const HELP = `usage: node dist/sim/cli.js [options]
   --slow F            fraction of slow members (default 0)
   --slow-ms MS        their mean extra delay per thing they handle (default 250)
   --sync MODE         digest (the agent: sync 2.0.0, default) or full (sync 1.0.0: whole tables)
+  --dissemination M   piggyback (the agent: BroadcastQueue on probes + fan-out 3 / 200 ms, default) or gossipsub (older agents)
+  --retransmit-mult L piggyback: each update sent L * ceil(log10(N + 1)) times per member (default 2)
+  --piggyback-budget B  piggyback: bytes of records and claims per message (default 4000)
   --announce          publish a member's record on start (the agent does not, today)
   --max-conns N       connections a member keeps for gossip fan-out (libp2p default 300)
   --observers K       full nodes when N > --full-max (default 500)
@@ -139,6 +142,19 @@ function parse(argv: string[]): Cli {
         c.sim.sync = m
         break
       }
+      case '--dissemination': {
+        const m = val()
+        if (m !== 'gossipsub' && m !== 'piggyback')
+          throw new Error('--dissemination is gossipsub or piggyback')
+        c.sim.dissemination = m
+        break
+      }
+      case '--piggyback-budget':
+        c.sim.piggybackBudget = num(1)
+        break
+      case '--retransmit-mult':
+        c.sim.retransmitMult = num(1)
+        break
       case '--announce':
         c.sim.announceOnStart = true
         break

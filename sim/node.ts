@@ -1,7 +1,9 @@
 // One simulated member: the real MemberTable and Swim, its own signed record, and the little
 // state the agent's adapter keeps around them (connections, sync times, relay waiters).
+
+import type { BroadcastQueue } from '../src/membership/broadcasts.js'
 import type { MemberTable } from '../src/membership/merge.js'
-import type { MemberInfo, SignedInfo, Signer } from '../src/membership/record.js'
+import type { Claim, MemberInfo, SignedInfo, Signer } from '../src/membership/record.js'
 import type { Swim } from '../src/membership/swim.js'
 
 /**
@@ -24,6 +26,8 @@ export interface Msg {
   sentAt: number
   why: SyncWhy
   body: unknown
+  /** piggybacked dissemination (`--dissemination piggyback`): records and claims riding along */
+  gossip: Array<SignedInfo | Claim> | undefined
 }
 
 export type SyncWhy = 'periodic' | 'connect' | 'leave'
@@ -38,6 +42,9 @@ export const MSG = {
   syncFin: 6,
   dial: 7,
   ext: 8,
+  /** a fan-out message of the piggyback dissemination (a Probe{seq 0} carrying only gossip) */
+  gossip: 9,
+  gossipReply: 10,
 } as const
 
 export class SimNode {
@@ -74,6 +81,9 @@ export class SimNode {
   readonly unlinked = new Set<number>()
   /** the unlinked ones it holds alive: what connectMembers dials */
   readonly dialable = new Set<number>()
+  /** piggyback dissemination: what it still has to tell others, and whether its fan-out timer runs */
+  queue: BroadcastQueue<SignedInfo | Claim> | undefined
+  fanoutArmed = false
   /** gossipsub mesh peers */
   mesh: number[] = []
   meshDirty = false

@@ -4,6 +4,7 @@
 // sync, probes, connections. Where the adapter does something, the simulator does the same
 // thing at the same moment; where it had to approximate, MODEL.md says how.
 
+import { BROADCAST_DEFAULTS, BroadcastQueue, PIGGYBACK } from '../src/membership/broadcasts.js'
 import { MEMBERSHIP_DEFAULTS } from '../src/membership/config.js'
 import type { Change, Entry } from '../src/membership/merge.js'
 import { MemberTable } from '../src/membership/merge.js'
@@ -19,7 +20,16 @@ import {
   type Verifier,
 } from '../src/membership/record.js'
 import { type Action, Swim, suspicionTimeoutMs } from '../src/membership/swim.js'
-import { COST, entryWire, field, ihaveTargets, memberSetBytes, varintLen } from './cost.js'
+import {
+  COST,
+  claimWire,
+  entryWire,
+  field,
+  ihaveTargets,
+  memberSetBytes,
+  recordWire,
+  varintLen,
+} from './cost.js'
 import { EventHeap } from './heap.js'
 import { Tracker } from './metrics.js'
 import { Network, type NetworkOptions } from './network.js'
@@ -68,6 +78,12 @@ export interface SimOptions {
   slowMs: number
   /** 'digest': the agent's sync 2.0.0 (8-byte fingerprints, then only what differs); 'full': sync 1.0.0 (whole tables) */
   sync: 'full' | 'digest'
+  /** how records and claims spread: 'gossipsub' (the agent today) or 'piggyback' (BroadcastQueue on probes + fan-out) */
+  dissemination: 'gossipsub' | 'piggyback'
+  /** piggyback: lambda in lambda * ceil(log10(N + 1)) sends per update and member */
+  retransmitMult: number
+  /** piggyback: bytes of records and claims per message */
+  piggybackBudget: number
   /** above this many nodes, only `observers` nodes are full (see MODEL.md) */
   fullMax: number
   observers: number | undefined
@@ -93,6 +109,9 @@ export const SIM_DEFAULTS: SimOptions = {
   slowFraction: 0,
   slowMs: 250,
   sync: 'digest',
+  dissemination: 'piggyback',
+  retransmitMult: BROADCAST_DEFAULTS.retransmitMult,
+  piggybackBudget: PIGGYBACK.budget,
   fullMax: 2000,
   observers: undefined,
   sample: 300,
@@ -429,6 +448,11 @@ export class Sim {
     node.lastSync.clear()
     node.waiters.clear()
     node.wakeAt = Number.POSITIVE_INFINITY
+    node.queue =
+      this.opts.dissemination === 'piggyback'
+        ? new BroadcastQueue({ retransmitMult: this.opts.retransmitMult })
+        : undefined
+    node.fanoutArmed = false
     // incarnations start at the wall clock, so a restarted member outranks its old record
     const incarnation = Math.floor(this.opts.wallStartMs + this.now)
     const m = this.opts.membership
@@ -790,21 +814,106 @@ export class Sim {
 
   /** service.ts ingest(): records, then claims (a claim counts only from a known member). */
   private ingest(node: SimNode, records: readonly SignedInfo[], claims: readonly Claim[]): void {
-    for (const r of records) if (node.follows(this.idxOf(r.info.peerId))) this.applyLocal(node, r)
-    for (const c of claims) this.ingestClaim(node, c)
+    for (const r of records)
+      if (node.follows(this.idxOf(r.info.peerId)) && this.applyLocal(node, r) !== undefined)
+        this.enqueue(node, r)
+    for (const c of claims) if (this.ingestClaim(node, c) && c.peerId !== node.peerId) this.enqueue(node, c)
     this.arm(node)
   }
 
-  private ingestClaim(node: SimNode, c: Claim): void {
+  /** Records and claims that arrived mixed (piggybacked): records first, as ingest() wants. */
+  private ingestMixed(node: SimNode, items: ReadonlyArray<SignedInfo | Claim> | undefined): void {
+    if (items === undefined || items.length === 0 || !node.up) return
+    const records: SignedInfo[] = []
+    const claims: Claim[] = []
+    for (const x of items) {
+      // already held as is (all copies share objects): nothing to check or change
+      if ('info' in x) {
+        if (node.table.get(x.info.peerId)?.signed !== x) records.push(x)
+      } else if (node.table.get(x.peerId)?.claim !== x) claims.push(x)
+    }
+    if (records.length === 0 && claims.length === 0) return
+    this.ingest(node, records, claims)
+  }
+
+  /** True when the claim changed the table or counted as a new suspicion or confirmation. */
+  private ingestClaim(node: SimNode, c: Claim): boolean {
     const subject = this.idxOf(c.peerId)
-    if (!node.follows(subject)) return
+    if (!node.follows(subject)) return false
     if (c.by !== node.peerId) {
       const by = this.idxOf(c.by)
       // a light node cannot tell about members outside its sample: it takes the claim
-      if (node.follows(by) && !this.isMember(node, by)) return
+      if (node.follows(by) && !this.isMember(node, by)) return false
     }
-    this.applyLocal(node, c)
-    if (c.status === 'suspect') node.swim.onSuspect(c.peerId, c.incarnation, c.by, this.now)
+    const changed = this.applyLocal(node, c) !== undefined
+    const counted = c.status === 'suspect' && node.swim.onSuspect(c.peerId, c.incarnation, c.by, this.now)
+    return changed || counted
+  }
+
+  // ---- piggyback dissemination ----------------------------------------------------------------
+
+  /** Queue a record or claim that changed our table (gossip or our own) for retransmission. */
+  private enqueue(node: SimNode, item: SignedInfo | Claim): void {
+    const q = node.queue
+    if (q === undefined) return
+    if ('info' in item) q.enqueue(`r/${item.info.peerId}`, item, recordWire(item))
+    // independent suspicions travel apart (Lifeguard confirmations); a dead claim replaces the
+    // queued dead claim about the same member
+    else
+      q.enqueue(
+        item.status === 'suspect' ? `s/${item.peerId}/${item.by}` : `c/${item.peerId}`,
+        item,
+        claimWire(item),
+      )
+    this.armFanout(node)
+  }
+
+  /** What the node piggybacks on its next message, and its size as a MemberSet field. */
+  private takeGossip(node: SimNode, m: Msg): number {
+    const q = node.queue
+    if (q === undefined || q.size === 0 || node.left) return 0
+    const items = q.take(this.opts.piggybackBudget, this.clusterSize(node))
+    if (items.length === 0) return 0
+    m.gossip = items
+    let n = 0
+    for (const x of items) n += 'info' in x ? recordWire(x) : claimWire(x)
+    const bytes = field(n)
+    this.payload.gossip += bytes
+    return bytes
+  }
+
+  private clusterSize(node: SimNode): number {
+    // a light member sizes its limits for the whole cluster, as its suspicion timeouts are
+    return node.full ? node.table.size : Math.max(node.table.size, this.opts.expectedNodes)
+  }
+
+  private armFanout(node: SimNode): void {
+    if (node.fanoutArmed || !node.up || node.left) return
+    node.fanoutArmed = true
+    const epoch = node.epoch
+    this.at(this.now + PIGGYBACK.intervalMs, () => {
+      if (node.epoch !== epoch || !node.up) return
+      node.fanoutArmed = false
+      this.fanout(node)
+      if (node.queue !== undefined && node.queue.size > 0) this.armFanout(node)
+    })
+  }
+
+  /** Send what is queued to a few random members, on their probe links (dialling if needed). */
+  private fanout(node: SimNode): void {
+    const pool = node.interest
+    const n = pool === undefined ? this.nodes.length : pool.length
+    let sent = 0
+    for (let tries = 0; sent < PIGGYBACK.fanout && tries < 16; tries++) {
+      if (node.queue === undefined || node.queue.size === 0) return
+      const j = pool === undefined ? randInt(this.rng, n) : pool[randInt(this.rng, n)]
+      if (j === node.idx || !this.isMember(node, j)) continue
+      sent++
+      const m = this.newMsg(MSG.gossip, node)
+      const g = this.takeGossip(node, m)
+      // Probe{seq: 0, gossip}: answered by ProbeReply{ack, gossip} on the same long-lived link
+      this.send(node, j, m, COST.probe + g + COST.frame, 'gossip', 1 + 2 + g)
+    }
   }
 
   // ---- the failure detector -------------------------------------------------------------------
@@ -882,6 +991,7 @@ export class Sim {
       sentAt: this.now,
       why: 'periodic',
       body: undefined,
+      gossip: undefined,
     }
   }
 
@@ -893,13 +1003,15 @@ export class Sim {
     m.target = target
     // Probe{seq, target}: proto3 leaves out a zero seq and an empty target
     const body = uintField(seq) + (t === MSG.probe ? 0 : field(this.nodes[target].peerId.length))
+    const g = this.takeGossip(node, m)
     this.send(
       node,
       to,
       m,
-      (t === MSG.probe ? COST.probe : COST.probeReq) + COST.frame + COST.stream / 2,
+      (t === MSG.probe ? COST.probe : COST.probeReq) + COST.frame + COST.stream / 2 + g,
       'probe',
       1 + body,
+      g,
     )
   }
 
@@ -910,11 +1022,13 @@ export class Sim {
     m.sentAt = req.sentAt
     // ProbeReply{seq, ack}: ack = false is left out
     const body = uintField(req.seq) + (ack ? 2 : 0)
-    this.send(node, req.from, m, COST.reply + COST.frame + COST.stream / 2, 'probe', 1 + body)
+    const g = this.takeGossip(node, m)
+    this.send(node, req.from, m, COST.reply + COST.frame + COST.stream / 2 + g, 'probe', 1 + body, g)
   }
 
   private onProbe(node: SimNode, m: Msg): void {
     const from = this.nodes[m.from]
+    this.ingestMixed(node, m.gossip)
     if (m.t === MSG.probe || m.target === node.idx) {
       this.reply(node, m, m.t === MSG.probe ? MSG.reply : MSG.replyIndirect, true)
       return
@@ -927,6 +1041,7 @@ export class Sim {
 
   private onReply(node: SimNode, m: Msg): void {
     const from = this.nodes[m.from]
+    this.ingestMixed(node, m.gossip)
     const m2 = this.opts.membership
     if (m.t === MSG.reply) {
       // the agent's ask() gives a direct probe twice the probe timeout
@@ -951,7 +1066,15 @@ export class Sim {
    * Send one message on a stream to `to`, opening a connection first when there is none (as
    * dialProtocol does). False when it cannot arrive.
    */
-  private send(from: SimNode, to: number, m: Msg, bytes: number, channel: Channel, payload = 0): boolean {
+  private send(
+    from: SimNode,
+    to: number,
+    m: Msg,
+    bytes: number,
+    channel: Channel,
+    payload = 0,
+    gossipBytes = 0,
+  ): boolean {
     if (!from.up) return false
     let extra = 0
     if (!this.connected(from.idx, to)) {
@@ -964,7 +1087,8 @@ export class Sim {
       this.syncs.unsent += m.t === MSG.syncReq ? 1 : 0
       return false
     }
-    this.count(from, channel, bytes)
+    this.count(from, channel, bytes - gossipBytes)
+    if (gossipBytes > 0) this.count(from, 'gossip', gossipBytes)
     this.payload[channel] += payload
     if (at < 0) return false
     const dest = this.nodes[to]
@@ -998,6 +1122,16 @@ export class Sim {
         break
       case MSG.dial:
         this.onDial(node, src, m)
+        break
+      case MSG.gossip: {
+        this.ingestMixed(node, m.gossip)
+        const r = this.newMsg(MSG.gossipReply, node)
+        const g = this.takeGossip(node, r)
+        this.send(node, src.idx, r, COST.reply + g + COST.frame, 'gossip', 1 + 3 + g)
+        break
+      }
+      case MSG.gossipReply:
+        this.ingestMixed(node, m.gossip)
         break
       case MSG.ext:
         for (const x of this.extensions)
@@ -1289,6 +1423,13 @@ export class Sim {
 
   /** Publish a MemberSet on the membership topic. */
   publish(origin: SimNode, records: SignedInfo[], claims: Claim[]): void {
+    if (origin.queue !== undefined) {
+      if (!origin.up || this.now > origin.stopAt) return
+      this.counters.broadcasts++
+      for (const r of records) this.enqueue(origin, r)
+      for (const c of claims) this.enqueue(origin, c)
+      return
+    }
     this.broadcast(origin, records, claims, undefined, undefined, memberSetBytes(records, claims))
   }
 

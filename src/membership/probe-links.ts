@@ -1,6 +1,6 @@
 import type { Stream } from '@libp2p/interface'
 import { pbStream } from '@libp2p/utils'
-import { Probe, ProbeReply } from '../../protocols/membership.js'
+import { type MemberSet, Probe, ProbeReply } from '../../protocols/membership.js'
 
 /**
  * One long-lived probe stream per member instead of a new stream per probe. A new stream costs
@@ -10,6 +10,8 @@ import { Probe, ProbeReply } from '../../protocols/membership.js'
  */
 
 export const MAX_PROBE = 512
+/** on probe/3.0.0 links a probe or reply also carries gossip (PIGGYBACK_BUDGET plus framing) */
+export const MAX_PROBE_GOSSIP = 8192
 /** an outbound link unused this long is closed (a large cluster probes each member rarely) */
 export const LINK_IDLE_MS = 60_000
 /** an inbound link that carries nothing this long is closed: every read has a deadline */
@@ -24,6 +26,16 @@ interface Link {
   lastUsed: number
   /** false for a peer that only speaks the one-probe-per-stream protocol */
   persistent: boolean
+  /** the peer speaks probe/3.0.0: probes and replies carry piggybacked gossip */
+  gossip: boolean
+}
+
+/** What rides on probes (probe/3.0.0): the service's dissemination queue and its ingest. */
+export interface Piggyback {
+  /** records and claims to attach to a message for `peer` (undefined: nothing queued) */
+  take(peer: string): MemberSet | undefined
+  /** records and claims that came attached to a message from `peer` */
+  receive(peer: string, set: MemberSet): void
 }
 
 export interface ProbeLinksDeps {
@@ -31,6 +43,11 @@ export interface ProbeLinksDeps {
   open(peer: string, signal: AbortSignal): Promise<Stream>
   /** the protocol id of the persistent version */
   persistentProtocol: string
+  /** the protocol id of the persistent version with piggybacked gossip, and what rides on it */
+  gossipProtocol?: string
+  piggyback?: Piggyback
+  /** a link to `peer` was opened on `protocol` (tells older agents apart) */
+  opened?(peer: string, protocol: string): void
   count(direction: 'in' | 'out', bytes: number): void
   /** an answered probe: when we sent it, when the reply came, and the responder's clock */
   clock?(peer: string, sentAt: number, receivedAt: number, remoteNow: number): void
@@ -58,6 +75,10 @@ export class ProbeLinks {
         signal.addEventListener('abort', () => resolve(undefined), { once: true })
       })
       const sentAt = Date.now()
+      if (link.gossip) {
+        const gossip = this.deps.piggyback?.take(peer)
+        if (gossip !== undefined) probe = { ...probe, gossip }
+      }
       await link.pb.write(probe, Probe, { signal })
       this.deps.count('out', Probe.encode(probe).length)
       const r = await reply
@@ -109,12 +130,15 @@ export class ProbeLinks {
     if (have !== undefined && have.stream.status === 'open') return have
     if (have !== undefined) this.drop(peer, have)
     const stream = await this.deps.open(peer, signal)
+    const gossip = this.deps.gossipProtocol !== undefined && stream.protocol === this.deps.gossipProtocol
+    if (stream.protocol !== undefined) this.deps.opened?.(peer, stream.protocol)
     const link: Link = {
       stream,
-      pb: pbStream(stream, { maxDataLength: MAX_PROBE }),
+      pb: pbStream(stream, { maxDataLength: gossip ? MAX_PROBE_GOSSIP : MAX_PROBE }),
       waiting: new Map(),
       lastUsed: Date.now(),
-      persistent: stream.protocol === this.deps.persistentProtocol,
+      persistent: gossip || stream.protocol === this.deps.persistentProtocol,
+      gossip,
     }
     if (!link.persistent) return link
     // a concurrent ask may have opened one meanwhile: keep the first, close ours
@@ -142,6 +166,7 @@ export class ProbeLinks {
       for (;;) {
         const reply = await link.pb.read(ProbeReply)
         this.deps.count('in', ProbeReply.encode(reply).length)
+        if (link.gossip && reply.gossip !== undefined) this.deps.piggyback?.receive(peer, reply.gossip)
         link.waiting.get(reply.seq)?.(reply)
       }
     } catch {
@@ -167,8 +192,10 @@ export async function serveProbeLink(
   answer: (req: Probe) => Promise<boolean>,
   count: (direction: 'in' | 'out', bytes: number) => void,
   idleMs = INBOUND_IDLE_MS,
+  /** probe/3.0.0: the prober's peer ID and the queue whose gossip rides on our replies */
+  gossip?: { peer: string; piggyback: Piggyback },
 ): Promise<void> {
-  const pb = pbStream(stream, { maxDataLength: MAX_PROBE })
+  const pb = pbStream(stream, { maxDataLength: gossip !== undefined ? MAX_PROBE_GOSSIP : MAX_PROBE })
   // one idle timer, re-armed by every probe (a timeout signal per read left one live timer and
   // one exception per probe behind it); when it fires, closing the stream ends the pending read
   const idle = setTimeout(() => stream.abort(new Error('probe link idle')), idleMs)
@@ -189,13 +216,15 @@ export async function serveProbeLink(
       }
       idle.refresh()
       count('in', Probe.encode(req).length)
+      if (gossip !== undefined && req.gossip !== undefined) gossip.piggyback.receive(gossip.peer, req.gossip)
       void answer(req).then((ack) => {
         // a prober that sends but never reads its replies is cut off, not buffered for
         if (++unsent > MAX_UNSENT_REPLIES) return stream.abort(new Error('probe replies not read'))
-        const reply = { seq: req.seq, ack, nowMs: 0 }
+        const reply: ProbeReply = { seq: req.seq, ack, nowMs: 0 }
         writes = writes
           .then(() => {
             reply.nowMs = Date.now() // stamped when it leaves, after any wait for its turn
+            if (gossip !== undefined) reply.gossip = gossip.piggyback.take(gossip.peer)
             return pb.write(reply, ProbeReply)
           })
           .then(() => {

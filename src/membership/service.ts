@@ -5,7 +5,14 @@ import type { Connection, PeerId, Stream } from '@libp2p/interface'
 import { peerIdFromString } from '@libp2p/peer-id'
 import { lpStream, pbStream } from '@libp2p/utils'
 import { Circuit } from '@multiformats/multiaddr-matcher'
-import { MemberSet, Probe, ProbeReply, SyncDigest, SyncReply } from '../../protocols/membership.js'
+import {
+  MemberSet,
+  Probe,
+  ProbeReply,
+  type Signed,
+  SyncDigest,
+  SyncReply,
+} from '../../protocols/membership.js'
 import { Statement } from '../../protocols/trust.js'
 import type { Component } from '../kernel/component.js'
 import type { EventBus } from '../kernel/events.js'
@@ -17,12 +24,13 @@ import { dialable, notThroughSelf } from '../node/dialable.js'
 import type { NodeComponent } from '../node/node-component.js'
 import { pathKind } from '../node/paths.js'
 import { VERSION } from '../version.js'
+import { BroadcastQueue, PIGGYBACK } from './broadcasts.js'
 import { type ClockSample, ClockSkew } from './clock-skew.js'
 import type { MembershipConfig } from './config.js'
 import { Digest } from './digest.js'
 import { type Change, type Entry, effectiveStatus, MemberTable, type Row } from './merge.js'
 import { overlayAddress } from './overlay.js'
-import { MAX_PROBE, ProbeLinks, serveProbeLink } from './probe-links.js'
+import { MAX_PROBE, type Piggyback, ProbeLinks, serveProbeLink } from './probe-links.js'
 import {
   type Claim,
   ed25519Signer,
@@ -37,6 +45,8 @@ import { fromWireClaim, fromWireInfo, toWireClaim, toWireInfo, WireError } from 
 
 const MAX_SYNC = 8 << 20
 const MAX_GOSSIP = 256 << 10
+/** fan-out messages are probes with seqs from here up, apart from the detector's */
+const FANOUT_SEQ_BASE = 0x80000000
 // the SWIM core says when it next needs time (nextWakeup); sleep until then, but at most this
 // long, so idle probe links are swept and a quiet member does not wake 10 times a second
 const MAX_SLEEP_MS = 1_000
@@ -68,6 +78,20 @@ export class MembershipComponent implements Component {
   private readonly syncProtoV1: string
   private readonly probeProto: string
   private readonly probeLinkProto: string
+  private readonly probeGossipProto: string
+  /** what we still have to tell others: piggybacked on probes, replies and fan-outs */
+  private readonly queue = new BroadcastQueue<{ record?: Signed; claim?: Signed }>()
+  private fanoutTimer: NodeJS.Timeout | undefined
+  private fanoutSeq = 0
+  /** members seen speaking only older probe protocols (identify, or the link they took) */
+  private readonly olderPeers = new Set<string>()
+  private readonly piggyback: Piggyback = {
+    take: () => this.takeGossip(),
+    receive: (_peer, set) => {
+      this.metrics.bytes.inc({ direction: 'in', channel: 'piggyback' }, MemberSet.encode(set).length)
+      this.ingest(set.records, set.claims, set.statements, true)
+    },
+  }
   private readonly links: ProbeLinks
   private readonly timers: NodeJS.Timeout[] = []
   private wakeTimer: NodeJS.Timeout | undefined
@@ -110,15 +134,23 @@ export class MembershipComponent implements Component {
     this.syncProtoV1 = `${prefix}/members/sync/1.0.0`
     this.probeProto = `${prefix}/members/probe/1.0.0`
     this.probeLinkProto = `${prefix}/members/probe/2.0.0`
+    this.probeGossipProto = `${prefix}/members/probe/3.0.0`
     this.links = new ProbeLinks({
       persistentProtocol: this.probeLinkProto,
+      gossipProtocol: this.probeGossipProto,
+      opened: (peer, protocol) => this.noteProtocols(peer, [protocol]),
+      piggyback: this.piggyback,
       count: (d, n) => this.countProbe(d, n),
       clock: (peer, sentAt, receivedAt, remoteNow) => this.clocks.add(peer, sentAt, receivedAt, remoteNow),
       open: (peer, signal) =>
-        this.libp2p.dialProtocol(peerIdFromString(peer), [this.probeLinkProto, this.probeProto], {
-          signal,
-          runOnLimitedConnection: true,
-        }),
+        this.libp2p.dialProtocol(
+          peerIdFromString(peer),
+          [this.probeGossipProto, this.probeLinkProto, this.probeProto],
+          {
+            signal,
+            runOnLimitedConnection: true,
+          },
+        ),
     })
     // nothing about a revoked member, or claimed by one, enters the table
     this.table = new MemberTable({
@@ -191,11 +223,26 @@ export class MembershipComponent implements Component {
         ),
       { maxInboundStreams: 4, runOnLimitedConnection: true },
     )
+    await node.handle(
+      this.probeGossipProto,
+      (s, c) => {
+        const peer = c.remotePeer.toString()
+        return serveProbeLink(
+          s,
+          (req) => this.answerProbe(peer, req, this.deps.config.probeIntervalMs * 3),
+          (d, n) => this.countProbe(d, n),
+          undefined,
+          { peer, piggyback: this.piggyback },
+        )
+      },
+      { maxInboundStreams: 4, runOnLimitedConnection: true },
+    )
     node.services.pubsub.subscribe(this.topic)
     node.services.pubsub.addEventListener('message', this.onGossip)
     // a restarted member syncs over the connections made while it started, too
     this.stopConnections = onEveryConnection(node, this.onConnection)
     node.addEventListener('self:peer:update', this.onSelfUpdate)
+    node.addEventListener('peer:identify', this.onIdentify)
     this.deps.node.trust.onStatement((st) => {
       if (st.kind === Statement.Kind.REVOKE) {
         this.swim.removeMember(st.peerId)
@@ -212,14 +259,22 @@ export class MembershipComponent implements Component {
   async stop(): Promise<void> {
     this.stopped = true
     clearTimeout(this.wakeTimer)
+    clearTimeout(this.fanoutTimer)
     for (const t of this.timers) clearInterval(t)
     const node = this.libp2p
     this.stopConnections?.()
     node.removeEventListener('self:peer:update', this.onSelfUpdate)
+    node.removeEventListener('peer:identify', this.onIdentify)
     node.services.pubsub.removeEventListener('message', this.onGossip)
     this.links.closeAll()
     await node
-      .unhandle([this.syncProto, this.syncProtoV1, this.probeProto, this.probeLinkProto])
+      .unhandle([
+        this.syncProto,
+        this.syncProtoV1,
+        this.probeProto,
+        this.probeLinkProto,
+        this.probeGossipProto,
+      ])
       .catch(() => {})
   }
 
@@ -230,9 +285,10 @@ export class MembershipComponent implements Component {
     this.self = this.buildSelf(this.swim.bumpIncarnation(), 'left')
     const signed = signInfo(this.self, this.signer)
     this.table.apply(signed, this.verifier, Date.now())
-    const msg = MemberSet.encode({ records: [toWireInfo(signed)], claims: [], statements: [] })
+    const wire = toWireInfo(signed)
+    this.enqueue({ record: wire }, this.selfId)
     // gossip, and push it straight to every connected member so nobody waits for a suspicion
-    await this.publish(msg)
+    await this.publish(MemberSet.encode({ records: [wire], claims: [], statements: [] }))
     const peers = this.libp2p.getPeers().filter((p) => this.isMember(p.toString()))
     await Promise.allSettled(peers.map((p) => this.sync(p, 'leave')))
   }
@@ -300,7 +356,9 @@ export class MembershipComponent implements Component {
     this.self = this.buildSelf(incarnation, 'alive')
     const signed = signInfo(this.self, this.signer)
     this.applyLocal(signed)
-    void this.publish(MemberSet.encode({ records: [toWireInfo(signed)], claims: [], statements: [] }))
+    const wire = toWireInfo(signed)
+    this.enqueue({ record: wire }, this.selfId)
+    void this.publish(MemberSet.encode({ records: [wire], claims: [], statements: [] }))
   }
 
   private readonly onSelfUpdate = (): void => {
@@ -321,10 +379,12 @@ export class MembershipComponent implements Component {
     return change
   }
 
+  /** Apply what arrived; `spread`: it came by gossip, so what changed our table is passed on. */
   private ingest(
     records: MemberSet['records'],
     claims: MemberSet['claims'],
     statements: Uint8Array[] = [],
+    spread = false,
   ): number {
     let changed = 0
     for (const raw of statements) {
@@ -336,7 +396,11 @@ export class MembershipComponent implements Component {
     }
     for (const r of records) {
       try {
-        if (this.applyLocal(fromWireInfo(r)) !== undefined) changed++
+        const info = fromWireInfo(r)
+        if (this.applyLocal(info) !== undefined) {
+          changed++
+          if (spread) this.enqueue({ record: r }, info.info.peerId)
+        }
       } catch (err) {
         this.metrics.dropped.inc({ reason: err instanceof WireError ? 'malformed_record' : 'error' })
       }
@@ -349,11 +413,16 @@ export class MembershipComponent implements Component {
           this.metrics.dropped.inc({ reason: 'unknown_claimant' })
           continue
         }
-        if (this.applyLocal(claim) !== undefined) changed++
+        const applied = this.applyLocal(claim) !== undefined
+        if (applied) changed++
+        let counted = false
         if (claim.status === 'suspect') {
-          this.swim.onSuspect(claim.peerId, claim.incarnation, claim.by, Date.now())
+          counted = this.swim.onSuspect(claim.peerId, claim.incarnation, claim.by, Date.now())
           this.wake()
         }
+        // pass on what changed our table or counted as a confirmation; a claim about us is
+        // answered by our refutation instead
+        if (spread && (applied || counted) && claim.peerId !== this.selfId) this.enqueue({ claim: c }, claim)
       } catch (err) {
         this.metrics.dropped.inc({ reason: err instanceof WireError ? 'malformed_claim' : 'error' })
       }
@@ -414,7 +483,9 @@ export class MembershipComponent implements Component {
 
   // ---- gossip -------------------------------------------------------------------------------
 
-  private async publish(bytes: Uint8Array): Promise<void> {
+  /** Publish on gossipsub: only while older members need it, unless `always` (admin statements). */
+  private async publish(bytes: Uint8Array, always = false): Promise<void> {
+    if (!always && !this.needsGossipsub()) return
     this.metrics.bytes.inc({ direction: 'out', channel: 'gossip' }, bytes.length)
     try {
       await this.libp2p.services.pubsub.publish(this.topic, bytes)
@@ -438,7 +509,84 @@ export class MembershipComponent implements Component {
       this.metrics.dropped.inc({ reason: 'undecodable' })
       return
     }
-    this.ingest(set.records, set.claims, set.statements)
+    this.ingest(set.records, set.claims, set.statements, true)
+  }
+
+  // ---- piggybacked dissemination ------------------------------------------------------------
+
+  /** Queue a record or claim about `peer` for piggybacking (replacing older news about it). */
+  private enqueue(item: { record?: Signed; claim?: Signed }, about: string | Claim): void {
+    const w = item.record ?? item.claim!
+    const bytes = w.body.length + w.sig.length + 8
+    // independent suspicions travel apart (Lifeguard confirmations); a newer record or dead
+    // claim replaces the queued one about the same member
+    const key =
+      typeof about === 'string'
+        ? `r/${about}`
+        : about.status === 'suspect'
+          ? `s/${about.peerId}/${about.by}`
+          : `c/${about.peerId}`
+    this.queue.enqueue(key, item, bytes)
+    this.armFanout()
+  }
+
+  private takeGossip(): MemberSet | undefined {
+    if (this.queue.size === 0) return undefined
+    const items = this.queue.take(PIGGYBACK.budget, this.table.size)
+    if (items.length === 0) return undefined
+    const set: MemberSet = { records: [], claims: [], statements: [] }
+    for (const x of items) {
+      if (x.record !== undefined) set.records.push(x.record)
+      if (x.claim !== undefined) set.claims.push(x.claim)
+    }
+    this.metrics.bytes.inc({ direction: 'out', channel: 'piggyback' }, MemberSet.encode(set).length)
+    return set
+  }
+
+  /** While something is queued, every PIGGYBACK.intervalMs send it to a few random members. */
+  private armFanout(): void {
+    if (this.fanoutTimer !== undefined || this.stopped) return
+    this.fanoutTimer = setTimeout(() => {
+      this.fanoutTimer = undefined
+      this.fanout()
+      if (this.queue.size > 0) this.armFanout()
+    }, PIGGYBACK.intervalMs)
+    this.fanoutTimer.unref()
+  }
+
+  private fanout(): void {
+    const peers: string[] = []
+    // suspects too: that is how a suspect hears of its suspicion, and refutes it
+    for (const r of this.table.rows())
+      if (r.peerId !== this.selfId && this.isMember(r.peerId) && !this.olderPeers.has(r.peerId))
+        peers.push(r.peerId)
+    for (let i = 0; i < PIGGYBACK.fanout && peers.length > 0 && this.queue.size > 0; i++) {
+      const peer = peers.splice(Math.floor(Math.random() * peers.length), 1)[0]
+      const seq = FANOUT_SEQ_BASE + (this.fanoutSeq++ % FANOUT_SEQ_BASE)
+      // a probe with its own seq: the ack is not the detector's, only the gossip both ways counts
+      void this.links.ask(peer, { seq, target: '' }, this.deps.config.probeTimeoutMs * 2)
+    }
+  }
+
+  /** Members that do not speak probe/3.0.0 (older agents) hear news only through gossipsub. */
+  private needsGossipsub(): boolean {
+    for (const p of this.olderPeers) {
+      if (this.isMember(p)) return true
+      if (!this.table.has(p)) continue
+      this.olderPeers.delete(p) // dead or left: an upgraded agent comes back with a new identify
+    }
+    return false
+  }
+
+  private readonly onIdentify = (evt: CustomEvent<{ peerId: PeerId; protocols: string[] }>): void => {
+    this.noteProtocols(evt.detail.peerId.toString(), evt.detail.protocols)
+  }
+
+  /** An older agent answers probe/2.0.0 or 1.0.0 but not 3.0.0. */
+  private noteProtocols(peer: string, protocols: readonly string[]): void {
+    if (protocols.includes(this.probeGossipProto)) this.olderPeers.delete(peer)
+    else if (protocols.includes(this.probeLinkProto) || protocols.includes(this.probeProto))
+      this.olderPeers.add(peer)
   }
 
   // ---- push-pull sync -----------------------------------------------------------------------
@@ -456,7 +604,10 @@ export class MembershipComponent implements Component {
 
   /** Spread a grant or revocation we just made. */
   async spreadStatement(st: Statement): Promise<void> {
-    await this.publish(MemberSet.encode({ records: [], claims: [], statements: [Statement.encode(st)] }))
+    await this.publish(
+      MemberSet.encode({ records: [], claims: [], statements: [Statement.encode(st)] }),
+      true,
+    )
     // and straight to every connected member, so a revocation does not wait on gossip rounds
     const peers = this.libp2p
       .getPeers()
@@ -678,7 +829,9 @@ export class MembershipComponent implements Component {
             this.signer,
           )
           this.applyLocal(claim)
-          void this.publish(MemberSet.encode({ records: [], claims: [toWireClaim(claim)], statements: [] }))
+          const wire = toWireClaim(claim)
+          this.enqueue({ claim: wire }, claim)
+          void this.publish(MemberSet.encode({ records: [], claims: [wire], statements: [] }))
           break
         }
       }

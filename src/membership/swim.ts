@@ -353,18 +353,22 @@ export class Swim {
 
   /**
    * Someone (`by`) claims `peer` is suspect at `incarnation`: start our own suspicion timer or,
-   * with Lifeguard, count an independent confirmation that shortens it.
+   * with Lifeguard, count an independent confirmation that shortens it. True when it started a
+   * suspicion or counted a new confirmation: news worth passing on (as memberlist re-broadcasts).
    */
-  onSuspect(peer: string, incarnation: number, by: string, now: number): void {
-    if (peer === this.self) return
+  onSuspect(peer: string, incarnation: number, by: string, now: number): boolean {
+    if (peer === this.self) return false
     const m = this.members.get(peer)
-    if (m === undefined || incarnation < m.incarnation) return
+    if (m === undefined || incarnation < m.incarnation) return false
     if (incarnation > m.incarnation) {
       m.incarnation = incarnation
       m.suspicion = undefined
     }
-    if (m.suspicion === undefined) this.startSuspicion(m, by, now)
-    else this.confirm(m, by)
+    if (m.suspicion === undefined) {
+      this.startSuspicion(m, by, now)
+      return true
+    }
+    return this.confirm(m, by)
   }
 
   /** `peer` announced `incarnation`; a higher one than suspected clears the suspicion. */

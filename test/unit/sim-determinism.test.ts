@@ -67,6 +67,24 @@ describe('sim determinism and basics', () => {
     assert.equal(sim.tracker.convergence.restart.length, 1)
   })
 
+  it('piggybacked news reaches everyone at a fraction of what gossipsub spends (20 of 200 crash at once)', () => {
+    const run = (dissemination: 'gossipsub' | 'piggyback') => {
+      const sim = new Sim({ seed: 8, expectedNodes: 200, dissemination })
+      sim.form(200)
+      sim.run(5_000)
+      for (let i = 0; i < 20; i++) sim.crash(i * 7)
+      sim.run(65_000)
+      for (const o of sim.liveNodes())
+        for (let i = 0; i < 20; i++)
+          assert.equal(sim.statusOf(o, i * 7), 'dead', `${dissemination}: view of ${o}`)
+      assert.equal(sim.tracker.detections.length, 20)
+      return sim.bytes.gossip + sim.bytes.ihave
+    }
+    const piggy = run('piggyback')
+    const gossipsub = run('gossipsub')
+    assert.ok(piggy * 3 < gossipsub, `piggyback ${piggy} B, gossipsub ${gossipsub} B`)
+  })
+
   it('a joiner ends up in every table, and every table in the joiner', () => {
     const sim = new Sim({ seed: 5, expectedNodes: 11, network: { latency: 'lan' }, announceOnStart: false })
     sim.form(10)

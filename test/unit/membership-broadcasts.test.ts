@@ -1,0 +1,49 @@
+import assert from 'node:assert/strict'
+import { BroadcastQueue, retransmitLimit } from '../../src/membership/broadcasts.js'
+
+describe('membership broadcast queue', () => {
+  it('sends each item a bounded number of times that grows with log N, then forgets it', () => {
+    assert.equal(retransmitLimit(4, 9), 4)
+    assert.equal(retransmitLimit(4, 1000), 16)
+    assert.equal(retransmitLimit(4, 10_000), 20)
+    const q = new BroadcastQueue<string>({ retransmitMult: 1 })
+    q.enqueue('a', 'a1', 10)
+    // 1 * ceil(log10(1001)) = 4 sends at 1,000 members
+    const sent: string[][] = []
+    for (let i = 0; i < 6; i++) sent.push(q.take(100, 1000))
+    assert.deepEqual(sent, [['a1'], ['a1'], ['a1'], ['a1'], [], []])
+    assert.equal(q.size, 0)
+  })
+
+  it('a newer item about the same key replaces the queued one', () => {
+    const q = new BroadcastQueue<string>()
+    q.enqueue('claim/p', 'suspect', 10)
+    q.take(100, 10)
+    q.enqueue('claim/p', 'dead', 10)
+    assert.equal(q.size, 1)
+    assert.deepEqual(q.take(100, 10), ['dead'])
+  })
+
+  it('fills a message up to its byte budget, least-sent and newest first', () => {
+    const q = new BroadcastQueue<string>()
+    q.enqueue('x', 'old', 40)
+    q.take(100, 10)
+    q.enqueue('y', 'new1', 40)
+    q.enqueue('z', 'new2', 40)
+    // fresh items before the one already sent once; the third does not fit in 100 bytes
+    assert.deepEqual(q.take(100, 10), ['new2', 'new1'])
+    assert.deepEqual(q.take(100, 10), ['new2', 'new1'])
+    // now 'old' has been sent fewer times than the others
+    assert.deepEqual(q.take(100, 10), ['old', 'new2'])
+  })
+
+  it('holds at most maxItems, dropping the most-sent first', () => {
+    const q = new BroadcastQueue<string>({ maxItems: 2 })
+    q.enqueue('a', 'a', 1)
+    q.take(1, 10)
+    q.enqueue('b', 'b', 1)
+    q.enqueue('c', 'c', 1)
+    assert.equal(q.size, 2)
+    assert.deepEqual(q.take(10, 10).sort(), ['b', 'c'])
+  })
+})
