@@ -23,9 +23,8 @@ export const RECEIVE_WINDOW = 4 << 20
  * Give the member credit for RECEIVE_WINDOW bytes in flight on this inbound stream at once.
  * yamux starts every stream at 256 KiB and doubles it only once its keep-alive ping has measured
  * an RTT (30 s into the connection) and a window is used up within 4 RTTs; until then one carrier
- * stream moved at most 256 KiB per round trip through both agents, which capped TCP through
- * mesh0 far below the link (protocols/overlay.md, Performance). Needs the yamux stream's fields;
- * any other muxer is left as it is.
+ * stream could move at most 256 KiB per round trip through both agents (protocols/overlay.md,
+ * Performance). Needs the yamux stream's fields; any other muxer is left as it is.
  */
 export function widenReceiveWindow(stream: Stream, bytes = RECEIVE_WINDOW): boolean {
   const y = stream as unknown as {
