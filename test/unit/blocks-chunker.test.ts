@@ -102,13 +102,18 @@ describe('blocks: chunker (FastCDC)', function () {
 
   /**
    * What content-defined chunking promises after an edit at `pos`: every chunk that ends
-   * before the edit is unchanged, and the chunker falls back into step after it (the two chunk
-   * lists end with the same chunks). How many chunks change in between is a distribution with
-   * a short tail (normalized chunking and the min-size skip can delay the resync a little);
-   * its mean is asserted over all runs.
+   * before the edit is unchanged (always), and the chunker falls back into step after it (the
+   * two chunk lists end with the same chunks). Where it falls back into step is a distribution,
+   * not a bound: normalized chunking and the min-size skip can delay the resync (over 3,000
+   * edits: median 8.7 KB after the edit, p99 65 KB, max 202 KB with 8 KiB chunks), so it is
+   * asserted over all runs, with margins that random inputs do not cross: in nearly every case
+   * within half the bytes after the edit, a median lag of at most four average chunks, and at
+   * most three chunks changed per edit on average.
    */
   function editProperty(kind: 'insert' | 'delete') {
     const changedCounts: number[] = []
+    const lags: number[] = []
+    let late = 0
     fc.assert(
       fc.property(
         fc.integer({ min: 1, max: 1 << 30 }),
@@ -135,10 +140,8 @@ describe('blocks: chunker (FastCDC)', function () {
           let k = 0
           while (k < Math.min(a.length, b.length) && a[a.length - 1 - k] === b[b.length - 1 - k]) k++
           const tailA = a.slice(a.length - k).reduce((x, y) => x + y, 0)
-          assert.ok(
-            tailA > (n - pos) / 2,
-            `the chunker did not fall back into step (${k} equal chunks at the end)`,
-          )
+          lags.push(n - pos - tailA)
+          if (tailA <= (n - pos) / 2) late++
           const before = chunkSet(data, SMALL)
           let shared = 0
           const after = chunkSet(edited, SMALL)
@@ -150,6 +153,15 @@ describe('blocks: chunker (FastCDC)', function () {
     )
     const mean = changedCounts.reduce((x, y) => x + y, 0) / changedCounts.length
     assert.ok(mean <= 3, `on average ${mean.toFixed(2)} chunks changed per edit`)
+    assert.ok(
+      late <= 4,
+      `${late} of ${lags.length} edits were not back in step within half the bytes after them`,
+    )
+    const median = lags.sort((x, y) => x - y)[lags.length >> 1]
+    assert.ok(
+      median <= 4 * SMALL.avg,
+      `the chunker fell back into step ${median} bytes after an edit (median)`,
+    )
   }
 
   it('property: inserting bytes in the middle leaves the chunks before it and most after it unchanged', () => {
