@@ -203,9 +203,10 @@ export interface SpawnReply {
   instances: SpawnedInstance[]
 }
 
-/** GET /v1/instances */
+/** GET /v1/instances: each record (without its env) and its member's status */
 export interface InstancesReply {
-  instances: Array<InstanceRecord & { member: string }>
+  /** status: the record's, or 'gone' when the plugin's detect_stale_instance says so */
+  instances: Array<Omit<InstanceRecord, 'status' | 'env'> & { status: string; member: string }>
 }
 
 /** GET /v1/tunnels */

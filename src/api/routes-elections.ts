@@ -1,6 +1,7 @@
 import type { FastifyInstance } from 'fastify'
 import type { ElectionsComponent } from '../election/component.js'
 import { explainRefusals } from '../election/core.js'
+import type { MaintenanceReply, RequestsReply } from './contract.js'
 import { ApiError } from './errors.js'
 
 /** /v1/requests: create, list, show, cancel election requests. */
@@ -14,10 +15,10 @@ export function electionRoutes(deps: { elections: ElectionsComponent }) {
       return id
     }
 
-    app.get('/v1/requests', async () => ({ requests: el.list() }))
+    app.get('/v1/requests', async (): Promise<RequestsReply> => ({ requests: el.list() }))
 
-    app.get('/v1/maintenance', async () => ({ on: el.maintenance }))
-    app.post<{ Body: { on?: unknown } }>('/v1/maintenance', async (req) => {
+    app.get('/v1/maintenance', async (): Promise<MaintenanceReply> => ({ on: el.maintenance }))
+    app.post<{ Body: { on?: unknown } }>('/v1/maintenance', async (req): Promise<MaintenanceReply> => {
       const on = req.body?.on
       if (typeof on !== 'boolean')
         throw new ApiError(400, 'expected {"on": true|false} (mesh maintenance on|off)')

@@ -2,6 +2,7 @@ import type { FastifyInstance } from 'fastify'
 import { displayNames, ResolveError, resolveMember } from '../membership/names.js'
 import type { MembershipComponent } from '../membership/service.js'
 import type { NodeComponent } from '../node/node-component.js'
+import type { MembersReply, RejoinReply } from './contract.js'
 import { ApiError } from './errors.js'
 
 export interface MemberView {
@@ -74,7 +75,7 @@ export function memberRoutes(deps: {
         .sort((a, b) => a.name.localeCompare(b.name))
     }
 
-    app.get('/v1/members', async () => ({ members: view() }))
+    app.get('/v1/members', async (): Promise<MembersReply> => ({ members: view() }))
 
     app.get<{ Querystring: { q?: string } }>('/v1/members/resolve', async (req) => {
       const infos = deps.membership.rows().map((r) => r.entry.signed.info)
@@ -83,7 +84,7 @@ export function memberRoutes(deps: {
       return view().find((m) => m.peerId === r.peerId)
     })
 
-    app.post('/v1/rejoin', async () => deps.membership.rejoin())
+    app.post('/v1/rejoin', async (): Promise<RejoinReply> => deps.membership.rejoin())
 
     app.post('/v1/leave', async () => {
       await deps.membership.leave()

@@ -2,6 +2,7 @@ import type { FastifyInstance } from 'fastify'
 import { z } from 'zod'
 import type { PluginsComponent } from '../plugins/component.js'
 import { PluginError } from '../plugins/schema.js'
+import type { InstancesReply, PluginsReply } from './contract.js'
 import { ApiError } from './errors.js'
 
 const Install = z
@@ -60,7 +61,7 @@ async function wrap<T>(fn: () => Promise<T>): Promise<T> {
 export function pluginRoutes(deps: { plugins: PluginsComponent }) {
   return (app: FastifyInstance) => {
     const p = deps.plugins
-    app.get('/v1/plugins', async () => {
+    app.get('/v1/plugins', async (): Promise<PluginsReply> => {
       await p.recheck()
       return p.list()
     })
@@ -75,7 +76,10 @@ export function pluginRoutes(deps: { plugins: PluginsComponent }) {
     app.delete<{ Params: { name: string } }>('/v1/plugins/:name', async (req) =>
       wrap(() => p.uninstall(req.params.name)),
     )
-    app.get('/v1/instances', async () => ({ instances: await p.checkedInstanceViews() }))
+    app.get(
+      '/v1/instances',
+      async (): Promise<InstancesReply> => ({ instances: await p.checkedInstanceViews() }),
+    )
     app.post('/v1/spawn', async (req) => wrap(() => p.spawn(body(Spawn, req.body, 'spawn'))))
     app.post('/v1/slave', async (req) => wrap(() => p.slave(body(Slave, req.body, 'slave'))))
     app.delete<{ Params: { name: string }; Querystring: { force?: string } }>(

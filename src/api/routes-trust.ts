@@ -4,6 +4,7 @@ import { Statement } from '../../protocols/trust.js'
 import { ResolveError, resolveMember } from '../membership/names.js'
 import type { MembershipComponent } from '../membership/service.js'
 import type { NodeComponent } from '../node/node-component.js'
+import type { AdminReply } from './contract.js'
 import { ApiError } from './errors.js'
 
 const Body = z.object({ member: z.string().min(1) }).strict()
@@ -55,10 +56,13 @@ export function trustRoutes(deps: {
       await act(Statement.Kind.GRANT_ADMIN, peer)
       return { peerId: peer, admin: true }
     })
-    app.get('/v1/admin', async () => ({
-      admins: deps.node.trust.adminList(),
-      revoked: deps.node.trust.revokedList(),
-      self: deps.node.node.peerId.toString(),
-    }))
+    app.get(
+      '/v1/admin',
+      async (): Promise<AdminReply> => ({
+        admins: deps.node.trust.adminList(),
+        revoked: deps.node.trust.revokedList(),
+        self: deps.node.node.peerId.toString(),
+      }),
+    )
   }
 }

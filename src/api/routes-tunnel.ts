@@ -4,6 +4,7 @@ import type { Duplex } from 'node:stream'
 import type { FastifyInstance } from 'fastify'
 import type { TunnelComponent } from '../tunnel/component.js'
 import { TunnelError } from '../tunnel/protocol.js'
+import type { TunnelsReply } from './contract.js'
 import { ApiError } from './errors.js'
 
 export const TUNNEL_UPGRADE = 'mesh-tunnel'
@@ -25,7 +26,7 @@ export function tunnelRoutes(deps: { tunnel: TunnelComponent }) {
         `GET /v1/tunnel needs 'Connection: Upgrade' and 'Upgrade: ${TUNNEL_UPGRADE}' (use mesh proxy)`,
       )
     })
-    app.get('/v1/tunnels', async () => ({ tunnels: deps.tunnel.list() }))
+    app.get('/v1/tunnels', async (): Promise<TunnelsReply> => ({ tunnels: deps.tunnel.list() }))
 
     app.server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => {
       const url = new URL(req.url ?? '/', 'http://mesh')
