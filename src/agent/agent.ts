@@ -15,6 +15,7 @@ import { dataPaths, ensureDataDir, lockDataDir } from '../kernel/datadir.js'
 import { EventBus } from '../kernel/events.js'
 import { MetricsServer } from '../kernel/metrics-server.js'
 import { Reporter } from '../kernel/reporter.js'
+import { isOverlayAddress } from '../membership/overlay.js'
 import { MembershipComponent } from '../membership/service.js'
 import { NatComponent } from '../nat/component.js'
 import { NodeComponent } from '../node/node-component.js'
@@ -95,6 +96,10 @@ export async function startAgent(opts: AgentOptions): Promise<RunningAgent> {
       seeds: setup.cluster.seeds ?? [],
       reporter: reporter.forComponent('node'),
       iceServers: () => later.nat?.iceServers() ?? [],
+      insideOverlay: (ma) => {
+        const first = ma.getComponents()[0]
+        return first?.name === 'ip6' && isOverlayAddress(first.value ?? '', setup.cluster.id)
+      },
       onRevoked: (err) => {
         if (config.exitWhenRevoked) later.daemon?.fail('node', err)
       },

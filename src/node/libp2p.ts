@@ -12,6 +12,7 @@ import { peerIdFromPrivateKey } from '@libp2p/peer-id'
 import { ping } from '@libp2p/ping'
 import { tcp } from '@libp2p/tcp'
 import { webRTC, webRTCDirect } from '@libp2p/webrtc'
+import type { Multiaddr } from '@multiformats/multiaddr'
 import { LevelDatastore } from 'datastore-level'
 import { createLibp2p } from 'libp2p'
 import type { ComponentReporter } from '../kernel/reporter.js'
@@ -34,6 +35,11 @@ export interface NodeOptions {
   trust: AdmissionInit['trust'] & { isRevoked(peerId: string): boolean }
   /** ICE servers for each new WebRTC connection (the cluster's own STUN); never public ones */
   iceServers?: () => Array<{ urls: string }>
+  /**
+   * An address on the mesh's own interface (mesh0): never announced and never dialed, since a
+   * member path through the overlay would carry the overlay itself (it loops and collapses)
+   */
+  insideOverlay?: (addr: Multiaddr) => boolean
 }
 
 /** concurrent ping streams per connection, each way (see the ping service below) */
@@ -113,7 +119,7 @@ export async function createMeshNode(opts: NodeOptions) {
       listen,
       announce: config.announce,
       // never hand out a bare '/webrtc/p2p/..' (see dialable.ts): a relay that did crashed its clients
-      announceFilter: (addrs) => addrs.filter(dialable),
+      announceFilter: (addrs) => addrs.filter((a) => dialable(a) && opts.insideOverlay?.(a) !== true),
     },
     transports: [
       tcp(),
@@ -135,7 +141,7 @@ export async function createMeshNode(opts: NodeOptions) {
       // tells it why (so its operator sees 'revoked', not a mysterious dial failure).
       // Once we are revoked ourselves, dial nobody: every member would refuse us anyway.
       denyDialPeer: (p) => opts.trust.isRevoked(p.toString()) || opts.trust.isRevoked(selfId),
-      denyDialMultiaddr: () => opts.trust.isRevoked(selfId),
+      denyDialMultiaddr: (ma) => opts.trust.isRevoked(selfId) || opts.insideOverlay?.(ma) === true,
       denyOutboundEncryptedConnection: (p) => opts.trust.isRevoked(p.toString()),
       denyInboundRelayReservation: (p) => gater?.denyInboundRelayReservation?.(p) ?? true,
       denyOutboundRelayedConnection: (s, d) => gater?.denyOutboundRelayedConnection?.(s, d) ?? true,

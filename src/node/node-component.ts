@@ -1,6 +1,6 @@
 import type { Connection, PeerId, PrivateKey } from '@libp2p/interface'
 import { peerIdFromPrivateKey } from '@libp2p/peer-id'
-import { multiaddr } from '@multiformats/multiaddr'
+import { type Multiaddr, multiaddr } from '@multiformats/multiaddr'
 import { Circuit } from '@multiformats/multiaddr-matcher'
 import { Certificate, Statement } from '../../protocols/trust.js'
 import type { Component } from '../kernel/component.js'
@@ -58,6 +58,8 @@ export class NodeComponent implements Component {
       reporter: ComponentReporter
       /** ICE servers for WebRTC (the NAT component's choice) */
       iceServers?: () => Array<{ urls: string }>
+      /** addresses on the mesh's own interface: never announced or dialed (see NodeOptions) */
+      insideOverlay?: (addr: Multiaddr) => boolean
       /** called once when an admin's revocation of this member arrives (the agent exits) */
       onRevoked?: (err: RevokedError) => void
     },
@@ -127,6 +129,7 @@ export class NodeComponent implements Component {
       datastorePath: dataPaths(dataDir).datastore,
       reporter,
       iceServers: this.deps.iceServers,
+      insideOverlay: this.deps.insideOverlay,
       trust: {
         ours: () => (trust.certificate === undefined ? empty : Certificate.encode(trust.certificate)),
         standing: (peer, cert) => trust.standing(peer, cert),

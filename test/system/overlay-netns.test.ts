@@ -80,7 +80,13 @@ describe('system: the mesh0 overlay interface', function () {
       ['--announce', `/ip4/${cHost.ip}/tcp/4701`, '--join', await w.invite(hub), ...reach],
       ON,
     )
-    const a = w.agent('a', aHost, ['--join', await w.invite(hub), ...reach], ON)
+    // a also listens on every IPv6 address, mesh0's included: it must never announce that one
+    const a = w.agent(
+      'a',
+      aHost,
+      ['--join', await w.invite(hub), '--listen', '/ip6/::/tcp/4702', ...reach],
+      ON,
+    )
     // d lets in TCP/7000 from a and ping from everyone, nothing else; stays up when revoked
     d = w.agent(
       'd',
@@ -127,6 +133,17 @@ describe('system: the mesh0 overlay interface', function () {
       const routes = await w.lab.execOk(x.host, ['ip', '-6', 'route', 'show', 'dev', 'mesh0'])
       assert.ok(routes.includes(s.overlayInterface.prefix), `${x.name} routes: ${routes}`)
     }
+    // a path to a member through mesh0 would carry the overlay inside itself: a (listening on
+    // /ip6/::) announces IPv6 addresses, but none in the cluster's /48
+    const s = await w.json(agents[1], ['status'])
+    const ip6 = (s.listen as string[]).filter((m) => m.startsWith('/ip6/'))
+    assert.ok(ip6.length > 0, `a announces no IPv6 address at all: ${s.listen}`)
+    const prefix = String(s.overlayInterface.prefix).replace(/::\/48$/, ':')
+    assert.deepEqual(
+      ip6.filter((m) => m.startsWith(`/ip6/${prefix}`)),
+      [],
+      `a announces an address inside the overlay ${s.overlayInterface.prefix}`,
+    )
   })
 
   it('ping6, TCP and UDP work between every pair through mesh0, by overlay address', async () => {
