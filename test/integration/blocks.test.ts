@@ -38,6 +38,7 @@ import { protocolPrefix } from '../../src/node/cluster.js'
 import { NodeComponent } from '../../src/node/node-component.js'
 import {
   type AgentProcess,
+  seededBytes as bytes,
   Fixture,
   mesh,
   meshJson,
@@ -164,19 +165,6 @@ async function cluster(
     500,
   )
   return agents
-}
-
-/** Deterministic pseudo-random bytes, so a failure reproduces. */
-function bytes(n: number, seed: number): Buffer {
-  const out = Buffer.alloc(n)
-  let x = seed | 0 || 1
-  for (let i = 0; i < n; i++) {
-    x ^= x << 13
-    x ^= x >>> 17
-    x ^= x << 5
-    out[i] = x & 0xff
-  }
-  return out
 }
 
 /**

@@ -10,7 +10,15 @@ import assert from 'node:assert/strict'
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { mulberry32 } from '../../src/membership/swim.js'
-import { type AgentProcess, Fixture, mesh, meshJson, type RunResult, waitFor } from './cluster-harness.js'
+import {
+  type AgentProcess,
+  seededBytes as bytes,
+  Fixture,
+  mesh,
+  meshJson,
+  type RunResult,
+  waitFor,
+} from './cluster-harness.js'
 
 const ENV = { MESH_WEBRTC__ENABLED: 'false', MESH_LOG_LEVEL: process.env.MESH_LOG_LEVEL ?? 'warn' }
 const STEPS = Math.min(200, Math.max(1, Number(process.env.MESH_CHAOS_STEPS ?? 6)))
@@ -21,18 +29,6 @@ const SIZE = 512 << 10
 
 const run = (a: AgentProcess, args: string[]): Promise<RunResult> =>
   mesh(['--data-dir', a.dataDir, ...args], { timeoutMs: 180_000 })
-
-function bytes(n: number, seed: number): Buffer {
-  const out = Buffer.alloc(n)
-  let x = seed | 0 || 1
-  for (let i = 0; i < n; i++) {
-    x ^= x << 13
-    x ^= x >>> 17
-    x ^= x << 5
-    out[i] = x & 0xff
-  }
-  return out
-}
 
 describe(`chaos: ${STEPS} seeded steps (seed ${SEED}) of kill -9, restart, put and get on four agents`, function () {
   this.timeout(300_000 + STEPS * 240_000)

@@ -153,6 +153,19 @@ export class AgentProcess {
   }
 }
 
+/** Deterministic pseudo-random bytes (xorshift): incompressible, distinct per seed, reproducible. */
+export function seededBytes(n: number, seed: number): Buffer {
+  const out = Buffer.alloc(n)
+  let x = seed | 0 || 1
+  for (let i = 0; i < n; i++) {
+    x ^= x << 13
+    x ^= x >>> 17
+    x ^= x << 5
+    out[i] = x & 0xff
+  }
+  return out
+}
+
 /** Temp dirs and agents of one test file, all removed in `after` even when a test fails. */
 export class Fixture {
   private readonly dirs: string[] = []

@@ -7,26 +7,21 @@ import assert from 'node:assert/strict'
 import { execFileSync } from 'node:child_process'
 import { mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
-import { type AgentProcess, Fixture, mesh, meshJson, type RunResult, waitFor } from './cluster-harness.js'
+import {
+  type AgentProcess,
+  seededBytes as bytes,
+  Fixture,
+  mesh,
+  meshJson,
+  type RunResult,
+  waitFor,
+} from './cluster-harness.js'
 
 const ENV = { MESH_WEBRTC__ENABLED: 'false', MESH_LOG_LEVEL: process.env.MESH_LOG_LEVEL ?? 'warn' }
 const NO_SPACE = /no space left on the device .*Free some space/s
 
 const run = (a: AgentProcess, args: string[]): Promise<RunResult> =>
   mesh(['--data-dir', a.dataDir, ...args], { timeoutMs: 180_000 })
-
-/** Deterministic pseudo-random bytes (incompressible, distinct per seed). */
-function bytes(n: number, seed: number): Buffer {
-  const out = Buffer.alloc(n)
-  let x = seed | 0 || 1
-  for (let i = 0; i < n; i++) {
-    x ^= x << 13
-    x ^= x >>> 17
-    x ^= x << 5
-    out[i] = x & 0xff
-  }
-  return out
-}
 
 describe('a full disk under the agent’s data dir', function () {
   this.timeout(300_000)

@@ -14,7 +14,15 @@ import { ApiClient } from '../../src/api/client.js'
 import { Blockstore } from '../../src/blocks/blockstore.js'
 import { putPath } from '../../src/blocks/dataset.js'
 import { rank } from '../../src/blocks/replication.js'
-import { type AgentProcess, Fixture, mesh, meshJson, type RunResult, waitFor } from './cluster-harness.js'
+import {
+  type AgentProcess,
+  seededBytes as bytes,
+  Fixture,
+  mesh,
+  meshJson,
+  type RunResult,
+  waitFor,
+} from './cluster-harness.js'
 
 const ENV = {
   MESH_WEBRTC__ENABLED: 'false',
@@ -28,19 +36,6 @@ const SIZE = 12 << 20
 const api = (a: AgentProcess) => new ApiClient(join(a.dataDir, 'mesh.sock'), a.dataDir)
 const run = (a: AgentProcess, args: string[], timeoutMs = 180_000): Promise<RunResult> =>
   mesh(['--data-dir', a.dataDir, ...args], { timeoutMs })
-
-/** Deterministic pseudo-random bytes (a seed per dataset, so each has its own root). */
-function bytes(n: number, seed: number): Buffer {
-  const out = Buffer.alloc(n)
-  let x = seed | 0 || 1
-  for (let i = 0; i < n; i++) {
-    x ^= x << 13
-    x ^= x >>> 17
-    x ^= x << 5
-    out[i] = x & 0xff
-  }
-  return out
-}
 
 describe('replicas: kill -9 during mesh put --replicas 2', function () {
   this.timeout(600_000)
