@@ -99,7 +99,7 @@ class Sink {
   readonly hash = createHash('sha256')
   readonly done: Promise<void>
   constructor(private readonly r: NodeJS.ReadableStream) {
-    r.pause()
+    r.pause() // before the 'data' listener, so adding it does not start the flow
     this.done = new Promise((resolve, reject) => {
       r.on('data', (d: Buffer) => {
         this.received += d.length
@@ -108,7 +108,6 @@ class Sink {
       r.on('end', () => resolve())
       r.on('error', reject)
     })
-    r.pause()
   }
   resume(): void {
     this.r.resume()
@@ -126,14 +125,7 @@ function sampleRss(procs: Procs, into: Record<string, number>): void {
 }
 
 /** Run one paused-reader transfer: sample while paused, resume, wait for the end (bounded). */
-async function measure(
-  name: string,
-  procs: Procs,
-  src: Source,
-  sink: Sink,
-  pauseS: number,
-  bytes: number,
-): Promise<Phase> {
+async function measure(name: string, procs: Procs, src: Source, sink: Sink, pauseS: number): Promise<Phase> {
   const base: Record<string, number> = {}
   sampleRss(procs, base)
   const pausedPeak: Record<string, number> = {}
@@ -156,7 +148,7 @@ async function measure(
   } finally {
     clearInterval(sampler)
   }
-  const ok = sink.received === bytes && sink.hash.digest('hex') === src.hash.digest('hex')
+  const ok = sink.received === src.total && sink.hash.digest('hex') === src.hash.digest('hex')
   return {
     case: name,
     base,
@@ -216,6 +208,14 @@ async function main(): Promise<void> {
       300,
     )
 
+    // measure one case with the CLI process that runs it, then stop that process
+    const phase = async (name: string, cliName: string, cli: ChildProcess, src: Source, sink: Sink) => {
+      const procs = { alpha: a.child?.pid, bravo: b.child?.pid, [cliName]: cli.pid }
+      const result = await measure(name, procs, src, sink, o.pauseS)
+      await stopProcess(cli, 10_000)
+      return result
+    }
+
     // 1: upload through the tunnel to a server that stops reading
     {
       const src = new Source(bytes)
@@ -226,16 +226,14 @@ async function main(): Promise<void> {
       const sink = new Sink(sock)
       void pump(p.stdin!, src)
       phases.push(
-        await measure(
+        await phase(
           'mesh proxy on alpha to a server on bravo that stops reading',
-          { alpha: a.child?.pid, bravo: b.child?.pid, 'mesh proxy': p.pid },
+          'mesh proxy',
+          p,
           src,
           sink,
-          o.pauseS,
-          bytes,
         ),
       )
-      await stopProcess(p, 10_000)
     }
 
     // 2: download through the tunnel to a client that stops reading its stdout
@@ -247,16 +245,8 @@ async function main(): Promise<void> {
       // stdin stays open: a half-close would end the server's side too (net's allowHalfOpen)
       const sink = new Sink(p.stdout!)
       phases.push(
-        await measure(
-          'a server on bravo to mesh proxy on alpha, stdout unread',
-          { alpha: a.child?.pid, bravo: b.child?.pid, 'mesh proxy': p.pid },
-          src,
-          sink,
-          o.pauseS,
-          bytes,
-        ),
+        await phase('a server on bravo to mesh proxy on alpha, stdout unread', 'mesh proxy', p, src, sink),
       )
-      await stopProcess(p, 10_000)
     }
 
     // 3: mesh cat of a dataset the other member holds, its stdout unread
@@ -278,18 +268,10 @@ async function main(): Promise<void> {
       started.push(cat)
       const sink = new Sink(cat.stdout!)
       phases.push(
-        await measure(
-          "mesh cat on bravo of alpha's dataset, stdout unread",
-          { alpha: a.child?.pid, bravo: b.child?.pid, 'mesh cat': cat.pid },
-          src,
-          sink,
-          o.pauseS,
-          bytes,
-        ),
+        await phase("mesh cat on bravo of alpha's dataset, stdout unread", 'mesh cat', cat, src, sink),
       )
       // the writer here is alpha's blockstore: nothing counts what left it before cat's pipe
       phases[phases.length - 1].inFlightMiB = Number.NaN
-      await stopProcess(cat, 10_000)
     }
   } finally {
     for (const p of started) await stopProcess(p, 5_000).catch(() => {})
@@ -319,7 +301,7 @@ async function main(): Promise<void> {
     markdownTable(
       [
         'case',
-        'alpha (sender side) RSS',
+        'alpha RSS',
         'bravo RSS',
         'CLI process RSS',
         'MiB between writer and reader',
