@@ -299,15 +299,7 @@ async function main(): Promise<void> {
   )
   console.log(
     markdownTable(
-      [
-        'case',
-        'alpha RSS',
-        'bravo RSS',
-        'CLI process RSS',
-        'MiB between writer and reader',
-        's',
-        'bytes',
-      ],
+      ['case', 'alpha RSS', 'bravo RSS', 'CLI process RSS', 'MiB between writer and reader', 's', 'bytes'],
       rows,
       ['l', 'r', 'r', 'r', 'r', 'r', 'l'],
     ),
