@@ -47,6 +47,8 @@ export class NodeComponent implements Component {
   private timer: NodeJS.Timeout | undefined
   private readonly rtt = new Map<string, number>()
   private readonly redials = new BackoffMap({ minMs: RECONNECT_EVERY_MS, maxMs: REDIAL_MAX_MS })
+  /** per member the DHT lacks: the first retry on the next tick, then less and less often */
+  private readonly refills = new BackoffMap({ minMs: RECONNECT_EVERY_MS / 2, maxMs: REDIAL_MAX_MS })
   private readonly metrics
 
   constructor(
@@ -220,24 +222,34 @@ export class NodeComponent implements Component {
    * missing from the table is never asked, and with an empty table every DHT query (provide,
    * findProviders) waits for a peer until it times out. So every tick, identify again the
    * admitted DHT members the table lacks: the DHT hears of them anew and retries (see
-   * protocols/blocks.md, 'The DHT'). Returns how many were identified again.
+   * protocols/blocks.md, 'The DHT'). A member that stays out of the table (its DHT keeps
+   * refusing it) is asked less and less often, down to once per REDIAL_MAX_MS. Returns how many
+   * were identified again.
    */
   async refillDht(): Promise<number> {
     const node = this.libp2p
     const dht = node?.services.dht
     if (node === undefined || node.status !== 'started' || dht === undefined) return 0
     const kad = dhtProtocol(this.deps.cluster)
+    const now = Date.now()
+    const missing = new Set<string>()
     const byPeer = new Map<string, Connection>()
     for (const c of node.getConnections()) {
       if (byPeer.size >= RECONNECT_BATCH) break
       if (c.status !== 'open' || c.limits !== undefined || !node.services.admission.isAdmitted(c.remotePeer))
         continue
-      if (byPeer.has(c.remotePeer.toString())) continue
+      const key = c.remotePeer.toString()
+      if (missing.has(key) || byPeer.has(key)) continue
       if (await inRoutingTable(dht, c.remotePeer)) continue
       // members that run the DHT (identify listed its protocol; dht.enabled may be off elsewhere)
       const peer = await node.peerStore.get(c.remotePeer).catch(() => undefined)
-      if (peer?.protocols.includes(kad) === true) byPeer.set(c.remotePeer.toString(), c)
+      if (peer?.protocols.includes(kad) !== true) continue
+      missing.add(key)
+      if (this.refills.ready(key, now)) byPeer.set(key, c)
     }
+    // a member now in the table, or gone, starts afresh next time it goes missing
+    this.refills.retain(missing)
+    for (const key of byPeer.keys()) this.refills.failed(key, now)
     const batch = [...byPeer.values()]
     const results = await Promise.allSettled(
       batch.map((c) =>
