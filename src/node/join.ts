@@ -115,7 +115,7 @@ export class Joiner {
     throw new Error(
       `could not reach any member named in the join token (${seeds.length} addresses, ${rounds} tries each ` +
         `over ${Math.round((Date.now() - started) / 1000)} s; last error: ${lastErr?.message ?? 'no address'}); ` +
-        'check the network between the machines and that the inviting agent runs',
+        whatToCheck(lastErr),
     )
   }
 
@@ -163,6 +163,21 @@ export class Joiner {
       await new Promise((r) => setTimeout(r, backoff.due()))
     }
   }
+}
+
+/**
+ * libp2p reports any handshake that did not complete as "Encryption failed": a member refusing
+ * the connection before the handshake (too many new connections from one address, as when
+ * several machines behind one NAT join at once) looks the same as a wrong cluster key.
+ */
+function whatToCheck(err: Error | undefined): string {
+  if (err?.name === 'EncryptionFailedError')
+    return (
+      'the handshake did not complete: the inviting member may be refusing new connections from this ' +
+      'address for a moment (it accepts a few per second from one address; retry in a minute), or the ' +
+      "token is from another cluster (make a fresh one with 'mesh invite' on the inviting member)"
+    )
+  return 'check the network between the machines and that the inviting agent runs'
 }
 
 export type { PeerId }
