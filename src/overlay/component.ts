@@ -143,26 +143,34 @@ export class OverlayComponent implements Component {
 
   async stop(): Promise<void> {
     if (this.tun === undefined) return
-    await this.deps.node.node.unhandle(this.protocol).catch(() => {})
-    for (const c of this.carriers.values()) c.close()
-    this.carriers.clear()
-    for (const s of this.inbound) s.abort(new Error('the agent is stopping'))
-    this.inbound.clear()
-    await this.tun.close()
+    // no periodic refresh from here on: one that ran after the names were removed (the device
+    // closes in up to 2 s) would write them back, and the agent would exit leaving them behind
+    this.lifecycle.dispose()
+    const tun = this.tun
     this.tun = undefined
-    this.metrics.up.set(0)
-    if (this.deps.config.names) this.writeNames([])
+    try {
+      if (this.deps.config.names) this.writeNames([], true)
+      await this.deps.node.node.unhandle(this.protocol).catch(() => {})
+      for (const c of this.carriers.values()) c.close()
+      this.carriers.clear()
+      for (const s of this.inbound) s.abort(new Error('the agent is stopping'))
+      this.inbound.clear()
+    } finally {
+      await tun.close()
+      this.metrics.up.set(0)
+    }
   }
 
   private namesWarned = false
 
   /** NAME.mesh lines in the hosts file, for every member that has not left (ourselves included). */
-  private writeNames(entries: HostsEntry[]): void {
+  private writeNames(entries: HostsEntry[], final = false): void {
     try {
       writeHostsBlock(this.deps.config.hostsFile, entries)
       this.namesWarned = false
     } catch (err) {
-      if (!this.namesWarned)
+      // the last write (names removed at stop) always says when it failed
+      if (!this.namesWarned || final)
         this.deps.reporter.log.warn(
           { file: this.deps.config.hostsFile, err: (err as Error).message },
           'cannot write NAME.mesh names; set overlay.names: false to stop trying',
