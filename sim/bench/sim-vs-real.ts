@@ -20,25 +20,20 @@
 // Prints a markdown table and writes sim/out/sim-vs-real-<time>.json. Every wait is bounded
 // and every process started here is killed, also on failure or ^C.
 import '../../src/shim.js'
-import { type ChildProcess, spawn } from 'node:child_process'
 import { mkdtempSync, rmSync } from 'node:fs'
 import { loadavg, tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { ApiClient } from '../../src/api/client.js'
-import type { MemberView } from '../../src/api/routes-members.js'
-import type { MeshEvent } from '../../src/kernel/events.js'
 import type { Change } from '../../src/membership/merge.js'
 import { mix32, mulberry32, randInt } from '../rng.js'
 import { Sim } from '../sim.js'
+import { allAlive, BenchAgent, children, killAgentsOnExit } from './agents.js'
 import {
   CLI,
-  fetchMetrics,
   fmtStats,
   machineInfo,
   machineMarkdown,
   markdownTable,
   median,
-  metric,
   runBounded,
   sleep,
   stats,
@@ -153,130 +148,9 @@ function simRound(n: number, seed: number, settleMs: number): Round {
 
 // ---- real agents ----------------------------------------------------------------------------
 
-const children = new Set<ChildProcess>()
-
-class Agent {
-  child: ChildProcess | undefined
-  peerId = ''
-  out = ''
-  readonly changes: Array<{ time: number; peerId: string; after: string; incarnation: number }> = []
-  private ctl: AbortController | undefined
-
-  constructor(
-    readonly name: string,
-    readonly dir: string,
-  ) {}
-
-  get api(): ApiClient {
-    return new ApiClient(join(this.dir, 'mesh.sock'), this.dir)
-  }
-
-  get running(): boolean {
-    return this.child !== undefined && this.child.exitCode === null && this.child.signalCode === null
-  }
-
-  start(extra: string[] = []): void {
-    const child = spawn(
-      process.execPath,
-      [
-        CLI,
-        '--data-dir',
-        this.dir,
-        'agent',
-        '--listen',
-        '/ip4/127.0.0.1/tcp/0',
-        '--name',
-        this.name,
-        ...extra,
-      ],
-      {
-        stdio: ['ignore', 'pipe', 'pipe'],
-        env: { ...process.env, MESH_LOG_LEVEL: 'warn' },
-      },
-    )
-    const keep = (d: Buffer) => {
-      this.out = (this.out + d.toString()).slice(-3000)
-    }
-    child.stdout?.on('data', keep)
-    child.stderr?.on('data', keep)
-    children.add(child)
-    child.once('exit', () => children.delete(child))
-    this.child = child
-  }
-
-  async ready(timeoutMs = 60_000): Promise<void> {
-    const deadline = Date.now() + timeoutMs
-    while (Date.now() < deadline) {
-      if (!this.running) throw new Error(`agent ${this.name} exited: ${this.out.trim()}`)
-      try {
-        this.peerId = (await this.api.call<{ peerId: string }>('GET', '/v1/status', undefined, 5_000)).peerId
-        return
-      } catch {
-        await sleep(100)
-      }
-    }
-    throw new Error(`agent ${this.name} did not answer within ${timeoutMs} ms: ${this.out.trim()}`)
-  }
-
-  async members(): Promise<MemberView[]> {
-    return (await this.api.call<{ members: MemberView[] }>('GET', '/v1/members', undefined, 10_000)).members
-  }
-
-  /** Membership gossip bytes received so far (the agent's own counter). */
-  async gossipIn(): Promise<number> {
-    const text = await fetchMetrics(join(this.dir, 'mesh.sock'))
-    return metric(text, 'mesh_membership_bytes_total', { channel: 'gossip', direction: 'in' })
-  }
-
-  /** Membership bytes sent so far, every channel (probe, gossip, sync payloads). */
-  async bytesOut(): Promise<number> {
-    const text = await fetchMetrics(join(this.dir, 'mesh.sock'))
-    return metric(text, 'mesh_membership_bytes_total', { direction: 'out' })
-  }
-
-  /** Record cluster_change events (the agent stamps them with its clock, the same machine's). */
-  listen(): void {
-    this.ctl?.abort()
-    this.ctl = new AbortController()
-    void this.api
-      .events((e) => {
-        const ev = e as MeshEvent
-        if (ev.type === 'cluster_change') {
-          const d = ev.data as { peerId: string; after: string; incarnation: number }
-          this.changes.push({ time: ev.time, peerId: d.peerId, after: d.after, incarnation: d.incarnation })
-        }
-      }, this.ctl.signal)
-      .catch(() => {})
-  }
-
-  first(peerId: string, after: string, since: number, minInc = -1): number | undefined {
-    return this.firstChange(peerId, after, since, minInc)?.time
-  }
-
-  firstChange(peerId: string, after: string, since: number, minInc = -1) {
-    return this.changes.find(
-      (c) => c.peerId === peerId && c.after === after && c.time >= since && c.incarnation >= minInc,
-    )
-  }
-
-  async kill9(): Promise<void> {
-    this.ctl?.abort()
-    const c = this.child
-    if (c === undefined || !this.running) return
-    const exited = new Promise<void>((r) => c.once('exit', () => r()))
-    c.kill('SIGKILL')
-    await exited
-  }
-}
-
-async function allAlive(agents: Agent[], n: number): Promise<boolean> {
-  const views = await Promise.all(agents.map((a) => a.members()))
-  return views.every((v) => v.filter((m) => m.status === 'alive').length === n)
-}
-
 async function realSize(n: number, o: Options): Promise<{ rounds: Round[]; errors: string[] }> {
   const base = mkdtempSync(join(tmpdir(), `mesh-simvsreal-${n}-`))
-  const agents: Agent[] = []
+  const agents: BenchAgent[] = []
   const rounds: Round[] = []
   const errors: string[] = []
   const note = (e: string) => {
@@ -284,7 +158,7 @@ async function realSize(n: number, o: Options): Promise<{ rounds: Round[]; error
     process.stderr.write(`  ${n} agents: ${e.slice(0, 300)}\n`)
   }
   try {
-    const first = new Agent('r01', join(base, 'r01'))
+    const first = new BenchAgent('r01', join(base, 'r01'))
     const init = await runBounded(
       process.execPath,
       [CLI, '--data-dir', first.dir, 'init', '--cluster', 'simcheck'],
@@ -295,7 +169,7 @@ async function realSize(n: number, o: Options): Promise<{ rounds: Round[]; error
     agents.push(first)
     await first.ready()
     for (let i = 2; i <= n; i++) {
-      const a = new Agent(`r${String(i).padStart(2, '0')}`, join(base, `r${String(i).padStart(2, '0')}`))
+      const a = new BenchAgent(`r${String(i).padStart(2, '0')}`, join(base, `r${String(i).padStart(2, '0')}`))
       agents.push(a)
       for (let attempt = 1; ; attempt++) {
         const { token } = await first.api.call<{ token: string }>('POST', '/v1/invite', { ttlMs: 3_600_000 })
@@ -495,13 +369,7 @@ async function main(): Promise<void> {
   process.exitCode = agree ? 0 : 1
 }
 
-for (const sig of ['SIGINT', 'SIGTERM'] as const) {
-  process.once(sig, () => {
-    for (const c of children) c.kill('SIGKILL')
-    process.stderr.write(`sim-vs-real: ${sig}, killed every agent\n`)
-    process.exit(130)
-  })
-}
+killAgentsOnExit('sim-vs-real')
 
 main().catch((err) => {
   for (const c of children) c.kill('SIGKILL')

@@ -1,0 +1,223 @@
+// A fleet on one machine (not a test): 50 real agents on 127.0.0.1 (issue 18, items 3 and 4).
+//
+//   npm run bench:fleet -- [--agents 50] [--storm-s 10] [--idle-s 600] [--kills 3]
+//
+// 1. Join storm: one founder, then every other agent starts with its own join token within
+//    --storm-s seconds; measured: until every agent lists every agent alive.
+// 2. Idle: --idle-s seconds with nothing to do; per agent CPU (% of one core, from /proc), RSS
+//    at the end, membership bytes sent per second (the agent's own counter) and every suspicion
+//    any agent raised (cluster_change events to `suspect`: with nobody failing, each is false).
+// 3. kill -9 of --kills members one after another: from the kill until every live agent has
+//    marked the victim dead (each agent's own time-stamped event).
+// All agents share one IP address (127.0.0.1), so the storm also meets each member's limit of
+// new connections per address per second, as machines behind one NAT would. The overlay
+// interface is off (50 agents on one host cannot each own mesh0; a fleet has one per machine).
+// Prints a markdown table and writes sim/out/fleet-<time>.json. Every wait is bounded and every
+// process started here is killed, also on failure or ^C.
+import '../../src/shim.js'
+import { mkdtempSync, rmSync } from 'node:fs'
+import { loadavg, tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { allAlive, BenchAgent, children, killAgentsOnExit } from './agents.js'
+import {
+  CLI,
+  cpuSeconds,
+  fmt,
+  machineInfo,
+  machineMarkdown,
+  markdownTable,
+  median,
+  rssMiB,
+  runBounded,
+  sleep,
+  stats,
+  until,
+  writeReport,
+} from './report.js'
+
+interface Options {
+  agents: number
+  stormS: number
+  idleS: number
+  kills: number
+}
+
+function parseArgs(argv: string[]): Options {
+  const o: Options = { agents: 50, stormS: 10, idleS: 600, kills: 3 }
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i]
+    const n = Number(argv[++i])
+    if (!Number.isFinite(n) || n < 0) throw new Error(`${a} needs a number`)
+    if (a === '--agents') o.agents = Math.floor(n)
+    else if (a === '--storm-s') o.stormS = n
+    else if (a === '--idle-s') o.idleS = n
+    else if (a === '--kills') o.kills = Math.floor(n)
+    else throw new Error(`unknown argument ${a}: use --agents N, --storm-s S, --idle-s S, --kills K`)
+  }
+  if (o.agents < 3 || o.agents > 100) throw new Error('--agents takes 3 to 100')
+  if (o.kills >= o.agents - 1) throw new Error('--kills must leave at least two agents')
+  if (o.idleS > 3600 || o.stormS > 300) throw new Error('--idle-s is at most 3600 and --storm-s 300')
+  return o
+}
+
+const ENV = { MESH_OVERLAY__INTERFACE: 'false' }
+const pct = (xs: number[], q: number) => {
+  const s = [...xs].sort((a, b) => a - b)
+  return s[Math.min(s.length - 1, Math.floor(q * s.length))]
+}
+
+async function run(o: Options) {
+  const base = mkdtempSync(join(tmpdir(), 'mesh-fleet-'))
+  const agents: BenchAgent[] = []
+  try {
+    const name = (i: number) => `f${String(i).padStart(3, '0')}`
+    const founder = new BenchAgent(name(1), join(base, name(1)))
+    const init = await runBounded(
+      process.execPath,
+      [CLI, '--data-dir', founder.dir, 'init', '--cluster', 'fleet'],
+      {
+        timeoutMs: 30_000,
+      },
+    )
+    if (init.code !== 0) throw new Error(`mesh init failed: ${init.stderr || init.stdout}`)
+    founder.start([], ENV)
+    agents.push(founder)
+    await founder.ready()
+    // one token each, made before the storm so that it only measures joining
+    const tokens: string[] = []
+    for (let i = 2; i <= o.agents; i++)
+      tokens.push(
+        (await founder.api.call<{ token: string }>('POST', '/v1/invite', { ttlMs: 3_600_000 })).token,
+      )
+    process.stderr.write(`fleet: starting ${o.agents - 1} joiners within ${o.stormS} s\n`)
+    const t0 = Date.now()
+    for (let i = 2; i <= o.agents; i++) {
+      const a = new BenchAgent(name(i), join(base, name(i)))
+      a.start(['--join', tokens[i - 2]], ENV)
+      agents.push(a)
+      await sleep((o.stormS * 1000) / (o.agents - 1))
+    }
+    const startedS = (Date.now() - t0) / 1000
+    await Promise.all(agents.map((a) => a.ready(180_000)))
+    const readyS = (Date.now() - t0) / 1000
+    await until(
+      `all ${o.agents} agents to list ${o.agents} alive`,
+      () => allAlive(agents, o.agents),
+      600_000,
+      2000,
+    )
+    const convergedS = (Date.now() - t0) / 1000
+    process.stderr.write(`fleet: converged ${convergedS.toFixed(1)} s after the storm began\n`)
+
+    // idle: from here on nothing fails, so every suspicion is a false one
+    for (const a of agents) a.listen()
+    await sleep(10_000)
+    const tIdle = Date.now()
+    const cpu0 = agents.map((a) => cpuSeconds(a.child?.pid))
+    const bytes0 = await Promise.all(agents.map((a) => a.bytesOut().catch(() => Number.NaN)))
+    const load0 = loadavg()[0]
+    await sleep(o.idleS * 1000)
+    const idleWall = (Date.now() - tIdle) / 1000
+    const cpuPct = agents.map((a, i) => (100 * (cpuSeconds(a.child?.pid) - cpu0[i])) / idleWall)
+    const rss = agents.map((a) => rssMiB(a.child?.pid ?? 0)?.rss ?? Number.NaN)
+    const bytes1 = await Promise.all(agents.map((a) => a.bytesOut().catch(() => Number.NaN)))
+    const bps = bytes1.map((b, i) => (b - bytes0[i]) / idleWall)
+    const load1 = loadavg()[0]
+    const suspicions = agents.flatMap((a) =>
+      a.changes.filter((c) => c.after === 'suspect' && c.time >= tIdle).map((c) => ({ by: a.name, ...c })),
+    )
+    const falseDeaths = agents.flatMap((a) => a.changes.filter((c) => c.after === 'dead' && c.time >= tIdle))
+    process.stderr.write(
+      `fleet: idle ${idleWall.toFixed(0)} s: CPU median ${median(cpuPct).toFixed(2)}%, ` +
+        `${suspicions.length} suspicions, ${falseDeaths.length} deaths\n`,
+    )
+
+    // kill -9, one after another
+    const detections: Array<{ victim: string; firstS: number; allS: number }> = []
+    const alive = [...agents]
+    for (let k = 0; k < o.kills; k++) {
+      const victim = alive[1 + ((k * 17) % (alive.length - 1))]
+      alive.splice(alive.indexOf(victim), 1)
+      const tKill = Date.now()
+      await victim.kill9()
+      await until(
+        `every agent to mark ${victim.name} dead`,
+        async () => alive.every((a) => a.first(victim.peerId, 'dead', tKill) !== undefined),
+        120_000,
+        250,
+      )
+      const times = alive.map((a) => (a.first(victim.peerId, 'dead', tKill) ?? Number.NaN) - tKill)
+      detections.push({
+        victim: victim.name,
+        firstS: Math.min(...times) / 1000,
+        allS: Math.max(...times) / 1000,
+      })
+      process.stderr.write(
+        `fleet: ${victim.name} dead everywhere in ${(Math.max(...times) / 1000).toFixed(1)} s\n`,
+      )
+      await sleep(5_000)
+    }
+    return {
+      storm: { startedS, readyS, convergedS },
+      idle: {
+        seconds: idleWall,
+        load: [load0, load1],
+        cpuPct: stats(cpuPct),
+        cpuP90: pct(cpuPct, 0.9),
+        rssMiB: stats(rss),
+        bytesPerS: stats(bps),
+        suspicions,
+        falseDeaths: falseDeaths.length,
+      },
+      detections,
+    }
+  } finally {
+    await Promise.all(agents.map((a) => a.kill9()))
+    rmSync(base, { recursive: true, force: true })
+  }
+}
+
+async function main(): Promise<void> {
+  const o = parseArgs(process.argv.slice(2))
+  const machine = machineInfo()
+  const r = await run(o)
+  const i = r.idle
+  const rows = [
+    [
+      'join storm',
+      `${o.agents - 1} joiners started within ${r.storm.startedS.toFixed(1)} s`,
+      `every agent answering ${r.storm.readyS.toFixed(1)} s, all ${o.agents} alive everywhere ${r.storm.convergedS.toFixed(1)} s`,
+    ],
+    [
+      'idle CPU per agent',
+      '<= 1% of a core',
+      `median ${fmt(i.cpuPct.median, 2)}%, p90 ${fmt(i.cpuP90, 2)}%, max ${fmt(i.cpuPct.max, 2)}%`,
+    ],
+    ['idle RSS per agent', '<= 100 MB', `median ${fmt(i.rssMiB.median)} MiB, max ${fmt(i.rssMiB.max)} MiB`],
+    ['idle membership bytes sent per agent', '-', `median ${fmt(i.bytesPerS.median, 0)} B/s`],
+    [
+      `false suspicions in ${i.seconds >= 120 ? `${Math.round(i.seconds / 60)} idle minutes` : `${Math.round(i.seconds)} idle s`}`,
+      '0',
+      `${i.suspicions.length} (${i.falseDeaths} false deaths)`,
+    ],
+    ...r.detections.map((d, k) => [
+      `kill -9 #${k + 1} (${d.victim}): dead everywhere`,
+      '<= 8 s',
+      `first ${d.firstS.toFixed(1)} s, all ${d.allS.toFixed(1)} s`,
+    ]),
+  ]
+  process.stdout.write(
+    `## ${o.agents} agents on one machine (${new Date().toISOString().slice(0, 16)}Z)\n\n` +
+      markdownTable(['what', 'target', 'measured'], rows, ['l', 'r', 'r']) +
+      `\n${machineMarkdown(machine)}; load average during the idle window ${i.load.map((l) => l.toFixed(1)).join(' -> ')}\n`,
+  )
+  const path = writeReport('fleet', { machine, options: o, ...r })
+  process.stderr.write(`wrote ${path}\n`)
+}
+
+killAgentsOnExit('fleet')
+main().catch((err) => {
+  for (const c of children) c.kill('SIGKILL')
+  process.stderr.write(`fleet failed: ${(err as Error).stack ?? err}\n`)
+  process.exit(1)
+})
