@@ -154,6 +154,7 @@ export async function startAgent(opts: AgentOptions): Promise<RunningAgent> {
       cluster: setup.cluster,
       config: config.overlay,
       reporter: reporter.forComponent('overlay'),
+      iceServers: () => later.nat?.iceServers() ?? [],
     })
     const plugins = new PluginsComponent({
       dataDir: opts.dataDir,

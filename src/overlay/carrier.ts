@@ -67,6 +67,11 @@ export class StreamCarrier {
 
   constructor(private readonly deps: CarrierDeps) {}
 
+  /** the connection the stream is on */
+  connection(): Connection | undefined {
+    return this.conn
+  }
+
   get path(): PathKind | undefined {
     return this.conn === undefined ? undefined : pathKind(this.conn.remoteAddr)
   }

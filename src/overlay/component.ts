@@ -11,12 +11,18 @@ import type { NodeComponent } from '../node/node-component.js'
 import type { PathKind } from '../node/paths.js'
 import { StreamCarrier, widenReceiveWindow } from './carrier.js'
 import type { OverlayConfig } from './config.js'
+import { DATAGRAM_MTU, DatagramLink } from './datagram.js'
 import { addrKey, type DropReason, dstKey, type FilterMember, PacketFilter } from './filter.js'
 import { PacketDecoder } from './frames.js'
 import { type HostsEntry, writeHostsBlock } from './hosts.js'
+import { packetTooBig } from './icmp.js'
 import { TunDevice, TunError } from './tun.js'
 
 export const overlayProtocol = (c: Cluster) => `${protocolPrefix(c)}/overlay/1.0.0`
+export const datagramProtocol = (c: Cluster) => `${protocolPrefix(c)}/overlay-datagram/1.0.0`
+
+/** Which carrier takes a member's packets now. */
+export type CarrierKind = 'datagram' | 'stream'
 
 interface Peer extends FilterMember {
   up: boolean
@@ -30,7 +36,17 @@ export interface OverlayStatus {
   address: string
   prefix: string
   mtu: number
-  peers: Array<{ name: string; path?: PathKind; sentPackets: number }>
+  peers: Array<{
+    name: string
+    /** the datagram channel when it is open, else the stream */
+    carrier: CarrierKind
+    /** the libp2p connection the stream carrier uses */
+    path?: PathKind
+    /** the ICE candidate types of the datagram channel, e.g. 'srflx->host' */
+    datagramRoute?: string
+    sentPackets: number
+    datagram: { sent: number; received: number }
+  }>
   drops: Record<string, number>
   rules: Array<{ rule: string; packets: number }>
 }
@@ -38,6 +54,10 @@ export interface OverlayStatus {
 // how often carriers look for a better path, and the member table is refreshed
 const FOLLOW_MS = 2_000
 const REFRESH_MS = 1_000
+// after a datagram negotiation fails (no UDP path: relayed only), the next try waits this long,
+// doubling up to DATAGRAM_RETRY_MAX
+const DATAGRAM_RETRY_MS = 5_000
+const DATAGRAM_RETRY_MAX = 60_000
 
 /**
  * The mesh0 interface (issue 15, protocols/overlay.md): a TUN device holding our overlay address
@@ -59,6 +79,13 @@ export class OverlayComponent implements Component {
   private byAddr = new Map<string, Peer>()
   private byPeer = new Map<string, Peer>()
   private readonly inbound = new Set<Stream>()
+  readonly datagramProtocol: string
+  /** open datagram channels, by member */
+  private readonly links = new Map<string, DatagramLink>()
+  /** members with a negotiation in flight */
+  private readonly negotiating = new Set<string>()
+  /** when the next datagram negotiation with a member may start, and how many failed in a row */
+  private readonly datagramRetry = new Map<string, { at: number; failures: number }>()
   private readonly noRoute = { packets: 0 }
   private readonly metrics
 
@@ -69,9 +96,12 @@ export class OverlayComponent implements Component {
       cluster: Cluster
       config: OverlayConfig
       reporter: ComponentReporter
+      /** the cluster's STUN servers, for the datagram carrier's ICE */
+      iceServers?: () => Array<{ urls: string }>
     },
   ) {
     this.protocol = overlayProtocol(deps.cluster)
+    this.datagramProtocol = datagramProtocol(deps.cluster)
     this.prefix = OVERLAY_PREFIX(deps.cluster.id)
     this.filter = new PacketFilter({ self: new Uint8Array(16), rules: deps.config.allow })
     const r = deps.reporter
@@ -88,10 +118,14 @@ export class OverlayComponent implements Component {
         for (let i = 0; i < texts.length; i++) g.set({ rule: `${i}: ${texts[i]}` }, this.filter.ruleHits[i])
       }),
       up: r.gauge('interface_up', '1 when the overlay interface exists'),
+      carrier: r.counter('carrier_packets_total', 'packets sent and received, by carrier and direction', [
+        'carrier',
+        'direction',
+      ]),
     }
   }
 
-  private readonly carrierDrops = { congested: 0, 'no-path': 0 }
+  private readonly carrierDrops = { congested: 0, 'no-path': 0, 'datagram-congested': 0, 'too-big': 0 }
 
   drops(): Record<string, number> {
     return { ...this.filter.drops, ...this.carrierDrops, 'no-route': this.noRoute.packets }
@@ -132,8 +166,15 @@ export class OverlayComponent implements Component {
       maxOutboundStreams: 8,
     })
     this.lifecycle.every(REFRESH_MS, () => this.refresh())
+    if (cfg.datagram)
+      await this.deps.node.node.handle(this.datagramProtocol, (s, c) => void this.onDatagramOffer(s, c), {
+        runOnLimitedConnection: true,
+        maxInboundStreams: 2,
+        maxOutboundStreams: 2,
+      })
     this.lifecycle.every(FOLLOW_MS, () => {
       for (const c of this.carriers.values()) void c.followPath()
+      if (cfg.datagram) for (const peer of this.talkingTo()) this.maybeDatagram(peer)
     })
     this.deps.reporter.log.info(
       { interface: cfg.name, address: this.address, prefix: this.prefix, mtu: cfg.mtu },
@@ -151,6 +192,9 @@ export class OverlayComponent implements Component {
     try {
       if (this.deps.config.names) this.writeNames([], true)
       await this.deps.node.node.unhandle(this.protocol).catch(() => {})
+      await this.deps.node.node.unhandle(this.datagramProtocol).catch(() => {})
+      for (const l of [...this.links.values()]) l.close('the agent is stopping')
+      this.links.clear()
       for (const c of this.carriers.values()) c.close()
       this.carriers.clear()
       for (const s of this.inbound) s.abort(new Error('the agent is stopping'))
@@ -168,6 +212,7 @@ export class OverlayComponent implements Component {
     try {
       writeHostsBlock(this.deps.config.hostsFile, entries)
       this.namesWarned = false
+      if (final) this.deps.reporter.log.info({ file: this.deps.config.hostsFile }, 'NAME.mesh names removed')
     } catch (err) {
       // the last write (names removed at stop) always says when it failed
       if (!this.namesWarned || final)
@@ -187,11 +232,18 @@ export class OverlayComponent implements Component {
       address: this.address,
       prefix: this.prefix,
       mtu: this.deps.config.mtu,
-      peers: [...this.carriers].map(([peer, c]) => ({
-        name: names.get(peer) ?? peer,
-        path: c.path,
-        sentPackets: c.sentPackets,
-      })),
+      peers: [...new Set([...this.carriers.keys(), ...this.links.keys()])].map((peer) => {
+        const c = this.carriers.get(peer)
+        const l = this.links.get(peer)
+        return {
+          name: names.get(peer) ?? peer,
+          carrier: l?.open === true ? 'datagram' : 'stream',
+          path: c?.path,
+          datagramRoute: l?.route(),
+          sentPackets: (c?.sentPackets ?? 0) + (l?.sentPackets ?? 0),
+          datagram: { sent: l?.sentPackets ?? 0, received: l?.receivedPackets ?? 0 },
+        }
+      }),
       drops: this.drops(),
       rules: this.filter.ruleTexts().map((rule, i) => ({ rule, packets: this.filter.ruleHits[i] })),
     }
@@ -239,6 +291,8 @@ export class OverlayComponent implements Component {
         c.close()
         this.carriers.delete(peer)
       }
+    for (const [peer, l] of this.links)
+      if (byPeer.get(peer)?.up !== true) l.close('member is no longer alive')
     for (const s of this.inbound) {
       const peer = this.inboundPeer.get(s)
       if (peer !== undefined && byPeer.get(peer)?.up !== true) s.abort(new Error('member is no longer alive'))
@@ -275,7 +329,127 @@ export class OverlayComponent implements Component {
     if (group === undefined) return
     this.metrics.packets.inc({ direction: 'out' }, packets.length)
     this.metrics.bytes.inc({ direction: 'out' }, bytes)
-    for (const [peer, list] of group) this.carrier(peer).send(list)
+    for (const [peer, list] of group) this.send(peer, list)
+  }
+
+  /** Packets for one member: on its datagram channel when one is open, else on the stream. */
+  private send(peer: string, packets: Uint8Array[]): void {
+    const link = this.links.get(peer)
+    if (link === undefined || !link.open) {
+      this.carrier(peer).send(packets)
+      this.metrics.carrier.inc({ carrier: 'stream', direction: 'out' }, packets.length)
+      return
+    }
+    let sent = 0
+    for (const p of packets) {
+      if (p.byteLength > DATAGRAM_MTU) {
+        // what a router on a smaller link does: the sender's kernel lowers its path MTU to this
+        // member and TCP sends smaller segments (protocols/overlay.md, Datagram carrier)
+        const ptb = packetTooBig(p, DATAGRAM_MTU)
+        if (ptb !== undefined) this.tun?.write(ptb)
+        this.carrierDrops['too-big']++
+      } else if (link.send(p)) sent++
+      else this.carrierDrops['datagram-congested']++
+    }
+    this.metrics.carrier.inc({ carrier: 'datagram', direction: 'out' }, sent)
+  }
+
+  /** Members we exchange packets with (an outbound carrier or an inbound stream). */
+  private talkingTo(): Set<string> {
+    const peers = new Set(this.carriers.keys())
+    for (const s of this.inbound) {
+      const peer = this.inboundPeer.get(s)
+      if (peer !== undefined) peers.add(peer)
+    }
+    return peers
+  }
+
+  /**
+   * Open a datagram channel to a member we exchange packets with, unless one is open or being
+   * made. The member with the smaller peer ID offers (no glare); the other answers.
+   */
+  private maybeDatagram(peer: string): void {
+    if (!this.deps.config.datagram || this.tun === undefined) return
+    if (this.links.has(peer) || this.negotiating.has(peer)) return
+    if (this.deps.membership.selfPeerId >= peer || this.live(peer) === undefined) return
+    const retry = this.datagramRetry.get(peer)
+    if (retry !== undefined && Date.now() < retry.at) return
+    const conn = this.carriers.get(peer)?.connection() ?? this.admittedConnections(peer)[0]
+    if (conn === undefined) return
+    this.negotiating.add(peer)
+    void (async () => {
+      try {
+        const stream = await conn.newStream(this.datagramProtocol, {
+          signal: AbortSignal.timeout(10_000),
+          runOnLimitedConnection: true,
+        })
+        this.adopt(peer, await DatagramLink.offer(stream, this.linkOptions(peer)))
+      } catch (err) {
+        this.datagramFailed(peer, err as Error)
+      } finally {
+        this.negotiating.delete(peer)
+      }
+    })()
+  }
+
+  /** A member offers a datagram channel. */
+  private async onDatagramOffer(stream: Stream, connection: Connection): Promise<void> {
+    const peer = connection.remotePeer.toString()
+    if (this.live(peer) === undefined || this.tun === undefined) {
+      await DatagramLink.refuse(stream, 'not a live member').catch(() => stream.abort(new Error('refused')))
+      return
+    }
+    // an offer replaces the channel we had (the member restarted, or lost it before we noticed)
+    this.links.get(peer)?.close('the member offered a new channel')
+    this.negotiating.add(peer)
+    try {
+      this.adopt(peer, await DatagramLink.answer(stream, this.linkOptions(peer)))
+    } catch (err) {
+      stream.abort(err as Error)
+      this.deps.reporter.log.debug({ peer, err: (err as Error).message }, 'no datagram channel')
+    } finally {
+      this.negotiating.delete(peer)
+    }
+  }
+
+  private linkOptions(peer: string) {
+    return {
+      iceServers: (this.deps.iceServers?.() ?? []).map((s) => s.urls),
+      onPacket: (p: Uint8Array) => this.fromMember(peer, [p], 'datagram'),
+      onClosed: (why: string) => {
+        const l = this.links.get(peer)
+        if (l !== undefined && !l.open) this.links.delete(peer)
+        this.deps.reporter.log.info(
+          { peer, why },
+          'overlay datagram channel closed; packets go on the stream',
+        )
+      },
+    }
+  }
+
+  private adopt(peer: string, link: DatagramLink): void {
+    if (this.tun === undefined || this.live(peer) === undefined) {
+      link.close('no longer wanted')
+      return
+    }
+    this.links.get(peer)?.close('replaced')
+    this.links.set(peer, link)
+    this.datagramRetry.delete(peer)
+    this.deps.reporter.log.info({ peer, route: link.route() }, 'overlay datagram channel open')
+  }
+
+  private datagramFailed(peer: string, err: Error): void {
+    const failures = (this.datagramRetry.get(peer)?.failures ?? 0) + 1
+    const wait = Math.min(DATAGRAM_RETRY_MS * 2 ** (failures - 1), DATAGRAM_RETRY_MAX)
+    this.datagramRetry.set(peer, { at: Date.now() + wait, failures })
+    this.deps.reporter.log.debug({ peer, err: err.message, retryInMs: wait }, 'no datagram channel')
+  }
+
+  private admittedConnections(peer: string): Connection[] {
+    const libp2p = this.deps.node.node
+    return libp2p
+      .getConnections(peerIdFromString(peer))
+      .filter((x) => x.status === 'open' && libp2p.services.admission.connectionAdmitted(x))
   }
 
   private carrier(peer: string): StreamCarrier {
@@ -286,10 +460,7 @@ export class OverlayComponent implements Component {
       c = new StreamCarrier({
         peer,
         protocol: this.protocol,
-        connections: () =>
-          libp2p
-            .getConnections(id)
-            .filter((x) => x.status === 'open' && libp2p.services.admission.connectionAdmitted(x)),
+        connections: () => this.admittedConnections(peer),
         dial: (signal) => libp2p.dial(id, { signal }),
         onDrop: (reason, n) => {
           this.carrierDrops[reason] += n
@@ -297,6 +468,7 @@ export class OverlayComponent implements Component {
         onPath: (path) => this.deps.reporter.log.debug({ peer, path }, 'overlay carrier path'),
       })
       this.carriers.set(peer, c)
+      this.maybeDatagram(peer)
     }
     return c
   }
@@ -313,28 +485,39 @@ export class OverlayComponent implements Component {
     this.inbound.add(stream)
     this.inboundPeer.set(stream, peer)
     const decoder = new PacketDecoder()
-    const tun = this.tun
     stream.addEventListener('message', (evt) => {
-      const member = this.live(peer)
-      const packets = decoder.push(evt.data)
-      if (member === undefined) {
-        this.countDrop('member-down', packets.length)
+      if (!this.fromMember(peer, decoder.push(evt.data), 'stream'))
         stream.abort(new Error('member is no longer alive'))
-        return
-      }
-      let n = 0
-      let bytes = 0
-      for (const p of packets) {
-        if (!this.filter.inbound(p, member).ok) continue
-        if (tun?.write(p) === true) {
-          n++
-          bytes += p.byteLength
-        }
-      }
-      this.metrics.packets.inc({ direction: 'in' }, n)
-      this.metrics.bytes.inc({ direction: 'in' }, bytes)
     })
     stream.addEventListener('close', () => this.inbound.delete(stream))
+    this.maybeDatagram(peer)
+  }
+
+  /**
+   * Packets a member sent us, on either carrier: each passes the filter (its source is the
+   * member's address, the destination ours, overlay.allow) onto the device. False when the
+   * member is no longer live (revoked, dead): its packets are dropped and its carrier is cut.
+   */
+  private fromMember(peer: string, packets: Uint8Array[], carrier: CarrierKind): boolean {
+    const member = this.live(peer)
+    if (member === undefined) {
+      this.countDrop('member-down', packets.length)
+      if (carrier === 'datagram') this.links.get(peer)?.close('member is no longer alive')
+      return false
+    }
+    let n = 0
+    let bytes = 0
+    for (const p of packets) {
+      if (!this.filter.inbound(p, member).ok) continue
+      if (this.tun?.write(p) === true) {
+        n++
+        bytes += p.byteLength
+      }
+    }
+    this.metrics.packets.inc({ direction: 'in' }, n)
+    this.metrics.bytes.inc({ direction: 'in' }, bytes)
+    this.metrics.carrier.inc({ carrier, direction: 'in' }, packets.length)
+    return true
   }
 
   private countDrop(reason: DropReason, n: number): void {

@@ -43,6 +43,8 @@ export const OVERLAY_DEFAULTS = {
   // a managed block of NAME.mesh lines in this file (see protocols/overlay.md)
   hostsFile: '/etc/hosts',
   names: true,
+  // carry packets on an unreliable WebRTC data channel where ICE finds a path (no TCP over TCP)
+  datagram: true,
 }
 
 /** The `overlay` section: the mesh0 interface. */
@@ -58,6 +60,7 @@ export const OverlayConfigSchema = z
     allow: z.array(AllowRuleSchema).max(256).default([]),
     names: z.boolean().default(OVERLAY_DEFAULTS.names),
     hostsFile: z.string().min(1).default(OVERLAY_DEFAULTS.hostsFile),
+    datagram: z.boolean().default(OVERLAY_DEFAULTS.datagram),
   })
   .strict()
   .default({ ...OVERLAY_DEFAULTS, allow: [] })

@@ -1,5 +1,5 @@
 import { strict as assert } from 'node:assert'
-import { copyFileSync, mkdirSync, rmSync } from 'node:fs'
+import { copyFileSync, mkdirSync, readFileSync, rmSync } from 'node:fs'
 import { join } from 'node:path'
 import { requireSystem } from './harness.js'
 import { type Agent, CLI, ok, World, waitFor } from './world.js'
@@ -158,6 +158,36 @@ describe('system: the mesh0 overlay interface', function () {
       }
   })
 
+  it('between every pair the packets move onto the datagram carrier (A behind NAT included), and flow there', async () => {
+    const peerOf = async (from: Agent, to: Agent) =>
+      (await w.json(from, ['status'])).overlayInterface.peers.find((p: any) => p.name === to.name)
+    for (const from of agents)
+      for (const to of agents) {
+        if (from === to) continue
+        // the channel is negotiated once packets flow; ICE finds a way through A's NAT via the hub's STUN
+        await waitFor(
+          `${from.name} -> ${to.name} on the datagram carrier`,
+          async () => {
+            await ping(from, overlay.get(to.name)!, 1)
+            return (await peerOf(from, to))?.carrier === 'datagram'
+          },
+          90_000,
+          1_000,
+        )
+        const before = (await peerOf(from, to)).datagram
+        const p = await ping(from, overlay.get(to.name)!, 5)
+        assert.equal(p.code, 0, `ping ${from.name} -> ${to.name}: ${p.stdout}${p.stderr}`)
+        assert.equal(await echo(from, overlay.get(to.name)!, 'tcp'), 'tcp ok', `${from.name} -> ${to.name}`)
+        const after = await peerOf(from, to)
+        assert.equal(after.carrier, 'datagram')
+        assert.ok(
+          after.datagram.sent >= before.sent + 5,
+          `${from.name} sent on the channel: ${JSON.stringify(after)}`,
+        )
+        assert.ok(after.datagram.received >= before.received + 5, `and received the replies on it`)
+      }
+  })
+
   it('NAME.mesh resolves for every program on every member, and ping6/TCP/UDP work by name', async () => {
     for (const from of agents) {
       const hosts = await w.lab.execOk(from.host, [
@@ -265,7 +295,11 @@ describe('system: the mesh0 overlay interface', function () {
     const routes = await w.lab.execOk(c.host, ['ip', '-6', 'route', 'show'])
     assert.ok(!routes.includes('mesh0'), routes)
     const hosts = await w.lab.execOk(c.host, ['cat', '/etc/hosts'])
-    assert.doesNotMatch(hosts, /\.mesh|mesh agent/, `names removed; /etc/hosts of c is:\n${hosts}`)
+    assert.doesNotMatch(
+      hosts,
+      /\.mesh|mesh agent/,
+      `names removed; /etc/hosts of c (agent pid ${c.child.pid}) is:\n${hosts}\nthe file itself (/etc/netns/${c.host.ns}/hosts):\n${readFileSync(`/etc/netns/${c.host.ns}/hosts`, 'utf8')}`,
+    )
     assert.match(hosts, /localhost/, 'the rest of the file kept')
   })
 })
@@ -307,7 +341,7 @@ process.stdin.on('data', () => {
 })
 `
 
-describe('system: a TCP connection through mesh0 survives the path upgrade relay -> WebRTC', function () {
+describe('system: a TCP connection through mesh0 survives the path upgrade relay -> WebRTC -> datagram carrier', function () {
   this.timeout(600_000)
   let w: World
 
@@ -322,7 +356,7 @@ describe('system: a TCP connection through mesh0 survives the path upgrade relay
       for (const x of w.agents.values()) console.log(`--- ${x.name} log tail ---\n${w.tail(x)}`)
   })
 
-  it('opened while only a relay joins A and B, it keeps every byte as the carrier moves to WebRTC', async () => {
+  it('opened while only a relay joins A and B, it keeps every byte as the packets move to WebRTC and onto the datagram channel', async () => {
     // a public hub (the relay and STUN server), A behind NAT RA and B behind NAT RB; a firewall
     // between A and B (both NATs' public addresses) keeps them relayed until the test lifts it
     w = new World()
@@ -369,6 +403,10 @@ describe('system: a TCP connection through mesh0 survives the path upgrade relay
     )
     const carrierPath = async (from: Agent, to: string) =>
       (await w.json(from, ['status'])).overlayInterface.peers.find((p: any) => p.name === to)?.path
+    const carrierOf = async (from: Agent, to: string) =>
+      (await w.json(from, ['status'])).overlayInterface.peers.find((p: any) => p.name === to)?.carrier
+    const datagramOf = async (from: Agent, to: string) =>
+      (await w.json(from, ['status'])).overlayInterface.peers.find((p: any) => p.name === to)?.datagram
     const client = w.lab.spawn(aHost, [process.execPath, '-e', STEADY_CLIENT, bAddr])
     let last: any = {}
     const lines: string[] = []
@@ -392,6 +430,9 @@ describe('system: a TCP connection through mesh0 survives the path upgrade relay
       )
       assert.equal(await carrierPath(a, 'b'), 'relayed')
       assert.equal(await carrierPath(b, 'a'), 'relayed')
+      // no UDP path between them: the datagram carrier cannot come up, the stream carries all
+      assert.equal(await carrierOf(a, 'b'), 'stream')
+      assert.equal(await carrierOf(b, 'a'), 'stream')
       assert.equal((await w.member(a, 'b')).path, 'relayed')
       const beforeUpgrade = last.echoed as number
       // lift the firewall: the next WebRTC upgrade attempt (retried with back-off) succeeds, and
@@ -406,8 +447,20 @@ describe('system: a TCP connection through mesh0 survives the path upgrade relay
         180_000,
         1_000,
       )
+      // now a UDP path exists: the datagram channel comes up (its retry backs off to 60 s) and
+      // both members move the packets onto it, under the same TCP connection
+      await waitFor(
+        'both members on the datagram carrier',
+        async () => {
+          if (last.error !== undefined) throw new Error(`client: ${last.error}`)
+          return (await carrierOf(a, 'b')) === 'datagram' && (await carrierOf(b, 'a')) === 'datagram'
+        },
+        180_000,
+        1_000,
+      )
       const atUpgrade = last.echoed as number
-      // and the same connection keeps going on the new path
+      const sentBefore = (await datagramOf(a, 'b')).sent
+      // and the same connection keeps going on the new carrier
       await waitFor(
         'another 1 MiB echoed after the move',
         async () => {
@@ -416,6 +469,13 @@ describe('system: a TCP connection through mesh0 survives the path upgrade relay
         },
         90_000,
       )
+      assert.equal(await carrierOf(a, 'b'), 'datagram', 'still on the datagram carrier')
+      const onChannel = await datagramOf(a, 'b')
+      assert.ok(
+        onChannel.sent > sentBefore + 100,
+        `A's packets went on the channel: ${JSON.stringify(onChannel)}`,
+      )
+      assert.ok((await datagramOf(b, 'a')).sent > 100, "and B's echoes too")
       client.stdin!.write('stop\n')
       await waitFor(
         'the client to finish',
