@@ -15,7 +15,9 @@ import { dataPaths, ensureDataDir, lockDataDir } from '../kernel/datadir.js'
 import { EventBus } from '../kernel/events.js'
 import { MetricsServer } from '../kernel/metrics-server.js'
 import { Reporter } from '../kernel/reporter.js'
+import { displayNames } from '../membership/names.js'
 import { isOverlayAddress } from '../membership/overlay.js'
+import type { MemberInfo } from '../membership/record.js'
 import { MembershipComponent } from '../membership/service.js'
 import { NatComponent } from '../nat/component.js'
 import { NodeComponent } from '../node/node-component.js'
@@ -103,6 +105,8 @@ export async function startAgent(opts: AgentOptions): Promise<RunningAgent> {
       onRevoked: (err) => {
         if (config.exitWhenRevoked) later.daemon?.fail('node', err)
       },
+      peerNames: (): ReadonlyMap<string, string> =>
+        displayNames(membership.rows().map((r): MemberInfo => r.entry.signed.info)),
     })
     const executor = new CommandExecutor(config.elections.commands, paths.instancesDir)
     const membership = new MembershipComponent({

@@ -75,6 +75,16 @@ export interface MembersReply {
   members: MemberView[]
 }
 
+/**
+ * GET /v1/traffic: bytes exchanged with each member since this agent started, over all its
+ * connections to it (a relayed connection's bytes count toward the relay too). `at` is the
+ * agent's clock (ms), so two readings give a rate.
+ */
+export interface TrafficReply {
+  at: number
+  peers: Array<{ peerId: string; name: string; bytesIn: number; bytesOut: number }>
+}
+
 /** POST /v1/rejoin */
 export interface RejoinReply {
   tried: number

@@ -2,7 +2,7 @@ import type { FastifyInstance } from 'fastify'
 import { displayNames, ResolveError, resolveMember } from '../membership/names.js'
 import type { MembershipComponent } from '../membership/service.js'
 import type { NodeComponent } from '../node/node-component.js'
-import type { MembersReply, RejoinReply } from './contract.js'
+import type { MembersReply, RejoinReply, TrafficReply } from './contract.js'
 import { ApiError } from './errors.js'
 
 export interface MemberView {
@@ -25,7 +25,7 @@ export interface MemberView {
   since: number
 }
 
-/** /v1/members, /v1/members/resolve, /v1/leave, /v1/rejoin. */
+/** /v1/members, /v1/members/resolve, /v1/traffic, /v1/leave, /v1/rejoin. */
 export function memberRoutes(deps: {
   node: NodeComponent
   membership: MembershipComponent
@@ -76,6 +76,14 @@ export function memberRoutes(deps: {
     }
 
     app.get('/v1/members', async (): Promise<MembersReply> => ({ members: view() }))
+
+    app.get('/v1/traffic', async (): Promise<TrafficReply> => {
+      const names = displayNames(deps.membership.rows().map((r) => r.entry.signed.info))
+      const peers: TrafficReply['peers'] = []
+      for (const [peerId, t] of deps.node.traffic.snapshot())
+        peers.push({ peerId, name: names.get(peerId) ?? peerId, bytesIn: t.in, bytesOut: t.out })
+      return { at: Date.now(), peers }
+    })
 
     app.get<{ Querystring: { q?: string } }>('/v1/members/resolve', async (req) => {
       const infos = deps.membership.rows().map((r) => r.entry.signed.info)

@@ -78,12 +78,19 @@ export class ComponentReporter {
     this.log = reporter.root.child({ component })
   }
 
-  counter<L extends string = string>(name: string, help: string, labelNames: L[] = []): Counter<L> {
+  /** `collect`: fill the counter at scrape time from totals kept elsewhere (cheaper on hot paths). */
+  counter<L extends string = string>(
+    name: string,
+    help: string,
+    labelNames: L[] = [],
+    collect?: (this: Counter<L>) => void | Promise<void>,
+  ): Counter<L> {
     return new Counter({
       name: metricName(this.component, name),
       help,
       labelNames,
       registers: [this.reporter.registry],
+      collect,
     })
   }
 

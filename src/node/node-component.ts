@@ -14,6 +14,7 @@ import { InviteStore } from './invites.js'
 import { Joiner } from './join.js'
 import { createMeshNode, dhtProtocol, inRoutingTable, type MeshLibp2p } from './libp2p.js'
 import { type PathKind, pathKind } from './paths.js'
+import { LABELLED_PEERS, PeerTraffic } from './peer-traffic.js'
 import { TrustStore } from './trust.js'
 
 const MEMBER_TAG = 'mesh-member'
@@ -50,6 +51,8 @@ export class NodeComponent implements Component {
   /** per member the DHT lacks: the first retry on the next tick, then less and less often */
   private readonly refills = new BackoffMap({ minMs: RECONNECT_EVERY_MS / 2, maxMs: REDIAL_MAX_MS })
   private readonly metrics
+  /** bytes in and out per member (see peer-traffic.ts) */
+  readonly traffic = new PeerTraffic()
 
   constructor(
     private readonly deps: {
@@ -64,6 +67,8 @@ export class NodeComponent implements Component {
       insideOverlay?: (addr: Multiaddr) => boolean
       /** called once when an admin's revocation of this member arrives (the agent exits) */
       onRevoked?: (err: RevokedError) => void
+      /** members' display names by peer ID, for the per-peer traffic metric's label */
+      peerNames?: () => ReadonlyMap<string, string>
     },
   ) {
     const r = deps.reporter
@@ -74,6 +79,20 @@ export class NodeComponent implements Component {
         for (const c of this.libp2p?.getConnections() ?? []) g.inc({ path: pathKind(c.remoteAddr) })
       }),
       dials: r.counter('dials_total', 'dials to known members by result', ['result']),
+      peerBytes: r.counter(
+        'peer_bytes_total',
+        `bytes with each member by direction; the first ${LABELLED_PEERS} members counted have their own series, the rest add up in peer="others"`,
+        ['peer', 'direction'],
+        () => {
+          const g = this.metrics.peerBytes
+          g.reset()
+          const names = this.deps.peerNames?.()
+          for (const [peer, t] of this.traffic.series((id) => names?.get(id))) {
+            g.inc({ peer, direction: 'in' }, t.in)
+            g.inc({ peer, direction: 'out' }, t.out)
+          }
+        },
+      ),
     }
     r.health(() => {
       const revoked = this.revoked
@@ -155,7 +174,10 @@ export class NodeComponent implements Component {
     trust.onStatement((st) => {
       if (st.kind !== Statement.Kind.REVOKE) return
       if (st.peerId === self) this.onSelfRevoked()
-      else void node.services.admission.cutOff(st.peerId, node.getConnections())
+      else {
+        this.traffic.forget(st.peerId)
+        void node.services.admission.cutOff(st.peerId, node.getConnections())
+      }
     })
     node.addEventListener('connection:open', (evt) => void this.onConnection(evt.detail))
     node.addEventListener('connection:close', (evt) => {
@@ -206,6 +228,7 @@ export class NodeComponent implements Component {
     const node = this.libp2p
     if (node === undefined) return
     if (!(await node.services.admission.admitted(conn))) return
+    this.traffic.count(conn)
     try {
       const known = await node.peerStore.get(conn.remotePeer).catch(() => undefined)
       if (known?.tags.has(MEMBER_TAG) !== true) {

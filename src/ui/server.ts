@@ -26,6 +26,7 @@ const COOKIE = 'mesh_ui'
 const READABLE = [
   /^\/v1\/status$/,
   /^\/v1\/members$/,
+  /^\/v1\/traffic$/,
   /^\/v1\/peers$/,
   /^\/v1\/datasets$/,
   /^\/v1\/pins$/,

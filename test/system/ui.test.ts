@@ -174,6 +174,44 @@ describe('system: web dashboard, five agents, real Chromium', function () {
     await page.screenshot({ path: join(shots, 'datasets.png') })
   })
 
+  it("per-member traffic: after alpha gets maps:v1 from bravo, bravo's page shows the bytes and a rate", async () => {
+    const size = 'maps of the mesh\n'.length * 1000
+    // what alpha's page had counted with bravo before the transfer (membership traffic only)
+    const before = await page.evaluate((id) => window.meshUi.trafficOf(id)?.in ?? 0, peerIds.bravo)
+    const get = await mesh(['--data-dir', agents.alpha.dataDir, 'get', 'maps:v1', fx.tempDir('mesh-ui-get-')])
+    assert.equal(get.code, 0, get.stderr)
+    await page.evaluate((id) => (location.hash = `#/member/${id}`), peerIds.bravo)
+    // the dataset's bytes came from bravo (the only holder) and show within two samples (5 s each)
+    await page.waitForFunction(
+      ([id, b, n]) => (window.meshUi.trafficOf(id)?.in ?? 0) - b >= n,
+      [peerIds.bravo, before, size] as const,
+      { timeout: 30_000 },
+    )
+    await page.waitForFunction(
+      (id) => Math.max(0, ...window.meshUi.trafficColumns(id)[1].map((v: number | null) => v ?? 0)) > 0,
+      peerIds.bravo,
+      { timeout: 30_000 },
+    )
+    const total = await page.locator('.detail .traffic-total').innerText()
+    assert.match(total, /\d+(\.\d)? (kB|MB) received, \d+(\.\d)? (B|kB|MB) sent/, total)
+    assert.equal(
+      (await page.locator('.member-traffic canvas').count()) > 0,
+      true,
+      'the traffic chart is drawn',
+    )
+    // /metrics has it too, labelled by member name
+    const metrics: string = await page.evaluate(() => fetch('/api/metrics').then((r: any) => r.text()))
+    const series = /^mesh_node_peer_bytes_total\{peer="bravo",direction="in"\} (\d+)$/m.exec(metrics)
+    assert.ok(series !== null && Number(series[1]) >= size, "bravo's bytes in /metrics")
+    // and a sparkline in bravo's row of the members table
+    await page.evaluate(() => (location.hash = '#/members'))
+    await page.locator(`tr[data-peer="${peerIds.bravo}"] .spark polyline`).waitFor({ timeout: 10_000 })
+    await page.evaluate((id) => (location.hash = `#/member/${id}`), peerIds.bravo)
+    await page.locator('.member-traffic canvas').first().waitFor({ timeout: 10_000 })
+    await page.screenshot({ path: join(shots, 'member-traffic.png') })
+    assert.equal(await page.evaluate(() => window.loadMark), 'first load')
+  })
+
   it('an election appears with the votes of its round and the winner', async () => {
     await page.evaluate(() => (location.hash = '#/requests'))
     const r = await mesh([

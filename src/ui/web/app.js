@@ -14,6 +14,8 @@ import {
   renderDone,
   sampleMetrics,
   state,
+  trafficColumns,
+  trafficOf,
 } from './store.js'
 
 const html = htm.bind(h)
@@ -45,6 +47,17 @@ const fmtTags = (tags) =>
 const byName = (a, b) => a.name.localeCompare(b.name)
 const members = () => [...state.members.values()].sort(byName)
 const nameOf = (peerId) => state.members.get(peerId)?.name ?? `${String(peerId).slice(0, 10)}…`
+
+const fmtBytes = (n) => {
+  if (n === undefined || n === null) return '-'
+  const units = ['B', 'kB', 'MB', 'GB', 'TB']
+  let i = 0
+  while (n >= 1000 && i < units.length - 1) {
+    n /= 1000
+    i++
+  }
+  return `${n < 10 && i > 0 ? n.toFixed(1) : Math.round(n)} ${units[i]}`
+}
 
 function Status({ s }) {
   return html`<span class="status ${s}">${s}</span>`
@@ -88,20 +101,42 @@ function MemberRow({ m }) {
     <td>${m.version}</td>
     <td>${m.maintenance ? 'yes' : ''}</td>
     <td class="tags">${fmtTags(m.tags)}</td>
+    <td class="traffic">${trafficOf(m.peerId) === undefined ? '' : html`<${Spark} peerId=${m.peerId} />`}</td>
   </tr>`
 }
-// rows re-render only when their member object changed
+
+const SPARK_POINTS = 36 // 3 minutes at one sample every 5 s
+/** A member's traffic (in + out bytes/s) over the last minutes as a tiny line, its rate as text. */
+function Spark({ peerId }) {
+  const [, rin, rout] = trafficColumns(peerId, SPARK_POINTS)
+  const ys = rin.map((v, i) => (v ?? 0) + (rout[i] ?? 0))
+  const max = Math.max(1, ...ys)
+  const w = 60
+  const hgt = 14
+  const pts = ys.map(
+    (y, i) => `${((i + SPARK_POINTS - ys.length) * w) / (SPARK_POINTS - 1)},${hgt - (y / max) * hgt}`,
+  )
+  const now = ys.at(-1)
+  return html`<span class="spark" title=${`in ${fmtBytes(rin.at(-1))}/s, out ${fmtBytes(rout.at(-1))}/s`}>
+    <svg width=${w} height=${hgt}><polyline points=${pts.join(' ')} /></svg>
+    <span class="rate">${now === undefined ? '' : `${fmtBytes(now)}/s`}</span>
+  </span>`
+}
+
+// rows re-render only when their member object changed, or (members we exchange bytes with)
+// when a new traffic sample came
 const rowCache = new WeakMap()
 function MembersView() {
   return html`<table class="members">
-    <thead><tr><th>name</th><th>status</th><th>path</th><th>rtt</th><th>overlay</th><th>version</th><th>maintenance</th><th>tags</th></tr></thead>
+    <thead><tr><th>name</th><th>status</th><th>path</th><th>rtt</th><th>overlay</th><th>version</th><th>maintenance</th><th>tags</th><th>traffic</th></tr></thead>
     <tbody>${members().map((m) => {
+      const sample = trafficOf(m.peerId) === undefined ? undefined : state.traffic.at(-1)
       let row = rowCache.get(m)
-      if (row === undefined) {
-        row = html`<${MemberRow} key=${m.peerId} m=${m} />`
+      if (row === undefined || row.sample !== sample) {
+        row = { sample, vnode: html`<${MemberRow} key=${m.peerId} m=${m} />` }
         rowCache.set(m, row)
       }
-      return row
+      return row.vnode
     })}</tbody>
   </table>`
 }
@@ -116,6 +151,7 @@ function MemberView({ id }) {
   const won = state.requests.filter((r) => r.winner === m.peerId)
   return html`<div class="detail">
     <h2>${m.name} <${Status} s=${m.status} /></h2>
+    ${m.self ? '' : html`<${TrafficChart} key=${m.peerId} peerId=${m.peerId} name=${m.name} />`}
     <dl>
       <dt>peer ID</dt><dd>${m.peerId}</dd>
       <dt>overlay</dt><dd>${m.overlay}</dd>
@@ -132,8 +168,30 @@ function MemberView({ id }) {
       <dt>connections here</dt><dd>${conns.length === 0 ? '-' : conns.map((c) => html`<div>${c.path} ${c.direction} ${c.remoteAddr}</div>`)}</dd>
       <dt>datasets held</dt><dd>${held.map((d) => `${d.dataset}:${d.tag}`).join(', ') || '-'}</dd>
       <dt>requests won</dt><dd>${won.map((r) => r.id).join(', ') || '-'}</dd>
+      <dt>traffic</dt><dd class="traffic-total">${traffic(m)}</dd>
     </dl>
   </div>`
+}
+function traffic(m) {
+  if (m.self) return '-'
+  const t = trafficOf(m.peerId)
+  if (t === undefined) return 'none counted (no connection since this agent started)'
+  return `${fmtBytes(t.in)} received, ${fmtBytes(t.out)} sent since this agent started`
+}
+/** Bytes/s to and from one member, from the page's samples of /v1/traffic. */
+function TrafficChart({ peerId, name }) {
+  const el = useRef()
+  const plot = useRef()
+  const chart = {
+    title: `traffic with ${name} (bytes/s)`,
+    series: [{ label: 'received' }, { label: 'sent' }],
+  }
+  useLayoutEffect(() => {
+    plot.current = makeChart(el.current, chart, trafficColumns(peerId), 560)
+    return () => plot.current.destroy()
+  }, [])
+  useLayoutEffect(() => plot.current?.setData(trafficColumns(peerId)))
+  return html`<div class="chart member-traffic" data-peer=${peerId} ref=${el}></div>`
 }
 
 // ---- datasets --------------------------------------------------------------------------------
@@ -277,7 +335,7 @@ onChange(schedule)
 addEventListener('hashchange', schedule)
 
 // what the browser test reads: timings, and the graph as drawn
-window.meshUi = { perf, graph: () => graph?.summary(), state }
+window.meshUi = { perf, graph: () => graph?.summary(), state, trafficOf, trafficColumns }
 
 perf.started = performance.now() // modules loaded
 await loadAll()

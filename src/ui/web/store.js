@@ -13,6 +13,7 @@ export const state = {
   requestDetail: new Map(), // id -> /v1/requests/:id
   instances: [],
   samples: [], // [{ t, values: Map(seriesKey -> number) }]
+  traffic: [], // [{ t, peers: Map(peerId -> { in, out }) }]: bytes with each member so far, per sample
   events: [], // newest first, for the activity list
   connected: false,
   error: undefined,
@@ -101,7 +102,13 @@ export function parseMetrics(text) {
   return out
 }
 
+/** One sample of /metrics and of the per-member traffic, then one render. */
 export async function sampleMetrics() {
+  await Promise.all([sampleAgentMetrics(), sampleTraffic()])
+  changed()
+}
+
+async function sampleAgentMetrics() {
   try {
     const values = parseMetrics(await api('/metrics'))
     state.samples.push({ t: Date.now() / 1000, values })
@@ -109,8 +116,41 @@ export async function sampleMetrics() {
   } catch (err) {
     state.error = err.message
   }
-  changed()
 }
+
+/** Bytes with each member so far (/v1/traffic), sampled with /metrics: two samples give a rate. */
+export async function sampleTraffic() {
+  try {
+    const { at, peers } = await api('/v1/traffic')
+    const map = new Map()
+    for (const p of peers) map.set(p.peerId, { in: p.bytesIn, out: p.bytesOut })
+    state.traffic.push({ t: at / 1000, peers: map })
+    if (state.traffic.length > MAX_POINTS) state.traffic.shift()
+  } catch {
+    // an agent without the route (older version): no traffic charts, nothing else lost
+  }
+}
+
+/** One member's traffic as uPlot columns: [times, bytes/s in, bytes/s out], from `last` samples. */
+export function trafficColumns(peerId, last = MAX_POINTS) {
+  const xs = state.traffic.slice(-last - 1)
+  const t = []
+  const rin = []
+  const rout = []
+  for (let i = 1; i < xs.length; i++) {
+    const a = xs[i - 1].peers.get(peerId)
+    const b = xs[i].peers.get(peerId)
+    const dt = xs[i].t - xs[i - 1].t
+    t.push(xs[i].t)
+    // a member first counted between two samples starts from zero
+    rin.push(b === undefined || dt <= 0 ? null : Math.max(0, (b.in - (a?.in ?? 0)) / dt))
+    rout.push(b === undefined || dt <= 0 ? null : Math.max(0, (b.out - (a?.out ?? 0)) / dt))
+  }
+  return [t, rin, rout]
+}
+
+/** Bytes with a member so far, from the newest sample. */
+export const trafficOf = (peerId) => state.traffic.at(-1)?.peers.get(peerId)
 
 // ---- live updates ---------------------------------------------------------------------------
 
