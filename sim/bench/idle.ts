@@ -27,6 +27,7 @@ import {
 import { type Agent, ifaceBytes, natLab, type World } from '../../test/system/world.js'
 import {
   cpuSeconds,
+  cpuSecondsByThread,
   fetchMetrics,
   fmt,
   machineInfo,
@@ -77,6 +78,8 @@ interface Row {
   dials: number
   /** dials in the window by path and result, e.g. 'direct/error' */
   dialsBy: Record<string, number>
+  /** % of a core per thread name in the window (threads that ended meanwhile are missing) */
+  threads: Record<string, number>
 }
 
 interface Probe {
@@ -112,13 +115,19 @@ function dialSeries(text: string): Record<string, number> {
 async function measure(shape: Shape, probes: Probe[], o: Options): Promise<Row[]> {
   await sleep(o.settleS * 1000)
   // counters first: answering the metrics request is work (and bytes) of its own
-  const before: Array<{ c: Awaited<ReturnType<typeof counters>>; cpu: number; rss: number; bytes: number }> =
-    []
+  const before: Array<{
+    c: Awaited<ReturnType<typeof counters>>
+    cpu: number
+    threads: Map<string, number>
+    rss: number
+    bytes: number
+  }> = []
   for (const p of probes) {
     const c = await counters(p.socket)
     before.push({
       c,
       cpu: cpuSeconds(p.pid),
+      threads: cpuSecondsByThread(p.pid),
       rss: rssMiB(p.pid ?? -1)?.rss ?? Number.NaN,
       bytes: await p.bytes(),
     })
@@ -130,6 +139,7 @@ async function measure(shape: Shape, probes: Probe[], o: Options): Promise<Row[]
   for (const p of probes)
     after.push({
       cpu: cpuSeconds(p.pid),
+      threads: cpuSecondsByThread(p.pid),
       rss: rssMiB(p.pid ?? -1)?.rss ?? Number.NaN,
       bytes: await p.bytes(),
     })
@@ -152,11 +162,20 @@ async function measure(shape: Shape, probes: Probe[], o: Options): Promise<Row[]
           .map(([k, v]) => [k, v - (before[i].c.dialsBy[k] ?? 0)] as const)
           .filter(([, v]) => v > 0),
       ),
+      threads: Object.fromEntries(
+        [...after[i].threads]
+          .map(([k, v]) => [k, (100 * (v - (before[i].threads.get(k) ?? 0))) / s] as const)
+          .filter(([, v]) => v >= 0.01)
+          .sort((x, y) => y[1] - x[1]),
+      ),
     })
   }
   for (const r of rows)
     console.error(
-      `${shape}/${r.agent}: ${fmt(r.cpuPct, 2)} % CPU, RSS ${fmt(r.rssStart)} -> ${fmt(r.rssEnd)} MiB, ${fmt(r.bytesPerS, 0)} B/s, dials ${JSON.stringify(r.dialsBy)}`,
+      `${shape}/${r.agent}: ${fmt(r.cpuPct, 2)} % CPU, RSS ${fmt(r.rssStart)} -> ${fmt(r.rssEnd)} MiB, ${fmt(r.bytesPerS, 0)} B/s, dials ${JSON.stringify(r.dialsBy)}; ` +
+        `by thread ${Object.entries(r.threads)
+          .map(([k, v]) => `${k} ${fmt(v, 2)}`)
+          .join(', ')}`,
     )
   return rows
 }

@@ -1,7 +1,7 @@
 // Shared by the benchmarks: statistics, markdown tables, machine details, the JSON report
 // under sim/out/, and bounded child processes (every benchmark step has a time limit).
 import { type ChildProcess, type SpawnOptions, spawn } from 'node:child_process'
-import { mkdirSync, readFileSync, writeFileSync } from 'node:fs'
+import { mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs'
 import { cpus, loadavg, type as osType, release, totalmem } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -259,6 +259,26 @@ export function cpuSeconds(pid: number | undefined): number {
   } catch {
     return Number.NaN
   }
+}
+
+/**
+ * CPU seconds of a live process per thread name (the comm file of each task under /proc/PID/task): the main thread
+ * ('node' or 'MainThread'), V8's GC helpers, libuv's pool, native libraries' own threads
+ * (node-datachannel's ICE and SCTP). Threads of one name are summed.
+ */
+export function cpuSecondsByThread(pid: number | undefined): Map<string, number> {
+  const out = new Map<string, number>()
+  try {
+    for (const tid of readdirSync(`/proc/${pid}/task`)) {
+      try {
+        const comm = readFileSync(`/proc/${pid}/task/${tid}/comm`, 'utf8').trim()
+        const f = readFileSync(`/proc/${pid}/task/${tid}/stat`, 'utf8')
+        const rest = f.slice(f.lastIndexOf(')') + 2).split(' ')
+        out.set(comm, (out.get(comm) ?? 0) + (Number(rest[11]) + Number(rest[12])) / 100)
+      } catch {}
+    }
+  } catch {}
+  return out
 }
 
 /**
