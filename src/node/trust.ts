@@ -153,12 +153,15 @@ export class TrustStore {
   /**
    * Take a signed statement (from gossip, a sync or a join reply). Returns true when it was
    * new and valid. A grant's issuer must already be an admin: grants chain from the founders.
+   * A revoked admin's statements are refused too, or its key could make a new admin (or revoke
+   * the founders) after its revocation. The cost: its statements from before the revocation are
+   * refused by a member that hears the revocation first.
    */
   add(s: Statement, persist = true): boolean {
     if (s.clusterId !== this.clusterId) return false
     const key = `${s.kind}/${s.peerId}`
     if (this.statements.has(key)) return false
-    if (!this.admins.has(s.issuer) || !verifyBy(s.issuer, statementBytes(s), s.sig)) return false
+    if (!this.isAdmin(s.issuer) || !verifyBy(s.issuer, statementBytes(s), s.sig)) return false
     this.statements.set(key, s)
     if (s.kind === Statement.Kind.REVOKE) this.revoked.set(s.peerId, s)
     else this.admins.add(s.peerId)
