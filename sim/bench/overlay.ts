@@ -1,10 +1,15 @@
 // Overlay benchmark (not a test): TCP throughput, ssh bulk and ping RTT between two members
 // through mesh0 against the same between their namespaces directly, side by side in one run,
-// the bare mesh stream ceiling (one libp2p stream of the agent's stack, two processes on
-// 127.0.0.1), and the agents' CPU seconds per GB through mesh0. Root only (netns lab in
-// 198.18.0.0/16).
+// for each carrier (the datagram channel, and the stream with overlay.datagram: false), on a
+// clean link and on links that lose packets; the bare mesh stream ceiling (one libp2p stream of
+// the agent's stack, two processes on 127.0.0.1), and the agents' CPU seconds per GB through
+// mesh0. Root only (netns lab in 198.18.0.0/16).
 //
-//   npm run bench:overlay            (node dist/sim/bench/overlay.js --mib 256 --repeats 3 --ssh-mib 200 --pings 100)
+// Impairment: netem is not in this kernel (no sch_netem, no modprobe), so delay and reordering
+// cannot be made here; loss is real: iptables `statistic --mode random` drops that share of
+// every packet leaving each member's namespace (both directions), direct and overlay alike.
+//
+//   npm run bench:overlay            (node dist/sim/bench/overlay.js --mib 128 --repeats 3 --ssh-mib 200 --pings 100 --lossy-mib 32)
 //   MESH_BENCH_PROF=DIR              agents write a CPU profile into DIR when they stop (cpu-prof.ts)
 //
 // Prints a markdown table and writes sim/out/overlay-<time>.json. Every process and namespace
@@ -54,12 +59,27 @@ s.on('error', (e) => { console.error(e.message); process.exit(1) })
 setTimeout(() => { console.error('timed out'); process.exit(1) }, 300000)
 `
 
-async function main(): Promise<void> {
-  if (process.argv.includes('--skip') || process.getuid?.() !== 0) {
-    console.log('skipped: mesh0 and the netns lab need root')
-    return
-  }
-  const mib = arg('mib', 256)
+/** What one carrier measured. */
+interface CarrierRun {
+  carrier: 'datagram' | 'stream'
+  tcp: number[]
+  direct: number[]
+  cpuPerGB: number
+  sshMesh: number
+  sshDirect: number
+  pingMesh: number
+  pingDirect: number
+  /** loss (%) -> TCP through mesh0 and direct, MB/s (median) */
+  lossy: Array<{ loss: number; mesh: number[]; direct: number[] }>
+  dropped: Record<string, unknown>
+  netemNote: string
+}
+
+const LOSS = [0.25, 1]
+
+async function measure(datagram: boolean): Promise<CarrierRun> {
+  const mib = arg('mib', 128)
+  const lossyMiB = arg('lossy-mib', 32)
   const sshMiB = arg('ssh-mib', 200)
   const pings = arg('pings', 100)
   const repeats = Math.max(1, arg('repeats', 3))
@@ -72,6 +92,8 @@ async function main(): Promise<void> {
     const on = {
       MESH_OVERLAY__INTERFACE: 'true',
       MESH_OVERLAY__NAMES: 'false',
+      MESH_OVERLAY__DATAGRAM: String(datagram),
+      MESH_OVERLAY__DATAGRAM_MTU: String(arg('datagram-mtu', 1280)),
       MESH_LOG_LEVEL: 'warn',
       ...(prof === undefined
         ? {}
@@ -98,6 +120,19 @@ async function main(): Promise<void> {
       },
       60_000,
     )
+    const carrierOf = async (x: Agent, to: string) =>
+      (await w.json(x, ['status'])).overlayInterface.peers.find((p: any) => p.name === to)?.carrier
+    // packets flow, and (with datagram) the channel is up at both ends before anything is measured
+    await waitFor(
+      `a and b on the ${datagram ? 'datagram' : 'stream'} carrier`,
+      async () => {
+        await w.lab.exec(aHost, ['ping', '-n', '-c', '1', '-W', '2', bOverlay])
+        const want = datagram ? 'datagram' : 'stream'
+        return (await carrierOf(a, 'b')) === want && (await carrierOf(b, 'a')) === want
+      },
+      60_000,
+      1_000,
+    )
     w.lab.spawn(bHost, [process.execPath, '-e', SINK])
     // b's sshd on its link address and its overlay address (port 22 in b's namespace)
     w.lab.spawn(bHost, sshdSetup(join(w.tmp, 'sshd-b'), 22, readFileSync(`${w.key}.pub`), ['0.0.0.0', '::']))
@@ -115,11 +150,11 @@ async function main(): Promise<void> {
     ])
     const netemNote =
       netem.code === 0
-        ? 'netem available (impaired runs not implemented yet)'
-        : `netem unavailable: ${(netem.stderr || netem.stdout).trim()}`
+        ? 'netem available (delay/reordering runs not implemented yet)'
+        : `netem unavailable (tc: ${(netem.stderr || netem.stdout).trim()}): loss only, by iptables statistic`
     if (netem.code === 0) await w.lab.exec(aHost, ['tc', 'qdisc', 'del', 'dev', 'eth0', 'root'])
-    const send = async (to: string): Promise<number> => {
-      const r = await w.lab.execOk(aHost, [process.execPath, '-e', SOURCE, to, String(mib)], {
+    const send = async (to: string, n = mib): Promise<number> => {
+      const r = await w.lab.execOk(aHost, [process.execPath, '-e', SOURCE, to, String(n)], {
         timeoutMs: 320_000,
       })
       return Number(r.trim())
@@ -145,80 +180,138 @@ async function main(): Promise<void> {
     const drops = async (x: Agent) => (await w.json(x, ['status'])).overlayInterface.drops
     const pids = [a.child.pid, b.child.pid]
     // the TCP runs alternate mesh0 and direct, `repeats` times each; medians
-    const meshRuns: number[] = []
-    const directRuns: number[] = []
+    const tcp: number[] = []
+    const direct: number[] = []
     let cpuMesh = 0
     for (let i = 0; i < repeats; i++) {
       const cpu0 = pids.map(cpuSeconds)
-      meshRuns.push(await send(bOverlay))
+      tcp.push(await send(bOverlay))
       const cpu1 = pids.map(cpuSeconds)
       cpuMesh += cpu1[0] - cpu0[0] + cpu1[1] - cpu0[1]
-      directRuns.push(await send(bHost.ip))
+      direct.push(await send(bHost.ip))
     }
-    const viaMesh = median(meshRuns)
-    const direct = median(directRuns)
     const cpuPerGB = cpuMesh / ((repeats * mib * 1.048576) / 1000)
     const sshMesh = await ssh(bOverlay)
     const sshDirect = await ssh(bHost.ip)
     const pingMesh = await rtt(bOverlay)
     const pingDirect = await rtt(bHost.ip)
-    const c = newCluster('bench')
-    const ceiling = await streamRun(
-      'mesh',
-      { bytes: mib * 2 ** 20, chunk: 64 << 10 },
-      JSON.stringify({ name: c.name, id: c.id, key: Buffer.from(c.key).toString('hex') }),
-    )
+    // the same link losing packets: every packet leaving a's or b's namespace, at random
+    const lossy: CarrierRun['lossy'] = []
+    for (const loss of LOSS) {
+      const rule = [
+        'OUTPUT',
+        '-o',
+        'eth0',
+        '-m',
+        'statistic',
+        '--mode',
+        'random',
+        '--probability',
+        String(loss / 100),
+        '-j',
+        'DROP',
+      ]
+      for (const h of [aHost, bHost]) await w.lab.execOk(h, ['iptables', '-I', ...rule])
+      const run = { loss, mesh: [] as number[], direct: [] as number[] }
+      for (let i = 0; i < repeats; i++) {
+        run.mesh.push(await send(bOverlay, lossyMiB))
+        run.direct.push(await send(bHost.ip, lossyMiB))
+      }
+      lossy.push(run)
+      for (const h of [aHost, bHost]) await w.lab.execOk(h, ['iptables', '-D', ...rule])
+    }
     const dropped = { a: await drops(a), b: await drops(b) }
-    const rows = [
-      [
-        `TCP throughput, one stream (MB/s, median of ${repeats})`,
-        `${fmt(viaMesh)} (${fmt(Math.min(...meshRuns))}-${fmt(Math.max(...meshRuns))})`,
-        `${fmt(direct)} (${fmt(Math.min(...directRuns))}-${fmt(Math.max(...directRuns))})`,
-        fmt(viaMesh / direct, 2),
-      ],
-      [
-        'bare mesh stream ceiling, one libp2p stream on 127.0.0.1 (MB/s)',
-        fmt(ceiling.mbps),
-        fmt(direct),
-        fmt(ceiling.mbps / direct, 2),
-      ],
-      [`ssh bulk, ${sshMiB} MiB to cat (MB/s)`, fmt(sshMesh), fmt(sshDirect), fmt(sshMesh / sshDirect, 2)],
-      ['ping RTT (ms, mean)', fmt(pingMesh, 3), fmt(pingDirect, 3), `+${fmt(pingMesh - pingDirect, 3)} ms`],
-      ['agent CPU seconds per GB through mesh0 (both ends)', fmt(cpuPerGB, 1), '-', '-'],
-    ]
-    const table = markdownTable(['measure', 'through mesh0', 'direct (same link)', 'ratio'], rows, [
-      'l',
-      'r',
-      'r',
-      'r',
-    ])
-    const machine = machineInfo()
-    console.log(
-      `\n${table}\n${netemNote}\ndropped packets: ${JSON.stringify(dropped)}\n\nMachine: ${machineMarkdown(machine)}; load average ${loadavg()
-        .map((x) => x.toFixed(2))
-        .join(' ')}`,
-    )
-    writeReport('overlay', {
-      mib,
-      pings,
-      viaMesh,
+    return {
+      carrier: datagram ? 'datagram' : 'stream',
+      tcp,
       direct,
-      meshRuns,
-      directRuns,
-      ceiling: ceiling.mbps,
-      sshMiB,
+      cpuPerGB,
       sshMesh,
       sshDirect,
-      dropped,
       pingMesh,
       pingDirect,
-      cpuPerGB,
+      lossy,
+      dropped,
       netemNote,
-      machine,
-    })
+    }
   } finally {
     await w.cleanup()
   }
+}
+
+const span = (xs: number[]) => `${fmt(median(xs))} (${fmt(Math.min(...xs))}-${fmt(Math.max(...xs))})`
+
+async function main(): Promise<void> {
+  if (process.argv.includes('--skip') || process.getuid?.() !== 0) {
+    console.log('skipped: mesh0 and the netns lab need root')
+    return
+  }
+  const mib = arg('mib', 128)
+  const repeats = Math.max(1, arg('repeats', 3))
+  const load0 = loadavg()
+  const runs = [await measure(true), await measure(false)]
+  const c = newCluster('bench')
+  const ceiling = await streamRun(
+    'mesh',
+    { bytes: mib * 2 ** 20, chunk: 64 << 10 },
+    JSON.stringify({ name: c.name, id: c.id, key: Buffer.from(c.key).toString('hex') }),
+  )
+  const rows: string[][] = []
+  for (const r of runs) {
+    const m = median(r.tcp)
+    const d = median(r.direct)
+    rows.push(
+      [
+        `TCP, one stream, clean link (MB/s, median of ${repeats})`,
+        r.carrier,
+        span(r.tcp),
+        span(r.direct),
+        fmt(m / d, 2),
+      ],
+      ...r.lossy.map((l) => [
+        `TCP, one stream, ${l.loss}% loss each way (MB/s)`,
+        r.carrier,
+        span(l.mesh),
+        span(l.direct),
+        fmt(median(l.mesh) / median(l.direct), 2),
+      ]),
+      [
+        `ssh bulk to cat (MB/s)`,
+        r.carrier,
+        fmt(r.sshMesh),
+        fmt(r.sshDirect),
+        fmt(r.sshMesh / r.sshDirect, 2),
+      ],
+      [
+        'ping RTT (ms, mean)',
+        r.carrier,
+        fmt(r.pingMesh, 3),
+        fmt(r.pingDirect, 3),
+        `+${fmt(r.pingMesh - r.pingDirect, 3)} ms`,
+      ],
+      ['agent CPU seconds per GB through mesh0 (both ends)', r.carrier, fmt(r.cpuPerGB, 1), '-', '-'],
+    )
+  }
+  rows.push([
+    'bare mesh stream ceiling, one libp2p stream on 127.0.0.1 (MB/s)',
+    '-',
+    fmt(ceiling.mbps),
+    fmt(median(runs[0].direct)),
+    fmt(ceiling.mbps / median(runs[0].direct), 2),
+  ])
+  const table = markdownTable(['measure', 'carrier', 'through mesh0', 'direct (same link)', 'ratio'], rows, [
+    'l',
+    'l',
+    'r',
+    'r',
+    'r',
+  ])
+  const machine = machineInfo()
+  const load = (l: number[]) => l.map((x) => x.toFixed(2)).join(' ')
+  console.log(
+    `\n${table}\n${runs[0].netemNote}\ndropped packets: ${JSON.stringify(runs.map((r) => r.dropped))}\n\nMachine: ${machineMarkdown(machine)}; load average at start ${load(load0)}, at end ${load(loadavg())}`,
+  )
+  writeReport('overlay', { mib, repeats, runs, ceiling: ceiling.mbps, machine, load: [load0, loadavg()] })
 }
 
 main().catch((err) => {

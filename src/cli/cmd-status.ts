@@ -83,7 +83,14 @@ function overlayLines(o: OverlayStatus): string[] {
   const drops = Object.entries(o.drops).filter(([, n]) => n > 0)
   return [
     `interface: ${o.interface} ${o.address}/128, route ${o.prefix}, mtu ${o.mtu}`,
-    ...o.peers.map((p) => `  to ${p.name}: ${p.path ?? 'no path'}, ${p.sentPackets} packets sent`),
+    ...o.peers.map(
+      (p) =>
+        `  to ${p.name}: ${
+          p.carrier === 'datagram'
+            ? `datagram (WebRTC data channel, ${p.datagramRoute ?? 'ICE'})`
+            : `stream on ${p.path ?? 'no path'}`
+        }, ${p.sentPackets} packets sent`,
+    ),
     ...o.rules.map((r) => `  allow ${r.rule}: ${r.packets} packets`),
     ...(drops.length === 0 ? [] : [`  dropped: ${drops.map(([k, n]) => `${k} ${n}`).join(', ')}`]),
   ]

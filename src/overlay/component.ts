@@ -1,3 +1,4 @@
+import { readFileSync } from 'node:fs'
 import type { Connection, Stream } from '@libp2p/interface'
 import { peerIdFromString } from '@libp2p/peer-id'
 import type { Component } from '../kernel/component.js'
@@ -11,7 +12,7 @@ import type { NodeComponent } from '../node/node-component.js'
 import type { PathKind } from '../node/paths.js'
 import { StreamCarrier, widenReceiveWindow } from './carrier.js'
 import type { OverlayConfig } from './config.js'
-import { DATAGRAM_MTU, DatagramLink } from './datagram.js'
+import { DatagramLink } from './datagram.js'
 import { addrKey, type DropReason, dstKey, type FilterMember, PacketFilter } from './filter.js'
 import { PacketDecoder } from './frames.js'
 import { type HostsEntry, writeHostsBlock } from './hosts.js'
@@ -210,9 +211,20 @@ export class OverlayComponent implements Component {
   /** NAME.mesh lines in the hosts file, for every member that has not left (ourselves included). */
   private writeNames(entries: HostsEntry[], final = false): void {
     try {
-      writeHostsBlock(this.deps.config.hostsFile, entries)
+      const file = this.deps.config.hostsFile
+      const wrote = writeHostsBlock(file, entries)
       this.namesWarned = false
-      if (final) this.deps.reporter.log.info({ file: this.deps.config.hostsFile }, 'NAME.mesh names removed')
+      if (final) {
+        // read back: a stop that left the names behind was seen once and never explained
+        const left = readFileSync(file, 'utf8').includes(`mesh agent pid=${process.pid}`)
+        if (left) {
+          this.deps.reporter.log.warn(
+            { file, wrote },
+            'NAME.mesh names still there after removal; writing again',
+          )
+          writeHostsBlock(file, entries)
+        } else this.deps.reporter.log.info({ file, wrote }, 'NAME.mesh names removed')
+      }
     } catch (err) {
       // the last write (names removed at stop) always says when it failed
       if (!this.namesWarned || final)
@@ -341,11 +353,12 @@ export class OverlayComponent implements Component {
       return
     }
     let sent = 0
+    const mtu = this.deps.config.datagramMtu
     for (const p of packets) {
-      if (p.byteLength > DATAGRAM_MTU) {
+      if (p.byteLength > mtu) {
         // what a router on a smaller link does: the sender's kernel lowers its path MTU to this
         // member and TCP sends smaller segments (protocols/overlay.md, Datagram carrier)
-        const ptb = packetTooBig(p, DATAGRAM_MTU)
+        const ptb = packetTooBig(p, mtu)
         if (ptb !== undefined) this.tun?.write(ptb)
         this.carrierDrops['too-big']++
       } else if (link.send(p)) sent++

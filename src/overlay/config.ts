@@ -45,6 +45,10 @@ export const OVERLAY_DEFAULTS = {
   names: true,
   // carry packets on an unreliable WebRTC data channel where ICE finds a path (no TCP over TCP)
   datagram: true,
+  // the largest packet the datagram carrier takes; larger ones get an ICMPv6 Packet Too Big.
+  // 1280 fits one UDP datagram (a lost datagram loses one small packet); more moves more bytes
+  // per packet through Node but a message of k datagrams is lost when any one of them is
+  datagramMtu: 1280,
 }
 
 /** The `overlay` section: the mesh0 interface. */
@@ -61,6 +65,7 @@ export const OverlayConfigSchema = z
     names: z.boolean().default(OVERLAY_DEFAULTS.names),
     hostsFile: z.string().min(1).default(OVERLAY_DEFAULTS.hostsFile),
     datagram: z.boolean().default(OVERLAY_DEFAULTS.datagram),
+    datagramMtu: z.number().int().min(1280).max(65000).default(OVERLAY_DEFAULTS.datagramMtu),
   })
   .strict()
   .default({ ...OVERLAY_DEFAULTS, allow: [] })

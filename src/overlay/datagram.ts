@@ -15,8 +15,8 @@ import { pbStream } from '@libp2p/utils'
 import type { DataChannel, PeerConnection } from 'node-datachannel'
 import { DatagramSignal } from '../../protocols/overlay.js'
 
-// the largest IP packet a datagram carries: one packet per UDP datagram (see PEER_MTU), the
-// minimum every IPv6 link has; larger packets get a Packet Too Big (icmp.ts)
+// the default largest IP packet a datagram carries (overlay.datagramMtu): one packet per UDP
+// datagram (see PEER_MTU), the minimum every IPv6 link has; larger packets get a Packet Too Big
 export const DATAGRAM_MTU = 1280
 // the UDP path MTU we tell libdatachannel: with its DTLS/SCTP overhead a 1280-byte message
 // needs 1500 to go in one datagram (measured: at 1400 every message took two)
