@@ -3,10 +3,10 @@
 // them (the canonical body from encodeInfo / encodeClaim inside protobuf `Signed` inside a
 // `MemberSet`), with 64-byte Ed25519 signatures even though the simulator signs with nullCrypto.
 // Everything around them is a fixed overhead stated here.
-import type { Entry } from '../src/membership/merge.js'
-import { type Claim, encodeClaim, encodeInfo, type SignedInfo } from '../src/membership/record.js'
 
-export const SIG_BYTES = 64
+import { newsBytes } from '../src/membership/core.js'
+import type { Entry } from '../src/membership/merge.js'
+import type { Claim, SignedInfo } from '../src/membership/record.js'
 
 export const COST = {
   /** per application message: yamux header (12) + Noise length prefix (2) and tag (16) */
@@ -41,29 +41,11 @@ export function varintLen(n: number): number {
 /** A length-delimited protobuf field of `len` bytes. */
 export const field = (len: number): number => 1 + varintLen(len) + len
 
-const signedField = (bodyLen: number): number => field(field(bodyLen) + field(SIG_BYTES))
-
-const sizes = new WeakMap<object, number>()
-
-/** One record as a `records` entry of a MemberSet. */
-export function recordWire(s: SignedInfo): number {
-  let n = sizes.get(s)
-  if (n === undefined) {
-    n = signedField(encodeInfo(s.info).length)
-    sizes.set(s, n)
-  }
-  return n
-}
+/** One record as a `records` entry of a MemberSet (the queue's own measure). */
+export const recordWire = (s: SignedInfo): number => newsBytes(s)
 
 /** One claim as a `claims` entry of a MemberSet. */
-export function claimWire(c: Claim): number {
-  let n = sizes.get(c)
-  if (n === undefined) {
-    n = signedField(encodeClaim(c).length)
-    sizes.set(c, n)
-  }
-  return n
-}
+export const claimWire = (c: Claim): number => newsBytes(c)
 
 export const entryWire = (e: Entry): number =>
   recordWire(e.signed) + (e.claim === undefined ? 0 : claimWire(e.claim))

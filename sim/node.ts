@@ -1,7 +1,7 @@
 // One simulated member: the real MemberTable and Swim, its own signed record, and the little
 // state the agent's adapter keeps around them (connections, sync times, relay waiters).
 
-import type { BroadcastQueue } from '../src/membership/broadcasts.js'
+import type { MembershipCore } from '../src/membership/core.js'
 import type { MemberTable } from '../src/membership/merge.js'
 import type { Claim, MemberInfo, SignedInfo, Signer } from '../src/membership/record.js'
 import type { Swim } from '../src/membership/swim.js'
@@ -58,10 +58,9 @@ export class SimNode {
   /** announced 'left'; stops at stopAt */
   left = false
   stopAt = Number.POSITIVE_INFINITY
+  /** the agent's membership core (table, detector, queue), new at every start */
+  core!: MembershipCore
   table!: MemberTable
-  swim!: Swim
-  self!: MemberInfo
-  signed!: SignedInfo
   /** the agent polls tick() every 100 ms from this phase */
   tickPhase = 0
   /** nominal time of the pending wake-up, +Infinity when none */
@@ -81,8 +80,7 @@ export class SimNode {
   readonly unlinked = new Set<number>()
   /** the unlinked ones it holds alive: what connectMembers dials */
   readonly dialable = new Set<number>()
-  /** piggyback dissemination: what it still has to tell others, and whether its fan-out timer runs */
-  queue: BroadcastQueue<SignedInfo | Claim> | undefined
+  /** piggyback dissemination: whether its fan-out timer runs */
   fanoutArmed = false
   /** gossipsub mesh peers */
   mesh: number[] = []
@@ -106,6 +104,18 @@ export class SimNode {
     kind: NodeKind,
   ) {
     this.kind = kind
+  }
+
+  get swim(): Swim {
+    return this.core.swim
+  }
+
+  get self(): MemberInfo {
+    return this.core.signed.info
+  }
+
+  get signed(): SignedInfo {
+    return this.core.signed
   }
 
   get full(): boolean {

@@ -4,8 +4,9 @@
 // sync, probes, connections. Where the adapter does something, the simulator does the same
 // thing at the same moment; where it had to approximate, MODEL.md says how.
 
-import { BROADCAST_DEFAULTS, BroadcastQueue, PIGGYBACK } from '../src/membership/broadcasts.js'
+import { BROADCAST_DEFAULTS, PIGGYBACK } from '../src/membership/broadcasts.js'
 import { MEMBERSHIP_DEFAULTS } from '../src/membership/config.js'
+import { MembershipCore, type MembershipEffect, newsBytes } from '../src/membership/core.js'
 import type { Change, Entry } from '../src/membership/merge.js'
 import { MemberTable } from '../src/membership/merge.js'
 import { overlayAddress } from '../src/membership/overlay.js'
@@ -15,21 +16,10 @@ import {
   nullCrypto,
   type SignedInfo,
   type Status,
-  signClaim,
-  signInfo,
   type Verifier,
 } from '../src/membership/record.js'
-import { type Action, Swim, suspicionTimeoutMs } from '../src/membership/swim.js'
-import {
-  COST,
-  claimWire,
-  entryWire,
-  field,
-  ihaveTargets,
-  memberSetBytes,
-  recordWire,
-  varintLen,
-} from './cost.js'
+import { suspicionTimeoutMs } from '../src/membership/swim.js'
+import { COST, entryWire, field, ihaveTargets, memberSetBytes, varintLen } from './cost.js'
 import { EventHeap } from './heap.js'
 import { Tracker } from './metrics.js'
 import { Network, type NetworkOptions } from './network.js'
@@ -442,34 +432,37 @@ export class Sim {
     node.upSince = this.now
     this.accountLive()
     this.liveCount++
-    node.table = new MemberTable()
     node.hash = new Int32Array(2 * this.buckets)
     node.tableBytes = 0
     node.lastSync.clear()
     node.waiters.clear()
     node.wakeAt = Number.POSITIVE_INFINITY
-    node.queue =
-      this.opts.dissemination === 'piggyback'
-        ? new BroadcastQueue({ retransmitMult: this.opts.retransmitMult })
-        : undefined
     node.fanoutArmed = false
     // incarnations start at the wall clock, so a restarted member outranks its old record
     const incarnation = Math.floor(this.opts.wallStartMs + this.now)
     const m = this.opts.membership
     const light = node.kind === 'light' ? this.lightSuspicion : undefined
-    node.swim = new Swim({
-      self: node.peerId,
-      rng: mulberry32(mix32(this.swimRngSeed, node.idx, node.epoch)),
-      incarnation,
-      probeIntervalMs: m.probeIntervalMs,
-      probeTimeoutMs: m.probeTimeoutMs,
-      indirectK: m.indirectProbes,
-      suspicionMult: m.suspicionMult,
-      ...(light !== undefined ? { suspicionMinMs: light.min, suspicionMaxMs: light.max } : {}),
+    node.core = new MembershipCore({
+      signer: node.signer,
+      verifier: this.verifier,
+      table: new MemberTable(),
+      swim: {
+        rng: mulberry32(mix32(this.swimRngSeed, node.idx, node.epoch)),
+        incarnation,
+        probeIntervalMs: m.probeIntervalMs,
+        probeTimeoutMs: m.probeTimeoutMs,
+        indirectK: m.indirectProbes,
+        suspicionMult: m.suspicionMult,
+        ...(light !== undefined ? { suspicionMinMs: light.min, suspicionMaxMs: light.max } : {}),
+      },
+      describe: (inc, status) => this.buildInfo(node, inc, status),
+      emit: (e) => this.onEffect(node, e),
+      piggyback: this.opts.dissemination === 'piggyback' && { retransmitMult: this.opts.retransmitMult },
+      follows: node.full ? undefined : (p) => node.follows(this.idxOf(p)),
+      clusterSize: node.full ? undefined : () => this.clusterSize(node),
     })
-    node.self = this.buildInfo(node, incarnation, 'alive')
-    node.signed = signInfo(node.self, node.signer)
-    this.applyLocal(node, node.signed)
+    node.table = node.core.table
+    node.core.start(this.now)
     node.tickPhase = this.rng() * AGENT.tickMs
     node.meshDirty = true
   }
@@ -504,7 +497,7 @@ export class Sim {
     }
     for (const node of made) {
       for (const other of made) {
-        if (other !== node && node.follows(other.idx)) this.applyLocal(node, other.signed)
+        if (other !== node && node.follows(other.idx)) node.core.apply(other.signed, this.now)
       }
       node.connCount = made.length - 1
     }
@@ -577,11 +570,7 @@ export class Sim {
     this.tracker.expect(i, 'leave')
     node.left = true
     node.stopAt = this.now + AGENT.leaveGraceMs
-    node.self = this.buildInfo(node, node.swim.bumpIncarnation(), 'left')
-    node.signed = signInfo(node.self, node.signer)
-    // the agent applies this without onChange
-    this.applyQuiet(node, node.signed)
-    this.publish(node, [node.signed], [])
+    node.core.leave(this.now)
     for (let j = 0; j < this.nodes.length; j++) {
       if (j !== i && this.connected(i, j) && this.isMember(node, j)) this.sync(node, j, 'leave')
     }
@@ -742,18 +731,44 @@ export class Sim {
     node.hash[2 * b + 1] ^= mix32(c, s, j, 7)
   }
 
-  private peerOf(item: Entry | SignedInfo | Claim): string {
-    if ('signed' in item) return item.signed.info.peerId
-    if ('info' in item) return item.info.peerId
-    return item.peerId
+  /** The effects of a node's membership core: what service.ts does with them, here. */
+  private onEffect(node: SimNode, e: MembershipEffect): void {
+    switch (e.type) {
+      case 'change':
+        this.onChange(node, e.change, e.replaced, e.quiet)
+        break
+      case 'publish':
+        this.publish(node, e.record, e.claim)
+        break
+      case 'queued':
+        this.armFanout(node)
+        break
+      case 'refuted':
+        this.counters.refutations++
+        break
+      case 'dropped':
+        break
+      case 'probe':
+        this.ask(node, this.idxOf(e.to), MSG.probe, e.seq, -1)
+        break
+      case 'probe-req':
+        this.ask(node, this.idxOf(e.via), MSG.probeReq, e.seq, this.idxOf(e.target))
+        break
+      case 'ack':
+      case 'nack': {
+        const key = `${e.to}/${e.seq}`
+        const req = node.waiters.get(key)
+        if (req === undefined) break
+        node.waiters.delete(key)
+        this.reply(node, req, MSG.replyIndirect, e.type === 'ack')
+        break
+      }
+    }
   }
 
-  /** table.apply() plus the bookkeeping the simulator needs (fingerprints, sizes, metrics). */
-  private applyQuiet(node: SimNode, item: Entry | SignedInfo | Claim): Change | undefined {
-    const peerId = this.peerOf(item)
-    const old = node.table.get(peerId)
-    const change = node.table.apply(item, this.verifier, this.now)
-    if (change === undefined) return undefined
+  /** A change of a node's table: the simulator's bookkeeping (fingerprints, sizes, metrics), then the adapter's. */
+  private onChange(node: SimNode, change: Change, old: Entry | undefined, quiet: boolean): void {
+    const { peerId, after } = change
     const j = this.idxOf(peerId)
     if (j >= 0) {
       if (old !== undefined) this.rowHash(node, j, old)
@@ -761,63 +776,32 @@ export class Sim {
       this.tracker.row(node.idx, j, change.before, change.after)
     }
     node.tableBytes += entryWire(change.entry) - (old === undefined ? 0 : entryWire(old))
-    return change
-  }
-
-  /** service.ts applyLocal + onChange. */
-  private applyLocal(node: SimNode, item: Entry | SignedInfo | Claim): Change | undefined {
-    const change = this.applyQuiet(node, item)
-    if (change !== undefined) this.onChange(node, change)
-    return change
-  }
-
-  private onChange(node: SimNode, change: Change): void {
-    const { peerId, after, entry } = change
-    const info = entry.signed.info
+    // the agent applies its own 'left' record without onChange
+    if (quiet) return
     if (peerId === node.peerId) {
-      // someone says we are suspect or dead at our current incarnation: refute
-      if (after !== 'alive' && after !== 'left' && !node.left && entry.claim !== undefined) {
-        this.counters.refutations++
-        this.refresh(node, node.swim.selfSuspected(entry.claim.incarnation))
-      }
+      // nothing to dial
     } else if (after === 'alive' || after === 'suspect') {
-      if (!node.swim.has(peerId)) node.swim.addMember(peerId, info.incarnation)
-      else node.swim.onRefute(peerId, info.incarnation)
       // learnAddrs: the peer store now knows it, and the dial loops will connect
-      const j = this.idxOf(peerId)
       if (j >= 0 && node.up && !this.connected(node.idx, j)) {
         node.unlinked.add(j)
         if (after === 'alive') node.dialable.add(j)
         else node.dialable.delete(j)
       }
     } else {
-      node.swim.removeMember(peerId)
-      node.dialable.delete(this.idxOf(peerId))
+      node.dialable.delete(j)
     }
     for (const x of this.extensions) x.onChange?.(node, change)
   }
 
-  /** Re-sign our record with a higher incarnation and spread it. */
-  private refresh(node: SimNode, incarnation: number): void {
-    if (node.left) return
-    node.self = this.buildInfo(node, incarnation, 'alive')
-    node.signed = signInfo(node.self, node.signer)
-    this.applyLocal(node, node.signed)
-    this.publish(node, [node.signed], [])
-  }
-
   /** What the agent does when its addresses change; optional on start. */
   announce(node: SimNode): void {
-    this.refresh(node, node.swim.bumpIncarnation())
+    node.core.refresh(this.now)
     this.arm(node)
   }
 
   /** service.ts ingest(): records, then claims (a claim counts only from a known member). */
   private ingest(node: SimNode, records: readonly SignedInfo[], claims: readonly Claim[]): void {
-    for (const r of records)
-      if (node.follows(this.idxOf(r.info.peerId)) && this.applyLocal(node, r) !== undefined)
-        this.enqueue(node, r)
-    for (const c of claims) if (this.ingestClaim(node, c) && c.peerId !== node.peerId) this.enqueue(node, c)
+    node.core.ingest(records, claims, this.now, true)
     this.arm(node)
   }
 
@@ -836,47 +820,14 @@ export class Sim {
     this.ingest(node, records, claims)
   }
 
-  /** True when the claim changed the table or counted as a new suspicion or confirmation. */
-  private ingestClaim(node: SimNode, c: Claim): boolean {
-    const subject = this.idxOf(c.peerId)
-    if (!node.follows(subject)) return false
-    if (c.by !== node.peerId) {
-      const by = this.idxOf(c.by)
-      // a light node cannot tell about members outside its sample: it takes the claim
-      if (node.follows(by) && !this.isMember(node, by)) return false
-    }
-    const changed = this.applyLocal(node, c) !== undefined
-    const counted = c.status === 'suspect' && node.swim.onSuspect(c.peerId, c.incarnation, c.by, this.now)
-    return changed || counted
-  }
-
-  // ---- piggyback dissemination ----------------------------------------------------------------
-
-  /** Queue a record or claim that changed our table (gossip or our own) for retransmission. */
-  private enqueue(node: SimNode, item: SignedInfo | Claim): void {
-    const q = node.queue
-    if (q === undefined) return
-    if ('info' in item) q.enqueue(`r/${item.info.peerId}`, item, recordWire(item))
-    // independent suspicions travel apart (Lifeguard confirmations); a dead claim replaces the
-    // queued dead claim about the same member
-    else
-      q.enqueue(
-        item.status === 'suspect' ? `s/${item.peerId}/${item.by}` : `c/${item.peerId}`,
-        item,
-        claimWire(item),
-      )
-    this.armFanout(node)
-  }
-
   /** What the node piggybacks on its next message, and its size as a MemberSet field. */
   private takeGossip(node: SimNode, m: Msg): number {
-    const q = node.queue
-    if (q === undefined || q.size === 0 || node.left) return 0
-    const items = q.take(this.opts.piggybackBudget, this.clusterSize(node))
+    if (node.core.queued === 0 || node.left) return 0
+    const items = node.core.take(this.opts.piggybackBudget)
     if (items.length === 0) return 0
     m.gossip = items
     let n = 0
-    for (const x of items) n += 'info' in x ? recordWire(x) : claimWire(x)
+    for (const x of items) n += newsBytes(x)
     const bytes = field(n)
     this.payload.gossip += bytes
     return bytes
@@ -895,7 +846,7 @@ export class Sim {
       if (node.epoch !== epoch || !node.up) return
       node.fanoutArmed = false
       this.fanout(node)
-      if (node.queue !== undefined && node.queue.size > 0) this.armFanout(node)
+      if (node.core.queued > 0) this.armFanout(node)
     })
   }
 
@@ -905,7 +856,7 @@ export class Sim {
     const n = pool === undefined ? this.nodes.length : pool.length
     let sent = 0
     for (let tries = 0; sent < PIGGYBACK.fanout && tries < 16; tries++) {
-      if (node.queue === undefined || node.queue.size === 0) return
+      if (node.core.queued === 0) return
       const j = pool === undefined ? randInt(this.rng, n) : pool[randInt(this.rng, n)]
       if (j === node.idx || !this.isMember(node, j)) continue
       sent++
@@ -935,48 +886,8 @@ export class Sim {
     const node = this.nodes[ev.n]
     if (!node.up || node.epoch !== ev.e || ev.x !== node.wakeAt) return
     node.wakeAt = Number.POSITIVE_INFINITY
-    if (!node.left) this.runActions(node, node.swim.tick(this.now))
+    if (!node.left) node.core.tick(this.now)
     this.arm(node)
-  }
-
-  /** service.ts run(): carry out the detector's actions. */
-  private runActions(node: SimNode, actions: readonly Action[]): void {
-    for (const a of actions) {
-      switch (a.type) {
-        case 'probe':
-          this.ask(node, this.idxOf(a.to), MSG.probe, a.seq, -1)
-          break
-        case 'probe-req':
-          this.ask(node, this.idxOf(a.via), MSG.probeReq, a.seq, this.idxOf(a.target))
-          break
-        case 'ack':
-        case 'nack': {
-          const key = `${a.to}/${a.seq}`
-          const req = node.waiters.get(key)
-          if (req === undefined) break
-          node.waiters.delete(key)
-          this.reply(node, req, MSG.replyIndirect, a.type === 'ack')
-          break
-        }
-        case 'suspect':
-        case 'dead': {
-          const subject = this.idxOf(a.peer)
-          // a claim across a cut that lasted into the suspicion window is the partition's doing
-          const window = node.swim.suspicionBounds().maxMs + 2 * this.opts.membership.probeIntervalMs
-          const stale = a.incarnation < this.nodes[subject].swim.incarnation
-          this.tracker.claim(
-            a.type,
-            subject,
-            this.acrossPartition(node.idx, subject, this.now, window),
-            stale,
-          )
-          const claim = signClaim({ peerId: a.peer, incarnation: a.incarnation, status: a.type }, node.signer)
-          this.applyLocal(node, claim)
-          this.publish(node, [], [claim])
-          break
-        }
-      }
-    }
   }
 
   private newMsg(t: number, from: SimNode): Msg {
@@ -1035,7 +946,7 @@ export class Sim {
     }
     // an indirect probe: ask the target ourselves, answer when the detector decides
     node.waiters.set(`${from.peerId}/${m.seq}`, m)
-    this.runActions(node, node.swim.onProbeReq(from.peerId, this.nodes[m.target].peerId, m.seq, this.now))
+    node.core.onProbeReq(from.peerId, this.nodes[m.target].peerId, m.seq, this.now)
     this.arm(node)
   }
 
@@ -1046,11 +957,11 @@ export class Sim {
     if (m.t === MSG.reply) {
       // the agent's ask() gives a direct probe twice the probe timeout
       if (this.now - m.sentAt > 2 * m2.probeTimeoutMs || !m.ack) return
-      this.runActions(node, node.swim.onAck(from.peerId, m.seq, this.now))
+      node.core.onAck(from.peerId, m.seq, this.now)
     } else {
       if (this.now - m.sentAt > 2 * m2.probeIntervalMs) return
-      if (m.ack) this.runActions(node, node.swim.onAck(from.peerId, m.seq, this.now))
-      else node.swim.onNack(from.peerId, m.seq)
+      if (m.ack) node.core.onAck(from.peerId, m.seq, this.now)
+      else node.core.onNack(from.peerId, m.seq)
     }
     this.arm(node)
   }
@@ -1411,23 +1322,41 @@ export class Sim {
     const rows = this.differing(dst, src)
     if (rows.length === 0) return
     this.syncs.rowsMoved += rows.length
+    const records: SignedInfo[] = []
+    const claims: Claim[] = []
     for (const e of rows) {
       const d = dst.table.get(e.signed.info.peerId)
-      if (d === undefined || d.signed !== e.signed) this.applyLocal(dst, e.signed)
+      if (d === undefined || d.signed !== e.signed) records.push(e.signed)
+      if (e.claim !== undefined) claims.push(e.claim)
     }
-    for (const e of rows) if (e.claim !== undefined) this.ingestClaim(dst, e.claim)
+    dst.core.ingest(records, claims, this.now, false)
     this.arm(dst)
   }
 
   // ---- gossip ---------------------------------------------------------------------------------
 
-  /** Publish a MemberSet on the membership topic. */
-  publish(origin: SimNode, records: SignedInfo[], claims: Claim[]): void {
-    if (origin.queue !== undefined) {
+  /**
+   * A node spreads a record or claim of its own (the core has queued it to piggyback already):
+   * on gossipsub where members still use it. Its claims are scored against the truth here.
+   */
+  private publish(origin: SimNode, record: SignedInfo | undefined, claim: Claim | undefined): void {
+    if (claim !== undefined) {
+      const subject = this.idxOf(claim.peerId)
+      // a claim across a cut that lasted into the suspicion window is the partition's doing
+      const window = origin.swim.suspicionBounds().maxMs + 2 * this.opts.membership.probeIntervalMs
+      const stale = claim.incarnation < this.nodes[subject].swim.incarnation
+      this.tracker.claim(
+        claim.status,
+        subject,
+        this.acrossPartition(origin.idx, subject, this.now, window),
+        stale,
+      )
+    }
+    const records = record === undefined ? [] : [record]
+    const claims = claim === undefined ? [] : [claim]
+    if (this.opts.dissemination === 'piggyback') {
       if (!origin.up || this.now > origin.stopAt) return
       this.counters.broadcasts++
-      for (const r of records) this.enqueue(origin, r)
-      for (const c of claims) this.enqueue(origin, c)
       return
     }
     this.broadcast(origin, records, claims, undefined, undefined, memberSetBytes(records, claims))

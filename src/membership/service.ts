@@ -5,14 +5,7 @@ import type { Connection, PeerId, Stream } from '@libp2p/interface'
 import { peerIdFromString } from '@libp2p/peer-id'
 import { lpStream, pbStream } from '@libp2p/utils'
 import { Circuit } from '@multiformats/multiaddr-matcher'
-import {
-  MemberSet,
-  Probe,
-  ProbeReply,
-  type Signed,
-  SyncDigest,
-  SyncReply,
-} from '../../protocols/membership.js'
+import { MemberSet, Probe, ProbeReply, SyncDigest, SyncReply } from '../../protocols/membership.js'
 import { Statement } from '../../protocols/trust.js'
 import type { Component } from '../kernel/component.js'
 import type { EventBus } from '../kernel/events.js'
@@ -24,9 +17,10 @@ import { dialable, notThroughSelf } from '../node/dialable.js'
 import type { NodeComponent } from '../node/node-component.js'
 import { pathKind } from '../node/paths.js'
 import { VERSION } from '../version.js'
-import { BroadcastQueue, PIGGYBACK } from './broadcasts.js'
+import { PIGGYBACK } from './broadcasts.js'
 import { type ClockSample, ClockSkew } from './clock-skew.js'
 import type { MembershipConfig } from './config.js'
+import { MembershipCore, type MembershipEffect } from './core.js'
 import { Digest } from './digest.js'
 import { type Change, type Entry, effectiveStatus, MemberTable, type Row } from './merge.js'
 import { overlayAddress } from './overlay.js'
@@ -36,11 +30,9 @@ import {
   ed25519Signer,
   ed25519Verifier,
   type MemberInfo,
+  type SignedInfo,
   type Signer,
-  signClaim,
-  signInfo,
 } from './record.js'
-import { type Action, Swim } from './swim.js'
 import { fromWireClaim, fromWireInfo, toWireClaim, toWireInfo, WireError } from './wire.js'
 
 const MAX_SYNC = 8 << 20
@@ -66,11 +58,13 @@ const CONNECT_RETRY_MS = 2_000
 export class MembershipComponent implements Component {
   readonly name = 'membership'
   readonly table: MemberTable
-  private swim!: Swim
+  /** the table, detector and piggyback queue with their glue (sans-IO); from start() on */
+  private core: MembershipCore | undefined
   private signer!: Signer
   private readonly verifier = ed25519Verifier()
-  private self!: MemberInfo
   private selfId = ''
+  /** the last gossipsub publish of our own news, for leave() to wait on */
+  private lastPublish: Promise<void> = Promise.resolve()
   private readonly topic: string
   /** digest sync: only what the other side lacks */
   private readonly syncProto: string
@@ -79,8 +73,6 @@ export class MembershipComponent implements Component {
   private readonly probeProto: string
   private readonly probeLinkProto: string
   private readonly probeGossipProto: string
-  /** what we still have to tell others: piggybacked on probes, replies and fan-outs */
-  private readonly queue = new BroadcastQueue<{ record?: Signed; claim?: Signed }>()
   private fanoutTimer: NodeJS.Timeout | undefined
   private fanoutSeq = 0
   /** members seen speaking only older probe protocols (identify, or the link they took) */
@@ -173,8 +165,8 @@ export class MembershipComponent implements Component {
       changes: r.counter('changes_total', 'status changes seen', ['to']),
     }
     r.health(() => ({
-      ok: this.swim?.health === 0 || this.swim === undefined,
-      detail: `awareness ${this.swim?.health ?? 0}`,
+      ok: (this.core?.swim.health ?? 0) === 0,
+      detail: `awareness ${this.core?.swim.health ?? 0}`,
     }))
   }
 
@@ -188,17 +180,23 @@ export class MembershipComponent implements Component {
     this.selfId = this.signer.peerId
     // incarnations start at the wall clock, so a restarted member always outranks its old record
     const incarnation = Date.now()
-    this.swim = new Swim({
-      self: this.selfId,
-      rng: Math.random,
-      incarnation,
-      probeIntervalMs: m.probeIntervalMs,
-      probeTimeoutMs: m.probeTimeoutMs,
-      indirectK: m.indirectProbes,
-      suspicionMult: m.suspicionMult,
+    this.core = new MembershipCore({
+      signer: this.signer,
+      verifier: this.verifier,
+      table: this.table,
+      swim: {
+        rng: Math.random,
+        incarnation,
+        probeIntervalMs: m.probeIntervalMs,
+        probeTimeoutMs: m.probeTimeoutMs,
+        indirectK: m.indirectProbes,
+        suspicionMult: m.suspicionMult,
+      },
+      describe: (inc, status) => this.buildSelf(inc, status),
+      emit: this.onEffect,
+      piggyback: {},
     })
-    this.self = this.buildSelf(incarnation, 'alive')
-    this.applyLocal(signInfo(this.self, this.signer))
+    this.core.start(Date.now())
 
     const node = this.libp2p
     await node.handle(this.syncProto, (s, c) => this.onDigestSyncStream(s, c), {
@@ -245,7 +243,7 @@ export class MembershipComponent implements Component {
     node.addEventListener('peer:identify', this.onIdentify)
     this.deps.node.trust.onStatement((st) => {
       if (st.kind === Statement.Kind.REVOKE) {
-        this.swim.removeMember(st.peerId)
+        this.core?.forget(st.peerId)
         this.wake()
       }
     })
@@ -282,13 +280,10 @@ export class MembershipComponent implements Component {
   async leave(): Promise<void> {
     if (this.left) return
     this.left = true
-    this.self = this.buildSelf(this.swim.bumpIncarnation(), 'left')
-    const signed = signInfo(this.self, this.signer)
-    this.table.apply(signed, this.verifier, Date.now())
-    const wire = toWireInfo(signed)
-    this.enqueue({ record: wire }, this.selfId)
-    // gossip, and push it straight to every connected member so nobody waits for a suspicion
-    await this.publish(MemberSet.encode({ records: [wire], claims: [], statements: [] }))
+    // queued, published on gossip (where needed), and pushed straight to every connected
+    // member so nobody waits for a suspicion
+    this.core?.leave(Date.now())
+    await this.lastPublish
     const peers = this.libp2p.getPeers().filter((p) => this.isMember(p.toString()))
     await Promise.allSettled(peers.map((p) => this.sync(p, 'leave')))
   }
@@ -298,7 +293,7 @@ export class MembershipComponent implements Component {
     const next = [...new Set(types)].sort().slice(0, 32)
     if (next.join(' ') === this.computeTypes.join(' ')) return
     this.computeTypes = next
-    if (this.swim !== undefined) this.refresh()
+    if (this.core !== undefined) this.refresh()
   }
 
   get selfPeerId(): string {
@@ -310,7 +305,7 @@ export class MembershipComponent implements Component {
   }
 
   rttOf(peer: string): number | undefined {
-    return this.swim.rttOf(peer)
+    return this.core?.swim.rttOf(peer)
   }
 
   /** How far `peer`'s clock is from ours, from its probe replies (undefined before the first). */
@@ -350,34 +345,23 @@ export class MembershipComponent implements Component {
     }
   }
 
-  /** Re-sign our record with a higher incarnation (new addresses, a refutation) and spread it. */
-  private refresh(incarnation = this.swim.bumpIncarnation()): void {
-    if (this.left) return
-    this.self = this.buildSelf(incarnation, 'alive')
-    const signed = signInfo(this.self, this.signer)
-    this.applyLocal(signed)
-    const wire = toWireInfo(signed)
-    this.enqueue({ record: wire }, this.selfId)
-    void this.publish(MemberSet.encode({ records: [wire], claims: [], statements: [] }))
+  /** Re-sign our record with a higher incarnation (new addresses, tags) and spread it. */
+  private refresh(): void {
+    this.core?.refresh(Date.now())
+    this.wake()
   }
 
   private readonly onSelfUpdate = (): void => {
     try {
       const addrs = this.libp2p.getMultiaddrs().filter(dialable).map(String)
-      if (addrs.length !== this.self.addrs.length || addrs.some((a) => !this.self.addrs.includes(a)))
-        this.refresh()
+      const mine = this.core?.signed.info.addrs ?? []
+      if (addrs.length !== mine.length || addrs.some((a) => !mine.includes(a))) this.refresh()
     } catch (err) {
       this.deps.reporter.log.warn({ err: (err as Error).message }, 'could not refresh our record')
     }
   }
 
   // ---- the table ----------------------------------------------------------------------------
-
-  private applyLocal(item: Parameters<MemberTable['apply']>[0]): Change | undefined {
-    const change = this.table.apply(item, this.verifier, Date.now())
-    if (change !== undefined) this.onChange(change)
-    return change
-  }
 
   /** Apply what arrived; `spread`: it came by gossip, so what changed our table is passed on. */
   private ingest(
@@ -394,40 +378,70 @@ export class MembershipComponent implements Component {
         this.metrics.dropped.inc({ reason: 'malformed_statement' })
       }
     }
+    const core = this.core
+    if (core === undefined) return changed
+    const infos: SignedInfo[] = []
     for (const r of records) {
       try {
-        const info = fromWireInfo(r)
-        if (this.applyLocal(info) !== undefined) {
-          changed++
-          if (spread) this.enqueue({ record: r }, info.info.peerId)
-        }
+        infos.push(fromWireInfo(r))
       } catch (err) {
         this.metrics.dropped.inc({ reason: err instanceof WireError ? 'malformed_record' : 'error' })
       }
     }
+    const said: Claim[] = []
     for (const c of claims) {
       try {
-        const claim = fromWireClaim(c)
-        // a claim counts only from a member we know (its signature is checked by the table)
-        if (!this.isMember(claim.by) && claim.by !== this.selfId) {
-          this.metrics.dropped.inc({ reason: 'unknown_claimant' })
-          continue
-        }
-        const applied = this.applyLocal(claim) !== undefined
-        if (applied) changed++
-        let counted = false
-        if (claim.status === 'suspect') {
-          counted = this.swim.onSuspect(claim.peerId, claim.incarnation, claim.by, Date.now())
-          this.wake()
-        }
-        // pass on what changed our table or counted as a confirmation; a claim about us is
-        // answered by our refutation instead
-        if (spread && (applied || counted) && claim.peerId !== this.selfId) this.enqueue({ claim: c }, claim)
+        said.push(fromWireClaim(c))
       } catch (err) {
         this.metrics.dropped.inc({ reason: err instanceof WireError ? 'malformed_claim' : 'error' })
       }
     }
+    try {
+      changed += core.ingest(infos, said, Date.now(), spread)
+    } catch (err) {
+      this.metrics.dropped.inc({ reason: 'error' })
+      this.deps.reporter.log.warn({ err: (err as Error).message }, 'membership input failed')
+    }
+    this.wake()
     return changed
+  }
+
+  /** The core's effects: messages to send, changes to announce, news to spread. */
+  private readonly onEffect = (e: MembershipEffect): void => {
+    switch (e.type) {
+      case 'probe':
+        void this.probe(e.to, e.seq)
+        break
+      case 'probe-req':
+        void this.probeReq(e.via, e.target, e.seq)
+        break
+      case 'ack':
+      case 'nack':
+        this.relayWaiters.get(`${e.to}/${e.seq}`)?.(e.type === 'ack')
+        this.relayWaiters.delete(`${e.to}/${e.seq}`)
+        break
+      case 'change':
+        if (!e.quiet) this.onChange(e.change)
+        break
+      case 'publish':
+        this.lastPublish = this.publish(
+          MemberSet.encode({
+            records: e.record === undefined ? [] : [toWireInfo(e.record)],
+            claims: e.claim === undefined ? [] : [toWireClaim(e.claim)],
+            statements: [],
+          }),
+        )
+        break
+      case 'queued':
+        this.armFanout()
+        break
+      case 'refuted':
+        this.deps.reporter.log.info({ incarnation: e.incarnation }, 'refuting a claim against us')
+        break
+      case 'dropped':
+        this.metrics.dropped.inc({ reason: e.reason })
+        break
+    }
   }
 
   private isMember(peer: string): boolean {
@@ -438,19 +452,7 @@ export class MembershipComponent implements Component {
   private onChange(change: Change): void {
     const { peerId, before, after, entry } = change
     const info = entry.signed.info
-    if (peerId === this.selfId) {
-      // someone says we are suspect or dead at our current incarnation: refute
-      if (after !== 'alive' && after !== 'left' && !this.left && entry.claim !== undefined) {
-        this.refresh(this.swim.selfSuspected(entry.claim.incarnation))
-      }
-    } else if (after === 'alive' || after === 'suspect') {
-      if (!this.swim.has(peerId)) this.swim.addMember(peerId, info.incarnation)
-      else this.swim.onRefute(peerId, info.incarnation)
-      void this.learnAddrs(info)
-    } else {
-      this.swim.removeMember(peerId)
-    }
-    this.wake()
+    if (peerId !== this.selfId && (after === 'alive' || after === 'suspect')) void this.learnAddrs(info)
     if (before !== after) {
       this.metrics.changes.inc({ to: after })
       this.deps.reporter.log.info({ peer: peerId, name: info.name, before, after }, 'member status changed')
@@ -514,30 +516,13 @@ export class MembershipComponent implements Component {
 
   // ---- piggybacked dissemination ------------------------------------------------------------
 
-  /** Queue a record or claim about `peer` for piggybacking (replacing older news about it). */
-  private enqueue(item: { record?: Signed; claim?: Signed }, about: string | Claim): void {
-    const w = item.record ?? item.claim!
-    const bytes = w.body.length + w.sig.length + 8
-    // independent suspicions travel apart (Lifeguard confirmations); a newer record or dead
-    // claim replaces the queued one about the same member
-    const key =
-      typeof about === 'string'
-        ? `r/${about}`
-        : about.status === 'suspect'
-          ? `s/${about.peerId}/${about.by}`
-          : `c/${about.peerId}`
-    this.queue.enqueue(key, item, bytes)
-    this.armFanout()
-  }
-
   private takeGossip(): MemberSet | undefined {
-    if (this.queue.size === 0) return undefined
-    const items = this.queue.take(PIGGYBACK.budget, this.table.size)
+    const items = this.core?.take(PIGGYBACK.budget) ?? []
     if (items.length === 0) return undefined
     const set: MemberSet = { records: [], claims: [], statements: [] }
     for (const x of items) {
-      if (x.record !== undefined) set.records.push(x.record)
-      if (x.claim !== undefined) set.claims.push(x.claim)
+      if ('info' in x) set.records.push(toWireInfo(x))
+      else set.claims.push(toWireClaim(x))
     }
     this.metrics.bytes.inc({ direction: 'out', channel: 'piggyback' }, MemberSet.encode(set).length)
     return set
@@ -549,7 +534,7 @@ export class MembershipComponent implements Component {
     this.fanoutTimer = setTimeout(() => {
       this.fanoutTimer = undefined
       this.fanout()
-      if (this.queue.size > 0) this.armFanout()
+      if ((this.core?.queued ?? 0) > 0) this.armFanout()
     }, PIGGYBACK.intervalMs)
     this.fanoutTimer.unref()
   }
@@ -560,7 +545,7 @@ export class MembershipComponent implements Component {
     for (const r of this.table.rows())
       if (r.peerId !== this.selfId && this.isMember(r.peerId) && !this.olderPeers.has(r.peerId))
         peers.push(r.peerId)
-    for (let i = 0; i < PIGGYBACK.fanout && peers.length > 0 && this.queue.size > 0; i++) {
+    for (let i = 0; i < PIGGYBACK.fanout && peers.length > 0 && (this.core?.queued ?? 0) > 0; i++) {
       const peer = peers.splice(Math.floor(Math.random() * peers.length), 1)[0]
       const seq = FANOUT_SEQ_BASE + (this.fanoutSeq++ % FANOUT_SEQ_BASE)
       // a probe with its own seq: the ack is not the detector's, only the gossip both ways counts
@@ -617,7 +602,7 @@ export class MembershipComponent implements Component {
       new Promise((r) => setTimeout(r, 3000)),
     ])
     if (st.kind === Statement.Kind.REVOKE) {
-      this.swim.removeMember(st.peerId)
+      this.core?.forget(st.peerId)
       this.wake()
     }
   }
@@ -777,7 +762,8 @@ export class MembershipComponent implements Component {
       this.lastRehome = now
       this.links.rehome((peer, stream) => this.onWorsePath(peer, stream))
     }
-    this.run(this.swim.tick(now))
+    this.core?.tick(now)
+    this.wake()
   }
 
   private lastRehome = 0
@@ -794,9 +780,9 @@ export class MembershipComponent implements Component {
 
   /** (Re)arm the one timer that drives the SWIM core; called after every input to it. */
   private wake(): void {
-    if (this.stopped || this.left || this.swim === undefined) return
+    if (this.stopped || this.left || this.core === undefined) return
     const now = Date.now()
-    const at = Math.max(now + MIN_SLEEP_MS, Math.min(this.swim.nextWakeup(), now + MAX_SLEEP_MS))
+    const at = Math.max(now + MIN_SLEEP_MS, Math.min(this.core.nextWakeup(), now + MAX_SLEEP_MS))
     if (this.wakeTimer !== undefined && Math.abs(at - this.wakeAt) < MIN_SLEEP_MS) return
     clearTimeout(this.wakeTimer)
     this.wakeAt = at
@@ -807,37 +793,6 @@ export class MembershipComponent implements Component {
     this.wakeTimer.unref()
   }
 
-  private run(actions: readonly Action[]): void {
-    this.wake()
-    for (const a of actions) {
-      switch (a.type) {
-        case 'probe':
-          void this.probe(a.to, a.seq)
-          break
-        case 'probe-req':
-          void this.probeReq(a.via, a.target, a.seq)
-          break
-        case 'ack':
-        case 'nack':
-          this.relayWaiters.get(`${a.to}/${a.seq}`)?.(a.type === 'ack')
-          this.relayWaiters.delete(`${a.to}/${a.seq}`)
-          break
-        case 'suspect':
-        case 'dead': {
-          const claim: Claim = signClaim(
-            { peerId: a.peer, incarnation: a.incarnation, status: a.type },
-            this.signer,
-          )
-          this.applyLocal(claim)
-          const wire = toWireClaim(claim)
-          this.enqueue({ claim: wire }, claim)
-          void this.publish(MemberSet.encode({ records: [], claims: [wire], statements: [] }))
-          break
-        }
-      }
-    }
-  }
-
   /** One request/reply on the probe protocol; resolves with the reply or undefined. */
   private ask(peer: string, probe: Probe, timeoutMs: number): Promise<ProbeReply | undefined> {
     return this.links.ask(peer, probe, timeoutMs)
@@ -846,7 +801,9 @@ export class MembershipComponent implements Component {
   private async probe(peer: string, seq: number): Promise<void> {
     const reply = await this.ask(peer, { seq, target: '' }, this.deps.config.probeTimeoutMs * 2)
     this.metrics.probes.inc({ kind: 'direct', result: reply?.ack === true ? 'ack' : 'timeout' })
-    if (reply?.ack === true) this.run(this.swim.onAck(peer, seq, Date.now()))
+    if (reply?.ack !== true) return
+    this.core?.onAck(peer, seq, Date.now())
+    this.wake()
   }
 
   private async probeReq(via: string, target: string, seq: number): Promise<void> {
@@ -856,11 +813,9 @@ export class MembershipComponent implements Component {
       result: reply === undefined ? 'timeout' : reply.ack ? 'ack' : 'nack',
     })
     if (reply === undefined) return
-    if (reply.ack) this.run(this.swim.onAck(via, seq, Date.now()))
-    else {
-      this.swim.onNack(via, seq)
-      this.wake()
-    }
+    if (reply.ack) this.core?.onAck(via, seq, Date.now())
+    else this.core?.onNack(via, seq)
+    this.wake()
   }
 
   /** Whether to ack a probe from `origin`: at once for us, after our own probe for a target. */
@@ -869,7 +824,8 @@ export class MembershipComponent implements Component {
     // an indirect probe: ask the target ourselves, answer when the detector decides
     const key = `${origin}/${req.seq}`
     const verdict = new Promise<boolean>((resolve) => this.relayWaiters.set(key, resolve))
-    this.run(this.swim.onProbeReq(origin, req.target, req.seq, Date.now()))
+    this.core?.onProbeReq(origin, req.target, req.seq, Date.now())
+    this.wake()
     let timer: NodeJS.Timeout | undefined
     const ack = await Promise.race([
       verdict,

@@ -1,0 +1,307 @@
+/**
+ * One member's membership as a sans-IO core: the member table, the SWIM detector and the
+ * piggyback queue, and the glue between them that the agent (service.ts) and the simulator
+ * (sim/sim.ts) both need and used to write each in its own way:
+ *
+ * - a table change moves the detector (probe a new or refuted member, stop probing a dead one)
+ *   and a claim against ourselves is refuted with a higher incarnation;
+ * - what arrives is applied records first, then claims (a claim counts only from a member);
+ *   gossiped news that changed our table is queued to be passed on;
+ * - the detector's verdicts become signed claims, applied here and spread.
+ *
+ * Inputs are what arrived (records, claims, acks, probe requests) and the time (`now`, in ms,
+ * on whatever clock the driver runs: Date.now() in the agent, virtual time in the simulator).
+ * Outputs are effects, handed to `emit` the moment they happen, in order: the simulator's
+ * figures depend on the order things happen within one event, and a change must reach the
+ * driver before the reaction it causes. `emit` must not call back into the core.
+ */
+import { BROADCAST_DEFAULTS, BroadcastQueue } from './broadcasts.js'
+import type { Change, Entry, MemberTable } from './merge.js'
+import {
+  type Claim,
+  encodeClaim,
+  encodeInfo,
+  type MemberInfo,
+  type SignedInfo,
+  type Signer,
+  signClaim,
+  signInfo,
+  type Verifier,
+} from './record.js'
+import { type Action, Swim, type SwimOptions } from './swim.js'
+
+/** A record or a claim, as queued and piggybacked. */
+export type News = SignedInfo | Claim
+
+export type MembershipEffect =
+  /** the detector's messages: probe, probe request, and as a relay, ack or nack */
+  | Exclude<Action, { type: 'suspect' | 'dead' }>
+  /**
+   * The table changed. `replaced`: the entry it held before. `quiet`: our own 'left' record,
+   * which the agent does not announce as a change of status.
+   */
+  | { type: 'change'; change: Change; replaced: Entry | undefined; quiet: boolean }
+  /** something of ours to spread: a re-signed record or a claim (already queued to piggyback) */
+  | { type: 'publish'; record: SignedInfo | undefined; claim: Claim | undefined }
+  /** someone claimed we are suspect or dead: we answer with this higher incarnation */
+  | { type: 'refuted'; incarnation: number }
+  /** news was queued to piggyback: make sure the fan-out runs */
+  | { type: 'queued' }
+  /** a claim by someone who is not a member was ignored */
+  | { type: 'dropped'; reason: 'unknown_claimant' }
+
+export interface MembershipCoreOptions {
+  signer: Signer
+  verifier: Verifier
+  /** the table to keep (the agent's outlives its detector) */
+  table: MemberTable
+  /** the detector's settings; `self` is the signer's peer ID */
+  swim: Omit<SwimOptions, 'self'>
+  /** our own record at an incarnation: what the driver knows of us (addresses, tags, disk) */
+  describe: (incarnation: number, status: 'alive' | 'left') => MemberInfo
+  emit: (e: MembershipEffect) => void
+  /** piggybacked dissemination: lambda of the queue's retransmissions; false for none (gossipsub only) */
+  piggyback?: { retransmitMult?: number } | false
+  /** members this one follows (a light simulator node: a sample); default all */
+  follows?: (peerId: string) => boolean
+  /** the cluster size the retransmission limit is computed for (default: the table's) */
+  clusterSize?: () => number
+}
+
+const QUEUED: MembershipEffect = Object.freeze({ type: 'queued' })
+const UNKNOWN_CLAIMANT: MembershipEffect = Object.freeze({ type: 'dropped', reason: 'unknown_claimant' })
+
+const sizes = new WeakMap<object, number>()
+const varintLen = (n: number): number => (n < 0x80 ? 1 : n < 0x4000 ? 2 : n < 0x200000 ? 3 : 4)
+/** A length-delimited protobuf field of `len` bytes. */
+const field = (len: number): number => 1 + varintLen(len) + len
+
+/** an Ed25519 signature (the simulator signs with stand-ins but counts real ones) */
+export const SIG_BYTES = 64
+
+/** Bytes of one record or claim as an entry of a MemberSet (a Signed{body, sig}). */
+export function newsBytes(x: News): number {
+  let n = sizes.get(x)
+  if (n === undefined) {
+    const body = 'info' in x ? encodeInfo(x.info).length : encodeClaim(x).length
+    n = field(field(body) + field(SIG_BYTES))
+    sizes.set(x, n)
+  }
+  return n
+}
+
+/**
+ * The queue key: a newer record, or a dead claim, replaces what is queued about the same member;
+ * independent suspicions travel apart (they are Lifeguard confirmations).
+ */
+function newsKey(x: News): string {
+  if ('info' in x) return `r/${x.info.peerId}`
+  return x.status === 'suspect' ? `s/${x.peerId}/${x.by}` : `c/${x.peerId}`
+}
+
+export class MembershipCore {
+  readonly self: string
+  readonly table: MemberTable
+  readonly swim: Swim
+  private readonly o: MembershipCoreOptions
+  private readonly queue: BroadcastQueue<News> | undefined
+  private readonly emit: (e: MembershipEffect) => void
+  private readonly follows: ((peerId: string) => boolean) | undefined
+  private mine!: SignedInfo
+  private hasLeft = false
+
+  constructor(o: MembershipCoreOptions) {
+    this.o = o
+    this.self = o.signer.peerId
+    this.table = o.table
+    this.emit = o.emit
+    this.follows = o.follows
+    this.swim = new Swim({ ...o.swim, self: this.self })
+    this.queue =
+      o.piggyback === false || o.piggyback === undefined
+        ? undefined
+        : new BroadcastQueue({
+            retransmitMult: o.piggyback.retransmitMult ?? BROADCAST_DEFAULTS.retransmitMult,
+          })
+  }
+
+  /** Our current signed record. */
+  get signed(): SignedInfo {
+    return this.mine
+  }
+
+  get left(): boolean {
+    return this.hasLeft
+  }
+
+  /** News still queued to piggyback. */
+  get queued(): number {
+    return this.queue?.size ?? 0
+  }
+
+  /** Sign our first record and hold it (not spread: members learn it when they sync or probe us). */
+  start(now: number): void {
+    this.mine = signInfo(this.o.describe(this.swim.incarnation, 'alive'), this.o.signer)
+    this.apply(this.mine, now)
+  }
+
+  /** Re-sign our record at a higher incarnation (new addresses, tags, or a refutation) and spread it. */
+  refresh(now: number, incarnation = this.swim.bumpIncarnation()): void {
+    if (this.hasLeft) return
+    this.mine = signInfo(this.o.describe(incarnation, 'alive'), this.o.signer)
+    this.apply(this.mine, now)
+    this.spread(this.mine, undefined)
+  }
+
+  /** We leave: our record says 'left' (applied quietly), spread; the detector stops. */
+  leave(now: number): SignedInfo {
+    this.hasLeft = true
+    this.mine = signInfo(this.o.describe(this.swim.bumpIncarnation(), 'left'), this.o.signer)
+    this.applyQuiet(this.mine, now, true)
+    this.spread(this.mine, undefined)
+    return this.mine
+  }
+
+  /**
+   * Apply a record or entry we were given (a sync, a formed cluster), reacting to the change
+   * but not passing it on.
+   */
+  apply(item: Entry | SignedInfo | Claim, now: number): Change | undefined {
+    const change = this.applyQuiet(item, now, false)
+    if (change !== undefined) this.react(change, now)
+    return change
+  }
+
+  /**
+   * Apply what arrived: records first, then claims. `spread`: it came by gossip, so what changed
+   * our table (or counted as a new confirmation of a suspicion) is queued to be passed on.
+   * Returns how many items changed the table.
+   */
+  ingest(records: readonly SignedInfo[], claims: readonly Claim[], now: number, spread: boolean): number {
+    let changed = 0
+    const follows = this.follows
+    for (const r of records) {
+      if (follows !== undefined && !follows(r.info.peerId)) continue
+      if (this.apply(r, now) === undefined) continue
+      changed++
+      if (spread) this.enqueue(r)
+    }
+    for (const c of claims) {
+      const r = this.ingestClaim(c, now)
+      if (r > 1) changed++
+      if (spread && r > 0 && c.peerId !== this.self) this.enqueue(c)
+    }
+    return changed
+  }
+
+  /** Stop probing a member we will not hear from again (revoked). */
+  forget(peer: string): void {
+    this.swim.removeMember(peer)
+  }
+
+  /** Up to `budget` bytes of queued news for one outgoing message. */
+  take(budget: number): News[] {
+    const q = this.queue
+    if (q === undefined || q.size === 0) return []
+    return q.take(budget, this.o.clusterSize?.() ?? this.table.size)
+  }
+
+  // ---- the detector -------------------------------------------------------------------------
+
+  /** When tick() must next run (the detector's nextWakeup). */
+  nextWakeup(): number {
+    return this.swim.nextWakeup()
+  }
+
+  tick(now: number): void {
+    if (this.hasLeft) return
+    this.run(this.swim.tick(now), now)
+  }
+
+  onAck(from: string, seq: number, now: number): void {
+    this.run(this.swim.onAck(from, seq, now), now)
+  }
+
+  onNack(from: string, seq: number): void {
+    this.swim.onNack(from, seq)
+  }
+
+  onProbeReq(origin: string, target: string, seq: number, now: number): void {
+    this.run(this.swim.onProbeReq(origin, target, seq, now), now)
+  }
+
+  // ---- internals ----------------------------------------------------------------------------
+
+  private isMember(peer: string): boolean {
+    const s = this.table.status(peer)
+    return s === 'alive' || s === 'suspect'
+  }
+
+  /** 0: nothing; 1: counted as a confirmation only; 2: changed the table. */
+  private ingestClaim(c: Claim, now: number): number {
+    const follows = this.follows
+    if (follows !== undefined && !follows(c.peerId)) return 0
+    // a claim counts only from a member we know (a light node takes one about a member it
+    // does not follow: it cannot tell)
+    if (c.by !== this.self && (follows === undefined || follows(c.by)) && !this.isMember(c.by)) {
+      this.emit(UNKNOWN_CLAIMANT)
+      return 0
+    }
+    const changed = this.apply(c, now) !== undefined
+    const counted = c.status === 'suspect' && this.swim.onSuspect(c.peerId, c.incarnation, c.by, now)
+    return changed ? 2 : counted ? 1 : 0
+  }
+
+  private applyQuiet(item: Entry | SignedInfo | Claim, now: number, quiet: boolean): Change | undefined {
+    const peer = 'signed' in item ? item.signed.info.peerId : 'info' in item ? item.info.peerId : item.peerId
+    const replaced = this.table.get(peer)
+    const change = this.table.apply(item, this.o.verifier, now)
+    if (change !== undefined) this.emit({ type: 'change', change, replaced, quiet })
+    return change
+  }
+
+  /** What a change of the table means for the detector, and for us. */
+  private react(change: Change, now: number): void {
+    const { peerId, after, entry } = change
+    if (peerId === this.self) {
+      // someone says we are suspect or dead at our current incarnation: refute
+      if (after !== 'alive' && after !== 'left' && !this.hasLeft && entry.claim !== undefined) {
+        const incarnation = this.swim.selfSuspected(entry.claim.incarnation)
+        this.emit({ type: 'refuted', incarnation })
+        this.refresh(now, incarnation)
+      }
+    } else if (after === 'alive' || after === 'suspect') {
+      const inc = entry.signed.info.incarnation
+      if (!this.swim.has(peerId)) this.swim.addMember(peerId, inc)
+      else this.swim.onRefute(peerId, inc)
+    } else {
+      this.swim.removeMember(peerId)
+    }
+  }
+
+  private run(actions: readonly Action[], now: number): void {
+    for (const a of actions) this.act(a, now)
+  }
+
+  private act(a: Action, now: number): void {
+    if (a.type !== 'suspect' && a.type !== 'dead') {
+      this.emit(a)
+      return
+    }
+    const claim = signClaim({ peerId: a.peer, incarnation: a.incarnation, status: a.type }, this.o.signer)
+    this.apply(claim, now)
+    this.spread(undefined, claim)
+  }
+
+  private spread(record: SignedInfo | undefined, claim: Claim | undefined): void {
+    const x = record ?? claim
+    if (x !== undefined) this.enqueue(x)
+    this.emit({ type: 'publish', record, claim })
+  }
+
+  private enqueue(x: News): void {
+    if (this.queue === undefined) return
+    this.queue.enqueue(newsKey(x), x, newsBytes(x))
+    this.emit(QUEUED)
+  }
+}

@@ -1,0 +1,166 @@
+import assert from 'node:assert/strict'
+import {
+  type Claim,
+  type MemberInfo,
+  MembershipCore,
+  type MembershipEffect,
+  MemberTable,
+  mulberry32,
+  nullCrypto,
+  type SignedInfo,
+  signClaim,
+  signInfo,
+} from '../../src/membership/index.js'
+
+// The membership core on a fake clock: no libp2p, no timers. Time is whatever `now` we pass.
+
+const B58 = '123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz'
+const peer = (i: number): string => `12D3KooW${B58[i % 58].repeat(44)}`
+
+function info(peerId: string, incarnation: number, status: 'alive' | 'left' = 'alive'): MemberInfo {
+  return {
+    peerId,
+    name: `n${peerId.charCodeAt(8)}`,
+    overlay: 'fd00::1',
+    addrs: [],
+    incarnation,
+    status,
+    version: '0.1.0',
+    tags: {},
+    computeTypes: [],
+    resources: { cpus: 1, memoryBytes: 1, diskFreeBytes: 1 },
+    maintenance: false,
+  }
+}
+
+const record = (p: string, inc: number): SignedInfo => signInfo(info(p, inc), nullCrypto.signer(p))
+const claim = (by: string, about: string, inc: number, status: 'suspect' | 'dead'): Claim =>
+  signClaim({ peerId: about, incarnation: inc, status }, nullCrypto.signer(by))
+
+const ME = peer(1)
+const A = peer(2)
+const B = peer(3)
+
+function make(): { core: MembershipCore; effects: MembershipEffect[] } {
+  const effects: MembershipEffect[] = []
+  const core = new MembershipCore({
+    signer: nullCrypto.signer(ME),
+    verifier: nullCrypto.verifier,
+    table: new MemberTable(),
+    swim: { rng: mulberry32(7), incarnation: 100, probeIntervalMs: 1000, probeTimeoutMs: 500 },
+    describe: (inc, status) => info(ME, inc, status),
+    emit: (e) => effects.push(e),
+    piggyback: {},
+  })
+  core.start(0)
+  return { core, effects }
+}
+
+const ofType = <T extends MembershipEffect['type']>(effects: MembershipEffect[], type: T) =>
+  effects.filter((e): e is Extract<MembershipEffect, { type: T }> => e.type === type)
+
+/** Tick at every wake-up until `until`, answering nothing. */
+function runSilent(core: MembershipCore, from: number, until: number): void {
+  for (let now = from; now <= until; now = Math.max(now + 1, core.nextWakeup())) core.tick(now)
+}
+
+describe('membership core (sans-IO, fake clock)', () => {
+  it('holds our own record from the start, as a change, without spreading it', () => {
+    const { core, effects } = make()
+    assert.equal(core.table.status(ME), 'alive')
+    assert.equal(core.signed.info.incarnation, 100)
+    assert.deepEqual(
+      effects.map((e) => e.type),
+      ['change'],
+    )
+    assert.equal(core.queued, 0)
+  })
+
+  it('probes a member it learnt of, and names it suspect, then dead, when nothing answers', () => {
+    const { core, effects } = make()
+    core.ingest([record(A, 5)], [], 0, false)
+    core.tick(0)
+    runSilent(core, 0, 1_000)
+    const probes = ofType(effects, 'probe')
+    assert.ok(probes.length > 0 && probes.every((p) => p.to === A), 'probes go to the only member')
+    runSilent(core, 1_000, 3_000)
+    assert.equal(core.table.status(A), 'suspect')
+    const published = ofType(effects, 'publish').map((e) => e.claim?.status)
+    assert.deepEqual(published, ['suspect'])
+    // the verdict is queued to ride on the next messages
+    const news = core.take(4000) as Claim[]
+    assert.equal(news.length, 1)
+    assert.equal(news[0].status, 'suspect')
+    assert.equal(news[0].by, ME)
+    runSilent(core, 3_000, 120_000)
+    assert.equal(core.table.status(A), 'dead')
+    assert.deepEqual(
+      ofType(effects, 'publish').map((e) => e.claim?.status),
+      ['suspect', 'dead'],
+    )
+  })
+
+  it('stops suspecting a member that acks', () => {
+    const { core, effects } = make()
+    core.ingest([record(A, 5)], [], 0, false)
+    for (let now = 0; now <= 20_000; now = Math.max(now + 1, core.nextWakeup())) {
+      const before = effects.length
+      core.tick(now)
+      for (const e of effects.slice(before)) if (e.type === 'probe') core.onAck(e.to, e.seq, now + 10)
+    }
+    assert.equal(core.table.status(A), 'alive')
+    assert.equal(ofType(effects, 'publish').length, 0)
+  })
+
+  it('refutes a suspicion of itself with a higher incarnation, and spreads it', () => {
+    const { core, effects } = make()
+    core.ingest([record(A, 5)], [], 0, false)
+    effects.length = 0
+    core.ingest([], [claim(A, ME, 100, 'suspect')], 10, true)
+    const refuted = ofType(effects, 'refuted')
+    assert.equal(refuted.length, 1)
+    assert.ok(refuted[0].incarnation > 100)
+    assert.equal(core.table.status(ME), 'alive')
+    assert.equal(core.signed.info.incarnation, refuted[0].incarnation)
+    // the claim about us is not passed on; our new record is
+    const news = core.take(4000)
+    assert.equal(news.length, 1)
+    assert.ok('info' in news[0] && news[0].info.incarnation === refuted[0].incarnation)
+  })
+
+  it('ignores a claim by someone who is not a member', () => {
+    const { core, effects } = make()
+    core.ingest([record(A, 5)], [], 0, false)
+    core.ingest([], [claim(B, A, 5, 'dead')], 10, true)
+    assert.equal(core.table.status(A), 'alive')
+    assert.equal(ofType(effects, 'dropped').length, 1)
+    assert.equal(core.queued, 0)
+  })
+
+  it('passes on gossip that changed its table, once, and not what came by sync', () => {
+    const { core } = make()
+    core.ingest([record(A, 5)], [], 0, false)
+    assert.equal(core.queued, 0, 'a sync is not passed on')
+    assert.equal(core.ingest([record(A, 6)], [], 0, true), 1)
+    assert.equal(core.ingest([record(A, 6)], [], 0, true), 0, 'a copy changes nothing')
+    const news = core.take(4000)
+    assert.equal(news.length, 1)
+    assert.equal((news[0] as SignedInfo).info.incarnation, 6)
+  })
+
+  it('leaves quietly: its record says left, is spread, and the detector stops', () => {
+    const { core, effects } = make()
+    core.ingest([record(A, 5)], [], 0, false)
+    effects.length = 0
+    const left = core.leave(50)
+    assert.equal(left.info.status, 'left')
+    assert.equal(core.table.status(ME), 'left')
+    const change = ofType(effects, 'change')
+    assert.equal(change.length, 1)
+    assert.equal(change[0].quiet, true)
+    assert.equal(ofType(effects, 'publish')[0].record, left)
+    effects.length = 0
+    runSilent(core, 50, 60_000)
+    assert.deepEqual(effects, [])
+  })
+})
