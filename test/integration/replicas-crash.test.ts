@@ -173,6 +173,51 @@ describe('replicas: kill -9 during mesh put --replicas 2', function () {
     await assertNowhere('crash:publisher', 'marker:two')
   })
 
+  it('the publisher killed after signing the tag, before a holder took it: the put is not acknowledged, and the tag that got out points only at data its holders have whole', async () => {
+    // An answer can only follow the tag leaving the publisher, so "unacknowledged leaves no tag"
+    // cannot hold in this window; what must hold is that no tag points at data nobody has whole.
+    // One holder is stopped (SIGSTOP) once its copy is complete: the publisher signs and
+    // gossips the tag, then waits for that holder to take it (control timeout, 10 s), and is
+    // killed while it waits: the CLI gets no answer.
+    const d = await dataset(4)
+    const [stalled, other] = d.targets
+    const put = run(d.publisher, ['put', d.src, '--replicas', '2', '--tag', 'crash:signed'])
+    await waitFor(
+      'the first holder to have its copy whole',
+      async () => (await pinOf(stalled, d.root))?.complete,
+      90_000,
+      50,
+    )
+    stalled.child?.kill('SIGSTOP')
+    try {
+      await waitFor(
+        'the tag signed and gossiped to the other holder',
+        async () =>
+          (
+            await api(other).call<{ datasets: Array<{ tag: string }> }>(
+              'GET',
+              '/v1/datasets',
+              undefined,
+              10_000,
+            )
+          ).datasets.some((x) => x.tag === 'signed'),
+        30_000,
+        50,
+      )
+      await d.publisher.kill('SIGKILL')
+    } finally {
+      stalled.child?.kill('SIGCONT')
+    }
+    const r = await put
+    assert.notEqual(r.code, 0, 'the publisher died before the answer: not acknowledged')
+    // with the publisher down, a member that never had it gets every byte by the tag
+    const dest = join(fx.tempDir('mesh-out-'), 'out')
+    const g = await run(d.others[0], ['get', 'crash:signed', dest])
+    assert.equal(g.code, 0, g.stderr)
+    assert.ok(readFileSync(join(dest, 'data.bin')).equals(bytes(SIZE, 4)), 'every byte')
+    await restart(d.publisher)
+  })
+
   it('acknowledged: the publisher killed right after the answer, then one holder too: a member that never had it gets every byte from the last', async () => {
     const d = await dataset(3)
     const r = await run(d.publisher, ['--json', 'put', d.src, '--replicas', '2', '--tag', 'crash:acked'])
