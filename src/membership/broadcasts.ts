@@ -54,6 +54,8 @@ export class BroadcastQueue<T> {
   /** buckets[s]: items sent s times, oldest first */
   private buckets: Item<T>[][] = []
   private readonly byKey = new Map<string, Item<T>>()
+  /** the smallest item ever queued: once less budget than this is left, nothing more fits */
+  private minBytes = Number.POSITIVE_INFINITY
 
   constructor(opts: Partial<BroadcastOptions> = {}) {
     this.opts = { ...BROADCAST_DEFAULTS, ...opts }
@@ -69,6 +71,7 @@ export class BroadcastQueue<T> {
     const old = this.byKey.get(key)
     if (old !== undefined) old.live = false
     const item: Item<T> = { key, value, bytes, sent: 0, live: true }
+    if (bytes < this.minBytes) this.minBytes = bytes
     this.byKey.set(key, item)
     this.bucket(0).push(item)
     if (this.byKey.size > this.opts.maxItems) this.dropMostSent()
@@ -84,10 +87,12 @@ export class BroadcastQueue<T> {
     const out: T[] = []
     const moved: Item<T>[] = []
     let left = budget
-    for (let s = 0; s < this.buckets.length && left > 0; s++) {
+    // stop scanning when nothing fits any more (a long queue is otherwise walked on every message)
+    const min = this.minBytes
+    for (let s = 0; s < this.buckets.length && left > 0 && left >= min; s++) {
       const b = this.buckets[s]
       let kept = b.length
-      for (let i = b.length - 1; i >= 0 && left > 0; i--) {
+      for (let i = b.length - 1; i >= 0 && left > 0 && left >= min; i--) {
         const it = b[i]
         if (!it.live) {
           b.splice(i, 1)

@@ -183,8 +183,28 @@ function checkStrings(x: unknown, max: number, each: number, re: RegExp, what: s
  * Why `x` is not a well-formed MemberInfo, or undefined when it is. Cheap: no encoding,
  * so it can run on every message; checkSize covers the encoded size.
  */
+/**
+ * Frozen records and claims (ours, from signInfo / signClaim, and the simulator's shared copies)
+ * cannot change once checked: remember the ones that passed, so the thousandth copy is not
+ * checked again. Records parsed off the wire are not frozen and are always checked.
+ */
+const passed = new WeakSet<object>()
+const frozenInfo = (x: Record<string, unknown>): boolean =>
+  Object.isFrozen(x) &&
+  Object.isFrozen(x.addrs) &&
+  Object.isFrozen(x.computeTypes) &&
+  Object.isFrozen(x.tags) &&
+  Object.isFrozen(x.resources)
+
 export function checkInfo(x: unknown): string | undefined {
   if (!isObj(x)) return 'not an object'
+  if (passed.has(x)) return undefined
+  const why = checkInfoFields(x)
+  if (why === undefined && frozenInfo(x)) passed.add(x)
+  return why
+}
+
+function checkInfoFields(x: Record<string, unknown>): string | undefined {
   if (Object.keys(x).length !== INFO_KEYS) return 'unexpected fields'
   if (typeof x.peerId !== 'string' || !PEER_ID_RE.test(x.peerId)) return 'bad peerId'
   if (typeof x.name !== 'string' || !NAME_RE.test(x.name)) return 'name is not a DNS label'
@@ -234,6 +254,13 @@ export function checkSignedInfo(x: unknown): string | undefined {
 
 export function checkClaim(x: unknown): string | undefined {
   if (!isObj(x)) return 'not an object'
+  if (passed.has(x)) return undefined
+  const why = checkClaimFields(x)
+  if (why === undefined && Object.isFrozen(x)) passed.add(x)
+  return why
+}
+
+function checkClaimFields(x: Record<string, unknown>): string | undefined {
   if (typeof x.peerId !== 'string' || !PEER_ID_RE.test(x.peerId)) return 'bad peerId'
   if (typeof x.by !== 'string' || !PEER_ID_RE.test(x.by)) return 'bad claimant'
   if (!isCount(x.incarnation)) return 'bad incarnation'
