@@ -249,7 +249,11 @@ async function main(): Promise<void> {
   const mib = arg('mib', 128)
   const repeats = Math.max(1, arg('repeats', 3))
   const load0 = loadavg()
-  const runs = [await measure(true), await measure(false)]
+  // --datagram-only: the datagram carrier alone (e.g. to compare --datagram-mtu values)
+  const runs = [
+    await measure(true),
+    ...(process.argv.includes('--datagram-only') ? [] : [await measure(false)]),
+  ]
   const c = newCluster('bench')
   const ceiling = await streamRun(
     'mesh',
@@ -258,38 +262,33 @@ async function main(): Promise<void> {
   )
   const rows: string[][] = []
   for (const r of runs) {
+    const carrier = r.carrier === 'datagram' ? `datagram, MTU ${arg('datagram-mtu', 1280)}` : 'stream'
     const m = median(r.tcp)
     const d = median(r.direct)
     rows.push(
       [
         `TCP, one stream, clean link (MB/s, median of ${repeats})`,
-        r.carrier,
+        carrier,
         span(r.tcp),
         span(r.direct),
         fmt(m / d, 2),
       ],
       ...r.lossy.map((l) => [
         `TCP, one stream, ${l.loss}% loss each way (MB/s)`,
-        r.carrier,
+        carrier,
         span(l.mesh),
         span(l.direct),
         fmt(median(l.mesh) / median(l.direct), 2),
       ]),
-      [
-        `ssh bulk to cat (MB/s)`,
-        r.carrier,
-        fmt(r.sshMesh),
-        fmt(r.sshDirect),
-        fmt(r.sshMesh / r.sshDirect, 2),
-      ],
+      [`ssh bulk to cat (MB/s)`, carrier, fmt(r.sshMesh), fmt(r.sshDirect), fmt(r.sshMesh / r.sshDirect, 2)],
       [
         'ping RTT (ms, mean)',
-        r.carrier,
+        carrier,
         fmt(r.pingMesh, 3),
         fmt(r.pingDirect, 3),
         `+${fmt(r.pingMesh - r.pingDirect, 3)} ms`,
       ],
-      ['agent CPU seconds per GB through mesh0 (both ends)', r.carrier, fmt(r.cpuPerGB, 1), '-', '-'],
+      ['agent CPU seconds per GB through mesh0 (both ends)', carrier, fmt(r.cpuPerGB, 1), '-', '-'],
     )
   }
   rows.push([

@@ -178,7 +178,13 @@ export class OverlayComponent implements Component {
       if (cfg.datagram) for (const peer of this.talkingTo()) this.maybeDatagram(peer)
     })
     this.deps.reporter.log.info(
-      { interface: cfg.name, address: this.address, prefix: this.prefix, mtu: cfg.mtu },
+      {
+        interface: cfg.name,
+        address: this.address,
+        prefix: this.prefix,
+        mtu: cfg.mtu,
+        reader: this.tun.reader,
+      },
       'overlay interface up',
     )
   }

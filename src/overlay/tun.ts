@@ -1,12 +1,13 @@
 /**
  * A TUN device from Node: /dev/net/tun opened here, ioctl(TUNSETIFF) through koffi (an FFI with
- * prebuilt binaries: no compiler on the machine), packets read in a worker thread (a blocking
- * poll/read loop that would otherwise hold the event loop or a libuv pool thread) and written
- * from the main thread (a write to a TUN device hands the packet to the kernel and returns).
- * Addresses, routes and the link state are set with iproute2's `ip`, as a sysadmin would.
+ * prebuilt binaries: no compiler on the machine), packets read on the main thread's event loop
+ * (libuv polls the fd, see mainLoopReader) or, where that is not possible, in a worker thread,
+ * and written from the main thread (a write to a TUN device hands the packet to the kernel and
+ * returns). Addresses, routes and the link state are set with iproute2's `ip`, as a sysadmin would.
  */
 import { execFile } from 'node:child_process'
 import { closeSync, constants, existsSync, openSync, writeSync } from 'node:fs'
+import { Socket } from 'node:net'
 import { promisify } from 'node:util'
 import { Worker } from 'node:worker_threads'
 
@@ -57,13 +58,49 @@ export interface TunOptions {
 const EPERM = 1
 const EBUSY = 16
 
+/**
+ * Reads the TUN fd on the main thread: libuv's epoll watches it like a pipe, and each read()
+ * returns one packet, so each 'data' chunk is one packet. This saves the hand-off from a reader
+ * thread to the main thread, a scheduler wake-up on every packet that arrives alone (a ping),
+ * on each side. It needs Node's internal pipe_wrap binding (uv_pipe_open on any pollable fd);
+ * undefined where that is not there, and the worker reads instead. The packets that one turn of
+ * the event loop reads are handed on together (one burst, as the worker posts them).
+ */
+function mainLoopReader(fd: number, onPackets: (packets: Uint8Array[]) => void): Socket | undefined {
+  let socket: Socket
+  try {
+    const binding = (process as unknown as { binding(name: string): any }).binding('pipe_wrap')
+    const handle = new binding.Pipe(binding.constants.SOCKET)
+    if (handle.open(fd) !== 0) return undefined
+    socket = new Socket({ handle, readable: true, writable: false } as never)
+  } catch {
+    return undefined
+  }
+  let burst: Uint8Array[] = []
+  const flush = () => {
+    const packets = burst
+    burst = []
+    onPackets(packets)
+  }
+  socket.on('data', (packet: Buffer) => {
+    if (burst.push(packet) === 1) setImmediate(flush)
+  })
+  return socket
+}
+
 /** An open TUN device with its address and routes; close() removes it (and them, with it). */
 export class TunDevice {
   private fd: number
-  private readonly worker: Worker
+  private readonly worker: Worker | undefined
+  private readonly socket: Socket | undefined
   private readonly stopFlag = new Int32Array(new SharedArrayBuffer(4))
   writeErrors = 0
   private closed = false
+
+  /** where packets are read: on the event loop, or in a worker thread where that is not possible */
+  get reader(): 'event-loop' | 'worker' {
+    return this.socket !== undefined ? 'event-loop' : 'worker'
+  }
 
   private constructor(
     readonly name: string,
@@ -71,6 +108,13 @@ export class TunDevice {
     opts: TunOptions,
   ) {
     this.fd = fd
+    this.socket = mainLoopReader(fd, opts.onPackets)
+    if (this.socket !== undefined) {
+      this.socket.on('error', (err) => opts.onError?.(err))
+      // like the worker: the device alone does not keep the process running
+      this.socket.unref()
+      return
+    }
     this.worker = new Worker(new URL('./tun-reader.js', import.meta.url), {
       workerData: { fd, mtu: opts.mtu, stop: this.stopFlag },
     })
@@ -153,11 +197,18 @@ export class TunDevice {
   async close(): Promise<void> {
     if (this.closed) return
     this.closed = true
+    if (this.socket !== undefined) {
+      // the socket owns the fd: destroying it closes the fd (and the kernel removes the device)
+      await new Promise<void>((resolve) => this.socket!.once('close', () => resolve()).destroy())
+      this.fd = -1
+      return
+    }
+    const worker = this.worker!
     Atomics.store(this.stopFlag, 0, 1)
     // the reader polls with a short timeout and exits; the fd is closed only after it has
     await new Promise<void>((resolve) => {
-      const t = setTimeout(() => void this.worker.terminate().then(() => resolve()), 2_000)
-      this.worker.once('exit', () => {
+      const t = setTimeout(() => void worker.terminate().then(() => resolve()), 2_000)
+      worker.once('exit', () => {
         clearTimeout(t)
         resolve()
       })
