@@ -3,7 +3,6 @@ import htm from 'htm'
 import { h, render } from 'preact'
 import { useEffect, useLayoutEffect, useRef } from 'preact/hooks'
 import { CHARTS, columns, makeChart } from './charts.js'
-import { MeshGraph } from './graph.js'
 import {
   connect,
   loadAll,
@@ -65,13 +64,26 @@ function Status({ s }) {
 
 // ---- graph -----------------------------------------------------------------------------------
 let graph // one cytoscape instance, kept while the graph view is shown
+const openMember = (id) => (location.hash = `#/member/${encodeURIComponent(id)}`)
 function GraphView() {
   const box = useRef()
-  useLayoutEffect(() => {
-    graph = new MeshGraph(box.current, (id) => (location.hash = `#/member/${encodeURIComponent(id)}`))
-    graph.update(state.members)
+  useEffect(() => {
+    let gone = false
+    // The page (header, legend, counts) paints first; the graph, the costly part at 1,000
+    // members (cytoscape's styles and first canvas frame), is built just after that frame.
+    requestAnimationFrame(() =>
+      setTimeout(async () => {
+        const { MeshGraph } = await import('./graph.js')
+        if (gone) return
+        graph = new MeshGraph(box.current, openMember, state.members)
+        requestAnimationFrame(() => {
+          perf.graphDrawn ??= performance.now()
+        })
+      }),
+    )
     return () => {
-      graph.destroy()
+      gone = true
+      graph?.destroy()
       graph = undefined
     }
   }, [])
@@ -186,10 +198,7 @@ function TrafficChart({ peerId, name }) {
     title: `traffic with ${name} (bytes/s)`,
     series: [{ label: 'received' }, { label: 'sent' }],
   }
-  useLayoutEffect(() => {
-    plot.current = makeChart(el.current, chart, trafficColumns(peerId), 560)
-    return () => plot.current.destroy()
-  }, [])
+  useLayoutEffect(() => plotIn(el, plot, chart, () => trafficColumns(peerId), 560), [])
   useLayoutEffect(() => plot.current?.setData(trafficColumns(peerId)))
   return html`<div class="chart member-traffic" data-peer=${peerId} ref=${el}></div>`
 }
@@ -280,13 +289,23 @@ function InstancesView() {
 }
 
 // ---- metrics ---------------------------------------------------------------------------------
+/** Make a chart in el.current once uPlot is loaded, with the data of that moment; returns its cleanup. */
+function plotIn(el, plot, chart, data, width) {
+  let gone = false
+  void makeChart(el.current, chart, data(), width).then((p) => {
+    if (gone) p.destroy()
+    else plot.current = p
+  })
+  return () => {
+    gone = true
+    plot.current?.destroy()
+    plot.current = undefined
+  }
+}
 function Chart({ chart }) {
   const el = useRef()
   const plot = useRef()
-  useLayoutEffect(() => {
-    plot.current = makeChart(el.current, chart, columns(chart, state.samples))
-    return () => plot.current.destroy()
-  }, [])
+  useLayoutEffect(() => plotIn(el, plot, chart, () => columns(chart, state.samples)), [])
   useLayoutEffect(() => plot.current?.setData(columns(chart, state.samples)))
   return html`<div class="chart" ref=${el}></div>`
 }
@@ -317,19 +336,28 @@ function App() {
 
 const root = document.getElementById('app')
 root.textContent = '' // the 'loading' line: preact owns this element from now on
-let queued = false
+let queued = false // a render is due
+let throttled = false // rendered since the last frame: the next render waits for the next frame
 function draw() {
   queued = false
+  throttled = true
+  requestAnimationFrame(() => {
+    throttled = false
+    if (queued) draw()
+  })
   const t = performance.now()
   render(html`<${App} />`, root)
   perf.firstDrawMs ??= performance.now() - t
   renderDone()
 }
-/** Render once per burst of changes, right after the events that caused it. */
+/**
+ * Render right after the events that caused it, but at most once a frame: a burst (a partition
+ * changes hundreds of members at once) is one render per frame, not one per event.
+ */
 function schedule() {
   if (queued) return
   queued = true
-  queueMicrotask(draw)
+  if (!throttled) queueMicrotask(draw)
 }
 onChange(schedule)
 addEventListener('hashchange', schedule)
@@ -344,7 +372,7 @@ draw()
 perf.drawn = performance.now()
 // after the frame that follows: cytoscape draws in the frame callback it asked for first
 requestAnimationFrame(() => {
-  perf.firstRender = performance.now()
+  perf.firstPaint = performance.now()
 })
 connect()
 void sampleMetrics()

@@ -1,6 +1,6 @@
 // Small time-series charts of the agent's /metrics, sampled by the page every few seconds.
-// uPlot: a few kB, draws thousands of points on a canvas without effort.
-import uPlot from 'uplot'
+// uPlot: a few kB, draws thousands of points on a canvas without effort; loaded when the first
+// chart is drawn, not with the page (the graph view needs none).
 
 const sumOf = (values, prefix, labelTest) => {
   let s
@@ -103,7 +103,9 @@ export function columns(chart, samples) {
 
 const COLORS = ['#3fb950', '#d29922', '#f85149', '#58a6ff', '#bc8cff']
 
-export function makeChart(el, chart, data, width = 360) {
+/** A uPlot chart in `el` (resolves once uPlot is loaded). */
+export async function makeChart(el, chart, data, width = 360) {
+  const { default: uPlot } = await import('uplot')
   return new uPlot(
     {
       title: chart.title,

@@ -44,6 +44,19 @@ const STYLE = [
   { selector: 'edge.relayed', style: { 'line-color': '#d29922', 'line-style': 'dotted' } },
 ]
 
+/**
+ * Above LABELS_UP_TO members: no label properties at all (each costs a style mapping and a text
+ * measurement per element, and nothing is readable at that zoom) and haystack edges, cytoscape's
+ * cheapest (a straight line, no control points, no arrows).
+ */
+const LARGE = STYLE.map(({ selector, style }) => {
+  const s = { ...style }
+  for (const k of Object.keys(s))
+    if (k === 'label' || k.includes('font') || k.startsWith('text-') || k === 'color') delete s[k]
+  if (selector === 'edge') s['curve-style'] = 'haystack'
+  return { selector, style: s }
+})
+
 /** path as /v1/members says it -> edge kind */
 export function edgeKind(path) {
   if (path === 'direct') return 'direct'
@@ -57,29 +70,95 @@ const LABELS_UP_TO = 150
 const nodeClasses = (m) =>
   [m.self ? 'self' : '', m.status, m.maintenance ? 'maintenance' : ''].join(' ').trim()
 
+const GOLDEN = Math.PI * (3 - Math.sqrt(5))
+/**
+ * Where the i-th node goes: a sunflower spiral, this agent (i = 0) in the middle; linear time,
+ * no simulation, and a member keeps its place while the set does not change.
+ */
+const spiralRadius = (i, n) => (n <= LABELS_UP_TO ? 90 : 28) * Math.sqrt(Math.max(0, i))
+const spiral = (i, n) => {
+  const r = spiralRadius(i, n)
+  return { x: r * Math.cos(i * GOLDEN), y: r * Math.sin(i * GOLDEN) }
+}
+
 export class MeshGraph {
-  constructor(container, onSelect) {
+  /** Draws `members` at once. */
+  constructor(container, onSelect, members) {
+    this.shown = new Map() // peerId -> member object last drawn (compared by identity)
+    this.labels = members.size <= LABELS_UP_TO
+    const elements = this.elements(
+      members,
+      [...members.values()].find((m) => m.self),
+      true,
+    )
     this.cy = cytoscape({
       container,
-      style: STYLE,
+      style: this.labels ? STYLE : LARGE,
       minZoom: 0.05,
       maxZoom: 4,
       textureOnViewport: true,
       hideEdgesOnViewport: true,
       pixelRatio: 1,
+      // a picture to look at and click, not an editor: no dragging or selecting to track
+      autoungrabify: true,
+      autounselectify: true,
+      boxSelectionEnabled: false,
     })
-    this.shown = new Map() // peerId -> member object last drawn (compared by identity)
+    // added in one batch (one style pass, one redraw), each at its place already: no layout run
+    this.cy.batch(() => this.cy.add(elements))
+    this.fit()
     this.cy.on('tap', 'node', (e) => onSelect(e.target.id()))
+  }
+
+  /**
+   * The elements for members not drawn yet (all of them the first time), nodes before edges;
+   * with `place`, each at its spiral position (this agent, `self`, first).
+   */
+  elements(members, self, place) {
+    const order =
+      self === undefined ? [...members.values()] : [self, ...[...members.values()].filter((m) => m !== self)]
+    const nodes = []
+    const edges = []
+    order.forEach((m, i) => {
+      if (this.shown.has(m.peerId)) return
+      this.shown.set(m.peerId, m)
+      const node = {
+        group: 'nodes',
+        data: { id: m.peerId, label: this.labels ? m.name : '' },
+        classes: nodeClasses(m),
+      }
+      if (place) node.position = spiral(i, members.size)
+      nodes.push(node)
+      const e = this.edge(m, self)
+      if (e !== undefined) edges.push(e)
+    })
+    return [...nodes, ...edges]
+  }
+
+  /** The edge from this agent to `m` by path kind, or none (no connection, or `m` is this agent). */
+  edge(m, self) {
+    const kind = self === undefined || m.self ? undefined : edgeKind(m.path)
+    if (kind === undefined) return undefined
+    const label = !this.labels ? '' : m.rttMs === undefined ? kind : `${kind} ${Math.round(m.rttMs)}ms`
+    return {
+      group: 'edges',
+      data: { id: `e:${m.peerId}`, source: self.peerId, target: m.peerId, label, kind },
+      classes: kind,
+    }
   }
 
   /** Draw `members` (Map peerId -> view): add, change and remove only what differs. */
   update(members) {
     const cy = this.cy
-    // names and RTTs on the canvas while they can be read; at hundreds of members they cost
-    // a text measurement each and show nothing (the table and member page have them)
     const labels = members.size <= LABELS_UP_TO
+    if (labels !== this.labels) {
+      // crossed the label threshold: new style, labels set again on every element below
+      this.labels = labels
+      cy.style(labels ? STYLE : LARGE)
+      this.shown = new Map([...this.shown.keys()].map((id) => [id, undefined]))
+    }
     const self = [...members.values()].find((m) => m.self)
-    const fresh = [] // new elements, added in one call (one style pass, one redraw)
+    let added = false
     cy.batch(() => {
       for (const id of this.shown.keys()) {
         if (!members.has(id)) {
@@ -88,71 +167,62 @@ export class MeshGraph {
           this.shown.delete(id)
         }
       }
-      const edges = []
+      const fresh = []
       for (const m of members.values()) {
-        const prev = this.shown.get(m.peerId)
-        if (prev === m) continue
-        this.shown.set(m.peerId, m)
-        const kind = self === undefined || m.self ? undefined : edgeKind(m.path)
-        const elabel =
-          kind === undefined || !labels
-            ? ''
-            : m.rttMs === undefined
-              ? kind
-              : `${kind} ${Math.round(m.rttMs)}ms`
-        const label = labels ? m.name : ''
-        const edgeId = `e:${m.peerId}`
-        if (prev === undefined) {
-          fresh.push({ group: 'nodes', data: { id: m.peerId, label }, classes: nodeClasses(m) })
-          if (kind !== undefined)
-            edges.push({
-              group: 'edges',
-              data: { id: edgeId, source: self.peerId, target: m.peerId, label: elabel, kind },
-              classes: kind,
-            })
+        if (!this.shown.has(m.peerId)) {
+          fresh.push(m)
           continue
         }
+        if (this.shown.get(m.peerId) === m) continue
+        this.shown.set(m.peerId, m)
         const node = cy.getElementById(m.peerId)
+        const label = labels ? m.name : ''
         if (node.data('label') !== label) node.data('label', label)
-        node.classes(nodeClasses(m))
-        const edge = cy.getElementById(edgeId)
-        if (kind === undefined) {
+        const classes = nodeClasses(m)
+        if (node.className().join(' ') !== classes) node.classes(classes)
+        const want = this.edge(m, self)
+        const edge = cy.getElementById(`e:${m.peerId}`)
+        if (want === undefined) {
           if (!edge.empty()) edge.remove()
-        } else if (edge.empty()) {
-          edges.push({
-            group: 'edges',
-            data: { id: edgeId, source: self.peerId, target: m.peerId, label: elabel, kind },
-            classes: kind,
-          })
-        } else if (edge.data('label') !== elabel || edge.data('kind') !== kind) {
-          edge.data({ label: elabel, kind })
-          edge.classes(kind)
+        } else if (edge.empty()) cy.add(want)
+        else if (edge.data('label') !== want.data.label || edge.data('kind') !== want.data.kind) {
+          edge.data({ label: want.data.label, kind: want.data.kind })
+          edge.classes(want.classes)
         }
       }
-      // edges after nodes: an edge needs both ends
-      fresh.push(...edges)
-      if (fresh.length > 0) cy.add(fresh)
+      if (fresh.length > 0) {
+        // edges after nodes: an edge needs both ends
+        cy.add(this.elements(new Map(fresh.map((m) => [m.peerId, m])), self, false))
+        added = true
+      }
     })
-    if (fresh.some((e) => e.group === 'nodes')) this.layout(self?.peerId)
+    if (added) this.layout(self?.peerId)
   }
 
+  /** Everyone to their spiral place again (members came): linear, no simulation. */
   layout(selfId) {
-    // a sunflower spiral: this agent in the middle, members by name around it; linear time,
-    // no simulation, the same place for a member on every redraw
     const nodes = this.cy.nodes().sort((a, b) => (a.id() === selfId ? -1 : b.id() === selfId ? 1 : 0))
-    const golden = Math.PI * (3 - Math.sqrt(5))
     this.cy.batch(() => {
       nodes.forEach((n, i) => {
-        const r = (nodes.length <= LABELS_UP_TO ? 90 : 28) * Math.sqrt(i)
-        n.position({ x: r * Math.cos(i * golden), y: r * Math.sin(i * golden) })
+        n.position(spiral(i, nodes.length))
       })
     })
-    this.cy.fit(undefined, 40)
+    this.fit()
+  }
+
+  /**
+   * Show the whole spiral. Its extent is known from the layout, so no bounding box is asked of
+   * cytoscape (which would compute every element's style and label at once, most of the cost of
+   * drawing 1,000 members).
+   */
+  fit() {
+    const n = this.cy.nodes().length
+    const r = spiralRadius(n - 1, n) + 40 // the outermost node, its size and its label
+    const w = this.cy.width()
+    const h = this.cy.height()
     // a handful of members: normal size, not blown up to the whole window
-    if (this.cy.zoom() > 1.2) {
-      this.cy.zoom(1.2)
-      this.cy.center()
-    }
+    const zoom = Math.min(1.2, Math.max(0.05, Math.min(w, h) / 2 / Math.max(r, 1)))
+    this.cy.viewport({ zoom, pan: { x: w / 2, y: h / 2 } })
   }
 
   /** What the page shows, for the browser test and for people: node and edge counts by kind. */

@@ -169,7 +169,7 @@ function soon(key, fn, ms = 300) {
 }
 
 /** Timings of applied updates, read by the browser test (median of apply + render). */
-export const perf = { updates: [], firstRender: undefined }
+export const perf = { updates: [], firstPaint: undefined, graphDrawn: undefined }
 let pending // an update being timed: its start, until the render after it finishes
 export const renderDone = () => {
   if (pending === undefined) return
