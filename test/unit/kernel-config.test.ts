@@ -102,4 +102,53 @@ describe('config loader', () => {
       /cannot read config file .*nope\.yaml/,
     )
   })
+
+  it('a bad value names its variable, key and what was expected, whatever its type', () => {
+    const fails = (env: Record<string, string>, re: RegExp) =>
+      assert.throws(
+        () => loadConfig({ dataDir: dir, env }),
+        (e: unknown) => e instanceof ConfigError && re.test(e.message),
+      )
+    fails({ MESH_DIAL_TIMEOUT_MS: 'soon' }, /MESH_DIAL_TIMEOUT_MS: key 'dialTimeoutMs': .*expected number/)
+    fails({ MESH_RELAY__SERVER: 'maybe' }, /MESH_RELAY__SERVER: key 'relay.server': .*expected boolean/)
+    fails({ MESH_TUNNEL__ALLOW_PORTS: '22,x' }, /MESH_TUNNEL__ALLOW_PORTS: key 'tunnel.allowPorts.1'/)
+    fails({ MESH_MEMBERSHIP: '300' }, /MESH_MEMBERSHIP: key 'membership': .*expected object/)
+  })
+
+  it('a bad value in the file names the file; a bad flag names the flag', () => {
+    writeFileSync(join(dir, 'config.yaml'), 'dialTimeoutMs: soon\n')
+    assert.throws(
+      () => loadConfig({ dataDir: dir, env: {} }),
+      (e: unknown) =>
+        e instanceof ConfigError && e.message.includes(`${join(dir, 'config.yaml')}: key 'dialTimeoutMs'`),
+    )
+    writeFileSync(join(dir, 'config.yaml'), '')
+    assert.throws(
+      () => loadConfig({ dataDir: dir, env: {}, flags: { dialTimeoutMs: -5 } }),
+      /--dial-timeout-ms: key 'dialTimeoutMs': Too small/,
+    )
+  })
+
+  it('a config file that is not YAML, or not a mapping, is an error that says so; an empty one is no config', () => {
+    const file = join(dir, 'config.yaml')
+    writeFileSync(file, 'name: [unclosed\n')
+    assert.throws(() => loadConfig({ dataDir: dir, env: {} }), /config file .*config\.yaml is not valid YAML/)
+    writeFileSync(file, '- a\n- b\n')
+    assert.throws(
+      () => loadConfig({ dataDir: dir, env: {} }),
+      /config\.yaml must be a YAML mapping of keys to values/,
+    )
+    writeFileSync(file, '')
+    assert.equal(loadConfig({ dataDir: dir, env: {} }).logLevel, 'info')
+  })
+
+  it('an unknown top-level key lists the allowed keys', () => {
+    writeFileSync(join(dir, 'config.yaml'), 'nmae: x\n')
+    assert.throws(
+      () => loadConfig({ dataDir: dir, env: {} }),
+      (e: unknown) =>
+        e instanceof ConfigError &&
+        e.message.includes("unknown key 'nmae' (did you mean 'name'?); allowed keys: name, listen,"),
+    )
+  })
 })
