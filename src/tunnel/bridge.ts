@@ -88,31 +88,50 @@ export function bridge(
     }
 
     // ---- stream -> socket ----------------------------------------------------------------
+    // What arrives in one event-loop turn (often many yamux messages from one TCP read) goes to
+    // the socket in one writev: the chunks are collected and written on setImmediate, corked and
+    // uncorked in the same synchronous call, so no cork outlives the flush (a cork left for a
+    // later tick can be stranded by an end or a close). 'end' flushes first; an error drops them.
     let socketWaiting = false
-    const onMessage = (evt: Event) => {
-      const data = (evt as Event & { data: Uint8Array | Uint8ArrayList }).data
-      result.received += data.byteLength
-      const write = (b: Uint8Array) => (framed ? writeData(socket, b) : socket.write(b))
+    let pending: Uint8Array[] = []
+    let flushScheduled = false
+    const flush = () => {
+      flushScheduled = false
+      if (pending.length === 0 || settled || socket.destroyed || socket.writableEnded) {
+        pending = []
+        return
+      }
+      const chunks = pending
+      pending = []
       let ok = true
-      if (data instanceof Uint8Array) ok = write(data)
-      else for (const chunk of data) ok = write(chunk) && ok
+      socket.cork()
+      for (const c of chunks) ok = (framed ? writeData(socket, c) : socket.write(c)) && ok
+      socket.uncork()
       if (!ok && !socketWaiting && stream.readStatus === 'readable') {
-        // the TCP side is slow: stop granting yamux window until it drains. Pause after this
-        // dispatch, not in it: resume() dispatches the buffered data and then re-opens the yamux
-        // window, undoing a pause made inside the dispatch (@libp2p/utils 7.4.1), and the
-        // sender could then overrun the read buffer (the stream is reset past its limit)
+        // the TCP side is slow: stop granting yamux window until it drains. Outside any
+        // dispatch (setImmediate): resume() dispatches buffered data and then re-opens the
+        // yamux window, which would undo a pause made inside a dispatch (@libp2p/utils 7.4.1)
         socketWaiting = true
-        queueMicrotask(() => {
-          if (stream.readStatus === 'readable') stream.pause()
-        })
+        stream.pause()
         socket.once('drain', () => {
           socketWaiting = false
           if (stream.readStatus === 'paused') stream.resume()
         })
       }
     }
+    const onMessage = (evt: Event) => {
+      const data = (evt as Event & { data: Uint8Array | Uint8ArrayList }).data
+      result.received += data.byteLength
+      if (data instanceof Uint8Array) pending.push(data)
+      else for (const chunk of data) pending.push(chunk)
+      if (!flushScheduled) {
+        flushScheduled = true
+        setImmediate(flush)
+      }
+    }
     const onEnd = () => {
       if (stream.status === 'aborted' || stream.status === 'reset') return // 'close' with an error follows
+      flush()
       if (!socket.destroyed && !socket.writableEnded) {
         if (framed) writeEnd(socket)
         socket.end()
