@@ -44,6 +44,9 @@ const statusIn = (rows: MemberView[], peerId: string) => rows.find((r) => r.peer
 const summary = (rows: MemberView[]) =>
   rows.map((r) => `${r.peerId} ${r.status} ${r.name} ${r.incarnation}`).sort()
 
+/** Views that should agree, one line per member's view, for a failure message. */
+const disagreement = (views: string[][]) => views.map((v, i) => `  view ${i}: ${v.join(' | ')}`).join('\n')
+
 /** What `mesh members` must show the same everywhere at any moment once converged. */
 const visible = (rows: MemberView[]) => rows.map((r) => `${r.peerId} ${r.status} ${r.name}`).sort()
 
@@ -97,6 +100,9 @@ function assertRunning(...agents: AgentProcess[]): void {
 
 // ---- five agents -------------------------------------------------------------------------------
 
+// Five agents shared by every test of this describe, which only read them. A test that changes
+// the cluster (a late joiner, kill -9, leave, SIGTERM) joins agents of its own and asserts only
+// about what it owns and what the five see of it, so each test runs alone (`-g`) or in any order.
 describe('membership: five agents on 127.0.0.1', function () {
   this.timeout(180_000)
   const fx = new Fixture()
@@ -108,16 +114,16 @@ describe('membership: five agents on 127.0.0.1', function () {
   let c: AgentProcess
   let d: AgentProcess
   let e: AgentProcess
-  let f: AgentProcess | undefined
   const ids: Record<string, string> = {}
-  const envE = { MESH_TAGS__ROLE: 'db' }
+  const core = () => [a, b, c, d, e]
+  const corePeers = () => [ids.a, ids.b, ids.c, ids.d, ids.e]
+  /** The five's rows of a table (other tests' agents may be in it too). */
+  const coreRows = (rows: MemberView[]) => rows.filter((r) => corePeers().includes(r.peerId))
 
   const subscribe = (x: AgentProcess) => {
     void logs.get(x)?.close()
     logs.set(x, new EventLog(x))
   }
-  const running = () =>
-    [a, b, c, d, e, f].filter((x): x is AgentProcess => x !== undefined && x.exitCode === null)
 
   before(async () => {
     const dirA = fx.tempDir()
@@ -139,7 +145,7 @@ describe('membership: five agents on 127.0.0.1', function () {
       ['b', b, {}],
       ['c', c, {}],
       ['d', d, {}],
-      ['e', e, envE],
+      ['e', e, { MESH_TAGS__ROLE: 'db' }],
     ] as const) {
       x.start(['--join', await invite(a)], env)
       ids[k] = (await x.ready(40_000)).peerId
@@ -152,33 +158,63 @@ describe('membership: five agents on 127.0.0.1', function () {
     await fx.cleanup()
   })
 
-  it('every `mesh members --json` agrees on the same five peer IDs, all alive, within 30 s', async () => {
-    const t0 = Date.now()
-    const all = [a, b, c, d, e]
-    const want = Object.values(ids).sort()
+  /**
+   * Until the five list each other alive, each with the same view of the five. The bound is
+   * generous where this is a test's starting point: a member wrongly suspected on a busy
+   * machine (while another test's agent joined) refutes it in seconds, not at once.
+   */
+  async function converged(boundMs = 60_000): Promise<void> {
+    let last: string[][] = []
     await waitFor(
       'all five members to list the same five alive members',
       async () => {
-        const views = await Promise.all(all.map(view))
-        const first = JSON.stringify(summary(views[0]))
-        return views.every(
-          (v) =>
-            JSON.stringify(v.map((r) => r.peerId).sort()) === JSON.stringify(want) &&
-            v.every((r) => r.status === 'alive') &&
-            JSON.stringify(summary(v)) === first,
+        last = (await Promise.all(core().map(view))).map((v) => summary(coreRows(v)))
+        const first = JSON.stringify(last[0])
+        return last.every(
+          (v) => v.length === 5 && v.every((r) => r.includes(' alive ')) && JSON.stringify(v) === first,
         )
       },
+      boundMs,
+      250,
+    ).catch((err) => {
+      throw new Error(
+        `${(err as Error).message}; last views (peer status name incarnation):\n${disagreement(last)}`,
+      )
+    })
+  }
+
+  /**
+   * A member of this test's own: joins with alpha's invite and is alive in the five's tables
+   * before the test goes on. It keeps no event stream of its own open (one would keep it from
+   * stopping: see the event stream test below).
+   */
+  async function joinOwn(
+    name: string,
+    env: NodeJS.ProcessEnv = {},
+  ): Promise<{ x: AgentProcess; id: string }> {
+    const x = fx.agent(fx.tempDir(), ['--name', name]).start(['--join', await invite(a)], env)
+    const id = (await x.ready(40_000)).peerId as string
+    await waitFor(
+      `the five to list ${name} alive`,
+      async () => (await Promise.all(core().map(view))).every((v) => statusIn(v, id) === 'alive'),
       30_000,
       250,
     )
+    return { x, id }
+  }
+
+  it('every `mesh members --json` agrees on the same five peer IDs, all alive, within 30 s', async () => {
+    const t0 = Date.now()
+    await converged(30_000)
     console.log(`      converged in ${Date.now() - t0} ms after the last agent answered`)
     // the same through the CLI, as a user sees it (peer IDs, statuses and names: an incarnation
     // can move in between, when a member re-signs its record with new relay addresses)
+    const all = core()
     const cli = await Promise.all(all.map((x) => meshJson<MemberView[]>(x.dataDir, ['members'])))
-    for (const v of cli) assert.deepEqual(visible(v), visible(cli[0]))
+    for (const v of cli) assert.deepEqual(visible(coreRows(v)), visible(coreRows(cli[0])))
     for (const [i, v] of cli.entries()) {
       assert.equal(v.filter((r) => r.self).length, 1)
-      assert.equal(v.find((r) => r.self)?.peerId, ids[['a', 'b', 'c', 'd', 'e'][i]])
+      assert.equal(v.find((r) => r.self)?.peerId, corePeers()[i])
       assert.ok(
         v.every((r) => /^fd[0-9a-f]{2}:/.test(r.overlay)),
         'overlay addresses are ULAs',
@@ -197,11 +233,10 @@ describe('membership: five agents on 127.0.0.1', function () {
   })
 
   it('two members asking for the same name get the same deterministic, visible resolution everywhere', async () => {
+    await converged()
     const [lo, hi] = [ids.d, ids.e].sort()
     const suffixed = `twin-${hi.slice(-6).toLowerCase()}`
-    const views = await Promise.all(
-      [a, b, c, d, e].map((x) => meshJson<MemberView[]>(x.dataDir, ['members'])),
-    )
+    const views = await Promise.all(core().map((x) => meshJson<MemberView[]>(x.dataDir, ['members'])))
     for (const v of views) {
       const names = Object.fromEntries(v.map((r) => [r.peerId, r.name]))
       assert.equal(names[lo], 'twin', 'the smaller peer ID keeps the name')
@@ -228,15 +263,19 @@ describe('membership: five agents on 127.0.0.1', function () {
   })
 
   it('`--status` and `--tag` filter the table (tags from MESH_TAGS__ROLE and from config.yaml)', async () => {
+    await converged()
+    // the five's part of the answer: other tests' members (no tags) may be alive, dead or left
     const peers = async (args: string[]) =>
-      (await meshJson<MemberView[]>(a.dataDir, ['members', ...args])).map((r) => r.peerId).sort()
-    assert.deepEqual(await peers(['--status', 'alive']), Object.values(ids).sort())
+      coreRows(await meshJson<MemberView[]>(a.dataDir, ['members', ...args]))
+        .map((r) => r.peerId)
+        .sort()
+    assert.deepEqual(await peers(['--status', 'alive']), corePeers().sort())
     assert.deepEqual(await peers(['--status', 'dead']), [])
     assert.deepEqual(await peers(['--tag', 'role=web']), [ids.a, ids.b].sort())
     assert.deepEqual(await peers(['--tag', 'role=web', '--tag', 'dc=x']), [ids.b])
     assert.deepEqual(await peers(['--tag', 'role=db']), [ids.e])
     assert.deepEqual(await peers(['--tag', 'role=web', '--status', 'left']), [])
-    // every member sees bravo's tags from its config file
+    // every member sees bravo's tags from its config file (and only bravo has dc=x)
     for (const x of [c, d]) {
       const v = await meshJson<MemberView[]>(x.dataDir, ['members', '--tag', 'dc=x'])
       assert.deepEqual(
@@ -266,14 +305,15 @@ describe('membership: five agents on 127.0.0.1', function () {
   })
 
   it('a late joiner has the full table from its first sync (well before the 30 s periodic sync)', async () => {
+    await converged()
     const spawned = Date.now()
-    f = fx.agent(fx.tempDir(), ['--name', 'foxtrot']).start(['--join', await invite(a)])
-    // the first time the late joiner lists anyone but itself, it lists everyone
+    const f = fx.agent(fx.tempDir(), ['--name', 'foxtrot']).start(['--join', await invite(a)])
+    // the first time the late joiner lists anyone but itself, it lists everyone alpha knows
     const first = await waitFor(
       'the late joiner to list another member',
       async () => {
-        if (f!.exitCode !== null) throw new Error(`agent exited: ${f!.stderr.slice(-1000)}`)
-        const v = await view(f!).catch(() => [])
+        if (f.exitCode !== null) throw new Error(`agent exited: ${f.stderr.slice(-1000)}`)
+        const v = await view(f).catch(() => [])
         return v.length > 1 ? v : undefined
       },
       25_000,
@@ -281,172 +321,213 @@ describe('membership: five agents on 127.0.0.1', function () {
     )
     const ms = Date.now() - spawned
     console.log(`      late joiner: full table ${ms} ms after spawn`)
-    ids.f = first.find((r) => r.self)!.peerId
+    const fid = first.find((r) => r.self)!.peerId
+    assert.deepEqual(
+      coreRows(first)
+        .map((r) => `${r.peerId} ${r.status}`)
+        .sort(),
+      corePeers()
+        .map((p) => `${p} alive`)
+        .sort(),
+      'the first view already holds every member',
+    )
+    const known = (await view(a)).map((r) => r.peerId).filter((p) => p !== fid)
     assert.deepEqual(
       first
         .filter((r) => !r.self)
-        .map((r) => `${r.peerId} ${r.status}`)
+        .map((r) => r.peerId)
         .sort(),
-      [ids.a, ids.b, ids.c, ids.d, ids.e].map((p) => `${p} alive`).sort(),
-      'the first view already holds every member',
+      known.sort(),
+      "and every other member alpha knows (other tests' ones too)",
     )
     const m = await metricsText(f)
     assert.ok(metric(m, 'mesh_membership_syncs_total', { result: 'ok' }) >= 1, 'it synced')
-    subscribe(f)
+    let last: MemberView[][] = []
     await waitFor(
       'all six members to agree',
       async () => {
-        const views = await Promise.all([a, b, c, d, e, f!].map(view))
-        return views.every(
-          (v) => v.length === 6 && JSON.stringify(summary(v)) === JSON.stringify(summary(views[0])),
+        last = await Promise.all([...core(), f].map(view))
+        return last.every(
+          (v) =>
+            statusIn(v, fid) === 'alive' && JSON.stringify(summary(v)) === JSON.stringify(summary(last[0])),
         )
       },
       30_000,
       250,
-    )
+    ).catch((err) => {
+      throw new Error(`${(err as Error).message}; last views:\n${disagreement(last.map(summary))}`)
+    })
+    // it leaves again: one agent more than the five for each test at most (two cores)
+    await f.kill('SIGTERM')
   })
 
-  let incarnationBefore = 0
+  describe('kill -9, --rejoin and restart of a member of their own (golf)', () => {
+    let g: AgentProcess
+    let gid: string
+    let incarnationBefore = 0
+    let killing: Promise<Map<AgentProcess, number>> | undefined
+    /** how many changes each of the five had seen when golf was killed */
+    let eventsAtKill = new Map<AgentProcess, number>()
 
-  it('kill -9: every other member marks it dead (bound 60 s: probe round + 4 s suspicion, up to 6x unconfirmed)', async () => {
-    assertRunning(a, b, c, d, e, f!)
-    incarnationBefore = (await view(a)).find((r) => r.peerId === ids.e)!.incarnation
-    const others = [a, b, c, d, f!]
-    const killedAt = Date.now()
-    await e.kill('SIGKILL')
-    const took = new Map<AgentProcess, number>()
-    await waitFor(
-      'every other member to mark the killed one dead',
-      async () => {
-        await Promise.all(
-          others
-            .filter((o) => !took.has(o))
-            .map(async (o) => {
-              if (statusIn(await view(o), ids.e) === 'dead') took.set(o, Date.now() - killedAt)
-            }),
+    before(async () => {
+      await converged()
+      ;({ x: g, id: gid } = await joinOwn('golf'))
+    })
+
+    /**
+     * golf killed with SIGKILL and dead in each of the five's tables: ms from the kill per
+     * member. The first test that needs it kills golf; the others wait for the same kill.
+     */
+    function killed(): Promise<Map<AgentProcess, number>> {
+      killing ??= (async () => {
+        assertRunning(...core(), g)
+        incarnationBefore = (await view(a)).find((r) => r.peerId === gid)!.incarnation
+        eventsAtKill = new Map(core().map((o) => [o, logs.get(o)!.changes().length]))
+        const killedAt = Date.now()
+        await g.kill('SIGKILL')
+        const took = new Map<AgentProcess, number>()
+        await waitFor(
+          'every other member to mark the killed one dead',
+          async () => {
+            await Promise.all(
+              core()
+                .filter((o) => !took.has(o))
+                .map(async (o) => {
+                  if (statusIn(await view(o), gid) === 'dead') took.set(o, Date.now() - killedAt)
+                }),
+            )
+            return took.size === 5
+          },
+          60_000,
+          250,
         )
-        return took.size === others.length
-      },
-      60_000,
-      250,
-    )
-    const times = others.map((o) => took.get(o)!)
-    console.log(
-      `      kill -9 detection: ${times.map((t) => `${(t / 1000).toFixed(1)} s`).join(', ')} (max ${(Math.max(...times) / 1000).toFixed(1)} s)`,
-    )
-    for (const o of others) {
-      const dead = await meshJson<MemberView[]>(o.dataDir, ['members', '--status', 'dead'])
-      assert.deepEqual(
-        dead.map((r) => r.peerId),
-        [ids.e],
+        return took
+      })()
+      return killing
+    }
+
+    it('kill -9: every other member marks it dead (bound 60 s: probe round + 4 s suspicion, up to 6x unconfirmed)', async () => {
+      const took = await killed()
+      const times = core().map((o) => took.get(o)!)
+      console.log(
+        `      kill -9 detection: ${times.map((t) => `${(t / 1000).toFixed(1)} s`).join(', ')} (max ${(Math.max(...times) / 1000).toFixed(1)} s)`,
       )
-      const flagged = (await view(o)).filter(
-        (r) => r.peerId !== ids.e && (r.status === 'dead' || r.status === 'left'),
-      )
-      assert.deepEqual(flagged, [], 'nobody else is dead or gone')
-      const ev = logs.get(o)!.changes(ids.e)
+      for (const o of core()) {
+        const dead = await meshJson<MemberView[]>(o.dataDir, ['members', '--status', 'dead'])
+        assert.deepEqual(
+          dead.map((r) => r.peerId),
+          [gid],
+        )
+        const flagged = coreRows(await view(o)).filter((r) => r.status === 'dead' || r.status === 'left')
+        assert.deepEqual(flagged, [], 'none of the five is dead or gone')
+        const ev = logs.get(o)!.changes(gid)
+        assert.ok(
+          ev.some((ch) => ch.after === 'dead'),
+          'a cluster_change event said so',
+        )
+      }
+      // no healthy member was reported dead while golf was being detected
+      for (const o of core()) {
+        const wrong = logs
+          .get(o)!
+          .changes()
+          .slice(eventsAtKill.get(o))
+          .filter((ch) => ch.after === 'dead' && ch.peerId !== gid)
+        assert.deepEqual(wrong, [])
+      }
+    })
+
+    it('`mesh members --rejoin` re-dials every known member that has not left, the dead one included', async () => {
+      await killed()
+      // whoever else is in the table (other tests' members) counts too: dialled = not left,
+      // connected = not dead
+      const rows = (await view(a)).filter((r) => !r.self && r.status !== 'left')
+      const dialled = rows.length
+      const connected = rows.filter((r) => r.status !== 'dead').length
       assert.ok(
-        ev.some((ch) => ch.after === 'dead'),
-        'a cluster_change event said so',
+        dialled >= 5 && connected === dialled - 1,
+        JSON.stringify(rows.map((r) => [r.name, r.status])),
       )
-    }
-    // no healthy member was ever reported dead
-    for (const o of others) {
-      const wrong = logs
-        .get(o)!
-        .changes()
-        .filter((ch) => ch.after === 'dead' && ch.peerId !== ids.e)
-      assert.deepEqual(wrong, [])
-    }
+      const r = await mesh(['--data-dir', a.dataDir, 'members', '--rejoin'])
+      assert.equal(r.code, 0, r.stderr)
+      assert.match(r.stderr, new RegExp(`rejoin: dialled ${dialled} members, ${connected} connected`))
+      assert.match(r.stdout, /^alpha\*/m)
+      const v = await meshJson<MemberView[]>(a.dataDir, ['members', '--rejoin'])
+      assert.equal(statusIn(v, gid), 'dead')
+      assert.deepEqual(
+        coreRows(v).map((x) => x.status),
+        ['alive', 'alive', 'alive', 'alive', 'alive'],
+      )
+    })
+
+    it('restart after kill -9 (same data dir, no token): alive again everywhere with a higher incarnation (bound 30 s)', async () => {
+      await killed()
+      assertRunning(...core())
+      const t0 = Date.now()
+      g.start([])
+      assert.equal((await g.ready(30_000)).peerId, gid)
+      const all = [...core(), g]
+      await waitFor(
+        'every member to list the restarted one alive with a higher incarnation',
+        async () => {
+          const views = await Promise.all(all.map(view))
+          return views.every((v) => {
+            const row = v.find((r) => r.peerId === gid)
+            return row !== undefined && row.status === 'alive' && row.incarnation > incarnationBefore
+          })
+        },
+        30_000,
+        250,
+      )
+      console.log(`      restart: alive everywhere ${Date.now() - t0} ms after spawn`)
+      for (const o of core()) {
+        const ev = logs.get(o)!.changes(gid)
+        const back = ev.findLast((ch) => ch.after === 'alive')
+        assert.ok(back !== undefined && back.incarnation > incarnationBefore, 'cluster_change: alive again')
+      }
+      await waitFor(
+        'all six to agree again',
+        async () => {
+          const views = await Promise.all(all.map(view))
+          return views.every((v) => JSON.stringify(summary(v)) === JSON.stringify(summary(views[0])))
+        },
+        30_000,
+        250,
+      )
+    })
   })
 
-  it('`mesh members --rejoin` re-dials every known member that has not left, the dead one included', async () => {
-    const r = await mesh(['--data-dir', a.dataDir, 'members', '--rejoin'])
-    assert.equal(r.code, 0, r.stderr)
-    assert.match(r.stderr, /rejoin: dialled 5 members, 4 connected/)
-    assert.match(r.stdout, /^alpha\*/m)
-    const v = await meshJson<MemberView[]>(a.dataDir, ['members', '--rejoin'])
-    assert.equal(v.length, 6)
-    assert.equal(statusIn(v, ids.e), 'dead')
-  })
-
-  it('restart after kill -9 (same data dir, no token): alive again everywhere with a higher incarnation (bound 30 s)', async () => {
-    assertRunning(a, b, c, d, f!)
-    const t0 = Date.now()
-    e.start([], envE)
-    assert.equal((await e.ready(30_000)).peerId, ids.e)
-    subscribe(e)
-    const all = [a, b, c, d, e, f!]
-    await waitFor(
-      'every member to list the restarted one alive with a higher incarnation',
-      async () => {
-        const views = await Promise.all(all.map(view))
-        return views.every((v) => {
-          const row = v.find((r) => r.peerId === ids.e)
-          return row !== undefined && row.status === 'alive' && row.incarnation > incarnationBefore
-        })
-      },
-      30_000,
-      250,
-    )
-    console.log(`      restart: alive everywhere ${Date.now() - t0} ms after spawn`)
-    for (const o of [a, b, c, d, f!]) {
-      const ev = logs.get(o)!.changes(ids.e)
-      const back = ev.findLast((ch) => ch.after === 'alive')
-      assert.ok(back !== undefined && back.incarnation > incarnationBefore, 'cluster_change: alive again')
-    }
-    await waitFor(
-      'all six to agree again',
-      async () => {
-        const views = await Promise.all(all.map(view))
-        return views.every((v) => JSON.stringify(summary(v)) === JSON.stringify(summary(views[0])))
-      },
-      30_000,
-      250,
-    )
-  })
-
-  /** Poll `watchers` until each lists `peerId` as left; returns ms per watcher since `t0`. */
-  async function waitLeft(
-    watchers: AgentProcess[],
-    peerId: string,
-    t0: number,
-    boundMs: number,
-  ): Promise<number[]> {
+  /** Poll the five until each lists `peerId` as left; returns ms per member since `t0`. */
+  async function waitLeft(peerId: string, t0: number, boundMs: number): Promise<number[]> {
     const took = new Map<AgentProcess, number>()
     await waitFor(
       `every other member to list ${peerId} as left within ${boundMs} ms`,
       async () => {
         await Promise.all(
-          watchers
+          core()
             .filter((o) => !took.has(o))
             .map(async (o) => {
               if (statusIn(await view(o), peerId) === 'left') took.set(o, Date.now() - t0)
             }),
         )
-        return took.size === watchers.length
+        return took.size === 5
       },
       boundMs,
       50,
     )
-    return watchers.map((o) => took.get(o)!)
+    return core().map((o) => took.get(o)!)
   }
 
-  /** How many status changes of `peerId` each watcher has seen so far. */
-  const seen = (watchers: AgentProcess[], peerId: string) =>
-    new Map(watchers.map((o) => [o, logs.get(o)!.changes(peerId).length]))
+  /** How many status changes of `peerId` each of the five has seen so far. */
+  const seen = (peerId: string) => new Map(core().map((o) => [o, logs.get(o)!.changes(peerId).length]))
 
   /**
    * Left straight from alive: no suspicion, no death on the way (so it was not failure
    * detection). Only changes since `since` count: a busy machine may have made a watcher suspect
-   * the member for a moment during an earlier step, which says nothing about how it left.
+   * the member for a moment while it joined, which says nothing about how it left.
    */
-  function assertLeftDirectly(
-    watchers: AgentProcess[],
-    peerId: string,
-    since: Map<AgentProcess, number>,
-  ): void {
-    for (const o of watchers) {
+  function assertLeftDirectly(peerId: string, since: Map<AgentProcess, number>): void {
+    for (const o of core()) {
       const ev = logs
         .get(o)!
         .changes(peerId)
@@ -463,64 +544,72 @@ describe('membership: five agents on 127.0.0.1', function () {
     }
   }
 
-  /**
-   * An open event stream keeps the agent from stopping (see the skipped test below), so the
-   * member about to go stops watching its own stream first; the others' streams are what count.
-   */
-  async function unsubscribe(x: AgentProcess): Promise<void> {
-    await logs.get(x)?.close()
-    logs.delete(x)
-  }
-
   it('`mesh leave`: the member is `left` everywhere at once (within 3 s; detection would need 5 s or more) and its agent stops', async () => {
-    await unsubscribe(d)
-    const before = seen([a, b, c, e, f!], ids.d)
-    const r = await mesh(['--data-dir', d.dataDir, 'leave'])
+    await converged()
+    const { x: h, id: hid } = await joinOwn('hotel')
+    const before = seen(hid)
+    const r = await mesh(['--data-dir', h.dataDir, 'leave'])
     const t0 = Date.now()
     assert.equal(r.code, 0, r.stderr)
     assert.match(r.stdout, /left the cluster/)
-    const watchers = [a, b, c, e, f!]
-    assertRunning(...watchers)
-    const times = await waitLeft(watchers, ids.d, t0, 3_000)
+    assertRunning(...core())
+    const times = await waitLeft(hid, t0, 3_000)
     console.log(`      mesh leave: left everywhere after ${Math.max(...times)} ms`)
-    assertLeftDirectly(watchers, ids.d, before)
-    await waitFor('the agent that left to exit', async () => d.exitCode !== null, 15_000)
-    assert.equal(d.exitCode, 0, d.stderr.slice(-2000))
+    assertLeftDirectly(hid, before)
+    await waitFor('the agent that left to exit', async () => h.exitCode !== null, 15_000)
+    assert.equal(h.exitCode, 0, h.stderr.slice(-2000))
   })
 
   it('SIGTERM: the member is `left` everywhere at once (within 3 s) and exits 0', async () => {
-    await unsubscribe(c)
-    const before = seen([a, b, e, f!], ids.c)
+    await converged()
+    const { x: i, id: iid } = await joinOwn('india')
+    const before = seen(iid)
     const t0 = Date.now()
-    const exited = c.kill('SIGTERM')
-    const watchers = [a, b, e, f!]
-    assertRunning(...watchers)
-    const times = await waitLeft(watchers, ids.c, t0, 3_000)
+    const exited = i.kill('SIGTERM')
+    assertRunning(...core())
+    const times = await waitLeft(iid, t0, 3_000)
     console.log(`      SIGTERM: left everywhere after ${Math.max(...times)} ms`)
     await Promise.race([exited, sleep(15_000)])
-    assert.equal(c.exitCode, 0, c.stderr.slice(-2000))
-    assertLeftDirectly(watchers, ids.c, before)
-    assertRunning(...watchers)
-    for (const o of watchers) {
+    assert.equal(i.exitCode, 0, i.stderr.slice(-2000))
+    assertLeftDirectly(iid, before)
+    assertRunning(...core())
+    for (const o of core()) {
       const left = await meshJson<MemberView[]>(o.dataDir, ['members', '--status', 'left'])
-      assert.deepEqual(left.map((r) => r.peerId).sort(), [ids.c, ids.d].sort())
+      assert.ok(
+        left.some((r) => r.peerId === iid),
+        'mesh members --status left lists it',
+      )
+      assert.deepEqual(coreRows(left), [], 'and none of the five')
     }
   })
 
   it("every change raised a cluster_change event: each member's last event per peer matches its table", async () => {
-    assertRunning(a, b, e, f!)
-    // let in-flight events land; the tables are settled (nothing changes any more)
-    await sleep(500)
-    for (const x of running()) {
-      const rows = await view(x)
-      const changes = logs.get(x)!.changes()
-      const last = new Map<string, string>()
-      for (const ch of changes) last.set(ch.peerId, ch.after)
-      assert.ok(last.size > 0, 'events arrived')
-      for (const [peer, after] of last)
-        assert.equal(statusIn(rows, peer), after, `event vs table for ${peer}`)
-      // and the events carry what a hook needs
-      for (const ch of changes) {
+    await converged()
+    assertRunning(...core())
+    // the tables are settled; an event may still be on its way, so wait (bounded) for them to match
+    let mismatch = ''
+    await waitFor(
+      'the last event per peer to match the table on each of the five',
+      async () => {
+        mismatch = ''
+        for (const x of core()) {
+          const rows = await view(x)
+          const last = new Map<string, string>()
+          for (const ch of logs.get(x)!.changes()) last.set(ch.peerId, ch.after)
+          for (const [peer, after] of last)
+            if (statusIn(rows, peer) !== after)
+              mismatch += `${x.dataDir}: event ${after} vs table ${statusIn(rows, peer)} for ${peer}\n`
+        }
+        return mismatch === ''
+      },
+      15_000,
+      250,
+    ).catch(() => {})
+    assert.equal(mismatch, '', 'event vs table')
+    assert.ok(logs.get(a)!.changes().length >= 4, 'alpha saw the other four join')
+    // and the events carry what a hook needs
+    for (const x of core()) {
+      for (const ch of logs.get(x)!.changes()) {
         assert.equal(typeof ch.peerId, 'string')
         assert.ok(['alive', 'suspect', 'dead', 'left'].includes(ch.after))
         assert.ok(Number.isSafeInteger(ch.incarnation))
