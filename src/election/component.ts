@@ -8,6 +8,7 @@
 import { existsSync, readFileSync, renameSync, writeFileSync } from 'node:fs'
 import type { Message as GossipMessage } from '@libp2p/gossipsub'
 import type { Connection, PeerId, Stream } from '@libp2p/interface'
+import { peerIdFromString } from '@libp2p/peer-id'
 import { lpStream } from '@libp2p/utils'
 import { ElectionSet } from '../../protocols/election.js'
 import { Statement } from '../../protocols/trust.js'
@@ -132,7 +133,11 @@ export class ElectionsComponent implements Component {
     this.stopConnections = onEveryConnection(node, this.onConnection)
     // a voter dying is what moves a stuck round on: take death claims as the table accepts them
     this.unsubscribe = this.deps.events.subscribe((e) => {
-      if (e.type === 'cluster_change' && e.data.after === 'dead') this.onDeath(String(e.data.peerId))
+      if (e.type !== 'cluster_change') return
+      if (e.data.after === 'dead') this.onDeath(String(e.data.peerId))
+      // back from the dead (a healed partition, a starved process): it missed what we hold, we
+      // what it holds, and the connection may never have dropped, so no sync on connect
+      else if (e.data.before === 'dead' && e.data.after === 'alive') this.syncWith(String(e.data.peerId))
     })
     // resume what was open before a restart; claims already in the table too
     const saved = this.load()
@@ -279,7 +284,22 @@ export class ElectionsComponent implements Component {
   private onDeath(peer: string): void {
     const row = this.deps.membership.rows().find((r) => r.peerId === peer)
     if (row?.entry.claim === undefined) return
+    const accepted = this.core.counters.accepted
     this.run(this.core.ingest(row.entry.claim, Date.now()))
+    // a claim that moved an election is one of its messages: pass it on, since a member whose
+    // table saw the refutation first never takes the claim from its table, and the state of a
+    // request is a function of the messages held (without this two members allocated one request)
+    if (this.core.counters.accepted > accepted) void this.publish([row.entry.claim])
+  }
+
+  private syncWith(peer: string): void {
+    let id: PeerId
+    try {
+      id = peerIdFromString(peer)
+    } catch {
+      return
+    }
+    void this.sync(id)
   }
 
   /** Decode a batch and feed it in; every bad item is counted and dropped, nothing throws. */
@@ -453,7 +473,7 @@ export class ElectionsComponent implements Component {
     }, delay)
   }
 
-  private async publish(msgs: Message[]): Promise<void> {
+  private async publish(msgs: Array<Message | Claim>): Promise<void> {
     const bytes = ElectionSet.encode({ messages: msgs.map(toWire) })
     try {
       await this.libp2p.services.pubsub.publish(this.topic, bytes)
