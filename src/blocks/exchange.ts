@@ -8,10 +8,10 @@
  * CorruptBlockError, and the caller stops asking that provider.
  */
 import type { Connection, PeerId, Stream } from '@libp2p/interface'
-import { lpStream } from '@libp2p/utils'
 import { Exchange, Want } from '../../protocols/blocks.js'
 import { type Blockstore, MAX_BLOCK } from './blockstore.js'
 import { type CID, decodeCid, matches } from './cid.js'
+import { LpMessages } from './lp-messages.js'
 
 type Bytes = Uint8Array<ArrayBuffer>
 
@@ -79,7 +79,7 @@ export async function serveExchange(
   idleMs = EXCHANGE_IDLE_MS,
 ): Promise<void> {
   const peer = conn.remotePeer.toString()
-  const lp = lpStream(stream, { maxDataLength: MAX_MESSAGE, maxBufferSize: 8 << 20 })
+  const lp = new LpMessages(stream, { maxDataLength: MAX_MESSAGE, maxBufferSize: 8 << 20 })
   const queue: Queued[] = []
   const cancelled = new Set<string>()
   let ended = false
@@ -207,7 +207,7 @@ interface Pending {
  */
 export class Session {
   private readonly pending = new Map<string, Pending>()
-  private readonly lp
+  private readonly lp: LpMessages
   private outWants: Array<{ cid: Bytes; kind: Want.Kind }> = []
   private outCancels: Bytes[] = []
   private flushing: Promise<void> | undefined
@@ -222,7 +222,10 @@ export class Session {
     private readonly stream: Stream,
     opts: { maxBufferBytes?: number; onUnwanted?: () => void } = {},
   ) {
-    this.lp = lpStream(stream, { maxDataLength: MAX_MESSAGE, maxBufferSize: opts.maxBufferBytes ?? 64 << 20 })
+    this.lp = new LpMessages(stream, {
+      maxDataLength: MAX_MESSAGE,
+      maxBufferSize: opts.maxBufferBytes ?? 64 << 20,
+    })
     void this.readLoop(opts.onUnwanted)
   }
 
