@@ -1,3 +1,4 @@
+import '../../src/shim.js'
 import assert from 'node:assert/strict'
 import { once } from 'node:events'
 import { type AddressInfo, createServer } from 'node:net'
