@@ -54,6 +54,11 @@ export interface SwimOptions {
   awarenessMax?: number
   /** at most this many probe requests relayed for others at once */
   maxRelays?: number
+  /**
+   * Lifeguard: a tick this much later than it was due means our own event loop was starved
+   * (default: half the probe timeout)
+   */
+  starvedLateMs?: number
 }
 
 /** Minimum suspicion timeout for a cluster of n members: mult * max(1, log10 n) * interval. */
@@ -90,6 +95,8 @@ interface Suspicion {
   timeout: number
   /** extra wait while we only heard of the failure and did not see it ourselves */
   backup: number
+  /** Lifeguard: already given one more wait because we were starved (once: a slow member still decides) */
+  stretched: boolean
 }
 
 interface Member {
@@ -176,6 +183,9 @@ export class Swim {
   private readonly lifeguard: boolean
   private readonly awarenessMax: number
   private readonly maxRelays: number
+  private readonly starvedLateMs: number
+  /** the latest `now` any input brought: a deadline that passed before it is not a late tick */
+  private seen = 0
   private inc: number
 
   private readonly members = new Map<string, Member>()
@@ -200,6 +210,8 @@ export class Swim {
   private pDeadline = 0
   private pRelays: readonly string[] = NO_PEERS
   private pNacks = 0
+  /** this stage of the probe was already stretched once because we were starved */
+  private pStretched = false
 
   constructor(o: SwimOptions) {
     this.self = o.self
@@ -215,6 +227,7 @@ export class Swim {
     this.lifeguard = o.lifeguard ?? true
     this.awarenessMax = o.awarenessMax ?? 8
     this.maxRelays = o.maxRelays ?? 256
+    this.starvedLateMs = o.starvedLateMs ?? Math.floor(this.timeout / 2)
     if (!(this.timeout > 0 && this.timeout < this.interval))
       throw new Error('probe timeout must be positive and below the probe interval')
   }
@@ -310,6 +323,7 @@ export class Swim {
 
   /** An ack for `seq` arrived from `from` (the target itself, or a relay forwarding it). */
   onAck(from: string, seq: number, now: number): readonly Action[] {
+    if (now > this.seen) this.seen = now
     const r = this.relays.get(seq)
     if (r !== undefined) {
       if (from !== r.target) return NONE
@@ -341,6 +355,7 @@ export class Swim {
 
   /** `origin` asks us to ping `target`: returns the probe to send; the ack or nack follows. */
   onProbeReq(origin: string, target: string, seq: number, now: number): readonly Action[] {
+    if (now > this.seen) this.seen = now
     if (target === this.self) return [{ type: 'ack', to: origin, seq }]
     if (this.relays.size >= this.maxRelays) return NONE
     const local = ++this.seq
@@ -357,6 +372,7 @@ export class Swim {
    * suspicion or counted a new confirmation: news worth passing on (as memberlist re-broadcasts).
    */
   onSuspect(peer: string, incarnation: number, by: string, now: number): boolean {
+    if (now > this.seen) this.seen = now
     if (peer === this.self) return false
     const m = this.members.get(peer)
     if (m === undefined || incarnation < m.incarnation) return false
@@ -413,13 +429,25 @@ export class Swim {
 
   tick(now: number): readonly Action[] {
     this.out = undefined
+    let starved = false
     if (!this.started) {
       this.started = true
       // stagger, so members started together do not probe in lockstep
       this.nextProbeAt = now + Math.floor(this.rng() * this.interval)
+    } else if (this.lifeguard && now - Math.max(this.nextWakeup(), this.seen) > this.starvedLateMs) {
+      // Our own event loop was starved: the answers we wait for may be sitting unread behind
+      // this very tick (timers run before I/O). We are the slow one: stretch our timing, and
+      // give the probe in flight and any expiring suspicion one more (stretched) wait instead
+      // of accusing anyone on a verdict we cannot trust.
+      starved = true
+      this.adjust(1)
     }
-    this.runTimers(now)
-    if (this.phase === 1 && now >= this.pDeadline) this.goIndirect(now)
+    if (now > this.seen) this.seen = now
+    this.runTimers(now, starved)
+    if (starved && this.phase !== 0 && now >= this.pDeadline && !this.pStretched) {
+      this.pStretched = true
+      this.pDeadline = now + this.timeout * this.scale()
+    } else if (this.phase === 1 && now >= this.pDeadline) this.goIndirect(now)
     else if (this.phase === 2 && now >= this.pDeadline) this.probeFailed(now)
     if (this.phase === 0 && now >= this.nextProbeAt) this.startProbe(now)
     const out = this.out
@@ -443,13 +471,20 @@ export class Swim {
     this.score = Math.min(this.awarenessMax - 1, Math.max(0, this.score + delta))
   }
 
-  private runTimers(now: number): void {
+  private runTimers(now: number, starved: boolean): void {
     for (let t = this.timers.peek(); t !== undefined && t.at <= now; t = this.timers.peek()) {
       this.timers.pop()
       if (t.seq < 0) {
         const m = this.members.get(t.peer)
         const s = m?.suspicion
         if (s === undefined || s.deadline > now) continue
+        if (starved && !s.stretched) {
+          s.stretched = true
+          // a refutation may be waiting unread: look again after a stretched probe interval
+          s.deadline = now + this.interval * this.scale()
+          this.timers.push({ at: s.deadline, peer: t.peer, seq: -1 })
+          continue
+        }
         this.emit({ type: 'dead', peer: t.peer, incarnation: s.incarnation })
         this.removeMember(t.peer)
         continue
@@ -479,6 +514,7 @@ export class Swim {
     this.pDeadline = now + this.timeout * scale
     this.pRelays = NO_PEERS
     this.pNacks = 0
+    this.pStretched = false
     this.nextProbeAt = now + this.interval * scale
     this.emit({ type: 'probe', to: target, seq: this.pSeq })
   }
@@ -503,6 +539,7 @@ export class Swim {
     for (const via of relays) this.emit({ type: 'probe-req', via, target: this.pTarget, seq: this.pSeq })
     this.pRelays = relays
     this.pNacks = 0
+    this.pStretched = false
     this.phase = 2
     // the direct ack still counts until the end of the (scaled) interval
     this.pDeadline = now + (this.interval - this.timeout) * this.scale()
@@ -563,6 +600,7 @@ export class Swim {
       confirmers: undefined,
       timeout,
       backup,
+      stretched: false,
     }
     this.timers.push({ at: m.suspicion.deadline, peer: m.peer, seq: -1 })
   }

@@ -334,4 +334,54 @@ describe('membership: SWIM failure detector', () => {
     }
     assert.fail('no probe')
   })
+
+  it('Lifeguard: a member whose own loop was starved blames itself, not the member it probes', () => {
+    const s = new Swim({ self: 'me', rng: mulberry32(9) })
+    s.addMember('a', 0)
+    s.tick(0)
+    let probe: Action | undefined
+    let now = 0
+    while (probe === undefined) {
+      now = s.nextWakeup()
+      probe = s.tick(now).find((x) => x.type === 'probe')
+    }
+    assert.equal(s.health, 0)
+    // our event loop stalls for 3 s: the tick comes long after the probe's deadline, and the
+    // ack may be waiting unread behind it
+    const late = now + 3_000
+    const acts = s.tick(late)
+    assert.ok(s.health > 0, 'the stall raises our own awareness')
+    assert.deepEqual(
+      acts.filter((x) => x.type !== 'probe'),
+      [],
+      'no indirect probe or suspicion on a verdict taken while starved',
+    )
+    // the next ticks on time: still waiting for the direct ack, for a stretched probe timeout
+    assert.equal(s.nextWakeup(), late + 500 * (s.health + 1))
+    assert.ok(s.onAck('a', (probe as { seq: number }).seq, late + 1).length === 0)
+    assert.equal(s.isSuspect('a'), false)
+  })
+
+  it('Lifeguard: a suspicion expiring while we were starved waits for a refutation we may not have read', () => {
+    const s = new Swim({ self: 'me', rng: mulberry32(9), suspicionMinMs: 4_000, suspicionMaxMs: 4_000 })
+    s.addMember('a', 0)
+    s.tick(0)
+    s.onSuspect('a', 0, 'b', 10)
+    const deadline = s.suspicionDeadline('a')!
+    let now = 10
+    // keep probing on time (acked), up to the deadline
+    while (s.nextWakeup() < deadline - 600) {
+      now = s.nextWakeup()
+      for (const a of s.tick(now)) if (a.type === 'probe') s.onAck(a.to, a.seq, now + 1)
+    }
+    // then our loop stalls past the deadline
+    const acts = s.tick(deadline + 2_000)
+    assert.deepEqual(
+      acts.filter((x) => x.type === 'dead'),
+      [],
+    )
+    // the refutation we had not read yet arrives: no death
+    assert.equal(s.onRefute('a', 1), true)
+    assert.equal(s.isSuspect('a'), false)
+  })
 })
