@@ -3,7 +3,8 @@
 // from a live member, or get an acknowledged dataset), who and which picked by a seeded PRNG; after every step the invariants are checked:
 // the live members converge (each sees every live one alive) within CONVERGE_MS, and no
 // acknowledged dataset is lost (every one gets byte for byte from a live member, while at most
-// one member is down). CI runs MESH_CHAOS_STEPS (default 6); `npm run chaos` runs 40.
+// one member is down). CI runs MESH_CHAOS_STEPS (default 6). Partitions, CPU starvation and
+// elections are in the netns chaos run, test/system/chaos-netns.test.ts (`npm run chaos`).
 // MESH_CHAOS_SEED picks the sequence; the seed is printed so a failure reproduces.
 import '../../src/shim.js'
 import assert from 'node:assert/strict'
