@@ -88,11 +88,11 @@ describe(`system: chaos, ${N} agents in netns, ${MINUTES > 0 ? `${MINUTES} min` 
     const [first, ...rest] = members
     ok(await w.mesh({ dir: first.dir } as Agent, ['init', '--cluster', 'chaos']), 'mesh init')
     first.agent = w.agent(first.name, first.host, extra(first.host), ENV)
-    await w.ready(first.agent)
+    await ready(first)
     // one join at a time: concurrent joins to one inviter fail on a loaded machine
     for (const m of rest) {
       m.agent = w.agent(m.name, m.host, ['--join', await w.invite(first.agent), ...extra(m.host)], ENV)
-      await w.ready(m.agent)
+      await ready(m)
     }
     await membersConverged()
   })
@@ -104,6 +104,19 @@ describe(`system: chaos, ${N} agents in netns, ${MINUTES > 0 ? `${MINUTES} min` 
   })
 
   const live = () => members.filter((m) => m.up)
+
+  /** The agent answers; start-up is CPU-bound, and at load 100 on 2 cores a restart took over 60 s. */
+  const ready = (m: Member) =>
+    waitFor(
+      `agent ${m.name} to answer`,
+      async () => {
+        if (m.agent.child.exitCode !== null)
+          throw new Error(`agent ${m.name} exited ${m.agent.child.exitCode}: ${w!.tail(m.agent)}`)
+        return w!.json(m.agent, ['status'])
+      },
+      CONVERGE_MS,
+      500,
+    )
 
   function killGroup(pgid: number): void {
     try {
@@ -153,7 +166,7 @@ describe(`system: chaos, ${N} agents in netns, ${MINUTES > 0 ? `${MINUTES} min` 
 
   async function restart(m: Member): Promise<void> {
     m.agent = w!.agent(m.name, m.host, extra(m.host), ENV)
-    await w!.ready(m.agent)
+    await ready(m)
     m.up = true
   }
 
