@@ -19,7 +19,7 @@ import { join } from 'node:path'
 import { noise } from '@chainsafe/libp2p-noise'
 import { yamux } from '@chainsafe/libp2p-yamux'
 import { generateKeyPair } from '@libp2p/crypto/keys'
-import type { Stream } from '@libp2p/interface'
+import type { Connection, Stream } from '@libp2p/interface'
 import { tcp } from '@libp2p/tcp'
 import { multiaddr } from '@multiformats/multiaddr'
 import { createLibp2p } from 'libp2p'
@@ -27,6 +27,7 @@ import { ConfigSchema } from '../../src/agent/config.js'
 import { Reporter } from '../../src/kernel/reporter.js'
 import type { Cluster } from '../../src/node/cluster.js'
 import { createMeshNode } from '../../src/node/libp2p.js'
+import { PeerTraffic } from '../../src/node/peer-traffic.js'
 
 export const BENCH_PROTOCOL = '/mesh-bench/stream/1.0.0'
 /** A peer never outlives this, whatever its parent does. */
@@ -93,6 +94,12 @@ async function meshNode() {
             isRevoked: () => false,
           },
         })
+  // MESH_BENCH_COUNT_TRAFFIC=1: count bytes per peer as the agent does (src/node/peer-traffic.ts),
+  // to show what that costs
+  if (process.env.MESH_BENCH_COUNT_TRAFFIC === '1') {
+    const traffic = new PeerTraffic()
+    node.addEventListener('connection:open', (evt: CustomEvent<Connection>) => traffic.count(evt.detail))
+  }
   // createMeshNode may leave starting to its caller (the agent wires listeners first)
   await node.start()
   const stop = async () => {
