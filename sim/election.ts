@@ -1,7 +1,7 @@
 // Elections under churn: the real election core (src/election/ElectionCore) on every simulated
 // member, riding on the simulated membership as an Extension. Messages go out on the simulated
 // gossip ('ext' channel); every death the member's own membership table accepts is fed to its
-// core, as the agent does. A restarted member gets a fresh core (its state is lost in a crash).
+// core, and passed on when it moved an election, as the agent does. A restarted member gets a fresh core (its state is lost in a crash).
 //
 // Reported: decision time (request created -> first winner acts), how requests ended, and the
 // safety property: never two live members acting (allocating) for one request at once.
@@ -34,6 +34,7 @@ interface Replica {
 }
 
 const BYTES: Record<Message['kind'], number> = { request: 260, vote: 230, report: 240, cancel: 150 }
+const CLAIM_BYTES = 150
 
 export class ElectionExt implements Extension {
   readonly name = 'election'
@@ -78,7 +79,13 @@ export class ElectionExt implements Extension {
   onChange(node: SimNode, change: Parameters<NonNullable<Extension['onChange']>>[1]): void {
     if (change.after !== 'dead' || change.entry.claim === undefined) return
     const r = this.replicas.get(node.idx)
-    if (r !== undefined) this.handle(node, r, r.core.ingest(change.entry.claim, this.wall))
+    if (r === undefined) return
+    const accepted = r.core.counters.accepted
+    this.handle(node, r, r.core.ingest(change.entry.claim, this.wall))
+    // as the agent does: a claim that moved an election is passed on (a member whose table saw
+    // the refutation first never takes it from its table)
+    if (r.core.counters.accepted > accepted)
+      this.sim.publishExt(node, this.name, change.entry.claim, CLAIM_BYTES)
   }
 
   onMessage(node: SimNode, _from: SimNode, body: unknown): void {
