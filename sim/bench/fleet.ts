@@ -98,7 +98,7 @@ async function run(o: Options) {
       await sleep((o.stormS * 1000) / (o.agents - 1))
     }
     const startedS = (Date.now() - t0) / 1000
-    await Promise.all(agents.map((a) => a.ready(180_000)))
+    await Promise.all(agents.map((a) => a.ready(600_000)))
     const readyS = (Date.now() - t0) / 1000
     await until(
       `all ${o.agents} agents to list ${o.agents} alive`,
