@@ -1,5 +1,6 @@
 import { randomBytes } from 'node:crypto'
-import { mkdir, readdir, readFile, rename, rm, stat, unlink, writeFile } from 'node:fs/promises'
+import { close, open, read, writeFile } from 'node:fs'
+import { mkdir, readdir, rename, rm, stat, unlink } from 'node:fs/promises'
 import { join } from 'node:path'
 import { type CID, cidOf, matches } from './cid.js'
 import { BlocksError, explainFsError } from './errors.js'
@@ -12,7 +13,35 @@ export interface BlockIO {
   writeFile(path: string, data: Uint8Array): Promise<void>
 }
 
-const defaultIO: BlockIO = { writeFile: (p, d) => writeFile(p, d, { mode: 0o600 }) }
+// fs's callback API, not fs/promises: no FileHandle (an object with a finalizer) per block
+const defaultIO: BlockIO = {
+  writeFile: (p, d) =>
+    new Promise((resolve, reject) =>
+      writeFile(p, d, { mode: 0o600 }, (err) => (err ? reject(err) : resolve())),
+    ),
+}
+
+/**
+ * A block file's bytes when the index knows its size: open, one positional read, close (no
+ * fstat, no FileHandle, as readFile needs). A file of another size reads short or long, and
+ * the hash check after it catches that.
+ */
+function readBlock(path: string, size: number): Promise<Buffer> {
+  return new Promise((resolve, reject) => {
+    open(path, 'r', (err, fd) => {
+      if (err) return reject(err)
+      // one byte more than expected: a longer file must not hash-match by being cut short
+      const buf = Buffer.allocUnsafe(size + 1)
+      const more = (filled: number) =>
+        read(fd, buf, filled, buf.length - filled, filled, (rerr, n) => {
+          // a read may return less than asked (a signal): go on until EOF or the buffer is full
+          if (rerr === null && n > 0 && filled + n < buf.length) return more(filled + n)
+          close(fd, () => (rerr ? reject(rerr) : resolve(buf.subarray(0, filled + n))))
+        })
+      more(0)
+    })
+  })
+}
 
 interface Meta {
   size: number
@@ -101,7 +130,7 @@ export class Blockstore {
     if (meta === undefined) return undefined
     let bytes: Buffer
     try {
-      bytes = await readFile(this.path(key))
+      bytes = await readBlock(this.path(key), meta.size)
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code === 'ENOENT') {
         this.forget(key)

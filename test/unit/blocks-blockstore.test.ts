@@ -63,6 +63,17 @@ describe('blocks: blockstore', () => {
     assert.equal(existsSync(s.path(cid)), false)
   })
 
+  it('a block file that grew on disk is dropped too (the read of the indexed size does not cut it short)', async () => {
+    const bad: string[] = []
+    const s = new Blockstore(join(temp(), 'blocks'), { onCorrupt: (c) => bad.push(c) })
+    await s.open()
+    const data = new Uint8Array(randomBytes(300 << 10))
+    const cid = await s.putBytes(data)
+    writeFileSync(s.path(cid), Buffer.concat([data, Buffer.from('tail')]))
+    assert.equal(await s.get(cid), undefined)
+    assert.deepEqual(bad, [cid.toString()])
+  })
+
   it('a full disk is a clear error and leaves no partial block', async () => {
     const dir = join(temp(), 'blocks')
     let written = 0
