@@ -12,7 +12,10 @@ import type { TrustStore } from './trust.js'
 
 const MAX = 256 << 10
 /** how long `mesh agent --join` keeps trying the token's addresses (busy or restarting inviter) */
-const JOIN_RETRY_FOR_MS = 60_000
+// how long a joiner keeps trying an inviter that does not answer: 49 agents joining one inviter
+// from one address within 10 s, on 2 cores, left some joiners still refused (upgrade timeouts,
+// the inviter's limit of new connections per address) after 60 s (sim/bench/fleet.ts)
+const JOIN_RETRY_FOR_MS = 180_000
 /** dials back to the inviter right after a join, before leaving it to the node's redial tick */
 const REDIAL_ATTEMPTS = 4
 const REDIAL_FOR_MS = 8_000
