@@ -164,10 +164,28 @@ export class MembershipComponent implements Component {
       syncs: r.counter('syncs_total', 'push-pull syncs, by role and result', ['role', 'result']),
       changes: r.counter('changes_total', 'status changes seen', ['to']),
     }
-    r.health(() => ({
-      ok: (this.core?.swim.health ?? 0) === 0,
-      detail: `awareness ${this.core?.swim.health ?? 0}`,
-    }))
+    // Lifeguard's awareness says our own event loop was late (a busy machine): probes are
+    // stretched, which is the agent coping, not failing. It is a figure to watch, not a reason
+    // for /health to fail (a supervisor restarting a starved agent only adds load).
+    const awarenessNow = () => this.core?.swim.health ?? 0
+    r.gauge(
+      'local_health',
+      'Lifeguard awareness: 0 is healthy; probe timing is stretched by (1 + this)',
+      [],
+      function () {
+        this.set(awarenessNow())
+      },
+    )
+    r.health(() => {
+      const awareness = awarenessNow()
+      return {
+        ok: this.core !== undefined,
+        detail:
+          awareness === 0
+            ? 'awareness 0'
+            : `awareness ${awareness}: our event loop ran late, probes stretched x${awareness + 1}`,
+      }
+    })
   }
 
   private get libp2p() {

@@ -503,6 +503,9 @@ export class Swim {
   private startProbe(now: number): void {
     const target = this.nextTarget()
     if (target === undefined) {
+      // nobody to probe, so nobody to be slow for: an on-time period heals a step (an agent
+      // alone would otherwise keep a start-up stall's awareness for good)
+      this.adjust(-1)
       this.nextProbeAt = now + this.interval
       return
     }

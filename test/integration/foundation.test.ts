@@ -245,8 +245,9 @@ describe('foundation: bad input gets a clear error and loses nothing', function 
     assert.match(metrics, /mesh_node_connections/)
     assert.match(metrics, /mesh_membership_members\{status="alive"\} 1/)
     const health = await fetch(`http://127.0.0.1:${port}/health`)
-    assert.equal(health.status, 200)
-    assert.equal(((await health.json()) as { ok: boolean }).ok, true)
+    const body = (await health.json()) as { ok: boolean }
+    assert.equal(health.status, 200, JSON.stringify(body))
+    assert.equal(body.ok, true)
     await a.kill('SIGTERM')
     const r = await mesh(['--data-dir', dir, 'agent'], { env: { MESH_METRICS__LISTEN: '0.0.0.0:9464' } })
     assert.equal(r.code, 2)

@@ -362,6 +362,16 @@ describe('membership: SWIM failure detector', () => {
     assert.equal(s.isSuspect('a'), false)
   })
 
+  it('Lifeguard: a member alone heals once its loop is on time again (nobody to be slow for)', () => {
+    // an agent started on a busy machine has a late first tick; alone it never gets an ack to
+    // heal by, so without this it stayed 'unhealthy' for good
+    const s = new Swim({ self: 'me', rng: mulberry32(11) })
+    s.tick(0)
+    s.tick(s.nextWakeup() + 5_000)
+    for (let i = 0; i < 3; i++) s.tick(s.nextWakeup())
+    assert.equal(s.health, 0)
+  })
+
   it('Lifeguard: a suspicion expiring while we were starved waits for a refutation we may not have read', () => {
     const s = new Swim({ self: 'me', rng: mulberry32(9), suspicionMinMs: 4_000, suspicionMaxMs: 4_000 })
     s.addMember('a', 0)
