@@ -192,8 +192,23 @@ export function loadConfig<S extends z.ZodType>(schema: S, src: ConfigSources): 
     for (const k of Object.keys(env)) {
       if (!k.startsWith(ENV_PREFIX) || names.has(k)) continue
       const near = [...names].find((n) => editDistance(k, n, 1) <= 1)
-      if (near !== undefined)
+      if (near !== undefined) {
         src.warn(`environment variable ${k} is not a config variable; did you mean ${near}?`)
+        continue
+      }
+      // `__` is config's own separator: MESH_MEMBERSHIP__PROBE_INTERVAL names a section that
+      // exists, so it was meant as config; say which variables that section has
+      const cut = k.lastIndexOf('__')
+      if (cut < 0 || !names.has(k.slice(0, cut))) continue
+      const section = k.slice(0, cut)
+      const siblings = [...names].filter(
+        (n) => n.startsWith(`${section}__`) && !n.slice(section.length + 2).includes('__'),
+      )
+      if (siblings.length === 0) continue
+      const best = siblings.reduce((a, b) => (editDistance(k, b, 99) < editDistance(k, a, 99) ? b : a))
+      src.warn(
+        `environment variable ${k} is not a config variable and is ignored; did you mean ${best}? (${section} has ${siblings.join(', ')})`,
+      )
     }
   }
 

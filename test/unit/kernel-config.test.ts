@@ -67,6 +67,21 @@ describe('config loader', () => {
     ])
   })
 
+  it("warns about a misspelt variable of a known section, naming the section's variables", () => {
+    const warnings: string[] = []
+    const c = loadConfig({
+      dataDir: dir,
+      env: { MESH_MEMBERSHIP__PROBE_INTERVAL: '200' },
+      warn: (w) => warnings.push(w),
+    })
+    assert.equal(c.membership.probeIntervalMs, 1000)
+    assert.equal(warnings.length, 1)
+    assert.match(
+      warnings[0],
+      /^environment variable MESH_MEMBERSHIP__PROBE_INTERVAL is not a config variable and is ignored; did you mean MESH_MEMBERSHIP__PROBE_INTERVAL_MS\? \(MESH_MEMBERSHIP has .*MESH_MEMBERSHIP__PROBE_TIMEOUT_MS/,
+    )
+  })
+
   it('flags beat variables, which beat the file', () => {
     writeFileSync(join(dir, 'config.yaml'), 'name: from-file\nlogLevel: warn\ndialTimeoutMs: 700\n')
     const c = loadConfig({
