@@ -173,7 +173,14 @@ export class Joiner {
  * the connection before the handshake (too many new connections from one address, as when
  * several machines behind one NAT join at once) looks the same as a wrong cluster key.
  */
-function whatToCheck(err: Error | undefined): string {
+export function whatToCheck(err: Error | undefined): string {
+  // libp2p wraps a dial that timed out during Noise as EncryptionFailedError too: tell them apart
+  if (err !== undefined && /abort|time ?out/i.test(err.message))
+    return (
+      'the inviting member did not finish the handshake in time: it may be busy (many members joining ' +
+      'at once, or a loaded machine) or the network between the machines is slow or dropping packets; ' +
+      'retry in a minute, or give --join a token from a less busy member'
+    )
   if (err?.name === 'EncryptionFailedError')
     return (
       'the handshake did not complete: the inviting member may be refusing new connections from this ' +
