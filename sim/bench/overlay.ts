@@ -11,6 +11,7 @@
 //
 //   npm run bench:overlay            (node dist/sim/bench/overlay.js --mib 128 --repeats 3 --ssh-mib 200 --pings 100 --lossy-mib 32)
 //   MESH_BENCH_PROF=DIR              agents write a CPU profile into DIR when they stop (cpu-prof.ts)
+//   --datagram-only --no-lossy --no-ceiling   a short run: the datagram carrier on the clean link
 //
 // Prints a markdown table and writes sim/out/overlay-<time>.json. Every process and namespace
 // it starts is removed, also when a step fails.
@@ -22,6 +23,7 @@ import { sshdSetup } from '../../test/system/harness.js'
 import { type Agent, World, waitFor } from '../../test/system/world.js'
 import {
   cpuSeconds,
+  cpuSecondsByThread,
   fmt,
   machineInfo,
   machineMarkdown,
@@ -73,6 +75,8 @@ interface CarrierRun {
   lossy: Array<{ loss: number; mesh: number[]; direct: number[] }>
   dropped: Record<string, unknown>
   netemNote: string
+  /** CPU seconds per GB through mesh0 of each agent's threads, by thread name (a, b) */
+  threads: Record<string, Record<string, number>>
 }
 
 const LOSS = [0.25, 1]
@@ -183,21 +187,34 @@ async function measure(datagram: boolean): Promise<CarrierRun> {
     const tcp: number[] = []
     const direct: number[] = []
     let cpuMesh = 0
+    const threadCpu = [new Map<string, number>(), new Map<string, number>()]
     for (let i = 0; i < repeats; i++) {
       const cpu0 = pids.map(cpuSeconds)
+      const th0 = pids.map(cpuSecondsByThread)
       tcp.push(await send(bOverlay))
       const cpu1 = pids.map(cpuSeconds)
+      const th1 = pids.map(cpuSecondsByThread)
       cpuMesh += cpu1[0] - cpu0[0] + cpu1[1] - cpu0[1]
+      for (let j = 0; j < 2; j++)
+        for (const [name, s] of th1[j])
+          threadCpu[j].set(name, (threadCpu[j].get(name) ?? 0) + s - (th0[j].get(name) ?? 0))
       direct.push(await send(bHost.ip))
     }
-    const cpuPerGB = cpuMesh / ((repeats * mib * 1.048576) / 1000)
+    const gb = (repeats * mib * 1.048576) / 1000
+    const cpuPerGB = cpuMesh / gb
+    const threads: CarrierRun['threads'] = {}
+    for (const [j, who] of ['a', 'b'].entries())
+      threads[who] = Object.fromEntries(
+        [...threadCpu[j]].filter(([, s]) => s > 0).map(([name, s]) => [name, Number((s / gb).toFixed(1))]),
+      )
     const sshMesh = await ssh(bOverlay)
     const sshDirect = await ssh(bHost.ip)
     const pingMesh = await rtt(bOverlay)
     const pingDirect = await rtt(bHost.ip)
     // the same link losing packets: every packet leaving a's or b's namespace, at random
     const lossy: CarrierRun['lossy'] = []
-    for (const loss of LOSS) {
+    // --no-lossy: the clean link only (a short profiling run)
+    for (const loss of process.argv.includes('--no-lossy') ? [] : LOSS) {
       const rule = [
         'OUTPUT',
         '-o',
@@ -233,6 +250,7 @@ async function measure(datagram: boolean): Promise<CarrierRun> {
       lossy,
       dropped,
       netemNote,
+      threads,
     }
   } finally {
     await w.cleanup()
@@ -255,11 +273,14 @@ async function main(): Promise<void> {
     ...(process.argv.includes('--datagram-only') ? [] : [await measure(false)]),
   ]
   const c = newCluster('bench')
-  const ceiling = await streamRun(
-    'mesh',
-    { bytes: mib * 2 ** 20, chunk: 64 << 10 },
-    JSON.stringify({ name: c.name, id: c.id, key: Buffer.from(c.key).toString('hex') }),
-  )
+  // --no-ceiling: skip the bare stream (it does not change with the overlay's code)
+  const ceiling = process.argv.includes('--no-ceiling')
+    ? { mbps: Number.NaN }
+    : await streamRun(
+        'mesh',
+        { bytes: mib * 2 ** 20, chunk: 64 << 10 },
+        JSON.stringify({ name: c.name, id: c.id, key: Buffer.from(c.key).toString('hex') }),
+      )
   const rows: string[][] = []
   for (const r of runs) {
     const carrier = r.carrier === 'datagram' ? `datagram, MTU ${arg('datagram-mtu', 1280)}` : 'stream'
@@ -308,7 +329,7 @@ async function main(): Promise<void> {
   const machine = machineInfo()
   const load = (l: number[]) => l.map((x) => x.toFixed(2)).join(' ')
   console.log(
-    `\n${table}\n${runs[0].netemNote}\ndropped packets: ${JSON.stringify(runs.map((r) => r.dropped))}\n\nMachine: ${machineMarkdown(machine)}; load average at start ${load(load0)}, at end ${load(loadavg())}`,
+    `\n${table}\n${runs[0].netemNote}\ndropped packets: ${JSON.stringify(runs.map((r) => r.dropped))}\nagent CPU s/GB through mesh0 by thread (sender a, receiver b): ${JSON.stringify(runs.map((r) => ({ carrier: r.carrier, ...r.threads })))}\n\nMachine: ${machineMarkdown(machine)}; load average at start ${load(load0)}, at end ${load(loadavg())}`,
   )
   writeReport('overlay', { mib, repeats, runs, ceiling: ceiling.mbps, machine, load: [load0, loadavg()] })
 }
