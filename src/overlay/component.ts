@@ -13,7 +13,14 @@ import type { PathKind } from '../node/paths.js'
 import { StreamCarrier, widenReceiveWindow } from './carrier.js'
 import type { OverlayConfig } from './config.js'
 import { DatagramLink } from './datagram.js'
-import { addrKey, type DropReason, dstKey, type FilterMember, PacketFilter } from './filter.js'
+import {
+  addrKey,
+  type DropReason,
+  dstKey,
+  type FilterMember,
+  PacketFilter,
+  sameDestination,
+} from './filter.js'
 import { PacketDecoder } from './frames.js'
 import { type HostsEntry, writeHostsBlock } from './hosts.js'
 import { packetTooBig } from './icmp.js'
@@ -329,25 +336,49 @@ export class OverlayComponent implements Component {
 
   /** A burst the kernel sent into the device: group by member, hand to carriers. */
   private fromDevice(packets: Uint8Array[]): void {
-    let group: Map<string, Uint8Array[]> | undefined
+    // most bursts go to one member: its packets are handed on as they came, with no grouping
+    let first: Peer | undefined
+    let firstList: Uint8Array[] | undefined
+    let others: Map<Peer, Uint8Array[]> | undefined
     let bytes = 0
+    let prev: Uint8Array | undefined
+    let prevPeer: Peer | undefined
     for (const p of packets) {
       if (this.filter.outbound(p) === undefined) continue
-      const peer = this.byAddr.get(dstKey(p))
-      if (peer === undefined || this.live(peer.peerId) === undefined) {
+      // the member of the previous packet when the destination is the same (no key string to build)
+      const peer = prev !== undefined && sameDestination(p, prev) ? prevPeer : this.byAddr.get(dstKey(p))
+      prev = p
+      prevPeer = peer
+      if (peer === undefined) {
         this.noRoute.packets++
         continue
       }
-      group ??= new Map()
-      const list = group.get(peer.peerId)
-      if (list === undefined) group.set(peer.peerId, [p])
-      else list.push(p)
       bytes += p.byteLength
+      if (first === undefined || first === peer) {
+        first = peer
+        if (firstList === undefined) firstList = [p]
+        else firstList.push(p)
+        continue
+      }
+      others ??= new Map()
+      const list = others.get(peer)
+      if (list === undefined) others.set(peer, [p])
+      else list.push(p)
     }
-    if (group === undefined) return
+    if (first === undefined) return
     this.metrics.packets.inc({ direction: 'out' }, packets.length)
     this.metrics.bytes.inc({ direction: 'out' }, bytes)
-    for (const [peer, list] of group) this.send(peer, list)
+    this.toMember(first, firstList!)
+    if (others !== undefined) for (const [peer, list] of others) this.toMember(peer, list)
+  }
+
+  /** A member's packets from the device, once per burst: only to a live member. */
+  private toMember(peer: Peer, packets: Uint8Array[]): void {
+    if (this.live(peer.peerId) === undefined) {
+      this.noRoute.packets += packets.length
+      return
+    }
+    this.send(peer.peerId, packets)
   }
 
   /** Packets for one member: on its datagram channel when one is open, else on the stream. */
@@ -358,18 +389,24 @@ export class OverlayComponent implements Component {
       this.metrics.carrier.inc({ carrier: 'stream', direction: 'out' }, packets.length)
       return
     }
-    let sent = 0
     const mtu = this.deps.config.datagramMtu
-    for (const p of packets) {
-      if (p.byteLength > mtu) {
+    let fit = packets
+    for (let i = 0; i < packets.length; i++) {
+      if (packets[i].byteLength <= mtu) continue
+      // rare (once per flow until the kernel lowers its path MTU): keep only the packets that fit
+      fit = packets.filter((p) => p.byteLength <= mtu)
+      for (const p of packets) {
+        if (p.byteLength <= mtu) continue
         // what a router on a smaller link does: the sender's kernel lowers its path MTU to this
         // member and TCP sends smaller segments (protocols/overlay.md, Datagram carrier)
         const ptb = packetTooBig(p, mtu)
         if (ptb !== undefined) this.tun?.write(ptb)
         this.carrierDrops['too-big']++
-      } else if (link.send(p)) sent++
-      else this.carrierDrops['datagram-congested']++
+      }
+      break
     }
+    const sent = link.send(fit, mtu)
+    this.carrierDrops['datagram-congested'] += fit.length - sent
     this.metrics.carrier.inc({ carrier: 'datagram', direction: 'out' }, sent)
   }
 
@@ -434,7 +471,7 @@ export class OverlayComponent implements Component {
   private linkOptions(peer: string) {
     return {
       iceServers: (this.deps.iceServers?.() ?? []).map((s) => s.urls),
-      onPacket: (p: Uint8Array) => this.fromMember(peer, [p], 'datagram'),
+      onPackets: (ps: Uint8Array[]) => this.fromMember(peer, ps, 'datagram'),
       onClosed: (why: string) => {
         const l = this.links.get(peer)
         if (l !== undefined && !l.open) this.links.delete(peer)

@@ -1,7 +1,7 @@
 /**
  * The datagram carrier (protocols/overlay.md, "Datagram carrier"): one WebRTC data channel per
  * member, unordered and unreliable (`unordered: true, maxRetransmits: 0`), one IP packet per
- * message. A lost datagram is a lost IP packet, which the TCP inside recovers from on its own:
+ * message, or several small ones back to back where the member splits them (one UDP datagram). A lost datagram is a lost IP packet, which the TCP inside recovers from on its own:
  * no head-of-line blocking, no second layer of retransmission (TCP over TCP).
  *
  * Signalled over the member's admitted libp2p connection (one offer, one answer, each a complete
@@ -14,6 +14,7 @@ import type { Stream } from '@libp2p/interface'
 import { pbStream } from '@libp2p/utils'
 import type { DataChannel, PeerConnection } from 'node-datachannel'
 import { DatagramSignal } from '../../protocols/overlay.js'
+import { packMessages, splitIPv6 } from './frames.js'
 
 // the default largest IP packet a datagram carries (overlay.datagramMtu): one packet per UDP
 // datagram (see PEER_MTU), the minimum every IPv6 link has; larger packets get a Packet Too Big
@@ -29,7 +30,8 @@ const MAX_SIGNAL = 64 << 10
 export interface DatagramLinkOptions {
   /** 'stun:HOST:PORT' URLs: the cluster's STUN servers */
   iceServers: string[]
-  onPacket(packet: Uint8Array): void
+  /** the packets of one message: one, or several where the member batches */
+  onPackets(packets: Uint8Array[]): void
   /** the channel closed or the path failed: packets go back to the stream carrier */
   onClosed(why: string): void
 }
@@ -45,18 +47,37 @@ async function native(): Promise<typeof import('node-datachannel')> {
 /** An open datagram channel to one member. */
 export class DatagramLink {
   sentPackets = 0
+  sentMessages = 0
   receivedPackets = 0
+  receivedMessages = 0
   private closed = false
+  // where several packets are put together into one message (reused: the native send copies)
+  private scratch: Uint8Array = new Uint8Array(0)
+  private readonly emit = (m: Uint8Array, packets: number): boolean => {
+    try {
+      if (!this.dc.sendMessageBinary(m)) return false
+    } catch {
+      return false
+    }
+    this.sentMessages++
+    this.sentPackets += packets
+    return true
+  }
 
   private constructor(
     private readonly pc: PeerConnection,
     private readonly dc: DataChannel,
     private readonly opts: DatagramLinkOptions,
+    /** the member splits a message into the packets in it (it said so: DatagramSignal.batches) */
+    readonly batches: boolean,
   ) {
     dc.onMessage((m) => {
       if (this.closed || typeof m === 'string') return
-      this.receivedPackets++
-      opts.onPacket(m instanceof ArrayBuffer ? new Uint8Array(m) : m)
+      // every message is split, also from a member that does not batch: one packet is one packet
+      const packets = splitIPv6(m instanceof ArrayBuffer ? new Uint8Array(m) : m)
+      this.receivedMessages++
+      this.receivedPackets += packets.length
+      opts.onPackets(packets)
     })
     dc.onClosed(() => this.close('the data channel closed'))
     pc.onStateChange((s) => {
@@ -68,16 +89,24 @@ export class DatagramLink {
     return !this.closed && this.dc.isOpen()
   }
 
-  /** Send one packet (at most DATAGRAM_MTU bytes): false when the channel is congested or closed. */
-  send(packet: Uint8Array): boolean {
-    if (!this.open || this.dc.bufferedAmount() > MAX_DATAGRAM_BUFFERED) return false
-    try {
-      if (!this.dc.sendMessageBinary(packet)) return false
-    } catch {
-      return false
+  /**
+   * Send packets (each at most `maxMessage` bytes), consecutive small ones together in one message
+   * of at most `maxMessage` bytes where the member splits them. Returns how many went; the rest
+   * are dropped (the channel is congested or closed): IP has no business queueing them.
+   */
+  send(packets: readonly Uint8Array[], maxMessage: number): number {
+    // one look at the send buffer per burst (a native call), not one per packet
+    if (packets.length === 0 || !this.open || this.dc.bufferedAmount() > MAX_DATAGRAM_BUFFERED) return 0
+    if (!this.batches || packets.length === 1) {
+      let sent = 0
+      for (const p of packets) {
+        if (!this.emit(p, 1)) break
+        sent++
+      }
+      return sent
     }
-    this.sentPackets++
-    return true
+    if (this.scratch.length < maxMessage) this.scratch = new Uint8Array(maxMessage)
+    return packMessages(packets, maxMessage, this.scratch, this.emit)
   }
 
   /** The local and remote ICE candidates in use ('host', 'srflx', ...), for status. */
@@ -112,7 +141,7 @@ export class DatagramLink {
       const opened = channelOpen(dc, signal)
       const pb = pbStream(stream, { maxDataLength: MAX_SIGNAL }).pb(DatagramSignal)
       await pb.write(
-        { kind: DatagramSignal.Kind.OFFER, sdp: await description(pc, signal), error: '' },
+        { kind: DatagramSignal.Kind.OFFER, sdp: await description(pc, signal), error: '', batches: true },
         { signal },
       )
       const answer = await pb.read({ signal })
@@ -121,7 +150,7 @@ export class DatagramLink {
       pc.setRemoteDescription(answer.sdp, 'answer')
       await opened
       await stream.close().catch(() => {})
-      return new DatagramLink(pc, dc, opts)
+      return new DatagramLink(pc, dc, opts, answer.batches)
     } catch (err) {
       pc.close()
       throw err
@@ -140,13 +169,13 @@ export class DatagramLink {
       if (offer.kind !== DatagramSignal.Kind.OFFER) throw new Error('expected an offer')
       pc.setRemoteDescription(offer.sdp, 'offer')
       await pb.write(
-        { kind: DatagramSignal.Kind.ANSWER, sdp: await description(pc, signal), error: '' },
+        { kind: DatagramSignal.Kind.ANSWER, sdp: await description(pc, signal), error: '', batches: true },
         { signal },
       )
       const dc = await abortable(channel, signal)
       await channelOpen(dc, signal)
       await stream.close().catch(() => {})
-      return new DatagramLink(pc, dc, opts)
+      return new DatagramLink(pc, dc, opts, offer.batches)
     } catch (err) {
       pc.close()
       throw err
@@ -158,7 +187,7 @@ export class DatagramLink {
     const pb = pbStream(stream, { maxDataLength: MAX_SIGNAL }).pb(DatagramSignal)
     const signal = AbortSignal.timeout(5_000)
     await pb.read({ signal })
-    await pb.write({ kind: DatagramSignal.Kind.REFUSE, sdp: '', error: why }, { signal })
+    await pb.write({ kind: DatagramSignal.Kind.REFUSE, sdp: '', error: why, batches: false }, { signal })
     await stream.close()
   }
 }

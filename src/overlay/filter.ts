@@ -99,6 +99,11 @@ export const srcKey = (p: Uint8Array): string =>
   Buffer.from(p.buffer, p.byteOffset + 8, 16).toString('latin1')
 export const dstKey = (p: Uint8Array): string =>
   Buffer.from(p.buffer, p.byteOffset + 24, 16).toString('latin1')
+/** Do two packets have the same destination address (bytes 24-39)? */
+export function sameDestination(a: Uint8Array, b: Uint8Array): boolean {
+  for (let i = 24; i < 40; i++) if (a[i] !== b[i]) return false
+  return true
+}
 export const addrKey = (a: Uint8Array): string => Buffer.from(a.buffer, a.byteOffset, 16).toString('latin1')
 
 function compileRule(r: AllowRuleConfig): Rule {

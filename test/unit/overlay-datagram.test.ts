@@ -80,14 +80,16 @@ describe('overlay: the datagram link (node-datachannel on loopback)', function (
     return [local, await remote]
   }
 
-  it('opens with one offer and one answer and carries packets both ways, one per message', async () => {
+  it('opens with one offer and one answer and carries packets both ways, small ones together', async () => {
     const [o, a] = await streams()
     const gotA: Uint8Array[] = []
     const gotB: Uint8Array[] = []
     const closed: string[] = []
     const opts = (into: Uint8Array[]) => ({
       iceServers: [],
-      onPacket: (p: Uint8Array) => into.push(new Uint8Array(p)),
+      onPackets: (ps: Uint8Array[]) => {
+        for (const p of ps) into.push(new Uint8Array(p))
+      },
       onClosed: (why: string) => closed.push(why),
     })
     const [offerer, answerer] = await Promise.all([
@@ -102,8 +104,8 @@ describe('overlay: the datagram link (node-datachannel on loopback)', function (
       await until(
         'packets both ways',
         async () => {
-          offerer.send(p)
-          answerer.send(q)
+          offerer.send([p], DATAGRAM_MTU)
+          answerer.send([q], DATAGRAM_MTU)
           return gotB.length > 0 && gotA.length > 0
         },
         20_000,
@@ -113,18 +115,33 @@ describe('overlay: the datagram link (node-datachannel on loopback)', function (
       assert.deepEqual(gotA[0], q)
       assert.ok(offerer.sentPackets > 0 && answerer.receivedPackets > 0)
       assert.match(offerer.route() ?? '', /^host->/, 'the ICE pair in use')
+      // small packets of one burst go together in one message, and come out one by one
+      assert.ok(offerer.batches && answerer.batches, 'each said it splits messages')
+      const [m0, p0, n0] = [offerer.receivedMessages, offerer.receivedPackets, gotA.length]
+      await until(
+        'a batch of three',
+        async () => {
+          assert.equal(answerer.send([q, q, q], DATAGRAM_MTU), 3)
+          return gotA.length >= n0 + 3
+        },
+        20_000,
+        100,
+      )
+      // (single packets of the loop above may still arrive in between: one message each)
+      assert.ok(offerer.receivedPackets - p0 > offerer.receivedMessages - m0, 'more packets than messages')
+      assert.deepEqual(gotA.slice(n0, n0 + 3), [q, q, q])
     } finally {
       offerer.close()
       answerer.close()
     }
     await until('both sides to report the close', async () => closed.length >= 2, 20_000, 100)
-    assert.equal(offerer.send(tcpPacket(100)), false, 'nothing is sent on a closed link')
+    assert.equal(offerer.send([tcpPacket(100)], DATAGRAM_MTU), 0, 'nothing is sent on a closed link')
   })
 
   it('a refused offer fails the offerer, saying why', async () => {
     const [o, a] = await streams()
     const [offer] = await Promise.allSettled([
-      DatagramLink.offer(o, { iceServers: [], onPacket: () => {}, onClosed: () => {} }),
+      DatagramLink.offer(o, { iceServers: [], onPackets: () => {}, onClosed: () => {} }),
       DatagramLink.refuse(a, 'not a live member'),
     ])
     assert.equal(offer.status, 'rejected')

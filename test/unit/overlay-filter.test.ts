@@ -2,7 +2,7 @@ import assert from 'node:assert/strict'
 import { parseIPv6 } from '../../src/membership/overlay.js'
 import { OverlayConfigSchema } from '../../src/overlay/config.js'
 import { type FilterMember, PacketFilter, packetInfo } from '../../src/overlay/filter.js'
-import { encodePackets, PacketDecoder } from '../../src/overlay/frames.js'
+import { encodePackets, PacketDecoder, packMessages, splitIPv6 } from '../../src/overlay/frames.js'
 import { withBlock } from '../../src/overlay/hosts.js'
 
 const A = parseIPv6('fd11:2233:4455::a')!
@@ -168,6 +168,53 @@ describe('overlay frames', () => {
       )
       assert.equal(d.pendingBytes, 0)
     }
+  })
+})
+
+describe('overlay datagram batches (several IPv6 packets back to back in one message)', () => {
+  const hex = (ps: Uint8Array[]) => ps.map((p) => Buffer.from(p).toString('hex'))
+
+  it('puts consecutive packets that fit together, in order, and a packet alone as it is', () => {
+    const ack = () => packet(A, B, TCP)
+    const big = packet(A, B, TCP, { payload: 1200 })
+    const ps = [ack(), ack(), ack(), big, ack(), ack(), packet(A, B, UDP, { payload: 1000 })]
+    const messages: Uint8Array[] = []
+    const counts: number[] = []
+    const sent = packMessages(ps, 1280, new Uint8Array(1280), (m, n) => {
+      messages.push(new Uint8Array(m))
+      counts.push(n)
+      return true
+    })
+    assert.equal(sent, ps.length)
+    assert.deepEqual(counts, [3, 1, 3], 'the acks before the big packet in one message, and after it')
+    assert.ok(messages.every((m) => m.length <= 1280))
+    assert.equal(messages[1].length, big.length, 'the big packet alone')
+    assert.deepEqual(hex(messages.flatMap(splitIPv6)), hex(ps), 'every packet back, in order, byte for byte')
+  })
+
+  it('stops at the first message that cannot go and says how many packets went', () => {
+    const ps = [packet(A, B, TCP, { payload: 1000 }), packet(A, B, TCP, { payload: 1000 }), packet(A, B, TCP)]
+    let calls = 0
+    assert.equal(
+      packMessages(ps, 1280, new Uint8Array(1280), () => ++calls === 1),
+      1,
+    )
+    assert.equal(calls, 2)
+  })
+
+  it('hands what is not a whole IPv6 packet to the filter as it is, which drops it', () => {
+    const p = packet(A, B, TCP, { payload: 100 })
+    const cut = Buffer.concat([p, p.subarray(0, 50)])
+    const parts = splitIPv6(cut)
+    assert.equal(parts.length, 2)
+    assert.deepEqual(hex([parts[0]]), hex([p]))
+    assert.equal(parts[1].length, 50, 'the truncated rest, for the filter to drop')
+    const v4 = Buffer.concat([p, Buffer.from([0x45, 0, 0, 20])])
+    assert.equal(splitIPv6(v4)[1][0], 0x45, 'not IPv6: left for the filter')
+    assert.equal(splitIPv6(p)[0], p, 'a message of one packet is that packet, not a copy')
+    const f = new PacketFilter({ self: B, rules: [] })
+    const from: FilterMember = { peerId: 'a', name: 'a', overlay: A, tags: {} }
+    assert.deepEqual(f.inbound(parts[1], from), { ok: false, reason: 'truncated' })
   })
 })
 
