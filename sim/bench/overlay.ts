@@ -69,8 +69,8 @@ interface CarrierRun {
   cpuPerGB: number
   sshMesh: number
   sshDirect: number
-  pingMesh: number
-  pingDirect: number
+  pingMesh: { mean: number; median: number }
+  pingDirect: { mean: number; median: number }
   /** loss (%) -> TCP through mesh0 and direct, MB/s (median) */
   lossy: Array<{ loss: number; mesh: number[]; direct: number[] }>
   dropped: Record<string, unknown>
@@ -163,12 +163,14 @@ async function measure(datagram: boolean): Promise<CarrierRun> {
       })
       return Number(r.trim())
     }
-    const rtt = async (to: string): Promise<number> => {
-      const r = await w.lab.execOk(aHost, ['ping', '-n', '-q', '-c', String(pings), '-i', '0.01', to], {
+    // mean and median: on a loaded machine a few scheduling stalls move the mean by milliseconds
+    const rtt = async (to: string): Promise<{ mean: number; median: number }> => {
+      const r = await w.lab.execOk(aHost, ['ping', '-n', '-c', String(pings), '-i', '0.01', to], {
         timeoutMs: 60_000,
       })
       const m = /= [\d.]+\/([\d.]+)\//.exec(r)
-      return m === null ? Number.NaN : Number(m[1])
+      const times = [...r.matchAll(/time=([\d.]+) ms/g)].map((x) => Number(x[1]))
+      return { mean: m === null ? Number.NaN : Number(m[1]), median: median(times) }
     }
     // sshMiB of zeros to `cat > /dev/null` on b over ssh (its own encryption, no compression)
     const ssh = async (to: string): Promise<number> => {
@@ -305,9 +307,16 @@ async function main(): Promise<void> {
       [
         'ping RTT (ms, mean)',
         carrier,
-        fmt(r.pingMesh, 3),
-        fmt(r.pingDirect, 3),
-        `+${fmt(r.pingMesh - r.pingDirect, 3)} ms`,
+        fmt(r.pingMesh.mean, 3),
+        fmt(r.pingDirect.mean, 3),
+        `+${fmt(r.pingMesh.mean - r.pingDirect.mean, 3)} ms`,
+      ],
+      [
+        'ping RTT (ms, median)',
+        carrier,
+        fmt(r.pingMesh.median, 3),
+        fmt(r.pingDirect.median, 3),
+        `+${fmt(r.pingMesh.median - r.pingDirect.median, 3)} ms`,
       ],
       ['agent CPU seconds per GB through mesh0 (both ends)', carrier, fmt(r.cpuPerGB, 1), '-', '-'],
     )
