@@ -38,6 +38,11 @@ export interface AgentOptions {
   flags?: Record<string, unknown>
   join?: string
   init?: string
+  /**
+   * Aborted (a SIGTERM or ^C during start-up): the agent stops as soon as the component that is
+   * starting has started, stopping it too (startAgent then resolves with a stopped daemon)
+   */
+  signal?: AbortSignal
 }
 
 export interface RunningAgent {
@@ -283,6 +288,9 @@ export async function startAgent(opts: AgentOptions): Promise<RunningAgent> {
     const daemon = new Daemon(components, log)
     later.daemon = daemon
     void daemon.stopped.then(unlock)
+    const onAbort = () => void shutdown(`${opts.signal?.reason ?? 'asked to stop'} during start-up`)
+    if (opts.signal?.aborted === true) onAbort()
+    else opts.signal?.addEventListener('abort', onAbort, { once: true })
     await daemon.start()
     return { daemon, node, membership, blocks, plugins, reporter, config, shutdown }
   } catch (err) {

@@ -1,4 +1,5 @@
 import type { Command } from 'commander'
+import type { RunningAgent } from '../agent/agent.js'
 import { action, dataDirOf, type GlobalOpts } from './common.js'
 
 const collect = (v: string, prev: string[] = []) => [...prev, v]
@@ -38,9 +39,38 @@ export function agentCommand(program: Command): void {
           logFormat?: string
         }) => {
           const dir = dataDirOf(program.opts<GlobalOpts>())
+          // the handlers come first: a SIGTERM during start-up (systemd stopping a unit that is
+          // still starting, a test's cleanup) stops what has started, the overlay's NAME.mesh
+          // lines and device included, instead of killing the process with them left behind
+          let agent: RunningAgent | undefined
+          const startup = new AbortController()
+          let signals = 0
+          const onSignal = (sig: string) => {
+            if (++signals > 1) process.exit(130) // a second ^C: do not wait
+            const why = `${sig === 'SIGINT' ? 'SIGINT (Ctrl-C)' : sig} received`
+            if (agent === undefined) {
+              startup.abort(why)
+              return
+            }
+            // a graceful stop tells the cluster first, so nobody has to detect a failure
+            const leaves = agent.config.membership.leaveOnTerm
+            agent.reporter.root.info(
+              { signal: sig },
+              leaves
+                ? `${why}: telling the cluster this member leaves`
+                : `${why} (membership.leaveOnTerm is off)`,
+            )
+            const running = agent
+            const leave = leaves
+              ? Promise.race([running.membership.leave(), new Promise((r) => setTimeout(r, 3000))])
+              : Promise.resolve()
+            void leave.catch(() => {}).then(() => running.shutdown(why))
+          }
+          process.on('SIGINT', () => onSignal('SIGINT'))
+          process.on('SIGTERM', () => onSignal('SIGTERM'))
           // loaded here, not at the top: every other command stays fast to start
           const { startAgent } = await import('../agent/agent.js')
-          const agent = await startAgent({
+          agent = await startAgent({
             dataDir: dir,
             configFile: opts.config,
             join: opts.join ?? process.env.MESH_JOIN,
@@ -53,31 +83,14 @@ export function agentCommand(program: Command): void {
               logLevel: opts.logLevel,
               logFormat: opts.logFormat,
             },
+            signal: startup.signal,
           })
           const n = agent.node.node
-          process.stdout.write(
-            `mesh agent ${n.peerId} running (data dir ${dir})\n` +
-              `listening on ${n.getMultiaddrs().map(String).join(' ') || '(no address yet)'}\n`,
-          )
-          let signals = 0
-          const onSignal = (sig: string) => {
-            if (++signals > 1) process.exit(130) // a second ^C: do not wait
-            const why = `${sig === 'SIGINT' ? 'SIGINT (Ctrl-C)' : sig} received`
-            // a graceful stop tells the cluster first, so nobody has to detect a failure
-            const leaves = agent.config.membership.leaveOnTerm
-            agent.reporter.root.info(
-              { signal: sig },
-              leaves
-                ? `${why}: telling the cluster this member leaves`
-                : `${why} (membership.leaveOnTerm is off)`,
+          if (!startup.signal.aborted)
+            process.stdout.write(
+              `mesh agent ${n.peerId} running (data dir ${dir})\n` +
+                `listening on ${n.getMultiaddrs().map(String).join(' ') || '(no address yet)'}\n`,
             )
-            const leave = leaves
-              ? Promise.race([agent.membership.leave(), new Promise((r) => setTimeout(r, 3000))])
-              : Promise.resolve()
-            void leave.catch(() => {}).then(() => agent.shutdown(why))
-          }
-          process.on('SIGINT', () => onSignal('SIGINT'))
-          process.on('SIGTERM', () => onSignal('SIGTERM'))
           const err = await agent.daemon.stopped
           agent.reporter.root.info(err === undefined ? 'agent stopped' : `agent stopped: ${err.message}`)
           agent.reporter.root.flush()

@@ -48,6 +48,36 @@ describe('component lifecycle', () => {
     assert.deepEqual([a.unsubscribed, b.unsubscribed], [true, true])
   })
 
+  it('a stop during start-up lets the starting component finish, stops it and the started ones, and starts no more', async () => {
+    const order: string[] = []
+    let release!: () => void
+    const held = new Promise<void>((r) => {
+      release = r
+    })
+    const part = (name: string, start?: () => Promise<void>): Component => ({
+      name,
+      start: async () => {
+        order.push(`start ${name}`)
+        await start?.()
+      },
+      stop: async () => {
+        order.push(`stop ${name}`)
+      },
+    })
+    const d = new Daemon([part('a'), part('slow', () => held), part('c')], log)
+    const started = d.start()
+    await sleep(5)
+    const stopped = d.stop(new Error('SIGTERM received'))
+    await sleep(5)
+    assert.deepEqual(order, ['start a', 'start slow'], 'nothing stops under a component that is starting')
+    release()
+    await Promise.all([started, stopped])
+    assert.deepEqual(order, ['start a', 'start slow', 'stop slow', 'stop a'])
+    assert.equal((await d.stopped)?.message, 'SIGTERM received')
+    await d.start()
+    assert.equal(order.length, 4, 'a stopped daemon does not start again')
+  })
+
   it('a timeout that fired is not cleared again, one that did not is', async () => {
     const l = new Lifecycle()
     let fired = 0
