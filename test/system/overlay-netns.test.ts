@@ -1,5 +1,5 @@
 import { strict as assert } from 'node:assert'
-import { copyFileSync, mkdirSync, readFileSync, rmSync } from 'node:fs'
+import { copyFileSync, mkdirSync, readFileSync, rmSync, watch } from 'node:fs'
 import { join } from 'node:path'
 import { requireSystem } from './harness.js'
 import { type Agent, CLI, ok, World, waitFor } from './world.js'
@@ -491,5 +491,65 @@ describe('system: a TCP connection through mesh0 survives the path upgrade relay
     } finally {
       if (client.exitCode === null) client.kill('SIGKILL')
     }
+  })
+})
+
+// systemd stopping a unit that is still starting, a test's cleanup, ^C during a slow start: the
+// agent used to install its signal handlers only once started, so the default action killed it
+// with its NAME.mesh lines left in /etc/hosts (the device goes with the process, the names do not)
+describe('system: a SIGTERM while the agent starts leaves no interface and no names behind', function () {
+  this.timeout(300_000)
+  let w: World
+  const etcNetns: string[] = []
+
+  before(function () {
+    requireSystem.call(this, ['root', 'netns'])
+    w = new World()
+  })
+  after(async () => {
+    await w?.cleanup()
+    for (const dir of etcNetns) rmSync(dir, { recursive: true, force: true })
+  })
+
+  it('stops what started, exits 0, and removes its names and mesh0', async () => {
+    const host = w.lab.host('s', w.lab.segment('pub'))
+    const dir = `/etc/netns/${host.ns}`
+    mkdirSync(dir, { recursive: true })
+    const hostsFile = join(dir, 'hosts')
+    copyFileSync('/etc/hosts', hostsFile)
+    etcNetns.push(dir)
+    ok(await w.mesh({ dir: join(w.tmp, 'agent-s') } as Agent, ['init', '--cluster', 'sig']), 'mesh init')
+    // the moment the overlay has written the names, the components after it are still starting
+    let s: Agent | undefined
+    let sent = false
+    const hostsWritten = () => {
+      if (sent || s === undefined || !readFileSync(hostsFile, 'utf8').includes('mesh agent pid=')) return
+      sent = true
+      s.child.kill('SIGTERM')
+    }
+    const watcher = watch(dir, hostsWritten)
+    try {
+      s = w.agent('s', host, [], ON)
+      const agent = s
+      await waitFor(
+        'the agent to exit',
+        async () => {
+          hostsWritten()
+          return agent.child.exitCode !== null || agent.child.signalCode !== null
+        },
+        120_000,
+        50,
+      )
+    } finally {
+      watcher.close()
+    }
+    const hosts = readFileSync(hostsFile, 'utf8')
+    assert.ok(sent, `the agent wrote its names before it exited:\n${w.tail(s)}`)
+    assert.equal(s.child.signalCode, null, `killed by the signal, leaving /etc/hosts as:\n${hosts}`)
+    assert.equal(s.child.exitCode, 0, `exited cleanly:\n${w.tail(s)}`)
+    assert.match(w.tail(s), /stopped during start-up/, 'the signal came during start-up')
+    assert.doesNotMatch(hosts, /\.mesh|mesh agent/, `names removed:\n${hosts}`)
+    assert.match(hosts, /localhost/, 'the rest of the file kept')
+    assert.notEqual((await w.lab.exec(host, ['ip', 'link', 'show', 'mesh0'])).code, 0, 'mesh0 is gone')
   })
 })
