@@ -13,24 +13,9 @@ import type { Blockstore } from './blockstore.js'
 import type { CID } from './cid.js'
 import { BlocksError } from './errors.js'
 import { CorruptBlockError, type Session } from './exchange.js'
+import { type Need, type ProviderView, type WantEffect, WantScheduler } from './want-scheduler.js'
 
-export interface Need {
-  cid: CID
-  /** expected size (0 when unknown, e.g. a root block) */
-  size: number
-}
-
-export type ProviderState = 'connecting' | 'active' | 'lacks' | 'gone' | 'banned'
-
-export interface ProviderView {
-  peerId: string
-  state: ProviderState
-  bytes: number
-  blocks: number
-  dontHave: number
-  corrupt: number
-  error?: string
-}
+export type { Need, ProviderState, ProviderView } from './want-scheduler.js'
 
 export interface TransferProgress {
   /** bytes and blocks fetched over the network in this transfer */
@@ -64,43 +49,18 @@ export interface TransferDeps {
   log?: Logger
 }
 
-interface Prov {
-  id: PeerId
-  key: string
-  state: ProviderState
-  session?: Session
-  inflight: Map<string, Need>
-  inflightBytes: number
-  dontHave: Set<string>
-  bytes: number
-  blocks: number
-  dontHaveCount: number
-  corrupt: number
-  error?: string
-  checkedAt: number
-  /** it said have at some point (so it belongs in the report even once gone) */
-  wasActive: boolean
-}
-
 const TICK_MS = 250
-const REDISCOVER_MS = 2_000
 
+/** The I/O of a transfer: sessions, discovery, the store and the clock; want-scheduler.ts decides. */
 export class Transfer {
-  private readonly providers = new Map<string, Prov>()
+  private readonly sched: WantScheduler
+  /** peer IDs and open sessions of the providers the scheduler knows */
+  private readonly ids = new Map<string, PeerId>()
+  private readonly sessions = new Map<string, Session>()
   private readonly abort = new AbortController()
   private discovering: Promise<void> | undefined
-  private lastDiscovery = 0
-  private discoveryRounds = 0
-  private found = false
   private changed: (() => void) | undefined
   private fatal: Error | undefined
-  // the current fetch
-  private queue: Need[] = []
-  private head = 0
-  private requeued: Need[] = []
-  private readonly done = new Set<string>()
-  private remaining = 0
-  private lastProgress = 0
   readonly progress: TransferProgress = {
     bytes: 0,
     blocks: 0,
@@ -119,26 +79,17 @@ export class Transfer {
     private readonly deps: TransferDeps,
     private readonly signal?: AbortSignal,
   ) {
+    this.sched = new WantScheduler(deps)
     signal?.addEventListener('abort', () => this.wake(), { once: true })
   }
 
   /** some provider had the key block at some point */
   get everActive(): boolean {
-    return this.found
+    return this.sched.found
   }
 
   providerViews(): ProviderView[] {
-    return [...this.providers.values()]
-      .filter((p) => p.wasActive || p.blocks > 0 || p.state === 'banned')
-      .map((p) => ({
-        peerId: p.key,
-        state: p.state,
-        bytes: p.bytes,
-        blocks: p.blocks,
-        dontHave: p.dontHaveCount,
-        corrupt: p.corrupt,
-        error: p.error,
-      }))
+    return this.sched.views()
   }
 
   /**
@@ -147,9 +98,7 @@ export class Transfer {
    */
   async fetch(needs: readonly Need[], onProgress?: (p: TransferProgress) => void): Promise<void> {
     const seen = new Set<string>()
-    this.queue = []
-    this.head = 0
-    this.requeued = []
+    const queue: Need[] = []
     let total = 0
     let local = 0
     for (const n of needs) {
@@ -158,21 +107,19 @@ export class Transfer {
       seen.add(k)
       total += n.size
       if (this.deps.store.has(n.cid)) local += n.size
-      else this.queue.push(n)
+      else queue.push(n)
     }
-    this.remaining = this.queue.length
+    this.sched.load(queue, performance.now())
     this.progress.totalBytes += total
     this.progress.totalBlocks += seen.size
     this.progress.localBytes += local
-    this.progress.blocks += 0
-    this.lastProgress = performance.now()
     onProgress?.(this.snapshot())
-    if (this.remaining === 0) return
+    if (this.sched.remaining === 0) return
     this.discover()
-    for (const p of this.providers.values()) this.pump(p)
+    for (const p of this.sessions.keys()) this.pump(p)
     let lastReport = 0
     // ends: every pass either makes progress or counts towards stallTimeoutMs
-    while (this.remaining > 0) {
+    while (this.sched.remaining > 0) {
       if (this.signal?.aborted) throw new BlocksError('interrupted', 'the transfer was interrupted')
       if (this.fatal !== undefined) throw this.fatal
       await new Promise<void>((r) => {
@@ -184,21 +131,8 @@ export class Transfer {
       })
       this.changed = undefined
       const now = performance.now()
-      this.checkStalls(now)
-      if (this.remaining > 0 && this.stuck()) {
-        // everyone asked and nobody has the key block: no point waiting
-        if (!this.found && this.discoveryRounds >= 1 && this.discovering === undefined)
-          throw this.unavailable()
-        if (now - this.lastDiscovery > REDISCOVER_MS) {
-          // partial holders may have fetched more since they said dont-have
-          for (const p of this.providers.values()) p.dontHave.clear()
-          for (const p of this.providers.values()) if (p.state === 'lacks') p.state = 'gone'
-          this.discover(true)
-          for (const p of this.providers.values()) this.pump(p)
-        }
-        if (now - this.lastProgress > this.deps.stallTimeoutMs) throw this.unavailable()
-      }
-      if (now - lastReport >= 200 || this.remaining === 0) {
+      this.run(this.sched.tick(now, (peer) => this.sessions.get(peer)?.oldestWant()))
+      if (now - lastReport >= 200 || this.sched.remaining === 0) {
         lastReport = now
         onProgress?.(this.snapshot())
       }
@@ -207,13 +141,41 @@ export class Transfer {
     onProgress?.(this.snapshot())
   }
 
+  /** Carry out the scheduler's effects (throws on 'unavailable'). */
+  private run(effects: WantEffect[]): void {
+    for (const e of effects) {
+      switch (e.type) {
+        case 'want':
+          this.want(e.peer, e.need)
+          break
+        case 'drop': {
+          const s = this.sessions.get(e.peer)
+          this.sessions.delete(e.peer)
+          if (s !== undefined) {
+            if (e.state === 'banned') s.abort(new Error(e.why))
+            else void s.close()
+          }
+          this.deps.log?.info({ peer: e.peer, state: e.state, why: e.why }, 'provider dropped from transfer')
+          this.wake()
+          break
+        }
+        case 'rediscover':
+          this.discover(true)
+          break
+        case 'unavailable':
+          throw this.unavailable()
+      }
+    }
+  }
+
   private unavailable(): BlocksError {
     const name = this.deps.nameOf ?? ((p: string) => p.slice(-8))
-    const asked = [...this.providers.values()].map((p) => `${name(p.key)} (${p.state})`)
+    const asked = this.sched.asked().map((p) => `${name(p.peer)} (${p.state})`)
+    const remaining = this.sched.remaining
     return new BlocksError(
       'unavailable',
-      `could not fetch ${this.remaining} block${this.remaining === 1 ? '' : 's'} of ${this.key}: no reachable member ` +
-        `has ${this.remaining === 1 ? 'it' : 'them'} (asked ${asked.length === 0 ? 'nobody: no member answered' : asked.join(', ')})`,
+      `could not fetch ${remaining} block${remaining === 1 ? '' : 's'} of ${this.key}: no reachable member ` +
+        `has ${remaining === 1 ? 'it' : 'them'} (asked ${asked.length === 0 ? 'nobody: no member answered' : asked.join(', ')})`,
     )
   }
 
@@ -223,7 +185,7 @@ export class Transfer {
     while (this.samples.length > 2 && now - this.samples[0][0] > 5000) this.samples.shift()
     const [t0, b0] = this.samples[0]
     this.progress.rate = now - t0 > 100 ? ((this.progress.bytes - b0) / (now - t0)) * 1000 : 0
-    this.progress.providers = [...this.providers.values()].filter((p) => p.state === 'active').length
+    this.progress.providers = this.sched.activeCount()
     return { ...this.progress }
   }
 
@@ -231,55 +193,29 @@ export class Transfer {
     this.changed?.()
   }
 
-  /** Nothing in flight anywhere and no active provider can take what is left. */
-  private stuck(): boolean {
-    for (const p of this.providers.values()) {
-      if (p.inflight.size > 0) return false
-      if (p.state === 'active' && this.peekFor(p)) return false
-    }
-    return true
-  }
-
-  private checkStalls(now: number): void {
-    for (const p of this.providers.values()) {
-      if (p.state !== 'active' || p.session === undefined) continue
-      const oldest = p.session.oldestWant()
-      if (oldest !== undefined && now - oldest > this.deps.providerTimeoutMs) {
-        this.drop(p, 'gone', `no answer for ${Math.round((now - oldest) / 1000)} s`)
-      }
-    }
-  }
-
   // ---- providers ----------------------------------------------------------------------------
 
   /** Ask candidates (in the background) whether they have the key block. */
   private discover(again = false): void {
     if (this.discovering !== undefined) return
-    this.lastDiscovery = performance.now()
+    this.sched.discoveryStarted(performance.now())
     const signal = this.abort.signal
     this.discovering = (async () => {
       const tries: Promise<void>[] = []
       // providers we lost are tried again first, whether or not discovery names them now
       // (membership may call a busy member suspect; the DHT may not know it)
       if (again) {
-        for (const p of this.providers.values()) {
-          if (p.wasActive && p.state === 'gone') tries.push(this.connect(p.id, p))
-        }
+        for (const key of this.sched.lost()) tries.push(this.connect(this.ids.get(key) as PeerId))
       }
       try {
         for await (const id of this.deps.candidates(this.key, signal)) {
           if (signal.aborted) break
           const key = id.toString()
           if (key === this.deps.self) continue
-          const known = this.providers.get(key)
-          if (
-            known !== undefined &&
-            (known.state === 'active' || known.state === 'connecting' || known.state === 'banned')
-          ) {
-            continue
-          }
-          if (known !== undefined && !again) continue
-          tries.push(this.connect(id, known))
+          const state = this.sched.stateOf(key)
+          if (state === 'active' || state === 'connecting' || state === 'banned') continue
+          if (state !== undefined && !again) continue
+          tries.push(this.connect(id))
           if (tries.length >= 64) break
         }
       } catch (err) {
@@ -288,30 +224,15 @@ export class Transfer {
       await Promise.allSettled(tries)
     })().finally(() => {
       this.discovering = undefined
-      this.discoveryRounds++
+      this.sched.discoveryEnded()
       this.wake()
     })
   }
 
-  private async connect(id: PeerId, known?: Prov): Promise<void> {
-    const p: Prov = known ?? {
-      id,
-      key: id.toString(),
-      state: 'connecting',
-      inflight: new Map(),
-      inflightBytes: 0,
-      dontHave: new Set(),
-      bytes: 0,
-      blocks: 0,
-      dontHaveCount: 0,
-      corrupt: 0,
-      checkedAt: 0,
-      wasActive: false,
-    }
-    p.state = 'connecting'
-    p.error = undefined
-    p.checkedAt = performance.now()
-    this.providers.set(p.key, p)
+  private async connect(id: PeerId): Promise<void> {
+    const key = id.toString()
+    this.ids.set(key, id)
+    this.sched.connecting(key)
     // our own timer: kept referenced until the attempt ends
     const ac = new AbortController()
     const timer = setTimeout(() => ac.abort(new Error('timed out')), this.deps.providerTimeoutMs)
@@ -320,7 +241,7 @@ export class Transfer {
     try {
       const signal = ac.signal
       const session = await this.deps.open(id, signal)
-      p.session = session
+      this.sessions.set(key, session)
       const have = await Promise.race([
         session.wantHave(this.key),
         new Promise<never>((_, reject) =>
@@ -332,27 +253,21 @@ export class Transfer {
         return
       }
       if (!have) {
-        p.state = 'lacks'
-        p.session = undefined
+        this.sched.lacks(key)
+        this.sessions.delete(key)
         await session.close()
         return
       }
-      p.state = 'active'
-      p.wasActive = true
-      this.found = true
       // a provider that dies while idle is noticed too, not only through its wants
       session.onFailure = (err) => {
-        if (p.session === session && p.state === 'active') this.drop(p, 'gone', err.message)
+        if (this.sessions.get(key) === session) this.run(this.sched.failed(key, err.message))
       }
-      this.deps.log?.debug({ peer: p.key }, 'provider found')
-      this.pump(p)
+      this.deps.log?.debug({ peer: key }, 'provider found')
+      this.run(this.sched.have(key))
     } catch (err) {
-      if (p.state === 'connecting') {
-        p.state = 'gone'
-        p.error = (err as Error).message
-      }
-      p.session?.abort(err as Error)
-      p.session = undefined
+      this.sched.unreachable(key, (err as Error).message)
+      this.sessions.get(key)?.abort(err as Error)
+      this.sessions.delete(key)
     } finally {
       clearTimeout(timer)
       this.abort.signal.removeEventListener('abort', onAbort)
@@ -360,82 +275,25 @@ export class Transfer {
     }
   }
 
-  /** Stop using a provider: its outstanding wants go back in the queue. */
-  private drop(p: Prov, state: ProviderState, why: string): void {
-    if (p.state === 'banned') return
-    p.state = state
-    p.error = why
-    for (const n of p.inflight.values()) this.requeue(n)
-    p.inflight.clear()
-    p.inflightBytes = 0
-    const s = p.session
-    p.session = undefined
-    if (s !== undefined) {
-      if (state === 'banned') s.abort(new Error(why))
-      else void s.close()
+  // ---- wants --------------------------------------------------------------------------------
+
+  private pump(peer: string): void {
+    if (this.sessions.has(peer)) this.run(this.sched.pump(peer))
+  }
+
+  private want(peer: string, n: Need): void {
+    const session = this.sessions.get(peer)
+    if (session === undefined) {
+      // cannot happen (active implies a session); never leave a want that nobody sends
+      this.run(this.sched.wantFailed(peer, n, false, 'no session'))
+      return
     }
-    this.deps.log?.info({ peer: p.key, state, why }, 'provider dropped from transfer')
-    this.wake()
-  }
-
-  // ---- scheduling ---------------------------------------------------------------------------
-
-  private requeue(n: Need): void {
-    if (!this.done.has(n.cid.toString())) this.requeued.push(n)
-  }
-
-  private peekFor(p: Prov): boolean {
-    for (const n of this.requeued) if (!p.dontHave.has(n.cid.toString())) return true
-    return this.head < this.queue.length
-  }
-
-  private nextFor(p: Prov): Need | undefined {
-    for (let i = 0; i < this.requeued.length; i++) {
-      const n = this.requeued[i]
-      const k = n.cid.toString()
-      if (this.done.has(k)) {
-        this.requeued.splice(i--, 1)
-        continue
-      }
-      if (p.dontHave.has(k)) continue
-      this.requeued.splice(i, 1)
-      return n
-    }
-    while (this.head < this.queue.length) {
-      const n = this.queue[this.head++]
-      if (!this.done.has(n.cid.toString())) return n
-    }
-    return undefined
-  }
-
-  private pump(p: Prov): void {
-    const window = this.deps.windowBytes
-    while (
-      p.state === 'active' &&
-      p.session !== undefined &&
-      p.inflight.size < this.deps.maxWants &&
-      (p.inflightBytes < window || p.inflight.size === 0)
-    ) {
-      const n = this.nextFor(p)
-      if (n === undefined) return
-      this.want(p, p.session, n)
-    }
-  }
-
-  private want(p: Prov, session: Session, n: Need): void {
-    const k = n.cid.toString()
-    const size = n.size > 0 ? n.size : 256 << 10
-    p.inflight.set(k, n)
-    p.inflightBytes += size
     session.wantBlock(n.cid).then(
       async (bytes) => {
-        if (!p.inflight.delete(k)) return // dropped meanwhile; already requeued
-        p.inflightBytes -= size
+        if (this.sched.settle(peer, n.cid) === undefined) return // dropped meanwhile; already requeued
         if (bytes === null) {
-          p.dontHave.add(k)
-          p.dontHaveCount++
-          this.requeue(n)
-        } else if (!this.done.has(k)) {
+          this.sched.dontHave(peer, n)
+        } else if (!this.sched.isDone(n.cid)) {
           try {
             await this.deps.store.put(n.cid, bytes, { verified: true })
           } catch (err) {
@@ -443,32 +301,21 @@ export class Transfer {
             this.wake()
             return
           }
-          if (!this.done.has(k)) {
-            this.done.add(k)
-            this.remaining--
-            p.bytes += bytes.byteLength
-            p.blocks++
+          if (this.sched.stored(peer, n, bytes.byteLength, performance.now())) {
             this.progress.bytes += bytes.byteLength
             this.progress.blocks++
-            this.lastProgress = performance.now()
-            this.deps.onBlock?.(n.cid, bytes.byteLength, p.key)
-            for (const l of this.blockListeners) l(n.cid, bytes, p.key)
+            this.deps.onBlock?.(n.cid, bytes.byteLength, peer)
+            for (const l of this.blockListeners) l(n.cid, bytes, peer)
           }
         }
-        this.pump(p)
+        this.pump(peer)
         this.wake()
       },
       (err: Error) => {
-        if (!p.inflight.delete(k)) return
-        p.inflightBytes -= size
-        this.requeue(n)
-        if (err instanceof CorruptBlockError) {
-          p.corrupt++
-          this.deps.onCorrupt?.(p.key)
-          this.drop(p, 'banned', err.message)
-        } else if (p.state === 'active') {
-          this.drop(p, 'gone', err.message)
-        }
+        if (this.sched.settle(peer, n.cid) === undefined) return
+        const corrupt = err instanceof CorruptBlockError
+        if (corrupt) this.deps.onCorrupt?.(peer)
+        this.run(this.sched.wantFailed(peer, n, corrupt, err.message))
         this.wake()
       },
     )
@@ -477,6 +324,6 @@ export class Transfer {
   /** End every session; discovery stops. */
   async close(): Promise<void> {
     this.abort.abort()
-    await Promise.allSettled([...this.providers.values()].map((p) => p.session?.close()))
+    await Promise.allSettled([...this.sessions.values()].map((s) => s.close()))
   }
 }
