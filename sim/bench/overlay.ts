@@ -184,6 +184,9 @@ async function measure(datagram: boolean): Promise<CarrierRun> {
       return (sshMiB * 1.048576) / (Number(process.hrtime.bigint() - t0) / 1e9)
     }
     const drops = async (x: Agent) => (await w.json(x, ['status'])).overlayInterface.drops
+    // packets and messages on the datagram channel (fewer messages: small packets batched)
+    const channel = async (x: Agent, to: string) =>
+      (await w.json(x, ['status'])).overlayInterface.peers.find((p: any) => p.name === to)?.datagram
     const pids = [a.child.pid, b.child.pid]
     // the TCP runs alternate mesh0 and direct, `repeats` times each; medians
     const tcp: number[] = []
@@ -239,7 +242,10 @@ async function measure(datagram: boolean): Promise<CarrierRun> {
       lossy.push(run)
       for (const h of [aHost, bHost]) await w.lab.execOk(h, ['iptables', '-D', ...rule])
     }
-    const dropped = { a: await drops(a), b: await drops(b) }
+    const dropped = {
+      a: { ...(await drops(a)), channel: await channel(a, 'b') },
+      b: { ...(await drops(b)), channel: await channel(b, 'a') },
+    }
     return {
       carrier: datagram ? 'datagram' : 'stream',
       tcp,

@@ -53,7 +53,8 @@ export interface OverlayStatus {
     /** the ICE candidate types of the datagram channel, e.g. 'srflx->host' */
     datagramRoute?: string
     sentPackets: number
-    datagram: { sent: number; received: number }
+    /** packets and the channel messages they went in (fewer messages: small packets batched) */
+    datagram: { sent: number; received: number; sentMessages: number; receivedMessages: number }
   }>
   drops: Record<string, number>
   rules: Array<{ rule: string; packets: number }>
@@ -266,7 +267,12 @@ export class OverlayComponent implements Component {
           path: c?.path,
           datagramRoute: l?.route(),
           sentPackets: (c?.sentPackets ?? 0) + (l?.sentPackets ?? 0),
-          datagram: { sent: l?.sentPackets ?? 0, received: l?.receivedPackets ?? 0 },
+          datagram: {
+            sent: l?.sentPackets ?? 0,
+            received: l?.receivedPackets ?? 0,
+            sentMessages: l?.sentMessages ?? 0,
+            receivedMessages: l?.receivedMessages ?? 0,
+          },
         }
       }),
       drops: this.drops(),
