@@ -519,37 +519,43 @@ describe('system: a SIGTERM while the agent starts leaves no interface and no na
     copyFileSync('/etc/hosts', hostsFile)
     etcNetns.push(dir)
     ok(await w.mesh({ dir: join(w.tmp, 'agent-s') } as Agent, ['init', '--cluster', 'sig']), 'mesh init')
-    // the moment the overlay has written the names, the components after it are still starting
-    let s: Agent | undefined
-    let sent = false
-    const hostsWritten = () => {
-      if (sent || s === undefined || !readFileSync(hostsFile, 'utf8').includes('mesh agent pid=')) return
-      sent = true
-      s.child.kill('SIGTERM')
+    // the moment the overlay has written the names, the components after it are still starting;
+    // should the signal come after start-up all the same (a fast machine), the agent must stop
+    // as cleanly, and the test tries again (same data dir: a restart) to hit start-up
+    let duringStartUp = false
+    for (let attempt = 1; attempt <= 3 && !duringStartUp; attempt++) {
+      let s: Agent | undefined
+      let sent = false
+      const hostsWritten = () => {
+        if (sent || s === undefined || !readFileSync(hostsFile, 'utf8').includes('mesh agent pid=')) return
+        sent = true
+        s.child.kill('SIGTERM')
+      }
+      const watcher = watch(dir, hostsWritten)
+      try {
+        s = w.agent('s', host, [], ON)
+        const agent = s
+        await waitFor(
+          'the agent to exit',
+          async () => {
+            hostsWritten()
+            return agent.child.exitCode !== null || agent.child.signalCode !== null
+          },
+          120_000,
+          50,
+        )
+      } finally {
+        watcher.close()
+      }
+      const hosts = readFileSync(hostsFile, 'utf8')
+      assert.ok(sent, `the agent wrote its names before it exited:\n${w.tail(s)}`)
+      assert.equal(s.child.signalCode, null, `killed by the signal, leaving /etc/hosts as:\n${hosts}`)
+      assert.equal(s.child.exitCode, 0, `exited cleanly:\n${w.tail(s)}`)
+      assert.doesNotMatch(hosts, /\.mesh|mesh agent/, `names removed:\n${hosts}`)
+      assert.match(hosts, /localhost/, 'the rest of the file kept')
+      duringStartUp = /stopped during start-up/.test(w.tail(s))
     }
-    const watcher = watch(dir, hostsWritten)
-    try {
-      s = w.agent('s', host, [], ON)
-      const agent = s
-      await waitFor(
-        'the agent to exit',
-        async () => {
-          hostsWritten()
-          return agent.child.exitCode !== null || agent.child.signalCode !== null
-        },
-        120_000,
-        50,
-      )
-    } finally {
-      watcher.close()
-    }
-    const hosts = readFileSync(hostsFile, 'utf8')
-    assert.ok(sent, `the agent wrote its names before it exited:\n${w.tail(s)}`)
-    assert.equal(s.child.signalCode, null, `killed by the signal, leaving /etc/hosts as:\n${hosts}`)
-    assert.equal(s.child.exitCode, 0, `exited cleanly:\n${w.tail(s)}`)
-    assert.match(w.tail(s), /stopped during start-up/, 'the signal came during start-up')
-    assert.doesNotMatch(hosts, /\.mesh|mesh agent/, `names removed:\n${hosts}`)
-    assert.match(hosts, /localhost/, 'the rest of the file kept')
+    assert.ok(duringStartUp, 'in one of 3 tries the signal came during start-up')
     assert.notEqual((await w.lab.exec(host, ['ip', 'link', 'show', 'mesh0'])).code, 0, 'mesh0 is gone')
   })
 })
