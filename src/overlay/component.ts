@@ -115,8 +115,29 @@ export class OverlayComponent implements Component {
     this.filter = new PacketFilter({ self: new Uint8Array(16), rules: deps.config.allow })
     const r = deps.reporter
     this.metrics = {
-      packets: r.counter('packets_total', 'packets through the interface, by direction', ['direction']),
-      bytes: r.counter('bytes_total', 'packet bytes through the interface, by direction', ['direction']),
+      // totals kept as plain numbers on the packet path, put into the counters at scrape time
+      packets: r.counter(
+        'packets_total',
+        'packets through the interface, by direction',
+        ['direction'],
+        () => {
+          const c = this.metrics.packets
+          c.reset()
+          c.inc({ direction: 'in' }, this.counts.packetsIn)
+          c.inc({ direction: 'out' }, this.counts.packetsOut)
+        },
+      ),
+      bytes: r.counter(
+        'bytes_total',
+        'packet bytes through the interface, by direction',
+        ['direction'],
+        () => {
+          const c = this.metrics.bytes
+          c.reset()
+          c.inc({ direction: 'in' }, this.counts.bytesIn)
+          c.inc({ direction: 'out' }, this.counts.bytesOut)
+        },
+      ),
       drops: r.gauge('dropped_packets', 'packets dropped, by reason', ['reason'], () => {
         const g = this.metrics.drops
         for (const [reason, n] of Object.entries(this.drops())) g.set({ reason }, n)
@@ -127,11 +148,32 @@ export class OverlayComponent implements Component {
         for (let i = 0; i < texts.length; i++) g.set({ rule: `${i}: ${texts[i]}` }, this.filter.ruleHits[i])
       }),
       up: r.gauge('interface_up', '1 when the overlay interface exists'),
-      carrier: r.counter('carrier_packets_total', 'packets sent and received, by carrier and direction', [
-        'carrier',
-        'direction',
-      ]),
+      carrier: r.counter(
+        'carrier_packets_total',
+        'packets sent and received, by carrier and direction',
+        ['carrier', 'direction'],
+        () => {
+          const c = this.metrics.carrier
+          c.reset()
+          const n = this.counts
+          c.inc({ carrier: 'stream', direction: 'in' }, n.streamIn)
+          c.inc({ carrier: 'stream', direction: 'out' }, n.streamOut)
+          c.inc({ carrier: 'datagram', direction: 'in' }, n.datagramIn)
+          c.inc({ carrier: 'datagram', direction: 'out' }, n.datagramOut)
+        },
+      ),
     }
+  }
+
+  private readonly counts = {
+    packetsIn: 0,
+    packetsOut: 0,
+    bytesIn: 0,
+    bytesOut: 0,
+    streamIn: 0,
+    streamOut: 0,
+    datagramIn: 0,
+    datagramOut: 0,
   }
 
   private readonly carrierDrops = { congested: 0, 'no-path': 0, 'datagram-congested': 0, 'too-big': 0 }
@@ -372,8 +414,8 @@ export class OverlayComponent implements Component {
       else list.push(p)
     }
     if (first === undefined) return
-    this.metrics.packets.inc({ direction: 'out' }, packets.length)
-    this.metrics.bytes.inc({ direction: 'out' }, bytes)
+    this.counts.packetsOut += packets.length
+    this.counts.bytesOut += bytes
     this.toMember(first, firstList!)
     if (others !== undefined) for (const [peer, list] of others) this.toMember(peer, list)
   }
@@ -392,7 +434,7 @@ export class OverlayComponent implements Component {
     const link = this.links.get(peer)
     if (link === undefined || !link.open) {
       this.carrier(peer).send(packets)
-      this.metrics.carrier.inc({ carrier: 'stream', direction: 'out' }, packets.length)
+      this.counts.streamOut += packets.length
       return
     }
     const mtu = this.deps.config.datagramMtu
@@ -413,7 +455,7 @@ export class OverlayComponent implements Component {
     }
     const sent = link.send(fit, mtu)
     this.carrierDrops['datagram-congested'] += fit.length - sent
-    this.metrics.carrier.inc({ carrier: 'datagram', direction: 'out' }, sent)
+    this.counts.datagramOut += sent
   }
 
   /** Members we exchange packets with (an outbound carrier or an inbound stream). */
@@ -576,9 +618,10 @@ export class OverlayComponent implements Component {
         bytes += p.byteLength
       }
     }
-    this.metrics.packets.inc({ direction: 'in' }, n)
-    this.metrics.bytes.inc({ direction: 'in' }, bytes)
-    this.metrics.carrier.inc({ carrier, direction: 'in' }, packets.length)
+    this.counts.packetsIn += n
+    this.counts.bytesIn += bytes
+    if (carrier === 'datagram') this.counts.datagramIn += packets.length
+    else this.counts.streamIn += packets.length
     return true
   }
 
