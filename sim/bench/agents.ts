@@ -1,27 +1,54 @@
-// Real agent processes for the benchmarks that need many (sim-vs-real, fleet): start with a
-// join token, wait for the control API, read the member table and the agent's own counters,
-// record its cluster_change events (stamped by the agent's clock), kill -9.
+// Real agent processes for tests and benchmarks: MeshAgent is the one launcher (the test
+// harness's AgentProcess and every benchmark's agent build on it); BenchAgent adds what the
+// benchmarks with many agents (sim-vs-real, fleet) read: the member table, the agent's own
+// counters and its cluster_change events (stamped by the agent's clock).
 import { type ChildProcess, spawn } from 'node:child_process'
 import { join } from 'node:path'
 import { ApiClient } from '../../src/api/client.js'
 import type { MemberView } from '../../src/api/routes-members.js'
 import type { MeshEvent } from '../../src/kernel/events.js'
-import { CLI, fetchMetrics, metric, sleep } from './report.js'
+import { CLI, fetchMetrics, metric, sleep, stopProcess } from './report.js'
 
 /** every agent process started here, so that a failed or interrupted run kills them all */
 export const children = new Set<ChildProcess>()
 
-export class BenchAgent {
+export interface AgentOptions {
+  /** `--name` */
+  name?: string
+  /** agent flags after `--listen /ip4/127.0.0.1/tcp/0` (always given: tests and benches stay on loopback) */
+  args?: string[]
+  /** environment over process.env */
+  env?: NodeJS.ProcessEnv
+  /** flags for node itself, before the CLI */
+  nodeArgs?: string[]
+  /** characters of output kept (the tail), for a failure report; all of it by default */
+  keep?: number
+}
+
+/**
+ * The one launcher of agent processes for tests and benchmarks: `mesh --data-dir DIR agent`
+ * on loopback with a data dir, arguments and environment; ready() waits for the control
+ * socket; stop() is SIGTERM then SIGKILL; kill() a signal; the output is kept for a failure
+ * report (stdout, stderr and both interleaved in `out`).
+ */
+export class MeshAgent {
   child: ChildProcess | undefined
-  peerId = ''
+  stdout = ''
+  stderr = ''
+  /** stdout and stderr as they came */
   out = ''
-  readonly changes: Array<{ time: number; peerId: string; after: string; incarnation: number }> = []
-  private ctl: AbortController | undefined
+  exitCode: number | null = null
+  peerId = ''
+  private exited: Promise<void> = Promise.resolve()
 
   constructor(
-    readonly name: string,
     readonly dir: string,
+    readonly opts: AgentOptions = {},
   ) {}
+
+  get label(): string {
+    return this.opts.name ?? this.dir
+  }
 
   get api(): ApiClient {
     return new ApiClient(join(this.dir, 'mesh.sock'), this.dir)
@@ -31,47 +58,103 @@ export class BenchAgent {
     return this.child !== undefined && this.child.exitCode === null && this.child.signalCode === null
   }
 
-  start(extra: string[] = [], env: NodeJS.ProcessEnv = {}): void {
+  start(extra: string[] = [], env: NodeJS.ProcessEnv = {}): this {
+    this.stdout = ''
+    this.stderr = ''
+    this.out = ''
+    this.exitCode = null
+    const o = this.opts
     const child = spawn(
       process.execPath,
       [
+        ...(o.nodeArgs ?? []),
         CLI,
         '--data-dir',
         this.dir,
         'agent',
         '--listen',
         '/ip4/127.0.0.1/tcp/0',
-        '--name',
-        this.name,
+        ...(o.name === undefined ? [] : ['--name', o.name]),
+        ...(o.args ?? []),
         ...extra,
       ],
-      {
-        stdio: ['ignore', 'pipe', 'pipe'],
-        env: { ...process.env, MESH_LOG_LEVEL: 'warn', ...env },
-      },
+      { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...o.env, ...env } },
     )
-    const keep = (d: Buffer) => {
-      this.out = (this.out + d.toString()).slice(-3000)
-    }
-    child.stdout?.on('data', keep)
-    child.stderr?.on('data', keep)
+    const keep = o.keep ?? Number.POSITIVE_INFINITY
+    const tail = (s: string) => (s.length > keep ? s.slice(-keep) : s)
+    child.stdout?.on('data', (d: Buffer) => {
+      this.stdout = tail(this.stdout + d)
+      this.out = tail(this.out + d)
+    })
+    child.stderr?.on('data', (d: Buffer) => {
+      this.stderr = tail(this.stderr + d)
+      this.out = tail(this.out + d)
+    })
     children.add(child)
-    child.once('exit', () => children.delete(child))
+    this.exited = new Promise((r) =>
+      child.once('exit', (code, signal) => {
+        children.delete(child)
+        this.exitCode = code ?? (signal === null ? -1 : 128)
+        r()
+      }),
+    )
     this.child = child
+    return this
   }
 
-  async ready(timeoutMs = 60_000): Promise<void> {
+  /**
+   * Wait until the control API answers; returns its status (what `mesh --json status` prints).
+   * Start-up is CPU-bound: at load 30 on 2 cores a restarted agent got about 1 s of CPU in
+   * 20 s, so the default bound is a minute.
+   */
+  async ready<S extends { peerId: string } = any>(timeoutMs = 60_000, everyMs = 200): Promise<S> {
     const deadline = Date.now() + timeoutMs
     while (Date.now() < deadline) {
-      if (!this.running) throw new Error(`agent ${this.name} exited: ${this.out.trim()}`)
+      if (!this.running) throw new Error(`agent ${this.label} exited with ${this.exitCode}: ${this.tail()}`)
       try {
-        this.peerId = (await this.api.call<{ peerId: string }>('GET', '/v1/status', undefined, 5_000)).peerId
-        return
+        const s = await this.api.call<S>('GET', '/v1/status', undefined, 5_000)
+        this.peerId = s.peerId
+        return s
       } catch {
-        await sleep(100)
+        await sleep(everyMs)
       }
     }
-    throw new Error(`agent ${this.name} did not answer within ${timeoutMs} ms: ${this.out.trim()}`)
+    throw new Error(`agent ${this.label} did not answer within ${timeoutMs} ms: ${this.tail()}`)
+  }
+
+  /** SIGTERM, then SIGKILL after `graceMs`. */
+  async stop(graceMs = 10_000): Promise<void> {
+    if (this.child !== undefined) await stopProcess(this.child, graceMs)
+    await this.exited
+  }
+
+  /** Send `signal` (kill -9 by default) and wait for the exit. */
+  async kill(signal: NodeJS.Signals = 'SIGKILL'): Promise<void> {
+    if (this.child !== undefined && this.running) {
+      this.child.kill(signal)
+      await this.exited
+    }
+  }
+
+  waitExit(): Promise<void> {
+    return this.exited
+  }
+
+  /** the end of what the agent printed, for an error message */
+  tail(chars = 3000): string {
+    return this.out.trim().slice(-chars)
+  }
+}
+
+export class BenchAgent extends MeshAgent {
+  readonly changes: Array<{ time: number; peerId: string; after: string; incarnation: number }> = []
+  private ctl: AbortController | undefined
+
+  constructor(
+    readonly name: string,
+    dir: string,
+  ) {
+    super(dir, { name, env: { MESH_LOG_LEVEL: 'warn' }, keep: 3000 })
   }
 
   async members(): Promise<MemberView[]> {
@@ -117,11 +200,7 @@ export class BenchAgent {
 
   async kill9(): Promise<void> {
     this.ctl?.abort()
-    const c = this.child
-    if (c === undefined || !this.running) return
-    const exited = new Promise<void>((r) => c.once('exit', () => r()))
-    c.kill('SIGKILL')
-    await exited
+    await this.kill('SIGKILL')
   }
 }
 

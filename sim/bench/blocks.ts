@@ -14,13 +14,15 @@
 // Prints markdown tables and writes sim/out/blocks-<time>.json. Real agent processes, started
 // through the CLI; everything listens and dials on 127.0.0.1 only; every wait is bounded and
 // every process and temporary directory is removed at the end, also on failure.
-import { type ChildProcess, spawn } from 'node:child_process'
+import { spawn } from 'node:child_process'
 import { createHash, randomBytes } from 'node:crypto'
 import { closeSync, mkdirSync, mkdtempSync, openSync, readFileSync, rmSync, writeSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { AVG_CHUNK, chunkLengths, fixedLengths } from '../../src/blocks/chunker.js'
 import { newCluster } from '../../src/node/cluster.js'
+import { MeshAgent } from './agents.js'
+import { intList, parseFlags, positive } from './args.js'
 import { DEFAULT_HELIA_DIR, type HeliaFetch, heliaFetch, heliaSetup } from './helia.js'
 import {
   cpuSeconds,
@@ -73,31 +75,22 @@ function parseArgs(argv: string[]): Options {
     heliaDir: DEFAULT_HELIA_DIR,
     profileDir: undefined,
   }
-  for (let i = 0; i < argv.length; i++) {
-    const a = argv[i]
-    const num = () => {
-      const n = Number(argv[++i])
-      if (!Number.isFinite(n) || n <= 0) throw new Error(`${a} needs a positive number`)
-      return n
-    }
-    if (a === '--bytes') o.bytes = Math.floor(num())
-    else if (a === '--repeats') o.repeats = Math.min(10, Math.floor(num()))
-    else if (a === '--providers') {
-      o.providers = String(argv[++i])
-        .split(',')
-        .map(Number)
-        .filter((n) => Number.isInteger(n) && n >= 1 && n <= 4)
-        .sort((x, y) => y - x)
+  const int = (flag: string, value: string) => Math.floor(positive(flag, value))
+  parseFlags(argv, {
+    '--bytes': (next) => (o.bytes = int('--bytes', next())),
+    '--repeats': (next) => (o.repeats = Math.min(10, int('--repeats', next()))),
+    '--providers': (next) => {
+      o.providers = intList(next(), 1, 4).sort((x, y) => y - x)
       if (o.providers.length === 0) throw new Error('--providers takes a list of 1..4, e.g. 4,2,1')
-    } else if (a === '--skip-ceiling') o.skipCeiling = true
-    else if (a === '--skip-fetch') o.skipFetch = true
-    else if (a === '--skip-dedup') o.skipDedup = true
-    else if (a === '--serve-limit') o.serveLimit = Math.floor(num())
-    else if (a === '--skip-helia') o.skipHelia = true
-    else if (a === '--helia-dir') o.heliaDir = String(argv[++i])
-    else if (a === '--profile-fetcher') o.profileDir = String(argv[++i])
-    else throw new Error(`unknown argument ${a}`)
-  }
+    },
+    '--skip-ceiling': () => (o.skipCeiling = true),
+    '--skip-fetch': () => (o.skipFetch = true),
+    '--skip-dedup': () => (o.skipDedup = true),
+    '--serve-limit': (next) => (o.serveLimit = int('--serve-limit', next())),
+    '--skip-helia': () => (o.skipHelia = true),
+    '--helia-dir': (next) => (o.heliaDir = next()),
+    '--profile-fetcher': (next) => (o.profileDir = next()),
+  })
   return o
 }
 
@@ -111,50 +104,19 @@ const AGENT_ENV = {
   MESH_DHT__ENABLED: 'true',
 }
 
-class Agent {
-  child: ChildProcess | undefined
-  private out = ''
-  peerId = ''
-  /** flags for node itself, before the CLI */
-  nodeArgs: string[] = []
-
+class Agent extends MeshAgent {
   constructor(
     readonly name: string,
-    readonly dir: string,
-    private readonly env: NodeJS.ProcessEnv = {},
-  ) {}
+    dir: string,
+    env: NodeJS.ProcessEnv = {},
+  ) {
+    super(dir, { name, env: { ...AGENT_ENV, ...env }, keep: 20_000 })
+  }
 
-  async start(extra: string[] = []): Promise<void> {
-    const child = spawn(
-      NODE,
-      [
-        ...this.nodeArgs,
-        CLI,
-        '--data-dir',
-        this.dir,
-        'agent',
-        '--listen',
-        '/ip4/127.0.0.1/tcp/0',
-        '--name',
-        this.name,
-        ...extra,
-      ],
-      { env: { ...process.env, ...AGENT_ENV, ...this.env }, stdio: ['ignore', 'pipe', 'pipe'] },
-    )
-    this.child = child
-    child.stdout?.on('data', (d) => (this.out = (this.out + d).slice(-20_000)))
-    child.stderr?.on('data', (d) => (this.out = (this.out + d).slice(-20_000)))
-    const deadline = Date.now() + 60_000
-    while (Date.now() < deadline) {
-      if (child.exitCode !== null) throw new Error(`${this.name} exited: ${this.out}`)
-      const r = await this.cli(['status'], 10_000).catch(() => undefined)
-      if (r !== undefined) {
-        this.peerId = r.peerId
-        return
-      }
-      await sleep(300)
-    }
-    throw new Error(`${this.name} did not start: ${this.out}`)
+  /** start and wait for the control API */
+  async launch(extra: string[] = []): Promise<void> {
+    this.start(extra)
+    await this.ready(60_000, 300)
   }
 
   async cli(args: string[], timeoutMs = 600_000): Promise<any> {
@@ -174,10 +136,10 @@ class Agent {
     return cpuSeconds(this.child?.pid)
   }
 
-  async stop(): Promise<void> {
+  override async stop(): Promise<void> {
     if (this.child !== undefined && this.child.exitCode !== null)
       this.out += `\nexited with ${this.child.exitCode}`
-    if (this.child !== undefined) await stopProcess(this.child, 10_000)
+    await super.stop(10_000)
     this.child = undefined
   }
 }
@@ -197,7 +159,7 @@ async function joinAgent(
 ): Promise<Agent> {
   const { token } = await first.cli(['invite'])
   const a = new Agent(name, dir, env)
-  await a.start(['--join', token])
+  await a.launch(['--join', token])
   return a
 }
 
@@ -440,7 +402,7 @@ async function main(): Promise<void> {
       await found(dirs('p1'))
       const limit = o.serveLimit > 0 ? { MESH_BLOCKS__SERVE_BYTES_PER_SEC: String(o.serveLimit) } : {}
       const p1 = new Agent('p1', dirs('p1'), limit)
-      await p1.start()
+      await p1.launch()
       agents.push(p1)
       const maxK = Math.max(...o.providers)
       for (let i = 2; i <= maxK; i++) agents.push(await joinAgent(p1, `p${i}`, dirs(`p${i}`), limit))
@@ -466,9 +428,9 @@ async function main(): Promise<void> {
           const fname = `f${++fetcherN}`
           // the fetcher logs at info: a failed run says which providers were dropped and why
           const f = new Agent(fname, dirs(fname), { MESH_LOG_LEVEL: 'info' })
-          if (o.profileDir !== undefined) f.nodeArgs = ['--cpu-prof', `--cpu-prof-dir=${o.profileDir}`]
+          if (o.profileDir !== undefined) f.opts.nodeArgs = ['--cpu-prof', `--cpu-prof-dir=${o.profileDir}`]
           fetchers.push(f)
-          await f.start(['--join', (await p1.cli(['invite'])).token])
+          await f.launch(['--join', (await p1.cli(['invite'])).token])
           await waitAlive(f, k + 1)
           const dest = join(work, `out${fetcherN}`)
           const cpu0 = f.cpuS()
@@ -507,14 +469,14 @@ async function main(): Promise<void> {
           await f.stop()
           lastFetcher = f
         }
-        if (rep < o.repeats - 1) for (const p of agents) if (p.child === undefined) await p.start()
+        if (rep < o.repeats - 1) for (const p of agents) if (p.child === undefined) await p.launch()
       }
       report.fetch = samples
 
       // -- version 2 over the wire: p1 puts it, the last fetcher (holding version 1) gets it
       let v2: { fetched: number; total: number; ms: number } | undefined
       if (lastFetcher !== undefined) {
-        await lastFetcher.start()
+        await lastFetcher.launch()
         await waitAlive(lastFetcher, 2)
         const data = readFileSync(join(src, 'data.bin'))
         const mid = data.length >> 1

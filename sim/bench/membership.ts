@@ -22,13 +22,15 @@
 // Prints a markdown table and writes sim/out/membership-<time>.json. Every wait is bounded and
 // every process started here is stopped, also on failure.
 import '../../src/shim.js'
-import { type ChildProcess, execFileSync, spawn } from 'node:child_process'
+import { execFileSync } from 'node:child_process'
 import { mkdtempSync, rmSync } from 'node:fs'
 import { loadavg, tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { ApiClient } from '../../src/api/client.js'
+import type { ApiClient } from '../../src/api/client.js'
 import type { MemberView } from '../../src/api/routes-members.js'
 import type { MeshEvent } from '../../src/kernel/events.js'
+import { MeshAgent } from './agents.js'
+import { intList, parseFlags, positive } from './args.js'
 import {
   CLI,
   cpuSeconds,
@@ -43,7 +45,6 @@ import {
   type Stats,
   sleep,
   stats,
-  stopProcess,
   until,
   writeReport,
 } from './report.js'
@@ -60,98 +61,45 @@ interface Options {
 
 function parseArgs(argv: string[]): Options {
   const o: Options = { sizes: [5, 20], repeats: 3, idleS: 60, settleS: 10, webrtc: true }
-  for (let i = 0; i < argv.length; i++) {
-    const a = argv[i]
-    const num = () => {
-      const n = Number(argv[++i])
-      if (!Number.isFinite(n) || n <= 0) throw new Error(`${a} needs a positive number`)
-      return n
-    }
-    if (a === '--sizes') {
-      o.sizes = String(argv[++i])
-        .split(',')
-        .map(Number)
-        .filter((n) => Number.isInteger(n) && n >= 3 && n <= 64)
+  parseFlags(argv, {
+    '--sizes': (next) => {
+      o.sizes = intList(next(), 3, 64)
       if (o.sizes.length === 0) throw new Error('--sizes needs cluster sizes between 3 and 64, e.g. 5,20')
-    } else if (a === '--repeats') o.repeats = Math.min(10, Math.floor(num()))
-    else if (a === '--idle-s') o.idleS = Math.min(600, num())
-    else if (a === '--settle-s') o.settleS = Math.min(120, num())
-    else if (a === '--no-webrtc') o.webrtc = false
-    else throw new Error(`unknown argument ${a}`)
-  }
+    },
+    '--repeats': (next) => (o.repeats = Math.min(10, Math.floor(positive('--repeats', next())))),
+    '--idle-s': (next) => (o.idleS = Math.min(600, positive('--idle-s', next()))),
+    '--settle-s': (next) => (o.settleS = Math.min(120, positive('--settle-s', next()))),
+    '--no-webrtc': () => (o.webrtc = false),
+  })
   return o
 }
 
 // ---------------------------------------------------------------------------------------
 // agents
 
-class Agent {
-  child: ChildProcess | undefined
-  peerId = ''
-  private out = ''
+class Agent extends MeshAgent {
   private events: EventStream | undefined
 
   constructor(
     readonly name: string,
-    readonly dir: string,
-  ) {}
-
-  get api(): ApiClient {
-    return new ApiClient(join(this.dir, 'mesh.sock'), this.dir)
+    dir: string,
+  ) {
+    super(dir, { name, keep: 4000 })
   }
 
-  get running(): boolean {
-    return this.child !== undefined && this.child.exitCode === null && this.child.signalCode === null
-  }
-
-  start(extra: string[] = []): void {
+  override start(extra: string[] = []): this {
     this.down = false
     live.agents.add(this)
-    this.out = ''
-    const child = spawn(
-      NODE,
-      [
-        CLI,
-        '--data-dir',
-        this.dir,
-        'agent',
-        '--listen',
-        '/ip4/127.0.0.1/tcp/0',
-        '--name',
-        this.name,
-        ...extra,
-      ],
-      {
-        stdio: ['ignore', 'pipe', 'pipe'],
-        env: {
-          ...process.env,
-          MESH_LOG_LEVEL: 'warn',
-          ...(agentEnv.webrtc ? {} : { MESH_WEBRTC__ENABLED: 'false' }),
-        },
-      },
-    )
-    const keep = (d: Buffer) => {
-      this.out = (this.out + d.toString()).slice(-4000)
-    }
-    child.stdout?.on('data', keep)
-    child.stderr?.on('data', keep)
-    this.child = child
+    return super.start(extra, {
+      MESH_LOG_LEVEL: 'warn',
+      ...(agentEnv.webrtc ? {} : { MESH_WEBRTC__ENABLED: 'false' }),
+    })
   }
 
   /** Resolves once the control API answers; ms since `t0`. */
-  async ready(t0: number, timeoutMs = 60_000): Promise<number> {
-    const deadline = Date.now() + timeoutMs
-    while (Date.now() < deadline) {
-      if (!this.running) throw new Error(`agent ${this.name} exited: ${this.out.trim()}`)
-      try {
-        const s = await this.api.call<{ peerId: string }>('GET', '/v1/status', undefined, 5_000)
-        this.peerId = s.peerId
-        return Date.now() - t0
-      } catch {
-        await sleep(50)
-      }
-    }
-    throw new Error(`agent ${this.name} did not answer within ${timeoutMs} ms: ${this.out.trim()}`)
+  async readyAfter(t0: number, timeoutMs = 60_000): Promise<number> {
+    await this.ready(timeoutMs, 50)
+    return Date.now() - t0
   }
 
   async members(): Promise<MemberView[]> {
@@ -174,10 +122,10 @@ class Agent {
   }
 
   /** Close the event stream first: an open SSE client keeps the agent from stopping. */
-  async stop(): Promise<void> {
+  override async stop(): Promise<void> {
     this.events?.close()
     this.events = undefined
-    if (this.child !== undefined) await stopProcess(this.child, 5_000)
+    await super.stop(5_000)
   }
 
   /** set by kill9 (and cleared by start): the agent is down on purpose */
@@ -187,15 +135,7 @@ class Agent {
     this.down = true
     this.events?.close()
     this.events = undefined
-    const c = this.child
-    if (c === undefined || !this.running) return Promise.resolve()
-    const exited = new Promise<void>((r) => c.once('exit', () => r()))
-    c.kill('SIGKILL')
-    return exited
-  }
-
-  tail(): string {
-    return this.out.trim()
+    return this.kill('SIGKILL')
   }
 }
 
@@ -379,7 +319,7 @@ async function reviveCrashed(agents: Agent[], n: number, errors: string[]): Prom
     process.stderr.write(`  ${a.name} crashed (${why ?? 'see JSON report'}); restarting it\n`)
     const t0 = Date.now()
     a.start()
-    await a.ready(t0)
+    await a.readyAfter(t0)
     a.subscribe()
   }
   if (crashed.length > 0) {
@@ -408,7 +348,7 @@ async function runSize(n: number, o: Options): Promise<SizeResult> {
     if (init.code !== 0) throw new Error(`mesh init failed: ${init.stderr || init.stdout}`)
     first.start()
     agents.push(first)
-    await first.ready(Date.now())
+    await first.readyAfter(Date.now())
     first.subscribe()
 
     // joins, one after the other; the last `repeats` are timed
@@ -424,7 +364,7 @@ async function runSize(n: number, o: Options): Promise<SizeResult> {
         t0 = Date.now()
         a.start(['--join', token])
         try {
-          readyMs = await a.ready(t0)
+          readyMs = await a.readyAfter(t0)
           break
         } catch (err) {
           if (attempt >= 3) throw err
@@ -572,7 +512,7 @@ async function runSize(n: number, o: Options): Promise<SizeResult> {
 
         const tStart = Date.now()
         victim.start()
-        await victim.ready(tStart).catch((err) => {
+        await victim.readyAfter(tStart).catch((err) => {
           throw new CrashError(
             `restarted ${victim.name} did not come up: ${(err as Error).message.slice(0, 300)}`,
           )

@@ -8,10 +8,12 @@
 // Needs root and a dockerd whose bridge is in 198.18.0.0/15 (.ci/run starts one); builds the
 // image offline with docker/build-offline.sh unless --image is given. Traffic stays on 127.0.0.1
 // and the docker bridge. Every container, image and process it starts is removed, also on failure.
-import { type ChildProcess, execFileSync, spawn } from 'node:child_process'
+import { execFileSync } from 'node:child_process'
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
+import { MeshAgent } from './agents.js'
+import { parseFlags } from './args.js'
 import {
   fmtStats,
   machineInfo,
@@ -22,8 +24,6 @@ import {
   type Stats,
   sleep,
   stats,
-  stopProcess,
-  waitForLine,
   writeReport,
 } from './report.js'
 
@@ -31,14 +31,16 @@ const CLI = join(ROOT, 'dist', 'src', 'cli', 'main.js')
 
 function parseArgs(argv: string[]) {
   const o = { runs: 5, image: undefined as string | undefined, skipDocker: false, skipProcess: false }
-  for (let i = 0; i < argv.length; i++) {
-    if (argv[i] === '--runs') o.runs = Math.max(1, Math.min(50, Number(argv[++i])))
-    else if (argv[i] === '--image') o.image = argv[++i]
-    else if (argv[i] === '--skip-docker') o.skipDocker = true
-    else if (argv[i] === '--skip-process') o.skipProcess = true
-    else
-      throw new Error(`unknown argument ${argv[i]}: use --runs N, --image TAG, --skip-docker, --skip-process`)
-  }
+  parseFlags(
+    argv,
+    {
+      '--runs': (next) => (o.runs = Math.max(1, Math.min(50, Number(next())))),
+      '--image': (next) => (o.image = next()),
+      '--skip-docker': () => (o.skipDocker = true),
+      '--skip-process': () => (o.skipProcess = true),
+    },
+    'use --runs N, --image TAG, --skip-docker, --skip-process',
+  )
   return o
 }
 
@@ -103,7 +105,7 @@ async function main(): Promise<void> {
   const tmp = mkdtempSync(join(tmpdir(), 'mesh-bench-spawn-'))
   const cluster = `bs${process.pid}`
   const image = o.image ?? `mesh-bench:${process.pid}`
-  let agent: ChildProcess | undefined
+  let agent: MeshAgent | undefined
   const results: Record<string, { spawn: Stats; everywhere: Stats }> = {}
   let docker = !o.skipDocker
   try {
@@ -133,24 +135,12 @@ async function main(): Promise<void> {
     }
     const dataDir = join(tmp, 'a')
     const env = { MESH_DOCKER_IMAGE: image, MESH_LOG_LEVEL: 'warn' }
-    agent = spawn(
-      process.execPath,
-      [
-        CLI,
-        '--data-dir',
-        dataDir,
-        'agent',
-        '--init',
-        cluster,
-        '--name',
-        'bench-a',
-        '--listen',
-        '/ip4/127.0.0.1/tcp/0',
-        ...(docker ? ['--listen', `/ip4/${gw}/tcp/0`] : []),
-      ],
-      { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] },
-    )
-    await waitForLine(agent, (l) => (l.startsWith('mesh agent') ? true : undefined), 30_000, 'agent')
+    agent = new MeshAgent(dataDir, {
+      name: 'bench-a',
+      args: ['--init', cluster, ...(docker ? ['--listen', `/ip4/${gw}/tcp/0`] : [])],
+      env,
+    }).start()
+    await agent.ready(30_000)
     if (!o.skipProcess)
       results.process = await bench('process', o.runs, dataDir, env, (w) => async (target) => {
         const ms = await meshJson(join(dataDir, 'instances', w, 'data'), ['members'], {}, 10_000)
@@ -171,7 +161,7 @@ async function main(): Promise<void> {
       })
     }
   } finally {
-    if (agent !== undefined) await stopProcess(agent)
+    if (agent !== undefined) await agent.stop()
     if (docker) {
       try {
         const ids = execFileSync('docker', ['ps', '-aq', '--filter', `label=mesh.cluster=${cluster}`], {

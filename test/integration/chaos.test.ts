@@ -13,11 +13,13 @@ import { join } from 'node:path'
 import { mulberry32 } from '../../src/membership/swim.js'
 import {
   type AgentProcess,
+  allAlive,
   seededBytes as bytes,
   Fixture,
   mesh,
   meshJson,
   type RunResult,
+  startCluster,
   waitFor,
 } from './cluster-harness.js'
 
@@ -39,17 +41,7 @@ describe(`chaos: ${STEPS} seeded steps (seed ${SEED}) of kill -9, restart, put a
   const acked: Array<{ tag: string; seed: number }> = []
 
   before(async () => {
-    const dir0 = fx.tempDir('mesh-chaos-')
-    assert.equal((await mesh(['--data-dir', dir0, 'init', '--cluster', 'lab'])).code, 0)
-    agents.push(fx.agent(dir0, ['--name', names[0]]).start([], ENV))
-    await agents[0].ready()
-    for (const n of names.slice(1)) {
-      const { token } = await meshJson<{ token: string }>(dir0, ['invite'])
-      const a = fx.agent(fx.tempDir('mesh-chaos-'), ['--name', n]).start(['--join', token], ENV)
-      await a.ready()
-      agents.push(a)
-    }
-    await converged()
+    agents.push(...(await startCluster(fx, names, { env: ENV, prefix: 'mesh-chaos-', aliveMs: CONVERGE_MS })))
   })
 
   after(() => fx.cleanup())
@@ -59,19 +51,7 @@ describe(`chaos: ${STEPS} seeded steps (seed ${SEED}) of kill -9, restart, put a
 
   async function converged(): Promise<number> {
     const t0 = Date.now()
-    const want = live().length
-    await waitFor(
-      `the ${want} live members to see each other alive`,
-      async () => {
-        for (const a of live()) {
-          const rows = await meshJson<any[]>(a.dataDir, ['members'])
-          if (rows.filter((r) => r.status === 'alive').length !== want) return false
-        }
-        return true
-      },
-      CONVERGE_MS,
-      500,
-    )
+    await allAlive(live(), CONVERGE_MS, `the ${live().length} live members to see each other alive`)
     return Date.now() - t0
   }
 

@@ -1,8 +1,9 @@
-import { type ChildProcess, spawn } from 'node:child_process'
+import { spawn } from 'node:child_process'
 import { mkdtempSync, rmSync } from 'node:fs'
 import { createServer } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
+import { MeshAgent } from '../../sim/bench/agents.js'
 import { fetchMetrics, metric, until } from '../../sim/bench/report.js'
 import { ConfigSchema } from '../../src/agent/config.js'
 import { prepareDataDir } from '../../src/agent/setup.js'
@@ -75,81 +76,31 @@ export function waitFor<T>(
   return until(what, fn, timeoutMs, everyMs)
 }
 
-export class AgentProcess {
-  child: ChildProcess | undefined
-  stderr = ''
-  stdout = ''
-  exitCode: number | null = null
-  private exited: Promise<void> = Promise.resolve()
-
+/**
+ * An agent of a test: the benchmarks' launcher (sim/bench/agents.ts) with the tests' environment.
+ * Its whole output is kept (`stdout`, `stderr`) for assertions on what it logged.
+ */
+export class AgentProcess extends MeshAgent {
   constructor(
     readonly dataDir: string,
     readonly args: string[] = [],
-  ) {}
-
-  start(extra: string[] = [], env: NodeJS.ProcessEnv = {}): this {
-    this.stderr = ''
-    this.stdout = ''
-    this.exitCode = null
-    const child = spawn(
-      process.execPath,
-      [CLI, '--data-dir', this.dataDir, 'agent', '--listen', '/ip4/127.0.0.1/tcp/0', ...this.args, ...extra],
-      {
-        env: {
-          ...process.env,
-          MESH_LOG_LEVEL: process.env.MESH_LOG_LEVEL ?? 'info',
-          // the sshds tests tunnel to have their own host keys, never this machine's: publish none
-          // unless a test says which (tags then hold only what each test sets)
-          MESH_TUNNEL__SSH_HOST_KEYS: join(this.dataDir, 'no-ssh-host-key.pub'),
-          // no mesh0 and no /etc/hosts block on the machine running the tests, also when a file
-          // is run alone without .mocharc's setup (test/setup.ts); the netns tests turn it on
-          MESH_OVERLAY__INTERFACE: process.env.MESH_OVERLAY__INTERFACE ?? 'false',
-          ...env,
-        },
-        stdio: ['ignore', 'pipe', 'pipe'],
+  ) {
+    super(dataDir, {
+      args,
+      env: {
+        MESH_LOG_LEVEL: process.env.MESH_LOG_LEVEL ?? 'info',
+        // the sshds tests tunnel to have their own host keys, never this machine's: publish none
+        // unless a test says which (tags then hold only what each test sets)
+        MESH_TUNNEL__SSH_HOST_KEYS: join(dataDir, 'no-ssh-host-key.pub'),
+        // no mesh0 and no /etc/hosts block on the machine running the tests, also when a file
+        // is run alone without .mocharc's setup (test/setup.ts); the netns tests turn it on
+        MESH_OVERLAY__INTERFACE: process.env.MESH_OVERLAY__INTERFACE ?? 'false',
       },
-    )
-    child.stdout?.on('data', (d) => (this.stdout += d))
-    child.stderr?.on('data', (d) => (this.stderr += d))
-    this.exited = new Promise((r) =>
-      child.on('exit', (code, signal) => {
-        this.exitCode = code ?? (signal === null ? -1 : 128)
-        r()
-      }),
-    )
-    this.child = child
-    return this
-  }
-
-  /**
-   * Wait until the control API answers. Start-up is CPU-bound: at load 30 on 2 cores a restarted
-   * agent got about 1 s of CPU in 20 s, so the default bound is a minute.
-   */
-  async ready(timeoutMs = 60_000): Promise<any> {
-    return waitFor(
-      `agent in ${this.dataDir} to answer (stderr: ${this.stderr.slice(-500)})`,
-      async () => {
-        if (this.exitCode !== null)
-          throw new Error(`agent exited with ${this.exitCode}: ${this.stderr.slice(-2000)}`)
-        return meshJson(this.dataDir, ['status'])
-      },
-      timeoutMs,
-    )
+    })
   }
 
   async status(): Promise<any> {
     return meshJson(this.dataDir, ['status'])
-  }
-
-  async kill(signal: NodeJS.Signals = 'SIGKILL'): Promise<void> {
-    if (this.child !== undefined && this.exitCode === null) {
-      this.child.kill(signal)
-      await this.exited
-    }
-  }
-
-  waitExit(): Promise<void> {
-    return this.exited
   }
 }
 
@@ -187,6 +138,49 @@ export class Fixture {
     await Promise.all(this.agents.map((a) => a.kill('SIGKILL')))
     for (const d of this.dirs) rmSync(d, { recursive: true, force: true })
   }
+}
+
+/** Wait (bounded) until every one of `agents` lists exactly `agents.length` members alive. */
+export async function allAlive(agents: AgentProcess[], timeoutMs: number, what?: string): Promise<void> {
+  await waitFor(
+    what ?? `the ${agents.length} members to see each other alive`,
+    async () => {
+      for (const a of agents) {
+        const rows = await meshJson<any[]>(a.dataDir, ['members'])
+        if (rows.filter((r) => r.status === 'alive').length !== agents.length) return false
+      }
+      return true
+    },
+    timeoutMs,
+    500,
+  )
+}
+
+/**
+ * A cluster of agents named `names` on loopback: the first founds cluster `lab`, the others
+ * join it with an invite each, one at a time (concurrent joins to one inviter fail on a loaded
+ * machine); resolves once every member sees every other alive (bounded by `aliveMs`).
+ * `dirs` gives the data dirs (made by the caller, e.g. with a mount inside); otherwise temp
+ * dirs of the fixture.
+ */
+export async function startCluster(
+  fx: Fixture,
+  names: string[],
+  opts: { env?: NodeJS.ProcessEnv; dirs?: string[]; prefix?: string; aliveMs?: number } = {},
+): Promise<AgentProcess[]> {
+  const dirs = opts.dirs ?? names.map(() => fx.tempDir(opts.prefix))
+  const rc = await mesh(['--data-dir', dirs[0], 'init', '--cluster', 'lab'])
+  if (rc.code !== 0) throw new Error(`mesh init exited ${rc.code}: ${rc.stderr}`)
+  const agents = [fx.agent(dirs[0], ['--name', names[0]]).start([], opts.env)]
+  await agents[0].ready()
+  for (let i = 1; i < names.length; i++) {
+    const { token } = await meshJson<{ token: string }>(dirs[0], ['invite'])
+    const a = fx.agent(dirs[i], ['--name', names[i]]).start(['--join', token], opts.env)
+    await a.ready()
+    agents.push(a)
+  }
+  await allAlive(agents, opts.aliveMs ?? 120_000)
+  return agents
 }
 
 /**

@@ -14,6 +14,7 @@ import {
   mesh,
   meshJson,
   type RunResult,
+  startCluster,
   waitFor,
 } from './cluster-harness.js'
 
@@ -50,24 +51,7 @@ describe('a full disk under the agent’s data dir', function () {
       )
       this.skip()
     }
-    assert.equal((await mesh(['--data-dir', dirA, 'init', '--cluster', 'lab'])).code, 0)
-    A = fx.agent(dirA, ['--name', 'roomy']).start([], ENV)
-    await A.ready()
-    const { token } = await meshJson<{ token: string }>(dirA, ['invite'])
-    B = fx.agent(dirB, ['--name', 'cramped']).start(['--join', token], ENV)
-    await B.ready()
-    await waitFor(
-      'both members alive on both',
-      async () => {
-        for (const a of [A, B]) {
-          const rows = await meshJson<any[]>(a.dataDir, ['members'])
-          if (rows.filter((r) => r.status === 'alive').length !== 2) return false
-        }
-        return true
-      },
-      60_000,
-      500,
-    )
+    ;[A, B] = await startCluster(fx, ['roomy', 'cramped'], { env: ENV, dirs: [dirA, dirB], aliveMs: 60_000 })
   })
 
   after(async () => {

@@ -16,11 +16,13 @@ import { putPath } from '../../src/blocks/dataset.js'
 import { rank } from '../../src/blocks/replication.js'
 import {
   type AgentProcess,
+  allAlive as allAliveOf,
   seededBytes as bytes,
   Fixture,
   mesh,
   meshJson,
   type RunResult,
+  startCluster,
   waitFor,
 } from './cluster-harness.js'
 
@@ -47,38 +49,13 @@ describe('replicas: kill -9 during mesh put --replicas 2', function () {
 
   before(async () => {
     await scratch.open()
-    const dir0 = fx.tempDir('mesh-rc-')
-    assert.equal((await mesh(['--data-dir', dir0, 'init', '--cluster', 'lab'])).code, 0)
-    const first = fx.agent(dir0, ['--name', names[0]]).start([], ENV)
-    await first.ready(60_000)
-    agents.push(first)
-    for (const n of names.slice(1)) {
-      // one join at a time: concurrent joins to one inviter fail on a loaded machine
-      const { token } = await meshJson<{ token: string }>(dir0, ['invite'])
-      const a = fx.agent(fx.tempDir('mesh-rc-'), ['--name', n]).start(['--join', token], ENV)
-      await a.ready(60_000)
-      agents.push(a)
-    }
+    agents.push(...(await startCluster(fx, names, { env: ENV, prefix: 'mesh-rc-', aliveMs: 90_000 })))
     for (const a of agents) byPeer.set((await a.status()).peerId, a)
-    await allAlive()
   })
 
   after(() => fx.cleanup())
 
-  async function allAlive(): Promise<void> {
-    await waitFor(
-      'all four members alive everywhere',
-      async () => {
-        for (const a of agents) {
-          const rows = await meshJson<any[]>(a.dataDir, ['members'])
-          if (rows.filter((r) => r.status === 'alive').length !== agents.length) return false
-        }
-        return true
-      },
-      90_000,
-      500,
-    )
-  }
+  const allAlive = () => allAliveOf(agents, 90_000, 'all four members alive everywhere')
 
   /** A dataset dir and its root; the publisher is the lowest-ranked member, so both targets are others. */
   async function dataset(seed: number) {
