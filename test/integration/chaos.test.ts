@@ -17,10 +17,8 @@ import {
   seededBytes as bytes,
   Fixture,
   mesh,
-  meshJson,
   type RunResult,
   startCluster,
-  waitFor,
 } from './cluster-harness.js'
 
 const ENV = { MESH_WEBRTC__ENABLED: 'false', MESH_LOG_LEVEL: process.env.MESH_LOG_LEVEL ?? 'warn' }
