@@ -46,7 +46,15 @@ export class ElectionExt implements Extension {
   private readonly created = new Map<string, number>()
   private readonly decided = new Map<string, number>()
   readonly violations: string[] = []
-  private readonly counts = { requests: 0, acts: 0, allocated: 0, errors: 0, noCandidate: 0, standDowns: 0 }
+  private readonly counts = {
+    requests: 0,
+    acts: 0,
+    allocated: 0,
+    errors: 0,
+    noCandidate: 0,
+    standDowns: 0,
+    lateStops: 0,
+  }
 
   constructor(readonly p: ElectionParams) {
     this.rng = mulberry32(mix32(p.seed, 0xe1ec))
@@ -179,6 +187,12 @@ export class ElectionExt implements Extension {
         this.wall,
       )
       if (out.length === 0) return
+      // stood down while it started: the core says undo it (the agent deallocates)
+      if (out.every((x) => x.type === 'stand-down')) {
+        this.counts.lateStops++
+        this.handle(node, r, out)
+        return
+      }
       if (fail) {
         this.counts.errors++
         set.delete(node.idx)

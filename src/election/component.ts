@@ -66,6 +66,8 @@ export class ElectionsComponent implements Component {
     dropped: ReturnType<ComponentReporter['counter']>
     requests: ReturnType<ComponentReporter['gauge']>
   }
+  /** request id -> the executor call in progress or last queued for it (see serially) */
+  private readonly executing = new Map<string, Promise<void>>()
   /** request id -> when it was decided / allocated here, for the CLI's timings */
   private readonly times = new Map<string, { decided?: number; allocated?: number }>()
 
@@ -380,10 +382,10 @@ export class ElectionsComponent implements Component {
           break
         }
         case 'act':
-          void this.act(e.request, e.resumed)
+          this.serially(e.requestId, () => this.act(e.request, e.resumed))
           break
         case 'stand-down':
-          void this.standDown(e.requestId, e.reason)
+          this.serially(e.requestId, () => this.standDown(e.requestId, e.reason))
           break
         case 'decided':
           this.mark(e.requestId, 'decided')
@@ -434,6 +436,22 @@ export class ElectionsComponent implements Component {
     const t = this.times.get(id) ?? {}
     t[what] ??= Date.now()
     this.times.set(id, t)
+  }
+
+  /**
+   * One executor call at a time per request, in the order the core asked for them: a
+   * stand-down that came while the allocation was starting (gossip delivered in one batch after
+   * a SIGSTOP does that) would otherwise find nothing to stop yet, and the instance started a
+   * moment later would run on beside the real winner's.
+   */
+  private serially(id: string, job: () => Promise<void>): void {
+    const next = (this.executing.get(id) ?? Promise.resolve())
+      .then(job)
+      .catch((err: Error) => this.deps.reporter.log.warn({ id, err: err.message }, 'executor call failed'))
+      .finally(() => {
+        if (this.executing.get(id) === next) this.executing.delete(id)
+      })
+    this.executing.set(id, next)
   }
 
   private async act(request: Request, resumed: boolean): Promise<void> {

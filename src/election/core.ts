@@ -87,7 +87,8 @@ export interface Refusal {
   note: string
 }
 
-export type StandDownReason = 'cancelled' | 'superseded' | 'declared-dead' | 'timeout'
+/** 'late': an allocation finished after we had stood down from the round it was for */
+export type StandDownReason = 'cancelled' | 'superseded' | 'declared-dead' | 'timeout' | 'late'
 
 export type Effect =
   /** broadcast one of our own signed messages (or send it again) */
@@ -625,7 +626,8 @@ export class ElectionCore {
   /**
    * As the winner: ALLOCATED once the instance runs, DEALLOCATED once it is gone, ERROR when it
    * failed (the round ends and another member gets a chance). Returns no effects when refused:
-   * we are not the acting winner (any more), or the state does not follow.
+   * we are not the acting winner (any more), or the state does not follow; an ALLOCATED refused
+   * because we stood down meanwhile returns a 'late' stand-down: undo what was just started.
    */
   report(
     requestId: string,
@@ -638,7 +640,14 @@ export class ElectionCore {
     const a = e.acting
     let at: { round: number; history: string }
     if (state === 'ALLOCATED') {
-      if (a === undefined || a.allocated || !detail.instance) return NO_EFFECTS
+      // the allocation finished after we stood down (superseded, declared dead, timed out,
+      // cancelled while it started): the stand-down found nothing to stop, so what it started
+      // would run on beside the real winner's. Stop it now, and report nothing.
+      if (a === undefined)
+        return detail.instance
+          ? [{ type: 'stand-down', requestId, round: e.d.round, reason: 'late' }]
+          : NO_EFFECTS
+      if (a.allocated || !detail.instance) return NO_EFFECTS
       a.allocated = true
       at = a
     } else if (a !== undefined) {

@@ -274,8 +274,10 @@ describe('election: core', () => {
     assert.ok(sd.length === 1 && sd[0].type === 'stand-down' && sd[0].reason === 'timeout')
     for (const v of bus.views(r.id)) assert.deepEqual(v, { status: 'elected', round: 1, winner: C })
     assert.deepEqual(bus.actors(), [B, C])
-    // too late now
-    assert.deepEqual(bus.get(B).report(r.id, 'ALLOCATED', { instance: 'x' }, bus.now), [])
+    // too late now: nothing is reported, and what the allocation started is to be undone
+    assert.deepEqual(bus.get(B).report(r.id, 'ALLOCATED', { instance: 'x' }, bus.now), [
+      { type: 'stand-down', requestId: r.id, round: 1, reason: 'late' },
+    ])
     // B's ERROR says why
     const err = bus
       .get(A)
@@ -283,6 +285,39 @@ describe('election: core', () => {
       .rounds[0].reports.find((x) => x.member === B)
     assert.equal(err?.state, 'ERROR')
     assert.match(err?.note ?? '', /not allocated within 5000 ms/)
+  })
+
+  it('an allocation that finishes after its winner stood down is undone, not reported (chaos run: two members ran one request)', () => {
+    // chaos-netns, seed 16: B won round 0 and began allocating; in the same batch of gossip
+    // (after a SIGSTOP) it learnt that it had been declared dead and stood down, before the
+    // allocation had started anything to stop. The instance then ran on beside round 1's
+    // winner's for good, with B's report left at ELECTED.
+    const bus = new Bus([A, B, C, D])
+    Object.assign(scores, { [A]: 1, [B]: 9, [C]: 5, [D]: 3 })
+    bus.policy = byScore
+    const r = bus.request(A)
+    assert.deepEqual(bus.actors(), [B])
+    bus.down.add(B)
+    bus.announceDeath(B, [A, C, D])
+    bus.down.delete(B)
+    bus.handle(B, bus.get(B).ingest(deadClaim(B), bus.now))
+    const sd = bus.effects('stand-down', B)
+    assert.ok(sd.length === 1 && sd[0].type === 'stand-down' && sd[0].reason === 'declared-dead')
+    // the allocation B began as the winner ends now, too late
+    const out = bus.get(B).report(r.id, 'ALLOCATED', { instance: 'sleeper-1' }, bus.now)
+    assert.deepEqual(out, [{ type: 'stand-down', requestId: r.id, round: 1, reason: 'late' }])
+    // and nothing about it reaches the others: round 1's winner is the only one allocated
+    bus.handle(C, bus.get(C).report(r.id, 'ALLOCATED', { instance: 'sleeper-2' }, bus.now))
+    bus.flush()
+    // B missed round 1 while it was cut off: a sync brings it
+    bus.handle(B, bus.get(B).ingestAll(bus.get(A).messages(r.id), bus.now))
+    for (const p of [A, B, C, D]) {
+      const v = bus.get(p).view(r.id)!
+      assert.deepEqual([v.status, v.winner, v.instance], ['allocated', C, 'sleeper-2'])
+      assert.equal(v.rounds[0].reports.find((x) => x.member === B)?.state, 'ELECTED')
+    }
+    // a failed start after the stand-down reports nothing and stops nothing more
+    assert.deepEqual(bus.get(B).report(r.id, 'ERROR', { note: 'x' }, bus.now), [])
   })
 
   it('an ERROR from the winner starts a new round; when everyone failed, each one says why', () => {
