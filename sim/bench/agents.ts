@@ -5,9 +5,11 @@
 import { type ChildProcess, spawn } from 'node:child_process'
 import { join } from 'node:path'
 import { ApiClient } from '../../src/api/client.js'
+import type { MetricsView } from '../../src/api/contract.js'
 import type { MemberView } from '../../src/api/routes-members.js'
 import type { MeshEvent } from '../../src/kernel/events.js'
-import { CLI, fetchMetrics, metric, sleep, stopProcess } from './report.js'
+import { MetricsSnapshot } from '../../src/kernel/metric-samples.js'
+import { CLI, sleep, stopProcess } from './report.js'
 
 /** every agent process started here, so that a failed or interrupted run kills them all */
 export const children = new Set<ChildProcess>()
@@ -122,6 +124,18 @@ export class MeshAgent {
     throw new Error(`agent ${this.label} did not answer within ${timeoutMs} ms: ${this.tail()}`)
   }
 
+  /** The agent's metrics as values, through the control API (GET /v1/metrics). */
+  async metrics(): Promise<MetricsSnapshot> {
+    return new MetricsSnapshot(
+      (await this.api.call<MetricsView>('GET', '/v1/metrics', undefined, 10_000)).samples,
+    )
+  }
+
+  /** The sum of a metric's samples whose labels include `labels`. */
+  async metric(name: string, labels: Record<string, string> = {}): Promise<number> {
+    return (await this.metrics()).get(name, labels)
+  }
+
   /** SIGTERM, then SIGKILL after `graceMs`. */
   async stop(graceMs = 10_000): Promise<void> {
     if (this.child !== undefined) await stopProcess(this.child, graceMs)
@@ -163,14 +177,12 @@ export class BenchAgent extends MeshAgent {
 
   /** Membership gossip bytes received so far (the agent's own counter). */
   async gossipIn(): Promise<number> {
-    const text = await fetchMetrics(join(this.dir, 'mesh.sock'))
-    return metric(text, 'mesh_membership_bytes_total', { channel: 'gossip', direction: 'in' })
+    return this.metric('mesh_membership_bytes_total', { channel: 'gossip', direction: 'in' })
   }
 
   /** Membership bytes sent so far, every channel (probe, gossip, sync payloads). */
   async bytesOut(): Promise<number> {
-    const text = await fetchMetrics(join(this.dir, 'mesh.sock'))
-    return metric(text, 'mesh_membership_bytes_total', { direction: 'out' })
+    return this.metric('mesh_membership_bytes_total', { direction: 'out' })
   }
 
   /** Record cluster_change events (the agent stamps them with its clock, the same machine's). */

@@ -19,6 +19,7 @@ import { mkdtempSync, rmSync } from 'node:fs'
 import { loadavg, tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { allAlive, BenchAgent, children, killAgentsOnExit } from './agents.js'
+import { parseFlags } from './args.js'
 import {
   CLI,
   cpuSeconds,
@@ -44,16 +45,21 @@ interface Options {
 
 function parseArgs(argv: string[]): Options {
   const o: Options = { agents: 50, stormS: 10, idleS: 600, kills: 3 }
-  for (let i = 0; i < argv.length; i++) {
-    const a = argv[i]
-    const n = Number(argv[++i])
-    if (!Number.isFinite(n) || n < 0) throw new Error(`${a} needs a number`)
-    if (a === '--agents') o.agents = Math.floor(n)
-    else if (a === '--storm-s') o.stormS = n
-    else if (a === '--idle-s') o.idleS = n
-    else if (a === '--kills') o.kills = Math.floor(n)
-    else throw new Error(`unknown argument ${a}: use --agents N, --storm-s S, --idle-s S, --kills K`)
+  const num = (flag: string, v: string) => {
+    const n = Number(v)
+    if (!Number.isFinite(n) || n < 0) throw new Error(`${flag} needs a number`)
+    return n
   }
+  parseFlags(
+    argv,
+    {
+      '--agents': (next) => (o.agents = Math.floor(num('--agents', next()))),
+      '--storm-s': (next) => (o.stormS = num('--storm-s', next())),
+      '--idle-s': (next) => (o.idleS = num('--idle-s', next())),
+      '--kills': (next) => (o.kills = Math.floor(num('--kills', next()))),
+    },
+    'use --agents N, --storm-s S, --idle-s S, --kills K',
+  )
   if (o.agents < 3 || o.agents > 100) throw new Error('--agents takes 3 to 100')
   if (o.kills >= o.agents - 1) throw new Error('--kills must leave at least two agents')
   if (o.idleS > 3600 || o.stormS > 300) throw new Error('--idle-s is at most 3600 and --storm-s 300')

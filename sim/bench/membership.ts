@@ -40,7 +40,6 @@ import {
   machineInfo,
   machineMarkdown,
   markdownTable,
-  metric,
   runBounded,
   type Stats,
   sleep,
@@ -106,7 +105,8 @@ class Agent extends MeshAgent {
     return (await this.api.call<{ members: MemberView[] }>('GET', '/v1/members', undefined, 10_000)).members
   }
 
-  metrics(): Promise<string> {
+  /** the Prometheus text (for a dump of whole lines) */
+  metricsText(): Promise<string> {
     return fetchMetrics(join(this.dir, 'mesh.sock'))
   }
 
@@ -282,7 +282,7 @@ async function dumpDisagreement(agents: Agent[]): Promise<void> {
   const views = await Promise.all(agents.map((a) => a.members()))
   const disputed = new Set(views.flatMap((v) => v.filter((r) => r.status !== 'alive').map((r) => r.peerId)))
   for (const [i, a] of agents.entries()) {
-    const m = await a.metrics()
+    const m = await a.metricsText()
     const rows = views[i]
       .filter((r) => disputed.has(r.peerId))
       .map(
@@ -443,8 +443,8 @@ async function runSize(n: number, o: Options): Promise<SizeResult> {
     const byChannel: Record<string, number> = {}
     for (let i = 0; i < agents.length; i++) {
       const d = (labels: Record<string, string>) =>
-        metric(after[i], 'mesh_membership_bytes_total', labels) -
-        metric(before[i], 'mesh_membership_bytes_total', labels)
+        after[i].get('mesh_membership_bytes_total', labels) -
+        before[i].get('mesh_membership_bytes_total', labels)
       sent.push(d({ direction: 'out' }) / secs)
       total.push(d({}) / secs)
       for (const ch of ['gossip', 'sync', 'probe'])

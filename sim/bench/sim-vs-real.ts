@@ -27,6 +27,7 @@ import type { Change } from '../../src/membership/merge.js'
 import { mix32, mulberry32, randInt } from '../rng.js'
 import { Sim } from '../sim.js'
 import { allAlive, BenchAgent, children, killAgentsOnExit } from './agents.js'
+import { parseFlags, positive } from './args.js'
 import {
   CLI,
   fmtStats,
@@ -52,19 +53,12 @@ interface Options {
 
 function parseArgs(argv: string[]): Options {
   const o: Options = { sizes: [5, 20], repeats: 3, seeds: 20, settleS: 15 }
-  for (let i = 0; i < argv.length; i++) {
-    const a = argv[i]
-    const num = () => {
-      const n = Number(argv[++i])
-      if (!Number.isFinite(n) || n <= 0) throw new Error(`${a} needs a positive number`)
-      return n
-    }
-    if (a === '--sizes') o.sizes = String(argv[++i]).split(',').map(Number)
-    else if (a === '--repeats') o.repeats = Math.min(10, Math.floor(num()))
-    else if (a === '--seeds') o.seeds = Math.min(200, Math.floor(num()))
-    else if (a === '--settle-s') o.settleS = Math.min(120, num())
-    else throw new Error(`unknown argument ${a}`)
-  }
+  parseFlags(argv, {
+    '--sizes': (next) => (o.sizes = next().split(',').map(Number)),
+    '--repeats': (next) => (o.repeats = Math.min(10, Math.floor(positive('--repeats', next())))),
+    '--seeds': (next) => (o.seeds = Math.min(200, Math.floor(positive('--seeds', next())))),
+    '--settle-s': (next) => (o.settleS = Math.min(120, positive('--settle-s', next()))),
+  })
   if (o.sizes.some((n) => !Number.isInteger(n) || n < 3 || n > 40))
     throw new Error('--sizes takes sizes between 3 and 40, e.g. 5,20')
   return o

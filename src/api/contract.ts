@@ -10,6 +10,7 @@ import type { BlockStat } from '../blocks/exchange-service.js'
 import type { Entry, Root } from '../blocks/manifest.js'
 import type { Pin } from '../blocks/pins.js'
 import type { RequestSummary } from '../election/component.js'
+import type { MetricSample } from '../kernel/metric-samples.js'
 import type { NatStatus } from '../nat/component.js'
 import type { ConnectionInfo } from '../node/node-component.js'
 import type { OverlayStatus } from '../overlay/component.js'
@@ -35,6 +36,11 @@ export type {
 }
 
 // ---- core ---------------------------------------------------------------------------------------
+
+/** GET /v1/metrics: every metric sample as a value (GET /metrics has the Prometheus text) */
+export interface MetricsView {
+  samples: MetricSample[]
+}
 
 /** GET /v1/status */
 export interface AgentStatus {

@@ -5,6 +5,7 @@ import type { Component } from '../kernel/component.js'
 import type { EventBus } from '../kernel/events.js'
 import type { ComponentReporter, Reporter } from '../kernel/reporter.js'
 
+import type { MetricsView } from './contract.js'
 import { httpStatus } from './errors.js'
 
 export { ApiError } from './errors.js'
@@ -50,6 +51,12 @@ export class ApiComponent implements Component {
     })
     app.get('/metrics', async (_req, reply) =>
       reply.type('text/plain; version=0.0.4').send(await this.deps.root.metrics()),
+    )
+    app.get(
+      '/v1/metrics',
+      async (): Promise<MetricsView> => ({
+        samples: [...(await this.deps.root.snapshot()).samples],
+      }),
     )
     app.get('/v1/events', (req, reply) => {
       reply.hijack()

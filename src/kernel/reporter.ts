@@ -1,6 +1,7 @@
 import { type DestinationStream, type Logger, pino } from 'pino'
 import pretty from 'pino-pretty'
 import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client'
+import { MetricsSnapshot, samplesOf } from './metric-samples.js'
 
 export type HealthCheck = () => { ok: boolean; detail?: string } | Promise<{ ok: boolean; detail?: string }>
 
@@ -63,6 +64,11 @@ export class Reporter {
 
   metrics(): Promise<string> {
     return this.registry.metrics()
+  }
+
+  /** The metrics as values (GET /v1/metrics; what tests read instead of parsing the text). */
+  async snapshot(): Promise<MetricsSnapshot> {
+    return new MetricsSnapshot(await samplesOf(this.registry))
   }
 }
 

@@ -42,8 +42,6 @@ import {
   Fixture,
   mesh,
   meshJson,
-  metric,
-  metricsText,
   type RunResult,
   waitFor,
 } from './cluster-harness.js'
@@ -302,11 +300,11 @@ describe('blocks: datasets between real agents', function () {
     // empty: protocols/blocks.md, 'The DHT')
     await waitFor(
       'a DHT provider record',
-      async () => metric(await metricsText(A), 'mesh_blocks_dht_provides_total', { result: 'ok' }) >= 1,
+      async () => (await A.metric('mesh_blocks_dht_provides_total', { result: 'ok' })) >= 1,
       60_000,
       1000,
     )
-    assert.ok(metric(await metricsText(D), 'mesh_blocks_dht_peers') >= 1, "D's DHT routing table is empty")
+    assert.ok((await D.metric('mesh_blocks_dht_peers')) >= 1, "D's DHT routing table is empty")
     // and D finds alpha as a provider through the DHT alone, from a record that a third member
     // (neither alpha nor D itself) holds and sent back over the DHT
     const found = await waitFor(
@@ -601,8 +599,7 @@ describe('blocks: datasets between real agents', function () {
     assert.equal(m.corrupt, 1, 'one corrupt block, then never asked again')
     assert.equal(m.bytes, 0)
     assert.ok(r.corrupt >= 1)
-    const metrics = await metricsText(G)
-    assert.ok(metric(metrics, 'mesh_blocks_corrupt_blocks_total', { source: 'network' }) >= 1)
+    assert.ok((await G.metric('mesh_blocks_corrupt_blocks_total', { source: 'network' })) >= 1)
     // what G now serves is verified: every block in its store hashes to its name
     await G.kill('SIGKILL')
   })
@@ -742,7 +739,7 @@ describe('blocks: datasets between real agents', function () {
 
   it('unpinned cached blocks are evicted under blocks.cacheBytes; pinned ones are kept', async () => {
     const H = await joinMember(fx, A, 'hotel', { ...ENV, MESH_BLOCKS__CACHE_BYTES: '2MiB' })
-    const storeBytes = async () => metric(await metricsText(H), 'mesh_blocks_store_bytes')
+    const storeBytes = async () => H.metric('mesh_blocks_store_bytes')
     const dest = join(fx.tempDir(), 'mixed')
     unlockDirs.push(dest)
     await runJson(H, ['get', 'mixed:v1', dest])

@@ -4,7 +4,7 @@ import { createServer } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
 import { MeshAgent } from '../../sim/bench/agents.js'
-import { fetchMetrics, metric, until } from '../../sim/bench/report.js'
+import { until } from '../../sim/bench/report.js'
 import { ConfigSchema } from '../../src/agent/config.js'
 import { prepareDataDir } from '../../src/agent/setup.js'
 import { Reporter } from '../../src/kernel/reporter.js'
@@ -206,10 +206,5 @@ export async function inProcessMember(dir: string, inviterDir: string, name: str
   })
 }
 
-/** The agent's Prometheus metrics, over its control socket. */
-export function metricsText(a: AgentProcess): Promise<string> {
-  return fetchMetrics(join(a.dataDir, 'mesh.sock'))
-}
-
-// the sum of a metric's samples whose labels include the given ones (shared with the benchmarks)
-export { metric }
+// an agent's metrics as values: AgentProcess.metrics() and .metric() (GET /v1/metrics)
+export { MetricsSnapshot } from '../../src/kernel/metric-samples.js'

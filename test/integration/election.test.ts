@@ -18,10 +18,9 @@ import {
   type AgentProcess,
   Fixture,
   inProcessMember,
+  type MetricsSnapshot,
   mesh,
   meshJson,
-  metric,
-  metricsText,
   waitFor,
 } from './cluster-harness.js'
 
@@ -428,8 +427,8 @@ describe('elections: five agents on loopback', function () {
         async () => node.services.pubsub.getSubscribers(topic).some((p) => p.toString() === peerIds.alpha),
         20_000,
       )
-      const m0 = await metricsText(agents.alpha)
-      const count = (t: string, reason: string) => metric(t, 'mesh_elections_dropped_total', { reason })
+      const m0 = await agents.alpha.metrics()
+      const count = (t: MetricsSnapshot, reason: string) => t.get('mesh_elections_dropped_total', { reason })
       await node.services.pubsub.publish(topic, ElectionSet.encode({ messages: [forged] }))
       await node.services.pubsub.publish(topic, ElectionSet.encode({ messages: [nonVoter] }))
       await node.services.pubsub.publish(topic, ElectionSet.encode({ messages: [malformed] }))
@@ -445,7 +444,7 @@ describe('elections: five agents on loopback', function () {
       const m1 = await waitFor(
         'alpha to count every bad message',
         async () => {
-          const t = await metricsText(agents.alpha)
+          const t = await agents.alpha.metrics()
           return count(t, 'bad_signature') - count(m0, 'bad_signature') >= 2 &&
             count(t, 'not_voter') - count(m0, 'not_voter') >= 2 &&
             count(t, 'malformed') - count(m0, 'malformed') >= 2 &&

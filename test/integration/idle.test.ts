@@ -1,14 +1,6 @@
 import assert from 'node:assert/strict'
 import { rmSync } from 'node:fs'
-import {
-  type AgentProcess,
-  Fixture,
-  mesh,
-  meshJson,
-  metric,
-  metricsText,
-  waitFor,
-} from './cluster-harness.js'
+import { type AgentProcess, Fixture, mesh, meshJson, waitFor } from './cluster-harness.js'
 
 // An agent with nothing to do stays idle (issue 20): relay discovery used to run a DHT random
 // walk without end whenever fewer members could hold a reservation than relay.reservations
@@ -26,15 +18,18 @@ interface Counts {
 }
 
 async function counts(a: AgentProcess): Promise<Counts> {
-  const text = await metricsText(a)
+  const m = await a.metrics()
   // the counters must exist: a renamed metric would make every bound below pass by itself
   for (const name of ['mesh_node_dht_closest_peer_lookups_total', 'mesh_node_relay_reservations'])
-    assert.match(text, new RegExp(`^${name}`, 'm'), `${name} missing from /metrics`)
+    assert.ok(
+      m.samples.some((s) => s.name === name),
+      `${name} missing from /metrics`,
+    )
   return {
-    lookups: metric(text, 'mesh_node_dht_closest_peer_lookups_total'),
-    searches: metric(text, 'mesh_node_relay_searches_total'),
-    dials: metric(text, 'mesh_node_transport_dials_total'),
-    reservations: metric(text, 'mesh_node_relay_reservations'),
+    lookups: m.get('mesh_node_dht_closest_peer_lookups_total'),
+    searches: m.get('mesh_node_relay_searches_total'),
+    dials: m.get('mesh_node_transport_dials_total'),
+    reservations: m.get('mesh_node_relay_reservations'),
   }
 }
 

@@ -22,10 +22,9 @@ import {
   type AgentProcess,
   Fixture,
   inProcessMember,
+  MetricsSnapshot,
   mesh,
   meshJson,
-  metric,
-  metricsText,
   waitFor,
 } from './cluster-harness.js'
 
@@ -340,8 +339,7 @@ describe('membership: five agents on 127.0.0.1', function () {
       known.sort(),
       "and every other member alpha knows (other tests' ones too)",
     )
-    const m = await metricsText(f)
-    assert.ok(metric(m, 'mesh_membership_syncs_total', { result: 'ok' }) >= 1, 'it synced')
+    assert.ok((await f.metric('mesh_membership_syncs_total', { result: 'ok' })) >= 1, 'it synced')
     let last: MemberView[][] = []
     await waitFor(
       'all six members to agree',
@@ -830,7 +828,7 @@ describe('membership: bad messages on the wire from a cluster member are dropped
 
   it('gossip: oversized, truncated, unsigned, wrongly signed and replayed messages change nothing and are counted', async () => {
     const before = await tables()
-    const m0 = await metricsText(a)
+    const m0 = await a.metrics()
     const h = hostile()
     const pub = (bytes: Uint8Array) => node().services.pubsub.publish(topic, bytes)
     await pub(h.oversized)
@@ -854,8 +852,8 @@ describe('membership: bad messages on the wire from a cluster member are dropped
       )
     }
 
-    const rise = (m: string, name: string, labels: Record<string, string>) =>
-      metric(m, name, labels) - metric(m0, name, labels)
+    const rise = (m: MetricsSnapshot, name: string, labels: Record<string, string>) =>
+      m.get(name, labels) - m0.get(name, labels)
     const expected: Array<[string, Record<string, string>, number]> = [
       ['mesh_membership_dropped_total', { reason: 'oversized' }, 1],
       ['mesh_membership_dropped_total', { reason: 'undecodable' }, 1],
@@ -865,11 +863,11 @@ describe('membership: bad messages on the wire from a cluster member are dropped
       ['mesh_membership_inputs', { outcome: 'bad-signature' }, 2],
       ['mesh_membership_inputs', { outcome: 'stale' }, 1],
     ]
-    let m = ''
+    let m = new MetricsSnapshot([])
     await waitFor(
       'alpha to count every bad gossip message',
       async () => {
-        m = await metricsText(a)
+        m = await a.metrics()
         return expected.every(([name, labels, n]) => rise(m, name, labels) >= n)
       },
       20_000,
@@ -889,7 +887,7 @@ describe('membership: bad messages on the wire from a cluster member are dropped
 
   it('sync streams: an over-limit frame, a cut-short frame, undecodable bytes, a malformed digest and bad records change nothing and are counted', async () => {
     const before = await tables()
-    const m0 = await metricsText(a)
+    const m0 = await a.metrics()
     const h = hostile()
 
     /** Open a sync stream to alpha, write raw bytes, close our side; whatever alpha does is fine. */
@@ -937,8 +935,8 @@ describe('membership: bad messages on the wire from a cluster member are dropped
     // the replayed old record did not win (bravo itself may have re-signed a newer one since)
     assert.ok(fromWireInfo(recordOf(reply, ids.b)!).info.incarnation >= fromWireInfo(curB).info.incarnation)
 
-    const rise = (m: string, name: string, labels: Record<string, string>) =>
-      metric(m, name, labels) - metric(m0, name, labels)
+    const rise = (m: MetricsSnapshot, name: string, labels: Record<string, string>) =>
+      m.get(name, labels) - m0.get(name, labels)
     const expected: Array<[string, Record<string, string>, number]> = [
       ['mesh_membership_dropped_total', { reason: 'bad_sync' }, 3],
       ['mesh_membership_dropped_total', { reason: 'malformed_record' }, 2],
@@ -946,11 +944,11 @@ describe('membership: bad messages on the wire from a cluster member are dropped
       ['mesh_membership_inputs', { outcome: 'bad-signature' }, 2],
       ['mesh_membership_inputs', { outcome: 'stale' }, 1],
     ]
-    let m = ''
+    let m = new MetricsSnapshot([])
     await waitFor(
       'alpha to count every bad sync',
       async () => {
-        m = await metricsText(a)
+        m = await a.metrics()
         return expected.every(([name, labels, n]) => rise(m, name, labels) >= n)
       },
       20_000,

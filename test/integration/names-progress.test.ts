@@ -8,17 +8,7 @@ import { randomBytes } from 'node:crypto'
 import { closeSync, openSync, writeSync } from 'node:fs'
 import { join } from 'node:path'
 import { stripVTControlCharacters } from 'node:util'
-import {
-  type AgentProcess,
-  CLI,
-  Fixture,
-  mesh,
-  meshJson,
-  metric,
-  metricsText,
-  shQuote,
-  waitFor,
-} from './cluster-harness.js'
+import { type AgentProcess, CLI, Fixture, mesh, meshJson, shQuote, waitFor } from './cluster-harness.js'
 
 /** Run `mesh ARGS` on a pseudo-terminal; resolves with what the terminal showed. */
 function onTerminal(args: string[], timeoutMs = 120_000): Promise<{ code: number | null; screen: string }> {
@@ -125,9 +115,8 @@ describe('names everywhere, progress, Ctrl-C on get (integration)', function () 
     writeRandomFile(file, 192)
     const put = await mesh(['--data-dir', a.dataDir, 'put', file, '--tag', 'big:v1'], { timeoutMs: 120_000 })
     assert.equal(put.code, 0, put.stderr)
-    const received = async () => metric(await metricsText(b), 'mesh_blocks_received_bytes_total')
-    const failedGets = async () =>
-      metric(await metricsText(b), 'mesh_blocks_transfers_total', { kind: 'get', result: 'error' })
+    const received = async () => b.metric('mesh_blocks_received_bytes_total')
+    const failedGets = async () => b.metric('mesh_blocks_transfers_total', { kind: 'get', result: 'error' })
     const before = await received()
     const failedBefore = await failedGets()
     const dest = join(fx.tempDir(), 'big.bin')

@@ -1,15 +1,7 @@
 import assert from 'node:assert/strict'
 import { readFileSync } from 'node:fs'
 import { join } from 'node:path'
-import {
-  type AgentProcess,
-  Fixture,
-  mesh,
-  meshJson,
-  metric,
-  metricsText,
-  waitFor,
-} from './cluster-harness.js'
+import { type AgentProcess, Fixture, mesh, meshJson, waitFor } from './cluster-harness.js'
 
 const statusOf = async (a: AgentProcess, peerId: string) =>
   (await meshJson<any[]>(a.dataDir, ['members'])).find((m) => m.peerId === peerId)?.status
@@ -104,7 +96,7 @@ describe('trust: single-use invites, certificates, revocation, admins', function
     assert.match(status.revoked?.message ?? '', /revoked by admin/)
     const text = await mesh(['--data-dir', b.dataDir, 'status'])
     assert.match(text.stdout, /^REVOKED: +this member was revoked/m)
-    const dials = async () => metric(await metricsText(b), 'mesh_node_transport_dials_total')
+    const dials = async () => b.metric('mesh_node_transport_dials_total')
     const before = await dials()
     await new Promise((res) => setTimeout(res, 12_000))
     assert.equal(await dials(), before, 'a revoked agent dials nobody')
