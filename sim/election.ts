@@ -6,7 +6,7 @@
 // Reported: decision time (request created -> first winner acts), how requests ended, and the
 // safety property: never two live members acting (allocating) for one request at once.
 import { type Assessment, type Effect, ElectionCore, type Message } from '../src/election/index.js'
-import { nullCrypto } from '../src/membership/record.js'
+import { nullCrypto, signClaim } from '../src/membership/record.js'
 import { quantile } from './metrics.js'
 import type { SimNode } from './node.js'
 import { mix32, mulberry32, type Rng, randInt } from './rng.js'
@@ -88,12 +88,19 @@ export class ElectionExt implements Extension {
     if (change.after !== 'dead' || change.entry.claim === undefined) return
     const r = this.replicas.get(node.idx)
     if (r === undefined) return
+    const c = change.entry.claim
+    // as the agent does: the table's claim and our own (a death counts once a majority of the
+    // other voters signed one)
+    const claims =
+      c.by === node.peerId || c.peerId === node.peerId
+        ? [c]
+        : [c, signClaim({ peerId: c.peerId, incarnation: c.incarnation, status: 'dead' }, node.signer)]
     const accepted = r.core.counters.accepted
-    this.handle(node, r, r.core.ingest(change.entry.claim, this.wall))
-    // as the agent does: a claim that moved an election is passed on (a member whose table saw
-    // the refutation first never takes it from its table)
+    this.handle(node, r, r.core.ingestAll(claims, this.wall))
+    // a claim that moved an election is passed on (a member whose table saw the refutation
+    // first never takes it from its table)
     if (r.core.counters.accepted > accepted)
-      this.sim.publishExt(node, this.name, change.entry.claim, CLAIM_BYTES)
+      for (const x of claims) this.sim.publishExt(node, this.name, x, CLAIM_BYTES)
   }
 
   onMessage(node: SimNode, _from: SimNode, body: unknown): void {

@@ -17,7 +17,7 @@ import { dataPaths } from '../kernel/datadir.js'
 import type { EventBus } from '../kernel/events.js'
 import type { ComponentReporter } from '../kernel/reporter.js'
 import type { Claim } from '../membership/record.js'
-import { ed25519Signer, ed25519Verifier } from '../membership/record.js'
+import { ed25519Signer, ed25519Verifier, type Signer, signClaim } from '../membership/record.js'
 import type { MembershipComponent } from '../membership/service.js'
 import { type Cluster, protocolPrefix } from '../node/cluster.js'
 import { onEveryConnection } from '../node/connections.js'
@@ -52,6 +52,7 @@ export interface RequestSummary {
 export class ElectionsComponent implements Component {
   readonly name = 'elections'
   core!: ElectionCore
+  private signer!: Signer
   private readonly topic: string
   private readonly syncProto: string
   private timer: NodeJS.Timeout | undefined
@@ -117,8 +118,9 @@ export class ElectionsComponent implements Component {
 
   async start(): Promise<void> {
     const c = this.deps.config
+    this.signer = ed25519Signer(this.deps.node.privateKey)
     this.core = new ElectionCore({
-      signer: ed25519Signer(this.deps.node.privateKey),
+      signer: this.signer,
       verifier: ed25519Verifier(),
       rng: Math.random,
       roundTimeoutMs: c.roundTimeoutMs,
@@ -145,7 +147,8 @@ export class ElectionsComponent implements Component {
     const saved = this.load()
     const claims: Claim[] = []
     for (const row of this.deps.membership.rows())
-      if (row.status === 'dead' && row.entry.claim !== undefined) claims.push(row.entry.claim)
+      if (row.status === 'dead' && row.entry.claim !== undefined)
+        claims.push(...this.claimsOf(row.entry.claim))
     this.run(this.core.ingestAll([...saved, ...claims], Date.now()))
     // a revoked member leaves every vote at once (it will never vote, report or be declared dead)
     const trust = this.deps.node.trust
@@ -286,12 +289,22 @@ export class ElectionsComponent implements Component {
   private onDeath(peer: string): void {
     const row = this.deps.membership.rows().find((r) => r.peerId === peer)
     if (row?.entry.claim === undefined) return
+    const claims = this.claimsOf(row.entry.claim)
     const accepted = this.core.counters.accepted
-    this.run(this.core.ingest(row.entry.claim, Date.now()))
+    this.run(this.core.ingestAll(claims, Date.now()))
     // a claim that moved an election is one of its messages: pass it on, since a member whose
     // table saw the refutation first never takes the claim from its table, and the state of a
     // request is a function of the messages held (without this two members allocated one request)
-    if (this.core.counters.accepted > accepted) void this.publish([row.entry.claim])
+    if (this.core.counters.accepted > accepted) void this.publish(claims)
+  }
+
+  /**
+   * The table's claim and ours: a voter counts dead in an election only once a majority of the
+   * other voters signed that it is (core.ts deadQuorum), so every member that sees it dead says so.
+   */
+  private claimsOf(c: Claim): Claim[] {
+    if (c.by === this.core.self || c.peerId === this.core.self) return [c]
+    return [c, signClaim({ peerId: c.peerId, incarnation: c.incarnation, status: 'dead' }, this.signer)]
   }
 
   private syncWith(peer: string): void {

@@ -9,8 +9,9 @@
  * - Round 0's participants are the request's voters; round r+1's are round r's minus its winner.
  *   Votes and reports name the round by number and history (messages.ts nextHistory: the winners
  *   left behind before it), and count only in that very round.
- * - A round is complete when every participant has voted in it or is dead (a signed death claim
- *   at or above the incarnation the request lists for it).
+ * - A round is complete when every participant has voted in it or is dead: death claims at or
+ *   above the incarnation the request lists for it, signed by a majority of the other voters
+ *   (deadQuorum: a minority cut off by a partition cannot end every open request).
  * - The winner of a complete round is the best yes vote of its participants (rule.ts:
  *   highest score, then highest tiebreak, then smallest peer ID). None: "no member can run this".
  * - The round ends, and round r+1 starts without the winner, when the winner reports ERROR or is
@@ -274,7 +275,10 @@ class Election {
   readonly branches = new Map<string, Set<string>>()
   /** `${history}/${winner}` -> nextHistory() */
   readonly histories = new Map<string, string>()
+  /** voters counted dead: a claim each, from the quorum that made them count (see deadQuorum) */
   readonly dead = new Map<string, Claim>()
+  /** every death claim held about a voter, by the voter that signed it: peer -> signer -> claim */
+  readonly claims = new Map<string, Map<string, Claim>>()
   cancel: Cancel | undefined
   d: Derived = { status: 'voting', base: 'voting', round: 0, history: '', path: [''], excluded: [] }
   acting: Acting | undefined
@@ -329,9 +333,23 @@ class Election {
     this.fp = (this.fp + hashOf(c)) >>> 0
   }
 
-  setDead(c: Claim): void {
-    this.dead.set(c.peerId, c)
+  /**
+   * Holds a voter's death claim; false when this signer's is held already or the signer is no
+   * other voter. The voter counts dead once deadQuorum() others signed one.
+   */
+  addClaim(c: Claim): boolean {
+    // a request with one voter has no others to ask: any member's claim about it counts
+    if (c.by === c.peerId || (!this.voters.has(c.by) && this.voters.size > 1)) return false
+    let per = this.claims.get(c.peerId)
+    if (per === undefined) {
+      per = new Map()
+      this.claims.set(c.peerId, per)
+    }
+    if (per.has(c.by)) return false
+    per.set(c.by, c)
     this.fp = (this.fp + hashOf(c)) >>> 0
+    if (!this.dead.has(c.peerId) && per.size >= deadQuorum(this.voters.size)) this.dead.set(c.peerId, c)
+    return true
   }
 
   get size(): number {
@@ -375,6 +393,15 @@ class Election {
     }
     return h
   }
+}
+
+/**
+ * How many other voters must have signed a claim that a voter is dead before it counts: a
+ * majority of the others. Both sides of a partition sign claims about the other; only the
+ * majority's count, so a minority (of one, say) cannot end every open request by itself.
+ */
+export function deadQuorum(voters: number): number {
+  return Math.floor((voters - 1) / 2) + 1
 }
 
 const NO_EFFECTS: Effect[] = []
@@ -432,8 +459,8 @@ export class ElectionCore {
   private pendingCount = 0
   /** forgotten request id -> when to stop refusing it (by then it is too old anyway) */
   private readonly finished = new Map<string, number>()
-  /** recent death claims, for requests that arrive after them */
-  private readonly deaths = new Map<string, Claim>()
+  /** recent death claims (peer -> signer -> claim), for requests that arrive after them */
+  private readonly deaths = new Map<string, Map<string, Claim>>()
   /** the very objects taken in already: copies within one process skip the checks */
   private readonly seen = new WeakSet<object>()
   /** inside ingestAll: elections to settle at the end */
@@ -534,7 +561,7 @@ export class ElectionCore {
       for (const r of rd.reports.values()) out.push(r)
     }
     if (e.cancel !== undefined) out.push(e.cancel)
-    for (const c of e.dead.values()) out.push(c)
+    for (const per of e.claims.values()) for (const c of per.values()) out.push(c)
     return out
   }
 
@@ -770,10 +797,8 @@ export class ElectionCore {
     if (!verifyMessage(m, this.verifier)) return { outcome: 'bad-signature' }
     const e = new Election(m)
     this.elections.set(m.id, e)
-    for (const [peer, inc] of e.voters) {
-      const c = this.deaths.get(peer)
-      if (c !== undefined && c.incarnation >= inc) e.setDead(c)
-    }
+    for (const [peer, inc] of e.voters)
+      for (const c of this.deaths.get(peer)?.values() ?? []) if (c.incarnation >= inc) e.addClaim(c)
     const held = this.pending.get(m.id)
     if (held !== undefined) {
       this.pending.delete(m.id)
@@ -846,30 +871,34 @@ export class ElectionCore {
     if (bad !== undefined) return { outcome: 'invalid', reason: bad }
     if (c.status !== 'dead') return { outcome: 'ignored' }
     // the same claim comes from many members: verify it once
-    const known = this.deaths.get(c.peerId)
+    let per = this.deaths.get(c.peerId)
+    const known = per?.get(c.by)
     const same = known !== undefined && sameClaim(known, c)
     if (!same) {
       if (!verifyClaim(c, this.verifier)) return { outcome: 'bad-signature' }
       if (known === undefined || c.incarnation > known.incarnation) {
-        if (known === undefined && this.deaths.size >= this.maxPending)
-          this.deaths.delete(this.deaths.keys().next().value as string)
-        this.deaths.set(c.peerId, c)
+        if (per === undefined) {
+          if (this.deaths.size >= this.maxPending)
+            this.deaths.delete(this.deaths.keys().next().value as string)
+          per = new Map()
+          this.deaths.set(c.peerId, per)
+        }
+        per.set(c.by, c)
       }
     }
     let outcome: Outcome = same ? 'duplicate' : 'ignored'
     for (const e of this.elections.values()) {
       const inc = e.voters.get(c.peerId)
       if (inc === undefined) continue
-      if (e.dead.has(c.peerId)) {
-        if (outcome === 'ignored') outcome = 'duplicate'
-        continue
-      }
       // a claim from before the request was made was refuted since: the member was alive then
       if (c.incarnation < inc) {
         if (outcome !== 'accepted') outcome = 'stale'
         continue
       }
-      e.setDead(c)
+      if (!e.addClaim(c)) {
+        if (outcome === 'ignored' && e.claims.get(c.peerId)?.has(c.by) === true) outcome = 'duplicate'
+        continue
+      }
       outcome = 'accepted'
       this.settle(e, now, out)
     }

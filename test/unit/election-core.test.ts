@@ -128,9 +128,12 @@ class Bus {
     this.announceDeath(p)
   }
 
+  /** Every live member but `p` signs that `p` is dead (each table sees it dead); `to` hear of it. */
   announceDeath(p: string, to = [...this.cores.keys()]): void {
-    const c = deadClaim(p)
-    for (const q of to) if (!this.down.has(q)) this.handle(q, this.get(q).ingest(c, this.now))
+    const claims = [...this.cores.keys()]
+      .filter((q) => q !== p && !this.down.has(q))
+      .map((q) => deadClaim(p, 0, q))
+    for (const q of to) if (!this.down.has(q)) this.handle(q, this.get(q).ingestAll(claims, this.now))
     this.flush()
   }
 
@@ -300,7 +303,7 @@ describe('election: core', () => {
     bus.down.add(B)
     bus.announceDeath(B, [A, C, D])
     bus.down.delete(B)
-    bus.handle(B, bus.get(B).ingest(deadClaim(B), bus.now))
+    bus.announceDeath(B, [B])
     const sd = bus.effects('stand-down', B)
     assert.ok(sd.length === 1 && sd[0].type === 'stand-down' && sd[0].reason === 'declared-dead')
     // the allocation B began as the winner ends now, too late
@@ -413,6 +416,36 @@ describe('election: core', () => {
     assert.equal(bus.effects('vote-needed', B).length, 1)
     assert.deepEqual(bus.get(B).vote(r.id, 1, yes(100), bus.now), [])
     assert.equal(bus.effects('vote-needed', A).length, 2)
+  })
+
+  it("a partition: the minority's death claims do not count, the majority's do (a minority of one ended every open request)", () => {
+    // chaos run, issue 16: D, cut off, declared A, B and C dead; once the partition healed,
+    // everyone counted D's claims and the healthy request ended no-candidate
+    const bus = new Bus([A, B, C, D])
+    Object.assign(scores, { [A]: 1, [B]: 9, [C]: 5, [D]: 3 })
+    bus.policy = byScore
+    const r = bus.request(A)
+    bus.handle(B, bus.get(B).report(r.id, 'ALLOCATED', { instance: 'i-1' }, bus.now))
+    bus.flush()
+    // D's claims about each of the majority, and the majority's about D, reach everyone
+    const minority = [A, B, C].map((p) => deadClaim(p, 0, D))
+    const majority = [A, B, C].map((by) => deadClaim(D, 0, by))
+    for (const p of [A, B, C, D]) bus.handle(p, bus.get(p).ingestAll([...minority, ...majority], bus.now))
+    bus.flush()
+    for (const p of [A, B, C, D]) {
+      const v = bus.get(p).view(r.id)!
+      assert.deepEqual([v.status, v.winner, v.round], ['allocated', B, 0], p)
+      assert.deepEqual(v.dead, [D], p)
+    }
+    assert.equal(bus.effects('stand-down').length, 0)
+    // one claim of the majority's is not enough either (quorum: 2 of the 3 others)
+    const bus2 = new Bus([A, B, C, D])
+    bus2.policy = byScore
+    const r2 = bus2.request(A)
+    bus2.handle(A, bus2.get(A).ingest(deadClaim(B, 0, C), bus2.now))
+    assert.deepEqual(bus2.get(A).view(r2.id)!.dead, [])
+    bus2.handle(A, bus2.get(A).ingest(deadClaim(B, 0, D), bus2.now))
+    assert.deepEqual(bus2.get(A).view(r2.id)!.dead, [B])
   })
 
   it('a winner falsely declared dead stands down when it hears of it', () => {
@@ -586,15 +619,15 @@ describe('election: core', () => {
       },
       sig(REQUESTER),
     )
-    c.ingest(deadClaim(B, 2), T0)
+    c.ingest(deadClaim(B, 2, A), T0)
     c.ingest(r, T0)
     assert.deepEqual(c.view(r.id)!.dead, [])
-    assert.equal(c.receive(deadClaim(B, 2), T0).outcome, 'stale')
-    assert.equal(c.receive(deadClaim(B, 3), T0).outcome, 'accepted')
+    assert.equal(c.receive(deadClaim(B, 2, A), T0).outcome, 'stale')
+    assert.equal(c.receive(deadClaim(B, 3, A), T0).outcome, 'accepted')
     assert.deepEqual(c.view(r.id)!.dead, [B])
     // and one that came before the request, at a current incarnation, is applied on arrival
     const c2 = core(A, 1)
-    c2.ingest(deadClaim(B, 3), T0)
+    c2.ingest(deadClaim(B, 3, A), T0)
     c2.ingest(r, T0)
     assert.deepEqual(c2.view(r.id)!.dead, [B])
   })
@@ -674,7 +707,7 @@ describe('election: core', () => {
     bus.flush()
     const saved = bus.get(B).messages(r.id)
     const fresh = core(B, 77)
-    const effects = fresh.ingestAll([...saved, deadClaim(B)], bus.now)
+    const effects = fresh.ingestAll([...saved, deadClaim(B, 0, A)], bus.now)
     // round 1 without B (A still to vote there)
     assert.equal(fresh.view(r.id)!.round, 1)
     assert.deepEqual(
@@ -684,7 +717,10 @@ describe('election: core', () => {
       ['declared-dead'],
     )
     // once only
-    assert.equal(fresh.ingest(deadClaim(B, 0, A), bus.now).filter((e) => e.type === 'stand-down').length, 0)
+    assert.equal(
+      fresh.ingest(deadClaim(B, 0, OBSERVER), bus.now).filter((e) => e.type === 'stand-down').length,
+      0,
+    )
   })
 
   it('a restart that was cancelled meanwhile stands down and reports DEALLOCATED', () => {
@@ -879,11 +915,12 @@ function build(s: { n: number; rounds: RoundSpec[]; cancel: boolean }): Built {
       },
       sig(p),
     )
+  // every other voter signs (a death counts once a majority of the others did)
   const die = (p: string) => {
     dead.add(p)
-    msgs.push(
-      signClaim({ peerId: p, incarnation: 1 + (p.charCodeAt(12) % 2), status: 'dead' }, sig(OBSERVER)),
-    )
+    const others = voters.filter((by) => by !== p)
+    for (const by of others.length > 0 ? others : [OBSERVER])
+      msgs.push(signClaim({ peerId: p, incarnation: 1 + (p.charCodeAt(12) % 2), status: 'dead' }, sig(by)))
   }
   // noise that must change nothing: a non-voter's vote, a forged one, a stale death claim
   msgs.push(vote(peer('Q'), 0, true, 9, 9, 'other'))

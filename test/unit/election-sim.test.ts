@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict'
 import {
   type Assessment,
+  deadQuorum,
   type Effect,
   ElectionCore,
   type Message,
@@ -90,6 +91,8 @@ interface SimStats {
   crashes: number
   crashesWhileVoting: number
   partitions: number
+  /** requests left waiting because most of their voters were down at the end */
+  waitingForMajority: number
   delivered: number
   lost: number
 }
@@ -287,8 +290,10 @@ class Sim {
           { instance: `${id.slice(0, 6)}-${round}`, note: 'sim' },
           this.now,
         )
-        // refused: we stood down meanwhile (timeout, superseded, cancelled)
+        // refused: we stood down meanwhile (timeout, superseded, cancelled); an ALLOCATED
+        // then comes back as a 'late' stand-down
         if (out.length === 0) return
+        if (out.every((x) => x.type === 'stand-down')) return this.handle(r, out)
         if (state !== 'ALLOCATED') set.delete(r.id)
         this.handle(r, out)
         then?.()
@@ -327,7 +332,15 @@ class Sim {
         const c = signClaim({ peerId: r.id, incarnation: 0, status: 'dead' }, nullCrypto.signer(by.id))
         o.knownDead.add(r.id)
         if (TRACE) this.trace(o, `hears ${r.id.slice(-1)} is dead`)
-        this.handle(o, o.core.ingest(c, this.now))
+        // as the agent does: the table's claim and its own (a death counts once a majority of
+        // the other voters signed one), both passed on when they moved an election
+        const claims = [
+          c,
+          signClaim({ peerId: r.id, incarnation: 0, status: 'dead' }, nullCrypto.signer(o.id)),
+        ]
+        const accepted = o.core.counters.accepted
+        this.handle(o, o.core.ingestAll(claims, this.now))
+        if (o.core.counters.accepted > accepted) for (const x of claims) this.broadcast(o.id, x)
       })
     }
   }
@@ -368,8 +381,13 @@ class Sim {
         }
       })
     }
-    // crashes: none, one or two members, at any time in the chaos period
-    const crashes = this.rng() < 0.5 ? 0 : this.rng() < 0.6 ? 1 : 2
+    // crashes: none, one or two members, at any time in the chaos period; a majority stays up
+    // (a death counts once a majority of the other voters signed it: with most members down,
+    // a request waits for them, by design)
+    const crashes = Math.min(
+      this.rng() < 0.5 ? 0 : this.rng() < 0.6 ? 1 : 2,
+      Math.floor((this.replicas.length - 1) / 2),
+    )
     for (let i = 0; i < crashes; i++) {
       const victim = this.pick(this.replicas)
       this.at(this.rand(0, 4000), () => this.crash(victim))
@@ -411,6 +429,14 @@ class Sim {
         )
       }
       const settled: Status[] = ['allocated', 'deallocated', 'no-candidate', 'cancelled']
+      // most of its voters down (a crash while voting comes on top of the others): their deaths
+      // cannot count (a majority of the other voters must sign), so it waits for them, by design
+      // (agreement is checked above all the same)
+      const up = req.voters.filter((v) => this.byId.get(v.peerId)?.alive === true).length
+      if (up < deadQuorum(req.voters.length)) {
+        this.stats.waitingForMajority++
+        continue
+      }
       assert.ok(settled.includes(first.status), `${where}: still ${first.status} in round ${first.round}`)
       this.stats.statuses[first.status] = (this.stats.statuses[first.status] ?? 0) + 1
       const actors = [...(this.acting.get(req.id) ?? [])].filter((p) => this.byId.get(p)!.alive)
@@ -438,6 +464,7 @@ function simulate(batches: number, perBatch: number, seed0 = 1): SimStats {
     crashes: 0,
     crashesWhileVoting: 0,
     partitions: 0,
+    waitingForMajority: 0,
     delivered: 0,
     lost: 0,
   }
