@@ -50,18 +50,29 @@ export function mesh(
     let stderr = ''
     child.stdout.on('data', (d) => (stdout += d))
     child.stderr.on('data', (d) => (stderr += d))
-    const timer = setTimeout(() => child.kill('SIGKILL'), opts.timeoutMs ?? 30_000)
+    const bound = opts.timeoutMs ?? 30_000
+    let timedOut = false
+    const timer = setTimeout(() => {
+      timedOut = true
+      child.kill('SIGKILL')
+    }, bound)
     child.on('error', reject)
     child.on('close', (code, signal) => {
       clearTimeout(timer)
+      // killed (exit 128 here): say so, or a failure reads as an empty error from the CLI
+      if (signal !== null)
+        stderr += `[test harness: mesh killed by ${signal}${timedOut ? `, still running after its ${bound} ms bound` : ''}]\n`
       resolvePromise({ code: code ?? (signal === null ? -1 : 128), stdout, stderr })
     })
   })
 }
 
 /** `mesh --json ARGS`, parsed; throws with stderr when it fails. */
-export async function meshJson<T = any>(dataDir: string, args: string[]): Promise<T> {
-  const r = await mesh(['--data-dir', dataDir, '--json', ...args])
+export async function meshJson<T = any>(dataDir: string, args: string[], timeoutMs?: number): Promise<T> {
+  const r = await mesh(
+    ['--data-dir', dataDir, '--json', ...args],
+    timeoutMs === undefined ? {} : { timeoutMs },
+  )
   if (r.code !== 0) throw new Error(`mesh ${args.join(' ')} exited ${r.code}: ${r.stderr}`)
   return JSON.parse(r.stdout) as T
 }
