@@ -12,6 +12,7 @@ import { existsSync, mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { newCluster } from '../../src/node/cluster.js'
+import { parseFlags, positive } from './args.js'
 import {
   fmt,
   fmtStats,
@@ -51,21 +52,15 @@ function parseArgs(argv: string[]): Options {
     skipAgent: false,
     skipStream: false,
   }
-  for (let i = 0; i < argv.length; i++) {
-    const a = argv[i]
-    const num = () => {
-      const n = Number(argv[++i])
-      if (!Number.isFinite(n) || n <= 0) throw new Error(`${a} needs a positive number`)
-      return n
-    }
-    if (a === '--repeats') o.repeats = Math.min(20, Math.floor(num()))
-    else if (a === '--bytes') o.bytes = Math.floor(num())
-    else if (a === '--chunk') o.chunk = Math.floor(num())
-    else if (a === '--idle-s') o.idleS = Math.min(600, num())
-    else if (a === '--skip-agent') o.skipAgent = true
-    else if (a === '--skip-stream') o.skipStream = true
-    else throw new Error(`unknown argument ${a}`)
-  }
+  const int = (flag: string, value: string) => Math.floor(positive(flag, value))
+  parseFlags(argv, {
+    '--repeats': (next) => (o.repeats = Math.min(20, int('--repeats', next()))),
+    '--bytes': (next) => (o.bytes = int('--bytes', next())),
+    '--chunk': (next) => (o.chunk = int('--chunk', next())),
+    '--idle-s': (next) => (o.idleS = Math.min(600, positive('--idle-s', next()))),
+    '--skip-agent': () => (o.skipAgent = true),
+    '--skip-stream': () => (o.skipStream = true),
+  })
   return o
 }
 

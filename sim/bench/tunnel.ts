@@ -15,6 +15,8 @@ import { createServer } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { type Host, Lab, sshdSetup } from '../../test/system/harness.js'
+import { MeshAgent } from './agents.js'
+import { parseFlags, positive } from './args.js'
 import {
   fmt,
   fmtStats,
@@ -54,22 +56,16 @@ function parseArgs(argv: string[]): Options {
     skipLab: false,
     skipLoopback: false,
   }
-  for (let i = 0; i < argv.length; i++) {
-    const a = argv[i]
-    const num = () => {
-      const n = Number(argv[++i])
-      if (!Number.isFinite(n) || n <= 0) throw new Error(`${a} needs a positive number`)
-      return n
-    }
-    if (a === '--scp-mib') o.scpMiB = Math.min(4096, Math.floor(num()))
-    else if (a === '--repeats') o.repeats = Math.min(10, Math.floor(num()))
-    else if (a === '--rtt-samples') o.rttSamples = Math.min(5000, Math.floor(num()))
-    else if (a === '--connects') o.connects = Math.min(100, Math.floor(num()))
-    else if (a === '--lab-mib') o.labMiB = Math.min(2048, Math.floor(num()))
-    else if (a === '--skip-lab') o.skipLab = true
-    else if (a === '--skip-loopback') o.skipLoopback = true
-    else throw new Error(`unknown argument ${a}`)
-  }
+  const int = (flag: string, value: string) => Math.floor(positive(flag, value))
+  parseFlags(argv, {
+    '--scp-mib': (next) => (o.scpMiB = Math.min(4096, int('--scp-mib', next()))),
+    '--repeats': (next) => (o.repeats = Math.min(10, int('--repeats', next()))),
+    '--rtt-samples': (next) => (o.rttSamples = Math.min(5000, int('--rtt-samples', next()))),
+    '--connects': (next) => (o.connects = Math.min(100, int('--connects', next()))),
+    '--lab-mib': (next) => (o.labMiB = Math.min(2048, int('--lab-mib', next()))),
+    '--skip-lab': () => (o.skipLab = true),
+    '--skip-loopback': () => (o.skipLoopback = true),
+  })
   return o
 }
 
@@ -197,28 +193,23 @@ class SshSetup {
 interface Agents {
   a: string
   b: string
-  children: ChildProcess[]
+  children: MeshAgent[]
 }
 
 async function loopbackAgents(base: string, allowPort: number): Promise<Agents> {
   const a = join(base, 'agent-a')
   const b = join(base, 'agent-b')
-  const children: ChildProcess[] = []
+  const children: MeshAgent[] = []
   await meshOk(a, ['init', '--cluster', 'bench'])
-  const env = { ...process.env, MESH_LOG_LEVEL: 'warn', MESH_TUNNEL__ALLOW_PORTS: String(allowPort) }
-  const start = (dir: string, extra: string[]) => {
-    const c = spawn(NODE, [CLI, '--data-dir', dir, 'agent', '--listen', '/ip4/127.0.0.1/tcp/0', ...extra], {
-      stdio: ['ignore', 'pipe', 'pipe'],
-      env,
-    })
+  const env = { MESH_LOG_LEVEL: 'warn', MESH_TUNNEL__ALLOW_PORTS: String(allowPort) }
+  const start = (dir: string, name: string, extra: string[]) => {
+    const c = new MeshAgent(dir, { name, args: extra, env, keep: 4096 }).start()
     children.push(c)
-    keepTail(c)
     return c
   }
-  start(a, ['--name', 'a'])
-  await waitUntil('agent a', async () => meshOk(a, ['status']), 60_000)
+  await start(a, 'a', []).ready(60_000)
   const token = JSON.parse(await meshOk(a, ['--json', 'invite'])).token as string
-  start(b, ['--name', 'b', '--join', token])
+  start(b, 'b', ['--join', token])
   await waitUntil(
     'a and b alive',
     async () => {
@@ -339,7 +330,7 @@ async function loopback(o: Options, log: (s: string) => void): Promise<LoopbackR
     const overlay = stats(mbps.overlay)
     return { scp: { direct, overlay, ratio: overlay.median / direct.median, mib: o.scpMiB }, connect, rtt }
   } finally {
-    for (const c of agents?.children ?? []) await stopProcess(c, 5_000)
+    for (const c of agents?.children ?? []) await c.stop(5_000)
     await ssh.cleanup()
   }
 }
