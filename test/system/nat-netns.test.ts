@@ -50,12 +50,12 @@ describe('system: direct paths between members behind NAT', function () {
       const stranger = w.lab.host('stranger', L.pub)
       const code = `import { stunQuery } from '${join(ROOT, 'dist', 'src', 'nat', 'stun-server.js')}'
         console.log(JSON.stringify((await stunQuery('${hubHost.ip}', 4701, 1500)) ?? null))`
-      const before = await w.metric(hub, /^mesh_nat_stun_requests_total\{outcome="not-member"\}/)
+      const before = await w.metric(hub, 'mesh_nat_stun_requests_total', { outcome: 'not-member' })
       const r = await w.lab.exec(stranger, [process.execPath, '--input-type=module', '-e', code], {
         timeoutMs: 20_000,
       })
       assert.equal(ok(r, 'stun query').trim(), 'null', 'the stranger learnt its address from the hub')
-      assert.ok((await w.metric(hub, /^mesh_nat_stun_requests_total\{outcome="not-member"\}/)) > before)
+      assert.ok((await w.metric(hub, 'mesh_nat_stun_requests_total', { outcome: 'not-member' })) > before)
       // and the same query from a member's address is answered (the responder is not just off)
       const fromA = await w.lab.exec(L.a.host, [process.execPath, '--input-type=module', '-e', code], {
         timeoutMs: 20_000,
@@ -74,10 +74,10 @@ describe('system: direct paths between members behind NAT', function () {
       console.log(`      mesh ssh A -> B: ${Date.now() - t0} ms including ssh's own handshake`)
       assert.equal((await w.member(a, 'b')).path, 'webrtc')
       // whichever of the two dialled the relayed connection first made the upgrade
-      const upgraded = /^mesh_nat_webrtc_upgrades_total\{result="webrtc"\}/
-      assert.ok((await w.metric(a, upgraded)) + (await w.metric(b, upgraded)) >= 1)
+      const upgraded = ['mesh_nat_webrtc_upgrades_total', { result: 'webrtc' }] as const
+      assert.ok((await w.metric(a, ...upgraded)) + (await w.metric(b, ...upgraded)) >= 1)
       // the hub saw STUN requests from both NATed members and answered them
-      assert.ok((await w.metric(L.hub, /^mesh_nat_stun_requests_total\{outcome="answered"\}/)) >= 2)
+      assert.ok((await w.metric(L.hub, 'mesh_nat_stun_requests_total', { outcome: 'answered' })) >= 2)
       assert.equal((await w.member(b, 'a')).path, 'webrtc')
     })
 
@@ -145,15 +145,15 @@ describe('system: direct paths between members behind NAT', function () {
         300,
       )
       // the upgrade gives up after its own timeout; wait for that verdict (bounded)
-      const failed = /^mesh_nat_webrtc_upgrades_total\{result="failed"\}/
+      const failed = ['mesh_nat_webrtc_upgrades_total', { result: 'failed' }] as const
       await waitFor(
         'the WebRTC upgrade attempt to fail',
-        async () => (await w.metric(a, failed)) + (await w.metric(L.b, failed)) >= 1,
+        async () => (await w.metric(a, ...failed)) + (await w.metric(L.b, ...failed)) >= 1,
         30_000,
         500,
       )
-      const upgraded = /^mesh_nat_webrtc_upgrades_total\{result="webrtc"\}/
-      assert.equal((await w.metric(a, upgraded)) + (await w.metric(L.b, upgraded)), 0)
+      const upgraded = ['mesh_nat_webrtc_upgrades_total', { result: 'webrtc' }] as const
+      assert.equal((await w.metric(a, ...upgraded)) + (await w.metric(L.b, ...upgraded)), 0)
       // and the relay still carries a second session
       const again = await w.meshIn(a, ['ssh', 'root@b', '--', ...w.sshOpts(), 'echo still-here'], {
         timeoutMs: 60_000,

@@ -5,10 +5,12 @@ import { strict as assert } from 'node:assert'
 import { type ChildProcess, execFileSync, spawn } from 'node:child_process'
 import { createHash } from 'node:crypto'
 import { appendFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs'
-import { request } from 'node:http'
 import { tmpdir } from 'node:os'
 import { basename, join, resolve } from 'node:path'
 import { until } from '../../sim/bench/report.js'
+import { ApiClient } from '../../src/api/client.js'
+import type { MetricsView } from '../../src/api/contract.js'
+import { MetricsSnapshot } from '../../src/kernel/metric-samples.js'
 import { type ExecResult, type Host, Lab, sshdSetup } from './harness.js'
 
 export const ROOT = resolve(import.meta.dirname, '../../..')
@@ -185,22 +187,11 @@ export class World {
     return (await this.json<any[]>(from, ['members'])).find((m) => m.name === name)
   }
 
-  async metric(a: Agent, re: RegExp): Promise<number> {
-    const body: string = await new Promise((res, rej) => {
-      const req = request({ socketPath: join(a.dir, 'mesh.sock'), path: '/metrics' }, (resp: any) => {
-        let t = ''
-        resp.on('data', (d: Buffer) => (t += d))
-        resp.on('end', () => res(t))
-      })
-      req.on('error', rej)
-      req.end()
-    })
-    let sum = 0
-    for (const line of body.split('\n')) {
-      const m = re.exec(line)
-      if (m !== null) sum += Number(line.split(' ').pop())
-    }
-    return sum
+  /** The sum of a metric's samples whose labels include `labels` (GET /v1/metrics, as values). */
+  async metric(a: Agent, name: string, labels: Record<string, string> = {}): Promise<number> {
+    const api = new ApiClient(join(a.dir, 'mesh.sock'), a.dir)
+    const view = await api.call<MetricsView>('GET', '/v1/metrics', undefined, 10_000)
+    return new MetricsSnapshot(view.samples).get(name, labels)
   }
 
   tail(a: Agent): string {
