@@ -9,6 +9,7 @@
 //
 // Prints a markdown table and writes sim/out/backpressure-<time>.json. Traffic stays on
 // 127.0.0.1; every wait is bounded; agents and CLI processes are stopped, temp dirs removed.
+
 import { type ChildProcess, spawn } from 'node:child_process'
 import { createHash, randomBytes } from 'node:crypto'
 import { closeSync, openSync, writeSync } from 'node:fs'
@@ -22,6 +23,7 @@ import {
   meshJson,
   waitFor,
 } from '../../test/integration/cluster-harness.js'
+import { parseFlags, positive } from './args.js'
 import {
   fmt,
   machineInfo,
@@ -42,13 +44,18 @@ interface Options {
 
 function parseArgs(argv: string[]): Options {
   const o: Options = { mib: 1024, pauseS: 15 }
-  for (let i = 0; i < argv.length; i++) {
-    const v = Number(argv[i + 1])
-    if (argv[i] === '--mib' && v > 0) o.mib = v
-    else if (argv[i] === '--pause-s' && v > 0) o.pauseS = v
-    else throw new Error(`unknown or bad argument ${argv[i]} (use --mib N --pause-s S)`)
-    i++
-  }
+  parseFlags(
+    argv,
+    {
+      '--mib': (next) => {
+        o.mib = positive('--mib', next())
+      },
+      '--pause-s': (next) => {
+        o.pauseS = positive('--pause-s', next())
+      },
+    },
+    'use --mib N --pause-s S',
+  )
   return o
 }
 

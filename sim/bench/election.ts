@@ -8,6 +8,7 @@
 //
 // Prints a markdown table and writes sim/out/election-<time>.json. Traffic stays on 127.0.0.1;
 // every wait is bounded; every agent and instance is stopped at the end, also on failure.
+
 import { writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { ApiClient } from '../../src/api/client.js'
@@ -19,17 +20,22 @@ import {
   meshJson,
   waitFor,
 } from '../../test/integration/cluster-harness.js'
+import { parseFlags, positive } from './args.js'
 import { fmtStats, machineInfo, machineMarkdown, markdownTable, stats, writeReport } from './report.js'
 
 function parseArgs(argv: string[]): { requests: number } {
   const o = { requests: 20 }
-  for (let i = 0; i < argv.length; i++) {
-    if (argv[i] === '--requests') {
-      const n = Number(argv[++i])
-      if (!Number.isInteger(n) || n <= 0) throw new Error('--requests needs a positive integer')
-      o.requests = Math.min(500, n)
-    } else throw new Error(`unknown option ${argv[i]} (use --requests N)`)
-  }
+  parseFlags(
+    argv,
+    {
+      '--requests': (next) => {
+        const n = positive('--requests', next())
+        if (!Number.isInteger(n)) throw new Error('--requests needs a positive integer')
+        o.requests = Math.min(500, n)
+      },
+    },
+    'use --requests N',
+  )
   return o
 }
 

@@ -14,6 +14,7 @@
 // interface, both ways). Also each agent's relay searches, DHT lookups and dials in the window.
 //
 //   npm run build && node dist/sim/bench/idle.js [--idle-s 60] [--settle-s 15] [--only alone,pair,orphan,nat,libp2p]
+
 import { spawn } from 'node:child_process'
 import { rmSync } from 'node:fs'
 import { join } from 'node:path'
@@ -25,6 +26,7 @@ import {
   waitFor,
 } from '../../test/integration/cluster-harness.js'
 import { type Agent, ifaceBytes, natLab, type World } from '../../test/system/world.js'
+import { parseFlags, positive } from './args.js'
 import {
   cpuSeconds,
   cpuSecondsByThread,
@@ -53,15 +55,27 @@ interface Options {
 
 function parseArgs(argv: string[]): Options {
   const o: Options = { idleS: 60, settleS: 15, only: [...SHAPES] }
-  for (let i = 0; i < argv.length; i++) {
-    const v = argv[i + 1]
-    if (argv[i] === '--idle-s') o.idleS = Math.max(5, Math.min(1800, Number(v)))
-    else if (argv[i] === '--settle-s') o.settleS = Math.max(0, Math.min(600, Number(v)))
-    else if (argv[i] === '--only')
-      o.only = v.split(',').filter((s): s is Shape => SHAPES.includes(s as Shape))
-    else continue
-    i++
-  }
+  parseFlags(
+    argv,
+    {
+      '--idle-s': (next) => {
+        o.idleS = Math.max(5, Math.min(1800, positive('--idle-s', next())))
+      },
+      '--settle-s': (next) => {
+        const v = Number(next())
+        if (!Number.isFinite(v) || v < 0) throw new Error('--settle-s needs a number of seconds')
+        o.settleS = Math.min(600, v)
+      },
+      '--only': (next) => {
+        const want = next().split(',')
+        const bad = want.filter((s) => !SHAPES.includes(s as Shape))
+        if (bad.length > 0)
+          throw new Error(`--only: unknown shape ${bad.join(', ')} (shapes: ${SHAPES.join(', ')})`)
+        o.only = want as Shape[]
+      },
+    },
+    `use --idle-s S --settle-s S --only ${SHAPES.join(',')}`,
+  )
   return o
 }
 

@@ -8,10 +8,12 @@
 // Each attempt restarts B's agent (same identity: no new token); its relayed connection to A
 // comes back through the hub and is then upgraded, or not. Success: A and B hold a WebRTC
 // connection within 20 s. Time: from B answering its control API to A's path reading webrtc.
+
 import { randomBytes } from 'node:crypto'
 import { writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { type Agent, natLab, ok, waitFor } from '../../test/system/world.js'
+import { parseFlags, positive } from './args.js'
 import { fmt, fmtStats, machineInfo, machineMarkdown, markdownTable, stats, writeReport } from './report.js'
 
 interface Options {
@@ -22,14 +24,23 @@ interface Options {
 
 function parseArgs(argv: string[]): Options {
   const o: Options = { attempts: 20, mib: 50 }
-  for (let i = 0; i < argv.length; i++) {
-    const v = argv[i + 1]
-    if (argv[i] === '--attempts') o.attempts = Math.max(1, Math.min(500, Number(v)))
-    else if (argv[i] === '--mib') o.mib = Math.max(1, Math.min(2048, Number(v)))
-    else if (argv[i] === '--only' && (v === 'home' || v === 'symmetric')) o.only = v
-    else continue
-    i++
-  }
+  parseFlags(
+    argv,
+    {
+      '--attempts': (next) => {
+        o.attempts = Math.max(1, Math.min(500, Math.round(positive('--attempts', next()))))
+      },
+      '--mib': (next) => {
+        o.mib = Math.max(1, Math.min(2048, positive('--mib', next())))
+      },
+      '--only': (next) => {
+        const v = next()
+        if (v !== 'home' && v !== 'symmetric') throw new Error('--only needs home or symmetric')
+        o.only = v
+      },
+    },
+    'use --attempts N --mib N --only home|symmetric',
+  )
   return o
 }
 

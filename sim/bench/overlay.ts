@@ -15,12 +15,14 @@
 //
 // Prints a markdown table and writes sim/out/overlay-<time>.json. Every process and namespace
 // it starts is removed, also when a step fails.
+
 import { readFileSync } from 'node:fs'
 import { loadavg } from 'node:os'
 import { join } from 'node:path'
 import { newCluster } from '../../src/node/cluster.js'
 import { sshdSetup } from '../../test/system/harness.js'
 import { type Agent, World, waitFor } from '../../test/system/world.js'
+import { parseFlags, positive } from './args.js'
 import {
   cpuSeconds,
   cpuSecondsByThread,
@@ -33,10 +35,32 @@ import {
 } from './report.js'
 import { streamRun } from './stream-run.js'
 
-const arg = (name: string, dflt: number): number => {
-  const i = process.argv.indexOf(`--${name}`)
-  return i < 0 ? dflt : Number(process.argv[i + 1])
+// every flag checked up front (parseFlags: an unknown one is an error, not a long run on defaults)
+const numbers = new Map<string, number>()
+const switches = new Set<string>()
+const num = (name: string) => (next: () => string) => {
+  numbers.set(name, positive(`--${name}`, next()))
 }
+const on = (name: string) => () => {
+  switches.add(name)
+}
+parseFlags(
+  process.argv.slice(2),
+  {
+    '--mib': num('mib'),
+    '--repeats': num('repeats'),
+    '--ssh-mib': num('ssh-mib'),
+    '--pings': num('pings'),
+    '--lossy-mib': num('lossy-mib'),
+    '--datagram-mtu': num('datagram-mtu'),
+    '--skip': on('skip'),
+    '--no-lossy': on('no-lossy'),
+    '--no-ceiling': on('no-ceiling'),
+    '--datagram-only': on('datagram-only'),
+  },
+  'use --mib N --repeats N --ssh-mib N --pings N --lossy-mib N --datagram-mtu N --skip --no-lossy --no-ceiling --datagram-only',
+)
+const arg = (name: string, dflt: number): number => numbers.get(name) ?? dflt
 
 // a sink on [::]:7001 and 0.0.0.0:7002 that answers 'done' after each connection's FIN
 const SINK = `
@@ -219,7 +243,7 @@ async function measure(datagram: boolean): Promise<CarrierRun> {
     // the same link losing packets: every packet leaving a's or b's namespace, at random
     const lossy: CarrierRun['lossy'] = []
     // --no-lossy: the clean link only (a short profiling run)
-    for (const loss of process.argv.includes('--no-lossy') ? [] : LOSS) {
+    for (const loss of switches.has('no-lossy') ? [] : LOSS) {
       const rule = [
         'OUTPUT',
         '-o',
@@ -268,7 +292,7 @@ async function measure(datagram: boolean): Promise<CarrierRun> {
 const span = (xs: number[]) => `${fmt(median(xs))} (${fmt(Math.min(...xs))}-${fmt(Math.max(...xs))})`
 
 async function main(): Promise<void> {
-  if (process.argv.includes('--skip') || process.getuid?.() !== 0) {
+  if (switches.has('skip') || process.getuid?.() !== 0) {
     console.log('skipped: mesh0 and the netns lab need root')
     return
   }
@@ -276,13 +300,10 @@ async function main(): Promise<void> {
   const repeats = Math.max(1, arg('repeats', 3))
   const load0 = loadavg()
   // --datagram-only: the datagram carrier alone (e.g. to compare --datagram-mtu values)
-  const runs = [
-    await measure(true),
-    ...(process.argv.includes('--datagram-only') ? [] : [await measure(false)]),
-  ]
+  const runs = [await measure(true), ...(switches.has('datagram-only') ? [] : [await measure(false)])]
   const c = newCluster('bench')
   // --no-ceiling: skip the bare stream (it does not change with the overlay's code)
-  const ceiling = process.argv.includes('--no-ceiling')
+  const ceiling = switches.has('no-ceiling')
     ? { mbps: Number.NaN }
     : await streamRun(
         'mesh',
