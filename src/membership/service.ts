@@ -653,9 +653,17 @@ export class MembershipComponent implements Component {
     for (const c of this.libp2p.getConnections())
       if (admission.connectionAdmitted(c)) peers.add(c.remotePeer.toString())
     if (peers.size === 0) return
-    const list = [...peers]
+    // a member we hold as dead (or lack) while still connected to it is the one to sync with
+    // first: after a partition heals on connections that survived it, each side holds the other
+    // dead and probes no dead member, so only this sync lets them refute (memberlist gossips to
+    // the dead for the same reason). A random pick left that to chance: 100+ s after a heal
+    const unsure = [...peers].filter((p) => {
+      const st = this.table.status(p)
+      return st !== 'alive' && st !== 'suspect'
+    })
+    const list = unsure.length > 0 ? unsure : [...peers]
     const pick = list[Math.floor(Math.random() * list.length)]
-    await this.sync(peerIdFromString(pick), 'periodic')
+    await this.sync(peerIdFromString(pick), unsure.length > 0 ? 'periodic_dead' : 'periodic')
   }
 
   /** probe payloads with their length prefix (stream set-up and framing are not counted) */
