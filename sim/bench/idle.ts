@@ -14,6 +14,7 @@
 // interface, both ways). Also each agent's relay searches, DHT lookups and dials in the window.
 //
 //   npm run build && node dist/sim/bench/idle.js [--idle-s 60] [--settle-s 15] [--only alone,pair,orphan,nat,libp2p]
+//   MESH_BENCH_PROF=DIR   each agent writes DIR/agent-NAME-PID-0.cpuprofile when stopped (cpu-prof.ts)
 
 import { spawn } from 'node:child_process'
 import { rmSync } from 'node:fs'
@@ -202,20 +203,28 @@ const loopbackProbe = (name: string, a: AgentProcess): Probe => ({
   bytesWhat: 'written',
 })
 
+// MESH_BENCH_PROF=DIR: every agent writes a CPU profile of its run into DIR at SIGTERM
+// (cpu-prof.ts), as in bench:overlay; the bench's own process is not profiled. The agents are
+// then stopped with SIGTERM, not killed: a SIGKILL leaves no profile.
+const PROF = process.env.MESH_BENCH_PROF
+const profEnv = (): Record<string, string> =>
+  PROF === undefined
+    ? {}
+    : { MESH_BENCH_PROF: PROF, NODE_OPTIONS: `--import ${join(import.meta.dirname, 'cpu-prof.js')}` }
+const agentEnv = (): Record<string, string> => ({ MESH_LOG_LEVEL: 'warn', ...profEnv() })
+
 async function founder(f: Fixture, name: string): Promise<AgentProcess> {
   const dir = f.tempDir('mesh-idle-')
   const init = await mesh(['--data-dir', dir, 'init', '--cluster', 'idle'])
   if (init.code !== 0) throw new Error(`mesh init: ${init.stderr}`)
-  const a = f.agent(dir, ['--name', name]).start([], { MESH_LOG_LEVEL: 'warn' })
+  const a = f.agent(dir, ['--name', name]).start([], agentEnv())
   await a.ready()
   return a
 }
 
 async function joiner(f: Fixture, inviter: AgentProcess, name: string): Promise<AgentProcess> {
   const { token } = await meshJson<{ token: string }>(inviter.dataDir, ['invite'])
-  const b = f
-    .agent(f.tempDir('mesh-idle-'), ['--name', name])
-    .start(['--join', token], { MESH_LOG_LEVEL: 'warn' })
+  const b = f.agent(f.tempDir('mesh-idle-'), ['--name', name]).start(['--join', token], agentEnv())
   await b.ready(60_000)
   await waitFor(
     `${name} alive in both tables`,
@@ -244,6 +253,7 @@ async function runLoopback(shape: Exclude<Shape, 'nat' | 'libp2p'>, o: Options):
     rmSync(b.dataDir, { recursive: true, force: true })
     return await measure(shape, [loopbackProbe('alpha', a)], o)
   } finally {
+    await Promise.all(f.agents.map((a) => a.stop()))
     await f.cleanup()
   }
 }
@@ -281,9 +291,18 @@ async function runLibp2p(o: Options): Promise<Row[]> {
 
 async function runNat(o: Options): Promise<Row[]> {
   let w: World | undefined
+  let agents: Agent[] = []
+  // the lab's agents take this process's environment (natLab has no other way in); restored at once
+  const saved = { MESH_BENCH_PROF: process.env.MESH_BENCH_PROF, NODE_OPTIONS: process.env.NODE_OPTIONS }
   try {
-    const L = await natLab(false)
+    Object.assign(process.env, profEnv())
+    const L = await natLab(false).finally(() => {
+      for (const [k, v] of Object.entries(saved))
+        if (v === undefined) delete process.env[k]
+        else process.env[k] = v
+    })
     w = L.w
+    agents = [L.hub, L.a, L.b]
     const lab = L.w.lab
     const probe = (a: Agent): Probe => ({
       name: a.name,
@@ -292,8 +311,9 @@ async function runNat(o: Options): Promise<Row[]> {
       bytes: () => ifaceBytes(lab, a.host),
       bytesWhat: 'interface',
     })
-    return await measure('nat', [probe(L.hub), probe(L.a), probe(L.b)], o)
+    return await measure('nat', agents.map(probe), o)
   } finally {
+    await Promise.all(agents.map((a) => stopProcess(a.child)))
     await w?.cleanup()
   }
 }
