@@ -39,6 +39,9 @@ export class Tracker {
   private readonly crashAt = new Map<number, number>()
   private readonly pending = new Map<number, { at: number; kind: EventKind }>()
   readonly detections: number[] = []
+  /** per detected crash: crash -> first suspicion, first suspicion -> first death claim, that -> seen dead by all */
+  readonly phases = { suspect: [] as number[], suspicion: [] as number[], spread: [] as number[] }
+  private readonly firstClaim = new Map<number, { suspect?: number; dead?: number }>()
   /** crashed members that restarted or were forgotten before every observer saw them dead */
   undetected = 0
   readonly convergence: Record<EventKind, number[]> = { join: [], restart: [], leave: [] }
@@ -140,7 +143,14 @@ export class Tracker {
   }
 
   claim(type: 'suspect' | 'dead', subject: number, acrossPartition: boolean, stale = false): void {
-    if (!this.truthUp[subject]) return
+    if (!this.truthUp[subject]) {
+      if (this.crashAt.has(subject)) {
+        const c = this.firstClaim.get(subject) ?? {}
+        c[type] ??= this.clock()
+        this.firstClaim.set(subject, c)
+      }
+      return
+    }
     if (stale) {
       if (type === 'dead') this.fp.staleDeadClaims++
     } else if (type === 'suspect' && acrossPartition) {
@@ -195,6 +205,15 @@ export class Tracker {
     if (c !== undefined && !this.truthUp[m]) {
       this.detections.push(now - c)
       this.crashAt.delete(m)
+      const f = this.firstClaim.get(m)
+      this.firstClaim.delete(m)
+      if (f?.dead !== undefined) {
+        // a death claimed without a suspicion of ours first counts as a suspicion of no length
+        const s = Math.min(f.suspect ?? f.dead, f.dead)
+        this.phases.suspect.push(s - c)
+        this.phases.suspicion.push(f.dead - s)
+        this.phases.spread.push(now - f.dead)
+      }
     }
     const p = this.pending.get(m)
     if (p !== undefined) {

@@ -37,6 +37,8 @@ export interface Summary {
   }
   /** from a crash until every observer holds the member dead or left */
   detection: Dist & { undetected: number; pending: number }
+  /** the detection time in three parts: crash to first suspicion, to first death claim, to seen dead by all */
+  detectionPhases: { suspect: Dist; suspicion: Dist; spread: Dist }
   convergence: { join: Dist; restart: Dist; leave: Dist }
   /** from the last disruption until every observer first holds the right view of every member; null: never */
   settleS: number | null
@@ -165,6 +167,11 @@ function summarize(
       announceOnStart: sim.opts.announceOnStart,
     },
     detection: { ...dist(tr.detections), undetected: tr.undetected, pending: tr.pendingDetections() },
+    detectionPhases: {
+      suspect: dist(tr.phases.suspect),
+      suspicion: dist(tr.phases.suspicion),
+      spread: dist(tr.phases.spread),
+    },
     convergence: {
       join: dist(tr.convergence.join),
       restart: dist(tr.convergence.restart),
@@ -259,6 +266,13 @@ export function details(s: Summary): string {
     out.push(
       `  detection: ${d.count} crashes seen dead by all, p50 ${f(d.p50)} s, p99 ${f(d.p99)} s, max ${f(d.max)} s; ${d.pending} still pending, ${d.undetected} restarted first`,
     )
+  if (s.detectionPhases.spread.count > 0) {
+    const ph = s.detectionPhases
+    const pq = (x: Dist): string => `${f(x.p50)} / ${f(x.p99)} / ${f(x.max)}`
+    out.push(
+      `  detection phases p50 / p99 / max s: crash -> first suspicion ${pq(ph.suspect)}; suspicion -> first death claim ${pq(ph.suspicion)}; -> dead on every observer ${pq(ph.spread)}`,
+    )
+  }
   for (const k of ['join', 'restart', 'leave'] as const) {
     const c = s.convergence[k]
     if (c.count > 0)
