@@ -7,15 +7,31 @@ export type Rng = () => number
 
 /** Mixes a few integers into a 32-bit seed (murmur3 steps): independent streams per node and epoch. */
 export function mix32(...xs: number[]): number {
-  let h = 0x9e3779b9
-  for (const x of xs) {
-    let k = Math.imul(x | 0, 0xcc9e2d51)
-    k = (k << 15) | (k >>> 17)
-    k = Math.imul(k, 0x1b873593)
-    h ^= k
-    h = (h << 13) | (h >>> 19)
-    h = (Math.imul(h, 5) + 0xe6546b64) | 0
-  }
+  let h = MIX_SEED
+  for (const x of xs) h = mixStep(h, x)
+  return mixFinal(h)
+}
+
+/** mix32(a, b, c) without the rest array: the simulator calls it N^2 times at start. */
+export const mix3 = (a: number, b: number, c: number): number =>
+  mixFinal(mixStep(mixStep(mixStep(MIX_SEED, a), b), c))
+
+/** mix32(a, b, c, d) without the rest array. */
+export const mix4 = (a: number, b: number, c: number, d: number): number =>
+  mixFinal(mixStep(mixStep(mixStep(mixStep(MIX_SEED, a), b), c), d))
+
+const MIX_SEED = 0x9e3779b9
+
+function mixStep(h: number, x: number): number {
+  let k = Math.imul(x | 0, 0xcc9e2d51)
+  k = (k << 15) | (k >>> 17)
+  k = Math.imul(k, 0x1b873593)
+  h ^= k
+  h = (h << 13) | (h >>> 19)
+  return (Math.imul(h, 5) + 0xe6546b64) | 0
+}
+
+function mixFinal(h: number): number {
   h ^= h >>> 16
   h = Math.imul(h, 0x85ebca6b)
   h ^= h >>> 13

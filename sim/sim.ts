@@ -24,7 +24,7 @@ import { EventHeap } from './heap.js'
 import { Tracker } from './metrics.js'
 import { Network, type NetworkOptions } from './network.js'
 import { MSG, type Msg, SimNode, type SyncWhy } from './node.js'
-import { exponential, mix32, mulberry32, type Rng, randInt } from './rng.js'
+import { exponential, mix3, mix4, mix32, mulberry32, type Rng, randInt } from './rng.js'
 
 /** The agent's membership settings (defaults from src/membership/config.ts). */
 export interface MembershipTiming {
@@ -385,8 +385,9 @@ export class Sim {
   }
 
   private maybeFollow(node: SimNode, j: number): void {
-    const [a, b] = node.idx < j ? [node.idx, j] : [j, node.idx]
-    if (mix32(this.opts.seed, a, b) / 4294967296 < this.lightFrac) {
+    const a = node.idx < j ? node.idx : j
+    const b = node.idx < j ? j : node.idx
+    if (mix3(this.opts.seed, a, b) / 4294967296 < this.lightFrac) {
       node.interest!.push(j)
       node.interestSet!.add(j)
     }
@@ -495,9 +496,16 @@ export class Sim {
       this.boot(node)
       node.baseLinked = true
     }
+    // in index order; a light node walks its sample instead of asking about all N
+    const first = made.length > 0 ? made[0].idx : 0
+    const last = first + made.length - 1
     for (const node of made) {
-      for (const other of made) {
-        if (other !== node && node.follows(other.idx)) node.core.apply(other.signed, this.now)
+      if (node.interest === undefined) {
+        for (const other of made) if (other !== node) node.core.apply(other.signed, this.now)
+      } else {
+        const js = node.interest.filter((j) => j !== node.idx && j >= first && j <= last)
+        js.sort((x, y) => x - y)
+        for (const j of js) node.core.apply(this.nodes[j].signed, this.now)
       }
       node.connCount = made.length - 1
     }
@@ -727,8 +735,8 @@ export class Sim {
     const s = this.objId(e.signed)
     const c = this.objId(e.claim)
     const b = j & (this.buckets - 1)
-    node.hash[2 * b] ^= mix32(j, s, c)
-    node.hash[2 * b + 1] ^= mix32(c, s, j, 7)
+    node.hash[2 * b] ^= mix3(j, s, c)
+    node.hash[2 * b + 1] ^= mix4(c, s, j, 7)
   }
 
   /** The effects of a node's membership core: what service.ts does with them, here. */

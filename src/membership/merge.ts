@@ -110,13 +110,28 @@ export function compareClaim(a: Claim, b: Claim): number {
   return compareBytes(a.sig, b.sig)
 }
 
+/**
+ * Entries are immutable, so a record without a claim has one shared entry: in the simulator
+ * thousands of tables hold the same record, and a row is most of what a table costs.
+ */
+const plainEntries = new WeakMap<SignedInfo, Entry>()
+
+function plain(signed: SignedInfo): Entry {
+  let e = plainEntries.get(signed)
+  if (e === undefined) {
+    e = { signed }
+    plainEntries.set(signed, e)
+  }
+  return e
+}
+
 function make(signed: SignedInfo, claim: Claim | undefined): Entry {
-  return claim === undefined ? { signed } : { signed, claim }
+  return claim === undefined ? plain(signed) : { signed, claim }
 }
 
 /** An entry with an outdated claim removed (returns `e` itself when there is none). */
 export function normalize(e: Entry): Entry {
-  return e.claim !== undefined && e.claim.incarnation < e.signed.info.incarnation ? { signed: e.signed } : e
+  return e.claim !== undefined && e.claim.incarnation < e.signed.info.incarnation ? plain(e.signed) : e
 }
 
 /**
@@ -153,13 +168,17 @@ export interface Row {
   readonly since: number
 }
 
-interface Rec {
-  readonly peerId: string
-  entry: Entry
-  status: Status
-  since: number
-  infoFp: number
-  claimFp: number
+/** Lean on purpose (the simulator holds millions): the peer ID comes from the record, fingerprints from a shared cache. */
+class Rec implements Row {
+  constructor(
+    public entry: Entry,
+    public status: Status,
+    public since: number,
+  ) {}
+
+  get peerId(): string {
+    return this.entry.signed.info.peerId
+  }
 }
 
 export interface MemberTableOptions {
@@ -298,9 +317,7 @@ export class MemberTable {
         held === undefined ? make(signed, claim) : merge(make(signed, claim), make(signed, held)),
       )
       const status = effectiveStatus(entry)
-      const fresh: Rec = { peerId, entry, status, since: now, infoFp: 0, claimFp: 0 }
-      fingerprint(fresh)
-      this.map.set(peerId, fresh)
+      this.map.set(peerId, new Rec(entry, status, now))
       this.count(status, 1)
       if (status === 'dead' || status === 'left') this.tombstones.add(peerId)
       return { outcome: 'changed', change: { peerId, before: undefined, after: status, entry } }
@@ -312,7 +329,6 @@ export class MemberTable {
     const before = live === undefined ? undefined : rec.status
     const status = effectiveStatus(merged)
     rec.entry = merged
-    fingerprint(rec)
     if (live === undefined) {
       // a reaped tombstone came back with something newer: list it again
       this.hidden.delete(peerId)
@@ -374,8 +390,8 @@ export class MemberTable {
         left: info.status === 'left',
         claimIncarnation: c === undefined ? -1 : c.incarnation,
         claimRank: claimRank(c),
-        infoFp: r.infoFp,
-        claimFp: r.claimFp,
+        infoFp: infoFingerprint(r.entry.signed),
+        claimFp: c === undefined ? 0 : claimFingerprint(c),
       })
     }
     return out
@@ -443,13 +459,26 @@ function sameClaim(a: Claim, b: Claim): boolean {
   return a.incarnation === b.incarnation && a.status === b.status && a.by === b.by && bytesEqual(a.sig, b.sig)
 }
 
-function fingerprint(r: Rec): void {
-  r.infoFp = fnv1a32(r.entry.signed.sig)
-  const c = r.entry.claim
-  r.claimFp = c === undefined ? 0 : claimFingerprint(c)
+/** Fingerprints are pure functions of immutable records and claims: computed once per object. */
+const fingerprints = new WeakMap<SignedInfo | Claim, number>()
+
+function infoFingerprint(s: SignedInfo): number {
+  let fp = fingerprints.get(s)
+  if (fp === undefined) {
+    fp = fnv1a32(s.sig)
+    fingerprints.set(s, fp)
+  }
+  return fp
 }
 
-const claimFingerprint = (c: Claim): number => fnv1a32(c.sig, fnv1a32String(c.by))
+function claimFingerprint(c: Claim): number {
+  let fp = fingerprints.get(c)
+  if (fp === undefined) {
+    fp = fnv1a32(c.sig, fnv1a32String(c.by))
+    fingerprints.set(c, fp)
+  }
+  return fp
+}
 
 /** Would sending our row change the state of a peer whose row is summarised by `d`? */
 function newerThan(r: Rec, d: DigestItem): boolean {
@@ -459,16 +488,16 @@ function newerThan(r: Rec, d: DigestItem): boolean {
     if (info.incarnation > d.incarnation) return true
   } else if (left !== d.left) {
     if (left) return true
-  } else if (r.infoFp !== d.infoFp) return true
+  } else if (infoFingerprint(r.entry.signed) !== d.infoFp) return true
   const c = r.entry.claim
-  return c !== undefined && claimNewer(c, d, r.claimFp)
+  return c !== undefined && claimNewer(c, d)
 }
 
 /** Would our claim survive and win on a peer whose row is summarised by `d`? */
-function claimNewer(c: Claim, d: DigestItem, fp = claimFingerprint(c)): boolean {
+function claimNewer(c: Claim, d: DigestItem): boolean {
   if (c.incarnation < d.incarnation) return false
   if (c.incarnation !== d.claimIncarnation) return c.incarnation > d.claimIncarnation
   const rank = claimRank(c)
   if (rank !== d.claimRank) return rank > d.claimRank
-  return fp !== d.claimFp
+  return claimFingerprint(c) !== d.claimFp
 }
