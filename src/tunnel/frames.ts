@@ -40,28 +40,56 @@ export function writeError(socket: Socket, message: string): void {
 /**
  * Turns the framed bytes back into the plain stream. Ends after an end frame; fails with the
  * agent's message after an error frame, and with "cut off" when the bytes stop without either.
+ * A data frame's payload is passed on as views of the chunks it arrives in, piece by piece: a
+ * frame rarely ends where a socket read does, and joining the rest of one read to the next
+ * copied every byte of the tunnel once more.
  */
 export class FrameDecoder extends Transform {
-  private buf: Buffer = Buffer.alloc(0)
+  private readonly head = Buffer.alloc(HEADER)
+  private headLen = 0
+  /** payload bytes of the current data frame not yet passed on */
+  private dataLeft = 0
+  /** the current error frame's payload, gathered whole */
+  private error: { want: number; got: Buffer[]; len: number } | undefined
   private ended = false
 
   override _transform(chunk: Buffer, _enc: BufferEncoding, done: TransformCallback): void {
-    this.buf = this.buf.length === 0 ? chunk : Buffer.concat([this.buf, chunk])
-    while (this.buf.length >= HEADER && !this.ended) {
-      const type = this.buf[0]
-      const len = this.buf.readUInt32BE(1)
-      if (type === FRAME.end) {
-        this.ended = true
-        this.buf = this.buf.subarray(HEADER)
-        break
+    let at = 0
+    while (at < chunk.length && !this.ended) {
+      if (this.dataLeft > 0) {
+        const n = Math.min(this.dataLeft, chunk.length - at)
+        this.push(n === chunk.length ? chunk : chunk.subarray(at, at + n))
+        this.dataLeft -= n
+        at += n
+        continue
       }
-      if (this.buf.length < HEADER + len) break
-      const payload = this.buf.subarray(HEADER, HEADER + len)
-      this.buf = this.buf.subarray(HEADER + len)
-      if (type === FRAME.data) this.push(payload)
-      else if (type === FRAME.error) {
-        done(new TunnelResetError(payload.toString('utf8')))
+      if (this.error !== undefined) {
+        const e = this.error
+        const n = Math.min(e.want - e.len, chunk.length - at)
+        e.got.push(chunk.subarray(at, at + n))
+        e.len += n
+        at += n
+        if (e.len < e.want) break
+        done(new TunnelResetError(Buffer.concat(e.got).toString('utf8')))
         return
+      }
+      const n = Math.min(HEADER - this.headLen, chunk.length - at)
+      chunk.copy(this.head, this.headLen, at, at + n)
+      this.headLen += n
+      at += n
+      if (this.headLen < HEADER) break
+      this.headLen = 0
+      const type = this.head[0]
+      const len = this.head.readUInt32BE(1)
+      if (type === FRAME.data) this.dataLeft = len
+      else if (type === FRAME.end) this.ended = true
+      else if (type === FRAME.error && len <= MAX_ERROR * 4) {
+        // utf8: the agent sends at most MAX_ERROR characters
+        this.error = { want: len, got: [], len: 0 }
+        if (len === 0) {
+          done(new TunnelResetError('the agent reset the tunnel'))
+          return
+        }
       } else {
         done(new TunnelResetError(`bad frame type ${type} from the agent`))
         return
