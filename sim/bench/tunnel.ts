@@ -126,10 +126,20 @@ async function waitUntil<T>(
 // ---------------------------------------------------------------------------------------
 // (a) loopback: sshd on 127.0.0.1, two agents, ssh/scp direct vs through the overlay
 
+/** direct: ssh to sshd; overlay: through `mesh proxy` (a process copies the bytes); fdpass: `mesh proxy --fdpass` (ssh talks to the agent's socket) */
+type SshPath = 'direct' | 'overlay' | 'fdpass'
+const SSH_PATHS: SshPath[] = ['direct', 'overlay', 'fdpass']
+
 interface LoopbackResult {
-  scp: { direct: Stats; overlay: Stats; ratio: number; mib: number }
-  connect: { direct: number[]; overlay: number[] }
-  rtt: { direct: number[]; overlay: number[] }
+  scp: { direct: Stats; overlay: Stats; fdpass: Stats; ratio: number; fdpassRatio: number; mib: number }
+  connect: Record<SshPath, number[]>
+  rtt: Record<SshPath, number[]>
+}
+
+/** The paths in a different order on each repeat, so none always runs first. */
+function rotate<T>(xs: T[], i: number): T[] {
+  const k = i % xs.length
+  return [...xs.slice(k), ...xs.slice(0, k)]
 }
 
 class SshSetup {
@@ -269,44 +279,50 @@ async function loopback(o: Options, log: (s: string) => void): Promise<LoopbackR
     await ssh.sshd(ssh.port)
     agents = await loopbackAgents(ssh.dir, ssh.port)
     const proxy = `${NODE} ${CLI} --data-dir ${agents.a} proxy %h %p`
-    const overlayOpts = [
+    const fdProxy = `${NODE} ${CLI} --data-dir ${agents.a} proxy --fdpass %h %p`
+    const via = (cmd: string, more: string[] = []) => [
       ...ssh.opts(),
       '-o',
-      `ProxyCommand=${proxy}`,
+      `ProxyCommand=${cmd}`,
+      ...more,
       '-o',
       'HostKeyAlias=bench-overlay',
       '-p',
       String(ssh.port),
     ]
-    const directOpts = [...ssh.opts(), '-p', String(ssh.port)]
-    const targets = { direct: 'root@127.0.0.1', overlay: 'root@b.mesh' }
-    const argvOf = (k: 'direct' | 'overlay') => [...(k === 'direct' ? directOpts : overlayOpts), targets[k]]
+    const optsOf: Record<SshPath, string[]> = {
+      direct: [...ssh.opts(), '-p', String(ssh.port)],
+      overlay: via(proxy),
+      fdpass: via(fdProxy, ['-o', 'ProxyUseFdpass=yes']),
+    }
+    const targets: Record<SshPath, string> = {
+      direct: 'root@127.0.0.1',
+      overlay: 'root@b.mesh',
+      fdpass: 'root@b.mesh',
+    }
+    const argvOf = (k: SshPath) => [...optsOf[k], targets[k]]
 
-    // warm both paths (host keys, the agent's connection)
-    for (const k of ['direct', 'overlay'] as const) {
+    // warm every path (host keys, the agent's connection)
+    for (const k of SSH_PATHS) {
       const r = await runBounded('ssh', [...argvOf(k), 'true'], { timeoutMs: 60_000 })
       if (r.code !== 0) throw new Error(`ssh ${k}: ${r.stderr.trim()}`)
     }
 
-    // connect + run `true`, alternating
-    const connect = { direct: [] as number[], overlay: [] as number[] }
+    // connect + run `true`, in turn
+    const connect: Record<SshPath, number[]> = { direct: [], overlay: [], fdpass: [] }
     for (let i = 0; i < o.connects; i++) {
-      for (const k of i % 2 === 0 ? (['direct', 'overlay'] as const) : (['overlay', 'direct'] as const)) {
+      for (const k of rotate(SSH_PATHS, i)) {
         const r = await runBounded('ssh', [...argvOf(k), 'true'], { timeoutMs: 60_000 })
         if (r.code === 0) connect[k].push(r.ms)
       }
     }
-    log(
-      `ssh connect: direct p50 ${fmt(pct(connect.direct, 50), 0)} ms, overlay p50 ${fmt(pct(connect.overlay, 50), 0)} ms`,
-    )
+    log(`ssh connect p50: ${SSH_PATHS.map((k) => `${k} ${fmt(pct(connect[k], 50), 0)} ms`).join(', ')}`)
 
-    const rtt = { direct: [] as number[], overlay: [] as number[] }
-    for (const k of ['direct', 'overlay'] as const) rtt[k] = await sshEchoRtt(argvOf(k), o.rttSamples)
-    log(
-      `ssh echo RTT: direct p50 ${fmt(pct(rtt.direct, 50), 2)} ms, overlay p50 ${fmt(pct(rtt.overlay, 50), 2)} ms`,
-    )
+    const rtt: Record<SshPath, number[]> = { direct: [], overlay: [], fdpass: [] }
+    for (const k of SSH_PATHS) rtt[k] = await sshEchoRtt(argvOf(k), o.rttSamples)
+    log(`ssh echo RTT p50: ${SSH_PATHS.map((k) => `${k} ${fmt(pct(rtt[k], 50), 2)} ms`).join(', ')}`)
 
-    // scp of one random file, alternating which path goes first
+    // scp of one random file, in turn
     const src = join(ssh.dir, 'src.bin')
     const dst = join(ssh.dir, 'dst.bin')
     const fd = openSync(src, 'w')
@@ -314,11 +330,11 @@ async function loopback(o: Options, log: (s: string) => void): Promise<LoopbackR
     for (let i = 0; i < o.scpMiB; i++) writeSync(fd, chunk.subarray(0, chunk.length - (i % 7))) // not one repeated block
     closeSync(fd)
     const size = readFileSync(src).length
-    const mbps = { direct: [] as number[], overlay: [] as number[] }
+    const mbps: Record<SshPath, number[]> = { direct: [], overlay: [], fdpass: [] }
     for (let i = 0; i < o.repeats; i++) {
-      for (const k of i % 2 === 0 ? (['overlay', 'direct'] as const) : (['direct', 'overlay'] as const)) {
+      for (const k of rotate(SSH_PATHS, i + 1)) {
         log(`scp ${o.scpMiB} MiB ${k} (${i + 1}/${o.repeats})`)
-        const scpOpts = (k === 'direct' ? directOpts : overlayOpts).map((x) => (x === '-p' ? '-P' : x))
+        const scpOpts = optsOf[k].map((x) => (x === '-p' ? '-P' : x))
         const r = await runBounded('scp', [...scpOpts, src, `${targets[k]}:${dst}`], { timeoutMs: 1_800_000 })
         if (r.code !== 0) throw new Error(`scp ${k}: ${r.timedOut ? 'timed out' : r.stderr.trim()}`)
         mbps[k].push(size / 1e6 / (r.ms / 1000))
@@ -328,7 +344,19 @@ async function loopback(o: Options, log: (s: string) => void): Promise<LoopbackR
     rmSync(src, { force: true })
     const direct = stats(mbps.direct)
     const overlay = stats(mbps.overlay)
-    return { scp: { direct, overlay, ratio: overlay.median / direct.median, mib: o.scpMiB }, connect, rtt }
+    const fdpass = stats(mbps.fdpass)
+    return {
+      scp: {
+        direct,
+        overlay,
+        fdpass,
+        ratio: overlay.median / direct.median,
+        fdpassRatio: fdpass.median / direct.median,
+        mib: o.scpMiB,
+      },
+      connect,
+      rtt,
+    }
   } finally {
     for (const c of agents?.children ?? []) await c.stop(5_000)
     await ssh.cleanup()
@@ -492,44 +520,64 @@ async function main(): Promise<void> {
       const r = await loopback(o, log)
       report.loopback = r
       const p = (xs: number[], q: number) => fmt(pct(xs, q), 2)
+      const ratio = (xs: number[], q: number) => fmt(pct(xs, q) / pct(r.rtt.direct, q), 2)
       out.push(
         `### ssh and scp on one machine: straight to sshd on 127.0.0.1 vs through the overlay (agent A -> agent B -> sshd)`,
         '',
+        "`mesh proxy` copies the bytes between ssh and agent A; `mesh proxy --fdpass` (ssh's `ProxyUseFdpass`, what `mesh ssh`, `mesh exec` and `mesh ssh-config` use) hands ssh the socket to agent A and exits.",
+        '',
         markdownTable(
-          ['measure', 'direct (loopback)', 'through the overlay', 'overlay / direct'],
+          [
+            'measure',
+            'direct (loopback)',
+            'through `mesh proxy`',
+            'through `mesh proxy --fdpass`',
+            'proxy / direct',
+            'fdpass / direct',
+          ],
           [
             [
               `scp ${r.scp.mib} MiB (MB/s, median of ${r.scp.direct.samples.length}, (min-max))`,
               fmtStats(r.scp.direct, 1),
               fmtStats(r.scp.overlay, 1),
+              fmtStats(r.scp.fdpass, 1),
               fmt(r.scp.ratio, 3),
+              fmt(r.scp.fdpassRatio, 3),
             ],
             [
               `ssh echo round trip p50 (ms, ${r.rtt.direct.length} samples in one session)`,
               p(r.rtt.direct, 50),
               p(r.rtt.overlay, 50),
-              fmt(pct(r.rtt.overlay, 50) / pct(r.rtt.direct, 50), 2),
+              p(r.rtt.fdpass, 50),
+              ratio(r.rtt.overlay, 50),
+              ratio(r.rtt.fdpass, 50),
             ],
             [
               'ssh echo round trip p99 (ms)',
               p(r.rtt.direct, 99),
               p(r.rtt.overlay, 99),
-              fmt(pct(r.rtt.overlay, 99) / pct(r.rtt.direct, 99), 2),
+              p(r.rtt.fdpass, 99),
+              ratio(r.rtt.overlay, 99),
+              ratio(r.rtt.fdpass, 99),
             ],
             [
               `ssh connect + \`true\` p50 (ms, ${r.connect.direct.length} runs)`,
               fmt(pct(r.connect.direct, 50), 0),
               fmt(pct(r.connect.overlay, 50), 0),
+              fmt(pct(r.connect.fdpass, 50), 0),
               fmt(pct(r.connect.overlay, 50) / pct(r.connect.direct, 50), 2),
+              fmt(pct(r.connect.fdpass, 50) / pct(r.connect.direct, 50), 2),
             ],
             [
               'ssh connect + `true` p99 (ms)',
               fmt(pct(r.connect.direct, 99), 0),
               fmt(pct(r.connect.overlay, 99), 0),
+              fmt(pct(r.connect.fdpass, 99), 0),
+              '',
               '',
             ],
           ],
-          ['l', 'r', 'r', 'r'],
+          ['l', 'r', 'r', 'r', 'r', 'r'],
         ),
         '',
         'The overlay connect time includes starting `mesh proxy` (a node process) for every ssh connection.',

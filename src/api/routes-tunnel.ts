@@ -83,8 +83,12 @@ export function tunnelRoutes(deps: { tunnel: TunnelComponent }) {
             `X-Mesh-Open-Ms: ${Math.round(opened.openMs)}\r\n\r\n`,
         )
         socket.setNoDelay?.(true)
+        // raw: no frames towards the client (`mesh proxy --fdpass` hands this socket to ssh,
+        // whose packets detect a cut by themselves)
         deps.tunnel
-          .pipe(socket, opened, head.byteLength > 0 ? new Uint8Array(head) : undefined)
+          .pipe(socket, opened, head.byteLength > 0 ? new Uint8Array(head) : undefined, {
+            framed: url.searchParams.get('raw') !== '1',
+          })
           .catch(() => socket.destroy())
       } catch (err) {
         clearTimeout(timer)

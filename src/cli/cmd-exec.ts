@@ -136,7 +136,8 @@ export function execCommand(program: Command): void {
           if (chosen.length === 0)
             throw new UsageError("no member matches that selection: 'mesh members' shows names and tags")
 
-          const { proxyCommand } = await import('../tunnel/ssh-config.js')
+          const { proxyOptions } = await import('../tunnel/ssh-config.js')
+          const fdpass = await (await import('../api/tunnel-fd.js')).canPassFd()
           const { knownHostsPath } = await import('../tunnel/host-keys.js')
           const cli = [
             process.execPath,
@@ -156,8 +157,7 @@ export function execCommand(program: Command): void {
                 error: `not run: the member is ${m.status}`,
               })
             const argv = [
-              '-o',
-              `ProxyCommand=${proxyCommand(cli)}`,
+              ...proxyOptions(cli, { fdpass }),
               '-o',
               `HostKeyAlias=${m.overlay}`,
               '-o',

@@ -68,10 +68,22 @@ export function tunnelCommands(program: Command): void {
     )
     .argument('<host>', 'the member: NAME, NAME.mesh, overlay address or peer ID')
     .argument('<port>', "TCP port on the member (it must be in the member's tunnel.allowPorts)")
+    .option(
+      '--fdpass',
+      "hand the tunnel's socket to ssh and exit (with ssh's -o ProxyUseFdpass=yes): no process copies the bytes",
+    )
     .action(
-      action(async (host: string, portText: string) => {
+      action(async (host: string, portText: string, opts: { fdpass?: boolean }) => {
         const g = program.opts<GlobalOpts>()
         const port = parsePort(portText)
+        if (opts.fdpass === true) {
+          const { openRawTunnelFd, passFd } = await import('../api/tunnel-fd.js')
+          const api = client(g)
+          const t = await openRawTunnelFd(api.socketPath, host, port, () => api.notRunning())
+          await passFd(1, t.fd)
+          // ssh waits for its ProxyCommand to exit before it uses the descriptor
+          process.exit(EXIT.ok)
+        }
         const t = await tunnelTo(g, host, port)
         const { socket, output } = t
         process.stdin.on('error', () => socket.end())
@@ -113,11 +125,11 @@ export function tunnelCommands(program: Command): void {
           const query = at >= 0 ? target.slice(at + 1) : target
           if (query === '') throw new UsageError('no member given: mesh ssh [USER@]MEMBER')
           const m = await resolveMember(g, query)
-          const { proxyCommand, shellQuote } = await import('../tunnel/ssh-config.js')
+          const { proxyOptions, shellQuote } = await import('../tunnel/ssh-config.js')
           const { knownHostsPath } = await import('../tunnel/host-keys.js')
+          const fdpass = await (await import('../api/tunnel-fd.js')).canPassFd()
           const argv = [
-            '-o',
-            `ProxyCommand=${proxyCommand(selfArgv(g))}`,
+            ...proxyOptions(selfArgv(g), { fdpass }),
             // the host keys members signed (kept current by the agent): no prompt, a changed key refused
             '-o',
             `GlobalKnownHostsFile=${knownHostsPath(realDir(dataDirOf(g)))}`,
@@ -177,6 +189,7 @@ export function tunnelCommands(program: Command): void {
           clusterName: status.cluster.name,
           overlayPrefix: OVERLAY_PREFIX(status.cluster.id),
           knownHosts: (await import('../tunnel/host-keys.js')).knownHostsPath(realDir(dataDirOf(g))),
+          fdpass: await (await import('../api/tunnel-fd.js')).canPassFd(),
           members: members
             .filter((m) => m.status !== 'left')
             .map((m) => ({ name: m.name, overlay: m.overlay })),

@@ -263,7 +263,13 @@ export class TunnelComponent implements Component {
   }
 
   /** Pipe a local socket (the control API's upgraded connection) through an opened tunnel until both ends finish. */
-  async pipe(local: Socket, opened: Opened, head?: Uint8Array): Promise<void> {
+  async pipe(
+    local: Socket,
+    opened: Opened,
+    head?: Uint8Array,
+    opts: { framed?: boolean } = {},
+  ): Promise<void> {
+    const framed = opts.framed !== false
     const info: TunnelInfo = {
       id: this.nextId++,
       direction: 'out',
@@ -276,13 +282,13 @@ export class TunnelComponent implements Component {
       received: 0,
     }
     if (opened.stream !== undefined) {
-      await this.track(info, opened.stream, local, head)
+      await this.track(info, opened.stream, local, head, framed)
       return
     }
     // to ourselves: socket to socket, framed towards the CLI like the bridge does
     const remote = opened.socket!
     const close = (err: Error) => {
-      writeError(local, err.message)
+      if (framed) writeError(local, err.message)
       local.end()
       destroySocket(remote, true)
     }
@@ -296,13 +302,13 @@ export class TunnelComponent implements Component {
         local.pipe(remote) // with its FIN: half-close
         remote.on('data', (d: Buffer) => {
           info.received += d.length
-          if (!writeData(local, d)) {
+          if (!(framed ? writeData(local, d) : local.write(d))) {
             remote.pause()
             local.once('drain', () => remote.resume())
           }
         })
         remote.on('end', () => {
-          writeEnd(local)
+          if (framed) writeEnd(local)
           local.end()
         })
         remote.on('error', (err) => close(err))
@@ -319,7 +325,13 @@ export class TunnelComponent implements Component {
     }
   }
 
-  private async track(info: TunnelInfo, stream: Stream, socket: Socket, head?: Uint8Array): Promise<void> {
+  private async track(
+    info: TunnelInfo,
+    stream: Stream,
+    socket: Socket,
+    head?: Uint8Array,
+    framed = info.direction === 'out',
+  ): Promise<void> {
     const log = this.deps.reporter.log
     this.active.set(info.id, {
       info,
@@ -334,7 +346,7 @@ export class TunnelComponent implements Component {
     )
     try {
       // the bridge counts into info as bytes move, so /v1/tunnels shows live totals
-      const r = await bridge(stream, socket, head, info, { framed: info.direction === 'out' })
+      const r = await bridge(stream, socket, head, info, { framed })
       this.metrics.bytes.inc({ direction: 'out' }, r.sent)
       this.metrics.bytes.inc({ direction: 'in' }, r.received)
       log.info(

@@ -16,6 +16,8 @@ export interface SshConfigInput {
   members: SshMember[]
   /** the agent's known_hosts written from the members' signed records (host-keys.ts) */
   knownHosts?: string
+  /** `mesh proxy --fdpass` with ProxyUseFdpass (this machine can pass descriptors) */
+  fdpass?: boolean
 }
 
 const SAFE = /^[A-Za-z0-9_./:=@%+,-]+$/
@@ -25,9 +27,23 @@ export function shellQuote(s: string): string {
   return s !== '' && SAFE.test(s) ? s : `'${s.replace(/'/g, `'\\''`)}'`
 }
 
-/** ProxyCommand for ssh: this CLI's `proxy %h %p`, with the node binary, script and data dir spelled out. */
-export function proxyCommand(cli: string[]): string {
-  return [...cli.map(shellQuote), 'proxy', '%h', '%p'].join(' ')
+/**
+ * ProxyCommand for ssh: this CLI's `proxy %h %p`, with the node binary, script and data dir
+ * spelled out. `fdpass`: `proxy --fdpass`, which needs ssh's ProxyUseFdpass (sshOptions).
+ */
+export function proxyCommand(cli: string[], opts: { fdpass?: boolean } = {}): string {
+  return [...cli.map(shellQuote), 'proxy', ...(opts.fdpass === true ? ['--fdpass'] : []), '%h', '%p'].join(
+    ' ',
+  )
+}
+
+/** `-o` options for ssh's command line that send it through this CLI's `mesh proxy`. */
+export function proxyOptions(cli: string[], opts: { fdpass?: boolean } = {}): string[] {
+  return [
+    '-o',
+    `ProxyCommand=${proxyCommand(cli, opts)}`,
+    ...(opts.fdpass === true ? ['-o', 'ProxyUseFdpass=yes'] : []),
+  ]
 }
 
 /** An ssh Host pattern matching every overlay address of the cluster: the /48's three groups, then '*'. */
@@ -57,7 +73,9 @@ export function sshConfigText(input: SshConfigInput): string {
   }
   lines.push(
     `Host *.mesh ${overlayPattern(input.overlayPrefix)}`,
-    `    ProxyCommand ${proxyCommand(input.cli)}`,
+    `    ProxyCommand ${proxyCommand(input.cli, { fdpass: input.fdpass })}`,
+    // the proxy hands ssh the tunnel's socket and exits: no process in the middle of the bytes
+    ...(input.fdpass === true ? ['    ProxyUseFdpass yes'] : []),
     // the "address" is a name or overlay address the proxy resolves, not an IP ssh could check
     '    CheckHostIP no',
     // host keys the members signed: no prompt on first contact, a changed key refused

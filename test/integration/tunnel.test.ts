@@ -410,7 +410,8 @@ describe('tunnel: proxy, forward, socks, ssh-config (3 agents on 127.0.0.1)', fu
   it('ssh --info-only prints ssh with the proxy command and the overlay address as host key alias', async () => {
     const r = await mesh(['--data-dir', a.dataDir, 'ssh', '--info-only', 'root@b', '--', 'uname', '-a'])
     assert.equal(r.code, 0, r.stderr)
-    assert.match(r.stdout, /^ssh -o 'ProxyCommand=.+ --data-dir .+ proxy %h %p'/)
+    // the proxy hands ssh the tunnel's socket (ProxyUseFdpass): no process copies the bytes
+    assert.match(r.stdout, /^ssh -o 'ProxyCommand=.+ --data-dir .+ proxy --fdpass %h %p' -o ProxyUseFdpass=yes /)
     assert.ok(r.stdout.includes(`-o HostKeyAlias=${bOverlay} root@${bOverlay} uname -a`), r.stdout)
     const j = await meshJson<{ argv: string[] }>(a.dataDir, ['ssh', '--info-only', 'b.mesh'])
     assert.equal(j.argv.at(-1), bOverlay)
@@ -420,7 +421,7 @@ describe('tunnel: proxy, forward, socks, ssh-config (3 agents on 127.0.0.1)', fu
     const r = await mesh(['--data-dir', a.dataDir, 'ssh-config'])
     assert.equal(r.code, 0, r.stderr)
     assert.match(r.stdout, /^Host \*\.mesh fd[0-9a-f]{2}:[0-9a-f]{1,4}:[0-9a-f]{1,4}:\*$/m)
-    assert.match(r.stdout, /^ {4}ProxyCommand .+ proxy %h %p$/m)
+    assert.match(r.stdout, /^ {4}ProxyCommand .+ proxy --fdpass %h %p\n {4}ProxyUseFdpass yes$/m)
     assert.ok(r.stdout.includes(`Host b.mesh\n    HostKeyAlias ${bOverlay}\n`), r.stdout)
     const sshDir = join(fx.tempDir(), '.ssh')
     const { mkdirSync } = await import('node:fs')
