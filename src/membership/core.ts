@@ -242,8 +242,15 @@ export class MembershipCore {
     const follows = this.follows
     if (follows !== undefined && !follows(c.peerId)) return 0
     // a claim counts only from a member we know (a light node takes one about a member it
-    // does not follow: it cannot tell)
-    if (c.by !== this.self && (follows === undefined || follows(c.by)) && !this.isMember(c.by)) {
+    // does not follow: it cannot tell), except one about ourselves: we answer it with a higher
+    // incarnation whoever signed it. After a partition each side holds the other dead, so every
+    // claim of our death comes from a member we hold dead; ignoring it, neither side refuted
+    if (
+      c.by !== this.self &&
+      c.peerId !== this.self &&
+      (follows === undefined || follows(c.by)) &&
+      !this.isMember(c.by)
+    ) {
       this.emit(UNKNOWN_CLAIMANT)
       return 0
     }

@@ -190,7 +190,42 @@ describe(`system: chaos, ${N} agents in netns, ${MINUTES > 0 ? `${MINUTES} min` 
       },
       timeoutMs,
       500,
-    )
+    ).catch(async (err: Error) => {
+      throw new Error(`${err.message}; who sees whom:\n${await views()}`)
+    })
+  }
+
+  /**
+   * Each live member's view, for a convergence failure: every other member's status and
+   * incarnation as it holds them, and whom it holds an admitted connection to.
+   */
+  async function views(): Promise<string> {
+    const lines: string[] = []
+    for (const m of live()) {
+      try {
+        const rows = await w!.json<any[]>(m.agent, ['members'])
+        const status = await w!.json<{ connections: Array<{ peerId: string; admitted: boolean }> }>(m.agent, [
+          'status',
+        ])
+        const nameOf = new Map(rows.map((r) => [r.peerId as string, r.name as string]))
+        const held = rows
+          .filter((r) => !r.self)
+          .map((r) => `${r.name} ${r.status} #${r.incarnation}`)
+          .join(', ')
+        const conns = [
+          ...new Set(
+            status.connections.filter((c) => c.admitted).map((c) => nameOf.get(c.peerId) ?? c.peerId),
+          ),
+        ].sort()
+        const self = rows.find((r) => r.self)
+        lines.push(
+          `  ${m.name} (#${self?.incarnation}) holds: ${held}; connected to: ${conns.join(', ') || 'none'}`,
+        )
+      } catch (e) {
+        lines.push(`  ${m.name}: no answer (${(e as Error).message.split('\n')[0]})`)
+      }
+    }
+    return lines.join('\n')
   }
 
   /**

@@ -41,14 +41,14 @@ const ME = peer(1)
 const A = peer(2)
 const B = peer(3)
 
-function make(): { core: MembershipCore; effects: MembershipEffect[] } {
+function make(self = ME): { core: MembershipCore; effects: MembershipEffect[] } {
   const effects: MembershipEffect[] = []
   const core = new MembershipCore({
-    signer: nullCrypto.signer(ME),
+    signer: nullCrypto.signer(self),
     verifier: nullCrypto.verifier,
     table: new MemberTable(),
     swim: { rng: mulberry32(7), incarnation: 100, probeIntervalMs: 1000, probeTimeoutMs: 500 },
-    describe: (inc, status) => info(ME, inc, status),
+    describe: (inc, status) => info(self, inc, status),
     emit: (e) => effects.push(e),
     piggyback: {},
   })
@@ -135,6 +135,43 @@ describe('membership core (sans-IO, fake clock)', () => {
     assert.equal(core.table.status(A), 'alive')
     assert.equal(ofType(effects, 'dropped').length, 1)
     assert.equal(core.queued, 0)
+  })
+
+  it('refutes a claim of its death by a member it holds dead: a healed partition converges at the first sync', () => {
+    // Each side of a partition declared the other dead. After the heal, a claim from the other
+    // side is signed by someone we hold dead; were it ignored like any claim by a non-member,
+    // neither side would ever refute (no sync could help) until some record changed by chance
+    const x = make(ME)
+    const y = make(A)
+    x.core.ingest([y.core.signed], [], 0, false)
+    y.core.ingest([x.core.signed], [], 0, false)
+    x.core.ingest([], [claim(ME, A, 100, 'dead')], 10, false)
+    y.core.ingest([], [claim(A, ME, 100, 'dead')], 10, false)
+    assert.equal(x.core.table.status(A), 'dead')
+    assert.equal(y.core.table.status(ME), 'dead')
+    // one push-pull sync, y dialing x: y takes x's table, then x takes y's (after y's merge)
+    const all = (c: MembershipCore) => {
+      const rows = [...c.table.rows()]
+      return {
+        records: rows.map((r) => r.entry.signed),
+        claims: rows.flatMap((r) => (r.entry.claim === undefined ? [] : [r.entry.claim])),
+      }
+    }
+    const fromX = all(x.core)
+    y.core.ingest(fromX.records, fromX.claims, 20, false)
+    const fromY = all(y.core)
+    x.core.ingest(fromY.records, fromY.claims, 20, false)
+    assert.equal(ofType(y.effects, 'refuted').length, 1, 'y refutes the claim of its death')
+    assert.equal(ofType(x.effects, 'refuted').length, 1, 'x refutes the claim of its death')
+    assert.equal(x.core.table.status(A), 'alive', 'x holds y alive again')
+    // and y hears of x's refutation by x's news (its queue), as a fan-out would carry it
+    y.core.ingest(
+      x.core.take(4000).filter((n): n is SignedInfo => 'info' in n),
+      [],
+      30,
+      false,
+    )
+    assert.equal(y.core.table.status(ME), 'alive', 'y holds x alive again')
   })
 
   it('passes on gossip that changed its table, once, and not what came by sync', () => {
