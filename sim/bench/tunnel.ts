@@ -18,6 +18,7 @@ import { type Host, Lab, sshdSetup } from '../../test/system/harness.js'
 import { MeshAgent } from './agents.js'
 import { parseFlags, positive } from './args.js'
 import {
+  cpuSeconds,
   fmt,
   fmtStats,
   machineInfo,
@@ -132,6 +133,8 @@ const SSH_PATHS: SshPath[] = ['direct', 'overlay', 'fdpass']
 
 interface LoopbackResult {
   scp: { direct: Stats; overlay: Stats; fdpass: Stats; ratio: number; fdpassRatio: number; mib: number }
+  /** CPU seconds per GB of each agent during the scp runs through the overlay (median over repeats) */
+  agentCpuPerGB: Record<'overlay' | 'fdpass', { a: number; b: number }>
   connect: Record<SshPath, number[]>
   rtt: Record<SshPath, number[]>
 }
@@ -331,13 +334,23 @@ async function loopback(o: Options, log: (s: string) => void): Promise<LoopbackR
     closeSync(fd)
     const size = readFileSync(src).length
     const mbps: Record<SshPath, number[]> = { direct: [], overlay: [], fdpass: [] }
+    const [pidA, pidB] = agents.children.map((c) => c.child?.pid)
+    const cpu = {
+      overlay: { a: [] as number[], b: [] as number[] },
+      fdpass: { a: [] as number[], b: [] as number[] },
+    }
     for (let i = 0; i < o.repeats; i++) {
       for (const k of rotate(SSH_PATHS, i + 1)) {
         log(`scp ${o.scpMiB} MiB ${k} (${i + 1}/${o.repeats})`)
         const scpOpts = optsOf[k].map((x) => (x === '-p' ? '-P' : x))
+        const cpu0 = [cpuSeconds(pidA), cpuSeconds(pidB)]
         const r = await runBounded('scp', [...scpOpts, src, `${targets[k]}:${dst}`], { timeoutMs: 1_800_000 })
         if (r.code !== 0) throw new Error(`scp ${k}: ${r.timedOut ? 'timed out' : r.stderr.trim()}`)
         mbps[k].push(size / 1e6 / (r.ms / 1000))
+        if (k !== 'direct') {
+          cpu[k].a.push((cpuSeconds(pidA) - cpu0[0]) / (size / 1e9))
+          cpu[k].b.push((cpuSeconds(pidB) - cpu0[1]) / (size / 1e9))
+        }
         rmSync(dst, { force: true })
       }
     }
@@ -353,6 +366,10 @@ async function loopback(o: Options, log: (s: string) => void): Promise<LoopbackR
         ratio: overlay.median / direct.median,
         fdpassRatio: fdpass.median / direct.median,
         mib: o.scpMiB,
+      },
+      agentCpuPerGB: {
+        overlay: { a: pct(cpu.overlay.a, 50), b: pct(cpu.overlay.b, 50) },
+        fdpass: { a: pct(cpu.fdpass.a, 50), b: pct(cpu.fdpass.b, 50) },
       },
       connect,
       rtt,
@@ -543,6 +560,14 @@ async function main(): Promise<void> {
               fmtStats(r.scp.fdpass, 1),
               fmt(r.scp.ratio, 3),
               fmt(r.scp.fdpassRatio, 3),
+            ],
+            [
+              'CPU of agent A / agent B during the scp (s per GB, median)',
+              '-',
+              `${fmt(r.agentCpuPerGB.overlay.a, 2)} / ${fmt(r.agentCpuPerGB.overlay.b, 2)}`,
+              `${fmt(r.agentCpuPerGB.fdpass.a, 2)} / ${fmt(r.agentCpuPerGB.fdpass.b, 2)}`,
+              '',
+              '',
             ],
             [
               `ssh echo round trip p50 (ms, ${r.rtt.direct.length} samples in one session)`,
