@@ -411,7 +411,10 @@ describe('tunnel: proxy, forward, socks, ssh-config (3 agents on 127.0.0.1)', fu
     const r = await mesh(['--data-dir', a.dataDir, 'ssh', '--info-only', 'root@b', '--', 'uname', '-a'])
     assert.equal(r.code, 0, r.stderr)
     // the proxy hands ssh the tunnel's socket (ProxyUseFdpass): no process copies the bytes
-    assert.match(r.stdout, /^ssh -o 'ProxyCommand=.+ --data-dir .+ proxy --fdpass %h %p' -o ProxyUseFdpass=yes /)
+    assert.match(
+      r.stdout,
+      /^ssh -o 'ProxyCommand=.+ --data-dir .+ proxy --fdpass %h %p' -o ProxyUseFdpass=yes /,
+    )
     assert.ok(r.stdout.includes(`-o HostKeyAlias=${bOverlay} root@${bOverlay} uname -a`), r.stdout)
     const j = await meshJson<{ argv: string[] }>(a.dataDir, ['ssh', '--info-only', 'b.mesh'])
     assert.equal(j.argv.at(-1), bOverlay)
