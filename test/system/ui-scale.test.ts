@@ -1,7 +1,7 @@
 // The web dashboard at 1,000 members: a fixture control API (the agent's routes and event
 // stream, in its shape) behind the real UI server, the real page in real Chromium.
 import assert from 'node:assert/strict'
-import { mkdtempSync, rmSync } from 'node:fs'
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import { createServer, type Server, type ServerResponse } from 'node:http'
 import { loadavg, tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -168,14 +168,35 @@ describe('system: web dashboard with 1,000 members (fixture API, real UI server,
     return page.evaluate((b) => window.meshUi.perf.updates.slice(b), before)
   }
 
-  it('draws 1,000 members by path kind, applies status changes live; an update on the table <= 100 ms (median of 15, timed in the page)', async () => {
+  it("draws 1,000 members by path kind in the page's first frame, applies status changes live (<= 100 ms median of 15, timed in the page), opens a member on a click", async () => {
     const shots = screenshotDir()
     // the page's main-thread CPU time (Chromium's own count, through CDP): the cost of the first
     // paint whatever the machine's load, which the wall-clock figures are not
     const cdp = await context!.newCDPSession(page)
     await cdp.send('Performance.enable', { timeDomain: 'threadTicks' })
+    // MESH_UI_PROFILE=FILE: the page's CPU profile up to the graph's first frame (chrome devtools)
+    const profile = process.env.MESH_UI_PROFILE
+    if (profile !== undefined) {
+      await cdp.send('Profiler.enable')
+      await cdp.send('Profiler.setSamplingInterval', { interval: 200 })
+      await cdp.send('Profiler.start')
+    }
     await page.goto(url)
     await page.waitForFunction(() => window.meshUi?.perf.graphDrawn !== undefined, null, { timeout: 60_000 })
+    if (process.env.MESH_UI_RT)
+      console.log(
+        await page.evaluate(() =>
+          performance
+            .getEntries()
+            .map(
+              (e: any) =>
+                `${e.entryType} ${e.name.slice(-30)} start ${e.startTime.toFixed(0)} ${e.requestStart ? `req ${e.requestStart.toFixed(0)} resp ${e.responseStart.toFixed(0)}` : ''} end ${(e.startTime + e.duration).toFixed(0)}`,
+            )
+            .join('\n'),
+        ),
+      )
+    if (profile !== undefined)
+      writeFileSync(profile, JSON.stringify((await cdp.send('Profiler.stop')).profile))
     const { metrics } = await cdp.send('Performance.getMetrics')
     const metric = (name: string) => (metrics.find((m) => m.name === name)?.value ?? Number.NaN) * 1000
     const cpu = `main thread ${metric('ThreadTime').toFixed(0)} ms CPU (scripts ${metric('ScriptDuration').toFixed(0)} ms)`
@@ -191,6 +212,20 @@ describe('system: web dashboard with 1,000 members (fixture API, real UI server,
     const onGraph = await timedUpdates(1, 15)
     await page.waitForFunction(() => window.meshUi.graph().byStatus.suspect === 15, null, { timeout: 10_000 })
     await page.screenshot({ path: join(shots, 'graph-1000.png') })
+    // a click on a member's node opens its page (the canvas graph hit-tests its own nodes)
+    const target = { peerId: String(api.members[500].peerId), name: String(api.members[500].name) }
+    const at = await page.evaluate((id) => window.meshUi.graphPoint(id), target.peerId)
+    const box = await page.locator('#graph canvas').boundingBox()
+    assert.ok(at !== undefined && box !== null, 'the graph has a canvas and the member is on it')
+    await page.mouse.click(box.x + at.x, box.y + at.y)
+    await page.waitForFunction(
+      (id) => location.hash === `#/member/${encodeURIComponent(id)}`,
+      target.peerId,
+      {
+        timeout: 10_000,
+      },
+    )
+    await page.getByRole('heading', { name: target.name }).waitFor({ timeout: 10_000 })
     await page.evaluate(() => (location.hash = '#/members'))
     await page.waitForFunction(() => document.querySelectorAll('tr[data-status]').length === 1000, null, {
       timeout: 20_000,
@@ -210,11 +245,18 @@ describe('system: web dashboard with 1,000 members (fixture API, real UI server,
       `      1,000 members: first paint ${firstPaint.toFixed(0)} ms (${steps}), graph drawn ${graphDrawn.toFixed(0)} ms, ${cpu}; update on the graph ${fmt(onGraph)}; ` +
         `on the table ${fmt(onTable)}; load average ${load}; screenshot ${shots}`,
     )
-    // The table's update is asserted on its median (one update delayed by a busy machine does not
-    // fail the run; a slow render does). First paint, the graph's first frame and the graph's
-    // update (which includes the canvas frame) are printed, not asserted: wall-clock times on this
-    // shared 2-core machine follow its load (at load 20 the page gets about a seventh of a core:
-    // ~0.7 s of main-thread CPU took 3-5 s); the CPU figure is the one to compare (README).
+    // Updates are asserted on their medians (one update delayed by a busy machine does not fail
+    // the run; a slow render does). The first frame is asserted by what does not follow the
+    // machine's load: the graph is in the page's first frame (not built after it), and the
+    // page's main-thread CPU up to that frame is in budget (cytoscape's first frame alone took
+    // ~0.7 s of it). Wall-clock first paint is printed, not asserted: on this shared 2-core
+    // machine it follows the load (at load 20 the page gets about a seventh of a core).
+    assert.ok(
+      graphDrawn - firstPaint < 1,
+      `the graph came ${(graphDrawn - firstPaint).toFixed(0)} ms after the page's first frame`,
+    )
+    assert.ok(metric('ThreadTime') <= 500, `${cpu} to the graph's first frame > 500 ms (load ${load})`)
+    assert.ok(median(onGraph) <= 100, `graph update median ${median(onGraph)} ms > 100 ms (load ${load})`)
     assert.ok(median(onTable) <= 100, `table update median ${median(onTable)} ms > 100 ms (load ${load})`)
   })
 })

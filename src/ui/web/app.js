@@ -2,7 +2,9 @@
 import htm from 'htm'
 import { h, render } from 'preact'
 import { useEffect, useLayoutEffect, useRef } from 'preact/hooks'
+import { CanvasGraph } from './canvas-graph.js'
 import { CHARTS, columns, makeChart } from './charts.js'
+import { LABELS_UP_TO } from './graph-layout.js'
 import {
   connect,
   loadAll,
@@ -63,36 +65,61 @@ function Status({ s }) {
 }
 
 // ---- graph -----------------------------------------------------------------------------------
-let graph // one cytoscape instance, kept while the graph view is shown
+let graph // the graph as drawn while the graph view is shown: a CanvasGraph or (small) a MeshGraph
+let graphBox // the graph view's element while it is mounted
+let loadingCytoscape = false
 const openMember = (id) => (location.hash = `#/member/${encodeURIComponent(id)}`)
+const markDrawn = () =>
+  requestAnimationFrame(() => {
+    perf.graphDrawn ??= performance.now()
+  })
+/**
+ * Draw the members into the graph view: above LABELS_UP_TO on a plain canvas, at once, in the
+ * page's own frame (cytoscape's first frame of 1,000 members cost ~0.7 s of CPU); up to it with
+ * cytoscape (labels, RTT on the edges), loaded on first use. A cluster that crosses the
+ * threshold gets the other renderer.
+ */
+function drawGraph(box) {
+  const large = state.members.size > LABELS_UP_TO
+  if (graph !== undefined && graph instanceof CanvasGraph === large) {
+    graph.update(state.members)
+    return
+  }
+  graph?.destroy()
+  graph = undefined
+  if (large) {
+    graph = new CanvasGraph(box, openMember, state.members)
+    markDrawn()
+    return
+  }
+  if (loadingCytoscape) return
+  loadingCytoscape = true
+  void import('./graph.js').then(({ MeshGraph }) => {
+    loadingCytoscape = false
+    // the view went away, or the cluster grew past the threshold meanwhile: the next render decides
+    if (graphBox !== box || graph !== undefined || state.members.size > LABELS_UP_TO) return schedule()
+    graph = new MeshGraph(box, openMember, state.members)
+    markDrawn()
+  })
+}
 function GraphView() {
   const box = useRef()
-  useEffect(() => {
-    let gone = false
-    // The page (header, legend, counts) paints first; the graph, the costly part at 1,000
-    // members (cytoscape's styles and first canvas frame), is built just after that frame.
-    requestAnimationFrame(() =>
-      setTimeout(async () => {
-        const { MeshGraph } = await import('./graph.js')
-        if (gone) return
-        graph = new MeshGraph(box.current, openMember, state.members)
-        requestAnimationFrame(() => {
-          perf.graphDrawn ??= performance.now()
-        })
-      }),
-    )
+  useLayoutEffect(() => {
+    graphBox = box.current
     return () => {
-      gone = true
+      graphBox = undefined
       graph?.destroy()
       graph = undefined
     }
   }, [])
   // every render: apply what changed (cheap: unchanged members are skipped by identity)
-  useLayoutEffect(() => graph?.update(state.members))
+  useLayoutEffect(() => drawGraph(box.current))
   const counts = {}
   for (const m of state.members.values()) counts[m.status] = (counts[m.status] ?? 0) + 1
+  // the canvas graph draws every edge solid (see canvas-graph.js): the legend says so
+  const solid = state.members.size > LABELS_UP_TO ? 'solid' : ''
   return html`<div class="graph-wrap">
-    <div class="legend">
+    <div class="legend ${solid}">
       <span class="k direct">direct</span><span class="k webrtc">WebRTC</span><span class="k relayed">relayed</span>
       <span>${state.members.size} members: ${Object.entries(counts)
         .map(([k, v]) => `${v} ${k}`)
@@ -363,14 +390,22 @@ onChange(schedule)
 addEventListener('hashchange', schedule)
 
 // what the browser test reads: timings, and the graph as drawn
-window.meshUi = { perf, graph: () => graph?.summary(), state, trafficOf, trafficColumns }
+window.meshUi = {
+  perf,
+  graph: () => graph?.summary(),
+  /** where a member is drawn on the canvas graph (CSS pixels in it), to click it */
+  graphPoint: (peerId) => graph?.pointOf?.(peerId),
+  state,
+  trafficOf,
+  trafficColumns,
+}
 
 perf.started = performance.now() // modules loaded
 await loadAll()
 perf.loaded = performance.now() // the cluster read
 draw()
 perf.drawn = performance.now()
-// after the frame that follows: cytoscape draws in the frame callback it asked for first
+// the frame that follows has the page (and, above LABELS_UP_TO members, the graph's canvas)
 requestAnimationFrame(() => {
   perf.firstPaint = performance.now()
 })

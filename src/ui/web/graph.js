@@ -1,7 +1,9 @@
-// The mesh as this agent sees it: every member a node, an edge from this agent to each member
-// it has a connection to, drawn by path kind (direct, WebRTC, relayed) and labelled with RTT.
-// cytoscape draws on a canvas and stays smooth at 1,000 nodes; updates touch only what changed.
+// The mesh as this agent sees it, up to LABELS_UP_TO members: every member a node, an edge from
+// this agent to each member it has a connection to, drawn by path kind (direct, WebRTC, relayed)
+// and labelled with RTT. cytoscape draws it on a canvas; updates touch only what changed. Larger
+// clusters are drawn by canvas-graph.js (cytoscape's first frame of 1,000 members cost ~0.7 s).
 import cytoscape from 'cytoscape'
+import { edgeKind, fitSpiral, nodeClasses, spiral } from './graph-layout.js'
 
 const STYLE = [
   {
@@ -9,7 +11,7 @@ const STYLE = [
     style: {
       label: 'data(label)',
       'font-size': 10,
-      // labels only where they can be read: at 1,000 members zoomed out, none are drawn
+      // labels only where they can be read (zoomed out far, none are drawn)
       'min-zoomed-font-size': 7,
       color: '#ddd',
       'text-valign': 'bottom',
@@ -44,48 +46,10 @@ const STYLE = [
   { selector: 'edge.relayed', style: { 'line-color': '#d29922', 'line-style': 'dotted' } },
 ]
 
-/**
- * Above LABELS_UP_TO members: no label properties at all (each costs a style mapping and a text
- * measurement per element, and nothing is readable at that zoom) and haystack edges, cytoscape's
- * cheapest (a straight line, no control points, no arrows).
- */
-const LARGE = STYLE.map(({ selector, style }) => {
-  const s = { ...style }
-  for (const k of Object.keys(s))
-    if (k === 'label' || k.includes('font') || k.startsWith('text-') || k === 'color') delete s[k]
-  if (selector === 'edge') s['curve-style'] = 'haystack'
-  return { selector, style: s }
-})
-
-/** path as /v1/members says it -> edge kind */
-export function edgeKind(path) {
-  if (path === 'direct') return 'direct'
-  if (path === 'webrtc' || path === 'webrtc-direct') return 'webrtc'
-  if (path === 'relayed') return 'relayed'
-  return undefined
-}
-
-const LABELS_UP_TO = 150
-
-const nodeClasses = (m) =>
-  [m.self ? 'self' : '', m.status, m.maintenance ? 'maintenance' : ''].join(' ').trim()
-
-const GOLDEN = Math.PI * (3 - Math.sqrt(5))
-/**
- * Where the i-th node goes: a sunflower spiral, this agent (i = 0) in the middle; linear time,
- * no simulation, and a member keeps its place while the set does not change.
- */
-const spiralRadius = (i, n) => (n <= LABELS_UP_TO ? 90 : 28) * Math.sqrt(Math.max(0, i))
-const spiral = (i, n) => {
-  const r = spiralRadius(i, n)
-  return { x: r * Math.cos(i * GOLDEN), y: r * Math.sin(i * GOLDEN) }
-}
-
 export class MeshGraph {
   /** Draws `members` at once. */
   constructor(container, onSelect, members) {
     this.shown = new Map() // peerId -> member object last drawn (compared by identity)
-    this.labels = members.size <= LABELS_UP_TO
     const elements = this.elements(
       members,
       [...members.values()].find((m) => m.self),
@@ -93,7 +57,7 @@ export class MeshGraph {
     )
     this.cy = cytoscape({
       container,
-      style: this.labels ? STYLE : LARGE,
+      style: STYLE,
       minZoom: 0.05,
       maxZoom: 4,
       textureOnViewport: true,
@@ -124,7 +88,7 @@ export class MeshGraph {
       this.shown.set(m.peerId, m)
       const node = {
         group: 'nodes',
-        data: { id: m.peerId, label: this.labels ? m.name : '' },
+        data: { id: m.peerId, label: m.name },
         classes: nodeClasses(m),
       }
       if (place) node.position = spiral(i, members.size)
@@ -139,7 +103,7 @@ export class MeshGraph {
   edge(m, self) {
     const kind = self === undefined || m.self ? undefined : edgeKind(m.path)
     if (kind === undefined) return undefined
-    const label = !this.labels ? '' : m.rttMs === undefined ? kind : `${kind} ${Math.round(m.rttMs)}ms`
+    const label = m.rttMs === undefined ? kind : `${kind} ${Math.round(m.rttMs)}ms`
     return {
       group: 'edges',
       data: { id: `e:${m.peerId}`, source: self.peerId, target: m.peerId, label, kind },
@@ -150,13 +114,6 @@ export class MeshGraph {
   /** Draw `members` (Map peerId -> view): add, change and remove only what differs. */
   update(members) {
     const cy = this.cy
-    const labels = members.size <= LABELS_UP_TO
-    if (labels !== this.labels) {
-      // crossed the label threshold: new style, labels set again on every element below
-      this.labels = labels
-      cy.style(labels ? STYLE : LARGE)
-      this.shown = new Map([...this.shown.keys()].map((id) => [id, undefined]))
-    }
     const self = [...members.values()].find((m) => m.self)
     let added = false
     cy.batch(() => {
@@ -176,7 +133,7 @@ export class MeshGraph {
         if (this.shown.get(m.peerId) === m) continue
         this.shown.set(m.peerId, m)
         const node = cy.getElementById(m.peerId)
-        const label = labels ? m.name : ''
+        const label = m.name
         if (node.data('label') !== label) node.data('label', label)
         const classes = nodeClasses(m)
         if (node.className().join(' ') !== classes) node.classes(classes)
@@ -211,18 +168,11 @@ export class MeshGraph {
   }
 
   /**
-   * Show the whole spiral. Its extent is known from the layout, so no bounding box is asked of
-   * cytoscape (which would compute every element's style and label at once, most of the cost of
-   * drawing 1,000 members).
+   * Show the whole spiral, from its known extent: no bounding box is asked of cytoscape (which
+   * would compute every element's style and label at once, most of the cost of drawing 1,000).
    */
   fit() {
-    const n = this.cy.nodes().length
-    const r = spiralRadius(n - 1, n) + 40 // the outermost node, its size and its label
-    const w = this.cy.width()
-    const h = this.cy.height()
-    // a handful of members: normal size, not blown up to the whole window
-    const zoom = Math.min(1.2, Math.max(0.05, Math.min(w, h) / 2 / Math.max(r, 1)))
-    this.cy.viewport({ zoom, pan: { x: w / 2, y: h / 2 } })
+    this.cy.viewport(fitSpiral(this.cy.nodes().length, this.cy.width(), this.cy.height()))
   }
 
   /** What the page shows, for the browser test and for people: node and edge counts by kind. */
