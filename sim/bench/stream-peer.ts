@@ -96,9 +96,18 @@ async function meshNode() {
         })
   // MESH_BENCH_COUNT_TRAFFIC=1: count bytes per peer as the agent does (src/node/peer-traffic.ts),
   // to show what that costs
+  let traffic: PeerTraffic | undefined
   if (process.env.MESH_BENCH_COUNT_TRAFFIC === '1') {
-    const traffic = new PeerTraffic()
-    node.addEventListener('connection:open', (evt: CustomEvent<Connection>) => traffic.count(evt.detail))
+    const t = new PeerTraffic()
+    node.addEventListener('connection:open', (evt: CustomEvent<Connection>) => t.count(evt.detail))
+    traffic = t
+  }
+  /** what the counter holds (in + out, all peers), printed so a run shows that it counted */
+  const counted = () => {
+    if (traffic === undefined) return {}
+    let n = 0
+    for (const t of traffic.snapshot().values()) n += t.in + t.out
+    return { counted: n }
   }
   // createMeshNode may leave starting to its caller (the agent wires listeners first)
   await node.start()
@@ -106,11 +115,11 @@ async function meshNode() {
     await Promise.resolve(node.stop()).catch(() => {})
     rmSync(dir, { recursive: true, force: true })
   }
-  return { node, stop }
+  return { node, stop, counted }
 }
 
 async function meshSink(): Promise<void> {
-  const { node, stop } = await meshNode()
+  const { node, stop, counted } = await meshNode()
   await node.handle(
     BENCH_PROTOCOL,
     async (stream: Stream) => {
@@ -118,7 +127,7 @@ async function meshSink(): Promise<void> {
       let n = 0
       for await (const chunk of stream) n += chunk.byteLength
       stream.send(ackBytes(n))
-      print({ received: n, ...m() })
+      print({ received: n, ...m(), ...counted() })
       await stream.close().catch(() => {})
     },
     { maxInboundStreams: 4 },
@@ -128,7 +137,7 @@ async function meshSink(): Promise<void> {
 }
 
 async function meshSource(addr: string, total: number, chunkSize: number): Promise<void> {
-  const { node, stop } = await meshNode()
+  const { node, stop, counted } = await meshNode()
   try {
     const t0 = performance.now()
     const connection = await node.dial(multiaddr(addr))
@@ -150,7 +159,7 @@ async function meshSource(addr: string, total: number, chunkSize: number): Promi
     const received = await ack
     const r = m()
     if (received !== total) throw new Error(`sink received ${received} bytes of ${total}`)
-    print({ bytes: total, ...r, setupMs })
+    print({ bytes: total, ...r, setupMs, ...counted() })
   } finally {
     await stop()
   }
