@@ -2,9 +2,10 @@
 // state the agent's adapter keeps around them (connections, sync times, relay waiters).
 
 import type { MembershipCore } from '../src/membership/core.js'
-import type { MemberTable } from '../src/membership/merge.js'
+import type { MemberTable, Row } from '../src/membership/merge.js'
 import type { Claim, MemberInfo, SignedInfo, Signer } from '../src/membership/record.js'
 import type { Swim } from '../src/membership/swim.js'
+import { mix3 } from './rng.js'
 
 /**
  * 'full' nodes hold the whole table and probe everyone, exactly as the agent does; at sizes
@@ -61,6 +62,11 @@ export class SimNode {
   /** the agent's membership core (table, detector, queue), new at every start */
   core!: MembershipCore
   table!: MemberTable
+  /**
+   * Full nodes: the table's rows by member index (MemberTable reuses a row object across
+   * updates), so syncs and lookups index an array instead of hashing peer IDs into 10,000-row maps.
+   */
+  rowAt: Array<Row | undefined> | undefined
   /** the agent polls tick() every 100 ms from this phase */
   tickPhase = 0
   /** nominal time of the pending wake-up, +Infinity when none */
@@ -89,7 +95,9 @@ export class SimNode {
   readonly waiters = new Map<string, Msg>()
   /** light nodes: the members it follows (itself included) */
   interest: number[] | undefined
-  interestSet: Set<number> | undefined
+  /** light nodes: it follows j when mix3(seed, min, max) of the pair falls below this fraction (a Set of 300 per node costs more) */
+  sampleSeed = 0
+  sampleFrac = 1
   /** bytes this node sent, and how long it ran */
   sent = 0
   aliveMs = 0
@@ -123,7 +131,12 @@ export class SimNode {
   }
 
   follows(j: number): boolean {
-    return this.interestSet === undefined || this.interestSet.has(j)
+    if (this.interest === undefined) return true
+    if (j === this.idx) return true
+    if (j < 0) return false
+    const a = j < this.idx ? j : this.idx
+    const b = j < this.idx ? this.idx : j
+    return mix3(this.sampleSeed, a, b) / 4294967296 < this.sampleFrac
   }
 
   downAtOf(epoch: number): number {

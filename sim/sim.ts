@@ -7,7 +7,7 @@
 import { BROADCAST_DEFAULTS, PIGGYBACK } from '../src/membership/broadcasts.js'
 import { MEMBERSHIP_DEFAULTS } from '../src/membership/config.js'
 import { MembershipCore, type MembershipEffect, newsBytes } from '../src/membership/core.js'
-import type { Change, Entry } from '../src/membership/merge.js'
+import type { Change, Entry, Row } from '../src/membership/merge.js'
 import { MemberTable } from '../src/membership/merge.js'
 import { overlayAddress } from '../src/membership/overlay.js'
 import {
@@ -135,6 +135,7 @@ const K_FN = 3
 const K_SYNC = 4
 const K_CONNECT = 5
 const K_RECONNECT = 6
+const K_FANOUT = 7
 
 interface Ev {
   at: number
@@ -252,7 +253,7 @@ export class Sim {
     this.net = new Network(o.network, mulberry32(mix32(o.seed, 0x7e7)))
     this.net.up = (i) => this.nodes[i]?.up === true
     this.tracker = new Tracker(
-      (ob, m) => this.nodes[ob].table.status(this.nodes[m].peerId),
+      (ob, m) => this.rowOf(this.nodes[ob], m)?.status,
       () => this.now,
     )
     const expected = Math.max(o.expectedNodes, 1)
@@ -330,6 +331,9 @@ export class Sim {
         case K_RECONNECT:
           this.onPeriodic(ev)
           break
+        case K_FANOUT:
+          this.onFanout(ev)
+          break
       }
     }
     this.now = Math.max(this.now, untilMs)
@@ -374,7 +378,8 @@ export class Sim {
     // light nodes follow a hash-chosen sample, so that joiners land in samples too
     if (kind === 'light') {
       node.interest = [idx]
-      node.interestSet = new Set([idx])
+      node.sampleSeed = this.opts.seed
+      node.sampleFrac = this.lightFrac
       for (let j = 0; j < idx; j++) this.maybeFollow(node, j)
     }
     for (let j = 0; j < idx; j++) {
@@ -387,10 +392,8 @@ export class Sim {
   private maybeFollow(node: SimNode, j: number): void {
     const a = node.idx < j ? node.idx : j
     const b = node.idx < j ? j : node.idx
-    if (mix3(this.opts.seed, a, b) / 4294967296 < this.lightFrac) {
-      node.interest!.push(j)
-      node.interestSet!.add(j)
-    }
+    // the same test as SimNode.follows()
+    if (mix3(this.opts.seed, a, b) / 4294967296 < this.lightFrac) node.interest!.push(j)
   }
 
   private grow(): void {
@@ -463,6 +466,7 @@ export class Sim {
       clusterSize: node.full ? undefined : () => this.clusterSize(node),
     })
     node.table = node.core.table
+    node.rowAt = node.full ? [] : undefined
     node.core.start(this.now)
     node.tickPhase = this.rng() * AGENT.tickMs
     node.meshDirty = true
@@ -644,19 +648,29 @@ export class Sim {
   /** The node knows `j` but holds no connection to it: its dial loops will try. */
   private markUnlinked(node: SimNode, j: number): void {
     node.unlinked.add(j)
-    if (node.table.status(this.nodes[j].peerId) === 'alive') node.dialable.add(j)
+    if (this.rowOf(node, j)?.status === 'alive') node.dialable.add(j)
   }
 
   /** Peers in the node's peer store: what it has seen alive. */
   private knows(node: SimNode, j: number): boolean {
-    if (!node.follows(j)) return false
-    const s = node.table.status(this.nodes[j].peerId)
-    return s !== undefined
+    return node.follows(j) && this.rowOf(node, j) !== undefined
   }
 
   private isMember(node: SimNode, j: number): boolean {
-    const s = node.table.status(this.nodes[j].peerId)
+    const s = this.rowOf(node, j)?.status
     return s === 'alive' || s === 'suspect'
+  }
+
+  /** Member j's row in the node's table: by index on a full node. */
+  private rowOf(node: SimNode, j: number): Row | undefined {
+    const r = node.rowAt
+    return r !== undefined ? r[j] : node.table.row(this.nodes[j].peerId)
+  }
+
+  private entryOf(node: SimNode, peerId: string): Entry | undefined {
+    const r = node.rowAt
+    const j = r === undefined ? -1 : this.idxOf(peerId)
+    return j < 0 ? node.table.get(peerId) : r![j]?.entry
   }
 
   // ---- partitions -----------------------------------------------------------------------------
@@ -779,6 +793,7 @@ export class Sim {
     const { peerId, after } = change
     const j = this.idxOf(peerId)
     if (j >= 0) {
+      if (node.rowAt !== undefined && node.rowAt[j] === undefined) node.rowAt[j] = node.table.row(peerId)
       if (old !== undefined) this.rowHash(node, j, old)
       this.rowHash(node, j, change.entry)
       this.tracker.row(node.idx, j, change.before, change.after)
@@ -821,8 +836,8 @@ export class Sim {
     for (const x of items) {
       // already held as is (all copies share objects): nothing to check or change
       if ('info' in x) {
-        if (node.table.get(x.info.peerId)?.signed !== x) records.push(x)
-      } else if (node.table.get(x.peerId)?.claim !== x) claims.push(x)
+        if (this.entryOf(node, x.info.peerId)?.signed !== x) records.push(x)
+      } else if (this.entryOf(node, x.peerId)?.claim !== x) claims.push(x)
     }
     if (records.length === 0 && claims.length === 0) return
     this.ingest(node, records, claims)
@@ -849,13 +864,16 @@ export class Sim {
   private armFanout(node: SimNode): void {
     if (node.fanoutArmed || !node.up || node.left) return
     node.fanoutArmed = true
-    const epoch = node.epoch
-    this.at(this.now + PIGGYBACK.intervalMs, () => {
-      if (node.epoch !== epoch || !node.up) return
-      node.fanoutArmed = false
-      this.fanout(node)
-      if (node.core.queued > 0) this.armFanout(node)
-    })
+    // an event kind, not a closure: every member with news queued arms this every 200 ms
+    this.push(this.now + PIGGYBACK.intervalMs, K_FANOUT, node.idx, node.epoch)
+  }
+
+  private onFanout(ev: Ev): void {
+    const node = this.nodes[ev.n]
+    if (node.epoch !== ev.e || !node.up) return
+    node.fanoutArmed = false
+    this.fanout(node)
+    if (node.core.queued > 0) this.armFanout(node)
   }
 
   /** Send what is queued to a few random members, on their probe links (dialling if needed). */
@@ -1136,7 +1154,7 @@ export class Sim {
     if (src.epoch !== m.fe || !src.up) return
     // the dialer syncs; the other end too when the dialer is new to it
     this.syncOnConnect(src, node.idx)
-    if (!node.table.has(src.peerId)) this.syncOnConnect(node, src.idx)
+    if (this.rowOf(node, src.idx) === undefined) this.syncOnConnect(node, src.idx)
   }
 
   private syncOnConnect(node: SimNode, peer: number): void {
@@ -1299,10 +1317,9 @@ export class Sim {
   private differing(dst: SimNode, src: SimNode): Entry[] {
     const out: Entry[] = []
     const consider = (j: number): void => {
-      const pid = this.nodes[j].peerId
-      const e = src.table.get(pid)
+      const e = this.rowOf(src, j)?.entry
       if (e === undefined || !dst.follows(j)) return
-      const d = dst.table.get(pid)
+      const d = this.rowOf(dst, j)?.entry
       if (d !== undefined && d.signed === e.signed && d.claim === e.claim) return
       out.push(e)
     }
@@ -1333,7 +1350,7 @@ export class Sim {
     const records: SignedInfo[] = []
     const claims: Claim[] = []
     for (const e of rows) {
-      const d = dst.table.get(e.signed.info.peerId)
+      const d = this.entryOf(dst, e.signed.info.peerId)
       if (d === undefined || d.signed !== e.signed) records.push(e.signed)
       if (e.claim !== undefined) claims.push(e.claim)
     }
@@ -1676,7 +1693,7 @@ export class Sim {
   }
 
   statusOf(observer: number, member: number): Status | undefined {
-    return this.nodes[observer].table.status(this.nodes[member].peerId)
+    return this.rowOf(this.nodes[observer], member)?.status
   }
 
   /** Add an extension (call before the run starts). */

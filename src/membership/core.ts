@@ -95,9 +95,17 @@ export function newsBytes(x: News): number {
  * independent suspicions travel apart (they are Lifeguard confirmations).
  */
 function newsKey(x: News): string {
-  if ('info' in x) return `r/${x.info.peerId}`
-  return x.status === 'suspect' ? `s/${x.peerId}/${x.by}` : `c/${x.peerId}`
+  // one string per record or claim, not one per queue holding it (10,000 queues in the simulator)
+  let k = keys.get(x)
+  if (k === undefined) {
+    if ('info' in x) k = `r/${x.info.peerId}`
+    else k = x.status === 'suspect' ? `s/${x.peerId}/${x.by}` : `c/${x.peerId}`
+    keys.set(x, k)
+  }
+  return k
 }
+
+const keys = new WeakMap<News, string>()
 
 export class MembershipCore {
   readonly self: string
