@@ -89,6 +89,7 @@ export class BlocksComponent implements Component {
     this.running.dispose()
     await ctx.node.unhandle([ctx.exchangeProtocol, ctx.controlProtocol]).catch(() => {})
     await ctx.tags.flush()
+    await ctx.store.close()
   }
 
   /** A member's control request: tag sync, which roots we hold, hold a replica. */

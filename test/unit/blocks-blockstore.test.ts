@@ -3,23 +3,28 @@ import { execFileSync } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
 import {
   chmodSync,
+  closeSync,
   existsSync,
   lstatSync,
   mkdirSync,
   mkdtempSync,
+  openSync,
   readdirSync,
   readlinkSync,
   rmSync,
   statSync,
   symlinkSync,
+  truncateSync,
   writeFileSync,
+  writeSync,
 } from 'node:fs'
 import { tmpdir } from 'node:os'
-import { join } from 'node:path'
+import { dirname, join } from 'node:path'
 import { Blockstore, MAX_BLOCK } from '../../src/blocks/blockstore.js'
 import { cidOf, parseCid } from '../../src/blocks/cid.js'
 import { DatasetWriter, putPath, readManifest, scanPath } from '../../src/blocks/dataset.js'
 import { BlocksError } from '../../src/blocks/errors.js'
+import { defaultIO } from '../../src/blocks/pack.js'
 
 describe('blocks: blockstore', () => {
   const dirs: string[] = []
@@ -51,43 +56,189 @@ describe('blocks: blockstore', () => {
     assert.deepEqual(await again.get(cid), data)
   })
 
+  /** Overwrite bytes of a file in place. */
+  const scribble = (file: string, offset: number, bytes: Uint8Array) => {
+    const fd = openSync(file, 'r+')
+    writeSync(fd, bytes, 0, bytes.byteLength, offset)
+    closeSync(fd)
+  }
+  const packsOf = (dir: string) => readdirSync(join(dir, 'packs')).filter((n) => n.endsWith('.pack'))
+  /** bytes the file takes on disk (holes punched out do not count) */
+  const onDisk = (file: string) => statSync(file).blocks * 512
+
   it('a block damaged on disk is dropped and reported, not returned', async () => {
     const bad: string[] = []
     const s = new Blockstore(join(temp(), 'blocks'), { onCorrupt: (c) => bad.push(c) })
     await s.open()
     const cid = await s.putBytes(new Uint8Array(randomBytes(100)))
-    writeFileSync(s.path(cid), 'garbage')
+    const other = new Uint8Array(randomBytes(100))
+    const otherCid = await s.putBytes(other)
+    const at = s.locate(cid)!
+    scribble(at.file, at.offset + 10, Buffer.from('garbage'))
     assert.equal(await s.get(cid), undefined)
     assert.deepEqual(bad, [cid.toString()])
     assert.equal(s.has(cid), false)
-    assert.equal(existsSync(s.path(cid)), false)
+    assert.deepEqual(await s.get(otherCid), other, 'its neighbour in the pack is intact')
   })
 
-  it('a block file that grew on disk is dropped too (the read of the indexed size does not cut it short)', async () => {
-    const bad: string[] = []
-    const s = new Blockstore(join(temp(), 'blocks'), { onCorrupt: (c) => bad.push(c) })
+  it('writes blocks that arrive together in one batch, into a pack, not a file each', async () => {
+    const dir = join(temp(), 'blocks')
+    let writes = 0
+    const s = new Blockstore(dir, {
+      io: {
+        writev(fd, bufs, pos) {
+          writes++
+          return defaultIO.writev(fd, bufs, pos)
+        },
+      },
+    })
     await s.open()
-    const data = new Uint8Array(randomBytes(300 << 10))
-    const cid = await s.putBytes(data)
-    writeFileSync(s.path(cid), Buffer.concat([data, Buffer.from('tail')]))
-    assert.equal(await s.get(cid), undefined)
-    assert.deepEqual(bad, [cid.toString()])
+    const blocks = Array.from({ length: 100 }, () => new Uint8Array(randomBytes(4096)))
+    const cids = await Promise.all(blocks.map((b) => s.putBytes(b)))
+    assert.ok(writes <= 3, `${writes} writes for 100 blocks`)
+    assert.equal(packsOf(dir).length, 1)
+    assert.deepEqual(
+      readdirSync(dir).filter((n) => n.length === 2),
+      [],
+      'no per-block files',
+    )
+    await s.close()
+    const again = new Blockstore(dir)
+    await again.open()
+    assert.equal(again.count, 100)
+    for (let i = 0; i < 100; i++) assert.deepEqual(await again.get(cids[i]), blocks[i])
+    await again.close()
+  })
+
+  it('a write torn by a crash (the pack cut mid-record) is dropped at reopen; the blocks before it stay', async () => {
+    const dir = join(temp(), 'blocks')
+    const s = new Blockstore(dir)
+    await s.open()
+    const blocks = [0, 1, 2].map(() => new Uint8Array(randomBytes(50_000)))
+    const cids = []
+    for (const b of blocks) cids.push(await s.putBytes(b))
+    const last = s.locate(cids[2])!
+    await s.close()
+    // kill -9 mid-write: the last record only partly on disk
+    truncateSync(last.file, last.offset + 20_000)
+    const again = new Blockstore(dir)
+    await again.open()
+    assert.equal(again.count, 2)
+    assert.equal(again.has(cids[2]), false)
+    assert.deepEqual(await again.get(cids[0]), blocks[0])
+    assert.deepEqual(await again.get(cids[1]), blocks[1])
+    assert.ok(statSync(last.file).size < last.offset, 'the torn tail is cut off')
+    // the pack goes on after it: the block written again, then read back after another reopen
+    assert.equal(await again.put(cids[2], blocks[2]), true)
+    await again.close()
+    const third = new Blockstore(dir)
+    await third.open()
+    assert.equal(third.count, 3)
+    assert.deepEqual(await third.get(cids[2]), blocks[2])
+    await third.close()
+  })
+
+  it('a torn last record whose length still fits (its bytes wrong) is dropped at reopen too', async () => {
+    const dir = join(temp(), 'blocks')
+    const s = new Blockstore(dir)
+    await s.open()
+    const a = await s.putBytes(new Uint8Array(randomBytes(5000)))
+    const b = await s.putBytes(new Uint8Array(randomBytes(5000)))
+    const at = s.locate(b)!
+    await s.close()
+    scribble(at.file, at.offset + 4000, new Uint8Array(1000))
+    const again = new Blockstore(dir)
+    await again.open()
+    assert.ok(again.has(a))
+    assert.equal(again.has(b), false)
+    await again.close()
+  })
+
+  it('reads a data dir of the old layout (one file per block) and writes new blocks to packs', async () => {
+    const dir = join(temp(), 'blocks')
+    const old = new Uint8Array(randomBytes(300 << 10))
+    const oldCid = cidOf(old)
+    const legacy = new Blockstore(dir)
+    mkdirSync(dirname(legacy.path(oldCid)), { recursive: true })
+    writeFileSync(legacy.path(oldCid), old)
+    const grown = new Uint8Array(randomBytes(1000))
+    const grownCid = cidOf(grown)
+    mkdirSync(dirname(legacy.path(grownCid)), { recursive: true })
+    writeFileSync(legacy.path(grownCid), Buffer.concat([grown, Buffer.from('tail')]))
+    const bad: string[] = []
+    const s = new Blockstore(dir, { onCorrupt: (c) => bad.push(c) })
+    await s.open()
+    assert.equal(s.count, 2)
+    assert.deepEqual(await s.get(oldCid), old)
+    // a file that grew is caught: the read of the indexed size + 1 does not cut it short
+    assert.equal(await s.get(grownCid), undefined)
+    assert.deepEqual(bad, [grownCid.toString()])
+    assert.equal(await s.put(oldCid, old), false, 'already held, not written again')
+    const fresh = await s.putBytes(new Uint8Array(randomBytes(1000)))
+    assert.match(s.locate(fresh)!.file, /packs\/000001\.pack$/)
+    await s.delete(oldCid)
+    assert.equal(existsSync(legacy.path(oldCid)), false, 'an old block deleted is its file removed')
+  })
+
+  it('deleted blocks give their space back at once, stay deleted after a reopen, and empty packs go', async () => {
+    const dir = join(temp(), 'blocks')
+    const s = new Blockstore(dir, { packBytes: 1 << 20 })
+    await s.open()
+    const blocks = Array.from({ length: 12 }, () => new Uint8Array(randomBytes(256 << 10)))
+    const cids = []
+    for (const b of blocks) cids.push(await s.putBytes(b))
+    assert.equal(packsOf(dir).length, 3, '4 blocks of 256 KiB a pack of 1 MiB')
+    const first = s.locate(cids[0])!.file
+    const before = onDisk(first)
+    // half of the first pack: the holes give the space back while its other blocks stay
+    await s.delete(cids[0])
+    await s.delete(cids[2])
+    assert.ok(onDisk(first) <= before - (500 << 10), `${before} -> ${onDisk(first)} bytes on disk`)
+    assert.deepEqual(await s.get(cids[1]), blocks[1])
+    // every block of the second pack: the file goes
+    const second = s.locate(cids[4])!.file
+    for (const c of cids.slice(4, 8)) await s.delete(c)
+    assert.equal(existsSync(second), false)
+    assert.equal(s.count, 6)
+    assert.equal(s.totalBytes, 6 * (256 << 10))
+    await s.close()
+    const again = new Blockstore(dir, { packBytes: 1 << 20 })
+    await again.open()
+    assert.equal(again.count, 6)
+    for (const i of [0, 2, 4, 5, 6, 7]) assert.equal(again.has(cids[i]), false, `block ${i} stays deleted`)
+    for (const i of [1, 3, 8, 9, 10, 11]) assert.deepEqual(await again.get(cids[i]), blocks[i])
+    // a block deleted and stored again is there after a reopen
+    assert.equal(await again.put(cids[0], blocks[0]), true)
+    await again.close()
+    const third = new Blockstore(dir, { packBytes: 1 << 20 })
+    await third.open()
+    assert.deepEqual(await third.get(cids[0]), blocks[0])
+    await third.close()
   })
 
   it('a full disk is a clear error and leaves no partial block', async () => {
     const dir = join(temp(), 'blocks')
+    let full = true
     let written = 0
     const s = new Blockstore(dir, {
       io: {
-        async writeFile(p, d) {
-          // half the block reaches the disk, then the device is full
-          writeFileSync(p, d.subarray(0, d.length >> 1))
+        async writev(fd, bufs, pos) {
+          if (!full) return defaultIO.writev(fd, bufs, pos)
+          // half the batch reaches the disk, then the device is full
+          const all = Buffer.concat(bufs)
+          writeSync(fd, all, 0, all.length >> 1, pos)
           written++
           throw Object.assign(new Error('ENOSPC: no space left on device, write'), { code: 'ENOSPC' })
         },
       },
     })
     await s.open()
+    const kept = await (async () => {
+      full = false
+      const b = new Uint8Array(randomBytes(3000))
+      return { b, cid: await s.putBytes(b) }
+    })()
+    full = true
     await assert.rejects(s.putBytes(new Uint8Array(randomBytes(5000))), (err: unknown) => {
       assert.ok(err instanceof BlocksError)
       assert.equal(err.code, 'no-space')
@@ -95,10 +246,19 @@ describe('blocks: blockstore', () => {
       return true
     })
     assert.equal(written, 1)
-    assert.equal(s.count, 0)
-    assert.deepEqual(readdirSync(join(dir, 'tmp')), [], 'no temporary file left')
-    const shards = readdirSync(dir).filter((d) => d !== 'tmp')
-    for (const sh of shards) assert.deepEqual(readdirSync(join(dir, sh)), [])
+    assert.equal(s.count, 1)
+    const pack = s.locate(kept.cid)!.file
+    assert.equal(statSync(pack).size, s.locate(kept.cid)!.offset + 3000, 'the partial record is cut off')
+    full = false
+    const next = new Uint8Array(randomBytes(2000))
+    const nextCid = await s.putBytes(next)
+    await s.close()
+    const again = new Blockstore(dir)
+    await again.open()
+    assert.equal(again.count, 2)
+    assert.deepEqual(await again.get(kept.cid), kept.b)
+    assert.deepEqual(await again.get(nextCid), next)
+    await again.close()
   })
 
   it('refuses blocks over 2 MiB and malformed or foreign CIDs', async () => {
