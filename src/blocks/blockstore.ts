@@ -338,7 +338,10 @@ export class Blockstore {
             await this.writeBatch(batch)
             for (const p of batch) p.resolve()
           } catch (err) {
-            const e = explainFsError(err, `holding the blockstore ${this.dir} (${batch.length} blocks)`)
+            const e = explainFsError(
+              err,
+              `holding the blockstore ${this.dir} (${batch.length} block${batch.length === 1 ? '' : 's'})`,
+            )
             for (const p of batch) p.reject(e)
           } finally {
             for (const p of batch) this.pending.delete(p.key)
