@@ -190,6 +190,9 @@ function cachingVerifier(inner: Verifier): Verifier {
 
 const B58 = '123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz'
 
+const NO_RECORDS: readonly SignedInfo[] = Object.freeze([])
+const NO_CLAIMS: readonly Claim[] = Object.freeze([])
+
 /** A proto3 uint32/uint64 field: left out when 0. */
 const uintField = (v: number): number => (v === 0 ? 0 : 1 + varintLen(v))
 /** A proto3 bytes field: left out when empty. */
@@ -831,16 +834,17 @@ export class Sim {
   /** Records and claims that arrived mixed (piggybacked): records first, as ingest() wants. */
   private ingestMixed(node: SimNode, items: ReadonlyArray<SignedInfo | Claim> | undefined): void {
     if (items === undefined || items.length === 0 || !node.up) return
-    const records: SignedInfo[] = []
-    const claims: Claim[] = []
+    // most messages bring only news already held: no arrays for them
+    let records: SignedInfo[] | undefined
+    let claims: Claim[] | undefined
     for (const x of items) {
       // already held as is (all copies share objects): nothing to check or change
       if ('info' in x) {
-        if (this.entryOf(node, x.info.peerId)?.signed !== x) records.push(x)
-      } else if (this.entryOf(node, x.peerId)?.claim !== x) claims.push(x)
+        if (this.entryOf(node, x.info.peerId)?.signed !== x) (records ??= []).push(x)
+      } else if (this.entryOf(node, x.peerId)?.claim !== x) (claims ??= []).push(x)
     }
-    if (records.length === 0 && claims.length === 0) return
-    this.ingest(node, records, claims)
+    if (records === undefined && claims === undefined) return
+    this.ingest(node, records ?? NO_RECORDS, claims ?? NO_CLAIMS)
   }
 
   /** What the node piggybacks on its next message, and its size as a MemberSet field. */
