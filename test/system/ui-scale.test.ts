@@ -259,4 +259,31 @@ describe('system: web dashboard with 1,000 members (fixture API, real UI server,
     assert.ok(median(onGraph) <= 100, `graph update median ${median(onGraph)} ms > 100 ms (load ${load})`)
     assert.ok(median(onTable) <= 100, `table update median ${median(onTable)} ms > 100 ms (load ${load})`)
   })
+
+  it('a cluster that shrinks to 100 members gets the labelled cytoscape graph, and the canvas again when it grows back', async () => {
+    const all = [...api.members]
+    await page.evaluate(() => (location.hash = '#/graph'))
+    await page.waitForFunction(() => window.meshUi.graph()?.renderer === 'canvas', null, { timeout: 20_000 })
+    // the page reads the members again after a status change: then it has 100
+    api.members.length = 100
+    api.setStatus(1, 'suspect')
+    await page.waitForFunction(
+      () => window.meshUi.graph()?.renderer === 'cytoscape' && window.meshUi.graph().nodes === 100,
+      null,
+      { timeout: 30_000 },
+    )
+    // the canvas graph is gone: only cytoscape's own canvases are in the view
+    assert.equal(await page.locator('#graph canvas[data-graph="canvas"]').count(), 0)
+    assert.ok((await page.locator('#graph > div canvas').count()) > 0)
+    api.members.push(...all.slice(100))
+    api.setStatus(1, 'alive')
+    await page.waitForFunction(
+      () => window.meshUi.graph()?.renderer === 'canvas' && window.meshUi.graph().nodes === 1000,
+      null,
+      { timeout: 30_000 },
+    )
+    // one graph in the view, not the old one left beside the new
+    assert.equal(await page.locator('#graph canvas[data-graph="canvas"]').count(), 1)
+    assert.equal(await page.locator('#graph > div').count(), 0)
+  })
 })

@@ -184,7 +184,7 @@ export class MeshGraph {
       const s = this.shown.get(n.id())?.status ?? 'unknown'
       nodes[s] = (nodes[s] ?? 0) + 1
     }
-    return { nodes: this.cy.nodes().length, byStatus: nodes, edges }
+    return { nodes: this.cy.nodes().length, byStatus: nodes, edges, renderer: 'cytoscape' }
   }
 
   destroy() {
