@@ -3,6 +3,7 @@ import { peerIdFromString } from '@libp2p/peer-id'
 import type { BlockCache, InUse } from './cache.js'
 import { parseCid } from './cid.js'
 import type { BlocksContext } from './context.js'
+import { CONTROL_TIMEOUT_MS } from './control.js'
 import { putPath } from './dataset.js'
 import { BlocksError } from './errors.js'
 import type { ExchangeService, ProviderReport } from './exchange-service.js'
@@ -69,6 +70,25 @@ export interface DatasetView {
 }
 
 /** Datasets as users see them: put, get, cat, ls and the list of tagged datasets. */
+/**
+ * A put with --replicas and a tag is acknowledged only once a write quorum of the replica
+ * holders (the publisher counts when it is one) took the tag in hand: a holder that never
+ * answered may be gone, and the tag with it. Throws a 'quorum' error saying how many took it.
+ * The data stays pinned here and the tag stays here: it is signed and may already be on its way
+ * by gossip, so it cannot be taken back.
+ */
+function tagNotHeld(replication: ReplicaReport, tag: string, failed: string[]): void {
+  const took = replication.confirmed - failed.length
+  if (took >= replication.quorum) return
+  throw new BlocksError(
+    'quorum',
+    `tag ${tag} was taken by ${took} of ${replication.replicas} replica holders within ` +
+      `${CONTROL_TIMEOUT_MS / 1000} s, a write needs ${replication.quorum} (no answer from ${failed.join(', ')}). ` +
+      'Not acknowledged: the data stays pinned here and the tag stays here (gossip may still carry it to them). ' +
+      `Retry the put once they answer ('mesh members' shows who is alive), or put with --replicas ${Math.max(1, took)}`,
+  )
+}
+
 export class Datasets {
   constructor(
     private readonly ctx: BlocksContext,
@@ -141,18 +161,12 @@ export class Datasets {
         published = { dataset: rec.dataset, tag: rec.tag, seq: rec.seq.toString() }
         // acknowledge only once the tag is on disk here and held by the replica holders: gossip
         // alone may not have left this process when it is killed right after the answer
-        if (replication !== undefined) {
-          const holders = replication.targets
-            .filter((x) => x.ok && x.peerId !== ctx.self)
-            .map((x) => ({ peerId: peerIdFromString(x.peerId), name: x.name }))
-          const failed = await parts.tagSync.hand(rec, holders)
-          if (failed.length > 0)
-            ctx.log.warn(
-              { dataset: rec.dataset, tag: rec.tag, failed },
-              'replica holders did not take the tag yet; gossip and sync will carry it',
-            )
-        }
+        const holders = (replication?.targets ?? [])
+          .filter((x) => x.ok && x.peerId !== ctx.self)
+          .map((x) => ({ peerId: peerIdFromString(x.peerId), name: x.name }))
+        const failed = holders.length > 0 ? await parts.tagSync.hand(rec, holders) : []
         await ctx.tags.flush()
+        if (replication !== undefined) tagNotHeld(replication, `${rec.dataset}:${rec.tag}`, failed)
       }
       ctx.metrics.transfers.inc({ kind: 'put', result: 'ok' })
       return {

@@ -139,6 +139,47 @@ describe('replicas: kill -9 during mesh put --replicas 2', function () {
     await assertNowhere('crash:holder', 'marker:one')
   })
 
+  it('a holder that does not take the tag in hand (SIGSTOPped after its answer): the put fails saying how many took it, and the publisher keeps the data and the tag', async () => {
+    const d = await dataset(5)
+    const [stalled] = d.targets
+    // `stalled` holds the data already, so it answers the replication at once while the other
+    // target copies it (12 MiB at 1 MiB/s): that copy is the window to stop `stalled` in, after
+    // its answer and before the publisher signs the tag and hands it over
+    const pre = await run(stalled, ['put', d.src])
+    assert.equal(pre.code, 0, pre.stderr)
+    const replicasOnDisk = (): number => {
+      try {
+        const f = join(stalled.dataDir, 'blocks', 'pins.json')
+        return JSON.parse(readFileSync(f, 'utf8')).pins[d.root]?.replicas ?? 0
+      } catch {
+        return 0
+      }
+    }
+    const put = run(d.publisher, ['put', d.src, '--replicas', '2', '--tag', 'hand:stalled'])
+    // its answer follows, at once, the pin's new replica count reaching its disk
+    await waitFor('the holder that has the data to answer', async () => replicasOnDisk() >= 2, 90_000, 20)
+    stalled.child?.kill('SIGSTOP')
+    let r: RunResult
+    try {
+      const early = (await tagsOf(d.publisher)).includes('hand:stalled')
+      assert.ok(!early, 'no tag signed before the holder stopped (the other copy still runs)')
+      r = await put
+    } finally {
+      stalled.child?.kill('SIGCONT')
+    }
+    console.log(`      put: exit ${r.code}: ${r.stderr.trim().split('\n').at(-1)}`)
+    assert.notEqual(r.code, 0, 'a tag only one of two holders took is not acknowledged')
+    assert.match(
+      r.stderr,
+      /tag hand:stalled was taken by 1 of 2 replica holders within 10 s, a write needs 2/,
+    )
+    assert.match(r.stderr, /Retry the put once they answer .*or put with --replicas 1/)
+    // nothing lost on the publisher: its copy and the tag stay
+    assert.equal((await pinOf(d.publisher, d.root))?.complete, true, 'the publisher keeps its copy')
+    assert.ok((await tagsOf(d.publisher)).includes('hand:stalled'), 'the publisher keeps the tag')
+    await allAlive()
+  })
+
   it('the publisher killed mid-replication: the put is not acknowledged, and no member ever holds the tag', async () => {
     const d = await dataset(2)
     const put = run(d.publisher, ['put', d.src, '--replicas', '2', '--tag', 'crash:publisher'])
