@@ -83,6 +83,19 @@ describe('replicas: kill -9 during mesh put --replicas 2', function () {
       )
     ).pins.find((p) => p.root === root)
 
+  /**
+   * A member's pin of `root` as its disk has it: a pin changes in memory (what the API shows)
+   * before it is saved, and the member answers the replication only after the save, so a test
+   * that stops a member "once it has answered" waits for this, not for the API
+   */
+  const pinOnDisk = (a: AgentProcess, root: string): { complete: boolean; replicas: number } | undefined => {
+    try {
+      return JSON.parse(readFileSync(join(a.dataDir, 'blocks', 'pins.json'), 'utf8')).pins[root]
+    } catch {
+      return undefined
+    }
+  }
+
   const tagsOf = async (a: AgentProcess): Promise<string[]> =>
     (await meshJson<Array<{ dataset: string; tag: string }>>(a.dataDir, ['datasets'])).map(
       (d) => `${d.dataset}:${d.tag}`,
@@ -147,17 +160,14 @@ describe('replicas: kill -9 during mesh put --replicas 2', function () {
     // its answer and before the publisher signs the tag and hands it over
     const pre = await run(stalled, ['put', d.src])
     assert.equal(pre.code, 0, pre.stderr)
-    const replicasOnDisk = (): number => {
-      try {
-        const f = join(stalled.dataDir, 'blocks', 'pins.json')
-        return JSON.parse(readFileSync(f, 'utf8')).pins[d.root]?.replicas ?? 0
-      } catch {
-        return 0
-      }
-    }
     const put = run(d.publisher, ['put', d.src, '--replicas', '2', '--tag', 'hand:stalled'])
     // its answer follows, at once, the pin's new replica count reaching its disk
-    await waitFor('the holder that has the data to answer', async () => replicasOnDisk() >= 2, 90_000, 20)
+    await waitFor(
+      'the holder that has the data to answer',
+      async () => (pinOnDisk(stalled, d.root)?.replicas ?? 0) >= 2,
+      90_000,
+      20,
+    )
     stalled.child?.kill('SIGSTOP')
     let r: RunResult
     try {
@@ -201,10 +211,10 @@ describe('replicas: kill -9 during mesh put --replicas 2', function () {
     const [stalled, other] = d.targets
     const put = run(d.publisher, ['put', d.src, '--replicas', '2', '--tag', 'crash:signed'])
     await waitFor(
-      'the first holder to have its copy whole',
-      async () => (await pinOf(stalled, d.root))?.complete,
+      'the first holder to have its copy whole, and to have answered',
+      async () => pinOnDisk(stalled, d.root)?.complete === true,
       90_000,
-      50,
+      20,
     )
     stalled.child?.kill('SIGSTOP')
     try {
