@@ -154,19 +154,24 @@ describe('replicas: kill -9 during mesh put --replicas 2', function () {
 
   it('a holder that does not take the tag in hand (SIGSTOPped after its answer): the put fails saying how many took it, and the publisher keeps the data and the tag', async () => {
     const d = await dataset(5)
-    const [stalled] = d.targets
-    // `stalled` holds the data already, so it answers the replication at once while the other
-    // target copies it (12 MiB at 1 MiB/s): that copy is the window to stop `stalled` in, after
-    // its answer and before the publisher signs the tag and hands it over
+    const [stalled, other] = d.targets
+    // `stalled` holds the data already, so it answers the replication at once while `other`
+    // copies it (12 MiB at 1 MiB/s, so at least 6 s for its second half): `stalled` is stopped
+    // once its answer is out (it follows the save of its pin's new replica count) and `other` is
+    // half way, well after that answer and before the publisher signs the tag and hands it over
     const pre = await run(stalled, ['put', d.src])
     assert.equal(pre.code, 0, pre.stderr)
+    const received = () => other.metric('mesh_blocks_received_bytes_total')
+    const from = await received()
     const put = run(d.publisher, ['put', d.src, '--replicas', '2', '--tag', 'hand:stalled'])
-    // its answer follows, at once, the pin's new replica count reaching its disk
     await waitFor(
-      'the holder that has the data to answer',
-      async () => (pinOnDisk(stalled, d.root)?.replicas ?? 0) >= 2,
+      'the holder that has the data to answer, and the other half way through its copy',
+      async () => (pinOnDisk(stalled, d.root)?.replicas ?? 0) >= 2 && (await received()) - from >= SIZE / 2,
       90_000,
       20,
+    )
+    console.log(
+      `      stalled ${stalled.args[1]}, copying ${other.args[1]}, publisher ${d.publisher.args[1]}`,
     )
     stalled.child?.kill('SIGSTOP')
     let r: RunResult
