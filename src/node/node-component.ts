@@ -22,6 +22,8 @@ const RECONNECT_EVERY_MS = 10_000
 const RECONNECT_BATCH = 8
 /** a member that did not answer is tried again after 10 s, 20 s, ... at most every 5 min */
 const REDIAL_MAX_MS = 300_000
+/** the members known to the peer store are read anew this often (events keep them current between) */
+const MEMBERS_REFRESH_MS = 300_000
 
 export interface ConnectionInfo {
   peerId: string
@@ -53,6 +55,13 @@ export class NodeComponent implements Component {
   private readonly metrics
   /** bytes in and out per member (see peer-traffic.ts) */
   readonly traffic = new PeerTraffic()
+  /**
+   * The member-tagged peers of the peer store, for reconnect(). Reading them with peerStore.all()
+   * decodes every record the store holds, every 10 s (a twentieth of an idle agent's
+   * allocations, issue 20); 'peer:update' keeps this current, a full read every 5 min bounds
+   * what a deletion (which has no event) leaves behind.
+   */
+  private members: { at: number; ids: Map<string, PeerId> } | undefined
 
   constructor(
     private readonly deps: {
@@ -180,6 +189,11 @@ export class NodeComponent implements Component {
       }
     })
     node.addEventListener('connection:open', (evt) => void this.onConnection(evt.detail))
+    node.addEventListener('peer:update', (evt) => {
+      const { peer } = evt.detail
+      if (peer.tags.has(MEMBER_TAG)) this.members?.ids.set(peer.id.toString(), peer.id)
+      else this.members?.ids.delete(peer.id.toString())
+    })
     node.addEventListener('connection:close', (evt) => {
       if (node.getConnections(evt.detail.remotePeer).length === 0)
         this.rtt.delete(evt.detail.remotePeer.toString())
@@ -299,14 +313,11 @@ export class NodeComponent implements Component {
       if (pid === node.peerId.toString()) continue
       if (pid === undefined || !connected.has(pid)) targets.push({ key: pid ?? s, target: ma })
     }
-    const known = await node.peerStore.all({ filters: [(p) => p.tags.has(MEMBER_TAG)] })
     // a seed that is also a known member is dialed once: a second dial to the same address
     // counts against its per-address limit on new connections
     const seen = new Set(targets.map((t) => t.key))
-    for (const p of known) {
-      const key = p.id.toString()
-      if (!connected.has(key) && !seen.has(key) && !p.id.equals(node.peerId))
-        targets.push({ key, target: p.id })
+    for (const [key, id] of await this.knownMembers(node, now)) {
+      if (!connected.has(key) && !seen.has(key) && !id.equals(node.peerId)) targets.push({ key, target: id })
     }
     this.redials.retain(new Set(targets.map((t) => t.key)))
     const batch = targets.filter((t) => this.redials.ready(t.key, now)).slice(0, RECONNECT_BATCH)
@@ -324,6 +335,18 @@ export class NodeComponent implements Component {
       } else this.redials.failed(batch[i].key, Date.now())
     })
     return { tried: batch.length, connected: ok }
+  }
+
+  private async knownMembers(node: MeshLibp2p, now: number): Promise<Map<string, PeerId>> {
+    if (this.members === undefined || now - this.members.at >= MEMBERS_REFRESH_MS) {
+      // in place first, so a 'peer:update' during the read is kept
+      const members = { at: now, ids: new Map<string, PeerId>() }
+      this.members = members
+      const known = await node.peerStore.all({ filters: [(p) => p.tags.has(MEMBER_TAG)] })
+      for (const p of known) members.ids.set(p.id.toString(), p.id)
+      return members.ids
+    }
+    return this.members.ids
   }
 
   connections(): ConnectionInfo[] {
