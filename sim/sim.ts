@@ -18,7 +18,7 @@ import {
   type Status,
   type Verifier,
 } from '../src/membership/record.js'
-import { suspicionTimeoutMs } from '../src/membership/swim.js'
+import { SUSPICION_MAX_MULT, suspicionTimeoutMs } from '../src/membership/swim.js'
 import { COST, entryWire, field, ihaveTargets, memberSetBytes, varintLen } from './cost.js'
 import { EventHeap } from './heap.js'
 import { Tracker } from './metrics.js'
@@ -269,7 +269,7 @@ export class Sim {
       this.lightFrac = Math.min(1, o.sample / expected)
       const m = this.opts.membership
       const min = suspicionTimeoutMs(m.suspicionMult, expected, m.probeIntervalMs)
-      this.lightSuspicion = { min, max: 6 * min }
+      this.lightSuspicion = { min, max: SUSPICION_MAX_MULT * min }
     }
   }
 

@@ -6,7 +6,8 @@ export const MembershipConfigSchema = z
     probeIntervalMs: z.number().int().min(100).max(60_000).default(1000),
     probeTimeoutMs: z.number().int().min(50).max(30_000).default(500),
     indirectProbes: z.number().int().min(0).max(16).default(3),
-    suspicionMult: z.number().int().min(1).max(100).default(4),
+    // minimum suspicion = max(3, suspicionMult x log10 N) probe intervals (memberlist LAN: 4)
+    suspicionMult: z.number().min(0.25).max(100).default(1),
     syncIntervalMs: z.number().int().min(1000).max(3_600_000).default(30_000),
     tombstoneHours: z
       .number()

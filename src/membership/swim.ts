@@ -42,8 +42,10 @@ export interface SwimOptions {
   probeTimeoutMs?: number
   indirectK?: number
   suspicionMult?: number
-  /** Lifeguard: the first suspicion lasts this many times the minimum until confirmed (memberlist: 6) */
+  /** Lifeguard: the first suspicion lasts this many times the minimum until confirmed (default 4; memberlist: 6) */
   suspicionMaxMult?: number
+  /** Lifeguard: independent confirmations that shrink a suspicion to the minimum (default 2) */
+  suspicionConfirmations?: number
   /** override the computed minimum suspicion timeout */
   suspicionMinMs?: number
   /** override the computed maximum suspicion timeout */
@@ -61,9 +63,23 @@ export interface SwimOptions {
   starvedLateMs?: number
 }
 
-/** Minimum suspicion timeout for a cluster of n members: mult * max(1, log10 n) * interval. */
+/**
+ * Lifeguard's defaults here (protocols/membership.md argues them with the simulator's figures):
+ * an unconfirmed suspicion lasts SUSPICION_MAX_MULT x the minimum, and SUSPICION_CONFIRMATIONS
+ * independent suspectors shrink it to the minimum (memberlist: 6 and SuspicionMult - 2 = 2).
+ */
+export const SUSPICION_MAX_MULT = 4
+export const SUSPICION_CONFIRMATIONS = 2
+/** The minimum suspicion never goes below this many probe intervals, however small the cluster. */
+export const SUSPICION_FLOOR_INTERVALS = 3
+
+/**
+ * Minimum suspicion timeout for a cluster of n members:
+ * max(3, mult * max(1, log10 n)) * interval (memberlist's shape, with a floor for small clusters).
+ */
 export function suspicionTimeoutMs(mult: number, n: number, probeIntervalMs: number): number {
-  return Math.round(mult * Math.max(1, Math.log10(Math.max(1, n))) * probeIntervalMs)
+  const intervals = Math.max(SUSPICION_FLOOR_INTERVALS, mult * Math.max(1, Math.log10(Math.max(1, n))))
+  return Math.round(intervals * probeIntervalMs)
 }
 
 /** A small seeded PRNG (mulberry32) for tests and the simulator. */
@@ -178,6 +194,7 @@ export class Swim {
   private readonly k: number
   private readonly mult: number
   private readonly maxMult: number
+  private readonly confirmations: number
   private readonly minOverride: number | undefined
   private readonly maxOverride: number | undefined
   private readonly lifeguard: boolean
@@ -221,7 +238,8 @@ export class Swim {
     this.timeout = o.probeTimeoutMs ?? MEMBERSHIP_DEFAULTS.probeTimeoutMs
     this.k = o.indirectK ?? MEMBERSHIP_DEFAULTS.indirectProbes
     this.mult = o.suspicionMult ?? MEMBERSHIP_DEFAULTS.suspicionMult
-    this.maxMult = o.suspicionMaxMult ?? 6
+    this.maxMult = o.suspicionMaxMult ?? SUSPICION_MAX_MULT
+    this.confirmations = o.suspicionConfirmations ?? SUSPICION_CONFIRMATIONS
     this.minOverride = o.suspicionMinMs
     this.maxOverride = o.suspicionMaxMs
     this.lifeguard = o.lifeguard ?? true
@@ -271,7 +289,7 @@ export class Swim {
     const minMs = this.minOverride ?? suspicionTimeoutMs(this.mult, n, this.interval)
     const maxMs = this.maxOverride ?? (this.lifeguard ? this.maxMult * minMs : minMs)
     // expected confirmations: none when there are too few others to give them (as memberlist)
-    let k = this.lifeguard ? this.mult - 2 : 0
+    let k = this.lifeguard ? this.confirmations : 0
     if (n - 2 < k) k = 0
     return { minMs, maxMs: Math.max(minMs, maxMs), k }
   }

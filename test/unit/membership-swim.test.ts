@@ -146,12 +146,25 @@ describe('membership: SWIM failure detector', () => {
     assert.equal(suspicionTimeoutMs(4, 100, 1000), 8000)
     assert.equal(suspicionTimeoutMs(4, 1000, 1000), 12000)
     assert.equal(suspicionTimeoutMs(4, 10000, 1000), 16000)
-    const s = new Swim({ self: 'me', rng: mulberry32(1) })
-    for (let i = 0; i < 999; i++) s.addMember(`p${i}`, 0)
-    assert.deepEqual(s.suspicionBounds(), { minMs: 12000, maxMs: 72000, k: 2 })
-    assert.deepEqual(s.suspicionBounds(3), { minMs: 4000, maxMs: 24000, k: 0 })
-    const plain = new Swim({ self: 'me', rng: mulberry32(1), lifeguard: false })
+    // a floor of three probe intervals, however small the multiplier or the cluster
+    assert.equal(suspicionTimeoutMs(1, 10, 1000), 3000)
+    assert.equal(suspicionTimeoutMs(1, 100, 1000), 3000)
+    assert.equal(suspicionTimeoutMs(1, 1000, 1000), 3000)
+    assert.equal(suspicionTimeoutMs(1.5, 10000, 1000), 6000)
+    const old = new Swim({ self: 'me', rng: mulberry32(1), suspicionMult: 4, suspicionMaxMult: 6 })
+    for (let i = 0; i < 999; i++) old.addMember(`p${i}`, 0)
+    assert.deepEqual(old.suspicionBounds(), { minMs: 12000, maxMs: 72000, k: 2 })
+    assert.deepEqual(old.suspicionBounds(3), { minMs: 4000, maxMs: 24000, k: 0 })
+    const plain = new Swim({ self: 'me', rng: mulberry32(1), lifeguard: false, suspicionMult: 4 })
     assert.deepEqual(plain.suspicionBounds(1000), { minMs: 12000, maxMs: 12000, k: 0 })
+  })
+
+  it('defaults: 3 s minimum at 1,000 members, 4 s at 10,000, 4x that until 2 members confirm', () => {
+    const s = new Swim({ self: 'me', rng: mulberry32(1) })
+    assert.deepEqual(s.suspicionBounds(1000), { minMs: 3000, maxMs: 12000, k: 2 })
+    assert.deepEqual(s.suspicionBounds(10000), { minMs: 4000, maxMs: 16000, k: 2 })
+    assert.deepEqual(s.suspicionBounds(5), { minMs: 3000, maxMs: 12000, k: 2 })
+    assert.deepEqual(s.suspicionBounds(3), { minMs: 3000, maxMs: 12000, k: 0 })
   })
 
   it('probes every member once per round, in a shuffled order', () => {
@@ -192,12 +205,12 @@ describe('membership: SWIM failure detector', () => {
     const tDead = Number(deads[0].split(' ')[0])
     // suspected at the end of a failed probe round: within 2 rounds of probes plus one interval
     assert.ok(tSuspect >= 5000 + 1000 && tSuspect <= 5000 + 3 * 1000, `suspected at ${tSuspect}`)
-    assert.equal(tDead - tSuspect, 4000)
+    assert.equal(tDead - tSuspect, 3000)
     for (const id of net.ids.slice(0, 2)) assert.ok(net.deadAt.has(`${id}:${c}`))
     assert.ok(!net.log.some((l) => !l.includes(c)), 'only the crashed member is ever suspected')
   })
 
-  it('with Lifeguard, a crashed member of 5 is dead everywhere within 1 round + 24 s, never a healthy one', () => {
+  it('with Lifeguard, a crashed member of 5 is dead everywhere within 1 round + 12 s, never a healthy one', () => {
     const net = new Net(ids(5), 5)
     const victim = net.ids[4]
     net.run(10000)
@@ -206,8 +219,8 @@ describe('membership: SWIM failure detector', () => {
     for (const id of net.ids.slice(0, 4)) {
       const t = net.deadAt.get(`${id}:${victim}`)
       assert.ok(t !== undefined, `${id} never learned`)
-      assert.ok(t - 10000 <= 5000 + 24000, `${id} learned after ${t - 10000} ms`)
-      assert.ok(t - 10000 >= 1000 + 4000)
+      assert.ok(t - 10000 <= 5000 + 12000, `${id} learned after ${t - 10000} ms`)
+      assert.ok(t - 10000 >= 1000 + 3000)
     }
     assert.ok(!net.log.some((l) => l.includes('suspect') && !l.includes(victim)), net.log.join('\n'))
   })
@@ -236,7 +249,7 @@ describe('membership: SWIM failure detector', () => {
       seen.filter((a) => a.type !== 'probe'),
       [{ type: 'suspect', peer: 'x', incarnation: 0 }],
     )
-    assert.equal(s.suspicionDeadline('x'), now + 4000)
+    assert.equal(s.suspicionDeadline('x'), now + 3000)
     assert.equal(s.onRefute('x', 0), false, 'the same incarnation is no refutation')
     assert.equal(s.onRefute('x', 1), true)
     assert.equal(s.isSuspect('x'), false)
