@@ -840,8 +840,14 @@ export class Sim {
     for (const x of items) {
       // already held as is (all copies share objects): nothing to check or change
       if ('info' in x) {
-        if (this.entryOf(node, x.info.peerId)?.signed !== x) (records ??= []).push(x)
-      } else if (this.entryOf(node, x.peerId)?.claim !== x) (claims ??= []).push(x)
+        if (this.entryOf(node, x.info.peerId)?.signed !== x) {
+          records ??= []
+          records.push(x)
+        }
+      } else if (this.entryOf(node, x.peerId)?.claim !== x) {
+        claims ??= []
+        claims.push(x)
+      }
     }
     if (records === undefined && claims === undefined) return
     this.ingest(node, records ?? NO_RECORDS, claims ?? NO_CLAIMS)
