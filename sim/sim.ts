@@ -190,6 +190,7 @@ function cachingVerifier(inner: Verifier): Verifier {
 
 const B58 = '123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz'
 
+const NO_HASH = new Int32Array(0)
 const NO_RECORDS: readonly SignedInfo[] = Object.freeze([])
 const NO_CLAIMS: readonly Claim[] = Object.freeze([])
 
@@ -439,7 +440,8 @@ export class Sim {
     node.upSince = this.now
     this.accountLive()
     this.liveCount++
-    node.hash = new Int32Array(2 * this.buckets)
+    // only full members compare fingerprints (a light one diffs its sample): 16 kB each at 10,000
+    node.hash = node.kind === 'full' ? new Int32Array(2 * this.buckets) : NO_HASH
     node.tableBytes = 0
     node.lastSync.clear()
     node.waiters.clear()
@@ -797,8 +799,10 @@ export class Sim {
     const j = this.idxOf(peerId)
     if (j >= 0) {
       if (node.rowAt !== undefined && node.rowAt[j] === undefined) node.rowAt[j] = node.table.row(peerId)
-      if (old !== undefined) this.rowHash(node, j, old)
-      this.rowHash(node, j, change.entry)
+      if (node.rowAt !== undefined) {
+        if (old !== undefined) this.rowHash(node, j, old)
+        this.rowHash(node, j, change.entry)
+      }
       this.tracker.row(node.idx, j, change.before, change.after)
     }
     node.tableBytes += entryWire(change.entry) - (old === undefined ? 0 : entryWire(old))
