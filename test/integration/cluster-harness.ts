@@ -1,4 +1,4 @@
-import { spawn } from 'node:child_process'
+import { type ChildProcess, spawn } from 'node:child_process'
 import { mkdtempSync, rmSync } from 'node:fs'
 import { createServer } from 'node:net'
 import { tmpdir } from 'node:os'
@@ -68,6 +68,40 @@ export function mesh(
 }
 
 /** `mesh --json ARGS`, parsed; throws with stderr when it fails. */
+export interface IORun {
+  code: number
+  stdout: Buffer
+  stderr: string
+}
+
+/**
+ * Run a program with `input` on stdin (then EOF), collecting stdout as bytes; killed at
+ * `timeoutMs` (code 128 then). `onSpawn` gets the child, to signal it while it runs.
+ */
+export function runIO(
+  argv: string[],
+  input: Uint8Array,
+  timeoutMs = 60_000,
+  onSpawn?: (child: ChildProcess) => void,
+): Promise<IORun> {
+  return new Promise((resolvePromise, reject) => {
+    const child = spawn(argv[0], argv.slice(1), { stdio: ['pipe', 'pipe', 'pipe'] })
+    onSpawn?.(child)
+    const out: Buffer[] = []
+    let stderr = ''
+    child.stdout.on('data', (d: Buffer) => out.push(d))
+    child.stderr.on('data', (d) => (stderr += d))
+    child.stdin.on('error', () => {})
+    child.stdin.end(input)
+    const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs)
+    child.on('error', reject)
+    child.on('close', (code, signal) => {
+      clearTimeout(timer)
+      resolvePromise({ code: code ?? (signal === null ? -1 : 128), stdout: Buffer.concat(out), stderr })
+    })
+  })
+}
+
 export async function meshJson<T = any>(dataDir: string, args: string[], timeoutMs?: number): Promise<T> {
   const r = await mesh(
     ['--data-dir', dataDir, '--json', ...args],

@@ -7,35 +7,18 @@ import { createHash, randomBytes } from 'node:crypto'
 import { mkdirSync, readFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { requireSystem, sshdSetup } from '../system/harness.js'
-import { type AgentProcess, CLI, Fixture, freePort, mesh, meshJson, waitFor } from './cluster-harness.js'
+import {
+  type AgentProcess,
+  CLI,
+  Fixture,
+  freePort,
+  mesh,
+  meshJson,
+  runIO as run,
+  waitFor,
+} from './cluster-harness.js'
 
 const sha256 = (b: Uint8Array) => createHash('sha256').update(b).digest('hex')
-
-interface Run {
-  code: number | null
-  stdout: Buffer
-  stderr: string
-}
-
-/** Run a program with `input` on stdin, bounded; stdout as bytes. */
-function run(argv: string[], input: Uint8Array, timeoutMs = 60_000, onSpawn?: (c: ChildProcess) => void) {
-  return new Promise<Run>((resolve, reject) => {
-    const child = spawn(argv[0], argv.slice(1), { stdio: ['pipe', 'pipe', 'pipe'] })
-    onSpawn?.(child)
-    const out: Buffer[] = []
-    let stderr = ''
-    child.stdout.on('data', (d: Buffer) => out.push(d))
-    child.stderr.on('data', (d) => (stderr += d))
-    child.stdin.on('error', () => {})
-    child.stdin.end(input)
-    const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs)
-    child.on('error', reject)
-    child.on('close', (code) => {
-      clearTimeout(timer)
-      resolve({ code, stdout: Buffer.concat(out), stderr })
-    })
-  })
-}
 
 /** `mesh proxy` processes alive right now, with their arguments. */
 function proxies(): string[] {

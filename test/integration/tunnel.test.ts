@@ -4,34 +4,14 @@ import { createHash, randomBytes } from 'node:crypto'
 import { existsSync, readFileSync, statSync, writeFileSync } from 'node:fs'
 import { connect, createServer, type Server, type Socket } from 'node:net'
 import { join } from 'node:path'
-import { type AgentProcess, CLI, Fixture, mesh, meshJson, waitFor } from './cluster-harness.js'
+import { type AgentProcess, CLI, Fixture, mesh, meshJson, runIO, waitFor } from './cluster-harness.js'
 
 const sha256 = (b: Uint8Array) => createHash('sha256').update(b).digest('hex')
 const SOURCE_MIB = 64
 
-interface Run {
-  code: number
-  stdout: Buffer
-  stderr: string
-}
-
 /** `mesh ARGS` with `input` on stdin (then EOF), collecting stdout as bytes; bounded. */
-function meshIO(args: string[], input: Uint8Array, timeoutMs = 60_000): Promise<Run> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [CLI, ...args], { stdio: ['pipe', 'pipe', 'pipe'] })
-    const out: Buffer[] = []
-    let stderr = ''
-    child.stdout.on('data', (d: Buffer) => out.push(d))
-    child.stderr.on('data', (d) => (stderr += d))
-    child.stdin.on('error', () => {})
-    child.stdin.end(input)
-    const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs)
-    child.on('error', reject)
-    child.on('close', (code, signal) => {
-      clearTimeout(timer)
-      resolve({ code: code ?? (signal === null ? -1 : 128), stdout: Buffer.concat(out), stderr })
-    })
-  })
+function meshIO(args: string[], input: Uint8Array, timeoutMs = 60_000) {
+  return runIO([process.execPath, CLI, ...args], input, timeoutMs)
 }
 
 /** A long-running `mesh` command that prints its listen address as JSON on the first line. */
