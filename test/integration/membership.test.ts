@@ -404,7 +404,7 @@ describe('membership: five agents on 127.0.0.1', function () {
       return killing
     }
 
-    it('kill -9: every other member marks it dead (bound 60 s: probe round + 4 s suspicion, up to 6x unconfirmed)', async () => {
+    it('kill -9: every other member marks it dead (bound 60 s: probe round + 3 s suspicion, up to 4x unconfirmed)', async () => {
       const took = await killed()
       const times = core().map((o) => took.get(o)!)
       console.log(
