@@ -123,7 +123,8 @@ describe('system: web dashboard, five agents, real Chromium', function () {
       { timeout: 30_000 },
     )
     const g = await page.evaluate(() => window.meshUi.graph())
-    assert.deepEqual(g, { nodes: 5, byStatus: { alive: 5 }, edges: { direct: 4 } })
+    // five members: cytoscape's labelled graph (the canvas is for large clusters)
+    assert.deepEqual(g, { nodes: 5, byStatus: { alive: 5 }, edges: { direct: 4 }, renderer: 'cytoscape' })
     await page.evaluate(() => (window.loadMark = 'first load'))
     await page.waitForTimeout(500) // cytoscape draws on its next frame
     await page.screenshot({ path: join(shots, 'graph.png') })
