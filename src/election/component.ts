@@ -310,8 +310,9 @@ export class ElectionsComponent implements Component {
    * the other voters signed that it is (core.ts deadQuorum). We sign only once we could not reach
    * it ourselves (a ping over the member connection, or a dial): a table takes a death from
    * gossip, and after a partition heals the cut-off side's verdicts about members alive on our
-   * side arrive with its refutations; co-signing whatever the table showed gave those verdicts a
-   * majority and ended healthy requests no-candidate (7 of 9 in one 7-agent chaos run).
+   * side arrive with its refutations: co-signing whatever the table showed could give those
+   * verdicts a majority. (The no-candidate requests of the 7-agent chaos runs had another cause:
+   * see protocols/election.md.)
    */
   private async confirm(c: Claim): Promise<void> {
     if (c.by === this.core.self || c.peerId === this.core.self) return

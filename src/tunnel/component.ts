@@ -285,7 +285,7 @@ export class TunnelComponent implements Component {
       await this.track(info, opened.stream, local, head, framed)
       return
     }
-    // to ourselves: socket to socket, framed towards the CLI like the bridge does
+    // to ourselves: socket to socket, framed towards the CLI like the bridge does (unless raw)
     const remote = opened.socket!
     const close = (err: Error) => {
       if (framed) writeError(local, err.message)

@@ -29,7 +29,7 @@ export function shellQuote(s: string): string {
 
 /**
  * ProxyCommand for ssh: this CLI's `proxy %h %p`, with the node binary, script and data dir
- * spelled out. `fdpass`: `proxy --fdpass`, which needs ssh's ProxyUseFdpass (sshOptions).
+ * spelled out. `fdpass`: `proxy --fdpass`, which needs ssh's ProxyUseFdpass (proxyOptions).
  */
 export function proxyCommand(cli: string[], opts: { fdpass?: boolean } = {}): string {
   return [...cli.map(shellQuote), 'proxy', ...(opts.fdpass === true ? ['--fdpass'] : []), '%h', '%p'].join(
