@@ -14,6 +14,7 @@ import { closeSync, existsSync, mkdtempSync, openSync, readFileSync, rmSync, wri
 import { createServer } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
+import { newCluster } from '../../src/node/cluster.js'
 import { type Host, Lab, sshdSetup } from '../../test/system/harness.js'
 import { MeshAgent } from './agents.js'
 import { parseFlags, positive } from './args.js'
@@ -33,6 +34,7 @@ import {
   waitForLine,
   writeReport,
 } from './report.js'
+import { streamRun } from './stream-run.js'
 
 const CLI = join(ROOT, 'dist', 'src', 'cli', 'main.js')
 const NODE = process.execPath
@@ -135,6 +137,14 @@ interface LoopbackResult {
   scp: { direct: Stats; overlay: Stats; fdpass: Stats; ratio: number; fdpassRatio: number; mib: number }
   /** CPU seconds per GB of each agent during the scp runs through the overlay (median over repeats) */
   agentCpuPerGB: Record<'overlay' | 'fdpass', { a: number; b: number }>
+  /**
+   * The reference for that CPU, measured in the same run: a bare js-libp2p stream (TCP + Noise +
+   * yamux) of the same size between two processes, CPU seconds per GB of its sender and receiver
+   * (median over repeats); agent A sends into the overlay as that sender does, agent B receives.
+   */
+  bareCpuPerGB: { sender: number; receiver: number; mbps: number }
+  /** agent A / bare sender and agent B / bare receiver, with fdpass (issue 14: <= 2) */
+  agentCpuVsBare: { a: number; b: number }
   connect: Record<SshPath, number[]>
   rtt: Record<SshPath, number[]>
 }
@@ -339,7 +349,15 @@ async function loopback(o: Options, log: (s: string) => void): Promise<LoopbackR
       overlay: { a: [] as number[], b: [] as number[] },
       fdpass: { a: [] as number[], b: [] as number[] },
     }
+    const bare = { sender: [] as number[], receiver: [] as number[], mbps: [] as number[] }
+    const c = newCluster('bench')
+    const clusterEnv = JSON.stringify({ name: c.name, id: c.id, key: Buffer.from(c.key).toString('hex') })
     for (let i = 0; i < o.repeats; i++) {
+      log(`bare libp2p stream ${o.scpMiB} MiB (${i + 1}/${o.repeats})`)
+      const s = await streamRun('bare', { bytes: size, chunk: 64 << 10 }, clusterEnv)
+      bare.sender.push(s.senderCpuMs / 1000 / (s.bytes / 1e9))
+      bare.receiver.push(s.receiverCpuMs / 1000 / (s.bytes / 1e9))
+      bare.mbps.push(s.mbps)
       for (const k of rotate(SSH_PATHS, i + 1)) {
         log(`scp ${o.scpMiB} MiB ${k} (${i + 1}/${o.repeats})`)
         const scpOpts = optsOf[k].map((x) => (x === '-p' ? '-P' : x))
@@ -370,6 +388,15 @@ async function loopback(o: Options, log: (s: string) => void): Promise<LoopbackR
       agentCpuPerGB: {
         overlay: { a: pct(cpu.overlay.a, 50), b: pct(cpu.overlay.b, 50) },
         fdpass: { a: pct(cpu.fdpass.a, 50), b: pct(cpu.fdpass.b, 50) },
+      },
+      bareCpuPerGB: {
+        sender: pct(bare.sender, 50),
+        receiver: pct(bare.receiver, 50),
+        mbps: pct(bare.mbps, 50),
+      },
+      agentCpuVsBare: {
+        a: pct(cpu.fdpass.a, 50) / pct(bare.sender, 50),
+        b: pct(cpu.fdpass.b, 50) / pct(bare.receiver, 50),
       },
       connect,
       rtt,
@@ -568,6 +595,14 @@ async function main(): Promise<void> {
               `${fmt(r.agentCpuPerGB.fdpass.a, 2)} / ${fmt(r.agentCpuPerGB.fdpass.b, 2)}`,
               '',
               '',
+            ],
+            [
+              `reference: a bare js-libp2p stream of the same size, sender / receiver CPU (s per GB, median; ${fmt(r.bareCpuPerGB.mbps, 0)} MB/s)`,
+              '-',
+              '',
+              `${fmt(r.bareCpuPerGB.sender, 2)} / ${fmt(r.bareCpuPerGB.receiver, 2)}`,
+              '',
+              `agents / bare: ${fmt(r.agentCpuVsBare.a, 2)} / ${fmt(r.agentCpuVsBare.b, 2)}`,
             ],
             [
               `ssh echo round trip p50 (ms, ${r.rtt.direct.length} samples in one session)`,

@@ -1,6 +1,6 @@
 import type { Socket } from 'node:net'
 import type { Stream } from '@libp2p/interface'
-import type { Uint8ArrayList } from 'uint8arraylist'
+import { Uint8ArrayList } from 'uint8arraylist'
 import { writeData, writeEnd, writeError } from './frames.js'
 
 // yamux may have granted up to 16 MiB of window when we pause the stream; what is in
@@ -156,7 +156,7 @@ export function bridge(
     stream.addEventListener('close', onClose)
 
     // ---- socket -> stream ----------------------------------------------------------------
-    const send = (buf: Uint8Array): void => {
+    const send = (buf: Uint8Array | Uint8ArrayList): void => {
       if (stream.writeStatus !== 'writable') return
       result.sent += buf.byteLength
       try {
@@ -171,8 +171,28 @@ export function bridge(
         finish(err as Error)
       }
     }
-    const onData = (buf: Buffer) => send(buf)
+    // What the socket delivers in one event-loop turn (libuv reads a busy socket up to 32 times
+    // per poll) goes to the stream as one message: one yamux frame, Noise messages filled to
+    // their 65,519-byte maximum and one writev, where a send per 64 KiB read made a frame of
+    // 65,548 bytes, so two Noise messages (one of 29 bytes) and a syscall for every read.
+    let outgoing: Uint8Array[] = []
+    let sendScheduled = false
+    const flushOut = () => {
+      sendScheduled = false
+      const chunks = outgoing
+      outgoing = []
+      if (chunks.length === 0 || settled) return
+      send(chunks.length === 1 ? chunks[0] : new Uint8ArrayList(...chunks))
+    }
+    const onData = (buf: Buffer) => {
+      outgoing.push(buf)
+      if (!sendScheduled) {
+        sendScheduled = true
+        setImmediate(flushOut)
+      }
+    }
     const onSocketEnd = () => {
+      flushOut()
       socketDone = true
       // half-close: the stream keeps delivering the other direction
       stream.close().then(
