@@ -21,10 +21,10 @@ export const COST = {
   ihaveRounds: 3,
   /** one row of a sync 2.0.0 digest: an 8-byte fingerprint (protocols/membership.md) */
   digestItem: 8,
-  /** Probe{seq} for a direct probe, Probe{seq, target} for an indirect one, ProbeReply{seq, ack} */
+  /** Probe{seq} for a direct probe, Probe{seq, target} for an indirect one, ProbeReply{seq, ack, now_ms} */
   probe: 7,
   probeReq: 61,
-  reply: 8,
+  reply: 17,
   /** a new connection: TCP + Noise XX + multistream + the admission proof, both ways */
   dial: 1200,
 } as const

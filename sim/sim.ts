@@ -50,6 +50,12 @@ export const AGENT = {
   connectBatch: 8,
   reconnectEveryMs: 10_000,
   reconnectBatch: 8,
+  /**
+   * kad-dht refills its routing table from the peer store on start and its first queries dial
+   * those members (K = 20): a restarted agent among 20 on 127.0.0.1 held outbound connections to
+   * all 19 others, and had synced with each, before its control API answered (2026-12-04)
+   */
+  dhtStartDials: 20,
   syncOnConnectGapMs: 5_000,
   syncTimeoutMs: 10_000,
   maxSyncBytes: 8 << 20,
@@ -198,6 +204,10 @@ const NO_CLAIMS: readonly Claim[] = Object.freeze([])
 const uintField = (v: number): number => (v === 0 ? 0 : 1 + varintLen(v))
 /** A proto3 bytes field: left out when empty. */
 const bytesField = (len: number): number => (len === 0 ? 0 : field(len))
+/** ProbeReply.now_ms, a double: tag + 8 bytes, always set by the agent */
+const NOW_MS_FIELD = 9
+/** the seq of a fan-out probe (service.ts FANOUT_SEQ_BASE = 2^31 and up): tag + 5-byte varint */
+const FANOUT_SEQ_FIELD = 6
 
 export class Sim {
   now = 0
@@ -209,9 +219,12 @@ export class Sim {
   readonly bytes: Record<Channel, number> = { probe: 0, gossip: 0, ihave: 0, sync: 0, dial: 0, ext: 0 }
   /**
    * Membership payload bytes sent, counted as the agent's mesh_membership_bytes_total
-   * {direction="out"} counts them (service.ts): probe messages with their 1-byte length
-   * prefix, sync messages, and a gossip MemberSet once per publish (not per copy, not when
-   * forwarded); no framing, streams, envelopes, IHAVE or dialling. For comparing with agents.
+   * {direction="out"} counts them (service.ts) on its probe, gossip and sync channels: probe
+   * messages (fan-out probes too) with their 1-byte length prefix and the records and claims
+   * piggybacked on them, sync messages, and a gossipsub MemberSet once per publish (not per
+   * copy, not when forwarded); no framing, streams, envelopes, IHAVE or dialling. (The agent's
+   * 'piggyback' channel counts the piggybacked part of its probe channel again.) For comparing
+   * with agents.
    */
   readonly payload: Record<Channel, number> = { probe: 0, gossip: 0, ihave: 0, sync: 0, dial: 0, ext: 0 }
   readonly syncs = { periodic: 0, connect: 0, leave: 0, failed: 0, unsent: 0, tooLarge: 0, rowsMoved: 0 }
@@ -575,6 +588,13 @@ export class Sim {
     if (node.full) this.tracker.observerUp(i)
     this.tracker.expect(i, 'restart')
     this.startTimers(node, false)
+    // the DHT's start-up dials (each connection then syncs): random members of the peer store
+    for (let k = 0; k < AGENT.dhtStartDials && k < known.length; k++) {
+      const r = k + randInt(this.rng, known.length - k)
+      const j = known[r]
+      known[r] = known[k]
+      if (!this.connected(i, j)) this.dial(node, j)
+    }
     if (this.opts.announceOnStart) this.announce(node)
   }
 
@@ -865,9 +885,7 @@ export class Sim {
     m.gossip = items
     let n = 0
     for (const x of items) n += newsBytes(x)
-    const bytes = field(n)
-    this.payload.gossip += bytes
-    return bytes
+    return field(n)
   }
 
   private clusterSize(node: SimNode): number {
@@ -902,8 +920,10 @@ export class Sim {
       sent++
       const m = this.newMsg(MSG.gossip, node)
       const g = this.takeGossip(node, m)
-      // Probe{seq: 0, gossip}: answered by ProbeReply{ack, gossip} on the same long-lived link
-      this.send(node, j, m, COST.probe + g + COST.frame, 'gossip', 1 + 2 + g)
+      // Probe{seq, gossip} with a seq from 2^31 up (service.ts FANOUT_SEQ_BASE), answered by
+      // ProbeReply{seq, ack, now_ms, gossip} on the same long-lived link; the agent counts both
+      // on its probe channel, gossip included
+      this.send(node, j, m, COST.probe + g + COST.frame, 'gossip', 1 + FANOUT_SEQ_FIELD + g, 0, 'probe')
     }
   }
 
@@ -961,7 +981,7 @@ export class Sim {
       m,
       (t === MSG.probe ? COST.probe : COST.probeReq) + COST.frame + COST.stream / 2 + g,
       'probe',
-      1 + body,
+      1 + body + g,
       g,
     )
   }
@@ -971,10 +991,10 @@ export class Sim {
     m.seq = req.seq
     m.ack = ack
     m.sentAt = req.sentAt
-    // ProbeReply{seq, ack}: ack = false is left out
-    const body = uintField(req.seq) + (ack ? 2 : 0)
+    // ProbeReply{seq, ack, now_ms}: ack = false is left out, now_ms (a double) never
+    const body = uintField(req.seq) + (ack ? 2 : 0) + NOW_MS_FIELD
     const g = this.takeGossip(node, m)
-    this.send(node, req.from, m, COST.reply + COST.frame + COST.stream / 2 + g, 'probe', 1 + body, g)
+    this.send(node, req.from, m, COST.reply + COST.frame + COST.stream / 2 + g, 'probe', 1 + body + g, g)
   }
 
   private onProbe(node: SimNode, m: Msg): void {
@@ -1025,6 +1045,8 @@ export class Sim {
     channel: Channel,
     payload = 0,
     gossipBytes = 0,
+    /** where the agent's counter puts the payload, when not on `channel` */
+    payloadChannel: Channel = channel,
   ): boolean {
     if (!from.up) return false
     let extra = 0
@@ -1040,7 +1062,7 @@ export class Sim {
     }
     this.count(from, channel, bytes - gossipBytes)
     if (gossipBytes > 0) this.count(from, 'gossip', gossipBytes)
-    this.payload[channel] += payload
+    this.payload[payloadChannel] += payload
     if (at < 0) return false
     const dest = this.nodes[to]
     const ev = this.push(at + extra + this.procDelay(dest), K_MSG, to, dest.epoch)
@@ -1078,7 +1100,16 @@ export class Sim {
         this.ingestMixed(node, m.gossip)
         const r = this.newMsg(MSG.gossipReply, node)
         const g = this.takeGossip(node, r)
-        this.send(node, src.idx, r, COST.reply + g + COST.frame, 'gossip', 1 + 3 + g)
+        this.send(
+          node,
+          src.idx,
+          r,
+          COST.reply + g + COST.frame,
+          'gossip',
+          1 + FANOUT_SEQ_FIELD + 2 + NOW_MS_FIELD + g,
+          0,
+          'probe',
+        )
         break
       }
       case MSG.gossipReply:
@@ -1316,7 +1347,7 @@ export class Sim {
       this.send(node, src.idx, r, bytes + COST.frame, 'sync', payload)
     } else if (m.t === MSG.syncResp) {
       if (src.epoch !== m.fe) return
-      this.ingestFrom(node, src)
+      const learnt = this.ingestFrom(node, src)
       if (this.opts.sync === 'digest') {
         const f = this.newMsg(MSG.syncFin, node)
         f.why = m.why
@@ -1324,6 +1355,10 @@ export class Sim {
         const diff = this.diffBytes(node, src)
         this.send(node, src.idx, f, diff + COST.frame, 'sync', diff)
       }
+      // service.ts sync(): a sync that taught us something dials the members we lack a
+      // connection to now, not at the next 5 s round (a restarted agent syncs with all of them
+      // within a second this way: 19 'connect' syncs at 20 agents)
+      if (learnt > 0) this.connectMembers(node)
     } else this.ingestFrom(node, src)
   }
 
@@ -1357,9 +1392,9 @@ export class Sim {
   }
 
   /** `dst` ingests `src`'s table: records first, then claims, as ingest() does with a MemberSet. */
-  private ingestFrom(dst: SimNode, src: SimNode): void {
+  private ingestFrom(dst: SimNode, src: SimNode): number {
     const rows = this.differing(dst, src)
-    if (rows.length === 0) return
+    if (rows.length === 0) return 0
     this.syncs.rowsMoved += rows.length
     const records: SignedInfo[] = []
     const claims: Claim[] = []
@@ -1368,8 +1403,9 @@ export class Sim {
       if (d === undefined || d.signed !== e.signed) records.push(e.signed)
       if (e.claim !== undefined) claims.push(e.claim)
     }
-    dst.core.ingest(records, claims, this.now, false)
+    const changed = dst.core.ingest(records, claims, this.now, false)
     this.arm(dst)
+    return changed
   }
 
   // ---- gossip ---------------------------------------------------------------------------------

@@ -12,8 +12,10 @@
 //   (the new incarnation is that wall-clock time; the simulator's restart() boots a process
 //   that is already up), and, agents only, from spawning the process (start-up is not simulated);
 // - idle membership bytes/s per member over one settle window, as the agent's own counter
-//   (mesh_membership_bytes_total, direction out) counts them: payloads only, which the
-//   simulator counts the same way in sim.payload (its wire figure is printed in the notes).
+//   (mesh_membership_bytes_total, direction out, channels probe + gossip + sync; its 'piggyback'
+//   channel counts the gossip inside probes a second time and is left out): payloads only, which
+//   the simulator counts the same way in sim.payload (its wire figure is printed in the notes).
+//   The notes split both by channel, and count the syncs a restart took.
 // Real times come from the agents' own cluster_change events (SSE, time-stamped by the agent).
 // Tolerance: a simulated median agrees when it is within max(2 s, 30%) of the real one (the
 // probe interval is 1 s and every agent shares two cores with the others); bytes within 50%.
@@ -79,7 +81,13 @@ interface Round {
   idleBps?: number
   /** simulator only: the same idle traffic on the wire (framing, streams, gossipsub envelopes, IHAVE) */
   idleWireBps?: number
+  /** idleBps by channel (agents: also 'piggyback', the records and claims inside probe messages) */
+  idleByChannel?: Record<string, number>
+  /** syncs on new connections from the restart until alive everywhere (agents: the restarted one's) */
+  restartSyncs?: number
 }
+
+const CHANNELS = ['probe', 'gossip', 'sync'] as const
 
 // ---- the simulator --------------------------------------------------------------------------
 
@@ -88,11 +96,8 @@ function simRound(n: number, seed: number, settleMs: number): Round {
     seed,
     expectedNodes: n,
     network: { latency: 'loopback', bandwidthMbps: 10_000 },
-    // a restarted agent publishes its new record within about a second of its membership
-    // service starting: at 20 agents every other member took it alive within 0.5 s of each
-    // other, 0.3-1.3 s after the start (one gossip message, not the 8 syncs of the first dial
-    // batch and the 5 s connect loop, which is all the simulator does without this: 5.0 s)
-    announceOnStart: true,
+    // not announceOnStart: a restarted agent is connected to, and has synced with, every member
+    // it knew by the time its membership service runs (the DHT's start-up dials, AGENT.dhtStartDials)
   })
   let victimId = ''
   const dead = new Set<string>()
@@ -116,9 +121,12 @@ function simRound(n: number, seed: number, settleMs: number): Round {
   const wire = () => sim.bytes.probe + sim.bytes.gossip + sim.bytes.ihave + sim.bytes.sync
   const b0 = idle()
   const w0 = wire()
+  const c0 = CHANNELS.map((c) => sim.payload[c])
   sim.run(2 * settleMs)
-  const idleBps = (idle() - b0) / n / (settleMs / 1000)
-  const idleWireBps = (wire() - w0) / n / (settleMs / 1000)
+  const perMember = (bytes: number) => bytes / n / (settleMs / 1000)
+  const idleBps = perMember(idle() - b0)
+  const idleWireBps = perMember(wire() - w0)
+  const idleByChannel = Object.fromEntries(CHANNELS.map((c, k) => [c, perMember(sim.payload[c] - c0[k])]))
   const victim = 1 + randInt(mulberry32(mix32(seed, 99)), n - 1)
   victimId = sim.nodes[victim].peerId
   const t0 = sim.now
@@ -127,6 +135,7 @@ function simRound(n: number, seed: number, settleMs: number): Round {
   const allMs = sim.tracker.detections[0] ?? Number.NaN
   sim.run(sim.now + 3_000)
   const t1 = sim.now
+  const connectSyncs = sim.syncs.connect
   sim.restart(victim)
   while (sim.tracker.convergence.restart.length === 0 && sim.now < t1 + 120_000) sim.run(sim.now + 100)
   return {
@@ -137,6 +146,8 @@ function simRound(n: number, seed: number, settleMs: number): Round {
     rejoinFromStartMs: sim.tracker.convergence.restart[0],
     idleBps,
     idleWireBps,
+    idleByChannel,
+    restartSyncs: sim.syncs.connect - connectSyncs,
   }
 }
 
@@ -182,13 +193,23 @@ async function realSize(n: number, o: Options): Promise<{ rounds: Round[]; error
     await until(`all ${n} agents to list ${n} alive members`, () => allAlive(agents, n), 180_000, 1000)
     for (const a of agents) a.listen()
     await sleep(o.settleS * 1000)
-    // idle: membership bytes every agent sent over one more settle window
-    const sum = async () =>
-      (await Promise.all(agents.map((a) => a.bytesOut().catch(() => Number.NaN)))).reduce((x, y) => x + y, 0)
-    const out0 = await sum()
+    // idle: membership bytes every agent sent over one more settle window, by channel
+    const sent = async (channel: string) =>
+      (
+        await Promise.all(
+          agents.map((a) =>
+            a.metric('mesh_membership_bytes_total', { direction: 'out', channel }).catch(() => Number.NaN),
+          ),
+        )
+      ).reduce((x, y) => x + y, 0)
+    const all = [...CHANNELS, 'piggyback']
+    const out0 = await Promise.all(all.map(sent))
     const tIdle = Date.now()
     await sleep(o.settleS * 1000)
-    const idleBps = ((await sum()) - out0) / n / ((Date.now() - tIdle) / 1000)
+    const out1 = await Promise.all(all.map(sent))
+    const secs = (Date.now() - tIdle) / 1000
+    const idleByChannel = Object.fromEntries(all.map((c, k) => [c, (out1[k] - out0[k]) / n / secs]))
+    const idleBps = CHANNELS.reduce((x, c) => x + idleByChannel[c], 0)
     for (let r = 0; r < o.repeats; r++) {
       const victim = agents[1 + ((r * 7) % (n - 1))]
       const others = agents.filter((a) => a !== victim)
@@ -214,6 +235,7 @@ async function realSize(n: number, o: Options): Promise<{ rounds: Round[]; error
       // where the simulator's restart() stands: start-up before it is not simulated.
       const tSpawn = Date.now()
       victim.start()
+      let restartSyncs: number | undefined
       let rejoinMs: number | undefined
       let startupMs: number | undefined
       let rejoinFromStartMs: number | undefined
@@ -232,6 +254,9 @@ async function realSize(n: number, o: Options): Promise<{ rounds: Round[]; error
         rejoinMs = tBack - tSpawn
         startupMs = tMembership - tSpawn
         rejoinFromStartMs = tBack - tMembership
+        restartSyncs = await victim
+          .metric('mesh_membership_syncs_total', { role: 'connect' })
+          .catch(() => undefined)
         process.stderr.write(
           `  ${n} agents, round ${r + 1}: restart seen alive by the others at ${back
             .map((c) => c.time - tMembership)
@@ -251,6 +276,8 @@ async function realSize(n: number, o: Options): Promise<{ rounds: Round[]; error
         rejoinFromStartMs,
         gossipReceivers,
         idleBps,
+        idleByChannel,
+        restartSyncs,
       })
       process.stderr.write(
         `  ${n} agents, round ${r + 1}: first ${Math.min(...rel)} ms, all ${Math.max(...rel)} ms, restart: alive everywhere ${rejoinMs ?? '-'} ms after spawn, membership started after ${startupMs ?? '-'} ms\n`,
@@ -331,6 +358,13 @@ async function main(): Promise<void> {
     notes.push(
       `${n} members: agents' rounds ${real.rounds.map((r) => `first ${s(r.firstMs)} s / all ${s(r.allMs)} s, gossip received by ${r.gossipReceivers ?? '-'} of ${n - 1}, restart: membership started ${s(r.startupMs)} s after spawn`).join('; ')}` +
         `; simulator: spread first-to-all median ${s(med(simRounds.map((r) => r.allMs - r.firstMs)))} s, idle wire bytes/s per member (framing, streams, envelopes, IHAVE) median ${bFmt(med(simRounds.map((r) => r.idleWireBps)))}` +
+        `; idle payload by channel, simulator / agents (medians): ${[...CHANNELS, 'piggyback']
+          .map(
+            (c) =>
+              `${c} ${bFmt(med(simRounds.map((r) => r.idleByChannel?.[c])))} / ${bFmt(med(real.rounds.map((r) => r.idleByChannel?.[c])))}`,
+          )
+          .join(', ')} (piggyback: inside probe)` +
+        `; syncs on connect during a restart, simulator (all members) / agents (the restarted one): ${med(simRounds.map((r) => r.restartSyncs)) ?? '-'} / ${med(real.rounds.map((r) => r.restartSyncs)) ?? '-'}` +
         (real.errors.length > 0 ? `; errors: ${real.errors.join('; ')}` : ''),
     )
     results.push({
