@@ -33,6 +33,9 @@ export function describeEvent(e: StreamEvent, nameOf: (peerId: string) => string
     case 'request_no_candidate':
       what = `request ${d.id}: no member can take it: ${d.message}`
       break
+    case 'request_placed_again':
+      what = `request ${d.id}: placed again as ${d.as}`
+      break
     case 'request_change':
       what = `request ${d.id}: ${d.status}`
       break

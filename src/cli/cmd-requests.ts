@@ -72,7 +72,8 @@ export function requestCommands(program: Command): void {
         if (g.json) return printJson(s)
         const lines = [
           `request   ${s.id}`,
-          `state     ${s.status}`,
+          `state     ${s.status}${s.placedAgainAs === undefined ? '' : `, placed again as ${s.placedAgainAs}`}`,
+          ...(s.supersedes === undefined ? [] : [`places    ${s.supersedes} again (it ended no-candidate)`]),
           `compute   ${s.computeType}`,
           `winner    ${s.winner === undefined ? '-' : nameOf(s, s.winner)}`,
           `instance  ${s.instance ?? '-'}`,
@@ -141,7 +142,9 @@ export function requestCommands(program: Command): void {
             ['ID', 'STATE', 'REPORT', 'COMPUTE', 'WINNER', 'INSTANCE', 'AGE'],
             requests.map((r) => [
               r.id.slice(0, 12),
-              r.status,
+              r.placedAgainAs === undefined
+                ? r.status
+                : `${r.status}, placed again as ${r.placedAgainAs.slice(0, 12)}`,
               r.report,
               r.computeType,
               r.winnerName,

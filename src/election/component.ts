@@ -47,6 +47,10 @@ export interface RequestSummary {
   /** the winner's last report: ELECTED, ALLOCATED, DEALLOCATED, ERROR */
   report?: string
   note?: string
+  /** ended no-candidate and was placed again as this request (see placeAgain) */
+  placedAgainAs?: string
+  /** places again this no-candidate request */
+  supersedes?: string
 }
 
 /** how long a member our table holds dead has to answer our ping before we sign its death too */
@@ -145,6 +149,8 @@ export class ElectionsComponent implements Component {
       // back from the dead (a healed partition, a starved process): it missed what we hold, we
       // what it holds, and the connection may never have dropped, so no sync on connect
       else if (e.data.before === 'dead' && e.data.after === 'alive') this.syncWith(String(e.data.peerId))
+      // someone our no-candidate requests could not ask may be back
+      if (e.data.after === 'alive') this.placeAgain()
     })
     // resume what was open before a restart; claims already in the table too
     const saved = this.load()
@@ -186,10 +192,7 @@ export class ElectionsComponent implements Component {
     tags?: Record<string, string>
     names?: string[]
   }): Request {
-    const voters = this.deps.membership
-      .rows()
-      .filter((r) => r.status === 'alive' && !this.deps.node.trust.isRevoked(r.peerId))
-      .map((r) => ({ peerId: r.peerId, incarnation: r.entry.signed.info.incarnation }))
+    const voters = this.alive()
     const { request, effects } = this.core.create(
       {
         computeType: spec.computeType,
@@ -202,6 +205,34 @@ export class ElectionsComponent implements Component {
     this.times.set(request.id, {})
     this.run(effects)
     return request
+  }
+
+  /** The members alive in our table now, at their incarnations now: a request's voters. */
+  private alive(): { peerId: string; incarnation: number }[] {
+    return this.deps.membership
+      .rows()
+      .filter((r) => r.status === 'alive' && !this.deps.node.trust.isRevoked(r.peerId))
+      .map((r) => ({ peerId: r.peerId, incarnation: r.entry.signed.info.incarnation }))
+  }
+
+  /**
+   * Our requests that ended no-candidate are placed again among the members alive now, as soon
+   * as one of them is a member the old request could not ask (back at a new incarnation, or new):
+   * a request's voters only ever leave it (protocols/election.md, "Placed again").
+   */
+  private placeAgain(ids: Iterable<string> = this.core.ids()): void {
+    if (this.stopped) return
+    for (const id of ids) {
+      const v = this.core.view(id)
+      if (v === undefined || v.status !== 'no-candidate' || v.request.requester !== this.core.self) continue
+      if (v.placedAgainAs !== undefined) continue
+      const r = this.core.supersede(id, this.alive(), Date.now())
+      if ('why' in r) continue
+      this.times.set(r.request.id, {})
+      this.deps.reporter.log.info({ id, as: r.request.id }, 'request placed again')
+      this.deps.events.publish('request_placed_again', { id, as: r.request.id })
+      this.run(r.effects)
+    }
   }
 
   /**
@@ -273,7 +304,13 @@ export class ElectionsComponent implements Component {
     }
     if (v.instance !== undefined) s.instance = v.instance
     if (v.report !== undefined) s.report = v.report.state
-    if (v.reasons !== undefined) s.note = explainRefusals(v.reasons, (p) => this.nameOf(p))
+    if (v.placedAgainAs !== undefined) s.placedAgainAs = v.placedAgainAs
+    if (v.supersedes !== undefined) s.supersedes = v.supersedes
+    if (v.outranked !== undefined) s.note = `void: placed again as ${v.outranked} instead`
+    else if (v.reasons !== undefined)
+      s.note =
+        (v.placedAgainAs === undefined ? '' : `placed again as ${v.placedAgainAs}; `) +
+        explainRefusals(v.reasons, (p) => this.nameOf(p))
     else if (v.report?.state === 'ERROR' && v.report.note) s.note = v.report.note
     return s
   }
@@ -443,6 +480,7 @@ export class ElectionsComponent implements Component {
           })
           break
         case 'no-candidate':
+          if (!this.stopped) queueMicrotask(() => this.placeAgain([e.requestId]))
           this.deps.events.publish('request_no_candidate', {
             id: e.requestId,
             round: e.round,

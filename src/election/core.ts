@@ -226,6 +226,12 @@ export interface ElectionView {
   /** we are the winner and allocating / running it */
   acting: boolean
   cancelled: boolean
+  /** this request ended no-candidate and its requester placed it again as this request */
+  placedAgainAs?: string
+  /** this request places again that no-candidate request of the same requester */
+  supersedes?: string
+  /** a lower-id placement of the same request is held: this one is void (status cancelled) */
+  outranked?: string
 }
 
 interface RoundState {
@@ -463,6 +469,11 @@ export class ElectionCore {
   private readonly deaths = new Map<string, Map<string, Claim>>()
   /** the very objects taken in already: copies within one process skip the checks */
   private readonly seen = new WeakSet<object>()
+  /**
+   * `${requester}/${old id}` -> ids of that requester's requests superseding it. The lowest id
+   * is the placement; any other (a requester that crashed before saving its first) is void.
+   */
+  private readonly successors = new Map<string, Set<string>>()
   /** inside ingestAll: elections to settle at the end */
   private batch: Set<Election> | undefined
   /**
@@ -545,6 +556,11 @@ export class ElectionCore {
     if (d.report !== undefined) v.report = d.report
     if (d.report?.state === 'ALLOCATED' || d.report?.state === 'DEALLOCATED') v.instance = d.report.instance
     if (d.base === 'no-candidate') v.reasons = this.refusals(e)
+    const again = this.placement(e.request.requester, e.id)
+    if (again !== undefined) v.placedAgainAs = again
+    if (e.request.supersedes !== undefined) v.supersedes = e.request.supersedes
+    const over = this.outranking(e)
+    if (over !== undefined) v.outranked = over
     return v
   }
 
@@ -704,6 +720,40 @@ export class ElectionCore {
     return out
   }
 
+  /**
+   * As the requester of `oldId`, which ended no-candidate: place it again among `alive` (the
+   * members alive now, at their incarnations now), as a new request that supersedes it. Voters
+   * whose death counted in the old request at or above the incarnation given are left out (a
+   * member declared dead is never trusted with it again at that incarnation), revoked ones too.
+   * Refused ({why}) unless someone the old request could not ask is among them: a member new to
+   * it or back at a higher incarnation; otherwise it would end the same way.
+   */
+  supersede(
+    oldId: string,
+    alive: readonly { peerId: string; incarnation: number }[],
+    now: number,
+  ): { request: Request; effects: Effect[] } | { why: string } {
+    const e = this.elections.get(oldId)
+    if (e === undefined) return { why: 'unknown request' }
+    const old = e.request
+    if (old.requester !== this.self) return { why: 'not our request' }
+    if (e.d.status !== 'no-candidate') return { why: `it is ${e.d.status}` }
+    const again = this.placement(this.self, oldId)
+    if (again !== undefined) return { why: `placed again already as ${again}` }
+    const voters = alive.filter((v) => {
+      if (this.revoked.has(v.peerId)) return false
+      const dead = e.dead.get(v.peerId)
+      return dead === undefined || dead.incarnation < v.incarnation
+    })
+    const fresh = voters.filter((v) => {
+      const was = e.voters.get(v.peerId)
+      return was === undefined || v.incarnation > was
+    })
+    if (fresh.length === 0) return { why: 'nobody it could not ask before is alive' }
+    const { filter, resources, computeType, serverType } = old
+    return this.create({ computeType, serverType, filter, resources, voters, supersedes: oldId }, now)
+  }
+
   // ---- time ---------------------------------------------------------------------------------
 
   /** When tick() must next run (+Infinity: nothing pending). */
@@ -746,6 +796,7 @@ export class ElectionCore {
         // forgotten: copies of its messages must meet 'finished' / 'expired' from now on
         for (const m of this.messages(e.id)) this.seen.delete(m)
         this.elections.delete(e.id)
+        this.successors.delete(`${e.request.requester}/${e.id}`)
         this.finished.set(e.id, Math.max(now, e.request.created + this.maxAgeMs + this.maxSkewMs))
       }
     }
@@ -797,6 +848,7 @@ export class ElectionCore {
     if (!verifyMessage(m, this.verifier)) return { outcome: 'bad-signature' }
     const e = new Election(m)
     this.elections.set(m.id, e)
+    const siblings = this.noteSuccessor(m)
     for (const [peer, inc] of e.voters)
       for (const c of this.deaths.get(peer)?.values() ?? []) if (c.incarnation >= inc) e.addClaim(c)
     const held = this.pending.get(m.id)
@@ -806,7 +858,41 @@ export class ElectionCore {
       for (const h of held.msgs) this.counters[this.apply(e, h, now, out, true).outcome]++
     }
     this.settle(e, now, out)
+    // a lower id voids the siblings; the request it supersedes now shows where it went
+    for (const id of siblings) {
+      const x = this.elections.get(id)
+      if (x !== undefined && x !== e) this.settle(x, now, out)
+    }
     return { outcome: 'accepted' }
+  }
+
+  /** Files a successor under the request it supersedes; returns every id filed there, and that one. */
+  private noteSuccessor(m: Request): string[] {
+    if (m.supersedes === undefined) return []
+    const k = `${m.requester}/${m.supersedes}`
+    let set = this.successors.get(k)
+    if (set === undefined) {
+      set = new Set()
+      this.successors.set(k, set)
+    }
+    set.add(m.id)
+    return [...set, m.supersedes]
+  }
+
+  /** The lowest-id placement of what `e` supersedes, when it is not `e` itself. */
+  private outranking(e: Election): string | undefined {
+    const old = e.request.supersedes
+    if (old === undefined) return undefined
+    const low = this.placement(e.request.requester, old)
+    return low !== undefined && low < e.id ? low : undefined
+  }
+
+  /** The successor of `old` made by `requester` that counts: the lowest id held. */
+  private placement(requester: string, old: string): string | undefined {
+    let low: string | undefined
+    for (const id of this.successors.get(`${requester}/${old}`) ?? [])
+      if (low === undefined || id < low) low = id
+    return low
   }
 
   private apply(
@@ -940,7 +1026,7 @@ export class ElectionCore {
     const path: string[] = []
     let h = ''
     const done = (base: Status, round: number, w?: Vote, report?: Report): Derived => {
-      const status = e.cancel !== undefined ? 'cancelled' : base
+      const status = e.cancel !== undefined || this.outranking(e) !== undefined ? 'cancelled' : base
       const d: Derived = { status, base, round, history: h, path, excluded }
       if (w !== undefined) {
         d.winner = w.voter

@@ -77,6 +77,11 @@ export interface RequestBody {
   resources: Needs
   /** the alive members when the request was made, sorted by peer ID, unique */
   voters: Voter[]
+  /**
+   * A placement again: the id of the request (same requester) that ended no-candidate, which
+   * this one replaces. Absent (not '') on a first request, so older members' encoding holds.
+   */
+  supersedes?: string
 }
 
 export interface Request extends RequestBody {
@@ -179,7 +184,9 @@ export function encodeRequest(r: RequestBody): Uint8Array {
       `"filter":{"names":${strArr(r.filter.names)},"tags":{${tags}}},"nonce":${r.nonce},` +
       `"requester":${str(r.requester)},` +
       `"resources":{"cpus":${n.cpus},"diskBytes":${n.diskBytes},"memoryBytes":${n.memoryBytes}},` +
-      `"serverType":${str(r.serverType)},"voters":[${voters}]}`
+      `"serverType":${str(r.serverType)},` +
+      (r.supersedes === undefined ? '' : `"supersedes":${str(r.supersedes)},`) +
+      `"voters":[${voters}]}`
     )
   })
 }
@@ -276,6 +283,8 @@ export interface RequestSpec {
   voters: readonly Voter[]
   created: number
   nonce: number
+  /** the id of our own no-candidate request this one places again */
+  supersedes?: string
 }
 
 function sign<T extends Message>(
@@ -317,6 +326,7 @@ export function signRequest(spec: RequestSpec, signer: Signer): Request {
     }),
     voters: Object.freeze(voters) as Voter[],
   }
+  if (spec.supersedes !== undefined) body.supersedes = spec.supersedes
   const reason = checkRequest({ kind: 'request', id: '0'.repeat(32), ...body, sig: new Uint8Array(1) })
   if (reason !== undefined) throw new Error(`invalid request: ${reason}`)
   const size = encodeRequest(body).length
@@ -399,8 +409,10 @@ function keys(x: Record<string, unknown>, n: number): boolean {
  */
 export function checkRequest(x: unknown): string | undefined {
   if (!isObj(x)) return 'not an object'
-  if (x.kind !== 'request' || !keys(x, 11)) return 'unexpected fields'
+  if (x.kind !== 'request' || !keys(x, x.supersedes === undefined ? 11 : 12)) return 'unexpected fields'
   if (typeof x.id !== 'string' || !ID_RE.test(x.id)) return 'bad id'
+  if (x.supersedes !== undefined && (typeof x.supersedes !== 'string' || !ID_RE.test(x.supersedes)))
+    return 'bad supersedes'
   if (!isPeer(x.requester)) return 'bad requester'
   if (!isCount(x.created)) return 'bad created time'
   if (!isUint32(x.nonce)) return 'bad nonce'

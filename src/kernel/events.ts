@@ -15,6 +15,8 @@ export const EVENT_TYPES = [
   'request_decided',
   /** no member could take a request; data.message says why */
   'request_no_candidate',
+  /** a request that ended no-candidate was placed again (data.as) among the members alive now */
+  'request_placed_again',
   /** a request's status changed (allocated, error, done...) */
   'request_change',
   /** a request starts a new round without the members that failed it */

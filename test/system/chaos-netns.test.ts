@@ -66,6 +66,8 @@ describe(`system: chaos, ${N} agents in netns, ${MINUTES > 0 ? `${MINUTES} min` 
   const members: Member[] = []
   const acked: Array<{ tag: string; seed: number }> = []
   const requests: string[] = []
+  /** requests that ended no-candidate and were placed again (followed by requestsSettled) */
+  const placedAgain = new Set<string>()
 
   const extra = (h: Host) => ['--announce', `/ip4/${h.ip}/tcp/4701`]
 
@@ -240,26 +242,36 @@ describe(`system: chaos, ${N} agents in netns, ${MINUTES > 0 ? `${MINUTES} min` 
       peerOf.set(s.peerId, m)
       views.set(m, await w!.json<RequestSummary[]>(m.agent, ['requests']))
     }
-    for (const id of requests) {
-      const seen = [...views.entries()].map(([m, v]) => [m, v.find((r) => r.id === id)] as const)
-      const missing = seen.filter(([, r]) => r === undefined).map(([m]) => m.name)
-      if (missing.length > 0) return `${id.slice(0, 8)} unknown to ${missing.join(', ')}`
-      const states = new Set(seen.map(([, r]) => `${r!.status} ${r!.winner ?? '-'} ${r!.round}`))
-      if (states.size !== 1) return `${id.slice(0, 8)}: members disagree: ${[...states].join(' | ')}`
-      const r = seen[0][1]!
-      const running = (instance: string | undefined) =>
-        members.flatMap((m) =>
-          instances(m)
-            .filter((x) => x.instance === instance && groupAlive(x.pgid))
-            .map(() => m.name),
+    const running = (instance: string | undefined) =>
+      members.flatMap((m) =>
+        instances(m)
+          .filter((x) => x.instance === instance && groupAlive(x.pgid))
+          .map(() => m.name),
+      )
+    for (const first of requests) {
+      // a request that ended no-candidate may have been placed again (and that one again): the
+      // last of the chain is the one that must be allocated; nothing may run for the others
+      let id = first
+      let r: RequestSummary | undefined
+      for (;;) {
+        const seen = [...views.entries()].map(([m, v]) => [m, v.find((x) => x.id === id)] as const)
+        const missing = seen.filter(([, x]) => x === undefined).map(([m]) => m.name)
+        if (missing.length > 0) return `${id.slice(0, 8)} unknown to ${missing.join(', ')}`
+        const states = new Set(
+          seen.map(([, x]) => `${x!.status} ${x!.winner ?? '-'} ${x!.round} ${x!.placedAgainAs ?? '-'}`),
         )
-      // every voter declared dead at some point (a partition makes both sides sign claims): an
-      // end, as long as nothing runs for it (see README, issue 16: a liveness loss, not a safety one)
-      if (r.status === 'no-candidate') {
+        if (states.size !== 1) return `${id.slice(0, 8)}: members disagree: ${[...states].join(' | ')}`
+        r = seen[0][1]!
+        if (r.status !== 'no-candidate') break
         const left = running(`sleeper-${id.slice(0, 8)}`)
         if (left.length > 0) return `${id.slice(0, 8)} ended no-candidate, yet runs on [${left.join(', ')}]`
-        continue
+        if (r.placedAgainAs === undefined) break
+        placedAgain.add(first)
+        id = r.placedAgainAs
       }
+      // every voter declared dead, none back since at a new incarnation (or the requester is
+      // down): an end, as long as nothing runs for it (README, issue 16)
+      if (r.status === 'no-candidate') continue
       if (r.status !== 'allocated') return `${id.slice(0, 8)} is ${r.status} (round ${r.round})`
       const winner = peerOf.get(r.winner ?? '')
       if (winner === undefined) return `${id.slice(0, 8)}: winner ${r.winner} is not a live member`
@@ -393,15 +405,17 @@ describe(`system: chaos, ${N} agents in netns, ${MINUTES > 0 ? `${MINUTES} min` 
       )
     }
     const noCandidate: string[] = []
-    for (const id of requests) {
-      const r = (await w!.json<RequestSummary[]>(live()[0].agent, ['requests'])).find((x) => x.id === id)
-      if (r?.status === 'no-candidate') noCandidate.push(id.slice(0, 8))
+    const held = await w!.json<RequestSummary[]>(live()[0].agent, ['requests'])
+    for (const first of requests) {
+      let r = held.find((x) => x.id === first)
+      while (r?.placedAgainAs !== undefined) r = held.find((x) => x.id === r!.placedAgainAs)
+      if (r?.status === 'no-candidate') noCandidate.push(first.slice(0, 8))
     }
     const load = readFileSync('/proc/loadavg', 'utf8').split(' ').slice(0, 3).join(' ')
     console.log(
       `      chaos: ${N} agents, ${converge.length} steps in ${((Date.now() - started) / 60_000).toFixed(1)} min (seed ${SEED}); ` +
         `faults: ${faults.kill} kill -9, ${faults.restart} restart, ${faults.partition} partition, ${faults.stop} SIGSTOP; ` +
-        `${acked.length}/${puts} puts acknowledged, ${checks} dataset checks, ${requests.length} requests never allocated twice (${noCandidate.length} ended no-candidate: ${noCandidate.join(' ')}); ` +
+        `${acked.length}/${puts} puts acknowledged, ${checks} dataset checks, ${requests.length} requests never allocated twice (${placedAgain.size} placed again; ${noCandidate.length} ended no-candidate: ${noCandidate.join(' ')}); ` +
         `settled after the fault p50 ${pct(converge, 50)} ms, max ${Math.max(...converge)} ms (bound ${CONVERGE_MS} ms); load ${load}`,
     )
   })

@@ -19,6 +19,7 @@ import {
   type Vote,
   type VoteReason,
 } from '../../src/election/index.js'
+import { fromWire, toWire } from '../../src/election/wire.js'
 import { type Claim, nullCrypto, signClaim } from '../../src/membership/record.js'
 import { mulberry32 } from '../../src/membership/swim.js'
 
@@ -1012,3 +1013,141 @@ function build(s: { n: number; rounds: RoundSpec[]; cancel: boolean }): Built {
   }
   return { request, msgs, expect }
 }
+
+describe('election: placed again (a no-candidate request among the members alive now)', () => {
+  /** Every member acting for any request of `ids` now (the live ones); at most one may. */
+  function actors(bus: Bus, ids: string[]): string[] {
+    return ids.flatMap((id) =>
+      [...(bus.acting.get(id) ?? [])].filter((p) => !bus.down.has(p)).map((p) => `${p}@${id.slice(0, 6)}`),
+    )
+  }
+
+  /** B alone can run it; B dies, so the request ends no-candidate at every live member. */
+  function lostB(): { bus: Bus; r: Request } {
+    const bus = new Bus([A, B, C])
+    bus.policy = (p) => (p === B ? yes(1) : no('capacity'))
+    const r = bus.request(A)
+    assert.deepEqual(bus.actors(), [B])
+    bus.kill(B)
+    for (const p of [A, C]) assert.equal(bus.get(p).status(r.id), 'no-candidate')
+    return { bus, r }
+  }
+
+  /** B comes back as a new process: its saved messages and the claims about it are fed back. */
+  function restartB(bus: Bus, r: Request): void {
+    const saved = bus.get(B).messages(r.id)
+    const fresh = core(B, 77)
+    bus.cores.set(B, fresh)
+    bus.down.delete(B)
+    // its saved messages, then a sync with A (which holds the claims about it)
+    bus.handle(B, fresh.ingestAll([...saved, ...bus.get(A).messages(r.id)], bus.now))
+    bus.flush()
+  }
+
+  it('once the member that could run it is back at a new incarnation, the requester places it again and only the new placement acts', () => {
+    const { bus, r } = lostB()
+    const living = [
+      { peerId: A, incarnation: 0 },
+      { peerId: C, incarnation: 0 },
+    ]
+    // nobody it could not ask before: it would end the same way
+    assert.deepEqual(bus.get(A).supersede(r.id, living, bus.now), {
+      why: 'nobody it could not ask before is alive',
+    })
+    // only the requester places it again
+    assert.ok('why' in bus.get(C).supersede(r.id, [...living, { peerId: B, incarnation: 1 }], bus.now))
+    restartB(bus, r)
+    // the restarted B does not run the old one on: its death counted there
+    assert.equal(bus.get(B).view(r.id)!.acting, false)
+    assert.deepEqual(actors(bus, [r.id]), [])
+    const made = bus.get(A).supersede(r.id, [...living, { peerId: B, incarnation: 1 }], bus.now)
+    assert.ok('request' in made)
+    const s = made.request
+    assert.equal(s.supersedes, r.id)
+    bus.handle(A, made.effects)
+    bus.flush()
+    for (const p of [A, B, C]) {
+      assert.equal(bus.get(p).status(s.id), 'elected')
+      assert.equal(bus.get(p).view(s.id)!.winner, B)
+      // the old one stays what it was, and says where it went
+      assert.equal(bus.get(p).status(r.id), 'no-candidate')
+      assert.equal(bus.get(p).view(r.id)!.placedAgainAs, s.id)
+      assert.equal(bus.get(p).view(s.id)!.supersedes, r.id)
+    }
+    assert.deepEqual(actors(bus, [r.id, s.id]), [`${B}@${s.id.slice(0, 6)}`])
+    // once only
+    assert.deepEqual(bus.get(A).supersede(r.id, [...living, { peerId: B, incarnation: 2 }], bus.now), {
+      why: `placed again already as ${s.id}`,
+    })
+  })
+
+  it('a member falsely declared dead is not trusted with it again at its old incarnation', () => {
+    const { bus, r } = lostB()
+    // B never stopped (a partition): it still runs at incarnation 0 until it hears of the claims
+    bus.down.delete(B)
+    const at0 = [A, B, C].map((peerId) => ({ peerId, incarnation: 0 }))
+    assert.deepEqual(bus.get(A).supersede(r.id, at0, bus.now), {
+      why: 'nobody it could not ask before is alive',
+    })
+    // a new member alone makes a placement, but without B at incarnation 0
+    const made = bus.get(A).supersede(r.id, [...at0, { peerId: D, incarnation: 0 }], bus.now)
+    assert.ok('request' in made)
+    assert.deepEqual(
+      made.request.voters.map((v) => v.peerId),
+      [A, C, D].sort(),
+    )
+  })
+
+  it('two placements of one request (the requester crashed before saving the first): the lower id counts everywhere, the other is void', () => {
+    const { bus, r } = lostB()
+    restartB(bus, r)
+    const voters = [
+      { peerId: A, incarnation: 0 },
+      { peerId: B, incarnation: 1 },
+      { peerId: C, incarnation: 0 },
+    ]
+    const two = [1, 2]
+      .map((nonce) =>
+        signRequest({ computeType: 'docker', voters, created: bus.now, nonce, supersedes: r.id }, sig(A)),
+      )
+      .sort((x, y) => (x.id < y.id ? -1 : 1))
+    const [lo, hi] = two
+    // the higher one first: elected, B acts for it
+    bus.handle(A, [{ type: 'send', msg: hi }, ...bus.get(A).ingest(hi, bus.now)])
+    bus.flush()
+    assert.deepEqual(actors(bus, [r.id, lo.id, hi.id]), [`${B}@${hi.id.slice(0, 6)}`])
+    // then the lower one: the higher is void everywhere, B stands down from it and acts for the lower
+    bus.handle(A, [{ type: 'send', msg: lo }, ...bus.get(A).ingest(lo, bus.now)])
+    bus.flush()
+    for (const p of [A, B, C]) {
+      assert.equal(bus.get(p).status(hi.id), 'cancelled')
+      assert.equal(bus.get(p).view(hi.id)!.outranked, lo.id)
+      assert.equal(bus.get(p).status(lo.id), 'elected')
+      assert.equal(bus.get(p).view(r.id)!.placedAgainAs, lo.id)
+    }
+    assert.deepEqual(actors(bus, [r.id, lo.id, hi.id]), [`${B}@${lo.id.slice(0, 6)}`])
+    assert.ok(
+      bus.log.some(
+        (l) =>
+          l.at === B && l.e.type === 'stand-down' && l.e.requestId === hi.id && l.e.reason === 'superseded',
+      ),
+    )
+  })
+
+  it('a placement travels as a request with a supersedes field; a first request has none, encoded as before', () => {
+    const voters = [{ peerId: A, incarnation: 0 }]
+    const first = signRequest({ computeType: 'docker', voters, created: T0, nonce: 1 }, sig(A))
+    assert.equal(first.supersedes, undefined)
+    assert.ok(!new TextDecoder().decode(toWire(first).body).includes('supersedes'))
+    const again = signRequest(
+      { computeType: 'docker', voters, created: T0, nonce: 1, supersedes: first.id },
+      sig(A),
+    )
+    const back = fromWire(toWire(again)) as Message
+    assert.ok(back.kind === 'request' && back.supersedes === first.id && back.id === again.id)
+    assert.throws(
+      () => signRequest({ computeType: 'docker', voters, created: T0, nonce: 1, supersedes: 'x' }, sig(A)),
+      /bad supersedes/,
+    )
+  })
+})
