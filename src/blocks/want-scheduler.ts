@@ -7,8 +7,9 @@
  * a test or the simulator can drive it with a fake clock.
  *
  * Scheduling: each provider gets a window of outstanding wants (bytes and count), refilled as
- * blocks arrive, so a fast provider serves more. Wants that come back (dont-have, dropped
- * provider) are tried first, by a provider that has not said dont-have for them.
+ * blocks arrive (in batches, once a quarter of it is free), so a fast provider serves more.
+ * Wants that come back (dont-have, dropped provider) are tried first, by a provider that has
+ * not said dont-have for them.
  */
 import type { CID } from './cid.js'
 
@@ -200,11 +201,22 @@ export class WantScheduler {
 
   // ---- wants --------------------------------------------------------------------------------
 
-  /** Wants to send to `peer` now, up to its window. */
+  /**
+   * Wants to send to `peer` now, up to its window. A window with less than a quarter free (by
+   * count or by bytes) waits: wants go out in batches, one message for several blocks,
+   * instead of one message (a yamux frame, a Noise message, a socket write on each side) per
+   * block that arrives.
+   */
   pump(peer: string): WantEffect[] {
     const p = this.providers.get(peer)
     const out: WantEffect[] = []
     if (p === undefined) return out
+    if (
+      p.inflight.size > 0 &&
+      (this.cfg.maxWants - p.inflight.size < Math.ceil(this.cfg.maxWants / 4) ||
+        this.cfg.windowBytes - p.inflightBytes < this.cfg.windowBytes / 4)
+    )
+      return out
     while (
       p.state === 'active' &&
       p.inflight.size < this.cfg.maxWants &&

@@ -43,6 +43,25 @@ describe('blocks: want scheduler (sans-IO, fake clock)', () => {
     assert.equal(s.remaining, 9)
   })
 
+  it('refills a window in batches: once a quarter of it is free, not after every block', () => {
+    // 8 wants of 10 kB fit (the byte window is not the bound here); a quarter is 2
+    const s = new WantScheduler({ ...CFG, maxWants: 8, windowBytes: 1_000_000 })
+    const ns = needs(20)
+    s.load(ns, 0)
+    s.connecting('a')
+    assert.equal(wants(s.have('a')).length, 8)
+    s.settle('a', ns[0].cid)
+    s.stored('a', ns[0], 10_000, 1)
+    // one free slot: the next want waits for a second one, so both go out in one message
+    assert.deepEqual(wants(s.pump('a')), [])
+    s.settle('a', ns[1].cid)
+    s.stored('a', ns[1], 10_000, 2)
+    assert.deepEqual(
+      wants(s.pump('a')).map((w) => w.need),
+      ns.slice(8, 10),
+    )
+  })
+
   it('a want of unknown size takes a whole window alone', () => {
     const s = new WantScheduler(CFG)
     s.load(needs(3, 0), 0)
