@@ -24,6 +24,7 @@ import { dialable } from './dialable.js'
 import { INBOUND_LIMITS, PendingInbound } from './inbound-limits.js'
 import { quietPeerStore } from './quiet-peer-store.js'
 import { relayPolicy } from './relays.js'
+import { libp2pLogger } from './silent-logger.js'
 import { deferYamuxWindowUpdates } from './yamux-window.js'
 
 export interface NodeOptions {
@@ -111,9 +112,11 @@ export async function createMeshNode(opts: NodeOptions) {
   if (config.webrtc.enabled) listen.push('/webrtc')
 
   deferYamuxWindowUpdates()
+  const logger = libp2pLogger()
   const node = await createLibp2p({
     start: false, // the node component starts it, after wiring its event listeners
     privateKey: opts.privateKey,
+    ...(logger === undefined ? {} : { logger }),
     datastore,
     addresses: {
       listen,
