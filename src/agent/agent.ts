@@ -264,14 +264,16 @@ export async function startAgent(opts: AgentOptions): Promise<RunningAgent> {
     }
     // every member's published sshd host keys, for ssh (mesh ssh, exec, ssh-config): kept current
     let knownHostsTimer: NodeJS.Timeout | undefined
+    let knownHostsText: string | undefined
     const updateKnownHosts = () => {
       try {
-        writeKnownHosts(
+        knownHostsText = writeKnownHosts(
           opts.dataDir,
           membership
             .rows()
             .map((r) => r.entry.signed.info)
             .filter((i) => i.status !== 'left'),
+          knownHostsText,
         )
       } catch (err) {
         log.warn({ err: (err as Error).message }, 'could not write ssh_known_hosts')

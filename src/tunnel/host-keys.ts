@@ -53,13 +53,22 @@ export function knownHostsText(members: Iterable<{ overlay: string; tags: Record
 /** Where the agent keeps that file (read by ssh through GlobalKnownHostsFile). */
 export const knownHostsPath = (dataDir: string): string => dataPaths(dataDir).knownHosts
 
-/** Write the file atomically (ssh may be reading it). */
+/**
+ * Write the file atomically (ssh may be reading it), unless it would say what `previous` (the
+ * text last written) says: members' status changes, which trigger this, rarely change a key,
+ * and a write + rename per change was 2% of a busy agent's time in a join storm. Returns the
+ * text the file now holds.
+ */
 export function writeKnownHosts(
   dataDir: string,
   members: Iterable<{ overlay: string; tags: Record<string, string> }>,
-): void {
+  previous?: string,
+): string {
+  const text = knownHostsText(members)
+  if (text === previous) return text
   const path = knownHostsPath(dataDir)
   const tmp = `${path}.tmp-${process.pid}`
-  writeFileSync(tmp, knownHostsText(members), { mode: 0o600 })
+  writeFileSync(tmp, text, { mode: 0o600 })
   renameSync(tmp, path)
+  return text
 }
