@@ -104,15 +104,72 @@ async function run(o: Options) {
       await sleep((o.stormS * 1000) / (o.agents - 1))
     }
     const startedS = (Date.now() - t0) / 1000
-    await Promise.all(agents.map((a) => a.ready(600_000)))
-    const readyS = (Date.now() - t0) / 1000
-    await until(
-      `all ${o.agents} agents to list ${o.agents} alive`,
-      () => allAlive(agents, o.agents),
-      600_000,
-      2000,
-    )
-    const convergedS = (Date.now() - t0) / 1000
+    // how the storm settles, every 10 s: agents answering, members each lists alive, connections
+    const progress: Array<{
+      s: number
+      answering: number
+      aliveMin: number
+      aliveMedian: number
+      connsMedian: number
+    }> = []
+    let sampling = false
+    const sampler = setInterval(() => {
+      if (sampling) return
+      sampling = true
+      void Promise.all(
+        agents.map(async (a) => {
+          try {
+            const [ms, st] = await Promise.all([
+              a.members(),
+              a.api.call<{ connections: unknown[] }>('GET', '/v1/peers', undefined, 5_000),
+            ])
+            return { alive: ms.filter((m) => m.status === 'alive').length, conns: st.connections.length }
+          } catch {
+            return undefined
+          }
+        }),
+      )
+        .then((views) => {
+          const ok = views.filter((v) => v !== undefined)
+          const p = {
+            s: Math.round((Date.now() - t0) / 1000),
+            answering: ok.length,
+            aliveMin: ok.length === agents.length ? Math.min(...ok.map((v) => v.alive)) : 0,
+            aliveMedian: ok.length > 0 ? median(ok.map((v) => v.alive)) : 0,
+            connsMedian: ok.length > 0 ? median(ok.map((v) => v.conns)) : 0,
+          }
+          progress.push(p)
+          process.stderr.write(
+            `fleet: ${p.s} s: ${p.answering}/${agents.length} answering, alive in views min ${p.aliveMin} median ${p.aliveMedian}, connections median ${p.connsMedian}\n`,
+          )
+        })
+        .finally(() => {
+          sampling = false
+        })
+    }, 10_000)
+    let readyS = 0
+    let convergedS = 0
+    try {
+      await Promise.all(agents.map((a) => a.ready(600_000)))
+      readyS = (Date.now() - t0) / 1000
+      // why joiners waited: what they logged while retrying the inviter (warn level)
+      const retried = agents.filter((a) => a.out.includes('could not reach the inviter'))
+      const why = retried.flatMap((a) => [...a.out.matchAll(/"err":"([^"]{0,160})/g)].map((m) => m[1]))
+      const counts = new Map<string, number>()
+      for (const w of why) counts.set(w, (counts.get(w) ?? 0) + 1)
+      process.stderr.write(
+        `fleet: ${retried.length} joiners retried the inviter; errors seen: ${JSON.stringify([...counts].sort((x, y) => y[1] - x[1]).slice(0, 5))}\n`,
+      )
+      await until(
+        `all ${o.agents} agents to list ${o.agents} alive`,
+        () => allAlive(agents, o.agents),
+        600_000,
+        2000,
+      )
+      convergedS = (Date.now() - t0) / 1000
+    } finally {
+      clearInterval(sampler)
+    }
     process.stderr.write(`fleet: converged ${convergedS.toFixed(1)} s after the storm began\n`)
 
     // idle: from here on nothing fails, so every suspicion is a false one
@@ -164,7 +221,7 @@ async function run(o: Options) {
       await sleep(5_000)
     }
     return {
-      storm: { startedS, readyS, convergedS },
+      storm: { startedS, readyS, convergedS, progress },
       idle: {
         seconds: idleWall,
         load: [load0, load1],
