@@ -5,13 +5,17 @@
 // the agent's stack, two processes on 127.0.0.1), and the agents' CPU seconds per GB through
 // mesh0. Root only (netns lab in 198.18.0.0/16).
 //
-// Impairment: netem is not in this kernel (no sch_netem, no modprobe), so delay and reordering
-// cannot be made here; loss is real: iptables `statistic --mode random` drops that share of
-// every packet leaving each member's namespace (both directions), direct and overlay alike.
-//
+// Impairment: netem is not in this kernel (no sch_netem, no sch_fq, no modprobe), so the impaired
+// rows run over a userspace impaired link (impair.ts): a and b on two segments joined by a router
+// namespace whose forwarding goes through a Node process that delays, drops (seeded) and reorders
+// (netem's reorder: a packet sent ahead of the held ones) every packet, each direction: none
+// (the link's own rate, bound by that process), low (2 ms, 0.25%, 0.5%) and high (4 ms, 1%,
+// 2.5%), as issue 15 asks; mesh0 and direct TCP over the same link, alternating.
+
 //   npm run bench:overlay            (node dist/sim/bench/overlay.js --mib 128 --repeats 3 --ssh-mib 200 --pings 100 --lossy-mib 32)
 //   MESH_BENCH_PROF=DIR              agents write a CPU profile into DIR when they stop (cpu-prof.ts)
 //   --datagram-only --no-lossy --no-ceiling   a short run: the datagram carrier on the clean link
+//   --lossy-mib N                    MiB per TCP run on the impaired link (--no-lossy: none)
 //
 // Prints a markdown table and writes sim/out/overlay-<time>.json. Every process and namespace
 // it starts is removed, also when a step fails.
@@ -19,10 +23,13 @@
 import { readFileSync } from 'node:fs'
 import { loadavg } from 'node:os'
 import { join } from 'node:path'
+import { performance } from 'node:perf_hooks'
 import { newCluster } from '../../src/node/cluster.js'
+import type { Host } from '../../test/system/harness.js'
 import { sshdSetup } from '../../test/system/harness.js'
 import { type Agent, World, waitFor } from '../../test/system/world.js'
 import { parseFlags, positive } from './args.js'
+import { type Impairment, type ImpairStats, impairedLink } from './impair.js'
 import {
   cpuSeconds,
   cpuSecondsByThread,
@@ -95,98 +102,95 @@ interface CarrierRun {
   sshDirect: number
   pingMesh: { mean: number; median: number }
   pingDirect: { mean: number; median: number }
-  /** loss (%) -> TCP through mesh0 and direct, MB/s (median) */
-  lossy: Array<{ loss: number; mesh: number[]; direct: number[] }>
+  /** over the impaired link: TCP through mesh0 and direct (MB/s), and what the impairer counted */
+  lossy: Array<{
+    name: string
+    imp: Impairment
+    mesh: number[]
+    direct: number[]
+    link: ImpairStats & { pps: number }
+  }>
   dropped: Record<string, unknown>
-  netemNote: string
   /** CPU seconds per GB through mesh0 of each agent's threads, by thread name (a, b) */
   threads: Record<string, Record<string, number>>
 }
 
-const LOSS = [0.25, 1]
+// issue 15's two impairments (each direction), and none: the userspace link's own rate
+const IMPAIRMENTS: Array<{ name: string; imp: Impairment }> = [
+  { name: 'none', imp: { delayMs: 0, lossPct: 0, reorderPct: 0 } },
+  { name: 'low', imp: { delayMs: 2, lossPct: 0.25, reorderPct: 0.5, seed: 1 } },
+  { name: 'high', imp: { delayMs: 4, lossPct: 1, reorderPct: 2.5, seed: 1 } },
+]
+
+/** Two agents a and b on the given hosts, on one carrier, with a TCP sink on b (ports 7001). */
+async function pair(w: World, aHost: Host, bHost: Host, datagram: boolean) {
+  const prof = process.env.MESH_BENCH_PROF
+  const on = {
+    MESH_OVERLAY__INTERFACE: 'true',
+    MESH_OVERLAY__NAMES: 'false',
+    MESH_OVERLAY__DATAGRAM: String(datagram),
+    MESH_OVERLAY__DATAGRAM_MTU: String(arg('datagram-mtu', 1280)),
+    MESH_LOG_LEVEL: 'warn',
+    ...(prof === undefined
+      ? {}
+      : { MESH_BENCH_PROF: prof, NODE_OPTIONS: `--import ${join(import.meta.dirname, 'cpu-prof.js')}` }),
+  }
+  await w.mesh({ dir: join(w.tmp, 'agent-a') } as Agent, ['init', '--cluster', 'bench'])
+  const a = w.agent('a', aHost, ['--announce', `/ip4/${aHost.ip}/tcp/4701`], on)
+  await w.ready(a)
+  const b = w.agent('b', bHost, ['--announce', `/ip4/${bHost.ip}/tcp/4701`, '--join', await w.invite(a)], on)
+  await w.ready(b)
+  const bOverlay = await waitFor(
+    'both interfaces up and b alive at a',
+    async () => {
+      const s = await w.json(b, ['status'])
+      const m = await w.member(a, 'b')
+      return s.overlayInterface?.interface === 'mesh0' && m?.status === 'alive'
+        ? (s.overlay as string)
+        : undefined
+    },
+    60_000,
+  )
+  const carrierOf = async (x: Agent, to: string) =>
+    (await w.json(x, ['status'])).overlayInterface.peers.find((p: any) => p.name === to)?.carrier
+  // packets flow, and (with datagram) the channel is up at both ends before anything is measured
+  await waitFor(
+    `a and b on the ${datagram ? 'datagram' : 'stream'} carrier`,
+    async () => {
+      await w.lab.exec(aHost, ['ping', '-n', '-c', '1', '-W', '2', bOverlay])
+      const want = datagram ? 'datagram' : 'stream'
+      return (await carrierOf(a, 'b')) === want && (await carrierOf(b, 'a')) === want
+    },
+    60_000,
+    1_000,
+  )
+  w.lab.spawn(bHost, [process.execPath, '-e', SINK])
+  const mib = arg('mib', 128)
+  const send = async (to: string, n = mib): Promise<number> => {
+    const r = await w.lab.execOk(aHost, [process.execPath, '-e', SOURCE, to, String(n)], {
+      timeoutMs: 320_000,
+    })
+    return Number(r.trim())
+  }
+  return { a, b, bOverlay, send }
+}
 
 async function measure(datagram: boolean): Promise<CarrierRun> {
   const mib = arg('mib', 128)
-  const lossyMiB = arg('lossy-mib', 32)
   const sshMiB = arg('ssh-mib', 200)
   const pings = arg('pings', 100)
   const repeats = Math.max(1, arg('repeats', 3))
   const w = new World()
+  let clean: Omit<CarrierRun, 'lossy'>
   try {
     const pub = w.lab.segment('pub')
     const aHost = w.lab.host('a', pub)
     const bHost = w.lab.host('b', pub)
-    const prof = process.env.MESH_BENCH_PROF
-    const on = {
-      MESH_OVERLAY__INTERFACE: 'true',
-      MESH_OVERLAY__NAMES: 'false',
-      MESH_OVERLAY__DATAGRAM: String(datagram),
-      MESH_OVERLAY__DATAGRAM_MTU: String(arg('datagram-mtu', 1280)),
-      MESH_LOG_LEVEL: 'warn',
-      ...(prof === undefined
-        ? {}
-        : { MESH_BENCH_PROF: prof, NODE_OPTIONS: `--import ${join(import.meta.dirname, 'cpu-prof.js')}` }),
-    }
-    await w.mesh({ dir: join(w.tmp, 'agent-a') } as Agent, ['init', '--cluster', 'bench'])
-    const a = w.agent('a', aHost, ['--announce', `/ip4/${aHost.ip}/tcp/4701`], on)
-    await w.ready(a)
-    const b = w.agent(
-      'b',
-      bHost,
-      ['--announce', `/ip4/${bHost.ip}/tcp/4701`, '--join', await w.invite(a)],
-      on,
-    )
-    await w.ready(b)
-    const bOverlay = await waitFor(
-      'both interfaces up and b alive at a',
-      async () => {
-        const s = await w.json(b, ['status'])
-        const m = await w.member(a, 'b')
-        return s.overlayInterface?.interface === 'mesh0' && m?.status === 'alive'
-          ? (s.overlay as string)
-          : undefined
-      },
-      60_000,
-    )
-    const carrierOf = async (x: Agent, to: string) =>
-      (await w.json(x, ['status'])).overlayInterface.peers.find((p: any) => p.name === to)?.carrier
-    // packets flow, and (with datagram) the channel is up at both ends before anything is measured
-    await waitFor(
-      `a and b on the ${datagram ? 'datagram' : 'stream'} carrier`,
-      async () => {
-        await w.lab.exec(aHost, ['ping', '-n', '-c', '1', '-W', '2', bOverlay])
-        const want = datagram ? 'datagram' : 'stream'
-        return (await carrierOf(a, 'b')) === want && (await carrierOf(b, 'a')) === want
-      },
-      60_000,
-      1_000,
-    )
-    w.lab.spawn(bHost, [process.execPath, '-e', SINK])
+    const { a, b, bOverlay, send } = await pair(w, aHost, bHost, datagram)
     // b's sshd on its link address and its overlay address (port 22 in b's namespace)
     w.lab.spawn(bHost, sshdSetup(join(w.tmp, 'sshd-b'), 22, readFileSync(`${w.key}.pub`), ['0.0.0.0', '::']))
+    // the sink and sshd listening before the first run
     await new Promise((r) => setTimeout(r, 500))
-    const netem = await w.lab.exec(aHost, [
-      'tc',
-      'qdisc',
-      'add',
-      'dev',
-      'eth0',
-      'root',
-      'netem',
-      'delay',
-      '2ms',
-    ])
-    const netemNote =
-      netem.code === 0
-        ? 'netem available (delay/reordering runs not implemented yet)'
-        : `netem unavailable (tc: ${(netem.stderr || netem.stdout).trim()}): loss only, by iptables statistic`
-    if (netem.code === 0) await w.lab.exec(aHost, ['tc', 'qdisc', 'del', 'dev', 'eth0', 'root'])
-    const send = async (to: string, n = mib): Promise<number> => {
-      const r = await w.lab.execOk(aHost, [process.execPath, '-e', SOURCE, to, String(n)], {
-        timeoutMs: 320_000,
-      })
-      return Number(r.trim())
-    }
     // mean and median: on a loaded machine a few scheduling stalls move the mean by milliseconds
     const rtt = async (to: string): Promise<{ mean: number; median: number }> => {
       const r = await w.lab.execOk(aHost, ['ping', '-n', '-c', String(pings), '-i', '0.01', to], {
@@ -240,37 +244,11 @@ async function measure(datagram: boolean): Promise<CarrierRun> {
     const sshDirect = await ssh(bHost.ip)
     const pingMesh = await rtt(bOverlay)
     const pingDirect = await rtt(bHost.ip)
-    // the same link losing packets: every packet leaving a's or b's namespace, at random
-    const lossy: CarrierRun['lossy'] = []
-    // --no-lossy: the clean link only (a short profiling run)
-    for (const loss of switches.has('no-lossy') ? [] : LOSS) {
-      const rule = [
-        'OUTPUT',
-        '-o',
-        'eth0',
-        '-m',
-        'statistic',
-        '--mode',
-        'random',
-        '--probability',
-        String(loss / 100),
-        '-j',
-        'DROP',
-      ]
-      for (const h of [aHost, bHost]) await w.lab.execOk(h, ['iptables', '-I', ...rule])
-      const run = { loss, mesh: [] as number[], direct: [] as number[] }
-      for (let i = 0; i < repeats; i++) {
-        run.mesh.push(await send(bOverlay, lossyMiB))
-        run.direct.push(await send(bHost.ip, lossyMiB))
-      }
-      lossy.push(run)
-      for (const h of [aHost, bHost]) await w.lab.execOk(h, ['iptables', '-D', ...rule])
-    }
     const dropped = {
       a: { ...(await drops(a)), channel: await channel(a, 'b') },
       b: { ...(await drops(b)), channel: await channel(b, 'a') },
     }
-    return {
+    clean = {
       carrier: datagram ? 'datagram' : 'stream',
       tcp,
       direct,
@@ -279,11 +257,54 @@ async function measure(datagram: boolean): Promise<CarrierRun> {
       sshDirect,
       pingMesh,
       pingDirect,
-      lossy,
       dropped,
-      netemNote,
       threads,
     }
+  } finally {
+    await w.cleanup()
+  }
+  // --no-lossy: the clean link only (a short profiling run)
+  return { ...clean, lossy: switches.has('no-lossy') ? [] : await impaired(datagram) }
+}
+
+/** TCP through mesh0 and direct over the userspace impaired link, for each impairment. */
+async function impaired(datagram: boolean): Promise<CarrierRun['lossy']> {
+  const mib = arg('lossy-mib', 32)
+  const repeats = Math.max(1, arg('repeats', 3))
+  const w = new World()
+  try {
+    const link = await impairedLink(w.lab)
+    const aHost = w.lab.host('a', link.sideA)
+    const bHost = w.lab.host('b', link.sideB)
+    const { send, bOverlay } = await pair(w, aHost, bHost, datagram)
+    const out: CarrierRun['lossy'] = []
+    for (const { name, imp } of IMPAIRMENTS) {
+      await link.set(imp)
+      const s0 = await link.stats()
+      const t0 = performance.now()
+      const run = { name, imp, mesh: [] as number[], direct: [] as number[] }
+      for (let i = 0; i < repeats; i++) {
+        run.mesh.push(await send(bOverlay, mib))
+        run.direct.push(await send(bHost.ip, mib))
+      }
+      const seconds = (performance.now() - t0) / 1000
+      const s1 = await link.stats()
+      const d = (k: keyof ImpairStats) => s1[k] - s0[k]
+      const stats = {
+        in: d('in'),
+        out: d('out'),
+        dropped: d('dropped'),
+        reordered: d('reordered'),
+        overflow: d('overflow'),
+        writeErrors: d('writeErrors'),
+        maxLateMs: s1.maxLateMs,
+        /** packets through the impairer per second of the runs (both directions, both paths) */
+        pps: Math.round(d('in') / seconds),
+      }
+      out.push({ ...run, link: stats })
+      console.error(`impaired link, ${name}: ${JSON.stringify({ ...run, link: stats })}`)
+    }
+    return out
   } finally {
     await w.cleanup()
   }
@@ -324,7 +345,9 @@ async function main(): Promise<void> {
         fmt(m / d, 2),
       ],
       ...r.lossy.map((l) => [
-        `TCP, one stream, ${l.loss}% loss each way (MB/s)`,
+        l.name === 'none'
+          ? 'TCP, userspace link, no impairment (MB/s)'
+          : `TCP, ${l.name} impairment: ${l.imp.delayMs} ms, ${l.imp.lossPct}% loss, ${l.imp.reorderPct}% reorder each way (MB/s)`,
         carrier,
         span(l.mesh),
         span(l.direct),
@@ -365,7 +388,7 @@ async function main(): Promise<void> {
   const machine = machineInfo()
   const load = (l: number[]) => l.map((x) => x.toFixed(2)).join(' ')
   console.log(
-    `\n${table}\n${runs[0].netemNote}\ndropped packets: ${JSON.stringify(runs.map((r) => r.dropped))}\nagent CPU s/GB through mesh0 by thread (sender a, receiver b): ${JSON.stringify(runs.map((r) => ({ carrier: r.carrier, ...r.threads })))}\n\nMachine: ${machineMarkdown(machine)}; load average at start ${load(load0)}, at end ${load(loadavg())}`,
+    `\n${table}\nimpaired link (per impairment: packets/s through the impairer, drops, reorders): ${JSON.stringify(runs.map((r) => ({ carrier: r.carrier, link: r.lossy.map((l) => ({ name: l.name, ...l.link })) })))}\ndropped packets: ${JSON.stringify(runs.map((r) => r.dropped))}\nagent CPU s/GB through mesh0 by thread (sender a, receiver b): ${JSON.stringify(runs.map((r) => ({ carrier: r.carrier, ...r.threads })))}\n\nMachine: ${machineMarkdown(machine)}; load average at start ${load(load0)}, at end ${load(loadavg())}`,
   )
   writeReport('overlay', { mib, repeats, runs, ceiling: ceiling.mbps, machine, load: [load0, loadavg()] })
 }
