@@ -16,6 +16,7 @@
 //   MESH_BENCH_PROF=DIR              agents write a CPU profile into DIR when they stop (cpu-prof.ts)
 //   --datagram-only --no-lossy --no-ceiling   a short run: the datagram carrier on the clean link
 //   --lossy-mib N                    MiB per TCP run on the impaired link (--no-lossy: none)
+//   --impaired-only                  the impaired-link rows alone (a short quiet run)
 //
 // Prints a markdown table and writes sim/out/overlay-<time>.json. Every process and namespace
 // it starts is removed, also when a step fails.
@@ -64,8 +65,9 @@ parseFlags(
     '--no-lossy': on('no-lossy'),
     '--no-ceiling': on('no-ceiling'),
     '--datagram-only': on('datagram-only'),
+    '--impaired-only': on('impaired-only'),
   },
-  'use --mib N --repeats N --ssh-mib N --pings N --lossy-mib N --datagram-mtu N --skip --no-lossy --no-ceiling --datagram-only',
+  'use --mib N --repeats N --ssh-mib N --pings N --lossy-mib N --datagram-mtu N --skip --no-lossy --no-ceiling --datagram-only --impaired-only',
 )
 const arg = (name: string, dflt: number): number => numbers.get(name) ?? dflt
 
@@ -122,6 +124,19 @@ const IMPAIRMENTS: Array<{ name: string; imp: Impairment }> = [
   { name: 'high', imp: { delayMs: 4, lossPct: 1, reorderPct: 2.5, seed: 1 } },
 ]
 
+/** What a run without the clean-link part (--impaired-only) reports for it: nothing */
+const EMPTY: Omit<CarrierRun, 'carrier' | 'lossy'> = {
+  tcp: [],
+  direct: [],
+  cpuPerGB: Number.NaN,
+  sshMesh: Number.NaN,
+  sshDirect: Number.NaN,
+  pingMesh: { mean: Number.NaN, median: Number.NaN },
+  pingDirect: { mean: Number.NaN, median: Number.NaN },
+  dropped: {},
+  threads: {},
+}
+
 /** Two agents a and b on the given hosts, on one carrier, with a TCP sink on b (ports 7001). */
 async function pair(w: World, aHost: Host, bHost: Host, datagram: boolean) {
   const prof = process.env.MESH_BENCH_PROF
@@ -176,6 +191,8 @@ async function pair(w: World, aHost: Host, bHost: Host, datagram: boolean) {
 }
 
 async function measure(datagram: boolean): Promise<CarrierRun> {
+  if (switches.has('impaired-only'))
+    return { ...EMPTY, carrier: datagram ? 'datagram' : 'stream', lossy: await impaired(datagram) }
   const mib = arg('mib', 128)
   const sshMiB = arg('ssh-mib', 200)
   const pings = arg('pings', 100)
@@ -324,18 +341,32 @@ async function main(): Promise<void> {
   const runs = [await measure(true), ...(switches.has('datagram-only') ? [] : [await measure(false)])]
   const c = newCluster('bench')
   // --no-ceiling: skip the bare stream (it does not change with the overlay's code)
-  const ceiling = switches.has('no-ceiling')
-    ? { mbps: Number.NaN }
-    : await streamRun(
-        'mesh',
-        { bytes: mib * 2 ** 20, chunk: 64 << 10 },
-        JSON.stringify({ name: c.name, id: c.id, key: Buffer.from(c.key).toString('hex') }),
-      )
+  const ceiling =
+    switches.has('no-ceiling') || switches.has('impaired-only')
+      ? { mbps: Number.NaN }
+      : await streamRun(
+          'mesh',
+          { bytes: mib * 2 ** 20, chunk: 64 << 10 },
+          JSON.stringify({ name: c.name, id: c.id, key: Buffer.from(c.key).toString('hex') }),
+        )
   const rows: string[][] = []
   for (const r of runs) {
     const carrier = r.carrier === 'datagram' ? `datagram, MTU ${arg('datagram-mtu', 1280)}` : 'stream'
     const m = median(r.tcp)
     const d = median(r.direct)
+    const impairedRows = r.lossy.map((l) => [
+      l.name === 'none'
+        ? 'TCP, userspace link, no impairment (MB/s)'
+        : `TCP, ${l.name} impairment: ${l.imp.delayMs} ms, ${l.imp.lossPct}% loss, ${l.imp.reorderPct}% reorder each way (MB/s)`,
+      carrier,
+      span(l.mesh),
+      span(l.direct),
+      fmt(median(l.mesh) / median(l.direct), 2),
+    ])
+    if (switches.has('impaired-only')) {
+      rows.push(...impairedRows)
+      continue
+    }
     rows.push(
       [
         `TCP, one stream, clean link (MB/s, median of ${repeats})`,
@@ -344,15 +375,7 @@ async function main(): Promise<void> {
         span(r.direct),
         fmt(m / d, 2),
       ],
-      ...r.lossy.map((l) => [
-        l.name === 'none'
-          ? 'TCP, userspace link, no impairment (MB/s)'
-          : `TCP, ${l.name} impairment: ${l.imp.delayMs} ms, ${l.imp.lossPct}% loss, ${l.imp.reorderPct}% reorder each way (MB/s)`,
-        carrier,
-        span(l.mesh),
-        span(l.direct),
-        fmt(median(l.mesh) / median(l.direct), 2),
-      ]),
+      ...impairedRows,
       [`ssh bulk to cat (MB/s)`, carrier, fmt(r.sshMesh), fmt(r.sshDirect), fmt(r.sshMesh / r.sshDirect, 2)],
       [
         'ping RTT (ms, mean)',
@@ -371,13 +394,14 @@ async function main(): Promise<void> {
       ['agent CPU seconds per GB through mesh0 (both ends)', carrier, fmt(r.cpuPerGB, 1), '-', '-'],
     )
   }
-  rows.push([
-    'bare mesh stream ceiling, one libp2p stream on 127.0.0.1 (MB/s)',
-    '-',
-    fmt(ceiling.mbps),
-    fmt(median(runs[0].direct)),
-    fmt(ceiling.mbps / median(runs[0].direct), 2),
-  ])
+  if (!switches.has('impaired-only'))
+    rows.push([
+      'bare mesh stream ceiling, one libp2p stream on 127.0.0.1 (MB/s)',
+      '-',
+      fmt(ceiling.mbps),
+      fmt(median(runs[0].direct)),
+      fmt(ceiling.mbps / median(runs[0].direct), 2),
+    ])
   const table = markdownTable(['measure', 'carrier', 'through mesh0', 'direct (same link)', 'ratio'], rows, [
     'l',
     'l',
