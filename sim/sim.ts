@@ -861,16 +861,25 @@ export class Sim {
     // most messages bring only news already held: no arrays for them
     let records: SignedInfo[] | undefined
     let claims: Claim[] | undefined
+    const rowAt = node.rowAt
+    const light = node.interest !== undefined
     for (const x of items) {
+      const isRecord = 'info' in x
+      const peerId = isRecord ? x.info.peerId : x.peerId
+      const j = this.idxOf(peerId)
+      // news about a member a light node does not follow: the core would drop it unseen (most
+      // of what a light node hears at 10,000; asking its table first was a miss in a hash map)
+      if (light && !node.follows(j)) continue
+      const held = rowAt !== undefined && j >= 0 ? rowAt[j]?.entry : node.table.get(peerId)
       // already held as is (all copies share objects): nothing to check or change
-      if ('info' in x) {
-        if (this.entryOf(node, x.info.peerId)?.signed !== x) {
+      if (isRecord) {
+        if (held?.signed !== x) {
           records ??= []
           records.push(x)
         }
-      } else if (this.entryOf(node, x.peerId)?.claim !== x) {
+      } else if (held?.claim !== x) {
         claims ??= []
-        claims.push(x)
+        claims.push(x as Claim)
       }
     }
     if (records === undefined && claims === undefined) return
