@@ -1026,7 +1026,13 @@ export class ElectionCore {
     const path: string[] = []
     let h = ''
     const done = (base: Status, round: number, w?: Vote, report?: Report): Derived => {
-      const status = e.cancel !== undefined || this.outranking(e) !== undefined ? 'cancelled' : base
+      // a placement again is the requester's word too: it calls the old request off, like a
+      // cancel, should a late vote ever move that one on from no-candidate (see election.md)
+      const void_ =
+        e.cancel !== undefined ||
+        this.outranking(e) !== undefined ||
+        (base !== 'no-candidate' && this.placement(e.request.requester, e.id) !== undefined)
+      const status = void_ ? 'cancelled' : base
       const d: Derived = { status, base, round, history: h, path, excluded }
       if (w !== undefined) {
         d.winner = w.voter

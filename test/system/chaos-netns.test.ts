@@ -262,9 +262,9 @@ describe(`system: chaos, ${N} agents in netns, ${MINUTES > 0 ? `${MINUTES} min` 
         )
         if (states.size !== 1) return `${id.slice(0, 8)}: members disagree: ${[...states].join(' | ')}`
         r = seen[0][1]!
-        if (r.status !== 'no-candidate') break
+        if (r.status !== 'no-candidate' && r.placedAgainAs === undefined) break
         const left = running(`sleeper-${id.slice(0, 8)}`)
-        if (left.length > 0) return `${id.slice(0, 8)} ended no-candidate, yet runs on [${left.join(', ')}]`
+        if (left.length > 0) return `${id.slice(0, 8)} ended ${r.status}, yet runs on [${left.join(', ')}]`
         if (r.placedAgainAs === undefined) break
         placedAgain.add(first)
         id = r.placedAgainAs

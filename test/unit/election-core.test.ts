@@ -1134,6 +1134,28 @@ describe('election: placed again (a no-candidate request among the members alive
     )
   })
 
+  it('a placement again calls the old request off wherever that one is still running (a late vote moved it on)', () => {
+    const bus = new Bus([A, B, C])
+    bus.policy = (p) => (p === B ? yes(1) : no('capacity'))
+    const r = bus.request(A)
+    assert.deepEqual(bus.actors(), [B])
+    const voters = [A, B, C].map((peerId) => ({ peerId, incarnation: 1 }))
+    const s = signRequest(
+      { computeType: 'docker', voters, created: bus.now, nonce: 9, supersedes: r.id },
+      sig(A),
+    )
+    bus.handle(A, [{ type: 'send', msg: s }, ...bus.get(A).ingest(s, bus.now)])
+    bus.flush()
+    assert.ok(
+      bus.log.some(
+        (l) =>
+          l.at === B && l.e.type === 'stand-down' && l.e.requestId === r.id && l.e.reason === 'superseded',
+      ),
+    )
+    for (const p of [A, B, C]) assert.equal(bus.get(p).status(r.id), 'cancelled')
+    assert.deepEqual(actors(bus, [r.id, s.id]), [`${B}@${s.id.slice(0, 6)}`])
+  })
+
   it('a placement travels as a request with a supersedes field; a first request has none, encoded as before', () => {
     const voters = [{ peerId: A, incarnation: 0 }]
     const first = signRequest({ computeType: 'docker', voters, created: T0, nonce: 1 }, sig(A))
