@@ -87,7 +87,9 @@ export async function impairedLink(lab: Lab, name = 'imp'): Promise<ImpairedLink
   dead.catch(() => {})
   await Promise.race([isReady, dead])
   inNs(router.ns, ['sysctl', '-qw', `net.ipv4.conf.${DEV}.rp_filter=0`])
-  ip(['-n', router.ns, 'link', 'set', DEV, 'mtu', '1500', 'up'])
+  // a queue as deep as the impairer's own (4096): a process descheduled for 100 ms on a loaded
+  // machine must not turn into drops the configuration did not ask for (the default is 500)
+  ip(['-n', router.ns, 'link', 'set', DEV, 'mtu', '1500', 'txqueuelen', '4096', 'up'])
   ip(['-n', router.ns, 'route', 'add', 'default', 'dev', DEV, 'table', '100'])
   for (const dev of ['eth0', 'eth1']) ip(['-n', router.ns, 'rule', 'add', 'iif', dev, 'lookup', '100'])
 
