@@ -168,7 +168,13 @@ export class BenchAgent extends MeshAgent {
     readonly name: string,
     dir: string,
   ) {
-    super(dir, { name, env: { MESH_LOG_LEVEL: 'warn' }, keep: 3000 })
+    // MESH_BENCH_LOG_LEVEL (e.g. debug) keeps the agent's whole log at that level
+    const level = process.env.MESH_BENCH_LOG_LEVEL
+    super(dir, {
+      name,
+      env: { MESH_LOG_LEVEL: level ?? 'warn' },
+      keep: level === undefined ? 3000 : undefined,
+    })
   }
 
   async members(): Promise<MemberView[]> {
@@ -180,9 +186,12 @@ export class BenchAgent extends MeshAgent {
     return this.metric('mesh_membership_bytes_total', { channel: 'gossip', direction: 'in' })
   }
 
-  /** Membership bytes sent so far, every channel (probe, gossip, sync payloads). */
+  /** Membership bytes sent so far: probe, gossip and sync payloads. */
   async bytesOut(): Promise<number> {
-    return this.metric('mesh_membership_bytes_total', { direction: 'out' })
+    // not the `piggyback` channel: those bytes ride inside probes and count there already
+    const m = await this.metrics()
+    const out = (channel: string) => m.get('mesh_membership_bytes_total', { channel, direction: 'out' })
+    return out('probe') + out('gossip') + out('sync')
   }
 
   /** Record cluster_change events (the agent stamps them with its clock, the same machine's). */

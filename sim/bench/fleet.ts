@@ -15,7 +15,7 @@
 // Prints a markdown table and writes sim/out/fleet-<time>.json. Every wait is bounded and every
 // process started here is killed, also on failure or ^C.
 import '../../src/shim.js'
-import { mkdtempSync, rmSync } from 'node:fs'
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import { loadavg, tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { allAlive, BenchAgent, children, killAgentsOnExit } from './agents.js'
@@ -236,6 +236,12 @@ async function run(o: Options) {
     }
   } finally {
     await Promise.all(agents.map((a) => a.kill9()))
+    // MESH_BENCH_LOG_LEVEL=debug MESH_BENCH_LOG_DIR=DIR: every agent's whole log, for a storm that went wrong
+    const logDir = process.env.MESH_BENCH_LOG_DIR
+    if (logDir !== undefined) {
+      mkdirSync(logDir, { recursive: true })
+      for (const a of agents) writeFileSync(join(logDir, `${a.name}.log`), a.out)
+    }
     rmSync(base, { recursive: true, force: true })
   }
 }
