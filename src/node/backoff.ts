@@ -31,24 +31,30 @@ export class Backoff {
 
 /** One back-off per key (peer, address), with the time each key may next be tried. */
 export class BackoffMap {
-  private readonly entries = new Map<string, { backoff: Backoff; next: number }>()
+  private readonly entries = new Map<string, { backoff: Backoff; next: number; failedAt: number }>()
 
   constructor(private readonly opts: { minMs: number; maxMs: number; random?: () => number }) {}
 
-  /** Whether `key` may be tried at `now`. */
-  ready(key: string, now: number): boolean {
-    return (this.entries.get(key)?.next ?? 0) <= now
+  /**
+   * Whether `key` may be tried at `now`: its back-off has run out, or, with `maxWaitMs`, its last
+   * failure is at least that long ago (a caller that needs the key more than usual caps the wait).
+   */
+  ready(key: string, now: number, maxWaitMs?: number): boolean {
+    const e = this.entries.get(key)
+    if (e === undefined || e.next <= now) return true
+    return maxWaitMs !== undefined && now - e.failedAt >= maxWaitMs
   }
 
   failed(key: string, now: number): number {
     let e = this.entries.get(key)
     if (e === undefined) {
-      e = { backoff: new Backoff(this.opts), next: 0 }
+      e = { backoff: new Backoff(this.opts), next: 0, failedAt: now }
       this.entries.set(key, e)
     }
     e.backoff.failed()
     const wait = e.backoff.due()
     e.next = now + wait
+    e.failedAt = now
     return wait
   }
 
