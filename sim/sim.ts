@@ -1009,8 +1009,6 @@ export class Sim {
   private onProbe(node: SimNode, m: Msg): void {
     const from = this.nodes[m.from]
     this.ingestMixed(node, m.gossip)
-    // their probe proves them alive: our own probe of them may wait (Swim.heard), as service.ts
-    node.core.heard(from.peerId, this.now)
     if (m.t === MSG.probe || m.target === node.idx) {
       this.reply(node, m, m.t === MSG.probe ? MSG.reply : MSG.replyIndirect, true)
       return
@@ -1333,8 +1331,6 @@ export class Sim {
       this.syncs.failed++
       return
     }
-    // a sync's request (responder) or answer (initiator) proves the other side alive, as service.ts
-    if (m.t !== MSG.syncFin) node.core.heard(src.peerId, this.now)
     if (m.t === MSG.syncReq) {
       let bytes: number
       let payload: number

@@ -230,11 +230,6 @@ export class MembershipCore {
     this.run(this.swim.onAck(from, seq, now), now)
   }
 
-  /** `from` proved itself alive on its own initiative (see Swim.heard). */
-  heard(from: string, now: number): void {
-    this.swim.heard(from, now)
-  }
-
   onNack(from: string, seq: number): void {
     this.swim.onNack(from, seq)
   }

@@ -719,8 +719,6 @@ export class MembershipComponent implements Component {
         this.countSync('out', back.length)
         await lp.write(back, { signal })
       }
-      // their answer proves them alive: our next probe of them may wait (Swim.heard)
-      this.core?.heard(peer.toString(), Date.now())
       await stream.close({ signal }).catch(() => {})
       // a sync that taught us of members we are not connected to: dial them now, not at the next round
       if (learnt > 0) void this.connectMembers()
@@ -733,14 +731,13 @@ export class MembershipComponent implements Component {
     }
   }
 
-  private async onDigestSyncStream(stream: Stream, conn: Connection): Promise<void> {
+  private async onDigestSyncStream(stream: Stream, _conn: Connection): Promise<void> {
     const signal = AbortSignal.timeout(10_000)
     try {
       const lp = lpStream(stream, { maxDataLength: MAX_SYNC })
       const raw = await lp.read({ signal })
       this.countSync('in', raw.byteLength)
       const theirs = SyncDigest.decode(raw)
-      this.core?.heard(conn.remotePeer.toString(), Date.now())
       const mine = this.digest()
       const reply = SyncReply.encode({
         missing: mine.missingFrom(theirs.fingerprints),
@@ -849,8 +846,6 @@ export class MembershipComponent implements Component {
 
   /** Whether to ack a probe from `origin`: at once for us, after our own probe for a target. */
   private async answerProbe(origin: string, req: Probe, timeoutMs: number): Promise<boolean> {
-    // their probe (direct or a request to relay) proves them alive: our own probe of them may wait
-    this.core?.heard(origin, Date.now())
     if (req.target === '' || req.target === this.selfId) return true
     // an indirect probe: ask the target ourselves, answer when the detector decides
     const key = `${origin}/${req.seq}`

@@ -122,8 +122,6 @@ interface Member {
   idx: number
   suspicion: Suspicion | undefined
   rtt: number | undefined
-  /** when the peer last proved on its own initiative that it is alive (a probe of its, a sync) */
-  heardAt: number | undefined
 }
 
 interface Relay {
@@ -216,7 +214,6 @@ export class Swim {
   private readonly timers = new TimerHeap()
   private readonly relays = new Map<number, Relay>()
   private seq = 0
-  private skips = 0
   private started = false
   private nextProbeAt = 0
   private score = 0
@@ -282,11 +279,6 @@ export class Swim {
     return this.members.get(peer)?.suspicion?.deadline
   }
 
-  /** Probes not sent because the target had just proved itself alive (see heard()). */
-  get skippedProbes(): number {
-    return this.skips
-  }
-
   /** Round trip of the last direct probe the peer answered. */
   rttOf(peer: string): number | undefined {
     return this.members.get(peer)?.rtt
@@ -319,14 +311,7 @@ export class Swim {
       this.onRefute(peer, incarnation)
       return
     }
-    this.members.set(peer, {
-      peer,
-      incarnation,
-      idx: this.list.length,
-      suspicion: undefined,
-      rtt: undefined,
-      heardAt: undefined,
-    })
+    this.members.set(peer, { peer, incarnation, idx: this.list.length, suspicion: undefined, rtt: undefined })
     this.list.push(peer)
     // a random slot in the rest of this round, as memberlist does: probed soon, not predictably
     const n = this.order.length
@@ -354,19 +339,6 @@ export class Swim {
 
   // ---- inputs -------------------------------------------------------------------------------
 
-  /**
-   * An authenticated message from `peer` sent on its own initiative (its probe of us, a sync,
-   * an ack to a probe we relayed) proves it alive now. When its turn to be probed comes within
-   * one probe interval of this, that evidence counts as the round's ack and no probe is sent:
-   * in a pair only one side probes. Not for acks to our own probes: those answer a round we
-   * already counted, and counting them again would let two members stop probing each other.
-   */
-  heard(peer: string, now: number): void {
-    if (now > this.seen) this.seen = now
-    const m = this.members.get(peer)
-    if (m !== undefined) m.heardAt = now
-  }
-
   /** An ack for `seq` arrived from `from` (the target itself, or a relay forwarding it). */
   onAck(from: string, seq: number, now: number): readonly Action[] {
     if (now > this.seen) this.seen = now
@@ -374,7 +346,6 @@ export class Swim {
     if (r !== undefined) {
       if (from !== r.target) return NONE
       this.relays.delete(seq)
-      this.heard(from, now)
       return [{ type: 'ack', to: r.origin, seq: r.seq }]
     }
     if (this.phase === 0 || seq !== this.pSeq) return NONE
@@ -557,14 +528,6 @@ export class Swim {
       return
     }
     const scale = this.scale()
-    const m = this.members.get(target)!
-    if (m.suspicion === undefined && m.heardAt !== undefined && now - m.heardAt < this.interval) {
-      // fresh evidence from the target: this round's ack without a probe (see heard())
-      this.skips++
-      this.adjust(-1)
-      this.nextProbeAt = now + this.interval * scale
-      return
-    }
     this.phase = 1
     this.pTarget = target
     this.pSeq = ++this.seq
