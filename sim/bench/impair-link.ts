@@ -16,9 +16,10 @@
  *
  * stdout: 'ready' once the device exists, then a JSON line of counters every 250 ms.
  */
-import { closeSync, constants, openSync, writeSync } from 'node:fs'
+import { closeSync, writeSync } from 'node:fs'
 import { performance } from 'node:perf_hooks'
 import koffi from 'koffi'
+import { openTunFd } from '../../src/overlay/tun.js'
 import { mulberry32 } from '../rng.js'
 
 export interface Impairment {
@@ -50,28 +51,20 @@ export interface ImpairStats {
   maxLateMs: number
 }
 
-const TUNSETIFF = 0x400454ca
-const IFF_TUN = 0x0001
-const IFF_NO_PI = 0x1000
 const POLLIN = 1
 const SLOT = 2048 // the link's MTU is 1500
 const LIMIT = 4096 // packets held at most (netem's default limit is 1000)
 const STATS_MS = 250
 
-function main(): void {
+async function main(): Promise<void> {
   const dev = process.argv[2]
   if (dev === undefined || !/^[a-z0-9]{1,15}$/.test(dev)) throw new Error('usage: impair-link.js DEVICE')
   const libc = koffi.load('libc.so.6')
-  const ioctl = libc.func('int ioctl(int fd, unsigned long req, _Inout_ uint8_t *arg)')
   const read = libc.func('long read(int fd, _Out_ uint8_t *buf, unsigned long n)')
   const write = libc.func('long write(int fd, uint8_t *buf, unsigned long n)')
   const ppoll = libc.func('int ppoll(_Inout_ uint8_t *fds, unsigned long n, uint8_t *tmo, void *sigmask)')
 
-  const fd = openSync('/dev/net/tun', constants.O_RDWR | constants.O_NONBLOCK)
-  const ifr = Buffer.alloc(40)
-  ifr.write(dev, 0, 15, 'utf8')
-  ifr.writeUInt16LE(IFF_TUN | IFF_NO_PI, 16)
-  if (ioctl(fd, TUNSETIFF, ifr) !== 0) throw new Error(`ioctl(TUNSETIFF) failed: errno ${koffi.errno()}`)
+  const fd = await openTunFd(dev)
   // stdin carries the configuration; non-blocking so the loop never waits on it
   const pfds = Buffer.alloc(16)
   pfds.writeInt32LE(fd, 0)
@@ -201,4 +194,8 @@ function main(): void {
   closeSync(fd)
 }
 
-if (process.argv[1]?.endsWith('impair-link.js')) main()
+if (process.argv[1]?.endsWith('impair-link.js'))
+  main().catch((err: Error) => {
+    process.stderr.write(`impair-link: ${err.message}\n`)
+    process.exit(1)
+  })

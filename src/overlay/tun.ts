@@ -18,6 +18,45 @@ const IFF_TUN = 0x0001
 const IFF_NO_PI = 0x1000
 const IFNAMSIZ = 16
 
+/**
+ * Open /dev/net/tun as the TUN device `name` (IFF_TUN, no packet info), non-blocking; the device
+ * exists while the fd is open. Also used by the benchmarks' impaired link (sim/bench/impair-link.ts).
+ */
+export async function openTunFd(name: string): Promise<number> {
+  if (existsSync(`/sys/class/net/${name}`))
+    throw new TunError(
+      'name-taken',
+      `an interface named ${name} already exists (another agent?); set overlay.name to another name`,
+    )
+  if (!existsSync('/dev/net/tun'))
+    throw new TunError(
+      'no-tun',
+      '/dev/net/tun is missing (load the tun module, or run the container with --device /dev/net/tun)',
+    )
+  let fd: number
+  try {
+    fd = openSync('/dev/net/tun', constants.O_RDWR | constants.O_NONBLOCK)
+  } catch (err) {
+    throw new TunError('no-tun', `cannot open /dev/net/tun: ${(err as Error).message}`)
+  }
+  const { ioctl: call, errno } = await ioctl()
+  const ifr = Buffer.alloc(40)
+  ifr.write(name, 0, IFNAMSIZ - 1, 'utf8')
+  ifr.writeUInt16LE(IFF_TUN | IFF_NO_PI, IFNAMSIZ)
+  if (call(fd, TUNSETIFF, ifr) !== 0) {
+    const e = errno()
+    closeSync(fd)
+    if (e === EPERM)
+      throw new TunError(
+        'no-privilege',
+        'creating a TUN interface needs CAP_NET_ADMIN (run the agent as root)',
+      )
+    if (e === EBUSY) throw new TunError('name-taken', `interface ${name} is in use by another process`)
+    throw new TunError('failed', `ioctl(TUNSETIFF) failed with errno ${e}`)
+  }
+  return fd
+}
+
 /** Why the interface could not be made: `mesh status` shows it. */
 export class TunError extends Error {
   override name = 'TunError'
@@ -137,37 +176,7 @@ export class TunDevice {
 
   /** Create the device, bring it up with its address and routes. Throws TunError saying why not. */
   static async open(opts: TunOptions): Promise<TunDevice> {
-    if (existsSync(`/sys/class/net/${opts.name}`))
-      throw new TunError(
-        'name-taken',
-        `an interface named ${opts.name} already exists (another agent?); set overlay.name to another name`,
-      )
-    if (!existsSync('/dev/net/tun'))
-      throw new TunError(
-        'no-tun',
-        '/dev/net/tun is missing (load the tun module, or run the container with --device /dev/net/tun)',
-      )
-    let fd: number
-    try {
-      fd = openSync('/dev/net/tun', constants.O_RDWR | constants.O_NONBLOCK)
-    } catch (err) {
-      throw new TunError('no-tun', `cannot open /dev/net/tun: ${(err as Error).message}`)
-    }
-    const { ioctl: call, errno } = await ioctl()
-    const ifr = Buffer.alloc(40)
-    ifr.write(opts.name, 0, IFNAMSIZ - 1, 'utf8')
-    ifr.writeUInt16LE(IFF_TUN | IFF_NO_PI, IFNAMSIZ)
-    if (call(fd, TUNSETIFF, ifr) !== 0) {
-      const e = errno()
-      closeSync(fd)
-      if (e === EPERM)
-        throw new TunError(
-          'no-privilege',
-          'creating a TUN interface needs CAP_NET_ADMIN (run the agent as root)',
-        )
-      if (e === EBUSY) throw new TunError('name-taken', `interface ${opts.name} is in use by another process`)
-      throw new TunError('failed', `ioctl(TUNSETIFF) failed with errno ${e}`)
-    }
+    const fd = await openTunFd(opts.name)
     const dev = new TunDevice(opts.name, fd, opts)
     try {
       await ip(['link', 'set', 'dev', opts.name, 'mtu', String(opts.mtu), 'up'])
