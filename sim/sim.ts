@@ -850,13 +850,28 @@ export class Sim {
   }
 
   /** service.ts ingest(): records, then claims (a claim counts only from a known member). */
-  private ingest(node: SimNode, records: readonly SignedInfo[], claims: readonly Claim[]): void {
-    node.core.ingest(records, claims, this.now, true)
+  private ingest(
+    node: SimNode,
+    records: readonly SignedInfo[],
+    claims: readonly Claim[],
+    from?: number,
+  ): void {
+    node.core.ingest(
+      records,
+      claims,
+      this.now,
+      true,
+      from === undefined ? undefined : this.nodes[from].peerId,
+    )
     this.arm(node)
   }
 
   /** Records and claims that arrived mixed (piggybacked): records first, as ingest() wants. */
-  private ingestMixed(node: SimNode, items: ReadonlyArray<SignedInfo | Claim> | undefined): void {
+  private ingestMixed(
+    node: SimNode,
+    items: ReadonlyArray<SignedInfo | Claim> | undefined,
+    from: number,
+  ): void {
     if (items === undefined || items.length === 0 || !node.up) return
     // most messages bring only news already held: no arrays for them
     let records: SignedInfo[] | undefined
@@ -883,13 +898,13 @@ export class Sim {
       }
     }
     if (records === undefined && claims === undefined) return
-    this.ingest(node, records ?? NO_RECORDS, claims ?? NO_CLAIMS)
+    this.ingest(node, records ?? NO_RECORDS, claims ?? NO_CLAIMS, from)
   }
 
   /** What the node piggybacks on its next message, and its size as a MemberSet field. */
-  private takeGossip(node: SimNode, m: Msg): number {
+  private takeGossip(node: SimNode, m: Msg, to: number): number {
     if (node.core.queued === 0 || node.left) return 0
-    const items = node.core.take(this.opts.piggybackBudget)
+    const items = node.core.take(this.opts.piggybackBudget, this.nodes[to].peerId)
     if (items.length === 0) return 0
     m.gossip = items
     let n = 0
@@ -913,27 +928,33 @@ export class Sim {
     const node = this.nodes[ev.n]
     if (node.epoch !== ev.e || !node.up) return
     node.fanoutArmed = false
-    this.fanout(node)
-    if (node.core.queued > 0) this.armFanout(node)
+    // again only while news was due to someone (service.ts: a pair's news from the other member
+    // is due to nobody; the agent checks every member, this the members it tried)
+    if (this.fanout(node) > 0 && node.core.queued > 0) this.armFanout(node)
   }
 
   /** Send what is queued to a few random members, on their probe links (dialling if needed). */
-  private fanout(node: SimNode): void {
+  private fanout(node: SimNode): number {
     const pool = node.interest
     const n = pool === undefined ? this.nodes.length : pool.length
     let sent = 0
+    // distinct members, as the agent picks them (a second send to one member tells it nothing)
+    const picked: number[] = []
     for (let tries = 0; sent < PIGGYBACK.fanout && tries < 16; tries++) {
-      if (node.core.queued === 0) return
+      if (node.core.queued === 0) return sent
       const j = pool === undefined ? randInt(this.rng, n) : pool[randInt(this.rng, n)]
-      if (j === node.idx || !this.isMember(node, j)) continue
+      if (j === node.idx || picked.includes(j) || !this.isMember(node, j)) continue
+      picked.push(j)
+      if (!node.core.hasNewsFor(this.nodes[j].peerId)) continue
       sent++
       const m = this.newMsg(MSG.gossip, node)
-      const g = this.takeGossip(node, m)
+      const g = this.takeGossip(node, m, j)
       // Probe{seq, gossip} with a seq from 2^31 up (service.ts FANOUT_SEQ_BASE), answered by
       // ProbeReply{seq, ack, now_ms, gossip} on the same long-lived link; the agent counts both
       // on its probe channel, gossip included
       this.send(node, j, m, COST.probe + g + COST.frame, 'gossip', 1 + FANOUT_SEQ_FIELD + g, 0, 'probe')
     }
+    return sent
   }
 
   // ---- the failure detector -------------------------------------------------------------------
@@ -983,7 +1004,7 @@ export class Sim {
     m.target = target
     // Probe{seq, target}: proto3 leaves out a zero seq and an empty target
     const body = uintField(seq) + (t === MSG.probe ? 0 : field(this.nodes[target].peerId.length))
-    const g = this.takeGossip(node, m)
+    const g = this.takeGossip(node, m, to)
     this.send(
       node,
       to,
@@ -1002,13 +1023,15 @@ export class Sim {
     m.sentAt = req.sentAt
     // ProbeReply{seq, ack, now_ms}: ack = false is left out, now_ms (a double) never
     const body = uintField(req.seq) + (ack ? 2 : 0) + NOW_MS_FIELD
-    const g = this.takeGossip(node, m)
+    const g = this.takeGossip(node, m, req.from)
     this.send(node, req.from, m, COST.reply + COST.frame + COST.stream / 2 + g, 'probe', 1 + body + g, g)
   }
 
   private onProbe(node: SimNode, m: Msg): void {
     const from = this.nodes[m.from]
-    this.ingestMixed(node, m.gossip)
+    this.ingestMixed(node, m.gossip, m.from)
+    // their probe proves them alive: our own probe of them may wait (Swim.heard), as service.ts
+    node.core.heard(from.peerId, this.now)
     if (m.t === MSG.probe || m.target === node.idx) {
       this.reply(node, m, m.t === MSG.probe ? MSG.reply : MSG.replyIndirect, true)
       return
@@ -1021,7 +1044,7 @@ export class Sim {
 
   private onReply(node: SimNode, m: Msg): void {
     const from = this.nodes[m.from]
-    this.ingestMixed(node, m.gossip)
+    this.ingestMixed(node, m.gossip, m.from)
     const m2 = this.opts.membership
     if (m.t === MSG.reply) {
       // the agent's ask() gives a direct probe twice the probe timeout
@@ -1106,9 +1129,9 @@ export class Sim {
         this.onDial(node, src, m)
         break
       case MSG.gossip: {
-        this.ingestMixed(node, m.gossip)
+        this.ingestMixed(node, m.gossip, src.idx)
         const r = this.newMsg(MSG.gossipReply, node)
-        const g = this.takeGossip(node, r)
+        const g = this.takeGossip(node, r, src.idx)
         this.send(
           node,
           src.idx,
@@ -1122,7 +1145,7 @@ export class Sim {
         break
       }
       case MSG.gossipReply:
-        this.ingestMixed(node, m.gossip)
+        this.ingestMixed(node, m.gossip, src.idx)
         break
       case MSG.ext:
         for (const x of this.extensions)
@@ -1331,6 +1354,8 @@ export class Sim {
       this.syncs.failed++
       return
     }
+    // a sync's request (responder) or answer (initiator) proves the other side alive, as service.ts
+    if (m.t !== MSG.syncFin) node.core.heard(src.peerId, this.now)
     if (m.t === MSG.syncReq) {
       let bytes: number
       let payload: number

@@ -142,6 +142,11 @@ export class MembershipCore {
     return this.hasLeft
   }
 
+  /** Whether queued news is still due to `peer` (see BroadcastQueue.hasFor). */
+  hasNewsFor(peer: string): boolean {
+    return this.queue?.hasFor(peer) ?? false
+  }
+
   /** News still queued to piggyback. */
   get queued(): number {
     return this.queue?.size ?? 0
@@ -182,22 +187,30 @@ export class MembershipCore {
 
   /**
    * Apply what arrived: records first, then claims. `spread`: it came by gossip, so what changed
-   * our table (or counted as a new confirmation of a suspicion) is queued to be passed on.
-   * Returns how many items changed the table.
+   * our table (or counted as a new confirmation of a suspicion) is queued to be passed on, to
+   * anyone but `from` (who sent it) and whoever already has it (a record's own member, a claim's
+   * signer). Returns how many items changed the table.
    */
-  ingest(records: readonly SignedInfo[], claims: readonly Claim[], now: number, spread: boolean): number {
+  ingest(
+    records: readonly SignedInfo[],
+    claims: readonly Claim[],
+    now: number,
+    spread: boolean,
+    from?: string,
+  ): number {
     let changed = 0
     const follows = this.follows
     for (const r of records) {
       if (follows !== undefined && !follows(r.info.peerId)) continue
       if (this.apply(r, now) === undefined) continue
       changed++
-      if (spread) this.enqueue(r)
+      if (spread) this.enqueue(r, from === undefined ? [r.info.peerId] : [from, r.info.peerId])
     }
     for (const c of claims) {
       const r = this.ingestClaim(c, now)
       if (r > 1) changed++
-      if (spread && r > 0 && c.peerId !== this.self) this.enqueue(c)
+      if (spread && r > 0 && c.peerId !== this.self)
+        this.enqueue(c, from === undefined ? [c.by] : [from, c.by])
     }
     return changed
   }
@@ -207,11 +220,11 @@ export class MembershipCore {
     this.swim.removeMember(peer)
   }
 
-  /** Up to `budget` bytes of queued news for one outgoing message. */
-  take(budget: number): News[] {
+  /** Up to `budget` bytes of queued news for one outgoing message (to member `to`, if known). */
+  take(budget: number, to?: string): News[] {
     const q = this.queue
     if (q === undefined || q.size === 0) return []
-    return q.take(budget, this.o.clusterSize?.() ?? this.table.size)
+    return q.take(budget, this.o.clusterSize?.() ?? this.table.size, to)
   }
 
   // ---- the detector -------------------------------------------------------------------------
@@ -228,6 +241,11 @@ export class MembershipCore {
 
   onAck(from: string, seq: number, now: number): void {
     this.run(this.swim.onAck(from, seq, now), now)
+  }
+
+  /** `from` proved itself alive on its own initiative (see Swim.heard). */
+  heard(from: string, now: number): void {
+    this.swim.heard(from, now)
   }
 
   onNack(from: string, seq: number): void {
@@ -314,9 +332,9 @@ export class MembershipCore {
     this.emit({ type: 'publish', record, claim })
   }
 
-  private enqueue(x: News): void {
+  private enqueue(x: News, skip?: readonly string[]): void {
     if (this.queue === undefined) return
-    this.queue.enqueue(newsKey(x), x, newsBytes(x))
+    this.queue.enqueue(newsKey(x), x, newsBytes(x), skip)
     this.emit(QUEUED)
   }
 }

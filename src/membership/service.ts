@@ -33,6 +33,7 @@ import {
   type SignedInfo,
   type Signer,
 } from './record.js'
+import { shuffle } from './swim.js'
 import { fromWireClaim, fromWireInfo, toWireClaim, toWireInfo, WireError } from './wire.js'
 
 const MAX_SYNC = 8 << 20
@@ -49,6 +50,9 @@ const REHOME_EVERY_MS = 10_000
 const CONNECT_BATCH = 8
 const SYNC_ON_CONNECT_MIN_GAP_MS = 5_000
 const CONNECT_RETRY_MS = 2_000
+/** a leave is pushed straight to this many members at most (gossip carries it further), each within LEAVE_SYNC_MS */
+const LEAVE_FANOUT = 32
+const LEAVE_SYNC_MS = 2_500
 
 /**
  * The membership adapter: binds the sans-IO table and failure detector to libp2p. Gossip on a
@@ -78,10 +82,10 @@ export class MembershipComponent implements Component {
   /** members seen speaking only older probe protocols (identify, or the link they took) */
   private readonly olderPeers = new Set<string>()
   private readonly piggyback: Piggyback = {
-    take: () => this.takeGossip(),
-    receive: (_peer, set) => {
+    take: (peer) => this.takeGossip(peer),
+    receive: (peer, set) => {
       this.metrics.bytes.inc({ direction: 'in', channel: 'piggyback' }, MemberSet.encode(set).length)
-      this.ingest(set.records, set.claims, set.statements, true)
+      this.ingest(set.records, set.claims, set.statements, true, peer)
     },
   }
   private readonly links: ProbeLinks
@@ -174,6 +178,16 @@ export class MembershipComponent implements Component {
       [],
       function () {
         this.set(awarenessNow())
+      },
+    )
+    // a gauge read at scrape time (a count since start): the core counts, the service only shows it
+    const skipped = () => this.core?.swim.skippedProbes ?? 0
+    r.gauge(
+      'probes_skipped',
+      'probes not sent since start: the target had just proved itself alive (its own probe or a sync)',
+      [],
+      function () {
+        this.set(skipped())
       },
     )
     r.health(() => {
@@ -302,8 +316,24 @@ export class MembershipComponent implements Component {
     // member so nobody waits for a suspicion
     this.core?.leave(Date.now())
     await this.lastPublish
-    const peers = this.libp2p.getPeers().filter((p) => this.isMember(p.toString()))
-    await Promise.allSettled(peers.map((p) => this.sync(p, 'leave')))
+    await Promise.allSettled(this.leaveTargets().map((p) => this.sync(p, 'leave', LEAVE_SYNC_MS)))
+  }
+
+  /**
+   * Who hears of our leave straight from us: every connected member, then alive members we are
+   * not connected to (a member that joined a moment ago may not be in everyone's gossip mesh yet,
+   * and a sync dials), up to LEAVE_FANOUT in all; gossip carries it to the rest.
+   */
+  private leaveTargets(): PeerId[] {
+    const connected = this.libp2p.getPeers().filter((p) => this.isMember(p.toString()))
+    const seen = new Set(connected.map((p) => p.toString()))
+    const others = [...this.table.rows()]
+      .filter((r) => r.peerId !== this.selfId && !seen.has(r.peerId))
+      .filter((r) => r.status === 'alive' || r.status === 'suspect')
+      .map((r) => r.peerId)
+    const room = Math.max(0, LEAVE_FANOUT - connected.length)
+    shuffle(others, room, Math.random)
+    return [...connected.slice(0, LEAVE_FANOUT), ...others.slice(0, room).map((p) => peerIdFromString(p))]
   }
 
   /** The compute types this member offers (the plugins component sets them): re-signed and spread. */
@@ -381,12 +411,13 @@ export class MembershipComponent implements Component {
 
   // ---- the table ----------------------------------------------------------------------------
 
-  /** Apply what arrived; `spread`: it came by gossip, so what changed our table is passed on. */
+  /** Apply what arrived; `spread`: it came by gossip, so what changed our table is passed on (not back to `from`). */
   private ingest(
     records: MemberSet['records'],
     claims: MemberSet['claims'],
     statements: Uint8Array[] = [],
     spread = false,
+    from?: string,
   ): number {
     let changed = 0
     for (const raw of statements) {
@@ -415,7 +446,7 @@ export class MembershipComponent implements Component {
       }
     }
     try {
-      changed += core.ingest(infos, said, Date.now(), spread)
+      changed += core.ingest(infos, said, Date.now(), spread, from)
     } catch (err) {
       this.metrics.dropped.inc({ reason: 'error' })
       this.deps.reporter.log.warn({ err: (err as Error).message }, 'membership input failed')
@@ -534,8 +565,8 @@ export class MembershipComponent implements Component {
 
   // ---- piggybacked dissemination ------------------------------------------------------------
 
-  private takeGossip(): MemberSet | undefined {
-    const items = this.core?.take(PIGGYBACK.budget) ?? []
+  private takeGossip(peer: string): MemberSet | undefined {
+    const items = this.core?.take(PIGGYBACK.budget, peer) ?? []
     if (items.length === 0) return undefined
     const set: MemberSet = { records: [], claims: [], statements: [] }
     for (const x of items) {
@@ -551,24 +582,34 @@ export class MembershipComponent implements Component {
     if (this.fanoutTimer !== undefined || this.stopped) return
     this.fanoutTimer = setTimeout(() => {
       this.fanoutTimer = undefined
-      this.fanout()
-      if ((this.core?.queued ?? 0) > 0) this.armFanout()
+      // again only while some member still has news due (an item never goes back to whoever has
+      // it: a pair's news from the other member is due to nobody, and probing for it every 200 ms
+      // kept a pair at 2.5% of a core)
+      if (this.fanout() > 0) this.armFanout()
     }, PIGGYBACK.intervalMs)
     this.fanoutTimer.unref()
   }
 
-  private fanout(): void {
+  /** Returns how many members had news due (0: the fan-out may rest until news is queued). */
+  private fanout(): number {
     const peers: string[] = []
     // suspects too: that is how a suspect hears of its suspicion, and refutes it
     for (const r of this.table.rows())
-      if (r.peerId !== this.selfId && this.isMember(r.peerId) && !this.olderPeers.has(r.peerId))
+      if (
+        r.peerId !== this.selfId &&
+        this.isMember(r.peerId) &&
+        !this.olderPeers.has(r.peerId) &&
+        this.core?.hasNewsFor(r.peerId) === true
+      )
         peers.push(r.peerId)
+    const due = peers.length
     for (let i = 0; i < PIGGYBACK.fanout && peers.length > 0 && (this.core?.queued ?? 0) > 0; i++) {
       const peer = peers.splice(Math.floor(Math.random() * peers.length), 1)[0]
       const seq = FANOUT_SEQ_BASE + (this.fanoutSeq++ % FANOUT_SEQ_BASE)
       // a probe with its own seq: the ack is not the detector's, only the gossip both ways counts
       void this.links.ask(peer, { seq, target: '' }, this.deps.config.probeTimeoutMs * 2)
     }
+    return due
   }
 
   /** Members that do not speak probe/3.0.0 (older agents) hear news only through gossipsub. */
@@ -687,9 +728,9 @@ export class MembershipComponent implements Component {
    * Anti-entropy with one peer: exchange digests, then only what each side lacks (sync/2.0.0);
    * with an agent that only speaks sync/1.0.0, push our whole table and pull theirs.
    */
-  async sync(peer: PeerId, why: string): Promise<boolean> {
+  async sync(peer: PeerId, why: string, timeoutMs = 10_000): Promise<boolean> {
     this.lastSync.set(peer.toString(), Date.now())
-    const signal = AbortSignal.timeout(10_000)
+    const signal = AbortSignal.timeout(timeoutMs)
     try {
       const stream = await this.libp2p.dialProtocol(peer, [this.syncProto, this.syncProtoV1], {
         signal,
@@ -719,6 +760,8 @@ export class MembershipComponent implements Component {
         this.countSync('out', back.length)
         await lp.write(back, { signal })
       }
+      // their answer proves them alive: our next probe of them may wait (Swim.heard)
+      this.core?.heard(peer.toString(), Date.now())
       await stream.close({ signal }).catch(() => {})
       // a sync that taught us of members we are not connected to: dial them now, not at the next round
       if (learnt > 0) void this.connectMembers()
@@ -731,13 +774,14 @@ export class MembershipComponent implements Component {
     }
   }
 
-  private async onDigestSyncStream(stream: Stream, _conn: Connection): Promise<void> {
+  private async onDigestSyncStream(stream: Stream, conn: Connection): Promise<void> {
     const signal = AbortSignal.timeout(10_000)
     try {
       const lp = lpStream(stream, { maxDataLength: MAX_SYNC })
       const raw = await lp.read({ signal })
       this.countSync('in', raw.byteLength)
       const theirs = SyncDigest.decode(raw)
+      this.core?.heard(conn.remotePeer.toString(), Date.now())
       const mine = this.digest()
       const reply = SyncReply.encode({
         missing: mine.missingFrom(theirs.fingerprints),
@@ -846,6 +890,8 @@ export class MembershipComponent implements Component {
 
   /** Whether to ack a probe from `origin`: at once for us, after our own probe for a target. */
   private async answerProbe(origin: string, req: Probe, timeoutMs: number): Promise<boolean> {
+    // their probe (direct or a request to relay) proves them alive: our own probe of them may wait
+    this.core?.heard(origin, Date.now())
     if (req.target === '' || req.target === this.selfId) return true
     // an indirect probe: ask the target ourselves, answer when the detector decides
     const key = `${origin}/${req.seq}`

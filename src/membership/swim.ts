@@ -72,6 +72,13 @@ export const SUSPICION_MAX_MULT = 4
 export const SUSPICION_CONFIRMATIONS = 2
 /** The minimum suspicion never goes below this many probe intervals, however small the cluster. */
 export const SUSPICION_FLOOR_INTERVALS = 3
+/**
+ * A skipped probe (see heard()) still gives way to a real one when our own last answered probe
+ * of the target is this many intervals old: the round trip and the clock offset we report
+ * (`mesh members -v`, `mesh doctor`) come only from answers to our own probes, so without it the
+ * side of a pair that skips would never measure the other.
+ */
+export const SKIP_REFRESH_ROUNDS = 10
 
 /**
  * Minimum suspicion timeout for a cluster of n members:
@@ -122,6 +129,10 @@ interface Member {
   idx: number
   suspicion: Suspicion | undefined
   rtt: number | undefined
+  /** when our own direct probe of the peer was last answered */
+  ackedAt: number | undefined
+  /** when the peer last proved on its own initiative that it is alive (a probe of its, a sync) */
+  heardAt: number | undefined
 }
 
 interface Relay {
@@ -214,6 +225,7 @@ export class Swim {
   private readonly timers = new TimerHeap()
   private readonly relays = new Map<number, Relay>()
   private seq = 0
+  private skips = 0
   private started = false
   private nextProbeAt = 0
   private score = 0
@@ -279,6 +291,11 @@ export class Swim {
     return this.members.get(peer)?.suspicion?.deadline
   }
 
+  /** Probes not sent because the target had just proved itself alive (see heard()). */
+  get skippedProbes(): number {
+    return this.skips
+  }
+
   /** Round trip of the last direct probe the peer answered. */
   rttOf(peer: string): number | undefined {
     return this.members.get(peer)?.rtt
@@ -311,7 +328,15 @@ export class Swim {
       this.onRefute(peer, incarnation)
       return
     }
-    this.members.set(peer, { peer, incarnation, idx: this.list.length, suspicion: undefined, rtt: undefined })
+    this.members.set(peer, {
+      peer,
+      incarnation,
+      idx: this.list.length,
+      suspicion: undefined,
+      rtt: undefined,
+      ackedAt: undefined,
+      heardAt: undefined,
+    })
     this.list.push(peer)
     // a random slot in the rest of this round, as memberlist does: probed soon, not predictably
     const n = this.order.length
@@ -339,6 +364,20 @@ export class Swim {
 
   // ---- inputs -------------------------------------------------------------------------------
 
+  /**
+   * An authenticated message from `peer` sent on its own initiative (its probe of us, a sync,
+   * an ack to a probe we relayed) proves it alive now. When its turn to be probed comes within
+   * one probe interval of this, that evidence counts as the round's ack and no probe is sent
+   * (in a pair about half the probes), unless our own last answered probe of it is
+   * SKIP_REFRESH_ROUNDS old. Not for acks to our own probes: those answer a round we
+   * already counted, and counting them again would let two members stop probing each other.
+   */
+  heard(peer: string, now: number): void {
+    if (now > this.seen) this.seen = now
+    const m = this.members.get(peer)
+    if (m !== undefined) m.heardAt = now
+  }
+
   /** An ack for `seq` arrived from `from` (the target itself, or a relay forwarding it). */
   onAck(from: string, seq: number, now: number): readonly Action[] {
     if (now > this.seen) this.seen = now
@@ -346,13 +385,17 @@ export class Swim {
     if (r !== undefined) {
       if (from !== r.target) return NONE
       this.relays.delete(seq)
+      this.heard(from, now)
       return [{ type: 'ack', to: r.origin, seq: r.seq }]
     }
     if (this.phase === 0 || seq !== this.pSeq) return NONE
     if (from !== this.pTarget && !this.pRelays.includes(from)) return NONE
     if (from === this.pTarget) {
       const m = this.members.get(from)
-      if (m !== undefined) m.rtt = now - this.pSent
+      if (m !== undefined) {
+        m.rtt = now - this.pSent
+        m.ackedAt = now
+      }
     }
     this.phase = 0
     this.adjust(-1)
@@ -528,6 +571,20 @@ export class Swim {
       return
     }
     const scale = this.scale()
+    const m = this.members.get(target)!
+    if (
+      m.suspicion === undefined &&
+      m.heardAt !== undefined &&
+      now - m.heardAt < this.interval &&
+      m.ackedAt !== undefined &&
+      now - m.ackedAt < this.interval * SKIP_REFRESH_ROUNDS
+    ) {
+      // fresh evidence from the target: this round's ack without a probe (see heard())
+      this.skips++
+      this.adjust(-1)
+      this.nextProbeAt = now + this.interval * scale
+      return
+    }
     this.phase = 1
     this.pTarget = target
     this.pSeq = ++this.seq
@@ -655,7 +712,7 @@ export class Swim {
 }
 
 /** Fisher-Yates for the first `count` slots of `a`. */
-function shuffle<T>(a: T[], count: number, rng: () => number): void {
+export function shuffle<T>(a: T[], count: number, rng: () => number): void {
   for (let i = 0; i < count && i < a.length - 1; i++) {
     const j = i + Math.floor(rng() * (a.length - i))
     const t = a[i]

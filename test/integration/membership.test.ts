@@ -520,9 +520,11 @@ describe('membership: five agents on 127.0.0.1', function () {
   const seen = (peerId: string) => new Map(core().map((o) => [o, logs.get(o)!.changes(peerId).length]))
 
   /**
-   * Left straight from alive: no suspicion, no death on the way (so it was not failure
-   * detection). Only changes since `since` count: a busy machine may have made a watcher suspect
-   * the member for a moment while it joined, which says nothing about how it left.
+   * Left, not detected: every member says `left` (never `dead`) and no change since `since`
+   * declared it dead. A suspicion may have been raised while it joined (a newly joined member on
+   * a busy machine can answer a probe late, and `since` is read before the leave is asked for,
+   * not at it); the 3 s bound in waitLeft is what rules failure detection out (suspect -> dead
+   * takes 5 s or more), and the status that ends it is `left`.
    */
   function assertLeftDirectly(peerId: string, since: Map<AgentProcess, number>): void {
     for (const o of core()) {
@@ -535,10 +537,13 @@ describe('membership: five agents on 127.0.0.1', function () {
         'a cluster_change event said it left',
       )
       assert.deepEqual(
-        ev.filter((ch) => ch.after === 'suspect' || ch.after === 'dead'),
+        ev.filter((ch) => ch.after === 'dead' || ch.before === 'dead'),
         [],
-        'it was never suspected or declared dead',
+        'it was never declared dead',
       )
+      const suspected = ev.filter((ch) => ch.after === 'suspect').length
+      if (suspected > 0)
+        console.log(`      (a watcher suspected it ${suspected}x before the leave reached it)`)
     }
   }
 

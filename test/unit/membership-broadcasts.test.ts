@@ -15,6 +15,29 @@ describe('membership broadcast queue', () => {
     assert.equal(q.size, 0)
   })
 
+  it('says whether an item is due to a member: not to whoever has it, nor twice (a pair has nothing due)', () => {
+    const q = new BroadcastQueue<string>()
+    // b's record, heard from b: in a pair it is due to nobody (the fan-out rests)
+    q.enqueue('record/b', 'b1', 10, ['b'])
+    assert.equal(q.size, 1)
+    assert.equal(q.hasFor('b'), false)
+    assert.equal(q.hasFor('c'), true)
+    assert.deepEqual(q.take(100, 3, 'c'), ['b1'])
+    assert.equal(q.hasFor('c'), false)
+    // in a cluster of 3 both others have it now: it left the queue, short of its send limit
+    assert.equal(q.size, 0)
+  })
+
+  it("forgets an item every other member has: a pair does not hold the other's news forever", () => {
+    const q = new BroadcastQueue<string>()
+    q.enqueue('record/b', 'b1', 10, ['b', 'b'])
+    assert.deepEqual(q.take(100, 2, 'b'), [], 'not sent back to b')
+    assert.equal(q.size, 0, 'and gone: nobody else to tell')
+    q.enqueue('record/b', 'b2', 10, ['b'])
+    assert.deepEqual(q.take(100, 5, 'b'), [])
+    assert.equal(q.size, 1, 'in a cluster of 5 others still need it')
+  })
+
   it('a newer item about the same key replaces the queued one', () => {
     const q = new BroadcastQueue<string>()
     q.enqueue('claim/p', 'suspect', 10)

@@ -2,6 +2,7 @@ import assert from 'node:assert/strict'
 import {
   type Action,
   mulberry32,
+  SKIP_REFRESH_ROUNDS,
   Swim,
   type SwimOptions,
   suspicionTimeoutMs,
@@ -18,6 +19,10 @@ class Net {
   readonly crashed = new Set<string>()
   readonly blocked = new Set<string>()
   readonly log: string[] = []
+  /** probes sent, direct or relayed */
+  probes = 0
+  /** whether a probe's target counts it as evidence (Swim.heard), as the adapters do */
+  hear = true
   private readonly q: Array<{ at: number; n: number; fn: () => void }> = []
   private n = 0
   private readonly rng: () => number
@@ -93,10 +98,12 @@ class Net {
     for (const a of actions) {
       switch (a.type) {
         case 'probe':
-          // the target's adapter answers a ping with an ack, no Swim involved
-          this.send(from, a.to, true, () =>
-            this.send(a.to, from, true, (s) => this.handle(from, s.onAck(a.to, a.seq, this.now))),
-          )
+          this.probes++
+          // the target's adapter answers a ping with an ack and tells its Swim it heard the prober
+          this.send(from, a.to, true, (t) => {
+            if (this.hear) t.heard(from, this.now)
+            this.send(a.to, from, true, (s) => this.handle(from, s.onAck(a.to, a.seq, this.now)))
+          })
           break
         case 'probe-req':
           this.send(from, a.via, true, (s) =>
@@ -188,6 +195,81 @@ describe('membership: SWIM failure detector', () => {
     assert.notDeepEqual(rounds[0], peers)
     assert.notDeepEqual(rounds[0], rounds[1])
     assert.equal(s.rttOf(rounds[1][9]), 3)
+  })
+
+  it('a probe received from the due target counts as its ack: in a pair only one side probes', () => {
+    const count = (hear: boolean): number => {
+      const net = new Net(ids(2), 9)
+      net.hear = hear
+      net.run(2000)
+      const before = net.probes
+      net.run(62000)
+      assert.deepEqual(net.log, [])
+      return net.probes - before
+    }
+    // 60 s at one probe per second each: 120 probes without the evidence, about 60 with it
+    assert.ok(count(false) >= 110, `${count(false)} probes without`)
+    const withHeard = count(true)
+    assert.ok(withHeard <= 70, `${withHeard} probes with evidence`)
+  })
+
+  it('fresh evidence skips a probe; stale evidence, a suspect target, or an ack to our own probe do not', () => {
+    const s = new Swim({ self: 'me', rng: mulberry32(4), lifeguard: false })
+    s.setMembers([{ peerId: 'p', incarnation: 0 }])
+    s.tick(0)
+    /** the next due round: what it sent (acked 5 ms later) */
+    const round = (evidenceAge?: number): string => {
+      const now = s.nextWakeup()
+      if (evidenceAge !== undefined) s.heard('p', now - evidenceAge)
+      const [a] = s.tick(now)
+      if (a?.type === 'probe') s.onAck('p', a.seq, now + 5)
+      return a?.type ?? 'none'
+    }
+    assert.equal(round(), 'probe')
+    // the ack to our own probe answers that round and does not stand in for the next one
+    assert.equal(round(), 'probe')
+    // they probed us within the interval: nothing sent, no suspicion
+    assert.equal(round(999), 'none')
+    assert.equal(s.skippedProbes, 1)
+    // evidence one full interval old is stale
+    assert.equal(round(1000), 'probe')
+    // a suspect target is probed whatever we heard: only a refutation clears the suspicion
+    s.onSuspect('p', 0, 'q', s.nextWakeup())
+    assert.equal(round(10), 'probe')
+    assert.equal(s.skippedProbes, 1)
+  })
+
+  it('the side of a pair that skips still probes every SKIP_REFRESH_ROUNDS, so both measure the other', () => {
+    const net = new Net(ids(2), 9, { lifeguard: false })
+    const [a, b] = net.ids
+    net.run(2000)
+    const skipsBefore = [a, b].map((id) => net.nodes.get(id)!.skippedProbes)
+    net.run(62000)
+    const skipped = [a, b].map((id, i) => net.nodes.get(id)!.skippedProbes - skipsBefore[i])
+    // 60 rounds each: one probe in a round still stands in for the other side's (about 60 skips
+    // in all), and neither side goes more than SKIP_REFRESH_ROUNDS rounds without its own probe
+    const rounds = 60
+    assert.ok(skipped[0] + skipped[1] >= rounds * 0.8, `skipped ${skipped}`)
+    for (const n of skipped) assert.ok(rounds - n >= rounds / SKIP_REFRESH_ROUNDS - 1, `skipped ${skipped}`)
+    for (const [x, y] of [
+      [a, b],
+      [b, a],
+    ])
+      assert.ok(net.nodes.get(x)!.rttOf(y) !== undefined, `${x} measured ${y}`)
+  })
+
+  it('a pair where only one side probes still detects the silent side, one interval later at most', () => {
+    const net = new Net(ids(2), 9, { lifeguard: false })
+    const [a, b] = net.ids
+    net.run(10000)
+    const skipper = net.nodes.get(a)!.skippedProbes > net.nodes.get(b)!.skippedProbes ? a : b
+    const prober = skipper === a ? b : a
+    // the prober crashes: the one that relied on its probes notices within 2 intervals + 3 s
+    net.crashed.add(prober)
+    net.run(30000)
+    const t = net.deadAt.get(`${skipper}:${prober}`)
+    assert.ok(t !== undefined, net.log.join('\n'))
+    assert.ok(t - 10000 <= 2 * 1000 + 3000 + 1000, `declared after ${t - 10000} ms`)
   })
 
   it('declares a crashed member dead after probe interval + suspicion timeout (Lifeguard off)', () => {
