@@ -1,7 +1,9 @@
 // Elections under churn: the real election core (src/election/ElectionCore) on every simulated
 // member, riding on the simulated membership as an Extension. Messages go out on the simulated
 // gossip ('ext' channel); every death the member's own membership table accepts is fed to its
-// core, and passed on when it moved an election, as the agent does. A restarted member gets a fresh core (its state is lost in a crash).
+// core, and passed on when it moved an election, as the agent does. A restarted member gets a
+// fresh core (its state is lost in a crash); a vote it signs again comes out the same (core.ts
+// voteTiebreak), so a lost vote is no equivocation.
 //
 // Reported: decision time (request created -> first winner acts), how requests ended, and the
 // safety property: never two live members acting (allocating) for one request at once.

@@ -511,8 +511,12 @@ export class ElectionsComponent implements Component {
           break
       }
     }
-    if (send.length > 0) void this.publish(send)
-    if (changed) this.schedulePersist()
+    if (send.length > 0) {
+      // our own votes and requests reach the disk before anyone sees them: a voter killed right
+      // after voting must resume with the vote it sent, not make another (equivocation)
+      this.persistNow()
+      void this.publish(send)
+    } else if (changed) this.schedulePersist()
     this.arm()
   }
 
@@ -647,6 +651,12 @@ export class ElectionsComponent implements Component {
       this.persistTimer = undefined
       this.persist()
     }, PERSIST_DEBOUNCE_MS)
+  }
+
+  private persistNow(): void {
+    if (this.persistTimer !== undefined) clearTimeout(this.persistTimer)
+    this.persistTimer = undefined
+    this.persist()
   }
 
   private persist(): void {

@@ -178,7 +178,7 @@ export interface Received {
 export interface ElectionOptions {
   signer: Signer
   verifier: Verifier
-  /** uniform in [0, 1): tiebreaks and nonces */
+  /** uniform in [0, 1): request nonces (a vote's tiebreak is a hash, see voteTiebreak) */
   rng: () => number
   /** the winner gives up (ERROR) when not ALLOCATED this long after it began (Aquarium Fish: 30 s) */
   roundTimeoutMs?: number
@@ -406,6 +406,22 @@ class Election {
  * majority of the others. Both sides of a partition sign claims about the other; only the
  * majority's count, so a minority (of one, say) cannot end every open request by itself.
  */
+/**
+ * A vote's tiebreak: a hash of voter, request, round and history, not a random draw. A member
+ * that lost its state (killed before it saved its vote, or the simulator's crash) and votes in
+ * the same round again then signs the same vote (ed25519 is deterministic) as long as its score
+ * is unchanged, instead of a second one that makes it win in its own view while the first made
+ * another member win elsewhere (two acting at once). A voter picks its own tiebreak anyway, so a
+ * predictable one gives nobody an edge they did not have.
+ */
+export function voteTiebreak(voter: string, requestId: string, round: number, history: string): number {
+  let h = fnv1a32String(`${voter}/${requestId}/${round}/${history}`)
+  // fmix32 (MurmurHash3's finaliser): FNV's low bits alone spread poorly over similar strings
+  h = Math.imul(h ^ (h >>> 16), 0x85ebca6b)
+  h = Math.imul(h ^ (h >>> 13), 0xc2b2ae35)
+  return (h ^ (h >>> 16)) >>> 0
+}
+
 export function deadQuorum(voters: number): number {
   return Math.floor((voters - 1) / 2) + 1
 }
@@ -655,7 +671,7 @@ export class ElectionCore {
         yes: a.yes,
         reasons: a.yes ? [] : a.reasons,
         score: a.yes ? a.score : 0,
-        tiebreak: Math.floor(this.rng() * UINT32) >>> 0,
+        tiebreak: voteTiebreak(this.self, requestId, round, e.d.history),
         note: clean(a.note ?? ''),
       },
       this.signer,

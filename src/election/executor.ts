@@ -11,7 +11,7 @@ import { spawn } from 'node:child_process'
 import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { cpus, totalmem } from 'node:os'
 import { join } from 'node:path'
-import { pidAlive as alive } from '../kernel/pid.js'
+import { processAlive, processStart } from '../kernel/pid.js'
 import type { Request } from './messages.js'
 import { type Assessment, assess } from './rule.js'
 
@@ -48,9 +48,20 @@ export function assessHere(request: Request, local: LocalState, computeTypes: st
   })
 }
 
+/** what allocate started: `start` is undefined in files written before it was recorded */
+interface Started {
+  instance: string
+  pid: number
+  start?: string
+}
+
 export class CommandExecutor implements Executor {
-  /** request id -> instance and process group; also in `<stateDir>/<id>.json`, so a restarted agent adopts what it started */
-  private readonly running = new Map<string, { instance: string; pid: number }>()
+  /**
+   * request id -> instance and process group (with the leader's start time: a pid alone may be
+   * another process's by now, and deallocate signals the whole group); also in
+   * `<stateDir>/<id>.json`, so a restarted agent adopts what it started
+   */
+  private readonly running = new Map<string, Started>()
 
   constructor(
     private readonly commands: Record<string, string>,
@@ -70,15 +81,15 @@ export class CommandExecutor implements Executor {
   }
 
   /** What we started for the request, in this process or before a restart, if it still runs. */
-  private find(id: string): { instance: string; pid: number } | undefined {
+  private find(id: string): Started | undefined {
     let r = this.running.get(id)
     const f = this.file(id)
     if (r === undefined && f !== undefined) {
       try {
-        r = JSON.parse(readFileSync(f, 'utf8')) as { instance: string; pid: number }
+        r = JSON.parse(readFileSync(f, 'utf8')) as Started
       } catch {}
     }
-    if (r === undefined || !alive(r.pid)) return undefined
+    if (r === undefined || !processAlive(r.pid, r.start)) return undefined
     this.running.set(id, r)
     return r
   }
@@ -99,7 +110,8 @@ export class CommandExecutor implements Executor {
       child.once('error', reject)
     })
     child.unref()
-    const r = { instance, pid: child.pid as number }
+    const pid = child.pid as number
+    const r: Started = { instance, pid, start: processStart(pid) }
     this.running.set(request.id, r)
     const f = this.file(request.id)
     if (f !== undefined && this.stateDir !== undefined) {
@@ -121,9 +133,10 @@ export class CommandExecutor implements Executor {
       return
     }
     // bounded: 3 s for SIGTERM, then SIGKILL
-    for (let i = 0; i < 30 && alive(r.pid); i++) await new Promise((res) => setTimeout(res, 100))
+    const running = () => processAlive(r.pid, r.start)
+    for (let i = 0; i < 30 && running(); i++) await new Promise((res) => setTimeout(res, 100))
     try {
-      if (alive(r.pid)) process.kill(-r.pid, 'SIGKILL')
+      if (running()) process.kill(-r.pid, 'SIGKILL')
     } catch {}
   }
 }

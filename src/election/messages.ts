@@ -104,7 +104,7 @@ export interface Vote {
   reasons: VoteReason[]
   /** higher is better (e.g. free capacity); 0 for no */
   score: number
-  /** uint32 from the voter's rng: breaks ties between equal scores */
+  /** uint32 (core.ts voteTiebreak: a hash, so a vote made again is the same): breaks ties between equal scores */
   tiebreak: number
   /** free text for humans, '' for none */
   note: string

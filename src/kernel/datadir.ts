@@ -10,7 +10,7 @@ import {
 } from 'node:fs'
 import { homedir } from 'node:os'
 import { join, resolve } from 'node:path'
-import { pidAlive } from './pid.js'
+import { agentAlive } from './pid.js'
 
 /**
  * The whole data-dir layout: every file and folder the agent keeps, named here
@@ -103,7 +103,7 @@ export function lockDataDir(dir: string): () => void {
         throw new DataDirError(`cannot lock data dir ${dir}: ${(err as Error).message}`)
       }
       const pid = Number.parseInt(readFileSync(path, 'utf8').trim(), 10)
-      if (Number.isInteger(pid) && pid !== process.pid && pidAlive(pid)) {
+      if (Number.isInteger(pid) && pid !== process.pid && agentAlive(pid)) {
         throw new DataDirError(
           `data dir ${dir} is in use by another mesh agent (pid ${pid}). ` +
             'Stop that agent first, or start this one with a different --data-dir.',

@@ -5,6 +5,7 @@ import '../../src/shim.js'
 import assert from 'node:assert/strict'
 import { existsSync, readFileSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
+import type { Message as GossipMessage } from '@libp2p/gossipsub'
 import { peerIdFromString } from '@libp2p/peer-id'
 import { lpStream } from '@libp2p/utils'
 import { ElectionSet } from '../../protocols/election.js'
@@ -102,6 +103,50 @@ describe('elections: five agents on loopback', function () {
   })
 
   const winnerName = (peer: string | undefined) => names.find((n) => peerIds[n] === peer)
+
+  /** `mesh request create --compute-type sleeper --wait` at an agent: the new request's id. */
+  async function createSleeper(a: AgentProcess): Promise<string> {
+    const r = await mesh([
+      '--data-dir',
+      a.dataDir,
+      'request',
+      'create',
+      '--compute-type',
+      'sleeper',
+      '--wait',
+    ])
+    assert.equal(r.code, 0, r.stderr)
+    return r.stdout.trim().split('\n').at(-1) as string
+  }
+
+  /** Once an in-process member is admitted by alpha: its protocol prefix, on the elections topic with alpha. */
+  async function admittedOnElections(
+    member: NodeComponent,
+    what: string,
+  ): Promise<{ prefix: string; topic: string }> {
+    const node = member.node
+    const alpha = peerIdFromString(peerIds.alpha)
+    await waitFor(
+      `${what} to be admitted by alpha`,
+      async () => {
+        await member.reconnect()
+        return node.services.admission.isAdmitted(alpha)
+      },
+      30_000,
+      500,
+    )
+    const clusterId = JSON.parse(readFileSync(join(agents.alpha.dataDir, 'cluster.json'), 'utf8'))
+      .id as string
+    const prefix = `/mesh/${clusterId.slice(0, 16)}`
+    const topic = `${prefix}/elections/1`
+    node.services.pubsub.subscribe(topic)
+    await waitFor(
+      'alpha to be a gossip peer on the elections topic',
+      async () => node.services.pubsub.getSubscribers(topic).some((p) => p.toString() === peerIds.alpha),
+      20_000,
+    )
+    return { prefix, topic }
+  }
 
   it('members advertise the compute types they can run (mesh members)', async () => {
     const ms = await meshJson<Array<{ name: string; computeTypes: string[] }>>(agents.delta.dataDir, [
@@ -371,34 +416,13 @@ describe('elections: five agents on loopback', function () {
   it('hostile input on the wire (gossip and sync) from an admitted member: forged, non-voter, malformed, undecodable -> dropped and counted, nothing changes', async () => {
     let member: NodeComponent | undefined
     try {
-      const r = await mesh([
-        '--data-dir',
-        agents.alpha.dataDir,
-        'request',
-        'create',
-        '--compute-type',
-        'sleeper',
-        '--wait',
-      ])
-      assert.equal(r.code, 0, r.stderr)
-      const id = r.stdout.trim().split('\n').at(-1) as string
+      const id = await createSleeper(agents.alpha)
       const before = (await list(agents.alpha)).find((x) => x.id === id)
       member = await inProcessMember(fx.tempDir('mesh-el-'), agents.alpha.dataDir, 'mallory')
       await member.start()
       const node = member.node
       const alpha = peerIdFromString(peerIds.alpha)
-      await waitFor(
-        'mallory to be admitted by alpha',
-        async () => {
-          await member!.reconnect()
-          return node.services.admission.isAdmitted(alpha)
-        },
-        30_000,
-        500,
-      )
-      const clusterId = JSON.parse(readFileSync(join(agents.alpha.dataDir, 'cluster.json'), 'utf8'))
-        .id as string
-      const prefix = `/mesh/${clusterId.slice(0, 16)}`
+      const { prefix, topic } = await admittedOnElections(member, 'mallory')
       // a newcomer pulls the open requests: push nothing, get everything alpha holds
       const stream = await node.dialProtocol(alpha, `${prefix}/elections/sync/1.0.0`, {
         signal: AbortSignal.timeout(10_000),
@@ -425,13 +449,6 @@ describe('elections: five agents on loopback', function () {
         body: new TextEncoder().encode('mesh-election-vote-v1\n{"round":-1}'),
         sig: new Uint8Array(64),
       }
-      const topic = `${prefix}/elections/1`
-      node.services.pubsub.subscribe(topic)
-      await waitFor(
-        'alpha to be a gossip peer on the elections topic',
-        async () => node.services.pubsub.getSubscribers(topic).some((p) => p.toString() === peerIds.alpha),
-        20_000,
-      )
       const m0 = await agents.alpha.metrics()
       const count = (t: MetricsSnapshot, reason: string) => t.get('mesh_elections_dropped_total', { reason })
       await node.services.pubsub.publish(topic, ElectionSet.encode({ messages: [forged] }))
@@ -472,18 +489,61 @@ describe('elections: five agents on loopback', function () {
     }
   })
 
+  it('a vote is on the voter’s disk before anyone can see it: a kill -9 right after voting cannot make it vote differently', async () => {
+    let member: NodeComponent | undefined
+    try {
+      member = await inProcessMember(fx.tempDir('mesh-el-'), agents.alpha.dataDir, 'listener')
+      await member.start()
+      const node = member.node
+      const { topic } = await admittedOnElections(member, 'the listener')
+      const onDisk = (dir: string, v: Vote): boolean => {
+        const file = join(dir, 'elections.json')
+        if (!existsSync(file)) return false
+        const saved = JSON.parse(readFileSync(file, 'utf8')) as { messages: Array<[string, string]> }
+        return saved.messages.some(([b, sig]) => {
+          const m = fromWire({ body: Buffer.from(b, 'base64'), sig: Buffer.from(sig, 'base64') })
+          return (
+            'kind' in m &&
+            m.kind === 'vote' &&
+            m.request === v.request &&
+            m.round === v.round &&
+            m.voter === v.voter
+          )
+        })
+      }
+      // read the voter's file the moment its vote reaches us, in the gossip handler itself
+      const seen: Array<{ voter: string; saved: boolean }> = []
+      const onMessage = (evt: CustomEvent<GossipMessage>) => {
+        if (evt.detail.topic !== topic) return
+        for (const w of ElectionSet.decode(evt.detail.data).messages) {
+          const m = fromWire(w)
+          if (!('kind' in m) || m.kind !== 'vote') continue
+          const voter = names.find((n) => peerIds[n] === m.voter)
+          if (voter === undefined || agents[voter].exitCode !== null) continue
+          seen.push({ voter, saved: onDisk(agents[voter].dataDir, m) })
+        }
+      }
+      node.services.pubsub.addEventListener('message', onMessage)
+      const id = await createSleeper(agents.alpha)
+      await waitFor('votes to reach the listener', async () => seen.length > 0, 20_000)
+      node.services.pubsub.removeEventListener('message', onMessage)
+      console.log(
+        `      votes seen: ${seen.map((s) => `${s.voter} ${s.saved ? 'saved' : 'NOT saved'}`).join(', ')}`,
+      )
+      assert.deepEqual(
+        seen.filter((s) => !s.saved),
+        [],
+        'every vote was in its voter’s elections.json when it reached another member',
+      )
+      const c = await mesh(['--data-dir', agents.alpha.dataDir, 'request', 'cancel', id])
+      assert.equal(c.code, 0, c.stderr)
+    } finally {
+      await member?.stop()
+    }
+  })
+
   it('the winner restarted (kill -9, start again at once) resumes from its data dir: it adopts the running instance instead of starting a second one', async () => {
-    const r = await mesh([
-      '--data-dir',
-      agents.echo.dataDir,
-      'request',
-      'create',
-      '--compute-type',
-      'sleeper',
-      '--wait',
-    ])
-    assert.equal(r.code, 0, r.stderr)
-    const id = r.stdout.trim().split('\n').at(-1) as string
+    const id = await createSleeper(agents.echo)
     const w = winnerName((await list(agents.echo)).find((x) => x.id === id)?.winner) as string
     const instance = `sleeper-${id.slice(0, 8)}`
     const pidsOf = () =>

@@ -212,6 +212,35 @@ describe('election: core', () => {
     assert.equal(bus.get(A).view(r.id)!.winner, best.voter)
   })
 
+  it('a voter that lost its state votes again with the very same vote: no equivocation, one winner', () => {
+    // killed before its vote was saved (or the simulator's crash): it restarts with a fresh core
+    // and another rng, hears the request again and votes again in the same round
+    const bus = new Bus([A, B, C])
+    bus.policy = () => yes(4)
+    const r = bus.request(A)
+    const first = bus
+      .get(B)
+      .view(r.id)!
+      .rounds[0].votes.find((v) => v.voter === B)!
+    const winner = bus.get(A).view(r.id)!.winner
+    const again = core(B, 999)
+    const votes: Vote[] = []
+    for (const e of again.ingest(r, bus.now))
+      if (e.type === 'vote-needed')
+        for (const x of again.vote(r.id, 0, yes(4), bus.now))
+          if (x.type === 'send' && x.msg.kind === 'vote') votes.push(x.msg)
+    assert.equal(votes.length, 1)
+    assert.deepEqual(toWire(votes[0]), toWire(first))
+    for (const p of [A, C]) {
+      const out = bus.get(p).ingest(votes[0], bus.now)
+      assert.equal(out.filter((e) => e.type === 'misbehaviour').length, 0)
+      assert.equal(bus.get(p).view(r.id)!.winner, winner)
+    }
+    // the restarted voter, told the others' votes, names the same winner
+    for (const p of [A, C]) for (const v of bus.get(p).view(r.id)!.rounds[0].votes) again.ingest(v, bus.now)
+    assert.equal(again.view(r.id)!.winner, winner)
+  })
+
   it('waits for a missing voter until it votes or is declared dead', () => {
     const bus = new Bus([A, B, C], { stallMs: 1000 })
     bus.policy = (p) => (p === C ? undefined : yes(1))
