@@ -20,6 +20,7 @@ import { type AdmissionInit, admission } from './admission.js'
 import { type Cluster, deriveKey, protocolPrefix } from './cluster.js'
 import { coalescedWrites } from './coalesced-writes.js'
 import type { NodeConfig } from './config.js'
+import { connectDeadline } from './connect-deadline.js'
 import { dialable } from './dialable.js'
 import { INBOUND_LIMITS, PendingInbound } from './inbound-limits.js'
 import { quietPeerStore } from './quiet-peer-store.js'
@@ -43,6 +44,8 @@ export interface NodeOptions {
   insideOverlay?: (addr: Multiaddr) => boolean
 }
 
+/** how long a TCP dial may take to connect (the upgrade after it has the rest of the dial budget) */
+const TCP_CONNECT_MS = 1_500
 /** concurrent ping streams per connection, each way (see the ping service below) */
 const PING_STREAMS = 8
 
@@ -125,7 +128,7 @@ export async function createMeshNode(opts: NodeOptions) {
       announceFilter: (addrs) => addrs.filter((a) => dialable(a) && opts.insideOverlay?.(a) !== true),
     },
     transports: [
-      tcp(),
+      connectDeadline(tcp(), Math.min(TCP_CONNECT_MS, config.dialTimeoutMs)),
       circuitRelayTransport({ reservationCompletionTimeout: config.dialTimeoutMs }),
       ...(config.webrtc.enabled
         ? [
@@ -161,7 +164,10 @@ export async function createMeshNode(opts: NodeOptions) {
       maxIncomingPendingConnections: INBOUND_LIMITS.maxPending,
       inboundConnectionThreshold: INBOUND_LIMITS.newPerHostPerSecond,
       dialTimeout: config.dialTimeoutMs,
-      addressDialTimeout: Math.min(1500, config.dialTimeoutMs),
+      // per address the whole budget: a TCP connect still gives up after TCP_CONNECT_MS
+      // (connect-deadline.ts), but an upgrade that is slow on a busy machine is not cut off,
+      // nor a WebRTC dial while ICE gathers
+      addressDialTimeout: config.dialTimeoutMs,
       // libp2p redials a lost keep-alive peer (a relay) by itself: 3 tries at 2 s, 6 s, 18 s, then
       // the node's own per-member back-off takes over (the default, 5 tries from 1 s, doubled the
       // dials of an agent whose relay was gone for good)
@@ -216,7 +222,10 @@ export async function createMeshNode(opts: NodeOptions) {
         // its default (-5 per peer over 10 on one IP, squared) graylists members that share an
         // address — 20 agents on one host, an office behind one NAT, members reached through
         // one relay — and their gossip is then ignored (detection took 40 s instead of 6).
-        scoreParams: { IPColocationFactorWeight: 0 },
+        // Scores are refreshed every decayInterval (1 s by default): a timer wake-up a second in
+        // every agent for scores that, among admitted members, only ever hold a rare behaviour
+        // penalty (issue 20). Every 10 s, that penalty decays ten times slower; nothing else changes.
+        scoreParams: { IPColocationFactorWeight: 0, decayInterval: 10_000 },
       }),
     },
   })

@@ -233,11 +233,17 @@ export async function startCluster(
  * from `inviterDir`'s agent) but runs only the libp2p node, so a test can put anything on the
  * wire or look inside gossipsub. Not started; the caller stops it.
  */
-export async function inProcessMember(dir: string, inviterDir: string, name: string): Promise<NodeComponent> {
+export async function inProcessMember(
+  dir: string,
+  inviterDir: string,
+  name: string,
+  config: Record<string, unknown> = {},
+): Promise<NodeComponent> {
   const token = (await meshJson<{ token: string }>(inviterDir, ['invite'])).token
   const setup = await prepareDataDir(dir, { join: token })
   return new NodeComponent({
     config: ConfigSchema.parse({
+      ...config,
       name,
       listen: ['/ip4/127.0.0.1/tcp/0'],
       logLevel: 'silent',
