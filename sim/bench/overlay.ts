@@ -1,6 +1,7 @@
 // Overlay benchmark (not a test): TCP throughput, ssh bulk and ping RTT between two members
 // through mesh0 against the same between their namespaces directly, side by side in one run,
-// for each carrier (the datagram channel, and the stream with overlay.datagram: false), on a
+// for each carrier (the direct UDP carrier, the WebRTC datagram channel with overlay.udp: false,
+// and the stream with overlay.datagram: false too), on a
 // clean link and on links that lose packets; the bare mesh stream ceiling (one libp2p stream of
 // the agent's stack, two processes on 127.0.0.1), and the agents' CPU seconds per GB through
 // mesh0. Root only (netns lab in 198.18.0.0/16).
@@ -14,7 +15,9 @@
 
 //   npm run bench:overlay            (node dist/sim/bench/overlay.js --mib 128 --repeats 3 --ssh-mib 200 --pings 100 --lossy-mib 32)
 //   MESH_BENCH_PROF=DIR              agents write a CPU profile into DIR when they stop (cpu-prof.ts)
-//   --datagram-only --no-lossy --no-ceiling   a short run: the datagram carrier on the clean link
+//   --carriers udp,datagram,stream   which carriers, in this order (default: all three)
+//   --datagram-only                  the same as --carriers datagram
+//   --no-lossy --no-ceiling          a short run: the clean link only
 //   --lossy-mib N                    MiB per TCP run on the impaired link (--no-lossy: none)
 //   --impaired-only                  the impaired-link rows alone (a short quiet run)
 //
@@ -46,6 +49,9 @@ import { streamRun } from './stream-run.js'
 // every flag checked up front (parseFlags: an unknown one is an error, not a long run on defaults)
 const numbers = new Map<string, number>()
 const switches = new Set<string>()
+type Carrier = 'udp' | 'datagram' | 'stream'
+const CARRIERS: Carrier[] = ['udp', 'datagram', 'stream']
+let carriers: Carrier[] = CARRIERS
 const num = (name: string) => (next: () => string) => {
   numbers.set(name, positive(`--${name}`, next()))
 }
@@ -66,8 +72,14 @@ parseFlags(
     '--no-ceiling': on('no-ceiling'),
     '--datagram-only': on('datagram-only'),
     '--impaired-only': on('impaired-only'),
+    '--carriers': (next) => {
+      const list = next().split(',')
+      const bad = list.filter((c) => !CARRIERS.includes(c as Carrier))
+      if (bad.length > 0 || list.length === 0) throw new Error(`--carriers takes ${CARRIERS.join(',')}`)
+      carriers = list as Carrier[]
+    },
   },
-  'use --mib N --repeats N --ssh-mib N --pings N --lossy-mib N --datagram-mtu N --skip --no-lossy --no-ceiling --datagram-only --impaired-only',
+  'use --mib N --repeats N --ssh-mib N --pings N --lossy-mib N --datagram-mtu N --carriers udp,datagram,stream --skip --no-lossy --no-ceiling --datagram-only --impaired-only',
 )
 const arg = (name: string, dflt: number): number => numbers.get(name) ?? dflt
 
@@ -96,7 +108,7 @@ setTimeout(() => { console.error('timed out'); process.exit(1) }, 300000)
 
 /** What one carrier measured. */
 interface CarrierRun {
-  carrier: 'datagram' | 'stream'
+  carrier: Carrier
   tcp: number[]
   direct: number[]
   cpuPerGB: number
@@ -138,12 +150,13 @@ const EMPTY: Omit<CarrierRun, 'carrier' | 'lossy'> = {
 }
 
 /** Two agents a and b on the given hosts, on one carrier, with a TCP sink on b (ports 7001). */
-async function pair(w: World, aHost: Host, bHost: Host, datagram: boolean) {
+async function pair(w: World, aHost: Host, bHost: Host, carrier: Carrier) {
   const prof = process.env.MESH_BENCH_PROF
   const on = {
     MESH_OVERLAY__INTERFACE: 'true',
     MESH_OVERLAY__NAMES: 'false',
-    MESH_OVERLAY__DATAGRAM: String(datagram),
+    MESH_OVERLAY__UDP: String(carrier === 'udp'),
+    MESH_OVERLAY__DATAGRAM: String(carrier !== 'stream'),
     MESH_OVERLAY__DATAGRAM_MTU: String(arg('datagram-mtu', 1280)),
     MESH_LOG_LEVEL: 'warn',
     ...(prof === undefined
@@ -168,13 +181,12 @@ async function pair(w: World, aHost: Host, bHost: Host, datagram: boolean) {
   )
   const carrierOf = async (x: Agent, to: string) =>
     (await w.json(x, ['status'])).overlayInterface.peers.find((p: any) => p.name === to)?.carrier
-  // packets flow, and (with datagram) the channel is up at both ends before anything is measured
+  // packets flow, and the carrier is up at both ends before anything is measured
   await waitFor(
-    `a and b on the ${datagram ? 'datagram' : 'stream'} carrier`,
+    `a and b on the ${carrier} carrier`,
     async () => {
       await w.lab.exec(aHost, ['ping', '-n', '-c', '1', '-W', '2', bOverlay])
-      const want = datagram ? 'datagram' : 'stream'
-      return (await carrierOf(a, 'b')) === want && (await carrierOf(b, 'a')) === want
+      return (await carrierOf(a, 'b')) === carrier && (await carrierOf(b, 'a')) === carrier
     },
     60_000,
     1_000,
@@ -190,9 +202,8 @@ async function pair(w: World, aHost: Host, bHost: Host, datagram: boolean) {
   return { a, b, bOverlay, send }
 }
 
-async function measure(datagram: boolean): Promise<CarrierRun> {
-  if (switches.has('impaired-only'))
-    return { ...EMPTY, carrier: datagram ? 'datagram' : 'stream', lossy: await impaired(datagram) }
+async function measure(carrier: Carrier): Promise<CarrierRun> {
+  if (switches.has('impaired-only')) return { ...EMPTY, carrier, lossy: await impaired(carrier) }
   const mib = arg('mib', 128)
   const sshMiB = arg('ssh-mib', 200)
   const pings = arg('pings', 100)
@@ -203,7 +214,7 @@ async function measure(datagram: boolean): Promise<CarrierRun> {
     const pub = w.lab.segment('pub')
     const aHost = w.lab.host('a', pub)
     const bHost = w.lab.host('b', pub)
-    const { a, b, bOverlay, send } = await pair(w, aHost, bHost, datagram)
+    const { a, b, bOverlay, send } = await pair(w, aHost, bHost, carrier)
     // b's sshd on its link address and its overlay address (port 22 in b's namespace)
     w.lab.spawn(bHost, sshdSetup(join(w.tmp, 'sshd-b'), 22, readFileSync(`${w.key}.pub`), ['0.0.0.0', '::']))
     // the sink and sshd listening before the first run
@@ -229,9 +240,11 @@ async function measure(datagram: boolean): Promise<CarrierRun> {
       return (sshMiB * 1.048576) / (Number(process.hrtime.bigint() - t0) / 1e9)
     }
     const drops = async (x: Agent) => (await w.json(x, ['status'])).overlayInterface.drops
-    // packets and messages on the datagram channel (fewer messages: small packets batched)
-    const channel = async (x: Agent, to: string) =>
-      (await w.json(x, ['status'])).overlayInterface.peers.find((p: any) => p.name === to)?.datagram
+    // packets and messages (datagrams) on the carrier (fewer messages: small packets batched)
+    const channel = async (x: Agent, to: string) => {
+      const p = (await w.json(x, ['status'])).overlayInterface.peers.find((p: any) => p.name === to)
+      return carrier === 'udp' ? p?.udp : p?.datagram
+    }
     const pids = [a.child.pid, b.child.pid]
     // the TCP runs alternate mesh0 and direct, `repeats` times each; medians
     const tcp: number[] = []
@@ -266,7 +279,7 @@ async function measure(datagram: boolean): Promise<CarrierRun> {
       b: { ...(await drops(b)), channel: await channel(b, 'a') },
     }
     clean = {
-      carrier: datagram ? 'datagram' : 'stream',
+      carrier,
       tcp,
       direct,
       cpuPerGB,
@@ -281,11 +294,11 @@ async function measure(datagram: boolean): Promise<CarrierRun> {
     await w.cleanup()
   }
   // --no-lossy: the clean link only (a short profiling run)
-  return { ...clean, lossy: switches.has('no-lossy') ? [] : await impaired(datagram) }
+  return { ...clean, lossy: switches.has('no-lossy') ? [] : await impaired(carrier) }
 }
 
 /** TCP through mesh0 and direct over the userspace impaired link, for each impairment. */
-async function impaired(datagram: boolean): Promise<CarrierRun['lossy']> {
+async function impaired(carrier: Carrier): Promise<CarrierRun['lossy']> {
   const mib = arg('lossy-mib', 32)
   const repeats = Math.max(1, arg('repeats', 3))
   const w = new World()
@@ -293,7 +306,7 @@ async function impaired(datagram: boolean): Promise<CarrierRun['lossy']> {
     const link = await impairedLink(w.lab)
     const aHost = w.lab.host('a', link.sideA)
     const bHost = w.lab.host('b', link.sideB)
-    const { send, bOverlay } = await pair(w, aHost, bHost, datagram)
+    const { send, bOverlay } = await pair(w, aHost, bHost, carrier)
     const out: CarrierRun['lossy'] = []
     for (const { name, imp } of IMPAIRMENTS) {
       await link.set(imp)
@@ -338,7 +351,9 @@ async function main(): Promise<void> {
   const repeats = Math.max(1, arg('repeats', 3))
   const load0 = loadavg()
   // --datagram-only: the datagram carrier alone (e.g. to compare --datagram-mtu values)
-  const runs = [await measure(true), ...(switches.has('datagram-only') ? [] : [await measure(false)])]
+  const runs: CarrierRun[] = []
+  for (const carrier of switches.has('datagram-only') ? ['datagram' as const] : carriers)
+    runs.push(await measure(carrier))
   const c = newCluster('bench')
   // --no-ceiling: skip the bare stream (it does not change with the overlay's code)
   const ceiling =
@@ -351,7 +366,10 @@ async function main(): Promise<void> {
         )
   const rows: string[][] = []
   for (const r of runs) {
-    const carrier = r.carrier === 'datagram' ? `datagram, MTU ${arg('datagram-mtu', 1280)}` : 'stream'
+    const carrier =
+      r.carrier === 'stream'
+        ? 'stream'
+        : `${r.carrier === 'udp' ? 'direct UDP' : 'WebRTC datagram'}, MTU ${arg('datagram-mtu', 1280)}`
     const m = median(r.tcp)
     const d = median(r.direct)
     const impairedRows = r.lossy.map((l) => [

@@ -21,9 +21,20 @@ const RETRY_FIRST_MS = 2_000
 const RETRY_MS = 10_000
 const BACKOFF_MAX_MS = 5 * 60_000
 const RETRY_TICK_MS = 1_000
+// with no relayed or WebRTC connection, no upgrade owed and libdatachannel released there is
+// nothing to retry, park or release: the tick slows down (a new connection speeds it up at once)
+const QUIET_TICK_MS = 30_000
 // a member that has just started may not know yet which member answers STUN
 const ICE_WAIT_MS = 1_000
 const ALLOW_CACHE_MS = 1_000
+// a member is in use while a data stream to it is open or mesh0 packets went to or came from it
+// this recently: a parked path is upgraded again, an open one is not parked
+const IN_USE_MS = 5_000
+// libdatachannel is released this long after its last connection closed (its close is async)
+const RELEASE_AFTER_MS = 5_000
+/** Streams that make a member "in use": bytes a user moves (mesh0's carrier reports its own). */
+const DATA_PROTOCOLS = /\/(tunnel|blocks|datasets)\//
+const HAD_WEBRTC_MAX = 10_000
 
 export interface NatStatus {
   reachable: boolean
@@ -73,6 +84,19 @@ export class NatComponent implements Component {
   private allowCache: { at: number; ips: Set<string> } | undefined
   /** a relay we reach directly, as a STUN server guess while the member table knows none yet */
   private relayHint: string | undefined
+  /** last time a data stream to a member was seen open */
+  private readonly lastData = new Map<string, number>()
+  /**
+   * Members we have had a WebRTC path with in this process: from then on their path is upgraded
+   * only when in use, also after their relayed connection broke and came back (a restarted
+   * member upgrades from its own side, which starts with an empty set). Bounded, oldest out.
+   */
+  private readonly hadWebrtc = new Set<string>()
+  /** libdatachannel was used in this process and not released since; when its last connection went */
+  private native: { lastConnAt: number } | undefined
+  private tickTimer: { timer: NodeJS.Timeout; due: number } | undefined
+  /** node-datachannel, loaded at start (already loaded by @libp2p/webrtc): cleanup() runs with no await before it */
+  private ndc: { cleanup(): void } | undefined
   private readonly metrics
 
   constructor(
@@ -83,6 +107,10 @@ export class NatComponent implements Component {
       webrtc: WebrtcConfig
       /** the agent's listen addresses (the STUN port defaults to the first TCP one) */
       listen: string[]
+      /** when mesh0 last carried packets to or from a member */
+      lastPacketAt?: (peer: string) => number | undefined
+      /** something besides libp2p holds a libdatachannel connection (mesh0's datagram channel) */
+      nativeInUse?: () => boolean
       reporter: ComponentReporter
     },
   ) {
@@ -93,6 +121,14 @@ export class NatComponent implements Component {
       upgrades: r.counter('webrtc_upgrades_total', 'relayed -> WebRTC upgrade attempts, by result', [
         'result',
       ]),
+      parked: r.counter(
+        'webrtc_parked_total',
+        'idle WebRTC paths closed (the member stays on its relayed connection)',
+      ),
+      released: r.counter(
+        'webrtc_released_total',
+        "libdatachannel's threads released with no WebRTC path left",
+      ),
     }
     r.health(() => ({
       ok: this.running,
@@ -127,16 +163,24 @@ export class NatComponent implements Component {
         )
       }
     }
+    this.running = true
     if (this.deps.webrtc.enabled && config.webrtcUpgrade) {
+      if (config.parkIdleMs > 0) {
+        try {
+          this.ndc = await import('node-datachannel')
+        } catch {}
+      }
       node.addEventListener('connection:open', this.onOpen)
       this.lifecycle.add(() => node.removeEventListener('connection:open', this.onOpen))
-      this.lifecycle.every(RETRY_TICK_MS, () => this.retryRound())
+      this.lifecycle.add(() => clearTimeout(this.tickTimer?.timer))
+      this.scheduleTick(RETRY_TICK_MS)
     }
-    this.running = true
   }
 
   async stop(): Promise<void> {
     this.running = false
+    clearTimeout(this.tickTimer?.timer)
+    this.tickTimer = undefined
     await this.stun?.stop()
     this.stun = undefined
   }
@@ -191,7 +235,13 @@ export class NatComponent implements Component {
 
   /** Resolves with the WebRTC connection an upgrade in flight to `peer` makes, or undefined after `waitMs`. */
   async pendingUpgrade(peer: PeerId, waitMs: number): Promise<Connection | undefined> {
-    const p = this.inflight.get(peer.toString())
+    const id = peer.toString()
+    // a member whose idle path was parked: a tunnel to it is the use that brings it back
+    if (!this.inflight.has(id) && this.hadWebrtc.has(id) && this.running) {
+      this.lastData.set(id, Date.now())
+      this.retryRound()
+    }
+    const p = this.inflight.get(id)
     if (p === undefined) return undefined
     let timer: NodeJS.Timeout | undefined
     const timeout = new Promise<undefined>((r) => {
@@ -234,11 +284,129 @@ export class NatComponent implements Component {
     return this.allowCache.ips.has(ip)
   }
 
+  /** Run the tick in `ms` (or sooner if one is already due sooner). */
+  private scheduleTick(ms: number): void {
+    if (!this.running) return
+    const due = Date.now() + ms
+    if (this.tickTimer !== undefined) {
+      if (this.tickTimer.due <= due) return
+      clearTimeout(this.tickTimer.timer)
+    }
+    const timer = setTimeout(() => {
+      this.tickTimer = undefined
+      this.tick()
+    }, ms)
+    timer.unref()
+    this.tickTimer = { timer, due }
+  }
+
+  private tick(): void {
+    if (!this.running) return
+    this.retryRound()
+    const paths = this.parkIdle()
+    this.releaseNative()
+    const busy = paths || this.failures.size > 0 || this.inflight.size > 0 || this.native !== undefined
+    this.scheduleTick(busy ? RETRY_TICK_MS : QUIET_TICK_MS)
+  }
+
   private readonly onOpen = (evt: CustomEvent<Connection>): void => {
     const conn = evt.detail
+    const kind = pathKind(conn.remoteAddr)
+    if (kind === 'relayed' || kind === 'webrtc') this.scheduleTick(RETRY_TICK_MS)
+    if (kind === 'webrtc') {
+      this.hadWebrtc.add(conn.remotePeer.toString())
+      this.native = { lastConnAt: Date.now() }
+      return
+    }
     // the side that dialled the relayed connection starts the upgrade, so only one does
-    if (pathKind(conn.remoteAddr) !== 'relayed' || conn.direction !== 'outbound') return
+    if (kind !== 'relayed' || conn.direction !== 'outbound') return
+    if (this.hadWebrtc.has(conn.remotePeer.toString()) && !this.inUse(conn.remotePeer.toString(), Date.now()))
+      return
     void this.upgrade(conn)
+  }
+
+  /** A data stream is open to the member, or mesh0 moved its packets, within IN_USE_MS. */
+  private inUse(peer: string, now: number): boolean {
+    const last = Math.max(this.lastData.get(peer) ?? 0, this.deps.lastPacketAt?.(peer) ?? 0)
+    return now - last < IN_USE_MS
+  }
+
+  /**
+   * Close WebRTC paths that carried nothing for nat.parkIdleMs while a relayed connection to the
+   * same member is open: an idle WebRTC connection costs libdatachannel's threads (usrsctp
+   * ticks every 10 ms), a relayed one costs the hub a few hundred bytes a second of probes.
+   */
+  private parkIdle(): boolean {
+    const parkAfter = this.deps.config.parkIdleMs
+    const node = this.deps.node.node
+    const admission = node.services.admission
+    const now = Date.now()
+    const byPeer = new Map<string, { webrtc: Connection[]; relayed: boolean }>()
+    for (const c of node.getConnections()) {
+      const id = c.remotePeer.toString()
+      const kind = pathKind(c.remoteAddr)
+      if (kind === 'webrtc') this.native = { lastConnAt: now }
+      if (c.status !== 'open' || !admission.connectionAdmitted(c)) continue
+      if (c.streams.some((st) => DATA_PROTOCOLS.test(st.protocol ?? ''))) this.lastData.set(id, now)
+      const e = byPeer.get(id) ?? { webrtc: [], relayed: false }
+      byPeer.set(id, e)
+      if (kind === 'webrtc') e.webrtc.push(c)
+      else if (kind === 'relayed') e.relayed = true
+    }
+    let paths = false
+    for (const e of byPeer.values()) paths ||= e.relayed || e.webrtc.length > 0
+    for (const peer of this.lastData.keys()) if (!byPeer.has(peer)) this.lastData.delete(peer)
+    for (const peer of this.hadWebrtc) {
+      if (this.hadWebrtc.size <= HAD_WEBRTC_MAX) break
+      this.hadWebrtc.delete(peer)
+    }
+    if (parkAfter === 0) return paths
+    for (const [peer, e] of byPeer) {
+      if (e.webrtc.length === 0 || !e.relayed) continue
+      const opened = Math.max(...e.webrtc.map((c) => c.timeline.open))
+      const last = Math.max(opened, this.lastData.get(peer) ?? 0, this.deps.lastPacketAt?.(peer) ?? 0)
+      if (now - last < parkAfter) continue
+      this.hadWebrtc.add(peer)
+      for (const c of e.webrtc) void c.close().catch(() => {})
+      this.metrics.parked.inc()
+      this.deps.reporter.log.info(
+        { peer, idleS: Math.round((now - last) / 1000) },
+        'idle WebRTC path parked; the member stays on its relayed connection until it is used',
+      )
+    }
+    return paths
+  }
+
+  /**
+   * node-datachannel's cleanup() once no WebRTC connection, upgrade or signalling is left: it
+   * ends libdatachannel's threads (usrsctp's 10 ms timer among them), and the next WebRTC
+   * connection starts them again. It closes every libdatachannel connection of the process, so
+   * it waits for mesh0's datagram channels too, and never runs where a webrtc-direct listener is.
+   */
+  private releaseNative(): void {
+    const native = this.native
+    if (native === undefined || this.ndc === undefined || this.deps.config.parkIdleMs === 0) return
+    const now = Date.now()
+    if (now - native.lastConnAt < RELEASE_AFTER_MS || this.inflight.size > 0) return
+    const node = this.deps.node.node
+    if (node.getMultiaddrs().some((ma) => ma.toString().includes('/webrtc-direct'))) return
+    for (const c of node.getConnections()) {
+      if (pathKind(c.remoteAddr) === 'webrtc') return
+      if (c.streams.some((st) => (st.protocol ?? '').includes('webrtc-signaling'))) return
+    }
+    if (this.deps.nativeInUse?.() === true) return
+    this.native = undefined
+    try {
+      const t0 = performance.now()
+      this.ndc.cleanup()
+      this.metrics.released.inc()
+      this.deps.reporter.log.info(
+        { ms: Math.round(performance.now() - t0) },
+        "no WebRTC path left: libdatachannel's threads released",
+      )
+    } catch (err) {
+      this.deps.reporter.log.warn({ err: (err as Error).message }, 'releasing libdatachannel failed')
+    }
   }
 
   /** Relayed-only members whose upgrade failed earlier get another try, with back-off. */
@@ -270,6 +438,8 @@ export class NatComponent implements Component {
     for (const [peer, conns] of byPeer) {
       if (this.failures.has(peer) || this.inflight.has(peer)) continue
       if (conns.some((c) => pathKind(c.remoteAddr) !== 'relayed')) continue
+      // a parked (or lost) WebRTC path comes back when the member is used, not by itself
+      if (this.hadWebrtc.has(peer) && !this.inUse(peer, now)) continue
       const mine = conns.find((c) => c.direction === 'outbound') ?? (self < peer ? conns[0] : undefined)
       if (mine !== undefined) void this.upgrade(mine)
     }
@@ -305,6 +475,7 @@ export class NatComponent implements Component {
     const target = webrtcAddrThrough(relayed.remoteAddr, id)
     if (target === undefined) return undefined
     const started = Date.now()
+    this.native = { lastConnAt: started }
     // without a STUN server only host candidates are offered, which cannot cross a NAT; right
     // after a start the member table may not say yet who answers STUN: wait a little for it
     for (let i = 0; i < ICE_WAIT_MS / 250 && this.iceServers().length === 0; i++) {

@@ -24,6 +24,10 @@ export const NatConfigSchema = z
     reachableNetworks: z.array(cidrString).default([]),
     // after a relayed connection opens, try a direct WebRTC connection through it
     webrtcUpgrade: z.boolean().default(true),
+    // close a WebRTC path that carried no tunnel, blocks or mesh0 traffic for this long (the
+    // relayed connection keeps the member reachable; the path comes back on the next use), and
+    // release libdatachannel's threads once none is left; 0: keep WebRTC paths open
+    parkIdleMs: z.number().int().min(0).default(300_000),
   })
   .strict()
 

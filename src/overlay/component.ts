@@ -1,6 +1,8 @@
 import { readFileSync } from 'node:fs'
 import type { Connection, Stream } from '@libp2p/interface'
 import { peerIdFromString } from '@libp2p/peer-id'
+import { pbStream } from '@libp2p/utils'
+import { UdpKey } from '../../protocols/overlay.js'
 import type { Component } from '../kernel/component.js'
 import { Lifecycle } from '../kernel/component.js'
 import type { ComponentReporter } from '../kernel/reporter.js'
@@ -9,7 +11,7 @@ import { OVERLAY_PREFIX, overlayAddress, parseIPv6 } from '../membership/overlay
 import type { MembershipComponent } from '../membership/service.js'
 import { type Cluster, protocolPrefix } from '../node/cluster.js'
 import type { NodeComponent } from '../node/node-component.js'
-import type { PathKind } from '../node/paths.js'
+import { type PathKind, pathKind } from '../node/paths.js'
 import { StreamCarrier, widenReceiveWindow } from './carrier.js'
 import type { OverlayConfig } from './config.js'
 import { DatagramLink } from './datagram.js'
@@ -25,12 +27,14 @@ import { PacketDecoder } from './frames.js'
 import { type HostsEntry, writeHostsBlock } from './hosts.js'
 import { packetTooBig } from './icmp.js'
 import { TunDevice, TunError } from './tun.js'
+import { type Endpoint, type LocalKey, REPLACED, UdpCarrier } from './udp-carrier.js'
 
 export const overlayProtocol = (c: Cluster) => `${protocolPrefix(c)}/overlay/1.0.0`
 export const datagramProtocol = (c: Cluster) => `${protocolPrefix(c)}/overlay-datagram/1.0.0`
+export const udpProtocol = (c: Cluster) => `${protocolPrefix(c)}/overlay-udp/1.0.0`
 
 /** Which carrier takes a member's packets now. */
-export type CarrierKind = 'datagram' | 'stream'
+export type CarrierKind = 'udp' | 'datagram' | 'stream'
 
 interface Peer extends FilterMember {
   up: boolean
@@ -46,7 +50,7 @@ export interface OverlayStatus {
   mtu: number
   peers: Array<{
     name: string
-    /** the datagram channel when it is open, else the stream */
+    /** the direct UDP carrier when confirmed, else the datagram channel when open, else the stream */
     carrier: CarrierKind
     /** the libp2p connection the stream carrier uses */
     path?: PathKind
@@ -55,7 +59,18 @@ export interface OverlayStatus {
     sentPackets: number
     /** packets and the channel messages they went in (fewer messages: small packets batched) */
     datagram: { sent: number; received: number; sentMessages: number; receivedMessages: number }
+    /** the direct UDP carrier: packets and the datagrams they went in, where the member is */
+    udp?: {
+      confirmed: boolean
+      endpoint: string
+      sent: number
+      received: number
+      sentDatagrams: number
+      receivedDatagrams: number
+    }
   }>
+  /** the port the direct UDP carrier receives on */
+  udpPort?: number
   drops: Record<string, number>
   rules: Array<{ rule: string; packets: number }>
 }
@@ -67,6 +82,8 @@ const REFRESH_MS = 1_000
 // doubling up to DATAGRAM_RETRY_MAX
 const DATAGRAM_RETRY_MS = 5_000
 const DATAGRAM_RETRY_MAX = 60_000
+const UDP_EXCHANGE_MS = 10_000
+const CONNECTION_CLOSED = 'the connection its keys were exchanged on closed'
 
 /**
  * The mesh0 interface (issue 15, protocols/overlay.md): a TUN device holding our overlay address
@@ -89,6 +106,14 @@ export class OverlayComponent implements Component {
   private byPeer = new Map<string, Peer>()
   private readonly inbound = new Set<Stream>()
   readonly datagramProtocol: string
+  readonly udpProtocol: string
+  /** the direct UDP carrier (overlay.udp), once its socket is bound */
+  private udp: UdpCarrier | undefined
+  /** members with a UDP key exchange in flight */
+  private readonly exchanging = new Set<string>()
+  private readonly udpRetry = new Map<string, { at: number; failures: number }>()
+  /** the connection each member's UDP keys were exchanged on: the session lives as long as it */
+  private readonly udpConn = new Map<string, Connection>()
   /** open datagram channels, by member */
   private readonly links = new Map<string, DatagramLink>()
   /** members with a negotiation in flight */
@@ -96,6 +121,8 @@ export class OverlayComponent implements Component {
   /** when the next datagram negotiation with a member may start, and how many failed in a row */
   private readonly datagramRetry = new Map<string, { at: number; failures: number }>()
   private readonly noRoute = { packets: 0 }
+  /** when packets last went to or came from each member: the NAT component keeps a used WebRTC path */
+  private readonly lastPacket = new Map<string, number>()
   private readonly metrics
 
   constructor(
@@ -111,6 +138,7 @@ export class OverlayComponent implements Component {
   ) {
     this.protocol = overlayProtocol(deps.cluster)
     this.datagramProtocol = datagramProtocol(deps.cluster)
+    this.udpProtocol = udpProtocol(deps.cluster)
     this.prefix = OVERLAY_PREFIX(deps.cluster.id)
     this.filter = new PacketFilter({ self: new Uint8Array(16), rules: deps.config.allow })
     const r = deps.reporter
@@ -160,6 +188,8 @@ export class OverlayComponent implements Component {
           c.inc({ carrier: 'stream', direction: 'out' }, n.streamOut)
           c.inc({ carrier: 'datagram', direction: 'in' }, n.datagramIn)
           c.inc({ carrier: 'datagram', direction: 'out' }, n.datagramOut)
+          c.inc({ carrier: 'udp', direction: 'in' }, n.udpIn)
+          c.inc({ carrier: 'udp', direction: 'out' }, n.udpOut)
         },
       ),
     }
@@ -174,12 +204,19 @@ export class OverlayComponent implements Component {
     streamOut: 0,
     datagramIn: 0,
     datagramOut: 0,
+    udpIn: 0,
+    udpOut: 0,
   }
 
   private readonly carrierDrops = { congested: 0, 'no-path': 0, 'datagram-congested': 0, 'too-big': 0 }
 
   drops(): Record<string, number> {
-    return { ...this.filter.drops, ...this.carrierDrops, 'no-route': this.noRoute.packets }
+    return {
+      ...this.filter.drops,
+      ...this.carrierDrops,
+      ...this.udp?.drops,
+      'no-route': this.noRoute.packets,
+    }
   }
 
   async start(): Promise<void> {
@@ -223,9 +260,14 @@ export class OverlayComponent implements Component {
         maxInboundStreams: 2,
         maxOutboundStreams: 2,
       })
+    if (cfg.udp) await this.startUdp()
     this.lifecycle.every(FOLLOW_MS, () => {
       for (const c of this.carriers.values()) void c.followPath()
-      if (cfg.datagram) for (const peer of this.talkingTo()) this.maybeDatagram(peer)
+      this.dropStaleUdp()
+      for (const peer of this.talkingTo()) {
+        this.maybeUdp(peer)
+        if (cfg.datagram) this.maybeDatagram(peer)
+      }
     })
     this.deps.reporter.log.info(
       {
@@ -234,6 +276,7 @@ export class OverlayComponent implements Component {
         prefix: this.prefix,
         mtu: cfg.mtu,
         reader: this.tun.reader,
+        udpPort: this.udp?.port,
       },
       'overlay interface up',
     )
@@ -250,6 +293,9 @@ export class OverlayComponent implements Component {
       if (this.deps.config.names) this.writeNames([], true)
       await this.deps.node.node.unhandle(this.protocol).catch(() => {})
       await this.deps.node.node.unhandle(this.datagramProtocol).catch(() => {})
+      await this.deps.node.node.unhandle(this.udpProtocol).catch(() => {})
+      this.udp?.closeAll()
+      this.udp = undefined
       for (const l of [...this.links.values()]) l.close('the agent is stopping')
       this.links.clear()
       for (const c of this.carriers.values()) c.close()
@@ -300,15 +346,28 @@ export class OverlayComponent implements Component {
       address: this.address,
       prefix: this.prefix,
       mtu: this.deps.config.mtu,
-      peers: [...new Set([...this.carriers.keys(), ...this.links.keys()])].map((peer) => {
+      udpPort: this.udp?.port,
+      peers: [...new Set([...this.carriers.keys(), ...this.links.keys(), ...this.udpPeers()])].map((peer) => {
         const c = this.carriers.get(peer)
         const l = this.links.get(peer)
+        const u = this.udp?.session(peer)
         return {
           name: names.get(peer) ?? peer,
-          carrier: l?.open === true ? 'datagram' : 'stream',
+          carrier: u?.confirmed === true ? 'udp' : l?.open === true ? 'datagram' : 'stream',
           path: c?.path,
           datagramRoute: l?.route(),
-          sentPackets: (c?.sentPackets ?? 0) + (l?.sentPackets ?? 0),
+          sentPackets: (c?.sentPackets ?? 0) + (l?.sentPackets ?? 0) + (u?.sentPackets ?? 0),
+          udp:
+            u === undefined
+              ? undefined
+              : {
+                  confirmed: u.confirmed,
+                  endpoint: `${u.endpoint.address}:${u.endpoint.port}`,
+                  sent: u.sentPackets,
+                  received: u.receivedPackets,
+                  sentDatagrams: u.sentDatagrams,
+                  receivedDatagrams: u.receivedDatagrams,
+                },
           datagram: {
             sent: l?.sentPackets ?? 0,
             received: l?.receivedPackets ?? 0,
@@ -366,6 +425,9 @@ export class OverlayComponent implements Component {
       }
     for (const [peer, l] of this.links)
       if (byPeer.get(peer)?.up !== true) l.close('member is no longer alive')
+    for (const peer of this.udpPeers())
+      if (byPeer.get(peer)?.up !== true) this.udp?.close(peer, 'member is no longer alive')
+    for (const peer of this.lastPacket.keys()) if (byPeer.get(peer)?.up !== true) this.lastPacket.delete(peer)
     for (const s of this.inbound) {
       const peer = this.inboundPeer.get(s)
       if (peer !== undefined && byPeer.get(peer)?.up !== true) s.abort(new Error('member is no longer alive'))
@@ -380,6 +442,16 @@ export class OverlayComponent implements Component {
     // revocation is checked on every burst: a revoked member is cut off at once, not at the next refresh
     if (p === undefined || !p.up || this.deps.node.trust.isRevoked(peer)) return undefined
     return p
+  }
+
+  /** When mesh0 last carried packets to or from the member. */
+  lastPacketAt(peer: string): number | undefined {
+    return this.lastPacket.get(peer)
+  }
+
+  /** A datagram channel (a libdatachannel connection of its own) is open or being made. */
+  holdsNativeWebrtc(): boolean {
+    return this.links.size > 0 || this.negotiating.size > 0
   }
 
   /** A burst the kernel sent into the device: group by member, hand to carriers. */
@@ -429,10 +501,15 @@ export class OverlayComponent implements Component {
     this.send(peer.peerId, packets)
   }
 
-  /** Packets for one member: on its datagram channel when one is open, else on the stream. */
+  /**
+   * Packets for one member: on the direct UDP carrier when its session is confirmed, else on its
+   * datagram channel when one is open, else on the stream.
+   */
   private send(peer: string, packets: Uint8Array[]): void {
-    const link = this.links.get(peer)
-    if (link === undefined || !link.open) {
+    this.lastPacket.set(peer, Date.now())
+    const udp = this.udp?.session(peer)?.confirmed === true ? this.udp : undefined
+    const link = udp === undefined ? this.links.get(peer) : undefined
+    if (udp === undefined && (link === undefined || !link.open)) {
       this.carrier(peer).send(packets)
       this.counts.streamOut += packets.length
       return
@@ -453,7 +530,12 @@ export class OverlayComponent implements Component {
       }
       break
     }
-    const sent = link.send(fit, mtu)
+    if (udp !== undefined) {
+      // a short count is already counted by the carrier (udp-congested)
+      this.counts.udpOut += udp.send(peer, fit, mtu)
+      return
+    }
+    const sent = link!.send(fit, mtu)
     this.carrierDrops['datagram-congested'] += fit.length - sent
     this.counts.datagramOut += sent
   }
@@ -475,6 +557,8 @@ export class OverlayComponent implements Component {
   private maybeDatagram(peer: string): void {
     if (!this.deps.config.datagram || this.tun === undefined) return
     if (this.links.has(peer) || this.negotiating.has(peer)) return
+    // the direct UDP carrier is tried first; WebRTC only where it has no session
+    if (this.udp?.session(peer) !== undefined || this.exchanging.has(peer)) return
     if (this.deps.membership.selfPeerId >= peer || this.live(peer) === undefined) return
     const retry = this.datagramRetry.get(peer)
     if (retry !== undefined && Date.now() < retry.at) return
@@ -549,6 +633,170 @@ export class OverlayComponent implements Component {
     this.deps.reporter.log.debug({ peer, err: err.message, retryInMs: wait }, 'no datagram channel')
   }
 
+  /** Bind the direct UDP carrier's socket and offer its key exchange; without it the others carry. */
+  private async startUdp(): Promise<void> {
+    const log = this.deps.reporter.log
+    let errors = 0
+    try {
+      this.udp = await UdpCarrier.open({
+        port: this.deps.config.udpPort,
+        onPackets: (peer, ps) => this.fromMember(peer, ps, 'udp'),
+        onConfirmed: (peer, at) => {
+          this.udpRetry.delete(peer)
+          log.info({ peer, endpoint: `${at.address}:${at.port}` }, 'overlay direct UDP carrier confirmed')
+        },
+        onClosed: (peer, why) => {
+          if (this.udp?.session(peer) === undefined) this.udpConn.delete(peer)
+          if (why === REPLACED || why === CONNECTION_CLOSED) return
+          log.info({ peer, why }, 'overlay direct UDP carrier closed; packets go on WebRTC or the stream')
+          if (this.tun !== undefined) this.udpFailed(peer, new Error(why))
+        },
+        // a send that failed (no route, buffer full): the packet is lost, as on any link
+        onError: (err) => {
+          this.udp !== undefined && this.udp.drops['udp-send-failed']++
+          if (errors++ % 1000 === 0) log.debug({ err: err.message }, 'overlay UDP send failed')
+        },
+      })
+    } catch (err) {
+      log.warn(
+        { port: this.deps.config.udpPort, err: (err as Error).message },
+        'no direct UDP carrier (cannot bind its port); packets go on WebRTC or the stream',
+      )
+      return
+    }
+    await this.deps.node.node.handle(this.udpProtocol, (s, c) => void this.onUdpOffer(s, c), {
+      maxInboundStreams: 2,
+      maxOutboundStreams: 2,
+    })
+    this.lifecycle.every(1_000, () => this.udp?.tick())
+  }
+
+  /** Members with a UDP session, also ones no longer in the member table (refresh closes those). */
+  private udpPeers(): string[] {
+    return this.udp?.peers() ?? []
+  }
+
+  /** The member's IPv4 address on a direct (not relayed, not WebRTC) admitted connection. */
+  private directIPv4(peer: string): { conn: Connection; address: string } | undefined {
+    for (const conn of this.admittedConnections(peer)) {
+      if (pathKind(conn.remoteAddr) !== 'direct') continue
+      const first = conn.remoteAddr.getComponents()[0]
+      if (first?.name === 'ip4' && first.value !== undefined) return { conn, address: first.value }
+    }
+    return undefined
+  }
+
+  /**
+   * Exchange keys for the direct UDP carrier with a member we exchange packets with and have a
+   * direct connection to: the member with the smaller peer ID offers (no glare).
+   */
+  private maybeUdp(peer: string): void {
+    const udp = this.udp
+    if (udp === undefined || this.tun === undefined) return
+    if (udp.session(peer) !== undefined || this.exchanging.has(peer)) return
+    if (this.deps.membership.selfPeerId >= peer || this.live(peer) === undefined) return
+    const retry = this.udpRetry.get(peer)
+    if (retry !== undefined && Date.now() < retry.at) return
+    const direct = this.directIPv4(peer)
+    if (direct === undefined) return
+    this.exchanging.add(peer)
+    const local = udp.newLocalKey()
+    void (async () => {
+      try {
+        const signal = AbortSignal.timeout(UDP_EXCHANGE_MS)
+        const stream = await direct.conn.newStream(this.udpProtocol, { signal })
+        const pb = pbStream(stream, { maxDataLength: 1024 }).pb(UdpKey)
+        await pb.write(
+          { kind: UdpKey.Kind.OFFER, key: local.key, keyId: local.keyId, port: udp.port, error: '' },
+          {
+            signal,
+          },
+        )
+        const answer = await pb.read({ signal })
+        await stream.close().catch(() => {})
+        if (answer.kind === UdpKey.Kind.REFUSE) throw new Error(`refused: ${answer.error}`)
+        if (answer.kind !== UdpKey.Kind.ANSWER) throw new Error('expected an answer')
+        this.startSession(peer, direct.conn, local, answer, { address: direct.address, port: answer.port })
+      } catch (err) {
+        udp.release(local)
+        this.udpFailed(peer, err as Error)
+      } finally {
+        this.exchanging.delete(peer)
+      }
+    })()
+  }
+
+  /** A member offers its key for the direct UDP carrier: we answer with ours. */
+  private async onUdpOffer(stream: Stream, connection: Connection): Promise<void> {
+    const peer = connection.remotePeer.toString()
+    const udp = this.udp
+    const pb = pbStream(stream, { maxDataLength: 1024 }).pb(UdpKey)
+    const signal = AbortSignal.timeout(UDP_EXCHANGE_MS)
+    const first = connection.remoteAddr.getComponents()[0]
+    const refuse = async (error: string) => {
+      await pb.write(
+        { kind: UdpKey.Kind.REFUSE, key: new Uint8Array(0), keyId: 0, port: 0, error },
+        { signal },
+      )
+      await stream.close()
+    }
+    let local: LocalKey | undefined
+    try {
+      const offer = await pb.read({ signal })
+      if (offer.kind !== UdpKey.Kind.OFFER) throw new Error('expected an offer')
+      if (udp === undefined || this.tun === undefined || this.live(peer) === undefined)
+        return await refuse('not a live member')
+      if (pathKind(connection.remoteAddr) !== 'direct' || first?.name !== 'ip4' || first.value === undefined)
+        return await refuse('not a direct IPv4 connection')
+      local = udp.newLocalKey()
+      // the session is ready before the member hears our answer, so its first probe finds it
+      this.startSession(peer, connection, local, offer, { address: first.value, port: offer.port })
+      await pb.write(
+        { kind: UdpKey.Kind.ANSWER, key: local.key, keyId: local.keyId, port: udp.port, error: '' },
+        {
+          signal,
+        },
+      )
+      await stream.close().catch(() => {})
+    } catch (err) {
+      if (local !== undefined) {
+        udp?.release(local)
+        udp?.close(peer, 'the key exchange failed')
+      }
+      stream.abort(err as Error)
+      this.deps.reporter.log.debug({ peer, err: (err as Error).message }, 'no direct UDP carrier')
+    }
+  }
+
+  private startSession(
+    peer: string,
+    conn: Connection,
+    local: LocalKey,
+    remote: UdpKey,
+    endpoint: Endpoint,
+  ): void {
+    if (endpoint.port < 1 || endpoint.port > 65535) throw new Error(`bad UDP port ${endpoint.port}`)
+    this.udp?.start(peer, local, { key: remote.key, keyId: remote.keyId, endpoint })
+    this.udpConn.set(peer, conn)
+  }
+
+  /**
+   * A session whose connection closed ends now, not after LOST_MS of silence: the member may
+   * have restarted (its new process has none of our keys), and the next exchange runs on its
+   * new connection at once (no back-off).
+   */
+  private dropStaleUdp(): void {
+    for (const [peer, conn] of this.udpConn)
+      if (conn.status !== 'open') this.udp?.close(peer, CONNECTION_CLOSED)
+  }
+
+  private udpFailed(peer: string, err: Error): void {
+    const failures = (this.udpRetry.get(peer)?.failures ?? 0) + 1
+    const wait = Math.min(DATAGRAM_RETRY_MS * 2 ** (failures - 1), DATAGRAM_RETRY_MAX)
+    this.udpRetry.set(peer, { at: Date.now() + wait, failures })
+    this.deps.reporter.log.debug({ peer, err: err.message, retryInMs: wait }, 'no direct UDP carrier')
+  }
+
   private admittedConnections(peer: string): Connection[] {
     const libp2p = this.deps.node.node
     return libp2p
@@ -572,6 +820,7 @@ export class OverlayComponent implements Component {
         onPath: (path) => this.deps.reporter.log.debug({ peer, path }, 'overlay carrier path'),
       })
       this.carriers.set(peer, c)
+      this.maybeUdp(peer)
       this.maybeDatagram(peer)
     }
     return c
@@ -594,6 +843,7 @@ export class OverlayComponent implements Component {
         stream.abort(new Error('member is no longer alive'))
     })
     stream.addEventListener('close', () => this.inbound.delete(stream))
+    this.maybeUdp(peer)
     this.maybeDatagram(peer)
   }
 
@@ -607,8 +857,10 @@ export class OverlayComponent implements Component {
     if (member === undefined) {
       this.countDrop('member-down', packets.length)
       if (carrier === 'datagram') this.links.get(peer)?.close('member is no longer alive')
+      if (carrier === 'udp') this.udp?.close(peer, 'member is no longer alive')
       return false
     }
+    this.lastPacket.set(peer, Date.now())
     let n = 0
     let bytes = 0
     for (const p of packets) {
@@ -621,6 +873,7 @@ export class OverlayComponent implements Component {
     this.counts.packetsIn += n
     this.counts.bytesIn += bytes
     if (carrier === 'datagram') this.counts.datagramIn += packets.length
+    else if (carrier === 'udp') this.counts.udpIn += packets.length
     else this.counts.streamIn += packets.length
     return true
   }

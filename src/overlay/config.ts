@@ -49,6 +49,11 @@ export const OVERLAY_DEFAULTS = {
   // 1280 fits one UDP datagram (a lost datagram loses one small packet); more moves more bytes
   // per packet through Node but a message of k datagrams is lost when any one of them is
   datagramMtu: 1280,
+  // to a member with a direct connection, carry packets in UDP datagrams sealed with
+  // ChaCha20-Poly1305 (keys exchanged over the member connection): preferred over WebRTC
+  udp: true,
+  // the port that carrier receives on; 0: an ephemeral one (told to members in the key exchange)
+  udpPort: 0,
 }
 
 /** The `overlay` section: the mesh0 interface. */
@@ -66,6 +71,8 @@ export const OverlayConfigSchema = z
     hostsFile: z.string().min(1).default(OVERLAY_DEFAULTS.hostsFile),
     datagram: z.boolean().default(OVERLAY_DEFAULTS.datagram),
     datagramMtu: z.number().int().min(1280).max(65000).default(OVERLAY_DEFAULTS.datagramMtu),
+    udp: z.boolean().default(OVERLAY_DEFAULTS.udp),
+    udpPort: z.number().int().min(0).max(65535).default(OVERLAY_DEFAULTS.udpPort),
   })
   .strict()
   .default({ ...OVERLAY_DEFAULTS, allow: [] })

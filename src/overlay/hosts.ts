@@ -8,7 +8,7 @@
  */
 import { readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs'
 import { basename, dirname, join } from 'node:path'
-import { pidAlive as alive } from '../kernel/pid.js'
+import { agentAlive as alive } from '../kernel/pid.js'
 
 const BEGIN = /^# BEGIN mesh agent pid=(\d+)/
 const END = /^# END mesh agent pid=(\d+)/

@@ -80,12 +80,17 @@ describe('system: the userspace impaired link (netem stand-in)', function () {
     await waitFor('receiver bound', async () => out.includes('ready'), 10_000)
     await link.set({ delayMs: 4, lossPct: 1, reorderPct: 2.5, seed: 7 })
     const s0 = await link.stats()
+    // on a loaded machine the kernel may drop too (the TUN queue while the impairer is not
+    // scheduled, b's socket buffer while the receiver is not): counted, so every loss has a cause
+    const k0 = await kernelDrops(lab, link, b)
     await lab.execOk(a, [process.execPath, '-e', SENDER, b.ip, String(n)], { timeoutMs: 120_000 })
     const s1 = await waitFor(
       'the impairer has read every datagram and released the held ones',
       async () => {
         const s = await link.stats()
-        return s.in - s0.in >= n && s.in === s.out + s.dropped + s.overflow ? s : undefined
+        const k = await kernelDrops(lab, link, b)
+        const read = n - (k.tun - k0.tun)
+        return s.in - s0.in >= read && s.in === s.out + s.dropped + s.overflow ? s : undefined
       },
       30_000,
     )
@@ -96,15 +101,26 @@ describe('system: the userspace impaired link (netem stand-in)', function () {
       'b received every datagram the impairer let through',
       async () => {
         const r = await ask(recv, () => out)
-        return r !== undefined && r.got >= n - dropped ? r : undefined
+        const k = await kernelDrops(lab, link, b)
+        const lostInKernel = k.tun - k0.tun + (k.socket - k0.socket)
+        return r !== undefined && r.got + lostInKernel >= n - dropped ? { ...r, lostInKernel } : undefined
       },
       30_000,
     )
     await link.set({ delayMs: 0, lossPct: 0, reorderPct: 0 })
     console.log(
-      `      ${n} datagrams: impairer dropped ${dropped} (1% = ${n / 100}), reordered ${reordered} (2.5% of those kept = ${Math.round((n - dropped) * 0.025)}); b got ${report.got}, ${report.descents} out of order`,
+      `      ${n} datagrams: impairer dropped ${dropped} (1% = ${n / 100}), reordered ${reordered} (2.5% of those kept = ${Math.round((n - dropped) * 0.025)}); b got ${report.got}, ${report.descents} out of order; the kernel dropped ${report.lostInKernel} (TUN queue + b's socket buffer)`,
     )
-    assert.equal(report.got, n - dropped, 'what b lost is what the impairer dropped')
+    assert.equal(
+      report.got + report.lostInKernel,
+      n - dropped,
+      'what b lost is what the impairer (or, counted, the kernel) dropped',
+    )
+    // the shares below are of what the impairer saw; kernel drops must stay a small part of it
+    assert.ok(
+      report.lostInKernel < n * 0.05,
+      `the kernel dropped ${report.lostInKernel} of ${n}: the machine is too busy for this test`,
+    )
     // 20,000 draws: the binomial's sigma is 14 for 1% and 22 for 2.5%; the bounds are 5+ sigma
     assert.ok(dropped > n * 0.006 && dropped < n * 0.014, `about 1% dropped (${dropped})`)
     assert.ok(reordered > n * 0.019 && reordered < n * 0.031, `about 2.5% sent ahead (${reordered})`)
@@ -117,6 +133,16 @@ describe('system: the userspace impaired link (netem stand-in)', function () {
     recv.kill()
   })
 })
+
+/** Packets the kernel dropped: queued to the impairer's TUN device, and for b's UDP sockets. */
+async function kernelDrops(lab: Lab, link: ImpairedLink, b: Host): Promise<{ tun: number; socket: number }> {
+  const dev = JSON.parse(await lab.execOk(link.router, ['ip', '-j', '-s', 'link', 'show', 'dev', 'imp0']))
+  const snmp = (await lab.execOk(b, ['cat', '/proc/net/snmp']))
+    .split('\n')
+    .filter((l) => l.startsWith('Udp:'))
+  const [names, values] = snmp.map((l) => l.trim().split(/\s+/))
+  return { tun: Number(dev[0].stats64.tx.dropped), socket: Number(values[names.indexOf('RcvbufErrors')]) }
+}
 
 /** Asks the receiver for its counts (one line on stdin, one JSON line back). */
 async function ask(

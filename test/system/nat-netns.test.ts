@@ -1,9 +1,9 @@
 import { strict as assert } from 'node:assert'
 import { randomBytes } from 'node:crypto'
-import { writeFileSync } from 'node:fs'
+import { readdirSync, readFileSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { requireSystem } from './harness.js'
-import { ifaceBytes, natLab, ok, ROOT, sha256, waitFor } from './world.js'
+import { type Agent, ifaceBytes, natLab, ok, ROOT, sha256, waitFor } from './world.js'
 
 // Direct paths between members behind NAT (root; netns lab in 198.18.0.0/16, real sshd):
 //   a public hub, A behind home-router-like NAT RA, B behind RB. The hub answers STUN for
@@ -111,6 +111,156 @@ describe('system: direct paths between members behind NAT', function () {
         'sha256sum on B',
       )
       assert.equal(sum.split(' ')[0], sha256(data))
+    })
+
+    it('idle members behind NAT: no upgrade churn, no DHT lookups, direct dials and relay searches only with back-off (issue 20)', async () => {
+      const { w, a, b } = L
+      // the window starts once A and B are on their WebRTC path (the earlier tests put them
+      // there) and each has tried the other's TCP addresses twice: its back-off is then 20 s+
+      await waitFor('A -> B on WebRTC', async () => (await w.member(a, 'b')).path === 'webrtc', 60_000, 500)
+      await waitFor(
+        'two failed TCP upgrade rounds on each side',
+        async () =>
+          (await w.metric(a, 'mesh_tunnel_path_upgrades_total', { result: 'failed' })) >= 2 &&
+          (await w.metric(b, 'mesh_tunnel_path_upgrades_total', { result: 'failed' })) >= 2,
+        120_000,
+        1000,
+      )
+      const WINDOW_MS = 60_000
+      const read = async (x: Agent) => ({
+        webrtcUpgrades: await w.metric(x, 'mesh_nat_webrtc_upgrades_total'),
+        tcpUpgradeRounds: await w.metric(x, 'mesh_tunnel_path_upgrades_total'),
+        directErrors: await w.metric(x, 'mesh_node_transport_dials_total', {
+          path: 'direct',
+          result: 'error',
+        }),
+        lookups: await w.metric(x, 'mesh_node_dht_closest_peer_lookups_total'),
+        searches: await w.metric(x, 'mesh_node_relay_searches_total'),
+      })
+      const pairs: Array<[Agent, string]> = [
+        [a, 'b'],
+        [b, 'a'],
+      ]
+      const before = await Promise.all(pairs.map(([x]) => read(x)))
+      await new Promise((r) => setTimeout(r, WINDOW_MS))
+      for (const [i, [x, other]] of pairs.entries()) {
+        const now = await read(x)
+        const d = {
+          webrtcUpgrades: now.webrtcUpgrades - before[i].webrtcUpgrades,
+          tcpUpgradeRounds: now.tcpUpgradeRounds - before[i].tcpUpgradeRounds,
+          directErrors: now.directErrors - before[i].directErrors,
+          lookups: now.lookups - before[i].lookups,
+          searches: now.searches - before[i].searches,
+        }
+        const what = `${x.name} over ${WINDOW_MS} ms: ${JSON.stringify(d)}`
+        console.log(`      ${what}`)
+        assert.equal(d.webrtcUpgrades, 0, `${what}: the WebRTC path is up, nothing to upgrade`)
+        assert.equal(d.lookups, 0, what)
+        // 5 s, 10 s, 20 s ... (+-20%) between searches: at most 4 fit in 60 s
+        assert.ok(d.searches <= 4, what)
+        // the path upgrade's TCP tries of the other member (behind its own NAT: they fail)
+        // after two failures come >= 16 s, then >= 32 s, then >= 64 s apart (20 s, 40 s, 80 s
+        // -20%): at most 2 rounds in 60 s, where trying every 10 s makes 3-6; each round dials
+        // the member's direct addresses once
+        assert.ok(d.tcpUpgradeRounds <= 2, what)
+        const direct = (await w.member(x, other)).addrs.filter(
+          (ad: string) => ad.includes('/tcp/') && !ad.includes('/p2p-circuit') && !ad.includes('/webrtc'),
+        ).length
+        assert.ok(d.directErrors <= 2 * Math.max(1, direct), `${what}; ${direct} direct addresses`)
+      }
+    })
+  })
+
+  describe('an idle WebRTC path is parked and comes back when used (issue 20)', () => {
+    let L: Awaited<ReturnType<typeof natLab>>
+    const PARK_MS = 8_000
+
+    before(async function () {
+      requireSystem.call(this, ['root', 'netns', 'iptables', 'sshd'])
+      L = await natLab(false, { MESH_NAT__PARK_IDLE_MS: String(PARK_MS) })
+    })
+    after(async () => {
+      await L?.w.cleanup()
+    })
+    afterEach(function () {
+      if (this.currentTest?.state === 'failed' && L !== undefined) {
+        for (const x of L.w.agents.values()) console.log(`--- ${x.name} log tail ---\n${L.w.tail(x)}`)
+      }
+    })
+
+    // libdatachannel's threads in an agent's process (usrsctp's "SCTP timer" ticks every 10 ms)
+    const nativeThreads = (x: Agent): string[] =>
+      readdirSync(`/proc/${x.child.pid}/task`)
+        .map((t) => {
+          try {
+            return readFileSync(`/proc/${x.child.pid}/task/${t}/comm`, 'utf8').trim()
+          } catch {
+            return ''
+          }
+        })
+        .filter((n) => /^(RTC |SCTP |juice)/.test(n))
+    const allAlive = async () => {
+      for (const x of [L.hub, L.a, L.b]) {
+        const ms = await L.w.json<any[]>(x, ['members'])
+        assert.ok(
+          ms.length === 3 && ms.every((m) => m.status === 'alive'),
+          `${x.name} sees ${JSON.stringify(ms.map((m) => [m.name, m.status]))}`,
+        )
+      }
+    }
+
+    it('after the upgrade, an idle path is closed, libdatachannel released, and the members stay alive on the relay; a mesh ssh brings the WebRTC path back, and it parks again', async () => {
+      const { w, a, b } = L
+      const upgraded = ['mesh_nat_webrtc_upgrades_total', { result: 'webrtc' }] as const
+      const both = async (name: string, labels?: Record<string, string>) =>
+        (await w.metric(a, name, labels)) + (await w.metric(b, name, labels))
+      await waitFor(
+        'the relayed connection upgraded to WebRTC once',
+        async () => (await both(...upgraded)) >= 1,
+        90_000,
+        500,
+      )
+      await waitFor(
+        'the idle WebRTC path parked and libdatachannel released on both sides',
+        async () =>
+          (await both('mesh_nat_webrtc_parked_total')) >= 1 &&
+          (await w.metric(a, 'mesh_nat_webrtc_released_total')) >= 1 &&
+          (await w.metric(b, 'mesh_nat_webrtc_released_total')) >= 1,
+        90_000,
+        1000,
+      )
+      assert.equal((await w.member(a, 'b')).path, 'relayed')
+      assert.equal((await w.member(b, 'a')).path, 'relayed')
+      assert.deepEqual(nativeThreads(a), [], "A holds none of libdatachannel's threads")
+      assert.deepEqual(nativeThreads(b), [], "B holds none of libdatachannel's threads")
+      await allAlive()
+      // idle, it stays parked: nothing upgrades it by itself (one park delay and more)
+      const upgradesBefore = await both(...upgraded)
+      await new Promise((r) => setTimeout(r, 2 * PARK_MS))
+      assert.equal(await both(...upgraded), upgradesBefore, 'no upgrade while nothing uses the path')
+      assert.equal((await w.member(a, 'b')).path, 'relayed')
+      await allAlive()
+
+      // used: the tunnel starts on the relay, and the path is WebRTC again within seconds
+      const r = await w.meshIn(a, ['ssh', 'root@b', '--', ...w.sshOpts(), 'sleep 4; echo done'], {
+        timeoutMs: 90_000,
+      })
+      assert.equal(ok(r, 'mesh ssh root@b').trim(), 'done')
+      await waitFor(
+        'A -> B on WebRTC again',
+        async () => (await w.member(a, 'b')).path === 'webrtc',
+        30_000,
+        500,
+      )
+      assert.ok((await both(...upgraded)) > upgradesBefore)
+      const parkedBefore = await both('mesh_nat_webrtc_parked_total')
+      await waitFor(
+        'parked again once idle',
+        async () => (await both('mesh_nat_webrtc_parked_total')) > parkedBefore,
+        60_000,
+        1000,
+      )
+      await allAlive()
     })
   })
 

@@ -243,7 +243,7 @@ export async function ifaceBytes(lab: Lab, host: Host): Promise<number> {
  * B behind RB (with an sshd), all three members; `symmetric` NATs map each destination to a
  * random port.
  */
-export async function natLab(symmetric: boolean) {
+export async function natLab(symmetric: boolean, env: NodeJS.ProcessEnv = {}) {
   const w = new World()
   const pub = w.lab.segment('pub')
   const hubHost = w.lab.host('hub', pub)
@@ -254,10 +254,10 @@ export async function natLab(symmetric: boolean) {
   await w.sshd(bHost)
   ok(await w.mesh({ dir: join(w.tmp, 'agent-hub') } as Agent, ['init', '--cluster', 'natlab']), 'mesh init')
   const reach = ['--reachable', PUBLIC_NET]
-  const hub = w.agent('hub', hubHost, ['--announce', `/ip4/${hubHost.ip}/tcp/4701`, ...reach])
+  const hub = w.agent('hub', hubHost, ['--announce', `/ip4/${hubHost.ip}/tcp/4701`, ...reach], env)
   await w.ready(hub)
-  const a = w.agent('a', aHost, ['--join', await w.invite(hub), ...reach])
-  const b = w.agent('b', bHost, ['--join', await w.invite(hub), ...reach])
+  const a = w.agent('a', aHost, ['--join', await w.invite(hub), ...reach], env)
+  const b = w.agent('b', bHost, ['--join', await w.invite(hub), ...reach], env)
   await w.ready(a)
   await w.ready(b)
   await waitFor(

@@ -1,0 +1,130 @@
+/**
+ * The direct UDP carrier's packet protection, sans-IO (protocols/overlay.md, "Direct UDP
+ * carrier"): every datagram is
+ *
+ *     | key id (u32 BE) | counter (u64 BE) | ChaCha20-Poly1305 ciphertext | tag (16) |
+ *
+ * sealed with the receiver's key for this session (32 random bytes it sent us over the member's
+ * Noise-authenticated connection), the nonce being 4 zero bytes and the counter, which the sender
+ * never reuses with a key. The receiver opens it with the key its id names and accepts a counter
+ * once (a sliding window, as IPsec and WireGuard keep).
+ */
+import { createCipheriv, createDecipheriv, randomBytes } from 'node:crypto'
+
+export const KEY_BYTES = 32
+export const HEADER_BYTES = 12
+export const TAG_BYTES = 16
+export const OVERHEAD = HEADER_BYTES + TAG_BYTES
+const ALG = 'chacha20-poly1305'
+
+export const newKey = (): Uint8Array<ArrayBuffer> => new Uint8Array(randomBytes(KEY_BYTES))
+
+/** The key id a datagram names, or undefined when it is too short to be one of ours. */
+export function keyIdOf(d: Uint8Array): number | undefined {
+  if (d.length < OVERHEAD) return undefined
+  return ((d[0] << 24) | (d[1] << 16) | (d[2] << 8) | d[3]) >>> 0
+}
+
+/** The counter a datagram carries (up to 2^53: a session never sends that many). */
+export function counterOf(d: Uint8Array): number {
+  const hi = ((d[4] << 24) | (d[5] << 16) | (d[6] << 8) | d[7]) >>> 0
+  const lo = ((d[8] << 24) | (d[9] << 16) | (d[10] << 8) | d[11]) >>> 0
+  return hi * 2 ** 32 + lo
+}
+
+function nonceOf(counter: number, out: Buffer): Buffer {
+  out.writeUInt32BE(0, 0)
+  out.writeUInt32BE(Math.floor(counter / 2 ** 32), 4)
+  out.writeUInt32BE(counter >>> 0, 8)
+  return out
+}
+
+/** Seals what we send to one member: its key, the id it gave for it, our counter. */
+export class Sealer {
+  private readonly nonce = Buffer.alloc(12)
+
+  constructor(
+    private readonly key: Uint8Array,
+    private readonly keyId: number,
+    /** the next counter: 0 for a new key */
+    private counter = 0,
+  ) {}
+
+  /** The datagram's three parts (header, ciphertext, tag), to send as one. */
+  seal(plaintext: Uint8Array): [Buffer, Buffer, Buffer] {
+    const counter = this.counter++
+    const header = Buffer.allocUnsafe(HEADER_BYTES)
+    header.writeUInt32BE(this.keyId, 0)
+    nonceOf(counter, this.nonce).copy(header, 4, 4, 12)
+    const c = createCipheriv(ALG, this.key, this.nonce, { authTagLength: TAG_BYTES })
+    const ct = c.update(plaintext)
+    c.final()
+    return [header, ct, c.getAuthTag()]
+  }
+}
+
+export type OpenResult =
+  | { ok: true; plaintext: Buffer; counter: number }
+  | { ok: false; reason: 'udp-replayed' | 'udp-bad-tag' }
+
+/** Opens what one member sends us: our key for it, and the counters already seen. */
+export class Opener {
+  readonly window = new ReplayWindow()
+  private readonly nonce = Buffer.alloc(12)
+
+  constructor(private readonly key: Uint8Array) {}
+
+  /** The plaintext of a datagram whose key id is ours, or why it is dropped. */
+  open(d: Uint8Array): OpenResult {
+    const counter = counterOf(d)
+    // a replay or a counter older than the window is dropped before any decryption
+    if (!this.window.fresh(counter)) return { ok: false, reason: 'udp-replayed' }
+    const decipher = createDecipheriv(ALG, this.key, nonceOf(counter, this.nonce), {
+      authTagLength: TAG_BYTES,
+    })
+    decipher.setAuthTag(d.subarray(d.length - TAG_BYTES))
+    const plaintext = decipher.update(d.subarray(HEADER_BYTES, d.length - TAG_BYTES))
+    try {
+      decipher.final()
+    } catch {
+      return { ok: false, reason: 'udp-bad-tag' }
+    }
+    // only an authentic datagram moves the window (a forged one must not push real ones out)
+    this.window.mark(counter)
+    return { ok: true, plaintext, counter }
+  }
+}
+
+// counters more than this far below the highest one seen are refused: IP packets reordered by
+// more than 4096 datagrams are rare enough to lose (WireGuard keeps 8192 - 64)
+export const WINDOW = 4096
+
+/** Which counters have been accepted, for the last WINDOW of them (a bitmap ring). */
+export class ReplayWindow {
+  private top = -1
+  private readonly bits = new Uint32Array(WINDOW / 32)
+
+  /** True when `c` was not accepted before and is not too old to tell. */
+  fresh(c: number): boolean {
+    if (c > this.top) return true
+    if (this.top - c >= WINDOW) return false
+    const i = c % WINDOW
+    return (this.bits[i >>> 5] & (1 << (i & 31))) === 0
+  }
+
+  mark(c: number): void {
+    if (c > this.top) {
+      // the counters between the old top and c have not been seen: clear their bits
+      const gap = c - this.top
+      if (gap >= WINDOW) this.bits.fill(0)
+      else
+        for (let k = this.top + 1; k < c; k++) {
+          const i = k % WINDOW
+          this.bits[i >>> 5] &= ~(1 << (i & 31))
+        }
+      this.top = c
+    }
+    const i = c % WINDOW
+    this.bits[i >>> 5] |= 1 << (i & 31)
+  }
+}

@@ -1,0 +1,199 @@
+import '../../src/shim.js'
+import assert from 'node:assert/strict'
+import { createSocket } from 'node:dgram'
+import { until } from '../../sim/bench/report.js'
+import { parseIPv6 } from '../../src/membership/overlay.js'
+import { CONFIRM_MS, LOST_MS, UdpCarrier } from '../../src/overlay/udp-carrier.js'
+import { newKey, Opener, ReplayWindow, Sealer, WINDOW } from '../../src/overlay/udp-crypto.js'
+
+const A = parseIPv6('fd11:2233:4455::a')!
+const B = parseIPv6('fd11:2233:4455::b')!
+
+function packet(size: number, tag = 0): Uint8Array {
+  const p = new Uint8Array(size)
+  p[0] = 0x60
+  p[4] = (size - 40) >> 8
+  p[5] = (size - 40) & 0xff
+  p[6] = 17
+  p[7] = 64
+  p.set(A, 8)
+  p.set(B, 24)
+  p[40] = tag
+  return p
+}
+
+const joined = (parts: Uint8Array[]) => Buffer.concat(parts)
+
+describe('overlay: the direct UDP carrier sealing (ChaCha20-Poly1305, replay window)', () => {
+  it('opens what the member sealed with our key, and nothing else', () => {
+    const key = newKey()
+    const sealer = new Sealer(key, 7)
+    const opener = new Opener(key)
+    const p = packet(1280)
+    const d = joined(sealer.seal(p))
+    assert.equal(d.length, 1280 + 28)
+    const r = opener.open(d)
+    assert.ok(r.ok)
+    assert.deepEqual(new Uint8Array(r.plaintext), p)
+    // another key: refused
+    const other = joined(new Sealer(newKey(), 7).seal(p))
+    assert.deepEqual(new Opener(key).open(other), { ok: false, reason: 'udp-bad-tag' })
+    // one flipped bit of ciphertext, or a changed counter: refused
+    const flipped = joined(sealer.seal(p))
+    flipped[100] ^= 1
+    assert.deepEqual(opener.open(flipped), { ok: false, reason: 'udp-bad-tag' })
+    const moved = joined(sealer.seal(p))
+    moved[11] ^= 0x40
+    assert.equal(opener.open(moved).ok, false)
+  })
+
+  it('accepts each counter once, out of order within the window, never one older than it', () => {
+    const key = newKey()
+    const sealer = new Sealer(key, 1)
+    const opener = new Opener(key)
+    const ds = Array.from({ length: 10 }, (_, i) => joined(sealer.seal(packet(60, i))))
+    for (const i of [0, 3, 2, 9, 1]) assert.ok(opener.open(ds[i]).ok, `counter ${i}`)
+    for (const i of [0, 3, 9]) assert.deepEqual(opener.open(ds[i]), { ok: false, reason: 'udp-replayed' })
+    for (const i of [4, 5, 6, 7, 8]) assert.ok(opener.open(ds[i]).ok, `late counter ${i}`)
+    const w = new ReplayWindow()
+    w.mark(5)
+    w.mark(5 + WINDOW)
+    assert.equal(w.fresh(5), false, 'older than the window')
+    assert.equal(w.fresh(4 + WINDOW), true, 'not seen, inside the window')
+    // a counter that wraps onto the ring slot of an old one is still new
+    assert.equal(w.fresh(5 + 2 * WINDOW), true)
+  })
+})
+
+describe('overlay: the direct UDP carrier between two sockets on 127.0.0.1', () => {
+  let a: UdpCarrier
+  let b: UdpCarrier
+  const got: Record<string, Uint8Array[]> = { a: [], b: [] }
+  const confirmed = new Set<string>()
+
+  before(async () => {
+    const deps = (self: string) => ({
+      port: 0,
+      onPackets: (_peer: string, ps: Uint8Array[]) => {
+        got[self].push(...ps)
+        return true
+      },
+      onConfirmed: () => confirmed.add(self),
+      onClosed: () => {},
+      onError: () => {},
+    })
+    a = await UdpCarrier.open(deps('a'))
+    b = await UdpCarrier.open(deps('b'))
+    const ka = a.newLocalKey()
+    const kb = b.newLocalKey()
+    // as the key exchange does: each gets the other's key, id and port
+    b.start('A', kb, { key: ka.key, keyId: ka.keyId, endpoint: { address: '127.0.0.1', port: a.port } })
+    a.start('B', ka, { key: kb.key, keyId: kb.keyId, endpoint: { address: '127.0.0.1', port: b.port } })
+  })
+  after(() => {
+    a?.closeAll()
+    b?.closeAll()
+  })
+
+  it('confirms both ends with probes, then carries packets both ways, small ones batched', async () => {
+    await until('both ends confirmed', async () => confirmed.has('a') && confirmed.has('b'), 10_000)
+    const rx = a.session('B')!
+    const before = { datagrams: rx.receivedDatagrams, packets: rx.receivedPackets }
+    assert.equal(a.send('B', [packet(1280, 1)], 1280), 1)
+    assert.equal(b.send('A', [packet(60, 2), packet(60, 3), packet(60, 4)], 1280), 3)
+    await until('the packets', async () => got.b.length === 1 && got.a.length === 3, 10_000)
+    assert.deepEqual(new Uint8Array(got.b[0]), packet(1280, 1))
+    assert.deepEqual(
+      got.a.map((p) => p[40]),
+      [2, 3, 4],
+    )
+    // the three small packets went in one datagram
+    assert.equal(rx.receivedPackets - before.packets, 3)
+    assert.equal(rx.receivedDatagrams - before.datagrams, 1)
+  })
+
+  it('drops and counts a stranger, a wrong key and a replayed datagram; none is delivered', async () => {
+    const before = { a: got.a.length, drops: { ...a.drops } }
+    const s = createSocket('udp4')
+    const sendTo = (d: Uint8Array) =>
+      new Promise<void>((resolve, reject) =>
+        s.send(d, a.port, '127.0.0.1', (e) => (e ? reject(e) : resolve())),
+      )
+    try {
+      // a stranger: a key id a does not know, and garbage too short to be a datagram
+      await sendTo(joined(new Sealer(newKey(), 12345).seal(packet(100))))
+      await sendTo(new Uint8Array([1, 2, 3]))
+      // the right key id with the wrong key (a counter not seen yet: judged by its tag)
+      const kid = a.session('B')!.localKeyId
+      await sendTo(joined(new Sealer(newKey(), kid, 1e9).seal(packet(100))))
+      // a datagram b really sent, captured and replayed: the first copy is delivered, not the second
+      let captured: Buffer | undefined
+      const tap = createSocket('udp4')
+      await new Promise<void>((r) => tap.bind(0, '127.0.0.1', () => r()))
+      const session = b.session('A')!
+      const real = session.endpoint
+      session.endpoint = { address: '127.0.0.1', port: tap.address().port }
+      tap.once('message', (m) => {
+        captured = m
+      })
+      b.send('A', [packet(200, 9)], 1280)
+      await until('the captured datagram', async () => captured !== undefined, 10_000)
+      session.endpoint = real
+      tap.close()
+      await sendTo(captured!)
+      await sendTo(captured!)
+      await until(
+        'the replay dropped',
+        async () => a.drops['udp-replayed'] >= before.drops['udp-replayed'] + 1,
+        10_000,
+      )
+      assert.equal(a.drops['udp-replayed'], before.drops['udp-replayed'] + 1)
+      assert.equal(a.drops['udp-unknown-key'], before.drops['udp-unknown-key'] + 1)
+      assert.equal(a.drops['udp-malformed'], before.drops['udp-malformed'] + 1)
+      assert.equal(a.drops['udp-bad-tag'], before.drops['udp-bad-tag'] + 1)
+      assert.equal(got.a.length, before.a + 1, 'only the first copy of the real datagram is delivered')
+      assert.equal(got.a.at(-1)![40], 9)
+    } finally {
+      s.close()
+    }
+  })
+})
+
+describe('overlay: the direct UDP carrier gives up on a silent member', () => {
+  it('closes a session the member never confirms, and one that stops hearing it, saying why', async () => {
+    const closed: string[] = []
+    const c = await UdpCarrier.open({
+      port: 0,
+      onPackets: () => true,
+      onConfirmed: () => {},
+      onClosed: (peer, why) => closed.push(`${peer}: ${why}`),
+      onError: () => {},
+    })
+    // nobody listens there: no probe is ever answered
+    const sink = createSocket('udp4')
+    await new Promise<void>((r) => sink.bind(0, '127.0.0.1', () => r()))
+    try {
+      const endpoint = { address: '127.0.0.1', port: sink.address().port }
+      const remote = { key: newKey(), keyId: 1, endpoint }
+      const s = c.start('X', c.newLocalKey(), remote)
+      c.tick(s.since + CONFIRM_MS - 1)
+      assert.equal(c.session('X'), s, 'still trying within CONFIRM_MS')
+      c.tick(s.since + CONFIRM_MS + 1)
+      assert.equal(c.session('X'), undefined)
+      assert.match(closed[0], /^X: no UDP reply within 5 s$/)
+      // a confirmed session that then hears nothing for LOST_MS
+      const t = c.start('Y', c.newLocalKey(), { ...remote, keyId: 2 })
+      t.confirmed = true
+      t.lastReceived = Date.now()
+      c.tick(t.lastReceived + LOST_MS - 1)
+      assert.equal(c.session('Y'), t)
+      c.tick(t.lastReceived + LOST_MS + 1)
+      assert.equal(c.session('Y'), undefined)
+      assert.match(closed[1], /^Y: nothing heard on UDP for 15 s$/)
+      assert.equal(c.send('Y', [packet(100)], 1280), 0, 'no session: nothing sent')
+    } finally {
+      c.closeAll()
+      sink.close()
+    }
+  })
+})
