@@ -90,7 +90,12 @@ export async function startAgent(opts: AgentOptions): Promise<RunningAgent> {
     // asks, and asked only once the agent runs: node <- nat (ICE servers for WebRTC), membership
     // <- nat (the STUN tags of our record), membership <- elections (the maintenance flag),
     // node and the API -> daemon (a revoked member, `mesh leave`: the agent stops).
-    const later: { nat?: NatComponent; elections?: ElectionsComponent; daemon?: Daemon } = {}
+    const later: {
+      nat?: NatComponent
+      overlay?: OverlayComponent
+      elections?: ElectionsComponent
+      daemon?: Daemon
+    } = {}
     const shutdown = (why: string): Promise<void> => {
       log.info({ reason: why }, `stopping: ${why}`)
       events.publish('agent_stopping', { reason: why })
@@ -135,6 +140,9 @@ export async function startAgent(opts: AgentOptions): Promise<RunningAgent> {
       config: config.nat,
       webrtc: config.webrtc,
       listen: config.listen,
+      // mesh0 traffic keeps a WebRTC path in use; its datagram channels hold libdatachannel too
+      lastPacketAt: (peer) => later.overlay?.lastPacketAt(peer),
+      nativeInUse: () => later.overlay?.holdsNativeWebrtc() ?? false,
       reporter: reporter.forComponent('nat'),
     })
     later.nat = nat
@@ -165,6 +173,7 @@ export async function startAgent(opts: AgentOptions): Promise<RunningAgent> {
       reporter: reporter.forComponent('overlay'),
       iceServers: () => later.nat?.iceServers() ?? [],
     })
+    later.overlay = overlay
     const plugins = new PluginsComponent({
       dataDir: opts.dataDir,
       membership,

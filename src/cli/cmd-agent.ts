@@ -39,6 +39,9 @@ export function agentCommand(program: Command): void {
           logFormat?: string
         }) => {
           const dir = dataDirOf(program.opts<GlobalOpts>())
+          // before the agent allocates: without it full GCs run back to back while bytes flow
+          const { fixHeapGrowth } = await import('../agent/heap.js')
+          fixHeapGrowth()
           // the handlers come first: a SIGTERM during start-up (systemd stopping a unit that is
           // still starting, a test's cleanup) stops what has started, the overlay's NAME.mesh
           // lines and device included, instead of killing the process with them left behind

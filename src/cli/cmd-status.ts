@@ -86,9 +86,11 @@ function overlayLines(o: OverlayStatus): string[] {
     ...o.peers.map(
       (p) =>
         `  to ${p.name}: ${
-          p.carrier === 'datagram'
-            ? `datagram (WebRTC data channel, ${p.datagramRoute ?? 'ICE'})`
-            : `stream on ${p.path ?? 'no path'}`
+          p.carrier === 'udp'
+            ? `direct UDP to ${p.udp?.endpoint ?? '?'}`
+            : p.carrier === 'datagram'
+              ? `datagram (WebRTC data channel, ${p.datagramRoute ?? 'ICE'})`
+              : `stream on ${p.path ?? 'no path'}`
         }, ${p.sentPackets} packets sent`,
     ),
     ...o.rules.map((r) => `  allow ${r.rule}: ${r.packets} packets`),
