@@ -80,7 +80,13 @@ export class MeshAgent {
         ...(o.args ?? []),
         ...extra,
       ],
-      { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...o.env, ...env } },
+      {
+        stdio: ['ignore', 'pipe', 'pipe'],
+        // no mesh0 unless asked (bench:overlay, the overlay tests): run as root, an agent on this
+        // machine would create the device and write this machine's /etc/hosts, and a kill -9
+        // leaves its NAME.mesh block there until the next agent with an interface writes
+        env: { MESH_OVERLAY__INTERFACE: 'false', ...process.env, ...o.env, ...env },
+      },
     )
     const keep = o.keep ?? Number.POSITIVE_INFINITY
     const tail = (s: string) => (s.length > keep ? s.slice(-keep) : s)

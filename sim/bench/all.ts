@@ -81,7 +81,7 @@ export const BENCHES: Bench[] = [
   },
   {
     name: 'overlay',
-    what: 'TCP (clean and lossy link), ssh, ping RTT and agent CPU through mesh0 vs direct, both carriers, in the netns lab',
+    what: 'TCP on a clean link and on a userspace impaired one (none, 2 ms + 0.25% loss + 0.5% reorder, 4 ms + 1% + 2.5%), ssh, ping RTT and agent CPU through mesh0 vs direct, both carriers, in the netns lab',
     args: ['--mib', '128', '--pings', '100', '--lossy-mib', '32'],
     quickArgs: ['--mib', '16', '--pings', '20', '--repeats', '1', '--ssh-mib', '16', '--lossy-mib', '8'],
     timeoutS: 1800,

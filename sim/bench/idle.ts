@@ -13,11 +13,13 @@
 // everything the process wrote, sockets and disk, from /proc/PID/io; netns: the host's
 // interface, both ways). Also each agent's relay searches, DHT lookups and dials in the window.
 //
-//   npm run build && node dist/sim/bench/idle.js [--idle-s 60] [--settle-s 15] [--only alone,pair,orphan,nat,libp2p]
+//   npm run build && node dist/sim/bench/idle.js [--idle-s 60] [--settle-s 15] [--park-s 10] [--only alone,pair,orphan,nat,libp2p]
+//   (--park-s: nat.parkIdleMs of the nat shape, default 5 min in the agent; the window starts
+//   once both members closed their idle WebRTC path and released libdatachannel; 0: never)
 //   MESH_BENCH_PROF=DIR   each agent writes DIR/agent-NAME-PID-0.cpuprofile when stopped (cpu-prof.ts)
 
 import { spawn } from 'node:child_process'
-import { rmSync } from 'node:fs'
+import { readFileSync, rmSync } from 'node:fs'
 import { join } from 'node:path'
 import {
   type AgentProcess,
@@ -52,10 +54,12 @@ interface Options {
   idleS: number
   settleS: number
   only: Shape[]
+  /** nat.parkIdleMs for the nat shape, in seconds (0: WebRTC paths stay open) */
+  parkS: number
 }
 
 function parseArgs(argv: string[]): Options {
-  const o: Options = { idleS: 60, settleS: 15, only: [...SHAPES] }
+  const o: Options = { idleS: 60, settleS: 15, only: [...SHAPES], parkS: 10 }
   parseFlags(
     argv,
     {
@@ -67,6 +71,12 @@ function parseArgs(argv: string[]): Options {
         if (!Number.isFinite(v) || v < 0) throw new Error('--settle-s needs a number of seconds')
         o.settleS = Math.min(600, v)
       },
+      '--park-s': (next) => {
+        const v = Number(next())
+        if (!Number.isInteger(v) || v < 0)
+          throw new Error('--park-s needs a whole number of seconds (0: never park)')
+        o.parkS = v
+      },
       '--only': (next) => {
         const want = next().split(',')
         const bad = want.filter((s) => !SHAPES.includes(s as Shape))
@@ -75,7 +85,7 @@ function parseArgs(argv: string[]): Options {
         o.only = want as Shape[]
       },
     },
-    `use --idle-s S --settle-s S --only ${SHAPES.join(',')}`,
+    `use --idle-s S --settle-s S --park-s S --only ${SHAPES.join(',')}`,
   )
   return o
 }
@@ -95,6 +105,45 @@ interface Row {
   dialsBy: Record<string, number>
   /** % of a core per thread name in the window (threads that ended meanwhile are missing) */
   threads: Record<string, number>
+  /** what the RSS is made of at the end of the window, MiB (what holds a NAT member's extra) */
+  memory: MemorySplit
+}
+
+/**
+ * RSS split at one moment: anonymous vs file-backed pages (/proc/PID/status: RssAnon, RssFile,
+ * the native module's code shows in file), and the V8 heap and the memory V8 knows is held
+ * outside it (Buffers, ArrayBuffers) from the agent's process metrics. Anonymous memory that is
+ * neither heap nor external is native: libuv, OpenSSL, libdatachannel/usrsctp, malloc arenas.
+ */
+interface MemorySplit {
+  anon: number
+  file: number
+  heapTotal: number
+  heapUsed: number
+  /** the young generation's share of heapTotal (V8 grows it in a burst and keeps it) */
+  newSpace: number
+  external: number
+}
+
+function memorySplit(pid: number | undefined, text: string): MemorySplit {
+  let status = ''
+  try {
+    status = readFileSync(`/proc/${pid}/status`, 'utf8')
+  } catch {}
+  const kb = (k: string) =>
+    Number(new RegExp(`^${k}:\\s+(\\d+) kB`, 'm').exec(status)?.[1] ?? Number.NaN) / 1024
+  const mib = (name: string) => (text === '' ? Number.NaN : metric(text, name) / 2 ** 20)
+  return {
+    anon: kb('RssAnon'),
+    file: kb('RssFile'),
+    heapTotal: mib('mesh_process_nodejs_heap_size_total_bytes'),
+    heapUsed: mib('mesh_process_nodejs_heap_size_used_bytes'),
+    newSpace:
+      text === ''
+        ? Number.NaN
+        : metric(text, 'mesh_process_nodejs_heap_space_size_total_bytes', { space: 'new' }) / 2 ** 20,
+    external: mib('mesh_process_nodejs_external_memory_bytes'),
+  }
 }
 
 interface Probe {
@@ -113,6 +162,7 @@ const counters = async (socket: string | undefined) => {
     lookups: metric(text, 'mesh_node_dht_closest_peer_lookups_total'),
     dials: metric(text, 'mesh_node_transport_dials_total'),
     dialsBy: dialSeries(text),
+    text,
   }
 }
 
@@ -183,6 +233,7 @@ async function measure(shape: Shape, probes: Probe[], o: Options): Promise<Row[]
           .filter(([, v]) => v >= 0.01)
           .sort((x, y) => y[1] - x[1]),
       ),
+      memory: memorySplit(p.pid, c.text),
     })
   }
   for (const r of rows)
@@ -190,7 +241,8 @@ async function measure(shape: Shape, probes: Probe[], o: Options): Promise<Row[]
       `${shape}/${r.agent}: ${fmt(r.cpuPct, 2)} % CPU, RSS ${fmt(r.rssStart)} -> ${fmt(r.rssEnd)} MiB, ${fmt(r.bytesPerS, 0)} B/s, dials ${JSON.stringify(r.dialsBy)}; ` +
         `by thread ${Object.entries(r.threads)
           .map(([k, v]) => `${k} ${fmt(v, 2)}`)
-          .join(', ')}`,
+          .join(', ')}; ` +
+        `memory anon ${fmt(r.memory.anon)} (V8 heap ${fmt(r.memory.heapTotal)} of which used ${fmt(r.memory.heapUsed)}, new space ${fmt(r.memory.newSpace)}; external ${fmt(r.memory.external)}) file ${fmt(r.memory.file)} MiB`,
     )
   return rows
 }
@@ -296,7 +348,9 @@ async function runNat(o: Options): Promise<Row[]> {
   const saved = { MESH_BENCH_PROF: process.env.MESH_BENCH_PROF, NODE_OPTIONS: process.env.NODE_OPTIONS }
   try {
     Object.assign(process.env, profEnv())
-    const L = await natLab(false).finally(() => {
+    // the agent parks an idle WebRTC path after 5 min; shortened so the run fits, and the window
+    // starts once both members released libdatachannel (what an idle member looks like then)
+    const L = await natLab(false, { MESH_NAT__PARK_IDLE_MS: String(o.parkS * 1000) }).finally(() => {
       for (const [k, v] of Object.entries(saved))
         if (v === undefined) delete process.env[k]
         else process.env[k] = v
@@ -304,6 +358,22 @@ async function runNat(o: Options): Promise<Row[]> {
     w = L.w
     agents = [L.hub, L.a, L.b]
     const lab = L.w.lab
+    if (o.parkS > 0) {
+      const t0 = Date.now()
+      await waitFor(
+        'both members behind NAT to park their WebRTC path and release libdatachannel',
+        async () => {
+          for (const x of [L.a, L.b]) {
+            const text = await fetchMetrics(join(x.dir, 'mesh.sock'))
+            if (metric(text, 'mesh_nat_webrtc_released_total') < 1) return false
+          }
+          return true
+        },
+        120_000 + o.parkS * 1000,
+        1000,
+      )
+      console.error(`   parked and released ${((Date.now() - t0) / 1000).toFixed(0)} s after the lab was up`)
+    }
     const probe = (a: Agent): Probe => ({
       name: a.name,
       pid: a.child.pid,
@@ -358,7 +428,7 @@ async function main(): Promise<void> {
     ['l', 'l', 'r', 'r', 'r', 'r', 'r', 'r'],
   )
   const md = [
-    `## Idle agents (${o.idleS} s after ${o.settleS} s settling)`,
+    `## Idle agents (${o.idleS} s after ${o.settleS} s settling${o.only.includes('nat') ? `; nat: ${o.parkS > 0 ? `WebRTC paths parked after ${o.parkS} s idle` : 'WebRTC paths kept open'}` : ''})`,
     machineMarkdown(m),
     table,
     ...skipped.map((s) => `- skipped ${s}`),

@@ -203,10 +203,27 @@ async function realSize(n: number, o: Options): Promise<{ rounds: Round[]; error
         )
       ).reduce((x, y) => x + y, 0)
     const all = [...CHANNELS, 'piggyback']
+    // which syncs ran in the window (a sync that finds digests differing carries records)
+    const ROLES = ['periodic', 'periodic_dead', 'connect', 'connect_retry', 'responder', 'statement']
+    const syncs = async () =>
+      Promise.all(
+        ROLES.map(async (role) =>
+          (
+            await Promise.all(
+              agents.map((a) => a.metric('mesh_membership_syncs_total', { role }).catch(() => Number.NaN)),
+            )
+          ).reduce((x, y) => x + y, 0),
+        ),
+      )
     const out0 = await Promise.all(all.map(sent))
+    const syncs0 = await syncs()
     const tIdle = Date.now()
     await sleep(o.settleS * 1000)
     const out1 = await Promise.all(all.map(sent))
+    const syncs1 = await syncs()
+    process.stderr.write(
+      `  ${n} agents, idle window: syncs by role ${ROLES.map((r, k) => `${r} ${syncs1[k] - syncs0[k]}`).join(', ')}\n`,
+    )
     const secs = (Date.now() - tIdle) / 1000
     const idleByChannel = Object.fromEntries(all.map((c, k) => [c, (out1[k] - out0[k]) / n / secs]))
     const idleBps = CHANNELS.reduce((x, c) => x + idleByChannel[c], 0)

@@ -43,7 +43,11 @@ describe('names everywhere, progress, Ctrl-C on get (integration)', function () 
   let bId: string
 
   before(async () => {
-    a = fx.agent(fx.tempDir(), ['--init', 'lab', '--name', 'node-a']).start()
+    // node-a serves at most 16 MiB/s, so a 192 MiB get lasts ~12 s and Ctrl-C lands mid-fetch
+    // however fast the fetch path becomes (unlimited, it ended before the SIGINT once)
+    a = fx
+      .agent(fx.tempDir(), ['--init', 'lab', '--name', 'node-a'])
+      .start([], { MESH_BLOCKS__SERVE_BYTES_PER_SEC: '16MiB' })
     await a.ready()
     const join1 = (await meshJson(a.dataDir, ['invite'])).token
     b = fx.agent(fx.tempDir(), ['--join', join1, '--name', 'node-b']).start()

@@ -62,7 +62,8 @@ const manifest = (hooksDir: string, extra: Record<string, unknown> = {}) =>
         {
           // only changes that made a member alive
           predicate: 'echo "$MESH_EVENT_DATA" | grep -q \'"after":"alive"\'',
-          command: `echo "$MESH_EVENT_DATA" >> ${hooksDir}/cluster_change; echo "$MESH_MEMBERS" > ${hooksDir}/members.json`,
+          // members.json is replaced whole (a later run must not leave the test a half-written file)
+          command: `echo "$MESH_EVENT_DATA" >> ${hooksDir}/cluster_change; echo "$MESH_MEMBERS" > ${hooksDir}/members.tmp && mv ${hooksDir}/members.tmp ${hooksDir}/members.json`,
         },
       ],
     },
@@ -146,8 +147,16 @@ describe('plugins (integration)', function () {
       existsSync(join(hooks, 'cluster_change')) ? readFileSync(join(hooks, 'cluster_change'), 'utf8') : false,
     )
     assert.match(changes, new RegExp(`"name":"${name}"`))
-    const seen = JSON.parse(readFileSync(join(hooks, 'members.json'), 'utf8'))
-    assert.ok(seen.some((x: any) => x.name === 'node-a'))
+    // the hook writes cluster_change first and members.json after it: wait for the second write
+    const seen = await waitFor('the hook to write members.json', async () =>
+      existsSync(join(hooks, 'members.json'))
+        ? JSON.parse(readFileSync(join(hooks, 'members.json'), 'utf8'))
+        : false,
+    )
+    assert.ok(
+      seen.some((x: any) => x.name === 'node-a'),
+      JSON.stringify(seen),
+    )
 
     const inst2 = await meshJson(a, ['instances'])
     assert.deepEqual(
