@@ -123,6 +123,8 @@ const isTimeout = (err: unknown): boolean => ['AbortError', 'TimeoutError'].incl
  */
 export class TunnelDialer {
   private readonly directFailedAt = new Map<string, number>()
+  /** when a stream last opened on a connection: a slow attempt does not make it dead */
+  private readonly openedAt = new WeakMap<Connection, number>()
 
   constructor(
     private readonly node: () => MeshLibp2p,
@@ -208,13 +210,16 @@ export class TunnelDialer {
     signal: AbortSignal,
     state: { dropped: number; errors: string[] },
   ): Promise<Omit<Opened, 'dropped' | 'errors'> | undefined> {
+    const started = Date.now()
     try {
       return await this.newStream(conn, signal)
     } catch (err) {
       if ((err as Error).name === 'UnsupportedProtocolError') throw err
       if (signal.aborted) throw err
       state.errors.push(`${pathKind(conn.remoteAddr)} connection: ${(err as Error).message}`)
-      if (isTimeout(err)) {
+      // a stream opened on it since this attempt began (a later tunnel, once this attempt had
+      // lost its race to another path): slow once, not dead; aborting it would cut that tunnel
+      if (isTimeout(err) && (this.openedAt.get(conn) ?? -1) < started) {
         // cannot open a stream in time: dead for everyone, not just us
         conn.abort(new Error('connection unresponsive (a tunnel stream could not open)'))
         state.dropped++
@@ -259,6 +264,7 @@ export class TunnelDialer {
       runOnLimitedConnection: true,
       maxOutboundStreams: MAX_OUTBOUND_STREAMS,
     })
+    this.openedAt.set(conn, Date.now())
     return { stream, connection: conn, path: pathKind(conn.remoteAddr) }
   }
 

@@ -5,9 +5,10 @@ import { type AddressInfo, createServer } from 'node:net'
 import { noise } from '@chainsafe/libp2p-noise'
 import { yamux } from '@chainsafe/libp2p-yamux'
 import { generateKeyPair } from '@libp2p/crypto/keys'
-import type { Libp2p } from '@libp2p/interface'
+import type { Connection, Libp2p } from '@libp2p/interface'
 import { peerIdFromPrivateKey, peerIdFromString } from '@libp2p/peer-id'
 import { tcp } from '@libp2p/tcp'
+import { multiaddr } from '@multiformats/multiaddr'
 import { createLibp2p } from 'libp2p'
 import type { MeshLibp2p } from '../../src/node/libp2p.js'
 import { splitAddrs, TunnelDialer } from '../../src/tunnel/dialer.js'
@@ -135,6 +136,46 @@ describe('tunnel dialer', () => {
       const ctl = new AbortController()
       ctl.abort()
       await assert.rejects(dialer().dial(tgt, addrs(), ctl.signal), (e: Error) => e.name === 'AbortError')
+    })
+  })
+
+  describe('a slow stream open', () => {
+    it('does not abort a connection a stream has opened on since it began (that tunnel would break)', async () => {
+      const tgt = peerIdFromString(target)
+      // the first stream open hangs until its timeout; every later one opens at once
+      let calls = 0
+      const aborted: Error[] = []
+      const conn = {
+        status: 'open',
+        remoteAddr: multiaddr(`/ip4/198.18.0.1/tcp/4701/p2p/${target}`),
+        newStream: (_p: string, o: { signal: AbortSignal }) =>
+          calls++ === 0
+            ? new Promise((_, rej) => o.signal.addEventListener('abort', () => rej(o.signal.reason)))
+            : Promise.resolve({ id: `s${calls}` }),
+        abort: (err: Error) => aborted.push(err),
+      } as unknown as Connection
+      const fake = {
+        getConnections: () => [conn],
+        services: { admission: { connectionAdmitted: () => true } },
+      }
+      const d = new TunnelDialer(() => fake as unknown as MeshLibp2p, {
+        protocol: '/test/tunnel/1.0.0',
+        streamTimeoutMs: 2_000,
+        directDialTimeoutMs: 1_000,
+        dialTimeoutMs: 1_000,
+      })
+      const slow = d.open(tgt, [], AbortSignal.timeout(10_000))
+      // the first attempt has lost its quick window (1 s); a second tunnel opens meanwhile
+      await new Promise((r) => setTimeout(r, 1_200))
+      const second = await d.open(tgt, [], AbortSignal.timeout(10_000))
+      assert.equal(second.connection, conn)
+      await assert.rejects(slow, /no stream within .*timeout|aborted/i)
+      assert.equal(aborted.length, 0, 'the connection the second tunnel runs on is left open')
+      // with no stream since, a timeout still means the connection is dead
+      calls = 0
+      await assert.rejects(d.open(tgt, [], AbortSignal.timeout(10_000)))
+      assert.equal(aborted.length, 1)
+      assert.match(aborted[0].message, /connection unresponsive/)
     })
   })
 })
