@@ -40,8 +40,10 @@ export function agentCommand(program: Command): void {
         }) => {
           const dir = dataDirOf(program.opts<GlobalOpts>())
           // before the agent allocates: without it full GCs run back to back while bytes flow
-          const { fixHeapGrowth } = await import('../agent/heap.js')
+          const { fixHeapGrowth, trimNativeMemoryEvery } = await import('../agent/heap.js')
           fixHeapGrowth()
+          // free native memory goes back to the system instead of staying resident in malloc's arenas
+          trimNativeMemoryEvery()
           // the handlers come first: a SIGTERM during start-up (systemd stopping a unit that is
           // still starting, a test's cleanup) stops what has started, the overlay's NAME.mesh
           // lines and device included, instead of killing the process with them left behind

@@ -23,6 +23,42 @@ function factors(nodeArgs: string[], env: NodeJS.ProcessEnv = {}): number[] {
   return [...r.stdout.matchAll(/\[HeapController\] Limit: .*\((\d+\.\d+)\)/g)].map((m) => Number(m[1]))
 }
 
+/**
+ * RSS (MiB) of a child that fills malloc's arena with 64 KiB Buffers, frees 15 of every 16 (the
+ * survivors keep the arena from shrinking by itself), then, with `trim`, calls trimNativeMemory().
+ */
+function rssAfterFree(trim: boolean): { before: number; after: number; trimmed: boolean } {
+  const script = `
+    const { trimNativeMemory } = await import(${JSON.stringify(HEAP)})
+    const rss = () => process.memoryUsage().rss / 2 ** 20
+    let bufs = Array.from({ length: 3200 }, () => Buffer.allocUnsafeSlow(65536).fill(1))
+    const before = rss()
+    globalThis.keep = bufs.filter((_, i) => i % 16 === 0)
+    bufs = undefined
+    for (let i = 0; i < 3; i++) globalThis.gc()
+    const trimmed = ${trim} ? await trimNativeMemory() : false
+    console.log(JSON.stringify({ before, after: rss(), trimmed }))
+  `
+  const r = spawnSync(process.execPath, ['--expose-gc', '--input-type=module', '-e', script], {
+    encoding: 'utf8',
+    env: { ...process.env, NODE_OPTIONS: '' },
+    timeout: 60_000,
+  })
+  assert.equal(r.status, 0, r.stderr)
+  return JSON.parse(r.stdout)
+}
+
+describe('agent native memory', () => {
+  it('freed native memory goes back to the system after a trim, not before', () => {
+    // 200 MiB allocated, 187 MiB freed: without a trim glibc keeps it resident for reuse
+    const kept = rssAfterFree(false)
+    assert.ok(kept.before - kept.after < 50, `RSS fell without a trim: ${JSON.stringify(kept)}`)
+    const trimmed = rssAfterFree(true)
+    assert.equal(trimmed.trimmed, true)
+    assert.ok(trimmed.before - trimmed.after > 150, `a trim gave back too little: ${JSON.stringify(trimmed)}`)
+  })
+})
+
 describe('agent heap growth', () => {
   it("full GCs set the next limit at a fixed factor, not at V8's adaptive one", () => {
     const seen = factors([])
