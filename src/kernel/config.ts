@@ -1,7 +1,17 @@
 import { readFileSync } from 'node:fs'
-import YAML from 'yaml'
+import { createRequire } from 'node:module'
 import { z } from 'zod'
 import { editDistance } from './edit-distance.js'
+
+// loaded on first use: an agent with no config file and no structured MESH_* value never needs
+// the YAML parser, which would stay in its memory (about 300 KiB of source) for nothing
+let yaml: typeof import('yaml') | undefined
+const YAML = {
+  parse(text: string): unknown {
+    yaml ??= createRequire(import.meta.url)('yaml') as typeof import('yaml')
+    return yaml.parse(text)
+  },
+}
 
 /** A configuration that cannot be used; the message says where the bad value came from. */
 export class ConfigError extends Error {

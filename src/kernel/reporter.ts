@@ -1,7 +1,12 @@
+import { createRequire } from 'node:module'
 import { type DestinationStream, type Logger, pino } from 'pino'
-import pretty from 'pino-pretty'
 import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client'
 import { MetricsSnapshot, samplesOf } from './metric-samples.js'
+
+// loaded only for a person at a terminal: an agent under systemd or a test writes JSON lines,
+// and pino-pretty and its dependencies would stay in its memory for nothing
+const prettyStream = (opts: import('pino-pretty').PrettyOptions): DestinationStream =>
+  (createRequire(import.meta.url)('pino-pretty') as typeof import('pino-pretty'))(opts)
 
 export type HealthCheck = () => { ok: boolean; detail?: string } | Promise<{ ok: boolean; detail?: string }>
 
@@ -21,7 +26,7 @@ export class Reporter {
       { level: opts.level ?? 'info', base: undefined },
       opts.destination ??
         (opts.pretty === true
-          ? pretty({
+          ? prettyStream({
               destination: 2,
               sync: true, // nothing lost when the agent exits right after a line
               translateTime: 'SYS:HH:MM:ss.l',
