@@ -104,8 +104,8 @@ describe('elections: five agents on loopback', function () {
 
   const winnerName = (peer: string | undefined) => names.find((n) => peerIds[n] === peer)
 
-  /** `mesh request create --compute-type sleeper --wait` at an agent: the new request's id. */
-  async function createSleeper(a: AgentProcess): Promise<string> {
+  /** `mesh request create --compute-type sleeper --wait` at an agent: the new request's id and what it printed. */
+  async function createSleeper(a: AgentProcess): Promise<{ id: string; stdout: string }> {
     const r = await mesh([
       '--data-dir',
       a.dataDir,
@@ -116,7 +116,7 @@ describe('elections: five agents on loopback', function () {
       '--wait',
     ])
     assert.equal(r.code, 0, r.stderr)
-    return r.stdout.trim().split('\n').at(-1) as string
+    return { id: r.stdout.trim().split('\n').at(-1) as string, stdout: r.stdout }
   }
 
   /** Once an in-process member is admitted by alpha: its protocol prefix, on the elections topic with alpha. */
@@ -337,18 +337,8 @@ describe('elections: five agents on loopback', function () {
       },
       RECORD_SPREAD_MS,
     )
-    const r = await mesh([
-      '--data-dir',
-      agents.delta.dataDir,
-      'request',
-      'create',
-      '--compute-type',
-      'sleeper',
-      '--wait',
-    ])
-    assert.equal(r.code, 0, r.stderr)
-    assert.match(r.stdout, /^allocated: sleeper-[0-9a-f]{8} on charlie/m)
-    const id = r.stdout.trim().split('\n').at(-1) as string
+    const { id, stdout } = await createSleeper(agents.delta)
+    assert.match(stdout, /^allocated: sleeper-[0-9a-f]{8} on charlie/m)
     const show = await mesh(['--data-dir', agents.delta.dataDir, 'request', 'show', id])
     assert.match(show.stdout, /bravo\s+no\s+maintenance \(in maintenance\)/)
     assert.equal((await mesh(['--data-dir', agents.delta.dataDir, 'request', 'cancel', id])).code, 0)
@@ -416,7 +406,7 @@ describe('elections: five agents on loopback', function () {
   it('hostile input on the wire (gossip and sync) from an admitted member: forged, non-voter, malformed, undecodable -> dropped and counted, nothing changes', async () => {
     let member: NodeComponent | undefined
     try {
-      const id = await createSleeper(agents.alpha)
+      const { id } = await createSleeper(agents.alpha)
       const before = (await list(agents.alpha)).find((x) => x.id === id)
       member = await inProcessMember(fx.tempDir('mesh-el-'), agents.alpha.dataDir, 'mallory')
       await member.start()
@@ -524,7 +514,7 @@ describe('elections: five agents on loopback', function () {
         }
       }
       node.services.pubsub.addEventListener('message', onMessage)
-      const id = await createSleeper(agents.alpha)
+      const { id } = await createSleeper(agents.alpha)
       await waitFor('votes to reach the listener', async () => seen.length > 0, 20_000)
       node.services.pubsub.removeEventListener('message', onMessage)
       console.log(
@@ -543,7 +533,7 @@ describe('elections: five agents on loopback', function () {
   })
 
   it('the winner restarted (kill -9, start again at once) resumes from its data dir: it adopts the running instance instead of starting a second one', async () => {
-    const id = await createSleeper(agents.echo)
+    const { id } = await createSleeper(agents.echo)
     const w = winnerName((await list(agents.echo)).find((x) => x.id === id)?.winner) as string
     const instance = `sleeper-${id.slice(0, 8)}`
     const pidsOf = () =>
