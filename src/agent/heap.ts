@@ -25,32 +25,34 @@ export function fixHeapGrowth(): void {
 /** How often the agent hands the free pages of its malloc arenas back to the system. */
 export const TRIM_EVERY_MS = 60_000
 
-let mallocTrim: ((pad: number) => number) | null | undefined
+type MallocTrim = { async(pad: number, done: (err: unknown, released: number) => void): void }
+let mallocTrim: MallocTrim | null | undefined
 
 /**
- * Give the free pages of every malloc arena back to the system now (glibc's malloc_trim, which
- * since 2.8 also releases free pages in the middle of an arena, not only at its top).
+ * Give the free pages of every malloc arena back to the system (glibc's malloc_trim, which since
+ * 2.8 also releases free pages in the middle of an arena, not only at its top).
  *
  * glibc keeps what a thread frees in that thread's arena for reuse; start-up (module loading,
  * V8's compiler and GC threads, libuv's file system threads) leaves most of it free but
  * resident, and so do Buffers freed after a transfer. An idle agent held about 10 MiB that way:
- * 115 -> 101.5 MiB RSS after one call, and it stayed there (2026-12-05). Resolves false where the
- * C library has no malloc_trim (musl, macOS): nothing to do there.
+ * 115 -> 101.5 MiB RSS after one call, and it stayed there (2026-12-05). The call runs on a
+ * koffi worker thread, not the event loop: releasing 190 MiB of scattered free pages took 200 ms
+ * (a loaded machine), which would stall probes. Resolves false where the C library has no
+ * malloc_trim (musl, macOS): nothing to do there.
  */
 export async function trimNativeMemory(): Promise<boolean> {
   if (mallocTrim === undefined) {
     try {
       if (process.platform !== 'linux') throw new Error('not linux')
       const koffi = (await import('koffi')).default
-      const trim = koffi.load('libc.so.6').func('int malloc_trim(size_t pad)')
-      mallocTrim = (pad) => trim(pad) as number
+      mallocTrim = koffi.load('libc.so.6').func('int malloc_trim(size_t pad)') as unknown as MallocTrim
     } catch {
       mallocTrim = null
     }
   }
-  if (mallocTrim === null) return false
-  mallocTrim(0)
-  return true
+  const trim = mallocTrim
+  if (trim === null) return false
+  return new Promise((resolve) => trim.async(0, (err) => resolve(err === null || err === undefined)))
 }
 
 /** trimNativeMemory() every `ms`; the timer does not keep the process alive. Returns its stop. */
