@@ -2,20 +2,30 @@
  * NAME.mesh for every program: a managed block in /etc/hosts. Every resolver on the machine
  * (glibc, musl, Go, getent, ssh, curl) reads it, it needs no daemon and no change to the host's
  * own resolver setup, and a sysadmin sees exactly what the agent added. The block is marked
- * with the agent's pid; other lines are never touched; blocks left by agents that died are
- * removed; the file is replaced atomically (rename), or rewritten in place where it is a
+ * with the agent's pid and start time; other lines are never touched; blocks left by agents
+ * that died are removed; the file is replaced atomically (rename), or rewritten in place where it is a
  * bind mount (containers, `ip netns exec`), where rename cannot replace it.
  */
 import { readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs'
 import { basename, dirname, join } from 'node:path'
-import { agentAlive as alive } from '../kernel/pid.js'
+import { agentAlive, processAlive, processStart } from '../kernel/pid.js'
 
-const BEGIN = /^# BEGIN mesh agent pid=(\d+)/
+const BEGIN = /^# BEGIN mesh agent pid=(\d+)(?: start=(\d+))?/
 const END = /^# END mesh agent pid=(\d+)/
 
 export interface HostsEntry {
   name: string
   address: string
+}
+
+/**
+ * Whether the agent that wrote a block still runs. With its start time, the pid names one
+ * process for good: on a machine that starts many processes, a dead agent's pid soon belongs to
+ * another process, which may be another mesh agent (two CI runs at once kept a killed agent's
+ * block that way). Blocks written before the start time was recorded fall back to the pid.
+ */
+function blockOwnerAlive(pid: number, start: string | undefined): boolean {
+  return start === undefined ? agentAlive(pid) : processAlive(pid, start)
 }
 
 /**
@@ -26,7 +36,8 @@ export function withBlock(
   text: string,
   pid: number,
   entries: HostsEntry[],
-  isAlive: (pid: number) => boolean = alive,
+  isAlive: (pid: number, start: string | undefined) => boolean = blockOwnerAlive,
+  start: string | undefined = undefined,
 ): string {
   const out: string[] = []
   let skipping: number | undefined
@@ -37,7 +48,7 @@ export function withBlock(
       const b = BEGIN.exec(line)
       if (b !== null) {
         const owner = Number(b[1])
-        if (owner === pid || !isAlive(owner)) {
+        if (owner === pid || !isAlive(owner, b[2])) {
           skipping = owner
           continue
         }
@@ -46,7 +57,10 @@ export function withBlock(
     } else if (END.exec(line)?.[1] === String(skipping)) skipping = undefined
   }
   if (entries.length > 0) {
-    out.push(`# BEGIN mesh agent pid=${pid} (managed by mesh: NAME.mesh of cluster members; do not edit)`)
+    const started = start === undefined ? '' : ` start=${start}`
+    out.push(
+      `# BEGIN mesh agent pid=${pid}${started} (managed by mesh: NAME.mesh of cluster members; do not edit)`,
+    )
     for (const e of entries) out.push(`${e.address}\t${e.name}.mesh`)
     out.push(`# END mesh agent pid=${pid}`)
   }
@@ -56,7 +70,7 @@ export function withBlock(
 /** Set our block in `file`; returns false when the file already had that content. */
 export function writeHostsBlock(file: string, entries: HostsEntry[], pid = process.pid): boolean {
   const before = readFileSync(file, 'utf8')
-  const after = withBlock(before, pid, entries)
+  const after = withBlock(before, pid, entries, blockOwnerAlive, processStart(pid))
   if (after === before) return false
   const tmp = join(dirname(file), `.${basename(file)}.mesh-${pid}`)
   try {

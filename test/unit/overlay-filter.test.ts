@@ -247,4 +247,16 @@ describe('overlay names in the hosts file', () => {
     assert.doesNotMatch(live, /pid=100/)
     assert.match(live, /pid=200/)
   })
+
+  it("removes a dead agent's block when its pid now belongs to another process (its start time differs)", () => {
+    const mine = withBlock(HOSTS, 100, e, () => true, '4242')
+    assert.match(mine, /^# BEGIN mesh agent pid=100 start=4242 \(managed by mesh/m)
+    // pid 100 runs again, but it is a process that started later: not the agent that wrote the block
+    const running = new Map([[100, '9999']])
+    const isAlive = (pid: number, start: string | undefined) => running.get(pid) === start
+    assert.doesNotMatch(withBlock(mine, 300, [], isAlive), /pid=100/)
+    // the same process still running keeps its block
+    running.set(100, '4242')
+    assert.match(withBlock(mine, 300, [], isAlive), /pid=100 start=4242/)
+  })
 })
