@@ -10,7 +10,7 @@ import {
 } from 'node:fs'
 import { homedir } from 'node:os'
 import { join, resolve } from 'node:path'
-import { agentAlive } from './pid.js'
+import { processStart, recordedAgentAlive } from './pid.js'
 
 /**
  * The whole data-dir layout: every file and folder the agent keeps, named here
@@ -26,7 +26,7 @@ export const dataPaths = (dir: string) => ({
   config: join(dir, 'config.yaml'),
   /** libp2p's datastore: peer store, DHT records */
   datastore: join(dir, 'datastore'),
-  /** pid of the agent that owns this data dir (lockDataDir) */
+  /** pid and start time of the agent that owns this data dir (lockDataDir) */
   lock: join(dir, 'agent.lock'),
   /** the control API's unix socket (api/server.ts) */
   socket: join(dir, 'mesh.sock'),
@@ -83,27 +83,29 @@ export function writePrivateFile(path: string, data: string | Uint8Array): void 
 }
 
 /**
- * One agent per data dir: an exclusive pid file. A lock left by a killed agent
- * (its pid no longer runs) is taken over; a live one is refused with what to do.
+ * One agent per data dir: an exclusive lock file holding the agent's pid and start time. A lock
+ * left by a killed agent is taken over, even when its pid now runs another agent (pids are
+ * reused within seconds on a busy machine); a live one is refused with what to do.
  */
 export function lockDataDir(dir: string): () => void {
   const path = dataPaths(dir).lock
   for (let attempt = 0; attempt < 2; attempt++) {
     try {
       const fd = openSync(path, 'wx', 0o600)
-      writeFileSync(fd, `${process.pid}\n`)
+      const start = processStart(process.pid)
+      writeFileSync(fd, start === undefined ? `${process.pid}\n` : `${process.pid} ${start}\n`)
       closeSync(fd)
       return () => {
         try {
-          if (readFileSync(path, 'utf8').trim() === String(process.pid)) unlinkSync(path)
+          if (readLock(path).pid === process.pid) unlinkSync(path)
         } catch {}
       }
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== 'EEXIST') {
         throw new DataDirError(`cannot lock data dir ${dir}: ${(err as Error).message}`)
       }
-      const pid = Number.parseInt(readFileSync(path, 'utf8').trim(), 10)
-      if (Number.isInteger(pid) && pid !== process.pid && agentAlive(pid)) {
+      const { pid, start } = readLock(path)
+      if (Number.isInteger(pid) && pid !== process.pid && recordedAgentAlive(pid, start)) {
         throw new DataDirError(
           `data dir ${dir} is in use by another mesh agent (pid ${pid}). ` +
             'Stop that agent first, or start this one with a different --data-dir.',
@@ -113,4 +115,10 @@ export function lockDataDir(dir: string): () => void {
     }
   }
   throw new DataDirError(`cannot lock data dir ${dir}: another agent is starting at the same time`)
+}
+
+/** A lock file's `PID [START]` (locks of older versions hold the pid alone). */
+function readLock(path: string): { pid: number; start: string | undefined } {
+  const [pid, start] = readFileSync(path, 'utf8').trim().split(/\s+/)
+  return { pid: Number.parseInt(pid ?? '', 10), start }
 }

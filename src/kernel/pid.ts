@@ -53,3 +53,11 @@ export function processAlive(pid: number, start: string | undefined): boolean {
   const now = processStart(pid)
   return now === undefined || now === start
 }
+
+/**
+ * Whether the agent recorded as (pid, start) still runs. With a start time the record names one
+ * process for good; records written before start times were kept fall back to agentAlive.
+ */
+export function recordedAgentAlive(pid: number, start: string | undefined): boolean {
+  return start === undefined ? agentAlive(pid) : processAlive(pid, start)
+}

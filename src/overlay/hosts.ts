@@ -8,7 +8,7 @@
  */
 import { readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs'
 import { basename, dirname, join } from 'node:path'
-import { agentAlive, processAlive, processStart } from '../kernel/pid.js'
+import { processStart, recordedAgentAlive } from '../kernel/pid.js'
 
 const BEGIN = /^# BEGIN mesh agent pid=(\d+)(?: start=(\d+))?/
 const END = /^# END mesh agent pid=(\d+)/
@@ -19,24 +19,16 @@ export interface HostsEntry {
 }
 
 /**
- * Whether the agent that wrote a block still runs. With its start time, the pid names one
- * process for good: on a machine that starts many processes, a dead agent's pid soon belongs to
- * another process, which may be another mesh agent (two CI runs at once kept a killed agent's
- * block that way). Blocks written before the start time was recorded fall back to the pid.
- */
-function blockOwnerAlive(pid: number, start: string | undefined): boolean {
-  return start === undefined ? agentAlive(pid) : processAlive(pid, start)
-}
-
-/**
  * The file's text with our block (pid) set to `entries` (removed when empty), blocks of dead
- * agents removed and every other line as it was. Pure but for `isAlive`.
+ * agents removed and every other line as it was. Pure but for `isAlive`. A block records its
+ * agent's start time with the pid: two CI runs at once gave a killed agent's pid to another
+ * mesh agent within seconds, and a pid-only check kept the dead agent's block.
  */
 export function withBlock(
   text: string,
   pid: number,
   entries: HostsEntry[],
-  isAlive: (pid: number, start: string | undefined) => boolean = blockOwnerAlive,
+  isAlive: (pid: number, start: string | undefined) => boolean = recordedAgentAlive,
   start: string | undefined = undefined,
 ): string {
   const out: string[] = []
@@ -70,7 +62,7 @@ export function withBlock(
 /** Set our block in `file`; returns false when the file already had that content. */
 export function writeHostsBlock(file: string, entries: HostsEntry[], pid = process.pid): boolean {
   const before = readFileSync(file, 'utf8')
-  const after = withBlock(before, pid, entries, blockOwnerAlive, processStart(pid))
+  const after = withBlock(before, pid, entries, recordedAgentAlive, processStart(pid))
   if (after === before) return false
   const tmp = join(dirname(file), `.${basename(file)}.mesh-${pid}`)
   try {
