@@ -20,6 +20,7 @@
 //   --no-lossy --no-ceiling          a short run: the clean link only
 //   --lossy-mib N                    MiB per TCP run on the impaired link (--no-lossy: none)
 //   --impaired-only                  the impaired-link rows alone (a short quiet run)
+//   --datagram-mtu N --udp-mtu-max N the overlay's packet size limits (udp-mtu-max 1280: fixed size)
 //
 // Prints a markdown table and writes sim/out/overlay-<time>.json. Every process and namespace
 // it starts is removed, also when a step fails.
@@ -67,6 +68,7 @@ parseFlags(
     '--pings': num('pings'),
     '--lossy-mib': num('lossy-mib'),
     '--datagram-mtu': num('datagram-mtu'),
+    '--udp-mtu-max': num('udp-mtu-max'),
     '--skip': on('skip'),
     '--no-lossy': on('no-lossy'),
     '--no-ceiling': on('no-ceiling'),
@@ -79,7 +81,7 @@ parseFlags(
       carriers = list as Carrier[]
     },
   },
-  'use --mib N --repeats N --ssh-mib N --pings N --lossy-mib N --datagram-mtu N --carriers udp,datagram,stream --skip --no-lossy --no-ceiling --datagram-only --impaired-only',
+  'use --mib N --repeats N --ssh-mib N --pings N --lossy-mib N --datagram-mtu N --udp-mtu-max N --carriers udp,datagram,stream --skip --no-lossy --no-ceiling --datagram-only --impaired-only',
 )
 const arg = (name: string, dflt: number): number => numbers.get(name) ?? dflt
 
@@ -123,6 +125,8 @@ interface CarrierRun {
     mesh: number[]
     direct: number[]
     link: ImpairStats & { pps: number }
+    /** the direct UDP carrier's packet size at a after the runs, and the fragment loss b reported */
+    udpSize?: { packetSize: number; fragmentLoss?: number; changes?: unknown[] }
   }>
   dropped: Record<string, unknown>
   /** CPU seconds per GB through mesh0 of each agent's threads, by thread name (a, b) */
@@ -158,6 +162,7 @@ async function pair(w: World, aHost: Host, bHost: Host, carrier: Carrier) {
     MESH_OVERLAY__UDP: String(carrier === 'udp'),
     MESH_OVERLAY__DATAGRAM: String(carrier !== 'stream'),
     MESH_OVERLAY__DATAGRAM_MTU: String(arg('datagram-mtu', 1280)),
+    MESH_OVERLAY__UDP_MTU_MAX: String(arg('udp-mtu-max', 16000)),
     MESH_LOG_LEVEL: 'warn',
     ...(prof === undefined
       ? {}
@@ -306,7 +311,7 @@ async function impaired(carrier: Carrier): Promise<CarrierRun['lossy']> {
     const link = await impairedLink(w.lab)
     const aHost = w.lab.host('a', link.sideA)
     const bHost = w.lab.host('b', link.sideB)
-    const { send, bOverlay } = await pair(w, aHost, bHost, carrier)
+    const { a, send, bOverlay } = await pair(w, aHost, bHost, carrier)
     const out: CarrierRun['lossy'] = []
     for (const { name, imp } of IMPAIRMENTS) {
       await link.set(imp)
@@ -331,8 +336,17 @@ async function impaired(carrier: Carrier): Promise<CarrierRun['lossy']> {
         /** packets through the impairer per second of the runs (both directions, both paths) */
         pps: Math.round(d('in') / seconds),
       }
-      out.push({ ...run, link: stats })
-      console.error(`impaired link, ${name}: ${JSON.stringify({ ...run, link: stats })}`)
+      const peer = (await w.json(a, ['status'])).overlayInterface.peers.find((p: any) => p.name === 'b')
+      const udpSize =
+        peer?.udp === undefined
+          ? undefined
+          : {
+              packetSize: peer.udp.packetSize,
+              fragmentLoss: peer.udp.fragmentLoss,
+              changes: peer.udp.sizeChanges,
+            }
+      out.push({ ...run, link: stats, udpSize })
+      console.error(`impaired link, ${name}: ${JSON.stringify({ ...run, link: stats, udpSize })}`)
     }
     return out
   } finally {
@@ -369,7 +383,9 @@ async function main(): Promise<void> {
     const carrier =
       r.carrier === 'stream'
         ? 'stream'
-        : `${r.carrier === 'udp' ? 'direct UDP' : 'WebRTC datagram'}, MTU ${arg('datagram-mtu', 1280)}`
+        : r.carrier === 'udp'
+          ? `direct UDP, MTU ${arg('datagram-mtu', 1280)}-${arg('udp-mtu-max', 16000)} by loss reports`
+          : `WebRTC datagram, MTU ${arg('datagram-mtu', 1280)}`
     const m = median(r.tcp)
     const d = median(r.direct)
     const impairedRows = r.lossy.map((l) => [

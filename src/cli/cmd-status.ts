@@ -78,6 +78,13 @@ function natLines(n: NatStatus): string[] {
   ]
 }
 
+/** ", packets up to 8000 B (fragment loss 0.12%)": what the member's loss reports allow now */
+function udpSize(u: OverlayStatus['peers'][number]['udp']): string {
+  if (u?.packetSize === undefined) return ''
+  const loss = u.fragmentLoss === undefined ? '' : ` (fragment loss ${(u.fragmentLoss * 100).toFixed(2)}%)`
+  return `, packets up to ${u.packetSize} B${loss}`
+}
+
 function overlayLines(o: OverlayStatus): string[] {
   if (o.interface === null) return [`interface: none (${o.reason ?? 'not started'})`]
   const drops = Object.entries(o.drops).filter(([, n]) => n > 0)
@@ -87,7 +94,7 @@ function overlayLines(o: OverlayStatus): string[] {
       (p) =>
         `  to ${p.name}: ${
           p.carrier === 'udp'
-            ? `direct UDP to ${p.udp?.endpoint ?? '?'}`
+            ? `direct UDP to ${p.udp?.endpoint ?? '?'}${udpSize(p.udp)}`
             : p.carrier === 'datagram'
               ? `datagram (WebRTC data channel, ${p.datagramRoute ?? 'ICE'})`
               : `stream on ${p.path ?? 'no path'}`

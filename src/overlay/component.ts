@@ -67,6 +67,12 @@ export interface OverlayStatus {
       received: number
       sentDatagrams: number
       receivedDatagrams: number
+      /** the largest packet sent to the member now (it follows the member's loss reports) */
+      packetSize: number
+      /** the loss per IP fragment the member reports (undefined: it sends no reports) */
+      fragmentLoss?: number
+      /** the last changes of packetSize, and the fragment loss each was made on */
+      sizeChanges?: Array<{ at: string; size: number; fragmentLoss: number }>
     }
   }>
   /** the port the direct UDP carrier receives on */
@@ -367,6 +373,13 @@ export class OverlayComponent implements Component {
                   received: u.receivedPackets,
                   sentDatagrams: u.sentDatagrams,
                   receivedDatagrams: u.receivedDatagrams,
+                  packetSize: u.packetSize(this.deps.config.datagramMtu),
+                  fragmentLoss: u.sizer?.fragmentLoss,
+                  sizeChanges: u.sizer?.changes.map((c) => ({
+                    at: new Date(c.at).toISOString(),
+                    size: c.size,
+                    fragmentLoss: Number(c.fragmentLoss.toPrecision(3)),
+                  })),
                 },
           datagram: {
             sent: l?.sentPackets ?? 0,
@@ -514,7 +527,8 @@ export class OverlayComponent implements Component {
       this.counts.streamOut += packets.length
       return
     }
-    const mtu = this.deps.config.datagramMtu
+    const batch = this.deps.config.datagramMtu
+    const mtu = udp !== undefined ? udp.session(peer)!.packetSize(batch) : batch
     let fit = packets
     for (let i = 0; i < packets.length; i++) {
       if (packets[i].byteLength <= mtu) continue
@@ -532,7 +546,7 @@ export class OverlayComponent implements Component {
     }
     if (udp !== undefined) {
       // a short count is already counted by the carrier (udp-congested)
-      this.counts.udpOut += udp.send(peer, fit, mtu)
+      this.counts.udpOut += udp.send(peer, fit, batch)
       return
     }
     const sent = link!.send(fit, mtu)
@@ -707,7 +721,14 @@ export class OverlayComponent implements Component {
         const stream = await direct.conn.newStream(this.udpProtocol, { signal })
         const pb = pbStream(stream, { maxDataLength: 1024 }).pb(UdpKey)
         await pb.write(
-          { kind: UdpKey.Kind.OFFER, key: local.key, keyId: local.keyId, port: udp.port, error: '' },
+          {
+            kind: UdpKey.Kind.OFFER,
+            key: local.key,
+            keyId: local.keyId,
+            port: udp.port,
+            error: '',
+            lossReports: true,
+          },
           {
             signal,
           },
@@ -735,7 +756,7 @@ export class OverlayComponent implements Component {
     const first = connection.remoteAddr.getComponents()[0]
     const refuse = async (error: string) => {
       await pb.write(
-        { kind: UdpKey.Kind.REFUSE, key: new Uint8Array(0), keyId: 0, port: 0, error },
+        { kind: UdpKey.Kind.REFUSE, key: new Uint8Array(0), keyId: 0, port: 0, error, lossReports: false },
         { signal },
       )
       await stream.close()
@@ -752,7 +773,14 @@ export class OverlayComponent implements Component {
       // the session is ready before the member hears our answer, so its first probe finds it
       this.startSession(peer, connection, local, offer, { address: first.value, port: offer.port })
       await pb.write(
-        { kind: UdpKey.Kind.ANSWER, key: local.key, keyId: local.keyId, port: udp.port, error: '' },
+        {
+          kind: UdpKey.Kind.ANSWER,
+          key: local.key,
+          keyId: local.keyId,
+          port: udp.port,
+          error: '',
+          lossReports: true,
+        },
         {
           signal,
         },
@@ -776,7 +804,10 @@ export class OverlayComponent implements Component {
     endpoint: Endpoint,
   ): void {
     if (endpoint.port < 1 || endpoint.port > 65535) throw new Error(`bad UDP port ${endpoint.port}`)
-    this.udp?.start(peer, local, { key: remote.key, keyId: remote.keyId, endpoint })
+    const { datagramMtu, udpMtuMax } = this.deps.config
+    // both ends report loss (the member said so): packet sizes follow its reports
+    const sizes = remote.lossReports ? { min: datagramMtu, max: udpMtuMax } : undefined
+    this.udp?.start(peer, local, { key: remote.key, keyId: remote.keyId, endpoint }, sizes)
     this.udpConn.set(peer, conn)
   }
 

@@ -49,6 +49,9 @@ export const OVERLAY_DEFAULTS = {
   // 1280 fits one UDP datagram (a lost datagram loses one small packet); more moves more bytes
   // per packet through Node but a message of k datagrams is lost when any one of them is
   datagramMtu: 1280,
+  // on the direct UDP carrier, packets up to this size while the member's loss reports say the
+  // path loses few IP fragments (datagram-size.ts); datagramMtu when it does, or for an older member
+  udpMtuMax: 16000,
   // to a member with a direct connection, carry packets in UDP datagrams sealed with
   // ChaCha20-Poly1305 (keys exchanged over the member connection): preferred over WebRTC
   udp: true,
@@ -71,6 +74,7 @@ export const OverlayConfigSchema = z
     hostsFile: z.string().min(1).default(OVERLAY_DEFAULTS.hostsFile),
     datagram: z.boolean().default(OVERLAY_DEFAULTS.datagram),
     datagramMtu: z.number().int().min(1280).max(65000).default(OVERLAY_DEFAULTS.datagramMtu),
+    udpMtuMax: z.number().int().min(1280).max(65000).default(OVERLAY_DEFAULTS.udpMtuMax),
     udp: z.boolean().default(OVERLAY_DEFAULTS.udp),
     udpPort: z.number().int().min(0).max(65535).default(OVERLAY_DEFAULTS.udpPort),
   })

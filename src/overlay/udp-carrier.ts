@@ -12,6 +12,7 @@
 
 import { randomBytes } from 'node:crypto'
 import { createSocket, type RemoteInfo, type Socket } from 'node:dgram'
+import { DatagramSizer, fragmentsOf } from './datagram-size.js'
 import { packMessages, splitIPv6 } from './frames.js'
 import { KEY_BYTES, keyIdOf, newKey, Opener, Sealer } from './udp-crypto.js'
 
@@ -26,9 +27,16 @@ const MAX_QUEUED = 1 << 20
 
 export const REPLACED = 'replaced by a new key exchange'
 
-// a control datagram's plaintext is one byte (an IPv6 packet is at least 40)
+// a control datagram's plaintext is shorter than an IPv6 packet (40 bytes) and starts with its kind
 const PROBE = 0
 const PROBE_HEARD = 1
+// | 2 | expected (u32 BE) | received (u32 BE) |: since the session began, how many of the member's
+// datagrams we should have got (its highest counter + 1) and how many we got, both mod 2^32;
+// totals, so that a datagram that comes late or a report that is lost is counted in the next one
+const LOSS_REPORT = 2
+const MIN_IPV6 = 40
+// a report once a second, when at least this many datagrams were expected since the last one
+const REPORT_MIN_EXPECTED = 16
 
 export type UdpDropReason =
   | 'udp-malformed'
@@ -67,10 +75,21 @@ export class UdpSession {
   sentDatagrams = 0
   receivedPackets = 0
   receivedDatagrams = 0
+  /** every authentic datagram, control ones included (what loss reports count) */
+  receivedAll = 0
   lastSent = 0
   lastReceived = 0
   readonly since = Date.now()
   closed = false
+  /** how large our packets to the member may be; undefined: the member sends no loss reports */
+  readonly sizer: DatagramSizer | undefined
+  /** the highest counter we accepted from the member, and the one our last loss report went to */
+  rxTop = -1
+  rxReported = -1
+  /** loss reports heard from the member */
+  lossReports = 0
+  /** datagrams of more than one fragment sent since the last tick (see UdpCarrier.tick) */
+  sentLarge = 0
 
   constructor(
     readonly peer: string,
@@ -79,7 +98,15 @@ export class UdpSession {
     readonly sealer: Sealer,
     /** where the member's datagrams come from (it follows the last authentic one, e.g. through a NAT) */
     public endpoint: Endpoint,
-  ) {}
+    sizes?: { min: number; max: number },
+  ) {
+    this.sizer = sizes === undefined || sizes.max <= sizes.min ? undefined : new DatagramSizer(sizes)
+  }
+
+  /** The largest packet to send the member now (`floor` when it sends no loss reports). */
+  packetSize(floor: number): number {
+    return this.sizer?.size ?? floor
+  }
 }
 
 export class UdpCarrier {
@@ -146,11 +173,15 @@ export class UdpCarrier {
     this.reserved.delete(local.keyId)
   }
 
-  /** Start the session the exchange agreed on (replacing the member's old one); it probes now. */
+  /**
+   * Start the session the exchange agreed on (replacing the member's old one); it probes now.
+   * With `sizes` (both ends send loss reports), packet sizes follow the member's reports.
+   */
   start(
     peer: string,
     local: LocalKey,
     remote: { key: Uint8Array; keyId: number; endpoint: Endpoint },
+    sizes?: { min: number; max: number },
   ): UdpSession {
     if (remote.key.length !== KEY_BYTES)
       throw new Error(`the member's key has ${remote.key.length} bytes, not ${KEY_BYTES}`)
@@ -162,6 +193,7 @@ export class UdpCarrier {
       new Opener(local.key),
       new Sealer(Uint8Array.from(remote.key), remote.keyId),
       remote.endpoint,
+      sizes,
     )
     this.byKeyId.set(local.keyId, s)
     this.byPeer.set(peer, s)
@@ -186,14 +218,40 @@ export class UdpCarrier {
         else this.control(s, s.heard ? PROBE_HEARD : PROBE)
         continue
       }
-      if (now - s.lastReceived > LOST_MS) this.close(s.peer, `nothing heard on UDP for ${LOST_MS / 1000} s`)
-      else if (now - s.lastSent > KEEPALIVE_MS) this.control(s, PROBE_HEARD)
+      if (now - s.lastReceived > LOST_MS) {
+        this.close(s.peer, `nothing heard on UDP for ${LOST_MS / 1000} s`)
+        continue
+      }
+      if (s.sizer !== undefined) this.lossTick(s)
+      if (now - s.lastSent > KEEPALIVE_MS) this.control(s, PROBE_HEARD)
     }
   }
 
   /**
-   * Send a member's packets (each at most `max` bytes; consecutive small ones together in one
-   * datagram of at most `max`). Returns how many went; 0 when there is no confirmed session.
+   * Loss reports both ways: tell the member what we got of its datagrams; and while we send it
+   * datagrams of several fragments, send one small one a second, so that its counter shows the
+   * member what it lost even when every large one is (a path that drops IP fragments).
+   */
+  private lossTick(s: UdpSession): void {
+    if (s.rxTop - s.rxReported >= REPORT_MIN_EXPECTED) {
+      const m = new Uint8Array(9)
+      const v = new DataView(m.buffer)
+      m[0] = LOSS_REPORT
+      v.setUint32(1, (s.rxTop + 1) % 2 ** 32)
+      v.setUint32(5, s.receivedAll % 2 ** 32)
+      this.emit(s, m)
+      s.rxReported = s.rxTop
+    }
+    if (s.sentLarge > 0) {
+      s.sentLarge = 0
+      this.control(s, PROBE_HEARD)
+    }
+  }
+
+  /**
+   * Send a member's packets (each at most the session's packetSize; consecutive small ones
+   * together in one datagram of at most `max`, one fragment: a lost fragment would lose them
+   * all). Returns how many went; 0 when there is no confirmed session.
    */
   send(peer: string, packets: readonly Uint8Array[], max: number): number {
     const s = this.byPeer.get(peer)
@@ -221,6 +279,10 @@ export class UdpCarrier {
   private emit(s: UdpSession, plaintext: Uint8Array): void {
     s.sentDatagrams++
     s.lastSent = Date.now()
+    if (s.sizer !== undefined) {
+      s.sizer.sent(plaintext.byteLength)
+      if (fragmentsOf(plaintext.byteLength) > 1) s.sentLarge++
+    }
     this.socket.send(s.sealer.seal(plaintext), s.endpoint.port, s.endpoint.address)
   }
 
@@ -246,17 +308,23 @@ export class UdpCarrier {
     }
     s.lastReceived = Date.now()
     s.heard = true
+    s.receivedAll++
+    if (r.counter > s.rxTop) s.rxTop = r.counter
     // the member is where its last authentic datagram came from (a NAT's public port, a new address)
     if (from.address !== s.endpoint.address || from.port !== s.endpoint.port)
       s.endpoint = { address: from.address, port: from.port }
     const pt = r.plaintext
-    if (pt.length === 1) {
+    if (pt.length < MIN_IPV6) {
       // a probe from a member that has not heard us yet gets an answer at once (one round trip);
       // one saying it has heard us confirms the session, and we say we have heard it too
       if (pt[0] === PROBE) this.control(s, PROBE_HEARD)
       else if (pt[0] === PROBE_HEARD && !s.confirmed) {
         this.confirm(s)
         this.control(s, PROBE_HEARD)
+      } else if (pt[0] === LOSS_REPORT && pt.length >= 9 && s.sizer !== undefined) {
+        const v = new DataView(pt.buffer, pt.byteOffset, pt.byteLength)
+        s.lossReports++
+        s.sizer.report(v.getUint32(1), v.getUint32(5), Date.now())
       }
       return
     }

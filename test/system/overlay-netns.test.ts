@@ -202,6 +202,36 @@ describe('system: the mesh0 overlay interface', function () {
         assert.ok(after.udp.sent >= before.sent + 5, `${from.name} sent on UDP: ${JSON.stringify(after)}`)
         assert.ok(after.udp.received >= before.received + 5, `and received the replies on it`)
       }
+    // on a link that loses nothing, packets larger than 1280 bytes cross whole (the loss reports
+    // keep overlay.udpMtuMax): a 6000-byte echo that may not be fragmented gets its reply
+    const [from, to] = [agents[1], agents[2]]
+    const big = await w.lab.exec(
+      from.host,
+      [
+        'ping',
+        '-6',
+        '-n',
+        '-c',
+        '3',
+        '-i',
+        '0.2',
+        '-W',
+        '3',
+        '-M',
+        'do',
+        '-s',
+        '6000',
+        overlay.get(to.name)!,
+      ],
+      { timeoutMs: 30_000 },
+    )
+    assert.equal(big.code, 0, `6000-byte ping ${from.name} -> ${to.name}: ${big.stdout}${big.stderr}`)
+    const size = (await peerOf(from, to)).udp
+    assert.equal(size.packetSize, 16000, JSON.stringify(size))
+    assert.match(
+      await w.mesh(from, ['status']).then((r) => r.stdout),
+      /direct UDP to .*, packets up to 16000 B/,
+    )
   })
 
   it("a stranger's datagrams to a member's UDP carrier port are dropped and counted, and nothing reaches mesh0", async () => {

@@ -197,3 +197,108 @@ describe('overlay: the direct UDP carrier gives up on a silent member', () => {
     }
   })
 })
+
+describe("overlay: the direct UDP carrier sizes its packets by the member's loss reports", () => {
+  // a path between a and b through a relay on 127.0.0.1 that may lose a's large datagrams, as a
+  // path that drops IP fragments does (loopback itself never fragments or loses them)
+  async function path(dropLarge: boolean) {
+    const got: Uint8Array[] = []
+    const deps = (onPackets: (ps: Uint8Array[]) => void) => ({
+      port: 0,
+      onPackets: (_peer: string, ps: Uint8Array[]) => {
+        onPackets(ps)
+        return true
+      },
+      onConfirmed: () => {},
+      onClosed: () => {},
+      onError: () => {},
+    })
+    const a = await UdpCarrier.open(deps(() => {}))
+    const b = await UdpCarrier.open(deps((ps) => got.push(...ps)))
+    const relay = createSocket('udp4')
+    await new Promise<void>((r) => relay.bind(0, '127.0.0.1', () => r()))
+    const lost = { n: 0 }
+    relay.on('message', (m, from) => {
+      const fromA = from.port === a.port
+      if (fromA && dropLarge && m.length > 1500) {
+        lost.n++
+        return
+      }
+      relay.send(m, fromA ? b.port : a.port, '127.0.0.1')
+    })
+    const at = { address: '127.0.0.1', port: relay.address().port }
+    const ka = a.newLocalKey()
+    const kb = b.newLocalKey()
+    const sizes = { min: 1280, max: 8000 }
+    b.start('A', kb, { key: ka.key, keyId: ka.keyId, endpoint: at }, sizes)
+    const s = a.start('B', ka, { key: kb.key, keyId: kb.keyId, endpoint: at }, sizes)
+    const ticks = setInterval(() => {
+      a.tick()
+      b.tick()
+    }, 250)
+    const close = () => {
+      clearInterval(ticks)
+      a.closeAll()
+      b.closeAll()
+      relay.close()
+    }
+    await until('a confirmed', async () => s.confirmed, 10_000).catch((e) => {
+      close()
+      throw e
+    })
+    return { a, s, got, lost, close }
+  }
+
+  // what the overlay does with each burst: packets of at most the session's size, small ones batched
+  const burst = (p: Awaited<ReturnType<typeof path>>) => {
+    const size = p.s.packetSize(1280)
+    return p.a.send(
+      'B',
+      Array.from({ length: 8 }, (_, i) => packet(size, i)),
+      1280,
+    )
+  }
+
+  it('falls back to 1280-byte packets within seconds on a path that loses every large datagram', async () => {
+    const p = await path(true)
+    try {
+      assert.equal(p.s.packetSize(1280), 8000, 'a new session starts large')
+      let sent = 0
+      await until(
+        'a to lower its packet size',
+        async () => {
+          if (p.s.packetSize(1280) === 1280) return true
+          sent += burst(p)
+          return false
+        },
+        15_000,
+        20,
+      )
+      assert.ok(p.lost.n >= 16, `the relay lost ${p.lost.n} large datagrams before a lowered its size`)
+      assert.equal(p.got.length, 0, 'none of the large packets arrived')
+      const before = p.got.length
+      assert.equal(burst(p), 8)
+      await until('the small packets', async () => p.got.length === before + 8, 10_000)
+      assert.ok(sent > 0)
+      assert.ok((p.s.sizer?.fragmentLoss ?? 0) > 0.1, `fragment loss ${p.s.sizer?.fragmentLoss}`)
+    } finally {
+      p.close()
+    }
+  })
+
+  it('keeps large packets on a path that loses none', async () => {
+    const p = await path(false)
+    try {
+      for (let i = 0; i < 3000 && p.s.lossReports < 3; i++) {
+        burst(p)
+        await new Promise((r) => setTimeout(r, 10))
+      }
+      assert.ok(p.s.lossReports >= 3, `b reported ${p.s.lossReports} times`)
+      assert.equal(p.s.packetSize(1280), 8000)
+      assert.equal(p.lost.n, 0)
+      await until('the large packets', async () => p.got.some((x) => x.byteLength === 8000), 10_000)
+    } finally {
+      p.close()
+    }
+  })
+})
