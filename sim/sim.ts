@@ -19,6 +19,7 @@ import {
   type Verifier,
 } from '../src/membership/record.js'
 import { SUSPICION_MAX_MULT, suspicionTimeoutMs } from '../src/membership/swim.js'
+import { syncScale } from '../src/membership/sync-scale.js'
 import { COST, entryWire, field, ihaveTargets, memberSetBytes, varintLen } from './cost.js'
 import { EventHeap } from './heap.js'
 import { Tracker } from './metrics.js'
@@ -444,8 +445,12 @@ export class Sim {
     }
   }
 
-  /** Bring a node up with a fresh table and detector, as the agent's start() does. */
-  private boot(node: SimNode): void {
+  /**
+   * Bring a node up with a fresh table and detector, as the agent's start() does. `formed`: a
+   * member of a cluster that has run for a while (its periodic syncs at a random point of their
+   * scaled period, as the agents' start times would spread them).
+   */
+  private boot(node: SimNode, formed = false): void {
     node.epoch++
     node.up = true
     node.left = false
@@ -482,6 +487,9 @@ export class Sim {
       piggyback: this.opts.dissemination === 'piggyback' && { retransmitMult: this.opts.retransmitMult },
       follows: node.full ? undefined : (p) => node.follows(this.idxOf(p)),
       clusterSize: node.full ? undefined : () => this.clusterSize(node),
+      syncRounds: formed
+        ? Math.floor((mix3(this.opts.seed, node.idx, 0x5c) / 4294967296) * syncScale(this.opts.expectedNodes))
+        : 0,
     })
     node.table = node.core.table
     node.rowAt = node.full ? [] : undefined
@@ -515,7 +523,7 @@ export class Sim {
     const made: SimNode[] = []
     for (let i = 0; i < n; i++) made.push(this.addNode())
     for (const node of made) {
-      this.boot(node)
+      this.boot(node, true)
       node.baseLinked = true
     }
     // in index order; a light node walks its sample instead of asking about all N
@@ -1247,7 +1255,8 @@ export class Sim {
     switch (ev.k) {
       case K_SYNC:
         this.push(this.now + this.opts.membership.syncIntervalMs, K_SYNC, node.idx, node.epoch)
-        if (!node.left) this.syncRandom(node)
+        // the core says which rounds run a sync (every syncScale(N) intervals, sync-scale.ts)
+        if (!node.left && node.core.syncRound()) this.syncRandom(node)
         break
       case K_CONNECT:
         this.push(this.now + AGENT.connectEveryMs, K_CONNECT, node.idx, node.epoch)

@@ -29,6 +29,7 @@ import {
   type Verifier,
 } from './record.js'
 import { type Action, Swim, type SwimOptions } from './swim.js'
+import { syncScale } from './sync-scale.js'
 
 /** A record or a claim, as queued and piggybacked. */
 export type News = SignedInfo | Claim
@@ -66,6 +67,8 @@ export interface MembershipCoreOptions {
   follows?: (peerId: string) => boolean
   /** the cluster size the retransmission limit is computed for (default: the table's) */
   clusterSize?: () => number
+  /** periodic sync rounds already counted at start (staggers the syncs of a formed cluster) */
+  syncRounds?: number
 }
 
 const QUEUED: MembershipEffect = Object.freeze({ type: 'queued' })
@@ -117,6 +120,7 @@ export class MembershipCore {
   private readonly follows: ((peerId: string) => boolean) | undefined
   private mine!: SignedInfo
   private hasLeft = false
+  private syncRounds: number
 
   constructor(o: MembershipCoreOptions) {
     this.o = o
@@ -124,6 +128,7 @@ export class MembershipCore {
     this.table = o.table
     this.emit = o.emit
     this.follows = o.follows
+    this.syncRounds = o.syncRounds ?? 0
     this.swim = new Swim({ ...o.swim, self: this.self })
     this.queue =
       o.piggyback === false || o.piggyback === undefined
@@ -225,6 +230,18 @@ export class MembershipCore {
     const q = this.queue
     if (q === undefined || q.size === 0) return []
     return q.take(budget, this.o.clusterSize?.() ?? this.table.size, to)
+  }
+
+  /**
+   * Call once per base sync interval (`syncIntervalMs`): whether the periodic push-pull sync is
+   * due this round. It is every syncScale(N) rounds (sync-scale.ts): gossip carries news, the
+   * periodic sync only repairs, and its digest grows with N.
+   */
+  syncRound(): boolean {
+    const n = this.o.clusterSize?.() ?? this.swim.memberCount + 1
+    if (++this.syncRounds < syncScale(n)) return false
+    this.syncRounds = 0
+    return true
   }
 
   // ---- the detector -------------------------------------------------------------------------

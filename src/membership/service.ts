@@ -693,6 +693,9 @@ export class MembershipComponent implements Component {
     const admission = this.libp2p.services.admission
     for (const c of this.libp2p.getConnections())
       if (admission.connectionAdmitted(c)) peers.add(c.remotePeer.toString())
+    // the periodic sync runs every syncScale(N) intervals (sync-scale.ts); the one that lets a
+    // healed partition refute (below) still runs every interval
+    const due = this.core?.syncRound() ?? true
     if (peers.size === 0) return
     // a member we hold as dead (or lack) while still connected to it is the one to sync with
     // first: after a partition heals on connections that survived it, each side holds the other
@@ -702,6 +705,7 @@ export class MembershipComponent implements Component {
       const st = this.table.status(p)
       return st !== 'alive' && st !== 'suspect'
     })
+    if (unsure.length === 0 && !due) return
     const list = unsure.length > 0 ? unsure : [...peers]
     const pick = list[Math.floor(Math.random() * list.length)]
     await this.sync(peerIdFromString(pick), unsure.length > 0 ? 'periodic_dead' : 'periodic')
