@@ -50,6 +50,12 @@ export interface Summary {
   /** bytes sent per running node per second, by channel */
   bytesPerNodePerS: Record<Channel | 'total', number>
   perNodeBytesPerS: { p50: number; p99: number; max: number }
+  /**
+   * With light members: the full members' mean bytes/s. A light member drops news about members
+   * outside its sample and so forwards less than a member of a real cluster; a full one forwards
+   * everything, as every member of a cluster of full members would.
+   */
+  fullNodeBytesPerS: number | null
   syncs: Sim['syncs']
   counters: Sim['counters']
   violations: Violation[]
@@ -88,6 +94,9 @@ export function runScenario(o: RunOptions): { summary: Summary; sim: Sim } {
     sim,
   }
 }
+
+const mean = (xs: readonly number[]): number =>
+  xs.length === 0 ? 0 : xs.reduce((a, b) => a + b, 0) / xs.length
 
 function summarize(
   sim: Sim,
@@ -188,6 +197,7 @@ function summarize(
       p99: r(quantile(rates, 0.99)),
       max: r(quantile(rates, 1)),
     },
+    fullNodeBytesPerS: sim.nodes.some((n) => !n.full) ? r(mean(sim.perNodeRates(true))) : null,
     syncs: { ...sim.syncs },
     counters: { ...sim.counters },
     violations,
@@ -289,6 +299,10 @@ export function details(s: Summary): string {
   out.push(
     `  bytes/s per node: ${humanBytes(b.total)} (probe ${humanBytes(b.probe)}, gossip ${humanBytes(b.gossip)}, ihave ${humanBytes(b.ihave)}, sync ${humanBytes(b.sync)}, dial ${humanBytes(b.dial)}); per node p50 ${humanBytes(s.perNodeBytesPerS.p50)}, p99 ${humanBytes(s.perNodeBytesPerS.p99)}, max ${humanBytes(s.perNodeBytesPerS.max)}`,
   )
+  if (s.fullNodeBytesPerS !== null && s.fullNodeBytesPerS !== undefined)
+    out.push(
+      `  bytes/s per full member (light members forward only news of their sample): ${humanBytes(s.fullNodeBytesPerS)}`,
+    )
   const y = s.syncs
   out.push(
     `  syncs: ${y.periodic} periodic, ${y.connect} on connect, ${y.leave} on leave (${y.unsent} never sent before the agent stopped), ${y.failed} failed, ${y.tooLarge} over 8 MiB; ${y.rowsMoved} rows moved`,

@@ -1776,9 +1776,10 @@ export class Sim {
   // ---- reporting helpers ----------------------------------------------------------------------
 
   /** Bytes each running-or-ran node sent per second of its own uptime. */
-  perNodeRates(): number[] {
+  perNodeRates(onlyFull = false): number[] {
     const out: number[] = []
     for (const n of this.nodes) {
+      if (onlyFull && !n.full) continue
       const ms = n.aliveMs + (n.up ? this.now - n.upSince : 0)
       if (ms > 10_000) out.push((n.sent * 1000) / ms)
     }
