@@ -205,6 +205,12 @@ export function writeCharts(results: Summary[], dir: string): string[] {
         },
         { name: 'sync', points: pt((s) => s.bytesPerNodePerS.sync), dash: true },
       ]
+      // with light members: what a full member sends (a light one forwards less; MODEL.md)
+      if (sorted.some((s) => s.fullNodeBytesPerS != null))
+        bytes.push({
+          name: 'total, full members',
+          points: pt((s) => s.fullNodeBytesPerS ?? s.bytesPerNodePerS.total),
+        })
       put(
         `${name}-bytes-vs-n.svg`,
         lineChart({
