@@ -37,6 +37,7 @@ const HELP = `usage: node dist/sim/cli.js [options]
   --max-conns N       connections a member keeps for gossip fan-out (libp2p default 300)
   --observers K       full nodes when N > --full-max (default 500)
   --full-max N        above this many members, light nodes are used (default 2000)
+  --sample K          members a light node probes and follows (default 300)
   --start S           first disruption (default 30)
   --crash-frac F      crash: fraction killed (default 0.1)
   --partition-s S     partition: how long (default 60)
@@ -166,6 +167,9 @@ function parse(argv: string[]): Cli {
         break
       case '--full-max':
         c.sim.fullMax = num(2)
+        break
+      case '--sample':
+        c.sim.sample = num(1)
         break
       case '--start':
         c.params.startMs = num() * 1000
