@@ -189,6 +189,24 @@ export class Tracker {
     return this.crashAt.size
   }
 
+  /**
+   * For crashes not yet seen dead by every observer: crash -> first suspicion and crash -> first
+   * death claim (by anyone). The detector's part of detection, whatever dissemination did after.
+   */
+  pendingPhases(): { suspect: number[]; firstDeath: number[] } {
+    const out = { suspect: [] as number[], firstDeath: [] as number[] }
+    for (const [m, c] of this.crashAt) {
+      const f = this.firstClaim.get(m)
+      if (f === undefined) continue
+      if (f.suspect !== undefined || f.dead !== undefined)
+        out.suspect.push(
+          Math.min(f.suspect ?? Number.POSITIVE_INFINITY, f.dead ?? Number.POSITIVE_INFINITY) - c,
+        )
+      if (f.dead !== undefined) out.firstDeath.push(f.dead - c)
+    }
+    return out
+  }
+
   private bump(o: number, m: number, d: number): void {
     this.wrongM[m] += d
     this.wrongO[o] += d

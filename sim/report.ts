@@ -50,6 +50,8 @@ export interface Summary {
   /** bytes sent per running node per second, by channel */
   bytesPerNodePerS: Record<Channel | 'total', number>
   perNodeBytesPerS: { p50: number; p99: number; max: number }
+  /** crashes not seen dead by every observer by the end: crash -> first suspicion, -> first death claim */
+  pendingPhases: { suspect: Dist; firstDeath: Dist }
   /**
    * With light members: the full members' mean bytes/s. A light member drops news about members
    * outside its sample and so forwards less than a member of a real cluster; a full one forwards
@@ -118,6 +120,7 @@ function summarize(
   }
   bytes.total = per(total)
   const rates = sim.perNodeRates()
+  const pending = tr.pendingPhases()
   const r = (x: number | undefined) => Math.round((x ?? 0) * 10) / 10
 
   // converged time: walk the 0 <-> >0 transitions
@@ -181,6 +184,7 @@ function summarize(
       suspicion: dist(tr.phases.suspicion),
       spread: dist(tr.phases.spread),
     },
+    pendingPhases: { suspect: dist(pending.suspect), firstDeath: dist(pending.firstDeath) },
     convergence: {
       join: dist(tr.convergence.join),
       restart: dist(tr.convergence.restart),
@@ -281,6 +285,13 @@ export function details(s: Summary): string {
     const pq = (x: Dist): string => `${f(x.p50)} / ${f(x.p99)} / ${f(x.max)}`
     out.push(
       `  detection phases p50 / p99 / max s: crash -> first suspicion ${pq(ph.suspect)}; suspicion -> first death claim ${pq(ph.suspicion)}; -> dead on every observer ${pq(ph.spread)}`,
+    )
+  }
+  const pp = s.pendingPhases
+  if (pp !== undefined && pp.suspect.count > 0) {
+    const pq = (x: Dist): string => `${f(x.p50)} / ${f(x.p99)} / ${f(x.max)}`
+    out.push(
+      `  still pending, p50 / p99 / max s: crash -> first suspicion ${pq(pp.suspect)} (${pp.suspect.count}); crash -> first death claim ${pq(pp.firstDeath)} (${pp.firstDeath.count})`,
     )
   }
   for (const k of ['join', 'restart', 'leave'] as const) {
