@@ -70,3 +70,40 @@ describe('agent heap growth', () => {
     for (const f of factors(['--heap-growing-percent=50'])) assert.equal(f, 1.5)
   })
 })
+
+/** Young-generation sizes (bytes) of a child that churns short-lived objects, then idles. */
+function youngGeneration(shrink: boolean): { busy: number; after: number; ran: boolean } {
+  const script = `
+    const { newSpaceBytes, shrinkYoungGeneration } = await import(${JSON.stringify(HEAP)})
+    // what moving bytes looks like to V8: many short-lived objects, some surviving a while
+    let keep = []
+    for (let i = 0; i < 3e6; i++) {
+      keep.push({ i, b: new Uint8Array(64) })
+      if (keep.length > 20000) keep = []
+    }
+    keep = []
+    const busy = newSpaceBytes()
+    // then idle, as the agent is when it shrinks (V8 shrinks when its allocation rate is low)
+    await new Promise((r) => setTimeout(r, 6000))
+    const ran = ${shrink} ? shrinkYoungGeneration() : false
+    console.log(JSON.stringify({ busy, after: newSpaceBytes(), ran }))
+  `
+  const r = spawnSync(process.execPath, ['--input-type=module', '-e', script], {
+    encoding: 'utf8',
+    env: { ...process.env, NODE_OPTIONS: '' },
+    timeout: 60_000,
+  })
+  assert.equal(r.status, 0, r.stderr)
+  return JSON.parse(r.stdout)
+}
+
+describe('agent young generation', () => {
+  it('stays grown after a busy spell until shrunk, then is back near its start size', () => {
+    const kept = youngGeneration(false)
+    assert.ok(kept.busy > 8 << 20, `the busy spell grew it: ${JSON.stringify(kept)}`)
+    assert.equal(kept.after, kept.busy, 'V8 does not shrink it by itself while idle')
+    const shrunk = youngGeneration(true)
+    assert.equal(shrunk.ran, true)
+    assert.ok(shrunk.after <= 2 << 20, `shrunk to ${shrunk.after} bytes: ${JSON.stringify(shrunk)}`)
+  })
+})
