@@ -33,7 +33,7 @@ function info(peerId: string, incarnation: number): MemberInfo {
 }
 
 /** A core holding `members` alive members (itself included). */
-function coreOf(members: number, clusterSize?: number): MembershipCore {
+function coreOf(members: number, clusterSize?: number, syncRounds?: number): MembershipCore {
   const self = peer(0)
   const core = new MembershipCore({
     signer: nullCrypto.signer(self),
@@ -43,6 +43,7 @@ function coreOf(members: number, clusterSize?: number): MembershipCore {
     describe: (inc) => info(self, inc),
     emit: () => {},
     ...(clusterSize !== undefined ? { clusterSize: () => clusterSize } : {}),
+    ...(syncRounds !== undefined ? { syncRounds } : {}),
   })
   core.start(0)
   for (let i = 1; i < members; i++) core.apply(signInfo(info(peer(i), 1), nullCrypto.signer(peer(i))), 0)
@@ -87,18 +88,7 @@ describe('membership sync scale (pushPullScale)', () => {
   })
 
   it('rounds counted at start stagger the first sync', () => {
-    const self = peer(0)
-    const core = new MembershipCore({
-      signer: nullCrypto.signer(self),
-      verifier: nullCrypto.verifier,
-      table: new MemberTable(),
-      swim: { rng: mulberry32(7), incarnation: 100, probeIntervalMs: 1000, probeTimeoutMs: 500 },
-      describe: (inc) => info(self, inc),
-      emit: () => {},
-      clusterSize: () => 1000,
-      syncRounds: 4,
-    })
-    core.start(0)
+    const core = coreOf(1, 1000, 4)
     assert.deepEqual(syncedRounds(core, 8), [2, 8])
   })
 })
