@@ -127,6 +127,8 @@ interface CarrierRun {
     link: ImpairStats & { pps: number }
     /** the direct UDP carrier's packet size at a after the runs, and the fragment loss b reported */
     udpSize?: { packetSize: number; fragmentLoss?: number; changes?: unknown[] }
+    /** b's kernel: UDP datagrams dropped at its socket, IPv4 reassemblies failed and done */
+    atB?: { rcvbufErrors: number; reasmFails: number; reasmOKs: number }
   }>
   dropped: Record<string, unknown>
   /** CPU seconds per GB through mesh0 of each agent's threads, by thread name (a, b) */
@@ -313,8 +315,24 @@ async function impaired(carrier: Carrier): Promise<CarrierRun['lossy']> {
     const bHost = w.lab.host('b', link.sideB)
     const { a, send, bOverlay } = await pair(w, aHost, bHost, carrier)
     const out: CarrierRun['lossy'] = []
+    // where datagrams are lost besides the impairer: b's UDP socket (RcvbufErrors) and b's IPv4
+    // fragment reassembly (ReasmFails), counted by b's kernel (/proc/net/snmp in its namespace)
+    const kernel = async () => {
+      const snmp = await w.lab.execOk(bHost, ['cat', '/proc/net/snmp'])
+      const field = (proto: string, name: string) => {
+        const [head, values] = snmp.split('\n').filter((l) => l.startsWith(`${proto}:`))
+        const i = head.split(/\s+/).indexOf(name)
+        return Number(values.split(/\s+/)[i])
+      }
+      return {
+        rcvbufErrors: field('Udp', 'RcvbufErrors'),
+        reasmFails: field('Ip', 'ReasmFails'),
+        reasmOKs: field('Ip', 'ReasmOKs'),
+      }
+    }
     for (const { name, imp } of IMPAIRMENTS) {
       await link.set(imp)
+      const k0 = await kernel()
       const s0 = await link.stats()
       const t0 = performance.now()
       const run = { name, imp, mesh: [] as number[], direct: [] as number[] }
@@ -345,8 +363,14 @@ async function impaired(carrier: Carrier): Promise<CarrierRun['lossy']> {
               fragmentLoss: peer.udp.fragmentLoss,
               changes: peer.udp.sizeChanges,
             }
-      out.push({ ...run, link: stats, udpSize })
-      console.error(`impaired link, ${name}: ${JSON.stringify({ ...run, link: stats, udpSize })}`)
+      const k1 = await kernel()
+      const atB = {
+        rcvbufErrors: k1.rcvbufErrors - k0.rcvbufErrors,
+        reasmFails: k1.reasmFails - k0.reasmFails,
+        reasmOKs: k1.reasmOKs - k0.reasmOKs,
+      }
+      out.push({ ...run, link: stats, udpSize, atB })
+      console.error(`impaired link, ${name}: ${JSON.stringify({ ...run, link: stats, udpSize, atB })}`)
     }
     return out
   } finally {
