@@ -2,7 +2,8 @@
  * How large the packets on one direct UDP session may be (protocols/overlay.md, "Packet size
  * on the direct UDP carrier"), sans-IO. Node pays per datagram, not per byte, so large packets
  * move 2.5-3x the bytes of 1280-byte ones on a clean path; but a datagram larger than the path's
- * 1500 bytes travels as IP fragments and is lost when any one of them is, and past a few percent
+ * 1500 bytes travels as IP fragments and is lost when any one of them is (or is reordered far
+ * enough that the receiver's kernel gives up reassembling it: ipfrag_max_dist), and past a few percent
  * of lost packets the TCP inside stalls in retransmission timeouts (measured: 4000-byte packets
  * at 1% loss per fragment moved 0.06x of direct TCP, 1280-byte ones 0.89x). So the member tells
  * us how many of our datagrams it got (loss reports), and we send the largest packets whose
@@ -45,9 +46,9 @@ function packetFor(k: number): number {
 }
 
 export interface DatagramSizeLimits {
-  /** the size while nothing is known and the floor (overlay.datagramMtu) */
+  /** the floor: one datagram, one fragment (overlay.datagramMtu) */
   min: number
-  /** the largest packet ever sent (overlay.udpMtuMax) */
+  /** the largest packet ever sent, and the size a session starts at (overlay.udpMtuMax) */
   max: number
 }
 
