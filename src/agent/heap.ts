@@ -104,10 +104,22 @@ export const SHRINK_CHECK_MS = 10_000
  */
 export function trimNativeMemoryEvery(ms = TRIM_EVERY_MS): () => void {
   let last = performance.eventLoopUtilization()
+  // a collection that left it grown (V8 judged the allocation rate not low) waits 2, 4, ... 64
+  // checks before the next try, so that an agent V8 will not shrink does not pay 30 ms every 10 s
+  let failures = 0
+  let wait = 0
   const check = setInterval(() => {
     const now = performance.eventLoopUtilization()
-    if (performance.eventLoopUtilization(now, last).utilization < IDLE_UTILIZATION) shrinkYoungGeneration()
+    const idle = performance.eventLoopUtilization(now, last).utilization < IDLE_UTILIZATION
     last = now
+    if (!idle) return
+    if (wait > 0) {
+      wait--
+      return
+    }
+    if (!shrinkYoungGeneration()) return
+    if (newSpaceBytes() > NEW_SPACE_SHRINK_BYTES) wait = 2 ** Math.min(++failures, 6)
+    else failures = 0
   }, SHRINK_CHECK_MS)
   const trim = setInterval(() => void trimNativeMemory(), ms)
   check.unref()
