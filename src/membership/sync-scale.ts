@@ -13,8 +13,3 @@ export function syncScale(members: number): number {
   if (!(members > SYNC_SCALE_THRESHOLD)) return 1
   return Math.ceil(Math.log2(members) - Math.log2(SYNC_SCALE_THRESHOLD)) + 1
 }
-
-/** The periodic sync interval for a cluster of `members`, from the configured base interval. */
-export function syncIntervalFor(baseMs: number, members: number): number {
-  return baseMs * syncScale(members)
-}

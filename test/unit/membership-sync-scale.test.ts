@@ -6,7 +6,6 @@ import {
   mulberry32,
   nullCrypto,
   signInfo,
-  syncIntervalFor,
   syncScale,
 } from '../../src/membership/index.js'
 
@@ -66,9 +65,6 @@ describe('membership sync scale (pushPullScale)', () => {
     assert.equal(syncScale(65), 3)
     assert.equal(syncScale(1000), 6)
     assert.equal(syncScale(10_000), 10)
-    assert.equal(syncIntervalFor(30_000, 20), 30_000)
-    assert.equal(syncIntervalFor(30_000, 1000), 180_000)
-    assert.equal(syncIntervalFor(30_000, 10_000), 300_000)
   })
 
   it('a member of a small cluster syncs every round', () => {
