@@ -287,8 +287,14 @@ describe('plugins (integration)', function () {
   })
 
   it('built-in process type: spawn two, prune one killed out of band, destroy the other', async () => {
-    // each instance is an agent that joins: two start-ups, which took over 30 s at load (CI)
-    const two = await meshJson(a, ['spawn', '--compute-type', 'process', '--count', '2'], 180_000)
+    // each instance is an agent that joins: two start-ups, which took over 30 s at load (CI).
+    // --timeout stays under mocha's, so an instance that never joins fails with spawn's reason
+    // (token not redeemed / redeemed but not alive), not a bare test timeout
+    const two = await meshJson(
+      a,
+      ['spawn', '--compute-type', 'process', '--count', '2', '--timeout', '75'],
+      170_000,
+    )
     assert.equal(two.length, 2)
     const [x, y] = two.map((i: any) => i.name)
     const pid = Number(readFileSync(join(a, 'instances', x, 'pid'), 'utf8'))
