@@ -106,4 +106,28 @@ describe('overlay: the UDP packet size follows the loss the member reports', () 
     run(s, 0, Math.ceil(RAISE_AFTER_MS / 1000), now)
     assert.equal(s.size, 8000)
   })
+
+  it('goes back up as well when the traffic after the loss is too little to estimate from', () => {
+    const s = new DatagramSizer(limits)
+    let now = run(s, 0.01, 3)
+    assert.equal(s.size, 1280)
+    // 500 one-fragment datagrams a second: the decayed history never counts MIN_FRAGMENTS
+    now = run(s, 0, 20, now, 500)
+    assert.equal(s.size, 1280, 'not before RAISE_AFTER_MS')
+    now = run(s, 0, Math.ceil(RAISE_AFTER_MS / 1000), now, 500)
+    assert.equal(s.size, 8000)
+    run(s, 0.01, 1, now, 500) // still losing at that rate: down again on the next report
+    assert.ok(s.size < 8000, `size ${s.size}`)
+  })
+
+  it('stays down while a little traffic still loses datagrams', () => {
+    const s = new DatagramSizer(limits)
+    let now = run(s, 0.01, 3)
+    for (let i = 0; i < 2 * Math.ceil(RAISE_AFTER_MS / 1000); i++) {
+      for (let j = 0; j < 100; j++) s.sent(s.size)
+      report(s, 100, i % 4 === 0 ? 99 : 100, now) // one lost every 4 s: too few to estimate from
+      now += 1000
+    }
+    assert.equal(s.size, 1280)
+  })
 })
