@@ -26,6 +26,7 @@ import {
 import { PacketDecoder } from './frames.js'
 import { type HostsEntry, writeHostsBlock } from './hosts.js'
 import { packetTooBig } from './icmp.js'
+import { ToldPathMtus } from './path-mtu.js'
 import { TunDevice, TunError } from './tun.js'
 import { type Endpoint, type LocalKey, REPLACED, UdpCarrier } from './udp-carrier.js'
 
@@ -129,6 +130,7 @@ export class OverlayComponent implements Component {
   private readonly noRoute = { packets: 0 }
   /** when packets last went to or came from each member: the NAT component keeps a used WebRTC path */
   private readonly lastPacket = new Map<string, number>()
+  private readonly toldMtu = new ToldPathMtus()
   private readonly metrics
 
   constructor(
@@ -523,12 +525,14 @@ export class OverlayComponent implements Component {
     const udp = this.udp?.session(peer)?.confirmed === true ? this.udp : undefined
     const link = udp === undefined ? this.links.get(peer) : undefined
     if (udp === undefined && (link === undefined || !link.open)) {
+      if (this.toldMtu.raised(peer, this.deps.config.mtu)) this.forgetPathMtu(peer)
       this.carrier(peer).send(packets)
       this.counts.streamOut += packets.length
       return
     }
     const batch = this.deps.config.datagramMtu
     const mtu = udp !== undefined ? udp.session(peer)!.packetSize(batch) : batch
+    if (this.toldMtu.raised(peer, mtu)) this.forgetPathMtu(peer)
     let fit = packets
     for (let i = 0; i < packets.length; i++) {
       if (packets[i].byteLength <= mtu) continue
@@ -539,7 +543,7 @@ export class OverlayComponent implements Component {
         // what a router on a smaller link does: the sender's kernel lowers its path MTU to this
         // member and TCP sends smaller segments (protocols/overlay.md, Datagram carrier)
         const ptb = packetTooBig(p, mtu)
-        if (ptb !== undefined) this.tun?.write(ptb)
+        if (ptb !== undefined && this.tun?.write(ptb) === true) this.toldMtu.lowered(peer, mtu)
         this.carrierDrops['too-big']++
       }
       break
@@ -552,6 +556,17 @@ export class OverlayComponent implements Component {
     const sent = link!.send(fit, mtu)
     this.carrierDrops['datagram-congested'] += fit.length - sent
     this.counts.datagramOut += sent
+  }
+
+  /** The kernel forgets the path MTU our Packet Too Big gave it for this member (path-mtu.ts). */
+  private forgetPathMtu(peer: string): void {
+    const tun = this.tun
+    if (tun === undefined) return
+    const address = overlayAddress(this.deps.cluster.id, peer)
+    tun.forgetPathMtu(address).catch((err: Error) =>
+      // TCP inside keeps the smaller segments until the kernel's entry expires (10 min)
+      this.deps.reporter.log.warn({ err: err.message, address }, 'could not reset the path MTU to a member'),
+    )
   }
 
   /** Members we exchange packets with (an outbound carrier or an inbound stream). */

@@ -202,6 +202,16 @@ export class TunDevice {
     }
   }
 
+  /**
+   * Forget the path MTU the kernel learnt for `address` from our Packet Too Big: it keeps one for
+   * 10 minutes (net.ipv6.route.mtu_expires) and never raises it by itself, so without this TCP
+   * inside would send small segments that long after the carrier takes large packets again.
+   */
+  async forgetPathMtu(address: string): Promise<void> {
+    if (this.closed) return
+    await ip(['-6', 'route', 'flush', 'cache', 'to', address, 'dev', this.name])
+  }
+
   /** Stop reading and close the device: the kernel removes it with its address and routes. */
   async close(): Promise<void> {
     if (this.closed) return

@@ -686,6 +686,123 @@ describe('system: a TCP connection through mesh0 survives the move stream -> dir
   })
 })
 
+// After a loss episode the direct UDP carrier takes large packets again (the loss reports allow
+// it after 60 s), and TCP inside must follow: the Packet Too Big that lowered the sender's kernel
+// path MTU to 1280 would hold it there 10 minutes (net.ipv6.route.mtu_expires) unless the agent
+// has the kernel forget it when the size goes back up
+describe('system: after a loss episode the packets through mesh0 grow back', function () {
+  this.timeout(600_000)
+  let w: World
+
+  before(function () {
+    requireSystem.call(this, ['root', 'netns', 'iptables'])
+  })
+  after(async () => {
+    await w?.cleanup()
+  })
+  afterEach(function () {
+    if (this.currentTest?.state === 'failed' && w !== undefined)
+      for (const x of w.agents.values()) console.log(`--- ${x.name} log tail ---\n${w.tail(x)}`)
+  })
+
+  it('down to 1280 while fragments are lost, then back to 16000 with 6000-byte packets crossing whole', async () => {
+    w = new World()
+    const pub = w.lab.segment('pub')
+    const aHost = w.lab.host('a', pub)
+    const bHost = w.lab.host('b', pub)
+    const env = { ...ON, MESH_OVERLAY__NAMES: 'false', MESH_OVERLAY__DATAGRAM: 'false' }
+    ok(await w.mesh({ dir: join(w.tmp, 'agent-a') } as Agent, ['init', '--cluster', 'ovlsize']), 'mesh init')
+    const a = w.agent('a', aHost, ['--announce', `/ip4/${aHost.ip}/tcp/4701`, '--reachable', PUBLIC_NET], env)
+    await w.ready(a)
+    const b = w.agent(
+      'b',
+      bHost,
+      ['--announce', `/ip4/${bHost.ip}/tcp/4701`, '--join', await w.invite(a), '--reachable', PUBLIC_NET],
+      env,
+    )
+    await w.ready(b)
+    const bAddr = await meshUp(w, [a, b], b)
+    let lastUdp: any
+    const udpOf = async () => {
+      lastUdp = (await w.json(a, ['status'])).overlayInterface.peers.find((p: any) => p.name === 'b')?.udp
+      return lastUdp
+    }
+    // 6000-byte echoes: with -M do the kernel may not fragment them (EMSGSIZE under a lower path MTU)
+    const bigPing = (fragment: 'do' | 'dont') =>
+      w.lab.exec(
+        aHost,
+        ['ping', '-6', '-n', '-c', '2', '-i', '0.2', '-W', '3', '-M', fragment, '-s', '6000', bAddr],
+        { timeoutMs: 30_000 },
+      )
+    // datagrams of more than one IPv4 fragment from a are lost at b (with or without b's kernel
+    // reassembling them first, each is over 1400 bytes); one-fragment datagrams pass
+    const dropLarge = (op: '-I' | '-D') =>
+      w.lab.execOk(bHost, [
+        'iptables',
+        '-w',
+        '5',
+        op,
+        'INPUT',
+        '-s',
+        aHost.ip,
+        '-p',
+        'udp',
+        '-m',
+        'length',
+        '--length',
+        '1400:65535',
+        '-j',
+        'DROP',
+      ])
+    const client = await steadyClient(w, aHost, bHost, bAddr)
+    // a wait that says, when it fails, what a's carrier to b showed last
+    const untilSize = (what: string, size: number, ms: number) =>
+      client
+        .until(what, async () => (await udpOf())?.packetSize === size, ms, 1_000)
+        .catch((err: Error) => {
+          throw new Error(`${err.message}; a's UDP carrier to b: ${JSON.stringify(lastUdp)}`)
+        })
+    try {
+      await untilSize('a sends to b on the direct UDP carrier at 16000', 16000, 120_000)
+      await dropLarge('-I')
+      await untilSize('the loss reports bring a down to 1280', 1280, 60_000)
+      // a packet larger than that gets a Packet Too Big from the agent: a's kernel holds 1280 for
+      // b (whatever TCP inside is doing: its big segments were lost, it may be backing off)
+      await client.until(
+        "a's kernel path MTU to b at 1280",
+        async () => {
+          await bigPing('dont')
+          return /mtu 1280/.test(await w.lab.execOk(aHost, ['ip', '-6', 'route', 'get', bAddr]))
+        },
+        30_000,
+        500,
+      )
+      assert.notEqual((await bigPing('do')).code, 0, 'a 6000-byte unfragmentable ping does not cross at 1280')
+      await dropLarge('-D')
+      const lifted = Date.now()
+      // the sizer goes up 60 s after it went down, on a clean report; the kernel then forgets
+      await client.until(
+        'the loss reports bring a back to 16000',
+        async () => (await udpOf())?.packetSize === 16000,
+        180_000,
+        1_000,
+      )
+      await client.until(
+        'a 6000-byte unfragmentable ping crosses again',
+        async () => (await bigPing('do')).code === 0,
+        30_000,
+        1_000,
+      )
+      console.log(
+        `      back to 16000 B and 6000-byte packets ${((Date.now() - lifted) / 1000).toFixed(0)} s after the loss ended`,
+      )
+      await client.finish()
+    } finally {
+      if (client.child.exitCode === null) client.child.kill('SIGKILL')
+    }
+  })
+})
+
 // systemd stopping a unit that is still starting, a test's cleanup, ^C during a slow start: the
 // agent used to install its signal handlers only once started, so the default action killed it
 // with its NAME.mesh lines left in /etc/hosts (the device goes with the process, the names do not)
