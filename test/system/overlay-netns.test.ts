@@ -449,6 +449,43 @@ process.stdin.on('data', () => {
 })
 `
 
+/**
+ * Hooks for a suite whose test makes its own World (call the returned function): the world is
+ * cleaned up after the suite, and the agents' log tails are printed when a test fails.
+ */
+function worldPerSuite(): () => World {
+  let w: World | undefined
+  before(function () {
+    requireSystem.call(this, ['root', 'netns', 'iptables'])
+  })
+  after(async () => {
+    await w?.cleanup()
+  })
+  afterEach(function () {
+    if (this.currentTest?.state === 'failed' && w !== undefined)
+      for (const x of w.agents.values()) console.log(`--- ${x.name} log tail ---\n${w.tail(x)}`)
+  })
+  return () => {
+    w = new World()
+    return w
+  }
+}
+
+/** Agents a (the founder) and b on their hosts, both with mesh0 up; b's overlay address. */
+async function startPair(w: World, aHost: Host, bHost: Host, cluster: string, env: Record<string, string>) {
+  ok(await w.mesh({ dir: join(w.tmp, 'agent-a') } as Agent, ['init', '--cluster', cluster]), 'mesh init')
+  const a = w.agent('a', aHost, ['--announce', `/ip4/${aHost.ip}/tcp/4701`, '--reachable', PUBLIC_NET], env)
+  await w.ready(a)
+  const b = w.agent(
+    'b',
+    bHost,
+    ['--announce', `/ip4/${bHost.ip}/tcp/4701`, '--join', await w.invite(a), '--reachable', PUBLIC_NET],
+    env,
+  )
+  await w.ready(b)
+  return { a, b, bAddr: await meshUp(w, [a, b], b) }
+}
+
 /** Until every agent lists them all alive with mesh0 up; returns `target`'s overlay address. */
 async function meshUp(w: World, agents: Agent[], target: Agent): Promise<string> {
   let addr = ''
@@ -520,23 +557,12 @@ async function steadyClient(w: World, from: Host, to: Host, addr: string) {
 
 describe('system: a TCP connection through mesh0 survives the path upgrade relay -> WebRTC -> datagram carrier', function () {
   this.timeout(600_000)
-  let w: World
-
-  before(function () {
-    requireSystem.call(this, ['root', 'netns', 'iptables'])
-  })
-  after(async () => {
-    await w?.cleanup()
-  })
-  afterEach(function () {
-    if (this.currentTest?.state === 'failed' && w !== undefined)
-      for (const x of w.agents.values()) console.log(`--- ${x.name} log tail ---\n${w.tail(x)}`)
-  })
+  const newWorld = worldPerSuite()
 
   it('opened while only a relay joins A and B, it keeps every byte as the packets move to WebRTC and onto the datagram channel', async () => {
     // a public hub (the relay and STUN server), A behind NAT RA and B behind NAT RB; a firewall
     // between A and B (both NATs' public addresses) keeps them relayed until the test lifts it
-    w = new World()
+    const w = newWorld()
     const pub = w.lab.segment('pub')
     const hubHost = w.lab.host('hub', pub)
     const ra = w.lab.natRouter('ra', pub)
@@ -617,21 +643,10 @@ describe('system: a TCP connection through mesh0 survives the path upgrade relay
 
 describe('system: a TCP connection through mesh0 survives the move stream -> direct UDP carrier and back', function () {
   this.timeout(600_000)
-  let w: World
-
-  before(function () {
-    requireSystem.call(this, ['root', 'netns', 'iptables'])
-  })
-  after(async () => {
-    await w?.cleanup()
-  })
-  afterEach(function () {
-    if (this.currentTest?.state === 'failed' && w !== undefined)
-      for (const x of w.agents.values()) console.log(`--- ${x.name} log tail ---\n${w.tail(x)}`)
-  })
+  const newWorld = worldPerSuite()
 
   it('kept byte for byte while UDP between the members is blocked, lifted, and blocked again', async () => {
-    w = new World()
+    const w = newWorld()
     const pub = w.lab.segment('pub')
     const aHost = w.lab.host('a', pub)
     const bHost = w.lab.host('b', pub)
@@ -649,17 +664,7 @@ describe('system: a TCP connection through mesh0 survives the move stream -> dir
     }
     await blockUdp()
     const env = { ...ON, MESH_OVERLAY__NAMES: 'false', MESH_OVERLAY__DATAGRAM: 'false' }
-    ok(await w.mesh({ dir: join(w.tmp, 'agent-a') } as Agent, ['init', '--cluster', 'ovludp']), 'mesh init')
-    const a = w.agent('a', aHost, ['--announce', `/ip4/${aHost.ip}/tcp/4701`, '--reachable', PUBLIC_NET], env)
-    await w.ready(a)
-    const b = w.agent(
-      'b',
-      bHost,
-      ['--announce', `/ip4/${bHost.ip}/tcp/4701`, '--join', await w.invite(a), '--reachable', PUBLIC_NET],
-      env,
-    )
-    await w.ready(b)
-    const bAddr = await meshUp(w, [a, b], b)
+    const { a, b, bAddr } = await startPair(w, aHost, bHost, 'ovludp', env)
     const peer = async (from: Agent, to: string) =>
       (await w.json(from, ['status'])).overlayInterface.peers.find((p: any) => p.name === to)
     const bothOn = async (carrier: string) =>
@@ -692,36 +697,15 @@ describe('system: a TCP connection through mesh0 survives the move stream -> dir
 // has the kernel forget it when the size goes back up
 describe('system: after a loss episode the packets through mesh0 grow back', function () {
   this.timeout(600_000)
-  let w: World
-
-  before(function () {
-    requireSystem.call(this, ['root', 'netns', 'iptables'])
-  })
-  after(async () => {
-    await w?.cleanup()
-  })
-  afterEach(function () {
-    if (this.currentTest?.state === 'failed' && w !== undefined)
-      for (const x of w.agents.values()) console.log(`--- ${x.name} log tail ---\n${w.tail(x)}`)
-  })
+  const newWorld = worldPerSuite()
 
   it('down to 1280 while fragments are lost, then back to 16000 with 6000-byte packets crossing whole', async () => {
-    w = new World()
+    const w = newWorld()
     const pub = w.lab.segment('pub')
     const aHost = w.lab.host('a', pub)
     const bHost = w.lab.host('b', pub)
     const env = { ...ON, MESH_OVERLAY__NAMES: 'false', MESH_OVERLAY__DATAGRAM: 'false' }
-    ok(await w.mesh({ dir: join(w.tmp, 'agent-a') } as Agent, ['init', '--cluster', 'ovlsize']), 'mesh init')
-    const a = w.agent('a', aHost, ['--announce', `/ip4/${aHost.ip}/tcp/4701`, '--reachable', PUBLIC_NET], env)
-    await w.ready(a)
-    const b = w.agent(
-      'b',
-      bHost,
-      ['--announce', `/ip4/${bHost.ip}/tcp/4701`, '--join', await w.invite(a), '--reachable', PUBLIC_NET],
-      env,
-    )
-    await w.ready(b)
-    const bAddr = await meshUp(w, [a, b], b)
+    const { a, bAddr } = await startPair(w, aHost, bHost, 'ovlsize', env)
     let lastUdp: any
     const udpOf = async () => {
       lastUdp = (await w.json(a, ['status'])).overlayInterface.peers.find((p: any) => p.name === 'b')?.udp
