@@ -129,15 +129,17 @@ describe('logs, mesh monitor and why the agent stops (integration)', function ()
       .trim()
       .split('\n')
       .map((l) => JSON.parse(l) as { type: string; data: Record<string, unknown> })
-    assert.deepEqual(
-      // status changes only: a member re-signs its record (new tags, host keys) as alive -> alive
-      events
-        .filter((e) => e.data.name === 'node-b' && e.data.before !== e.data.after)
-        .map((e) => [e.data.before, e.data.after]),
-      [
-        [null, 'alive'],
-        ['alive', 'left'],
-      ],
+    // status changes only: a member re-signs its record (new tags, host keys) as alive -> alive
+    const changes = events
+      .filter((e) => e.data.name === 'node-b' && e.data.before !== e.data.after)
+      .map((e) => [e.data.before, e.data.after])
+    // the join first, the leave last, never a death; a starved machine (CI at load 30) may
+    // suspect node-b between them and hear it refute that (alive -> suspect -> alive)
+    assert.deepEqual(changes[0], [null, 'alive'], JSON.stringify(changes))
+    assert.equal(changes.at(-1)?.[1], 'left', JSON.stringify(changes))
+    assert.ok(
+      changes.every(([before, after]) => before !== 'dead' && after !== 'dead'),
+      JSON.stringify(changes),
     )
     assert.equal(events.at(-1)?.type, 'agent_stopping')
     assert.ok(events.every((e) => e.type === 'cluster_change' || e.type === 'agent_stopping'))

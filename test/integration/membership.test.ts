@@ -495,6 +495,10 @@ describe('membership: five agents on 127.0.0.1', function () {
     })
   })
 
+  // a bound for the wait only (assertLeftDirectly is what tells a leave from a detection): long
+  // enough for a starved machine
+  const LEFT_WITHIN_MS = 20_000
+
   /** Poll the five until each lists `peerId` as left; returns ms per member since `t0`. */
   async function waitLeft(peerId: string, t0: number, boundMs: number): Promise<number[]> {
     const took = new Map<AgentProcess, number>()
@@ -523,8 +527,10 @@ describe('membership: five agents on 127.0.0.1', function () {
    * Left, not detected: every member says `left` (never `dead`) and no change since `since`
    * declared it dead. A suspicion may have been raised while it joined (a newly joined member on
    * a busy machine can answer a probe late, and `since` is read before the leave is asked for,
-   * not at it); the 3 s bound in waitLeft is what rules failure detection out (suspect -> dead
-   * takes 5 s or more), and the status that ends it is `left`.
+   * not at it); what rules failure detection out is that no member ever said `dead` (suspect ->
+   * dead takes 5 s or more, a leave that never came would end there), and the status that ends
+   * it is `left`. The time it took is printed, not bounded: a machine at load 30 stretched it
+   * past 3 s in one CI run.
    */
   function assertLeftDirectly(peerId: string, since: Map<AgentProcess, number>): void {
     for (const o of core()) {
@@ -547,7 +553,7 @@ describe('membership: five agents on 127.0.0.1', function () {
     }
   }
 
-  it('`mesh leave`: the member is `left` everywhere at once (within 3 s; detection would need 5 s or more) and its agent stops', async () => {
+  it('`mesh leave`: the member is `left` everywhere at once (never dead: not found by failure detection) and its agent stops', async () => {
     await converged()
     const { x: h, id: hid } = await joinOwn('hotel')
     const before = seen(hid)
@@ -556,21 +562,21 @@ describe('membership: five agents on 127.0.0.1', function () {
     assert.equal(r.code, 0, r.stderr)
     assert.match(r.stdout, /left the cluster/)
     assertRunning(...core())
-    const times = await waitLeft(hid, t0, 3_000)
+    const times = await waitLeft(hid, t0, LEFT_WITHIN_MS)
     console.log(`      mesh leave: left everywhere after ${Math.max(...times)} ms`)
     assertLeftDirectly(hid, before)
     await waitFor('the agent that left to exit', async () => h.exitCode !== null, 15_000)
     assert.equal(h.exitCode, 0, h.stderr.slice(-2000))
   })
 
-  it('SIGTERM: the member is `left` everywhere at once (within 3 s) and exits 0', async () => {
+  it('SIGTERM: the member is `left` everywhere at once (never dead) and exits 0', async () => {
     await converged()
     const { x: i, id: iid } = await joinOwn('india')
     const before = seen(iid)
     const t0 = Date.now()
     const exited = i.kill('SIGTERM')
     assertRunning(...core())
-    const times = await waitLeft(iid, t0, 3_000)
+    const times = await waitLeft(iid, t0, LEFT_WITHIN_MS)
     console.log(`      SIGTERM: left everywhere after ${Math.max(...times)} ms`)
     await Promise.race([exited, sleep(15_000)])
     assert.equal(i.exitCode, 0, i.stderr.slice(-2000))
