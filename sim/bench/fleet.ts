@@ -1,6 +1,7 @@
 // A fleet on one machine (not a test): 50 real agents on 127.0.0.1 (issue 18, items 3 and 4).
 //
 //   npm run bench:fleet -- [--agents 50] [--storm-s 10] [--idle-s 600] [--kills 3]
+//   MESH_BENCH_PROF=DIR: a CPU profile of each agent's run in DIR
 //
 // 1. Join storm: one founder, then every other agent starts with its own join token within
 //    --storm-s seconds; measured: until every agent lists every agent alive.
@@ -66,7 +67,15 @@ function parseArgs(argv: string[]): Options {
   return o
 }
 
-const ENV = { MESH_OVERLAY__INTERFACE: 'false' }
+// MESH_BENCH_PROF=DIR: every agent writes a CPU profile of its whole run into DIR (cpu-prof.ts);
+// the agents are then stopped with SIGTERM at the end, not killed (a SIGKILL leaves no profile)
+const PROF = process.env.MESH_BENCH_PROF
+const ENV: Record<string, string> = {
+  MESH_OVERLAY__INTERFACE: 'false',
+  ...(PROF === undefined
+    ? {}
+    : { MESH_BENCH_PROF: PROF, NODE_OPTIONS: `--import ${join(import.meta.dirname, 'cpu-prof.js')}` }),
+}
 const pct = (xs: number[], q: number) => {
   const s = [...xs].sort((a, b) => a - b)
   return s[Math.min(s.length - 1, Math.floor(q * s.length))]
@@ -111,7 +120,10 @@ async function run(o: Options) {
       aliveMin: number
       aliveMedian: number
       connsMedian: number
+      /** the agents' CPU over the last interval, in cores (from /proc: what the storm costs) */
+      cores: number
     }> = []
+    let cpuPrev = { at: t0, s: 0 }
     let sampling = false
     const sampler = setInterval(() => {
       if (sampling) return
@@ -131,16 +143,20 @@ async function run(o: Options) {
       )
         .then((views) => {
           const ok = views.filter((v) => v !== undefined)
+          const cpu = { at: Date.now(), s: agents.reduce((t, a) => t + (cpuSeconds(a.child?.pid) || 0), 0) }
+          const cores = (cpu.s - cpuPrev.s) / ((cpu.at - cpuPrev.at) / 1000)
+          cpuPrev = cpu
           const p = {
             s: Math.round((Date.now() - t0) / 1000),
             answering: ok.length,
             aliveMin: ok.length === agents.length ? Math.min(...ok.map((v) => v.alive)) : 0,
             aliveMedian: ok.length > 0 ? median(ok.map((v) => v.alive)) : 0,
             connsMedian: ok.length > 0 ? median(ok.map((v) => v.conns)) : 0,
+            cores,
           }
           progress.push(p)
           process.stderr.write(
-            `fleet: ${p.s} s: ${p.answering}/${agents.length} answering, alive in views min ${p.aliveMin} median ${p.aliveMedian}, connections median ${p.connsMedian}\n`,
+            `fleet: ${p.s} s: ${p.answering}/${agents.length} answering, alive in views min ${p.aliveMin} median ${p.aliveMedian}, connections median ${p.connsMedian}, agents' CPU ${p.cores.toFixed(2)} cores, load ${loadavg()[0].toFixed(0)}\n`,
           )
         })
         .finally(() => {
@@ -235,6 +251,7 @@ async function run(o: Options) {
       detections,
     }
   } finally {
+    if (PROF !== undefined) await Promise.all(agents.map((a) => a.stop(15_000)))
     await Promise.all(agents.map((a) => a.kill9()))
     // MESH_BENCH_LOG_LEVEL=debug MESH_BENCH_LOG_DIR=DIR: every agent's whole log, for a storm that went wrong
     const logDir = process.env.MESH_BENCH_LOG_DIR
