@@ -28,6 +28,8 @@ interface Link {
   persistent: boolean
   /** the peer speaks probe/3.0.0: probes and replies carry piggybacked gossip */
   gossip: boolean
+  /** a one-probe link already handed to a probe */
+  claimed?: boolean
 }
 
 /** What rides on probes (probe/3.0.0): the service's dissemination queue and its ingest. */
@@ -41,6 +43,11 @@ export interface Piggyback {
 export interface ProbeLinksDeps {
   /** open a probe stream to `peer`; its `protocol` says which version the peer took */
   open(peer: string, signal: AbortSignal): Promise<Stream>
+  /**
+   * how long opening a link may take (a dial and its handshakes when we hold no connection),
+   * apart from the probe's own timeout: see link()
+   */
+  openTimeoutMs?: number
   /** the protocol id of the persistent version */
   persistentProtocol: string
   /** the protocol id of the persistent version with piggybacked gossip, and what rides on it */
@@ -53,8 +60,14 @@ export interface ProbeLinksDeps {
   clock?(peer: string, sentAt: number, receivedAt: number, remoteNow: number): void
 }
 
+/** the default budget of opening a link (the agent passes its dial budget) */
+const OPEN_TIMEOUT_MS = 5_000
+
 export class ProbeLinks {
   private readonly links = new Map<string, Link>()
+  /** links being opened: one open per peer at a time, whichever probes wait on it */
+  private readonly opening = new Map<string, Promise<Link>>()
+  private closed = false
 
   constructor(private readonly deps: ProbeLinksDeps) {}
 
@@ -118,6 +131,7 @@ export class ProbeLinks {
   }
 
   closeAll(): void {
+    this.closed = true
     for (const [peer, link] of this.links) this.drop(peer, link)
   }
 
@@ -125,11 +139,54 @@ export class ProbeLinks {
     return this.links.size
   }
 
+  /**
+   * The open link to `peer`, opened if need be. The open has its own budget, not the probe's:
+   * a probe gives up after about a second, but a dial to a member we hold no connection to
+   * takes TCP, Noise, yamux and admission, which on a busy machine (a join storm: 50 agents on
+   * 2 cores) takes longer. Tied to the probe, every such dial was aborted half way and made
+   * again by the next probe or gossip round, so the work was spent and nothing gained; now the
+   * probe still times out as before (SWIM sees the same), but the dial goes on and the next
+   * probe finds the link.
+   */
   private async link(peer: string, signal: AbortSignal): Promise<Link> {
     const have = this.links.get(peer)
     if (have !== undefined && have.stream.status === 'open') return have
     if (have !== undefined) this.drop(peer, have)
-    const stream = await this.deps.open(peer, signal)
+    let opening = this.opening.get(peer)
+    if (opening === undefined) {
+      opening = this.open(peer).finally(() => this.opening.delete(peer))
+      this.opening.set(peer, opening)
+    }
+    signal.throwIfAborted()
+    let onAbort: (() => void) | undefined
+    const aborted = new Promise<never>((_, reject) => {
+      onAbort = () => reject(signal.reason)
+      signal.addEventListener('abort', onAbort, { once: true })
+    })
+    try {
+      const link = await Promise.race([opening, aborted])
+      if (link.persistent) return link
+      // a one-probe stream (probe/1.0.0, older agents) serves one probe: later waiters open their own
+      if (!link.claimed) {
+        link.claimed = true
+        return link
+      }
+      return await this.open(peer, signal)
+    } finally {
+      if (onAbort !== undefined) signal.removeEventListener('abort', onAbort)
+      aborted.catch(() => {})
+    }
+  }
+
+  private async open(peer: string, signal?: AbortSignal): Promise<Link> {
+    const stream = await this.deps.open(
+      peer,
+      signal ?? AbortSignal.timeout(this.deps.openTimeoutMs ?? OPEN_TIMEOUT_MS),
+    )
+    if (this.closed) {
+      void stream.close().catch(() => stream.abort(new Error('probe links closed')))
+      throw new Error('probe links closed')
+    }
     const gossip = this.deps.gossipProtocol !== undefined && stream.protocol === this.deps.gossipProtocol
     if (stream.protocol !== undefined) this.deps.opened?.(peer, stream.protocol)
     const link: Link = {

@@ -138,6 +138,7 @@ export class MembershipComponent implements Component {
       piggyback: this.piggyback,
       count: (d, n) => this.countProbe(d, n),
       clock: (peer, sentAt, receivedAt, remoteNow) => this.clocks.add(peer, sentAt, receivedAt, remoteNow),
+      openTimeoutMs: deps.dialTimeoutMs,
       open: (peer, signal) =>
         this.libp2p.dialProtocol(
           peerIdFromString(peer),
@@ -590,13 +591,21 @@ export class MembershipComponent implements Component {
     this.fanoutTimer.unref()
   }
 
-  /** Returns how many members had news due (0: the fan-out may rest until news is queued). */
+  /**
+   * Returns how many members had news due (0: the fan-out may rest until news is queued).
+   * Only members we hold an admitted connection to: memberlist gossips to random members over
+   * UDP, where a send costs nothing, but here a member we are not connected to costs a dial and
+   * its handshakes, which in a join storm is what starves everyone (news reaches the others on
+   * the probes, which go to every member in turn, and on syncs).
+   */
   private fanout(): number {
     const peers: string[] = []
+    const connected = this.admittedPeers()
     // suspects too: that is how a suspect hears of its suspicion, and refutes it
     for (const r of this.table.rows())
       if (
         r.peerId !== this.selfId &&
+        connected.has(r.peerId) &&
         this.isMember(r.peerId) &&
         !this.olderPeers.has(r.peerId) &&
         this.core?.hasNewsFor(r.peerId) === true
@@ -610,6 +619,15 @@ export class MembershipComponent implements Component {
       void this.links.ask(peer, { seq, target: '' }, this.deps.config.probeTimeoutMs * 2)
     }
     return due
+  }
+
+  /** peers with an open connection that passed admission */
+  private admittedPeers(): Set<string> {
+    const admission = this.libp2p.services.admission
+    const out = new Set<string>()
+    for (const c of this.libp2p.getConnections())
+      if (c.status === 'open' && admission.connectionAdmitted(c)) out.add(c.remotePeer.toString())
+    return out
   }
 
   /** Members that do not speak probe/3.0.0 (older agents) hear news only through gossipsub. */
