@@ -1,4 +1,12 @@
-import type { Libp2pEvents, Peer, PeerId, PeerStore, Startable, TypedEventTarget } from '@libp2p/interface'
+import type {
+  Libp2pEvents,
+  Peer,
+  PeerData,
+  PeerId,
+  PeerStore,
+  Startable,
+  TypedEventTarget,
+} from '@libp2p/interface'
 
 /**
  * libp2p records the protocol of every stream it negotiates in the peer store
@@ -12,6 +20,12 @@ import type { Libp2pEvents, Peer, PeerId, PeerStore, Startable, TypedEventTarget
  * without touching LevelDB (libp2p ignores the answer of these merges).
  * Any other write for the peer (identify replacing its protocols, tags, addresses, delete)
  * forgets what was known, so the next protocol merge writes again.
+ *
+ * libp2p's dialer also stamps every dial, made or failed, into the peer's metadata
+ * (`last-dial-success`, `last-dial-failure`), and nothing in libp2p 3 reads those keys back: a
+ * LevelDB read and a whole-record write per dial, and in a join storm every agent dials dozens
+ * of members, again and again while handshakes time out. Those stamps are dropped; the address
+ * a successful dial records still is, unless the peer is known to have it already.
  */
 export interface QuietPeerStoreComponents {
   peerStore: PeerStore
@@ -35,10 +49,18 @@ export class QuietPeerStore implements Startable {
     // a peer we no longer talk to needs no entry (the map stays as small as the connected set)
     const onDisconnect = (evt: CustomEvent<PeerId>) => forget(evt.detail)
     this.components.events.addEventListener('peer:disconnect', onDisconnect)
-    store.merge = async (peer, data, options) => {
-      const protocols = onlyProtocols(data)
+    store.merge = async (peer, input, options) => {
       const key = peer.toString()
       const seen = this.known.get(key)
+      const data = withoutDialStamps(input)
+      if (data === undefined) return seen ?? emptyPeer(peer)
+      if (
+        seen !== undefined &&
+        onlyKey(data) === 'multiaddrs' &&
+        (data.multiaddrs ?? []).every((ma) => seen.addresses.some((a) => a.multiaddr.equals(ma)))
+      )
+        return seen
+      const protocols = onlyProtocols(data)
       if (
         protocols !== undefined &&
         seen !== undefined &&
@@ -79,12 +101,35 @@ export class QuietPeerStore implements Startable {
   }
 }
 
+/** The metadata keys libp2p's dialer writes and never reads (dial-queue.ts, libp2p 3.x). */
+export const DIAL_STAMPS = ['last-dial-success', 'last-dial-failure']
+
+/** A merge without the dialer's stamps; undefined when nothing else was in it. */
+export function withoutDialStamps(data: PeerData): PeerData | undefined {
+  const md = data.metadata
+  if (md === undefined || md instanceof Map) return data
+  const keys = Object.keys(md)
+  if (keys.length === 0 || !keys.every((k) => DIAL_STAMPS.includes(k))) return data
+  const { metadata: _, ...rest } = data
+  return Object.values(rest).some((v) => v !== undefined) ? rest : undefined
+}
+
+/** The one key a merge sets, if it sets exactly one. */
+function onlyKey(data: object): string | undefined {
+  const keys = Object.keys(data).filter((k) => (data as Record<string, unknown>)[k] !== undefined)
+  return keys.length === 1 ? keys[0] : undefined
+}
+
 /** The protocols of a merge that sets nothing else, else undefined. */
 function onlyProtocols(data: object): string[] | undefined {
-  const keys = Object.keys(data).filter((k) => (data as Record<string, unknown>)[k] !== undefined)
-  if (keys.length !== 1 || keys[0] !== 'protocols') return undefined
+  if (onlyKey(data) !== 'protocols') return undefined
   const p = (data as { protocols?: unknown }).protocols
   return Array.isArray(p) ? (p as string[]) : undefined
+}
+
+/** What a merge answers for a peer the store lacks (libp2p ignores the answer of its merges). */
+function emptyPeer(id: PeerId): Peer {
+  return { id, addresses: [], protocols: [], metadata: new Map(), tags: new Map() }
 }
 
 export function quietPeerStore(): (components: QuietPeerStoreComponents) => QuietPeerStore {
