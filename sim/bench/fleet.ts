@@ -186,7 +186,12 @@ async function run(o: Options) {
     } finally {
       clearInterval(sampler)
     }
-    process.stderr.write(`fleet: converged ${convergedS.toFixed(1)} s after the storm began\n`)
+    // CPU-seconds of every agent from its start to convergence: what the storm cost, a figure
+    // that a busy machine stretches less than the wall-clock time
+    const stormCpuS = agents.reduce((t, a) => t + (cpuSeconds(a.child?.pid) || 0), 0)
+    process.stderr.write(
+      `fleet: converged ${convergedS.toFixed(1)} s after the storm began; the agents used ${stormCpuS.toFixed(0)} CPU-s (${(stormCpuS / agents.length).toFixed(1)} each)\n`,
+    )
 
     // idle: from here on nothing fails, so every suspicion is a false one
     for (const a of agents) a.listen()
@@ -237,7 +242,7 @@ async function run(o: Options) {
       await sleep(5_000)
     }
     return {
-      storm: { startedS, readyS, convergedS, progress },
+      storm: { startedS, readyS, convergedS, cpuS: stormCpuS, progress },
       idle: {
         seconds: idleWall,
         load: [load0, load1],
@@ -273,6 +278,11 @@ async function main(): Promise<void> {
       'join storm',
       `${o.agents - 1} joiners started within ${r.storm.startedS.toFixed(1)} s`,
       `every agent answering ${r.storm.readyS.toFixed(1)} s, all ${o.agents} alive everywhere ${r.storm.convergedS.toFixed(1)} s`,
+    ],
+    [
+      "agents' CPU from start to all alive",
+      '-',
+      `${r.storm.cpuS.toFixed(0)} CPU-s, ${(r.storm.cpuS / o.agents).toFixed(1)} per agent`,
     ],
     [
       'idle CPU per agent',
