@@ -31,6 +31,20 @@ describe('sim determinism and basics', () => {
     assert.deepEqual(run(), run())
   })
 
+  it('the same seed gives identical results with light members too (the 10,000-member path)', function () {
+    this.timeout(60_000)
+    const run = () =>
+      runScenario({
+        scenario: 'crash',
+        params: { nodes: 120, durationMs: 90_000, seed: 7, startMs: 10_000 },
+        sim: { fullMax: 60, observers: 20, sample: 30 },
+      }).summary
+    const a = run()
+    assert.equal(a.observers, 20, 'light members were used')
+    assert.ok(a.detection.count + a.detection.pending === 12, 'every crash counted')
+    assert.deepEqual(strip(a), strip(run()))
+  })
+
   it('a different seed gives different results', function () {
     this.timeout(60_000)
     const run = (seed: number) =>
