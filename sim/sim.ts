@@ -6,7 +6,7 @@
 
 import { BROADCAST_DEFAULTS, PIGGYBACK } from '../src/membership/broadcasts.js'
 import { MEMBERSHIP_DEFAULTS } from '../src/membership/config.js'
-import { MembershipCore, type MembershipEffect, newsBytes } from '../src/membership/core.js'
+import { MembershipCore, type MembershipEffect } from '../src/membership/core.js'
 import type { Change, Entry, Row } from '../src/membership/merge.js'
 import { MemberTable } from '../src/membership/merge.js'
 import { overlayAddress } from '../src/membership/overlay.js'
@@ -915,9 +915,8 @@ export class Sim {
     const items = node.core.take(this.opts.piggybackBudget, this.nodes[to].peerId)
     if (items.length === 0) return 0
     m.gossip = items
-    let n = 0
-    for (const x of items) n += newsBytes(x)
-    return field(n)
+    // the queue sums the sizes it was given (newsBytes) as it takes
+    return field(node.core.takenBytes)
   }
 
   private clusterSize(node: SimNode): number {

@@ -58,6 +58,8 @@ export class BroadcastQueue<T> {
   private readonly byKey = new Map<string, Item<T>>()
   /** the smallest item ever queued: once less budget than this is left, nothing more fits */
   private minBytes = Number.POSITIVE_INFINITY
+  /** bytes of the items the last take() returned (the simulator counts them without re-sizing each) */
+  lastTakeBytes = 0
 
   constructor(opts: Partial<BroadcastOptions> = {}) {
     this.opts = { ...BROADCAST_DEFAULTS, ...opts }
@@ -97,6 +99,7 @@ export class BroadcastQueue<T> {
    * missed 62 of 80 members in the simulator (test/unit/membership-small-cluster-spread.test.ts).
    */
   take(budget: number, members: number, to?: string): T[] {
+    this.lastTakeBytes = 0
     if (this.byKey.size === 0) return []
     const limit = retransmitLimit(this.opts.retransmitMult, members)
     const out: T[] = []
@@ -140,6 +143,7 @@ export class BroadcastQueue<T> {
     }
     // newest first within a bucket: put them back in the order they were taken, reversed
     for (let i = moved.length - 1; i >= 0; i--) this.bucket(moved[i].sent).push(moved[i])
+    this.lastTakeBytes = budget - left
     return out
   }
 

@@ -232,6 +232,11 @@ export class MembershipCore {
     return q.take(budget, this.o.clusterSize?.() ?? this.table.size, to)
   }
 
+  /** Bytes (as newsBytes counts them) of what the last take() returned. */
+  get takenBytes(): number {
+    return this.queue?.lastTakeBytes ?? 0
+  }
+
   /**
    * Call once per base sync interval (`syncIntervalMs`): whether the periodic push-pull sync is
    * due this round. It is every syncScale(N) rounds (sync-scale.ts): gossip carries news, the
