@@ -1,6 +1,7 @@
 import { close, open, read } from 'node:fs'
 import { appendFile, mkdir, readdir, readFile, rm, stat, unlink } from 'node:fs/promises'
 import { join } from 'node:path'
+import { type BlockBytes, piecesOf, sizeOf } from './block-bytes.js'
 import { type CID, cidOf, matches } from './cid.js'
 import { BlocksError, explainFsError } from './errors.js'
 import { type BlockIO, defaultIO, openFd, Pack, recordHeader } from './pack.js'
@@ -47,7 +48,8 @@ interface Meta {
 interface Pending {
   key: string
   cid: CID
-  bytes: Uint8Array
+  pieces: readonly Uint8Array[]
+  size: number
   done: Promise<void>
   resolve: () => void
   reject: (err: Error) => void
@@ -262,15 +264,16 @@ export class Blockstore {
    * Resolves false when it was already there. A full disk is a clear BlocksError and leaves
    * nothing behind.
    */
-  async put(cid: CID, bytes: Uint8Array, opts: { verified?: boolean } = {}): Promise<boolean> {
-    if (bytes.byteLength > MAX_BLOCK) {
-      throw new BlocksError('refused', `block ${cid} is ${bytes.byteLength} bytes; the limit is ${MAX_BLOCK}`)
+  async put(cid: CID, bytes: BlockBytes, opts: { verified?: boolean } = {}): Promise<boolean> {
+    const size = sizeOf(bytes)
+    if (size > MAX_BLOCK) {
+      throw new BlocksError('refused', `block ${cid} is ${size} bytes; the limit is ${MAX_BLOCK}`)
     }
     // `verified`: the exchange hashed these very bytes on arrival
     if (opts.verified !== true && !matches(cid, bytes)) {
       throw new BlocksError('refused', `the bytes given for ${cid} do not hash to it`)
     }
-    return this.write(cid, bytes)
+    return this.write(cid, piecesOf(bytes), size)
   }
 
   /** Store bytes, returning their CID. */
@@ -287,10 +290,10 @@ export class Blockstore {
       )
     }
     const cid = cidOf(bytes)
-    return { cid, added: await this.write(cid, bytes) }
+    return { cid, added: await this.write(cid, [bytes], bytes.byteLength) }
   }
 
-  private async write(cid: CID, bytes: Uint8Array): Promise<boolean> {
+  private async write(cid: CID, pieces: readonly Uint8Array[], size: number): Promise<boolean> {
     if (this.closed)
       throw new BlocksError('unavailable', `the blockstore ${this.dir} is closed (the agent is stopping)`)
     const key = cid.toString()
@@ -310,7 +313,7 @@ export class Blockstore {
       resolve = res
       reject = rej
     })
-    this.pending.set(key, { key, cid, bytes, done, resolve, reject })
+    this.pending.set(key, { key, cid, pieces, size, done, resolve, reject })
     this.drain()
     await done
     return true
@@ -326,13 +329,9 @@ export class Blockstore {
           const batch: Pending[] = []
           let size = 0
           for (const p of this.pending.values()) {
-            if (
-              batch.length >= BATCH_RECORDS ||
-              (batch.length > 0 && size + p.bytes.byteLength > BATCH_BYTES)
-            )
-              break
+            if (batch.length >= BATCH_RECORDS || (batch.length > 0 && size + p.size > BATCH_BYTES)) break
             batch.push(p)
-            size += p.bytes.byteLength
+            size += p.size
           }
           try {
             await this.writeBatch(batch)
@@ -362,10 +361,10 @@ export class Blockstore {
     const metas: Meta[] = []
     let off = start
     for (const p of batch) {
-      const h = recordHeader(p.cid.bytes, p.bytes.byteLength)
-      buffers.push(h, p.bytes)
-      metas.push({ size: p.bytes.byteLength, used: Date.now(), pack, rec: off, data: off + h.byteLength })
-      off += h.byteLength + p.bytes.byteLength
+      const h = recordHeader(p.cid.bytes, p.size)
+      buffers.push(h, ...p.pieces)
+      metas.push({ size: p.size, used: Date.now(), pack, rec: off, data: off + h.byteLength })
+      off += h.byteLength + p.size
     }
     try {
       await (this.opts.io ?? defaultIO).writev(pack.fd, buffers, start)

@@ -1,6 +1,7 @@
 import { createHash } from 'node:crypto'
 import { CID } from 'multiformats/cid'
 import * as Digest from 'multiformats/hashes/digest'
+import type { BlockBytes } from './block-bytes.js'
 import { BlocksError } from './errors.js'
 
 /** The raw codec: a block is opaque bytes. */
@@ -14,9 +15,12 @@ export function cidOf(bytes: Uint8Array): CID {
   return CID.createV1(RAW, Digest.create(SHA2_256, new Uint8Array(d.buffer, d.byteOffset, d.byteLength)))
 }
 
-/** True when `bytes` hash to `cid`. */
-export function matches(cid: CID, bytes: Uint8Array): boolean {
-  const d = createHash('sha256').update(bytes).digest()
+/** True when `bytes` (one buffer or its pieces, hashed in order) hash to `cid`. */
+export function matches(cid: CID, bytes: BlockBytes): boolean {
+  const h = createHash('sha256')
+  if (bytes instanceof Uint8Array) h.update(bytes)
+  else for (const p of bytes) h.update(p)
+  const d = h.digest()
   const want = cid.multihash.digest
   return d.length === want.length && d.equals(want)
 }

@@ -20,6 +20,7 @@ import {
   utimes,
 } from 'node:fs/promises'
 import { basename, dirname, join, resolve } from 'node:path'
+import { type BlockBytes, sizeOf } from './block-bytes.js'
 import type { Blockstore } from './blockstore.js'
 import { Chunker } from './chunker.js'
 import { type CID, parseCid } from './cid.js'
@@ -419,7 +420,7 @@ export class DatasetWriter {
   }
 
   /** Write one file from its chunks (each must be in the store, or `chunk` must supply it). */
-  async writeFile(e: FileEntry, target: string, chunk: (cid: CID) => Promise<Uint8Array>): Promise<void> {
+  async writeFile(e: FileEntry, target: string, chunk: (cid: CID) => Promise<BlockBytes>): Promise<void> {
     const dir = dirname(target)
     const tmp = join(dir, `.${basename(target).slice(0, 100)}.mesh-${randomBytes(4).toString('hex')}`)
     let fh: FileHandle | undefined
@@ -428,8 +429,8 @@ export class DatasetWriter {
       let pos = 0
       for (const [c] of e.chunks) {
         const bytes = await chunk(parseCid(c))
-        await fh.write(bytes, 0, bytes.length, pos)
-        pos += bytes.length
+        await writeAt(fh, bytes, pos)
+        pos += sizeOf(bytes)
       }
       if (pos !== e.size)
         throw new BlocksError('bad-manifest', `${e.path}: wrote ${pos} bytes, the manifest says ${e.size}`)
@@ -501,3 +502,21 @@ export class DatasetWriter {
 }
 
 const depth = (p: string) => p.split('/').length
+
+/** All of `bytes` at `pos` (a block that came in pieces: one writev), however many calls it takes. */
+async function writeAt(fh: FileHandle, bytes: BlockBytes, pos: number): Promise<void> {
+  let rest = bytes instanceof Uint8Array ? [bytes] : bytes
+  // each call writes something or throws (ENOSPC): at most one call per byte
+  while (sizeOf(rest) > 0) {
+    const n =
+      rest.length === 1
+        ? (await fh.write(rest[0], 0, rest[0].byteLength, pos)).bytesWritten
+        : (await fh.writev(rest as Uint8Array[], pos)).bytesWritten
+    if (n <= 0) throw new Error(`writing at ${pos}: nothing was written`)
+    pos += n
+    let skip = n
+    let k = 0
+    while (k < rest.length && skip >= rest[k].byteLength) skip -= rest[k++].byteLength
+    rest = k < rest.length ? [rest[k].subarray(skip), ...rest.slice(k + 1)] : []
+  }
+}

@@ -9,6 +9,7 @@
  */
 import type { Connection, PeerId, Stream } from '@libp2p/interface'
 import { Exchange, Want } from '../../protocols/blocks.js'
+import { blockMessage } from './block-message.js'
 import { type Blockstore, MAX_BLOCK } from './blockstore.js'
 import { type CID, decodeCid, matches } from './cid.js'
 import { LpMessages } from './lp-messages.js'
@@ -195,13 +196,13 @@ interface Pending {
   kind: Want.Kind
   cid: CID
   sentAt: number
-  resolve: (v: Uint8Array | boolean | null) => void
+  resolve: (v: Uint8Array[] | boolean | null) => void
   reject: (err: Error) => void
 }
 
 /**
  * The requester side of one exchange stream to one provider. wantBlock() resolves with the
- * verified bytes, or null for dont-have; wantHave() with true or false. Both reject with
+ * verified bytes (the pieces they arrived in), or null for dont-have; wantHave() with true or false. Both reject with
  * CorruptBlockError for a block that does not hash to its CID, and ProviderGoneError when the
  * stream fails.
  */
@@ -244,15 +245,15 @@ export class Session {
     return min
   }
 
-  wantBlock(cid: CID): Promise<Uint8Array | null> {
-    return this.want(cid, Want.Kind.BLOCK) as Promise<Uint8Array | null>
+  wantBlock(cid: CID): Promise<Uint8Array[] | null> {
+    return this.want(cid, Want.Kind.BLOCK) as Promise<Uint8Array[] | null>
   }
 
   wantHave(cid: CID): Promise<boolean> {
     return this.want(cid, Want.Kind.HAVE) as Promise<boolean>
   }
 
-  private want(cid: CID, kind: Want.Kind): Promise<Uint8Array | boolean | null> {
+  private want(cid: CID, kind: Want.Kind): Promise<Uint8Array[] | boolean | null> {
     if (this.failure !== undefined) return Promise.reject(this.failure)
     const key = `${kind}:${cid}`
     const existing = this.pending.get(key)
@@ -312,25 +313,18 @@ export class Session {
   private async readLoop(onUnwanted?: () => void): Promise<void> {
     try {
       for (;;) {
-        const raw = await this.lp.read()
+        const pieces = await this.lp.readPieces()
+        // the usual answer, one block, is taken as the frames brought it (no joined copy)
+        const one = blockMessage(pieces)
+        if (one !== undefined) {
+          this.block(one.cid, one.data, one.size, onUnwanted)
+          continue
+        }
+        const raw = pieces.length === 1 ? pieces[0] : Buffer.concat(pieces)
         const msg = Exchange.decode(raw, {
           limits: { wants: 0, cancels: 0, presences: MAX_WANTS_PER_MESSAGE, blocks: 16 },
         })
-        for (const b of msg.blocks) {
-          const cid = decodeCid(b.cid)
-          const key = `${Want.Kind.BLOCK}:${cid}`
-          const p = this.pending.get(key)
-          if (p === undefined) {
-            onUnwanted?.()
-            continue
-          }
-          this.pending.delete(key)
-          this.received += b.data.byteLength
-          // hashed here, before anyone can store or pass it on
-          if (!matches(cid, b.data))
-            p.reject(new CorruptBlockError(`${this.peer} sent a block that does not hash to ${cid}`))
-          else p.resolve(b.data)
-        }
+        for (const b of msg.blocks) this.block(b.cid, [b.data], b.data.byteLength, onUnwanted)
         for (const pr of msg.presences) {
           const cid = decodeCid(pr.cid)
           const have = this.pending.get(`${Want.Kind.HAVE}:${cid}`)
@@ -349,6 +343,22 @@ export class Session {
     } catch (err) {
       this.fail(new ProviderGoneError(`the stream to ${this.peer} failed: ${(err as Error).message}`))
     }
+  }
+
+  private block(cidBytes: Uint8Array, data: Uint8Array[], size: number, onUnwanted?: () => void): void {
+    const cid = decodeCid(cidBytes)
+    const key = `${Want.Kind.BLOCK}:${cid}`
+    const p = this.pending.get(key)
+    if (p === undefined) {
+      onUnwanted?.()
+      return
+    }
+    this.pending.delete(key)
+    this.received += size
+    // hashed here, before anyone can store or pass it on
+    if (!matches(cid, data))
+      p.reject(new CorruptBlockError(`${this.peer} sent a block that does not hash to ${cid}`))
+    else p.resolve(data)
   }
 
   private fail(err: Error): void {

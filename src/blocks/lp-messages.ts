@@ -4,7 +4,7 @@ import { Uint8ArrayList } from 'uint8arraylist'
 /**
  * Varint length-prefixed messages on a libp2p stream, read straight from its 'message' events.
  * A message that arrived in one piece is returned as a view of that piece (no copy); one split
- * over several pieces is copied once into a buffer of its announced length. @libp2p/utils'
+ * over several pieces is copied once by read(), and not at all by readPieces(). @libp2p/utils'
  * lpStream reads the length a byte at a time through a Uint8ArrayList and joins the message
  * with a further copy: on the fetcher that was a copy and a garbage collection per block.
  * Writes wait for the stream's 'drain', as lpStream's do.
@@ -56,6 +56,16 @@ export class LpMessages {
 
   /** The next message; rejects when the stream fails or ends (mid-message or between messages). */
   async read(): Promise<Uint8Array> {
+    const pieces = await this.readPieces()
+    if (pieces.length === 1) return pieces[0]
+    return pieces.length === 0 ? new Uint8Array(0) : Buffer.concat(pieces)
+  }
+
+  /**
+   * The next message as views of the pieces it arrived in, not joined: a reader that can take
+   * it piece by piece (a block: hashed and written as it came) saves a copy per message.
+   */
+  async readPieces(): Promise<Uint8Array[]> {
     for (;;) {
       if (this.failure !== undefined) throw this.failure
       const msg = this.take()
@@ -68,8 +78,8 @@ export class LpMessages {
     }
   }
 
-  /** A whole message from the buffered pieces, or undefined while it is incomplete. */
-  private take(): Uint8Array | undefined {
+  /** A whole message from the buffered pieces (views of them), or undefined while it is incomplete. */
+  private take(): Uint8Array[] | undefined {
     // the varint length, possibly spread over pieces
     let length = 0
     let lengthBytes = 0
@@ -91,20 +101,13 @@ export class LpMessages {
       throw this.fail(new Error(`message of ${length} bytes; the limit is ${this.opts.maxDataLength}`))
     if (this.buffered < lengthBytes + length) return undefined
     this.consume(lengthBytes)
-    const head = this.chunks[0]
-    if (length === 0) return new Uint8Array(0)
-    if (head.byteLength >= length) {
-      // in one piece: a view, no copy
-      this.consume(length)
-      return head.subarray(0, length)
-    }
-    const out = Buffer.allocUnsafe(length)
-    let filled = 0
-    while (filled < length) {
+    const out: Uint8Array[] = []
+    let taken = 0
+    while (taken < length) {
       const c = this.chunks[0]
-      const n = Math.min(c.byteLength, length - filled)
-      out.set(n === c.byteLength ? c : c.subarray(0, n), filled)
-      filled += n
+      const n = Math.min(c.byteLength, length - taken)
+      out.push(n === c.byteLength ? c : c.subarray(0, n))
+      taken += n
       this.consume(n)
     }
     return out

@@ -9,6 +9,7 @@
  */
 import type { PeerId } from '@libp2p/interface'
 import type { Logger } from 'pino'
+import { type BlockBytes, sizeOf } from './block-bytes.js'
 import type { Blockstore } from './blockstore.js'
 import type { CID } from './cid.js'
 import { BlocksError } from './errors.js'
@@ -72,7 +73,7 @@ export class Transfer {
   }
   private readonly samples: Array<[number, number]> = []
   /** called for every block stored by this transfer (after the store has it) */
-  readonly blockListeners: Array<(cid: CID, bytes: Uint8Array, peer: string) => void> = []
+  readonly blockListeners: Array<(cid: CID, bytes: BlockBytes, peer: string) => void> = []
 
   constructor(
     readonly key: CID,
@@ -289,7 +290,7 @@ export class Transfer {
       return
     }
     session.wantBlock(n.cid).then(
-      async (bytes) => {
+      async (bytes: BlockBytes | null) => {
         if (this.sched.settle(peer, n.cid) === undefined) return // dropped meanwhile; already requeued
         if (bytes === null) {
           this.sched.dontHave(peer, n)
@@ -301,10 +302,11 @@ export class Transfer {
             this.wake()
             return
           }
-          if (this.sched.stored(peer, n, bytes.byteLength, performance.now())) {
-            this.progress.bytes += bytes.byteLength
+          const size = sizeOf(bytes)
+          if (this.sched.stored(peer, n, size, performance.now())) {
+            this.progress.bytes += size
             this.progress.blocks++
-            this.deps.onBlock?.(n.cid, bytes.byteLength, peer)
+            this.deps.onBlock?.(n.cid, size, peer)
             for (const l of this.blockListeners) l(n.cid, bytes, peer)
           }
         }

@@ -1,4 +1,5 @@
 import { basename, dirname } from 'node:path'
+import { type BlockBytes, sizeOf } from './block-bytes.js'
 import type { Blockstore } from './blockstore.js'
 import { type CID, parseCid } from './cid.js'
 import { DatasetWriter, destinationOf, upToDate } from './dataset.js'
@@ -40,7 +41,7 @@ export async function planWrite(info: Root, entries: readonly Entry[], dest: str
 export async function writePlanned(
   plan: WritePlan,
   entries: readonly Entry[],
-  chunk: (cid: CID) => Promise<Uint8Array>,
+  chunk: (cid: CID) => Promise<BlockBytes>,
   onFile: () => void,
 ): Promise<void> {
   const { writer, todo } = plan
@@ -72,7 +73,7 @@ export async function writePlanned(
  */
 export class ChunkWaiter {
   private readonly waiting = new Map<string, Array<{ resolve: () => void; reject: (e: Error) => void }>>()
-  private readonly fresh = new Map<string, Uint8Array>()
+  private readonly fresh = new Map<string, BlockBytes>()
   private freshBytes = 0
   private failure: Error | undefined
   private ended = false
@@ -82,15 +83,13 @@ export class ChunkWaiter {
     private readonly maxFreshBytes = 64 << 20,
   ) {}
 
-  arrived(cid: string, bytes?: Uint8Array): void {
+  arrived(cid: string, bytes?: BlockBytes): void {
     const w = this.waiting.get(cid)
-    if (
-      bytes !== undefined &&
-      (w !== undefined || this.freshBytes + bytes.byteLength <= this.maxFreshBytes)
-    ) {
+    const size = bytes === undefined ? 0 : sizeOf(bytes)
+    if (bytes !== undefined && (w !== undefined || this.freshBytes + size <= this.maxFreshBytes)) {
       if (!this.fresh.has(cid)) {
         this.fresh.set(cid, bytes)
-        this.freshBytes += bytes.byteLength
+        this.freshBytes += size
       }
     }
     if (w === undefined) return
@@ -111,15 +110,15 @@ export class ChunkWaiter {
     this.failure = undefined
   }
 
-  private take(key: string): Uint8Array | undefined {
+  private take(key: string): BlockBytes | undefined {
     const b = this.fresh.get(key)
     if (b === undefined) return undefined
     this.fresh.delete(key)
-    this.freshBytes -= b.byteLength
+    this.freshBytes -= sizeOf(b)
     return b
   }
 
-  async get(cid: CID): Promise<Uint8Array> {
+  async get(cid: CID): Promise<BlockBytes> {
     const key = cid.toString()
     for (let attempt = 0; attempt < 3; attempt++) {
       const mem = this.take(key)
