@@ -23,6 +23,7 @@ import type { NodeConfig } from './config.js'
 import { connectDeadline } from './connect-deadline.js'
 import { dialable } from './dialable.js'
 import { INBOUND_LIMITS, PendingInbound } from './inbound-limits.js'
+import { decryptInPieces, noiseCrypto } from './noise-pieces.js'
 import { quietPeerStore } from './quiet-peer-store.js'
 import { relayPolicy } from './relays.js'
 import { libp2pLogger } from './silent-logger.js'
@@ -138,7 +139,11 @@ export async function createMeshNode(opts: NodeOptions) {
           ]
         : []),
     ],
-    connectionEncrypters: [coalescedWrites(noise({ prologueBytes: deriveKey(cluster, 'noise prologue') }))],
+    connectionEncrypters: [
+      coalescedWrites(
+        decryptInPieces(noise({ prologueBytes: deriveKey(cluster, 'noise prologue'), crypto: noiseCrypto })),
+      ),
+    ],
     streamMuxers: [yamux()],
     connectionGater: {
       // one address cannot hold every pending slot (see inbound-limits.ts)
