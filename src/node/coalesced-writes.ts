@@ -1,5 +1,6 @@
 import type { Socket } from 'node:net'
 import type { ConnectionEncrypter, MessageStream } from '@libp2p/interface'
+import { wrapEncrypter } from './wrap-encrypter.js'
 
 /**
  * One socket write per message, not one per buffer.
@@ -15,14 +16,7 @@ import type { ConnectionEncrypter, MessageStream } from '@libp2p/interface'
 export function coalescedWrites<C, E>(
   factory: (components: C) => ConnectionEncrypter<E>,
 ): (components: C) => ConnectionEncrypter<E> {
-  return (components) => {
-    const inner = factory(components)
-    return {
-      protocol: inner.protocol,
-      secureInbound: (connection, options) => inner.secureInbound(corked(connection), options),
-      secureOutbound: (connection, options) => inner.secureOutbound(corked(connection), options),
-    }
-  }
+  return wrapEncrypter(factory, { before: corked })
 }
 
 interface SocketConnection {

@@ -2,6 +2,7 @@ import type { ICryptoInterface } from '@chainsafe/libp2p-noise'
 import { defaultCrypto, nodeCrypto } from '@chainsafe/libp2p-noise/crypto'
 import type { ConnectionEncrypter, MessageStream } from '@libp2p/interface'
 import { Uint8ArrayList } from 'uint8arraylist'
+import { wrapEncrypter } from './wrap-encrypter.js'
 
 /** Noise's longest message (ciphertext and tag) and its tag. */
 const NOISE_MSG_MAX = 65535
@@ -32,22 +33,7 @@ export const noiseCrypto: ICryptoInterface = {
 export function decryptInPieces<C, E>(
   factory: (components: C) => ConnectionEncrypter<E>,
 ): (components: C) => ConnectionEncrypter<E> {
-  return (components) => {
-    const inner = factory(components)
-    return {
-      protocol: inner.protocol,
-      secureInbound: async (connection, options) => {
-        const r = await inner.secureInbound(connection, options)
-        piecewise(r.connection)
-        return r
-      },
-      secureOutbound: async (connection, options) => {
-        const r = await inner.secureOutbound(connection, options)
-        piecewise(r.connection)
-        return r
-      },
-    }
-  }
+  return wrapEncrypter(factory, { after: piecewise })
 }
 
 interface NoiseMessageStream {
