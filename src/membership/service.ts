@@ -708,9 +708,7 @@ export class MembershipComponent implements Component {
     )
     // admitted members we are connected to but whose record we lack (or hold as dead) count
     // too: otherwise a member whose first sync failed could wait forever for a table to pick from
-    const admission = this.libp2p.services.admission
-    for (const c of this.libp2p.getConnections())
-      if (admission.connectionAdmitted(c)) peers.add(c.remotePeer.toString())
+    for (const p of this.admittedPeers()) peers.add(p)
     // the periodic sync runs every syncScale(N) intervals (sync-scale.ts); the one that lets a
     // healed partition refute (below) still runs every interval
     const due = this.core?.syncRound() ?? true
