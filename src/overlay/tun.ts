@@ -7,7 +7,6 @@
  */
 import { execFile } from 'node:child_process'
 import { closeSync, constants, existsSync, openSync, writeSync } from 'node:fs'
-import { Socket } from 'node:net'
 import { promisify } from 'node:util'
 import { Worker } from 'node:worker_threads'
 
@@ -97,21 +96,42 @@ export interface TunOptions {
 const EPERM = 1
 const EBUSY = 16
 
+/** What reads the device on the event loop: stopped and closed (with the fd) by close(). */
+interface LoopReader {
+  close(): Promise<void>
+}
+
 /**
  * Reads the TUN fd on the main thread: libuv's epoll watches it like a pipe, and each read()
- * returns one packet, so each 'data' chunk is one packet. This saves the hand-off from a reader
+ * returns one packet, so each read callback is one packet. This saves the hand-off from a reader
  * thread to the main thread, a scheduler wake-up on every packet that arrives alone (a ping),
- * on each side. It needs Node's internal pipe_wrap binding (uv_pipe_open on any pollable fd);
- * undefined where that is not there, and the worker reads instead. The packets that one turn of
- * the event loop reads are handed on together (one burst, as the worker posts them).
+ * on each side. It needs Node's internal pipe_wrap and stream_wrap bindings (uv_pipe_open on
+ * any pollable fd, and where a read's length is); undefined where they are not there, and the
+ * worker reads instead. The packets go straight from the handle's read callback, without a
+ * net.Socket: its stream machinery (push, a nextTick per read, the 'data' event) took 13% of an
+ * agent's main thread in a profile of pings (sim/PROFILE.md, issue 15). The packets that one
+ * turn of the event loop reads are handed on together (one burst, as the worker posts them).
  */
-function mainLoopReader(fd: number, onPackets: (packets: Uint8Array[]) => void): Socket | undefined {
-  let socket: Socket
+function mainLoopReader(
+  fd: number,
+  onPackets: (packets: Uint8Array[]) => void,
+  onError: (err: Error) => void,
+): LoopReader | undefined {
+  let handle: any
+  let state: Int32Array
+  let NREAD: number
+  let OFFSET: number
   try {
-    const binding = (process as unknown as { binding(name: string): any }).binding('pipe_wrap')
-    const handle = new binding.Pipe(binding.constants.SOCKET)
+    const bind = (process as unknown as { binding(name: string): any }).binding
+    const pipe = bind('pipe_wrap')
+    const stream = bind('stream_wrap')
+    state = stream.streamBaseState
+    NREAD = stream.kReadBytesOrError
+    OFFSET = stream.kArrayBufferOffset
+    if (!(state instanceof Int32Array) || typeof NREAD !== 'number' || typeof OFFSET !== 'number')
+      return undefined
+    handle = new pipe.Pipe(pipe.constants.SOCKET)
     if (handle.open(fd) !== 0) return undefined
-    socket = new Socket({ handle, readable: true, writable: false } as never)
   } catch {
     return undefined
   }
@@ -121,24 +141,43 @@ function mainLoopReader(fd: number, onPackets: (packets: Uint8Array[]) => void):
     burst = []
     onPackets(packets)
   }
-  socket.on('data', (packet: Buffer) => {
-    if (burst.push(packet) === 1) setImmediate(flush)
-  })
-  return socket
+  handle.onread = (buf: ArrayBuffer | undefined) => {
+    const n = state[NREAD]
+    if (n > 0) {
+      if (burst.push(new Uint8Array(buf!, state[OFFSET], n)) === 1) setImmediate(flush)
+      return
+    }
+    if (n === 0) return
+    // a TUN device gives no end of file: an error stops the reading, and says so
+    handle.readStop()
+    onError(new Error(`reading the TUN device failed (libuv error ${n})`))
+  }
+  // not closed on failure: closing it would close the fd the worker then reads
+  if (handle.readStart() !== 0) return undefined
+  // like the worker: the device alone does not keep the process running
+  handle.unref()
+  return {
+    close: () =>
+      new Promise<void>((resolve) => {
+        handle.readStop()
+        // closing the handle closes the fd (and the kernel removes the device)
+        handle.close(() => resolve())
+      }),
+  }
 }
 
 /** An open TUN device with its address and routes; close() removes it (and them, with it). */
 export class TunDevice {
   private fd: number
   private readonly worker: Worker | undefined
-  private readonly socket: Socket | undefined
+  private readonly loop: LoopReader | undefined
   private readonly stopFlag = new Int32Array(new SharedArrayBuffer(4))
   writeErrors = 0
   private closed = false
 
   /** where packets are read: on the event loop, or in a worker thread where that is not possible */
   get reader(): 'event-loop' | 'worker' {
-    return this.socket !== undefined ? 'event-loop' : 'worker'
+    return this.loop !== undefined ? 'event-loop' : 'worker'
   }
 
   private constructor(
@@ -147,13 +186,8 @@ export class TunDevice {
     opts: TunOptions,
   ) {
     this.fd = fd
-    this.socket = mainLoopReader(fd, opts.onPackets)
-    if (this.socket !== undefined) {
-      this.socket.on('error', (err) => opts.onError?.(err))
-      // like the worker: the device alone does not keep the process running
-      this.socket.unref()
-      return
-    }
+    this.loop = mainLoopReader(fd, opts.onPackets, (err) => opts.onError?.(err))
+    if (this.loop !== undefined) return
     this.worker = new Worker(new URL('./tun-reader.js', import.meta.url), {
       workerData: { fd, mtu: opts.mtu, stop: this.stopFlag },
     })
@@ -216,9 +250,9 @@ export class TunDevice {
   async close(): Promise<void> {
     if (this.closed) return
     this.closed = true
-    if (this.socket !== undefined) {
-      // the socket owns the fd: destroying it closes the fd (and the kernel removes the device)
-      await new Promise<void>((resolve) => this.socket!.once('close', () => resolve()).destroy())
+    if (this.loop !== undefined) {
+      // the handle owns the fd: closing it closes the fd (and the kernel removes the device)
+      await this.loop.close()
       this.fd = -1
       return
     }

@@ -12,6 +12,8 @@
 
 import { randomBytes } from 'node:crypto'
 import { createSocket, type RemoteInfo, type Socket } from 'node:dgram'
+import { lookup } from 'node:dns'
+import { isIPv4 } from 'node:net'
 import { DatagramSizer, fragmentsOf } from './datagram-size.js'
 import { packMessages, splitIPv6 } from './frames.js'
 import { KEY_BYTES, keyIdOf, newKey, Opener, Sealer } from './udp-crypto.js'
@@ -65,6 +67,20 @@ export interface UdpCarrierDeps {
   onConfirmed(peer: string, endpoint: Endpoint): void
   onClosed(peer: string, why: string): void
   onError(err: Error): void
+}
+
+/**
+ * The socket's name lookup: every address the carrier sends to is an IPv4 literal (a connection's
+ * remote IP, where a datagram came from), answered at once; dgram's default (dns.lookup) defers
+ * even a literal to the next tick, one more hop per datagram sent (sim/PROFILE.md, issue 15).
+ */
+export function literalLookup(
+  address: string,
+  family: unknown,
+  callback: (err: NodeJS.ErrnoException | null, address: string, family: number) => void,
+): void {
+  if (isIPv4(address)) callback(null, address, 4)
+  else lookup(address, family as number, callback)
 }
 
 export class UdpSession {
@@ -133,7 +149,12 @@ export class UdpCarrier {
 
   /** Bind the carrier's socket (IPv4, every address: members reach us at a connection's remote IP). */
   static async open(deps: UdpCarrierDeps): Promise<UdpCarrier> {
-    const socket = createSocket({ type: 'udp4', recvBufferSize: 4 << 20, sendBufferSize: 4 << 20 })
+    const socket = createSocket({
+      type: 'udp4',
+      recvBufferSize: 4 << 20,
+      sendBufferSize: 4 << 20,
+      lookup: literalLookup,
+    })
     await new Promise<void>((resolve, reject) => {
       socket.once('error', reject)
       socket.bind(deps.port, '0.0.0.0', () => {

@@ -3,7 +3,7 @@ import assert from 'node:assert/strict'
 import { createSocket } from 'node:dgram'
 import { until } from '../../sim/bench/report.js'
 import { parseIPv6 } from '../../src/membership/overlay.js'
-import { CONFIRM_MS, LOST_MS, UdpCarrier } from '../../src/overlay/udp-carrier.js'
+import { CONFIRM_MS, LOST_MS, literalLookup, UdpCarrier } from '../../src/overlay/udp-carrier.js'
 import { newKey, Opener, ReplayWindow, Sealer, WINDOW } from '../../src/overlay/udp-crypto.js'
 
 const A = parseIPv6('fd11:2233:4455::a')!
@@ -300,5 +300,21 @@ describe("overlay: the direct UDP carrier sizes its packets by the member's loss
     } finally {
       p.close()
     }
+  })
+})
+
+describe("overlay: the direct UDP carrier's name lookup", () => {
+  it('answers an IPv4 literal before it returns, and still resolves a name', async () => {
+    let answer: [string, number] | undefined
+    literalLookup('198.18.1.11', 4, (err, address, family) => {
+      assert.equal(err, null)
+      answer = [address, family]
+    })
+    // no deferral: dgram sends the datagram in the same turn as send()
+    assert.deepEqual(answer, ['198.18.1.11', 4])
+    const named = await new Promise<string>((resolve, reject) =>
+      literalLookup('localhost', 4, (err, address) => (err === null ? resolve(address) : reject(err))),
+    )
+    assert.equal(named, '127.0.0.1')
   })
 })
