@@ -30,11 +30,11 @@ import { loadavg } from 'node:os'
 import { join } from 'node:path'
 import { performance } from 'node:perf_hooks'
 import { newCluster } from '../../src/node/cluster.js'
-import type { Host } from '../../test/system/harness.js'
 import { sshdSetup } from '../../test/system/harness.js'
-import { type Agent, World, waitFor } from '../../test/system/world.js'
+import { type Agent, World } from '../../test/system/world.js'
 import { parseFlags, positive } from './args.js'
 import { type Impairment, type ImpairStats, impairedLink } from './impair.js'
+import { type Carrier, type PairOptions, pair } from './overlay-pair.js'
 import {
   cpuSeconds,
   cpuSecondsByThread,
@@ -50,7 +50,6 @@ import { streamRun } from './stream-run.js'
 // every flag checked up front (parseFlags: an unknown one is an error, not a long run on defaults)
 const numbers = new Map<string, number>()
 const switches = new Set<string>()
-type Carrier = 'udp' | 'datagram' | 'stream'
 const CARRIERS: Carrier[] = ['udp', 'datagram', 'stream']
 let carriers: Carrier[] = CARRIERS
 const num = (name: string) => (next: () => string) => {
@@ -84,29 +83,11 @@ parseFlags(
   'use --mib N --repeats N --ssh-mib N --pings N --lossy-mib N --datagram-mtu N --udp-mtu-max N --carriers udp,datagram,stream --skip --no-lossy --no-ceiling --datagram-only --impaired-only',
 )
 const arg = (name: string, dflt: number): number => numbers.get(name) ?? dflt
-
-// a sink on [::]:7001 and 0.0.0.0:7002 that answers 'done' after each connection's FIN
-const SINK = `
-const net = require('node:net')
-const serve = (s) => { s.on('data', () => {}); s.on('end', () => s.end('done')) }
-net.createServer({ allowHalfOpen: true }, serve).listen(7001, '::')
-setTimeout(() => process.exit(0), 900000)
-`
-// sends process.argv[2] MiB to process.argv[1]:7001, prints the MB/s from connect to 'done'
-const SOURCE = `
-const net = require('node:net')
-const [host, mib] = [process.argv[1], Number(process.argv[2])]
-const chunk = Buffer.alloc(1 << 20, 7)
-const s = net.connect(7001, host, () => {
-  const t0 = process.hrtime.bigint()
-  let left = mib
-  const pump = () => { while (left > 0) { left--; if (!s.write(chunk)) return s.once('drain', pump) } s.end() }
-  s.on('data', () => { const sec = Number(process.hrtime.bigint() - t0) / 1e9; console.log((mib * 1.048576 / sec).toFixed(1)); process.exit(0) })
-  pump()
+const pairOptions = (): PairOptions => ({
+  mib: arg('mib', 128),
+  datagramMtu: arg('datagram-mtu', 1280),
+  udpMtuMax: arg('udp-mtu-max', 16000),
 })
-s.on('error', (e) => { console.error(e.message); process.exit(1) })
-setTimeout(() => { console.error('timed out'); process.exit(1) }, 300000)
-`
 
 /** What one carrier measured. */
 interface CarrierRun {
@@ -155,60 +136,6 @@ const EMPTY: Omit<CarrierRun, 'carrier' | 'lossy'> = {
   threads: {},
 }
 
-/** Two agents a and b on the given hosts, on one carrier, with a TCP sink on b (ports 7001). */
-async function pair(w: World, aHost: Host, bHost: Host, carrier: Carrier) {
-  const prof = process.env.MESH_BENCH_PROF
-  const on = {
-    MESH_OVERLAY__INTERFACE: 'true',
-    MESH_OVERLAY__NAMES: 'false',
-    MESH_OVERLAY__UDP: String(carrier === 'udp'),
-    MESH_OVERLAY__DATAGRAM: String(carrier !== 'stream'),
-    MESH_OVERLAY__DATAGRAM_MTU: String(arg('datagram-mtu', 1280)),
-    MESH_OVERLAY__UDP_MTU_MAX: String(arg('udp-mtu-max', 16000)),
-    MESH_LOG_LEVEL: 'warn',
-    ...(prof === undefined
-      ? {}
-      : { MESH_BENCH_PROF: prof, NODE_OPTIONS: `--import ${join(import.meta.dirname, 'cpu-prof.js')}` }),
-  }
-  await w.mesh({ dir: join(w.tmp, 'agent-a') } as Agent, ['init', '--cluster', 'bench'])
-  const a = w.agent('a', aHost, ['--announce', `/ip4/${aHost.ip}/tcp/4701`], on)
-  await w.ready(a)
-  const b = w.agent('b', bHost, ['--announce', `/ip4/${bHost.ip}/tcp/4701`, '--join', await w.invite(a)], on)
-  await w.ready(b)
-  const bOverlay = await waitFor(
-    'both interfaces up and b alive at a',
-    async () => {
-      const s = await w.json(b, ['status'])
-      const m = await w.member(a, 'b')
-      return s.overlayInterface?.interface === 'mesh0' && m?.status === 'alive'
-        ? (s.overlay as string)
-        : undefined
-    },
-    60_000,
-  )
-  const carrierOf = async (x: Agent, to: string) =>
-    (await w.json(x, ['status'])).overlayInterface.peers.find((p: any) => p.name === to)?.carrier
-  // packets flow, and the carrier is up at both ends before anything is measured
-  await waitFor(
-    `a and b on the ${carrier} carrier`,
-    async () => {
-      await w.lab.exec(aHost, ['ping', '-n', '-c', '1', '-W', '2', bOverlay])
-      return (await carrierOf(a, 'b')) === carrier && (await carrierOf(b, 'a')) === carrier
-    },
-    60_000,
-    1_000,
-  )
-  w.lab.spawn(bHost, [process.execPath, '-e', SINK])
-  const mib = arg('mib', 128)
-  const send = async (to: string, n = mib): Promise<number> => {
-    const r = await w.lab.execOk(aHost, [process.execPath, '-e', SOURCE, to, String(n)], {
-      timeoutMs: 320_000,
-    })
-    return Number(r.trim())
-  }
-  return { a, b, bOverlay, send }
-}
-
 async function measure(carrier: Carrier): Promise<CarrierRun> {
   if (switches.has('impaired-only')) return { ...EMPTY, carrier, lossy: await impaired(carrier) }
   const mib = arg('mib', 128)
@@ -221,7 +148,7 @@ async function measure(carrier: Carrier): Promise<CarrierRun> {
     const pub = w.lab.segment('pub')
     const aHost = w.lab.host('a', pub)
     const bHost = w.lab.host('b', pub)
-    const { a, b, bOverlay, send } = await pair(w, aHost, bHost, carrier)
+    const { a, b, bOverlay, send } = await pair(w, aHost, bHost, carrier, pairOptions())
     // b's sshd on its link address and its overlay address (port 22 in b's namespace)
     w.lab.spawn(bHost, sshdSetup(join(w.tmp, 'sshd-b'), 22, readFileSync(`${w.key}.pub`), ['0.0.0.0', '::']))
     // the sink and sshd listening before the first run
@@ -313,7 +240,7 @@ async function impaired(carrier: Carrier): Promise<CarrierRun['lossy']> {
     const link = await impairedLink(w.lab)
     const aHost = w.lab.host('a', link.sideA)
     const bHost = w.lab.host('b', link.sideB)
-    const { a, send, bOverlay } = await pair(w, aHost, bHost, carrier)
+    const { a, send, bOverlay } = await pair(w, aHost, bHost, carrier, pairOptions())
     const out: CarrierRun['lossy'] = []
     // where datagrams are lost besides the impairer: b's UDP socket (RcvbufErrors) and b's IPv4
     // fragment reassembly (ReasmFails), counted by b's kernel (/proc/net/snmp in its namespace)
