@@ -24,28 +24,29 @@ import {
 
 type WorldModule = typeof import('../../test/system/world.js')
 
-let builds = [resolve(import.meta.dirname, '../..')]
-const numbers = new Map<string, number>()
-const num = (name: string) => (next: () => string) => {
-  numbers.set(name, positive(`--${name}`, next()))
-}
+// what to compare, and how much of each (defaults below); every flag checked up front
+const opt = { builds: [resolve(import.meta.dirname, '../..')], rounds: 10, pings: 100, mib: 16 }
 parseFlags(
   process.argv.slice(2),
   {
     '--builds': (next) => {
-      builds = next()
+      opt.builds = next()
         .split(',')
         .map((b) => resolve(b))
     },
-    '--rounds': num('rounds'),
-    '--pings': num('pings'),
-    '--mib': num('mib'),
+    '--rounds': (next) => {
+      opt.rounds = positive('--rounds', next())
+    },
+    '--pings': (next) => {
+      opt.pings = positive('--pings', next())
+    },
+    '--mib': (next) => {
+      opt.mib = positive('--mib', next())
+    },
   },
   'use --builds DIST,DIST --rounds N --pings N --mib N',
 )
-const rounds = numbers.get('rounds') ?? 10
-const pings = numbers.get('pings') ?? 100
-const mib = numbers.get('mib') ?? 16
+const { builds, rounds, pings, mib } = opt
 
 interface Measured {
   build: string
@@ -103,7 +104,7 @@ async function main(): Promise<void> {
           m.cpu += c1[0] - c0[0] + c1[1] - c0[1]
         }
         console.error(
-          `round ${r + 1} ${m.build}: +${fmt(m.overhead.at(-1), 3)} ms, ${fmt(m.tcp.at(-1))} MB/s`,
+          `round ${r + 1} ${m.build}: +${fmt(m.overhead.at(-1), 3)} ms, ${fmt(m.cpuPerPing.at(-1), 3)} CPU ms/ping, ${fmt(m.tcp.at(-1))} MB/s`,
         )
       }
   } finally {
