@@ -78,11 +78,13 @@ function natLines(n: NatStatus): string[] {
   ]
 }
 
-/** ", packets up to 8000 B (fragment loss 0.12%)": what the member's loss reports allow now */
+/** ", packets up to 8000 B (fragment loss 0.12%), keys rotated 3x": what the loss reports allow now, the keys */
 function udpSize(u: OverlayStatus['peers'][number]['udp']): string {
   if (u?.packetSize === undefined) return ''
   const loss = u.fragmentLoss === undefined ? '' : ` (fragment loss ${(u.fragmentLoss * 100).toFixed(2)}%)`
-  return `, packets up to ${u.packetSize} B${loss}`
+  const keys =
+    u.keys === 'random' ? ', keys not rotated (member on an older version)' : `, keys rotated ${u.rekeys}x`
+  return `, packets up to ${u.packetSize} B${loss}${keys}`
 }
 
 function overlayLines(o: OverlayStatus): string[] {

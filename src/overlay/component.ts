@@ -28,7 +28,13 @@ import { type HostsEntry, writeHostsBlock } from './hosts.js'
 import { packetTooBig } from './icmp.js'
 import { ToldPathMtus } from './path-mtu.js'
 import { TunDevice, TunError } from './tun.js'
-import { type Endpoint, type LocalKey, REPLACED, UdpCarrier } from './udp-carrier.js'
+import { type LocalKey, REPLACED, UdpCarrier } from './udp-carrier.js'
+
+/** The remote IPv4 address of a connection, if it has one. */
+function ipv4Of(conn: Connection): string | undefined {
+  const first = conn.remoteAddr.getComponents()[0]
+  return first?.name === 'ip4' ? first.value : undefined
+}
 
 export const overlayProtocol = (c: Cluster) => `${protocolPrefix(c)}/overlay/1.0.0`
 export const datagramProtocol = (c: Cluster) => `${protocolPrefix(c)}/overlay-datagram/1.0.0`
@@ -68,6 +74,10 @@ export interface OverlayStatus {
       received: number
       sentDatagrams: number
       receivedDatagrams: number
+      /** how the keys were made: 'x25519' (derived, rotated) or 'random' (a member on the previous version) */
+      keys: 'x25519' | 'random'
+      /** completed key rotations in this session */
+      rekeys: number
       /** the largest packet sent to the member now (it follows the member's loss reports) */
       packetSize: number
       /** the loss per IP fragment the member reports (undefined: it sends no reports) */
@@ -375,6 +385,8 @@ export class OverlayComponent implements Component {
                   received: u.receivedPackets,
                   sentDatagrams: u.sentDatagrams,
                   receivedDatagrams: u.receivedDatagrams,
+                  keys: u.rotates ? 'x25519' : 'random',
+                  rekeys: u.rekeys,
                   packetSize: u.packetSize(this.deps.config.datagramMtu),
                   fragmentLoss: u.sizer?.fragmentLoss,
                   sizeChanges: u.sizer?.changes.map((c) => ({
@@ -685,6 +697,8 @@ export class OverlayComponent implements Component {
           this.udp !== undefined && this.udp.drops['udp-send-failed']++
           if (errors++ % 1000 === 0) log.debug({ err: err.message }, 'overlay UDP send failed')
         },
+        onRekeyDue: (peer) => this.rekeyUdp(peer),
+        rekeyAfterMs: this.deps.config.rekeyAfterMs,
       })
     } catch (err) {
       log.warn(
@@ -709,8 +723,8 @@ export class OverlayComponent implements Component {
   private directIPv4(peer: string): { conn: Connection; address: string } | undefined {
     for (const conn of this.admittedConnections(peer)) {
       if (pathKind(conn.remoteAddr) !== 'direct') continue
-      const first = conn.remoteAddr.getComponents()[0]
-      if (first?.name === 'ip4' && first.value !== undefined) return { conn, address: first.value }
+      const address = ipv4Of(conn)
+      if (address !== undefined) return { conn, address }
     }
     return undefined
   }
@@ -728,41 +742,74 @@ export class OverlayComponent implements Component {
     if (retry !== undefined && Date.now() < retry.at) return
     const direct = this.directIPv4(peer)
     if (direct === undefined) return
-    this.exchanging.add(peer)
-    const local = udp.newLocalKey()
-    void (async () => {
-      try {
-        const signal = AbortSignal.timeout(UDP_EXCHANGE_MS)
-        const stream = await direct.conn.newStream(this.udpProtocol, { signal })
-        const pb = pbStream(stream, { maxDataLength: 1024 }).pb(UdpKey)
-        await pb.write(
-          {
-            kind: UdpKey.Kind.OFFER,
-            key: local.key,
-            keyId: local.keyId,
-            port: udp.port,
-            error: '',
-            lossReports: true,
-          },
-          {
-            signal,
-          },
-        )
-        const answer = await pb.read({ signal })
-        await stream.close().catch(() => {})
-        if (answer.kind === UdpKey.Kind.REFUSE) throw new Error(`refused: ${answer.error}`)
-        if (answer.kind !== UdpKey.Kind.ANSWER) throw new Error('expected an answer')
-        this.startSession(peer, direct.conn, local, answer, { address: direct.address, port: answer.port })
-      } catch (err) {
-        udp.release(local)
-        this.udpFailed(peer, err as Error)
-      } finally {
-        this.exchanging.delete(peer)
-      }
-    })()
+    void this.offerUdp(udp, peer, direct.conn, direct.address)
   }
 
-  /** A member offers its key for the direct UDP carrier: we answer with ours. */
+  /**
+   * The session's keys are due for rotation (we offered): a new exchange on the connection the
+   * session's keys were exchanged on. A failure leaves the session on its keys; the carrier asks
+   * again, and closes it when the keys stay unrotated too long.
+   */
+  private rekeyUdp(peer: string): void {
+    const udp = this.udp
+    const conn = this.udpConn.get(peer)
+    if (udp === undefined || conn === undefined || conn.status !== 'open' || this.exchanging.has(peer)) return
+    void this.offerUdp(udp, peer, conn, undefined)
+  }
+
+  /** One exchange as the offerer: a new session at `address`, or (without one) new keys for ours. */
+  private async offerUdp(udp: UdpCarrier, peer: string, conn: Connection, address: string | undefined) {
+    const rekey = address === undefined
+    this.exchanging.add(peer)
+    const local = udp.newLocalKey()
+    try {
+      const signal = AbortSignal.timeout(UDP_EXCHANGE_MS)
+      const stream = await conn.newStream(this.udpProtocol, { signal })
+      const pb = pbStream(stream, { maxDataLength: 1024 }).pb(UdpKey)
+      await pb.write(
+        {
+          kind: UdpKey.Kind.OFFER,
+          // what a member on the previous version seals to us with (it sends no public key)
+          key: rekey ? new Uint8Array(0) : local.key,
+          keyId: local.keyId,
+          port: udp.port,
+          error: '',
+          lossReports: true,
+          publicKey: local.ephemeral.publicKey,
+          rekey,
+        },
+        { signal },
+      )
+      const answer = await pb.read({ signal })
+      await stream.close().catch(() => {})
+      if (answer.kind === UdpKey.Kind.REFUSE) throw new Error(`refused: ${answer.error}`)
+      if (answer.kind !== UdpKey.Kind.ANSWER) throw new Error('expected an answer')
+      if (rekey && answer.rekey) {
+        if (udp.session(peer)?.rotates === true && this.udpConn.get(peer) === conn)
+          udp.rekey(peer, local, answer)
+        else udp.release(local)
+      }
+      // the answerer had no session to rotate (it closed it): it started a new one, so do we
+      else
+        this.startSession(
+          peer,
+          conn,
+          local,
+          answer,
+          { address: address ?? ipv4Of(conn), port: answer.port },
+          true,
+        )
+    } catch (err) {
+      udp.release(local)
+      if (rekey)
+        this.deps.reporter.log.debug({ peer, err: (err as Error).message }, 'overlay UDP key rotation failed')
+      else this.udpFailed(peer, err as Error)
+    } finally {
+      this.exchanging.delete(peer)
+    }
+  }
+
+  /** A member offers its key for the direct UDP carrier (a new session, or new keys): we answer. */
   private async onUdpOffer(stream: Stream, connection: Connection): Promise<void> {
     const peer = connection.remotePeer.toString()
     const udp = this.udp
@@ -771,40 +818,59 @@ export class OverlayComponent implements Component {
     const first = connection.remoteAddr.getComponents()[0]
     const refuse = async (error: string) => {
       await pb.write(
-        { kind: UdpKey.Kind.REFUSE, key: new Uint8Array(0), keyId: 0, port: 0, error, lossReports: false },
+        {
+          kind: UdpKey.Kind.REFUSE,
+          key: new Uint8Array(0),
+          keyId: 0,
+          port: 0,
+          error,
+          lossReports: false,
+          publicKey: new Uint8Array(0),
+          rekey: false,
+        },
         { signal },
       )
       await stream.close()
     }
     let local: LocalKey | undefined
+    let offer: UdpKey | undefined
     try {
-      const offer = await pb.read({ signal })
+      offer = await pb.read({ signal })
       if (offer.kind !== UdpKey.Kind.OFFER) throw new Error('expected an offer')
       if (udp === undefined || this.tun === undefined || this.live(peer) === undefined)
         return await refuse('not a live member')
       if (pathKind(connection.remoteAddr) !== 'direct' || first?.name !== 'ip4' || first.value === undefined)
         return await refuse('not a direct IPv4 connection')
       local = udp.newLocalKey()
-      // the session is ready before the member hears our answer, so its first probe finds it
-      this.startSession(peer, connection, local, offer, { address: first.value, port: offer.port })
+      // the new keys open before the member hears our answer, so its first datagram under them
+      // (a probe of a new session, or the first one sealed after a rotation) finds them
+      const rekey = offer.rekey && offer.publicKey.length > 0 && udp.session(peer)?.rotates === true
+      if (rekey) {
+        udp.rekey(peer, local, offer)
+        this.udpConn.set(peer, connection)
+      } else
+        this.startSession(peer, connection, local, offer, { address: first.value, port: offer.port }, false)
+      const derived = offer.publicKey.length > 0
       await pb.write(
         {
           kind: UdpKey.Kind.ANSWER,
-          key: local.key,
+          // to a member on the previous version (no public key): the key it seals to us with
+          key: derived ? new Uint8Array(0) : local.key,
           keyId: local.keyId,
           port: udp.port,
           error: '',
           lossReports: true,
+          publicKey: derived ? local.ephemeral.publicKey : new Uint8Array(0),
+          rekey,
         },
-        {
-          signal,
-        },
+        { signal },
       )
       await stream.close().catch(() => {})
     } catch (err) {
       if (local !== undefined) {
         udp?.release(local)
-        udp?.close(peer, 'the key exchange failed')
+        // a failed rotation keeps the session on its old keys (the member's offer timed out)
+        if (!offer?.rekey) udp?.close(peer, 'the key exchange failed')
       }
       stream.abort(err as Error)
       this.deps.reporter.log.debug({ peer, err: (err as Error).message }, 'no direct UDP carrier')
@@ -816,13 +882,16 @@ export class OverlayComponent implements Component {
     conn: Connection,
     local: LocalKey,
     remote: UdpKey,
-    endpoint: Endpoint,
+    endpoint: { address: string | undefined; port: number },
+    offerer: boolean,
   ): void {
-    if (endpoint.port < 1 || endpoint.port > 65535) throw new Error(`bad UDP port ${endpoint.port}`)
+    const { address, port } = endpoint
+    if (address === undefined || port < 1 || port > 65535)
+      throw new Error(`bad UDP endpoint ${address}:${port}`)
     const { datagramMtu, udpMtuMax } = this.deps.config
     // both ends report loss (the member said so): packet sizes follow its reports
     const sizes = remote.lossReports ? { min: datagramMtu, max: udpMtuMax } : undefined
-    this.udp?.start(peer, local, { key: remote.key, keyId: remote.keyId, endpoint }, sizes)
+    this.udp?.start(peer, local, { ...remote, endpoint: { address, port } }, { offerer, sizes })
     this.udpConn.set(peer, conn)
   }
 

@@ -57,6 +57,8 @@ export const OVERLAY_DEFAULTS = {
   udp: true,
   // the port that carrier receives on; 0: an ephemeral one (told to members in the key exchange)
   udpPort: 0,
+  // that carrier's keys are rotated this often (WireGuard's REKEY_AFTER_TIME; the offerer's counts)
+  rekeyAfterMs: 120_000,
 }
 
 /** The `overlay` section: the mesh0 interface. */
@@ -77,6 +79,8 @@ export const OverlayConfigSchema = z
     udpMtuMax: z.number().int().min(1280).max(65000).default(OVERLAY_DEFAULTS.udpMtuMax),
     udp: z.boolean().default(OVERLAY_DEFAULTS.udp),
     udpPort: z.number().int().min(0).max(65535).default(OVERLAY_DEFAULTS.udpPort),
+    // at least 5 s (more than twice the 2 s an old key still opens), at most an hour
+    rekeyAfterMs: z.number().int().min(5_000).max(3_600_000).default(OVERLAY_DEFAULTS.rekeyAfterMs),
   })
   .strict()
   .default({ ...OVERLAY_DEFAULTS, allow: [] })

@@ -8,6 +8,11 @@
  * (a probe says whether its sender has heard us yet); only then do packets go on it. A session
  * that hears nothing for LOST_MS, or is not confirmed within CONFIRM_MS, closes, and the
  * packets go back on the WebRTC datagram channel or the stream.
+ *
+ * Keys rotate within a session (protocols/overlay.md, "Key rotation"): the offerer runs a new
+ * exchange every rekeyAfterMs, and each end opens the member's datagrams under the old key for
+ * GRACE_MS after it saw the member use the new one. The session (its confirmation, packet size,
+ * totals) is kept across a rotation.
  */
 
 import { randomBytes } from 'node:crypto'
@@ -16,7 +21,16 @@ import { lookup } from 'node:dns'
 import { isIPv4 } from 'node:net'
 import { DatagramSizer, fragmentsOf } from './datagram-size.js'
 import { packMessages, splitIPv6 } from './frames.js'
-import { KEY_BYTES, keyIdOf, newKey, Opener, Sealer } from './udp-crypto.js'
+import {
+  deriveKeys,
+  type Ephemeral,
+  KEY_BYTES,
+  keyIdOf,
+  newEphemeral,
+  newKey,
+  Opener,
+  Sealer,
+} from './udp-crypto.js'
 
 // a confirmed session that hears nothing (not even a keepalive) this long has lost its path
 export const LOST_MS = 15_000
@@ -28,6 +42,22 @@ const KEEPALIVE_MS = 5_000
 const MAX_QUEUED = 1 << 20
 
 export const REPLACED = 'replaced by a new key exchange'
+
+// a new exchange after this long with one key (WireGuard's REKEY_AFTER_TIME; overlay.rekeyAfterMs)
+export const REKEY_AFTER_MS = 120_000
+// ... or after this many datagrams sealed with one key, either way. Not for the cipher (a 64-bit
+// nonce counter; ChaCha20-Poly1305's limits are beyond 2^60 messages): it bounds what one key
+// protects on a fast link, ~21 GB of 1280-byte packets, about 2 minutes at 1.4 Gbit/s
+export const REKEY_AFTER_DATAGRAMS = 2 ** 24
+// a key the member stopped using still opens its datagrams this long (in flight, reordered):
+// longer than any queue on a path that works, short enough that a retired key soon opens nothing
+export const GRACE_MS = 2_000
+// an exchange that failed is tried again this much later; keys not rotated this long after
+// they were due close the session (WireGuard's REJECT_AFTER_TIME is REKEY_AFTER_TIME + 60 s)
+const REKEY_RETRY_MS = 5_000
+export const REJECT_AFTER_DUE_MS = 60_000
+// key ids retired per session that are still told apart from strangers' (udp-retired-key)
+const RETIRED_KEPT = 4
 
 // a control datagram's plaintext is shorter than an IPv6 packet (40 bytes) and starts with its kind
 const PROBE = 0
@@ -45,6 +75,7 @@ export type UdpDropReason =
   | 'udp-unknown-key'
   | 'udp-bad-tag'
   | 'udp-replayed'
+  | 'udp-retired-key'
   | 'udp-congested'
   | 'udp-send-failed'
 
@@ -53,10 +84,31 @@ export interface Endpoint {
   port: number
 }
 
-/** Our half of a key exchange: the key the member will seal to us with, and its id. */
+/**
+ * Our half of a key exchange: an ephemeral X25519 key pair, and the id the member will put on
+ * the datagrams it seals to us; `key`, 32 random bytes, only for a member on the previous
+ * version, which sends and takes keys rather than public keys.
+ */
 export interface LocalKey {
-  key: Uint8Array<ArrayBuffer>
   keyId: number
+  ephemeral: Ephemeral
+  key: Uint8Array<ArrayBuffer>
+}
+
+/** The member's half: its public key (or, on the previous version, its random key). */
+export interface RemoteKey {
+  keyId: number
+  publicKey?: Uint8Array
+  key?: Uint8Array
+}
+
+/** One key we open the member's datagrams with, under the id we gave it. */
+interface RxKey {
+  id: number
+  opener: Opener
+  session: UdpSession
+  /** set once the member uses a newer key: from then on this one opens nothing */
+  retireAt?: number
 }
 
 export interface UdpCarrierDeps {
@@ -67,6 +119,12 @@ export interface UdpCarrierDeps {
   onConfirmed(peer: string, endpoint: Endpoint): void
   onClosed(peer: string, why: string): void
   onError(err: Error): void
+  /** the offerer's keys for the member are due for rotation: run a new exchange (then rekey()) */
+  onRekeyDue?(peer: string): void
+  /** overlay.rekeyAfterMs (default REKEY_AFTER_MS) */
+  rekeyAfterMs?: number
+  /** default REKEY_AFTER_DATAGRAMS (tests rotate sooner) */
+  rekeyAfterDatagrams?: number
 }
 
 /**
@@ -99,24 +157,60 @@ export class UdpSession {
   closed = false
   /** how large our packets to the member may be; undefined: the member sends no loss reports */
   readonly sizer: DatagramSizer | undefined
-  /** the highest counter we accepted from the member, and the one our last loss report went to */
-  rxTop = -1
-  rxReported = -1
+  /** the member's datagrams our last loss report counted as expected */
+  rxReported = 0
+  /** what the member sent under keys retired from this session: their highest counters + 1 */
+  expectedRetired = 0
   /** loss reports heard from the member */
   lossReports = 0
   /** datagrams of more than one fragment sent since the last tick (see UdpCarrier.tick) */
   sentLarge = 0
 
+  /** the key the member seals with now; the one it used before (for GRACE_MS); a new one it may
+   * take up any moment (the exchange is done on our side, the member has not used it yet) */
+  rx: RxKey
+  rxPrevious: RxKey | undefined
+  rxNext: RxKey | undefined
+  /** what we seal with; the answerer's new key waits here until the member is seen on its new one */
+  sealer: Sealer
+  sealerNext: Sealer | undefined
+  /** when the sealer's key was made */
+  keysAt = Date.now()
+  /** completed rotations (both ends use the new keys) */
+  rekeys = 0
+  /** when we last asked for a rotation (the offerer) */
+  rekeyAskedAt: number | undefined
+  /** key ids retired from this session, newest last */
+  readonly retired: number[] = []
+
   constructor(
     readonly peer: string,
-    readonly localKeyId: number,
-    readonly opener: Opener,
-    readonly sealer: Sealer,
+    localKeyId: number,
+    opener: Opener,
+    sealer: Sealer,
+    /** we offered (we start rotations) */
+    readonly offerer: boolean,
+    /** the keys came from X25519 (both ends on this version): they can be rotated */
+    readonly rotates: boolean,
     /** where the member's datagrams come from (it follows the last authentic one, e.g. through a NAT) */
     public endpoint: Endpoint,
     sizes?: { min: number; max: number },
   ) {
     this.sizer = sizes === undefined || sizes.max <= sizes.min ? undefined : new DatagramSizer(sizes)
+    this.rx = { id: localKeyId, opener, session: this }
+    this.sealer = sealer
+  }
+
+  /** The id the member puts on the datagrams it seals to us now. */
+  get localKeyId(): number {
+    return this.rx.id
+  }
+
+  /** The member's datagrams we should have got since the session began (over all its keys). */
+  expected(): number {
+    let n = this.expectedRetired
+    for (const k of [this.rxPrevious, this.rx, this.rxNext]) if (k !== undefined) n += k.opener.window.top + 1
+    return n
   }
 
   /** The largest packet to send the member now (`floor` when it sends no loss reports). */
@@ -131,10 +225,15 @@ export class UdpCarrier {
     'udp-unknown-key': 0,
     'udp-bad-tag': 0,
     'udp-replayed': 0,
+    'udp-retired-key': 0,
     'udp-congested': 0,
     'udp-send-failed': 0,
   }
-  private readonly byKeyId = new Map<number, UdpSession>()
+  private readonly byKeyId = new Map<number, RxKey>()
+  /** recently retired key ids -> their session (a datagram under one is a retired key's, not a stranger's) */
+  private readonly retiredIds = new Map<number, UdpSession>()
+  private readonly rekeyAfterMs: number
+  private readonly rekeyAfterDatagrams: number
   private readonly byPeer = new Map<string, UdpSession>()
   /** key ids handed out in an exchange that has not finished */
   private readonly reserved = new Set<number>()
@@ -145,6 +244,8 @@ export class UdpCarrier {
     private readonly deps: UdpCarrierDeps,
   ) {
     socket.on('message', (m, r) => this.receive(m, r))
+    this.rekeyAfterMs = deps.rekeyAfterMs ?? REKEY_AFTER_MS
+    this.rekeyAfterDatagrams = deps.rekeyAfterDatagrams ?? REKEY_AFTER_DATAGRAMS
   }
 
   /** Bind the carrier's socket (IPv4, every address: members reach us at a connection's remote IP). */
@@ -180,13 +281,13 @@ export class UdpCarrier {
     return [...this.byPeer.keys()]
   }
 
-  /** A fresh key and an id no session of ours uses, for one exchange. */
+  /** A fresh key pair and an id no session of ours uses, for one exchange. */
   newLocalKey(): LocalKey {
     let keyId: number
     do keyId = randomBytes(4).readUInt32BE(0)
-    while (this.byKeyId.has(keyId) || this.reserved.has(keyId))
+    while (this.byKeyId.has(keyId) || this.reserved.has(keyId) || this.retiredIds.has(keyId))
     this.reserved.add(keyId)
-    return { key: newKey(), keyId }
+    return { keyId, ephemeral: newEphemeral(), key: newKey() }
   }
 
   /** The exchange failed: its key id is free again. */
@@ -196,29 +297,82 @@ export class UdpCarrier {
 
   /**
    * Start the session the exchange agreed on (replacing the member's old one); it probes now.
-   * With `sizes` (both ends send loss reports), packet sizes follow the member's reports.
+   * With `sizes` (both ends send loss reports), packet sizes follow the member's reports. The
+   * keys come from the member's public key; from its random key when it sent no public key (a
+   * member on the previous version: those keys are never rotated).
    */
   start(
     peer: string,
     local: LocalKey,
-    remote: { key: Uint8Array; keyId: number; endpoint: Endpoint },
-    sizes?: { min: number; max: number },
+    remote: RemoteKey & { endpoint: Endpoint },
+    opts: { offerer: boolean; sizes?: { min: number; max: number } },
   ): UdpSession {
-    if (remote.key.length !== KEY_BYTES)
-      throw new Error(`the member's key has ${remote.key.length} bytes, not ${KEY_BYTES}`)
+    const keys = this.keysOf(local, remote, opts.offerer)
     this.close(peer, REPLACED)
     this.reserved.delete(local.keyId)
     const s = new UdpSession(
       peer,
       local.keyId,
-      new Opener(local.key),
-      new Sealer(Uint8Array.from(remote.key), remote.keyId),
+      new Opener(keys.open),
+      new Sealer(keys.seal, remote.keyId),
+      opts.offerer,
+      keys.rotates,
       remote.endpoint,
-      sizes,
+      opts.sizes,
     )
-    this.byKeyId.set(local.keyId, s)
+    this.byKeyId.set(local.keyId, s.rx)
     this.byPeer.set(peer, s)
     this.control(s, PROBE)
+    return s
+  }
+
+  private keysOf(
+    local: LocalKey,
+    remote: RemoteKey,
+    offerer: boolean,
+  ): { seal: Uint8Array<ArrayBuffer>; open: Uint8Array<ArrayBuffer>; rotates: boolean } {
+    if (remote.publicKey !== undefined && remote.publicKey.length > 0)
+      return {
+        ...deriveKeys(local.ephemeral, remote.publicKey, offerer ? 'offerer' : 'answerer'),
+        rotates: true,
+      }
+    const key = remote.key ?? new Uint8Array(0)
+    if (key.length !== KEY_BYTES)
+      throw new Error(`the member's key has ${key.length} bytes, not ${KEY_BYTES}`)
+    return { seal: Uint8Array.from(key), open: local.key, rotates: false }
+  }
+
+  /**
+   * A new exchange on a session finished on our side: the new key opens the member's datagrams
+   * from now on (the old one too, until GRACE_MS after the member is seen on the new one). The
+   * offerer seals with its new key at once (the answerer took its new key before answering) and
+   * says so in a probe under it; the answerer keeps sealing with the old key until it sees the
+   * member's first datagram under the new one (the member has our answer, so opens the new key).
+   */
+  rekey(peer: string, local: LocalKey, remote: RemoteKey): UdpSession {
+    const s = this.byPeer.get(peer)
+    if (s === undefined || !s.rotates) throw new Error('no session whose keys rotate')
+    const keys = deriveKeys(
+      local.ephemeral,
+      remote.publicKey ?? new Uint8Array(0),
+      s.offerer ? 'offerer' : 'answerer',
+    )
+    this.reserved.delete(local.keyId)
+    // an exchange the member never took up (its answer lost): that key opens nothing now
+    if (s.rxNext !== undefined) this.retire(s, s.rxNext)
+    s.rxNext = { id: local.keyId, opener: new Opener(keys.open), session: s }
+    this.byKeyId.set(local.keyId, s.rxNext)
+    const sealer = new Sealer(keys.seal, remote.keyId)
+    s.rekeyAskedAt = undefined
+    if (s.offerer) {
+      s.sealer.wipe()
+      s.sealer = sealer
+      s.keysAt = Date.now()
+      this.control(s, PROBE_HEARD)
+    } else {
+      s.sealerNext?.wipe()
+      s.sealerNext = sealer
+    }
     return s
   }
 
@@ -227,13 +381,75 @@ export class UdpCarrier {
     if (s === undefined) return
     s.closed = true
     this.byPeer.delete(peer)
-    this.byKeyId.delete(s.localKeyId)
+    for (const k of [s.rxPrevious, s.rx, s.rxNext]) {
+      if (k === undefined) continue
+      this.byKeyId.delete(k.id)
+      k.opener.wipe()
+    }
+    for (const id of s.retired) this.retiredIds.delete(id)
+    s.sealer.wipe()
+    s.sealerNext?.wipe()
     this.deps.onClosed(peer, why)
+  }
+
+  /** The member uses the new key: the old one opens for GRACE_MS more; the answerer seals anew. */
+  private promote(s: UdpSession, now: number): void {
+    const next = s.rxNext
+    if (next === undefined) return
+    if (s.rxPrevious !== undefined) this.retire(s, s.rxPrevious)
+    s.rxPrevious = s.rx
+    s.rxPrevious.retireAt = now + GRACE_MS
+    s.rx = next
+    s.rxNext = undefined
+    s.rekeys++
+    if (s.sealerNext !== undefined) {
+      s.sealer.wipe()
+      s.sealer = s.sealerNext
+      s.sealerNext = undefined
+      s.keysAt = now
+      // tell the offerer now (not at the next packet or keepalive), so its old key retires soon
+      this.control(s, PROBE_HEARD)
+    }
+  }
+
+  /** A key opens nothing from now on; what the member sent under it stays in the loss totals. */
+  private retire(s: UdpSession, k: RxKey): void {
+    this.byKeyId.delete(k.id)
+    s.expectedRetired += k.opener.window.top + 1
+    k.opener.wipe()
+    if (s.rxPrevious === k) s.rxPrevious = undefined
+    if (s.rxNext === k) s.rxNext = undefined
+    s.retired.push(k.id)
+    this.retiredIds.set(k.id, s)
+    if (s.retired.length > RETIRED_KEPT) this.retiredIds.delete(s.retired.shift()!)
+  }
+
+  /**
+   * The offerer's rotation: due after rekeyAfterMs or rekeyAfterDatagrams (either end's count),
+   * asked for again every REKEY_RETRY_MS while it fails, and the session closed when it has
+   * failed for REJECT_AFTER_DUE_MS. False when the session closed.
+   */
+  private rekeyTick(s: UdpSession, now: number): boolean {
+    if (!s.offerer || !s.rotates || !s.confirmed) return true
+    const age = now - s.keysAt
+    // until the member is seen on our newest key, the count it seals under is the old key's
+    const theirs = s.rxNext === undefined ? s.rx.opener.window.top + 1 : 0
+    if (age < this.rekeyAfterMs && Math.max(s.sealer.sealed, theirs) < this.rekeyAfterDatagrams) return true
+    if (age >= this.rekeyAfterMs + REJECT_AFTER_DUE_MS) {
+      this.close(s.peer, `keys not rotated for ${Math.round(age / 1000)} s`)
+      return false
+    }
+    if (s.rekeyAskedAt !== undefined && now - s.rekeyAskedAt < REKEY_RETRY_MS) return true
+    s.rekeyAskedAt = now
+    this.deps.onRekeyDue?.(s.peer)
+    return true
   }
 
   /** Once a second: probes for unconfirmed sessions, keepalives, and sessions that lost their path. */
   tick(now = Date.now()): void {
     for (const s of [...this.byPeer.values()]) {
+      if (s.rxPrevious?.retireAt !== undefined && now >= s.rxPrevious.retireAt) this.retire(s, s.rxPrevious)
+      if (!this.rekeyTick(s, now)) continue
       if (!s.confirmed) {
         if (now - s.since > CONFIRM_MS) this.close(s.peer, `no UDP reply within ${CONFIRM_MS / 1000} s`)
         else this.control(s, s.heard ? PROBE_HEARD : PROBE)
@@ -254,14 +470,15 @@ export class UdpCarrier {
    * member what it lost even when every large one is (a path that drops IP fragments).
    */
   private lossTick(s: UdpSession): void {
-    if (s.rxTop - s.rxReported >= REPORT_MIN_EXPECTED) {
+    const expected = s.expected()
+    if (expected - s.rxReported >= REPORT_MIN_EXPECTED) {
       const m = new Uint8Array(9)
       const v = new DataView(m.buffer)
       m[0] = LOSS_REPORT
-      v.setUint32(1, (s.rxTop + 1) % 2 ** 32)
+      v.setUint32(1, expected % 2 ** 32)
       v.setUint32(5, s.receivedAll % 2 ** 32)
       this.emit(s, m)
-      s.rxReported = s.rxTop
+      s.rxReported = expected
     }
     if (s.sentLarge > 0) {
       s.sentLarge = 0
@@ -317,20 +534,29 @@ export class UdpCarrier {
       this.drops['udp-malformed']++
       return
     }
-    const s = this.byKeyId.get(keyId)
-    if (s === undefined) {
-      this.drops['udp-unknown-key']++
+    const k = this.byKeyId.get(keyId)
+    if (k === undefined) {
+      this.drops[this.retiredIds.has(keyId) ? 'udp-retired-key' : 'udp-unknown-key']++
       return
     }
-    const r = s.opener.open(d)
+    const s = k.session
+    const now = Date.now()
+    // past its grace a key opens nothing, whenever the next tick comes
+    if (k.retireAt !== undefined && now >= k.retireAt) {
+      this.retire(s, k)
+      this.drops['udp-retired-key']++
+      return
+    }
+    const r = k.opener.open(d)
     if (!r.ok) {
       this.drops[r.reason]++
       return
     }
-    s.lastReceived = Date.now()
+    // the first authentic datagram under the new key: the member has switched
+    if (k === s.rxNext) this.promote(s, now)
+    s.lastReceived = now
     s.heard = true
     s.receivedAll++
-    if (r.counter > s.rxTop) s.rxTop = r.counter
     // the member is where its last authentic datagram came from (a NAT's public port, a new address)
     if (from.address !== s.endpoint.address || from.port !== s.endpoint.port)
       s.endpoint = { address: from.address, port: from.port }

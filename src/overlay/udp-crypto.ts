@@ -4,12 +4,23 @@
  *
  *     | key id (u32 BE) | counter (u64 BE) | ChaCha20-Poly1305 ciphertext | tag (16) |
  *
- * sealed with the receiver's key for this session (32 random bytes it sent us over the member's
- * Noise-authenticated connection), the nonce being 4 zero bytes and the counter, which the sender
- * never reuses with a key. The receiver opens it with the key its id names and accepts a counter
- * once (a sliding window, as IPsec and WireGuard keep).
+ * sealed with the key for this direction, the nonce being 4 zero bytes and the counter, which the
+ * sender never reuses with a key. Both ends derive the keys from ephemeral X25519 keys exchanged
+ * over the member's Noise-authenticated connection (HKDF-SHA256), so the keys themselves never
+ * travel; a member on the previous version sends 32 random bytes instead. The receiver opens a
+ * datagram with the key its id names and accepts a counter once (a sliding window, as IPsec and
+ * WireGuard keep).
  */
-import { createCipheriv, createDecipheriv, randomBytes } from 'node:crypto'
+import {
+  createCipheriv,
+  createDecipheriv,
+  createPublicKey,
+  diffieHellman,
+  generateKeyPairSync,
+  hkdfSync,
+  type KeyObject,
+  randomBytes,
+} from 'node:crypto'
 
 export const KEY_BYTES = 32
 export const HEADER_BYTES = 12
@@ -18,6 +29,54 @@ export const OVERHEAD = HEADER_BYTES + TAG_BYTES
 const ALG = 'chacha20-poly1305'
 
 export const newKey = (): Uint8Array<ArrayBuffer> => new Uint8Array(randomBytes(KEY_BYTES))
+
+export const PUBLIC_KEY_BYTES = 32
+// the DER prefix of an X25519 SubjectPublicKeyInfo: what node:crypto imports a raw key with
+const X25519_SPKI = Buffer.from('302a300506032b656e032100', 'hex')
+const KDF_INFO = Buffer.from('mesh overlay-udp 1.0.0 datagram keys')
+
+/** An X25519 key pair for one exchange: the private half never leaves this process. */
+export interface Ephemeral {
+  privateKey: KeyObject
+  publicKey: Uint8Array<ArrayBuffer>
+}
+
+export function newEphemeral(): Ephemeral {
+  const { privateKey, publicKey } = generateKeyPairSync('x25519')
+  const der = publicKey.export({ format: 'der', type: 'spki' })
+  return { privateKey, publicKey: new Uint8Array(der.subarray(der.length - PUBLIC_KEY_BYTES)) }
+}
+
+/**
+ * The two datagram keys of one exchange: HKDF-SHA256 over the X25519 shared secret, salted with
+ * both public keys (offerer's first), 64 bytes: the first 32 seal what the offerer sends, the
+ * last 32 what the answerer sends.
+ */
+export function deriveKeys(
+  own: Ephemeral,
+  theirs: Uint8Array,
+  role: 'offerer' | 'answerer',
+): { seal: Uint8Array<ArrayBuffer>; open: Uint8Array<ArrayBuffer> } {
+  if (theirs.length !== PUBLIC_KEY_BYTES)
+    throw new Error(`the member's public key has ${theirs.length} bytes, not ${PUBLIC_KEY_BYTES}`)
+  const publicKey = createPublicKey({
+    key: Buffer.concat([X25519_SPKI, theirs]),
+    format: 'der',
+    type: 'spki',
+  })
+  const shared = diffieHellman({ privateKey: own.privateKey, publicKey })
+  // a low-order point gives all zeros: a secret anyone knows (RFC 7748, section 6.1)
+  if (shared.every((b) => b === 0)) throw new Error("the member's public key is of low order")
+  const salt = role === 'offerer' ? [own.publicKey, theirs] : [theirs, own.publicKey]
+  const okm = new Uint8Array(hkdfSync('sha256', shared, Buffer.concat(salt), KDF_INFO, 2 * KEY_BYTES))
+  shared.fill(0)
+  const fromOfferer = okm.slice(0, KEY_BYTES)
+  const fromAnswerer = okm.slice(KEY_BYTES)
+  okm.fill(0)
+  return role === 'offerer'
+    ? { seal: fromOfferer, open: fromAnswerer }
+    : { seal: fromAnswerer, open: fromOfferer }
+}
 
 /** The key id a datagram names, or undefined when it is too short to be one of ours. */
 export function keyIdOf(d: Uint8Array): number | undefined {
@@ -50,6 +109,16 @@ export class Sealer {
     private counter = 0,
   ) {}
 
+  /** How many datagrams this key sealed (for a new key: since it was made). */
+  get sealed(): number {
+    return this.counter
+  }
+
+  /** The key is retired: zero our copy of it (what node:crypto copied for a call is gone with it). */
+  wipe(): void {
+    this.key.fill(0)
+  }
+
   /** The datagram's three parts (header, ciphertext, tag), to send as one. */
   seal(plaintext: Uint8Array): [Buffer, Buffer, Buffer] {
     const counter = this.counter++
@@ -73,6 +142,10 @@ export class Opener {
   private readonly nonce = Buffer.alloc(12)
 
   constructor(private readonly key: Uint8Array) {}
+
+  wipe(): void {
+    this.key.fill(0)
+  }
 
   /** The plaintext of a datagram whose key id is ours, or why it is dropped. */
   open(d: Uint8Array): OpenResult {
@@ -101,7 +174,8 @@ export const WINDOW = 4096
 
 /** Which counters have been accepted, for the last WINDOW of them (a bitmap ring). */
 export class ReplayWindow {
-  private top = -1
+  /** the highest counter accepted, -1 before any */
+  top = -1
   private readonly bits = new Uint32Array(WINDOW / 32)
 
   /** True when `c` was not accepted before and is not too old to tell. */

@@ -3,7 +3,16 @@ import assert from 'node:assert/strict'
 import { createSocket } from 'node:dgram'
 import { until } from '../../sim/bench/report.js'
 import { parseIPv6 } from '../../src/membership/overlay.js'
-import { CONFIRM_MS, LOST_MS, literalLookup, UdpCarrier } from '../../src/overlay/udp-carrier.js'
+import {
+  CONFIRM_MS,
+  type Endpoint,
+  GRACE_MS,
+  LOST_MS,
+  literalLookup,
+  REJECT_AFTER_DUE_MS,
+  UdpCarrier,
+  type UdpSession,
+} from '../../src/overlay/udp-carrier.js'
 import { newKey, Opener, ReplayWindow, Sealer, WINDOW } from '../../src/overlay/udp-crypto.js'
 
 const A = parseIPv6('fd11:2233:4455::a')!
@@ -23,6 +32,31 @@ function packet(size: number, tag = 0): Uint8Array {
 }
 
 const joined = (parts: Uint8Array[]) => Buffer.concat(parts)
+
+/**
+ * What the key exchange does, a offering to b: b takes a's public key and id (its session is
+ * ready before its answer goes), then a takes b's. With `rekey`, both keep their sessions and
+ * rotate their keys. Returns a's session.
+ */
+function exchange(
+  a: UdpCarrier,
+  b: UdpCarrier,
+  atA: Endpoint,
+  atB: Endpoint,
+  sizes?: { min: number; max: number },
+  rekey = false,
+): UdpSession {
+  const ka = a.newLocalKey()
+  const kb = b.newLocalKey()
+  const fromA = { keyId: ka.keyId, publicKey: ka.ephemeral.publicKey }
+  const fromB = { keyId: kb.keyId, publicKey: kb.ephemeral.publicKey }
+  if (rekey) {
+    b.rekey('A', kb, fromA)
+    return a.rekey('B', ka, fromB)
+  }
+  b.start('A', kb, { ...fromA, endpoint: atA }, { offerer: false, sizes })
+  return a.start('B', ka, { ...fromB, endpoint: atB }, { offerer: true, sizes })
+}
 
 describe('overlay: the direct UDP carrier sealing (ChaCha20-Poly1305, replay window)', () => {
   it('opens what the member sealed with our key, and nothing else', () => {
@@ -84,11 +118,7 @@ describe('overlay: the direct UDP carrier between two sockets on 127.0.0.1', () 
     })
     a = await UdpCarrier.open(deps('a'))
     b = await UdpCarrier.open(deps('b'))
-    const ka = a.newLocalKey()
-    const kb = b.newLocalKey()
-    // as the key exchange does: each gets the other's key, id and port
-    b.start('A', kb, { key: ka.key, keyId: ka.keyId, endpoint: { address: '127.0.0.1', port: a.port } })
-    a.start('B', ka, { key: kb.key, keyId: kb.keyId, endpoint: { address: '127.0.0.1', port: b.port } })
+    exchange(a, b, { address: '127.0.0.1', port: a.port }, { address: '127.0.0.1', port: b.port })
   })
   after(() => {
     a?.closeAll()
@@ -175,14 +205,14 @@ describe('overlay: the direct UDP carrier gives up on a silent member', () => {
     try {
       const endpoint = { address: '127.0.0.1', port: sink.address().port }
       const remote = { key: newKey(), keyId: 1, endpoint }
-      const s = c.start('X', c.newLocalKey(), remote)
+      const s = c.start('X', c.newLocalKey(), remote, { offerer: true })
       c.tick(s.since + CONFIRM_MS - 1)
       assert.equal(c.session('X'), s, 'still trying within CONFIRM_MS')
       c.tick(s.since + CONFIRM_MS + 1)
       assert.equal(c.session('X'), undefined)
       assert.match(closed[0], /^X: no UDP reply within 5 s$/)
       // a confirmed session that then hears nothing for LOST_MS
-      const t = c.start('Y', c.newLocalKey(), { ...remote, keyId: 2 })
+      const t = c.start('Y', c.newLocalKey(), { ...remote, keyId: 2 }, { offerer: true })
       t.confirmed = true
       t.lastReceived = Date.now()
       c.tick(t.lastReceived + LOST_MS - 1)
@@ -227,11 +257,7 @@ describe("overlay: the direct UDP carrier sizes its packets by the member's loss
       relay.send(m, fromA ? b.port : a.port, '127.0.0.1')
     })
     const at = { address: '127.0.0.1', port: relay.address().port }
-    const ka = a.newLocalKey()
-    const kb = b.newLocalKey()
-    const sizes = { min: 1280, max: 8000 }
-    b.start('A', kb, { key: ka.key, keyId: ka.keyId, endpoint: at }, sizes)
-    const s = a.start('B', ka, { key: kb.key, keyId: kb.keyId, endpoint: at }, sizes)
+    const s = exchange(a, b, at, at, { min: 1280, max: 8000 })
     const ticks = setInterval(() => {
       a.tick()
       b.tick()
@@ -316,5 +342,233 @@ describe("overlay: the direct UDP carrier's name lookup", () => {
       literalLookup('localhost', 4, (err, address) => (err === null ? resolve(address) : reject(err))),
     )
     assert.equal(named, '127.0.0.1')
+  })
+})
+
+describe('overlay: the direct UDP carrier rotates its keys within a session', () => {
+  const local = (port: number) => ({ address: '127.0.0.1', port })
+  const seqPacket = (n: number) => {
+    const p = packet(1000)
+    Buffer.from(p.buffer).writeUInt32BE(n, 40)
+    return p
+  }
+
+  /**
+   * a offers to b. With rekeyAfterMs, a's ticks start rotations as the component does: b takes
+   * the new offer and answers at once, and the answer reaches a `answerMs` later, while packets flow.
+   */
+  async function pair(opts: { rekeyAfterMs?: number; rekeyAfterDatagrams?: number; answerMs?: number } = {}) {
+    const got = { a: [] as number[], b: [] as number[] }
+    const closed: string[] = []
+    const asked = { n: 0 }
+    const deps = (self: 'a' | 'b') => ({
+      port: 0,
+      onPackets: (_peer: string, ps: Uint8Array[]) => {
+        for (const p of ps) got[self].push(Buffer.from(p.buffer, p.byteOffset).readUInt32BE(40))
+        return true
+      },
+      onConfirmed: () => {},
+      onClosed: (_peer: string, why: string) => closed.push(`${self}: ${why}`),
+      onError: () => {},
+    })
+    const b = await UdpCarrier.open(deps('b'))
+    const a: UdpCarrier = await UdpCarrier.open({
+      ...deps('a'),
+      rekeyAfterMs: opts.rekeyAfterMs,
+      rekeyAfterDatagrams: opts.rekeyAfterDatagrams,
+      onRekeyDue: () => {
+        asked.n++
+        if (opts.answerMs === undefined) return
+        const ka = a.newLocalKey()
+        const kb = b.newLocalKey()
+        b.rekey('A', kb, { keyId: ka.keyId, publicKey: ka.ephemeral.publicKey })
+        setTimeout(() => {
+          if (a.session('B') !== undefined)
+            a.rekey('B', ka, { keyId: kb.keyId, publicKey: kb.ephemeral.publicKey })
+        }, opts.answerMs)
+      },
+    })
+    const s = exchange(a, b, local(a.port), local(b.port), { min: 1280, max: 8000 })
+    const ticks = setInterval(() => {
+      a.tick()
+      b.tick()
+    }, 50)
+    const close = () => {
+      clearInterval(ticks)
+      a.closeAll()
+      b.closeAll()
+    }
+    try {
+      await until(
+        'both ends confirmed',
+        async () => s.confirmed && b.session('A')?.confirmed === true,
+        10_000,
+      )
+    } catch (e) {
+      close()
+      throw e
+    }
+    return { a, b, s, got, closed, asked, ticks, close }
+  }
+
+  it('keeps packets flowing across several rotations: none lost, none twice, no loss reported, same session', async () => {
+    const p = await pair({ rekeyAfterMs: 300, answerMs: 5 })
+    try {
+      const sb = p.b.session('A')!
+      let n = 0
+      const started = Date.now()
+      // both ways, 4 packets every 5 ms, until each end has rotated 5 times (at most 20 s)
+      while ((p.s.rekeys < 5 || sb.rekeys < 5) && Date.now() - started < 20_000) {
+        const burst = [0, 1, 2, 3].map(() => seqPacket(n++))
+        assert.equal(p.a.send('B', burst, 1280), 4, 'a sends on its session, never falling back')
+        assert.equal(p.b.send('A', burst, 1280), 4)
+        await new Promise((r) => setTimeout(r, 5))
+      }
+      assert.ok(p.s.rekeys >= 5 && sb.rekeys >= 5, `rotations: a ${p.s.rekeys}, b ${sb.rekeys}`)
+      clearInterval(p.ticks)
+      await until(
+        'every datagram in',
+        async () => sb.receivedAll === p.s.sentDatagrams && p.s.receivedAll === sb.sentDatagrams,
+        10_000,
+      )
+      for (const [who, seqs] of Object.entries(p.got)) {
+        assert.equal(seqs.length, n, `${who} got each packet once`)
+        assert.equal(new Set(seqs).size, n, `${who} got no packet twice`)
+      }
+      // the same sessions, confirmed, their totals over all their keys
+      assert.equal(p.a.session('B'), p.s)
+      assert.equal(p.b.session('A'), sb)
+      assert.ok(p.s.confirmed && sb.confirmed)
+      assert.deepEqual(p.closed, [])
+      // what the loss reports count: every datagram sealed under every key, none missing
+      assert.equal(sb.expected(), p.s.sentDatagrams)
+      assert.equal(p.s.expected(), sb.sentDatagrams)
+      assert.ok(p.s.lossReports >= 2, `b reported ${p.s.lossReports} times`)
+      assert.equal(p.s.packetSize(1280), 8000, 'no rotation read as loss')
+      for (const c of [p.a, p.b])
+        for (const r of ['udp-unknown-key', 'udp-retired-key', 'udp-bad-tag', 'udp-replayed'] as const)
+          assert.equal(c.drops[r], 0, r)
+    } finally {
+      p.close()
+    }
+  })
+
+  it('opens a datagram under the old key during the grace, once; after it, drops and counts it', async () => {
+    const p = await pair()
+    const raw = createSocket('udp4')
+    const tap = createSocket('udp4')
+    try {
+      await new Promise<void>((r) => tap.bind(0, '127.0.0.1', () => r()))
+      // three datagrams b sealed under its first key, kept from a
+      const sb = p.b.session('A')!
+      const real = sb.endpoint
+      const captured: Buffer[] = []
+      tap.on('message', (m) => captured.push(m))
+      sb.endpoint = local(tap.address().port)
+      p.b.send('A', [seqPacket(1)], 1280)
+      p.b.send('A', [seqPacket(2)], 1280)
+      p.b.send('A', [seqPacket(3)], 1280)
+      await until('the captured datagrams', async () => captured.length === 3, 10_000)
+      sb.endpoint = real
+      const oldKey = p.s.localKeyId
+      exchange(p.a, p.b, local(p.a.port), local(p.b.port), undefined, true)
+      await until('both ends on the new keys', async () => p.s.rekeys === 1 && sb.rekeys === 1, 10_000)
+      assert.notEqual(p.s.localKeyId, oldKey)
+      const sendTo = (d: Uint8Array) =>
+        new Promise<void>((resolve, reject) =>
+          raw.send(d, p.a.port, '127.0.0.1', (e) => (e ? reject(e) : resolve())),
+        )
+      // within the grace: delivered once, its copy refused
+      await sendTo(captured[0])
+      await sendTo(captured[0])
+      await until('the replay dropped', async () => p.a.drops['udp-replayed'] === 1, 10_000)
+      assert.deepEqual(p.got.a, [1])
+      // past the grace the old key opens nothing: dropped as a retired key's, not delivered
+      await new Promise((r) => setTimeout(r, GRACE_MS + 100))
+      assert.equal(p.s.rxPrevious, undefined, 'the old key is retired')
+      await sendTo(captured[1])
+      await sendTo(captured[2])
+      await until('the late ones dropped', async () => p.a.drops['udp-retired-key'] === 2, 10_000)
+      assert.deepEqual(p.got.a, [1])
+      assert.equal(p.a.drops['udp-unknown-key'], 0)
+      assert.equal(p.a.drops['udp-bad-tag'], 0)
+      // and the session goes on under the new keys
+      p.b.send('A', [seqPacket(4)], 1280)
+      await until('a packet under the new key', async () => p.got.a.includes(4), 10_000)
+      assert.ok(p.s.confirmed)
+    } finally {
+      raw.close()
+      tap.close()
+      p.close()
+    }
+  })
+
+  it('the offerer asks for a rotation by time and by count, retries, and closes a session left unrotated', async () => {
+    const p = await pair({ rekeyAfterMs: 60_000, rekeyAfterDatagrams: 40 })
+    try {
+      clearInterval(p.ticks)
+      const now = Date.now()
+      p.a.tick(now)
+      assert.equal(p.asked.n, 0, 'not due yet')
+      // by count: b sealed 40 datagrams under its key (a sees its counter)
+      for (let i = 0; i < 40; i++) p.b.send('A', [seqPacket(i)], 1280)
+      await until('b datagrams in', async () => p.got.a.length === 40, 10_000)
+      p.a.tick(now)
+      assert.equal(p.asked.n, 1)
+      p.a.tick(now + 1_000)
+      assert.equal(p.asked.n, 1, 'not again while the exchange may still be under way')
+      p.a.tick(now + 5_000)
+      assert.equal(p.asked.n, 2, 'again 5 s later')
+      // the answerer never asks: the offerer's clock rules
+      p.b.tick(now + 60_000)
+      assert.equal(p.asked.n, 2)
+      // by time, never rotated: the session closes a minute after its keys were due
+      const since = p.s.keysAt
+      // (the member is heard all along: only the keys' age closes the session)
+      p.s.lastReceived = since + 60_000 + REJECT_AFTER_DUE_MS
+      p.a.tick(since + 60_000 + REJECT_AFTER_DUE_MS - 1)
+      assert.equal(p.a.session('B'), p.s)
+      p.a.tick(since + 60_000 + REJECT_AFTER_DUE_MS)
+      assert.equal(p.a.session('B'), undefined)
+      assert.match(p.closed.at(-1)!, /^a: keys not rotated for 120 s$/)
+    } finally {
+      p.close()
+    }
+  })
+
+  it('a member on the previous version (random keys, no public key) keeps one key per session', async () => {
+    const asked: string[] = []
+    const got: Uint8Array[] = []
+    const open = (onPackets: (ps: Uint8Array[]) => void) =>
+      UdpCarrier.open({
+        port: 0,
+        onPackets: (_peer, ps) => {
+          onPackets(ps)
+          return true
+        },
+        onConfirmed: () => {},
+        onClosed: () => {},
+        onError: () => {},
+        onRekeyDue: (peer) => asked.push(peer),
+        rekeyAfterMs: 100,
+      })
+    const a = await open(() => {})
+    const b = await open((ps) => got.push(...ps))
+    try {
+      const ka = a.newLocalKey()
+      const kb = b.newLocalKey()
+      b.start('A', kb, { keyId: ka.keyId, key: ka.key, endpoint: local(a.port) }, { offerer: false })
+      const s = a.start('B', ka, { keyId: kb.keyId, key: kb.key, endpoint: local(b.port) }, { offerer: true })
+      await until('confirmed', async () => s.confirmed, 10_000)
+      assert.equal(s.rotates, false)
+      a.tick(Date.now() + 1_000)
+      assert.deepEqual(asked, [], 'no rotation asked of a member that cannot take one')
+      assert.throws(() => a.rekey('B', a.newLocalKey(), { keyId: 1, publicKey: kb.ephemeral.publicKey }))
+      a.send('B', [seqPacket(7)], 1280)
+      await until('the packet', async () => got.length === 1, 10_000)
+    } finally {
+      a.closeAll()
+      b.closeAll()
+    }
   })
 })
