@@ -645,7 +645,7 @@ describe('system: a TCP connection through mesh0 survives the move stream -> dir
   this.timeout(600_000)
   const newWorld = worldPerSuite()
 
-  it('kept byte for byte while UDP between the members is blocked, lifted, and blocked again', async () => {
+  it('kept byte for byte while UDP between the members is blocked, lifted (its keys rotated 3 times), and blocked again', async () => {
     const w = newWorld()
     const pub = w.lab.segment('pub')
     const aHost = w.lab.host('a', pub)
@@ -663,7 +663,13 @@ describe('system: a TCP connection through mesh0 survives the move stream -> dir
       for (const r of udp('-D')) await w.lab.execOk(aHost, r)
     }
     await blockUdp()
-    const env = { ...ON, MESH_OVERLAY__NAMES: 'false', MESH_OVERLAY__DATAGRAM: 'false' }
+    // keys rotated every 5 s (the shortest overlay.rekeyAfterMs) rather than 2 minutes
+    const env = {
+      ...ON,
+      MESH_OVERLAY__NAMES: 'false',
+      MESH_OVERLAY__DATAGRAM: 'false',
+      MESH_OVERLAY__REKEY_AFTER_MS: '5000',
+    }
     const { a, b, bAddr } = await startPair(w, aHost, bHost, 'ovludp', env)
     const peer = async (from: Agent, to: string) =>
       (await w.json(from, ['status'])).overlayInterface.peers.find((p: any) => p.name === to)
@@ -679,12 +685,41 @@ describe('system: a TCP connection through mesh0 survives the move stream -> dir
       const sentBefore = (await peer(a, 'b')).udp.sent
       await client.echoedPast('another 1 MiB echoed on UDP', client.last().echoed + (1 << 20))
       assert.ok((await peer(a, 'b')).udp.sent > sentBefore + 100, 'the packets went on UDP')
+      // three rotations on each end while the bytes flow: the same session all along (its count
+      // of rotations never restarts), never off UDP, its packet size kept
+      const first = { a: await peer(a, 'b'), b: await peer(b, 'a') }
+      assert.equal(first.a.udp.keys, 'x25519')
+      let broke: string | undefined
+      const seen = { a: first.a.udp.rekeys as number, b: first.b.udp.rekeys as number }
+      const echoedBefore = client.last().echoed as number
+      await client.until(
+        'three key rotations on both ends',
+        async () => {
+          for (const [x, to, k] of [
+            [a, 'b', 'a'],
+            [b, 'a', 'b'],
+          ] as const) {
+            const p = await peer(x, to)
+            if (p?.carrier !== 'udp') broke ??= `${k} left the UDP carrier: ${JSON.stringify(p)}`
+            else if (p.udp.rekeys < seen[k]) broke ??= `${k}'s session restarted: ${JSON.stringify(p.udp)}`
+            else if (p.udp.packetSize !== first[k].udp.packetSize) broke ??= `${k}'s packet size changed`
+            else seen[k] = p.udp.rekeys
+          }
+          return broke !== undefined || (seen.a >= first.a.udp.rekeys + 3 && seen.b >= first.b.udp.rekeys + 3)
+        },
+        60_000,
+        500,
+      )
+      assert.equal(broke, undefined)
+      assert.ok(client.last().echoed > echoedBefore + (1 << 20), 'bytes flowed through the rotations')
       // UDP blocked again: the session hears nothing, closes, and the stream takes the packets
       await blockUdp()
       await client.until('both members back on the stream', () => bothOn('stream'), 120_000, 1_000)
       await client.echoedPast('another 1 MiB echoed on the stream', client.last().echoed + (1 << 20))
       await client.finish()
-      console.log(`      one TCP connection: ${(client.last().sent / 2 ** 20).toFixed(1)} MiB echoed intact`)
+      console.log(
+        `      one TCP connection: ${(client.last().sent / 2 ** 20).toFixed(1)} MiB echoed intact, ${seen.a} key rotations on UDP`,
+      )
     } finally {
       if (client.child.exitCode === null) client.child.kill('SIGKILL')
     }
