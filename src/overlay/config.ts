@@ -79,7 +79,8 @@ export const OverlayConfigSchema = z
     udpMtuMax: z.number().int().min(1280).max(65000).default(OVERLAY_DEFAULTS.udpMtuMax),
     udp: z.boolean().default(OVERLAY_DEFAULTS.udp),
     udpPort: z.number().int().min(0).max(65535).default(OVERLAY_DEFAULTS.udpPort),
-    // at least 5 s (more than twice the 2 s an old key still opens), at most an hour
+    // at least 5 s (more than twice the 2 s an old key still opens), at most an hour (the answerer
+    // closes a session whose keys are older than that: udp-carrier.ts MAX_REKEY_AFTER_MS)
     rekeyAfterMs: z.number().int().min(5_000).max(3_600_000).default(OVERLAY_DEFAULTS.rekeyAfterMs),
   })
   .strict()

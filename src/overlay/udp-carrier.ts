@@ -56,6 +56,9 @@ export const GRACE_MS = 2_000
 // they were due close the session (WireGuard's REJECT_AFTER_TIME is REKEY_AFTER_TIME + 60 s)
 const REKEY_RETRY_MS = 5_000
 export const REJECT_AFTER_DUE_MS = 60_000
+// the longest overlay.rekeyAfterMs: the answerer, which never starts an exchange, closes a session
+// whose keys are older than this + REJECT_AFTER_DUE_MS (an offerer that stopped rotating)
+export const MAX_REKEY_AFTER_MS = 3_600_000
 // key ids retired per session that are still told apart from strangers' (udp-retired-key)
 const RETIRED_KEPT = 4
 
@@ -430,8 +433,13 @@ export class UdpCarrier {
    * failed for REJECT_AFTER_DUE_MS. False when the session closed.
    */
   private rekeyTick(s: UdpSession, now: number): boolean {
-    if (!s.offerer || !s.rotates || !s.confirmed) return true
+    if (!s.rotates || !s.confirmed) return true
     const age = now - s.keysAt
+    if (!s.offerer) {
+      if (age < MAX_REKEY_AFTER_MS + REJECT_AFTER_DUE_MS) return true
+      this.close(s.peer, `the member did not rotate the keys for ${Math.round(age / 1000)} s`)
+      return false
+    }
     // until the member is seen on our newest key, the count it seals under is the old key's
     const theirs = s.rxNext === undefined ? s.rx.opener.window.top + 1 : 0
     if (age < this.rekeyAfterMs && Math.max(s.sealer.sealed, theirs) < this.rekeyAfterDatagrams) return true

@@ -9,6 +9,7 @@ import {
   GRACE_MS,
   LOST_MS,
   literalLookup,
+  MAX_REKEY_AFTER_MS,
   REJECT_AFTER_DUE_MS,
   UdpCarrier,
   type UdpSession,
@@ -519,9 +520,16 @@ describe('overlay: the direct UDP carrier rotates its keys within a session', ()
       assert.equal(p.asked.n, 1, 'not again while the exchange may still be under way')
       p.a.tick(now + 5_000)
       assert.equal(p.asked.n, 2, 'again 5 s later')
-      // the answerer never asks: the offerer's clock rules
-      p.b.tick(now + 60_000)
+      // the answerer never asks: the offerer's clock rules; it closes only keys an hour old
+      const sb = p.b.session('A')!
+      sb.lastReceived = sb.keysAt + MAX_REKEY_AFTER_MS + REJECT_AFTER_DUE_MS
+      p.b.tick(sb.keysAt + 60_000)
       assert.equal(p.asked.n, 2)
+      p.b.tick(sb.keysAt + MAX_REKEY_AFTER_MS + REJECT_AFTER_DUE_MS - 1)
+      assert.equal(p.b.session('A'), sb)
+      p.b.tick(sb.keysAt + MAX_REKEY_AFTER_MS + REJECT_AFTER_DUE_MS)
+      assert.equal(p.b.session('A'), undefined)
+      assert.match(p.closed.at(-1)!, /^b: the member did not rotate the keys for 3660 s$/)
       // by time, never rotated: the session closes a minute after its keys were due
       const since = p.s.keysAt
       // (the member is heard all along: only the keys' age closes the session)
