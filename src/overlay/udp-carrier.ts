@@ -128,6 +128,8 @@ export interface UdpCarrierDeps {
   rekeyAfterMs?: number
   /** default REKEY_AFTER_DATAGRAMS (tests rotate sooner) */
   rekeyAfterDatagrams?: number
+  /** default GRACE_MS (a test on a loaded machine gives a longer one) */
+  graceMs?: number
 }
 
 /**
@@ -237,6 +239,7 @@ export class UdpCarrier {
   private readonly retiredIds = new Map<number, UdpSession>()
   private readonly rekeyAfterMs: number
   private readonly rekeyAfterDatagrams: number
+  private readonly graceMs: number
   private readonly byPeer = new Map<string, UdpSession>()
   /** key ids handed out in an exchange that has not finished */
   private readonly reserved = new Set<number>()
@@ -249,6 +252,7 @@ export class UdpCarrier {
     socket.on('message', (m, r) => this.receive(m, r))
     this.rekeyAfterMs = deps.rekeyAfterMs ?? REKEY_AFTER_MS
     this.rekeyAfterDatagrams = deps.rekeyAfterDatagrams ?? REKEY_AFTER_DATAGRAMS
+    this.graceMs = deps.graceMs ?? GRACE_MS
   }
 
   /** Bind the carrier's socket (IPv4, every address: members reach us at a connection's remote IP). */
@@ -401,7 +405,7 @@ export class UdpCarrier {
     if (next === undefined) return
     if (s.rxPrevious !== undefined) this.retire(s, s.rxPrevious)
     s.rxPrevious = s.rx
-    s.rxPrevious.retireAt = now + GRACE_MS
+    s.rxPrevious.retireAt = now + this.graceMs
     s.rx = next
     s.rxNext = undefined
     s.rekeys++

@@ -6,7 +6,6 @@ import { parseIPv6 } from '../../src/membership/overlay.js'
 import {
   CONFIRM_MS,
   type Endpoint,
-  GRACE_MS,
   LOST_MS,
   literalLookup,
   MAX_REKEY_AFTER_MS,
@@ -358,7 +357,9 @@ describe('overlay: the direct UDP carrier rotates its keys within a session', ()
    * a offers to b. With rekeyAfterMs, a's ticks start rotations as the component does: b takes
    * the new offer and answers at once, and the answer reaches a `answerMs` later, while packets flow.
    */
-  async function pair(opts: { rekeyAfterMs?: number; rekeyAfterDatagrams?: number; answerMs?: number } = {}) {
+  async function pair(
+    opts: { rekeyAfterMs?: number; rekeyAfterDatagrams?: number; answerMs?: number; graceMs?: number } = {},
+  ) {
     const got = { a: [] as number[], b: [] as number[] }
     const closed: string[] = []
     const asked = { n: 0 }
@@ -375,6 +376,7 @@ describe('overlay: the direct UDP carrier rotates its keys within a session', ()
     const b = await UdpCarrier.open(deps('b'))
     const a: UdpCarrier = await UdpCarrier.open({
       ...deps('a'),
+      graceMs: opts.graceMs,
       rekeyAfterMs: opts.rekeyAfterMs,
       rekeyAfterDatagrams: opts.rekeyAfterDatagrams,
       onRekeyDue: () => {
@@ -455,7 +457,10 @@ describe('overlay: the direct UDP carrier rotates its keys within a session', ()
   })
 
   it('opens a datagram under the old key during the grace, once; after it, drops and counts it', async () => {
-    const p = await pair()
+    // a grace longer than GRACE_MS, so that a stall of this process on a loaded machine does not
+    // end it before the test sends; its end is then brought forward by a's clock (tick)
+    const graceMs = 10_000
+    const p = await pair({ graceMs })
     const raw = createSocket('udp4')
     const tap = createSocket('udp4')
     try {
@@ -485,7 +490,12 @@ describe('overlay: the direct UDP carrier rotates its keys within a session', ()
       await until('the replay dropped', async () => p.a.drops['udp-replayed'] === 1, 10_000)
       assert.deepEqual(p.got.a, [1])
       // past the grace the old key opens nothing: dropped as a retired key's, not delivered
-      await new Promise((r) => setTimeout(r, GRACE_MS + 100))
+      clearInterval(p.ticks)
+      const retireAt = p.s.rxPrevious!.retireAt!
+      assert.ok(retireAt <= Date.now() + graceMs)
+      p.a.tick(retireAt - 1)
+      assert.notEqual(p.s.rxPrevious, undefined, 'not before the grace ends')
+      p.a.tick(retireAt)
       assert.equal(p.s.rxPrevious, undefined, 'the old key is retired')
       await sendTo(captured[1])
       await sendTo(captured[2])
