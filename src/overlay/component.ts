@@ -30,6 +30,23 @@ import { ToldPathMtus } from './path-mtu.js'
 import { TunDevice, TunError } from './tun.js'
 import { type LocalKey, REPLACED, UdpCarrier } from './udp-carrier.js'
 
+const NONE = new Uint8Array(0)
+
+/** A key exchange message: what is not given is empty (protobuf's defaults). */
+function udpKey(kind: UdpKey.Kind, m: Partial<UdpKey>): UdpKey {
+  return {
+    kind,
+    key: NONE,
+    keyId: 0,
+    port: 0,
+    error: '',
+    lossReports: false,
+    publicKey: NONE,
+    rekey: false,
+    ...m,
+  }
+}
+
 /** The remote IPv4 address of a connection, if it has one. */
 function ipv4Of(conn: Connection): string | undefined {
   const first = conn.remoteAddr.getComponents()[0]
@@ -766,20 +783,16 @@ export class OverlayComponent implements Component {
       const signal = AbortSignal.timeout(UDP_EXCHANGE_MS)
       const stream = await conn.newStream(this.udpProtocol, { signal })
       const pb = pbStream(stream, { maxDataLength: 1024 }).pb(UdpKey)
-      await pb.write(
-        {
-          kind: UdpKey.Kind.OFFER,
-          // what a member on the previous version seals to us with (it sends no public key)
-          key: rekey ? new Uint8Array(0) : local.key,
-          keyId: local.keyId,
-          port: udp.port,
-          error: '',
-          lossReports: true,
-          publicKey: local.ephemeral.publicKey,
-          rekey,
-        },
-        { signal },
-      )
+      const offer = udpKey(UdpKey.Kind.OFFER, {
+        // what a member on the previous version seals to us with (it sends no public key)
+        key: rekey ? NONE : local.key,
+        keyId: local.keyId,
+        port: udp.port,
+        lossReports: true,
+        publicKey: local.ephemeral.publicKey,
+        rekey,
+      })
+      await pb.write(offer, { signal })
       const answer = await pb.read({ signal })
       await stream.close().catch(() => {})
       if (answer.kind === UdpKey.Kind.REFUSE) throw new Error(`refused: ${answer.error}`)
@@ -817,19 +830,7 @@ export class OverlayComponent implements Component {
     const signal = AbortSignal.timeout(UDP_EXCHANGE_MS)
     const first = connection.remoteAddr.getComponents()[0]
     const refuse = async (error: string) => {
-      await pb.write(
-        {
-          kind: UdpKey.Kind.REFUSE,
-          key: new Uint8Array(0),
-          keyId: 0,
-          port: 0,
-          error,
-          lossReports: false,
-          publicKey: new Uint8Array(0),
-          rekey: false,
-        },
-        { signal },
-      )
+      await pb.write(udpKey(UdpKey.Kind.REFUSE, { error }), { signal })
       await stream.close()
     }
     let local: LocalKey | undefined
@@ -851,20 +852,16 @@ export class OverlayComponent implements Component {
       } else
         this.startSession(peer, connection, local, offer, { address: first.value, port: offer.port }, false)
       const derived = offer.publicKey.length > 0
-      await pb.write(
-        {
-          kind: UdpKey.Kind.ANSWER,
-          // to a member on the previous version (no public key): the key it seals to us with
-          key: derived ? new Uint8Array(0) : local.key,
-          keyId: local.keyId,
-          port: udp.port,
-          error: '',
-          lossReports: true,
-          publicKey: derived ? local.ephemeral.publicKey : new Uint8Array(0),
-          rekey,
-        },
-        { signal },
-      )
+      const answer = udpKey(UdpKey.Kind.ANSWER, {
+        // to a member on the previous version (no public key): the key it seals to us with
+        key: derived ? NONE : local.key,
+        keyId: local.keyId,
+        port: udp.port,
+        lossReports: true,
+        publicKey: derived ? local.ephemeral.publicKey : NONE,
+        rekey,
+      })
+      await pb.write(answer, { signal })
       await stream.close().catch(() => {})
     } catch (err) {
       if (local !== undefined) {

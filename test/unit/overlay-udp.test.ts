@@ -33,6 +33,22 @@ function packet(size: number, tag = 0): Uint8Array {
 
 const joined = (parts: Uint8Array[]) => Buffer.concat(parts)
 
+/** Both carriers' ticks every `ms`, as the component runs them, until paused or closed. */
+function ticking(a: UdpCarrier, b: UdpCarrier, ms: number) {
+  const t = setInterval(() => {
+    a.tick()
+    b.tick()
+  }, ms)
+  return {
+    pause: () => clearInterval(t),
+    close: () => {
+      clearInterval(t)
+      a.closeAll()
+      b.closeAll()
+    },
+  }
+}
+
 /**
  * What the key exchange does, a offering to b: b takes a's public key and id (its session is
  * ready before its answer goes), then a takes b's. With `rekey`, both keep their sessions and
@@ -258,14 +274,9 @@ describe("overlay: the direct UDP carrier sizes its packets by the member's loss
     })
     const at = { address: '127.0.0.1', port: relay.address().port }
     const s = exchange(a, b, at, at, { min: 1280, max: 8000 })
-    const ticks = setInterval(() => {
-      a.tick()
-      b.tick()
-    }, 250)
+    const ticks = ticking(a, b, 250)
     const close = () => {
-      clearInterval(ticks)
-      a.closeAll()
-      b.closeAll()
+      ticks.close()
       relay.close()
     }
     await until('a confirmed', async () => s.confirmed, 10_000).catch((e) => {
@@ -392,15 +403,8 @@ describe('overlay: the direct UDP carrier rotates its keys within a session', ()
       },
     })
     const s = exchange(a, b, local(a.port), local(b.port), { min: 1280, max: 8000 })
-    const ticks = setInterval(() => {
-      a.tick()
-      b.tick()
-    }, 50)
-    const close = () => {
-      clearInterval(ticks)
-      a.closeAll()
-      b.closeAll()
-    }
+    const ticks = ticking(a, b, 50)
+    const close = ticks.close
     try {
       await until(
         'both ends confirmed',
@@ -428,7 +432,7 @@ describe('overlay: the direct UDP carrier rotates its keys within a session', ()
         await new Promise((r) => setTimeout(r, 5))
       }
       assert.ok(p.s.rekeys >= 5 && sb.rekeys >= 5, `rotations: a ${p.s.rekeys}, b ${sb.rekeys}`)
-      clearInterval(p.ticks)
+      p.ticks.pause()
       await until(
         'every datagram in',
         async () => sb.receivedAll === p.s.sentDatagrams && p.s.receivedAll === sb.sentDatagrams,
@@ -490,7 +494,7 @@ describe('overlay: the direct UDP carrier rotates its keys within a session', ()
       await until('the replay dropped', async () => p.a.drops['udp-replayed'] === 1, 10_000)
       assert.deepEqual(p.got.a, [1])
       // past the grace the old key opens nothing: dropped as a retired key's, not delivered
-      clearInterval(p.ticks)
+      p.ticks.pause()
       const retireAt = p.s.rxPrevious!.retireAt!
       assert.ok(retireAt <= Date.now() + graceMs)
       p.a.tick(retireAt - 1)
@@ -517,7 +521,7 @@ describe('overlay: the direct UDP carrier rotates its keys within a session', ()
   it('the offerer asks for a rotation by time and by count, retries, and closes a session left unrotated', async () => {
     const p = await pair({ rekeyAfterMs: 60_000, rekeyAfterDatagrams: 40 })
     try {
-      clearInterval(p.ticks)
+      p.ticks.pause()
       const now = Date.now()
       p.a.tick(now)
       assert.equal(p.asked.n, 0, 'not due yet')
