@@ -61,6 +61,12 @@ export interface SwimOptions {
    * (default: half the probe timeout)
    */
   starvedLateMs?: number
+  /**
+   * A small unique number >= 0 for every peer we will be given (the simulator's member number):
+   * members are then found by it in an array instead of a hash map. Same behaviour; for a
+   * driver that holds millions of members. Default: a map by peer ID.
+   */
+  index?: (peer: string) => number
 }
 
 /**
@@ -122,17 +128,58 @@ interface Suspicion {
   stretched: boolean
 }
 
-interface Member {
-  peer: string
-  incarnation: number
-  /** position in Swim.list */
-  idx: number
-  suspicion: Suspicion | undefined
-  rtt: number | undefined
-  /** when our own direct probe of the peer was last answered */
-  ackedAt: number | undefined
-  /** when the peer last proved on its own initiative that it is alive (a probe of its, a sync) */
-  heardAt: number | undefined
+/**
+ * A member's numbers live in columns (one Float64Array, W numbers per slot) instead of an object
+ * per member: the simulator holds ~8 million of them, and an object plus a boxed incarnation
+ * was ~100 bytes each. NaN means "not yet" (and compares false, as the checks need).
+ */
+const W = 4
+const INC = 0
+const RTT = 1
+/** when our own direct probe of the peer was last answered */
+const ACKED = 2
+/** when the peer last proved on its own initiative that it is alive (a probe of its, a sync) */
+const HEARD = 3
+
+/** Where a peer's slot is kept: a Map by peer ID, or IndexedSlots. */
+interface Slots {
+  get(peer: string): number | undefined
+  has(peer: string): boolean
+  set(peer: string, slot: number): void
+  delete(peer: string): void
+}
+
+/** Slots in an array by the driver's index of each peer (slot + 1; 0 means absent). */
+class IndexedSlots implements Slots {
+  private a = new Int32Array(16)
+
+  constructor(private readonly index: (peer: string) => number) {}
+
+  get(peer: string): number | undefined {
+    const i = this.index(peer)
+    const v = i >= 0 && i < this.a.length ? this.a[i] : 0
+    return v === 0 ? undefined : v - 1
+  }
+
+  has(peer: string): boolean {
+    return this.get(peer) !== undefined
+  }
+
+  set(peer: string, slot: number): void {
+    const i = this.index(peer)
+    if (!(i >= 0)) throw new Error(`no index for ${peer}`)
+    if (i >= this.a.length) {
+      const a = new Int32Array(Math.max(i + 1, this.a.length * 2))
+      a.set(this.a)
+      this.a = a
+    }
+    this.a[i] = slot + 1
+  }
+
+  delete(peer: string): void {
+    const i = this.index(peer)
+    if (i >= 0 && i < this.a.length) this.a[i] = 0
+  }
 }
 
 interface Relay {
@@ -216,9 +263,14 @@ export class Swim {
   private seen = 0
   private inc: number
 
-  private readonly members = new Map<string, Member>()
+  /** peer -> slot: its position in `list` and in `cols` */
+  private readonly members: Slots
   /** the members in a dense array, for O(1) random picks */
   private readonly list: string[] = []
+  /** per slot: incarnation, rtt, acked, heard (see W) */
+  private cols = new Float64Array(W * 8)
+  /** the members under suspicion (few), by peer */
+  private readonly suspects = new Map<string, Suspicion>()
   /** this round's probe order; may hold removed or repeated peers, skipped lazily */
   private order: string[] = []
   private orderIdx = 0
@@ -258,6 +310,7 @@ export class Swim {
     this.awarenessMax = o.awarenessMax ?? 8
     this.maxRelays = o.maxRelays ?? 256
     this.starvedLateMs = o.starvedLateMs ?? Math.floor(this.timeout / 2)
+    this.members = o.index !== undefined ? new IndexedSlots(o.index) : new Map<string, number>()
     if (!(this.timeout > 0 && this.timeout < this.interval))
       throw new Error('probe timeout must be positive and below the probe interval')
   }
@@ -283,12 +336,12 @@ export class Swim {
   }
 
   isSuspect(peer: string): boolean {
-    return this.members.get(peer)?.suspicion !== undefined
+    return this.suspects.has(peer)
   }
 
   /** When the current suspicion of `peer` will turn into 'dead', if it is suspect. */
   suspicionDeadline(peer: string): number | undefined {
-    return this.members.get(peer)?.suspicion?.deadline
+    return this.suspects.get(peer)?.deadline
   }
 
   /** Probes not sent because the target had just proved itself alive (see heard()). */
@@ -298,7 +351,10 @@ export class Swim {
 
   /** Round trip of the last direct probe the peer answered. */
   rttOf(peer: string): number | undefined {
-    return this.members.get(peer)?.rtt
+    const slot = this.members.get(peer)
+    if (slot === undefined) return undefined
+    const rtt = this.cols[W * slot + RTT]
+    return Number.isNaN(rtt) ? undefined : rtt
   }
 
   /** Suspicion timeouts for a cluster of `n` members (default: the current size, self included). */
@@ -328,15 +384,19 @@ export class Swim {
       this.onRefute(peer, incarnation)
       return
     }
-    this.members.set(peer, {
-      peer,
-      incarnation,
-      idx: this.list.length,
-      suspicion: undefined,
-      rtt: undefined,
-      ackedAt: undefined,
-      heardAt: undefined,
-    })
+    const slot = this.list.length
+    if (W * (slot + 1) > this.cols.length) {
+      // grow by half, not double: a light member's few hundred slots stay tight
+      const cols = new Float64Array(W * Math.ceil((slot + 1) * 1.5))
+      cols.set(this.cols)
+      this.cols = cols
+    }
+    const c = W * slot
+    this.cols[c + INC] = incarnation
+    this.cols[c + RTT] = Number.NaN
+    this.cols[c + ACKED] = Number.NaN
+    this.cols[c + HEARD] = Number.NaN
+    this.members.set(peer, slot)
     this.list.push(peer)
     // a random slot in the rest of this round, as memberlist does: probed soon, not predictably
     const n = this.order.length
@@ -350,13 +410,17 @@ export class Swim {
 
   /** Stop probing a member (dead, left, revoked). Its suspicion, if any, is dropped. */
   removeMember(peer: string): boolean {
-    const m = this.members.get(peer)
-    if (m === undefined) return false
+    const slot = this.members.get(peer)
+    if (slot === undefined) return false
     this.members.delete(peer)
+    this.suspects.delete(peer)
+    const lastSlot = this.list.length - 1
     const last = this.list.pop()!
     if (last !== peer) {
-      this.list[m.idx] = last
-      this.members.get(last)!.idx = m.idx
+      // the last member moves into the freed slot
+      this.list[slot] = last
+      this.members.set(last, slot)
+      this.cols.copyWithin(W * slot, W * lastSlot, W * lastSlot + W)
     }
     if (this.phase !== 0 && this.pTarget === peer) this.phase = 0
     return true
@@ -374,8 +438,8 @@ export class Swim {
    */
   heard(peer: string, now: number): void {
     if (now > this.seen) this.seen = now
-    const m = this.members.get(peer)
-    if (m !== undefined) m.heardAt = now
+    const slot = this.members.get(peer)
+    if (slot !== undefined) this.cols[W * slot + HEARD] = now
   }
 
   /** An ack for `seq` arrived from `from` (the target itself, or a relay forwarding it). */
@@ -391,10 +455,10 @@ export class Swim {
     if (this.phase === 0 || seq !== this.pSeq) return NONE
     if (from !== this.pTarget && !this.pRelays.includes(from)) return NONE
     if (from === this.pTarget) {
-      const m = this.members.get(from)
-      if (m !== undefined) {
-        m.rtt = now - this.pSent
-        m.ackedAt = now
+      const slot = this.members.get(from)
+      if (slot !== undefined) {
+        this.cols[W * slot + RTT] = now - this.pSent
+        this.cols[W * slot + ACKED] = now
       }
     }
     this.phase = 0
@@ -435,26 +499,28 @@ export class Swim {
   onSuspect(peer: string, incarnation: number, by: string, now: number): boolean {
     if (now > this.seen) this.seen = now
     if (peer === this.self) return false
-    const m = this.members.get(peer)
-    if (m === undefined || incarnation < m.incarnation) return false
-    if (incarnation > m.incarnation) {
-      m.incarnation = incarnation
-      m.suspicion = undefined
+    const slot = this.members.get(peer)
+    if (slot === undefined || incarnation < this.cols[W * slot + INC]) return false
+    if (incarnation > this.cols[W * slot + INC]) {
+      this.cols[W * slot + INC] = incarnation
+      this.suspects.delete(peer)
     }
-    if (m.suspicion === undefined) {
-      this.startSuspicion(m, by, now)
+    const s = this.suspects.get(peer)
+    if (s === undefined) {
+      this.startSuspicion(peer, incarnation, by, now)
       return true
     }
-    return this.confirm(m, by)
+    return this.confirm(peer, s, by)
   }
 
   /** `peer` announced `incarnation`; a higher one than suspected clears the suspicion. */
   onRefute(peer: string, incarnation: number): boolean {
-    const m = this.members.get(peer)
-    if (m === undefined || incarnation <= m.incarnation) return false
-    m.incarnation = incarnation
-    if (m.suspicion !== undefined && m.suspicion.incarnation < incarnation) {
-      m.suspicion = undefined
+    const slot = this.members.get(peer)
+    if (slot === undefined || incarnation <= this.cols[W * slot + INC]) return false
+    this.cols[W * slot + INC] = incarnation
+    const s = this.suspects.get(peer)
+    if (s !== undefined && s.incarnation < incarnation) {
+      this.suspects.delete(peer)
       return true
     }
     return false
@@ -536,8 +602,7 @@ export class Swim {
     for (let t = this.timers.peek(); t !== undefined && t.at <= now; t = this.timers.peek()) {
       this.timers.pop()
       if (t.seq < 0) {
-        const m = this.members.get(t.peer)
-        const s = m?.suspicion
+        const s = this.suspects.get(t.peer)
         if (s === undefined || s.deadline > now) continue
         if (starved && !s.stretched) {
           s.stretched = true
@@ -571,13 +636,12 @@ export class Swim {
       return
     }
     const scale = this.scale()
-    const m = this.members.get(target)!
+    const c = W * this.members.get(target)!
+    // a NaN (never heard, never acked) compares false
     if (
-      m.suspicion === undefined &&
-      m.heardAt !== undefined &&
-      now - m.heardAt < this.interval &&
-      m.ackedAt !== undefined &&
-      now - m.ackedAt < this.interval * SKIP_REFRESH_ROUNDS
+      !this.suspects.has(target) &&
+      now - this.cols[c + HEARD] < this.interval &&
+      now - this.cols[c + ACKED] < this.interval * SKIP_REFRESH_ROUNDS
     ) {
       // fresh evidence from the target: this round's ack without a probe (see heard())
       this.skips++
@@ -628,14 +692,17 @@ export class Swim {
     // no ack at all: the target is down or we are. Missing nacks point at us (Lifeguard).
     const expected = this.pRelays.length
     this.adjust(expected > 0 ? expected - this.pNacks : 1)
-    const m = this.members.get(this.pTarget)
-    if (m === undefined) return
-    if (m.suspicion === undefined) {
-      this.startSuspicion(m, this.self, now)
-      this.emit({ type: 'suspect', peer: m.peer, incarnation: m.incarnation })
-    } else if (this.confirm(m, this.self)) {
+    const peer = this.pTarget
+    const slot = this.members.get(peer)
+    if (slot === undefined) return
+    const incarnation = this.cols[W * slot + INC]
+    const s = this.suspects.get(peer)
+    if (s === undefined) {
+      this.startSuspicion(peer, incarnation, this.self, now)
+      this.emit({ type: 'suspect', peer, incarnation })
+    } else if (this.confirm(peer, s, this.self)) {
       // spread our independent confirmation so others' timers shrink too
-      this.emit({ type: 'suspect', peer: m.peer, incarnation: m.incarnation })
+      this.emit({ type: 'suspect', peer, incarnation })
     }
   }
 
@@ -643,7 +710,7 @@ export class Swim {
     const k = this.k
     const n = this.list.length
     if (k <= 0 || n === 0) return NO_PEERS
-    const ok = (p: string): boolean => p !== target && this.members.get(p)!.suspicion === undefined
+    const ok = (p: string): boolean => p !== target && !this.suspects.has(p)
     if (n <= 4 * k + 2) {
       // few members: take a random k of all eligible ones
       const c = this.list.filter(ok)
@@ -660,15 +727,15 @@ export class Swim {
     return out
   }
 
-  private startSuspicion(m: Member, from: string, now: number): void {
+  private startSuspicion(peer: string, incarnation: number, from: string, now: number): void {
     const { minMs, maxMs, k } = this.suspicionBounds()
     const timeout = k > 0 ? maxMs : minMs
     // Members that only heard of the failure wait a little longer, so that in a big cluster
     // the few that saw it declare the death and the rest learn it from them instead of all
     // publishing the same verdict at once. They still declare it if nobody else does.
     const backup = from === this.self ? 0 : Math.floor(this.interval * (1 + 2 * this.rng()))
-    m.suspicion = {
-      incarnation: m.incarnation,
+    const s: Suspicion = {
+      incarnation,
       from,
       start: now,
       deadline: now + timeout + backup,
@@ -680,16 +747,15 @@ export class Swim {
       backup,
       stretched: false,
     }
-    this.timers.push({ at: m.suspicion.deadline, peer: m.peer, seq: -1 })
+    this.suspects.set(peer, s)
+    this.timers.push({ at: s.deadline, peer, seq: -1 })
   }
 
   /**
    * Count a confirmation. Returns true when it was a new, counted one (worth spreading when
    * it is ours). Our own failed probe also ends any backup wait.
    */
-  private confirm(m: Member, by: string): boolean {
-    const s = m.suspicion
-    if (s === undefined) return false
+  private confirm(peer: string, s: Suspicion, by: string): boolean {
     let counted = false
     if (s.k > 0 && by !== s.from) {
       if (s.confirmers === undefined) s.confirmers = new Set()
@@ -705,7 +771,7 @@ export class Swim {
     const deadline = s.start + s.timeout + s.backup
     if (deadline !== s.deadline) {
       s.deadline = deadline
-      this.timers.push({ at: deadline, peer: m.peer, seq: -1 })
+      this.timers.push({ at: deadline, peer, seq: -1 })
     }
     return counted
   }

@@ -333,6 +333,40 @@ describe('membership: table', () => {
     assert.equal(t.apply(back, V, 5 * DAY_MS)?.after, 'alive')
   })
 
+  it('indexed by member number, holds, lists and diffs exactly what a table by peer ID does', () => {
+    const { item } = arbs(PEERS, nullSigner)
+    const op = fc.oneof(
+      { weight: 6, arbitrary: item.map((x) => ({ apply: x })) },
+      { weight: 1, arbitrary: fc.constantFrom(...PEERS).map((p) => ({ forget: p })) },
+      { weight: 1, arbitrary: fc.constant({ reap: true }) },
+    )
+    const view = (t: MemberTable, other: MemberTable) => ({
+      rows: [...t.rows()].map((r) => [r.peerId, r.status, r.since, r.entry]),
+      digest: t.digest(),
+      diff: t.diff(other.digest()),
+      counts: { ...t.counts() },
+      outcomes: { ...t.outcomes },
+    })
+    fc.assert(
+      fc.property(fc.array(op, { maxLength: 16 }), fc.array(item, { maxLength: 6 }), (ops, ys) => {
+        const byId = new MemberTable()
+        const byIndex = new MemberTable({ index: (p) => PEERS.indexOf(p) })
+        const other = new MemberTable()
+        for (const y of ys) other.apply(y, V, 0)
+        ops.forEach((o, i) => {
+          // a day per step, so that reaping hides and forgets rows
+          for (const t of [byId, byIndex]) {
+            if ('apply' in o) t.apply(o.apply, V, i * DAY_MS)
+            else if ('forget' in o) t.forget(o.forget)
+            else t.reap(i * DAY_MS)
+          }
+        })
+        assert.deepStrictEqual(view(byIndex, other), view(byId, other))
+      }),
+      { numRuns: 500 },
+    )
+  })
+
   it('checks overlay addresses and refuses revoked peers when asked to', () => {
     const [p, q] = PEERS
     const cluster = '00112233445566778899aabbccddeeff'

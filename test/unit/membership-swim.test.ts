@@ -489,4 +489,20 @@ describe('membership: SWIM failure detector', () => {
     assert.equal(s.onRefute('a', 1), true)
     assert.equal(s.isSuspect('a'), false)
   })
+
+  it('finds members by an index the driver gives exactly as by peer ID (as the simulator does)', () => {
+    const ids = Array.from({ length: 12 }, (_, i) => `p${i}`)
+    const run = (opts: Partial<SwimOptions>) => {
+      const net = new Net(ids, 5, opts)
+      net.run(20_000)
+      net.crashed.add('p3')
+      net.block('p1', 'p7')
+      net.run(60_000)
+      const s = net.nodes.get('p0')!
+      return { log: net.log, probes: net.probes, rtt: ids.map((x) => s.rttOf(x)), n: s.memberCount }
+    }
+    const byId = run({})
+    assert.ok(byId.log.some((l) => l.includes('dead p3')))
+    assert.deepStrictEqual(run({ index: (p) => ids.indexOf(p) }), byId)
+  })
 })
