@@ -828,7 +828,7 @@ export class OverlayComponent implements Component {
     const udp = this.udp
     const pb = pbStream(stream, { maxDataLength: 1024 }).pb(UdpKey)
     const signal = AbortSignal.timeout(UDP_EXCHANGE_MS)
-    const first = connection.remoteAddr.getComponents()[0]
+    const address = ipv4Of(connection)
     const refuse = async (error: string) => {
       await pb.write(udpKey(UdpKey.Kind.REFUSE, { error }), { signal })
       await stream.close()
@@ -840,7 +840,7 @@ export class OverlayComponent implements Component {
       if (offer.kind !== UdpKey.Kind.OFFER) throw new Error('expected an offer')
       if (udp === undefined || this.tun === undefined || this.live(peer) === undefined)
         return await refuse('not a live member')
-      if (pathKind(connection.remoteAddr) !== 'direct' || first?.name !== 'ip4' || first.value === undefined)
+      if (pathKind(connection.remoteAddr) !== 'direct' || address === undefined)
         return await refuse('not a direct IPv4 connection')
       local = udp.newLocalKey()
       // the new keys open before the member hears our answer, so its first datagram under them
@@ -849,8 +849,7 @@ export class OverlayComponent implements Component {
       if (rekey) {
         udp.rekey(peer, local, offer)
         this.udpConn.set(peer, connection)
-      } else
-        this.startSession(peer, connection, local, offer, { address: first.value, port: offer.port }, false)
+      } else this.startSession(peer, connection, local, offer, { address, port: offer.port }, false)
       const derived = offer.publicKey.length > 0
       const answer = udpKey(UdpKey.Kind.ANSWER, {
         // to a member on the previous version (no public key): the key it seals to us with
