@@ -34,13 +34,17 @@ export async function api(path) {
   return res.headers.get('content-type')?.includes('json') ? res.json() : res.text()
 }
 
+/** Show a failed read's error (until a read works); true when the read worked. */
 const guard = (p) =>
   p.then(
     () => {
       state.error = undefined
+      return true
     },
     (err) => {
       state.error = err.message
+      if (perf.readErrors.length < 20) perf.readErrors.push(err.message) // what a test prints
+      return false
     },
   )
 
@@ -169,7 +173,7 @@ function soon(key, fn, ms = 300) {
 }
 
 /** Timings of applied updates, read by the browser test (median of apply + render). */
-export const perf = { updates: [], firstPaint: undefined, graphDrawn: undefined }
+export const perf = { updates: [], readErrors: [], firstPaint: undefined, graphDrawn: undefined }
 let pending // an update being timed: its start, until the render after it finishes
 export const renderDone = () => {
   if (pending === undefined) return
@@ -267,8 +271,24 @@ export function connect() {
   return es
 }
 
+let retryMs = 0 // the wait before a failed read is tried again (0: the last read worked)
+let retryTimer
 export async function loadAll() {
-  await Promise.all([loadStatus(), loadMembers(), loadDatasets(), loadRequests(), loadInstances()])
+  const read = await Promise.all([
+    loadStatus(),
+    loadMembers(),
+    loadDatasets(),
+    loadRequests(),
+    loadInstances(),
+  ])
   perf.fetched ??= performance.now()
   changed()
+  // a failed read (the agent restarting, a busy machine) is tried again soon, 0.25 s doubling
+  // to 8 s, rather than at the next 15 s round: the page must not stay empty that long
+  clearTimeout(retryTimer)
+  if (!read.includes(false)) retryMs = 0
+  else {
+    retryMs = Math.min(retryMs === 0 ? 250 : retryMs * 2, 8000)
+    retryTimer = setTimeout(() => void loadAll(), retryMs)
+  }
 }
