@@ -24,6 +24,8 @@ const MAX_MESSAGE = 1024
 export interface AdmissionInit {
   cluster: Cluster
   timeoutMs: number
+  /** the deadline as a starved event loop stretches it (local-lag.ts); as is without */
+  stretch?: (ms: number) => number
   reporter: ComponentReporter
   /** certificates: ours to show, and the verdict on a peer's (see trust.ts) */
   trust: {
@@ -137,6 +139,11 @@ export class Admission implements Startable {
     return s
   }
 
+  /** the auth handshake's deadline now: the configured one, stretched while we run late */
+  private deadlineMs(): number {
+    return this.init.stretch?.(this.init.timeoutMs) ?? this.init.timeoutMs
+  }
+
   private onOpen(evt: CustomEvent<Connection>): void {
     const connection = evt.detail
     const state = this.stateOf(connection)
@@ -148,7 +155,7 @@ export class Admission implements Startable {
       onAuthStream: (s, c) => void this.respond(s, c),
       refused: (_c, protocol) => this.metrics.refusedStreams.inc({ protocol }),
       registrar: this.components.registrar,
-      negotiationTimeoutMs: this.init.timeoutMs,
+      negotiationTimeoutMs: this.deadlineMs(),
     })
     if (!installed) {
       // fail closed: without the guard an unadmitted peer could negotiate every protocol
@@ -166,10 +173,7 @@ export class Admission implements Startable {
       this.settle(connection, REFUSED('node stopped'), 'error')
       return
     }
-    const timer = setTimeout(
-      () => this.settle(connection, REFUSED('timeout'), 'timeout'),
-      this.init.timeoutMs,
-    )
+    const timer = setTimeout(() => this.settle(connection, REFUSED('timeout'), 'timeout'), this.deadlineMs())
     timer.unref()
     void state.promise.then(() => clearTimeout(timer))
     if (connection.direction === 'outbound') {
@@ -213,7 +217,7 @@ export class Admission implements Startable {
         if (connection.status !== 'open') return
         this.metrics.joinDeadline.inc()
         connection.abort(new AdmissionRefusedError('the join was not completed in time'))
-      }, INBOUND_LIMITS.joinDeadlineMs)
+      }, this.init.stretch?.(INBOUND_LIMITS.joinDeadlineMs) ?? INBOUND_LIMITS.joinDeadlineMs)
       timer.unref()
     } else if (standing.kind === 'refused' && connection.status === 'open') {
       // a refused connection may be one that never carried a byte (a WebRTC connection whose
@@ -250,7 +254,7 @@ export class Admission implements Startable {
 
   /** Dialer side. */
   private async initiate(connection: Connection): Promise<void> {
-    const signal = AbortSignal.timeout(this.init.timeoutMs)
+    const signal = AbortSignal.timeout(this.deadlineMs())
     const stream = await openAuthStream(connection, this.protocol, signal)
     try {
       const pb = pbStream(stream, { maxDataLength: MAX_MESSAGE }).pb(AuthMessage)
@@ -265,7 +269,7 @@ export class Admission implements Startable {
 
   /** Listener side. */
   private async respond(stream: Stream, connection: Connection): Promise<void> {
-    const signal = AbortSignal.timeout(this.init.timeoutMs)
+    const signal = AbortSignal.timeout(this.deadlineMs())
     try {
       const pb = pbStream(stream, { maxDataLength: MAX_MESSAGE }).pb(AuthMessage)
       const { standing, result } = await listenerHandshake(pb, this.context(connection, signal))

@@ -15,16 +15,18 @@ import { TimeoutError } from '@libp2p/interface'
  */
 export function connectDeadline<C>(
   factory: (components: C) => Transport,
-  connectMs: number,
+  /** read at each dial (it stretches while the event loop runs late: local-lag.ts) */
+  connectMs: () => number,
 ): (components: C) => Transport {
   return (components) => {
     const inner = factory(components)
     const dial = inner.dial.bind(inner)
     inner.dial = async (ma, options) => {
       const connecting = new AbortController()
+      const ms = connectMs()
       const timer = setTimeout(
-        () => connecting.abort(new TimeoutError(`TCP connect to ${ma} took over ${connectMs} ms`)),
-        connectMs,
+        () => connecting.abort(new TimeoutError(`TCP connect to ${ma} took over ${ms} ms`)),
+        ms,
       )
       const onProgress: typeof options.onProgress = (evt) => {
         if (evt.type.startsWith('upgrader:')) clearTimeout(timer)

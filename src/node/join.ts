@@ -88,7 +88,8 @@ export class Joiner {
     inviteHex: string,
     seeds: string[],
     name: string,
-    timeoutMs: number,
+    /** each try's deadline: read at each try (it stretches while our event loop runs late) */
+    timeoutMs: number | (() => number),
     retryForMs = JOIN_RETRY_FOR_MS,
   ): Promise<void> {
     const started = Date.now()
@@ -99,7 +100,12 @@ export class Joiner {
       rounds++
       for (const seed of seeds) {
         try {
-          await this.redeemWith(seed, inviteHex, name, timeoutMs)
+          await this.redeemWith(
+            seed,
+            inviteHex,
+            name,
+            typeof timeoutMs === 'number' ? timeoutMs : timeoutMs(),
+          )
           return
         } catch (err) {
           if (err instanceof JoinRefusedError || err instanceof InviteError) throw err

@@ -43,6 +43,11 @@ export interface NodeOptions {
    * member path through the overlay would carry the overlay itself (it loops and collapses)
    */
   insideOverlay?: (addr: Multiaddr) => boolean
+  /**
+   * A handshake deadline as it stands now: stretched while this process's event loop runs late
+   * (local-lag.ts), so an overloaded agent does not cut its own handshakes off. As is without.
+   */
+  stretch?: (ms: number) => number
 }
 
 /** how long a TCP dial may take to connect (the upgrade after it has the rest of the dial budget) */
@@ -76,6 +81,39 @@ export async function inRoutingTable(dht: KadDHT, peer: PeerId): Promise<boolean
 export type MeshLibp2p = Awaited<ReturnType<typeof createMeshNode>>
 
 /**
+ * libp2p reads its dial deadlines and the inbound upgrade deadline from fields of its dial
+ * queue and upgrader at each dial and each inbound connection: make those fields read the
+ * stretched value. They are internals (test/integration/libp2p-quirks.test.ts notices a change);
+ * if they are gone, the deadlines stay fixed and the log says so.
+ */
+function stretchDeadlines(
+  node: object,
+  config: NodeConfig,
+  stretch: (ms: number) => number,
+  reporter: ComponentReporter,
+): void {
+  const components = (node as { components?: Record<string, unknown> }).components
+  const upgrader = components?.upgrader as Record<string, unknown> | undefined
+  const dialQueue = (components?.connectionManager as { dialQueue?: Record<string, unknown> } | undefined)
+    ?.dialQueue
+  const fields: Array<[Record<string, unknown> | undefined, string, number]> = [
+    [upgrader, 'inboundUpgradeTimeout', INBOUND_LIMITS.upgradeTimeoutMs],
+    [dialQueue, 'dialTimeout', config.dialTimeoutMs],
+    [dialQueue, 'addressDialTimeout', config.dialTimeoutMs],
+  ]
+  for (const [owner, field, base] of fields) {
+    if (owner === undefined || typeof owner[field] !== 'number') {
+      reporter.log.warn(
+        { field },
+        'cannot stretch a libp2p deadline (libp2p internals changed?): it stays fixed',
+      )
+      continue
+    }
+    Object.defineProperty(owner, field, { get: () => stretch(base), configurable: true })
+  }
+}
+
+/**
  * The libp2p node: TCP, circuit relay v2 and WebRTC transports; Noise with a cluster-bound
  * prologue (a peer without the cluster key fails the handshake on TCP and relayed connections)
  * and member admission on every connection, on every transport (see admission.ts); identify,
@@ -89,9 +127,11 @@ export async function createMeshNode(opts: NodeOptions) {
   const datastore = new LevelDatastore(opts.datastorePath)
   await datastore.open()
 
+  const stretch = opts.stretch ?? ((ms: number) => ms)
   const admit = admission({
     cluster,
     timeoutMs: config.authTimeoutMs,
+    stretch,
     reporter: opts.reporter,
     trust: opts.trust,
   })
@@ -129,7 +169,7 @@ export async function createMeshNode(opts: NodeOptions) {
       announceFilter: (addrs) => addrs.filter((a) => dialable(a) && opts.insideOverlay?.(a) !== true),
     },
     transports: [
-      connectDeadline(tcp(), Math.min(TCP_CONNECT_MS, config.dialTimeoutMs)),
+      connectDeadline(tcp(), () => stretch(Math.min(TCP_CONNECT_MS, config.dialTimeoutMs))),
       circuitRelayTransport({ reservationCompletionTimeout: config.dialTimeoutMs }),
       ...(config.webrtc.enabled
         ? [
@@ -234,6 +274,7 @@ export async function createMeshNode(opts: NodeOptions) {
       }),
     },
   })
+  stretchDeadlines(node, config, stretch, opts.reporter)
   gater = node.services.admission.gater()
   node.addEventListener('connection:open', (evt) => pending.upgraded(evt.detail))
   guardObservedAddrs(node.services.addresses)

@@ -13,6 +13,7 @@ import { loadIdentity } from './identity.js'
 import { InviteStore } from './invites.js'
 import { Joiner } from './join.js'
 import { createMeshNode, dhtProtocol, inRoutingTable, type MeshLibp2p } from './libp2p.js'
+import { LocalLag } from './local-lag.js'
 import { type PathKind, pathKind } from './paths.js'
 import { LABELLED_PEERS, PeerTraffic } from './peer-traffic.js'
 import { TrustStore } from './trust.js'
@@ -62,6 +63,8 @@ export class NodeComponent implements Component {
   private readonly metrics
   /** bytes in and out per member (see peer-traffic.ts) */
   readonly traffic = new PeerTraffic()
+  /** how late our timers run: handshake deadlines stretch by it (local-lag.ts) */
+  readonly lag = new LocalLag()
   /**
    * The member-tagged peers of the peer store, for reconnect(). Reading them with peerStore.all()
    * decodes every record the store holds, every 10 s (a twentieth of an idle agent's
@@ -95,6 +98,12 @@ export class NodeComponent implements Component {
         for (const c of this.libp2p?.getConnections() ?? []) g.inc({ path: pathKind(c.remoteAddr) })
       }),
       dials: r.counter('dials_total', 'dials to known members by result', ['result']),
+      lag: r.gauge(
+        'event_loop_lag_ms',
+        "how late this agent's timers run (the largest lateness, decayed); handshake deadlines stretch by 1 + (this - 50 ms) / 200 ms, at most 8x",
+        [],
+        (): void => this.metrics.lag.set(Math.round(this.lag.ms)),
+      ),
       peerBytes: r.counter(
         'peer_bytes_total',
         `bytes with each member by direction; the first ${LABELLED_PEERS} members counted have their own series, the rest add up in peer="others"`,
@@ -159,7 +168,9 @@ export class NodeComponent implements Component {
       throw new RevokedError(earlier.issuer, earlier.issued)
     this.invites = new InviteStore(dataDir)
     const empty = new Uint8Array(0)
+    this.lag.start()
     this.libp2p = await createMeshNode({
+      stretch: (ms) => this.lag.stretch(ms),
       config,
       cluster,
       privateKey,
@@ -223,7 +234,9 @@ export class NodeComponent implements Component {
         )
       }
       reporter.log.info('redeeming the join token with the inviter')
-      await this.joiner.redeem(cluster.invite, this.deps.seeds, config.name, config.dialTimeoutMs * 2)
+      await this.joiner.redeem(cluster.invite, this.deps.seeds, config.name, () =>
+        this.lag.stretch(config.dialTimeoutMs * 2),
+      )
       reporter.log.info('joined: this node holds a member certificate')
     }
     if (this.revoked !== undefined) {
@@ -241,6 +254,7 @@ export class NodeComponent implements Component {
 
   async stop(): Promise<void> {
     clearInterval(this.timer)
+    this.lag.stop()
     await this.libp2p?.stop()
   }
 
@@ -297,7 +311,9 @@ export class NodeComponent implements Component {
     const batch = [...byPeer.values()]
     const results = await Promise.allSettled(
       batch.map((c) =>
-        node.services.identify.identify(c, { signal: AbortSignal.timeout(this.deps.config.dialTimeoutMs) }),
+        node.services.identify.identify(c, {
+          signal: AbortSignal.timeout(this.lag.stretch(this.deps.config.dialTimeoutMs)),
+        }),
       ),
     )
     return results.filter((r) => r.status === 'fulfilled').length
@@ -331,7 +347,9 @@ export class NodeComponent implements Component {
     const batch = targets.filter((t) => this.redials.ready(t.key, now, cap)).slice(0, RECONNECT_BATCH)
     const results = await Promise.allSettled(
       batch.map((t) =>
-        node.dial(t.target as never, { signal: AbortSignal.timeout(this.deps.config.dialTimeoutMs) }),
+        node.dial(t.target as never, {
+          signal: AbortSignal.timeout(this.lag.stretch(this.deps.config.dialTimeoutMs)),
+        }),
       ),
     )
     let ok = 0

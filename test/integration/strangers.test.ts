@@ -21,7 +21,9 @@ import { AuthMessage } from '../../protocols/auth.js'
 import { ConfigSchema } from '../../src/agent/config.js'
 import { Reporter } from '../../src/kernel/reporter.js'
 import { type Cluster, loadCluster, newCluster } from '../../src/node/cluster.js'
+import { INBOUND_LIMITS } from '../../src/node/inbound-limits.js'
 import { createMeshNode } from '../../src/node/libp2p.js'
+import { MAX_STRETCH } from '../../src/node/local-lag.js'
 import { type AgentProcess, Fixture, mesh, meshJson, waitFor } from './cluster-harness.js'
 
 /** A libp2p node with no cluster key at all: what anyone on the internet could run. */
@@ -207,7 +209,8 @@ describe('admission: strangers get no stream on any transport', function () {
           m.get('mesh_node_auth_total', { result: 'closed' }) > closedBefore
         )
       },
-      30_000,
+      // A's auth deadline (5 s) stretches while its event loop runs late (local-lag.ts), up to 8x
+      45_000,
     ).catch((err) => assert.fail(`${(err as Error).message}; A's auth counters: ${auth}`))
     assert.equal(await count('ok'), okBefore, `A admitted the wrong-key member; A's auth counters: ${auth}`)
   })
@@ -262,13 +265,19 @@ describe('admission: strangers get no stream on any transport', function () {
     assert.ok(opened >= 16)
   })
 
-  it('a peer that holds the key but no certificate (a token-holder) and does not redeem is closed', async () => {
+  it('a peer that holds the key but no certificate (a token-holder) and does not redeem is closed', async function () {
+    this.timeout(INBOUND_LIMITS.joinDeadlineMs * MAX_STRETCH + 30_000)
     const cluster = loadCluster(a.dataDir)
     assert.ok(cluster)
     // it thinks itself a member, shows no certificate: A sees a joiner
     const holder = await otherMember({ ...cluster, seeds: [], invite: undefined })
     const conn = await holder.dial(multiaddr(tcpAddr()), { signal: AbortSignal.timeout(10_000) })
-    await waitFor('A to close the joiner connection', async () => conn.status !== 'open', 30_000)
+    // A's join deadline (15 s) stretches while its event loop runs late (local-lag.ts), up to 8x
+    await waitFor(
+      'A to close the joiner connection',
+      async () => conn.status !== 'open',
+      INBOUND_LIMITS.joinDeadlineMs * MAX_STRETCH + 5_000,
+    )
     // closed by A's redeem deadline, not by anything else
     assert.ok((await a.metric('mesh_node_join_deadline_closed_total')) >= 1)
   })

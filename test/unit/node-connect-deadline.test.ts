@@ -32,7 +32,7 @@ const dial = (t: Transport, signal: AbortSignal, onProgress?: (e: unknown) => vo
 
 describe('connectDeadline: a TCP connect has its own deadline, the upgrade the rest of the dial budget', () => {
   it('a connect that takes longer than its deadline is given up, saying so', async () => {
-    const t = connectDeadline(slowTransport(400, 0), 100)(undefined)
+    const t = connectDeadline(slowTransport(400, 0), () => 100)(undefined)
     // (without the deadline this dial would connect after 400 ms and return a connection)
     await assert.rejects(
       dial(t, AbortSignal.timeout(5_000)),
@@ -42,7 +42,7 @@ describe('connectDeadline: a TCP connect has its own deadline, the upgrade the r
 
   it('an upgrade that takes several connect deadlines still completes within the dial budget', async () => {
     const seen: string[] = []
-    const t = connectDeadline(slowTransport(10, 400), 100)(undefined)
+    const t = connectDeadline(slowTransport(10, 400), () => 100)(undefined)
     assert.equal(
       await dial(t, AbortSignal.timeout(5_000), (e) => seen.push((e as { type: string }).type)),
       'connection',
@@ -55,7 +55,7 @@ describe('connectDeadline: a TCP connect has its own deadline, the upgrade the r
   })
 
   it('the dial budget still ends a slow upgrade', async () => {
-    const t = connectDeadline(slowTransport(10, 2_000), 100)(undefined)
+    const t = connectDeadline(slowTransport(10, 2_000), () => 100)(undefined)
     await assert.rejects(dial(t, AbortSignal.timeout(300)))
   })
 })
