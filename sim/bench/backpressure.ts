@@ -132,6 +132,19 @@ function sampleRss(procs: Procs, into: Record<string, number>): void {
 }
 
 /** Run one paused-reader transfer: sample while paused, resume, wait for the end (bounded). */
+/** `p`, or an error after `ms`; the timer ends with `p` (a pending 600 s sleep kept the bench alive after its report) */
+async function within<T>(p: Promise<T>, ms: number, message: () => string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined
+  const late = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(message())), ms)
+  })
+  try {
+    return await Promise.race([p, late])
+  } finally {
+    clearTimeout(timer)
+  }
+}
+
 async function measure(name: string, procs: Procs, src: Source, sink: Sink, pauseS: number): Promise<Phase> {
   const base: Record<string, number> = {}
   sampleRss(procs, base)
@@ -146,12 +159,11 @@ async function measure(name: string, procs: Procs, src: Source, sink: Sink, paus
   sink.resume()
   const sampler = setInterval(() => sampleRss(procs, peak), 1000)
   try {
-    await Promise.race([
+    await within(
       sink.done,
-      sleep(600_000).then(() => {
-        throw new Error(`${name}: the transfer did not finish within 600 s (${sink.received} B read)`)
-      }),
-    ])
+      600_000,
+      () => `${name}: the transfer did not finish within 600 s (${sink.received} B read)`,
+    )
   } finally {
     clearInterval(sampler)
   }
@@ -190,10 +202,15 @@ async function main(): Promise<void> {
   const started: ChildProcess[] = []
   const servers: Server[] = []
   const phases: Phase[] = []
+  // the server's side of each tunnel: left open, they kept this process from exiting
+  const accepted = new Set<Socket>()
   try {
     // the server side of the tunnel cases is this process; B lets the tunnel reach its port
     let onConn: (s: Socket) => void = (s) => s.destroy()
-    const { server, port } = await listen((s) => onConn(s))
+    const { server, port } = await listen((s) => {
+      accepted.add(s)
+      onConn(s)
+    })
     servers.push(server)
     const dirA = fx.tempDir('mesh-bp-')
     const dirB = fx.tempDir('mesh-bp-')
@@ -229,7 +246,7 @@ async function main(): Promise<void> {
       const got = new Promise<Socket>((r) => (onConn = r))
       const p = proxy(a, 'bravo', port)
       started.push(p)
-      const sock = await Promise.race([got, sleep(30_000).then(() => Promise.reject(new Error('no tunnel')))])
+      const sock = await within(got, 30_000, () => 'no tunnel')
       const sink = new Sink(sock)
       void pump(p.stdin!, src)
       phases.push(
@@ -282,6 +299,7 @@ async function main(): Promise<void> {
     }
   } finally {
     for (const p of started) await stopProcess(p, 5_000).catch(() => {})
+    for (const s of accepted) s.destroy()
     for (const s of servers) s.close()
     await fx.cleanup()
   }
