@@ -426,14 +426,7 @@ export class DatasetWriter {
     let fh: FileHandle | undefined
     try {
       fh = await open(tmp, 'wx', 0o600)
-      let pos = 0
-      for (const [c] of e.chunks) {
-        const bytes = await chunk(parseCid(c))
-        await writeAt(fh, bytes, pos)
-        pos += sizeOf(bytes)
-      }
-      if (pos !== e.size)
-        throw new BlocksError('bad-manifest', `${e.path}: wrote ${pos} bytes, the manifest says ${e.size}`)
+      await writeChunks(fh, e, chunk)
       await fh.chmod(modeOf(e.mode))
       await fh.utimes(e.mtime / 1000, e.mtime / 1000)
       await fh.close()
@@ -504,6 +497,68 @@ export class DatasetWriter {
 const depth = (p: string) => p.split('/').length
 
 /** All of `bytes` at `pos` (a block that came in pieces: one writev), however many calls it takes. */
+/** at most this many bytes of a file's chunks are asked for and not yet written, at a time */
+export const WRITE_AHEAD_BYTES = 32 << 20
+
+/**
+ * Write a file's chunks at their offsets as they arrive, WRITE_AHEAD_BYTES of them asked for at a
+ * time (a chunk still missing holds no memory, so one late chunk holds back nothing after it).
+ * A parallel transfer delivers chunks out of order; written strictly in
+ * order, every chunk that came before its turn was parked in memory until the one before it
+ * arrived (tens of MB), long enough to survive into V8's old generation: most of a fetcher's
+ * full GCs (sim/PROFILE.md). At its offset, a chunk is held only while its write runs.
+ */
+async function writeChunks(
+  fh: FileHandle,
+  e: FileEntry,
+  chunk: (cid: CID) => Promise<BlockBytes>,
+): Promise<void> {
+  const offsets: number[] = []
+  let total = 0
+  for (const [, size] of e.chunks) {
+    offsets.push(total)
+    total += size
+  }
+  if (total !== e.size)
+    throw new BlocksError(
+      'bad-manifest',
+      `${e.path}: its chunks add up to ${total} bytes, the manifest says ${e.size}`,
+    )
+  const inFlight = new Set<Promise<void>>()
+  let failure: unknown
+  let next = 0
+  let ahead = 0 // bytes of the chunks started and not yet written
+  const start = (i: number) => {
+    const [c, size] = e.chunks[i]
+    ahead += size
+    const p: Promise<void> = chunk(parseCid(c))
+      .then(async (bytes) => {
+        if (sizeOf(bytes) !== size)
+          throw new BlocksError(
+            'bad-manifest',
+            `${e.path}: chunk ${i} is ${sizeOf(bytes)} bytes, the manifest says ${size}`,
+          )
+        if (failure === undefined) await writeAt(fh, bytes, offsets[i])
+      })
+      .catch((err: unknown) => {
+        failure ??= err
+      })
+      .finally(() => {
+        ahead -= size
+        inFlight.delete(p)
+      })
+    inFlight.add(p)
+  }
+  while (failure === undefined && (next < e.chunks.length || inFlight.size > 0)) {
+    while (next < e.chunks.length && (inFlight.size === 0 || ahead + e.chunks[next][1] <= WRITE_AHEAD_BYTES))
+      start(next++)
+    await Promise.race(inFlight)
+  }
+  // the first failure ends the file (the caller removes it); chunks still awaited are let go:
+  // their writes, if any come, are refused by the closed handle and their errors dropped
+  if (failure !== undefined) throw failure
+}
+
 async function writeAt(fh: FileHandle, bytes: BlockBytes, pos: number): Promise<void> {
   let rest = bytes instanceof Uint8Array ? [bytes] : bytes
   // each call writes something or throws (ENOSPC): at most one call per byte
