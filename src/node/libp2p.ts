@@ -21,6 +21,7 @@ import { type Cluster, deriveKey, protocolPrefix } from './cluster.js'
 import { coalescedWrites } from './coalesced-writes.js'
 import type { NodeConfig } from './config.js'
 import { connectDeadline } from './connect-deadline.js'
+import { ConnectionLiveness } from './connection-liveness.js'
 import { dialable } from './dialable.js'
 import { INBOUND_LIMITS, PendingInbound } from './inbound-limits.js'
 import { decryptInPieces, noiseCrypto } from './noise-pieces.js'
@@ -52,6 +53,10 @@ export interface NodeOptions {
 
 /** how long a TCP dial may take to connect (the upgrade after it has the rest of the dial budget) */
 const TCP_CONNECT_MS = 1_500
+/** every connection is pinged this often (a muxer ping, see connection-liveness.ts) ... */
+const LIVENESS_INTERVAL_MS = 30_000
+/** ... and closed when the ping goes unanswered this long (libp2p's monitor allowed 5-60 s) */
+const LIVENESS_TIMEOUT_MS = 20_000
 /** concurrent ping streams per connection, each way (see the ping service below) */
 const PING_STREAMS = 8
 
@@ -184,7 +189,8 @@ export async function createMeshNode(opts: NodeOptions) {
         decryptInPieces(noise({ prologueBytes: deriveKey(cluster, 'noise prologue'), crypto: noiseCrypto })),
       ),
     ],
-    streamMuxers: [yamux()],
+    // yamux's keepalive pings but never acts on a missing answer: the liveness check replaces it
+    streamMuxers: [yamux({ enableKeepAlive: false })],
     connectionGater: {
       // one address cannot hold every pending slot (see inbound-limits.ts)
       denyInboundConnection: (maConn) => pending.deny(maConn),
@@ -198,11 +204,10 @@ export async function createMeshNode(opts: NodeOptions) {
       denyOutboundRelayedConnection: (s, d) => gater?.denyOutboundRelayedConnection?.(s, d) ?? true,
       denyInboundRelayedConnection: (r, p) => gater?.denyInboundRelayedConnection?.(r, p) ?? true,
     },
-    // libp2p checks each connection with a ping on a new stream (stream negotiation, and on
-    // WebRTC a new data channel); every 10 s that was a tenth of an idle agent's CPU while the
-    // membership probes already cross every member connection each second (issue 20). A dead
-    // connection is still found: probes fail first, and this check still closes it.
-    connectionMonitor: { pingInterval: 30_000 },
+    // libp2p's monitor pinged each connection on a new stream every 30 s from both sides
+    // (stream negotiation: a tenth of an idle agent's CPU in a 20-agent fleet); a muxer ping
+    // finds a dead connection as well without a stream (connection-liveness.ts, started below)
+    connectionMonitor: { enabled: false },
     connectionManager: {
       // deliberate limits for peers that have not finished their upgrade (inbound-limits.ts)
       inboundUpgradeTimeout: INBOUND_LIMITS.upgradeTimeoutMs,
@@ -278,6 +283,13 @@ export async function createMeshNode(opts: NodeOptions) {
   gater = node.services.admission.gater()
   node.addEventListener('connection:open', (evt) => pending.upgraded(evt.detail))
   guardObservedAddrs(node.services.addresses)
+  const liveness = new ConnectionLiveness({
+    connections: () => node.getConnections(),
+    intervalMs: LIVENESS_INTERVAL_MS,
+    timeoutMs: LIVENESS_TIMEOUT_MS,
+  })
+  node.addEventListener('start', () => liveness.start())
+  node.addEventListener('stop', () => liveness.stop())
   return node
 }
 

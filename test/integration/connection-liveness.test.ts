@@ -1,0 +1,99 @@
+import '../../src/shim.js'
+import assert from 'node:assert/strict'
+import { createServer, type Server, type Socket, connect as tcpConnect } from 'node:net'
+import { noise } from '@chainsafe/libp2p-noise'
+import { yamux } from '@chainsafe/libp2p-yamux'
+import type { Libp2p } from '@libp2p/interface'
+import { tcp } from '@libp2p/tcp'
+import { multiaddr } from '@multiformats/multiaddr'
+import { createLibp2p } from 'libp2p'
+import { ConnectionLiveness } from '../../src/node/connection-liveness.js'
+
+/**
+ * A TCP relay between the two nodes that can go silent without closing anything: what a
+ * vanished peer, a pulled cable or a NAT that dropped its state looks like from this side.
+ */
+class FreezableProxy {
+  private readonly server: Server
+  private readonly sockets: Socket[] = []
+
+  constructor(targetPort: number) {
+    this.server = createServer((inbound) => {
+      const outbound = tcpConnect(targetPort, '127.0.0.1')
+      this.sockets.push(inbound, outbound)
+      inbound.pipe(outbound)
+      outbound.pipe(inbound)
+      for (const s of [inbound, outbound]) s.on('error', () => {})
+    })
+  }
+
+  async listen(): Promise<number> {
+    await new Promise<void>((resolve) => this.server.listen(0, '127.0.0.1', resolve))
+    return (this.server.address() as { port: number }).port
+  }
+
+  /** stop carrying bytes; every socket stays open */
+  freeze(): void {
+    for (const s of this.sockets) {
+      s.unpipe()
+      s.pause()
+    }
+  }
+
+  close(): void {
+    for (const s of this.sockets) s.destroy()
+    this.server.close()
+  }
+}
+
+const node = () =>
+  createLibp2p({
+    addresses: { listen: ['/ip4/127.0.0.1/tcp/0'] },
+    transports: [tcp()],
+    connectionEncrypters: [noise()],
+    streamMuxers: [yamux({ enableKeepAlive: false })],
+    connectionMonitor: { enabled: false },
+  })
+
+describe('connection liveness: a muxer ping finds a dead connection without opening a stream', function () {
+  this.timeout(60_000)
+  let a: Libp2p | undefined
+  let b: Libp2p | undefined
+  let proxy: FreezableProxy | undefined
+
+  afterEach(async () => {
+    proxy?.close()
+    await Promise.allSettled([a?.stop(), b?.stop()])
+  })
+
+  it('a connection that answers stays open; one that went silent is closed', async () => {
+    a = await node()
+    b = await node()
+    const port = Number(
+      b
+        .getMultiaddrs()[0]
+        .getComponents()
+        .find((c) => c.name === 'tcp')?.value,
+    )
+    proxy = new FreezableProxy(port)
+    const via = await proxy.listen()
+    const conn = await a.dial(multiaddr(`/ip4/127.0.0.1/tcp/${via}/p2p/${b.peerId}`))
+    const streamsBefore = conn.streams.length
+    const liveness = new ConnectionLiveness({
+      connections: () => a?.getConnections() ?? [],
+      intervalMs: 3_600_000,
+      timeoutMs: 5_000,
+    })
+
+    assert.deepEqual(await liveness.check(), { pinged: 1, closed: 0 }, 'an answered ping keeps it')
+    assert.equal(conn.status, 'open')
+    assert.equal(conn.streams.length, streamsBefore, 'and the ping opened no stream')
+
+    proxy.freeze()
+    assert.equal(conn.status, 'open', 'silence alone closes nothing (the sockets are still open)')
+    assert.deepEqual(await liveness.check(), { pinged: 1, closed: 1 }, 'an unanswered ping closes it')
+    assert.notEqual(conn.status, 'open')
+    assert.equal(a.getConnections(b.peerId).length, 0, 'libp2p no longer lists it')
+    liveness.stop()
+  })
+})
