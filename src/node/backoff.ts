@@ -62,6 +62,13 @@ export class BackoffMap {
     this.entries.delete(key)
   }
 
+  /** The earliest time any key may be tried again (undefined when no key is backing off). */
+  earliest(): number | undefined {
+    let at: number | undefined
+    for (const e of this.entries.values()) if (at === undefined || e.next < at) at = e.next
+    return at
+  }
+
   /** Forget keys no longer wanted, so the map stays as small as the set of targets. */
   retain(keys: Set<string>): void {
     for (const k of this.entries.keys()) if (!keys.has(k)) this.entries.delete(k)

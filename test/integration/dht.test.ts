@@ -121,4 +121,15 @@ describe('dht: routing tables and provider records between members', function ()
     }
     await waitFor('e to take a into its table', () => inRoutingTable(dht(e), a.node.peerId), 25_000, 250)
   })
+
+  it('a member dropped from a routing table (as a failed contact is) is taken back on a later tick', async () => {
+    // the refill looks at connections only after something changed: a dropped peer is such a change
+    const [a, b] = members
+    await waitFor('a to hold b in its table', () => inRoutingTable(dht(a), b.node.peerId), 25_000, 250)
+    const table = (dht(a) as unknown as { routingTable: { remove(p: unknown): Promise<void> } }).routingTable
+    await table.remove(b.node.peerId)
+    assert.equal(await inRoutingTable(dht(a), b.node.peerId), false, 'b left the table')
+    assert.equal(a.node.getConnections(b.node.peerId).length > 0, true, 'while a and b stay connected')
+    await waitFor('a to take b back into its table', () => inRoutingTable(dht(a), b.node.peerId), 25_000, 250)
+  })
 })
