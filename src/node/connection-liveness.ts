@@ -22,6 +22,11 @@ export interface LivenessOptions {
   intervalMs: number
   /** how long a ping may go unanswered before the connection is closed */
   timeoutMs: number
+  /**
+   * the timeout as it stands now: stretched while our own event loop runs late (local-lag.ts),
+   * since an answer that sat unread behind our own backlog is not a dead connection
+   */
+  stretch?: (ms: number) => number
 }
 
 export class ConnectionLiveness {
@@ -49,7 +54,8 @@ export class ConnectionLiveness {
     // one deadline for the whole round: a timer per round, not per ping
     const round = new AbortController()
     const signal = AbortSignal.any([this.stopped.signal, round.signal])
-    const deadline = setTimeout(() => round.abort(), this.opts.timeoutMs)
+    const timeoutMs = this.opts.stretch?.(this.opts.timeoutMs) ?? this.opts.timeoutMs
+    const deadline = setTimeout(() => round.abort(), timeoutMs)
     deadline.unref()
     const pings: Array<Promise<boolean>> = []
     for (const conn of this.opts.connections()) {
@@ -63,7 +69,7 @@ export class ConnectionLiveness {
             () => false,
             (err: Error) => {
               if (this.stopped.signal.aborted || conn.status !== 'open') return false
-              conn.abort(new Error(`no answer to a ping within ${this.opts.timeoutMs} ms`, { cause: err }))
+              conn.abort(new Error(`no answer to a ping within ${timeoutMs} ms`, { cause: err }))
               return true
             },
           )

@@ -287,6 +287,7 @@ export async function createMeshNode(opts: NodeOptions) {
     connections: () => node.getConnections(),
     intervalMs: LIVENESS_INTERVAL_MS,
     timeoutMs: LIVENESS_TIMEOUT_MS,
+    stretch,
   })
   node.addEventListener('start', () => liveness.start())
   node.addEventListener('stop', () => liveness.stop())
