@@ -63,10 +63,10 @@ export class SimNode {
   core!: MembershipCore
   table!: MemberTable
   /**
-   * Full nodes: the table's rows by member index (MemberTable reuses a row object across
-   * updates), so syncs and lookups index an array instead of hashing peer IDs into 10,000-row maps.
+   * Full nodes: the table's own rows by member index (MemberTable.rowsByIndex), so syncs and
+   * lookups index an array instead of hashing peer IDs into 10,000-row maps.
    */
-  rowAt: Array<Row | undefined> | undefined
+  rowAt: ReadonlyArray<Row | undefined> | undefined
   /** the agent polls tick() every 100 ms from this phase */
   tickPhase = 0
   /** nominal time of the pending wake-up, +Infinity when none */

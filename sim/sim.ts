@@ -498,7 +498,7 @@ export class Sim {
         : 0,
     })
     node.table = node.core.table
-    node.rowAt = node.full ? [] : undefined
+    node.rowAt = node.table.rowsByIndex()
     node.core.start(this.now)
     node.tickPhase = this.rng() * AGENT.tickMs
     node.meshDirty = true
@@ -544,6 +544,8 @@ export class Sim {
         for (const j of js) node.core.apply(this.nodes[j].signed, this.now)
       }
       node.connCount = made.length - 1
+      // all its members are in: no room for growth (~30 B a member across 10,000 detectors)
+      node.swim.compact()
     }
     this.buildMesh(made)
     for (const node of made) this.tracker.addMember(node.idx)
@@ -832,7 +834,6 @@ export class Sim {
     const { peerId, after } = change
     const j = this.idxOf(peerId)
     if (j >= 0) {
-      if (node.rowAt !== undefined && node.rowAt[j] === undefined) node.rowAt[j] = node.table.row(peerId)
       if (node.rowAt !== undefined) {
         if (old !== undefined) this.rowHash(node, j, old)
         this.rowHash(node, j, change.entry)

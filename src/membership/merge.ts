@@ -204,10 +204,13 @@ interface RowStore {
   values(): IterableIterator<Rec>
 }
 
-/** Rows in an array by the driver's index of each peer, plus a list in insertion order (as a Map iterates). */
+/**
+ * Rows in an array by the driver's index of each peer, plus the indices in insertion order (as a
+ * Map iterates): a replaced row keeps its place without a search.
+ */
 class IndexedRows implements RowStore {
-  private readonly at: Array<Rec | undefined> = []
-  private readonly order: Rec[] = []
+  readonly at: Array<Rec | undefined> = []
+  private readonly order: number[] = []
 
   constructor(private readonly index: (peerId: string) => number) {}
 
@@ -229,24 +232,22 @@ class IndexedRows implements RowStore {
     if (!(i >= 0)) throw new Error(`no index for ${peerId}`)
     // filled up to i, not assigned past the end: a far write would make a sparse (dictionary) array
     while (this.at.length <= i) this.at.push(undefined)
-    const old = this.at[i]
-    if (old === undefined) this.order.push(rec)
-    else if (old !== rec) this.order[this.order.indexOf(old)] = rec
+    if (this.at[i] === undefined) this.order.push(i)
     this.at[i] = rec
   }
 
   /** O(rows): only reaping and revoking delete. */
   delete(peerId: string): boolean {
     const i = this.index(peerId)
-    const old = i >= 0 && i < this.at.length ? this.at[i] : undefined
-    if (old === undefined) return false
+    if (!(i >= 0 && i < this.at.length) || this.at[i] === undefined) return false
     this.at[i] = undefined
-    this.order.splice(this.order.indexOf(old), 1)
+    this.order.splice(this.order.indexOf(i), 1)
     return true
   }
 
-  values(): IterableIterator<Rec> {
-    return this.order.values()
+  *values(): IterableIterator<Rec> {
+    const at = this.at
+    for (const i of this.order) yield at[i]!
   }
 }
 
@@ -294,6 +295,14 @@ export class MemberTable {
 
   row(peerId: string): Row | undefined {
     return this.map.get(peerId)
+  }
+
+  /**
+   * With an `index`: the rows by index (a row object is kept across updates), for a driver
+   * that looks up millions of rows by number. Undefined without one.
+   */
+  rowsByIndex(): ReadonlyArray<Row | undefined> | undefined {
+    return this.map instanceof IndexedRows ? this.map.at : undefined
   }
 
   status(peerId: string): Status | undefined {

@@ -408,6 +408,15 @@ export class Swim {
     }
   }
 
+  /**
+   * Give back the columns' spare room (up to half of them after a growth): for a driver that
+   * holds millions of members once they are all added (the simulator's formed cluster).
+   */
+  compact(): void {
+    const used = W * Math.max(1, this.list.length)
+    if (this.cols.length > used) this.cols = this.cols.slice(0, used)
+  }
+
   /** Stop probing a member (dead, left, revoked). Its suspicion, if any, is dropped. */
   removeMember(peer: string): boolean {
     const slot = this.members.get(peer)

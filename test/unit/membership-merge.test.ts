@@ -362,6 +362,14 @@ describe('membership: table', () => {
           }
         })
         assert.deepStrictEqual(view(byIndex, other), view(byId, other))
+        // the rows by index (what the simulator reads) are the listed rows, each at its index
+        const at = byIndex.rowsByIndex()!
+        assert.deepStrictEqual(
+          [...byIndex.rows()].map((r) => at[PEERS.indexOf(r.peerId)] === r),
+          [...byIndex.rows()].map(() => true),
+        )
+        assert.equal(at.filter((r) => r !== undefined).length, byIndex.size)
+        assert.equal(byId.rowsByIndex(), undefined)
       }),
       { numRuns: 500 },
     )
