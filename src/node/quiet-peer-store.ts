@@ -16,10 +16,8 @@ import type {
  * and spent a good part of its idle CPU there, and every tunnel or block stream paid a disk write.
  *
  * This service makes those merges free when they add nothing: a merge that only names
- * protocols this peer is already known to speak is answered with the peer as last written,
- * without touching LevelDB (libp2p ignores the answer of these merges).
- * Any other write for the peer (identify replacing its protocols, tags, addresses, delete)
- * forgets what was known, so the next protocol merge writes again.
+ * protocols this connected peer is already known to speak is answered with its record as last
+ * read or written, without touching LevelDB (libp2p ignores the answer of these merges).
  *
  * libp2p's dialer also stamps every dial, made or failed, into the peer's metadata
  * (`last-dial-success`, `last-dial-failure`), and nothing in libp2p 3 reads those keys back: a
@@ -43,10 +41,9 @@ export interface QuietPeerStoreComponents {
 
 export class QuietPeerStore implements Startable {
   readonly [Symbol.toStringTag] = 'mesh/quiet-peer-store'
-  private readonly known = new Map<string, Peer>()
-  /** connected peers' records as last read */
-  private readonly reads = new Map<string, Peer>()
-  /** writes begun so far (a read that overlapped one is not kept) */
+  /** connected peers' records as last read or written: answers reads, and merges that add nothing */
+  private readonly records = new Map<string, Peer>()
+  /** writes begun so far (a read or write that overlapped a later one is not kept) */
   private writes = 0
   private restore: (() => void) | undefined
 
@@ -61,15 +58,19 @@ export class QuietPeerStore implements Startable {
     const get = store.get.bind(store)
     const forget = (peer: PeerId) => {
       this.writes++
-      this.known.delete(peer.toString())
-      this.reads.delete(peer.toString())
+      this.records.delete(peer.toString())
+    }
+    /** keep a record read or written since `writes` stood at `since`, if the peer is connected */
+    const keep = (peer: PeerId, record: Peer, since: number) => {
+      const connected = (this.components.connectionManager?.getConnections(peer).length ?? 0) > 0
+      if (connected && since === this.writes) this.records.set(peer.toString(), record)
     }
     // a peer we no longer talk to needs no entry (the map stays as small as the connected set)
     const onDisconnect = (evt: CustomEvent<PeerId>) => forget(evt.detail)
     this.components.events.addEventListener('peer:disconnect', onDisconnect)
     store.merge = async (peer, input, options) => {
       const key = peer.toString()
-      const seen = this.known.get(key)
+      const seen = this.records.get(key)
       const data = withoutDialStamps(input)
       if (data === undefined) return seen ?? emptyPeer(peer)
       if (
@@ -87,19 +88,18 @@ export class QuietPeerStore implements Startable {
         return seen
       }
       forget(peer)
+      const since = this.writes
       const result = await merge(peer, data, options)
-      if (protocols !== undefined) this.known.set(key, result)
+      keep(peer, result, since)
       return result
     }
     store.get = async (peer, options) => {
-      const key = peer.toString()
-      const cached = this.reads.get(key)
+      const cached = this.records.get(peer.toString())
       if (cached !== undefined) return cached
       // a write that starts while this read is under way must not be undone by its answer
-      const writesBefore = this.writes
+      const since = this.writes
       const result = await get(peer, options)
-      const connected = (this.components.connectionManager?.getConnections(peer).length ?? 0) > 0
-      if (connected && writesBefore === this.writes) this.reads.set(key, result)
+      keep(peer, result, since)
       return result
     }
     store.patch = async (peer, data, options) => {
@@ -127,8 +127,7 @@ export class QuietPeerStore implements Startable {
   stop(): void {
     this.restore?.()
     this.restore = undefined
-    this.known.clear()
-    this.reads.clear()
+    this.records.clear()
   }
 }
 

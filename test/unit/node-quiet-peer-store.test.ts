@@ -135,3 +135,31 @@ describe('quiet peer store: reads of a connected peer', () => {
     }
   })
 })
+
+describe('quiet peer store: protocol merges', () => {
+  it('a merge naming protocols a connected peer is known to speak writes nothing; any other does', async () => {
+    const s = await setup()
+    try {
+      s.connected.add(s.other.toString())
+      await s.peerStore.merge(s.other, { protocols: ['/a/1.0.0', '/b/1.0.0'] })
+      let before = s.puts()
+      for (let i = 0; i < 5; i++) await s.peerStore.merge(s.other, { protocols: ['/a/1.0.0'] })
+      assert.equal(s.puts(), before, 'a stream per probe, no write')
+      await s.peerStore.merge(s.other, { protocols: ['/c/1.0.0'] })
+      assert.equal(s.puts(), before + 1, 'a new protocol is written')
+      assert.deepEqual((await s.peerStore.get(s.other)).protocols.sort(), [
+        '/a/1.0.0',
+        '/b/1.0.0',
+        '/c/1.0.0',
+      ])
+      // not connected: nothing is kept, every merge goes to the store
+      s.connected.delete(s.other.toString())
+      s.events.safeDispatchEvent('peer:disconnect', { detail: s.other })
+      before = s.puts()
+      await s.peerStore.merge(s.other, { protocols: ['/a/1.0.0'] })
+      assert.equal(s.puts(), before + 1)
+    } finally {
+      s.stop()
+    }
+  })
+})
