@@ -139,9 +139,9 @@ export class Admission implements Startable {
     return s
   }
 
-  /** the auth handshake's deadline now: the configured one, stretched while we run late */
-  private deadlineMs(): number {
-    return this.init.stretch?.(this.init.timeoutMs) ?? this.init.timeoutMs
+  /** a deadline now (the auth handshake's by default), stretched while we run late */
+  private deadlineMs(ms = this.init.timeoutMs): number {
+    return this.init.stretch?.(ms) ?? ms
   }
 
   private onOpen(evt: CustomEvent<Connection>): void {
@@ -217,7 +217,7 @@ export class Admission implements Startable {
         if (connection.status !== 'open') return
         this.metrics.joinDeadline.inc()
         connection.abort(new AdmissionRefusedError('the join was not completed in time'))
-      }, this.init.stretch?.(INBOUND_LIMITS.joinDeadlineMs) ?? INBOUND_LIMITS.joinDeadlineMs)
+      }, this.deadlineMs(INBOUND_LIMITS.joinDeadlineMs))
       timer.unref()
     } else if (standing.kind === 'refused' && connection.status === 'open') {
       // a refused connection may be one that never carried a byte (a WebRTC connection whose

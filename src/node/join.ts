@@ -89,7 +89,7 @@ export class Joiner {
     seeds: string[],
     name: string,
     /** each try's deadline: read at each try (it stretches while our event loop runs late) */
-    timeoutMs: number | (() => number),
+    timeoutMs: () => number,
     retryForMs = JOIN_RETRY_FOR_MS,
   ): Promise<void> {
     const started = Date.now()
@@ -100,12 +100,7 @@ export class Joiner {
       rounds++
       for (const seed of seeds) {
         try {
-          await this.redeemWith(
-            seed,
-            inviteHex,
-            name,
-            typeof timeoutMs === 'number' ? timeoutMs : timeoutMs(),
-          )
+          await this.redeemWith(seed, inviteHex, name, timeoutMs())
           return
         } catch (err) {
           if (err instanceof JoinRefusedError || err instanceof InviteError) throw err

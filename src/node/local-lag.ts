@@ -59,7 +59,7 @@ export class LocalLag {
 
   /** A timer ran `lateMs` after it was due. */
   sample(lateMs: number): void {
-    this.lagMs = Math.max(Math.max(0, lateMs), this.lagMs * LAG_DECAY)
+    this.lagMs = Math.max(0, lateMs, this.lagMs * LAG_DECAY)
   }
 
   start(): void {
