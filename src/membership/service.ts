@@ -963,11 +963,8 @@ export class MembershipComponent implements Component {
     this.connectBackoff.retain(new Set(wanted.map((r) => r.peerId)))
     const todo = wanted.filter((r) => this.connectBackoff.ready(r.peerId, now)).slice(0, CONNECT_BATCH)
     const results = await Promise.allSettled(
-      todo.map((r) =>
-        node.dial(peerIdFromString(r.peerId), {
-          signal: AbortSignal.timeout(this.deps.dialTimeoutMs),
-        }),
-      ),
+      // the dial budget is the node's own (it stretches while the agent runs late: local-lag.ts)
+      todo.map((r) => node.dial(peerIdFromString(r.peerId))),
     )
     results.forEach((r, i) => {
       if (r.status === 'fulfilled') this.connectBackoff.succeeded(todo[i].peerId)
@@ -984,13 +981,7 @@ export class MembershipComponent implements Component {
   async rejoin(): Promise<{ tried: number; connected: number }> {
     const node = this.libp2p
     const rows = [...this.table.rows()].filter((r) => r.peerId !== this.selfId && r.status !== 'left')
-    const res = await Promise.allSettled(
-      rows.map((r) =>
-        node.dial(peerIdFromString(r.peerId), {
-          signal: AbortSignal.timeout(this.deps.dialTimeoutMs),
-        }),
-      ),
-    )
+    const res = await Promise.allSettled(rows.map((r) => node.dial(peerIdFromString(r.peerId))))
     const ok = res.filter((r) => r.status === 'fulfilled').length
     for (const r of rows) void this.sync(peerIdFromString(r.peerId), 'rejoin')
     return { tried: rows.length, connected: ok }

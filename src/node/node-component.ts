@@ -369,11 +369,8 @@ export class NodeComponent implements Component {
     const cap = connected.size === 0 ? ISOLATED_REDIAL_MAX_MS : undefined
     const batch = targets.filter((t) => this.redials.ready(t.key, now, cap)).slice(0, RECONNECT_BATCH)
     const results = await Promise.allSettled(
-      batch.map((t) =>
-        node.dial(t.target as never, {
-          signal: AbortSignal.timeout(this.lag.stretch(this.deps.config.dialTimeoutMs)),
-        }),
-      ),
+      // libp2p's dial budget is dialTimeoutMs, stretched while we run late (libp2p.ts)
+      batch.map((t) => node.dial(t.target as never)),
     )
     let ok = 0
     results.forEach((r, i) => {
