@@ -202,7 +202,7 @@ async function main(): Promise<void> {
   const started: ChildProcess[] = []
   const servers: Server[] = []
   const phases: Phase[] = []
-  // the server's side of each tunnel: left open, they kept this process from exiting
+  // the server's side of each tunnel, closed at the end with everything else the bench opened
   const accepted = new Set<Socket>()
   try {
     // the server side of the tunnel cases is this process; B lets the tunnel reach its port
