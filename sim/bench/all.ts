@@ -108,8 +108,8 @@ export const BENCHES: Bench[] = [
   },
   {
     name: 'blocks',
-    what: 'block transfer vs @helia/bitswap and the raw stream ceiling; dedup vs fixed-size chunks',
-    args: [],
+    what: 'block transfer vs @helia/bitswap and the raw stream ceiling, then with providers limited to 15 MB/s each; dedup vs fixed-size chunks',
+    args: ['--limited', '15000000'],
     quickArgs: ['--bytes', '4194304', '--repeats', '1', '--providers', '1'],
     // the first run also installs the Helia reference (about a minute)
     timeoutS: 1800,

@@ -2,10 +2,13 @@
 // agents on loopback, against the raw stream ceiling (one libp2p stream between two processes,
 // the mesh stack, and plain TCP) in the same run; and how much of version 2 of the data is new,
 // with content-defined chunking against fixed-size chunks (and what a real get of version 2
-// moves).
+// moves). With --limited, the provider sweep runs a second time with every provider serving at
+// most that many bytes a second: where unlimited providers share the fetcher's cores, this shows
+// what more providers give when each is slower than the fetcher.
 //
 //   npm run build && node dist/sim/bench/blocks.js [--bytes 1073741824] [--repeats 1]
-//        [--providers 4,2,1] [--serve-limit BYTES_PER_S] [--skip-ceiling] [--skip-fetch] [--skip-dedup]
+//        [--providers 4,2,1] [--serve-limit BYTES_PER_S] [--limited BYTES_PER_S]
+//        [--skip-ceiling] [--skip-fetch] [--skip-dedup]
 //        [--skip-helia] [--helia-dir DIR] [--profile-fetcher DIR]
 //
 // The reference, @helia/bitswap, is the same fetch done by Helia 7 processes (helia.ts): one
@@ -56,6 +59,8 @@ interface Options {
   skipDedup: boolean
   /** blocks.serveBytesPerSec on every provider (0: unlimited) */
   serveLimit: number
+  /** a second sweep with every provider limited to this (0: none), after the first */
+  limited: number
   skipHelia: boolean
   heliaDir: string
   /** write a V8 CPU profile of each fetcher agent here (node --cpu-prof) */
@@ -71,6 +76,7 @@ function parseArgs(argv: string[]): Options {
     skipFetch: false,
     skipDedup: false,
     serveLimit: 0,
+    limited: 0,
     skipHelia: false,
     heliaDir: DEFAULT_HELIA_DIR,
     profileDir: undefined,
@@ -87,6 +93,7 @@ function parseArgs(argv: string[]): Options {
     '--skip-fetch': () => (o.skipFetch = true),
     '--skip-dedup': () => (o.skipDedup = true),
     '--serve-limit': (next) => (o.serveLimit = int('--serve-limit', next())),
+    '--limited': (next) => (o.limited = int('--limited', next())),
     '--skip-helia': () => (o.skipHelia = true),
     '--helia-dir': (next) => (o.heliaDir = next()),
     '--profile-fetcher': (next) => (o.profileDir = next()),
@@ -114,8 +121,8 @@ class Agent extends MeshAgent {
   }
 
   /** start and wait for the control API */
-  async launch(extra: string[] = []): Promise<void> {
-    this.start(extra)
+  async launch(extra: string[] = [], env: NodeJS.ProcessEnv = {}): Promise<void> {
+    this.start(extra, env)
     await this.ready(60_000, 300)
   }
 
@@ -418,60 +425,82 @@ async function main(): Promise<void> {
       }
       const putStats = stats(puts)
       report.put = putStats
-      const samples: FetchSample[] = []
       let fetcherN = 0
       let lastFetcher: Agent | undefined
-      for (let rep = 0; rep < o.repeats; rep++) {
-        for (const k of o.providers) {
-          // exactly k providers run: stop the others (restarted for the next repeat)
-          for (const p of agents.slice(k)) if (p.child !== undefined) await p.stop()
-          const fname = `f${++fetcherN}`
-          // the fetcher logs at info: a failed run says which providers were dropped and why
-          const f = new Agent(fname, dirs(fname), { MESH_LOG_LEVEL: 'info' })
-          if (o.profileDir !== undefined) f.opts.nodeArgs = ['--cpu-prof', `--cpu-prof-dir=${o.profileDir}`]
-          fetchers.push(f)
-          await f.launch(['--join', (await p1.cli(['invite'])).token])
-          await waitAlive(f, k + 1)
-          const dest = join(work, `out${fetcherN}`)
-          const cpu0 = f.cpuS()
-          const running = agents.filter((p) => p.child !== undefined)
-          const pcpu0 = running.reduce((s, p) => s + p.cpuS(), 0)
-          const sent0 = running.reduce((s, p) => s + wcharBytes(p.child?.pid), 0)
-          const r = await f.cli(['get', root, dest], 1_800_000).catch((err: Error) => {
-            const dropped = f
-              .logTail()
-              .split('\n')
-              .filter((l) => /dropped|error|warn/i.test(l))
-              .slice(-20)
-            throw new Error(`${err.message}\nfetcher log:\n${dropped.join('\n')}`)
-          })
-          const cpu = f.cpuS() - cpu0
-          const pcpu = running.reduce((s, p) => s + p.cpuS(), 0) - pcpu0
-          const sent = running.reduce((s, p) => s + wcharBytes(p.child?.pid), 0) - sent0
-          const s: FetchSample = {
-            providers: k,
-            bytes: r.bytes,
-            ms: r.ms,
-            mbps: r.bytes / 1e6 / (r.ms / 1000),
-            fetcherCpuS: cpu,
-            providerCpuS: pcpu,
-            providerSentBytes: sent,
-            perProvider: r.providers.map((p: any) => ({ name: p.name, bytes: p.bytes })),
+      // one pass over the provider counts, the providers started with `env`
+      const sweep = async (env: NodeJS.ProcessEnv, what: string): Promise<FetchSample[]> => {
+        const samples: FetchSample[] = []
+        for (let rep = 0; rep < o.repeats; rep++) {
+          for (const k of o.providers) {
+            // exactly k providers run: stop the others (restarted for the next repeat)
+            for (const p of agents.slice(k)) if (p.child !== undefined) await p.stop()
+            const fname = `f${++fetcherN}`
+            // the fetcher logs at info: a failed run says which providers were dropped and why
+            const f = new Agent(fname, dirs(fname), { MESH_LOG_LEVEL: 'info' })
+            if (o.profileDir !== undefined) f.opts.nodeArgs = ['--cpu-prof', `--cpu-prof-dir=${o.profileDir}`]
+            fetchers.push(f)
+            await f.launch(['--join', (await p1.cli(['invite'])).token])
+            await waitAlive(f, k + 1)
+            const dest = join(work, `out${fetcherN}`)
+            const cpu0 = f.cpuS()
+            const running = agents.filter((p) => p.child !== undefined)
+            const pcpu0 = running.reduce((s, p) => s + p.cpuS(), 0)
+            const sent0 = running.reduce((s, p) => s + wcharBytes(p.child?.pid), 0)
+            const r = await f.cli(['get', root, dest], 1_800_000).catch((err: Error) => {
+              const dropped = f
+                .logTail()
+                .split('\n')
+                .filter((l) => /dropped|error|warn/i.test(l))
+                .slice(-20)
+              throw new Error(`${err.message}\nfetcher log:\n${dropped.join('\n')}`)
+            })
+            const cpu = f.cpuS() - cpu0
+            const pcpu = running.reduce((s, p) => s + p.cpuS(), 0) - pcpu0
+            const sent = running.reduce((s, p) => s + wcharBytes(p.child?.pid), 0) - sent0
+            const s: FetchSample = {
+              providers: k,
+              bytes: r.bytes,
+              ms: r.ms,
+              mbps: r.bytes / 1e6 / (r.ms / 1000),
+              fetcherCpuS: cpu,
+              providerCpuS: pcpu,
+              providerSentBytes: sent,
+              perProvider: r.providers.map((p: any) => ({ name: p.name, bytes: p.bytes })),
+            }
+            samples.push(s)
+            console.error(
+              `${what}get from ${k}: ${fmt(s.mbps, 1)} MB/s (${s.ms} ms, fetcher CPU ${fmt(cpu, 1)} s, providers ${fmt(pcpu, 1)} s) ` +
+                s.perProvider.map((p) => `${p.name} ${fmt(p.bytes / MiB, 0)} MiB`).join(', '),
+            )
+            rmSync(dest, { recursive: true, force: true })
+            // the next fetch must not find this one as a provider
+            if (lastFetcher !== undefined) rmSync(lastFetcher.dir, { recursive: true, force: true })
+            await f.stop()
+            lastFetcher = f
           }
-          samples.push(s)
-          console.error(
-            `get from ${k}: ${fmt(s.mbps, 1)} MB/s (${s.ms} ms, fetcher CPU ${fmt(cpu, 1)} s, providers ${fmt(pcpu, 1)} s) ` +
-              s.perProvider.map((p) => `${p.name} ${fmt(p.bytes / MiB, 0)} MiB`).join(', '),
-          )
-          rmSync(dest, { recursive: true, force: true })
-          // the next fetch must not find this one as a provider
-          if (lastFetcher !== undefined) rmSync(lastFetcher.dir, { recursive: true, force: true })
-          await f.stop()
-          lastFetcher = f
+          if (rep < o.repeats - 1) for (const p of agents) if (p.child === undefined) await p.launch([], env)
         }
-        if (rep < o.repeats - 1) for (const p of agents) if (p.child === undefined) await p.launch()
+        return samples
       }
+      const samples = await sweep(limit, '')
       report.fetch = samples
+      let limitedSamples: FetchSample[] = []
+      if (o.limited > 0) {
+        // every provider again, now serving at most o.limited bytes a second
+        const env = { MESH_BLOCKS__SERVE_BYTES_PER_SEC: String(o.limited) }
+        // (the others first, while p1 runs: every agent listens on a new port when it starts,
+        // so a member restarted alone finds the others at their addresses, not two at once)
+        for (const p of agents.slice(1)) {
+          if (p.child !== undefined) await p.stop()
+          await p.launch([], env)
+        }
+        await waitAlive(p1, maxK)
+        await p1.stop()
+        await p1.launch([], env)
+        await waitAlive(p1, maxK)
+        limitedSamples = await sweep(env, `limited to ${fmt(o.limited / 1e6, 0)} MB/s: `)
+        report.fetchLimited = { bytesPerSec: o.limited, samples: limitedSamples }
+      }
 
       // -- version 2 over the wire: p1 puts it, the last fetcher (holding version 1) gets it
       let v2: { fetched: number; total: number; ms: number } | undefined
@@ -494,21 +523,31 @@ async function main(): Promise<void> {
         rmSync(join(work, 'v2out'), { recursive: true, force: true })
       }
 
-      const byK = new Map<number, FetchSample[]>()
-      for (const s of samples) byK.set(s.providers, [...(byK.get(s.providers) ?? []), s])
-      const rows: string[][] = []
-      for (const k of o.providers) {
-        const xs = byK.get(k) ?? []
-        const share = xs[0]?.perProvider.map((p) => `${p.name} ${fmt(p.bytes / MiB, 0)}`).join(', ') ?? '-'
-        rows.push([
-          `mesh get, ${k} provider agent${k > 1 ? 's' : ''}`,
-          fmtStats(stats(xs.map((x) => x.mbps)), 1),
-          fmtStats(stats(xs.map((x) => x.fetcherCpuS)), 1),
-          fmtStats(stats(xs.map((x) => x.providerCpuS)), 1),
-          fmtStats(stats(xs.map((x) => x.providerSentBytes / x.bytes)), 2),
-          share,
-        ])
+      const byProviders = (xs: FetchSample[]) => {
+        const m = new Map<number, FetchSample[]>()
+        for (const x of xs) m.set(x.providers, [...(m.get(x.providers) ?? []), x])
+        return m
       }
+      const byK = byProviders(samples)
+      const limitedByK = byProviders(limitedSamples)
+      const rows: string[][] = []
+      const meshRows = (m: Map<number, FetchSample[]>, suffix: string) => {
+        for (const k of o.providers) {
+          const xs = m.get(k) ?? []
+          if (xs.length === 0) continue
+          const share = xs[0]?.perProvider.map((p) => `${p.name} ${fmt(p.bytes / MiB, 0)}`).join(', ') ?? '-'
+          rows.push([
+            `mesh get, ${k} provider agent${k > 1 ? 's' : ''}${suffix}`,
+            fmtStats(stats(xs.map((x) => x.mbps)), 1),
+            fmtStats(stats(xs.map((x) => x.fetcherCpuS)), 1),
+            fmtStats(stats(xs.map((x) => x.providerCpuS)), 1),
+            fmtStats(stats(xs.map((x) => x.providerSentBytes / x.bytes)), 2),
+            share,
+          ])
+        }
+      }
+      meshRows(byK, '')
+      meshRows(limitedByK, `, each serving at most ${fmt(o.limited / 1e6, 0)} MB/s`)
       for (const k of o.providers) {
         const xs = helia.filter((x) => x.providers === k)
         if (xs.length === 0) continue
@@ -530,6 +569,16 @@ async function main(): Promise<void> {
         if (ceil.mesh !== undefined && Number.isFinite(m))
           ratioRows[`meshVsStreamCeiling${k}`] = m / ceil.mesh.median
       }
+      // more providers against one, unlimited and (where run) limited
+      const scaling = (m: Map<number, FetchSample[]>, key: string) => {
+        const one = stats((m.get(1) ?? []).map((x) => x.mbps)).median
+        for (const k of o.providers) {
+          const mk = stats((m.get(k) ?? []).map((x) => x.mbps)).median
+          if (k > 1 && Number.isFinite(one) && Number.isFinite(mk)) ratioRows[`${key}${k}VsFrom1`] = mk / one
+        }
+      }
+      scaling(byK, 'from')
+      scaling(limitedByK, 'limitedFrom')
       report.ratios = ratioRows
       for (const k of o.providers)
         if (ratioRows[`meshVsHelia${k}`] !== undefined)
@@ -541,6 +590,20 @@ async function main(): Promise<void> {
             '',
             '',
           ])
+      for (const [key, what] of [
+        ['from', 'unlimited'],
+        ['limitedFrom', `each at most ${fmt(o.limited / 1e6, 0)} MB/s`],
+      ])
+        for (const k of o.providers)
+          if (ratioRows[`${key}${k}VsFrom1`] !== undefined)
+            rows.push([
+              `**mesh from ${k} providers / from 1, ${what}**`,
+              `**${fmt(ratioRows[`${key}${k}VsFrom1`], 2)}**`,
+              '',
+              '',
+              '',
+              '',
+            ])
       if (ceil.mesh !== undefined)
         rows.push([
           'ceiling: one mesh stream (TCP+Noise+yamux, admitted), 256 KiB writes',
