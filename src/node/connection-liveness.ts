@@ -1,3 +1,4 @@
+import { setMaxListeners } from 'node:events'
 import type { Connection } from '@libp2p/interface'
 
 /**
@@ -54,6 +55,8 @@ export class ConnectionLiveness {
     // one deadline for the whole round: a timer per round, not per ping
     const round = new AbortController()
     const signal = AbortSignal.any([this.stopped.signal, round.signal])
+    // one listener per connection's ping, by design: past 10, Node would print a leak warning
+    setMaxListeners(0, signal)
     const timeoutMs = this.opts.stretch?.(this.opts.timeoutMs) ?? this.opts.timeoutMs
     const deadline = setTimeout(() => round.abort(), timeoutMs)
     deadline.unref()

@@ -96,4 +96,35 @@ describe('connection liveness: a muxer ping finds a dead connection without open
     assert.equal(a.getConnections(b.peerId).length, 0, 'libp2p no longer lists it')
     liveness.stop()
   })
+
+  it('a round over many connections prints no listener-leak warning', async () => {
+    // one round's deadline is shared by every connection's ping (a member holds dozens)
+    a = await node()
+    const others = await Promise.all(Array.from({ length: 12 }, () => node()))
+    try {
+      for (const o of others) await a.dial(o.getMultiaddrs()[0])
+      const warnings: string[] = []
+      const onWarning = (w: Error) => warnings.push(`${w.name}: ${w.message}`)
+      process.on('warning', onWarning)
+      const liveness = new ConnectionLiveness({
+        connections: () => a?.getConnections() ?? [],
+        intervalMs: 3_600_000,
+        timeoutMs: 5_000,
+      })
+      try {
+        assert.deepEqual(await liveness.check(), { pinged: 12, closed: 0 })
+        // a warning is emitted on the next tick
+        await new Promise((r) => setImmediate(r))
+      } finally {
+        liveness.stop()
+        process.off('warning', onWarning)
+      }
+      assert.deepEqual(
+        warnings.filter((w) => w.startsWith('MaxListenersExceededWarning')),
+        [],
+      )
+    } finally {
+      await Promise.allSettled(others.map((o) => o.stop()))
+    }
+  })
 })
