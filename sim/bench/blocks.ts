@@ -34,6 +34,7 @@ import {
   machineInfo,
   machineMarkdown,
   markdownTable,
+  minorFaults,
   ROOT,
   runBounded,
   type Stats,
@@ -443,6 +444,7 @@ async function main(): Promise<void> {
             await waitAlive(f, k + 1)
             const dest = join(work, `out${fetcherN}`)
             const cpu0 = f.cpuS()
+            const faults0 = minorFaults(f.child?.pid)
             const running = agents.filter((p) => p.child !== undefined)
             const pcpu0 = running.reduce((s, p) => s + p.cpuS(), 0)
             const sent0 = running.reduce((s, p) => s + wcharBytes(p.child?.pid), 0)
@@ -455,6 +457,7 @@ async function main(): Promise<void> {
               throw new Error(`${err.message}\nfetcher log:\n${dropped.join('\n')}`)
             })
             const cpu = f.cpuS() - cpu0
+            const faults = minorFaults(f.child?.pid) - faults0
             const pcpu = running.reduce((s, p) => s + p.cpuS(), 0) - pcpu0
             const sent = running.reduce((s, p) => s + wcharBytes(p.child?.pid), 0) - sent0
             const s: FetchSample = {
@@ -469,7 +472,7 @@ async function main(): Promise<void> {
             }
             samples.push(s)
             console.error(
-              `${what}get from ${k}: ${fmt(s.mbps, 1)} MB/s (${s.ms} ms, fetcher CPU ${fmt(cpu, 1)} s, providers ${fmt(pcpu, 1)} s) ` +
+              `${what}get from ${k}: ${fmt(s.mbps, 1)} MB/s (${s.ms} ms, fetcher CPU ${fmt(cpu, 2)} s, ${faults} faults, providers ${fmt(pcpu, 1)} s) ` +
                 s.perProvider.map((p) => `${p.name} ${fmt(p.bytes / MiB, 0)} MiB`).join(', '),
             )
             rmSync(dest, { recursive: true, force: true })

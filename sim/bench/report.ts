@@ -249,16 +249,28 @@ export async function stopProcess(
   return { ms: performance.now() - t0, killed }
 }
 
-/** CPU time (user + system) a live process has used, in seconds, from /proc/PID/stat. */
-export function cpuSeconds(pid: number | undefined): number {
+/** The fields of /proc/PID/stat after the command name (field 3 first), or undefined when gone. */
+function statFields(pid: number | undefined): string[] | undefined {
   try {
     const f = readFileSync(`/proc/${pid}/stat`, 'utf8')
-    // utime and stime are fields 14 and 15; the command name (field 2) may hold spaces
-    const rest = f.slice(f.lastIndexOf(')') + 2).split(' ')
-    return (Number(rest[11]) + Number(rest[12])) / 100
+    // the command name (field 2) may hold spaces
+    return f.slice(f.lastIndexOf(')') + 2).split(' ')
   } catch {
-    return Number.NaN
+    return undefined
   }
+}
+
+/** CPU time (user + system) a live process has used, in seconds, from /proc/PID/stat. */
+export function cpuSeconds(pid: number | undefined): number {
+  const rest = statFields(pid)
+  // utime and stime are fields 14 and 15
+  return rest === undefined ? Number.NaN : (Number(rest[11]) + Number(rest[12])) / 100
+}
+
+/** Minor page faults of a live process so far (field 10 of /proc/PID/stat): fresh pages touched. */
+export function minorFaults(pid: number | undefined): number {
+  const rest = statFields(pid)
+  return rest === undefined ? Number.NaN : Number(rest[7])
 }
 
 /**
