@@ -14,6 +14,7 @@ describe('systemd unit for mesh service install', () => {
     assert.ok(u.includes('RestartPreventExitStatus=2 4'))
     assert.ok(!u.some((l) => l.startsWith('User=')), 'root unless asked')
     assert.ok(!u.some((l) => l.startsWith('PrivateDevices=')), 'the overlay needs /dev/net/tun')
+    assert.ok(u.includes('Environment=GLIBC_TUNABLES=glibc.malloc.hugetlb=1'), 'malloc heap on huge pages')
   })
 
   it('quotes words with spaces, quotes and %, and adds User and agent arguments', () => {
