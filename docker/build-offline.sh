@@ -72,6 +72,7 @@ tar -C "$fs" -c . | docker import \
   -c 'ENTRYPOINT ["/usr/local/bin/mesh-entrypoint"]' \
   -c 'ENV PATH=/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin' \
   -c 'ENV HOME=/root' \
+  -c 'ENV GLIBC_TUNABLES=glibc.malloc.hugetlb=1' \
   -c 'LABEL mesh.offline=1' \
   - "$tag" >/dev/null
 echo "$tag"

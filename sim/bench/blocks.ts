@@ -23,6 +23,7 @@ import { closeSync, mkdirSync, mkdtempSync, openSync, readFileSync, rmSync, writ
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { AVG_CHUNK, chunkLengths, fixedLengths } from '../../src/blocks/chunker.js'
+import { MALLOC_TUNABLES } from '../../src/cli/service-unit.js'
 import { newCluster } from '../../src/node/cluster.js'
 import { MeshAgent } from './agents.js'
 import { intList, parseFlags, positive } from './args.js'
@@ -110,6 +111,8 @@ const AGENT_ENV = {
   MESH_LOG_LEVEL: 'warn',
   MESH_BLOCKS__CACHE_BYTES: String(64 * 2 ** 30),
   MESH_DHT__ENABLED: 'true',
+  // as `mesh service install`'s unit and the docker image run the agent (src/cli/service-unit.ts)
+  GLIBC_TUNABLES: MALLOC_TUNABLES,
 }
 
 class Agent extends MeshAgent {
@@ -216,7 +219,13 @@ interface FetchSample {
 // raw stream ceiling (same peers as the foundation benchmark)
 
 async function ceiling(kind: 'mesh' | 'tcp', bytes: number, clusterEnv: string): Promise<number> {
-  const env = { ...process.env, MESH_BENCH_CLUSTER: clusterEnv, MESH_BENCH_STACK: kind }
+  // the same malloc as the agents', so the ratio compares the stacks, not the allocators
+  const env = {
+    ...process.env,
+    GLIBC_TUNABLES: MALLOC_TUNABLES,
+    MESH_BENCH_CLUSTER: clusterEnv,
+    MESH_BENCH_STACK: kind,
+  }
   const sink = spawn(NODE, [PEER, `${kind}-sink`], { stdio: ['pipe', 'pipe', 'pipe'], env })
   try {
     const ready = await waitForLine(
