@@ -8,7 +8,11 @@ import { createHash } from 'node:crypto'
 import { copyFileSync, createReadStream, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs'
 import { homedir } from 'node:os'
 import { join } from 'node:path'
+import { MALLOC_TUNABLES } from '../../src/cli/service-unit.js'
 import { cpuSeconds, ROOT, runBounded, stopProcess, waitForLine, wcharBytes } from './report.js'
+
+/** the same malloc as the mesh agents in blocks.ts, so the comparison is of the stacks */
+const HELIA_ENV = { ...process.env, GLIBC_TUNABLES: MALLOC_TUNABLES }
 
 /** Exact versions: a rerun compares against the same reference. */
 const PACKAGES = [
@@ -102,7 +106,10 @@ export async function heliaFetch(h: HeliaSetup, k: number, file: string, work: s
       Array.from({ length: k }, async (_, i) => {
         const store = join(work, `helia-p${i + 1}`)
         mkdirSync(store, { recursive: true })
-        const child = spawn(h.node, [peer, 'provide', store, file], { stdio: ['pipe', 'pipe', 'pipe'] })
+        const child = spawn(h.node, [peer, 'provide', store, file], {
+          stdio: ['pipe', 'pipe', 'pipe'],
+          env: HELIA_ENV,
+        })
         providers.push(child)
         return waitForLine(
           child,
@@ -121,7 +128,7 @@ export async function heliaFetch(h: HeliaSetup, k: number, file: string, work: s
     const r = await runBounded(
       h.node,
       [peer, 'fetch', store, cid, join(work, 'helia-out.bin'), ...ready.map((x) => x.addrs[0])],
-      { timeoutMs: 1_800_000 },
+      { timeoutMs: 1_800_000, env: HELIA_ENV },
     )
     const providerCpuS = providers.reduce((s, p) => s + cpuSeconds(p.pid), 0) - cpu0
     const providerSentBytes = providers.reduce((s, p) => s + wcharBytes(p.pid), 0) - sent0
