@@ -28,6 +28,7 @@ import { type HostsEntry, writeHostsBlock } from './hosts.js'
 import { packetTooBig } from './icmp.js'
 import { ToldPathMtus } from './path-mtu.js'
 import { TunDevice, TunError } from './tun.js'
+import { formatEndpoint, reachable, udpEndpointOf } from './udp-address.js'
 import { type LocalKey, REPLACED, UdpCarrier } from './udp-carrier.js'
 
 const NONE = new Uint8Array(0)
@@ -45,12 +46,6 @@ function udpKey(kind: UdpKey.Kind, m: Partial<UdpKey>): UdpKey {
     rekey: false,
     ...m,
   }
-}
-
-/** The remote IPv4 address of a connection, if it has one. */
-function ipv4Of(conn: Connection): string | undefined {
-  const first = conn.remoteAddr.getComponents()[0]
-  return first?.name === 'ip4' ? first.value : undefined
 }
 
 export const overlayProtocol = (c: Cluster) => `${protocolPrefix(c)}/overlay/1.0.0`
@@ -133,6 +128,8 @@ export class OverlayComponent implements Component {
   // known once the node has started (our peer ID)
   private address = ''
   private readonly prefix: string
+  /** the cluster's /48 (its first 6 bytes): no UDP endpoint inside it */
+  private readonly prefixBytes: Uint8Array
   private filter: PacketFilter
   private readonly carriers = new Map<string, StreamCarrier>()
   /** overlay address key (latin1 of 16 bytes) -> member */
@@ -175,6 +172,7 @@ export class OverlayComponent implements Component {
     this.datagramProtocol = datagramProtocol(deps.cluster)
     this.udpProtocol = udpProtocol(deps.cluster)
     this.prefix = OVERLAY_PREFIX(deps.cluster.id)
+    this.prefixBytes = parseIPv6(this.prefix.replace(/\/48$/, ''))!
     this.filter = new PacketFilter({ self: new Uint8Array(16), rules: deps.config.allow })
     const r = deps.reporter
     this.metrics = {
@@ -397,7 +395,7 @@ export class OverlayComponent implements Component {
               ? undefined
               : {
                   confirmed: u.confirmed,
-                  endpoint: `${u.endpoint.address}:${u.endpoint.port}`,
+                  endpoint: formatEndpoint(u.endpoint),
                   sent: u.sentPackets,
                   received: u.receivedPackets,
                   sentDatagrams: u.sentDatagrams,
@@ -701,7 +699,7 @@ export class OverlayComponent implements Component {
         onPackets: (peer, ps) => this.fromMember(peer, ps, 'udp'),
         onConfirmed: (peer, at) => {
           this.udpRetry.delete(peer)
-          log.info({ peer, endpoint: `${at.address}:${at.port}` }, 'overlay direct UDP carrier confirmed')
+          log.info({ peer, endpoint: formatEndpoint(at) }, 'overlay direct UDP carrier confirmed')
         },
         onClosed: (peer, why) => {
           if (this.udp?.session(peer) === undefined) this.udpConn.delete(peer)
@@ -736,11 +734,23 @@ export class OverlayComponent implements Component {
     return this.udp?.peers() ?? []
   }
 
-  /** The member's IPv4 address on a direct (not relayed, not WebRTC) admitted connection. */
-  private directIPv4(peer: string): { conn: Connection; address: string } | undefined {
+  /**
+   * Where the member's datagrams go, from a direct (not relayed, not WebRTC) connection: its
+   * remote IP, IPv4 or IPv6 (never one inside the cluster's /48, never link-local without a
+   * zone: udp-address.ts), when our socket reaches that family.
+   */
+  private udpEndpoint(conn: Connection): string | undefined {
+    if (pathKind(conn.remoteAddr) !== 'direct') return undefined
+    const address = udpEndpointOf(conn.remoteAddr.getComponents(), this.prefixBytes)
+    return address !== undefined && this.udp !== undefined && reachable(address, this.udp.family)
+      ? address
+      : undefined
+  }
+
+  /** The member's first admitted direct connection with a UDP endpoint. */
+  private directEndpoint(peer: string): { conn: Connection; address: string } | undefined {
     for (const conn of this.admittedConnections(peer)) {
-      if (pathKind(conn.remoteAddr) !== 'direct') continue
-      const address = ipv4Of(conn)
+      const address = this.udpEndpoint(conn)
       if (address !== undefined) return { conn, address }
     }
     return undefined
@@ -757,7 +767,7 @@ export class OverlayComponent implements Component {
     if (this.deps.membership.selfPeerId >= peer || this.live(peer) === undefined) return
     const retry = this.udpRetry.get(peer)
     if (retry !== undefined && Date.now() < retry.at) return
-    const direct = this.directIPv4(peer)
+    const direct = this.directEndpoint(peer)
     if (direct === undefined) return
     void this.offerUdp(udp, peer, direct.conn, direct.address)
   }
@@ -809,7 +819,7 @@ export class OverlayComponent implements Component {
           conn,
           local,
           answer,
-          { address: address ?? ipv4Of(conn), port: answer.port },
+          { address: address ?? this.udpEndpoint(conn), port: answer.port },
           true,
         )
     } catch (err) {
@@ -828,7 +838,7 @@ export class OverlayComponent implements Component {
     const udp = this.udp
     const pb = pbStream(stream, { maxDataLength: 1024 }).pb(UdpKey)
     const signal = AbortSignal.timeout(UDP_EXCHANGE_MS)
-    const address = ipv4Of(connection)
+    const address = this.udpEndpoint(connection)
     const refuse = async (error: string) => {
       await pb.write(udpKey(UdpKey.Kind.REFUSE, { error }), { signal })
       await stream.close()
@@ -840,8 +850,7 @@ export class OverlayComponent implements Component {
       if (offer.kind !== UdpKey.Kind.OFFER) throw new Error('expected an offer')
       if (udp === undefined || this.tun === undefined || this.live(peer) === undefined)
         return await refuse('not a live member')
-      if (pathKind(connection.remoteAddr) !== 'direct' || address === undefined)
-        return await refuse('not a direct IPv4 connection')
+      if (address === undefined) return await refuse('not a direct connection with a UDP endpoint')
       local = udp.newLocalKey()
       // the new keys open before the member hears our answer, so its first datagram under them
       // (a probe of a new session, or the first one sealed after a rotation) finds them

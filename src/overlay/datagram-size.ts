@@ -10,8 +10,12 @@
  * predicted loss stays under LOSS_TARGET.
  */
 
-// a UDP datagram of L bytes is ceil((L + 8) / 1480) IPv4 fragments on a 1500-byte path
-const FRAGMENT_PAYLOAD = 1480
+// on a 1500-byte path a fragment carries 1480 bytes of the UDP datagram (header included) under
+// IPv4's 20-byte header; under IPv6's 40 and its 8-byte Fragment header, 1448 (a multiple of 8),
+// and a datagram that is not fragmented has no Fragment header: up to 1452 bytes
+const PATH_MTU = 1500
+const FRAGMENT_PAYLOAD = { 4: 1480, 6: 1448 } as const
+const IP_HEADER = { 4: 20, 6: 40 } as const
 const UDP_HEADER = 8
 // a sealed datagram is the packet plus key id, counter and tag (udp-crypto.ts OVERHEAD)
 const SEAL_OVERHEAD = 28
@@ -35,14 +39,20 @@ const HISTORY = 8
 // the kernel keeps a lowered path MTU for 10 minutes anyway)
 export const RAISE_AFTER_MS = 60_000
 
-/** How many IPv4 fragments a datagram carrying a packet of `packet` bytes is on a 1500-byte path. */
-export function fragmentsOf(packet: number): number {
-  return Math.ceil((packet + SEAL_OVERHEAD + UDP_HEADER) / FRAGMENT_PAYLOAD)
+/** The underlay's IP version: its headers decide how many fragments a datagram is. */
+export type IpVersion = 4 | 6
+
+/** How many IP fragments a datagram carrying a packet of `packet` bytes is on a 1500-byte path. */
+export function fragmentsOf(packet: number, ip: IpVersion = 4): number {
+  const udp = packet + SEAL_OVERHEAD + UDP_HEADER
+  if (udp + IP_HEADER[ip] <= PATH_MTU) return 1
+  return Math.ceil(udp / FRAGMENT_PAYLOAD[ip])
 }
 
 /** The largest packet that fits in `k` fragments. */
-function packetFor(k: number): number {
-  return k * FRAGMENT_PAYLOAD - UDP_HEADER - SEAL_OVERHEAD
+function packetFor(k: number, ip: IpVersion): number {
+  const udp = k === 1 ? PATH_MTU - IP_HEADER[ip] : k * FRAGMENT_PAYLOAD[ip]
+  return udp - UDP_HEADER - SEAL_OVERHEAD
 }
 
 export interface DatagramSizeLimits {
@@ -50,11 +60,15 @@ export interface DatagramSizeLimits {
   min: number
   /** the largest packet ever sent, and the size a session starts at (overlay.udpMtuMax) */
   max: number
+  /** the underlay (default 4); it can change when the member roams */
+  ip?: IpVersion
 }
 
 export class DatagramSizer {
   /** the largest packet to send now */
   size: number
+  /** the underlay the datagrams cross (the member's endpoint's family) */
+  ip: IpVersion
   /** decayed sums over the member's reports: fragments it should have got, datagrams it lost */
   private fragments = 0
   private lost = 0
@@ -70,12 +84,13 @@ export class DatagramSizer {
   constructor(private readonly limits: DatagramSizeLimits) {
     // start large: a path that drops fragments shows up in the first report (a second or two)
     this.size = limits.max
+    this.ip = limits.ip ?? 4
   }
 
   /** One datagram sent, with `bytes` of plaintext. */
   sent(bytes: number): void {
     this.sentDatagrams++
-    this.sentFragments += fragmentsOf(bytes)
+    this.sentFragments += fragmentsOf(bytes, this.ip)
   }
 
   /** The loss per fragment the reports say (0 until enough was reported). */
@@ -110,7 +125,7 @@ export class DatagramSizer {
     // says little (a TCP start-up burst can double the loss; 24 keepalives that met another
     // flow's queue lost 16), and the decayed history would hold a size in the zone for seconds
     const latest = lost >= MIN_LOST && expected * k >= MIN_REPORT_FRAGMENTS ? lost / (expected * k) : 0
-    if (latest * fragmentsOf(this.size) > COLLAPSE * LOSS_TARGET) {
+    if (latest * fragmentsOf(this.size, this.ip) > COLLAPSE * LOSS_TARGET) {
       const out = this.fit(latest, COLLAPSE * LOSS_TARGET)
       if (out < this.size) {
         this.set(out, latest, now)
@@ -150,6 +165,6 @@ export class DatagramSizer {
     if (q <= 0) return max
     const k = Math.floor(target / q)
     if (k < 2) return min
-    return Math.max(min, Math.min(max, packetFor(k)))
+    return Math.max(min, Math.min(max, packetFor(k, this.ip)))
   }
 }

@@ -18,9 +18,10 @@
 import { randomBytes } from 'node:crypto'
 import { createSocket, type RemoteInfo, type Socket } from 'node:dgram'
 import { lookup } from 'node:dns'
-import { isIPv4 } from 'node:net'
-import { DatagramSizer, fragmentsOf } from './datagram-size.js'
+import { isIPv4, isIPv6 } from 'node:net'
+import { DatagramSizer, fragmentsOf, type IpVersion } from './datagram-size.js'
 import { packMessages, splitIPv6 } from './frames.js'
+import { noIPv6, plainAddress, reachable, type SocketFamily, socketAddress } from './udp-address.js'
 import {
   deriveKeys,
   type Ephemeral,
@@ -133,7 +134,7 @@ export interface UdpCarrierDeps {
 }
 
 /**
- * The socket's name lookup: every address the carrier sends to is an IPv4 literal (a connection's
+ * The socket's name lookup: every address the carrier sends to is an IP literal (a connection's
  * remote IP, where a datagram came from), answered at once; dgram's default (dns.lookup) defers
  * even a literal to the next tick, one more hop per datagram sent (sim/PROFILE.md, issue 15).
  */
@@ -143,8 +144,11 @@ export function literalLookup(
   callback: (err: NodeJS.ErrnoException | null, address: string, family: number) => void,
 ): void {
   if (isIPv4(address)) callback(null, address, 4)
+  else if (isIPv6(address)) callback(null, address, 6)
   else lookup(address, family as number, callback)
 }
+
+const ipOf = (plain: string): IpVersion => (isIPv4(plain) ? 4 : 6)
 
 export class UdpSession {
   confirmed = false
@@ -170,6 +174,10 @@ export class UdpSession {
   lossReports = 0
   /** datagrams of more than one fragment sent since the last tick (see UdpCarrier.tick) */
   sentLarge = 0
+  /** the endpoint's address as the socket takes it (IPv4-mapped on a dual-stack socket) */
+  sendTo = ''
+  /** the address the socket last reported the member's datagrams from, as it reported it */
+  heardFrom: string | undefined
 
   /** the key the member seals with now; the one it used before (for GRACE_MS); a new one it may
    * take up any moment (the exchange is done on our side, the member has not used it yet) */
@@ -197,11 +205,15 @@ export class UdpSession {
     readonly offerer: boolean,
     /** the keys came from X25519 (both ends on this version): they can be rotated */
     readonly rotates: boolean,
-    /** where the member's datagrams come from (it follows the last authentic one, e.g. through a NAT) */
+    /** where the member's datagrams come from (it follows the last authentic one, e.g. through a NAT);
+     * its address plain (udp-address.ts): dotted IPv4 or RFC 5952 IPv6 */
     public endpoint: Endpoint,
     sizes?: { min: number; max: number },
   ) {
-    this.sizer = sizes === undefined || sizes.max <= sizes.min ? undefined : new DatagramSizer(sizes)
+    this.sizer =
+      sizes === undefined || sizes.max <= sizes.min
+        ? undefined
+        : new DatagramSizer({ ...sizes, ip: ipOf(endpoint.address) })
     this.rx = { id: localKeyId, opener, session: this }
     this.sealer = sealer
   }
@@ -247,32 +259,31 @@ export class UdpCarrier {
 
   private constructor(
     private readonly socket: Socket,
+    /** 'dual': udp6 reaching IPv4 members at ::ffff:a.b.c.d; 'ipv4': udp4 (a host without IPv6) */
+    readonly family: SocketFamily,
     private readonly deps: UdpCarrierDeps,
   ) {
     socket.on('message', (m, r) => this.receive(m, r))
+    // a failed send (no route, a full buffer) comes here: the packet is lost, as on any link
+    socket.on('error', (err) => deps.onError(err))
     this.rekeyAfterMs = deps.rekeyAfterMs ?? REKEY_AFTER_MS
     this.rekeyAfterDatagrams = deps.rekeyAfterDatagrams ?? REKEY_AFTER_DATAGRAMS
     this.graceMs = deps.graceMs ?? GRACE_MS
   }
 
-  /** Bind the carrier's socket (IPv4, every address: members reach us at a connection's remote IP). */
-  static async open(deps: UdpCarrierDeps): Promise<UdpCarrier> {
-    const socket = createSocket({
-      type: 'udp4',
-      recvBufferSize: 4 << 20,
-      sendBufferSize: 4 << 20,
-      lookup: literalLookup,
-    })
-    await new Promise<void>((resolve, reject) => {
-      socket.once('error', reject)
-      socket.bind(deps.port, '0.0.0.0', () => {
-        socket.off('error', reject)
-        resolve()
-      })
-    })
-    // a failed send (no route, a full buffer) comes here: the packet is lost, as on any link
-    socket.on('error', (err) => deps.onError(err))
-    return new UdpCarrier(socket, deps)
+  /**
+   * Bind the carrier's socket on every address (members reach us at a connection's remote IP):
+   * one dual-stack udp6 socket for IPv6 and IPv4 members, or udp4 where the host has no IPv6
+   * (or `family: 'ipv4'` is asked for).
+   */
+  static async open(deps: UdpCarrierDeps & { family?: SocketFamily }): Promise<UdpCarrier> {
+    if (deps.family !== 'ipv4')
+      try {
+        return new UdpCarrier(await bind('udp6', deps.port), 'dual', deps)
+      } catch (err) {
+        if (!noIPv6(err)) throw err
+      }
+    return new UdpCarrier(await bind('udp4', deps.port), 'ipv4', deps)
   }
 
   get port(): number {
@@ -317,6 +328,9 @@ export class UdpCarrier {
     const keys = this.keysOf(local, remote, opts.offerer)
     this.close(peer, REPLACED)
     this.reserved.delete(local.keyId)
+    const address = plainAddress(remote.endpoint.address)
+    if (address === undefined || !reachable(address, this.family))
+      throw new Error(`no UDP to ${remote.endpoint.address} from a ${this.family} socket`)
     const s = new UdpSession(
       peer,
       local.keyId,
@@ -324,9 +338,10 @@ export class UdpCarrier {
       new Sealer(keys.seal, remote.keyId),
       opts.offerer,
       keys.rotates,
-      remote.endpoint,
+      { address, port: remote.endpoint.port },
       opts.sizes,
     )
+    s.sendTo = socketAddress(address, this.family)
     this.byKeyId.set(local.keyId, s.rx)
     this.byPeer.set(peer, s)
     this.control(s, PROBE)
@@ -531,9 +546,9 @@ export class UdpCarrier {
     s.lastSent = Date.now()
     if (s.sizer !== undefined) {
       s.sizer.sent(plaintext.byteLength)
-      if (fragmentsOf(plaintext.byteLength) > 1) s.sentLarge++
+      if (fragmentsOf(plaintext.byteLength, s.sizer.ip) > 1) s.sentLarge++
     }
-    this.socket.send(s.sealer.seal(plaintext), s.endpoint.port, s.endpoint.address)
+    this.socket.send(s.sealer.seal(plaintext), s.endpoint.port, s.sendTo)
   }
 
   private control(s: UdpSession, kind: number): void {
@@ -570,8 +585,7 @@ export class UdpCarrier {
     s.heard = true
     s.receivedAll++
     // the member is where its last authentic datagram came from (a NAT's public port, a new address)
-    if (from.address !== s.endpoint.address || from.port !== s.endpoint.port)
-      s.endpoint = { address: from.address, port: from.port }
+    if (from.address !== s.heardFrom || from.port !== s.endpoint.port) this.roam(s, from)
     const pt = r.plaintext
     if (pt.length < MIN_IPV6) {
       // a probe from a member that has not heard us yet gets an answer at once (one round trip);
@@ -595,8 +609,49 @@ export class UdpCarrier {
     if (!this.deps.onPackets(s.peer, packets)) this.close(s.peer, 'member is no longer alive')
   }
 
+  /**
+   * The socket reports the member's datagrams from another address text or port: on a dual-stack
+   * socket an IPv4 member's come from ::ffff:a.b.c.d, which is the endpoint it has (plain), not a
+   * move; a real move changes the endpoint, and with its family the sizer's fragment count.
+   */
+  private roam(s: UdpSession, from: RemoteInfo): void {
+    s.heardFrom = from.address
+    const address = plainAddress(from.address) ?? from.address
+    if (address === s.endpoint.address && from.port === s.endpoint.port) return
+    s.endpoint = { address, port: from.port }
+    s.sendTo = socketAddress(address, this.family)
+    if (s.sizer !== undefined) s.sizer.ip = ipOf(address)
+  }
+
   private confirm(s: UdpSession): void {
     s.confirmed = true
     this.deps.onConfirmed(s.peer, s.endpoint)
   }
+}
+
+/** A socket with the carrier's buffers, bound to every address of its family. */
+async function bind(type: 'udp4' | 'udp6', port: number): Promise<Socket> {
+  const socket = createSocket({
+    type,
+    // dual-stack: IPv4 members too, as ::ffff:a.b.c.d (whatever net.ipv6.bindv6only says)
+    ipv6Only: false,
+    recvBufferSize: 4 << 20,
+    sendBufferSize: 4 << 20,
+    lookup: literalLookup,
+  })
+  try {
+    await new Promise<void>((resolve, reject) => {
+      socket.once('error', reject)
+      socket.bind(port, type === 'udp6' ? '::' : '0.0.0.0', () => {
+        socket.off('error', reject)
+        resolve()
+      })
+    })
+  } catch (err) {
+    try {
+      socket.close()
+    } catch {}
+    throw err
+  }
+  return socket
 }

@@ -3,6 +3,7 @@ import assert from 'node:assert/strict'
 import { createSocket } from 'node:dgram'
 import { until } from '../../sim/bench/report.js'
 import { parseIPv6 } from '../../src/membership/overlay.js'
+import { socketAddress } from '../../src/overlay/udp-address.js'
 import {
   CONFIRM_MS,
   type Endpoint,
@@ -179,12 +180,14 @@ describe('overlay: the direct UDP carrier between two sockets on 127.0.0.1', () 
       const session = b.session('A')!
       const real = session.endpoint
       session.endpoint = { address: '127.0.0.1', port: tap.address().port }
+      session.sendTo = socketAddress('127.0.0.1', b.family)
       tap.once('message', (m) => {
         captured = m
       })
       b.send('A', [packet(200, 9)], 1280)
       await until('the captured datagram', async () => captured !== undefined, 10_000)
       session.endpoint = real
+      session.sendTo = socketAddress(real.address, b.family)
       tap.close()
       await sendTo(captured!)
       await sendTo(captured!)
@@ -201,6 +204,108 @@ describe('overlay: the direct UDP carrier between two sockets on 127.0.0.1', () 
       assert.equal(got.a.at(-1)![40], 9)
     } finally {
       s.close()
+    }
+  })
+})
+
+describe('overlay: the direct UDP carrier on a dual-stack socket, to IPv4 and IPv6 members', () => {
+  const deps = (got: Uint8Array[]) => ({
+    port: 0,
+    onPackets: (_peer: string, ps: Uint8Array[]) => {
+      got.push(...ps)
+      return true
+    },
+    onConfirmed: () => {},
+    onClosed: () => {},
+    onError: () => {},
+  })
+
+  /** a and b confirm each other, then one packet each way; returns both ends' sessions */
+  async function roundTrip(a: UdpCarrier, b: UdpCarrier, atA: Endpoint, atB: Endpoint, got: Uint8Array[][]) {
+    const sizes = { min: 1280, max: 16000 }
+    const sa = exchange(a, b, atA, atB, sizes)
+    const sb = b.session('A')!
+    const t = ticking(a, b, 50)
+    try {
+      await until('both ends confirmed', async () => sa.confirmed && sb.confirmed, 10_000)
+      assert.equal(a.send('B', [packet(1280, 1)], 1280), 1)
+      assert.equal(b.send('A', [packet(1280, 2)], 1280), 1)
+      await until('a packet each way', async () => got[0].length === 1 && got[1].length === 1, 10_000)
+      assert.equal(got[1][0][40], 1)
+      assert.equal(got[0][0][40], 2)
+    } finally {
+      t.pause()
+    }
+    return { sa, sb }
+  }
+
+  it('reaches an IPv4-only member at ::ffff:a.b.c.d and keeps its endpoint plain (no roaming to the mapped form)', async () => {
+    const got: Uint8Array[][] = [[], []]
+    const a = await UdpCarrier.open({ ...deps(got[0]), family: 'ipv4' })
+    const b = await UdpCarrier.open(deps(got[1]))
+    try {
+      assert.equal(a.family, 'ipv4')
+      assert.equal(b.family, 'dual')
+      const { sa, sb } = await roundTrip(
+        a,
+        b,
+        { address: '127.0.0.1', port: a.port },
+        { address: '127.0.0.1', port: b.port },
+        got,
+      )
+      // b's socket hears a from ::ffff:127.0.0.1: the same endpoint, kept as a.b.c.d
+      assert.deepEqual(sb.endpoint, { address: '127.0.0.1', port: a.port })
+      assert.deepEqual(sa.endpoint, { address: '127.0.0.1', port: b.port })
+      assert.equal(sb.sizer?.ip, 4)
+      // an endpoint given in the mapped form is the same IPv4 endpoint
+      const c = await UdpCarrier.open(deps([]))
+      try {
+        const s = c.start(
+          'M',
+          c.newLocalKey(),
+          { key: newKey(), keyId: 1, endpoint: { address: '::ffff:127.0.0.1', port: 9 } },
+          { offerer: true },
+        )
+        assert.equal(s.endpoint.address, '127.0.0.1')
+        // a udp4 socket cannot send to an IPv6 member: no session
+        assert.throws(
+          () =>
+            a.start(
+              'X',
+              a.newLocalKey(),
+              { key: newKey(), keyId: 2, endpoint: { address: '::1', port: 9 } },
+              { offerer: true },
+            ),
+          /no UDP to ::1 from a ipv4 socket/,
+        )
+      } finally {
+        c.closeAll()
+      }
+    } finally {
+      a.closeAll()
+      b.closeAll()
+    }
+  })
+
+  it('carries packets between two members over IPv6 (::1), sizing its datagrams for IPv6 fragments', async () => {
+    const got: Uint8Array[][] = [[], []]
+    const a = await UdpCarrier.open(deps(got[0]))
+    const b = await UdpCarrier.open(deps(got[1]))
+    try {
+      const { sa, sb } = await roundTrip(
+        a,
+        b,
+        { address: '::1', port: a.port },
+        { address: '0:0:0:0:0:0:0:1', port: b.port },
+        got,
+      )
+      assert.deepEqual(sa.endpoint, { address: '::1', port: b.port }, 'kept in RFC 5952 form')
+      assert.deepEqual(sb.endpoint, { address: '::1', port: a.port })
+      assert.equal(sa.sizer?.ip, 6)
+      assert.equal(sb.sizer?.ip, 6)
+    } finally {
+      a.closeAll()
+      b.closeAll()
     }
   })
 })
@@ -341,7 +446,7 @@ describe("overlay: the direct UDP carrier sizes its packets by the member's loss
 })
 
 describe("overlay: the direct UDP carrier's name lookup", () => {
-  it('answers an IPv4 literal before it returns, and still resolves a name', async () => {
+  it('answers an IPv4 or IPv6 literal before it returns, and still resolves a name', async () => {
     let answer: [string, number] | undefined
     literalLookup('198.18.1.11', 4, (err, address, family) => {
       assert.equal(err, null)
@@ -349,6 +454,14 @@ describe("overlay: the direct UDP carrier's name lookup", () => {
     })
     // no deferral: dgram sends the datagram in the same turn as send()
     assert.deepEqual(answer, ['198.18.1.11', 4])
+    // and an IPv6 one (the dual-stack socket's IPv4-mapped addresses included)
+    for (const v6 of ['2001:2::a', '::ffff:198.18.1.11']) {
+      answer = undefined
+      literalLookup(v6, 6, (_err, address, family) => {
+        answer = [address, family]
+      })
+      assert.deepEqual(answer, [v6, 6])
+    }
     const named = await new Promise<string>((resolve, reject) =>
       literalLookup('localhost', 4, (err, address) => (err === null ? resolve(address) : reject(err))),
     )
