@@ -1,7 +1,8 @@
 // Helpers for system tests: prerequisites (root, netns, iptables, sshd, docker) and a
 // network lab of namespaces. Everything here stays on this machine: each lab host lives in
 // its own network namespace, segments are bridges inside their own namespaces, and all
-// addresses come from 198.18.0.0/16 (docker's bridge gets 198.19.0.0/16 from .ci/run).
+// addresses come from 198.18.0.0/16 (docker's bridge gets 198.19.0.0/16 from .ci/run), and
+// the IPv6 ones a test asks for from 2001:2::/48 (the IPv6 benchmarking range, RFC 5180).
 // Nothing is added to the host's own network stack, so deleting the namespaces removes
 // every veth, bridge, route and iptables rule the lab made.
 import { type ChildProcess, execFileSync, type SpawnOptions, spawn, spawnSync } from 'node:child_process'
@@ -199,6 +200,8 @@ export interface Host {
   segment: Segment
   /** the address others on the public side see: its own, or its NAT router's */
   publicIp: string
+  /** its IPv6 address on eth0, when it was given one */
+  ip6?: string
 }
 
 export interface NatRouter extends Host {
@@ -326,16 +329,25 @@ export class Lab {
     return seg
   }
 
-  /** A host with one interface (eth0) on `segment`; its default route is the segment's gateway, if any. */
-  host(name: string, segment: Segment, opts: { ip?: string } = {}): Host {
+  /**
+   * A host with one interface (eth0) on `segment`; its default route is the segment's gateway, if
+   * any. With `ip6` (in 2001:2::/48) eth0 also speaks IPv6 with that address, /64 on-link.
+   */
+  host(name: string, segment: Segment, opts: { ip?: string; ip6?: string } = {}): Host {
     checkName(name)
     if (this.hosts.has(name)) throw new Error(`lab: host '${name}' exists already`)
     const ns = this.addNamespace(name)
     const ip = opts.ip ?? this.allocate(segment)
     this.plug(ns, 'eth0', segment, ip)
     if (segment.gateway !== undefined) this.ip(['-n', ns, 'route', 'add', 'default', 'via', segment.gateway])
+    if (opts.ip6 !== undefined) {
+      if (!opts.ip6.startsWith('2001:2:')) throw new Error(`lab: ${opts.ip6} is not in 2001:2::/48`)
+      this.nsRun(ns, ['sysctl', '-qw', 'net.ipv6.conf.eth0.disable_ipv6=0'])
+      // nodad: usable at once, no duplicate address detection wait
+      this.ip(['-n', ns, '-6', 'addr', 'add', `${opts.ip6}/64`, 'dev', 'eth0', 'nodad'])
+    }
     const gw = this.routerFor(segment)
-    const host: Host = { name, ns, ip, segment, publicIp: gw?.publicIp ?? ip }
+    const host: Host = { name, ns, ip, segment, publicIp: gw?.publicIp ?? ip, ip6: opts.ip6 }
     this.hosts.set(name, host)
     return host
   }

@@ -726,6 +726,71 @@ describe('system: a TCP connection through mesh0 survives the move stream -> dir
   })
 })
 
+describe('system: two members joined only by IPv6 reach each other through mesh0 on the direct UDP carrier', function () {
+  this.timeout(600_000)
+  const newWorld = worldPerSuite()
+
+  it('ping6 and one TCP connection byte for byte, on UDP datagrams between their 2001:2::/48 addresses', async () => {
+    const w = newWorld()
+    const pub = w.lab.segment('pub')
+    const aHost = w.lab.host('a', pub, { ip6: '2001:2::a' })
+    const bHost = w.lab.host('b', pub, { ip6: '2001:2::b' })
+    // IPv4 between them dropped: the libp2p connection, and so the UDP endpoint, can only be IPv6
+    w.lab.block(aHost, bHost)
+    assert.equal(await w.lab.ping(aHost, bHost), false, 'no IPv4 between a and b')
+    await w.lab.execOk(aHost, ['ping', '-6', '-n', '-c', '1', '-W', '3', '2001:2::b'])
+    const env = { ...ON, MESH_OVERLAY__NAMES: 'false' }
+    const v6 = (h: Host) => ['--listen', '/ip6/::/tcp/4702', '--announce', `/ip6/${h.ip6}/tcp/4702`]
+    ok(await w.mesh({ dir: join(w.tmp, 'agent-a') } as Agent, ['init', '--cluster', 'ovl6']), 'mesh init')
+    const a = w.agent('a', aHost, v6(aHost), env)
+    await w.ready(a)
+    const b = w.agent('b', bHost, [...v6(bHost), '--join', await w.invite(a)], env)
+    await w.ready(b)
+    const bAddr = await meshUp(w, [a, b], b)
+    const aAddr = (await w.json(a, ['status'])).overlay as string
+    const peer = async (from: Agent, to: string) =>
+      (await w.json(from, ['status'])).overlayInterface.peers.find((p: any) => p.name === to)
+    const ping6 = (from: Host, to: string, count: number) =>
+      w.lab.exec(from, ['ping', '-6', '-n', '-c', String(count), '-i', '0.2', '-W', '3', to], {
+        timeoutMs: 30_000,
+      })
+    await waitFor(
+      'a and b on the direct UDP carrier, both ways',
+      async () => {
+        await ping6(aHost, bAddr, 1)
+        return (await peer(a, 'b'))?.carrier === 'udp' && (await peer(b, 'a'))?.carrier === 'udp'
+      },
+      120_000,
+      1_000,
+    )
+    // each sends to the other's IPv6 underlay address
+    assert.match((await peer(a, 'b')).udp.endpoint, /^\[2001:2::b\]:\d+$/)
+    assert.match((await peer(b, 'a')).udp.endpoint, /^\[2001:2::a\]:\d+$/)
+    const before = (await peer(a, 'b')).udp
+    for (const [from, to] of [
+      [aHost, bAddr],
+      [bHost, aAddr],
+    ] as const) {
+      const p = await ping6(from, to, 5)
+      assert.equal(p.code, 0, `ping6 ${from.name} -> ${to}: ${p.stdout}${p.stderr}`)
+    }
+    const client = await steadyClient(w, aHost, bHost, bAddr)
+    try {
+      await client.echoedPast('2 MiB echoed through mesh0', 2 << 20)
+      await client.finish()
+    } finally {
+      if (client.child.exitCode === null) client.child.kill('SIGKILL')
+    }
+    const after = await peer(a, 'b')
+    assert.equal(after.carrier, 'udp', 'still on the direct UDP carrier')
+    assert.ok(after.udp.sent >= before.sent + 100, `the packets went on UDP: ${JSON.stringify(after.udp)}`)
+    assert.ok(after.udp.received >= before.received + 100, 'and the replies came on it')
+    console.log(
+      `      one TCP connection: ${(client.last().sent / 2 ** 20).toFixed(1)} MiB echoed intact over ${after.udp.endpoint}`,
+    )
+  })
+})
+
 // After a loss episode the direct UDP carrier takes large packets again (the loss reports allow
 // it after 60 s), and TCP inside must follow: the Packet Too Big that lowered the sender's kernel
 // path MTU to 1280 would hold it there 10 minutes (net.ipv6.route.mtu_expires) unless the agent
