@@ -34,6 +34,7 @@ export interface Summary {
     slowMs: number
     sync: string
     announceOnStart: boolean
+    probeOnClose: boolean
   }
   /** from a crash until every observer holds the member dead or left */
   detection: Dist & { undetected: number; pending: number }
@@ -177,6 +178,7 @@ function summarize(
       slowMs: sim.opts.slowMs,
       sync: sim.opts.sync,
       announceOnStart: sim.opts.announceOnStart,
+      probeOnClose: sim.opts.probeOnClose,
     },
     detection: { ...dist(tr.detections), undetected: tr.undetected, pending: tr.pendingDetections() },
     detectionPhases: {

@@ -88,6 +88,8 @@ export interface SimOptions {
   sample: number
   /** publish our record once on start (the agent does only when its addresses change) */
   announceOnStart: boolean
+  /** a crash's reset connections make some of their other ends probe it out of turn (Swim.closed), as the agent */
+  probeOnClose: boolean
   /** libp2p's connection manager limit: gossip fan-out (flood publish, IHAVE) reaches at most this many peers */
   maxConnections: number
   /** TCP gives up on a connection that is cut for this long (Linux tcp_retries2 = 15) */
@@ -113,6 +115,7 @@ export const SIM_DEFAULTS: SimOptions = {
   observers: undefined,
   sample: 300,
   announceOnStart: false,
+  probeOnClose: true,
   maxConnections: 300,
   linkTimeoutMs: 924_000,
   wallStartMs: 1_767_225_600_000,
@@ -655,6 +658,8 @@ export class Sim {
       other.connCount--
       if (other.up && this.knows(other, i)) this.markUnlinked(other, i)
       if (other.mesh.includes(i)) other.meshDirty = true
+      // as the agent's peer:disconnect (service.ts): it may probe the member out of turn
+      if (other.up && this.opts.probeOnClose) other.core.closed(node.peerId)
     }
     node.conn.clear()
     node.cut.clear()

@@ -270,6 +270,11 @@ export class MembershipCore {
     this.swim.heard(from, now)
   }
 
+  /** Our last connection to `peer` closed: it may be probed out of turn (see Swim.closed). */
+  closed(peer: string): void {
+    this.swim.closed(peer)
+  }
+
   onNack(from: string, seq: number): void {
     this.swim.onNack(from, seq)
   }

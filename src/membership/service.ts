@@ -274,6 +274,7 @@ export class MembershipComponent implements Component {
     this.stopConnections = onEveryConnection(node, this.onConnection)
     node.addEventListener('self:peer:update', this.onSelfUpdate)
     node.addEventListener('peer:identify', this.onIdentify)
+    node.addEventListener('peer:disconnect', this.onDisconnect)
     this.deps.node.trust.onStatement((st) => {
       if (st.kind === Statement.Kind.REVOKE) {
         this.core?.forget(st.peerId)
@@ -296,6 +297,7 @@ export class MembershipComponent implements Component {
     this.stopConnections?.()
     node.removeEventListener('self:peer:update', this.onSelfUpdate)
     node.removeEventListener('peer:identify', this.onIdentify)
+    node.removeEventListener('peer:disconnect', this.onDisconnect)
     node.services.pubsub.removeEventListener('message', this.onGossip)
     this.links.closeAll()
     await node
@@ -642,6 +644,11 @@ export class MembershipComponent implements Component {
 
   private readonly onIdentify = (evt: CustomEvent<{ peerId: PeerId; protocols: string[] }>): void => {
     this.noteProtocols(evt.detail.peerId.toString(), evt.detail.protocols)
+  }
+
+  /** The last connection to a peer closed: a crashed member may be probed out of turn (Swim.closed). */
+  private readonly onDisconnect = (evt: CustomEvent<PeerId>): void => {
+    this.core?.closed(evt.detail.toString())
   }
 
   /** An older agent answers probe/2.0.0 or 1.0.0 but not 3.0.0. */

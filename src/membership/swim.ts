@@ -85,6 +85,12 @@ export const SUSPICION_FLOOR_INTERVALS = 3
  * side of a pair that skips would never measure the other.
  */
 export const SKIP_REFRESH_ROUNDS = 10
+/**
+ * When the connection to a member closes, about this many of the members that lose it probe it
+ * out of turn (see closed()): the first suspicion and the Lifeguard confirmations it needs
+ * (SUSPICION_CONFIRMATIONS), plus one spare.
+ */
+export const CLOSE_PROBERS = 4
 
 /**
  * Minimum suspicion timeout for a cluster of n members:
@@ -449,6 +455,24 @@ export class Swim {
     if (now > this.seen) this.seen = now
     const slot = this.members.get(peer)
     if (slot !== undefined) this.cols[W * slot + HEARD] = now
+  }
+
+  /**
+   * Our last connection to `peer` closed. A kill -9 closes the process's sockets at once (the
+   * kernel resets them), so this is often the first sign of a crash, long before the peer's turn
+   * in the round-robin (half a round away on average, up to ~5 s at 50 members). It is not
+   * evidence (a connection also closes when idle, or for a redial): it only says where to look.
+   * Evidence heard on it is stale now, and with probability CLOSE_PROBERS / members the peer
+   * is probed next; the verdict still takes a failed direct and indirect probe. The probability
+   * keeps a crash's early probes, and the suspicions they sign, about CLOSE_PROBERS whatever N.
+   */
+  closed(peer: string): void {
+    const slot = this.members.get(peer)
+    if (slot === undefined) return
+    this.cols[W * slot + HEARD] = Number.NaN
+    if (this.rng() * this.list.length >= CLOSE_PROBERS) return
+    // next in this round's order; its regular slot later in the round stays (one extra probe)
+    this.order.splice(this.orderIdx, 0, peer)
   }
 
   /** An ack for `seq` arrived from `from` (the target itself, or a relay forwarding it). */

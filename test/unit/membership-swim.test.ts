@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict'
 import {
   type Action,
+  CLOSE_PROBERS,
   mulberry32,
   SKIP_REFRESH_ROUNDS,
   Swim,
@@ -305,6 +306,55 @@ describe('membership: SWIM failure detector', () => {
       assert.ok(t - 10000 >= 1000 + 3000)
     }
     assert.ok(!net.log.some((l) => l.includes('suspect') && !l.includes(victim)), net.log.join('\n'))
+  })
+
+  it('a member whose connection closed is probed next, whatever was heard on that connection', () => {
+    // 4 members: every one of us that loses the connection probes early (CLOSE_PROBERS / 4)
+    assert.ok(CLOSE_PROBERS >= 4)
+    const s = new Swim({ self: 'me', rng: mulberry32(11), lifeguard: false })
+    s.setMembers(ids(4).map((peerId) => ({ peerId, incarnation: 0 })))
+    s.tick(0)
+    const probe = (): string => {
+      const now = s.nextWakeup()
+      const [a] = s.tick(now)
+      assert.equal(a?.type, 'probe')
+      if (a?.type !== 'probe') return ''
+      s.onAck(a.to, a.seq, now + 3)
+      return a.to
+    }
+    const first = probe()
+    // without the close, the rest of the round would be the three others
+    s.heard(first, s.nextWakeup() - 1)
+    s.closed(first)
+    assert.equal(probe(), first)
+    s.closed('not-a-member')
+    const rest = [probe(), probe(), probe()]
+    assert.deepEqual(
+      [...rest].sort(),
+      ids(4).filter((p) => p !== first),
+    )
+  })
+
+  it('of 50 members, a crashed one whose connections reset is suspected within 2 probe intervals', () => {
+    /** ms from the crash to the first suspicion of the victim, with or without the resets */
+    const firstSuspicion = (seed: number, resets: boolean): number => {
+      const net = new Net(ids(50), seed)
+      const victim = net.ids[49]
+      net.run(5000)
+      net.crashed.add(victim)
+      if (resets) for (const id of net.ids.slice(0, 49)) net.nodes.get(id)!.closed(victim)
+      net.run(20000)
+      const line = net.log.find((l) => l.endsWith(`suspect ${victim}@0`))
+      assert.ok(line !== undefined, `seed ${seed}: never suspected`)
+      assert.ok(!net.log.some((l) => l.includes('suspect') && !l.includes(victim)), net.log.join('\n'))
+      return Number(line.split(' ')[0]) - 5000
+    }
+    const seeds = [1, 2, 3, 4, 5, 6, 7, 8]
+    const withResets = seeds.map((seed) => firstSuspicion(seed, true))
+    for (const t of withResets) assert.ok(t <= 2000 + 100, `suspected after ${withResets} ms`)
+    // waiting for its turn in 49 members' rounds takes longer in some runs
+    const without = seeds.map((seed) => firstSuspicion(seed, false))
+    assert.ok(Math.max(...without) > 2100, `without the resets: ${without} ms`)
   })
 
   it('never suspects a member that answers only through indirect probes', () => {
