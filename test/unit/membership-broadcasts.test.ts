@@ -1,18 +1,29 @@
 import assert from 'node:assert/strict'
-import { BroadcastQueue, retransmitLimit } from '../../src/membership/broadcasts.js'
+import { BroadcastQueue, RETRANSMIT_MIN, retransmitLimit } from '../../src/membership/broadcasts.js'
 
 describe('membership broadcast queue', () => {
   it('sends each item a bounded number of times that grows with log N, then forgets it', () => {
-    assert.equal(retransmitLimit(4, 9), 4)
+    assert.equal(retransmitLimit(4, 9), 8)
     assert.equal(retransmitLimit(4, 1000), 16)
     assert.equal(retransmitLimit(4, 10_000), 20)
-    const q = new BroadcastQueue<string>({ retransmitMult: 1 })
+    const q = new BroadcastQueue<string>({ retransmitMult: 3 })
     q.enqueue('a', 'a1', 10)
-    // 1 * ceil(log10(1001)) = 4 sends at 1,000 members
+    // 3 * ceil(log10(1001)) = 12 sends at 1,000 members
     const sent: string[][] = []
-    for (let i = 0; i < 6; i++) sent.push(q.take(100, 1000))
-    assert.deepEqual(sent, [['a1'], ['a1'], ['a1'], ['a1'], [], []])
+    for (let i = 0; i < 14; i++) sent.push(q.take(100, 1000))
+    assert.deepEqual(sent, [...Array(12).fill(['a1']), [], []])
     assert.equal(q.size, 0)
+  })
+
+  it('a small cluster still sends each item RETRANSMIT_MIN times (the default lambda gives 4 at 50)', () => {
+    assert.equal(RETRANSMIT_MIN, 8)
+    assert.equal(retransmitLimit(2, 50), 8)
+    assert.equal(retransmitLimit(2, 10_000), 10)
+    const q = new BroadcastQueue<string>()
+    q.enqueue('dead/x', 'x-dead', 10)
+    let sends = 0
+    for (let i = 0; i < 20; i++) sends += q.take(100, 50, `m${i}`).length
+    assert.equal(sends, 8)
   })
 
   it('says whether an item is due to a member: not to whoever has it, nor twice (a pair has nothing due)', () => {
