@@ -658,7 +658,7 @@ export class Sim {
       other.connCount--
       if (other.up && this.knows(other, i)) this.markUnlinked(other, i)
       if (other.mesh.includes(i)) other.meshDirty = true
-      // as the agent's peer:disconnect (service.ts): it may probe the member out of turn
+      // as the agent's peer:disconnect and its refused redial (service.ts): a probe out of turn
       if (other.up && this.opts.probeOnClose) other.core.closed(node.peerId)
     }
     node.conn.clear()

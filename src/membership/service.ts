@@ -646,9 +646,23 @@ export class MembershipComponent implements Component {
     this.noteProtocols(evt.detail.peerId.toString(), evt.detail.protocols)
   }
 
-  /** The last connection to a peer closed: a crashed member may be probed out of turn (Swim.closed). */
+  /**
+   * The last connection to a member closed: redial it (connectMembers would within seconds), and
+   * if that fails, as it does at once for a killed process, it may be probed out of turn
+   * (Swim.closed). A member that closed its connections while alive answers the dial instead:
+   * probing it early then, over a connection still being made, raised suspicions of members just
+   * out of a join storm (bench:fleet, 20 agents, 2026-12-06).
+   */
   private readonly onDisconnect = (evt: CustomEvent<PeerId>): void => {
-    this.core?.closed(evt.detail.toString())
+    const peer = evt.detail
+    const id = peer.toString()
+    if (this.stopped || !this.isMember(id)) return
+    this.libp2p.dial(peer).then(
+      () => {},
+      () => {
+        if (!this.stopped) this.core?.closed(id)
+      },
+    )
   }
 
   /** An older agent answers probe/2.0.0 or 1.0.0 but not 3.0.0. */

@@ -458,10 +458,11 @@ export class Swim {
   }
 
   /**
-   * Our last connection to `peer` closed. A kill -9 closes the process's sockets at once (the
-   * kernel resets them), so this is often the first sign of a crash, long before the peer's turn
-   * in the round-robin (half a round away on average, up to ~5 s at 50 members). It is not
-   * evidence (a connection also closes when idle, or for a redial): it only says where to look.
+   * Our last connection to `peer` closed and a redial failed (the agent's driver dials first). A
+   * kill -9 closes the process's sockets at once (the kernel resets them, and refuses the
+   * redial), so this is often the first sign of a crash, long before the peer's turn in the
+   * round-robin (half a round away on average, up to ~5 s at 50 members). It is not evidence (a
+   * busy member's dial also times out): it only says where to look.
    * Evidence heard on it is stale now, and with probability CLOSE_PROBERS / members the peer
    * is probed next; the verdict still takes a failed direct and indirect probe. The probability
    * keeps a crash's early probes, and the suspicions they sign, about CLOSE_PROBERS whatever N.
