@@ -115,7 +115,7 @@ export const SIM_DEFAULTS: SimOptions = {
   observers: undefined,
   sample: 300,
   announceOnStart: false,
-  probeOnClose: true,
+  probeOnClose: MEMBERSHIP_DEFAULTS.probeOnClose,
   maxConnections: 300,
   linkTimeoutMs: 924_000,
   wallStartMs: 1_767_225_600_000,

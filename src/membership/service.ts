@@ -656,7 +656,7 @@ export class MembershipComponent implements Component {
   private readonly onDisconnect = (evt: CustomEvent<PeerId>): void => {
     const peer = evt.detail
     const id = peer.toString()
-    if (this.stopped || !this.isMember(id)) return
+    if (this.stopped || !this.deps.config.probeOnClose || !this.isMember(id)) return
     this.libp2p.dial(peer).then(
       () => {},
       () => {
