@@ -34,7 +34,7 @@ const HELP = `usage: node dist/sim/cli.js [options]
   --retransmit-mult L piggyback: each update sent L * ceil(log10(N + 1)) times per member (default 2)
   --piggyback-budget B  piggyback: bytes of records and claims per message (default 4000)
   --announce          publish a member's record on start (the agent does not, today)
-  --no-probe-on-close a closed connection does not move its member up the probe order (older agents)
+  --probe-on-close    a crash's reset connections move it up its members' probe order (membership.probeOnClose)
   --max-conns N       connections a member keeps for gossip fan-out (libp2p default 300)
   --observers K       full nodes when N > --full-max (default 500)
   --full-max N        above this many members, light nodes are used (default 2000)
@@ -160,8 +160,8 @@ function parse(argv: string[]): Cli {
       case '--announce':
         c.sim.announceOnStart = true
         break
-      case '--no-probe-on-close':
-        c.sim.probeOnClose = false
+      case '--probe-on-close':
+        c.sim.probeOnClose = true
         break
       case '--max-conns':
         c.sim.maxConnections = num(1)

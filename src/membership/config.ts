@@ -8,8 +8,10 @@ export const MembershipConfigSchema = z
     indirectProbes: z.number().int().min(0).max(16).default(3),
     // minimum suspicion = max(3, suspicionMult x log10 N) probe intervals (memberlist LAN: 4)
     suspicionMult: z.number().min(0.25).max(100).default(1),
-    // a closed connection whose redial fails moves its member up the probe order (Swim.closed)
-    probeOnClose: z.boolean().default(true),
+    // a closed connection whose redial fails moves its member up the probe order (Swim.closed).
+    // Off: on a loaded machine its early probes fail together and count as Lifeguard's
+    // confirmations at once (protocols/membership.md)
+    probeOnClose: z.boolean().default(false),
     syncIntervalMs: z.number().int().min(1000).max(3_600_000).default(30_000),
     tombstoneHours: z
       .number()
