@@ -1,4 +1,4 @@
-import { performance } from 'node:perf_hooks'
+import { constants, PerformanceObserver, performance } from 'node:perf_hooks'
 import { getHeapSpaceStatistics, setFlagsFromString } from 'node:v8'
 import { runInNewContext } from 'node:vm'
 
@@ -98,34 +98,65 @@ export function shrinkYoungGeneration(): boolean {
 export const SHRINK_CHECK_MS = 10_000
 
 /**
- * Give memory back while the agent idles: every SHRINK_CHECK_MS, when the event loop was idle over
- * the last one, shrink the young generation (a no-op unless it grew); every `ms`, give free native
- * memory back (trimNativeMemory). The timers do not keep the process alive. Returns their stop.
+ * Whether an interval was quiet enough to shrink the young generation in: the event loop idle,
+ * or no scavenge at all (less allocated than one semi-space in the interval, a low allocation
+ * rate to V8 too). The second is what an idle agent in a fleet on a loaded machine shows: over 30
+ * agents at load 38 every agent's loop was 3-13% busy in every idle 10 s (probes over 29
+ * connections; a starved process's busy spells last longer in wall time), so the loop test alone
+ * never passed and a young generation grown in the join storm stayed (sim/PROFILE.md, 'Memory
+ * per connection').
  */
-export function trimNativeMemoryEvery(ms = TRIM_EVERY_MS): () => void {
+function quietInterval(utilization: number, scavenges: number): boolean {
+  return utilization < IDLE_UTILIZATION || scavenges === 0
+}
+
+/** Counts V8's scavenges (young-generation collections) from Node's GC performance entries. */
+function countScavenges(): { count(): number; stop(): void } {
+  let n = 0
+  const obs = new PerformanceObserver((list) => {
+    for (const e of list.getEntries())
+      if ((e as { detail?: { kind?: number } }).detail?.kind === constants.NODE_PERFORMANCE_GC_MINOR) n++
+  })
+  obs.observe({ entryTypes: ['gc'] })
+  return { count: () => n, stop: () => obs.disconnect() }
+}
+
+/**
+ * Give memory back while the agent idles: every `checkMs`, when the last interval was quiet
+ * (quietInterval), shrink the young generation (a no-op unless it grew); every `ms`, give free
+ * native memory back (trimNativeMemory). The timers do not keep the process alive. Returns their stop.
+ */
+export function trimNativeMemoryEvery(ms = TRIM_EVERY_MS, checkMs = SHRINK_CHECK_MS): () => void {
   let last = performance.eventLoopUtilization()
+  const scavenges = countScavenges()
+  let lastScavenges = scavenges.count()
   // a collection that left it grown (V8 judged the allocation rate not low) waits 2, 4, ... 64
   // checks before the next try, so that an agent V8 will not shrink does not pay 30 ms every 10 s
   let failures = 0
   let wait = 0
   const check = setInterval(() => {
     const now = performance.eventLoopUtilization()
-    const idle = performance.eventLoopUtilization(now, last).utilization < IDLE_UTILIZATION
+    const utilization = performance.eventLoopUtilization(now, last).utilization
+    const scavenged = scavenges.count() - lastScavenges
     last = now
-    if (!idle) return
-    if (wait > 0) {
-      wait--
+    if (!quietInterval(utilization, scavenged)) {
+      lastScavenges = scavenges.count()
       return
     }
-    if (!shrinkYoungGeneration()) return
-    if (newSpaceBytes() > NEW_SPACE_SHRINK_BYTES) wait = 2 ** Math.min(++failures, 6)
-    else failures = 0
-  }, SHRINK_CHECK_MS)
+    if (wait > 0) wait--
+    else if (shrinkYoungGeneration()) {
+      if (newSpaceBytes() > NEW_SPACE_SHRINK_BYTES) wait = 2 ** Math.min(++failures, 6)
+      else failures = 0
+    }
+    // the shrink's own full GC is no allocation: the next interval starts from here
+    lastScavenges = scavenges.count()
+  }, checkMs)
   const trim = setInterval(() => void trimNativeMemory(), ms)
   check.unref()
   trim.unref()
   return () => {
     clearInterval(check)
     clearInterval(trim)
+    scavenges.stop()
   }
 }

@@ -115,3 +115,47 @@ describe('agent young generation', () => {
     assert.ok(shrunk.after <= 2 << 20, `shrunk to ${shrunk.after} bytes: ${JSON.stringify(shrunk)}`)
   })
 })
+
+/**
+ * Young-generation size (bytes) of a child that grows it, then keeps its event loop about 20%
+ * busy with work that allocates nothing, as an idle agent among many on a loaded machine is,
+ * under trimNativeMemoryEvery with a 1 s check.
+ */
+function youngGenerationBusyLoop(): { busy: number; after: number } {
+  const script = `
+    const { newSpaceBytes, trimNativeMemoryEvery } = await import(${JSON.stringify(HEAP)})
+    let keep = []
+    for (let i = 0; i < 3e6; i++) {
+      keep.push({ i, b: new Uint8Array(64) })
+      if (keep.length > 20000) keep = []
+    }
+    keep = []
+    const busy = newSpaceBytes()
+    const stop = trimNativeMemoryEvery(600000, 1000)
+    // 40 ms of arithmetic every 200 ms, for at most 20 s or until it shrank
+    let x = 0
+    const t0 = performance.now()
+    while (performance.now() - t0 < 20000 && newSpaceBytes() > 2 << 20) {
+      const end = performance.now() + 40
+      while (performance.now() < end) for (let i = 0; i < 1e5; i++) x = (x + i) | 0
+      await new Promise((r) => setTimeout(r, 160))
+    }
+    stop()
+    console.log(JSON.stringify({ busy, after: newSpaceBytes(), x: x & 1 }))
+  `
+  const r = spawnSync(process.execPath, ['--input-type=module', '-e', script], {
+    encoding: 'utf8',
+    env: { ...process.env, NODE_OPTIONS: '' },
+    timeout: 60_000,
+  })
+  assert.equal(r.status, 0, r.stderr)
+  return JSON.parse(r.stdout)
+}
+
+describe('agent young generation, loop busy but allocating nothing', () => {
+  it('is shrunk although the event loop is not idle', () => {
+    const r = youngGenerationBusyLoop()
+    assert.ok(r.busy > 8 << 20, `the busy spell grew it: ${JSON.stringify(r)}`)
+    assert.ok(r.after <= 2 << 20, `still ${r.after} bytes: ${JSON.stringify(r)}`)
+  })
+})
