@@ -39,13 +39,7 @@ function rssAfterFree(trim: boolean): { before: number; after: number; trimmed: 
     const trimmed = ${trim} ? await trimNativeMemory() : false
     console.log(JSON.stringify({ before, after: rss(), trimmed }))
   `
-  const r = spawnSync(process.execPath, ['--expose-gc', '--input-type=module', '-e', script], {
-    encoding: 'utf8',
-    env: { ...process.env, NODE_OPTIONS: '' },
-    timeout: 60_000,
-  })
-  assert.equal(r.status, 0, r.stderr)
-  return JSON.parse(r.stdout)
+  return runChild(script, ['--expose-gc'])
 }
 
 describe('agent native memory', () => {
@@ -71,17 +65,33 @@ describe('agent heap growth', () => {
   })
 })
 
+/** Runs an ES module script in a child node (extra node flags first); its stdout is JSON. */
+function runChild(script: string, nodeArgs: string[] = []) {
+  const r = spawnSync(process.execPath, [...nodeArgs, '--input-type=module', '-e', script], {
+    encoding: 'utf8',
+    env: { ...process.env, NODE_OPTIONS: '' },
+    timeout: 60_000,
+  })
+  assert.equal(r.status, 0, r.stderr)
+  return JSON.parse(r.stdout)
+}
+
+// what moving bytes looks like to V8: many short-lived objects, some surviving a while (this
+// grows the young generation)
+const GROW_YOUNG = `
+  let keep = []
+  for (let i = 0; i < 3e6; i++) {
+    keep.push({ i, b: new Uint8Array(64) })
+    if (keep.length > 20000) keep = []
+  }
+  keep = []
+`
+
 /** Young-generation sizes (bytes) of a child that churns short-lived objects, then idles. */
 function youngGeneration(shrink: boolean): { busy: number; after: number; ran: boolean } {
   const script = `
     const { newSpaceBytes, shrinkYoungGeneration } = await import(${JSON.stringify(HEAP)})
-    // what moving bytes looks like to V8: many short-lived objects, some surviving a while
-    let keep = []
-    for (let i = 0; i < 3e6; i++) {
-      keep.push({ i, b: new Uint8Array(64) })
-      if (keep.length > 20000) keep = []
-    }
-    keep = []
+    ${GROW_YOUNG}
     const busy = newSpaceBytes()
     // then idle, as the agent is when it shrinks (V8 shrinks when its allocation rate is low)
     await new Promise((r) => setTimeout(r, 6000))
@@ -96,13 +106,7 @@ function youngGeneration(shrink: boolean): { busy: number; after: number; ran: b
     }
     console.log(JSON.stringify({ busy, after: newSpaceBytes(), ran }))
   `
-  const r = spawnSync(process.execPath, ['--input-type=module', '-e', script], {
-    encoding: 'utf8',
-    env: { ...process.env, NODE_OPTIONS: '' },
-    timeout: 60_000,
-  })
-  assert.equal(r.status, 0, r.stderr)
-  return JSON.parse(r.stdout)
+  return runChild(script)
 }
 
 describe('agent young generation', () => {
@@ -124,12 +128,7 @@ describe('agent young generation', () => {
 function youngGenerationBusyLoop(): { busy: number; after: number } {
   const script = `
     const { newSpaceBytes, trimNativeMemoryEvery } = await import(${JSON.stringify(HEAP)})
-    let keep = []
-    for (let i = 0; i < 3e6; i++) {
-      keep.push({ i, b: new Uint8Array(64) })
-      if (keep.length > 20000) keep = []
-    }
-    keep = []
+    ${GROW_YOUNG}
     const busy = newSpaceBytes()
     const stop = trimNativeMemoryEvery(600000, 1000)
     // 40 ms of arithmetic every 200 ms, for at most 20 s or until it shrank
@@ -143,13 +142,7 @@ function youngGenerationBusyLoop(): { busy: number; after: number } {
     stop()
     console.log(JSON.stringify({ busy, after: newSpaceBytes(), x: x & 1 }))
   `
-  const r = spawnSync(process.execPath, ['--input-type=module', '-e', script], {
-    encoding: 'utf8',
-    env: { ...process.env, NODE_OPTIONS: '' },
-    timeout: 60_000,
-  })
-  assert.equal(r.status, 0, r.stderr)
-  return JSON.parse(r.stdout)
+  return runChild(script)
 }
 
 describe('agent young generation, loop busy but allocating nothing', () => {
@@ -165,11 +158,11 @@ describe('agent old generation', () => {
     const script = `
       const { compactHeap, unusedHeapBytes } = await import(${JSON.stringify(HEAP)})
       const { getHeapStatistics } = await import('node:v8')
-      // an old generation fragmented as a long-running agent's: promoted, then 7 of 8 dropped
+      // an old generation fragmented as a long-running agent's: promoted, then every other object dropped
       let a = []
       for (let i = 0; i < 400000; i++) a.push({ i, s: 'x' + i, p: [i, i] })
       globalThis.gc(); globalThis.gc()
-      globalThis.keep = a.filter((_, i) => i % 8 === 0)
+      globalThis.keep = a.filter((_, i) => i % 2 === 0)
       a = undefined
       for (let i = 0; i < 3; i++) globalThis.gc()
       const plain = getHeapStatistics().total_heap_size
@@ -177,13 +170,7 @@ describe('agent old generation', () => {
       const ran = compactHeap()
       console.log(JSON.stringify({ plain, unused, ran, compacted: getHeapStatistics().total_heap_size }))
     `
-    const r = spawnSync(process.execPath, ['--expose-gc', '--input-type=module', '-e', script], {
-      encoding: 'utf8',
-      env: { ...process.env, NODE_OPTIONS: '' },
-      timeout: 60_000,
-    })
-    assert.equal(r.status, 0, r.stderr)
-    const o = JSON.parse(r.stdout)
+    const o = runChild(script, ['--expose-gc'])
     assert.equal(o.ran, true, JSON.stringify(o))
     assert.ok(o.plain - o.compacted > 8 << 20, `a compaction gave back too little: ${JSON.stringify(o)}`)
   })
