@@ -289,6 +289,8 @@ export async function createMeshNode(opts: NodeOptions) {
     timeoutMs: LIVENESS_TIMEOUT_MS,
     stretch,
   })
+  // yamux's windows grow only once a connection's round-trip time is known (connection-liveness.ts)
+  node.addEventListener('connection:open', (evt) => liveness.measure(evt.detail))
   node.addEventListener('start', () => liveness.start())
   node.addEventListener('stop', () => liveness.stop())
   return node

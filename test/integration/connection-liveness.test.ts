@@ -97,6 +97,28 @@ describe('connection liveness: a muxer ping finds a dead connection without open
     liveness.stop()
   })
 
+  it("a new connection's round-trip time is measured, which yamux needs to grow a stream's window", async () => {
+    a = await node()
+    b = await node()
+    const conn = await a.dial(b.getMultiaddrs()[0])
+    const muxer = (conn as unknown as { muxer: { getRTT(): number } }).muxer
+    // with yamux's keepalive off nothing else measures it, and a window never grows past 256 KiB
+    assert.equal(muxer.getRTT(), -1)
+    const liveness = new ConnectionLiveness({
+      connections: () => a?.getConnections() ?? [],
+      intervalMs: 3_600_000,
+      timeoutMs: 5_000,
+    })
+    try {
+      liveness.measure(conn)
+      for (let i = 0; i < 50 && muxer.getRTT() < 0; i++) await new Promise((r) => setTimeout(r, 100))
+      assert.ok(muxer.getRTT() >= 0, `the round-trip time is known (${muxer.getRTT()})`)
+      assert.equal(conn.status, 'open')
+    } finally {
+      liveness.stop()
+    }
+  })
+
   it('a round over many connections prints no listener-leak warning', async () => {
     // one round's deadline is shared by every connection's ping (a member holds dozens)
     a = await node()
