@@ -29,6 +29,7 @@ import {
   machineMarkdown,
   markdownTable,
   median,
+  pssMiB,
   rssMiB,
   runBounded,
   sleep,
@@ -204,6 +205,7 @@ async function run(o: Options) {
     const idleWall = (Date.now() - tIdle) / 1000
     const cpuPct = agents.map((a, i) => (100 * (cpuSeconds(a.child?.pid) - cpu0[i])) / idleWall)
     const rss = agents.map((a) => rssMiB(a.child?.pid ?? 0)?.rss ?? Number.NaN)
+    const pss = agents.map((a) => pssMiB(a.child?.pid ?? 0)?.pss ?? Number.NaN)
     const bytes1 = await Promise.all(agents.map((a) => a.bytesOut().catch(() => Number.NaN)))
     const bps = bytes1.map((b, i) => (b - bytes0[i]) / idleWall)
     const load1 = loadavg()[0]
@@ -249,6 +251,7 @@ async function run(o: Options) {
         cpuPct: stats(cpuPct),
         cpuP90: pct(cpuPct, 0.9),
         rssMiB: stats(rss),
+        pssMiB: stats(pss),
         bytesPerS: stats(bps),
         suspicions,
         falseDeaths: falseDeaths.length,
@@ -290,6 +293,11 @@ async function main(): Promise<void> {
       `median ${fmt(i.cpuPct.median, 2)}%, p90 ${fmt(i.cpuP90, 2)}%, max ${fmt(i.cpuPct.max, 2)}%`,
     ],
     ['idle RSS per agent', '<= 100 MB', `median ${fmt(i.rssMiB.median)} MiB, max ${fmt(i.rssMiB.max)} MiB`],
+    [
+      'idle PSS per agent (shared node binary split among the agents)',
+      '-',
+      `median ${fmt(i.pssMiB.median)} MiB, max ${fmt(i.pssMiB.max)} MiB`,
+    ],
     ['idle membership bytes sent per agent', '-', `median ${fmt(i.bytesPerS.median, 0)} B/s`],
     [
       `false suspicions in ${i.seconds >= 120 ? `${Math.round(i.seconds / 60)} idle minutes` : `${Math.round(i.seconds)} idle s`}`,

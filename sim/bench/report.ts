@@ -319,6 +319,18 @@ export function rssMiB(pid: number): { rss: number; peak: number } | undefined {
   }
 }
 
+/** Proportional and private memory (MiB) from smaps_rollup: what an agent costs the machine when
+ *  many share one node binary (RSS counts the shared binary's pages in full in every agent). */
+export function pssMiB(pid: number): { pss: number; privateDirty: number } | undefined {
+  try {
+    const s = readFileSync(`/proc/${pid}/smaps_rollup`, 'utf8')
+    const kb = (k: string) => Number(new RegExp(`^${k}:\\s+(\\d+) kB`, 'm').exec(s)?.[1] ?? Number.NaN)
+    return { pss: kb('Pss') / 1024, privateDirty: kb('Private_Dirty') / 1024 }
+  } catch {
+    return undefined
+  }
+}
+
 export const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms))
 
 /**
