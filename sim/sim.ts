@@ -538,13 +538,14 @@ export class Sim {
     // in index order; a light node walks its sample instead of asking about all N
     const first = made.length > 0 ? made[0].idx : 0
     const last = first + made.length - 1
+    const join = this.formedJoiner(made)
     for (const node of made) {
       if (node.interest === undefined) {
-        for (const other of made) if (other !== node) node.core.apply(other.signed, this.now)
+        for (const other of made) if (other !== node) join(node, other.idx)
       } else {
         const js = node.interest.filter((j) => j !== node.idx && j >= first && j <= last)
         js.sort((x, y) => x - y)
-        for (const j of js) node.core.apply(this.nodes[j].signed, this.now)
+        for (const j of js) join(node, j)
       }
       node.connCount = made.length - 1
       // all its members are in: no room for growth (~30 B a member across 10,000 detectors)
@@ -556,6 +557,55 @@ export class Sim {
     for (const node of made) this.startTimers(node, true)
     this.startGlobalTimers()
     return made
+  }
+
+  /**
+   * How form() gives a member the record of member j. Through apply() that is ~8 M applies at
+   * 10,000 members (checks, a Change, the effect, fingerprints by object), most of forming's
+   * time; every record here already passed apply() on its own member and every row is a plain
+   * 'alive' one, so the core joins it unchecked (MembershipCore.joinVerified) and this does
+   * what onChange() would with it, from figures computed once per member: the same tables,
+   * detectors (the same random draws in the same order), fingerprints and byte counts.
+   */
+  private formedJoiner(made: SimNode[]): (node: SimNode, j: number) => void {
+    const slow = (node: SimNode, j: number): void => {
+      node.core.apply(this.nodes[j].signed, this.now)
+    }
+    // an extension watches every change; formed members are all connected (onChange dials none)
+    if (this.extensions.some((x) => x.onChange !== undefined)) return slow
+    for (const node of made) if (!node.baseLinked || node.cut.size > 0) return slow
+    const first = made.length > 0 ? made[0].idx : 0
+    const n = made.length
+    const wire = new Float64Array(n)
+    const h0 = new Int32Array(n)
+    const h1 = new Int32Array(n)
+    // object ids in the order the first full member's applies gave them (rowHash: records of
+    // full members got theirs when they applied their own at boot, the rest in index order)
+    const hashed = made.some((x) => x.rowAt !== undefined)
+    for (let k = 0; k < n; k++) {
+      const signed = made[k].signed
+      wire[k] = entryWire({ signed })
+      if (!hashed) continue
+      const s = this.objId(signed)
+      h0[k] = mix3(first + k, s, 0)
+      h1[k] = mix4(0, s, first + k, 7)
+    }
+    const mask = this.buckets - 1
+    return (node, j) => {
+      const other = this.nodes[j]
+      if (!node.core.joinVerified(other.signed, this.now)) {
+        slow(node, j)
+        return
+      }
+      const k = j - first
+      if (node.rowAt !== undefined) {
+        const b = j & mask
+        node.hash[2 * b] ^= h0[k]
+        node.hash[2 * b + 1] ^= h1[k]
+      }
+      this.tracker.row(node.idx, j, undefined, 'alive')
+      node.tableBytes += wire[k]
+    }
   }
 
   private globalTimers = false

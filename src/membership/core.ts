@@ -191,6 +191,20 @@ export class MembershipCore {
   }
 
   /**
+   * A member of a formed cluster: `signed`, a record that already passed apply() elsewhere (the
+   * same object), about a peer we hold nothing of, joined in as apply() joins it (the row, then
+   * the detector starts probing it), without checking it again and with no 'change' effect: the
+   * driver accounts for the row itself. For a driver that builds millions of rows at once (the
+   * simulator's formed cluster). False, having done nothing, when apply() is needed instead.
+   */
+  joinVerified(signed: SignedInfo, now: number): boolean {
+    if (!this.table.insertVerified(signed, now)) return false
+    // what react() does with an 'alive' row that was not there (addMember ignores ourselves)
+    this.swim.addMember(signed.info.peerId, signed.info.incarnation)
+    return true
+  }
+
+  /**
    * Apply what arrived: records first, then claims. `spread`: it came by gossip, so what changed
    * our table (or counted as a new confirmation of a suspicion) is queued to be passed on, to
    * anyone but `from` (who sent it) and whoever already has it (a record's own member, a claim's

@@ -200,4 +200,42 @@ describe('membership core (sans-IO, fake clock)', () => {
     runSilent(core, 50, 60_000)
     assert.deepEqual(effects, [])
   })
+  it('joins verified records of a formed cluster as apply() does: same rows, same probes', () => {
+    const records = Array.from({ length: 30 }, (_, i) => record(peer(10 + i), 500 + i))
+    const applied = make()
+    for (const r of records) applied.core.apply(r, 5)
+    const joined = make()
+    for (const r of records) assert.equal(joined.core.joinVerified(r, 5), true)
+    const rows = (c: MembershipCore) =>
+      [...c.table.rows()].map((r) => [r.peerId, r.status, r.since, r.entry])
+    assert.deepEqual(rows(joined.core), rows(applied.core))
+    assert.equal(rows(joined.core)[1][3], rows(applied.core)[1][3], 'the same shared entry object')
+    assert.deepEqual(joined.core.table.counts(), applied.core.table.counts())
+    assert.deepEqual(joined.core.table.digest(), applied.core.table.digest())
+    // the detector took the same random draws: it probes the same members in the same order
+    for (const { core, effects } of [applied, joined]) {
+      for (let now = 5; now <= 60_000; now = Math.max(now + 1, core.nextWakeup())) {
+        const before = effects.length
+        core.tick(now)
+        for (const e of effects.slice(before)) if (e.type === 'probe') core.onAck(e.to, e.seq, now + 10)
+      }
+    }
+    const sent = (e: MembershipEffect[]) => e.filter((x) => x.type !== 'change')
+    assert.ok(ofType(applied.effects, 'probe').length > 30, 'it probed every member')
+    assert.deepEqual(sent(joined.effects), sent(applied.effects))
+    // no 'change' effect: the driver accounts for the rows itself
+    assert.equal(ofType(joined.effects, 'change').length, ofType(applied.effects, 'change').length - 30)
+  })
+
+  it('leaves joining to apply() when the peer is held or has a claim held back', () => {
+    const { core } = make()
+    core.apply(record(A, 1), 0)
+    assert.equal(core.joinVerified(record(A, 2), 1), false)
+    assert.equal(core.table.get(A)?.signed.info.incarnation, 1, 'nothing done')
+    core.ingest([], [claim(A, B, 3, 'suspect')], 2, false)
+    assert.equal(core.joinVerified(record(B, 3), 3), false)
+    assert.equal(core.table.has(B), false)
+    assert.equal(core.joinVerified(record(peer(40), 1), 3), true)
+    assert.equal(core.table.status(peer(40)), 'alive')
+  })
 })
