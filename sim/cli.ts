@@ -5,12 +5,14 @@
 //   node dist/sim/cli.js --scenario all --nodes 100
 //
 // Prints a table (and details) to stdout; --json writes every summary; --svg writes charts.
+import { spawnSync } from 'node:child_process'
 import { mkdirSync, writeFileSync } from 'node:fs'
 import { dirname, join } from 'node:path'
+import { oldSpaceCapMb } from './heap-cap.js'
 import type { LatencyName } from './network.js'
 import { details, runScenario, type Summary, table } from './report.js'
 import { type PARAM_DEFAULTS, SCENARIOS } from './scenarios.js'
-import type { SimOptions } from './sim.js'
+import { SIM_DEFAULTS, type SimOptions } from './sim.js'
 import { writeCharts } from './svg.js'
 
 const HELP = `usage: node dist/sim/cli.js [options]
@@ -216,6 +218,24 @@ function parse(argv: string[]): Cli {
   return c
 }
 
+/**
+ * Run again in a child node with the old-generation cap for this size (heap-cap.ts), unless node
+ * was given a cap already: V8 sets its heap limits when it starts. True when the child ran.
+ */
+function rerunCapped(c: Cli): boolean {
+  const capped = (flags: string) => /--max-old-space-size/.test(flags)
+  if (capped(process.execArgv.join(' ')) || capped(process.env.NODE_OPTIONS ?? '')) return false
+  const cap = oldSpaceCapMb(c.sizes, { ...SIM_DEFAULTS, ...c.sim })
+  if (cap === undefined) return false
+  const r = spawnSync(
+    process.execPath,
+    [...process.execArgv, `--max-old-space-size=${cap}`, process.argv[1], ...process.argv.slice(2)],
+    { stdio: 'inherit' },
+  )
+  process.exitCode = r.status ?? 1
+  return true
+}
+
 function main(): void {
   let c: Cli
   try {
@@ -224,6 +244,7 @@ function main(): void {
     process.stderr.write(`${(err as Error).message}\n`)
     process.exit(2)
   }
+  if (rerunCapped(c)) return
   const results: Summary[] = []
   for (const scenario of c.scenarios) {
     for (const nodes of c.sizes) {

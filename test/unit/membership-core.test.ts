@@ -206,8 +206,7 @@ describe('membership core (sans-IO, fake clock)', () => {
     for (const r of records) applied.core.apply(r, 5)
     const joined = make()
     for (const r of records) assert.equal(joined.core.joinVerified(r, 5), true)
-    const rows = (c: MembershipCore) =>
-      [...c.table.rows()].map((r) => [r.peerId, r.status, r.since, r.entry])
+    const rows = (c: MembershipCore) => [...c.table.rows()].map((r) => [r.peerId, r.status, r.since, r.entry])
     assert.deepEqual(rows(joined.core), rows(applied.core))
     assert.equal(rows(joined.core)[1][3], rows(applied.core)[1][3], 'the same shared entry object')
     assert.deepEqual(joined.core.table.counts(), applied.core.table.counts())
