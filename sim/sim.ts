@@ -493,7 +493,11 @@ export class Sim {
       },
       describe: (inc, status) => this.buildInfo(node, inc, status),
       emit: (e) => this.onEffect(node, e),
-      piggyback: this.opts.dissemination === 'piggyback' && { retransmitMult: this.opts.retransmitMult },
+      // skip lists of member numbers, for light members too (a list, not an array by number)
+      piggyback: this.opts.dissemination === 'piggyback' && {
+        retransmitMult: this.opts.retransmitMult,
+        index: this.indexOf,
+      },
       follows: node.full ? undefined : (p) => node.follows(this.idxOf(p)),
       clusterSize: node.full ? undefined : () => this.clusterSize(node),
       syncRounds: formed

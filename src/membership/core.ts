@@ -61,8 +61,11 @@ export interface MembershipCoreOptions {
   /** our own record at an incarnation: what the driver knows of us (addresses, tags, disk) */
   describe: (incarnation: number, status: 'alive' | 'left') => MemberInfo
   emit: (e: MembershipEffect) => void
-  /** piggybacked dissemination: lambda of the queue's retransmissions; false for none (gossipsub only) */
-  piggyback?: { retransmitMult?: number } | false
+  /**
+   * piggybacked dissemination: lambda of the queue's retransmissions, and optionally a member
+   * index for its skip lists (BroadcastOptions.index); false for none (gossipsub only)
+   */
+  piggyback?: { retransmitMult?: number; index?: (peer: string) => number } | false
   /** members this one follows (a light simulator node: a sample); default all */
   follows?: (peerId: string) => boolean
   /** the cluster size the retransmission limit is computed for (default: the table's) */
@@ -135,6 +138,7 @@ export class MembershipCore {
         ? undefined
         : new BroadcastQueue({
             retransmitMult: o.piggyback.retransmitMult ?? BROADCAST_DEFAULTS.retransmitMult,
+            index: o.piggyback.index,
           })
   }
 

@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict'
 import { BroadcastQueue, RETRANSMIT_MIN, retransmitLimit } from '../../src/membership/broadcasts.js'
+import { mulberry32 } from '../../src/membership/swim.js'
 
 describe('membership broadcast queue', () => {
   it('sends each item a bounded number of times that grows with log N, then forgets it', () => {
@@ -79,5 +80,39 @@ describe('membership broadcast queue', () => {
     q.enqueue('c', 'c', 1)
     assert.equal(q.size, 2)
     assert.deepEqual(q.take(10, 10).sort(), ['b', 'c'])
+  })
+  it('with a member index, takes exactly what it takes by peer ID (unknown members kept apart)', () => {
+    // m0..m11 have numbers; x0..x3 are members the index does not know (-1)
+    const peers = [...Array.from({ length: 12 }, (_, i) => `m${i}`), 'x0', 'x1', 'x2', 'x3']
+    const index = (p: string) => (p.startsWith('m') ? Number(p.slice(1)) : -1)
+    const byId = new BroadcastQueue<string>()
+    const byIndex = new BroadcastQueue<string>({ index })
+    const rng = mulberry32(11)
+    const pick = () => peers[Math.floor(rng() * peers.length)]
+    const out: Array<[string[], string[], boolean, boolean]> = []
+    for (let step = 0; step < 2_000; step++) {
+      if (rng() < 0.3) {
+        const key = `k${Math.floor(rng() * 40)}`
+        const skip = [pick(), pick()]
+        const bytes = 5 + Math.floor(rng() * 20)
+        byId.enqueue(key, `${key}@${step}`, bytes, skip)
+        byIndex.enqueue(key, `${key}@${step}`, bytes, skip)
+      } else {
+        const to = pick()
+        out.push([byId.take(60, 16, to), byIndex.take(60, 16, to), byId.hasFor(to), byIndex.hasFor(to)])
+      }
+    }
+    for (const [a, b, ha, hb] of out) {
+      assert.deepEqual(b, a)
+      assert.equal(hb, ha)
+    }
+    assert.ok(
+      out.some(([a]) => a.length > 1),
+      'it took news',
+    )
+    assert.ok(
+      out.some(([a], i) => a.length === 0 && i > 100),
+      'and sometimes had none due',
+    )
   })
 })
