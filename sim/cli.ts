@@ -5,8 +5,9 @@
 //   node dist/sim/cli.js --scenario all --nodes 100
 //
 // Prints a table (and details) to stdout; --json writes every summary; --svg writes charts.
-import { spawnSync } from 'node:child_process'
+import { spawn } from 'node:child_process'
 import { mkdirSync, writeFileSync } from 'node:fs'
+import { constants as osConstants } from 'node:os'
 import { dirname, join } from 'node:path'
 import { oldSpaceCapMb } from './heap-cap.js'
 import type { LatencyName } from './network.js'
@@ -227,12 +228,17 @@ function rerunCapped(c: Cli): boolean {
   if (capped(process.execArgv.join(' ')) || capped(process.env.NODE_OPTIONS ?? '')) return false
   const cap = oldSpaceCapMb(c.sizes, { ...SIM_DEFAULTS, ...c.sim })
   if (cap === undefined) return false
-  const r = spawnSync(
+  const child = spawn(
     process.execPath,
     [...process.execArgv, `--max-old-space-size=${cap}`, process.argv[1], ...process.argv.slice(2)],
     { stdio: 'inherit' },
   )
-  process.exitCode = r.status ?? 1
+  // a signal to this process (a timeout's kill) stops the run too, not only this wrapper
+  const signals = ['SIGINT', 'SIGTERM', 'SIGHUP'] as const
+  for (const sig of signals) process.on(sig, () => child.kill(sig))
+  child.on('exit', (code, signal) => {
+    process.exitCode = code ?? (signal !== null ? 128 + (osConstants.signals[signal] ?? 0) : 1)
+  })
   return true
 }
 
