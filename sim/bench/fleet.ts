@@ -77,6 +77,56 @@ const ENV: Record<string, string> = {
     ? {}
     : { MESH_BENCH_PROF: PROF, NODE_OPTIONS: `--import ${join(import.meta.dirname, 'cpu-prof.js')}` }),
 }
+/** One agent's connections as /v1/peers lists them (streams: only agents that report them). */
+interface PeerConn {
+  peerId: string
+  direction: string
+  path: string
+  streams?: string[]
+}
+
+/**
+ * How many connections the agents hold, per agent and per peer, and what streams ride the
+ * connections of pairs that hold more than one (protocol ids without the cluster prefix).
+ */
+async function connectionCensus(agents: BenchAgent[]) {
+  const views = await Promise.all(
+    agents.map((a) =>
+      a.api
+        .call<{ connections: PeerConn[] }>('GET', '/v1/peers', undefined, 10_000)
+        .then((r) => r.connections)
+        .catch(() => undefined),
+    ),
+  )
+  const ok = views.filter((v) => v !== undefined)
+  const perAgent = ok.map((v) => v.length)
+  const perPeer = ok.map((v) => v.length / Math.max(1, new Set(v.map((c) => c.peerId)).size))
+  const streams = new Map<string, number>()
+  let duplicated = 0
+  for (const v of ok) {
+    const byPeer = new Map<string, PeerConn[]>()
+    for (const c of v) byPeer.set(c.peerId, [...(byPeer.get(c.peerId) ?? []), c])
+    for (const cs of byPeer.values()) {
+      if (cs.length < 2) continue
+      duplicated++
+      for (const c of cs)
+        for (const st of c.streams ?? []) {
+          const key = st.replace(/\/mesh\/[0-9a-f]+\//, '')
+          streams.set(key, (streams.get(key) ?? 0) + 1)
+        }
+    }
+  }
+  return {
+    agents: ok.length,
+    perAgent: stats(perAgent),
+    perAgentMedian: median(perAgent),
+    perPeerMedian: median(perPeer),
+    /** (agent, peer) pairs with two or more connections, counted from each side */
+    duplicated,
+    streamsOnDuplicated: Object.fromEntries([...streams].sort((x, y) => y[1] - x[1])),
+  }
+}
+
 const pct = (xs: number[], q: number) => {
   const s = [...xs].sort((a, b) => a - b)
   return s[Math.min(s.length - 1, Math.floor(q * s.length))]
@@ -194,6 +244,8 @@ async function run(o: Options) {
       `fleet: converged ${convergedS.toFixed(1)} s after the storm began; the agents used ${stormCpuS.toFixed(0)} CPU-s (${(stormCpuS / agents.length).toFixed(1)} each)\n`,
     )
 
+    const connsConverged = await connectionCensus(agents)
+    process.stderr.write(`fleet: connections at convergence: ${JSON.stringify(connsConverged)}\n`)
     // idle: from here on nothing fails, so every suspicion is a false one
     for (const a of agents) a.listen()
     await sleep(10_000)
@@ -209,6 +261,8 @@ async function run(o: Options) {
     const bytes1 = await Promise.all(agents.map((a) => a.bytesOut().catch(() => Number.NaN)))
     const bps = bytes1.map((b, i) => (b - bytes0[i]) / idleWall)
     const load1 = loadavg()[0]
+    const connsIdle = await connectionCensus(agents)
+    process.stderr.write(`fleet: connections after the idle window: ${JSON.stringify(connsIdle)}\n`)
     const suspicions = agents.flatMap((a) =>
       a.changes.filter((c) => c.after === 'suspect' && c.time >= tIdle).map((c) => ({ by: a.name, ...c })),
     )
@@ -255,6 +309,7 @@ async function run(o: Options) {
         bytesPerS: stats(bps),
         suspicions,
         falseDeaths: falseDeaths.length,
+        connections: { converged: connsConverged, idleEnd: connsIdle },
       },
       detections,
     }
@@ -299,6 +354,16 @@ async function main(): Promise<void> {
       `median ${fmt(i.pssMiB.median)} MiB, max ${fmt(i.pssMiB.max)} MiB`,
     ],
     ['idle membership bytes sent per agent', '-', `median ${fmt(i.bytesPerS.median, 0)} B/s`],
+    ...(
+      [
+        ['at convergence', i.connections.converged],
+        ['after the idle window', i.connections.idleEnd],
+      ] as const
+    ).map(([when, c]) => [
+      `connections per agent ${when}`,
+      `${o.agents - 1} (one per peer)`,
+      `median ${fmt(c.perAgentMedian, 1)}, max ${fmt(c.perAgent.max, 0)}; ${fmt(c.perPeerMedian, 2)} per peer; ${c.duplicated} agent-peer pairs with 2+`,
+    ]),
     [
       `false suspicions in ${i.seconds >= 120 ? `${Math.round(i.seconds / 60)} idle minutes` : `${Math.round(i.seconds)} idle s`}`,
       '0',

@@ -9,8 +9,11 @@ import { fileURLToPath } from 'node:url'
 /** The project root, from dist/sim/bench/report.js (three levels up). */
 export const ROOT = fileURLToPath(new URL('../../../', import.meta.url))
 
-/** The built mesh CLI. */
-export const CLI = join(ROOT, 'dist', 'src', 'cli', 'main.js')
+/**
+ * The built mesh CLI; MESH_BENCH_CLI runs another build's agents under this bench (to compare
+ * two builds with one harness)
+ */
+export const CLI = process.env.MESH_BENCH_CLI ?? join(ROOT, 'dist', 'src', 'cli', 'main.js')
 
 // ---------------------------------------------------------------------------------------
 // statistics

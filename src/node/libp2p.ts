@@ -25,6 +25,7 @@ import { ConnectionLiveness } from './connection-liveness.js'
 import { dialable } from './dialable.js'
 import { INBOUND_LIMITS, PendingInbound } from './inbound-limits.js'
 import { decryptInPieces, noiseCrypto } from './noise-pieces.js'
+import { OneConnectionPerPeer } from './one-connection.js'
 import { quietPeerStore } from './quiet-peer-store.js'
 import { relayPolicy } from './relays.js'
 import { libp2pLogger } from './silent-logger.js'
@@ -293,7 +294,36 @@ export async function createMeshNode(opts: NodeOptions) {
   node.addEventListener('connection:open', (evt) => liveness.measure(evt.detail))
   node.addEventListener('start', () => liveness.start())
   node.addEventListener('stop', () => liveness.stop())
+  settleOnOneConnection(node, prefix, opts.reporter)
   return node
+}
+
+/**
+ * Crossed dials leave a pair of members with two connections; keep one (see one-connection.ts).
+ * Cut without waiting: the persistent probe links (their prober opens a new one with its next
+ * probe) and gossipsub's streams (re-opened on the kept connection by identifying it again:
+ * gossipsub opens its stream to a peer when identify reports the peer speaks it).
+ */
+function settleOnOneConnection(node: MeshLibp2p, prefix: string, reporter: ComponentReporter): void {
+  const links = new Set([`${prefix}/members/probe/2.0.0`, `${prefix}/members/probe/3.0.0`])
+  const one = new OneConnectionPerPeer({
+    self: node.peerId,
+    connections: (peer) => node.getConnections(peer),
+    admitted: (conn) => node.services.admission.connectionAdmitted(conn),
+    reopenable: (protocol) =>
+      links.has(protocol) || protocol.startsWith('/meshsub/') || protocol.startsWith('/floodsub/'),
+    reattach: (kept) =>
+      void node.services.identify.identify(kept, { signal: AbortSignal.timeout(10_000) }).catch(() => {}),
+    log: (msg, fields) => reporter.log.debug(fields, msg),
+  })
+  node.addEventListener('connection:open', (evt) => {
+    const conn = evt.detail
+    void node.services.admission.admitted(conn).then(
+      (ok) => ok && one.check(conn.remotePeer),
+      () => {},
+    )
+  })
+  node.addEventListener('stop', () => one.stop())
 }
 
 /**

@@ -41,6 +41,8 @@ export interface ConnectionInfo {
   admitted: boolean
   openedAt: number
   rttMs?: number
+  /** the protocols of its open streams, each as 'in PROTOCOL' or 'out PROTOCOL' (who opened it) */
+  streams: string[]
 }
 
 /**
@@ -406,6 +408,7 @@ export class NodeComponent implements Component {
       admitted: node.services.admission.connectionAdmitted(c),
       openedAt: c.timeline.open,
       rttMs: this.rtt.get(c.remotePeer.toString()),
+      streams: c.streams.map((st) => `${st.direction === 'outbound' ? 'out' : 'in'} ${st.protocol ?? ''}`),
     }))
   }
 
