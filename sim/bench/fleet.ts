@@ -127,6 +127,29 @@ async function connectionCensus(agents: BenchAgent[]) {
   }
 }
 
+/**
+ * What rode the two connections of the pairs that settled on one (each agent logs it once per
+ * pair it settles, one-connection.ts): streams by protocol on the kept and the dropped one.
+ */
+function settledPairs(agents: BenchAgent[]) {
+  const tally = { pairs: 0, keep: new Map<string, number>(), drop: new Map<string, number>() }
+  for (const a of agents)
+    for (const line of a.out.split('\n')) {
+      if (!line.includes('two connections to one member')) continue
+      try {
+        const j = JSON.parse(line.slice(line.indexOf('{'))) as Record<'keep' | 'drop', { streams: string[] }>
+        tally.pairs++
+        for (const side of ['keep', 'drop'] as const)
+          for (const st of j[side].streams) {
+            const key = st.replace(/\/mesh\/[0-9a-f]+\//, '')
+            tally[side].set(key, (tally[side].get(key) ?? 0) + 1)
+          }
+      } catch {}
+    }
+  const sorted = (m: Map<string, number>) => Object.fromEntries([...m].sort((x, y) => y[1] - x[1]))
+  return { pairs: tally.pairs, keep: sorted(tally.keep), drop: sorted(tally.drop) }
+}
+
 const pct = (xs: number[], q: number) => {
   const s = [...xs].sort((a, b) => a - b)
   return s[Math.min(s.length - 1, Math.floor(q * s.length))]
@@ -246,6 +269,9 @@ async function run(o: Options) {
 
     const connsConverged = await connectionCensus(agents)
     process.stderr.write(`fleet: connections at convergence: ${JSON.stringify(connsConverged)}\n`)
+    process.stderr.write(
+      `fleet: pairs settled on one connection so far: ${JSON.stringify(settledPairs(agents))}\n`,
+    )
     // idle: from here on nothing fails, so every suspicion is a false one
     for (const a of agents) a.listen()
     await sleep(10_000)
@@ -263,6 +289,8 @@ async function run(o: Options) {
     const load1 = loadavg()[0]
     const connsIdle = await connectionCensus(agents)
     process.stderr.write(`fleet: connections after the idle window: ${JSON.stringify(connsIdle)}\n`)
+    const settledIdle = settledPairs(agents)
+    process.stderr.write(`fleet: pairs settled on one connection in all: ${JSON.stringify(settledIdle)}\n`)
     const suspicions = agents.flatMap((a) =>
       a.changes.filter((c) => c.after === 'suspect' && c.time >= tIdle).map((c) => ({ by: a.name, ...c })),
     )
@@ -309,7 +337,7 @@ async function run(o: Options) {
         bytesPerS: stats(bps),
         suspicions,
         falseDeaths: falseDeaths.length,
-        connections: { converged: connsConverged, idleEnd: connsIdle },
+        connections: { converged: connsConverged, idleEnd: connsIdle, settled: settledIdle },
       },
       detections,
     }

@@ -306,6 +306,10 @@ export async function createMeshNode(opts: NodeOptions) {
  */
 function settleOnOneConnection(node: MeshLibp2p, prefix: string, reporter: ComponentReporter): void {
   const links = new Set([`${prefix}/members/probe/2.0.0`, `${prefix}/members/probe/3.0.0`])
+  const closedCounter = reporter.counter(
+    'duplicate_connections_closed_total',
+    'second connections to a member closed (crossed dials: the smaller peer ID dial is kept)',
+  )
   const one = new OneConnectionPerPeer({
     self: node.peerId,
     connections: (peer) => node.getConnections(peer),
@@ -314,7 +318,9 @@ function settleOnOneConnection(node: MeshLibp2p, prefix: string, reporter: Compo
       links.has(protocol) || protocol.startsWith('/meshsub/') || protocol.startsWith('/floodsub/'),
     reattach: (kept) =>
       void node.services.identify.identify(kept, { signal: AbortSignal.timeout(10_000) }).catch(() => {}),
-    log: (msg, fields) => reporter.log.debug(fields, msg),
+    // once per crossed dial (a join storm, a partition healing): what rode the pair's two connections
+    log: (msg, fields) => reporter.log.info(fields, msg),
+    closed: () => closedCounter.inc(),
   })
   node.addEventListener('connection:open', (evt) => {
     const conn = evt.detail

@@ -77,7 +77,13 @@ export interface OneConnectionDeps {
   /** how often a redundant connection that still carries other streams is looked at again */
   recheckMs?: number
   log?: (msg: string, fields: Record<string, unknown>) => void
+  /** a redundant connection is being closed */
+  closed?: () => void
 }
+
+/** a connection's streams as 'in PROTOCOL' / 'out PROTOCOL' (who opened each) */
+const protocols = (c: Connection) =>
+  c.streams.map((s) => `${s.direction === 'outbound' ? 'out' : 'in'} ${s.protocol ?? ''}`)
 
 const RECHECK_MS = 5_000
 
@@ -86,8 +92,6 @@ export class OneConnectionPerPeer {
   private readonly waiting = new Map<Connection, Connection>()
   private timer: NodeJS.Timeout | undefined
   private stopped = false
-  /** connections dropped so far (for tests and the log) */
-  closed = 0
 
   constructor(private readonly deps: OneConnectionDeps) {}
 
@@ -122,7 +126,12 @@ export class OneConnectionPerPeer {
       const k = keep.find((c) => c.kind === d.kind)
       const conn = byId.get(d.id)
       const kept = k === undefined ? undefined : byId.get(k.id)
-      if (conn === undefined || kept === undefined) continue
+      if (conn === undefined || kept === undefined || this.waiting.has(conn)) continue
+      this.deps.log?.('two connections to one member: keeping one, closing the other when it is free', {
+        peer: peer.toString(),
+        keep: { direction: kept.direction, streams: protocols(kept) },
+        drop: { direction: conn.direction, streams: protocols(conn) },
+      })
       this.preferForNewStreams(peer, kept)
       this.waiting.set(conn, kept)
     }
@@ -158,12 +167,7 @@ export class OneConnectionPerPeer {
       const busy = conn.streams.filter((s) => !this.deps.reopenable(s.protocol ?? ''))
       if (busy.length > 0) continue
       this.waiting.delete(conn)
-      this.closed++
-      this.deps.log?.('closing a second connection to a member', {
-        peer: conn.remotePeer.toString(),
-        direction: conn.direction,
-        streams: conn.streams.map((s) => s.protocol),
-      })
+      this.deps.closed?.()
       void conn
         .close()
         .catch((err: Error) => conn.abort(err))
