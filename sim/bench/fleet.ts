@@ -130,6 +130,7 @@ async function connectionCensus(agents: BenchAgent[]) {
 /**
  * What rode the two connections of the pairs that settled on one (each agent logs it once per
  * pair it settles, one-connection.ts): streams by protocol on the kept and the dropped one.
+ * The line is at info level: run with MESH_BENCH_LOG_LEVEL=info (the agents log warn and up).
  */
 function settledPairs(agents: BenchAgent[]) {
   const tally = { pairs: 0, keep: new Map<string, number>(), drop: new Map<string, number>() }

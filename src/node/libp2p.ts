@@ -302,10 +302,21 @@ export async function createMeshNode(opts: NodeOptions) {
  * Crossed dials leave a pair of members with two connections; keep one (see one-connection.ts).
  * Cut without waiting: the persistent probe links (their prober opens a new one with its next
  * probe) and gossipsub's streams (re-opened on the kept connection by identifying it again:
- * gossipsub opens its stream to a peer when identify reports the peer speaks it).
+ * gossipsub opens its stream to a peer when identify reports the peer speaks it). Requests
+ * with a reply get a grace; everything else (tunnels, overlay, blocks, relay) is waited for.
  */
 function settleOnOneConnection(node: MeshLibp2p, prefix: string, reporter: ComponentReporter): void {
   const links = new Set([`${prefix}/members/probe/2.0.0`, `${prefix}/members/probe/3.0.0`])
+  const requests = [
+    'id/',
+    'ping/',
+    'kad/',
+    'autonat/',
+    'auth/',
+    'members/sync/',
+    'members/probe/1.',
+    'elections/sync/',
+  ]
   const closedCounter = reporter.counter(
     'duplicate_connections_closed_total',
     'second connections to a member closed (crossed dials: the smaller peer ID dial is kept)',
@@ -314,8 +325,14 @@ function settleOnOneConnection(node: MeshLibp2p, prefix: string, reporter: Compo
     self: node.peerId,
     connections: (peer) => node.getConnections(peer),
     admitted: (conn) => node.services.admission.connectionAdmitted(conn),
-    reopenable: (protocol) =>
-      links.has(protocol) || protocol.startsWith('/meshsub/') || protocol.startsWith('/floodsub/'),
+    streamKind: (protocol) => {
+      if (links.has(protocol) || protocol.startsWith('/meshsub/') || protocol.startsWith('/floodsub/'))
+        return 'reopen'
+      // still negotiating, or one request and its reply, each with a deadline of its own (an
+      // election sync stream was seen to outlive it and held a pair's second connection open)
+      if (protocol === '' || requests.some((r) => protocol.startsWith(`${prefix}/${r}`))) return 'bounded'
+      return 'wait'
+    },
     reattach: (kept) =>
       void node.services.identify.identify(kept, { signal: AbortSignal.timeout(10_000) }).catch(() => {}),
     // once per crossed dial (a join storm, a partition healing): what rode the pair's two connections

@@ -9,8 +9,9 @@ import { type PathKind, pathKind } from './paths.js'
  * only prunes above its connection limit, so the pair settles here, without talking: both sides
  * keep the connection dialled by the smaller peer ID (several from that peer: its first) and
  * the redundant one is closed once it carries nothing but streams whose users open a new one
- * on the kept connection (probe links, gossipsub); anything else on it (a tunnel, an overlay
- * stream, a block transfer, a relayed circuit, a request in flight) is waited for.
+ * on the kept connection (probe links, gossipsub); a request in flight is waited for up to a
+ * grace, anything else on it (a tunnel, an overlay stream, a block transfer, a relayed
+ * circuit) for as long as it lasts.
  * Relayed (limited) connections beside a direct one are libp2p's own business (DCUtR), and
  * connections of different kinds (TCP beside WebRTC) are left alone too.
  *
@@ -70,8 +71,15 @@ export interface OneConnectionDeps {
   connections(peer: PeerId): Connection[]
   /** whether this very connection finished member admission */
   admitted(conn: Connection): boolean
-  /** streams of this protocol may be cut: their user opens a new one on another connection */
-  reopenable(protocol: string): boolean
+  /**
+   * what cutting a stream of this protocol does: 'reopen', its user opens a new one on another
+   * connection (cut at once); 'bounded', a request and its reply under their own deadline
+   * (waited for up to graceMs: one that outlives it is stuck); 'wait', anything else (a tunnel,
+   * an overlay stream, a block transfer, a relayed circuit: waited for as long as it lasts)
+   */
+  streamKind(protocol: string): 'reopen' | 'bounded' | 'wait'
+  /** how long bounded streams are waited for */
+  graceMs?: number
   /** after a close: have long-lived protocols (gossipsub) open their streams on the kept one */
   reattach(kept: Connection): void
   /** how often a redundant connection that still carries other streams is looked at again */
@@ -86,10 +94,12 @@ const protocols = (c: Connection) =>
   c.streams.map((s) => `${s.direction === 'outbound' ? 'out' : 'in'} ${s.protocol ?? ''}`)
 
 const RECHECK_MS = 5_000
+/** a request with a reply (identify, a sync) ends within 10 s here; one that has not by then is stuck */
+const GRACE_MS = 30_000
 
 export class OneConnectionPerPeer {
-  /** redundant connections waiting for their other streams to end */
-  private readonly waiting = new Map<Connection, Connection>()
+  /** redundant connections waiting for their other streams to end: the kept one, since when */
+  private readonly waiting = new Map<Connection, { kept: Connection; since: number }>()
   private timer: NodeJS.Timeout | undefined
   private stopped = false
 
@@ -133,7 +143,7 @@ export class OneConnectionPerPeer {
         drop: { direction: conn.direction, streams: protocols(conn) },
       })
       this.preferForNewStreams(peer, kept)
-      this.waiting.set(conn, kept)
+      this.waiting.set(conn, { kept, since: Date.now() })
     }
     this.sweep()
   }
@@ -158,13 +168,18 @@ export class OneConnectionPerPeer {
 
   /** Close the redundant connections that carry nothing to wait for; look again later for the rest. */
   private sweep(): void {
-    for (const [conn, kept] of this.waiting) {
+    const now = Date.now()
+    for (const [conn, { kept, since }] of this.waiting) {
       if (conn.status !== 'open' || kept.status !== 'open') {
         // gone, or the kept one went first: nothing to drop (the next open looks again)
         this.waiting.delete(conn)
         continue
       }
-      const busy = conn.streams.filter((s) => !this.deps.reopenable(s.protocol ?? ''))
+      const overdue = now - since >= (this.deps.graceMs ?? GRACE_MS)
+      const busy = conn.streams.filter((s) => {
+        const kind = this.deps.streamKind(s.protocol ?? '')
+        return kind === 'wait' || (kind === 'bounded' && !overdue)
+      })
       if (busy.length > 0) continue
       this.waiting.delete(conn)
       this.deps.closed?.()

@@ -178,6 +178,20 @@ describe('one connection per pair: a stream on the redundant connection is waite
     await Promise.allSettled([a?.stop(), b?.stop()])
   })
 
+  const settlerOf = (n: Libp2p, hold: 'wait' | 'bounded') => {
+    const s = new OneConnectionPerPeer({
+      self: n.peerId,
+      connections: (p) => n.getConnections(p),
+      admitted: () => true,
+      streamKind: (p) => (p === LINK ? 'reopen' : hold),
+      reattach: () => {},
+      recheckMs: 200,
+      graceMs: 1_500,
+    })
+    settlers.push(s)
+    return s
+  }
+
   const node = () =>
     createLibp2p({
       addresses: { listen: ['/ip4/127.0.0.1/tcp/0'] },
@@ -196,18 +210,7 @@ describe('one connection per pair: a stream on the redundant connection is waite
         for await (const chunk of stream) stream.send(chunk.subarray())
         await stream.close().catch(() => {})
       })
-    const settler = (n: Libp2p) => {
-      const s = new OneConnectionPerPeer({
-        self: n.peerId,
-        connections: (p) => n.getConnections(p),
-        admitted: () => true,
-        reopenable: (p) => p === LINK,
-        reattach: () => {},
-        recheckMs: 200,
-      })
-      settlers.push(s)
-      return s
-    }
+    const settler = (n: Libp2p) => settlerOf(n, 'wait')
     const [sa, sb] = [settler(a), settler(b)]
     const [fromA, fromB] = await Promise.all([
       a.dial(multiaddr(`${b.getMultiaddrs()[0]}`), { force: true }),
@@ -251,5 +254,37 @@ describe('one connection per pair: a stream on the redundant connection is waite
     assert.notEqual(link.status, 'open')
     assert.equal(a.getConnections(b.peerId).length, 1)
     assert.equal(b.getConnections(a.peerId).length, 1)
+  })
+  it('a request stream that outlives its grace no longer holds the redundant connection', async () => {
+    a = await node()
+    b = await node()
+    for (const n of [a, b])
+      await n.handle(HOLD, async (stream: Stream) => {
+        for await (const chunk of stream) stream.send(chunk.subarray())
+      })
+    const [sa, sb] = [settlerOf(a, 'bounded'), settlerOf(b, 'bounded')]
+    const [fromA, fromB] = await Promise.all([
+      a.dial(multiaddr(`${b.getMultiaddrs()[0]}`), { force: true }),
+      b.dial(multiaddr(`${a.getMultiaddrs()[0]}`), { force: true }),
+    ])
+    const dropped = a.peerId.toString() < b.peerId.toString() ? fromB : fromA
+    await dropped.newStream(HOLD) // a request whose reply never comes
+    await waitFor(
+      'both connections to be open on both ends',
+      async () => a!.getConnections(b!.peerId).length === 2 && b!.getConnections(a!.peerId).length === 2,
+      10_000,
+      50,
+    )
+    sa.check(b.peerId)
+    sb.check(a.peerId)
+    await new Promise((r) => setTimeout(r, 500))
+    assert.equal(dropped.status, 'open', 'waited for within the grace')
+    await waitFor(
+      'the redundant connection to close after the grace',
+      async () => dropped.status === 'closed',
+      10_000,
+      100,
+    )
+    assert.equal(a.getConnections(b.peerId).length, 1)
   })
 })
