@@ -1,5 +1,6 @@
 import type { Socket } from 'node:net'
 import type { ConnectionEncrypter, MessageStream } from '@libp2p/interface'
+import type { TCPOptions } from '@libp2p/tcp'
 import { wrapEncrypter } from './wrap-encrypter.js'
 
 /**
@@ -12,12 +13,32 @@ import { wrapEncrypter } from './wrap-encrypter.js'
  * segments (issue 14). Corking the socket around each send lets Node hand the buffers to the
  * kernel in one writev. Nothing else changes: the same bytes, in the same order, and the same
  * backpressure answer (write() still says when the socket's buffer is full).
+ *
+ * The sockets need a high-water mark above a bulk send (tcpBulkOptions): a corked socket answers
+ * false to every write past the mark (Node's default, 16 KiB) although uncork() then hands it
+ * all to the kernel at once, and @libp2p/tcp stops at the first false. With the default, a bulk
+ * yamux frame went out one Noise message per writev, each after a 'drain' relayed through
+ * Noise, yamux and every stream on the connection (issue 14).
  */
 export function coalescedWrites<C, E>(
   factory: (components: C) => ConnectionEncrypter<E>,
 ): (components: C) => ConnectionEncrypter<E> {
   return wrapEncrypter(factory, { before: corked })
 }
+
+/**
+ * Node's buffer per TCP connection before write() says to wait: a bulk send of up to 1 MiB
+ * (16 Noise messages; the tunnel sends what one event-loop turn read, up to 2 MiB) goes to the
+ * kernel in one writev. It holds no more than before: past the old mark the rest of a send
+ * waited in the connection's own write buffer instead.
+ */
+export const TCP_WRITE_HIGH_WATER = 1 << 20
+
+/** @libp2p/tcp's options for that mark (Node's net options; `highWaterMark` sets the inbound sockets'). */
+export const tcpBulkOptions = {
+  dialOpts: { writableHighWaterMark: TCP_WRITE_HIGH_WATER },
+  listenOpts: { highWaterMark: TCP_WRITE_HIGH_WATER },
+} as TCPOptions // @libp2p/tcp types a subset of net's options and passes them all on
 
 interface SocketConnection {
   socket?: Socket

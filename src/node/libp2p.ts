@@ -18,7 +18,7 @@ import { createLibp2p } from 'libp2p'
 import type { ComponentReporter } from '../kernel/reporter.js'
 import { type AdmissionInit, admission } from './admission.js'
 import { type Cluster, deriveKey, protocolPrefix } from './cluster.js'
-import { coalescedWrites } from './coalesced-writes.js'
+import { coalescedWrites, tcpBulkOptions } from './coalesced-writes.js'
 import type { NodeConfig } from './config.js'
 import { connectDeadline } from './connect-deadline.js'
 import { ConnectionLiveness } from './connection-liveness.js'
@@ -175,7 +175,7 @@ export async function createMeshNode(opts: NodeOptions) {
       announceFilter: (addrs) => addrs.filter((a) => dialable(a) && opts.insideOverlay?.(a) !== true),
     },
     transports: [
-      connectDeadline(tcp(), () => stretch(Math.min(TCP_CONNECT_MS, config.dialTimeoutMs))),
+      connectDeadline(tcp(tcpBulkOptions), () => stretch(Math.min(TCP_CONNECT_MS, config.dialTimeoutMs))),
       circuitRelayTransport({ reservationCompletionTimeout: config.dialTimeoutMs }),
       ...(config.webrtc.enabled
         ? [
