@@ -107,7 +107,9 @@ export function bridge(
       socket.cork()
       for (const c of chunks) ok = (framed ? writeData(socket, c) : socket.write(c)) && ok
       socket.uncork()
-      if (!ok && !socketWaiting && stream.readStatus === 'readable') {
+      // corked, every write past 16 KiB answers false, though uncork() may then have handed
+      // all of it to the kernel: only bytes still waiting in Node mean the reader is slow
+      if (!ok && socket.writableLength > 0 && !socketWaiting && stream.readStatus === 'readable') {
         // the TCP side is slow: stop granting yamux window until it drains. Outside any
         // dispatch (setImmediate): resume() dispatches buffered data and then re-opens the
         // yamux window, which would undo a pause made inside a dispatch (@libp2p/utils 7.4.1)
