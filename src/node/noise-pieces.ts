@@ -30,6 +30,21 @@ export const noiseCrypto: ICryptoInterface = {
   },
 }
 
+/**
+ * The 2-byte length of a Noise message, thrown for as the library's does when fewer than 2
+ * bytes are buffered (its LengthPrefixedDecoder stops on a RangeError), but with one error made
+ * once: the library's `RangeError(...)` captured a stack trace through the optimised frames of
+ * the whole receive path every time a read ended on a message boundary, which every small
+ * message does, about 5% of either agent's CPU in a tunnel (sim/PROFILE.md).
+ */
+const NEED_MORE = new RangeError('Could not decode int16BE')
+
+function lengthWithoutStack(data: Uint8Array | Uint8ArrayList): number {
+  if (data.length < 2) throw NEED_MORE
+  if (data instanceof Uint8Array) return (data[0] << 8) | data[1]
+  return data.getUint16(0)
+}
+
 export function decryptInPieces<C, E>(
   factory: (components: C) => ConnectionEncrypter<E>,
 ): (components: C) => ConnectionEncrypter<E> {
@@ -38,6 +53,7 @@ export function decryptInPieces<C, E>(
 
 interface NoiseMessageStream {
   decrypt(chunk: Uint8Array | Uint8ArrayList): Uint8ArrayList
+  decoder?: { lengthDecoder?: (data: Uint8Array | Uint8ArrayList) => number }
   handshake: {
     decrypt(ciphertext: Uint8Array | Uint8ArrayList, dst?: Uint8Array): Uint8Array | Uint8ArrayList
   }
@@ -50,6 +66,7 @@ export function piecewise(connection: MessageStream): void {
   const own = s.decrypt
   if (typeof own !== 'function' || typeof s.handshake?.decrypt !== 'function') return
   const stream = s as NoiseMessageStream
+  if (typeof stream.decoder?.lengthDecoder === 'function') stream.decoder.lengthDecoder = lengthWithoutStack
   stream.decrypt = (chunk) => {
     if (chunk instanceof Uint8Array || chunk.byteLength < 1200) return own.call(stream, chunk)
     const output = new Uint8ArrayList()

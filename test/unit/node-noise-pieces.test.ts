@@ -80,6 +80,43 @@ describe('noise: split messages decrypted in pieces (node/noise-pieces.ts)', () 
     assert.ok(splitDecrypts > 50, `${splitDecrypts} messages decrypted from their pieces`)
   })
 
+  it('small messages arrive whole, and a read ending on a message boundary builds no error for it', async () => {
+    const { sender, receiver } = await pair()
+    const got: number[] = []
+    const done = new Promise<void>((resolve) =>
+      receiver.addEventListener('message', (evt) => {
+        for (const b of evt.data instanceof Uint8Array ? [evt.data] : evt.data) got.push(...b)
+        if (got.length >= 200 * 3) resolve()
+      }),
+    )
+    // the library's decoder asks for the next length and stops on a RangeError; count the ones
+    // made (each captured a stack trace through the whole receive path)
+    const original = globalThis.RangeError
+    let made = 0
+    globalThis.RangeError = new Proxy(original, {
+      apply: (target, self, args) => {
+        made++
+        return Reflect.apply(target, self, args)
+      },
+      construct: (target, args, newTarget) => {
+        made++
+        return Reflect.construct(target, args, newTarget)
+      },
+    })
+    try {
+      // each message its own read, as a reply or an ack arrives
+      for (let i = 0; i < 200; i++) sender.send(Uint8Array.of(i, i, i))
+      await done
+    } finally {
+      globalThis.RangeError = original
+    }
+    assert.deepEqual(
+      got,
+      Array.from({ length: 600 }, (_, k) => Math.floor(k / 3)),
+    )
+    assert.equal(made, 0)
+  })
+
   it('one flipped ciphertext byte in a split message ends the connection with an error', async () => {
     // the flip lands well inside the bulk data, after the handshake's few hundred bytes
     const { sender, receiver } = await pair(3 * READ + 5)
