@@ -17,6 +17,44 @@ export interface BlockPieces {
   size: number
 }
 
+/**
+ * The bytes of a one-block `Exchange` message that come before the block's data, exactly as
+ * protons would encode them: the provider sends these and the data as they are, rather than
+ * encoding the message into a new buffer (a copy of every byte served). Data of at least one
+ * byte (protons leaves an empty field out, so an empty block goes through protons).
+ */
+export function blockMessageHead(cid: Uint8Array, size: number): Uint8Array {
+  if (size <= 0) throw new RangeError('a one-block head needs data of at least one byte')
+  const inner = 1 + varintLength(cid.byteLength) + cid.byteLength + 1 + varintLength(size) + size
+  const head = new Uint8Array(1 + varintLength(inner) + (inner - size))
+  let at = 0
+  const put = (v: number) => {
+    while (v >= 0x80) {
+      head[at++] = (v & 0x7f) | 0x80
+      v = Math.floor(v / 128)
+    }
+    head[at++] = v
+  }
+  put(BLOCKS)
+  put(inner)
+  put(CID_FIELD)
+  put(cid.byteLength)
+  head.set(cid, at)
+  at += cid.byteLength
+  put(DATA_FIELD)
+  put(size)
+  return head
+}
+
+function varintLength(v: number): number {
+  let n = 1
+  while (v >= 0x80) {
+    v = Math.floor(v / 128)
+    n++
+  }
+  return n
+}
+
 export function blockMessage(pieces: readonly Uint8Array[]): BlockPieces | undefined {
   const c = new Cursor(pieces)
   if (c.varint() !== BLOCKS) return undefined

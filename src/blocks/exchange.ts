@@ -9,7 +9,7 @@
  */
 import type { Connection, PeerId, Stream } from '@libp2p/interface'
 import { Exchange, Want } from '../../protocols/blocks.js'
-import { blockMessage } from './block-message.js'
+import { blockMessage, blockMessageHead } from './block-message.js'
 import { type Blockstore, MAX_BLOCK } from './blockstore.js'
 import { type CID, decodeCid, matches } from './cid.js'
 import { LpMessages } from './lp-messages.js'
@@ -172,14 +172,19 @@ export async function serveExchange(
         )
       } else {
         await limiter.take(data.byteLength)
-        await lp.write(
-          Exchange.encode({
-            wants: [],
-            presences: [],
-            blocks: [{ cid: q.cid.bytes as Bytes, data: data as Bytes }],
-            cancels: [],
-          }),
-        )
+        if (data.byteLength > 0) {
+          // the head and the block as read (and hashed): no encoded copy of the block
+          await lp.write(blockMessageHead(q.cid.bytes, data.byteLength), data)
+        } else {
+          await lp.write(
+            Exchange.encode({
+              wants: [],
+              presences: [],
+              blocks: [{ cid: q.cid.bytes as Bytes, data: data as Bytes }],
+              cancels: [],
+            }),
+          )
+        }
         stats.onServed(data.byteLength, peer)
       }
     }

@@ -134,11 +134,16 @@ export class LpMessages {
     return err
   }
 
-  /** Send one message; resolves when the stream can take more. */
-  async write(msg: Uint8Array): Promise<void> {
+  /**
+   * Send one message, given whole or as pieces sent as they are (not joined); resolves when the
+   * stream can take more.
+   */
+  async write(...pieces: Uint8Array[]): Promise<void> {
     if (this.failure !== undefined) throw this.failure
+    let length = 0
+    for (const p of pieces) length += p.byteLength
     // one send: the length on its own would be a yamux frame (and a Noise message) of its own
-    if (!this.stream.send(new Uint8ArrayList(varint(msg.byteLength), msg))) await drained(this.stream)
+    if (!this.stream.send(new Uint8ArrayList(varint(length), ...pieces))) await drained(this.stream)
   }
 }
 

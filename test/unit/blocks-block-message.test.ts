@@ -2,7 +2,7 @@ import assert from 'node:assert/strict'
 import { randomBytes } from 'node:crypto'
 import fc from 'fast-check'
 import { Exchange, Want } from '../../protocols/blocks.js'
-import { blockMessage } from '../../src/blocks/block-message.js'
+import { blockMessage, blockMessageHead } from '../../src/blocks/block-message.js'
 import { cidOf, matches } from '../../src/blocks/cid.js'
 
 type Bytes = Uint8Array<ArrayBuffer>
@@ -63,5 +63,20 @@ describe('blocks: one-block messages read from their pieces', () => {
     const one = encode({ blocks: [block(a)] })
     assert.equal(blockMessage([one.subarray(0, one.byteLength - 1)]), undefined)
     assert.equal(blockMessage([one, new Uint8Array(1)]), undefined)
+  })
+
+  it('sends a one-block message as a head and the data, byte for byte what protons encodes', () => {
+    // sizes around the varint steps of the data and of the whole message, up to MAX_BLOCK
+    const sizes = [1, 2, 80, 127, 128, 129, 16_300, 16_384, 65_536, 262_144, 1 << 20, 2 << 20]
+    for (const size of sizes) {
+      const data = randomBytes(size)
+      const cid = cidOf(data)
+      const head = blockMessageHead(cid.bytes, size)
+      const whole = encode({ blocks: [{ cid: cid.bytes as Bytes, data: data as Bytes }] })
+      assert.ok(Buffer.concat([head, data]).equals(whole), `size ${size}`)
+      const got = blockMessage([head, data])
+      assert.ok(got !== undefined && matches(cid, got.data))
+    }
+    assert.throws(() => blockMessageHead(cidOf(new Uint8Array(0)).bytes, 0), RangeError)
   })
 })
