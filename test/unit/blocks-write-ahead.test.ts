@@ -58,6 +58,26 @@ describe('mesh get writes a file as its chunks arrive, not strictly in order', (
     assert.equal(sha(readFileSync(join(dir, 'f.bin'))), sha(whole))
   })
 
+  it('chunks that arrive together in any order, some as pieces, make the file byte for byte right', async () => {
+    // 3,000 chunks of 1 KiB: more than one writev may join (1,024 pieces), in reverse order
+    const { e, whole, byCid } = await fileOf(3000, 1024)
+    const gate: Array<() => void> = []
+    const chunk = async (cid: CID): Promise<BlockBytes> => {
+      await new Promise<void>((r) => gate.push(r))
+      const b = byCid.get(cid.toString())!
+      // every third chunk comes as the pieces of its frames
+      return gate.length % 3 === 0 ? [b.subarray(0, 100), b.subarray(100, 101), b.subarray(101)] : b
+    }
+    const w = new DatasetWriter(dir)
+    await w.prepareBase()
+    const writing = w.writeFile(e, w.abs(e.path), chunk)
+    for (let i = 0; i < 100 && gate.length < 3000; i++) await new Promise((r) => setTimeout(r, 10))
+    assert.equal(gate.length, 3000)
+    for (const release of gate.reverse()) release()
+    await writing
+    assert.equal(sha(readFileSync(join(dir, 'f.bin'))), sha(whole))
+  })
+
   it('asks for no more than its bound of chunks at a time', async () => {
     const size = 1 << 20
     const n = WRITE_AHEAD_BYTES / size + 8
