@@ -609,17 +609,21 @@ export class ElectionsComponent implements Component {
 
   async sync(peer: PeerId): Promise<void> {
     const signal = AbortSignal.timeout(10_000)
+    let stream: Stream | undefined
     try {
-      const stream = await this.libp2p.dialProtocol(peer, this.syncProto, {
+      stream = await this.libp2p.dialProtocol(peer, this.syncProto, {
         signal,
         runOnLimitedConnection: true,
       })
       const lp = lpStream(stream, { maxDataLength: MAX_SYNC })
       await lp.write(this.allHeld(), { signal })
       const raw = await lp.read({ signal })
-      await stream.close({ signal }).catch(() => {})
       this.ingestSet(raw.subarray(), peer.toString())
+      await stream.close({ signal })
     } catch (err) {
+      // a sync that timed out must not leave its stream open on both ends (it held a second
+      // connection to the member open for good: one-connection.ts waits for such streams)
+      stream?.abort(err as Error)
       this.deps.reporter.log.debug(
         { peer: peer.toString(), err: (err as Error).message },
         'election sync failed',

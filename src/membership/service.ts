@@ -772,8 +772,9 @@ export class MembershipComponent implements Component {
   async sync(peer: PeerId, why: string, timeoutMs = 10_000): Promise<boolean> {
     this.lastSync.set(peer.toString(), Date.now())
     const signal = AbortSignal.timeout(timeoutMs)
+    let stream: Stream | undefined
     try {
-      const stream = await this.libp2p.dialProtocol(peer, [this.syncProto, this.syncProtoV1], {
+      stream = await this.libp2p.dialProtocol(peer, [this.syncProto, this.syncProtoV1], {
         signal,
         runOnLimitedConnection: true,
       })
@@ -809,6 +810,8 @@ export class MembershipComponent implements Component {
       this.metrics.syncs.inc({ role: why, result: 'ok' })
       return true
     } catch (err) {
+      // a timed-out sync must not leave its stream open on both ends for good
+      stream?.abort(err as Error)
       this.metrics.syncs.inc({ role: why, result: 'error' })
       this.deps.reporter.log.debug({ peer: peer.toString(), err: (err as Error).message }, 'sync failed')
       return false

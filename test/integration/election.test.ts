@@ -6,6 +6,7 @@ import assert from 'node:assert/strict'
 import { existsSync, readFileSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import type { Message as GossipMessage } from '@libp2p/gossipsub'
+import type { Stream } from '@libp2p/interface'
 import { peerIdFromString } from '@libp2p/peer-id'
 import { lpStream } from '@libp2p/utils'
 import { ElectionSet } from '../../protocols/election.js'
@@ -474,6 +475,44 @@ describe('elections: five agents on loopback', function () {
       assert.equal(afterwards?.status, 'allocated')
       assert.equal(agents.alpha.exitCode, null, 'alpha still runs')
       await mesh(['--data-dir', agents.alpha.dataDir, 'request', 'cancel', id])
+    } finally {
+      await member?.stop()
+    }
+  })
+
+  it('an election sync that gets no answer ends its stream at both ends after its deadline', async () => {
+    // a sync whose reply never came left its stream open at both ends for good, which held a
+    // second connection to the member open (one-connection.ts waits for streams it cannot cut)
+    let member: NodeComponent | undefined
+    try {
+      member = await inProcessMember(fx.tempDir('mesh-el-'), agents.alpha.dataDir, 'silent')
+      await member.start()
+      const node = member.node
+      const alpha = peerIdFromString(peerIds.alpha)
+      const { prefix } = await admittedOnElections(member, 'silent')
+      const held: Stream[] = []
+      // answer no election sync: read nothing, write nothing, keep the stream
+      await node.handle(`${prefix}/elections/sync/1.0.0`, (stream) => void held.push(stream), {
+        runOnLimitedConnection: true,
+      })
+      // alpha syncs on connections it dials: drop ours until alpha has dialled back and synced
+      await waitFor(
+        'alpha to dial the member and start an election sync',
+        async () => {
+          if (held.length > 0) return true
+          if (node.getConnections(alpha).every((c) => c.direction === 'outbound'))
+            await Promise.all(node.getConnections(alpha).map((c) => c.close().catch(() => {})))
+          return false
+        },
+        90_000,
+        2_000,
+      )
+      const stream = held[0]
+      const opened = Date.now()
+      // alpha gives a sync 10 s; after that its stream must not stay open at either end
+      await waitFor('the unanswered sync stream to end', async () => stream.status !== 'open', 30_000, 250)
+      const lasted = (Date.now() - opened) / 1000
+      assert.ok(lasted >= 5, `ended after ${lasted.toFixed(1)} s: before the sync's deadline, so not by it`)
     } finally {
       await member?.stop()
     }
