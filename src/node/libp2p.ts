@@ -301,8 +301,8 @@ export async function createMeshNode(opts: NodeOptions) {
 /**
  * Crossed dials leave a pair of members with two connections; keep one (see one-connection.ts).
  * Cut without waiting: the persistent probe links (their prober opens a new one with its next
- * probe) and gossipsub's streams (re-opened on the kept connection by identifying it again:
- * gossipsub opens its stream to a peer when identify reports the peer speaks it). Requests
+ * probe) and gossipsub's streams (re-opened on the kept connection by identifying it again,
+ * reopenOnRemainingConnection: gossipsub opens its stream to a peer when identify reports it). Requests
  * with a reply get a grace; everything else (tunnels, overlay, blocks, relay) is waited for.
  */
 function settleOnOneConnection(node: MeshLibp2p, prefix: string, reporter: ComponentReporter): void {
@@ -333,8 +333,6 @@ function settleOnOneConnection(node: MeshLibp2p, prefix: string, reporter: Compo
       if (protocol === '' || requests.some((r) => protocol.startsWith(`${prefix}/${r}`))) return 'bounded'
       return 'wait'
     },
-    reattach: (kept) =>
-      void node.services.identify.identify(kept, { signal: AbortSignal.timeout(10_000) }).catch(() => {}),
     // once per crossed dial (a join storm, a partition healing): what rode the pair's two connections
     log: (msg, fields) => reporter.log.info(fields, msg),
     closed: () => closedCounter.inc(),
@@ -347,6 +345,30 @@ function settleOnOneConnection(node: MeshLibp2p, prefix: string, reporter: Compo
     )
   })
   node.addEventListener('stop', () => one.stop())
+  reopenOnRemainingConnection(node)
+}
+
+/**
+ * A connection closed while the peer still has another (the redundant one of a crossed dial,
+ * closed by either end; a relayed one after a direct upgrade): the long-lived streams that rode
+ * it are gone, and their users do not notice, since libp2p only reports a peer whose last
+ * connection closed. Gossipsub kept a dead outbound stream's slot empty and never sent to the
+ * peer again (one end of a crossed dial, under load). Identifying the remaining connection
+ * tells every topology the peer is there (gossipsub opens its stream to it again), on both ends.
+ */
+function reopenOnRemainingConnection(node: MeshLibp2p): void {
+  node.addEventListener('connection:close', (evt) => {
+    const peer = evt.detail.remotePeer
+    // the one libp2p opens new streams on: the last direct one in its list (one-connection.ts)
+    const remaining = node
+      .getConnections(peer)
+      .filter(
+        (c) => c.status === 'open' && c.limits === undefined && node.services.admission.connectionAdmitted(c),
+      )
+      .at(-1)
+    if (remaining === undefined) return
+    void node.services.identify.identify(remaining, { signal: AbortSignal.timeout(10_000) }).catch(() => {})
+  })
 }
 
 /**

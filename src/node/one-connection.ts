@@ -80,8 +80,6 @@ export interface OneConnectionDeps {
   streamKind(protocol: string): 'reopen' | 'bounded' | 'wait'
   /** how long bounded streams are waited for */
   graceMs?: number
-  /** after a close: have long-lived protocols (gossipsub) open their streams on the kept one */
-  reattach(kept: Connection): void
   /** how often a redundant connection that still carries other streams is looked at again */
   recheckMs?: number
   log?: (msg: string, fields: Record<string, unknown>) => void
@@ -183,12 +181,9 @@ export class OneConnectionPerPeer {
       if (busy.length > 0) continue
       this.waiting.delete(conn)
       this.deps.closed?.()
-      void conn
-        .close()
-        .catch((err: Error) => conn.abort(err))
-        .finally(() => {
-          if (!this.stopped && kept.status === 'open') this.deps.reattach(kept)
-        })
+      // what rode it is re-opened on the kept one by the assembly's connection:close rule, on
+      // both ends (the other end did not close it and must re-open its streams too)
+      void conn.close().catch((err: Error) => conn.abort(err))
     }
     if (this.waiting.size > 0 && this.timer === undefined && !this.stopped) {
       this.timer = setInterval(() => this.sweep(), this.deps.recheckMs ?? RECHECK_MS)

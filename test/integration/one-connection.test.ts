@@ -184,7 +184,6 @@ describe('one connection per pair: a stream on the redundant connection is waite
       connections: (p) => n.getConnections(p),
       admitted: () => true,
       streamKind: (p) => (p === LINK ? 'reopen' : hold),
-      reattach: () => {},
       recheckMs: 200,
       graceMs: 1_500,
     })
