@@ -1,6 +1,7 @@
 import type { PeerId, Stream } from '@libp2p/interface'
 import { pbStream } from '@libp2p/utils'
 import { DatasetReply, DatasetRequest } from '../../protocols/blocks.js'
+import { closeOrAbort } from '../kernel/streams.js'
 import type { BlocksContext } from './context.js'
 
 const MAX_CONTROL = 4 << 20
@@ -27,7 +28,7 @@ export async function callControl(
     const pb = pbStream(stream, { maxDataLength: MAX_CONTROL })
     await pb.write(req, DatasetRequest, { signal })
     const reply = await pb.read(DatasetReply, { signal })
-    await stream.close({ signal }).catch(() => {})
+    await closeOrAbort(stream, signal)
     return reply
   } catch (err) {
     stream.abort(err as Error)

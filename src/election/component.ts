@@ -16,6 +16,7 @@ import type { Component } from '../kernel/component.js'
 import { dataPaths } from '../kernel/datadir.js'
 import type { EventBus } from '../kernel/events.js'
 import type { ComponentReporter } from '../kernel/reporter.js'
+import { closeOrAbort } from '../kernel/streams.js'
 import type { Claim } from '../membership/record.js'
 import { ed25519Signer, ed25519Verifier, type Signer, signClaim } from '../membership/record.js'
 import type { MembershipComponent } from '../membership/service.js'
@@ -619,7 +620,7 @@ export class ElectionsComponent implements Component {
       await lp.write(this.allHeld(), { signal })
       const raw = await lp.read({ signal })
       this.ingestSet(raw.subarray(), peer.toString())
-      await stream.close({ signal })
+      await closeOrAbort(stream, signal)
     } catch (err) {
       // a sync that timed out must not leave its stream open on both ends (it held a second
       // connection to the member open for good: one-connection.ts waits for such streams)
@@ -640,7 +641,7 @@ export class ElectionsComponent implements Component {
       const mine = this.allHeld()
       this.ingestSet(raw.subarray(), conn.remotePeer.toString())
       await lp.write(mine, { signal })
-      await stream.close({ signal }).catch(() => {})
+      await closeOrAbort(stream, signal)
     } catch (err) {
       this.metrics.dropped.inc({ reason: 'bad_sync' })
       stream.abort(err as Error)

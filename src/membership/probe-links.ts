@@ -1,6 +1,7 @@
 import type { Stream } from '@libp2p/interface'
 import { pbStream } from '@libp2p/utils'
 import { type MemberSet, Probe, ProbeReply } from '../../protocols/membership.js'
+import { closeOrAbort } from '../kernel/streams.js'
 
 /**
  * One long-lived probe stream per member instead of a new stream per probe. A new stream costs
@@ -214,7 +215,7 @@ export class ProbeLinks {
     this.deps.count('out', Probe.encode(probe).length)
     const reply = await link.pb.read(ProbeReply, { signal })
     this.deps.count('in', ProbeReply.encode(reply).length)
-    await link.stream.close({ signal }).catch(() => {})
+    await closeOrAbort(link.stream, signal)
     return reply
   }
 

@@ -10,6 +10,7 @@ import { Statement } from '../../protocols/trust.js'
 import type { Component } from '../kernel/component.js'
 import type { EventBus } from '../kernel/events.js'
 import type { ComponentReporter } from '../kernel/reporter.js'
+import { closeOrAbort } from '../kernel/streams.js'
 import { BackoffMap } from '../node/backoff.js'
 import { type Cluster, protocolPrefix } from '../node/cluster.js'
 import { onEveryConnection } from '../node/connections.js'
@@ -804,7 +805,7 @@ export class MembershipComponent implements Component {
       }
       // their answer proves them alive: our next probe of them may wait (Swim.heard)
       this.core?.heard(peer.toString(), Date.now())
-      await stream.close({ signal }).catch(() => {})
+      await closeOrAbort(stream, signal)
       // a sync that taught us of members we are not connected to: dial them now, not at the next round
       if (learnt > 0) void this.connectMembers()
       this.metrics.syncs.inc({ role: why, result: 'ok' })
@@ -837,7 +838,7 @@ export class MembershipComponent implements Component {
       this.countSync('in', back.byteLength)
       const got = MemberSet.decode(back)
       this.ingest(got.records, got.claims, got.statements)
-      await stream.close({ signal }).catch(() => {})
+      await closeOrAbort(stream, signal)
       this.metrics.syncs.inc({ role: 'responder', result: 'ok' })
     } catch (err) {
       this.metrics.dropped.inc({ reason: 'bad_sync' })
@@ -857,7 +858,7 @@ export class MembershipComponent implements Component {
       const mine = this.fullSet()
       this.metrics.bytes.inc({ direction: 'out', channel: 'sync' }, mine.length)
       await lp.write(mine, { signal })
-      await stream.close({ signal }).catch(() => {})
+      await closeOrAbort(stream, signal)
       this.metrics.syncs.inc({ role: 'responder', result: 'ok' })
     } catch (err) {
       this.metrics.dropped.inc({ reason: 'bad_sync' })
@@ -966,7 +967,7 @@ export class MembershipComponent implements Component {
       const reply = { seq: req.seq, ack, nowMs: Date.now() }
       await pb.write(reply, ProbeReply, { signal })
       this.countProbe('out', ProbeReply.encode(reply).length)
-      await stream.close({ signal }).catch(() => {})
+      await closeOrAbort(stream, signal)
     } catch (err) {
       this.metrics.dropped.inc({ reason: 'bad_probe' })
       stream.abort(err as Error)

@@ -11,6 +11,7 @@ import type { Registrar } from '@libp2p/interface-internal'
 import { pbStream } from '@libp2p/utils'
 import { AuthMessage } from '../../protocols/auth.js'
 import type { ComponentReporter } from '../kernel/reporter.js'
+import { closeOrAbort } from '../kernel/streams.js'
 import { dialerHandshake, type HandshakeContext, listenerHandshake, REFUSED } from './auth-handshake.js'
 import { type Cluster, deriveKey, protocolPrefix } from './cluster.js'
 import { INBOUND_LIMITS, JoinRate } from './inbound-limits.js'
@@ -259,7 +260,7 @@ export class Admission implements Startable {
     try {
       const pb = pbStream(stream, { maxDataLength: MAX_MESSAGE }).pb(AuthMessage)
       const { standing, result } = await dialerHandshake(pb, this.context(connection, signal))
-      await stream.close({ signal }).catch(() => {})
+      await closeOrAbort(stream, signal)
       this.settle(connection, standing, result)
     } catch (err) {
       stream.abort(err as Error)
@@ -273,7 +274,7 @@ export class Admission implements Startable {
     try {
       const pb = pbStream(stream, { maxDataLength: MAX_MESSAGE }).pb(AuthMessage)
       const { standing, result } = await listenerHandshake(pb, this.context(connection, signal))
-      await stream.close({ signal }).catch(() => {})
+      await closeOrAbort(stream, signal)
       this.settle(connection, standing, result)
     } catch (err) {
       stream.abort(err as Error)

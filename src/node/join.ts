@@ -4,6 +4,7 @@ import { pbStream } from '@libp2p/utils'
 import { multiaddr } from '@multiformats/multiaddr'
 import { JoinReply, JoinRequest } from '../../protocols/trust.js'
 import type { ComponentReporter } from '../kernel/reporter.js'
+import { closeOrAbort } from '../kernel/streams.js'
 import { Backoff } from './backoff.js'
 import { type Cluster, protocolPrefix, saveCluster } from './cluster.js'
 import { InviteError, type InviteStore } from './invites.js'
@@ -70,7 +71,7 @@ export class Joiner {
         this.deps.reporter.log.warn({ peer, err: (err as Error).message }, 'refused an invite')
       }
       await pb.write(reply, JoinReply, { signal })
-      await stream.close({ signal }).catch(() => {})
+      await closeOrAbort(stream, signal)
       // the joiner reconnects with its certificate; this connection only ever served the join
       setTimeout(() => void conn.close().catch(() => {}), 500).unref()
     } catch (err) {
@@ -129,10 +130,17 @@ export class Joiner {
     const signal = AbortSignal.timeout(timeoutMs)
     const conn = await node.dial(multiaddr(seed), { signal })
     const stream = await conn.newStream(joinProtocol(cluster), { signal, runOnLimitedConnection: true })
-    const pb = pbStream(stream, { maxDataLength: MAX })
-    await pb.write({ inviteId: Buffer.from(inviteHex, 'hex'), name }, JoinRequest, { signal })
-    const reply = await pb.read(JoinReply, { signal })
-    await stream.close({ signal }).catch(() => {})
+    let reply: JoinReply
+    try {
+      const pb = pbStream(stream, { maxDataLength: MAX })
+      await pb.write({ inviteId: Buffer.from(inviteHex, 'hex'), name }, JoinRequest, { signal })
+      reply = await pb.read(JoinReply, { signal })
+      await closeOrAbort(stream, signal)
+    } catch (err) {
+      // an inviter that never answers: end the stream here too (the next try opens a new one)
+      stream.abort(err as Error)
+      throw err
+    }
     if (reply.error !== '') throw new JoinRefusedError(`the cluster refused this join token: ${reply.error}`)
     if (reply.certificate === undefined)
       throw new JoinRefusedError('the inviter answered without a certificate')

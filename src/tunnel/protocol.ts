@@ -2,6 +2,7 @@ import { connect, type Socket } from 'node:net'
 import type { Stream } from '@libp2p/interface'
 import { pbStream } from '@libp2p/utils'
 import { TunnelOpen, TunnelReply } from '../../protocols/tunnel.js'
+import { closeOrAbort } from '../kernel/streams.js'
 import { type Cluster, protocolPrefix } from '../node/cluster.js'
 
 const MAX_MESSAGE = 1024
@@ -84,7 +85,7 @@ export async function acceptTunnel(
   const port = req.port
   const refuse = async (code: TunnelErrorCode, error: string, allowed: number[] = []) => {
     await pb.write({ ok: false, code, error, allowed }, TunnelReply, { signal })
-    await stream.close({ signal }).catch(() => {})
+    await closeOrAbort(stream, signal)
     return { refused: code, port }
   }
   if (!Number.isInteger(port) || port < 1 || port > 65535)
