@@ -311,28 +311,26 @@ export function wcharBytes(pid: number | undefined): number {
   }
 }
 
-/** Resident memory of a live process, in MiB, from /proc (VmRSS; VmHWM is the peak). */
-export function rssMiB(pid: number): { rss: number; peak: number } | undefined {
+/** `Key:   N kB` fields of a /proc file, in MiB (undefined when the process is gone). */
+function procMiB<K extends string>(path: string, keys: Record<K, string>): Record<K, number> | undefined {
   try {
-    const s = readFileSync(`/proc/${pid}/status`, 'utf8')
-    const kb = (k: string) => Number(new RegExp(`^${k}:\\s+(\\d+) kB`, 'm').exec(s)?.[1] ?? Number.NaN)
-    return { rss: kb('VmRSS') / 1024, peak: kb('VmHWM') / 1024 }
+    const s = readFileSync(path, 'utf8')
+    const out = {} as Record<K, number>
+    for (const [name, field] of Object.entries(keys) as Array<[K, string]>)
+      out[name] = Number(new RegExp(`^${field}:\\s+(\\d+) kB`, 'm').exec(s)?.[1] ?? Number.NaN) / 1024
+    return out
   } catch {
     return undefined
   }
 }
 
+/** Resident memory of a live process, in MiB, from /proc (VmRSS; VmHWM is the peak). */
+export const rssMiB = (pid: number) => procMiB(`/proc/${pid}/status`, { rss: 'VmRSS', peak: 'VmHWM' })
+
 /** Proportional and private memory (MiB) from smaps_rollup: what an agent costs the machine when
  *  many share one node binary (RSS counts the shared binary's pages in full in every agent). */
-export function pssMiB(pid: number): { pss: number; privateDirty: number } | undefined {
-  try {
-    const s = readFileSync(`/proc/${pid}/smaps_rollup`, 'utf8')
-    const kb = (k: string) => Number(new RegExp(`^${k}:\\s+(\\d+) kB`, 'm').exec(s)?.[1] ?? Number.NaN)
-    return { pss: kb('Pss') / 1024, privateDirty: kb('Private_Dirty') / 1024 }
-  } catch {
-    return undefined
-  }
-}
+export const pssMiB = (pid: number) =>
+  procMiB(`/proc/${pid}/smaps_rollup`, { pss: 'Pss', privateDirty: 'Private_Dirty' })
 
 export const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms))
 

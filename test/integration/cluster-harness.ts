@@ -3,6 +3,10 @@ import { mkdtempSync, rmSync } from 'node:fs'
 import { createServer } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
+import { noise } from '@chainsafe/libp2p-noise'
+import { yamux } from '@chainsafe/libp2p-yamux'
+import { tcp } from '@libp2p/tcp'
+import { createLibp2p } from 'libp2p'
 import { MeshAgent } from '../../sim/bench/agents.js'
 import { until } from '../../sim/bench/report.js'
 import { ConfigSchema } from '../../src/agent/config.js'
@@ -259,3 +263,16 @@ export async function inProcessMember(
 
 // an agent's metrics as values: AgentProcess.metrics() and .metric() (GET /v1/metrics)
 export { MetricsSnapshot } from '../../src/kernel/metric-samples.js'
+
+/**
+ * A bare libp2p node on 127.0.0.1 (TCP, Noise, yamux): no agent, no keep-alive pings and no
+ * connection monitor, for tests of one connection-level rule on its own.
+ */
+export const bareTcpNode = () =>
+  createLibp2p({
+    addresses: { listen: ['/ip4/127.0.0.1/tcp/0'] },
+    transports: [tcp()],
+    connectionEncrypters: [noise()],
+    streamMuxers: [yamux({ enableKeepAlive: false })],
+    connectionMonitor: { enabled: false },
+  })

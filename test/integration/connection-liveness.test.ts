@@ -1,13 +1,10 @@
 import '../../src/shim.js'
 import assert from 'node:assert/strict'
 import { createServer, type Server, type Socket, connect as tcpConnect } from 'node:net'
-import { noise } from '@chainsafe/libp2p-noise'
-import { yamux } from '@chainsafe/libp2p-yamux'
 import type { Libp2p } from '@libp2p/interface'
-import { tcp } from '@libp2p/tcp'
 import { multiaddr } from '@multiformats/multiaddr'
-import { createLibp2p } from 'libp2p'
 import { ConnectionLiveness } from '../../src/node/connection-liveness.js'
+import { bareTcpNode } from './cluster-harness.js'
 
 /**
  * A TCP relay between the two nodes that can go silent without closing anything: what a
@@ -46,14 +43,7 @@ class FreezableProxy {
   }
 }
 
-const node = () =>
-  createLibp2p({
-    addresses: { listen: ['/ip4/127.0.0.1/tcp/0'] },
-    transports: [tcp()],
-    connectionEncrypters: [noise()],
-    streamMuxers: [yamux({ enableKeepAlive: false })],
-    connectionMonitor: { enabled: false },
-  })
+const node = bareTcpNode
 
 describe('connection liveness: a muxer ping finds a dead connection without opening a stream', function () {
   this.timeout(60_000)

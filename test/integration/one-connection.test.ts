@@ -1,16 +1,13 @@
 import '../../src/shim.js'
 import assert from 'node:assert/strict'
-import { noise } from '@chainsafe/libp2p-noise'
-import { yamux } from '@chainsafe/libp2p-yamux'
 import type { Connection, Libp2p, Stream } from '@libp2p/interface'
-import { tcp } from '@libp2p/tcp'
 import { multiaddr } from '@multiformats/multiaddr'
-import { createLibp2p } from 'libp2p'
 import type { NodeComponent } from '../../src/node/node-component.js'
 import { OneConnectionPerPeer } from '../../src/node/one-connection.js'
 import {
   type AgentProcess,
   allAlive,
+  bareTcpNode,
   Fixture,
   inProcessMember,
   mesh,
@@ -191,14 +188,7 @@ describe('one connection per pair: a stream on the redundant connection is waite
     return s
   }
 
-  const node = () =>
-    createLibp2p({
-      addresses: { listen: ['/ip4/127.0.0.1/tcp/0'] },
-      transports: [tcp()],
-      connectionEncrypters: [noise()],
-      streamMuxers: [yamux({ enableKeepAlive: false })],
-      connectionMonitor: { enabled: false },
-    })
+  const node = bareTcpNode
 
   it('closes the redundant connection only once its other streams have ended, and they work till then', async () => {
     a = await node()
