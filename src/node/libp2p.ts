@@ -301,9 +301,9 @@ export async function createMeshNode(opts: NodeOptions) {
 /**
  * Crossed dials leave a pair of members with two connections; keep one (see one-connection.ts).
  * Cut without waiting: the persistent probe links (their prober opens a new one with its next
- * probe) and gossipsub's streams (re-opened on the kept connection by identifying it again,
- * reopenOnRemainingConnection: gossipsub opens its stream to a peer when identify reports it). Requests
- * with a reply get a grace; everything else (tunnels, overlay, blocks, relay) is waited for.
+ * probe) and gossipsub's streams (reopenOnRemainingConnection identifies the kept connection
+ * again, and gossipsub opens its stream to a peer when identify reports it). Requests with a
+ * reply get a grace; everything else (tunnels, overlay, blocks, relay) is waited for.
  */
 function settleOnOneConnection(node: MeshLibp2p, prefix: string, reporter: ComponentReporter): void {
   const links = new Set([`${prefix}/members/probe/2.0.0`, `${prefix}/members/probe/3.0.0`])
