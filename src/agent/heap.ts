@@ -175,8 +175,7 @@ export function trimNativeMemoryEvery(ms = TRIM_EVERY_MS, checkMs = SHRINK_CHECK
   // quiet time since the last compaction (compactHeap), from a random phase: the first one after
   // 5-15 quiet minutes, then every 10. Agents that started together (a join storm, a host's boot)
   // otherwise all compact in the same seconds 10 quiet minutes later (~0.3 s of CPU each: 50
-  // agents on 2 cores starve for seconds); the 14 suspicions of a 50-agent idle fleet
-  // (2026-12-06 19:40) all fell within 0.3 s at about that time
+  // agents on 2 cores would starve each other for seconds)
   let sinceCompact = (Math.random() - 0.5) * COMPACT_EVERY_MS
   const check = setInterval(() => {
     const now = performance.eventLoopUtilization()
