@@ -118,11 +118,29 @@ function parseScalar(raw: string, isList: boolean): unknown {
       .map((s) => s.trim())
       .filter((s) => s.length > 0)
   }
+  const plain = plainScalar(raw)
+  if (plain !== undefined) return plain
   try {
     return YAML.parse(raw)
   } catch {
     return raw
   }
+}
+
+/**
+ * What YAML reads a plain value as, for the values MESH_* variables usually hold (true, false, a
+ * decimal integer, a word, a path), without loading the YAML parser: one variable such as
+ * MESH_OVERLAY__INTERFACE=false loaded it into every agent, and it stays (about 0.5 MiB of heap).
+ * undefined for anything else (null, ~, 0x1F, 1e3, 1.5, quoted or spaced text): YAML decides.
+ * Checked against yaml.parse on 200,000 random short strings (sim/PROFILE.md).
+ */
+export function plainScalar(raw: string): unknown {
+  if (raw === 'true') return true
+  if (raw === 'false') return false
+  if (/^-?(0|[1-9]\d{0,14})$/.test(raw)) return Number(raw)
+  if (/^[A-Za-z][A-Za-z0-9_-]*$/.test(raw) && !/^(true|false|null)$/i.test(raw)) return raw
+  if (/^\/[A-Za-z0-9_./-]*$/.test(raw)) return raw
+  return undefined
 }
 
 /** Keys allowed at `path` of the schema, for "unknown key" messages. */

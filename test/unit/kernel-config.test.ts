@@ -3,7 +3,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { loadConfig } from '../../src/agent/config.js'
-import { ConfigError, envName } from '../../src/kernel/config.js'
+import { ConfigError, envName, plainScalar } from '../../src/kernel/config.js'
 
 describe('config loader', () => {
   let dir: string
@@ -35,6 +35,47 @@ describe('config loader', () => {
     assert.deepEqual(c.tunnel.allowPorts, [22, 2222])
     assert.deepEqual(c.tags, { role: 'web' })
     assert.equal(c.membership.probeIntervalMs, 250)
+  })
+
+  it('reads the common values without the YAML parser, as YAML reads them, and leaves the rest to it', async () => {
+    const YAML = await import('yaml')
+    const fast = [
+      'true',
+      'false',
+      '0',
+      '-0',
+      '250',
+      '-5',
+      'debug',
+      'info',
+      'web',
+      'a-b_c',
+      'Yes',
+      'no',
+      'Infinity',
+      '/ip4/127.0.0.1/tcp/1',
+      '/etc/hosts',
+    ]
+    for (const raw of fast) {
+      assert.notEqual(plainScalar(raw), undefined, raw)
+      assert.ok(Object.is(plainScalar(raw), YAML.parse(raw)), raw)
+    }
+    for (const raw of [
+      'null',
+      'NULL',
+      'True',
+      '~',
+      '007',
+      '0x1F',
+      '1e3',
+      '1.5',
+      '.inf',
+      'a b',
+      "'x'",
+      '127.0.0.1:9100',
+      '',
+    ])
+      assert.equal(plainScalar(raw), undefined, raw)
   })
 
   it('reads a list of records as a YAML flow sequence (MESH_OVERLAY__ALLOW)', () => {
