@@ -36,6 +36,8 @@ export function coreRoutes(deps: {
 }) {
   return (app: FastifyInstance) => {
     const { node, cluster } = deps
+    // wired when the API loads (its first request, api/server.ts): only /v1/events streams
+    // take these events, and none is open before then
     node.node.addEventListener('peer:connect', (e) =>
       deps.events.publish('peer:connect', { peerId: e.detail.toString() }),
     )
