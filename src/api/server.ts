@@ -173,6 +173,10 @@ export class ApiComponent implements Component {
     // event streams never end by themselves: end them, or close() would wait for the watchers
     for (const res of this.streams) res.end()
     this.streams.clear()
+    // fastify's close runs the routes' preClose hooks (routes-tunnel destroys its upgraded
+    // sockets, which the server's close would wait for); it does not close a server it did not
+    // listen on: that is ours
+    await (await this.app?.catch(() => undefined))?.close()
     const server = this.server
     this.server = undefined
     if (server !== undefined) {
@@ -181,7 +185,6 @@ export class ApiComponent implements Component {
       server.closeAllConnections()
       await closed
     }
-    await (await this.app?.catch(() => undefined))?.close()
     try {
       unlinkSync(this.deps.socketPath)
     } catch {}
