@@ -22,6 +22,7 @@ import { SUSPICION_MAX_MULT, suspicionTimeoutMs } from '../src/membership/swim.j
 import { syncScale } from '../src/membership/sync-scale.js'
 import { COST, entryWire, field, ihaveTargets, memberSetBytes, varintLen } from './cost.js'
 import { EventHeap } from './heap.js'
+import { kadIdOf, kadStartDials } from './kad.js'
 import { Tracker } from './metrics.js'
 import { Network, type NetworkOptions } from './network.js'
 import { MSG, type Msg, SimNode, type SyncWhy } from './node.js'
@@ -51,12 +52,6 @@ export const AGENT = {
   connectBatch: 8,
   reconnectEveryMs: 10_000,
   reconnectBatch: 8,
-  /**
-   * kad-dht refills its routing table from the peer store on start and its first queries dial
-   * those members (K = 20): a restarted agent among 20 on 127.0.0.1 held outbound connections to
-   * all 19 others, and had synced with each, before its control API answered (2026-12-04)
-   */
-  dhtStartDials: 20,
   syncOnConnectGapMs: 5_000,
   syncTimeoutMs: 10_000,
   maxSyncBytes: 8 << 20,
@@ -661,13 +656,15 @@ export class Sim {
     if (node.full) this.tracker.observerUp(i)
     this.tracker.expect(i, 'restart')
     this.startTimers(node, false)
-    // the DHT's start-up dials (each connection then syncs): random members of the peer store
-    for (let k = 0; k < AGENT.dhtStartDials && k < known.length; k++) {
-      const r = k + randInt(this.rng, known.length - k)
-      const j = known[r]
-      known[r] = known[k]
+    // the DHT's start-up dials (each connection then syncs): kad-dht refills its routing table
+    // from the peer store and its refresh and self-query dial the K closest members to a few
+    // keys (sim/kad.ts, from @libp2p/kad-dht's routing-table/refresh.ts and query-self.ts). A
+    // restarted agent among 20 on 127.0.0.1 held outbound connections to all 19 others, and had
+    // synced with each, before its control API answered (2026-12-04): at N <= K + 1 one query
+    // covers everyone
+    const seed = this.opts.seed
+    for (const j of kadStartDials(kadIdOf(seed, i), known, (x) => kadIdOf(seed, x), this.rng))
       if (!this.connected(i, j)) this.dial(node, j)
-    }
     if (this.opts.announceOnStart) this.announce(node)
   }
 
