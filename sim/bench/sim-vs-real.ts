@@ -85,6 +85,19 @@ interface Round {
   idleByChannel?: Record<string, number>
   /** syncs on new connections from the restart until alive everywhere (agents: the restarted one's) */
   restartSyncs?: number
+  /** restart, agents only: when each other member first held it alive, ms after its membership start, sorted */
+  restartArrivalsMs?: number[]
+  /**
+   * restart, agents only: syncs on new connections and their retries (service.ts CONNECT_RETRY_MS)
+   * by the others, and the restarted one's connect syncs that failed, from spawning it until alive
+   * everywhere (each agent's mesh_membership_syncs_total, both results unless named)
+   */
+  restartOthersSyncs?: {
+    connect: number
+    connectRetry: number
+    connectRetryOk: number
+    victimConnectErrors?: number
+  }
 }
 
 const CHANNELS = ['probe', 'gossip', 'sync'] as const
@@ -97,7 +110,7 @@ function simRound(n: number, seed: number, settleMs: number): Round {
     expectedNodes: n,
     network: { latency: 'loopback', bandwidthMbps: 10_000 },
     // not announceOnStart: a restarted agent is connected to, and has synced with, every member
-    // it knew by the time its membership service runs (the DHT's start-up dials, AGENT.dhtStartDials)
+    // it knew by the time its membership service runs (the DHT's start-up dials, sim/kad.ts)
   })
   let victimId = ''
   const dead = new Set<string>()
@@ -252,6 +265,20 @@ async function realSize(n: number, o: Options): Promise<{ rounds: Round[]; error
       // incarnation alive: the old reference point, taken there, read 0 s). The new incarnation
       // is the wall clock when the membership service started (service.ts start()), which is
       // where the simulator's restart() stands: start-up before it is not simulated.
+      // the others' syncs on new connections and their retries (service.ts onConnection)
+      const retrySyncs = async () => {
+        const snaps = await Promise.all(others.map((x) => x.metrics().catch(() => undefined)))
+        const sum = (labels: Record<string, string>) =>
+          snaps.reduce((x, m) => x + (m?.get('mesh_membership_syncs_total', labels) ?? Number.NaN), 0)
+        return {
+          connect: sum({ role: 'connect' }),
+          connectRetry: sum({ role: 'connect_retry' }),
+          connectRetryOk: sum({ role: 'connect_retry', result: 'ok' }),
+        }
+      }
+      const retry0 = await retrySyncs()
+      let restartOthersSyncs: Round['restartOthersSyncs']
+      let restartArrivalsMs: number[] | undefined
       const tSpawn = Date.now()
       victim.start()
       let restartSyncs: number | undefined
@@ -276,11 +303,18 @@ async function realSize(n: number, o: Options): Promise<{ rounds: Round[]; error
         restartSyncs = await victim
           .metric('mesh_membership_syncs_total', { role: 'connect' })
           .catch(() => undefined)
+        restartArrivalsMs = back.map((c) => c.time - tMembership).sort((a, b) => a - b)
+        const retry1 = await retrySyncs()
+        restartOthersSyncs = {
+          connect: retry1.connect - retry0.connect,
+          connectRetry: retry1.connectRetry - retry0.connectRetry,
+          connectRetryOk: retry1.connectRetryOk - retry0.connectRetryOk,
+          victimConnectErrors: await victim
+            .metric('mesh_membership_syncs_total', { role: 'connect', result: 'error' })
+            .catch(() => undefined),
+        }
         process.stderr.write(
-          `  ${n} agents, round ${r + 1}: restart seen alive by the others at ${back
-            .map((c) => c.time - tMembership)
-            .sort((a, b) => a - b)
-            .join(' ')} ms after its membership start\n`,
+          `  ${n} agents, round ${r + 1}: restart seen alive by the others at ${restartArrivalsMs.join(' ')} ms after its membership start; the others' connect syncs ${restartOthersSyncs.connect}, their connect_retry syncs ${restartOthersSyncs.connectRetry} (${restartOthersSyncs.connectRetryOk} ok); the restarted one's connect syncs ${restartSyncs ?? '-'} (${restartOthersSyncs.victimConnectErrors ?? '-'} failed)\n`,
         )
       } catch (err) {
         note(`round ${r + 1}: ${(err as Error).message}`)
@@ -297,6 +331,8 @@ async function realSize(n: number, o: Options): Promise<{ rounds: Round[]; error
         idleBps,
         idleByChannel,
         restartSyncs,
+        restartArrivalsMs,
+        restartOthersSyncs,
       })
       process.stderr.write(
         `  ${n} agents, round ${r + 1}: first ${Math.min(...rel)} ms, all ${Math.max(...rel)} ms, restart: alive everywhere ${rejoinMs ?? '-'} ms after spawn, membership started after ${startupMs ?? '-'} ms\n`,
@@ -384,6 +420,21 @@ async function main(): Promise<void> {
           )
           .join(', ')} (piggyback: inside probe)` +
         `; syncs on connect during a restart, simulator (all members) / agents (the restarted one): ${med(simRounds.map((r) => r.restartSyncs)) ?? '-'} / ${med(real.rounds.map((r) => r.restartSyncs)) ?? '-'}` +
+        `; restart, agents' rounds: others alive after p50 / p90 / max ${real.rounds
+          .map((r) => {
+            const a = r.restartArrivalsMs
+            if (a === undefined || a.length === 0) return '-'
+            const q = (f: number) => s(a[Math.min(a.length - 1, Math.floor(f * a.length))])
+            return `${q(0.5)} / ${q(0.9)} / ${s(a[a.length - 1])} s`
+          })
+          .join(', ')}, others' connect / connect_retry (ok) syncs ${real.rounds
+          .map((r) => {
+            const x = r.restartOthersSyncs
+            return x === undefined ? '-' : `${x.connect} / ${x.connectRetry} (${x.connectRetryOk})`
+          })
+          .join(
+            ', ',
+          )}, the restarted one's failed connect syncs ${real.rounds.map((r) => r.restartOthersSyncs?.victimConnectErrors ?? '-').join(', ')}` +
         (real.errors.length > 0 ? `; errors: ${real.errors.join('; ')}` : ''),
     )
     results.push({
