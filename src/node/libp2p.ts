@@ -295,6 +295,7 @@ export async function createMeshNode(opts: NodeOptions) {
   node.addEventListener('start', () => liveness.start())
   node.addEventListener('stop', () => liveness.stop())
   settleOnOneConnection(node, prefix, opts.reporter)
+  reopenOnRemainingConnection(node)
   return node
 }
 
@@ -345,7 +346,6 @@ function settleOnOneConnection(node: MeshLibp2p, prefix: string, reporter: Compo
     )
   })
   node.addEventListener('stop', () => one.stop())
-  reopenOnRemainingConnection(node)
 }
 
 /**

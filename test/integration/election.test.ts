@@ -54,6 +54,16 @@ describe('elections: five agents on loopback', function () {
   const logs: Record<string, string> = {}
   const peerIds: Record<string, string> = {}
   const capable = ['bravo', 'charlie']
+  /** an in-process member of the cluster, started for `body` and stopped after it */
+  const withMember = async (name: string, body: (member: NodeComponent) => Promise<void>) => {
+    const member = await inProcessMember(fx.tempDir('mesh-el-'), agents.alpha.dataDir, name)
+    try {
+      await member.start()
+      await body(member)
+    } finally {
+      await member.stop()
+    }
+  }
 
   before(async () => {
     const dirs = names.map(() => fx.tempDir('mesh-el-'))
@@ -483,10 +493,7 @@ describe('elections: five agents on loopback', function () {
   it('an election sync that gets no answer ends its stream at both ends after its deadline', async () => {
     // a sync whose reply never came left its stream open at both ends for good, which held a
     // second connection to the member open (one-connection.ts waits for streams it cannot cut)
-    let member: NodeComponent | undefined
-    try {
-      member = await inProcessMember(fx.tempDir('mesh-el-'), agents.alpha.dataDir, 'silent')
-      await member.start()
+    await withMember('silent', async (member) => {
       const node = member.node
       const alpha = peerIdFromString(peerIds.alpha)
       const { prefix } = await admittedOnElections(member, 'silent')
@@ -513,16 +520,11 @@ describe('elections: five agents on loopback', function () {
       await waitFor('the unanswered sync stream to end', async () => stream.status !== 'open', 30_000, 250)
       const lasted = (Date.now() - opened) / 1000
       assert.ok(lasted >= 5, `ended after ${lasted.toFixed(1)} s: before the sync's deadline, so not by it`)
-    } finally {
-      await member?.stop()
-    }
+    })
   })
 
   it('a vote is on the voter’s disk before anyone can see it: a kill -9 right after voting cannot make it vote differently', async () => {
-    let member: NodeComponent | undefined
-    try {
-      member = await inProcessMember(fx.tempDir('mesh-el-'), agents.alpha.dataDir, 'listener')
-      await member.start()
+    await withMember('listener', async (member) => {
       const node = member.node
       const { topic } = await admittedOnElections(member, 'the listener')
       const onDisk = (dir: string, v: Vote): boolean => {
@@ -566,9 +568,7 @@ describe('elections: five agents on loopback', function () {
       )
       const c = await mesh(['--data-dir', agents.alpha.dataDir, 'request', 'cancel', id])
       assert.equal(c.code, 0, c.stderr)
-    } finally {
-      await member?.stop()
-    }
+    })
   })
 
   it('the winner restarted (kill -9, start again at once) resumes from its data dir: it adopts the running instance instead of starting a second one', async () => {
