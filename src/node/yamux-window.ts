@@ -10,6 +10,11 @@ import { StreamState, YamuxStream } from '@chainsafe/libp2p-yamux/stream'
  * credit, so nothing stalls, and the window auto-tuning still sees one update per half window.
  * Streams that are opening (the update carries SYN/ACK flags), paused or finished keep the
  * library's behaviour. If the library's internals change shape, nothing is patched.
+ *
+ * The library opens an outbound stream by sending its SYN from a queued microtask; when the
+ * connection starts closing in between, that send throws where nobody can catch it and the
+ * process dies. A window update that cannot be written any more is dropped instead: the
+ * closing connection ends the stream anyway.
  */
 interface WindowFields {
   state: StreamState
@@ -33,7 +38,11 @@ export function deferYamuxWindowUpdates(): boolean {
       this.recvWindow - this.recvWindowCapacity < this.recvWindow / 2
     )
       return
-    original.call(this)
+    try {
+      original.call(this)
+    } catch (err) {
+      if ((err as Error)?.name !== 'StreamStateError') throw err
+    }
   }
   patched = true
   return true

@@ -241,8 +241,13 @@ describe('one connection per pair: a stream on the redundant connection is waite
     await hold.close()
     await waitFor('the redundant connection to close', async () => dropped.status === 'closed', 10_000, 100)
     assert.notEqual(link.status, 'open')
-    assert.equal(a.getConnections(b.peerId).length, 1)
-    assert.equal(b.getConnections(a.peerId).length, 1)
+    // the other end learns of the close from the socket, a moment later
+    await waitFor(
+      'both ends to hold one connection',
+      async () => a!.getConnections(b!.peerId).length === 1 && b!.getConnections(a!.peerId).length === 1,
+      5_000,
+      50,
+    )
   })
   it('a request stream that outlives its grace no longer holds the redundant connection', async () => {
     a = await node()
@@ -274,6 +279,11 @@ describe('one connection per pair: a stream on the redundant connection is waite
       10_000,
       100,
     )
-    assert.equal(a.getConnections(b.peerId).length, 1)
+    await waitFor(
+      'both ends to hold one connection',
+      async () => a!.getConnections(b!.peerId).length === 1 && b!.getConnections(a!.peerId).length === 1,
+      5_000,
+      50,
+    )
   })
 })

@@ -75,4 +75,33 @@ describe('yamux window updates (node/yamux-window.ts)', () => {
     p.client.abort(new Error('done'))
     p.server.abort(new Error('done'))
   })
+
+  it('a stream opened just as its connection closes does not crash the process', async () => {
+    const [outbound, inbound] = multiaddrConnectionPair()
+    const factory = yamux({ enableKeepAlive: false })()
+    const client = factory.createStreamMuxer(outbound)
+    const server = factory.createStreamMuxer(inbound)
+    const uncaught: Error[] = []
+    const record = (err: Error) => uncaught.push(err)
+    // mocha's own handler would fail the run later, in whichever test is running then
+    const mochaHandlers = process.listeners('uncaughtException')
+    process.removeAllListeners('uncaughtException')
+    process.on('uncaughtException', record)
+    try {
+      // the SYN goes out from a microtask queued by createStream; the close starts before it
+      const opening = client.createStream().catch(() => undefined)
+      await outbound.close()
+      await opening
+      await new Promise((resolve) => setTimeout(resolve, 20))
+    } finally {
+      process.removeListener('uncaughtException', record)
+      for (const h of mochaHandlers) process.on('uncaughtException', h)
+      client.abort(new Error('done'))
+      server.abort(new Error('done'))
+    }
+    assert.deepEqual(
+      uncaught.map((e) => e.message),
+      [],
+    )
+  })
 })
