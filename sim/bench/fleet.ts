@@ -96,6 +96,24 @@ async function bytesOutOneByOne(agents: BenchAgent[]): Promise<number[]> {
   return out
 }
 
+/** V8's heap as each agent's /metrics reports it, MiB, one agent at a time. */
+async function heapOneByOne(agents: BenchAgent[]) {
+  const out: Array<{ committed: number; used: number; external: number; major: number; minor: number }> = []
+  for (const a of agents) {
+    const m = await a.metrics().catch(() => undefined)
+    const mib = (name: string) => (m === undefined ? Number.NaN : m.get(name) / 2 ** 20)
+    out.push({
+      committed: mib('mesh_process_nodejs_heap_size_total_bytes'),
+      used: mib('mesh_process_nodejs_heap_size_used_bytes'),
+      external: mib('mesh_process_nodejs_external_memory_bytes'),
+      // full and young-generation collections so far
+      major: m?.get('mesh_process_nodejs_gc_duration_seconds_count', { kind: 'major' }) ?? Number.NaN,
+      minor: m?.get('mesh_process_nodejs_gc_duration_seconds_count', { kind: 'minor' }) ?? Number.NaN,
+    })
+  }
+  return out
+}
+
 async function connectionCensus(agents: BenchAgent[]) {
   // one agent at a time: 50 agents answering at once on 2 cores starve each other's probes
   const views: Array<PeerConn[] | undefined> = []
@@ -110,6 +128,9 @@ async function connectionCensus(agents: BenchAgent[]) {
   const perAgent = ok.map((v) => v.length)
   const perPeer = ok.map((v) => v.length / Math.max(1, new Set(v.map((c) => c.peerId)).size))
   const streams = new Map<string, number>()
+  // the duplicated pairs' connections by direction and path ('inbound tcp + outbound tcp' is a
+  // crossed dial one-connection settles; different paths are left alone by design)
+  const shapes = new Map<string, number>()
   let duplicated = 0
   for (const v of ok) {
     const byPeer = new Map<string, PeerConn[]>()
@@ -117,6 +138,11 @@ async function connectionCensus(agents: BenchAgent[]) {
     for (const cs of byPeer.values()) {
       if (cs.length < 2) continue
       duplicated++
+      const shape = cs
+        .map((c) => `${c.direction} ${c.path}`)
+        .sort()
+        .join(' + ')
+      shapes.set(shape, (shapes.get(shape) ?? 0) + 1)
       for (const c of cs)
         for (const st of c.streams ?? []) {
           const key = st.replace(/\/mesh\/[0-9a-f]+\//, '')
@@ -132,6 +158,7 @@ async function connectionCensus(agents: BenchAgent[]) {
     /** (agent, peer) pairs with two or more connections, counted from each side */
     duplicated,
     streamsOnDuplicated: Object.fromEntries([...streams].sort((x, y) => y[1] - x[1])),
+    duplicatedShapes: Object.fromEntries(shapes),
   }
 }
 
@@ -287,14 +314,32 @@ async function run(o: Options) {
     const tIdle = Date.now()
     const cpu0 = agents.map((a) => cpuSeconds(a.child?.pid))
     const bytes0 = await bytesOutOneByOne(agents)
+    const heap0 = await heapOneByOne(agents)
     const load0 = loadavg()[0]
-    await sleep(o.idleS * 1000)
+    // RSS through the window, from /proc only (asking the agents would load them): whether it
+    // climbs steadily (something kept) or saw-tooths (garbage up to the next full GC)
+    const rssTimeline: Array<{ s: number; median: number; max: number }> = []
+    while (Date.now() - tIdle < o.idleS * 1000) {
+      await sleep(Math.min(60_000, o.idleS * 1000 - (Date.now() - tIdle)))
+      const now = agents.map((a) => rssMiB(a.child?.pid ?? 0)?.rss ?? Number.NaN)
+      rssTimeline.push({
+        s: Math.round((Date.now() - tIdle) / 1000),
+        median: median(now),
+        max: Math.max(...now),
+      })
+    }
+    process.stderr.write(
+      `fleet: idle RSS median by minute: ${rssTimeline.map((r) => r.median.toFixed(1)).join(' ')}\n`,
+    )
     const tEnd = Date.now()
     const idleWall = (tEnd - tIdle) / 1000
     const cpuPct = agents.map((a, i) => (100 * (cpuSeconds(a.child?.pid) - cpu0[i])) / idleWall)
     const rss = agents.map((a) => rssMiB(a.child?.pid ?? 0)?.rss ?? Number.NaN)
-    const pss = agents.map((a) => pssMiB(a.child?.pid ?? 0)?.pss ?? Number.NaN)
+    const smaps = agents.map((a) => pssMiB(a.child?.pid ?? 0))
+    const pss = smaps.map((m) => m?.pss ?? Number.NaN)
+    const privateDirty = smaps.map((m) => m?.privateDirty ?? Number.NaN)
     const bytes1 = await bytesOutOneByOne(agents)
+    const heap = await heapOneByOne(agents)
     const bps = bytes1.map((b, i) => (b - bytes0[i]) / idleWall)
     const load1 = loadavg()[0]
     const connsIdle = await connectionCensus(agents)
@@ -353,6 +398,17 @@ async function run(o: Options) {
         cpuP90: pct(cpuPct, 0.9),
         rssMiB: stats(rss),
         pssMiB: stats(pss),
+        privateDirtyMiB: stats(privateDirty),
+        rssTimeline,
+        heapMiB: {
+          committed: stats(heap.map((h) => h.committed)),
+          used: stats(heap.map((h) => h.used)),
+          external: stats(heap.map((h) => h.external)),
+          atStart: { committed: stats(heap0.map((h) => h.committed)), used: stats(heap0.map((h) => h.used)) },
+          // per agent over the window: full collections, young-generation ones per minute
+          majorGcs: stats(heap.map((h, k) => h.major - heap0[k].major)),
+          minorGcsPerMin: stats(heap.map((h, k) => ((h.minor - heap0[k].minor) * 60) / idleWall)),
+        },
         bytesPerS: stats(bps),
         suspicions,
         suspicionsWhileRead,
@@ -401,6 +457,12 @@ async function main(): Promise<void> {
       '-',
       `median ${fmt(i.pssMiB.median)} MiB, max ${fmt(i.pssMiB.max)} MiB`,
     ],
+    [
+      'idle memory per agent: private dirty; V8 heap committed / used; external',
+      '-',
+      `median ${fmt(i.privateDirtyMiB.median)}; ${fmt(i.heapMiB.committed.median)} / ${fmt(i.heapMiB.used.median)} (${fmt(i.heapMiB.atStart.committed.median)} / ${fmt(i.heapMiB.atStart.used.median)} at its start); ${fmt(i.heapMiB.external.median)} MiB; in it ${fmt(i.heapMiB.majorGcs.median, 0)} full GCs, ${fmt(i.heapMiB.minorGcsPerMin.median, 1)} scavenges a minute`,
+    ],
+    ['idle RSS median, each minute of the window', '-', i.rssTimeline.map((r) => fmt(r.median)).join(', ')],
     ['idle membership bytes sent per agent', '-', `median ${fmt(i.bytesPerS.median, 0)} B/s`],
     ...(
       [
