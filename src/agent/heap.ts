@@ -2,11 +2,23 @@ import { constants, PerformanceObserver, performance } from 'node:perf_hooks'
 import { getHeapSpaceStatistics, getHeapStatistics, setFlagsFromString } from 'node:v8'
 import { runInNewContext } from 'node:vm'
 
-/** The old generation may grow to twice what the last full GC left alive. */
+/** While bytes move, the old generation may grow to twice what the last full GC left alive. */
 export const HEAP_GROWING_PERCENT = 100
+/** While the agent idles, by a fifth (V8 adds at least 8 MB and the young generation's size). */
+export const IDLE_HEAP_GROWING_PERCENT = 20
+// two full GCs closer together than this: bytes are moving (idle agents run one every few minutes)
+const BULK_GC_GAP_MS = 2_000
+/** Back to the idle growth after this long without two close full GCs, plus up to as much again. */
+export const BULK_CALM_MS = 60_000
+
+let userGrowth: boolean | undefined
+let growth: 'idle' | 'bulk' | undefined
+// full GCs the agent ran itself (compaction, young-generation shrink): not a sign of bytes moving
+let ownGcs = 0
 
 /**
- * Give the agent's JavaScript heap a fixed growing factor instead of V8's adaptive one.
+ * Give the agent's JavaScript heap a fixed growing factor instead of V8's adaptive one: a large
+ * one while bytes move, a small one while it idles.
  *
  * V8 sets the next full-GC limit from how fast JavaScript allocates on the heap (fast: up to 4x
  * the live heap; slow: about 1.1-1.6x), and counts the Buffer (external) memory allocated since
@@ -14,14 +26,74 @@ export const HEAP_GROWING_PERCENT = 100
  * heap, hundreds of MB/s in Buffers (socket reads, Noise plaintext, blocks). The limit ended 25-35
  * MB above a 36 MB live heap, Buffer churn used that up within ~100 ms, and full GCs ran back to back
  * while a `mesh get` was open (8 a second), their marking on V8's helper threads, which a JS CPU
- * profile does not show: about half the fetcher's CPU (sim/PROFILE.md, 2026-12-05).
+ * profile does not show: about half the fetcher's CPU (sim/PROFILE.md, 2026-12-05). Twice the live
+ * heap ended that. An idle agent, though, fills whatever limit it has with garbage before its next
+ * full GC, minutes later: with 49 peers its live heap is ~45 MB, and twice that is resident most
+ * of the time. So the agent idles at IDLE_HEAP_GROWING_PERCENT and switches to
+ * HEAP_GROWING_PERCENT as soon as two full GCs come close together (adaptHeapGrowth); it
+ * starts at the large one (start-up, a join storm) and goes idle once calm.
  *
- * Only for the agent process; a `--heap-growing-percent` given by the user (node options) wins.
+ * Only for the agent process; a `--heap-growing-percent` given by the user (node options) wins
+ * and is never changed.
  */
 export function fixHeapGrowth(): void {
   const given = [...process.execArgv, process.env.NODE_OPTIONS ?? ''].join(' ')
-  if (given.includes('heap-growing-percent') || given.includes('heap_growing_percent')) return
-  setFlagsFromString(`--heap-growing-percent=${HEAP_GROWING_PERCENT}`)
+  userGrowth = given.includes('heap-growing-percent') || given.includes('heap_growing_percent')
+  // start-up (modules, the first syncs, a join storm) allocates like bulk work
+  if (!userGrowth) setGrowth('bulk')
+}
+
+function setGrowth(mode: 'idle' | 'bulk'): void {
+  if (userGrowth !== false || growth === mode) return
+  growth = mode
+  setFlagsFromString(
+    `--heap-growing-percent=${mode === 'bulk' ? HEAP_GROWING_PERCENT : IDLE_HEAP_GROWING_PERCENT}`,
+  )
+}
+
+/** The growing factor in use: 'idle', 'bulk', or 'user' (the user's own flag, or none set yet). */
+export function heapGrowth(): 'idle' | 'bulk' | 'user' {
+  return userGrowth === false && growth !== undefined ? growth : 'user'
+}
+
+/**
+ * Switch the heap's growing factor with what the agent does (fixHeapGrowth first): to bulk at the
+ * second of two full GCs less than BULK_GC_GAP_MS apart, back to idle after `calmMs` (plus a random
+ * share of it, so agents that moved bytes together do not collect together) without such a pair.
+ * A factor applies from the next full GC, so going back to idle runs one: the limit the bulk factor
+ * set would otherwise stay, full of garbage, until V8 reaches it. Returns its stop.
+ */
+export function adaptHeapGrowth(calmMs = BULK_CALM_MS, checkMs = SHRINK_CHECK_MS): () => void {
+  let lastMajor = Number.NEGATIVE_INFINITY
+  // start-up counts as bytes moving: the first switch to idle comes once it is calm
+  let lastPair = performance.now()
+  const calmFor = calmMs * (1 + Math.random())
+  const obs = new PerformanceObserver((list) => {
+    for (const e of list.getEntries()) {
+      if ((e as { detail?: { kind?: number } }).detail?.kind !== constants.NODE_PERFORMANCE_GC_MAJOR) continue
+      if (ownGcs > 0) {
+        ownGcs--
+        continue
+      }
+      if (e.startTime - lastMajor < BULK_GC_GAP_MS) {
+        lastPair = e.startTime
+        setGrowth('bulk')
+      }
+      lastMajor = e.startTime + e.duration
+    }
+  })
+  obs.observe({ entryTypes: ['gc'] })
+  const check = setInterval(() => {
+    if (growth !== 'bulk' || performance.now() - lastPair < calmFor) return
+    setGrowth('idle')
+    // the bulk limit holds until the next full GC: run it now (compacting if that gives back pages)
+    if (!compactHeap()) runOwnFullGc()
+  }, checkMs)
+  check.unref()
+  return () => {
+    clearInterval(check)
+    obs.disconnect()
+  }
 }
 
 /** How often the agent hands the free pages of its malloc arenas back to the system. */
@@ -80,9 +152,48 @@ export function newSpaceBytes(): number {
  */
 export function shrinkYoungGeneration(): boolean {
   if (newSpaceBytes() <= NEW_SPACE_SHRINK_BYTES) return false
+  return runOwnFullGc()
+}
+
+/** One full collection the agent runs itself (not counted as a sign of bytes moving). */
+function runOwnFullGc(): boolean {
   const gc = fullGcFunction()
   if (gc === null) return false
+  ownGcs++
   gc()
+  usedAfterFullGc = getHeapStatistics().used_heap_size
+  return true
+}
+
+// the heap in use (live, or garbage not collected yet) after the last full GC
+let usedAfterFullGc = getHeapStatistics().used_heap_size
+// growth since the last full GC above which an idle agent collects (~50 ms at 45 MB live)
+const GARBAGE_GC_BYTES = 8 << 20
+// doubled (up to 64 MiB) after a collection that found most of the growth alive
+let garbageGcBytes = GARBAGE_GC_BYTES
+
+/** Bytes the heap in use grew by since the last full GC (in an idle agent: promoted garbage). */
+export function heapGrownSinceFullGc(): number {
+  return getHeapStatistics().used_heap_size - usedAfterFullGc
+}
+
+/**
+ * One full GC when the heap in use grew by over 8 MiB since the last. An idle agent's
+ * short-lived objects (a probe's timers and buffers, a request of a few seconds) outlive the
+ * 1 MiB young generation's two scavenges and are promoted, and the old generation keeps them
+ * until V8 reaches its limit, which for a live heap of 45 MB is over 100 MB. 50 idle agents on
+ * one machine promoted ~1.5 MiB a minute each: V8 heap in use 49 -> 67 MiB and RSS 121 -> 142 MiB
+ * in 12 idle minutes, with 2 full GCs (bench:fleet, 2026-12-06 23:10). Every GC that V8 runs
+ * itself resets the count too (trimNativeMemoryEvery observes them). Returns whether it ran.
+ */
+export function collectPromotedGarbage(): boolean {
+  const grown = heapGrownSinceFullGc()
+  if (grown <= garbageGcBytes) return false
+  const before = usedAfterFullGc
+  if (!runOwnFullGc()) return false
+  // most of it was alive (the agent is still building up): wait for more growth next time
+  const alive = usedAfterFullGc - before
+  garbageGcBytes = alive > grown / 2 ? Math.min(garbageGcBytes * 2, 64 << 20) : GARBAGE_GC_BYTES
   return true
 }
 
@@ -120,15 +231,12 @@ export function unusedHeapBytes(): number {
  */
 export function compactHeap(): boolean {
   if (unusedHeapBytes() <= UNUSED_HEAP_COMPACT_BYTES) return false
-  const gc = fullGcFunction()
-  if (gc === null) return false
   try {
     setFlagsFromString('--compact-on-every-full-gc')
-    gc()
+    return runOwnFullGc()
   } finally {
     setFlagsFromString('--no-compact-on-every-full-gc')
   }
-  return true
 }
 
 /** How often the agent looks whether it is idle with a grown young generation. */
@@ -147,12 +255,19 @@ function quietInterval(utilization: number, scavenges: number): boolean {
   return utilization < IDLE_UTILIZATION || scavenges === 0
 }
 
-/** Counts V8's scavenges (young-generation collections) from Node's GC performance entries. */
+/**
+ * Counts V8's scavenges (young-generation collections) from Node's GC performance entries, and
+ * notes the heap in use after each full one (heapGrownSinceFullGc).
+ */
 function countScavenges(): { count(): number; stop(): void } {
   let n = 0
   const obs = new PerformanceObserver((list) => {
-    for (const e of list.getEntries())
-      if ((e as { detail?: { kind?: number } }).detail?.kind === constants.NODE_PERFORMANCE_GC_MINOR) n++
+    for (const e of list.getEntries()) {
+      const kind = (e as { detail?: { kind?: number } }).detail?.kind
+      if (kind === constants.NODE_PERFORMANCE_GC_MINOR) n++
+      else if (kind === constants.NODE_PERFORMANCE_GC_MAJOR)
+        usedAfterFullGc = getHeapStatistics().used_heap_size
+    }
   })
   obs.observe({ entryTypes: ['gc'] })
   return { count: () => n, stop: () => obs.disconnect() }
@@ -160,7 +275,7 @@ function countScavenges(): { count(): number; stop(): void } {
 
 /**
  * Give memory back while the agent idles: every `checkMs`, when the last interval was quiet
- * (quietInterval), shrink the young generation (a no-op unless it grew), and after COMPACT_EVERY_MS
+ * (quietInterval), collect promoted garbage unless bytes are moving (collectPromotedGarbage), shrink the young generation (a no-op unless it grew), and after COMPACT_EVERY_MS
  * of quiet intervals compact the old generation (a no-op unless 8 MiB are unused); every `ms`, give free
  * native memory back (trimNativeMemory). The timers do not keep the process alive. Returns their stop.
  */
@@ -186,6 +301,8 @@ export function trimNativeMemoryEvery(ms = TRIM_EVERY_MS, checkMs = SHRINK_CHECK
       lastScavenges = scavenges.count()
       return
     }
+    // not while bytes move: V8's own full GCs keep up then (adaptHeapGrowth)
+    if (heapGrowth() !== 'bulk') collectPromotedGarbage()
     sinceCompact += checkMs
     if (sinceCompact >= COMPACT_EVERY_MS) {
       sinceCompact = 0

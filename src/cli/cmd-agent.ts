@@ -39,9 +39,11 @@ export function agentCommand(program: Command): void {
           logFormat?: string
         }) => {
           const dir = dataDirOf(program.opts<GlobalOpts>())
-          // before the agent allocates: without it full GCs run back to back while bytes flow
-          const { fixHeapGrowth, trimNativeMemoryEvery } = await import('../agent/heap.js')
+          // before the agent allocates: without it full GCs run back to back while bytes flow, and
+          // an idle agent's heap holds twice what is alive
+          const { adaptHeapGrowth, fixHeapGrowth, trimNativeMemoryEvery } = await import('../agent/heap.js')
           fixHeapGrowth()
+          adaptHeapGrowth()
           // free native memory goes back to the system instead of staying resident in malloc's arenas
           trimNativeMemoryEvery()
           // the handlers come first: a SIGTERM during start-up (systemd stopping a unit that is

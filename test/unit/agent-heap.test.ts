@@ -1,18 +1,65 @@
 import assert from 'node:assert/strict'
 import { spawnSync } from 'node:child_process'
 import { fileURLToPath } from 'node:url'
-import { HEAP_GROWING_PERCENT } from '../../src/agent/heap.js'
+import { HEAP_GROWING_PERCENT, IDLE_HEAP_GROWING_PERCENT } from '../../src/agent/heap.js'
 
 const HEAP = fileURLToPath(new URL('../../src/agent/heap.js', import.meta.url))
 
 /** The growing factors V8 printed for the full GCs of a child that calls fixHeapGrowth() first. */
 function factors(nodeArgs: string[], env: NodeJS.ProcessEnv = {}): number[] {
-  const script = `
+  return traced(
+    `
     const { fixHeapGrowth } = await import(${JSON.stringify(HEAP)})
     fixHeapGrowth()
     globalThis.keep = Array.from({ length: 200000 }, (_, i) => ({ i, s: String(i) }))
     for (let i = 0; i < 3; i++) globalThis.gc()
-  `
+  `,
+    nodeArgs,
+    env,
+  ).factors
+}
+
+/**
+ * A child under adaptHeapGrowth with a 0.5 s calm: it starts, stays calm, moves 1 GiB in
+ * short-lived 64 KiB Buffers (as socket reads and Noise plaintext are), then stays calm again.
+ * The growing factors of its full GCs in order, and what heapGrowth() said after each phase.
+ */
+function busyThenCalm(nodeArgs: string[] = []) {
+  const r = traced(
+    `
+    const { adaptHeapGrowth, fixHeapGrowth, heapGrowth } = await import(${JSON.stringify(HEAP)})
+    fixHeapGrowth()
+    const stop = adaptHeapGrowth(500, 100)
+    const started = heapGrowth()
+    globalThis.keep = Array.from({ length: 200000 }, (_, i) => ({ i, s: String(i) }))
+    // calm: idle within 0.5-1 s plus a check (at most 10 s on a starved machine)
+    const calm = async () => {
+      for (let i = 0; i < 100 && heapGrowth() === 'bulk'; i++) await new Promise((r) => setTimeout(r, 100))
+      return heapGrowth()
+    }
+    const first = await calm()
+    const busy = []
+    for (let i = 0; i < 8; i++) {
+      for (let j = 0; j < 2048; j++) Buffer.allocUnsafeSlow(65536).fill(j & 255)
+      await new Promise((r) => setImmediate(r))
+      busy.push(heapGrowth())
+    }
+    const last = await calm()
+    stop()
+    console.log('MODES ' + JSON.stringify({ started, first, busy, last }))
+  `,
+    nodeArgs,
+  )
+  const modes = JSON.parse(/MODES (.*)/.exec(r.stdout)?.[1] ?? 'null') as {
+    started: string
+    first: string
+    busy: string[]
+    last: string
+  }
+  return { factors: r.factors, ...modes }
+}
+
+function traced(script: string, nodeArgs: string[], env: NodeJS.ProcessEnv = {}) {
   const r = spawnSync(
     process.execPath,
     ['--expose-gc', '--trace-gc-verbose', ...nodeArgs, '--input-type=module', '-e', script],
@@ -20,7 +67,10 @@ function factors(nodeArgs: string[], env: NodeJS.ProcessEnv = {}): number[] {
   )
   assert.equal(r.status, 0, r.stderr)
   // "[HeapController] Limit: old size: 37205 KB, new limit: 90518 KB (2.0)"
-  return [...r.stdout.matchAll(/\[HeapController\] Limit: .*\((\d+\.\d+)\)/g)].map((m) => Number(m[1]))
+  const factors = [...r.stdout.matchAll(/\[HeapController\] Limit: .*\((\d+\.\d+)\)/g)].map((m) =>
+    Number(m[1]),
+  )
+  return { factors, stdout: r.stdout }
 }
 
 /**
@@ -54,14 +104,37 @@ describe('agent native memory', () => {
 })
 
 describe('agent heap growth', () => {
-  it("full GCs set the next limit at a fixed factor, not at V8's adaptive one", () => {
+  it("start-up's full GCs set the next limit at the large fixed factor, not at V8's adaptive one", () => {
     const seen = factors([])
     assert.ok(seen.length >= 3, `no full GC traced: ${seen}`)
     for (const f of seen) assert.equal(f, 1 + HEAP_GROWING_PERCENT / 100)
   })
 
-  it("a user's own --heap-growing-percent wins", () => {
+  it('a calm agent goes to the small factor, moving bytes switches back within a few full GCs, and calm again back', () => {
+    const r = busyThenCalm()
+    const letter = new Map([
+      [1 + IDLE_HEAP_GROWING_PERCENT / 100, 'I'],
+      [1 + HEAP_GROWING_PERCENT / 100, 'B'],
+    ])
+    const seq = r.factors.map((f) => letter.get(f) ?? '?').join('')
+    assert.deepEqual(
+      [r.started, r.first, r.busy.at(-1), r.last],
+      ['bulk', 'idle', 'bulk', 'idle'],
+      JSON.stringify(r),
+    )
+    // start-up at the large factor, the switch to idle runs a full GC at once, the busy spell's
+    // first few at the small one, then the large one, and the calm's own full GC at the small one
+    const m = /^B*(I+)B+I$/.exec(seq)
+    assert.ok(m !== null, `factors in order: ${seq}`)
+    assert.ok(m[1].length <= 7, `switched only after ${m[1].length - 1} full GCs of the busy spell: ${seq}`)
+  })
+
+  it("a user's own --heap-growing-percent wins, idle or busy", () => {
     for (const f of factors(['--heap-growing-percent=50'])) assert.equal(f, 1.5)
+    const r = busyThenCalm(['--heap-growing-percent=50'])
+    assert.ok(r.factors.length >= 3, `no full GC traced: ${r.factors}`)
+    for (const f of r.factors) assert.equal(f, 1.5)
+    assert.deepEqual([...new Set([r.started, r.first, ...r.busy, r.last])], ['user'])
   })
 })
 
@@ -173,5 +246,29 @@ describe('agent old generation', () => {
     const o = runChild(script, ['--expose-gc'])
     assert.equal(o.ran, true, JSON.stringify(o))
     assert.ok(o.plain - o.compacted > 8 << 20, `a compaction gave back too little: ${JSON.stringify(o)}`)
+  })
+})
+
+describe('agent promoted garbage', () => {
+  it('is collected once the heap in use grew by over 8 MiB since the last full GC, and not before', () => {
+    const script = `
+      const { collectPromotedGarbage, heapGrownSinceFullGc } = await import(${JSON.stringify(HEAP)})
+      const early = collectPromotedGarbage()
+      // objects that live long enough to be promoted, then are dropped, as a probe's are
+      let a = []
+      for (let i = 0; i < 300000; i++) a.push({ i, s: 'x' + i, p: [i, i] })
+      a = undefined
+      const grown = heapGrownSinceFullGc()
+      const ran = collectPromotedGarbage()
+      const after = heapGrownSinceFullGc()
+      const again = collectPromotedGarbage()
+      console.log(JSON.stringify({ early, grown, ran, after, again }))
+    `
+    const o = runChild(script)
+    assert.equal(o.early, false, `nothing to collect at start: ${JSON.stringify(o)}`)
+    assert.ok(o.grown > 8 << 20, `the garbage grew the heap in use: ${JSON.stringify(o)}`)
+    assert.equal(o.ran, true)
+    assert.ok(o.after < 1 << 20, `collected: ${JSON.stringify(o)}`)
+    assert.equal(o.again, false, 'once is enough')
   })
 })
