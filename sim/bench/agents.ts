@@ -192,14 +192,6 @@ export class BenchAgent extends MeshAgent {
     return this.metric('mesh_membership_bytes_total', { channel: 'gossip', direction: 'in' })
   }
 
-  /** Membership bytes sent so far: probe, gossip and sync payloads. */
-  async bytesOut(): Promise<number> {
-    // not the `piggyback` channel: those bytes ride inside probes and count there already
-    const m = await this.metrics()
-    const out = (channel: string) => m.get('mesh_membership_bytes_total', { channel, direction: 'out' })
-    return out('probe') + out('gossip') + out('sync')
-  }
-
   /** Record cluster_change events (the agent stamps them with its clock, the same machine's). */
   listen(): void {
     this.ctl?.abort()
@@ -246,4 +238,11 @@ export function killAgentsOnExit(name: string): void {
       process.exit(130)
     })
   }
+}
+
+/** Membership bytes sent, from an agent's metrics: probe, gossip and sync payloads. */
+export function membershipBytesOut(m: MetricsSnapshot): number {
+  // not the `piggyback` channel: those bytes ride inside probes and count there already
+  const out = (channel: string) => m.get('mesh_membership_bytes_total', { channel, direction: 'out' })
+  return out('probe') + out('gossip') + out('sync')
 }

@@ -19,7 +19,7 @@ import '../../src/shim.js'
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import { loadavg, tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { allAlive, BenchAgent, children, killAgentsOnExit } from './agents.js'
+import { allAlive, BenchAgent, children, killAgentsOnExit, membershipBytesOut } from './agents.js'
 import { parseFlags } from './args.js'
 import {
   CLI,
@@ -86,34 +86,37 @@ interface PeerConn {
 }
 
 /**
- * How many connections the agents hold, per agent and per peer, and what streams ride the
- * connections of pairs that hold more than one (protocol ids without the cluster prefix).
+ * Each agent's membership bytes sent and V8 heap (MiB) from its /metrics, asked one agent at a
+ * time (see connectionCensus).
  */
-/** Each agent's membership bytes sent, asked one agent at a time (see connectionCensus). */
-async function bytesOutOneByOne(agents: BenchAgent[]): Promise<number[]> {
-  const out: number[] = []
-  for (const a of agents) out.push(await a.bytesOut().catch(() => Number.NaN))
-  return out
-}
-
-/** V8's heap as each agent's /metrics reports it, MiB, one agent at a time. */
-async function heapOneByOne(agents: BenchAgent[]) {
-  const out: Array<{ committed: number; used: number; external: number; major: number; minor: number }> = []
+async function metricsOneByOne(agents: BenchAgent[]) {
+  const out: Array<{
+    bytesOut: number
+    heap: { committed: number; used: number; external: number; major: number; minor: number }
+  }> = []
   for (const a of agents) {
     const m = await a.metrics().catch(() => undefined)
-    const mib = (name: string) => (m === undefined ? Number.NaN : m.get(name) / 2 ** 20)
+    const get = (name: string, labels?: Record<string, string>) =>
+      m === undefined ? Number.NaN : m.get(name, labels)
     out.push({
-      committed: mib('mesh_process_nodejs_heap_size_total_bytes'),
-      used: mib('mesh_process_nodejs_heap_size_used_bytes'),
-      external: mib('mesh_process_nodejs_external_memory_bytes'),
-      // full and young-generation collections so far
-      major: m?.get('mesh_process_nodejs_gc_duration_seconds_count', { kind: 'major' }) ?? Number.NaN,
-      minor: m?.get('mesh_process_nodejs_gc_duration_seconds_count', { kind: 'minor' }) ?? Number.NaN,
+      bytesOut: m === undefined ? Number.NaN : membershipBytesOut(m),
+      heap: {
+        committed: get('mesh_process_nodejs_heap_size_total_bytes') / 2 ** 20,
+        used: get('mesh_process_nodejs_heap_size_used_bytes') / 2 ** 20,
+        external: get('mesh_process_nodejs_external_memory_bytes') / 2 ** 20,
+        // full and young-generation collections so far
+        major: get('mesh_process_nodejs_gc_duration_seconds_count', { kind: 'major' }),
+        minor: get('mesh_process_nodejs_gc_duration_seconds_count', { kind: 'minor' }),
+      },
     })
   }
   return out
 }
 
+/**
+ * How many connections the agents hold, per agent and per peer, and what streams ride the
+ * connections of pairs that hold more than one (protocol ids without the cluster prefix).
+ */
 async function connectionCensus(agents: BenchAgent[]) {
   // one agent at a time: 50 agents answering at once on 2 cores starve each other's probes
   const views: Array<PeerConn[] | undefined> = []
@@ -313,8 +316,9 @@ async function run(o: Options) {
     await sleep(10_000)
     const tIdle = Date.now()
     const cpu0 = agents.map((a) => cpuSeconds(a.child?.pid))
-    const bytes0 = await bytesOutOneByOne(agents)
-    const heap0 = await heapOneByOne(agents)
+    const read0 = await metricsOneByOne(agents)
+    const bytes0 = read0.map((r) => r.bytesOut)
+    const heap0 = read0.map((r) => r.heap)
     const load0 = loadavg()[0]
     // RSS through the window, from /proc only (asking the agents would load them): whether it
     // climbs steadily (something kept) or saw-tooths (garbage up to the next full GC)
@@ -338,8 +342,9 @@ async function run(o: Options) {
     const smaps = agents.map((a) => pssMiB(a.child?.pid ?? 0))
     const pss = smaps.map((m) => m?.pss ?? Number.NaN)
     const privateDirty = smaps.map((m) => m?.privateDirty ?? Number.NaN)
-    const bytes1 = await bytesOutOneByOne(agents)
-    const heap = await heapOneByOne(agents)
+    const read1 = await metricsOneByOne(agents)
+    const bytes1 = read1.map((r) => r.bytesOut)
+    const heap = read1.map((r) => r.heap)
     const bps = bytes1.map((b, i) => (b - bytes0[i]) / idleWall)
     const load1 = loadavg()[0]
     const connsIdle = await connectionCensus(agents)

@@ -189,6 +189,14 @@ describe('one connection per pair: a stream on the redundant connection is waite
   }
 
   const node = bareTcpNode
+  // the far end of a closed connection learns of the close from the socket, a moment later
+  const bothHoldOne = () =>
+    waitFor(
+      'both ends to hold one connection',
+      async () => a!.getConnections(b!.peerId).length === 1 && b!.getConnections(a!.peerId).length === 1,
+      5_000,
+      50,
+    )
 
   it('closes the redundant connection only once its other streams have ended, and they work till then', async () => {
     a = await node()
@@ -241,13 +249,7 @@ describe('one connection per pair: a stream on the redundant connection is waite
     await hold.close()
     await waitFor('the redundant connection to close', async () => dropped.status === 'closed', 10_000, 100)
     assert.notEqual(link.status, 'open')
-    // the other end learns of the close from the socket, a moment later
-    await waitFor(
-      'both ends to hold one connection',
-      async () => a!.getConnections(b!.peerId).length === 1 && b!.getConnections(a!.peerId).length === 1,
-      5_000,
-      50,
-    )
+    await bothHoldOne()
   })
   it('a request stream that outlives its grace no longer holds the redundant connection', async () => {
     a = await node()
@@ -279,11 +281,6 @@ describe('one connection per pair: a stream on the redundant connection is waite
       10_000,
       100,
     )
-    await waitFor(
-      'both ends to hold one connection',
-      async () => a!.getConnections(b!.peerId).length === 1 && b!.getConnections(a!.peerId).length === 1,
-      5_000,
-      50,
-    )
+    await bothHoldOne()
   })
 })
