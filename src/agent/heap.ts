@@ -1,4 +1,4 @@
-import { constants, PerformanceObserver, performance } from 'node:perf_hooks'
+import { constants, type PerformanceEntry, PerformanceObserver, performance } from 'node:perf_hooks'
 import { getHeapSpaceStatistics, getHeapStatistics, setFlagsFromString } from 'node:v8'
 import { runInNewContext } from 'node:vm'
 
@@ -13,8 +13,6 @@ export const BULK_CALM_MS = 60_000
 
 let userGrowth: boolean | undefined
 let growth: 'idle' | 'bulk' | undefined
-// full GCs the agent ran itself (compaction, young-generation shrink): not a sign of bytes moving
-let ownGcs = 0
 
 /**
  * Give the agent's JavaScript heap a fixed growing factor instead of V8's adaptive one: a large
@@ -68,21 +66,13 @@ export function adaptHeapGrowth(calmMs = BULK_CALM_MS, checkMs = SHRINK_CHECK_MS
   // start-up counts as bytes moving: the first switch to idle comes once it is calm
   let lastPair = performance.now()
   const calmFor = calmMs * (1 + Math.random())
-  const obs = new PerformanceObserver((list) => {
-    for (const e of list.getEntries()) {
-      if ((e as { detail?: { kind?: number } }).detail?.kind !== constants.NODE_PERFORMANCE_GC_MAJOR) continue
-      if (ownGcs > 0) {
-        ownGcs--
-        continue
-      }
-      if (e.startTime - lastMajor < BULK_GC_GAP_MS) {
-        lastPair = e.startTime
-        setGrowth('bulk')
-      }
-      lastMajor = e.startTime + e.duration
+  const stopWatching = watchGcs((e) => {
+    if (e.startTime - lastMajor < BULK_GC_GAP_MS) {
+      lastPair = e.startTime
+      setGrowth('bulk')
     }
+    lastMajor = e.startTime + e.duration
   })
-  obs.observe({ entryTypes: ['gc'] })
   const check = setInterval(() => {
     if (growth !== 'bulk' || performance.now() - lastPair < calmFor) return
     setGrowth('idle')
@@ -92,7 +82,7 @@ export function adaptHeapGrowth(calmMs = BULK_CALM_MS, checkMs = SHRINK_CHECK_MS
   check.unref()
   return () => {
     clearInterval(check)
-    obs.disconnect()
+    stopWatching()
   }
 }
 
@@ -159,7 +149,7 @@ export function shrinkYoungGeneration(): boolean {
 function runOwnFullGc(): boolean {
   const gc = fullGcFunction()
   if (gc === null) return false
-  ownGcs++
+  if (gcObserver !== undefined) ownGcs++
   gc()
   usedAfterFullGc = getHeapStatistics().used_heap_size
   return true
@@ -184,7 +174,7 @@ export function heapGrownSinceFullGc(): number {
  * until V8 reaches its limit, which for a live heap of 45 MB is over 100 MB. 50 idle agents on
  * one machine promoted ~1.5 MiB a minute each: V8 heap in use 49 -> 67 MiB and RSS 121 -> 142 MiB
  * in 12 idle minutes, with 2 full GCs (bench:fleet, 2026-12-06 23:10). Every GC that V8 runs
- * itself resets the count too (trimNativeMemoryEvery observes them). Returns whether it ran.
+ * itself resets the count too (watchGcs observes them). Returns whether it ran.
  */
 export function collectPromotedGarbage(): boolean {
   const grown = heapGrownSinceFullGc()
@@ -251,26 +241,47 @@ export const SHRINK_CHECK_MS = 10_000
  * never passed and a young generation grown in the join storm stayed (sim/PROFILE.md, 'Memory
  * per connection').
  */
-function quietInterval(utilization: number, scavenges: number): boolean {
-  return utilization < IDLE_UTILIZATION || scavenges === 0
+function quietInterval(utilization: number, scavenged: number): boolean {
+  return utilization < IDLE_UTILIZATION || scavenged === 0
 }
 
-/**
- * Counts V8's scavenges (young-generation collections) from Node's GC performance entries, and
- * notes the heap in use after each full one (heapGrownSinceFullGc).
- */
-function countScavenges(): { count(): number; stop(): void } {
-  let n = 0
-  const obs = new PerformanceObserver((list) => {
-    for (const e of list.getEntries()) {
-      const kind = (e as { detail?: { kind?: number } }).detail?.kind
-      if (kind === constants.NODE_PERFORMANCE_GC_MINOR) n++
-      else if (kind === constants.NODE_PERFORMANCE_GC_MAJOR)
-        usedAfterFullGc = getHeapStatistics().used_heap_size
-    }
-  })
-  obs.observe({ entryTypes: ['gc'] })
-  return { count: () => n, stop: () => obs.disconnect() }
+// One observer of V8's GCs serves everything here: it counts scavenges (young-generation
+// collections), notes the heap in use after each full GC (heapGrownSinceFullGc), and passes on the
+// full GCs the agent did not run itself (compactions and shrinks are no sign of bytes moving).
+let gcObserver: PerformanceObserver | undefined
+let gcWatchers = 0
+let scavenges = 0
+// full GCs run by runOwnFullGc whose entries the observer has not seen yet
+let ownGcs = 0
+const majorWatchers = new Set<(e: PerformanceEntry) => void>()
+
+/** Start watching GCs (onMajor: V8's own full GCs, not the agent's). Returns its stop. */
+function watchGcs(onMajor?: (e: PerformanceEntry) => void): () => void {
+  if (onMajor !== undefined) majorWatchers.add(onMajor)
+  if (gcWatchers++ === 0) {
+    gcObserver = new PerformanceObserver((list) => {
+      for (const e of list.getEntries()) {
+        const kind = (e as { detail?: { kind?: number } }).detail?.kind
+        if (kind === constants.NODE_PERFORMANCE_GC_MINOR) scavenges++
+        else if (kind === constants.NODE_PERFORMANCE_GC_MAJOR) {
+          usedAfterFullGc = getHeapStatistics().used_heap_size
+          if (ownGcs > 0) ownGcs--
+          else for (const w of majorWatchers) w(e)
+        }
+      }
+    })
+    gcObserver.observe({ entryTypes: ['gc'] })
+  }
+  let stopped = false
+  return () => {
+    if (stopped) return
+    stopped = true
+    if (onMajor !== undefined) majorWatchers.delete(onMajor)
+    if (--gcWatchers > 0) return
+    gcObserver?.disconnect()
+    gcObserver = undefined
+    ownGcs = 0
+  }
 }
 
 /**
@@ -281,8 +292,8 @@ function countScavenges(): { count(): number; stop(): void } {
  */
 export function trimNativeMemoryEvery(ms = TRIM_EVERY_MS, checkMs = SHRINK_CHECK_MS): () => void {
   let last = performance.eventLoopUtilization()
-  const scavenges = countScavenges()
-  let lastScavenges = scavenges.count()
+  const stopWatching = watchGcs()
+  let lastScavenges = scavenges
   // a collection that left it grown (V8 judged the allocation rate not low) waits 2, 4, ... 64
   // checks before the next try, so that an agent V8 will not shrink does not pay 30 ms every 10 s
   let failures = 0
@@ -295,10 +306,10 @@ export function trimNativeMemoryEvery(ms = TRIM_EVERY_MS, checkMs = SHRINK_CHECK
   const check = setInterval(() => {
     const now = performance.eventLoopUtilization()
     const utilization = performance.eventLoopUtilization(now, last).utilization
-    const scavenged = scavenges.count() - lastScavenges
+    const scavenged = scavenges - lastScavenges
     last = now
     if (!quietInterval(utilization, scavenged)) {
-      lastScavenges = scavenges.count()
+      lastScavenges = scavenges
       return
     }
     // not while bytes move: V8's own full GCs keep up then (adaptHeapGrowth)
@@ -314,7 +325,7 @@ export function trimNativeMemoryEvery(ms = TRIM_EVERY_MS, checkMs = SHRINK_CHECK
       else failures = 0
     }
     // the shrink's own full GC is no allocation: the next interval starts from here
-    lastScavenges = scavenges.count()
+    lastScavenges = scavenges
   }, checkMs)
   const trim = setInterval(() => void trimNativeMemory(), ms)
   check.unref()
@@ -322,6 +333,21 @@ export function trimNativeMemoryEvery(ms = TRIM_EVERY_MS, checkMs = SHRINK_CHECK
   return () => {
     clearInterval(check)
     clearInterval(trim)
-    scavenges.stop()
+    stopWatching()
+  }
+}
+
+/**
+ * All of the above for the agent process, before it allocates: the growing factor fixed
+ * (fixHeapGrowth) and switched with what the agent does (adaptHeapGrowth), and memory given back
+ * while it idles (trimNativeMemoryEvery). Returns the stop.
+ */
+export function manageHeap(): () => void {
+  fixHeapGrowth()
+  const stopAdapting = adaptHeapGrowth()
+  const stopTrimming = trimNativeMemoryEvery()
+  return () => {
+    stopAdapting()
+    stopTrimming()
   }
 }

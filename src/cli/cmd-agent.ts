@@ -39,13 +39,10 @@ export function agentCommand(program: Command): void {
           logFormat?: string
         }) => {
           const dir = dataDirOf(program.opts<GlobalOpts>())
-          // before the agent allocates: without it full GCs run back to back while bytes flow, and
-          // an idle agent's heap holds twice what is alive
-          const { adaptHeapGrowth, fixHeapGrowth, trimNativeMemoryEvery } = await import('../agent/heap.js')
-          fixHeapGrowth()
-          adaptHeapGrowth()
-          // free native memory goes back to the system instead of staying resident in malloc's arenas
-          trimNativeMemoryEvery()
+          // before the agent allocates: without it full GCs run back to back while bytes flow, an
+          // idle agent's heap fills with promoted garbage, and freed native memory stays resident
+          const { manageHeap } = await import('../agent/heap.js')
+          manageHeap()
           // the handlers come first: a SIGTERM during start-up (systemd stopping a unit that is
           // still starting, a test's cleanup) stops what has started, the overlay's NAME.mesh
           // lines and device included, instead of killing the process with them left behind
