@@ -171,6 +171,9 @@ async function connectionCensus(agents: BenchAgent[]) {
  * The line is at info level: run with MESH_BENCH_LOG_LEVEL=info (the agents log warn and up).
  */
 function settledPairs(agents: BenchAgent[]) {
+  const level = process.env.MESH_BENCH_LOG_LEVEL
+  if (level !== 'info' && level !== 'debug' && level !== 'trace')
+    return 'not logged (run with MESH_BENCH_LOG_LEVEL=info to count them)'
   const tally = { pairs: 0, keep: new Map<string, number>(), drop: new Map<string, number>() }
   for (const a of agents)
     for (const line of a.out.split('\n')) {
