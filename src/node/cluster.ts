@@ -1,6 +1,5 @@
 import { createHmac, hkdfSync, randomBytes } from 'node:crypto'
 import { readFileSync } from 'node:fs'
-import { z } from 'zod'
 import { DataDirError, dataPaths, writePrivateFile } from '../kernel/datadir.js'
 
 /** What a node knows about the cluster it belongs to. */
@@ -18,17 +17,40 @@ export interface Cluster {
   invite?: string
 }
 
-const ClusterFile = z.object({
-  name: z.string().min(1),
-  id: z.string().regex(/^[0-9a-f]{32}$/),
-  key: z.string().regex(/^[0-9a-f]{64}$/),
-  seeds: z.array(z.string()).optional(),
-  admins: z.array(z.string()).optional(),
-  invite: z
-    .string()
-    .regex(/^[0-9a-f]{32}$/)
-    .optional(),
-})
+/** cluster.json as saveCluster writes it. */
+interface ClusterFile {
+  name: string
+  id: string
+  key: string
+  seeds?: string[]
+  admins?: string[]
+  invite?: string
+}
+
+const HEX32 = /^[0-9a-f]{32}$/
+const HEX64 = /^[0-9a-f]{64}$/
+
+/**
+ * cluster.json's fields, checked by hand as token.ts checks a join token's: every protocol imports
+ * this module (protocolPrefix), and a schema library imported here would stay in every agent's
+ * heap for one read at start. Throws an Error saying which key is wrong; other keys are ignored.
+ */
+function checkClusterFile(doc: unknown): ClusterFile {
+  if (typeof doc !== 'object' || doc === null || Array.isArray(doc)) throw new Error('not a JSON object')
+  const d = doc as Record<string, unknown>
+  const bad = (key: string, expected: string) => new Error(`key '${key}': expected ${expected}`)
+  if (typeof d.name !== 'string' || d.name.length === 0) throw bad('name', 'a non-empty string')
+  if (typeof d.id !== 'string' || !HEX32.test(d.id)) throw bad('id', '32 lowercase hex digits')
+  if (typeof d.key !== 'string' || !HEX64.test(d.key)) throw bad('key', '64 lowercase hex digits')
+  for (const k of ['seeds', 'admins'] as const) {
+    const v = d[k]
+    if (v !== undefined && !(Array.isArray(v) && v.every((x) => typeof x === 'string')))
+      throw bad(k, 'a list of strings')
+  }
+  if (d.invite !== undefined && (typeof d.invite !== 'string' || !HEX32.test(d.invite)))
+    throw bad('invite', '32 lowercase hex digits')
+  return d as unknown as ClusterFile
+}
 
 export const CLUSTER_NAME_RE = /^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/
 
@@ -60,9 +82,9 @@ export function loadCluster(dir: string): Cluster | undefined {
     if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined
     throw new DataDirError(`cannot read ${path}: ${(err as Error).message}`)
   }
-  let parsed: z.infer<typeof ClusterFile>
+  let parsed: ClusterFile
   try {
-    parsed = ClusterFile.parse(JSON.parse(text))
+    parsed = checkClusterFile(JSON.parse(text))
   } catch (err) {
     throw new DataDirError(
       `${path} is damaged (${(err as Error).message.split('\n')[0]}); restore it from a backup or another member`,
