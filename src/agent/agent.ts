@@ -1,11 +1,4 @@
-import { blockRoutes } from '../api/routes-blocks.js'
-import { coreRoutes } from '../api/routes-core.js'
-import { electionRoutes } from '../api/routes-elections.js'
-import { memberRoutes } from '../api/routes-members.js'
-import { pluginRoutes } from '../api/routes-plugins.js'
-import { trustRoutes } from '../api/routes-trust.js'
-import { tunnelRoutes } from '../api/routes-tunnel.js'
-import { ApiComponent } from '../api/server.js'
+import { ApiComponent, lazyRoutes } from '../api/server.js'
 import { BlocksComponent } from '../blocks/component.js'
 import { ElectionsComponent } from '../election/component.js'
 import { CommandExecutor } from '../election/executor.js'
@@ -26,7 +19,6 @@ import { OverlayComponent } from '../overlay/component.js'
 import { PluginsComponent } from '../plugins/component.js'
 import { TunnelComponent } from '../tunnel/component.js'
 import { hostKeyTags, writeKnownHosts } from '../tunnel/host-keys.js'
-import { uiRoutes } from '../ui/routes.js'
 import { UiComponent } from '../ui/server.js'
 import { type Config, loadConfig } from './config.js'
 import { Daemon } from './daemon.js'
@@ -229,29 +221,57 @@ export async function startAgent(opts: AgentOptions): Promise<RunningAgent> {
       reporter: reporter.forComponent('api'),
       root: reporter,
       events,
+      // each route module loads with fastify, on the first request: three of them validate
+      // request bodies with zod, which an agent nobody asks anything never needs
       routes: [
-        coreRoutes({
-          node,
-          nat,
-          overlay,
-          cluster: setup.cluster,
-          config,
-          dataDir: opts.dataDir,
-          startedAt,
-          events,
-        }),
-        memberRoutes({
-          node,
-          membership,
-          clusterId: setup.cluster.id,
-          onLeave: () => void shutdown('this member left the cluster (mesh leave)'),
-        }),
-        tunnelRoutes({ tunnel }),
-        blockRoutes({ blocks }),
-        trustRoutes({ node, membership, clusterId: setup.cluster.id }),
-        pluginRoutes({ plugins }),
-        electionRoutes({ elections }),
-        uiRoutes({ ui }),
+        lazyRoutes(
+          () => import('../api/routes-core.js'),
+          (m) =>
+            m.coreRoutes({
+              node,
+              nat,
+              overlay,
+              cluster: setup.cluster,
+              config,
+              dataDir: opts.dataDir,
+              startedAt,
+              events,
+            }),
+        ),
+        lazyRoutes(
+          () => import('../api/routes-members.js'),
+          (m) =>
+            m.memberRoutes({
+              node,
+              membership,
+              clusterId: setup.cluster.id,
+              onLeave: () => void shutdown('this member left the cluster (mesh leave)'),
+            }),
+        ),
+        lazyRoutes(
+          () => import('../api/routes-tunnel.js'),
+          (m) => m.tunnelRoutes({ tunnel }),
+        ),
+        lazyRoutes(
+          () => import('../api/routes-blocks.js'),
+          (m) => m.blockRoutes({ blocks }),
+        ),
+        lazyRoutes(
+          () => import('../api/routes-trust.js'),
+          (m) => m.trustRoutes({ node, membership, clusterId: setup.cluster.id }),
+        ),
+        lazyRoutes(
+          () => import('../api/routes-plugins.js'),
+          (m) => m.pluginRoutes({ plugins }),
+        ),
+        lazyRoutes(
+          () => import('../api/routes-elections.js'),
+          (m) => m.electionRoutes({ elections }),
+        ),
+        lazyRoutes(
+          () => import('../ui/routes.js'),
+          (m) => m.uiRoutes({ ui }),
+        ),
       ],
     })
     const components: Component[] = [

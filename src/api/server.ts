@@ -11,7 +11,16 @@ import { httpStatus } from './errors.js'
 
 export { ApiError } from './errors.js'
 
-export type RouteRegistrar = (app: FastifyInstance) => void
+export type RouteRegistrar = (app: FastifyInstance) => void | Promise<void>
+
+/**
+ * A registrar whose module is imported only when the API loads (its first request), not at the
+ * agent's start: what a route module imports (zod for request bodies) stays out of the heap of an
+ * agent nobody asks anything.
+ */
+export function lazyRoutes<M>(load: () => Promise<M>, make: (m: M) => RouteRegistrar): RouteRegistrar {
+  return async (app) => make(await load())(app)
+}
 
 /**
  * The control API: HTTP+JSON on a unix socket (mode 0600, in the 0700 data dir), so
@@ -162,7 +171,7 @@ export class ApiComponent implements Component {
         this.streams.delete(res)
       })
     })
-    for (const r of this.deps.routes) r(app)
+    for (const r of this.deps.routes) await r(app)
     await app.ready()
     if (handler === undefined) throw new Error('fastify did not take the server')
     this.handler = handler
