@@ -5,8 +5,8 @@
 // thing at the same moment; where it had to approximate, MODEL.md says how.
 
 import { BROADCAST_DEFAULTS, PIGGYBACK } from '../src/membership/broadcasts.js'
-import { MEMBERSHIP_DEFAULTS } from '../src/membership/config.js'
 import { MembershipCore, type MembershipEffect } from '../src/membership/core.js'
+import { MEMBERSHIP_DEFAULTS } from '../src/membership/defaults.js'
 import type { Change, Entry, Row } from '../src/membership/merge.js'
 import { MemberTable } from '../src/membership/merge.js'
 import { overlayAddress } from '../src/membership/overlay.js'

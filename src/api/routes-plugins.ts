@@ -1,7 +1,7 @@
 import type { FastifyInstance } from 'fastify'
 import { z } from 'zod'
 import type { PluginsComponent } from '../plugins/component.js'
-import { PluginError } from '../plugins/schema.js'
+import { PluginError } from '../plugins/plugin-error.js'
 import type { InstancesReply, PluginsReply } from './contract.js'
 import { ApiError } from './errors.js'
 

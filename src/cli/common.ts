@@ -1,7 +1,7 @@
 import prettyBytes from 'pretty-bytes'
 import { AgentNotRunningError, ApiCallError, ApiClient } from '../api/client.js'
 import type { MembersReply } from '../api/contract.js'
-import { ConfigError } from '../kernel/config.js'
+import { ConfigError } from '../kernel/config-error.js'
 import { DataDirError, dataPaths, defaultDataDir } from '../kernel/datadir.js'
 import { TokenError } from '../node/token.js'
 

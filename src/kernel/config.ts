@@ -1,7 +1,10 @@
 import { readFileSync } from 'node:fs'
 import { createRequire } from 'node:module'
 import { z } from 'zod'
+import { ConfigError } from './config-error.js'
 import { editDistance } from './edit-distance.js'
+
+export { ConfigError }
 
 // loaded on first use: an agent with no config file and no structured MESH_* value never needs
 // the YAML parser, which would stay in its memory (about 300 KiB of source) for nothing
@@ -11,11 +14,6 @@ const YAML = {
     yaml ??= createRequire(import.meta.url)('yaml') as typeof import('yaml')
     return yaml.parse(text)
   },
-}
-
-/** A configuration that cannot be used; the message says where the bad value came from. */
-export class ConfigError extends Error {
-  override name = 'ConfigError'
 }
 
 export interface ConfigSources {

@@ -1,20 +1,6 @@
 import { createServer, type Server } from 'node:http'
-import { z } from 'zod'
 import type { Component } from './component.js'
 import type { Reporter } from './reporter.js'
-
-/** `metrics:` in the agent's config. */
-export const MetricsConfigSchema = z
-  .object({
-    listen: z
-      .string()
-      .regex(
-        /^(127\.\d+\.\d+\.\d+|localhost|\[::1\]):\d+$/,
-        'expected a loopback HOST:PORT such as 127.0.0.1:9464',
-      )
-      .optional(),
-  })
-  .strict()
 
 /** Optional Prometheus endpoint on a loopback TCP port (`metrics.listen`): /metrics and /health. */
 export class MetricsServer implements Component {

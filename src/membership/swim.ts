@@ -15,7 +15,7 @@
  * things were actually done, so a late tick (a busy event loop) delays a verdict instead of
  * skipping the indirect probe.
  */
-import { MEMBERSHIP_DEFAULTS } from './config.js'
+import { MEMBERSHIP_DEFAULTS } from './defaults.js'
 
 export type Action =
   /** send a ping carrying `seq` to `to`; report its ack with onAck(to, seq, now) */

@@ -12,7 +12,8 @@ import type { ComponentReporter } from '../kernel/reporter.js'
 import type { MembershipComponent } from '../membership/service.js'
 import { type Plugin, Registry } from './registry.js'
 import { describeResult, type RunResult, runCommand, tail } from './runner.js'
-import { type ComputeTypeDef, type HookEvent, type Manifest, PluginError } from './schema.js'
+import { PluginError } from './plugin-error.js'
+import type { ComputeTypeDef, HookEvent, Manifest } from './schema.js'
 
 const CLI = fileURLToPath(new URL('../cli/main.js', import.meta.url))
 const DEFAULT_TIMEOUT_S = 300

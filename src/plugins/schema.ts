@@ -1,4 +1,7 @@
 import { z } from 'zod'
+import { PluginError } from './plugin-error.js'
+
+export { PluginError }
 
 /** The plugin API version this agent speaks; `mesh_plugin_api` must equal it. */
 export const PLUGIN_API = 1
@@ -75,10 +78,6 @@ export type ComputeTypeDef = z.infer<typeof ComputeType>
 export type ServerTypeDef = z.infer<typeof ServerType>
 export type HookDef = z.infer<typeof Hook>
 
-export class PluginError extends Error {
-  override name = 'PluginError'
-}
-
 /**
  * Parse a plugin's mesh.json. A broken one throws a PluginError naming the file, each bad key
  * and the problem, e.g. `plugins/x/mesh.json: key 'compute_types.vm.start_instance': expected ...`.
@@ -102,3 +101,4 @@ export function parseManifest(text: string, file: string): Manifest {
   })
   throw new PluginError(`${file} is not a valid plugin manifest:\n  ${lines.join('\n  ')}`)
 }
+

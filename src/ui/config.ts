@@ -1,7 +1,5 @@
 import { z } from 'zod'
 
-const LOOPBACK = /^(127\.\d+\.\d+\.\d+|localhost|\[::1\])$/
-
 /** `ui:` in the agent's config: the web dashboard (`mesh ui`). */
 export const UiConfigSchema = z
   .object({
@@ -20,14 +18,3 @@ export const UiConfigSchema = z
   .strict()
 
 export type UiConfig = z.infer<typeof UiConfigSchema>
-
-/** host and port of a `ui.listen` value, brackets removed from an IPv6 host. */
-export function splitListen(listen: string): { host: string; port: number; loopback: boolean } {
-  const i = listen.lastIndexOf(':')
-  const rawHost = listen.slice(0, i)
-  return {
-    host: rawHost.replace(/^\[|\]$/g, ''),
-    port: Number(listen.slice(i + 1)),
-    loopback: LOOPBACK.test(rawHost),
-  }
-}

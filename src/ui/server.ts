@@ -12,7 +12,8 @@ import { extname, join } from 'node:path'
 import type { Component } from '../kernel/component.js'
 import { writePrivateFile } from '../kernel/datadir.js'
 import type { ComponentReporter } from '../kernel/reporter.js'
-import { splitListen, type UiConfig } from './config.js'
+import type { UiConfig } from './config.js'
+import { splitListen } from './listen.js'
 
 /** Where the build puts the page and its libraries (src/ui/copy-assets.ts). */
 export const WEB_ROOT = join(import.meta.dirname, 'web')
