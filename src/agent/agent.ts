@@ -20,14 +20,17 @@ import { PluginsComponent } from '../plugins/component.js'
 import { TunnelComponent } from '../tunnel/component.js'
 import { hostKeyTags, writeKnownHosts } from '../tunnel/host-keys.js'
 import { UiComponent } from '../ui/server.js'
-import { type Config, loadConfig } from './config.js'
+import type { Config } from './config.js'
 import { Daemon } from './daemon.js'
+import { type ConfigRead, readConfig } from './read-config.js'
 import { prepareDataDir } from './setup.js'
 
 export interface AgentOptions {
   dataDir: string
   configFile?: string
   flags?: Record<string, unknown>
+  /** readConfig of configFile and flags, already started (cmd-agent.ts); absent: startAgent starts it */
+  configRead?: Promise<ConfigRead>
   join?: string
   init?: string
   /**
@@ -56,13 +59,8 @@ export interface RunningAgent {
 export async function startAgent(opts: AgentOptions): Promise<RunningAgent> {
   const paths = dataPaths(opts.dataDir)
   // config first: a bad config must fail before anything in the data dir is touched
-  const warnings: string[] = []
-  const config = loadConfig({
-    dataDir: opts.dataDir,
-    configFile: opts.configFile,
-    flags: opts.flags,
-    warn: (w) => warnings.push(w),
-  })
+  const { config, warnings } = await (opts.configRead ??
+    readConfig({ dataDir: opts.dataDir, configFile: opts.configFile, flags: opts.flags }))
   ensureDataDir(opts.dataDir)
   const unlock = lockDataDir(opts.dataDir)
   try {

@@ -110,3 +110,13 @@ export function loadConfig(opts: LoadOptions): Config {
     warn: opts.warn,
   })
 }
+
+/** loadConfig with its warnings returned, not told: what read-config.ts's worker thread runs. */
+export function loadConfigAndWarnings(opts: Omit<LoadOptions, 'warn'>): {
+  config: Config
+  warnings: string[]
+} {
+  const warnings: string[] = []
+  const config = loadConfig({ ...opts, warn: (w) => warnings.push(w) })
+  return { config, warnings }
+}

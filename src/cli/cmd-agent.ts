@@ -72,21 +72,29 @@ export function agentCommand(program: Command): void {
           }
           process.on('SIGINT', () => onSignal('SIGINT'))
           process.on('SIGTERM', () => onSignal('SIGTERM'))
+          const flags = {
+            listen: opts.listen,
+            announce: opts.announce,
+            'nat.reachableNetworks': opts.reachable,
+            name: opts.name,
+            logLevel: opts.logLevel,
+            logFormat: opts.logFormat,
+          }
+          // the config is validated in a worker thread (read-config.ts) while this one loads the
+          // agent's modules; startAgent awaits it first (the catch only keeps a bad config from
+          // counting as an unhandled rejection until then)
+          const { readConfig } = await import('../agent/read-config.js')
+          const configRead = readConfig({ dataDir: dir, configFile: opts.config, flags })
+          configRead.catch(() => {})
           // loaded here, not at the top: every other command stays fast to start
           const { startAgent } = await import('../agent/agent.js')
           agent = await startAgent({
             dataDir: dir,
             configFile: opts.config,
+            configRead,
             join: opts.join ?? process.env.MESH_JOIN,
             init: typeof opts.init === 'string' ? opts.init : opts.init === true ? 'mesh' : undefined,
-            flags: {
-              listen: opts.listen,
-              announce: opts.announce,
-              'nat.reachableNetworks': opts.reachable,
-              name: opts.name,
-              logLevel: opts.logLevel,
-              logFormat: opts.logFormat,
-            },
+            flags,
             signal: startup.signal,
           })
           const n = agent.node.node

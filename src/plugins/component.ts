@@ -10,9 +10,9 @@ import { MeshError } from '../kernel/errors.js'
 import type { EventBus, MeshEvent } from '../kernel/events.js'
 import type { ComponentReporter } from '../kernel/reporter.js'
 import type { MembershipComponent } from '../membership/service.js'
+import { PluginError } from './plugin-error.js'
 import { type Plugin, Registry } from './registry.js'
 import { describeResult, type RunResult, runCommand, tail } from './runner.js'
-import { PluginError } from './plugin-error.js'
 import type { ComputeTypeDef, HookEvent, Manifest } from './schema.js'
 
 const CLI = fileURLToPath(new URL('../cli/main.js', import.meta.url))
@@ -136,7 +136,7 @@ export class PluginsComponent implements Component {
   }
 
   async start(): Promise<void> {
-    this.reload()
+    await this.reload()
     for (const e of this.loadErrors) this.deps.reporter.log.warn({ err: e }, 'plugin not loaded')
     // checked in the background: a slow `available` (docker info on a busy host) must not delay
     // the agent; `mesh plugins` and spawn wait for it (bounded by the check's own timeout)
@@ -159,8 +159,8 @@ export class PluginsComponent implements Component {
 
   // ---- the registry ------------------------------------------------------------------------
 
-  private reload(): void {
-    const { plugins, errors } = this.registry.load()
+  private async reload(): Promise<void> {
+    const { plugins, errors } = await this.registry.load()
     this.plugins = plugins
     this.loadErrors = errors
   }
@@ -258,7 +258,7 @@ export class PluginsComponent implements Component {
 
   async install(source: string, ref?: string, name?: string) {
     const { record } = await this.registry.install(source, { ref, name, taken: this.taken })
-    this.reload()
+    await this.reload()
     await this.checkAvailable()
     this.deps.reporter.log.info({ plugin: record.name, source, commit: record.commit }, 'plugin installed')
     return { plugin: this.list().plugins.find((p) => p.name === record.name), record }
@@ -266,7 +266,7 @@ export class PluginsComponent implements Component {
 
   async update(name: string, ref?: string) {
     const res = await this.registry.update(name, { ref, taken: this.taken })
-    this.reload()
+    await this.reload()
     await this.checkAvailable()
     this.deps.reporter.log.info({ plugin: name, from: res.from, to: res.to }, 'plugin updated')
     return res
@@ -274,7 +274,7 @@ export class PluginsComponent implements Component {
 
   async uninstall(name: string) {
     const rec = this.registry.uninstall(name)
-    this.reload()
+    await this.reload()
     await this.checkAvailable()
     this.deps.reporter.log.info({ plugin: name }, 'plugin uninstalled')
     return rec

@@ -3,7 +3,9 @@ import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, s
 import { isAbsolute, join, resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { dataPaths, writePrivateFile } from '../kernel/datadir.js'
-import { type Manifest, PluginError, parseManifest } from './schema.js'
+import { PluginError } from './plugin-error.js'
+import { parseManifestsOffThread } from './read-manifests.js'
+import type { Manifest } from './schema.js'
 
 /** Built-in plugins ship in the package's top-level plugins/ (from dist/src/plugins/ three levels up). */
 export const BUILTIN_DIR = fileURLToPath(new URL('../../../plugins/', import.meta.url))
@@ -116,29 +118,35 @@ export class Registry {
   }
 
   /** Every plugin, built-ins first; a plugin whose mesh.json broke is reported in `errors`. */
-  load(): { plugins: Plugin[]; errors: string[] } {
-    const plugins: Plugin[] = []
-    const errors: string[] = []
+  async load(): Promise<{ plugins: Plugin[]; errors: string[] }> {
+    const found: Omit<Plugin, 'manifest'>[] = []
     let builtins: string[] = []
     try {
       builtins = readdirSync(this.builtinDir).filter((d) => existsSync(join(this.builtinDir, d, 'mesh.json')))
     } catch {}
-    for (const name of builtins.sort()) {
-      const dir = join(this.builtinDir, name)
+    for (const name of builtins.sort()) found.push({ name, dir: join(this.builtinDir, name), builtin: true })
+    for (const rec of Object.values(this.records()))
+      found.push({ name: rec.name, dir: join(this.dir, rec.name), builtin: false, record: rec })
+    // read here, validated together in one worker thread
+    const texts = found.map((p) => {
       try {
-        plugins.push({ name, dir, builtin: true, manifest: readManifest(dir) })
+        return { text: readManifestText(p.dir), label: join(p.dir, 'mesh.json') }
       } catch (err) {
-        errors.push((err as Error).message)
+        return err as PluginError
       }
-    }
-    for (const rec of Object.values(this.records())) {
-      const dir = join(this.dir, rec.name)
-      try {
-        plugins.push({ name: rec.name, dir, builtin: false, manifest: readManifest(dir), record: rec })
-      } catch (err) {
-        errors.push((err as Error).message)
-      }
-    }
+    })
+    const parsed = await parseManifestsOffThread(
+      texts.filter((t): t is { text: string; label: string } => !(t instanceof PluginError)),
+    )
+    const plugins: Plugin[] = []
+    const errors: string[] = []
+    let next = 0
+    found.forEach((p, i) => {
+      const t = texts[i]
+      const m = t instanceof PluginError ? t : parsed[next++]
+      if (m instanceof PluginError) errors.push(m.message)
+      else plugins.push({ ...p, manifest: m })
+    })
     return { plugins, errors }
   }
 
@@ -159,7 +167,7 @@ export class Registry {
       await git(['clone', '--quiet', '--no-hardlinks', '--', url, tmp])
       if (opts.ref !== undefined) await checkout(tmp, opts.ref)
       const commit = await git(['rev-parse', 'HEAD'], tmp)
-      const manifest = readManifest(tmp, `${source}${opts.ref ? `@${opts.ref}` : ''}: mesh.json`)
+      const manifest = await readManifest(tmp, `${source}${opts.ref ? `@${opts.ref}` : ''}: mesh.json`)
       const clash = opts.taken(manifest, name)
       if (clash !== undefined) throw new PluginError(clash)
       renameSync(tmp, join(this.dir, name))
@@ -185,7 +193,7 @@ export class Registry {
       const ref = opts.ref ?? rec.ref
       if (ref !== undefined) await checkout(tmp, ref)
       const commit = await git(['rev-parse', 'HEAD'], tmp)
-      const manifest = readManifest(tmp, `${rec.source}${ref ? `@${ref}` : ''}: mesh.json`)
+      const manifest = await readManifest(tmp, `${rec.source}${ref ? `@${ref}` : ''}: mesh.json`)
       const clash = opts.taken(manifest, name)
       if (clash !== undefined) throw new PluginError(clash)
       const old = `${live}.old-${Date.now()}`
@@ -235,16 +243,22 @@ async function checkout(dir: string, ref: string): Promise<void> {
   }
 }
 
-export function readManifest(dir: string, label = join(dir, 'mesh.json')): Manifest {
+/** A plugin's mesh.json as text; a PluginError when it has none. */
+function readManifestText(dir: string, label = join(dir, 'mesh.json')): string {
   const file = join(dir, 'mesh.json')
-  let text: string
   try {
     if (!statSync(file).isFile()) throw new Error('not a file')
-    text = readFileSync(file, 'utf8')
+    return readFileSync(file, 'utf8')
   } catch {
     throw new PluginError(
       `${label}: no mesh.json at the top of the plugin; a plugin needs one (see the README)`,
     )
   }
-  return parseManifest(text, label)
+}
+
+/** A plugin's validated mesh.json; a PluginError naming `label` when it is missing or broken. */
+export async function readManifest(dir: string, label = join(dir, 'mesh.json')): Promise<Manifest> {
+  const [m] = await parseManifestsOffThread([{ text: readManifestText(dir, label), label }])
+  if (m instanceof PluginError) throw m
+  return m
 }

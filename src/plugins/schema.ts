@@ -102,3 +102,18 @@ export function parseManifest(text: string, file: string): Manifest {
   throw new PluginError(`${file} is not a valid plugin manifest:\n  ${lines.join('\n  ')}`)
 }
 
+/**
+ * parseManifest for each of a list of mesh.json texts, in the worker thread read-manifests.ts
+ * starts: each a manifest or the PluginError's message (plain data, as a worker's answer must be).
+ */
+export function parseManifests(
+  list: { text: string; label: string }[],
+): ({ manifest: Manifest } | { error: string })[] {
+  return list.map(({ text, label }) => {
+    try {
+      return { manifest: parseManifest(text, label) }
+    } catch (err) {
+      return { error: (err as Error).message }
+    }
+  })
+}
