@@ -1,7 +1,8 @@
 // Start-up time of `mesh agent` per build (sim/PROFILE.md, 'An idle agent without zod'): for each
 // build, --rounds starts of one agent from an initialised data dir, builds alternating; per start
 // the ms until its 'running' line (startAgent resolved), until GET /v1/status over the control
-// socket answers (the first request loads fastify and the routes), and the CPU ms it used by then.
+// socket answers (the first request loads fastify and the routes), and the CPU ms it used by then
+// (all threads, and the main thread alone at 'running').
 // node sim/start-time.mjs main=/tmp/zbase/dist/src/cli/main.js,branch=dist/src/cli/main.js --rounds 10
 import { execFileSync, spawn } from 'node:child_process'
 import { existsSync, mkdirSync, readFileSync, rmSync } from 'node:fs'
@@ -16,8 +17,11 @@ const ENV = { ...process.env, MESH_OVERLAY__INTERFACE: 'false' }
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms))
 const base = `/tmp/starttime-${Date.now()}`
 const TICK = 100 // clock ticks per second of /proc/PID/stat
-const cpuMs = (pid) => {
-  const f = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ')
+// the process's CPU ms (every thread); with main, its main thread's only
+const cpuMs = (pid, main = false) => {
+  const f = readFileSync(main ? `/proc/${pid}/task/${pid}/stat` : `/proc/${pid}/stat`, 'utf8')
+    .split(') ')[1]
+    .split(' ')
   return ((Number(f[11]) + Number(f[12])) * 1000) / TICK
 }
 const status = (sock) =>
@@ -59,11 +63,13 @@ async function once(CLI, dir) {
   let out = ''
   let running
   let cpuRunning
+  let mainCpuRunning
   p.stdout.on('data', (b) => {
     out += b
     if (running === undefined && out.includes(' running ')) {
       running = performance.now() - t0
       cpuRunning = cpuMs(p.pid)
+      mainCpuRunning = cpuMs(p.pid, true)
     }
   })
   const sock = `${dir}/mesh.sock`
@@ -75,7 +81,7 @@ async function once(CLI, dir) {
   const cpu = cpuMs(p.pid)
   p.kill('SIGTERM')
   await new Promise((r) => p.once('exit', r))
-  return { running, answered, cpuRunning, cpu }
+  return { running, answered, cpuRunning, mainCpuRunning, cpu }
 }
 
 const rows = Object.fromEntries(builds.map(([l]) => [l, []]))
@@ -94,7 +100,7 @@ const la = loadavg()
 for (const [label] of builds) {
   const f = (k) => med(rows[label].map((x) => x[k])).toFixed(0)
   console.log(
-    `${label}: ${ROUNDS} starts, load ${la}: 'running' after ${f('running')} ms (CPU ${f('cpuRunning')} ms), /v1/status answered after ${f('answered')} ms (CPU ${f('cpu')} ms); running: ${rows[label].map((x) => x.running.toFixed(0)).join(' ')}`,
+    `${label}: ${ROUNDS} starts, load ${la}: 'running' after ${f('running')} ms (CPU ${f('cpuRunning')} ms, main thread ${f('mainCpuRunning')}), /v1/status answered after ${f('answered')} ms (CPU ${f('cpu')} ms); running: ${rows[label].map((x) => x.running.toFixed(0)).join(' ')}`,
   )
 }
 rmSync(base, { recursive: true, force: true })
