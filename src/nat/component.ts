@@ -123,7 +123,7 @@ export class NatComponent implements Component {
       ]),
       parked: r.counter(
         'webrtc_parked_total',
-        'idle WebRTC paths closed (the member stays on its relayed connection)',
+        'idle WebRTC paths closed (the member stays on its relayed or direct connection)',
       ),
       released: r.counter(
         'webrtc_released_total',
@@ -332,26 +332,29 @@ export class NatComponent implements Component {
   }
 
   /**
-   * Close WebRTC paths that carried nothing for nat.parkIdleMs while a relayed connection to the
-   * same member is open: an idle WebRTC connection costs libdatachannel's threads (usrsctp
-   * ticks every 10 ms), a relayed one costs the hub a few hundred bytes a second of probes.
+   * Close WebRTC paths that carried nothing for nat.parkIdleMs while a relayed or a direct
+   * connection to the same member is open: an idle WebRTC connection costs libdatachannel's
+   * threads (usrsctp ticks every 10 ms), a relayed one costs the hub a few hundred bytes a second
+   * of probes. (A relayed connection beside a direct one is closed by one-connection.ts, so
+   * after a WebRTC upgrade raced a direct connection only the direct one may be left beside it.)
    */
   private parkIdle(): boolean {
     const parkAfter = this.deps.config.parkIdleMs
     const node = this.deps.node.node
     const admission = node.services.admission
     const now = Date.now()
-    const byPeer = new Map<string, { webrtc: Connection[]; relayed: boolean }>()
+    const byPeer = new Map<string, { webrtc: Connection[]; relayed: boolean; direct: boolean }>()
     for (const c of node.getConnections()) {
       const id = c.remotePeer.toString()
       const kind = pathKind(c.remoteAddr)
       if (kind === 'webrtc') this.native = { lastConnAt: now }
       if (c.status !== 'open' || !admission.connectionAdmitted(c)) continue
       if (c.streams.some((st) => DATA_PROTOCOLS.test(st.protocol ?? ''))) this.lastData.set(id, now)
-      const e = byPeer.get(id) ?? { webrtc: [], relayed: false }
+      const e = byPeer.get(id) ?? { webrtc: [], relayed: false, direct: false }
       byPeer.set(id, e)
       if (kind === 'webrtc') e.webrtc.push(c)
       else if (kind === 'relayed') e.relayed = true
+      else if (kind === 'direct') e.direct = true
     }
     let paths = false
     for (const e of byPeer.values()) paths ||= e.relayed || e.webrtc.length > 0
@@ -362,7 +365,7 @@ export class NatComponent implements Component {
     }
     if (parkAfter === 0) return paths
     for (const [peer, e] of byPeer) {
-      if (e.webrtc.length === 0 || !e.relayed) continue
+      if (e.webrtc.length === 0 || !(e.relayed || e.direct)) continue
       const opened = Math.max(...e.webrtc.map((c) => c.timeline.open))
       const last = Math.max(opened, this.lastData.get(peer) ?? 0, this.deps.lastPacketAt?.(peer) ?? 0)
       if (now - last < parkAfter) continue
@@ -370,8 +373,8 @@ export class NatComponent implements Component {
       for (const c of e.webrtc) void c.close().catch(() => {})
       this.metrics.parked.inc()
       this.deps.reporter.log.info(
-        { peer, idleS: Math.round((now - last) / 1000) },
-        'idle WebRTC path parked; the member stays on its relayed connection until it is used',
+        { peer, idleS: Math.round((now - last) / 1000), on: e.direct ? 'direct' : 'relayed' },
+        'idle WebRTC path parked; the member stays on its other connection until it is used',
       )
     }
     return paths

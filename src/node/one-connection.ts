@@ -12,8 +12,14 @@ import { type PathKind, pathKind } from './paths.js'
  * on the kept connection (probe links, gossipsub); a request in flight is waited for up to a
  * grace, anything else on it (a tunnel, an overlay stream, a block transfer, a relayed
  * circuit) for as long as it lasts.
- * Relayed (limited) connections beside a direct one are libp2p's own business (DCUtR), and
- * connections of different kinds (TCP beside WebRTC) are left alone too.
+ * A relayed connection beside a direct one is drained the same way (both ends drop it). It was
+ * left alone at first as libp2p's business (DCUtR), but DCUtR closes a relayed connection only
+ * after a direct connection it dialled itself, to a public address: never on a LAN or loopback,
+ * nor when the direct connection came from our own dials; and a cluster's relays set no limits,
+ * so libp2p does not see these as limited either. In a 50-agent fleet 4 pairs kept one beside
+ * their direct connection for the whole idle window, each holding a hop on a third member.
+ * Beside a WebRTC connection (no direct one) a relayed one stays: the NAT component parks an
+ * idle WebRTC path and signals the next one through it. TCP beside WebRTC is left alone too.
  *
  * Its own module, beside the assembly, because it needs libp2p's connections and admission
  * (lower layers) but knows nothing of membership or gossipsub beyond their protocol names.
@@ -34,7 +40,8 @@ export interface ConnectionView {
  * for crossed dials (one each way): the smaller peer ID's dial is kept. Several connections
  * dialled by the same side: only the dialer knows their order for sure, so only it drops all
  * but its first; the other side keeps them all and waits for the dialer's close.
- * Connections of different kinds are judged apart; relayed ones are never dropped.
+ * Connections of different kinds are judged apart, except relayed ones, all dropped while a
+ * direct one is there (kept: the direct one settle keeps).
  */
 export function settle(
   self: string,
@@ -47,7 +54,12 @@ export function settle(
   const kinds = new Set(conns.map((c) => c.kind))
   for (const kind of kinds) {
     const group = conns.filter((c) => c.kind === kind)
-    if (kind === 'relayed' || group.length < 2) {
+    if (kind === 'relayed') {
+      if (kinds.has('direct')) drop.push(...group)
+      else keep.push(...group)
+      continue
+    }
+    if (group.length < 2) {
       keep.push(...group)
       continue
     }
@@ -113,9 +125,15 @@ export class OneConnectionPerPeer {
   /** Look at a peer's connections (call it when one of them finished admission). */
   check(peer: PeerId): void {
     if (this.stopped) return
+    // a relayed connection may be limited (a relay outside this cluster's config): still one to drop
     const conns = this.deps
       .connections(peer)
-      .filter((c) => c.status === 'open' && c.limits === undefined && this.deps.admitted(c))
+      .filter(
+        (c) =>
+          c.status === 'open' &&
+          (c.limits === undefined || pathKind(c.remoteAddr) === 'relayed') &&
+          this.deps.admitted(c),
+      )
     if (conns.length < 2) return
     const byId = new Map(conns.map((c) => [c.id, c]))
     const { keep, drop } = settle(
@@ -130,15 +148,16 @@ export class OneConnectionPerPeer {
     )
     if (drop.length === 0) return
     for (const d of drop) {
-      // the kept one of the same kind (settle keeps one of every kind it drops from)
-      const k = keep.find((c) => c.kind === d.kind)
+      // the kept one of the same kind (settle keeps one of every kind it drops from); for a
+      // relayed one, the direct one
+      const k = keep.find((c) => c.kind === (d.kind === 'relayed' ? 'direct' : d.kind))
       const conn = byId.get(d.id)
       const kept = k === undefined ? undefined : byId.get(k.id)
       if (conn === undefined || kept === undefined || this.waiting.has(conn)) continue
       this.deps.log?.('two connections to one member: keeping one, closing the other when it is free', {
         peer: peer.toString(),
-        keep: { direction: kept.direction, streams: protocols(kept) },
-        drop: { direction: conn.direction, streams: protocols(conn) },
+        keep: { direction: kept.direction, path: k?.kind, streams: protocols(kept) },
+        drop: { direction: conn.direction, path: d.kind, streams: protocols(conn) },
       })
       this.preferForNewStreams(peer, kept)
       this.waiting.set(conn, { kept, since: Date.now() })

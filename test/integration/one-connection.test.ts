@@ -1,9 +1,16 @@
 import '../../src/shim.js'
 import assert from 'node:assert/strict'
+import { noise } from '@chainsafe/libp2p-noise'
+import { yamux } from '@chainsafe/libp2p-yamux'
+import { circuitRelayServer, circuitRelayTransport } from '@libp2p/circuit-relay-v2'
+import { identify } from '@libp2p/identify'
 import type { Connection, Libp2p, Stream } from '@libp2p/interface'
+import { tcp } from '@libp2p/tcp'
 import { multiaddr } from '@multiformats/multiaddr'
+import { createLibp2p } from 'libp2p'
 import type { NodeComponent } from '../../src/node/node-component.js'
 import { OneConnectionPerPeer } from '../../src/node/one-connection.js'
+import { pathKind } from '../../src/node/paths.js'
 import {
   type AgentProcess,
   allAlive,
@@ -282,5 +289,139 @@ describe('one connection per pair: a stream on the redundant connection is waite
       100,
     )
     await bothHoldOne()
+  })
+})
+
+/**
+ * A relayed connection beside a direct one (50-agent fleets kept a few for good, each holding a
+ * hop on a third member): both ends close it once what rides it is free, on real libp2p with a
+ * real circuit relay on loopback. A stream whose user does not move (WebRTC signalling, the
+ * overlay's datagram offer, a tunnel) holds it; without a direct connection it is never touched.
+ */
+describe('one connection per pair: a relayed connection beside a direct one', function () {
+  this.timeout(60_000)
+  const HOLD = '/mesh-test/hold/1.0.0'
+  const LINK = '/mesh-test/link/1.0.0'
+  const STOP = '/libp2p/circuit/relay/0.2.0/stop'
+  const nodes: Libp2p[] = []
+  const settlers: OneConnectionPerPeer[] = []
+
+  after(async () => {
+    for (const s of settlers) s.stop()
+    await Promise.allSettled(nodes.map((n) => n.stop()))
+  })
+
+  const make = async (listen: string[], relay = false) => {
+    const n = await createLibp2p({
+      addresses: { listen },
+      transports: [tcp(), circuitRelayTransport()],
+      connectionEncrypters: [noise()],
+      streamMuxers: [yamux({ enableKeepAlive: false })],
+      connectionMonitor: { enabled: false },
+      services: {
+        identify: identify(),
+        // as the agent's relay: members only, so no data or time limits on a circuit
+        ...(relay ? { relay: circuitRelayServer({ reservations: { applyDefaultLimit: false } }) } : {}),
+      },
+    })
+    nodes.push(n)
+    return n
+  }
+  const settlerOf = (n: Libp2p) => {
+    const s = new OneConnectionPerPeer({
+      self: n.peerId,
+      connections: (p) => n.getConnections(p),
+      admitted: () => true,
+      streamKind: (p) => (p === LINK ? 'reopen' : 'wait'),
+      recheckMs: 200,
+    })
+    settlers.push(s)
+    return s
+  }
+
+  it('closes the relayed connection once a direct one is open and its held stream ends; the hop on the relay goes', async () => {
+    const r = await make(['/ip4/127.0.0.1/tcp/0'], true)
+    const relayAddr = r.getMultiaddrs()[0]
+    const b = await make(['/ip4/127.0.0.1/tcp/0', `${relayAddr}/p2p-circuit`])
+    const a = await make(['/ip4/127.0.0.1/tcp/0'])
+    for (const n of [a, b])
+      await n.handle(
+        [HOLD, LINK],
+        async (stream: Stream) => {
+          for await (const chunk of stream) stream.send(chunk.subarray())
+          await stream.close().catch(() => {})
+        },
+        { runOnLimitedConnection: true },
+      )
+    await waitFor(
+      'b to hold a reservation on the relay',
+      async () => b.getMultiaddrs().some((m) => pathKind(m) === 'relayed'),
+      20_000,
+      100,
+    )
+    const [sa, sb] = [settlerOf(a), settlerOf(b)]
+    const relayed = await a.dial(multiaddr(`${relayAddr}/p2p-circuit/p2p/${b.peerId}`), {
+      signal: AbortSignal.timeout(20_000),
+    })
+    assert.equal(pathKind(relayed.remoteAddr), 'relayed')
+    const echoes = async (s: Stream, text: string) => {
+      const reply = new Promise<string>((resolve) =>
+        s.addEventListener('message', (e) => resolve(new TextDecoder().decode(e.data.subarray())), {
+          once: true,
+        }),
+      )
+      s.send(new TextEncoder().encode(text))
+      return reply
+    }
+    // a held stream (signalling, a tunnel) and a link (a probe link) on the relayed connection
+    const hold = await relayed.newStream(HOLD, { runOnLimitedConnection: true })
+    const link = await relayed.newStream(LINK, { runOnLimitedConnection: true })
+    assert.equal(await echoes(hold, 'one'), 'one')
+    const hops = () =>
+      r.getConnections(b.peerId).flatMap((c) => c.streams.filter((s) => s.protocol === STOP)).length
+    assert.equal(hops(), 1, 'the relay carries the circuit')
+
+    // no direct connection: the relayed one is all there is, and it stays
+    sa.check(b.peerId)
+    sb.check(a.peerId)
+    await new Promise((res) => setTimeout(res, 500))
+    assert.equal(relayed.status, 'open')
+
+    const direct = await a.dial(b.getMultiaddrs().find((m) => pathKind(m) === 'direct')!, {
+      force: true,
+      signal: AbortSignal.timeout(20_000),
+    })
+    assert.equal(pathKind(direct.remoteAddr), 'direct')
+    await waitFor(
+      'b to see both connections',
+      async () => b.getConnections(a.peerId).filter((c) => c.status === 'open').length === 2,
+      10_000,
+      50,
+    )
+    sa.check(b.peerId)
+    sb.check(a.peerId)
+    // the held stream keeps the relayed connection, and works
+    await new Promise((res) => setTimeout(res, 1_000))
+    assert.equal(relayed.status, 'open')
+    assert.equal(await echoes(hold, 'two'), 'two')
+    // new streams go on the direct connection
+    const fresh = await a.dialProtocol(b.peerId, LINK)
+    assert.ok(direct.streams.includes(fresh))
+    await fresh.close()
+
+    await hold.close()
+    await waitFor('the relayed connection to close', async () => relayed.status === 'closed', 10_000, 100)
+    assert.notEqual(link.status, 'open')
+    await waitFor(
+      'both ends to hold only the direct connection, and the relay no hop',
+      async () =>
+        a.getConnections(b.peerId).length === 1 &&
+        b.getConnections(a.peerId).length === 1 &&
+        a.getConnections(b.peerId)[0].id === direct.id &&
+        hops() === 0,
+      10_000,
+      50,
+    )
+    assert.equal(direct.status, 'open')
   })
 })

@@ -43,15 +43,31 @@ describe('one connection per pair of members (settle)', () => {
     assert.deepEqual(ids(other.drop), [])
   })
 
-  it('leaves a relayed connection and a connection of another kind alone', () => {
+  it('drops relayed connections beside a direct one, on both ends, and leaves other kinds alone', () => {
     const cs: ConnectionView[] = [
       { id: 'tcp', dialer: 'remote', openedAt: 1, kind: 'direct' },
       { id: 'relay', dialer: 'self', openedAt: 2, kind: 'relayed' },
       { id: 'relay2', dialer: 'remote', openedAt: 3, kind: 'relayed' },
       { id: 'rtc', dialer: 'self', openedAt: 4, kind: 'webrtc' },
     ]
+    for (const [self, remote, view] of [
+      [small, large, cs],
+      [large, small, cs.map(mirror)],
+    ] as const) {
+      const { keep, drop } = settle(self, remote, view)
+      assert.deepEqual(ids(drop), ['relay', 'relay2'])
+      assert.deepEqual(ids(keep), ['rtc', 'tcp'])
+    }
+  })
+
+  it('keeps relayed connections where no direct one is (beside WebRTC: the NAT path)', () => {
+    const cs: ConnectionView[] = [
+      { id: 'relay', dialer: 'self', openedAt: 2, kind: 'relayed' },
+      { id: 'relay2', dialer: 'remote', openedAt: 3, kind: 'relayed' },
+      { id: 'rtc', dialer: 'self', openedAt: 4, kind: 'webrtc' },
+    ]
     assert.deepEqual(settle(small, large, cs).drop, [])
-    assert.deepEqual(settle(large, small, cs).drop, [])
+    assert.deepEqual(settle(large, small, cs.map(mirror)).drop, [])
   })
 
   it('three connections, two from the preferred side: both ends drop the same extra ones', () => {
