@@ -1,11 +1,12 @@
-import { dominators, load } from './heap-graph.mjs'
+import { dominators, load, pkgOf, scriptOf } from './heap-graph.mjs'
 
 // What more peers cost in the live heap (sim/PROFILE.md, "What each connected member costs"):
 // two heap snapshots of one agent (a small and a large cluster), compared three ways:
 //  - by constructor (the node's type and name): count and self size;
 //  - by owner: every object is charged to its nearest dominator that is an instance of a named
-//    class (not Object, Array, Map, ...), and to the property of that instance it hangs from
-//    ("GossipSub.score", "YamuxMuxer.streams"), so per-peer maps show under the class holding them;
+//    class (not Object, Array, Map, ...), a closure, or a script's own code or Context, and to
+//    the property of that owner it hangs from ("GossipSub.score", "YamuxMuxer.streams"), so
+//    per-peer maps show under the class holding them;
 //  - by owner class alone (count of instances and what they hold).
 // Sizes are divided by PEERS (the difference in connected members) when given.
 //   node sim/heap-diff.mjs SMALL.heapsnapshot LARGE.heapsnapshot [PEERS] [TOP]
@@ -39,12 +40,29 @@ function summarize(path) {
   const { idom, post, visited } = dominators(g)
   const S = (i) => g.strings[g.name[i]]
   const T = (i) => g.nodeTypes[g.type[i]]
-  const isOwner = (i) => {
+  const direct = scriptOf(g)
+  const isClass = (i) => {
     if (T(i) !== 'object') return false
     const n = S(i)
     return (
       n !== '' && !GENERIC.has(n) && !n.startsWith('system /') && !n.startsWith('(') && /^[A-Z_$]/.test(n)
     )
+  }
+  // an owner: a class instance, a closure (by name and package), or what belongs to a script
+  // directly (its code, a module's or function's Context: by package)
+  const ownerLabel = (i) => {
+    if (isClass(i)) return S(i)
+    const sc = direct[i]
+    if (T(i) === 'closure') return `${S(i) || '(anonymous)'}() in ${sc >= 0 ? pkgOf(S(sc)) : '?'}`
+    if (sc < 0) return undefined
+    if (T(i) === 'code') return `code of ${pkgOf(S(sc))}`
+    return `context in ${pkgOf(S(sc))}`
+  }
+  const labels = new Array(g.N)
+  const isOwner = (i) => {
+    const l = ownerLabel(i)
+    if (l !== undefined) labels[i] = l
+    return l !== undefined
   }
   const edgeName = (from, to) => {
     for (let k = g.firstEdge[from]; k < g.firstEdge[from + 1]; k++)
@@ -73,7 +91,8 @@ function summarize(path) {
   }
   const byCtor = new Map(),
     byOwner = new Map(),
-    byClass = new Map()
+    byClass = new Map(),
+    byNoOwner = new Map()
   const add = (m, k, size, n = 1) => {
     const e = m.get(k) ?? { n: 0, size: 0 }
     e.n += n
@@ -88,14 +107,15 @@ function summarize(path) {
     add(byCtor, `${T(v)}:${S(v).slice(0, 60)}`, sz)
     const o = owner[v]
     if (o < 0) {
-      add(byOwner, '(no class)', sz)
+      add(byOwner, '(no owner)', sz)
+      add(byNoOwner, `${T(v)}:${S(v).slice(0, 60)}`, sz)
       continue
     }
-    const cls = S(o)
+    const cls = labels[o]
     add(byOwner, via[v] === '' ? `${cls} (self)` : `${cls}.${via[v]}`, sz, via[v] === '' ? 1 : 0)
     add(byClass, cls, sz, v === o ? 1 : 0)
   }
-  return { live, byCtor, byOwner, byClass }
+  return { live, byCtor, byOwner, byClass, byNoOwner }
 }
 
 const A = summarize(a)
@@ -122,3 +142,4 @@ function table(title, ka) {
 table('by constructor', 'byCtor')
 table('by owning class and property', 'byOwner')
 table('by owning class', 'byClass')
+table('what no owner holds, by constructor', 'byNoOwner')

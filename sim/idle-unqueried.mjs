@@ -200,8 +200,9 @@ if (SNAP)
       if (f.length) {
         let last = -1
         for (;;) {
+          // V8 writes nothing until its full GC and the graph are done: an empty file is not finished
           const sz = statSync(`${dir}/${f[0]}`).size
-          if (sz === last) break
+          if (sz > 0 && sz === last) break
           last = sz
           await sleep(3000)
         }
