@@ -40,9 +40,16 @@ function body(bytes: Uint8Array, prefix: string): unknown {
   }
 }
 
+/**
+ * A signature as its own 64 bytes: off the wire it is a view into the whole message it came in
+ * (a sync, a probe's piggyback), and a record the table keeps for as long as the member lives
+ * would keep that message's memory with it (about 2 KiB per member, sim/PROFILE.md).
+ */
+const own = (sig: Uint8Array) => new Uint8Array(sig)
+
 /** A record off the wire: parsed and shape-checked (the table verifies the signature). */
 export function fromWireInfo(s: Signed): SignedInfo {
-  const candidate = { info: body(s.body, INFO_PREFIX) as MemberInfo, sig: s.sig }
+  const candidate = { info: body(s.body, INFO_PREFIX) as MemberInfo, sig: own(s.sig) }
   const why = checkSignedInfo(candidate)
   if (why !== undefined) throw new WireError(why)
   return candidate
@@ -50,7 +57,7 @@ export function fromWireInfo(s: Signed): SignedInfo {
 
 export function fromWireClaim(s: Signed): Claim {
   const b = body(s.body, CLAIM_PREFIX) as Omit<Claim, 'sig'>
-  const candidate = { ...b, sig: s.sig } as Claim
+  const candidate = { ...b, sig: own(s.sig) } as Claim
   const why = checkClaim(candidate)
   if (why !== undefined) throw new WireError(why)
   return candidate

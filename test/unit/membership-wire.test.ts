@@ -168,6 +168,24 @@ describe('membership wire: malformed and hostile input', function () {
     )
   })
 
+  it('a record or claim off the wire keeps only its own signature bytes, not the message they came in', () => {
+    const claim = signClaim({ peerId: a.id, incarnation: 1, status: 'suspect' }, b.signer)
+    const bytes = MemberSet.encode({ records: [goodWire], claims: [toWireClaim(claim)], statements: [] })
+    const set = MemberSet.decode(bytes)
+    // decoded, the signature is a view into the whole message
+    assert.equal(set.records[0].sig.buffer, set.claims[0].sig.buffer)
+    const r = fromWireInfo(set.records[0])
+    const c = fromWireClaim(set.claims[0])
+    for (const [sig, wire] of [
+      [r.sig, set.records[0].sig],
+      [c.sig, set.claims[0].sig],
+    ] as const) {
+      assert.deepEqual(sig, wire)
+      assert.equal(sig.buffer.byteLength, sig.byteLength)
+    }
+    assert.equal(verifier.verify(a.id, encodeInfo(r.info), r.sig), true)
+  })
+
   describe('oversized', () => {
     it('a body over the record size limit is refused by the decoder before it is parsed', () => {
       const t = table()
