@@ -301,6 +301,7 @@ export async function createMeshNode(opts: NodeOptions) {
 
 /**
  * Crossed dials leave a pair of members with two connections; keep one (see one-connection.ts).
+ * A relayed connection beside a direct one goes the same way (DCUtR never closes it on a LAN).
  * Cut without waiting: the persistent probe links (their prober opens a new one with its next
  * probe) and gossipsub's streams (reopenOnRemainingConnection identifies the kept connection
  * again, and gossipsub opens its stream to a peer when identify reports it). Requests with a
