@@ -1,4 +1,4 @@
-import { dominators, load, pkgOf, scriptOf } from './heap-graph.mjs'
+import { dominators, edgeName, load, pkgOf, scriptOf } from './heap-graph.mjs'
 
 // What more peers cost in the live heap (sim/PROFILE.md, "What each connected member costs"):
 // two heap snapshots of one agent (a small and a large cluster), compared three ways:
@@ -64,14 +64,6 @@ function summarize(path) {
     if (l !== undefined) labels[i] = l
     return l !== undefined
   }
-  const edgeName = (from, to) => {
-    for (let k = g.firstEdge[from]; k < g.firstEdge[from + 1]; k++)
-      if (g.eto[k] === to) {
-        const t = g.edgeTypes[g.etype[k]]
-        return t === 'element' || t === 'hidden' ? `[${t}]` : String(g.strings[g.ename[k]] ?? g.ename[k])
-      }
-    return '?'
-  }
   const owner = new Int32Array(g.N).fill(-1)
   const via = new Array(g.N)
   for (let p = post.length - 1; p >= 0; p--) {
@@ -83,7 +75,7 @@ function summarize(path) {
       via[v] = ''
     } else if (d >= 0 && owner[d] === d) {
       owner[v] = d
-      via[v] = edgeName(d, v)
+      via[v] = edgeName(g, d, v)
     } else if (d >= 0) {
       owner[v] = owner[d]
       via[v] = via[d]

@@ -61,6 +61,16 @@ export function load(path) {
     NF,
   }
 }
+/** The name of the edge from node `from` to node `to` ('?' when there is none). */
+export function edgeName(g, from, to) {
+  for (let k = g.firstEdge[from]; k < g.firstEdge[from + 1]; k++)
+    if (g.eto[k] === to) {
+      const t = g.edgeTypes[g.etype[k]]
+      return t === 'element' || t === 'hidden' ? `[${t}]` : String(g.strings[g.ename[k]] ?? g.ename[k])
+    }
+  return '?'
+}
+
 // dominator tree (Cooper-Harvey-Kennedy iterative) from root 0, skipping weak edges
 export function dominators(g) {
   const { N, firstEdge, etype, eto, edgeTypes } = g

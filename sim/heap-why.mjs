@@ -1,4 +1,4 @@
-import { dominators, load } from './heap-graph.mjs'
+import { dominators, edgeName, load } from './heap-graph.mjs'
 
 // sim/PROFILE.md, 'What each connected member costs': for nodes matching a type:name regex, their dominator chains (grouped), largest first
 //   node sim/heap-why.mjs FILE REGEX [DEPTH] [TOP]
@@ -7,14 +7,6 @@ const g = load(file)
 const { idom, retained, visited } = dominators(g)
 const S = (i) => g.strings[g.name[i]]
 const T = (i) => g.nodeTypes[g.type[i]]
-const edgeName = (from, to) => {
-  for (let k = g.firstEdge[from]; k < g.firstEdge[from + 1]; k++)
-    if (g.eto[k] === to) {
-      const t = g.edgeTypes[g.etype[k]]
-      return t === 'element' || t === 'hidden' ? `[${t}]` : String(g.strings[g.ename[k]] ?? g.ename[k])
-    }
-  return '?'
-}
 const rx = new RegExp(re)
 const D = Number(depthArg ?? 6)
 const groups = new Map()
@@ -25,7 +17,7 @@ for (let v = 0; v < g.N; v++) {
   let x = v
   for (let d = 0; d < D && x > 0; d++) {
     const p = idom[x]
-    chain.push(`${T(p)}:${S(p).slice(0, 40)}.${edgeName(p, x)}`)
+    chain.push(`${T(p)}:${S(p).slice(0, 40)}.${edgeName(g, p, x)}`)
     x = p
   }
   const k = chain.join(' <- ')
