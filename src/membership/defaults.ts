@@ -1,7 +1,7 @@
 /**
  * The `membership:` defaults, written once: config.ts's schema gives them to a config that
  * leaves a key out, and SWIM and the simulator read them from here without loading zod. Not typed
- * as MembershipConfig, which the schema defines from these (membership-defaults.test.ts checks).
+ * as MembershipConfig, which the schema defines from these (kernel-off-thread.test.ts checks).
  */
 export const MEMBERSHIP_DEFAULTS = {
   probeIntervalMs: 1000,
