@@ -4,8 +4,6 @@ import { z } from 'zod'
 import { ConfigError } from './config-error.js'
 import { editDistance } from './edit-distance.js'
 
-export { ConfigError }
-
 // loaded on first use: an agent with no config file and no structured MESH_* value never needs
 // the YAML parser, which would stay in its memory (about 300 KiB of source) for nothing
 let yaml: typeof import('yaml') | undefined

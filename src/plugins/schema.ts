@@ -1,8 +1,6 @@
 import { z } from 'zod'
 import { PluginError } from './plugin-error.js'
 
-export { PluginError }
-
 /** The plugin API version this agent speaks; `mesh_plugin_api` must equal it. */
 export const PLUGIN_API = 1
 

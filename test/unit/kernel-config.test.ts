@@ -3,7 +3,8 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { loadConfig } from '../../src/agent/config.js'
-import { ConfigError, envName, plainScalar } from '../../src/kernel/config.js'
+import { envName, plainScalar } from '../../src/kernel/config.js'
+import { ConfigError } from '../../src/kernel/config-error.js'
 
 describe('config loader', () => {
   let dir: string

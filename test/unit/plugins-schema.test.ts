@@ -1,8 +1,9 @@
 import assert from 'node:assert/strict'
 import { readFileSync } from 'node:fs'
 import { join } from 'node:path'
+import { PluginError } from '../../src/plugins/plugin-error.js'
 import { BUILTIN_DIR, resolveSource } from '../../src/plugins/registry.js'
-import { PluginError, parseManifest } from '../../src/plugins/schema.js'
+import { parseManifest } from '../../src/plugins/schema.js'
 
 const ok = {
   mesh_plugin_api: 1,
