@@ -47,6 +47,8 @@ export const ConfigSchema = z
     logFormat: z.enum(['auto', 'pretty', 'json']).default('auto'),
     dialTimeoutMs: z.number().int().min(100).max(120_000).default(5_000),
     authTimeoutMs: z.number().int().min(100).max(60_000).default(5_000),
+    // libp2p's limit on open connections; raised to 2 x members + 64 as the cluster grows
+    maxConnections: z.number().int().min(2).max(100_000).default(300),
     // a revoked member stops with exit code 4 (systemd: RestartPreventExitStatus=4); false keeps
     // it running, dialing nobody, so that `mesh status` can say what happened
     exitWhenRevoked: z.boolean().default(true),

@@ -982,9 +982,10 @@ export class MembershipComponent implements Component {
     const node = this.libp2p
     const now = Date.now()
     const connected = new Set(node.getConnections().map((c) => c.remotePeer.toString()))
-    const wanted = [...this.table.rows()].filter(
-      (r) => r.peerId !== this.selfId && r.status === 'alive' && !connected.has(r.peerId),
-    )
+    const alive = [...this.table.rows()].filter((r) => r.peerId !== this.selfId && r.status === 'alive')
+    // room for all of them first: past libp2p's limit our dials would be pruned and theirs refused
+    this.deps.node.fitConnectionLimit(alive.length)
+    const wanted = alive.filter((r) => !connected.has(r.peerId))
     this.connectBackoff.retain(new Set(wanted.map((r) => r.peerId)))
     const todo = wanted.filter((r) => this.connectBackoff.ready(r.peerId, now)).slice(0, CONNECT_BATCH)
     const results = await Promise.allSettled(

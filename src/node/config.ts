@@ -31,6 +31,8 @@ export interface NodeConfig {
   announce: string[]
   dialTimeoutMs: number
   authTimeoutMs: number
+  /** libp2p's connection limit before the cluster outgrows it (connection-limit.ts) */
+  maxConnections: number
   exitWhenRevoked: boolean
   relay: z.infer<typeof RelayConfigSchema>
   webrtc: WebrtcConfig

@@ -6,7 +6,7 @@ import { dcutr } from '@libp2p/dcutr'
 import { gossipsub } from '@libp2p/gossipsub'
 import { identify, identifyPush } from '@libp2p/identify'
 import type { PeerId, PrivateKey } from '@libp2p/interface'
-import type { AddressManager } from '@libp2p/interface-internal'
+import type { AddressManager, ConnectionManager } from '@libp2p/interface-internal'
 import { type KadDHT, kadDHT, passthroughMapper, type SingleKadDHT } from '@libp2p/kad-dht'
 import { peerIdFromPrivateKey } from '@libp2p/peer-id'
 import { ping } from '@libp2p/ping'
@@ -210,6 +210,8 @@ export async function createMeshNode(opts: NodeOptions) {
     // finds a dead connection as well without a stream (connection-liveness.ts, started below)
     connectionMonitor: { enabled: false },
     connectionManager: {
+      // raised to fit the cluster once members are known (connection-limit.ts)
+      maxConnections: config.maxConnections,
       // deliberate limits for peers that have not finished their upgrade (inbound-limits.ts)
       inboundUpgradeTimeout: INBOUND_LIMITS.upgradeTimeoutMs,
       maxIncomingPendingConnections: INBOUND_LIMITS.maxPending,
@@ -232,6 +234,8 @@ export async function createMeshNode(opts: NodeOptions) {
       quietPeerStore: quietPeerStore(),
       // a window on libp2p's own address manager, for `mesh status` (observed addresses)
       addresses: (components: { addressManager: AddressManager }) => components.addressManager,
+      // libp2p's connection limit, raised as the cluster grows (connection-limit.ts)
+      connectionLimit: (components: { connectionManager: ConnectionManager }) => components.connectionManager,
       identify: identify({ protocolPrefix: prefix.slice(1), runOnLimitedConnection: true }),
       identifyPush: identifyPush({ protocolPrefix: prefix.slice(1), runOnLimitedConnection: true }),
       // More than one ping at a time per connection (the defaults are 1 out, 2 in): kad-dht pings

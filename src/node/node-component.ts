@@ -9,6 +9,7 @@ import type { ComponentReporter } from '../kernel/reporter.js'
 import { BackoffMap } from './backoff.js'
 import type { Cluster } from './cluster.js'
 import type { NodeConfig } from './config.js'
+import { connectionLimit } from './connection-limit.js'
 import { loadIdentity } from './identity.js'
 import { InviteStore } from './invites.js'
 import { Joiner } from './join.js'
@@ -395,6 +396,20 @@ export class NodeComponent implements Component {
       return members.ids
     }
     return this.members.ids
+  }
+
+  /**
+   * Room for a connection to each of `members` members (connection-limit.ts): libp2p would
+   * otherwise refuse inbound connections past its limit in a cluster larger than it.
+   */
+  fitConnectionLimit(members: number): void {
+    const cm = this.libp2p?.services.connectionLimit
+    if (cm === undefined) return
+    const now = cm.getMaxConnections()
+    const limit = connectionLimit(members, this.deps.config.maxConnections, now)
+    if (limit === now) return
+    cm.setMaxConnections(limit)
+    this.deps.reporter.log.info({ members, maxConnections: limit }, 'connection limit raised for the cluster')
   }
 
   connections(): ConnectionInfo[] {
