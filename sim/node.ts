@@ -77,6 +77,8 @@ export class SimNode {
   hash!: Int32Array
   tableBytes = 0
   readonly lastSync = new Map<number, number>()
+  /** when a sync it started last completed (sync-on-connect.ts); -Infinity: never */
+  lastSyncOk = Number.NEGATIVE_INFINITY
   // connections: explicit ones, or implicit among the members present at t = 0
   baseLinked = false
   readonly conn = new Set<number>()

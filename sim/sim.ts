@@ -19,6 +19,7 @@ import {
   type Verifier,
 } from '../src/membership/record.js'
 import { SUSPICION_MAX_MULT, suspicionTimeoutMs } from '../src/membership/swim.js'
+import { syncOnConnect } from '../src/membership/sync-on-connect.js'
 import { syncScale } from '../src/membership/sync-scale.js'
 import { COST, entryWire, field, ihaveTargets, memberSetBytes, varintLen } from './cost.js'
 import { EventHeap } from './heap.js'
@@ -462,6 +463,7 @@ export class Sim {
     node.hash = node.kind === 'full' ? new Int32Array(2 * this.buckets) : NO_HASH
     node.tableBytes = 0
     node.lastSync.clear()
+    node.lastSyncOk = Number.NEGATIVE_INFINITY
     node.waiters.clear()
     node.wakeAt = Number.POSITIVE_INFINITY
     node.fanoutArmed = false
@@ -1299,16 +1301,23 @@ export class Sim {
 
   private onDial(node: SimNode, src: SimNode, m: Msg): void {
     if (src.epoch !== m.fe || !src.up) return
-    // the dialer syncs; the other end too when the dialer is new to it
-    this.syncOnConnect(src, node.idx)
-    if (this.rowOf(node, src.idx) === undefined) this.syncOnConnect(node, src.idx)
+    // each end by service.ts's rule (sync-on-connect.ts)
+    this.syncOnConnect(src, node.idx, true)
+    this.syncOnConnect(node, src.idx, false)
   }
 
-  private syncOnConnect(node: SimNode, peer: number): void {
+  private syncOnConnect(node: SimNode, peer: number, outbound: boolean): void {
     if (!node.up) return
     const last = node.lastSync.get(peer)
     if (last !== undefined && this.now - last < AGENT.syncOnConnectGapMs) return
-    this.sync(node, peer, 'connect')
+    const due = syncOnConnect({
+      outbound,
+      peerStatus: this.rowOf(node, peer)?.status,
+      lastSyncOkAt: node.lastSyncOk,
+      now: this.now,
+      gapMs: AGENT.syncOnConnectGapMs,
+    })
+    if (due) this.sync(node, peer, 'connect')
   }
 
   private onPeriodic(ev: Ev): void {
@@ -1452,6 +1461,7 @@ export class Sim {
       this.send(node, src.idx, r, bytes + COST.frame, 'sync', payload)
     } else if (m.t === MSG.syncResp) {
       if (src.epoch !== m.fe) return
+      node.lastSyncOk = this.now
       const learnt = this.ingestFrom(node, src)
       if (this.opts.sync === 'digest') {
         const f = this.newMsg(MSG.syncFin, node)

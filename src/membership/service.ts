@@ -35,6 +35,7 @@ import {
   type Signer,
 } from './record.js'
 import { shuffle } from './swim.js'
+import { syncOnConnect } from './sync-on-connect.js'
 import { fromWireClaim, fromWireInfo, toWireClaim, toWireInfo, WireError } from './wire.js'
 
 const MAX_SYNC = 8 << 20
@@ -97,6 +98,8 @@ export class MembershipComponent implements Component {
   private readonly relayWaiters = new Map<string, (ack: boolean) => void>()
   private readonly clocks = new ClockSkew()
   private readonly lastSync = new Map<string, number>()
+  /** when a sync we started last completed (sync-on-connect.ts) */
+  private lastSyncOk = Number.NEGATIVE_INFINITY
   private readonly knownAddrs = new Map<string, string>()
   /** alive members that did not answer a dial: tried again after 5 s, 10 s, ... at most every 5 min */
   private readonly connectBackoff = new BackoffMap({ minMs: CONNECT_EVERY_MS, maxMs: 300_000 })
@@ -712,10 +715,17 @@ export class MembershipComponent implements Component {
     void (async () => {
       if (!(await this.libp2p.services.admission.admitted(conn))) return
       const peer = conn.remotePeer.toString()
+      const now = Date.now()
       const last = this.lastSync.get(peer) ?? 0
-      if (Date.now() - last < SYNC_ON_CONNECT_MIN_GAP_MS) return
-      // both ends would sync on the same connection; the dialer does it
-      if (conn.direction !== 'outbound' && this.table.has(peer)) return
+      if (now - last < SYNC_ON_CONNECT_MIN_GAP_MS) return
+      const due = syncOnConnect({
+        outbound: conn.direction === 'outbound',
+        peerStatus: this.table.status(peer),
+        lastSyncOkAt: this.lastSyncOk,
+        now,
+        gapMs: SYNC_ON_CONNECT_MIN_GAP_MS,
+      })
+      if (!due) return
       // one retry: a member that just restarted may not answer its first sync
       if (!(await this.sync(conn.remotePeer, 'connect')) && conn.status === 'open')
         setTimeout(() => void this.sync(conn.remotePeer, 'connect_retry'), CONNECT_RETRY_MS).unref()
@@ -809,6 +819,7 @@ export class MembershipComponent implements Component {
       // a sync that taught us of members we are not connected to: dial them now, not at the next round
       if (learnt > 0) void this.connectMembers()
       this.metrics.syncs.inc({ role: why, result: 'ok' })
+      this.lastSyncOk = Date.now()
       return true
     } catch (err) {
       // a timed-out sync must not leave its stream open on both ends for good

@@ -698,6 +698,24 @@ describe('membership: bad messages on the wire from a cluster member are dropped
   }
 
   /**
+   * Both tables once neither holds a member suspect: a busy machine may make one suspect the
+   * other for a moment, and a snapshot taken then is no picture to come back to.
+   */
+  async function settledTables(): Promise<string[][]> {
+    let now: string[][] = []
+    await waitFor(
+      'no member suspected in either table',
+      async () => {
+        now = await tables()
+        return now.every((t) => t.every((row) => !row.includes(' suspect ')))
+      },
+      15_000,
+      250,
+    )
+    return now
+  }
+
+  /**
    * Both tables equal `before`. A busy machine may make one member suspect the other for a
    * moment (refuted within seconds); what the bad input forged would not go away, so wait for
    * the tables to settle back rather than compare one instant.
@@ -838,7 +856,7 @@ describe('membership: bad messages on the wire from a cluster member are dropped
   }
 
   it('gossip: oversized, truncated, unsigned, wrongly signed and replayed messages change nothing and are counted', async () => {
-    const before = await tables()
+    const before = await settledTables()
     const m0 = await a.metrics()
     const h = hostile()
     const pub = (bytes: Uint8Array) => node().services.pubsub.publish(topic, bytes)
@@ -897,7 +915,7 @@ describe('membership: bad messages on the wire from a cluster member are dropped
   })
 
   it('sync streams: an over-limit frame, a cut-short frame, undecodable bytes, a malformed digest and bad records change nothing and are counted', async () => {
-    const before = await tables()
+    const before = await settledTables()
     const m0 = await a.metrics()
     const h = hostile()
 
