@@ -61,18 +61,22 @@ export const steady: Scenario = {
 
 export const joinStorm: Scenario = {
   name: 'join-storm',
-  summary: '10% of the members are formed; the other 90% join through random seeds within stormMs',
+  summary:
+    '10% of the members are formed; the other 90% join within stormMs, each through a random formed member',
   available: true,
   initial: (p) => Math.max(2, Math.ceil(p.nodes / 10)),
   expected: (p) => p.nodes,
   plan(sim, p, rng) {
     const initial = this.initial(p)
+    // a joiner redeems an invite from a member that issued it (an admin), so from a member that
+    // was there before the storm, never from another joiner of the same storm
+    const formed = sim.liveNodes().slice()
     let last = p.startMs
     for (let k = initial; k < p.nodes; k++) {
       const t = p.startMs + rng() * p.stormMs
       last = Math.max(last, t)
       sim.at(t, () => {
-        const live = sim.liveNodes()
+        const live = formed.filter((i) => sim.isUp(i))
         sim.join(live[randInt(rng, live.length)])
       })
     }

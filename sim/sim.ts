@@ -724,6 +724,12 @@ export class Sim {
   }
 
   /** Running members that have not left. */
+  /** running and not left */
+  isUp(i: number): boolean {
+    const n = this.nodes[i]
+    return n.up && !n.left
+  }
+
   liveNodes(): number[] {
     const out: number[] = []
     for (const n of this.nodes) if (n.up && !n.left) out.push(n.idx)

@@ -20,7 +20,7 @@ describe('sync on a new connection (sync-on-connect.ts)', () => {
     )
   })
 
-  it('either end syncs with a member it does not hold alive: a joiner, or one back from the dead', () => {
+  it('either end syncs with a member it does not hold alive, whatever the gap: a joiner, or one back', () => {
     for (const peerStatus of [undefined, 'dead', 'left'] as const)
       for (const outbound of [true, false])
         assert.equal(syncOnConnect({ ...base, outbound, peerStatus }), true)
