@@ -9,7 +9,8 @@
  * over the member's Noise-authenticated connection (HKDF-SHA256), so the keys themselves never
  * travel; a member on the previous version sends 32 random bytes instead. The receiver opens a
  * datagram with the key its id names and accepts a counter once (a sliding window, as IPsec and
- * WireGuard keep).
+ * WireGuard keep). The cipher runs through OpenSSL with one context per key where Node exposes
+ * it (openssl-aead.ts), through node:crypto otherwise: the same bytes either way.
  */
 import {
   createCipheriv,
@@ -21,6 +22,7 @@ import {
   type KeyObject,
   randomBytes,
 } from 'node:crypto'
+import { type OpensslAead, opensslAead } from './openssl-aead.js'
 
 export const KEY_BYTES = 32
 export const HEADER_BYTES = 12
@@ -101,30 +103,54 @@ function nonceOf(counter: number, out: Buffer): Buffer {
 /** Seals what we send to one member: its key, the id it gave for it, our counter. */
 export class Sealer {
   private readonly nonce = Buffer.alloc(12)
+  private aead: OpensslAead | undefined
 
   constructor(
     private readonly key: Uint8Array,
     private readonly keyId: number,
     /** the next counter: 0 for a new key */
     private counter = 0,
-  ) {}
+    /** false: node:crypto even where OpenSSL's contexts are available (tests) */
+    openssl = true,
+  ) {
+    this.aead = openssl ? opensslAead(key, true) : undefined
+  }
 
   /** How many datagrams this key sealed (for a new key: since it was made). */
   get sealed(): number {
     return this.counter
   }
 
-  /** The key is retired: zero our copy of it (what node:crypto copied for a call is gone with it). */
+  /**
+   * The key is retired: zero our copy of it and free OpenSSL's context (which clears its copy);
+   * what node:crypto copied for a call is gone with it.
+   */
   wipe(): void {
     this.key.fill(0)
+    this.aead?.free()
+    this.aead = undefined
   }
 
-  /** The datagram's three parts (header, ciphertext, tag), to send as one. */
-  seal(plaintext: Uint8Array): [Buffer, Buffer, Buffer] {
+  /** The datagram (header, ciphertext, tag): one buffer, or its three parts, to send as one. */
+  seal(plaintext: Uint8Array): Buffer | [Buffer, Buffer, Buffer] {
     const counter = this.counter++
+    nonceOf(counter, this.nonce)
+    if (this.aead !== undefined) {
+      const n = plaintext.length
+      const d = Buffer.allocUnsafe(HEADER_BYTES + n + TAG_BYTES)
+      d.writeUInt32BE(this.keyId, 0)
+      this.nonce.copy(d, 4, 4, 12)
+      this.aead.seal(
+        this.nonce,
+        plaintext,
+        d.subarray(HEADER_BYTES, HEADER_BYTES + n),
+        d.subarray(HEADER_BYTES + n),
+      )
+      return d
+    }
     const header = Buffer.allocUnsafe(HEADER_BYTES)
     header.writeUInt32BE(this.keyId, 0)
-    nonceOf(counter, this.nonce).copy(header, 4, 4, 12)
+    this.nonce.copy(header, 4, 4, 12)
     const c = createCipheriv(ALG, this.key, this.nonce, { authTagLength: TAG_BYTES })
     const ct = c.update(plaintext)
     c.final()
@@ -140,27 +166,49 @@ export type OpenResult =
 export class Opener {
   readonly window = new ReplayWindow()
   private readonly nonce = Buffer.alloc(12)
+  private aead: OpensslAead | undefined
 
-  constructor(private readonly key: Uint8Array) {}
+  constructor(
+    private readonly key: Uint8Array,
+    /** false: node:crypto even where OpenSSL's contexts are available (tests) */
+    openssl = true,
+  ) {
+    this.aead = openssl ? opensslAead(key, false) : undefined
+  }
 
   wipe(): void {
     this.key.fill(0)
+    this.aead?.free()
+    this.aead = undefined
   }
 
-  /** The plaintext of a datagram whose key id is ours, or why it is dropped. */
+  /**
+   * The plaintext of a datagram whose key id is ours, or why it is dropped. Through OpenSSL the
+   * datagram is decrypted in place: its bytes after the header are the plaintext afterwards (or
+   * garbage, when it is refused).
+   */
   open(d: Uint8Array): OpenResult {
+    if (d.length < OVERHEAD) return { ok: false, reason: 'udp-bad-tag' }
     const counter = counterOf(d)
     // a replay or a counter older than the window is dropped before any decryption
     if (!this.window.fresh(counter)) return { ok: false, reason: 'udp-replayed' }
-    const decipher = createDecipheriv(ALG, this.key, nonceOf(counter, this.nonce), {
-      authTagLength: TAG_BYTES,
-    })
-    decipher.setAuthTag(d.subarray(d.length - TAG_BYTES))
-    const plaintext = decipher.update(d.subarray(HEADER_BYTES, d.length - TAG_BYTES))
-    try {
-      decipher.final()
-    } catch {
-      return { ok: false, reason: 'udp-bad-tag' }
+    const tag = d.subarray(d.length - TAG_BYTES)
+    let plaintext: Buffer
+    if (this.aead !== undefined) {
+      plaintext = Buffer.from(d.buffer, d.byteOffset + HEADER_BYTES, d.length - OVERHEAD)
+      if (!this.aead.open(nonceOf(counter, this.nonce), plaintext, tag))
+        return { ok: false, reason: 'udp-bad-tag' }
+    } else {
+      const decipher = createDecipheriv(ALG, this.key, nonceOf(counter, this.nonce), {
+        authTagLength: TAG_BYTES,
+      })
+      decipher.setAuthTag(tag)
+      plaintext = decipher.update(d.subarray(HEADER_BYTES, d.length - TAG_BYTES))
+      try {
+        decipher.final()
+      } catch {
+        return { ok: false, reason: 'udp-bad-tag' }
+      }
     }
     // only an authentic datagram moves the window (a forged one must not push real ones out)
     this.window.mark(counter)

@@ -32,7 +32,7 @@ function packet(size: number, tag = 0): Uint8Array {
   return p
 }
 
-const joined = (parts: Uint8Array[]) => Buffer.concat(parts)
+const joined = (d: Buffer | Buffer[]) => (Array.isArray(d) ? Buffer.concat(d) : d)
 
 /** Both carriers' ticks every `ms`, as the component runs them, until paused or closed. */
 function ticking(a: UdpCarrier, b: UdpCarrier, ms: number) {
