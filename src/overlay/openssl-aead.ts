@@ -158,5 +158,11 @@ export function opensslAead(key: Uint8Array, encrypt: boolean): OpensslAead | un
       } catch {}
     }
   }
-  return evp === null ? undefined : new OpensslAead(evp, key, encrypt)
+  if (evp === null) return undefined
+  try {
+    return new OpensslAead(evp, key, encrypt)
+  } catch {
+    // OpenSSL out of memory for a context: this key goes through node:crypto
+    return undefined
+  }
 }
