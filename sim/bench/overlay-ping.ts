@@ -66,6 +66,8 @@ async function main(): Promise<void> {
     return
   }
   const load0 = loadavg()
+  // the machine line's 'load average at start' is read now, not when the report is printed
+  const machine = machineInfo()
   const worlds: Array<{ w: InstanceType<WorldModule['World']>; run: Awaited<ReturnType<typeof setUp>> }> = []
   const out: Measured[] = builds.map((build) => ({
     build,
@@ -137,7 +139,7 @@ async function main(): Promise<void> {
     ['l', 'r', 'r', 'r', 'r', 'r', 'r', 'r'],
   )
   console.log(
-    `\n${table}\n${rounds} rounds of ${pings} pings (-i 0.01) per build${mib > 0 ? ` and ${mib} MiB TCP` : ''}; Machine: ${machineMarkdown(machineInfo())}; load average at end ${load(loadavg())}`,
+    `\n${table}\n${rounds} rounds of ${pings} pings (-i 0.01) per build${mib > 0 ? ` and ${mib} MiB TCP` : ''}; Machine: ${machineMarkdown(machine)}; load average at end ${load(loadavg())}`,
   )
   writeReport('overlay-ping', { rounds, pings, mib, out, load: [load0, loadavg()] })
 }
