@@ -31,7 +31,7 @@ export interface Msg {
   gossip: Array<SignedInfo | Claim> | undefined
 }
 
-export type SyncWhy = 'periodic' | 'connect' | 'leave'
+export type SyncWhy = 'periodic' | 'connect' | 'leave' | 'catchup'
 
 export const MSG = {
   probe: 0,
@@ -79,6 +79,8 @@ export class SimNode {
   readonly lastSync = new Map<number, number>()
   /** when a sync it started last completed (sync-on-connect.ts); -Infinity: never */
   lastSyncOk = Number.NEGATIVE_INFINITY
+  /** a catch-up sync is due (sync-on-connect.ts, catchUpAfter) */
+  catchUpArmed = false
   // connections: explicit ones, or implicit among the members present at t = 0
   baseLinked = false
   readonly conn = new Set<number>()

@@ -318,7 +318,7 @@ export function details(s: Summary): string {
     )
   const y = s.syncs
   out.push(
-    `  syncs: ${y.periodic} periodic, ${y.connect} on connect, ${y.leave} on leave (${y.unsent} never sent before the agent stopped), ${y.failed} failed, ${y.tooLarge} over 8 MiB; ${y.rowsMoved} rows moved`,
+    `  syncs: ${y.periodic} periodic, ${y.connect} on connect, ${y.catchup ?? 0} to catch up, ${y.leave} on leave (${y.unsent} never sent before the agent stopped), ${y.failed} failed, ${y.tooLarge} over 8 MiB; ${y.rowsMoved} rows moved`,
   )
   if (s.violations.length > 0) {
     const v = s.violations

@@ -142,6 +142,7 @@ const K_SYNC = 4
 const K_CONNECT = 5
 const K_RECONNECT = 6
 const K_FANOUT = 7
+const K_CATCHUP = 8
 
 interface Ev {
   at: number
@@ -227,7 +228,16 @@ export class Sim {
    * with agents.
    */
   readonly payload: Record<Channel, number> = { probe: 0, gossip: 0, ihave: 0, sync: 0, dial: 0, ext: 0 }
-  readonly syncs = { periodic: 0, connect: 0, leave: 0, failed: 0, unsent: 0, tooLarge: 0, rowsMoved: 0 }
+  readonly syncs = {
+    periodic: 0,
+    connect: 0,
+    leave: 0,
+    catchup: 0,
+    failed: 0,
+    unsent: 0,
+    tooLarge: 0,
+    rowsMoved: 0,
+  }
   readonly counters = {
     events: 0,
     broadcasts: 0,
@@ -353,6 +363,9 @@ export class Sim {
         case K_FANOUT:
           this.onFanout(ev)
           break
+        case K_CATCHUP:
+          this.onCatchUp(ev)
+          break
       }
     }
     this.now = Math.max(this.now, untilMs)
@@ -464,6 +477,7 @@ export class Sim {
     node.tableBytes = 0
     node.lastSync.clear()
     node.lastSyncOk = Number.NEGATIVE_INFINITY
+    node.catchUpArmed = false
     node.waiters.clear()
     node.wakeAt = Number.POSITIVE_INFINITY
     node.fanoutArmed = false
@@ -1376,21 +1390,28 @@ export class Sim {
 
   // ---- push-pull ------------------------------------------------------------------------------
 
-  private syncRandom(node: SimNode): void {
+  private onCatchUp(ev: Ev): void {
+    const node = this.nodes[ev.n]
+    if (!node.up || node.epoch !== ev.e) return
+    node.catchUpArmed = false
+    if (!node.left) this.syncRandom(node, 'catchup')
+  }
+
+  private syncRandom(node: SimNode, why: SyncWhy = 'periodic'): void {
     // uniform over the alive and suspect members it holds, itself excluded
     const pool = node.interest
     const n = pool === undefined ? this.nodes.length : pool.length
     for (let tries = 0; tries < 64; tries++) {
       const j = pool === undefined ? randInt(this.rng, n) : pool[randInt(this.rng, n)]
       if (j !== node.idx && this.isMember(node, j)) {
-        this.sync(node, j, 'periodic')
+        this.sync(node, j, why)
         return
       }
     }
     const all: number[] = []
     for (const j of pool ?? this.nodes.map((x) => x.idx))
       if (j !== node.idx && this.isMember(node, j)) all.push(j)
-    if (all.length > 0) this.sync(node, all[randInt(this.rng, all.length)], 'periodic')
+    if (all.length > 0) this.sync(node, all[randInt(this.rng, all.length)], why)
   }
 
   /** Bytes of a node's whole table as a MemberSet (a light node stands in for a full one). */
@@ -1480,6 +1501,11 @@ export class Sim {
       // connection to now, not at the next 5 s round (a restarted agent syncs with all of them
       // within a second this way: 19 'connect' syncs at 20 agents)
       if (learnt > 0) this.connectMembers(node)
+      // service.ts: a sync that taught us something is followed by another with a random member
+      if (learnt > 0 && !node.catchUpArmed) {
+        node.catchUpArmed = true
+        this.push(this.now + AGENT.syncOnConnectGapMs, K_CATCHUP, node.idx, node.epoch)
+      }
     } else this.ingestFrom(node, src)
   }
 

@@ -100,6 +100,7 @@ export class MembershipComponent implements Component {
   private readonly lastSync = new Map<string, number>()
   /** when a sync we started last completed (sync-on-connect.ts) */
   private lastSyncOk = Number.NEGATIVE_INFINITY
+  private catchUpTimer: NodeJS.Timeout | undefined
   private readonly knownAddrs = new Map<string, string>()
   /** alive members that did not answer a dial: tried again after 5 s, 10 s, ... at most every 5 min */
   private readonly connectBackoff = new BackoffMap({ minMs: CONNECT_EVERY_MS, maxMs: 300_000 })
@@ -296,6 +297,7 @@ export class MembershipComponent implements Component {
     this.stopped = true
     clearTimeout(this.wakeTimer)
     clearTimeout(this.fanoutTimer)
+    clearTimeout(this.catchUpTimer)
     for (const t of this.timers) clearInterval(t)
     const node = this.libp2p
     this.stopConnections?.()
@@ -759,6 +761,28 @@ export class MembershipComponent implements Component {
     await this.sync(peerIdFromString(pick), unsure.length > 0 ? 'periodic_dead' : 'periodic')
   }
 
+  /**
+   * A sync that taught us something is followed, SYNC_ON_CONNECT_MIN_GAP_MS later, by one with a
+   * random member, and so on while syncs keep teaching: while the cluster changes fast (a join
+   * storm) news also spreads sync to sync, where the piggyback queue falls behind, and a
+   * member's syncs on connect are held to one per gap (sync-on-connect.ts). A quiet cluster's
+   * syncs teach nothing, so this stops by itself.
+   */
+  private catchUpSoon(): void {
+    if (this.catchUpTimer !== undefined || this.stopped) return
+    this.catchUpTimer = setTimeout(() => {
+      this.catchUpTimer = undefined
+      if (this.stopped || this.left) return
+      const peers = [...this.table.rows()].filter(
+        (r) => r.peerId !== this.selfId && (r.status === 'alive' || r.status === 'suspect'),
+      )
+      if (peers.length === 0) return
+      const pick = peers[Math.floor(Math.random() * peers.length)].peerId
+      void this.sync(peerIdFromString(pick), 'catchup')
+    }, SYNC_ON_CONNECT_MIN_GAP_MS)
+    this.catchUpTimer.unref()
+  }
+
   /** probe payloads with their length prefix (stream set-up and framing are not counted) */
   private countProbe(direction: 'in' | 'out', bytes: number): void {
     this.metrics.bytes.inc({ direction, channel: 'probe' }, bytes + 1)
@@ -820,6 +844,7 @@ export class MembershipComponent implements Component {
       if (learnt > 0) void this.connectMembers()
       this.metrics.syncs.inc({ role: why, result: 'ok' })
       this.lastSyncOk = Date.now()
+      if (learnt > 0) this.catchUpSoon()
       return true
     } catch (err) {
       // a timed-out sync must not leave its stream open on both ends for good

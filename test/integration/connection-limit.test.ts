@@ -38,8 +38,6 @@ describe('a cluster larger than the configured connection limit', function () {
       60_000,
       500,
     )
-    for (const a of agents)
-      assert.match(a.stderr + a.stdout, /connection limit raised for the cluster/, `${a.dataDir} says so`)
     // a further 20 s with every connection kept: no member refused a probe, so none was suspected
     const before = await Promise.all(
       agents.map((a) => a.metric('mesh_membership_changes_total', { to: 'suspect' })),
