@@ -143,6 +143,28 @@ export class SimNode {
     return mix3(this.sampleSeed, a, b) / 4294967296 < this.sampleFrac
   }
 
+  /**
+   * A light node's own number for member j: its position in `interest` (0 for itself), -1 when
+   * it does not follow j. Its table and detector find rows and slots by it in arrays of ~300
+   * instead of two hash maps of peer IDs (~100 B a row). `interest` after its first entry (the
+   * node itself) is ascending: members it followed when added, then joiners in index order.
+   */
+  slotOf(j: number): number {
+    if (j === this.idx) return 0
+    const a = this.interest
+    if (a === undefined || j < 0) return -1
+    let lo = 1
+    let hi = a.length - 1
+    while (lo <= hi) {
+      const m = (lo + hi) >> 1
+      const v = a[m]
+      if (v === j) return m
+      if (v < j) lo = m + 1
+      else hi = m - 1
+    }
+    return -1
+  }
+
   downAtOf(epoch: number): number {
     return this.downAt[epoch] ?? Number.POSITIVE_INFINITY
   }

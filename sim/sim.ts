@@ -485,9 +485,10 @@ export class Sim {
     const incarnation = Math.floor(this.opts.wallStartMs + this.now)
     const m = this.opts.membership
     const light = node.kind === 'light' ? this.lightSuspicion : undefined
-    // a full member finds its rows and detector slots by member number, not in hash maps of
-    // peer IDs (~90 B a row; an array by number costs a light member more than its ~300 rows)
-    const index = node.full ? this.indexOf : undefined
+    // rows and detector slots are found in arrays, not in hash maps of peer IDs (~90 B a row):
+    // by member number on a full member, by position in its sample on a light one (an array by
+    // member number would cost it 10,000 slots for ~300 rows)
+    const index = node.full ? this.indexOf : (p: string) => node.slotOf(this.idxOf(p))
     node.core = new MembershipCore({
       signer: node.signer,
       verifier: this.verifier,
@@ -516,7 +517,8 @@ export class Sim {
         : 0,
     })
     node.table = node.core.table
-    node.rowAt = node.table.rowsByIndex()
+    // a light table's array is by sample position, not member number
+    node.rowAt = node.full ? node.table.rowsByIndex() : undefined
     node.core.start(this.now)
     node.tickPhase = this.rng() * AGENT.tickMs
     node.meshDirty = true

@@ -45,6 +45,29 @@ describe('sim determinism and basics', () => {
     assert.deepEqual(strip(a), strip(run()))
   })
 
+  it("a light member's sample position is found for every member it follows, joiners too", function () {
+    this.timeout(60_000)
+    const sim = new Sim({ seed: 9, expectedNodes: 150, fullMax: 60, observers: 20, sample: 30 })
+    sim.form(120)
+    sim.run(5_000)
+    for (let i = 0; i < 30; i++) sim.join(i)
+    sim.run(30_000)
+    let light = 0
+    for (const node of sim.nodes) {
+      if (node.full) continue
+      light++
+      assert.equal(node.slotOf(node.idx), 0)
+      for (let j = 0; j < sim.nodes.length; j++) {
+        const slot = node.slotOf(j)
+        assert.equal(slot >= 0, node.follows(j), `node ${node.idx}, member ${j}`)
+        if (slot >= 0) assert.equal(node.interest![slot], j)
+      }
+      // its table holds only members it follows (a row of any other would have thrown)
+      for (const r of node.table.rows()) assert.ok(node.follows(sim.idxOf(r.peerId)))
+    }
+    assert.ok(light > 100)
+  })
+
   it('a different seed gives different results', function () {
     this.timeout(60_000)
     const run = (seed: number) =>
