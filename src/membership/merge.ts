@@ -159,7 +159,10 @@ export function effectiveStatus(e: Entry): Status {
 
 // ---- the table -----------------------------------------------------------------------------
 
-/** A table row. Read-only outside this module; the objects are reused across updates. */
+/**
+ * A table row. Read-only outside this module; the objects are reused across updates, except a
+ * formed row shared by many tables (insertVerified), which is replaced at its first update.
+ */
 export interface Row {
   readonly peerId: string
   readonly entry: Entry
@@ -252,6 +255,14 @@ class IndexedRows implements RowStore {
 }
 
 /**
+ * Rows made by insertVerified, one per record, shared by every table that holds the record so:
+ * a formed row is the same in all of them (the record, 'alive', the same `since`), and the
+ * simulator's formed cluster holds ~8 M of them (48 B each). Never changed: a table copies one
+ * before its first update.
+ */
+const formedRows = new WeakMap<SignedInfo, Rec>()
+
+/**
  * The local view of the cluster. apply() takes an entry, a signed record or a claim from
  * anywhere (gossip, push-pull, our own failure detector), checks and verifies it, joins it in,
  * and says what changed. Dead and left rows are tombstones: listed until reap() hides them after
@@ -277,6 +288,9 @@ export class MemberTable {
     'bad-signature': 0,
   }
 
+  /** whether insertVerified gave this table shared rows (see formedRows) */
+  private shared = false
+
   constructor(private readonly opts: MemberTableOptions = {}) {
     this.map = opts.index !== undefined ? new IndexedRows(opts.index) : new Map<string, Rec>()
   }
@@ -298,8 +312,8 @@ export class MemberTable {
   }
 
   /**
-   * With an `index`: the rows by index (a row object is kept across updates), for a driver
-   * that looks up millions of rows by number. Undefined without one.
+   * With an `index`: the rows by index, for a driver that looks up millions of rows by number
+   * (read it again after an update: a shared formed row is replaced). Undefined without one.
    */
   rowsByIndex(): ReadonlyArray<Row | undefined> | undefined {
     return this.map instanceof IndexedRows ? this.map.at : undefined
@@ -343,7 +357,15 @@ export class MemberTable {
     if (this.map.has(peerId)) return false
     if (this.hidden.size > 0 && this.hidden.has(peerId)) return false
     if (this.pending.size > 0 && this.pending.has(peerId)) return false
-    this.map.set(peerId, new Rec(plain(signed), 'alive', now))
+    let rec = formedRows.get(signed)
+    if (rec === undefined) {
+      rec = new Rec(plain(signed), 'alive', now)
+      formedRows.set(signed, rec)
+    }
+    // shared only when it is the row this table would make (formed at another time: its own)
+    if (rec.since === now) this.shared = true
+    else rec = new Rec(plain(signed), 'alive', now)
+    this.map.set(peerId, rec)
     this.byStatus.alive++
     this.outcomes.changed++
     return true
@@ -383,7 +405,7 @@ export class MemberTable {
 
     const live = this.map.get(peerId)
     const ghost = live === undefined ? this.hidden.get(peerId) : undefined
-    const rec = live ?? ghost?.rec
+    let rec = live ?? ghost?.rec
     // byte-identical copies skip verification: they cannot change anything
     const infoNew = signed !== undefined && !(rec !== undefined && sameSigned(rec.entry.signed, signed))
     const claimNew =
@@ -420,6 +442,11 @@ export class MemberTable {
     const incoming = make(signed ?? rec.entry.signed, claim)
     const merged = merge(rec.entry, incoming)
     if (merged === rec.entry) return { outcome: 'stale' }
+    if (this.shared && formedRows.get(rec.entry.signed) === rec) {
+      // a shared formed row: this table's own copy from now on (the same place in the order)
+      rec = new Rec(rec.entry, rec.status, rec.since)
+      if (live !== undefined) this.map.set(peerId, rec)
+    }
     const before = live === undefined ? undefined : rec.status
     const status = effectiveStatus(merged)
     rec.entry = merged

@@ -226,6 +226,38 @@ describe('membership core (sans-IO, fake clock)', () => {
     assert.equal(ofType(joined.effects, 'change').length, ofType(applied.effects, 'change').length - 30)
   })
 
+  it('tables joining the same record share one row until one of them changes it', () => {
+    const records = Array.from({ length: 5 }, (_, i) => record(peer(10 + i), 500 + i))
+    const byId = new Map(records.map((r, i) => [r.info.peerId, i]))
+    for (const index of [undefined, (p: string) => byId.get(p) ?? -1]) {
+      const tables = [0, 1, 2].map(() => new MemberTable({ index }))
+      for (const t of tables) for (const r of records) assert.equal(t.insertVerified(r, 5), true)
+      const X = records[2].info.peerId
+      assert.equal(tables[0].row(X), tables[1].row(X), 'one shared row object')
+      const order = [...tables[0].rows()].map((r) => r.peerId)
+      assert.ok(tables[0].apply(claim(A, X, 502, 'suspect'), nullCrypto.verifier, 9) !== undefined)
+      assert.equal(tables[0].status(X), 'suspect')
+      assert.equal(tables[0].row(X)?.since, 9)
+      for (const t of tables.slice(1)) {
+        assert.equal(t.status(X), 'alive', 'the others keep theirs')
+        assert.equal(t.row(X)?.since, 5)
+        assert.equal(t.row(X)?.entry.claim, undefined)
+      }
+      assert.deepEqual(
+        [...tables[0].rows()].map((r) => r.peerId),
+        order,
+        'the changed row keeps its place',
+      )
+      assert.deepEqual(tables[0].counts(), { alive: 4, suspect: 1, dead: 0, left: 0 })
+      assert.deepEqual(tables[1].counts(), { alive: 5, suspect: 0, dead: 0, left: 0 })
+      // joined at another time: a row of its own, not the shared one
+      const late = new MemberTable({ index })
+      assert.equal(late.insertVerified(records[0], 7), true)
+      assert.equal(late.row(records[0].info.peerId)?.since, 7)
+      assert.equal(tables[1].row(records[0].info.peerId)?.since, 5)
+    }
+  })
+
   it('leaves joining to apply() when the peer is held or has a claim held back', () => {
     const { core } = make()
     core.apply(record(A, 1), 0)
