@@ -739,13 +739,13 @@ export class Sim {
     node.mesh = []
   }
 
-  /** Running members that have not left. */
-  /** running and not left */
+  /** Whether member i is running and has not left. */
   isUp(i: number): boolean {
     const n = this.nodes[i]
     return n.up && !n.left
   }
 
+  /** Running members that have not left. */
   liveNodes(): number[] {
     const out: number[] = []
     for (const n of this.nodes) if (n.up && !n.left) out.push(n.idx)
