@@ -336,10 +336,7 @@ export class MembershipComponent implements Component {
   private leaveTargets(): PeerId[] {
     const connected = this.libp2p.getPeers().filter((p) => this.isMember(p.toString()))
     const seen = new Set(connected.map((p) => p.toString()))
-    const others = [...this.table.rows()]
-      .filter((r) => r.peerId !== this.selfId && !seen.has(r.peerId))
-      .filter((r) => r.status === 'alive' || r.status === 'suspect')
-      .map((r) => r.peerId)
+    const others = this.otherLivePeers().filter((p) => !seen.has(p))
     const room = Math.max(0, LEAVE_FANOUT - connected.length)
     shuffle(others, room, Math.random)
     return [...connected.slice(0, LEAVE_FANOUT), ...others.slice(0, room).map((p) => peerIdFromString(p))]
@@ -734,12 +731,16 @@ export class MembershipComponent implements Component {
     })()
   }
 
+  /** The other members we hold alive or suspect, by peer ID. */
+  private otherLivePeers(): string[] {
+    const out: string[] = []
+    for (const r of this.table.rows())
+      if (r.peerId !== this.selfId && (r.status === 'alive' || r.status === 'suspect')) out.push(r.peerId)
+    return out
+  }
+
   private async syncRandom(): Promise<void> {
-    const peers = new Set(
-      [...this.table.rows()]
-        .filter((r) => r.peerId !== this.selfId && (r.status === 'alive' || r.status === 'suspect'))
-        .map((r) => r.peerId),
-    )
+    const peers = new Set(this.otherLivePeers())
     // admitted members we are connected to but whose record we lack (or hold as dead) count
     // too: otherwise a member whose first sync failed could wait forever for a table to pick from
     for (const p of this.admittedPeers()) peers.add(p)
@@ -773,11 +774,9 @@ export class MembershipComponent implements Component {
     this.catchUpTimer = setTimeout(() => {
       this.catchUpTimer = undefined
       if (this.stopped || this.left) return
-      const peers = [...this.table.rows()].filter(
-        (r) => r.peerId !== this.selfId && (r.status === 'alive' || r.status === 'suspect'),
-      )
+      const peers = this.otherLivePeers()
       if (peers.length === 0) return
-      const pick = peers[Math.floor(Math.random() * peers.length)].peerId
+      const pick = peers[Math.floor(Math.random() * peers.length)]
       void this.sync(peerIdFromString(pick), 'catchup')
     }, SYNC_ON_CONNECT_MIN_GAP_MS)
     this.catchUpTimer.unref()

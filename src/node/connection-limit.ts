@@ -13,6 +13,7 @@
 /** room above two connections per member */
 export const CONNECTION_MARGIN = 64
 
-export function connectionLimit(members: number, floor: number, current = floor): number {
-  return Math.max(floor, current, 2 * members + CONNECTION_MARGIN)
+/** The limit for `members` members, given the one in force (which starts at the configured floor). */
+export function connectionLimit(members: number, current: number): number {
+  return Math.max(current, 2 * members + CONNECTION_MARGIN)
 }

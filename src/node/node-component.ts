@@ -406,7 +406,7 @@ export class NodeComponent implements Component {
     const cm = this.libp2p?.services.connectionLimit
     if (cm === undefined) return
     const now = cm.getMaxConnections()
-    const limit = connectionLimit(members, this.deps.config.maxConnections, now)
+    const limit = connectionLimit(members, now)
     if (limit === now) return
     cm.setMaxConnections(limit)
     this.deps.reporter.log.info({ members, maxConnections: limit }, 'connection limit raised for the cluster')
