@@ -42,6 +42,7 @@ const HELP = `usage: node dist/sim/cli.js [options]
   --observers K       full nodes when N > --full-max (default 500)
   --full-max N        above this many members, light nodes are used (default 2000)
   --sample K          members a light node probes and follows (default 300)
+  --light-relay on|off  a light node passes on news outside its sample once (default off)
   --start S           first disruption (default 30)
   --crash-frac F      crash: fraction killed (default 0.1)
   --partition-s S     partition: how long (default 60)
@@ -178,6 +179,12 @@ function parse(argv: string[]): Cli {
       case '--sample':
         c.sim.sample = num(1)
         break
+      case '--light-relay': {
+        const v = val()
+        if (v !== 'on' && v !== 'off') throw new Error('--light-relay takes on or off')
+        c.sim.lightRelay = v === 'on'
+        break
+      }
       case '--start':
         c.params.startMs = num() * 1000
         break

@@ -24,6 +24,7 @@ import { syncScale } from '../src/membership/sync-scale.js'
 import { COST, entryWire, field, ihaveTargets, memberSetBytes, varintLen } from './cost.js'
 import { EventHeap } from './heap.js'
 import { kadIdOf, kadStartDials } from './kad.js'
+import { LightRelayFilter } from './light-relay.js'
 import { Tracker } from './metrics.js'
 import { Network, type NetworkOptions } from './network.js'
 import { MSG, type Msg, SimNode, type SyncWhy } from './node.js'
@@ -82,6 +83,8 @@ export interface SimOptions {
   observers: number | undefined
   /** members a light node probes and follows */
   sample: number
+  /** a light node passes on news outside its sample, once per item it hears (MODEL.md, Light members that relay) */
+  lightRelay: boolean
   /** publish our record once on start (the agent does only when its addresses change) */
   announceOnStart: boolean
   /** a crash's reset connections make some of their other ends probe it out of turn (Swim.closed), as the agent */
@@ -110,6 +113,7 @@ export const SIM_DEFAULTS: SimOptions = {
   fullMax: 2000,
   observers: undefined,
   sample: 300,
+  lightRelay: false,
   announceOnStart: false,
   probeOnClose: MEMBERSHIP_DEFAULTS.probeOnClose,
   maxConnections: 300,
@@ -118,6 +122,13 @@ export const SIM_DEFAULTS: SimOptions = {
   expectedNodes: 0,
   clusterId: '5eed0c1a55e7c0de',
 }
+
+/**
+ * The most items a light member's queue holds when it relays news outside its sample (a full
+ * member's holds BROADCAST_DEFAULTS.maxItems): 9,500 queues of 256 items ran out of 1.6 GB in a
+ * crash at 10,000; the most-sent items are the ones dropped (MODEL.md, Light members that relay).
+ */
+const LIGHT_QUEUE_MAX = 32
 
 export type Channel = 'probe' | 'gossip' | 'ihave' | 'sync' | 'dial' | 'ext'
 export const CHANNELS: readonly Channel[] = ['probe', 'gossip', 'ihave', 'sync', 'dial', 'ext']
@@ -261,6 +272,8 @@ export class Sim {
   nodeMs = 0
   private readonly lightSuspicion: { min: number; max: number } | undefined
   private lightFrac = 1
+  /** what light members heard about members outside their sample (lightRelay) */
+  private readonly relayFilter: LightRelayFilter
   private readonly observerTarget: number
   private observerCount = 0
   private readonly swimRngSeed: number
@@ -284,6 +297,7 @@ export class Sim {
       () => this.now,
     )
     const expected = Math.max(o.expectedNodes, 1)
+    this.relayFilter = new LightRelayFilter(expected)
     this.observerTarget =
       expected <= o.fullMax ? Number.POSITIVE_INFINITY : (o.observers ?? Math.min(expected, 500))
     if (o.observers !== undefined) this.observerTarget = o.observers
@@ -508,6 +522,7 @@ export class Sim {
       // skip lists of member numbers, for light members too (a list, not an array by number)
       piggyback: this.opts.dissemination === 'piggyback' && {
         retransmitMult: this.opts.retransmitMult,
+        ...(node.full || !this.opts.lightRelay ? {} : { maxItems: LIGHT_QUEUE_MAX }),
         index: this.indexOf,
       },
       follows: node.full ? undefined : (p) => node.follows(this.idxOf(p)),
@@ -971,15 +986,22 @@ export class Sim {
     // most messages bring only news already held: no arrays for them
     let records: SignedInfo[] | undefined
     let claims: Claim[] | undefined
+    let relayed = false
     const rowAt = node.rowAt
     const light = node.interest !== undefined
     for (const x of items) {
       const isRecord = 'info' in x
       const peerId = isRecord ? x.info.peerId : x.peerId
       const j = this.idxOf(peerId)
-      // news about a member a light node does not follow: the core would drop it unseen (most
-      // of what a light node hears at 10,000; asking its table first was a miss in a hash map)
-      if (light && !node.follows(j)) continue
+      // news about a member a light node does not follow: no row to ask (most of what a light
+      // node hears at 10,000), so it is passed on the first time this node hears it
+      if (light && !node.follows(j)) {
+        if (this.opts.lightRelay && this.relayFilter.first(x, j, node.idx)) {
+          node.core.relay(x, this.nodes[from].peerId)
+          relayed = true
+        }
+        continue
+      }
       const held = rowAt !== undefined && j >= 0 ? rowAt[j]?.entry : node.table.get(peerId)
       // already held as is (all copies share objects): nothing to check or change
       if (isRecord) {
@@ -992,7 +1014,10 @@ export class Sim {
         claims.push(x as Claim)
       }
     }
-    if (records === undefined && claims === undefined) return
+    if (records === undefined && claims === undefined) {
+      if (relayed) this.arm(node)
+      return
+    }
     this.ingest(node, records ?? NO_RECORDS, claims ?? NO_CLAIMS, from)
   }
 

@@ -62,10 +62,10 @@ export interface MembershipCoreOptions {
   describe: (incarnation: number, status: 'alive' | 'left') => MemberInfo
   emit: (e: MembershipEffect) => void
   /**
-   * piggybacked dissemination: lambda of the queue's retransmissions, and optionally a member
-   * index for its skip lists (BroadcastOptions.index); false for none (gossipsub only)
+   * piggybacked dissemination: lambda of the queue's retransmissions, optionally the most items
+   * queued and a member index for its skip lists (BroadcastOptions); false for none (gossipsub only)
    */
-  piggyback?: { retransmitMult?: number; index?: (peer: string) => number } | false
+  piggyback?: { retransmitMult?: number; maxItems?: number; index?: (peer: string) => number } | false
   /** members this one follows (a light simulator node: a sample); default all */
   follows?: (peerId: string) => boolean
   /** the cluster size the retransmission limit is computed for (default: the table's) */
@@ -138,6 +138,7 @@ export class MembershipCore {
         ? undefined
         : new BroadcastQueue({
             retransmitMult: o.piggyback.retransmitMult ?? BROADCAST_DEFAULTS.retransmitMult,
+            maxItems: o.piggyback.maxItems ?? BROADCAST_DEFAULTS.maxItems,
             index: o.piggyback.index,
           })
   }
@@ -236,6 +237,17 @@ export class MembershipCore {
         this.enqueue(c, from === undefined ? [c.by] : [from, c.by])
     }
     return changed
+  }
+
+  /**
+   * Pass on news about a member this one does not follow (a light simulator member holds no row
+   * for it, so ingest() cannot tell news from old news: the driver says it is new to us). A
+   * member of a real cluster holds every row and passes on whatever changed it; without this a
+   * light member is a dead end for all news outside its sample (sim/MODEL.md, Large clusters).
+   */
+  relay(x: News, from?: string): void {
+    const about = 'info' in x ? x.info.peerId : x.by
+    this.enqueue(x, from === undefined ? [about] : [from, about])
   }
 
   /** Stop probing a member we will not hear from again (revoked). */
