@@ -35,6 +35,11 @@ const RELEASE_AFTER_MS = 5_000
 /** Streams that make a member "in use": bytes a user moves (mesh0's carrier reports its own). */
 const DATA_PROTOCOLS = /\/(tunnel|blocks|datasets)\//
 const HAD_WEBRTC_MAX = 10_000
+/**
+ * What started an upgrade (in its log line): the relayed connection we dialled opened, a retry
+ * after a failure, a relayed-only member with no attempt on record, a parked path in use again.
+ */
+type UpgradeWhy = 'relayed-open' | 'retry' | 'unattempted' | 'in-use'
 
 export interface NatStatus {
   reachable: boolean
@@ -322,7 +327,7 @@ export class NatComponent implements Component {
     if (kind !== 'relayed' || conn.direction !== 'outbound') return
     if (this.hadWebrtc.has(conn.remotePeer.toString()) && !this.inUse(conn.remotePeer.toString(), Date.now()))
       return
-    void this.upgrade(conn)
+    void this.upgrade(conn, this.hadWebrtc.has(conn.remotePeer.toString()) ? 'in-use' : 'relayed-open')
   }
 
   /** A data stream is open to the member, or mesh0 moved its packets, within IN_USE_MS. */
@@ -426,7 +431,7 @@ export class NatComponent implements Component {
         this.failures.delete(peer)
         continue
       }
-      void this.upgrade(relayed)
+      void this.upgrade(relayed, 'retry')
     }
     // members reached only through a relay with no attempt on record (the upgrade on open was
     // skipped: a stale WebRTC connection was still listed, or the other side dialled): one side
@@ -444,21 +449,21 @@ export class NatComponent implements Component {
       // a parked (or lost) WebRTC path comes back when the member is used, not by itself
       if (this.hadWebrtc.has(peer) && !this.inUse(peer, now)) continue
       const mine = conns.find((c) => c.direction === 'outbound') ?? (self < peer ? conns[0] : undefined)
-      if (mine !== undefined) void this.upgrade(mine)
+      if (mine !== undefined) void this.upgrade(mine, this.hadWebrtc.has(peer) ? 'in-use' : 'unattempted')
     }
   }
 
-  private upgrade(relayed: Connection): Promise<Connection | undefined> {
+  private upgrade(relayed: Connection, why: UpgradeWhy): Promise<Connection | undefined> {
     const peer = relayed.remotePeer
     const id = peer.toString()
     const existing = this.inflight.get(id)
     if (existing !== undefined) return existing
-    const p = this.tryUpgrade(relayed).finally(() => this.inflight.delete(id))
+    const p = this.tryUpgrade(relayed, why).finally(() => this.inflight.delete(id))
     this.inflight.set(id, p)
     return p
   }
 
-  private async tryUpgrade(relayed: Connection): Promise<Connection | undefined> {
+  private async tryUpgrade(relayed: Connection, why: UpgradeWhy): Promise<Connection | undefined> {
     const node = this.deps.node.node
     const peer = relayed.remotePeer
     const id = peer.toString()
@@ -512,7 +517,7 @@ export class NatComponent implements Component {
       this.failures.delete(id)
       this.metrics.upgrades.inc({ result: 'webrtc' })
       log.info(
-        { peer: id, ms: Date.now() - started, addr: conn.remoteAddr.toString() },
+        { peer: id, ms: Date.now() - started, addr: conn.remoteAddr.toString(), why },
         'path upgraded: relayed -> webrtc',
       )
       return conn
@@ -527,6 +532,7 @@ export class NatComponent implements Component {
       log.info(
         {
           peer: id,
+          why,
           attempt: f.count,
           err: (err as Error).message,
           iceServers: this.iceServers().map((s) => s.urls),
