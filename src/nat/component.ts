@@ -32,8 +32,14 @@ const ALLOW_CACHE_MS = 1_000
 const IN_USE_MS = 5_000
 // libdatachannel is released this long after its last connection closed (its close is async)
 const RELEASE_AFTER_MS = 5_000
-/** Streams that make a member "in use": bytes a user moves (mesh0's carrier reports its own). */
-const DATA_PROTOCOLS = /\/(tunnel|blocks|datasets)\//
+/**
+ * Streams that make a member "in use": bytes a user moves (mesh0's carrier reports its own).
+ * Not the datasets control protocol: it carries requests (holds, replicate) and the tag sync
+ * every member runs with a random member every 30 s and on every connection it dials, so a
+ * parked path came back by itself whenever a tick saw one of those open (on a loaded machine a
+ * sync stays open for a second or more); the bytes a replicate request moves go on blocks.
+ */
+const DATA_PROTOCOLS = /\/(tunnel|blocks)\//
 const HAD_WEBRTC_MAX = 10_000
 /**
  * What started an upgrade (in its log line): the relayed connection we dialled opened, a retry
