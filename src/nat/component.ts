@@ -41,6 +41,8 @@ const RELEASE_AFTER_MS = 5_000
  */
 const DATA_PROTOCOLS = /\/(tunnel|blocks)\//
 const HAD_WEBRTC_MAX = 10_000
+// the side that did not dial the relayed connection waits this long for the dialler's upgrade
+const INBOUND_GRACE_MS = 3_000
 /**
  * What started an upgrade (in its log line): the relayed connection we dialled opened, a retry
  * after a failure, a relayed-only member with no attempt on record, a parked path in use again.
@@ -103,6 +105,8 @@ export class NatComponent implements Component {
    * member upgrades from its own side, which starts with an empty set). Bounded, oldest out.
    */
   private readonly hadWebrtc = new Set<string>()
+  /** members only the other side dialled a relayed connection to, owing an upgrade: since when */
+  private readonly dialerOwes = new Map<string, number>()
   /** libdatachannel was used in this process and not released since; when its last connection went */
   private native: { lastConnAt: number } | undefined
   private tickTimer: { timer: NodeJS.Timeout; due: number } | undefined
@@ -440,8 +444,12 @@ export class NatComponent implements Component {
       void this.upgrade(relayed, 'retry')
     }
     // members reached only through a relay with no attempt on record (the upgrade on open was
-    // skipped: a stale WebRTC connection was still listed, or the other side dialled): one side
-    // starts one, the one that dialled the relayed connection, or else the lower peer ID
+    // skipped: a stale WebRTC connection was still listed, or a parked path is in use again):
+    // the side that dialled the relayed connection starts one (the lower peer ID when both
+    // did). The other side stepped in too when its peer ID was the lower, so a use both sides
+    // saw at once made two WebRTC connections (one-connection.ts then closed one); now it waits
+    // INBOUND_GRACE_MS for the dialler (a signalling stream on the connection: it is at it) and
+    // only then starts one itself (a restarted member whose dialler, which knew it, waits for a use)
     const self = node.peerId.toString()
     const byPeer = new Map<string, Connection[]>()
     for (const c of node.getConnections()) {
@@ -449,14 +457,30 @@ export class NatComponent implements Component {
       const id = c.remotePeer.toString()
       byPeer.set(id, [...(byPeer.get(id) ?? []), c])
     }
+    const waiting = new Set<string>()
     for (const [peer, conns] of byPeer) {
       if (this.failures.has(peer) || this.inflight.has(peer)) continue
       if (conns.some((c) => pathKind(c.remoteAddr) !== 'relayed')) continue
       // a parked (or lost) WebRTC path comes back when the member is used, not by itself
       if (this.hadWebrtc.has(peer) && !this.inUse(peer, now)) continue
-      const mine = conns.find((c) => c.direction === 'outbound') ?? (self < peer ? conns[0] : undefined)
-      if (mine !== undefined) void this.upgrade(mine, this.hadWebrtc.has(peer) ? 'in-use' : 'unattempted')
+      const why = this.hadWebrtc.has(peer) ? 'in-use' : 'unattempted'
+      const out = conns.filter((c) => c.direction === 'outbound')
+      if (out.length > 0) {
+        if (out.length === conns.length || self < peer) void this.upgrade(out[0], why)
+        continue
+      }
+      waiting.add(peer)
+      const signalling = conns.some((c) =>
+        c.streams.some((st) => (st.protocol ?? '').includes('webrtc-signaling')),
+      )
+      const since = this.dialerOwes.get(peer)
+      if (since === undefined || signalling) this.dialerOwes.set(peer, now)
+      else if (now - since >= INBOUND_GRACE_MS) {
+        this.dialerOwes.delete(peer)
+        void this.upgrade(conns[0], why)
+      }
     }
+    for (const peer of this.dialerOwes.keys()) if (!waiting.has(peer)) this.dialerOwes.delete(peer)
   }
 
   private upgrade(relayed: Connection, why: UpgradeWhy): Promise<Connection | undefined> {

@@ -84,3 +84,100 @@ describe('nat: parking an idle WebRTC path', () => {
     )
   })
 })
+
+// Which side starts the upgrade of a relayed-only member: the one that dialled the relayed
+// connection. The other one started one too when its peer ID was the lower, so a use both sides
+// saw at once made two upgrades and two WebRTC connections; it now steps in only when the
+// dialler has not started one within a grace (a restarted member, whose dialler waits for a use).
+describe('nat: one side upgrades a relayed connection', () => {
+  async function setup(opts: {
+    directions: Array<'inbound' | 'outbound'>
+    selfLower: boolean
+    signalling?: boolean
+  }) {
+    const [lo, hi] = [await newId(), await newId()].sort((x, y) => (x.toString() < y.toString() ? -1 : 1))
+    const self = opts.selfLower ? lo : hi
+    const peer = opts.selfLower ? hi : lo
+    const relay = await newId()
+    const conns = opts.directions.map(
+      (direction, i) =>
+        ({
+          id: `relayed${i}`,
+          direction,
+          remotePeer: peer,
+          remoteAddr: multiaddr(`/ip4/127.0.0.1/tcp/${4000 + i}/p2p/${relay}/p2p-circuit/p2p/${peer}`),
+          status: 'open',
+          streams: opts.signalling === true ? [{ protocol: '/webrtc-signaling/0.0.1' }] : [],
+          timeline: { open: Date.now() },
+        }) as unknown as Connection,
+    )
+    const node = {
+      peerId: self,
+      getConnections: () => conns,
+      services: { admission: { connectionAdmitted: () => true } },
+    }
+    const nat = new NatComponent({
+      node: { node } as never,
+      membership: {} as never,
+      config: { stun: 'off', stunPort: 0, reachableNetworks: [], webrtcUpgrade: true, parkIdleMs: 60_000 },
+      webrtc: { enabled: true, iceServers: [] } as never,
+      listen: [],
+      reporter: new Reporter({ level: 'silent' }).forComponent('nat'),
+    })
+    const started: string[] = []
+    const inner = nat as unknown as {
+      upgrade(c: Connection, why: string): Promise<undefined>
+      retryRound(): void
+      dialerOwes: Map<string, number>
+    }
+    inner.upgrade = async (c, why) => {
+      started.push(`${c.direction} ${why}`)
+      return undefined
+    }
+    return {
+      started,
+      round: () => inner.retryRound(),
+      // as if the grace had passed since the round that first saw the member
+      graceOver: () => inner.dialerOwes.set(peer.toString(), Date.now() - 3_000),
+    }
+  }
+
+  it('the side that dialled it starts at once, whichever peer ID is lower', async () => {
+    for (const selfLower of [true, false]) {
+      const t = await setup({ directions: ['outbound'], selfLower })
+      t.round()
+      assert.deepEqual(t.started, ['outbound unattempted'])
+    }
+  })
+
+  it('the other side waits for the dialler, also with the lower peer ID', async () => {
+    const t = await setup({ directions: ['inbound'], selfLower: true })
+    t.round()
+    t.round()
+    assert.deepEqual(t.started, [])
+  })
+
+  it('the other side starts one once the grace has passed with no signalling from the dialler', async () => {
+    const t = await setup({ directions: ['inbound'], selfLower: false })
+    t.round()
+    t.graceOver()
+    t.round()
+    assert.deepEqual(t.started, ['inbound unattempted'])
+    const busy = await setup({ directions: ['inbound'], selfLower: false, signalling: true })
+    busy.round()
+    busy.graceOver()
+    busy.round()
+    assert.deepEqual(busy.started, [], 'the dialler is signalling an upgrade')
+  })
+
+  it('crossed dials: only the lower peer ID starts', async () => {
+    const lower = await setup({ directions: ['outbound', 'inbound'], selfLower: true })
+    const higher = await setup({ directions: ['inbound', 'outbound'], selfLower: false })
+    lower.round()
+    higher.round()
+    higher.graceOver()
+    higher.round()
+    assert.deepEqual(lower.started, ['outbound unattempted'])
+    assert.deepEqual(higher.started, [])
+  })
+})
