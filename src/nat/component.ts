@@ -470,11 +470,15 @@ export class NatComponent implements Component {
         continue
       }
       waiting.add(peer)
-      const signalling = conns.some((c) =>
-        c.streams.some((st) => (st.protocol ?? '').includes('webrtc-signaling')),
-      )
+      // the dialler at it: its signalling stream on the relayed connection, or its WebRTC
+      // connection open and not admitted yet
+      const atIt =
+        conns.some((c) => c.streams.some((st) => (st.protocol ?? '').includes('webrtc-signaling'))) ||
+        node
+          .getConnections(conns[0].remotePeer)
+          .some((c) => c.status === 'open' && pathKind(c.remoteAddr) === 'webrtc')
       const since = this.dialerOwes.get(peer)
-      if (since === undefined || signalling) this.dialerOwes.set(peer, now)
+      if (since === undefined || atIt) this.dialerOwes.set(peer, now)
       else if (now - since >= INBOUND_GRACE_MS) {
         this.dialerOwes.delete(peer)
         void this.upgrade(conns[0], why)

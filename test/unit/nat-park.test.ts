@@ -94,6 +94,8 @@ describe('nat: one side upgrades a relayed connection', () => {
     directions: Array<'inbound' | 'outbound'>
     selfLower: boolean
     signalling?: boolean
+    /** a WebRTC connection the dialler made, open and not admitted yet */
+    pendingWebrtc?: boolean
   }) {
     const [lo, hi] = [await newId(), await newId()].sort((x, y) => (x.toString() < y.toString() ? -1 : 1))
     const self = opts.selfLower ? lo : hi
@@ -111,10 +113,20 @@ describe('nat: one side upgrades a relayed connection', () => {
           timeline: { open: Date.now() },
         }) as unknown as Connection,
     )
+    if (opts.pendingWebrtc === true)
+      conns.push({
+        id: 'webrtc',
+        direction: 'inbound',
+        remotePeer: peer,
+        remoteAddr: multiaddr(`/ip4/127.0.0.1/tcp/4000/p2p/${relay}/p2p-circuit/webrtc/p2p/${peer}`),
+        status: 'open',
+        streams: [],
+        timeline: { open: Date.now() },
+      } as unknown as Connection)
     const node = {
       peerId: self,
       getConnections: () => conns,
-      services: { admission: { connectionAdmitted: () => true } },
+      services: { admission: { connectionAdmitted: (c: Connection) => c.id !== 'webrtc' } },
     }
     const nat = new NatComponent({
       node: { node } as never,
@@ -157,7 +169,7 @@ describe('nat: one side upgrades a relayed connection', () => {
     assert.deepEqual(t.started, [])
   })
 
-  it('the other side starts one once the grace has passed with no signalling from the dialler', async () => {
+  it("the other side starts one once the grace has passed with no sign of the dialler's upgrade", async () => {
     const t = await setup({ directions: ['inbound'], selfLower: false })
     t.round()
     t.graceOver()
@@ -168,6 +180,11 @@ describe('nat: one side upgrades a relayed connection', () => {
     busy.graceOver()
     busy.round()
     assert.deepEqual(busy.started, [], 'the dialler is signalling an upgrade')
+    const admitting = await setup({ directions: ['inbound'], selfLower: false, pendingWebrtc: true })
+    admitting.round()
+    admitting.graceOver()
+    admitting.round()
+    assert.deepEqual(admitting.started, [], "the dialler's WebRTC connection is being admitted")
   })
 
   it('crossed dials: only the lower peer ID starts', async () => {
