@@ -1,6 +1,6 @@
 /**
- * Which news a light member passes on about a member outside its sample (MODEL.md, Large
- * clusters). It holds no row for that member, so its core cannot tell news from old news; a
+ * Which news a light member passes on about a member outside its sample (MODEL.md, Light
+ * members that relay). It holds no row for that member, so its core cannot tell news from old news; a
  * member of a real cluster holds every row and passes on an item only when it changed the row
  * (or, for a suspicion, when it is a new confirmation). This filter answers the same question
  * from what each light member heard before, per subject, in bits instead of rows:
@@ -17,14 +17,14 @@
 import type { News } from '../src/membership/core.js'
 
 interface Slot {
-  /** precedence of the newest item heard (see recordRank / claimRank) */
+  /** precedence of the newest item heard (see rank) */
   p: number
   /** members that heard an item of that precedence */
   bits: Uint32Array
 }
 
-const recordRank = (inc: number, left: boolean): number => inc * 2 + (left ? 1 : 0)
-const claimRank = (inc: number, dead: boolean): number => inc * 2 + (dead ? 1 : 0)
+/** Incarnation first, then a record's 'left' over 'alive', a claim's 'dead' over 'suspect'. */
+const rank = (inc: number, outranks: boolean): number => inc * 2 + (outranks ? 1 : 0)
 
 export class LightRelayFilter {
   private readonly records = new Map<number, Slot>()
@@ -40,13 +40,13 @@ export class LightRelayFilter {
     // a member past the run's size would be told nothing is new, ever: it passes nothing on
     if (node >= this.size) return false
     if ('info' in x) {
-      const p = recordRank(x.info.incarnation, x.info.status === 'left')
+      const p = rank(x.info.incarnation, x.info.status === 'left')
       return this.slotFirst(this.records, subject, p, node, x)
     }
     // a claim below a record this member heard is refuted already
     const r = this.records.get(subject)
-    if (r !== undefined && r.p >= recordRank(x.incarnation + 1, false) && has(r.bits, node)) return false
-    const p = claimRank(x.incarnation, x.status === 'dead')
+    if (r !== undefined && r.p >= rank(x.incarnation + 1, false) && has(r.bits, node)) return false
+    const p = rank(x.incarnation, x.status === 'dead')
     const s = this.claims.get(subject)
     if (x.status === 'suspect' && s !== undefined && s.p === p) {
       // another suspector's claim: a confirmation, passed on once per claim
