@@ -54,6 +54,8 @@ interface Item<T> {
   live: boolean
   /** members it is not sent to: who told us, whom a record is of, whom we sent it to already */
   skip: Who[]
+  /** items dropped together when news outdates them (dropGroup) */
+  group: string | undefined
 }
 
 /**
@@ -74,6 +76,10 @@ export class BroadcastQueue<T> {
   /** buckets[s]: items sent s times, oldest first */
   private buckets: Item<T>[][] = []
   private readonly byKey = new Map<string, Item<T>>()
+  /** items no longer live still held in buckets (compact() drops them) */
+  private stale = 0
+  /** live items by group */
+  private readonly groups = new Map<string, Set<Item<T>>>()
   /** the smallest item ever queued: once less budget than this is left, nothing more fits */
   private minBytes = Number.POSITIVE_INFINITY
   /** bytes of the items the last take() returned (the simulator counts them without re-sizing each) */
@@ -101,11 +107,14 @@ export class BroadcastQueue<T> {
 
   /**
    * Queue `value` under `key` (replacing what was queued under it), `bytes` on the wire, never
-   * to be sent to the members in `skip`.
+   * to be sent to the members in `skip`; in `group`, if given (see dropGroup).
    */
-  enqueue(key: string, value: T, bytes: number, skip?: readonly string[]): void {
+  enqueue(key: string, value: T, bytes: number, skip?: readonly string[], group?: string): void {
     const old = this.byKey.get(key)
-    if (old !== undefined) old.live = false
+    if (old !== undefined) {
+      this.unGroup(old)
+      this.stale++
+    }
     const item: Item<T> = {
       key,
       value,
@@ -113,11 +122,42 @@ export class BroadcastQueue<T> {
       sent: 0,
       live: true,
       skip: skip === undefined ? [] : [...new Set(skip.map(this.who))],
+      group,
     }
     if (bytes < this.minBytes) this.minBytes = bytes
     this.byKey.set(key, item)
+    if (group !== undefined) {
+      let g = this.groups.get(group)
+      if (g === undefined) {
+        g = new Set()
+        this.groups.set(group, g)
+      }
+      g.add(item)
+    }
     this.bucket(0).push(item)
     if (this.byKey.size > this.opts.maxItems) this.dropMostSent()
+    if (this.stale > 2 * this.byKey.size + 64) this.compact()
+  }
+
+  /**
+   * Drop the items of `group` that `outdated` says no member needs any more (a member's
+   * suspicions once it is held dead: memberlist's dead message invalidates the queued suspect
+   * one). How many were dropped.
+   */
+  dropGroup(group: string, outdated: (value: T) => boolean): number {
+    const g = this.groups.get(group)
+    if (g === undefined) return 0
+    let n = 0
+    for (const it of g) {
+      if (!outdated(it.value)) continue
+      this.retire(it)
+      n++
+    }
+    this.stale += n
+    // a take() passes over stale items only as far as its budget reaches: a crash's worth of
+    // dropped suspicions would otherwise stay in the buckets
+    if (this.stale > 2 * this.byKey.size + 64) this.compact()
+    return n
   }
 
   /**
@@ -145,13 +185,13 @@ export class BroadcastQueue<T> {
         if (!it.live) {
           b.splice(i, 1)
           kept--
+          if (this.stale > 0) this.stale--
           continue
         }
         if (to !== undefined && it.skip.includes(to)) {
           // every other member has it (a pair's news from the other member): it is done
           if (it.skip.length >= members - 1) {
-            it.live = false
-            this.byKey.delete(it.key)
+            this.retire(it)
             b.splice(i, 1)
             kept--
           }
@@ -164,10 +204,8 @@ export class BroadcastQueue<T> {
         b.splice(i, 1)
         kept--
         it.sent++
-        if (it.sent >= limit || it.skip.length >= members - 1) {
-          it.live = false
-          this.byKey.delete(it.key)
-        } else moved.push(it)
+        if (it.sent >= limit || it.skip.length >= members - 1) this.retire(it)
+        else moved.push(it)
       }
       if (kept === 0 && s === this.buckets.length - 1) this.buckets.length = s
     }
@@ -190,7 +228,32 @@ export class BroadcastQueue<T> {
   /** Forget everything (a restart). */
   clear(): void {
     this.buckets = []
+    this.stale = 0
     this.byKey.clear()
+    this.groups.clear()
+  }
+
+  private compact(): void {
+    for (let s = 0; s < this.buckets.length; s++) this.buckets[s] = this.buckets[s].filter((it) => it.live)
+    while (this.buckets.length > 0 && this.buckets[this.buckets.length - 1].length === 0)
+      this.buckets.length--
+    this.stale = 0
+  }
+
+  /** The item leaves the queue (buckets skip it lazily). */
+  private retire(it: Item<T>): void {
+    this.unGroup(it)
+    this.byKey.delete(it.key)
+  }
+
+  /** Not live any more; its key may already hold a newer item. */
+  private unGroup(it: Item<T>): void {
+    it.live = false
+    if (it.group === undefined) return
+    const g = this.groups.get(it.group)
+    if (g === undefined) return
+    g.delete(it)
+    if (g.size === 0) this.groups.delete(it.group)
   }
 
   private bucket(s: number): Item<T>[] {
@@ -203,9 +266,11 @@ export class BroadcastQueue<T> {
       const b = this.buckets[s]
       while (b.length > 0) {
         const it = b.shift()!
-        if (!it.live) continue
-        it.live = false
-        this.byKey.delete(it.key)
+        if (!it.live) {
+          if (this.stale > 0) this.stale--
+          continue
+        }
+        this.retire(it)
         return
       }
     }

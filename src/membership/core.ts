@@ -24,6 +24,7 @@ import {
   type MemberInfo,
   type SignedInfo,
   type Signer,
+  type Status,
   signClaim,
   signInfo,
   type Verifier,
@@ -353,6 +354,7 @@ export class MembershipCore {
   /** What a change of the table means for the detector, and for us. */
   private react(change: Change, now: number): void {
     const { peerId, after, entry } = change
+    this.dropOutdated(peerId, after, entry)
     if (peerId === this.self) {
       // someone says we are suspect or dead at our current incarnation: refute
       if (after !== 'alive' && after !== 'left' && !this.hasLeft && entry.claim !== undefined) {
@@ -391,7 +393,28 @@ export class MembershipCore {
 
   private enqueue(x: News, skip?: readonly string[]): void {
     if (this.queue === undefined) return
-    this.queue.enqueue(newsKey(x), x, newsBytes(x), skip)
+    // suspicions travel apart (one per suspector: Lifeguard confirmations), grouped by subject
+    const group = 'info' in x || x.status !== 'suspect' ? undefined : x.peerId
+    this.queue.enqueue(newsKey(x), x, newsBytes(x), skip, group)
     this.emit(QUEUED)
+  }
+
+  /**
+   * Queued suspicions of `peer` that its row now outranks (a death, a departure, a refutation)
+   * change nobody's table who heard the news that outranked them, and that news is queued too:
+   * drop them, as memberlist's dead or alive message invalidates a queued suspect message. At
+   * 3,000 members with a 10% crash a full member held ~800 such suspicions (sim/MODEL.md).
+   */
+  private dropOutdated(peer: string, after: Status, entry: Entry): void {
+    if (this.queue === undefined) return
+    const inc = entry.signed.info.incarnation
+    // a suspicion below the row's incarnation is refuted; a death or departure outranks its own too
+    const below =
+      after === 'dead'
+        ? Math.max(inc, entry.claim?.incarnation ?? inc) + 1
+        : after === 'left'
+          ? Number.POSITIVE_INFINITY
+          : inc
+    this.queue.dropGroup(peer, (x) => !('info' in x) && x.incarnation < below)
   }
 }

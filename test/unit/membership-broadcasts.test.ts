@@ -72,6 +72,45 @@ describe('membership broadcast queue', () => {
     assert.deepEqual(q.take(100, 10), ['old', 'new2'])
   })
 
+  it('drops the items of a group that news outdated, and only those', () => {
+    const q = new BroadcastQueue<{ id: string; inc: number }>()
+    for (let i = 0; i < 200; i++) q.enqueue(`s/x/${i}`, { id: `x${i}`, inc: i < 150 ? 1 : 2 }, 10, [], 'x')
+    q.enqueue('s/y/0', { id: 'y0', inc: 1 }, 10, [], 'y')
+    q.enqueue('c/x', { id: 'x-dead', inc: 1 }, 10)
+    assert.equal(
+      q.dropGroup('x', (v) => v.inc < 2),
+      150,
+    )
+    assert.equal(
+      q.dropGroup('x', (v) => v.inc < 2),
+      0,
+      'gone already',
+    )
+    assert.equal(
+      q.dropGroup('z', () => true),
+      0,
+      'an empty group',
+    )
+    assert.equal(q.size, 52)
+    const taken = q.take(10_000, 1000).map((v) => v.id)
+    assert.equal(taken.length, 52)
+    assert.ok(taken.includes('y0') && taken.includes('x-dead') && taken.includes('x150'))
+    assert.ok(!taken.some((id) => /^x\d+$/.test(id) && Number(id.slice(1)) < 150), 'no dropped item is sent')
+    // a replaced item leaves its group: dropping the group does not take its replacement
+    q.enqueue('s/y/0', { id: 'y0b', inc: 1 }, 10)
+    assert.equal(
+      q.dropGroup('y', () => true),
+      0,
+    )
+    assert.deepEqual(
+      q
+        .take(10_000, 1000)
+        .map((v) => v.id)
+        .filter((id) => id.startsWith('y')),
+      ['y0b'],
+    )
+  })
+
   it('holds at most maxItems, dropping the most-sent first', () => {
     const q = new BroadcastQueue<string>({ maxItems: 2 })
     q.enqueue('a', 'a', 1)

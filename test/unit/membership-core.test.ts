@@ -185,6 +185,42 @@ describe('membership core (sans-IO, fake clock)', () => {
     assert.equal((news[0] as SignedInfo).info.incarnation, 6)
   })
 
+  it('drops queued suspicions of a member once a death or a refutation outranks them', () => {
+    const C = peer(4)
+    const D = peer(5)
+    const X = peer(6)
+    const setup = () => {
+      const { core } = make()
+      core.ingest([record(A, 1), record(B, 1), record(C, 1), record(D, 1), record(X, 1)], [], 0, false)
+      // three members suspect X: the first and two Lifeguard confirmations are passed on
+      core.ingest(
+        [],
+        [claim(A, X, 1, 'suspect'), claim(B, X, 1, 'suspect'), claim(C, X, 1, 'suspect')],
+        0,
+        true,
+      )
+      assert.equal(core.queued, 3)
+      return core
+    }
+    const dead = setup()
+    dead.ingest([], [claim(D, X, 1, 'dead')], 0, true)
+    assert.deepEqual(
+      dead.take(4000).map((x) => ('info' in x ? 'record' : x.status)),
+      ['dead'],
+      'only the death is still news',
+    )
+    const refuted = setup()
+    refuted.ingest([record(X, 2)], [], 0, true)
+    assert.deepEqual(
+      refuted.take(4000).map((x) => ('info' in x ? x.info.incarnation : x.status)),
+      [2],
+      'only the refutation is still news',
+    )
+    // a suspicion of the new incarnation is news again
+    refuted.ingest([], [claim(A, X, 2, 'suspect')], 0, true)
+    assert.equal(refuted.queued, 2)
+  })
+
   it('leaves quietly: its record says left, is spread, and the detector stops', () => {
     const { core, effects } = make()
     core.ingest([record(A, 5)], [], 0, false)
