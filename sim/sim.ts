@@ -297,7 +297,7 @@ export class Sim {
       () => this.now,
     )
     const expected = Math.max(o.expectedNodes, 1)
-    this.relayFilter = new LightRelayFilter(expected)
+    this.relayFilter = new LightRelayFilter(expected, this.indexOf)
     this.observerTarget =
       expected <= o.fullMax ? Number.POSITIVE_INFINITY : (o.observers ?? Math.min(expected, 500))
     if (o.observers !== undefined) this.observerTarget = o.observers

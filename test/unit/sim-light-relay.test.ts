@@ -13,9 +13,12 @@ const claim = (incarnation: number, status: 'suspect' | 'dead', by: string): Cla
   sig: new Uint8Array(64),
 })
 
+/** suspectors in these tests are one-letter peer IDs */
+const idx = (peer: string) => peer.charCodeAt(0)
+
 describe('sim: light members pass on news outside their sample', () => {
   it('each member passes an item on once, and a newer one again', () => {
-    const f = new LightRelayFilter(100)
+    const f = new LightRelayFilter(100, idx)
     const r1 = record(1)
     assert.equal(f.first(r1, 7, 3), true)
     assert.equal(f.first(r1, 7, 3), false, 'heard before')
@@ -30,7 +33,7 @@ describe('sim: light members pass on news outside their sample', () => {
   })
 
   it('suspicions from different suspectors are confirmations; a death ends them', () => {
-    const f = new LightRelayFilter(100)
+    const f = new LightRelayFilter(100, idx)
     const s1 = claim(1, 'suspect', 'a')
     const s2 = claim(1, 'suspect', 'b')
     assert.equal(f.first(s1, 7, 3), true)
@@ -44,8 +47,19 @@ describe('sim: light members pass on news outside their sample', () => {
     assert.equal(f.first(s1, 7, 4), true, 'a member that heard nothing yet')
   })
 
+  it('a member passes on the first suspicion and k confirmations, as its Lifeguard timer counts them', () => {
+    const f = new LightRelayFilter(100, idx, 2)
+    assert.equal(f.first(claim(1, 'suspect', 'a'), 7, 3), true, 'the first')
+    assert.equal(f.first(claim(1, 'suspect', 'a'), 7, 3), false, 'the same suspector again')
+    assert.equal(f.first(claim(1, 'suspect', 'b'), 7, 3), true, 'confirmation 1')
+    assert.equal(f.first(claim(1, 'suspect', 'c'), 7, 3), true, 'confirmation 2')
+    assert.equal(f.first(claim(1, 'suspect', 'd'), 7, 3), false, 'past k: not counted, not passed on')
+    assert.equal(f.first(claim(1, 'suspect', 'd'), 7, 4), true, 'another member counts its own')
+    assert.equal(f.first(claim(2, 'suspect', 'd'), 7, 3), true, 'a suspicion of a newer incarnation')
+  })
+
   it('a claim older than a record the member heard is stale; members past the size pass nothing', () => {
-    const f = new LightRelayFilter(100)
+    const f = new LightRelayFilter(100, idx)
     assert.equal(f.first(record(3), 7, 3), true)
     assert.equal(f.first(claim(2, 'dead', 'a'), 7, 3), false, 'refuted at incarnation 3')
     assert.equal(f.first(claim(3, 'suspect', 'a'), 7, 3), true, 'a suspicion of the refutation itself')
