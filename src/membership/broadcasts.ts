@@ -121,7 +121,7 @@ export class BroadcastQueue<T> {
       bytes,
       sent: 0,
       live: true,
-      skip: skip === undefined ? [] : [...new Set(skip.map(this.who))],
+      skip: skip === undefined ? [] : this.skipList(skip),
       group,
     }
     if (bytes < this.minBytes) this.minBytes = bytes
@@ -238,6 +238,16 @@ export class BroadcastQueue<T> {
     while (this.buckets.length > 0 && this.buckets[this.buckets.length - 1].length === 0)
       this.buckets.length--
     this.stale = 0
+  }
+
+  /** `skip` as members, each once (lists of one or two: no Set per item) */
+  private skipList(skip: readonly string[]): Who[] {
+    const out: Who[] = []
+    for (const p of skip) {
+      const w = this.who(p)
+      if (!out.includes(w)) out.push(w)
+    }
+    return out
   }
 
   /** The item leaves the queue (buckets skip it lazily). */
