@@ -163,10 +163,21 @@ export class MembershipCore {
     return this.queue?.size ?? 0
   }
 
-  /** Sign our first record and hold it (not spread: members learn it when they sync or probe us). */
+  /** Sign our first record and hold it (announce() spreads it). */
   start(now: number): void {
     this.mine = signInfo(this.o.describe(this.swim.incarnation, 'alive'), this.o.signer)
     this.apply(this.mine, now)
+  }
+
+  /**
+   * Spread the record we hold as it is: a member that starts (or restarts on its data dir) queues
+   * its first record to piggyback, as memberlist's setAlive does, so it rides the epidemic and not
+   * only the syncs, which pass nothing on. No new incarnation: the first one is the wall clock at
+   * start, which already outranks our record and any claim about us from before a restart.
+   */
+  announce(): void {
+    if (this.hasLeft) return
+    this.spread(this.mine, undefined)
   }
 
   /** Re-sign our record at a higher incarnation (new addresses, tags, or a refutation) and spread it. */

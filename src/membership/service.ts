@@ -287,6 +287,9 @@ export class MembershipComponent implements Component {
       }
     })
 
+    // our first record rides the piggyback queue, so members we never sync with learn it from
+    // others; the first incarnation (above) already outranks any record or claim from before
+    this.core.announce()
     this.wake()
     this.every(m.syncIntervalMs, () => void this.syncRandom())
     this.every(CONNECT_EVERY_MS, () => void this.connectMembers())
