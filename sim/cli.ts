@@ -36,7 +36,8 @@ const HELP = `usage: node dist/sim/cli.js [options]
   --dissemination M   piggyback (the agent: BroadcastQueue on probes + fan-out 3 / 200 ms, default) or gossipsub (older agents)
   --retransmit-mult L piggyback: each update sent L * ceil(log10(N + 1)) times per member (default 2)
   --piggyback-budget B  piggyback: bytes of records and claims per message (default 4000)
-  --announce          publish a member's record on start (the agent does not, today)
+  --announce [on|off] a joiner or restarted member queues its record to piggyback on start, as the
+                      agent does since 2026-12-07 (default on; off: the agent before, for old figures)
   --probe-on-close    a crash's reset connections move it up its members' probe order (membership.probeOnClose)
   --max-conns N       connections a member keeps for gossip fan-out (libp2p default 300)
   --observers K       full nodes when N > --full-max (default 500)
@@ -161,9 +162,13 @@ function parse(argv: string[]): Cli {
       case '--retransmit-mult':
         c.sim.retransmitMult = num(1)
         break
-      case '--announce':
-        c.sim.announceOnStart = true
+      case '--announce': {
+        // bare --announce (on) as before; on/off when given
+        const v = argv[i + 1]
+        if (v === 'on' || v === 'off') i++
+        c.sim.announceOnStart = v !== 'off'
         break
+      }
       case '--probe-on-close':
         c.sim.probeOnClose = true
         break

@@ -85,7 +85,7 @@ export interface SimOptions {
   sample: number
   /** a light node passes on news outside its sample, once per item it hears (MODEL.md, Light members that relay) */
   lightRelay: boolean
-  /** publish our record once on start (the agent does only when its addresses change) */
+  /** a joiner or restarted member queues its first record to piggyback, as the agent does (service.ts start()) */
   announceOnStart: boolean
   /** a crash's reset connections make some of their other ends probe it out of turn (Swim.closed), as the agent */
   probeOnClose: boolean
@@ -114,7 +114,7 @@ export const SIM_DEFAULTS: SimOptions = {
   observers: undefined,
   sample: 300,
   lightRelay: false,
-  announceOnStart: false,
+  announceOnStart: true,
   probeOnClose: MEMBERSHIP_DEFAULTS.probeOnClose,
   maxConnections: 300,
   linkTimeoutMs: 924_000,
@@ -658,7 +658,7 @@ export class Sim {
     this.tracker.expect(node.idx, 'join')
     node.unlinked.add(seed)
     this.startTimers(node, false)
-    if (this.opts.announceOnStart) this.announce(node)
+    if (this.opts.announceOnStart) this.announceStart(node)
     this.startGlobalTimers()
     return node
   }
@@ -698,7 +698,7 @@ export class Sim {
     const seed = this.opts.seed
     for (const j of kadStartDials(kadIdOf(seed, i), known, (x) => kadIdOf(seed, x), this.rng))
       if (!this.connected(i, j)) this.dial(node, j)
-    if (this.opts.announceOnStart) this.announce(node)
+    if (this.opts.announceOnStart) this.announceStart(node)
   }
 
   /** `mesh leave`: announce 'left' on gossip, push to every connected member, stop after 3 s. */
@@ -953,9 +953,15 @@ export class Sim {
     for (const x of this.extensions) x.onChange?.(node, change)
   }
 
-  /** What the agent does when its addresses change; optional on start. */
+  /** What the agent does when its addresses change: a new incarnation, spread. */
   announce(node: SimNode): void {
     node.core.refresh(this.now)
+    this.arm(node)
+  }
+
+  /** What the agent does on start: its first record (the wall clock's incarnation) spread as it is. */
+  private announceStart(node: SimNode): void {
+    node.core.announce()
     this.arm(node)
   }
 
