@@ -76,6 +76,36 @@ describe('membership core (sans-IO, fake clock)', () => {
     assert.equal(core.queued, 0)
   })
 
+  it('announce(): a starting member spreads the record it started with, at the same incarnation', () => {
+    // the agent's start (service.ts): the first incarnation is the wall clock, which already
+    // outranks the record and any claim from before a restart, so no second bump
+    const { core, effects } = make()
+    core.ingest([record(A, 5), record(B, 5)], [], 0, false)
+    effects.length = 0
+    core.announce()
+    const published = ofType(effects, 'publish')
+    assert.equal(published.length, 1)
+    assert.equal(published[0].record, core.signed, 'the record held, not a re-signed one')
+    assert.equal(core.signed.info.incarnation, 100)
+    assert.equal(ofType(effects, 'queued').length, 1)
+    assert.ok(core.hasNewsFor(A) && core.hasNewsFor(B))
+    const news = core.take(4000, A) as SignedInfo[]
+    assert.deepEqual(
+      news.map((x) => `${x.info.peerId} ${x.info.incarnation}`),
+      [`${ME} 100`],
+    )
+    assert.equal(core.table.get(ME)?.signed.info.incarnation, 100)
+  })
+
+  it('announce() after leaving spreads nothing', () => {
+    const { core, effects } = make()
+    core.leave(0)
+    core.take(4000)
+    effects.length = 0
+    core.announce()
+    assert.equal(effects.length, 0)
+  })
+
   it('probes a member it learnt of, and names it suspect, then dead, when nothing answers', () => {
     const { core, effects } = make()
     core.ingest([record(A, 5)], [], 0, false)
