@@ -4,7 +4,7 @@
 // sync, probes, connections. Where the adapter does something, the simulator does the same
 // thing at the same moment; where it had to approximate, MODEL.md says how.
 
-import { BROADCAST_DEFAULTS, PIGGYBACK } from '../src/membership/broadcasts.js'
+import { BROADCAST_DEFAULTS, fanoutWidth, PIGGYBACK } from '../src/membership/broadcasts.js'
 import { MembershipCore, type MembershipEffect } from '../src/membership/core.js'
 import { MEMBERSHIP_DEFAULTS } from '../src/membership/defaults.js'
 import type { Change, Entry, Row } from '../src/membership/merge.js'
@@ -1065,7 +1065,9 @@ export class Sim {
     let sent = 0
     // distinct members, as the agent picks them (a second send to one member tells it nothing)
     const picked: number[] = []
-    for (let tries = 0; sent < PIGGYBACK.fanout && tries < 16; tries++) {
+    // as many as the agent picks for what is queued (fanoutWidth), tries bounded as before
+    const width = fanoutWidth(node.core.queuedBytes)
+    for (let tries = 0; sent < width && tries < 4 * width + 4; tries++) {
       if (node.core.queued === 0) return sent
       const j = pool === undefined ? randInt(this.rng, n) : pool[randInt(this.rng, n)]
       if (j === node.idx || picked.includes(j) || !this.isMember(node, j)) continue

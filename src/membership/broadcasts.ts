@@ -43,7 +43,18 @@ export const BROADCAST_DEFAULTS: BroadcastOptions = { retransmitMult: 2, maxItem
  * than a few messages carry), and while anything is queued, a fan-out to `fanout` random members
  * every `intervalMs` (memberlist's LAN GossipNodes and GossipInterval).
  */
-export const PIGGYBACK = { budget: 4000, fanout: 3, intervalMs: 200 } as const
+export const PIGGYBACK = { budget: 4000, fanout: 3, fanoutMax: 12, intervalMs: 200 } as const
+
+/**
+ * Members per fan-out round for `queuedBytes` of news: `fanout`, or one message's budget per
+ * member when more is queued, up to `fanoutMax`. Each item is still sent its limited number of
+ * times, so a burst costs the same bytes and leaves sooner: with 3 a round, 300 of 3,000 members
+ * crashing took p99 13.2 s to spread from the first death claim to every observer, 3.3 s with
+ * this (sim/MODEL.md, Light members that relay).
+ */
+export function fanoutWidth(queuedBytes: number): number {
+  return Math.min(PIGGYBACK.fanoutMax, Math.max(PIGGYBACK.fanout, Math.ceil(queuedBytes / PIGGYBACK.budget)))
+}
 
 interface Item<T> {
   key: string
@@ -76,6 +87,8 @@ export class BroadcastQueue<T> {
   /** buckets[s]: items sent s times, oldest first */
   private buckets: Item<T>[][] = []
   private readonly byKey = new Map<string, Item<T>>()
+  /** bytes of the live items */
+  private liveBytes = 0
   /** items no longer live still held in buckets (compact() drops them) */
   private stale = 0
   /** live items by group */
@@ -105,6 +118,11 @@ export class BroadcastQueue<T> {
     return this.byKey.size
   }
 
+  /** Bytes of the items still to send. */
+  get bytes(): number {
+    return this.liveBytes
+  }
+
   /**
    * Queue `value` under `key` (replacing what was queued under it), `bytes` on the wire, never
    * to be sent to the members in `skip`; in `group`, if given (see dropGroup).
@@ -125,6 +143,7 @@ export class BroadcastQueue<T> {
       group,
     }
     if (bytes < this.minBytes) this.minBytes = bytes
+    this.liveBytes += bytes
     this.byKey.set(key, item)
     if (group !== undefined) {
       let g = this.groups.get(group)
@@ -229,6 +248,7 @@ export class BroadcastQueue<T> {
   clear(): void {
     this.buckets = []
     this.stale = 0
+    this.liveBytes = 0
     this.byKey.clear()
     this.groups.clear()
   }
@@ -258,6 +278,7 @@ export class BroadcastQueue<T> {
 
   /** Not live any more; its key may already hold a newer item. */
   private unGroup(it: Item<T>): void {
+    if (it.live) this.liveBytes -= it.bytes
     it.live = false
     if (it.group === undefined) return
     const g = this.groups.get(it.group)

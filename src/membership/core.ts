@@ -163,6 +163,11 @@ export class MembershipCore {
     return this.queue?.size ?? 0
   }
 
+  /** Bytes of news still queued (the fan-out widens with it: fanoutWidth). */
+  get queuedBytes(): number {
+    return this.queue?.bytes ?? 0
+  }
+
   /** Sign our first record and hold it (announce() spreads it). */
   start(now: number): void {
     this.mine = signInfo(this.o.describe(this.swim.incarnation, 'alive'), this.o.signer)

@@ -18,7 +18,7 @@ import { dialable, notThroughSelf } from '../node/dialable.js'
 import type { NodeComponent } from '../node/node-component.js'
 import { pathKind } from '../node/paths.js'
 import { VERSION } from '../version.js'
-import { PIGGYBACK } from './broadcasts.js'
+import { fanoutWidth, PIGGYBACK } from './broadcasts.js'
 import { type ClockSample, ClockSkew } from './clock-skew.js'
 import type { MembershipConfig } from './config.js'
 import { MembershipCore, type MembershipEffect } from './core.js'
@@ -586,7 +586,7 @@ export class MembershipComponent implements Component {
     return set
   }
 
-  /** While something is queued, every PIGGYBACK.intervalMs send it to a few random members. */
+  /** While something is queued, every PIGGYBACK.intervalMs send it to a few random members (more while a burst is queued). */
   private armFanout(): void {
     if (this.fanoutTimer !== undefined || this.stopped) return
     this.fanoutTimer = setTimeout(() => {
@@ -620,7 +620,8 @@ export class MembershipComponent implements Component {
       )
         peers.push(r.peerId)
     const due = peers.length
-    for (let i = 0; i < PIGGYBACK.fanout && peers.length > 0 && (this.core?.queued ?? 0) > 0; i++) {
+    const width = fanoutWidth(this.core?.queuedBytes ?? 0)
+    for (let i = 0; i < width && peers.length > 0 && (this.core?.queued ?? 0) > 0; i++) {
       const peer = peers.splice(Math.floor(Math.random() * peers.length), 1)[0]
       const seq = FANOUT_SEQ_BASE + (this.fanoutSeq++ % FANOUT_SEQ_BASE)
       // a probe with its own seq: the ack is not the detector's, only the gossip both ways counts

@@ -1,5 +1,11 @@
 import assert from 'node:assert/strict'
-import { BroadcastQueue, RETRANSMIT_MIN, retransmitLimit } from '../../src/membership/broadcasts.js'
+import {
+  BroadcastQueue,
+  fanoutWidth,
+  PIGGYBACK,
+  RETRANSMIT_MIN,
+  retransmitLimit,
+} from '../../src/membership/broadcasts.js'
 import { mulberry32 } from '../../src/membership/swim.js'
 
 describe('membership broadcast queue', () => {
@@ -109,6 +115,28 @@ describe('membership broadcast queue', () => {
         .filter((id) => id.startsWith('y')),
       ['y0b'],
     )
+  })
+
+  it('counts the bytes still queued; the fan-out widens with them, from 3 to 12 members a round', () => {
+    const q = new BroadcastQueue<string>({ maxItems: 3 })
+    q.enqueue('a', 'a1', 100)
+    q.enqueue('b', 'b1', 200, [], 'g')
+    assert.equal(q.bytes, 300)
+    q.enqueue('a', 'a2', 50)
+    assert.equal(q.bytes, 250, 'a replaced item no longer counts')
+    q.dropGroup('g', () => true)
+    assert.equal(q.bytes, 50)
+    q.enqueue('c', 'c1', 10)
+    q.enqueue('d', 'd1', 10)
+    q.enqueue('e', 'e1', 10)
+    assert.equal(q.size, 3)
+    assert.equal(q.bytes, 30, 'the dropped item left with its bytes')
+    for (let i = 0; i < 20; i++) q.take(1000, 10)
+    assert.equal(q.bytes, 0)
+    assert.equal(fanoutWidth(0), PIGGYBACK.fanout)
+    assert.equal(fanoutWidth(3 * PIGGYBACK.budget), 3)
+    assert.equal(fanoutWidth(3 * PIGGYBACK.budget + 1), 4)
+    assert.equal(fanoutWidth(1_000_000), PIGGYBACK.fanoutMax)
   })
 
   it('holds at most maxItems, dropping the most-sent first', () => {
