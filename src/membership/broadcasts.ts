@@ -49,7 +49,7 @@ export const PIGGYBACK = { budget: 4000, fanout: 3, fanoutMax: 12, intervalMs: 2
  * Members per fan-out round for `queuedBytes` of news: `fanout`, or one message's budget per
  * member when more is queued, up to `fanoutMax`. Each item is still sent its limited number of
  * times, so a burst costs the same bytes and leaves sooner: with 3 a round, 300 of 3,000 members
- * crashing took p99 13.2 s to spread from the first death claim to every observer, 3.3 s with
+ * crashing took p99 13.2 s to spread from the first death claim to every observer, 3.6 s with
  * this (sim/MODEL.md, Light members that relay).
  */
 export function fanoutWidth(queuedBytes: number): number {

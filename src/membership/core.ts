@@ -417,8 +417,8 @@ export class MembershipCore {
 
   /**
    * Queued suspicions of `peer` that its row now outranks (a death, a departure, a refutation)
-   * change nobody's table who heard the news that outranked them, and that news is queued too:
-   * drop them, as memberlist's dead or alive message invalidates a queued suspect message. At
+   * would change no table that holds the same: drop them, as memberlist's dead or alive message
+   * invalidates a queued suspect message (what outranked them spreads on its own). At
    * 3,000 members with a 10% crash a full member held ~800 such suspicions (sim/MODEL.md).
    */
   private dropOutdated(peer: string, after: Status, entry: Entry): void {
