@@ -83,7 +83,7 @@ export interface SimOptions {
   observers: number | undefined
   /** members a light node probes and follows */
   sample: number
-  /** a light node passes on news outside its sample, once per item it hears (MODEL.md, Light members that relay) */
+  /** a light node passes on news outside its sample that would have changed its row (light-relay.ts; MODEL.md, Light members that relay) */
   lightRelay: boolean
   /** a joiner or restarted member queues its first record to piggyback, as the agent does (service.ts start()) */
   announceOnStart: boolean

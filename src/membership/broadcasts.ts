@@ -155,7 +155,7 @@ export class BroadcastQueue<T> {
     }
     this.bucket(0).push(item)
     if (this.byKey.size > this.opts.maxItems) this.dropMostSent()
-    if (this.stale > 2 * this.byKey.size + 64) this.compact()
+    this.compactIfStale()
   }
 
   /**
@@ -173,9 +173,7 @@ export class BroadcastQueue<T> {
       n++
     }
     this.stale += n
-    // a take() passes over stale items only as far as its budget reaches: a crash's worth of
-    // dropped suspicions would otherwise stay in the buckets
-    if (this.stale > 2 * this.byKey.size + 64) this.compact()
+    this.compactIfStale()
     return n
   }
 
@@ -253,7 +251,12 @@ export class BroadcastQueue<T> {
     this.groups.clear()
   }
 
-  private compact(): void {
+  /**
+   * A take() passes over stale items only as far as its budget reaches: replaced items and a
+   * crash's worth of dropped suspicions would otherwise stay in the buckets.
+   */
+  private compactIfStale(): void {
+    if (this.stale <= 2 * this.byKey.size + 64) return
     for (let s = 0; s < this.buckets.length; s++) this.buckets[s] = this.buckets[s].filter((it) => it.live)
     while (this.buckets.length > 0 && this.buckets[this.buckets.length - 1].length === 0)
       this.buckets.length--

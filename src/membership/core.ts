@@ -101,6 +101,10 @@ export function newsBytes(x: News): number {
  * The queue key: a newer record, or a dead claim, replaces what is queued about the same member;
  * independent suspicions travel apart (they are Lifeguard confirmations).
  */
+/** Who news need not go back to: whoever told us, and whoever signed it. */
+const skipFor = (from: string | undefined, signer: string): string[] =>
+  from === undefined ? [signer] : [from, signer]
+
 function newsKey(x: News): string {
   // one string per record or claim, not one per queue holding it (10,000 queues in the simulator)
   let k = keys.get(x)
@@ -245,13 +249,12 @@ export class MembershipCore {
       if (follows !== undefined && !follows(r.info.peerId)) continue
       if (this.apply(r, now) === undefined) continue
       changed++
-      if (spread) this.enqueue(r, from === undefined ? [r.info.peerId] : [from, r.info.peerId])
+      if (spread) this.enqueue(r, skipFor(from, r.info.peerId))
     }
     for (const c of claims) {
       const r = this.ingestClaim(c, now)
       if (r > 1) changed++
-      if (spread && r > 0 && c.peerId !== this.self)
-        this.enqueue(c, from === undefined ? [c.by] : [from, c.by])
+      if (spread && r > 0 && c.peerId !== this.self) this.enqueue(c, skipFor(from, c.by))
     }
     return changed
   }
@@ -263,8 +266,7 @@ export class MembershipCore {
    * light member is a dead end for all news outside its sample (sim/MODEL.md, Large clusters).
    */
   relay(x: News, from?: string): void {
-    const about = 'info' in x ? x.info.peerId : x.by
-    this.enqueue(x, from === undefined ? [about] : [from, about])
+    this.enqueue(x, skipFor(from, 'info' in x ? x.info.peerId : x.by))
   }
 
   /** Stop probing a member we will not hear from again (revoked). */
