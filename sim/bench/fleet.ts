@@ -85,6 +85,8 @@ interface PeerConn {
   streams?: string[]
 }
 
+const SYNCS = 'mesh_membership_syncs_total'
+
 /**
  * Each agent's membership bytes sent and V8 heap (MiB) from its /metrics, asked one agent at a
  * time (see connectionCensus).
@@ -92,6 +94,8 @@ interface PeerConn {
 async function metricsOneByOne(agents: BenchAgent[]) {
   const out: Array<{
     bytesOut: number
+    /** membership bytes sent by channel, and syncs started (initiator roles) */
+    channels: { probe: number; sync: number; gossip: number; syncsStarted: number; catchups: number }
     heap: { committed: number; used: number; external: number; major: number; minor: number }
   }> = []
   for (const a of agents) {
@@ -100,6 +104,13 @@ async function metricsOneByOne(agents: BenchAgent[]) {
       m === undefined ? Number.NaN : m.get(name, labels)
     out.push({
       bytesOut: m === undefined ? Number.NaN : membershipBytesOut(m),
+      channels: {
+        probe: get('mesh_membership_bytes_total', { channel: 'probe', direction: 'out' }),
+        sync: get('mesh_membership_bytes_total', { channel: 'sync', direction: 'out' }),
+        gossip: get('mesh_membership_bytes_total', { channel: 'gossip', direction: 'out' }),
+        syncsStarted: get(SYNCS) - get(SYNCS, { role: 'responder' }),
+        catchups: get(SYNCS, { role: 'catchup' }),
+      },
       heap: {
         committed: get('mesh_process_nodejs_heap_size_total_bytes') / 2 ** 20,
         used: get('mesh_process_nodejs_heap_size_used_bytes') / 2 ** 20,
@@ -349,6 +360,20 @@ async function run(o: Options) {
     const bytes1 = read1.map((r) => r.bytesOut)
     const heap = read1.map((r) => r.heap)
     const bps = bytes1.map((b, i) => (b - bytes0[i]) / idleWall)
+    // which channel the idle bytes went to (a sync that teaches something starts another)
+    const perChannel = (k: keyof (typeof read1)[number]['channels']) =>
+      stats(read1.map((r, i) => (r.channels[k] - read0[i].channels[k]) / idleWall))
+    const channels = {
+      probe: perChannel('probe'),
+      sync: perChannel('sync'),
+      gossip: perChannel('gossip'),
+      syncsStartedPerMin: stats(
+        read1.map((r, i) => ((r.channels.syncsStarted - read0[i].channels.syncsStarted) * 60) / idleWall),
+      ),
+      catchupsPerMin: stats(
+        read1.map((r, i) => ((r.channels.catchups - read0[i].channels.catchups) * 60) / idleWall),
+      ),
+    }
     const load1 = loadavg()[0]
     const connsIdle = await connectionCensus(agents)
     process.stderr.write(`fleet: connections after the idle window: ${JSON.stringify(connsIdle)}\n`)
@@ -418,6 +443,7 @@ async function run(o: Options) {
           minorGcsPerMin: stats(heap.map((h, k) => ((h.minor - heap0[k].minor) * 60) / idleWall)),
         },
         bytesPerS: stats(bps),
+        channels,
         suspicions,
         suspicionsWhileRead,
         falseDeaths: falseDeaths.length,
@@ -471,7 +497,11 @@ async function main(): Promise<void> {
       `median ${fmt(i.privateDirtyMiB.median)}; ${fmt(i.heapMiB.committed.median)} / ${fmt(i.heapMiB.used.median)} (${fmt(i.heapMiB.atStart.committed.median)} / ${fmt(i.heapMiB.atStart.used.median)} at its start); ${fmt(i.heapMiB.external.median)} MiB; in it ${fmt(i.heapMiB.majorGcs.median, 0)} full GCs, ${fmt(i.heapMiB.minorGcsPerMin.median, 1)} scavenges a minute`,
     ],
     ['idle RSS median, each minute of the window', '-', i.rssTimeline.map((r) => fmt(r.median)).join(', ')],
-    ['idle membership bytes sent per agent', '-', `median ${fmt(i.bytesPerS.median, 0)} B/s`],
+    [
+      'idle membership bytes sent per agent',
+      '-',
+      `median ${fmt(i.bytesPerS.median, 0)} B/s (probes ${fmt(i.channels.probe.median, 0)}, syncs ${fmt(i.channels.sync.median, 0)}, gossipsub ${fmt(i.channels.gossip.median, 0)}); ${fmt(i.channels.syncsStartedPerMin.median, 1)} syncs started a minute, ${fmt(i.channels.catchupsPerMin.median, 1)} of them catch-ups`,
+    ],
     ...(
       [
         ['at convergence', i.connections.converged],

@@ -717,6 +717,9 @@ export class MembershipComponent implements Component {
   private readonly onConnection = (conn: Connection): void => {
     void (async () => {
       if (!(await this.libp2p.services.admission.admitted(conn))) return
+      // the fan-out rests while no connected member has news due (a starting agent's own
+      // record, queued before its first connection): a new member may be one that has
+      if ((this.core?.queued ?? 0) > 0) this.armFanout()
       const peer = conn.remotePeer.toString()
       const now = Date.now()
       const last = this.lastSync.get(peer) ?? 0

@@ -300,7 +300,21 @@ export async function createMeshNode(opts: NodeOptions) {
   node.addEventListener('stop', () => liveness.stop())
   settleOnOneConnection(node, prefix, opts.reporter)
   reopenOnRemainingConnection(node)
+  stores.set(node, datastore)
   return node
+}
+
+/** each node's LevelDB store: libp2p neither opens nor closes the datastore it is given */
+const stores = new WeakMap<object, LevelDatastore>()
+
+/**
+ * Stop the node and close its store, so the same data dir can be opened again in this process
+ * (an in-process restart; LevelDB holds a lock on its directory while open).
+ */
+export async function stopMeshNode(node: MeshLibp2p): Promise<void> {
+  await node.stop()
+  await stores.get(node)?.close()
+  stores.delete(node)
 }
 
 /**

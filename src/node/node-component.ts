@@ -13,7 +13,7 @@ import { connectionLimit } from './connection-limit.js'
 import { loadIdentity } from './identity.js'
 import { InviteStore } from './invites.js'
 import { Joiner } from './join.js'
-import { createMeshNode, dhtProtocol, inRoutingTable, type MeshLibp2p } from './libp2p.js'
+import { createMeshNode, dhtProtocol, inRoutingTable, type MeshLibp2p, stopMeshNode } from './libp2p.js'
 import { LocalLag } from './local-lag.js'
 import { type PathKind, pathKind } from './paths.js'
 import { LABELLED_PEERS, PeerTraffic } from './peer-traffic.js'
@@ -269,7 +269,7 @@ export class NodeComponent implements Component {
   async stop(): Promise<void> {
     clearInterval(this.timer)
     this.lag.stop()
-    await this.libp2p?.stop()
+    if (this.libp2p !== undefined) await stopMeshNode(this.libp2p)
   }
 
   /** Remember admitted peers in the persistent peer store, so a restart can find them again. */
