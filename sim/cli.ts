@@ -44,6 +44,7 @@ const HELP = `usage: node dist/sim/cli.js [options]
   --full-max N        above this many members, light nodes are used (default 2000)
   --sample K          members a light node probes and follows (default 300)
   --light-relay on|off  a light node passes on news outside its sample once (default off)
+  --light-queue N     the most items a relaying light node's queue holds (default 32; a full node's 4096)
   --start S           first disruption (default 30)
   --crash-frac F      crash: fraction killed (default 0.1)
   --partition-s S     partition: how long (default 60)
@@ -190,6 +191,9 @@ function parse(argv: string[]): Cli {
         c.sim.lightRelay = v === 'on'
         break
       }
+      case '--light-queue':
+        c.sim.lightQueue = num(1)
+        break
       case '--start':
         c.params.startMs = num() * 1000
         break

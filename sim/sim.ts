@@ -85,6 +85,8 @@ export interface SimOptions {
   sample: number
   /** a light node passes on news outside its sample that would have changed its row (light-relay.ts; MODEL.md, Light members that relay) */
   lightRelay: boolean
+  /** the most items a relaying light member's queue holds (LIGHT_QUEUE_MAX) */
+  lightQueue: number
   /** a joiner or restarted member queues its first record to piggyback, as the agent does (service.ts start()) */
   announceOnStart: boolean
   /** a crash's reset connections make some of their other ends probe it out of turn (Swim.closed), as the agent */
@@ -100,6 +102,13 @@ export interface SimOptions {
   clusterId: string
 }
 
+/**
+ * The most items a light member's queue holds when it relays news outside its sample (a full
+ * member's holds BROADCAST_DEFAULTS.maxItems): 9,500 queues of 256 items ran out of 1.6 GB in a
+ * crash at 10,000; the most-sent items are the ones dropped (MODEL.md, Light members that relay).
+ */
+const LIGHT_QUEUE_MAX = 32
+
 export const SIM_DEFAULTS: SimOptions = {
   seed: 1,
   network: {},
@@ -114,6 +123,7 @@ export const SIM_DEFAULTS: SimOptions = {
   observers: undefined,
   sample: 300,
   lightRelay: false,
+  lightQueue: LIGHT_QUEUE_MAX,
   announceOnStart: true,
   probeOnClose: MEMBERSHIP_DEFAULTS.probeOnClose,
   maxConnections: 300,
@@ -122,13 +132,6 @@ export const SIM_DEFAULTS: SimOptions = {
   expectedNodes: 0,
   clusterId: '5eed0c1a55e7c0de',
 }
-
-/**
- * The most items a light member's queue holds when it relays news outside its sample (a full
- * member's holds BROADCAST_DEFAULTS.maxItems): 9,500 queues of 256 items ran out of 1.6 GB in a
- * crash at 10,000; the most-sent items are the ones dropped (MODEL.md, Light members that relay).
- */
-const LIGHT_QUEUE_MAX = 32
 
 export type Channel = 'probe' | 'gossip' | 'ihave' | 'sync' | 'dial' | 'ext'
 export const CHANNELS: readonly Channel[] = ['probe', 'gossip', 'ihave', 'sync', 'dial', 'ext']
@@ -522,7 +525,7 @@ export class Sim {
       // skip lists of member numbers, for light members too (a list, not an array by number)
       piggyback: this.opts.dissemination === 'piggyback' && {
         retransmitMult: this.opts.retransmitMult,
-        ...(node.full || !this.opts.lightRelay ? {} : { maxItems: LIGHT_QUEUE_MAX }),
+        ...(node.full || !this.opts.lightRelay ? {} : { maxItems: this.opts.lightQueue }),
         index: this.indexOf,
       },
       follows: node.full ? undefined : (p) => node.follows(this.idxOf(p)),
