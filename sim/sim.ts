@@ -770,6 +770,11 @@ export class Sim {
     return out
   }
 
+  /** Whether member i is a full member (knows every member; light ones follow a sample). */
+  isFull(i: number): boolean {
+    return this.nodes[i].full
+  }
+
   /** Mark a node slow from now on (mean extra delay per thing it handles). */
   setSlow(i: number, meanMs: number): void {
     this.nodes[i].slowMs = meanMs
