@@ -59,6 +59,17 @@ export const steady: Scenario = {
   plan: () => undefined,
 }
 
+/**
+ * Whom a joiner may redeem its invite at: where the model has light members, the full ones. A
+ * real inviter holds every member; a light one outside the joiner's sample handed it no row and
+ * kept none of it, and the joiner then never probed or synced with anyone (257 of 9,000 in the
+ * 10,000 join storm, 2026-12-07; MODEL.md, Large clusters).
+ */
+function inviters(sim: Sim, live: number[]): number[] {
+  const full = live.filter((i) => sim.isFull(i))
+  return full.length > 0 ? full : live
+}
+
 export const joinStorm: Scenario = {
   name: 'join-storm',
   summary:
@@ -69,13 +80,8 @@ export const joinStorm: Scenario = {
   plan(sim, p, rng) {
     const initial = this.initial(p)
     // a joiner redeems an invite from a member that issued it (an admin), so from a member that
-    // was there before the storm, never from another joiner of the same storm. Where the model
-    // has light members, from a full one: in a real cluster the inviter holds every member,
-    // while a light inviter outside the joiner's sample handed it no row, held no row of it, and
-    // the joiner then never probed or synced with anyone (257 of 9,000 at 10,000, 2026-12-07)
-    const live = sim.liveNodes()
-    const full = live.filter((i) => sim.isFull(i))
-    const formed = full.length > 0 ? full : live
+    // was there before the storm, never from another joiner of the same storm
+    const formed = inviters(sim, sim.liveNodes())
     let last = p.startMs
     for (let k = initial; k < p.nodes; k++) {
       const t = p.startMs + rng() * p.stormMs
@@ -147,8 +153,10 @@ export const churn: Scenario = {
       sim.at(t, () => {
         const live = sim.liveNodes()
         if (live.length < 3) return
-        if (r < 0.3) sim.join(live[randInt(rng, live.length)])
-        else if (r < 0.6) sim.leave(live[randInt(rng, live.length)])
+        if (r < 0.3) {
+          const via = inviters(sim, live)
+          sim.join(via[randInt(rng, via.length)])
+        } else if (r < 0.6) sim.leave(live[randInt(rng, live.length)])
         else if (r < 0.8 || crashed.length === 0) {
           const v = live[randInt(rng, live.length)]
           sim.crash(v)
