@@ -97,14 +97,14 @@ export function newsBytes(x: News): number {
   return n
 }
 
-/**
- * The queue key: a newer record, or a dead claim, replaces what is queued about the same member;
- * independent suspicions travel apart (they are Lifeguard confirmations).
- */
 /** Who news need not go back to: whoever told us, and whoever signed it. */
 const skipFor = (from: string | undefined, signer: string): string[] =>
   from === undefined ? [signer] : [from, signer]
 
+/**
+ * The queue key: a newer record, or a dead claim, replaces what is queued about the same member;
+ * independent suspicions travel apart (they are Lifeguard confirmations).
+ */
 function newsKey(x: News): string {
   // one string per record or claim, not one per queue holding it (10,000 queues in the simulator)
   let k = keys.get(x)
