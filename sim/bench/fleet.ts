@@ -398,7 +398,7 @@ async function run(o: Options) {
     )
 
     // kill -9, one after another
-    const detections: Array<{ victim: string; firstS: number; allS: number }> = []
+    const detections: Array<{ victim: string; suspectS: number; firstS: number; allS: number }> = []
     const alive = [...agents]
     for (let k = 0; k < o.kills; k++) {
       const victim = alive[1 + ((k * 17) % (alive.length - 1))]
@@ -412,13 +412,16 @@ async function run(o: Options) {
         250,
       )
       const times = alive.map((a) => (a.first(victim.peerId, 'dead', tKill) ?? Number.NaN) - tKill)
+      // the phases: waiting to be probed, then the suspicion, then the spread of the verdict
+      const suspected = alive.map((a) => (a.first(victim.peerId, 'suspect', tKill) ?? Number.NaN) - tKill)
       detections.push({
         victim: victim.name,
+        suspectS: Math.min(...suspected.filter((t) => !Number.isNaN(t))) / 1000,
         firstS: Math.min(...times) / 1000,
         allS: Math.max(...times) / 1000,
       })
       process.stderr.write(
-        `fleet: ${victim.name} dead everywhere in ${(Math.max(...times) / 1000).toFixed(1)} s\n`,
+        `fleet: ${victim.name} suspected ${detections[k].suspectS.toFixed(1)} s, dead first ${detections[k].firstS.toFixed(1)} s, everywhere ${detections[k].allS.toFixed(1)} s\n`,
       )
       await sleep(5_000)
     }
@@ -520,7 +523,7 @@ async function main(): Promise<void> {
     ...r.detections.map((d, k) => [
       `kill -9 #${k + 1} (${d.victim}): dead everywhere`,
       '<= 8 s',
-      `first ${d.firstS.toFixed(1)} s, all ${d.allS.toFixed(1)} s`,
+      `first suspicion ${d.suspectS.toFixed(1)} s, first dead ${d.firstS.toFixed(1)} s, all ${d.allS.toFixed(1)} s`,
     ]),
   ]
   process.stdout.write(
