@@ -38,7 +38,8 @@ const HELP = `usage: node dist/sim/cli.js [options]
   --piggyback-budget B  piggyback: bytes of records and claims per message (default 4000)
   --announce [on|off] a joiner or restarted member queues its record to piggyback on start, as the
                       agent does since 2026-12-07 (default on; off: the agent before, for old figures)
-  --probe-on-close    a crash's reset connections move it up its members' probe order (membership.probeOnClose)
+  --probe-on-close [on|off]  a crash's reset connections and refused redials move it up its
+                      members' probe order (membership.probeOnClose; default on since 2026-12-07)
   --max-conns N       connections a member keeps for gossip fan-out (libp2p default 300)
   --observers K       full nodes when N > --full-max (default 500)
   --full-max N        above this many members, light nodes are used (default 2000)
@@ -170,9 +171,13 @@ function parse(argv: string[]): Cli {
         c.sim.announceOnStart = v !== 'off'
         break
       }
-      case '--probe-on-close':
-        c.sim.probeOnClose = true
+      case '--probe-on-close': {
+        // bare --probe-on-close (on) as before; on/off when given
+        const v = argv[i + 1]
+        if (v === 'on' || v === 'off') i++
+        c.sim.probeOnClose = v !== 'off'
         break
+      }
       case '--max-conns':
         c.sim.maxConnections = num(1)
         break

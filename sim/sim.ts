@@ -746,7 +746,7 @@ export class Sim {
       if (other.up && this.knows(other, i)) this.markUnlinked(other, i)
       if (other.mesh.includes(i)) other.meshDirty = true
       // as the agent's peer:disconnect and its refused redial (service.ts): a probe out of turn
-      if (other.up && this.opts.probeOnClose) other.core.closed(node.peerId)
+      if (other.up && this.opts.probeOnClose) other.core.closed(node.peerId, this.now)
     }
     node.conn.clear()
     node.cut.clear()

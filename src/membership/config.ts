@@ -9,9 +9,8 @@ export const MembershipConfigSchema = z
     indirectProbes: z.number().int().min(0).max(16).default(D.indirectProbes),
     // minimum suspicion = max(3, suspicionMult x log10 N) probe intervals (memberlist LAN: 4)
     suspicionMult: z.number().min(0.25).max(100).default(D.suspicionMult),
-    // a closed connection whose redial fails moves its member up the probe order (Swim.closed).
-    // Off: on a loaded machine its early probes fail together and count as Lifeguard's
-    // confirmations at once (protocols/membership.md)
+    // a closed connection whose redial is refused (a killed process) moves its member up the
+    // probe order (Swim.closed); a redial that only times out does not (protocols/membership.md)
     probeOnClose: z.boolean().default(D.probeOnClose),
     syncIntervalMs: z.number().int().min(1000).max(3_600_000).default(D.syncIntervalMs),
     tombstoneHours: z

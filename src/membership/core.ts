@@ -320,8 +320,8 @@ export class MembershipCore {
   }
 
   /** Our last connection to `peer` closed: it may be probed out of turn (see Swim.closed). */
-  closed(peer: string): void {
-    this.swim.closed(peer)
+  closed(peer: string, now: number): void {
+    this.swim.closed(peer, now)
   }
 
   onNack(from: string, seq: number): void {

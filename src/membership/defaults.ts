@@ -8,7 +8,7 @@ export const MEMBERSHIP_DEFAULTS = {
   probeTimeoutMs: 500,
   indirectProbes: 3,
   suspicionMult: 1,
-  probeOnClose: false,
+  probeOnClose: true,
   syncIntervalMs: 30_000,
   tombstoneHours: 24,
   leaveOnTerm: true,

@@ -14,6 +14,7 @@ import { closeOrAbort } from '../kernel/streams.js'
 import { BackoffMap } from '../node/backoff.js'
 import { type Cluster, protocolPrefix } from '../node/cluster.js'
 import { onEveryConnection } from '../node/connections.js'
+import { dialRefused } from '../node/dial-refused.js'
 import { dialable, notThroughSelf } from '../node/dialable.js'
 import type { NodeComponent } from '../node/node-component.js'
 import { pathKind } from '../node/paths.js'
@@ -655,10 +656,12 @@ export class MembershipComponent implements Component {
 
   /**
    * The last connection to a member closed: redial it (connectMembers would within seconds), and
-   * if that fails, as it does at once for a killed process, it may be probed out of turn
-   * (Swim.closed). A member that closed its connections while alive answers the dial instead:
-   * probing it early then, over a connection still being made, raised suspicions of members just
-   * out of a join storm (bench:fleet, 20 agents, 2026-12-06).
+   * if an address refuses the dial, as a killed process's does at once, it may be probed out of
+   * turn (Swim.closed). A member that closed its connections while alive answers the dial
+   * instead: probing it early then, over a connection still being made, raised suspicions of
+   * members just out of a join storm (bench:fleet, 20 agents, 2026-12-06). A dial that only timed
+   * out says nothing: on a loaded machine the early probes of a live member then failed together
+   * and counted as Lifeguard's confirmations at once (bench:fleet, 20 agents at load 30-57).
    */
   private readonly onDisconnect = (evt: CustomEvent<PeerId>): void => {
     const peer = evt.detail
@@ -666,8 +669,8 @@ export class MembershipComponent implements Component {
     if (this.stopped || !this.deps.config.probeOnClose || !this.isMember(id)) return
     this.libp2p.dial(peer).then(
       () => {},
-      () => {
-        if (!this.stopped) this.core?.closed(id)
+      (err: unknown) => {
+        if (!this.stopped && dialRefused(err)) this.core?.closed(id, Date.now())
       },
     )
   }

@@ -1,6 +1,8 @@
 import assert from 'node:assert/strict'
 import {
   type Action,
+  CLOSE_BURST,
+  CLOSE_BURST_MS,
   CLOSE_PROBERS,
   mulberry32,
   SKIP_REFRESH_ROUNDS,
@@ -325,14 +327,40 @@ describe('membership: SWIM failure detector', () => {
     const first = probe()
     // without the close, the rest of the round would be the three others
     s.heard(first, s.nextWakeup() - 1)
-    s.closed(first)
+    s.closed(first, s.nextWakeup() - 1)
     assert.equal(probe(), first)
-    s.closed('not-a-member')
+    s.closed('not-a-member', s.nextWakeup() - 1)
     const rest = [probe(), probe(), probe()]
     assert.deepEqual(
       [...rest].sort(),
       ids(4).filter((p) => p !== first),
     )
+  })
+
+  it('many members refused at once are probed in turn: only the first CLOSE_BURST go early', () => {
+    // 8 members, so CLOSE_PROBERS / 8 = 1/2: a fixed rng of 0 makes every close a candidate
+    const s = new Swim({ self: 'me', rng: () => 0, lifeguard: false })
+    s.setMembers(ids(8).map((peerId) => ({ peerId, incarnation: 0 })))
+    const probe = (): string => {
+      const now = s.nextWakeup()
+      const [a] = s.tick(now)
+      assert.equal(a?.type, 'probe')
+      if (a?.type !== 'probe') return ''
+      s.onAck(a.to, a.seq, now + 3)
+      return a.to
+    }
+    probe()
+    const t = s.nextWakeup() - 1
+    // a burst of refusals: the last member of each probe order is the latest one to come
+    const closedNow = ids(8).slice(0, CLOSE_BURST + 2)
+    for (const p of closedNow) s.closed(p, t)
+    const next = Array.from({ length: CLOSE_BURST }, () => probe())
+    assert.deepEqual(next, closedNow.slice(0, CLOSE_BURST).reverse())
+    // after CLOSE_BURST_MS of quiet a refusal goes early again
+    for (let i = 0; i < 100 && s.nextWakeup() <= t + CLOSE_BURST_MS; i++) probe()
+    const late = ids(8)[7]
+    s.closed(late, s.nextWakeup() - 1)
+    assert.equal(probe(), late)
   })
 
   it('of 50 members, a crashed one whose connections reset is suspected within 2 probe intervals', () => {
@@ -342,7 +370,7 @@ describe('membership: SWIM failure detector', () => {
       const victim = net.ids[49]
       net.run(5000)
       net.crashed.add(victim)
-      if (resets) for (const id of net.ids.slice(0, 49)) net.nodes.get(id)!.closed(victim)
+      if (resets) for (const id of net.ids.slice(0, 49)) net.nodes.get(id)!.closed(victim, 5000)
       net.run(20000)
       const line = net.log.find((l) => l.endsWith(`suspect ${victim}@0`))
       assert.ok(line !== undefined, `seed ${seed}: never suspected`)
