@@ -5,7 +5,10 @@ import { tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
 import { noise } from '@chainsafe/libp2p-noise'
 import { yamux } from '@chainsafe/libp2p-yamux'
+import type { PeerId } from '@libp2p/interface'
+import { peerIdFromString } from '@libp2p/peer-id'
 import { tcp } from '@libp2p/tcp'
+import { type Multiaddr, multiaddr } from '@multiformats/multiaddr'
 import { createLibp2p } from 'libp2p'
 import { MeshAgent } from '../../sim/bench/agents.js'
 import { until } from '../../sim/bench/report.js'
@@ -259,6 +262,42 @@ export async function inProcessMember(
     seeds: setup.cluster.seeds ?? [],
     reporter: new Reporter({ level: 'silent' }).forComponent('node'),
   })
+}
+
+/**
+ * A new cluster's agent (`alpha`) and a started in-process member it has admitted, with no
+ * connection left between them: for tests of what a dial to the agent meets. The caller stops
+ * the member (also when it is returned and a later step fails) and cleans up `fx`.
+ */
+export async function agentAndDialer(
+  fx: Fixture,
+  cluster: string,
+  config: Record<string, unknown>,
+): Promise<{ agent: AgentProcess; member: NodeComponent; addr: Multiaddr; agentId: PeerId }> {
+  const dir = fx.tempDir()
+  const init = await mesh(['--data-dir', dir, 'init', '--cluster', cluster])
+  if (init.code !== 0) throw new Error(`mesh init failed: ${init.stderr}`)
+  const agent = fx.agent(dir, ['--name', 'alpha']).start()
+  const status = await agent.ready(30_000)
+  const addr = multiaddr((await agent.status()).listen[0])
+  const agentId = peerIdFromString(status.peerId as string)
+  const member = await inProcessMember(fx.tempDir(), dir, 'm', config)
+  await member.start()
+  try {
+    await waitFor(
+      'the in-process member admitted by the agent',
+      async () =>
+        member.node.services.admission.admitted(
+          await member.node.dial(addr, { signal: AbortSignal.timeout(10_000) }),
+        ),
+      30_000,
+    )
+    await member.node.hangUp(agentId)
+  } catch (err) {
+    await member.stop().catch(() => {})
+    throw err
+  }
+  return { agent, member, addr, agentId }
 }
 
 // an agent's metrics as values: AgentProcess.metrics() and .metric() (GET /v1/metrics)

@@ -1,9 +1,7 @@
 import '../../src/shim.js'
 import assert from 'node:assert/strict'
-import { peerIdFromString } from '@libp2p/peer-id'
-import { multiaddr } from '@multiformats/multiaddr'
 import type { NodeComponent } from '../../src/node/node-component.js'
-import { type AgentProcess, Fixture, inProcessMember, mesh, waitFor } from './cluster-harness.js'
+import { type AgentProcess, agentAndDialer, Fixture } from './cluster-harness.js'
 
 // A dial gives up on a TCP connect after 1.5 s, but not on an upgrade (Noise, yamux) that a busy
 // member answers late: that takes the dial's whole budget. With one 1.5 s deadline for both, 20
@@ -25,23 +23,12 @@ describe('dial deadlines: a member that answers its handshake late still gets co
   })
 
   it('stopped for 3 s while a member dials it: the dial waits and connects, admitted', async () => {
-    const dir = fx.tempDir()
-    assert.equal((await mesh(['--data-dir', dir, 'init', '--cluster', 'dialdeadline'])).code, 0)
-    agent = fx.agent(dir, ['--name', 'alpha']).start()
-    const status = await agent.ready(30_000)
-    const addr = multiaddr((await agent.status()).listen[0])
-    const agentId = peerIdFromString(status.peerId as string)
     // a dial budget well above the stall (the default, 5 s, is what agents use)
-    member = await inProcessMember(fx.tempDir(), dir, 'm', { dialTimeoutMs: 15_000 })
-    await member.start()
+    const made = await agentAndDialer(fx, 'dialdeadline', { dialTimeoutMs: 15_000 })
+    agent = made.agent
+    member = made.member
+    const { addr, agentId } = made
     const m = member
-    await waitFor(
-      'the in-process member admitted by the agent',
-      async () =>
-        m.node.services.admission.admitted(await m.node.dial(addr, { signal: AbortSignal.timeout(10_000) })),
-      30_000,
-    )
-    await m.node.hangUp(agentId)
     assert.equal(m.node.getConnections(agentId).length, 0)
 
     agent.child!.kill('SIGSTOP')

@@ -1,10 +1,8 @@
 import '../../src/shim.js'
 import assert from 'node:assert/strict'
-import { peerIdFromString } from '@libp2p/peer-id'
-import { multiaddr } from '@multiformats/multiaddr'
 import { dialRefused } from '../../src/node/dial-refused.js'
 import type { NodeComponent } from '../../src/node/node-component.js'
-import { type AgentProcess, Fixture, inProcessMember, mesh, waitFor } from './cluster-harness.js'
+import { type AgentProcess, agentAndDialer, Fixture } from './cluster-harness.js'
 
 // membership.probeOnClose probes a member out of turn only when a redial is refused: a killed
 // agent's port refuses at once, a starved one (here: stopped) never does. If a stopped member's
@@ -22,22 +20,11 @@ describe('a redial is refused by a killed agent, never by a stopped one', functi
   })
 
   it('stopped: the dial fails without a refusal; killed: refused', async () => {
-    const dir = fx.tempDir()
-    assert.equal((await mesh(['--data-dir', dir, 'init', '--cluster', 'dialrefused'])).code, 0)
-    agent = fx.agent(dir, ['--name', 'alpha']).start()
-    const status = await agent.ready(30_000)
-    const addr = multiaddr((await agent.status()).listen[0])
-    const agentId = peerIdFromString(status.peerId as string)
-    member = await inProcessMember(fx.tempDir(), dir, 'm', { dialTimeoutMs: 2_000 })
-    await member.start()
+    const made = await agentAndDialer(fx, 'dialrefused', { dialTimeoutMs: 2_000 })
+    agent = made.agent
+    member = made.member
+    const { agentId } = made
     const m = member
-    await waitFor(
-      'the in-process member admitted by the agent',
-      async () =>
-        m.node.services.admission.admitted(await m.node.dial(addr, { signal: AbortSignal.timeout(10_000) })),
-      30_000,
-    )
-    await m.node.hangUp(agentId)
 
     agent.child!.kill('SIGSTOP')
     let stoppedErr: unknown

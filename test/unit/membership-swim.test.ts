@@ -148,6 +148,16 @@ class Net {
 
 const ids = (n: number): string[] => Array.from({ length: n }, (_, i) => `node${String.fromCharCode(65 + i)}`)
 
+/** The next tick's probe, answered 3 ms later; returns whom it probed. */
+function probeAnswered(s: Swim): string {
+  const now = s.nextWakeup()
+  const [a] = s.tick(now)
+  assert.equal(a?.type, 'probe')
+  if (a?.type !== 'probe') return ''
+  s.onAck(a.to, a.seq, now + 3)
+  return a.to
+}
+
 describe('membership: SWIM failure detector', () => {
   it('suspicion timeout grows with log N (memberlist LAN: 4 s up to 10 members)', () => {
     assert.equal(suspicionTimeoutMs(4, 1, 1000), 4000)
@@ -316,14 +326,7 @@ describe('membership: SWIM failure detector', () => {
     const s = new Swim({ self: 'me', rng: mulberry32(11), lifeguard: false })
     s.setMembers(ids(4).map((peerId) => ({ peerId, incarnation: 0 })))
     s.tick(0)
-    const probe = (): string => {
-      const now = s.nextWakeup()
-      const [a] = s.tick(now)
-      assert.equal(a?.type, 'probe')
-      if (a?.type !== 'probe') return ''
-      s.onAck(a.to, a.seq, now + 3)
-      return a.to
-    }
+    const probe = (): string => probeAnswered(s)
     const first = probe()
     // without the close, the rest of the round would be the three others
     s.heard(first, s.nextWakeup() - 1)
@@ -341,14 +344,7 @@ describe('membership: SWIM failure detector', () => {
     // 8 members, so CLOSE_PROBERS / 8 = 1/2: a fixed rng of 0 makes every close a candidate
     const s = new Swim({ self: 'me', rng: () => 0, lifeguard: false })
     s.setMembers(ids(8).map((peerId) => ({ peerId, incarnation: 0 })))
-    const probe = (): string => {
-      const now = s.nextWakeup()
-      const [a] = s.tick(now)
-      assert.equal(a?.type, 'probe')
-      if (a?.type !== 'probe') return ''
-      s.onAck(a.to, a.seq, now + 3)
-      return a.to
-    }
+    const probe = (): string => probeAnswered(s)
     probe()
     const t = s.nextWakeup() - 1
     // a burst of refusals: the last member of each probe order is the latest one to come
