@@ -16,6 +16,7 @@ const stamp = () => new TextEncoder().encode(String(Date.now()))
 async function setup() {
   const self = peerIdFromPrivateKey(await generateKeyPair('Ed25519'))
   const other = peerIdFromPrivateKey(await generateKeyPair('Ed25519'))
+  const third = peerIdFromPrivateKey(await generateKeyPair('Ed25519'))
   const datastore = new MemoryDatastore()
   let puts = 0
   let gets = 0
@@ -41,6 +42,7 @@ async function setup() {
     peerStore,
     events,
     other,
+    third,
     connected,
     puts: () => puts,
     gets: () => gets,
@@ -158,6 +160,31 @@ describe('quiet peer store: protocol merges', () => {
       before = s.puts()
       await s.peerStore.merge(s.other, { protocols: ['/a/1.0.0'] })
       assert.equal(s.puts(), before + 1)
+    } finally {
+      s.stop()
+    }
+  })
+})
+
+describe('quiet peer store: many peers written at once', () => {
+  it("one peer's write does not stop another's record from being kept (a join storm)", async () => {
+    const s = await setup()
+    try {
+      s.connected.add(s.other.toString())
+      s.connected.add(s.third.toString())
+      // both peers' first protocol merges overlap, as streams from many members do in a storm
+      await Promise.all([
+        s.peerStore.merge(s.other, { protocols: ['/a/1.0.0'] }),
+        s.peerStore.merge(s.third, { protocols: ['/a/1.0.0'] }),
+      ])
+      const before = s.puts()
+      for (let i = 0; i < 3; i++) {
+        await Promise.all([
+          s.peerStore.merge(s.other, { protocols: ['/a/1.0.0'] }),
+          s.peerStore.merge(s.third, { protocols: ['/a/1.0.0'] }),
+        ])
+      }
+      assert.equal(s.puts(), before, 'protocols both peers are known to speak: no write')
     } finally {
       s.stop()
     }
