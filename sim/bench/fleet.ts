@@ -97,6 +97,8 @@ async function metricsOneByOne(agents: BenchAgent[]) {
     /** membership bytes sent by channel, and syncs started (initiator roles) */
     channels: { probe: number; sync: number; gossip: number; syncsStarted: number; catchups: number }
     heap: { committed: number; used: number; external: number; major: number; minor: number }
+    /** work done since the agent started: admissions, duplicate connections closed, syncs, probes */
+    work: { auths: number; authFailed: number; duplicatesClosed: number; syncs: number; probes: number }
   }> = []
   for (const a of agents) {
     const m = await a.metrics().catch(() => undefined)
@@ -118,6 +120,16 @@ async function metricsOneByOne(agents: BenchAgent[]) {
         // full and young-generation collections so far
         major: get('mesh_process_nodejs_gc_duration_seconds_count', { kind: 'major' }),
         minor: get('mesh_process_nodejs_gc_duration_seconds_count', { kind: 'minor' }),
+      },
+      work: {
+        auths: get('mesh_node_auth_total'),
+        authFailed:
+          get('mesh_node_auth_total') -
+          get('mesh_node_auth_total', { result: 'ok' }) -
+          get('mesh_node_auth_total', { result: 'joiner' }),
+        duplicatesClosed: get('mesh_node_duplicate_connections_closed_total'),
+        syncs: get(SYNCS),
+        probes: get('mesh_membership_probes_total'),
       },
     })
   }
@@ -332,6 +344,12 @@ async function run(o: Options) {
     const cpu0 = agents.map((a) => cpuSeconds(a.child?.pid))
     const read0 = await metricsOneByOne(agents)
     const bytes0 = read0.map((r) => r.bytesOut)
+    // what the storm cost in protocol work, summed over the agents (a churned connection is paid
+    // for again: a handshake, identify, a sync)
+    const sum = (k: keyof (typeof read0)[number]['work']) => read0.reduce((t, r) => t + r.work[k], 0)
+    process.stderr.write(
+      `fleet: storm work, all agents: ${sum('auths')} admissions (${sum('authFailed')} not ok), ${sum('duplicatesClosed')} duplicate connections closed, ${sum('syncs')} syncs, ${sum('probes')} probes\n`,
+    )
     const heap0 = read0.map((r) => r.heap)
     const load0 = loadavg()[0]
     // RSS through the window, from /proc only (asking the agents would load them): whether it
