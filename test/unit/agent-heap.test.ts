@@ -36,7 +36,7 @@ function busyThenCalm(nodeArgs: string[] = []) {
     globalThis.keep = Array.from({ length: 200000 }, (_, i) => ({ i, s: String(i) }))
     // calm: idle within 3-6 s plus a check (at most 25 s on a starved machine)
     const calm = async () => {
-      for (let i = 0; i < 250 && heapGrowth() === 'bulk'; i++) await new Promise((r) => setTimeout(r, 100))
+      for (let i = 0; i < 250 && ['start', 'bulk'].includes(heapGrowth()); i++) await new Promise((r) => setTimeout(r, 100))
       return heapGrowth()
     }
     const first = await calm()
@@ -106,10 +106,11 @@ describe('agent native memory', () => {
 })
 
 describe('agent heap growth', () => {
-  it("start-up's full GCs set the next limit at the large fixed factor, not at V8's adaptive one", () => {
+  it("start-up's full GCs are left to V8's adaptive factor (up to 4x), neither fixed one", () => {
     const seen = factors([])
     assert.ok(seen.length >= 3, `no full GC traced: ${seen}`)
-    for (const f of seen) assert.equal(f, 1 + HEAP_GROWING_PERCENT / 100)
+    const fixed = [1 + HEAP_GROWING_PERCENT / 100, 1 + IDLE_HEAP_GROWING_PERCENT / 100]
+    for (const f of seen) assert.ok(!fixed.includes(f), `a fixed factor at start-up: ${seen}`)
   })
 
   it('a calm agent goes to the small factor, moving bytes switches back within a few full GCs, and calm again back', () => {
@@ -121,14 +122,22 @@ describe('agent heap growth', () => {
     const seq = r.factors.map((f) => letter.get(f) ?? '?').join('')
     assert.deepEqual(
       [r.started, r.first, r.busy.at(-1), r.last],
-      ['bulk', 'idle', 'bulk', 'idle'],
+      ['start', 'idle', 'bulk', 'idle'],
       JSON.stringify(r),
     )
-    // start-up at the large factor, the switch to idle runs a full GC at once, the busy spell's
+    // start-up at V8's own factor, the switch to idle runs a full GC at once, the busy spell's
     // first few at the small one, then the large one, and the calm's own full GC at the small one
-    const m = /^B*(I+)B+I$/.exec(seq)
+    const m = /^\?*(I+)B+I$/.exec(seq)
     assert.ok(m !== null, `factors in order: ${seq}`)
-    assert.ok(m[1].length <= 7, `switched only after ${m[1].length - 1} full GCs of the busy spell: ${seq}`)
+    // the switch is seen where the spell yields to the event loop (the GC observer reports there):
+    // within its first half (512 MiB of 1 GiB). Seen after the first chunk in 9 runs of 10 and
+    // after the third in one (2026-12-07, quiet); a bound of 7 full GCs failed 1 run in 4 there
+    // (8-10 GCs before the switch, main as well): how many fit between two yields varies.
+    const first = r.busy.indexOf('bulk')
+    assert.ok(
+      first >= 0 && first <= 3,
+      `bulk only after ${first + 1} of 8 chunks: ${JSON.stringify(r.busy)} ${seq}`,
+    )
   })
 
   it("a user's own --heap-growing-percent wins, idle or busy", () => {
