@@ -82,7 +82,7 @@ export function adaptHeapGrowth(calmMs = BULK_CALM_MS, checkMs = SHRINK_CHECK_MS
   const check = setInterval(() => {
     if (growth === 'idle' || growth === undefined || performance.now() - lastPair < calmFor) return
     setGrowth('idle')
-    // the bulk limit holds until the next full GC: run it now (compacting if that gives back pages)
+    // the start or bulk limit holds until the next full GC: run it now (compacting if that gives back pages)
     if (!compactHeap()) runOwnFullGc()
   }, checkMs)
   check.unref()
