@@ -33,6 +33,8 @@ export interface LivenessOptions {
 export class ConnectionLiveness {
   private timer: NodeJS.Timeout | undefined
   private readonly inFlight = new WeakSet<Connection>()
+  /** each connection's last answered ping: its round-trip time (ms), for `mesh status` */
+  private readonly rtts = new WeakMap<Connection, number>()
   private stopped = new AbortController()
 
   constructor(private readonly opts: LivenessOptions) {}
@@ -57,11 +59,56 @@ export class ConnectionLiveness {
    * between two processes, sim/bench/foundation.ts). A failure here closes nothing.
    */
   measure(conn: Connection): void {
+    void this.measured(conn)
+  }
+
+  /** The connection's round-trip time (ms) as its last answered ping measured it. */
+  rtt(conn: Connection): number | undefined {
+    return this.rtts.get(conn)
+  }
+
+  /** Whether the connection has a muxer ping (yamux: TCP and relayed; not WebRTC). */
+  static pingable(conn: Connection): boolean {
+    return typeof (conn as unknown as Pingable).muxer?.ping === 'function'
+  }
+
+  /**
+   * Measure these connections' round-trip times now, each with a muxer ping (12 bytes, no
+   * stream), waiting at most waitMs for the answers. `mesh status` used to open a ping stream per
+   * peer for this (multistream-select, a peer store merge on both ends): in a 20-agent join
+   * storm, with the bench reading every agent's connections every 10 s, half of all streams.
+   * The pings themselves are not cut at waitMs: yamux forgets a ping whose caller gave up and
+   * then takes its late answer for a protocol error, closing the connection (test/integration/
+   * connection-liveness.test.ts). They run to the liveness timeout, and a late answer still
+   * counts as the RTT.
+   */
+  async refresh(conns: Connection[], waitMs: number): Promise<void> {
+    let timer: NodeJS.Timeout | undefined
+    const waited = new Promise<void>((resolve) => {
+      timer = setTimeout(resolve, waitMs)
+    })
+    try {
+      await Promise.race([waited, Promise.allSettled(conns.map((conn) => this.measured(conn)))])
+    } finally {
+      clearTimeout(timer)
+    }
+  }
+
+  /** One muxer ping with the liveness timeout; records the RTT (a connection without one: nothing). */
+  private async measured(conn: Connection): Promise<void> {
     const muxer = (conn as unknown as Pingable).muxer
     if (conn.status !== 'open' || typeof muxer?.ping !== 'function') return
-    muxer
-      .ping({ signal: AbortSignal.any([this.stopped.signal, AbortSignal.timeout(this.opts.timeoutMs)]) })
-      .catch(() => {})
+    try {
+      this.rtts.set(
+        conn,
+        await muxer.ping({
+          signal: AbortSignal.any([
+            this.stopped.signal,
+            AbortSignal.timeout(this.opts.stretch?.(this.opts.timeoutMs) ?? this.opts.timeoutMs),
+          ]),
+        }),
+      )
+    } catch {}
   }
 
   /** One round: ping every open connection; settles when every ping has (how many, how many closed). */
@@ -83,7 +130,10 @@ export class ConnectionLiveness {
         muxer
           .ping({ signal })
           .then(
-            () => false,
+            (ms) => {
+              this.rtts.set(conn, ms)
+              return false
+            },
             (err: Error) => {
               if (this.stopped.signal.aborted || conn.status !== 'open') return false
               conn.abort(new Error(`no answer to a ping within ${timeoutMs} ms`, { cause: err }))

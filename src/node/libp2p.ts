@@ -236,6 +236,14 @@ export async function createMeshNode(opts: NodeOptions) {
       addresses: (components: { addressManager: AddressManager }) => components.addressManager,
       // libp2p's connection limit, raised as the cluster grows (connection-limit.ts)
       connectionLimit: (components: { connectionManager: ConnectionManager }) => components.connectionManager,
+      // dead connections closed, and each connection's RTT, by muxer pings (libp2p starts and stops it)
+      liveness: (components: { connectionManager: ConnectionManager }) =>
+        new ConnectionLiveness({
+          connections: () => components.connectionManager.getConnections(),
+          intervalMs: LIVENESS_INTERVAL_MS,
+          timeoutMs: LIVENESS_TIMEOUT_MS,
+          stretch,
+        }),
       identify: identify({ protocolPrefix: prefix.slice(1), runOnLimitedConnection: true }),
       identifyPush: identifyPush({ protocolPrefix: prefix.slice(1), runOnLimitedConnection: true }),
       // More than one ping at a time per connection (the defaults are 1 out, 2 in): kad-dht pings
@@ -288,16 +296,8 @@ export async function createMeshNode(opts: NodeOptions) {
   gater = node.services.admission.gater()
   node.addEventListener('connection:open', (evt) => pending.upgraded(evt.detail))
   guardObservedAddrs(node.services.addresses)
-  const liveness = new ConnectionLiveness({
-    connections: () => node.getConnections(),
-    intervalMs: LIVENESS_INTERVAL_MS,
-    timeoutMs: LIVENESS_TIMEOUT_MS,
-    stretch,
-  })
   // yamux's windows grow only once a connection's round-trip time is known (connection-liveness.ts)
-  node.addEventListener('connection:open', (evt) => liveness.measure(evt.detail))
-  node.addEventListener('start', () => liveness.start())
-  node.addEventListener('stop', () => liveness.stop())
+  node.addEventListener('connection:open', (evt) => node.services.liveness.measure(evt.detail))
   settleOnOneConnection(node, prefix, opts.reporter)
   reopenOnRemainingConnection(node)
   stores.set(node, datastore)

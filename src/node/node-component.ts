@@ -10,6 +10,7 @@ import { BackoffMap } from './backoff.js'
 import type { Cluster } from './cluster.js'
 import type { NodeConfig } from './config.js'
 import { connectionLimit } from './connection-limit.js'
+import { ConnectionLiveness } from './connection-liveness.js'
 import { loadIdentity } from './identity.js'
 import { InviteStore } from './invites.js'
 import { Joiner } from './join.js'
@@ -284,6 +285,8 @@ export class NodeComponent implements Component {
       if (known?.tags.has(MEMBER_TAG) !== true) {
         await node.peerStore.merge(conn.remotePeer, { tags: { [MEMBER_TAG]: { value: 50 } } })
       }
+      // a yamux connection's RTT comes from liveness's muxer ping at open; others need a ping stream
+      if (ConnectionLiveness.pingable(conn)) return
       const rtt = await node.services.ping.ping(conn.remotePeer, { signal: AbortSignal.timeout(2000) })
       this.rtt.set(conn.remotePeer.toString(), rtt)
     } catch {}
@@ -422,25 +425,30 @@ export class NodeComponent implements Component {
       path: pathKind(c.remoteAddr),
       admitted: node.services.admission.connectionAdmitted(c),
       openedAt: c.timeline.open,
-      rttMs: this.rtt.get(c.remotePeer.toString()),
+      rttMs: node.services.liveness.rtt(c) ?? this.rtt.get(c.remotePeer.toString()),
       streams: c.streams.map((st) => `${st.direction === 'outbound' ? 'out' : 'in'} ${st.protocol ?? ''}`),
     }))
   }
 
-  /** Measure RTT to every connected peer now (bounded by a short timeout). */
+  /**
+   * Measure RTT on every connection now (bounded by a short timeout): a muxer ping where the
+   * connection has one, a ping stream only to peers reached over WebRTC alone.
+   */
   async refreshRtt(timeoutMs = 1500): Promise<void> {
     const node = this.libp2p
     if (node === undefined) return
-    const peers = [...new Set(node.getConnections().map((c) => c.remotePeer.toString()))]
-    await Promise.allSettled(
-      node
-        .getPeers()
-        .filter((p) => peers.includes(p.toString()))
-        .map(async (p) => {
-          const rtt = await node.services.ping.ping(p, { signal: AbortSignal.timeout(timeoutMs) })
-          this.rtt.set(p.toString(), rtt)
-        }),
-    )
+    const conns = node.getConnections()
+    const streamOnly = new Map<string, PeerId>()
+    for (const c of conns)
+      if (!ConnectionLiveness.pingable(c)) streamOnly.set(c.remotePeer.toString(), c.remotePeer)
+    for (const c of conns) if (ConnectionLiveness.pingable(c)) streamOnly.delete(c.remotePeer.toString())
+    await Promise.allSettled([
+      node.services.liveness.refresh(conns, timeoutMs),
+      ...[...streamOnly.values()].map(async (p) => {
+        const rtt = await node.services.ping.ping(p, { signal: AbortSignal.timeout(timeoutMs) })
+        this.rtt.set(p.toString(), rtt)
+      }),
+    ])
   }
 
   /** Addresses a joiner can reach us at: listen/announce addresses that are not relay circuits. */

@@ -37,6 +37,17 @@ class FreezableProxy {
     }
   }
 
+  /** carry bytes again (what was sent meanwhile arrives now) */
+  thaw(): void {
+    for (let i = 0; i + 1 < this.sockets.length; i += 2) {
+      const [inbound, outbound] = [this.sockets[i], this.sockets[i + 1]]
+      inbound.pipe(outbound)
+      outbound.pipe(inbound)
+      inbound.resume()
+      outbound.resume()
+    }
+  }
+
   close(): void {
     for (const s of this.sockets) s.destroy()
     this.server.close()
@@ -104,6 +115,67 @@ describe('connection liveness: a muxer ping finds a dead connection without open
       for (let i = 0; i < 50 && muxer.getRTT() < 0; i++) await new Promise((r) => setTimeout(r, 100))
       assert.ok(muxer.getRTT() >= 0, `the round-trip time is known (${muxer.getRTT()})`)
       assert.equal(conn.status, 'open')
+    } finally {
+      liveness.stop()
+    }
+  })
+
+  it("refresh measures each connection's round-trip time without a stream", async () => {
+    a = await node()
+    b = await node()
+    const conn = await a.dial(b.getMultiaddrs()[0])
+    const streamsBefore = conn.streams.length
+    const liveness = new ConnectionLiveness({
+      connections: () => a?.getConnections() ?? [],
+      intervalMs: 3_600_000,
+      timeoutMs: 5_000,
+    })
+    try {
+      assert.equal(liveness.rtt(conn), undefined, 'nothing measured yet')
+      await liveness.refresh([conn], 5_000)
+      const rtt = liveness.rtt(conn)
+      assert.ok(typeof rtt === 'number' && rtt >= 0, `an RTT (${rtt})`)
+      assert.equal(conn.streams.length, streamsBefore, 'and no stream was opened for it')
+      await conn.close()
+      await liveness.refresh([conn], 1_000)
+      assert.equal(liveness.rtt(conn), rtt, 'a closed connection is not pinged: its last RTT stays')
+    } finally {
+      liveness.stop()
+    }
+  })
+
+  it('an answer that comes after refresh gave up does not break the connection', async () => {
+    // yamux throws on a pong it no longer waits for (the ping's caller gave up) and closes the
+    // connection: in a join storm, `mesh status` with a 1 s budget then cut members off
+    a = await node()
+    b = await node()
+    const port = Number(
+      b
+        .getMultiaddrs()[0]
+        .getComponents()
+        .find((c) => c.name === 'tcp')?.value,
+    )
+    proxy = new FreezableProxy(port)
+    const via = await proxy.listen()
+    const conn = await a.dial(multiaddr(`/ip4/127.0.0.1/tcp/${via}/p2p/${b.peerId}`))
+    const liveness = new ConnectionLiveness({
+      connections: () => a?.getConnections() ?? [],
+      intervalMs: 3_600_000,
+      timeoutMs: 10_000,
+    })
+    try {
+      proxy.freeze()
+      await liveness.refresh([conn], 300)
+      assert.equal(liveness.rtt(conn), undefined, 'no answer within the budget')
+      proxy.thaw()
+      for (let i = 0; i < 50 && liveness.rtt(conn) === undefined && conn.status === 'open'; i++)
+        await new Promise((r) => setTimeout(r, 100))
+      assert.equal(conn.status, 'open', 'the connection stays open')
+      assert.ok(
+        (liveness.rtt(conn) ?? 0) >= 300,
+        `the late answer is taken as the RTT (${liveness.rtt(conn)})`,
+      )
+      assert.deepEqual(await liveness.check(), { pinged: 1, closed: 0 }, 'and keeps answering')
     } finally {
       liveness.stop()
     }

@@ -148,6 +148,12 @@ describe('one connection per pair: real agents joining at once', function () {
       90_000,
       1_000,
     )
+    // `mesh status` shows each connection's round-trip time (a muxer ping, not a ping stream)
+    for (const a of agents) {
+      const conns = ((await a.status()).connections ?? []) as Array<{ peerId: string; rttMs?: number }>
+      assert.equal(conns.length, agents.length - 1)
+      for (const c of conns) assert.ok(typeof c.rttMs === 'number' && c.rttMs >= 0, `an RTT to ${c.peerId}`)
+    }
     // membership still works over the kept connections: a kill -9 is seen by the others
     const victim = agents[3]
     const victimId = (await victim.status()).peerId as string
