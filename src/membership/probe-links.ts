@@ -17,6 +17,13 @@ export const MAX_PROBE_GOSSIP = 8192
 export const LINK_IDLE_MS = 60_000
 /** an inbound link that carries nothing this long is closed: every read has a deadline */
 export const INBOUND_IDLE_MS = 2 * LINK_IDLE_MS
+/**
+ * Unanswered probes in a row before a link is started afresh. A probe that times out is mostly a
+ * member slow to answer (a loaded machine), not a broken stream; reopening at the first cost both
+ * sides a stream negotiation each time: in a 20-agent join storm, 30-70 reopened links per agent.
+ * A stream that really broke is seen closed and replaced at the next probe anyway.
+ */
+export const SILENT_PROBES_BEFORE_REOPEN = 3
 /** replies queued on an inbound link before the prober is deemed not to read them */
 const MAX_UNSENT_REPLIES = 64
 
@@ -31,6 +38,8 @@ interface Link {
   gossip: boolean
   /** a one-probe link already handed to a probe */
   claimed?: boolean
+  /** probes in a row that went unanswered */
+  silent: number
 }
 
 /** What rides on probes (probe/3.0.0): the service's dissemination queue and its ingest. */
@@ -98,7 +107,8 @@ export class ProbeLinks {
       const r = await reply
       link.waiting.delete(probe.seq)
       if (r !== undefined) this.deps.clock?.(peer, sentAt, Date.now(), r.nowMs)
-      if (r === undefined && link.waiting.size === 0) this.drop(peer, link) // a silent link: start afresh
+      if (r !== undefined) link.silent = 0
+      else if (++link.silent >= SILENT_PROBES_BEFORE_REOPEN && link.waiting.size === 0) this.drop(peer, link)
       return r
     } catch {
       const link = this.links.get(peer)
@@ -197,6 +207,7 @@ export class ProbeLinks {
       lastUsed: Date.now(),
       persistent: gossip || stream.protocol === this.deps.persistentProtocol,
       gossip,
+      silent: 0,
     }
     if (!link.persistent) return link
     // a concurrent ask may have opened one meanwhile: keep the first, close ours

@@ -2,7 +2,7 @@ import '../../src/shim.js'
 import assert from 'node:assert/strict'
 import type { Stream } from '@libp2p/interface'
 import { streamPair } from '@libp2p/utils'
-import { ProbeLinks, serveProbeLink } from '../../src/membership/probe-links.js'
+import { ProbeLinks, SILENT_PROBES_BEFORE_REOPEN, serveProbeLink } from '../../src/membership/probe-links.js'
 
 const PROTO = '/test/probe/2.0.0'
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
@@ -18,7 +18,7 @@ describe('membership probe links', () => {
   })
 
   /** an open that takes `delayMs` and honours its signal, as libp2p's dial does */
-  function slowOpen(delayMs: number) {
+  function slowOpen(delayMs: number, answerMs = 0) {
     const calls: AbortSignal[] = []
     const open = async (_peer: string, signal: AbortSignal): Promise<Stream> => {
       calls.push(signal)
@@ -34,7 +34,10 @@ describe('membership probe links', () => {
       served.push(theirs, mine)
       void serveProbeLink(
         theirs,
-        async () => true,
+        async () => {
+          await sleep(answerMs)
+          return true
+        },
         () => {},
       )
       return mine
@@ -71,6 +74,29 @@ describe('membership probe links', () => {
         [true, true, true],
       )
       assert.equal(calls.length, 1)
+    } finally {
+      links.closeAll()
+    }
+  })
+
+  it('a member slow to answer keeps its link; only probes unanswered several times in a row open a new one', async () => {
+    // a timed-out probe is mostly a loaded member, not a broken stream: reopening at once cost
+    // a stream negotiation on both sides per timeout in a join storm
+    const { open, calls } = slowOpen(0, 100)
+    const links = new ProbeLinks({ open, persistentProtocol: PROTO, count: () => {} })
+    try {
+      let seq = 0
+      for (let i = 1; i < SILENT_PROBES_BEFORE_REOPEN; i++) {
+        assert.equal(await links.ask('peer-c', { seq: ++seq, target: '' }, 20), undefined)
+        assert.equal(links.size, 1, `the link stays after ${i} unanswered probe(s)`)
+      }
+      assert.equal((await links.ask('peer-c', { seq: ++seq, target: '' }, 1_000))?.ack, true)
+      assert.equal(calls.length, 1, 'an answer in time, on the same link')
+      for (let i = 1; i <= SILENT_PROBES_BEFORE_REOPEN; i++)
+        assert.equal(await links.ask('peer-c', { seq: ++seq, target: '' }, 20), undefined)
+      assert.equal(links.size, 0, `dropped after ${SILENT_PROBES_BEFORE_REOPEN} unanswered in a row`)
+      assert.equal((await links.ask('peer-c', { seq: ++seq, target: '' }, 2_000))?.ack, true)
+      assert.equal(calls.length, 2, 'the next probe opened a new link')
     } finally {
       links.closeAll()
     }
