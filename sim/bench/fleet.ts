@@ -98,7 +98,16 @@ async function metricsOneByOne(agents: BenchAgent[]) {
     channels: { probe: number; sync: number; gossip: number; syncsStarted: number; catchups: number }
     heap: { committed: number; used: number; external: number; major: number; minor: number }
     /** work done since the agent started: admissions, duplicate connections closed, syncs, probes */
-    work: { auths: number; authFailed: number; duplicatesClosed: number; syncs: number; probes: number }
+    work: {
+      auths: number
+      authFailed: number
+      /** of the failed: the handshake's deadline passed; the connection closed before it ended */
+      authTimeout: number
+      authClosed: number
+      duplicatesClosed: number
+      syncs: number
+      probes: number
+    }
   }> = []
   for (const a of agents) {
     const m = await a.metrics().catch(() => undefined)
@@ -127,6 +136,8 @@ async function metricsOneByOne(agents: BenchAgent[]) {
           get('mesh_node_auth_total') -
           get('mesh_node_auth_total', { result: 'ok' }) -
           get('mesh_node_auth_total', { result: 'joiner' }),
+        authTimeout: get('mesh_node_auth_total', { result: 'timeout' }),
+        authClosed: get('mesh_node_auth_total', { result: 'closed' }),
         duplicatesClosed: get('mesh_node_duplicate_connections_closed_total'),
         syncs: get(SYNCS),
         probes: get('mesh_membership_probes_total'),
@@ -348,7 +359,7 @@ async function run(o: Options) {
     // for again: a handshake, identify, a sync)
     const sum = (k: keyof (typeof read0)[number]['work']) => read0.reduce((t, r) => t + r.work[k], 0)
     process.stderr.write(
-      `fleet: storm work, all agents: ${sum('auths')} admissions (${sum('authFailed')} not ok), ${sum('duplicatesClosed')} duplicate connections closed, ${sum('syncs')} syncs, ${sum('probes')} probes\n`,
+      `fleet: storm work, all agents: ${sum('auths')} admissions (${sum('authFailed')} not ok: ${sum('authTimeout')} timed out, ${sum('authClosed')} closed first), ${sum('duplicatesClosed')} duplicate connections closed, ${sum('syncs')} syncs, ${sum('probes')} probes\n`,
     )
     const heap0 = read0.map((r) => r.heap)
     const load0 = loadavg()[0]
