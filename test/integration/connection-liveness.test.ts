@@ -67,21 +67,29 @@ describe('connection liveness: a muxer ping finds a dead connection without open
     await Promise.allSettled([a?.stop(), b?.stop()])
   })
 
-  it('a connection that answers stays open; one that went silent is closed', async () => {
-    a = await node()
-    b = await node()
+  /** two nodes, a connected to b through a proxy that can go silent */
+  async function dialThroughProxy() {
+    const [from, to] = [await node(), await node()]
+    a = from
+    b = to
     const port = Number(
-      b
+      to
         .getMultiaddrs()[0]
         .getComponents()
         .find((c) => c.name === 'tcp')?.value,
     )
-    proxy = new FreezableProxy(port)
-    const via = await proxy.listen()
-    const conn = await a.dial(multiaddr(`/ip4/127.0.0.1/tcp/${via}/p2p/${b.peerId}`))
+    const relay = new FreezableProxy(port)
+    proxy = relay
+    const via = await relay.listen()
+    const conn = await from.dial(multiaddr(`/ip4/127.0.0.1/tcp/${via}/p2p/${to.peerId}`))
+    return { conn, from, to, relay }
+  }
+
+  it('a connection that answers stays open; one that went silent is closed', async () => {
+    const { conn, from, to, relay } = await dialThroughProxy()
     const streamsBefore = conn.streams.length
     const liveness = new ConnectionLiveness({
-      connections: () => a?.getConnections() ?? [],
+      connections: () => from.getConnections(),
       intervalMs: 3_600_000,
       timeoutMs: 5_000,
     })
@@ -90,11 +98,11 @@ describe('connection liveness: a muxer ping finds a dead connection without open
     assert.equal(conn.status, 'open')
     assert.equal(conn.streams.length, streamsBefore, 'and the ping opened no stream')
 
-    proxy.freeze()
+    relay.freeze()
     assert.equal(conn.status, 'open', 'silence alone closes nothing (the sockets are still open)')
     assert.deepEqual(await liveness.check(), { pinged: 1, closed: 1 }, 'an unanswered ping closes it')
     assert.notEqual(conn.status, 'open')
-    assert.equal(a.getConnections(b.peerId).length, 0, 'libp2p no longer lists it')
+    assert.equal(from.getConnections(to.peerId).length, 0, 'libp2p no longer lists it')
     liveness.stop()
   })
 
@@ -147,27 +155,17 @@ describe('connection liveness: a muxer ping finds a dead connection without open
   it('an answer that comes after refresh gave up does not break the connection', async () => {
     // yamux throws on a pong it no longer waits for (the ping's caller gave up) and closes the
     // connection: in a join storm, `mesh status` with a 1 s budget then cut members off
-    a = await node()
-    b = await node()
-    const port = Number(
-      b
-        .getMultiaddrs()[0]
-        .getComponents()
-        .find((c) => c.name === 'tcp')?.value,
-    )
-    proxy = new FreezableProxy(port)
-    const via = await proxy.listen()
-    const conn = await a.dial(multiaddr(`/ip4/127.0.0.1/tcp/${via}/p2p/${b.peerId}`))
+    const { conn, from, relay } = await dialThroughProxy()
     const liveness = new ConnectionLiveness({
-      connections: () => a?.getConnections() ?? [],
+      connections: () => from.getConnections(),
       intervalMs: 3_600_000,
       timeoutMs: 10_000,
     })
     try {
-      proxy.freeze()
+      relay.freeze()
       await liveness.refresh([conn], 300)
       assert.equal(liveness.rtt(conn), undefined, 'no answer within the budget')
-      proxy.thaw()
+      relay.thaw()
       for (let i = 0; i < 50 && liveness.rtt(conn) === undefined && conn.status === 'open'; i++)
         await new Promise((r) => setTimeout(r, 100))
       assert.equal(conn.status, 'open', 'the connection stays open')
