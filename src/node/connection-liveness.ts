@@ -56,10 +56,23 @@ export class ConnectionLiveness {
    * One ping on a new connection, for its round-trip time: yamux grows a stream's receive window
    * (256 KiB up to 16 MiB) only once it knows the RTT, which its own keepalive measured at once
    * and nothing else does. Without it one stream moved 25% less (156-173 against 215-225 MB/s
-   * between two processes, sim/bench/foundation.ts). A failure here closes nothing.
+   * between two processes, sim/bench/foundation.ts). Its deadline is the liveness timeout (see
+   * refresh for why never shorter); the RTT is recorded; a failure here closes nothing.
    */
-  measure(conn: Connection): void {
-    void this.measured(conn)
+  async measure(conn: Connection): Promise<void> {
+    const muxer = (conn as unknown as Pingable).muxer
+    if (conn.status !== 'open' || typeof muxer?.ping !== 'function') return
+    try {
+      this.rtts.set(
+        conn,
+        await muxer.ping({
+          signal: AbortSignal.any([
+            this.stopped.signal,
+            AbortSignal.timeout(this.opts.stretch?.(this.opts.timeoutMs) ?? this.opts.timeoutMs),
+          ]),
+        }),
+      )
+    } catch {}
   }
 
   /** The connection's round-trip time (ms) as its last answered ping measured it. */
@@ -88,27 +101,10 @@ export class ConnectionLiveness {
       timer = setTimeout(resolve, waitMs)
     })
     try {
-      await Promise.race([waited, Promise.allSettled(conns.map((conn) => this.measured(conn)))])
+      await Promise.race([waited, Promise.allSettled(conns.map((conn) => this.measure(conn)))])
     } finally {
       clearTimeout(timer)
     }
-  }
-
-  /** One muxer ping with the liveness timeout; records the RTT (a connection without one: nothing). */
-  private async measured(conn: Connection): Promise<void> {
-    const muxer = (conn as unknown as Pingable).muxer
-    if (conn.status !== 'open' || typeof muxer?.ping !== 'function') return
-    try {
-      this.rtts.set(
-        conn,
-        await muxer.ping({
-          signal: AbortSignal.any([
-            this.stopped.signal,
-            AbortSignal.timeout(this.opts.stretch?.(this.opts.timeoutMs) ?? this.opts.timeoutMs),
-          ]),
-        }),
-      )
-    } catch {}
   }
 
   /** One round: ping every open connection; settles when every ping has (how many, how many closed). */

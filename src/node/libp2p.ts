@@ -297,7 +297,7 @@ export async function createMeshNode(opts: NodeOptions) {
   node.addEventListener('connection:open', (evt) => pending.upgraded(evt.detail))
   guardObservedAddrs(node.services.addresses)
   // yamux's windows grow only once a connection's round-trip time is known (connection-liveness.ts)
-  node.addEventListener('connection:open', (evt) => node.services.liveness.measure(evt.detail))
+  node.addEventListener('connection:open', (evt) => void node.services.liveness.measure(evt.detail))
   settleOnOneConnection(node, prefix, opts.reporter)
   reopenOnRemainingConnection(node)
   stores.set(node, datastore)

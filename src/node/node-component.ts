@@ -438,10 +438,10 @@ export class NodeComponent implements Component {
     const node = this.libp2p
     if (node === undefined) return
     const conns = node.getConnections()
+    const muxerPinged = new Set(conns.filter(ConnectionLiveness.pingable).map((c) => c.remotePeer.toString()))
     const streamOnly = new Map<string, PeerId>()
     for (const c of conns)
-      if (!ConnectionLiveness.pingable(c)) streamOnly.set(c.remotePeer.toString(), c.remotePeer)
-    for (const c of conns) if (ConnectionLiveness.pingable(c)) streamOnly.delete(c.remotePeer.toString())
+      if (!muxerPinged.has(c.remotePeer.toString())) streamOnly.set(c.remotePeer.toString(), c.remotePeer)
     await Promise.allSettled([
       node.services.liveness.refresh(conns, timeoutMs),
       ...[...streamOnly.values()].map(async (p) => {

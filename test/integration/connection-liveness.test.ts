@@ -119,7 +119,7 @@ describe('connection liveness: a muxer ping finds a dead connection without open
       timeoutMs: 5_000,
     })
     try {
-      liveness.measure(conn)
+      void liveness.measure(conn)
       for (let i = 0; i < 50 && muxer.getRTT() < 0; i++) await new Promise((r) => setTimeout(r, 100))
       assert.ok(muxer.getRTT() >= 0, `the round-trip time is known (${muxer.getRTT()})`)
       assert.equal(conn.status, 'open')
